@@ -1,0 +1,5 @@
+"""The ``loopline`` command."""
+
+from loopline.cli.main import main
+
+__all__ = ["main"]

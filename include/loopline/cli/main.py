@@ -1,0 +1,170 @@
+"""``loopline``: set up and drive the platform from a shell.
+
+Each sub-command is a thin shell over a function in ``loopline.platform`` (or a later stage), so the
+same behaviour is reachable from tests and DAGs without going through argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from loopline.config import get_settings, telemetry_off_env
+
+
+def _print_login(info: dict) -> None:
+    airflow = info["airflow"]
+    print(f"Airflow UI   {airflow['url']}  (login {airflow.get('username', '?')} / {airflow.get('password', '?')})")
+    print(f"MLflow UI    {info['mlflow']['url']}")
+    print(f"State dir    {info['state_dir']}   (logs in {info['logs']})")
+    print("Stop with    loopline down")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from loopline.platform import stack
+
+    settings = get_settings()
+    stack.up(settings)
+    _print_login(stack.describe(settings))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from loopline.platform import stack
+
+    stack.down(get_settings())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from loopline.platform import stack
+
+    info = stack.describe(get_settings())
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"Loopline ({info['mode']} mode): {'running' if info['running'] else 'not running'}")
+    for name, service in info["services"].items():
+        print(f"  {name:<14} {'up' if service['running'] else 'down':<5} pid {service['pid']}")
+    _print_login(info)
+    return 0
+
+
+def _parse_conf(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        conf = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: --conf is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if not isinstance(conf, dict):
+        raise SystemExit('error: --conf must be a JSON object, e.g. \'{"epochs": 5}\'')
+    return conf
+
+
+def trigger_and_follow(dag_id: str, conf: dict, wait: bool, timeout: float) -> int:
+    """Trigger ``dag_id`` over REST; with ``wait``, print task progress and the final state last."""
+    from loopline.platform.stack import api_for
+
+    api = api_for(get_settings())
+    run_id = api.trigger(dag_id, conf)
+    print(f"triggered {dag_id} run {run_id}")
+    if not wait:
+        return 0
+
+    def show(tasks: dict[str, str]) -> None:
+        print("  " + "  ".join(f"{task}={state}" for task, state in sorted(tasks.items())), flush=True)
+
+    result = api.wait(dag_id, run_id, timeout=timeout, on_change=show)
+    failed = sorted(t for t, s in result.task_states.items() if s not in ("success", "skipped"))
+    if failed:
+        print(f"tasks not successful: {', '.join(failed)} (logs in the Airflow UI or `loopline status` logs)")
+    print(f"{dag_id} {run_id}: {result.state}")
+    return 0 if result.succeeded else 1
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    return trigger_and_follow(args.dag_id, _parse_conf(args.conf), args.wait, args.timeout)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """At this stage: bring the stack up and prove every service with the platform smoke DAG."""
+    from loopline.platform import stack
+
+    settings = get_settings()
+    stack.up(settings)
+    info = stack.describe(settings)
+    code = trigger_and_follow("platform_smoke", {}, wait=True, timeout=600)
+    print()
+    if args.exit:
+        stack.down(settings)
+    else:
+        _print_login(info)
+    return code
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    """Run the ``airflow`` CLI against the local stack's configuration."""
+    from loopline.platform.airflow_env import child_env, venv_bin
+    from loopline.platform.secrets import load_or_create_secrets
+
+    settings = get_settings()
+    settings.state.ensure()
+    env = child_env(settings, load_or_create_secrets(settings))
+    argv = [str(venv_bin() / "airflow"), *args.airflow_args]
+    os.execve(argv[0], argv, env)
+    return 0  # pragma: no cover - execve does not return
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loopline", description="Loopline: the closed-loop MLOps platform.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", help="start the local stack (Airflow + MLflow) and wait until healthy").set_defaults(
+        func=cmd_up
+    )
+    sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="what runs, URLs and the local Airflow login")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("trigger", help="trigger a DAG through Airflow's REST API")
+    p.add_argument("dag_id")
+    p.add_argument("--conf", help="run configuration as a JSON object")
+    p.add_argument("--wait", action="store_true", help="follow the run; exit non-zero unless it succeeds")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds to wait with --wait (default 1800)")
+    p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("demo", help="start the stack and run the loop end to end")
+    p.add_argument("--exit", action="store_true", help="stop the stack when the demo is done")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("airflow", help="run the airflow CLI against the local stack (e.g. `loopline airflow dags list`)")
+    p.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_airflow)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for key, value in telemetry_off_env().items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    from loopline.platform.airflow_api import AirflowApiError
+    from loopline.platform.stack import StackError
+
+    try:
+        return args.func(args)
+    except (AirflowApiError, StackError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""One typed settings object for every Loopline process.
+
+Mode and endpoints are chosen here (env ``LOOPLINE_*``), never by editing code. In the embedded mode
+everything Loopline writes lives under one state directory, so ``rm -rf .loopline`` is a full reset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _find_project_dir() -> Path:
+    """The repository root (holds ``dags/`` and ``feature_repo/``).
+
+    In a source checkout (editable install) that is three levels above this file; in an image where
+    the package is installed into site-packages, the working directory is expected to be the project.
+    """
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "dags").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+# Tools phone home unless told not to; every process Loopline starts inherits these.
+_TELEMETRY_OFF = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow wants exactly "true"
+    "DO_NOT_TRACK": "true",  # Evidently, and the general convention
+    "SCARF_ANALYTICS": "false",  # Airflow's usage data
+    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+    "FEAST_USAGE": "False",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def telemetry_off_env() -> dict[str, str]:
+    """Environment variables that switch off telemetry in Airflow, MLflow, Feast, GX and Evidently."""
+    return dict(_TELEMETRY_OFF)
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where the embedded mode keeps each kind of state, all under one root."""
+
+    root: Path
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def airflow_db(self) -> Path:
+        return self.airflow_home / "airflow.db"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.mlflow_dir / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def feast_registry(self) -> Path:
+        return self.feast_dir / "registry.db"
+
+    @property
+    def feast_online_store(self) -> Path:
+        return self.feast_dir / "online_store.db"
+
+    @property
+    def feast_offline_dir(self) -> Path:
+        return self.feast_dir / "offline"
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "data" / "landing"
+
+    @property
+    def curated(self) -> Path:
+        return self.root / "data" / "curated"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "data" / "quarantine"
+
+    @property
+    def prediction_log(self) -> Path:
+        return self.root / "serving" / "predictions.db"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """PID records of the local stack and its generated secrets."""
+        return self.root / "run"
+
+    def directories(self) -> list[Path]:
+        """Every directory the embedded mode writes into (created by ``ensure``)."""
+        return [
+            self.airflow_home,
+            self.mlflow_dir,
+            self.mlflow_artifacts,
+            self.feast_dir,
+            self.feast_offline_dir,
+            self.landing,
+            self.curated,
+            self.quarantine,
+            self.prediction_log.parent,
+            self.reports,
+            self.logs,
+            self.run_dir,
+        ]
+
+    def ensure(self) -> StatePaths:
+        for directory in self.directories():
+            directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+class Settings(BaseSettings):
+    """Loopline's settings, read from ``LOOPLINE_*`` environment variables.
+
+    Endpoints left empty are derived from host and ports, which is what the embedded mode wants;
+    docker-compose and Kubernetes set them explicitly.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_", frozen=True, extra="ignore")
+
+    mode: Literal["embedded", "compose", "kubernetes"] = "embedded"
+    project_dir: Path = Field(default_factory=_find_project_dir)
+    state_dir: Path | None = None
+
+    # Local stack: every server binds here (loopback only, never 0.0.0.0).
+    host: str = "127.0.0.1"
+    airflow_port: int = Field(default=8080, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    airflow_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    airflow_username: str = "loopline"
+
+    # Local Airflow tuned for one machine.
+    airflow_parallelism: int = Field(default=4, ge=1)
+    # Seconds the scheduler sleeps when idle: 0.1 gives a task-to-task hop of ~0.1-0.2 s.
+    airflow_scheduler_idle_sleep: float = Field(default=0.1, gt=0)
+    # How often the DAG processor lists the dags folder for new files.
+    airflow_dag_refresh_interval: int = Field(default=10, ge=1)
+    startup_timeout_s: float = Field(default=60.0, gt=0)
+
+    training_backend: Literal["local", "kubernetes"] = "local"
+
+    @field_validator("project_dir", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def state(self) -> StatePaths:
+        return StatePaths(self.state_dir or self.project_dir / ".loopline")
+
+    @property
+    def dags_dir(self) -> Path:
+        return self.project_dir / "dags"
+
+    @property
+    def plugins_dir(self) -> Path:
+        return self.project_dir / "plugins"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        return self.project_dir / "feature_repo"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.project_dir / "include" / "config"
+
+    @property
+    def airflow_base_url(self) -> str:
+        return (self.airflow_url or f"http://{self.host}:{self.airflow_port}").rstrip("/")
+
+    @property
+    def mlflow_uri(self) -> str:
+        return (self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}").rstrip("/")
+
+    def env(self) -> dict[str, str]:
+        """The ``LOOPLINE_*`` variables that make a child process see these same settings."""
+        values = {
+            "LOOPLINE_MODE": self.mode,
+            "LOOPLINE_PROJECT_DIR": str(self.project_dir),
+            "LOOPLINE_STATE_DIR": str(self.state.root),
+            "LOOPLINE_HOST": self.host,
+            "LOOPLINE_AIRFLOW_PORT": str(self.airflow_port),
+            "LOOPLINE_MLFLOW_PORT": str(self.mlflow_port),
+            "LOOPLINE_AIRFLOW_URL": self.airflow_base_url,
+            "LOOPLINE_MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "LOOPLINE_TRAINING_BACKEND": self.training_backend,
+            # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
+            "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),
+            "LOOPLINE_FEAST_ONLINE_STORE": str(self.state.feast_online_store),
+        }
+        return values
+
+
+@lru_cache(maxsize=1)
+def _cached_settings(env_key: tuple[tuple[str, str], ...]) -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """Settings for the current environment (re-read when a ``LOOPLINE_*`` variable changes)."""
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("LOOPLINE_")))
+    return _cached_settings(key)

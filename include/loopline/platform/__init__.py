@@ -1,0 +1,1 @@
+"""The platform layer: the local stack (``loopline up/down``), Airflow's REST API, smoke checks."""

@@ -1,0 +1,271 @@
+"""The local stack of the embedded mode: Airflow (api-server, scheduler, dag-processor, triggerer)
+and an MLflow tracking server, started and stopped as one.
+
+``up`` is idempotent (a running stack is reported, not doubled) and cleans up after itself when a
+service fails to come up; ``down`` stops exactly the recorded process trees, also after the CLI that
+started them crashed.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loopline.config import Settings
+from loopline.platform.airflow_api import AirflowApi, AirflowApiError
+from loopline.platform.airflow_env import child_env, venv_bin
+from loopline.platform.processes import ProcessRecord, ProcessRegistry, spawn, stop_trees, tail, wait_until
+from loopline.platform.secrets import StackSecrets, load_or_create_secrets, read_secrets
+
+AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+
+
+class StackError(RuntimeError):
+    """The stack could not be started; the message says which service and shows its log."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    argv: list[str]
+
+
+@dataclass
+class StackStatus:
+    running: dict[str, bool] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def any_running(self) -> bool:
+        return any(self.running.values())
+
+    @property
+    def all_running(self) -> bool:
+        return bool(self.running) and all(self.running.values())
+
+
+def registry(settings: Settings) -> ProcessRegistry:
+    return ProcessRegistry(settings.state.run_dir / "stack.json")
+
+
+def service_specs(settings: Settings) -> list[ServiceSpec]:
+    """What ``up`` starts. Log servers stay off: they would bind to every interface."""
+    airflow = str(venv_bin() / "airflow")
+    mlflow = str(venv_bin() / "mlflow")
+    state = settings.state
+    specs = [
+        ServiceSpec(
+            "mlflow",
+            [
+                mlflow, "server",
+                "--host", settings.host,
+                "--port", str(settings.mlflow_port),
+                "--backend-store-uri", f"sqlite:///{state.mlflow_db}",
+                "--artifacts-destination", str(state.mlflow_artifacts),
+                "--workers", "1",
+            ],
+        ),
+        ServiceSpec(
+            "api-server",
+            [airflow, "api-server", "--host", settings.host, "--port", str(settings.airflow_port),
+             "--workers", "1"],
+        ),
+        ServiceSpec("scheduler", [airflow, "scheduler", "--skip-serve-logs"]),
+        ServiceSpec("dag-processor", [airflow, "dag-processor"]),
+        ServiceSpec("triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
+    ]
+    return specs
+
+
+def status(settings: Settings) -> StackStatus:
+    result = StackStatus()
+    for record in registry(settings).load():
+        result.running[record.name] = record.is_running()
+        result.pids[record.name] = record.pid
+    return result
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _check_ports(settings: Settings) -> None:
+    for what, port, var in (
+        ("Airflow", settings.airflow_port, "LOOPLINE_AIRFLOW_PORT"),
+        ("MLflow", settings.mlflow_port, "LOOPLINE_MLFLOW_PORT"),
+    ):
+        if not _port_free(settings.host, port):
+            raise StackError(
+                f"port {port} on {settings.host} is taken by another program, so {what} cannot start; "
+                f"stop that program or choose another port with {var}=..."
+            )
+
+
+def _migrate_airflow_db(settings: Settings, env: dict[str, str]) -> None:
+    """Create or upgrade Airflow's metadata DB, skipped when this Airflow version already did it."""
+    import airflow
+
+    marker = settings.state.airflow_home / ".migrated"
+    if marker.exists() and marker.read_text() == airflow.__version__ and settings.state.airflow_db.exists():
+        return
+    log_path = settings.state.logs / "airflow-db-migrate.log"
+    with open(log_path, "ab") as log:
+        done = subprocess.run(
+            [str(venv_bin() / "airflow"), "db", "migrate"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+        )
+    if done.returncode != 0:
+        raise StackError(f"`airflow db migrate` failed (exit {done.returncode}); log {log_path}:\n{tail(log_path)}")
+    marker.write_text(airflow.__version__)
+
+
+def _mlflow_healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.mlflow_uri}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def airflow_health(settings: Settings) -> dict[str, str]:
+    """Component → status from Airflow's health endpoint ({} while the api-server is not up)."""
+    try:
+        payload = httpx.get(f"{settings.airflow_base_url}/api/v2/monitor/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return {name: str(part.get("status")) for name, part in payload.items() if isinstance(part, dict)}
+
+
+def _airflow_healthy(settings: Settings) -> bool:
+    health = airflow_health(settings)
+    wanted = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all(health.get(name) == "healthy" for name in wanted)
+
+
+def _first_dead(records: list[ProcessRecord]) -> ProcessRecord | None:
+    return next((r for r in records if not r.is_running()), None)
+
+
+def api_for(settings: Settings, stack_secrets: StackSecrets | None = None) -> AirflowApi:
+    stack_secrets = stack_secrets or read_secrets(settings)
+    if stack_secrets is None:
+        raise AirflowApiError("no Airflow login yet: start the stack with `loopline up` first")
+    return AirflowApi(settings.airflow_base_url, stack_secrets.airflow_username, stack_secrets.airflow_password)
+
+
+def project_dag_ids(settings: Settings) -> list[str]:
+    """Loopline's DAGs: one file per DAG in ``dags/``, file stem == dag_id."""
+    return sorted(p.stem for p in settings.dags_dir.glob("*.py") if not p.name.startswith("_"))
+
+
+def unpause_project_dags(settings: Settings, api: AirflowApi, timeout: float) -> list[str]:
+    """Wait until every DAG file is parsed, then un-pause any that is paused. Returns the ids seen."""
+    wanted = set(project_dag_ids(settings))
+    seen: dict[str, bool] = {}
+
+    def all_parsed() -> bool:
+        nonlocal seen
+        seen = api.list_dags()
+        return wanted <= set(seen)
+
+    wait_until(all_parsed, timeout=timeout, interval=0.5)
+    for dag_id in sorted(wanted & set(seen)):
+        if seen[dag_id]:
+            api.set_paused(dag_id, paused=False)
+    return sorted(wanted & set(seen))
+
+
+def up(settings: Settings, log=print) -> StackSecrets:
+    """Start the stack (or report the running one) and wait until every service is healthy."""
+    state = settings.state.ensure()
+    reg = registry(settings)
+    current = status(settings)
+    if current.all_running:
+        log("Loopline stack is already running.")
+        return load_or_create_secrets(settings)
+    if current.any_running:
+        log("A previous stack is partly running: stopping it before starting afresh.")
+        down(settings, log=lambda *_: None)
+    reg.clear()
+    _check_ports(settings)
+    stack_secrets = load_or_create_secrets(settings)
+    env = child_env(settings, stack_secrets)
+
+    started = time.monotonic()
+    _migrate_airflow_db(settings, env)
+    records = [
+        spawn(spec.name, spec.argv, env, state.logs / f"{spec.name}.log", reg, cwd=settings.project_dir)
+        for spec in service_specs(settings)
+    ]
+    try:
+        ok = wait_until(
+            lambda: _first_dead(records) is not None
+            or (_mlflow_healthy(settings) and _airflow_healthy(settings)),
+            timeout=settings.startup_timeout_s,
+            interval=0.25,
+        )
+        dead = _first_dead(records)
+        if dead is not None:
+            raise StackError(f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}")
+        if not ok:
+            raise StackError(
+                f"the stack was not healthy after {settings.startup_timeout_s:.0f} s "
+                f"(Airflow: {airflow_health(settings) or 'no answer'}, MLflow healthy: "
+                f"{_mlflow_healthy(settings)}); logs are in {state.logs}"
+            )
+        log(f"Stack healthy after {time.monotonic() - started:.1f} s.")
+        dags = unpause_project_dags(settings, api_for(settings, stack_secrets), timeout=30)
+        log(f"Loopline DAGs active: {', '.join(dags) or 'none'}")
+    except BaseException:
+        down(settings, log=lambda *_: None)
+        raise
+    return stack_secrets
+
+
+def down(settings: Settings, log=print) -> list[str]:
+    """Stop every recorded process tree; returns the names of the services that were running."""
+    reg = registry(settings)
+    stopped = stop_trees(reg.load())
+    for record in stopped:
+        log(f"stopped {record.name} (pid {record.pid})")
+    reg.clear()
+    if not stopped:
+        log("Nothing was running.")
+    return [record.name for record in stopped]
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The JSON of ``loopline status``: services, URLs and (embedded mode) the Airflow login."""
+    current = status(settings)
+    stack_secrets = read_secrets(settings)
+    airflow: dict[str, Any] = {"url": settings.airflow_base_url}
+    if settings.mode == "embedded" and stack_secrets is not None:
+        airflow.update(username=stack_secrets.airflow_username, password=stack_secrets.airflow_password)
+    if current.any_running:
+        airflow["health"] = airflow_health(settings)
+    return {
+        "mode": settings.mode,
+        "state_dir": str(settings.state.root),
+        "running": current.all_running,
+        "services": {
+            name: {"running": running, "pid": current.pids[name]} for name, running in current.running.items()
+        },
+        "airflow": airflow,
+        "mlflow": {"url": settings.mlflow_uri},
+        "logs": str(settings.state.logs),
+    }
+
+
+def log_paths(settings: Settings) -> dict[str, Path]:
+    return {r.name: Path(r.log) for r in registry(settings).load()}
