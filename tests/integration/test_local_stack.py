@@ -1,0 +1,212 @@
+"""The embedded stack for real: `loopline up`, trigger over REST, `loopline down`, nothing left.
+
+Runs the CLI as a user would (subprocesses), against a temporary project copy and state dir on free
+ports, so it never disturbs a developer's running stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPLINE = str(Path(sys.executable).parent / "loopline")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _make_project(root: Path) -> Path:
+    """A project dir of our own: a copy of dags/ (so a test can add a file), the rest linked."""
+    project = root / "project"
+    project.mkdir()
+    shutil.copytree(REPO_ROOT / "dags", project / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("plugins", "feature_repo", "include"):
+        (project / name).symlink_to(REPO_ROOT / name)
+    return project
+
+
+def _env(root: Path, project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in [k for k in env if k.startswith(("AIRFLOW", "LOOPLINE_"))]:
+        del env[key]  # the stack must configure Airflow itself, from Loopline's settings alone
+    env.update(
+        LOOPLINE_PROJECT_DIR=str(project),
+        LOOPLINE_STATE_DIR=str(root / "state"),
+        LOOPLINE_AIRFLOW_PORT=str(_free_port()),
+        LOOPLINE_MLFLOW_PORT=str(_free_port()),
+    )
+    return env
+
+
+def _loopline(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([LOOPLINE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _stack_processes(state_dir: Path) -> list[psutil.Process]:
+    """Every live process whose command line or environment points into this test's state dir."""
+    needle = str(state_dir)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid == os.getpid():
+                continue
+            if needle in " ".join(proc.info["cmdline"] or []) or proc.environ().get("LOOPLINE_STATE_DIR") == needle:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _recorded(state_dir: Path) -> list[dict]:
+    path = state_dir / "run" / "stack.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def test_down_stops_everything_after_the_cli_was_killed(tmp_path):
+    project = _make_project(tmp_path)
+    env = _env(tmp_path, project)
+    state = tmp_path / "state"
+    cli = subprocess.Popen([LOOPLINE, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_recorded(state)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_recorded(state)) == 5, "loopline up did not record its five services"
+        time.sleep(2)  # let the services fork their workers
+        cli.send_signal(signal.SIGKILL)  # the CLI dies mid-start-up; its services keep running
+        cli.wait(timeout=10)
+        assert _stack_processes(state), "expected orphaned stack processes after killing the CLI"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    down = _loopline(env, "down")
+    assert down.returncode == 0, down.stderr
+    assert _stack_processes(state) == []
+    assert _recorded(state) == []
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    project = _make_project(root)
+    env = _env(root, project)
+    up = _loopline(env, "up")
+    try:
+        assert up.returncode == 0, f"loopline up failed:\n{up.stdout}\n{up.stderr}"
+        yield {"env": env, "project": project, "state": root / "state", "up": up}
+    finally:
+        _loopline(env, "down")
+        leftovers = _stack_processes(root / "state")
+        for proc in leftovers:  # do not leak into the rest of the suite, but do fail
+            proc.kill()
+        assert leftovers == [], f"loopline down left processes running: {leftovers}"
+
+
+def _status(stack) -> dict:
+    out = _loopline(stack["env"], "status", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_up_prints_urls_and_a_generated_login(stack):
+    info = _status(stack)
+    env = stack["env"]
+    assert info["running"] is True
+    assert set(info["services"]) == {"api-server", "scheduler", "dag-processor", "triggerer", "mlflow"}
+    assert info["airflow"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_AIRFLOW_PORT']}"
+    assert info["mlflow"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}"
+    password = info["airflow"]["password"]
+    assert info["airflow"]["username"] and password and password != "admin" and len(password) >= 16
+    assert password in stack["up"].stdout and info["airflow"]["url"] in stack["up"].stdout
+    assert all(state == "healthy" for state in info["airflow"]["health"].values()), info["airflow"]["health"]
+
+
+def test_servers_listen_on_loopback_only(stack):
+    pids = set()
+    for record in _recorded(stack["state"]):
+        proc = psutil.Process(record["pid"])
+        pids |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+    listening = [
+        c.laddr for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    assert listening, "the stack listens on no port at all?"
+    assert {addr.ip for addr in listening} == {"127.0.0.1"}, listening
+    ports = {addr.port for addr in listening}
+    assert int(stack["env"]["LOOPLINE_AIRFLOW_PORT"]) in ports
+    assert int(stack["env"]["LOOPLINE_MLFLOW_PORT"]) in ports
+
+
+def test_up_again_reports_the_running_stack(stack):
+    before = {r["name"]: r["pid"] for r in _recorded(stack["state"])}
+    again = _loopline(stack["env"], "up")
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    assert {r["name"]: r["pid"] for r in _recorded(stack["state"])} == before
+
+
+def test_platform_smoke_runs_over_rest_and_succeeds(stack):
+    out = _loopline(stack["env"], "trigger", "platform_smoke", "--wait", "--timeout", "240")
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("platform_smoke ") and last.endswith(": success"), last
+    reports = list((stack["state"] / "reports" / "platform_smoke").glob("*.json"))
+    assert len(reports) == 1
+    checks = {c["name"] for c in json.loads(reports[0].read_text())["checks"]}
+    assert checks == {"state_dir", "mlflow", "feast", "great_expectations"}
+
+
+def test_trigger_errors_are_plain_words(stack):
+    unknown = _loopline(stack["env"], "trigger", "no_such_dag")
+    assert unknown.returncode != 0
+    assert "no DAG 'no_such_dag'" in unknown.stderr and "platform_smoke" in unknown.stderr
+    bad_conf = _loopline(stack["env"], "trigger", "platform_smoke", "--conf", "{not json")
+    assert bad_conf.returncode != 0 and "--conf is not valid JSON" in bad_conf.stderr
+
+
+def test_new_dag_file_is_picked_up_and_active(stack):
+    probe = stack["project"] / "dags" / "pickup_probe.py"
+    probe.write_text(
+        (stack["project"] / "dags" / "platform_smoke.py")
+        .read_text()
+        .replace("def platform_smoke()", "def pickup_probe()")
+        .replace("platform_smoke()\n", "pickup_probe()\n")
+    )
+    from loopline.config import Settings
+    from loopline.platform.stack import api_for
+
+    settings = Settings(
+        project_dir=stack["project"],
+        state_dir=stack["state"],
+        airflow_port=int(stack["env"]["LOOPLINE_AIRFLOW_PORT"]),
+        mlflow_port=int(stack["env"]["LOOPLINE_MLFLOW_PORT"]),
+    )
+    api = api_for(settings)
+    started = time.monotonic()
+    dags: dict[str, bool] = {}
+    while time.monotonic() - started < 45:
+        dags = api.list_dags()
+        if "pickup_probe" in dags:
+            break
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    probe.unlink()
+    # Airflow's default is 300 s; Loopline's settings make it ~10-15 s (measured in bench/stack.py).
+    assert "pickup_probe" in dags, f"a new DAG file was not picked up within {elapsed:.0f} s"
+    assert dags["pickup_probe"] is False, "new Loopline DAGs must start un-paused"
