@@ -15,6 +15,7 @@ Run it first after any upgrade: `loopline trigger platform_smoke --wait`.
 """
 
 from airflow.sdk import dag, task
+
 from loopline_airflow.defaults import START_DATE, default_args
 
 
@@ -60,6 +61,7 @@ def platform_smoke():
     @task
     def record_smoke_report(results: list[dict]) -> str:
         from airflow.sdk import get_current_context
+
         from loopline.config import get_settings
         from loopline.platform.smoke import write_report
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,38 +17,19 @@ from pathlib import Path
 import psutil
 import pytest
 
+from loopline.platform.scratch import scratch_env, scratch_project
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPLINE = str(Path(sys.executable).parent / "loopline")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _make_project(root: Path) -> Path:
-    """A project dir of our own: a copy of dags/ (so a test can add a file), the rest linked."""
-    project = root / "project"
-    project.mkdir()
-    shutil.copytree(REPO_ROOT / "dags", project / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("plugins", "feature_repo", "include"):
-        (project / name).symlink_to(REPO_ROOT / name)
-    return project
-
-
 def _env(root: Path, project: Path) -> dict[str, str]:
     env = dict(os.environ)
     for key in [k for k in env if k.startswith(("AIRFLOW", "LOOPLINE_"))]:
         del env[key]  # the stack must configure Airflow itself, from Loopline's settings alone
-    env.update(
-        LOOPLINE_PROJECT_DIR=str(project),
-        LOOPLINE_STATE_DIR=str(root / "state"),
-        LOOPLINE_AIRFLOW_PORT=str(_free_port()),
-        LOOPLINE_MLFLOW_PORT=str(_free_port()),
-    )
+    env.update(scratch_env(root, project))
     return env
 
 
@@ -80,7 +59,7 @@ def _recorded(state_dir: Path) -> list[dict]:
 
 
 def test_down_stops_everything_after_the_cli_was_killed(tmp_path):
-    project = _make_project(tmp_path)
+    project = scratch_project(tmp_path)
     env = _env(tmp_path, project)
     state = tmp_path / "state"
     cli = subprocess.Popen([LOOPLINE, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -105,7 +84,7 @@ def test_down_stops_everything_after_the_cli_was_killed(tmp_path):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
-    project = _make_project(root)
+    project = scratch_project(root)
     env = _env(root, project)
     up = _loopline(env, "up")
     try:

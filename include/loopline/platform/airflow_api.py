@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -169,6 +170,16 @@ class AirflowApi:
             lambda: TaskInstanceApi(self.client).get_task_instances(dag_id, run_id, limit=1000),
         )
         return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in page.task_instances}
+
+    def task_timings(self, dag_id: str, run_id: str) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """task_id → (start, end) of each task instance in a run."""
+        from airflow_client.client.api.task_instance_api import TaskInstanceApi
+
+        page = self._call(
+            f"reading tasks of {run_id!r}",
+            lambda: TaskInstanceApi(self.client).get_task_instances(dag_id, run_id, limit=1000),
+        )
+        return {ti.task_id: (ti.start_date, ti.end_date) for ti in page.task_instances}
 
     def wait(
         self,
