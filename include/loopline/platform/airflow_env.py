@@ -62,6 +62,8 @@ def child_env(settings: Settings, stack_secrets: StackSecrets) -> dict[str, str]
     env.update(settings.env())
     env.update(airflow_env(settings, stack_secrets))
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_uri
+    # MLflow's job runner (GenAI jobs) adds a dozen processes and ~3 GB that Loopline does not use.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     return env

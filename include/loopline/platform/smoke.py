@@ -116,8 +116,10 @@ def check_great_expectations(settings: Settings) -> CheckResult:
     def run() -> dict[str, Any]:
         import great_expectations as gx
         import pandas as pd
+        from great_expectations.data_context.types.base import ProgressBarsConfig
 
         context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
         batch = (
             context.data_sources.add_pandas("smoke")
             .add_dataframe_asset("frame")

@@ -8,9 +8,12 @@ started them crashed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,10 @@ def registry(settings: Settings) -> ProcessRegistry:
 
 
 def service_specs(settings: Settings) -> list[ServiceSpec]:
-    """What ``up`` starts. Log servers stay off: they would bind to every interface."""
+    """What ``up`` starts, MLflow first (it boots while Airflow's DB migrates).
+
+    Airflow's log servers stay off: they would bind to every interface.
+    """
     airflow = str(venv_bin() / "airflow")
     mlflow = str(venv_bin() / "mlflow")
     state = settings.state
@@ -186,8 +192,25 @@ def unpause_project_dags(settings: Settings, api: AirflowApi, timeout: float) ->
     return sorted(wanted & set(seen))
 
 
+@contextlib.contextmanager
+def _exclusive(settings: Settings) -> Iterator[None]:
+    """One ``up``/``down`` at a time per state dir; a second one waits for the first."""
+    settings.state.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state.run_dir / "stack.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def up(settings: Settings, log=print) -> StackSecrets:
     """Start the stack (or report the running one) and wait until every service is healthy."""
+    with _exclusive(settings):
+        return _up(settings, log)
+
+
+def _up(settings: Settings, log) -> StackSecrets:
     state = settings.state.ensure()
     reg = registry(settings)
     current = status(settings)
@@ -196,19 +219,26 @@ def up(settings: Settings, log=print) -> StackSecrets:
         return load_or_create_secrets(settings)
     if current.any_running:
         log("A previous stack is partly running: stopping it before starting afresh.")
-        down(settings, log=lambda *_: None)
+        _down(settings, log=lambda *_: None)
     reg.clear()
     _check_ports(settings)
     stack_secrets = load_or_create_secrets(settings)
     env = child_env(settings, stack_secrets)
 
     started = time.monotonic()
-    _migrate_airflow_db(settings, env)
-    records = [
-        spawn(spec.name, spec.argv, env, state.logs / f"{spec.name}.log", reg, cwd=settings.project_dir)
-        for spec in service_specs(settings)
-    ]
+    specs = service_specs(settings)
+    records: list[ProcessRecord] = []
+
+    def start(spec: ServiceSpec) -> None:
+        log_path = state.logs / f"{spec.name}.log"
+        records.append(spawn(spec.name, spec.argv, env, log_path, reg, cwd=settings.project_dir))
+
     try:
+        # MLflow needs no Airflow DB: let it boot while the migration runs.
+        start(specs[0])
+        _migrate_airflow_db(settings, env)
+        for spec in specs[1:]:
+            start(spec)
         ok = wait_until(
             lambda: _first_dead(records) is not None
             or (_mlflow_healthy(settings) and _airflow_healthy(settings)),
@@ -228,13 +258,18 @@ def up(settings: Settings, log=print) -> StackSecrets:
         dags = unpause_project_dags(settings, api_for(settings, stack_secrets), timeout=30)
         log(f"Loopline DAGs active: {', '.join(dags) or 'none'}")
     except BaseException:
-        down(settings, log=lambda *_: None)
+        _down(settings, log=lambda *_: None)
         raise
     return stack_secrets
 
 
 def down(settings: Settings, log=print) -> list[str]:
     """Stop every recorded process tree; returns the names of the services that were running."""
+    with _exclusive(settings):
+        return _down(settings, log)
+
+
+def _down(settings: Settings, log) -> list[str]:
     reg = registry(settings)
     stopped = stop_trees(reg.load())
     for record in stopped:
