@@ -254,12 +254,14 @@ def _up(settings: Settings, log) -> StackSecrets:
                 f"(Airflow: {airflow_health(settings) or 'no answer'}, MLflow healthy: "
                 f"{_mlflow_healthy(settings)}); logs are in {state.logs}"
             )
-        log(f"Stack healthy after {time.monotonic() - started:.1f} s.")
+        healthy_after = time.monotonic() - started
         dags = unpause_project_dags(settings, api_for(settings, stack_secrets), timeout=30)
-        log(f"Loopline DAGs active: {', '.join(dags) or 'none'}")
     except BaseException:
+        # A half-started stack is worse than none: stop what this call started, then report.
         _down(settings, log=lambda *_: None)
         raise
+    log(f"Stack healthy after {healthy_after:.1f} s.")
+    log(f"Loopline DAGs active: {', '.join(dags) or 'none'}")
     return stack_secrets
 
 
