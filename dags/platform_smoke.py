@@ -18,6 +18,16 @@ from airflow.sdk import dag, task
 
 from loopline_airflow.defaults import START_DATE, default_args
 
+# One task per service check in loopline.platform.smoke; state_dir first, as everything writes there.
+SERVICE_CHECKS = ["mlflow", "feast_registry", "great_expectations"]
+
+
+def run_check(name: str) -> dict:
+    from loopline.config import get_settings
+    from loopline.platform.smoke import ALL_CHECKS
+
+    return ALL_CHECKS[name](get_settings()).to_dict()
+
 
 @dag(
     schedule=None,
@@ -31,34 +41,6 @@ from loopline_airflow.defaults import START_DATE, default_args
 )
 def platform_smoke():
     @task
-    def check_state_dir():
-        from loopline.config import get_settings
-        from loopline.platform.smoke import check_state_dir
-
-        return check_state_dir(get_settings()).to_dict()
-
-    @task
-    def check_mlflow():
-        from loopline.config import get_settings
-        from loopline.platform.smoke import check_mlflow
-
-        return check_mlflow(get_settings()).to_dict()
-
-    @task
-    def check_feast_registry():
-        from loopline.config import get_settings
-        from loopline.platform.smoke import check_feast
-
-        return check_feast(get_settings()).to_dict()
-
-    @task
-    def check_great_expectations():
-        from loopline.config import get_settings
-        from loopline.platform.smoke import check_great_expectations
-
-        return check_great_expectations(get_settings()).to_dict()
-
-    @task
     def record_smoke_report(results: list[dict]) -> str:
         from airflow.sdk import get_current_context
 
@@ -68,10 +50,12 @@ def platform_smoke():
         run_id = get_current_context()["run_id"]
         return str(write_report(get_settings(), results, run_id))
 
-    state = check_state_dir()
-    results = [state, check_mlflow(), check_feast_registry(), check_great_expectations()]
-    state >> results[1:]
-    record_smoke_report(results)
+    state = task(run_check, task_id="check_state_dir", multiple_outputs=False)("state_dir")
+    services = [
+        task(run_check, task_id=f"check_{name}", multiple_outputs=False)(name) for name in SERVICE_CHECKS
+    ]
+    state >> services
+    record_smoke_report([state, *services])
 
 
 platform_smoke()

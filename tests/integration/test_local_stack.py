@@ -148,7 +148,7 @@ def test_platform_smoke_runs_over_rest_and_succeeds(stack):
     reports = list((stack["state"] / "reports" / "platform_smoke").glob("*.json"))
     assert len(reports) == 1
     checks = {c["name"] for c in json.loads(reports[0].read_text())["checks"]}
-    assert checks == {"state_dir", "mlflow", "feast", "great_expectations"}
+    assert checks == {"state_dir", "mlflow", "feast_registry", "great_expectations"}
 
 
 def test_trigger_errors_are_plain_words(stack):

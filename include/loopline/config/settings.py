@@ -169,6 +169,12 @@ class Settings(BaseSettings):
 
     training_backend: Literal["local", "kubernetes"] = "local"
 
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose files often substitute ${VAR:-} to ""; that means "default", not the cwd.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("project_dir", "state_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -213,6 +219,11 @@ class Settings(BaseSettings):
             "LOOPLINE_MLFLOW_PORT": str(self.mlflow_port),
             "LOOPLINE_AIRFLOW_URL": self.airflow_base_url,
             "LOOPLINE_MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "LOOPLINE_AIRFLOW_USERNAME": self.airflow_username,
+            "LOOPLINE_AIRFLOW_PARALLELISM": str(self.airflow_parallelism),
+            "LOOPLINE_AIRFLOW_SCHEDULER_IDLE_SLEEP": str(self.airflow_scheduler_idle_sleep),
+            "LOOPLINE_AIRFLOW_DAG_REFRESH_INTERVAL": str(self.airflow_dag_refresh_interval),
+            "LOOPLINE_STARTUP_TIMEOUT_S": str(self.startup_timeout_s),
             "LOOPLINE_TRAINING_BACKEND": self.training_backend,
             # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
             "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),

@@ -38,6 +38,8 @@ def _detail(body: str | bytes | None) -> str:
     """The human part of an Airflow error body (FastAPI puts it in ``detail``)."""
     if not body:
         return ""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
     try:
         payload = json.loads(body)
     except (TypeError, ValueError):

@@ -101,14 +101,49 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return [proc]
 
 
+def _group_members(record: ProcessRecord) -> list[psutil.Process]:
+    """Live processes still in the record's process group that were born after it.
+
+    A service runs in its own session, so its PID is its process-group id; Linux does not reuse a PID
+    that is still a group id. This finds workers orphaned by a leader that crashed.
+    """
+    try:
+        holder = psutil.Process(record.pid)
+        if holder.status() != psutil.STATUS_ZOMBIE and abs(holder.create_time() - record.create_time) > 0.5:
+            return []  # the PID now belongs to another process, so our group cannot exist any more
+    except psutil.Error:
+        pass
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if (
+                os.getpgid(proc.pid) == record.pid
+                and proc.create_time() >= record.create_time - 0.5
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                members.append(proc)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
 def stop_trees(records: list[ProcessRecord], timeout: float = 10.0) -> list[ProcessRecord]:
     """SIGTERM every recorded process with its whole tree at once; SIGKILL what outlives ``timeout``.
 
-    Signalling all trees together lets them shut down in parallel. Returns the records that were
-    still running (and so were stopped).
+    Signalling all trees together lets them shut down in parallel. A record whose leader died but
+    whose workers live on in its process group counts as running: the orphans are stopped too.
+    Returns the records that had something running (and so were stopped).
     """
-    running = [(record, proc) for record in records if (proc := record.process()) is not None]
-    procs = [p for _, proc in running for p in _tree(proc)]
+    stopped: list[ProcessRecord] = []
+    procs: list[psutil.Process] = []
+    for record in records:
+        leader = record.process()
+        tree = _tree(leader) if leader is not None else []
+        seen = {p.pid for p in tree}
+        tree += [p for p in _group_members(record) if p.pid not in seen]
+        if tree:
+            stopped.append(record)
+            procs.extend(tree)
     for proc in procs:
         try:
             proc.send_signal(signal.SIGTERM)
@@ -117,15 +152,14 @@ def stop_trees(records: list[ProcessRecord], timeout: float = 10.0) -> list[Proc
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     # Workers forked after we listed the trees, or that ignore SIGTERM, go the hard way.
     late = [child for p in procs for child in _safe_children(p)]
+    late += [p for record in stopped for p in _group_members(record)]
     for proc in [*alive, *late]:
         try:
             proc.kill()
         except psutil.Error:
             pass
     psutil.wait_procs([*alive, *late], timeout=5)
-    for record, _ in running:
-        _kill_group(record.pid)
-    return [record for record, _ in running]
+    return stopped
 
 
 def _safe_children(proc: psutil.Process) -> list[psutil.Process]:
@@ -133,14 +167,6 @@ def _safe_children(proc: psutil.Process) -> list[psutil.Process]:
         return proc.children(recursive=True)
     except psutil.Error:
         return []
-
-
-def _kill_group(pgid: int) -> None:
-    """Anything still in the service's process group (e.g. an orphaned grandchild) is killed."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:

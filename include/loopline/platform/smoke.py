@@ -7,6 +7,7 @@ after any upgrade.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -42,17 +43,22 @@ def check_state_dir(settings: Settings) -> CheckResult:
     """Every zone of the state directory exists and is writable."""
 
     def run() -> dict[str, Any]:
-        state = settings.state.ensure()
+        state = settings.state
         token = uuid.uuid4().hex
         for directory in state.directories():
             probe = directory / f".smoke-{token}"
             try:
+                directory.mkdir(parents=True, exist_ok=True)
                 probe.write_text(token)
                 readback = probe.read_text()
+                probe.unlink()
             except OSError as exc:
-                raise SmokeCheckFailed(f"state directory {directory} is not writable: {exc}") from exc
-            finally:
-                probe.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    probe.unlink(missing_ok=True)
+                raise SmokeCheckFailed(
+                    f"state directory {directory} is not a writable directory ({exc}); fix its permissions "
+                    f"or point LOOPLINE_STATE_DIR elsewhere"
+                ) from exc
             if readback != token:
                 raise SmokeCheckFailed(f"state directory {directory} returned different bytes than written")
         return {"root": str(state.root), "directories": len(state.directories())}
@@ -107,7 +113,7 @@ def check_feast(settings: Settings) -> CheckResult:
             )
         return {"project": store.project, "entities": entities, "registry": str(settings.state.feast_registry)}
 
-    return _timed("feast", run)
+    return _timed("feast_registry", run)
 
 
 def check_great_expectations(settings: Settings) -> CheckResult:
@@ -158,6 +164,6 @@ def write_report(settings: Settings, results: list[dict[str, Any]], run_id: str)
 ALL_CHECKS = {
     "state_dir": check_state_dir,
     "mlflow": check_mlflow,
-    "feast": check_feast,
+    "feast_registry": check_feast,
     "great_expectations": check_great_expectations,
 }
