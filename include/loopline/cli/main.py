@@ -106,6 +106,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Audit and publish (or quarantine) one batch file now, exactly as the ingest DAG would."""
+    from pathlib import Path
+
+    from loopline.data.ingest import BatchGone, ingest_file
+
+    path = Path(args.file)
+    if not path.exists():
+        raise SystemExit(f"error: {path} does not exist")
+    try:
+        result = ingest_file(get_settings(), path, kind=args.kind)
+    except BatchGone as gone:
+        raise SystemExit(f"error: {gone}") from gone
+    print(result.summary(), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        payload = {k: result.to_dict()[k] for k in ("status", "rows", "batch_id", "report", "failures")}
+        payload.update(kind=result.kind, published_rows=result.published_rows, warnings=result.warnings)
+        print(json.dumps(payload, default=str))
+    return 1 if result.status == "quarantined" else 0
+
+
 def cmd_airflow(args: argparse.Namespace) -> int:
     """Run the ``airflow`` CLI against the local stack's configuration."""
     from loopline.platform.airflow_env import child_env, venv_bin
@@ -142,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="start the stack and run the loop end to end")
     p.add_argument("--exit", action="store_true", help="stop the stack when the demo is done")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest", help="validate one batch file and publish or quarantine it")
+    p.add_argument("file", help="a .parquet or .csv batch (kind from its folder: transactions/ or labels/)")
+    p.add_argument("--kind", choices=["transactions", "labels"], help="batch kind when the folder does not say")
+    p.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("airflow", help="run the airflow CLI against the local stack (e.g. `loopline airflow dags list`)")
     p.add_argument("airflow_args", nargs=argparse.REMAINDER)

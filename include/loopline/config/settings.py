@@ -99,6 +99,16 @@ class StatePaths:
         return self.root / "data" / "quarantine"
 
     @property
+    def archive(self) -> Path:
+        """Landed files after publishing, kept byte for byte (the landing zone is a queue)."""
+        return self.root / "data" / "archive"
+
+    @property
+    def ingest_ledger(self) -> Path:
+        """Which batch (by content hash) was published or quarantined, when, and why."""
+        return self.root / "data" / "ingest_ledger.db"
+
+    @property
     def prediction_log(self) -> Path:
         return self.root / "serving" / "predictions.db"
 
@@ -126,6 +136,7 @@ class StatePaths:
             self.landing,
             self.curated,
             self.quarantine,
+            self.archive,
             self.prediction_log.parent,
             self.reports,
             self.logs,
