@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from loopline.config import get_settings, telemetry_off_env
+from loopline.data import simulate_cli
 
 
 def _print_login(info: dict) -> None:
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="start the stack and run the loop end to end")
     p.add_argument("--exit", action="store_true", help="stop the stack when the demo is done")
     p.set_defaults(func=cmd_demo)
+
+    simulate_cli.add_parser(sub)
 
     p = sub.add_parser("ingest", help="validate one batch file and publish or quarantine it")
     p.add_argument("file", help="a .parquet or .csv batch (kind from its folder: transactions/ or labels/)")

@@ -9,6 +9,7 @@ person can see what to fix without opening GX.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -67,11 +68,22 @@ def load_suite_spec(config_dir: Path, kind: str) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
+    """A JSON-safe version of a value GX observed (missing values become None, not NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is _pd_na():
+        return None
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, float | int | str | bool) or value is None:
         return value
     return str(value)
+
+
+def _pd_na() -> Any:
+    import pandas as pd
+
+    return pd.NA
 
 
 def _rule(kwargs: dict[str, Any]) -> str:
