@@ -189,3 +189,44 @@ def test_new_dag_file_is_picked_up_and_active(stack):
     # Airflow's default is 300 s; Loopline's settings make it ~10-15 s (measured in bench/stack.py).
     assert "pickup_probe" in dags, f"a new DAG file was not picked up within {elapsed:.0f} s"
     assert dags["pickup_probe"] is False, "new Loopline DAGs must start un-paused"
+
+
+def _api(stack):
+    from loopline.config import Settings
+    from loopline.platform.stack import api_for
+
+    return api_for(
+        Settings(
+            project_dir=stack["project"],
+            state_dir=stack["state"],
+            airflow_port=int(stack["env"]["LOOPLINE_AIRFLOW_PORT"]),
+            mlflow_port=int(stack["env"]["LOOPLINE_MLFLOW_PORT"]),
+        )
+    )
+
+
+def test_a_landed_batch_is_ingested_within_60_s_and_announced(stack):
+    api = _api(stack)
+    landing = stack["state"] / "data" / "landing"
+    out = _loopline(
+        stack["env"], "simulate", "--days", "1", "--customers", "200", "--seed", "11", "--out", str(landing),
+        "--json", "--quiet",
+    )
+    assert out.returncode == 0, out.stderr
+    landed = time.monotonic()
+    simulated = json.loads(out.stdout.strip().splitlines()[-1])
+    events: list[dict] = []
+    while time.monotonic() - landed < 90:
+        events = [e for e in api.asset_events("loopline.validated_batch") if "2026-01-01" in e["extra"]["batch_id"]]
+        if events:
+            break
+        time.sleep(1)
+    elapsed = time.monotonic() - landed
+    assert events, "no loopline.validated_batch event for the landed batch"
+    assert elapsed <= 60, f"ingest took {elapsed:.0f} s from landing to the asset event"
+    extra = events[0]["extra"]
+    assert extra["kind"] == "transactions" and extra["rows"] == simulated["transactions"]
+    assert extra["partitions"] and Path(extra["report"]).exists()
+    run = next(r for r in api.dag_runs("ingest_landing") if r["run_id"] == events[0]["source_run_id"])
+    assert run["state"] in ("running", "success")
+    assert not list((landing / "transactions").glob("*.parquet")), "the landed file must leave the landing zone"

@@ -183,6 +183,46 @@ class AirflowApi:
         )
         return {ti.task_id: (ti.start_date, ti.end_date) for ti in page.task_instances}
 
+    def asset_events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest events of the asset called ``name`` (extra, timestamp, source run)."""
+        from airflow_client.client.api.asset_api import AssetApi
+
+        page = self._call(
+            f"reading events of asset {name!r}",
+            lambda: AssetApi(self.client).get_asset_events(
+                name_prefix_pattern=name, order_by=["-timestamp"], limit=limit
+            ),
+        )
+        return [
+            {
+                "name": event.name,
+                "extra": event.extra or {},
+                "timestamp": event.timestamp,
+                "source_dag_id": event.source_dag_id,
+                "source_run_id": event.source_run_id,
+            }
+            for event in page.asset_events
+            if event.name == name
+        ]
+
+    def dag_runs(self, dag_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs of a DAG: run id, state, start and end."""
+        from airflow_client.client.api.dag_run_api import DagRunApi
+
+        page = self._call(
+            f"listing runs of {dag_id!r}",
+            lambda: DagRunApi(self.client).get_dag_runs(dag_id, order_by=["-run_after"], limit=limit),
+        )
+        return [
+            {
+                "run_id": run.dag_run_id,
+                "state": str(getattr(run.state, "value", run.state)),
+                "start_date": run.start_date,
+                "end_date": run.end_date,
+            }
+            for run in page.dag_runs
+        ]
+
     def wait(
         self,
         dag_id: str,
