@@ -92,18 +92,21 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """At this stage: bring the stack up and prove every service with the platform smoke DAG."""
+    """The loop on embedded defaults, unattended (see loopline.demo for what it covers today)."""
+    from loopline.demo import DemoFailed, run_demo
     from loopline.platform import stack
 
     settings = get_settings()
-    stack.up(settings)
-    info = stack.describe(settings)
-    code = trigger_and_follow("platform_smoke", {}, wait=True, timeout=600)
+    try:
+        code = run_demo(settings, trigger_and_follow)
+    except DemoFailed as failed:
+        print(f"demo failed: {failed}", file=sys.stderr)
+        code = 1
     print()
     if args.exit:
         stack.down(settings)
     else:
-        _print_login(info)
+        _print_login(stack.describe(settings))
     return code
 
 

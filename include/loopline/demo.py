@@ -1,0 +1,84 @@
+"""``loopline demo``: the loop on embedded defaults, unattended, narrated as a timeline.
+
+Today the loop reaches from the platform to the data front door: the stack starts, the smoke DAG
+proves every service, a week of simulated card traffic (plus one deliberately broken batch) lands, and
+the ingest DAG — started by the landing-zone watcher, not by this script — publishes the good batches
+and quarantines the bad one. Later stages extend this script, not replace it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date
+
+from loopline.config import Settings
+
+DEMO_DAYS = 7
+DEMO_CUSTOMERS = 1000
+DEMO_BAD_KIND = "duplicate_ids"
+
+
+class DemoFailed(RuntimeError):
+    """A step of the demo did not do what it should; the message says which and where to look."""
+
+
+def wait_for_ingest(settings: Settings, expected: int, timeout: float, log: Callable[[str], None]) -> list[dict]:
+    """Wait until the landing zone is empty and ``expected`` new batches are in the ledger."""
+    from loopline.data.ingest import IngestLedger, landed_files
+
+    ledger = IngestLedger(settings.state.ingest_ledger)
+    before = len(ledger.history(limit=1_000_000))
+    deadline = time.monotonic() + timeout
+    logged = 0
+    while time.monotonic() < deadline:
+        history = ledger.history(limit=1_000_000)  # newest first
+        new = history[: len(history) - before]
+        for entry in reversed(new[: len(new) - logged]):
+            log(f"          {entry['status']:<17} {entry['rows']:>6} rows  {entry['batch_id']}")
+        logged = len(new)
+        if logged >= expected and not landed_files(settings):
+            return new
+        time.sleep(1)
+    raise DemoFailed(
+        f"only {logged} of {expected} landed batches were ingested within {timeout:.0f} s; see the "
+        f"ingest_landing runs in the Airflow UI and {settings.state.logs}"
+    )
+
+
+def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Callable[[str], None] = print) -> int:
+    from loopline.data.simulator import SimulationConfig, write_run
+    from loopline.platform import stack
+
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        log(f"[{time.monotonic() - started:6.1f} s] {text}")
+
+    step("starting the local stack")
+    stack.up(settings, log=lambda line: log(f"          {line}"))
+    step("platform smoke test over the REST API")
+    if trigger_and_follow("platform_smoke", {}, wait=True, timeout=600) != 0:
+        raise DemoFailed("platform_smoke failed: a service is broken (see its task logs in the Airflow UI)")
+
+    step(f"simulating {DEMO_DAYS} days of card traffic into the landing zone (+ one '{DEMO_BAD_KIND}' batch)")
+    summary = write_run(
+        SimulationConfig(days=DEMO_DAYS, start=date(2026, 1, 1), n_customers=DEMO_CUSTOMERS),
+        settings.state.landing,
+        bad=DEMO_BAD_KIND,
+    )
+    files = len(summary["transaction_files"]) + summary["label_files"] + 1
+    step(f"{summary['transactions']:,} transactions (fraud rate {summary['fraud_rate']:.2%}) in {files} files; "
+         "the landing-zone watcher starts ingest_landing")
+    entries = wait_for_ingest(settings, expected=files, timeout=300, log=log)
+    quarantined = [e for e in entries if e["status"] == "quarantined"]
+    bad = {e["batch_id"] for e in entries if "_bad-" in e["batch_id"]}
+    if {e["batch_id"] for e in quarantined} != bad or len(bad) != 1:
+        raise DemoFailed(
+            f"expected exactly the '{DEMO_BAD_KIND}' batch to be quarantined, got "
+            f"{sorted(e['batch_id'] for e in quarantined)}"
+        )
+    for entry in quarantined:
+        log(f"          quarantined as it should be: report {entry['report'].replace('.json', '.html')}")
+    step(f"ingest done: {len(entries) - len(quarantined)} batches published into {settings.state.curated}")
+    return 0

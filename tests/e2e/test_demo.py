@@ -1,0 +1,37 @@
+"""`loopline demo --exit` (what `make demo` runs, minus leaving the stack up) on a scratch project."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loopline.platform.scratch import scratch_env, scratch_project
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_unattended_and_leaves_nothing_running(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE_"))}
+    env.update(scratch_env(tmp_path, scratch_project(tmp_path)))
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "loopline"), "demo", "--exit"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    text = out.stdout
+    assert ": success" in text and "platform_smoke" in text
+    assert "quarantined as it should be" in text and "bad-duplicate_ids" in text
+    assert "ingest done: 11 batches published" in text
+    state = Path(env["LOOPLINE_STATE_DIR"])
+    assert list((state / "data" / "curated" / "transactions").glob("date=*/*.parquet"))
+    assert list((state / "data" / "curated" / "labels").glob("date=*/*.parquet"))
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"])
+        if str(state) in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid()
+    ]
+    assert leftovers == []
