@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loopline.platform.scratch import scratch_env, scratch_project
+from loopline.platform.scratch import processes_using, scratch_env, scratch_project
 
 pytestmark = pytest.mark.integration
 
@@ -35,22 +35,6 @@ def _env(root: Path, project: Path) -> dict[str, str]:
 
 def _loopline(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([LOOPLINE, *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _stack_processes(state_dir: Path) -> list[psutil.Process]:
-    """Every live process whose command line or environment points into this test's state dir."""
-    needle = str(state_dir)
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if proc.pid == os.getpid():
-                continue
-            if needle in " ".join(proc.info["cmdline"] or []) or proc.environ().get("LOOPLINE_STATE_DIR") == needle:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def _recorded(state_dir: Path) -> list[dict]:
@@ -71,13 +55,13 @@ def test_down_stops_everything_after_the_cli_was_killed(tmp_path):
         time.sleep(2)  # let the services fork their workers
         cli.send_signal(signal.SIGKILL)  # the CLI dies mid-start-up; its services keep running
         cli.wait(timeout=10)
-        assert _stack_processes(state), "expected orphaned stack processes after killing the CLI"
+        assert processes_using(state), "expected orphaned stack processes after killing the CLI"
     finally:
         if cli.poll() is None:
             cli.kill()
     down = _loopline(env, "down")
     assert down.returncode == 0, down.stderr
-    assert _stack_processes(state) == []
+    assert processes_using(state) == []
     assert _recorded(state) == []
 
 
@@ -92,7 +76,7 @@ def stack(tmp_path_factory):
         yield {"env": env, "project": project, "state": root / "state", "up": up}
     finally:
         _loopline(env, "down")
-        leftovers = _stack_processes(root / "state")
+        leftovers = processes_using(root / "state")
         for proc in leftovers:  # do not leak into the rest of the suite, but do fail
             proc.kill()
         assert leftovers == [], f"loopline down left processes running: {leftovers}"

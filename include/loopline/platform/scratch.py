@@ -6,9 +6,12 @@ other folders are linked. Paired with :func:`free_port`, a scratch stack never d
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from pathlib import Path
+
+import psutil
 
 from loopline.config import Settings
 
@@ -40,3 +43,18 @@ def scratch_env(root: Path, project: Path) -> dict[str, str]:
         "LOOPLINE_AIRFLOW_PORT": str(free_port()),
         "LOOPLINE_MLFLOW_PORT": str(free_port()),
     }
+
+
+def processes_using(state_dir: Path) -> list[psutil.Process]:
+    """Live processes whose command line or environment points into ``state_dir`` (leak checks)."""
+    needle = str(state_dir)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if needle in " ".join(proc.info["cmdline"] or []) or proc.environ().get("LOOPLINE_STATE_DIR") == needle:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
