@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from loopline.config import get_settings, telemetry_off_env
 from loopline.data import simulate_cli
+from loopline.features import features_cli
 
 
 def _print_login(info: dict) -> None:
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     simulate_cli.add_parser(sub)
+    features_cli.add_parser(sub)
 
     p = sub.add_parser("ingest", help="validate one batch file and publish or quarantine it")
     p.add_argument("file", help="a .parquet or .csv batch (kind from its folder: transactions/ or labels/)")
@@ -186,12 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in telemetry_off_env().items():
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
+    from loopline.features.store import FeatureRowsMismatch
     from loopline.platform.airflow_api import AirflowApiError
     from loopline.platform.stack import StackError
 
     try:
         return args.func(args)
-    except (AirflowApiError, StackError) as exc:
+    except (AirflowApiError, StackError, FeatureRowsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

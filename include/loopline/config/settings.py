@@ -239,6 +239,7 @@ class Settings(BaseSettings):
             # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
             "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),
             "LOOPLINE_FEAST_ONLINE_STORE": str(self.state.feast_online_store),
+            "LOOPLINE_FEAST_OFFLINE_DIR": str(self.state.feast_offline_dir),
         }
         return values
 

@@ -20,7 +20,7 @@ def feature_store(settings: Settings) -> FeatureStore:
     from feast import FeatureStore
 
     settings.state.ensure()
-    for key in ("LOOPLINE_FEAST_REGISTRY", "LOOPLINE_FEAST_ONLINE_STORE"):
+    for key in ("LOOPLINE_FEAST_REGISTRY", "LOOPLINE_FEAST_ONLINE_STORE", "LOOPLINE_FEAST_OFFLINE_DIR"):
         os.environ[key] = settings.env()[key]
     return FeatureStore(repo_path=str(settings.feature_repo_dir))
 

@@ -1,0 +1,84 @@
+"""``loopline features ...``: materialise, build training sets, check training/serving skew."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date or time (YYYY-MM-DD[THH:MM])") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _emit(payload: dict, human: str, as_json: bool) -> None:
+    print(human, file=sys.stderr if as_json else sys.stdout)
+    if as_json:
+        print(json.dumps(payload, default=str))
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from loopline.config import get_settings
+    from loopline.features.store import curated_time_range, materialize
+
+    settings = get_settings()
+    span = curated_time_range(settings)
+    if span is None and (args.start is None or args.end is None):
+        raise SystemExit("error: the curated store has no transactions yet: ingest some batches first")
+    start, end = args.start or span[0], args.end or span[1]
+    if start >= end:
+        raise SystemExit(f"error: --start ({start}) must be before --end ({end})")
+    result = materialize(settings, start, end)
+    rows = ", ".join(f"{name} {count}" for name, count in result.aggregate_rows.items())
+    _emit(result.to_dict(), f"materialised [{result.start}, {result.end}): {rows}", args.json)
+    return 0
+
+
+def cmd_training_set(args: argparse.Namespace) -> int:
+    from loopline.config import get_settings
+    from loopline.features.store import build_training_set
+
+    manifest = build_training_set(get_settings(), args.out, args.start, args.end, args.labels_as_of)
+    human = (f"{manifest.rows} rows ({manifest.labelled_rows} labelled, label rate {manifest.label_rate}) "
+             f"with {len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}")
+    _emit(manifest.to_dict(), human, args.json)
+    return 0
+
+
+def cmd_check_skew(args: argparse.Namespace) -> int:
+    from loopline.config import get_settings
+    from loopline.features.store import check_skew
+
+    report = check_skew(get_settings(), sample=args.sample)
+    human = f"compared {report.compared} entities x {report.features} features: {report.mismatches} mismatching"
+    _emit(report.to_dict(), human, args.json)
+    return 0 if report.mismatches == 0 else 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    features = subparsers.add_parser("features", help="Feast: materialise, training sets, skew check")
+    sub = features.add_subparsers(dest="features_command", required=True)
+
+    p = sub.add_parser("materialize", help="compute aggregates and load the online store for an interval")
+    p.add_argument("--start", type=_when, help="default: the first curated transaction")
+    p.add_argument("--end", type=_when, help="default: just after the last curated transaction")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("training-set", help="labelled transactions + point-in-time features -> parquet")
+    p.add_argument("--start", type=_when)
+    p.add_argument("--end", type=_when)
+    p.add_argument("--labels-as-of", type=_when, help="only labels known by then (default: now)")
+    p.add_argument("--out", required=True, help="output parquet; the manifest goes beside it")
+    p.add_argument("--json", action="store_true", help="last line: the manifest")
+    p.set_defaults(func=cmd_training_set)
+
+    p = sub.add_parser("check-skew", help="online vs offline features for the same entities and time")
+    p.add_argument("--sample", type=int, default=200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check_skew)
