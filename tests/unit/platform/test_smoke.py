@@ -112,7 +112,7 @@ def test_feast_check_applies_the_repo_and_lists_the_entities(
 
     assert ALL_CHECKS[result.name] is check_feast
     assert result.details["project"] == "loopline"
-    assert result.details["entities"] == ["customer", "merchant"]
+    assert result.details["entities"] == ["channel", "customer", "device", "merchant"]
     assert result.details["registry"] == str(settings.state.feast_registry)
     assert settings.state.feast_registry.is_file()
     # Parsing the repo happens inside it; the process's cwd and import path are restored.
