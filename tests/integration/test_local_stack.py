@@ -214,3 +214,18 @@ def test_a_landed_batch_is_ingested_within_60_s_and_announced(stack):
     run = next(r for r in api.dag_runs("ingest_landing") if r["run_id"] == events[0]["source_run_id"])
     assert run["state"] in ("running", "success")
     assert not list((landing / "transactions").glob("*.parquet")), "the landed file must leave the landing zone"
+
+
+def test_published_transactions_are_materialised_into_features(stack):
+    """Follows the previous test's batch: validated_batch schedules materialize_features."""
+    api = _api(stack)
+    started = time.monotonic()
+    events: list[dict] = []
+    while time.monotonic() - started < 120 and not events:
+        events = api.asset_events("loopline.features")
+        time.sleep(1)
+    assert events, "no loopline.features event after a transactions batch was published"
+    extra = events[0]["extra"]
+    assert extra["start"].startswith("2026-01-01") and extra["end"].startswith("2026-01-02")
+    assert extra["offline_rows"]["customer_velocity"] > 0
+    assert (stack["state"] / "feast" / "online_store.db").exists()

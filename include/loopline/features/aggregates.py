@@ -48,7 +48,12 @@ ONLINE = "online"
 
 US_PER_S = 1_000_000
 HOUR_US = 3_600 * US_PER_S
-WINDOW_US: dict[str, int] = {"1h": HOUR_US, "24h": 24 * HOUR_US, "7d": 7 * 24 * HOUR_US, "30d": 30 * 24 * HOUR_US}
+WINDOW_US: dict[str, int] = {
+    "1h": HOUR_US,
+    "24h": 24 * HOUR_US,
+    "7d": 7 * 24 * HOUR_US,
+    "30d": 30 * 24 * HOUR_US,
+}
 HISTORY = timedelta(days=30)
 """The longest window: a row at ``t`` needs the transactions in ``(t - 30 d, t]``."""
 
@@ -312,8 +317,20 @@ def _value_codes_window_single(win: _Windows, x: np.ndarray, w_us: int) -> np.nd
 
 
 def _usable(transactions: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in ("event_timestamp", "amount", "customer_id", "merchant_id", "card_id", "channel",
-                           "merchant_country", "device_id") if c not in transactions.columns]
+    missing = [
+        c
+        for c in (
+            "event_timestamp",
+            "amount",
+            "customer_id",
+            "merchant_id",
+            "card_id",
+            "channel",
+            "merchant_country",
+            "device_id",
+        )
+        if c not in transactions.columns
+    ]
     if missing:
         raise ValueError(f"transactions lack column(s) {missing}")
     tx = transactions[transactions[TIMESTAMP].notna()].reset_index(drop=True)
@@ -491,7 +508,9 @@ def read_curated_transactions(
     """
     start = None if start is None else _utc(start)
     end = None if end is None else _utc(end)
-    wanted = {c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == TIMESTAMP}
+    wanted = {
+        c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == TIMESTAMP
+    }
     frames = [pd.read_parquet(f, columns=list(wanted)) for f in _partitions(curated_dir, start, end)]
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -513,13 +532,19 @@ def device_first_seen(curated_dir: Path, before: pd.Timestamp) -> pd.DataFrame:
     old = read_curated_transactions(curated_dir, None, before, columns=[*keys, TIMESTAMP])
     old = old.dropna(subset=keys)
     if not len(old):
-        return pd.DataFrame({**{k: pd.Series(dtype=KEY_DTYPE) for k in keys},
-                             "dev_first_seen_epoch_s": pd.Series(dtype="float64")})
+        return pd.DataFrame(
+            {
+                **{k: pd.Series(dtype=KEY_DTYPE) for k in keys},
+                "dev_first_seen_epoch_s": pd.Series(dtype="float64"),
+            }
+        )
     first = old.assign(s=_epoch_us(old[TIMESTAMP]) / US_PER_S).groupby(keys, sort=False)["s"].min()
     return first.rename("dev_first_seen_epoch_s").reset_index()
 
 
-def refresh_aggregates(curated_dir: Path, offline_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, int]:
+def refresh_aggregates(
+    curated_dir: Path, offline_dir: Path, start: pd.Timestamp, end: pd.Timestamp
+) -> dict[str, int]:
     """Recompute the rows of transactions in ``[start, end)`` and merge them into the offline store.
 
     Reads the curated history from ``start - 30 days`` (all any window needs) and, for

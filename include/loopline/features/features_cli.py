@@ -34,7 +34,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if start >= end:
         raise SystemExit(f"error: --start ({start}) must be before --end ({end})")
     result = materialize(settings, start, end)
-    rows = ", ".join(f"{name} {count}" for name, count in result.aggregate_rows.items())
+    rows = ", ".join(f"{name} {count}" for name, count in result.offline_rows.items())
     _emit(result.to_dict(), f"materialised [{result.start}, {result.end}): {rows}", args.json)
     return 0
 

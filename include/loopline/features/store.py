@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopline.config import Settings
-from loopline.platform.feast_store import feature_store
+from loopline.platform.feast_store import apply_feature_repo, feature_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,7 +92,7 @@ def materialized_until(settings: Settings) -> datetime | None:
 class MaterializeResult:
     start: str
     end: str
-    aggregate_rows: dict[str, int]
+    offline_rows: dict[str, int]
     online_window: tuple[str, str]
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,13 +112,14 @@ def materialize(settings: Settings, start: datetime, end: datetime) -> Materiali
     rows = refresh_aggregates(
         settings.state.curated, settings.state.feast_offline_dir, pd.Timestamp(start), pd.Timestamp(end)
     )
-    store = feature_store(settings)
+    # Apply the definitions first (idempotent): a changed feature repo takes effect with the next run.
+    store = apply_feature_repo(settings)
     until = max(end, materialized_until(settings) or end)
     window = (start - MATERIALIZE_OVERLAP, until)
     store.materialize(start_date=window[0], end_date=window[1])
     _watermark_path(settings).write_text(json.dumps({"until": until.isoformat()}))
     return MaterializeResult(
-        start=start.isoformat(), end=end.isoformat(), aggregate_rows=rows,
+        start=start.isoformat(), end=end.isoformat(), offline_rows=rows,
         online_window=(window[0].isoformat(), window[1].isoformat()),
     )
 

@@ -95,9 +95,13 @@ def _epoch_s(t: pd.Timestamp) -> float:
 def _groups(tx: pd.DataFrame, keys: list[str]):
     """(key values, {column: numpy array}) per key; times as int µs."""
     for key, g in tx.groupby(keys):
-        cols = {c: g[c].to_numpy(dtype=object) for c in ("merchant_id", "card_id", "channel", "merchant_country")}
+        cols = {
+            c: g[c].to_numpy(dtype=object) for c in ("merchant_id", "card_id", "channel", "merchant_country")
+        }
         cols["amount"] = g["amount"].to_numpy(dtype=float)
-        cols["t"] = g["event_timestamp"].dt.tz_localize(None).to_numpy().astype("datetime64[us]").astype("int64")
+        cols["t"] = (
+            g["event_timestamp"].dt.tz_localize(None).to_numpy().astype("datetime64[us]").astype("int64")
+        )
         yield key, cols
 
 
@@ -150,7 +154,10 @@ def brute_force(tx: pd.DataFrame) -> dict[str, pd.DataFrame]:
     ):
         for key, g in _groups(tx, keys):
             for t in sorted(set(g["t"].tolist())):
-                row = {**dict(zip(keys, key, strict=True)), "event_timestamp": pd.Timestamp(t, unit="us", tz="UTC")}
+                row = {
+                    **dict(zip(keys, key, strict=True)),
+                    "event_timestamp": pd.Timestamp(t, unit="us", tz="UTC"),
+                }
                 row[name] = int(rows(g, "30d", t).sum())
                 if table is CUSTOMER_DEVICE:
                     row["dev_first_seen_epoch_s"] = g["t"].min() / 1e6  # all history
@@ -158,7 +165,11 @@ def brute_force(tx: pd.DataFrame) -> dict[str, pd.DataFrame]:
     result = {}
     for table in TABLES:
         frame = pd.DataFrame(out[table.name], columns=table.columns)
-        dtypes = {**dict.fromkeys(table.keys, "string"), "event_timestamp": "datetime64[us, UTC]", **table.features}
+        dtypes = {
+            **dict.fromkeys(table.keys, "string"),
+            "event_timestamp": "datetime64[us, UTC]",
+            **table.features,
+        }
         frame = frame.astype(dtypes).sort_values([*table.keys, "event_timestamp"], kind="stable")
         result[table.name] = frame.reset_index(drop=True)
     return result
@@ -283,8 +294,10 @@ def test_leak_free_later_transactions_never_change_earlier_rows(sim_tx: pd.DataF
         a_before = a[a["event_timestamp"] <= cut].reset_index(drop=True)
         pd.testing.assert_frame_equal(a_before, b[b["event_timestamp"] <= cut].reset_index(drop=True))
         pd.testing.assert_frame_equal(a_before, truncated[table.name])
-        assert not a[a["event_timestamp"] > cut].reset_index(drop=True).equals(
-            b[b["event_timestamp"] > cut].reset_index(drop=True)
+        assert (
+            not a[a["event_timestamp"] > cut]
+            .reset_index(drop=True)
+            .equals(b[b["event_timestamp"] > cut].reset_index(drop=True))
         )
 
 
