@@ -5,7 +5,7 @@ Runs on every `loopline.validated_batch` event. For the days the new transaction
 
 | task | does |
 |---|---|
-| `plan_interval` | reads the triggering events: which days were published (label batches need no features) |
+| `plan_interval` | which days the transactions batches published since the last materialisation cover (from the ingest ledger, so no batch is missed when Airflow folds several events into one run; label batches need no features) |
 | `materialize_interval` | recomputes the leak-free aggregates of those days (history from 30 days before) into the offline store, then loads the online store over the interval, with a day of overlap for late data |
 
 and emits `loopline.features` with the interval and row counts. By hand: `loopline features materialize`.
@@ -28,18 +28,16 @@ from loopline_airflow.defaults import START_DATE, default_args
     max_active_runs=1,
 )
 def materialize_features():
-    @task
-    def plan_interval(**context) -> dict | None:
-        from loopline.features.intervals import interval_from_events
+    @task(multiple_outputs=False)
+    def plan_interval() -> dict | None:
+        from loopline.config import get_settings
+        from loopline.features.intervals import pending_interval
+        from loopline.features.store import materialized_cursor
 
-        events = [
-            event.extra
-            for events in context["triggering_asset_events"].values()
-            for event in events
-        ]
-        return interval_from_events(events)
+        settings = get_settings()
+        return pending_interval(settings.state.ingest_ledger, materialized_cursor(settings))
 
-    @task(outlets=[FEATURES])
+    @task(outlets=[FEATURES], multiple_outputs=False)
     def materialize_interval(interval: dict | None, **context) -> dict:
         from datetime import datetime
 
@@ -49,9 +47,12 @@ def materialize_features():
         from loopline.features.store import materialize
 
         if interval is None:
-            raise AirflowSkipException("only label batches arrived: no features to compute")
+            raise AirflowSkipException("no transactions published since the last materialisation")
         result = materialize(
-            get_settings(), datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"])
+            get_settings(),
+            datetime.fromisoformat(interval["start"]),
+            datetime.fromisoformat(interval["end"]),
+            ledger_cursor=interval["cursor"],
         )
         context["outlet_events"][FEATURES].extra = {**result.to_dict(), "batches": interval["batches"]}
         return result.to_dict()

@@ -1,16 +1,18 @@
 """``loopline demo``: the loop on embedded defaults, unattended, narrated as a timeline.
 
-Today the loop reaches from the platform to the data front door: the stack starts, the smoke DAG
-proves every service, a week of simulated card traffic (plus one deliberately broken batch) lands, and
-the ingest DAG — started by the landing-zone watcher, not by this script — publishes the good batches
-and quarantines the bad one. Later stages extend this script, not replace it.
+Today the loop reaches from the platform to the feature store: the stack starts, the smoke DAG proves
+every service, a week of simulated card traffic (plus one deliberately broken batch) lands, the ingest
+DAG — started by the landing-zone watcher, not by this script — publishes the good batches and
+quarantines the bad one, the features DAG (scheduled by the ingest's asset events) materialises them,
+and the demo checks online against offline features and builds a point-in-time training set. Later
+stages extend this script, not replace it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date
 
 from loopline.config import Settings
 
@@ -81,4 +83,35 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     for entry in quarantined:
         log(f"          quarantined as it should be: report {entry['report'].replace('.json', '.html')}")
     step(f"ingest done: {len(entries) - len(quarantined)} batches published into {settings.state.curated}")
+
+    step("waiting for materialize_features (scheduled by loopline.validated_batch) to load the online store")
+    wait_for_features(settings, until=summary["end"], timeout=240)
+    from loopline.features.store import build_training_set, check_skew
+
+    skew = check_skew(settings, sample=100)
+    step(f"training/serving skew: {skew.mismatches} mismatches in {skew.compared} entities x {skew.features} features")
+    if skew.mismatches:
+        raise DemoFailed(f"online and offline features disagree: {skew.examples[:2]}")
+    manifest = build_training_set(settings, settings.state.root / "training" / "demo_training_set.parquet")
+    step(f"point-in-time training set: {manifest.rows:,} rows, {manifest.labelled_rows:,} labelled, "
+         f"{len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}")
     return 0
+
+
+def wait_for_features(settings: Settings, until: str, timeout: float) -> None:
+    """Wait until the online store is materialised through the last simulated day."""
+    from datetime import datetime, timedelta
+
+    from loopline.features.store import materialized_until
+
+    needed = datetime.fromisoformat(until).replace(tzinfo=UTC) + timedelta(days=1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = materialized_until(settings)
+        if done is not None and done >= needed:
+            return
+        time.sleep(1)
+    raise DemoFailed(
+        f"features were not materialised through {until} within {timeout:.0f} s; see the "
+        "materialize_features runs in the Airflow UI"
+    )

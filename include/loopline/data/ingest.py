@@ -210,6 +210,16 @@ class IngestLedger:
                 ),
             )
 
+    def published_since(self, cursor: int, kind: str) -> list[tuple[int, dict[str, Any]]]:
+        """(ledger position, result) of every ``kind`` batch published after position ``cursor``."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT rowid, result_json FROM batches WHERE rowid > ? AND status = 'published' AND kind = ? "
+                "ORDER BY rowid",
+                (cursor, kind),
+            ).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
     def history(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._connect() as db:
             rows = db.execute(

@@ -1,14 +1,21 @@
-"""Which time interval a set of ``loopline.validated_batch`` events asks to materialise."""
+"""Which time interval needs materialising.
+
+The ingest ledger, not the asset events, is the source of truth: Airflow 3.3 may fold several asset
+events into one run and leave some unconsumed when runs queue behind ``max_active_runs``, so each run
+materialises every transactions batch published since the last successful materialisation.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 
 def interval_from_events(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """[first day, last day + 1) over the transaction partitions the events published, or None when
-    no transactions arrived (label batches only). Partitions look like ``transactions/date=YYYY-MM-DD/...``."""
+    """[first day, last day + 1) over the transaction partitions the batches published, or None when
+    no transactions arrived (label batches only). Partitions look like ``transactions/date=YYYY-MM-DD/...``.
+    ``events`` are ingest results or asset-event extras (both carry kind, batch_id, partitions)."""
     days = sorted(
         {
             datetime.strptime(part.split("date=", 1)[1][:10], "%Y-%m-%d").replace(tzinfo=UTC)
@@ -26,3 +33,17 @@ def interval_from_events(events: list[dict[str, Any]]) -> dict[str, Any] | None:
         "end": (days[-1] + timedelta(days=1)).isoformat(),
         "batches": batches,
     }
+
+
+def pending_interval(ledger_path: Path, cursor: int) -> dict[str, Any] | None:
+    """The interval of transactions batches published after ledger position ``cursor`` (None if none),
+    with ``cursor`` set to the newest position it covers."""
+    from loopline.data.ingest import IngestLedger
+
+    if not ledger_path.exists():
+        return None
+    published = IngestLedger(ledger_path).published_since(cursor, "transactions")
+    interval = interval_from_events([result for _, result in published])
+    if interval is not None:
+        interval["cursor"] = published[-1][0]
+    return interval

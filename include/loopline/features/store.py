@@ -6,9 +6,12 @@ serving ask for the same features computed by the same definitions.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,9 +86,20 @@ def _watermark_path(settings: Settings) -> Path:
     return settings.state.feast_dir / "materialized_until.json"
 
 
-def materialized_until(settings: Settings) -> datetime | None:
+def _watermark(settings: Settings) -> dict[str, Any]:
     path = _watermark_path(settings)
-    return datetime.fromisoformat(json.loads(path.read_text())["until"]) if path.exists() else None
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def materialized_until(settings: Settings) -> datetime | None:
+    """The newest event time the online store holds state for."""
+    until = _watermark(settings).get("until")
+    return datetime.fromisoformat(until) if until else None
+
+
+def materialized_cursor(settings: Settings) -> int:
+    """The ingest-ledger position up to which published batches are materialised."""
+    return int(_watermark(settings).get("ledger_cursor", 0))
 
 
 @dataclass(frozen=True)
@@ -99,25 +113,42 @@ class MaterializeResult:
         return asdict(self)
 
 
-def materialize(settings: Settings, start: datetime, end: datetime) -> MaterializeResult:
+@contextlib.contextmanager
+def _materialize_lock(settings: Settings) -> Iterator[None]:
+    """The offline tables are read-merge-rewritten: one materialisation at a time per state dir."""
+    settings.state.feast_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state.feast_dir / ".materialize.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def materialize(
+    settings: Settings, start: datetime, end: datetime, ledger_cursor: int | None = None
+) -> MaterializeResult:
     """Compute the aggregates of transactions in [start, end) and load them into the online store.
 
     The online load re-reads ``MATERIALIZE_OVERLAP`` before ``start`` (late data) and always runs up to
     the newest materialised time, so loading an old interval late never replaces newer online state.
+    ``ledger_cursor`` records which published batches this covers (see ``features.intervals``).
     """
     import pandas as pd
 
     from loopline.features.aggregates import refresh_aggregates
 
-    rows = refresh_aggregates(
-        settings.state.curated, settings.state.feast_offline_dir, pd.Timestamp(start), pd.Timestamp(end)
-    )
-    # Apply the definitions first (idempotent): a changed feature repo takes effect with the next run.
-    store = apply_feature_repo(settings)
-    until = max(end, materialized_until(settings) or end)
-    window = (start - MATERIALIZE_OVERLAP, until)
-    store.materialize(start_date=window[0], end_date=window[1])
-    _watermark_path(settings).write_text(json.dumps({"until": until.isoformat()}))
+    with _materialize_lock(settings):
+        rows = refresh_aggregates(
+            settings.state.curated, settings.state.feast_offline_dir, pd.Timestamp(start), pd.Timestamp(end)
+        )
+        # Apply the definitions first (idempotent): a changed feature repo takes effect with the next run.
+        store = apply_feature_repo(settings)
+        until = max(end, materialized_until(settings) or end)
+        window = (start - MATERIALIZE_OVERLAP, until)
+        store.materialize(start_date=window[0], end_date=window[1])
+        cursor = max(ledger_cursor or 0, materialized_cursor(settings))
+        _watermark_path(settings).write_text(json.dumps({"until": until.isoformat(), "ledger_cursor": cursor}))
     return MaterializeResult(
         start=start.isoformat(), end=end.isoformat(), offline_rows=rows,
         online_window=(window[0].isoformat(), window[1].isoformat()),
