@@ -132,6 +132,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if result.status == "quarantined" else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """``python -m loopline.training.train`` under the loopline command (same arguments)."""
+    from loopline.training.train import main as train_main
+
+    return train_main(args.passthrough)
+
+
 def cmd_airflow(args: argparse.Namespace) -> int:
     """Run the ``airflow`` CLI against the local stack's configuration."""
     from loopline.platform.airflow_env import child_env, venv_bin
@@ -140,9 +147,12 @@ def cmd_airflow(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.state.ensure()
     env = child_env(settings, load_or_create_secrets(settings))
-    argv = [str(venv_bin() / "airflow"), *args.airflow_args]
+    argv = [str(venv_bin() / "airflow"), *args.passthrough]
     os.execve(argv[0], argv, env)
     return 0  # pragma: no cover - execve does not return
+
+
+PASS_THROUGH = {"train": cmd_train, "airflow": cmd_airflow}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,16 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("airflow", help="run the airflow CLI against the local stack (e.g. `loopline airflow dags list`)")
-    p.add_argument("airflow_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_airflow)
+    # Listed for --help; main() hands their arguments over untouched (see PASS_THROUGH).
+    sub.add_parser("train", help="train the fraud model on a training set (`loopline train --help`)")
+    sub.add_parser("airflow", help="run the airflow CLI against the local stack (e.g. `loopline airflow dags list`)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     for key, value in telemetry_off_env().items():
         os.environ.setdefault(key, value)
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Pass-through commands hand every remaining argument (flags included) to their own parser.
+    if argv and argv[0] in PASS_THROUGH:
+        args = argparse.Namespace(func=PASS_THROUGH[argv[0]], passthrough=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     from loopline.features.store import FeatureRowsMismatch
     from loopline.platform.airflow_api import AirflowApiError
     from loopline.platform.stack import StackError

@@ -1,0 +1,1 @@
+"""Training the fraud detector: config, model, MLflow pyfunc wrapper and the training entry point."""

@@ -1,0 +1,155 @@
+"""The versioned training configuration (``include/config/training.yaml``), validated by pydantic."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+FAIRNESS_GROUP_COLUMNS = ("customer_age_band", "customer_region")
+
+
+class TrainingConfigError(ValueError):
+    """The training config could not be read or is invalid; the message names the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EarlyStopping(_Strict):
+    metric: Literal["val_pr_auc"] = "val_pr_auc"
+    patience: int = Field(default=5, ge=1)
+
+
+class Validation(_Strict):
+    fraction: float = Field(default=0.2, gt=0, lt=1)
+
+
+class ModelConfig(_Strict):
+    hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    embedding_dims: dict[str, int] = Field(default_factory=dict)
+    default_embedding_dim: int = Field(default=8, ge=1)
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError("every hidden size must be >= 1")
+        return value
+
+    @field_validator("embedding_dims")
+    @classmethod
+    def _positive_dims(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, v in value.items() if v < 1]
+        if bad:
+            raise ValueError(f"embedding dims must be >= 1 (bad: {bad})")
+        return value
+
+    def embedding_dim(self, column: str) -> int:
+        return self.embedding_dims.get(column, self.default_embedding_dim)
+
+
+class FeatureConfig(_Strict):
+    categorical: list[str] = Field(default_factory=lambda: ["channel", "merchant_category", "merchant_country"])
+    numeric_from_manifest: bool = True
+    extra_numeric: list[str] = Field(default_factory=lambda: ["amount"])
+    log1p: list[str] = Field(default_factory=lambda: ["amount"])
+    excluded: list[str] = Field(default_factory=lambda: list(FAIRNESS_GROUP_COLUMNS))
+
+    @model_validator(mode="after")
+    def _no_group_columns(self) -> FeatureConfig:
+        used = set(self.categorical) | set(self.extra_numeric)
+        leaked = sorted(used & (set(FAIRNESS_GROUP_COLUMNS) | set(self.excluded)))
+        if leaked:
+            raise ValueError(f"fairness group / excluded columns must not be model inputs: {leaked}")
+        return self
+
+
+class TrainingConfig(_Strict):
+    version: int = 1
+    seed: int = 42
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=512, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    validation: Validation = Field(default_factory=Validation)
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = True
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys → values (MLflow params)."""
+        return flatten(self.model_dump())
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML (numbers, lists)."""
+    if "=" not in assignment:
+        raise TrainingConfigError(f"override {assignment!r} is not of the form key=value")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise TrainingConfigError(f"override {assignment!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise TrainingConfigError(f"override {key}: value {raw!r} is not valid YAML: {exc}") from exc
+    target = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise TrainingConfigError(f"override {key}: {part!r} is not a section")
+        target = node
+    target[parts[-1]] = value
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "<root>"
+        lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid training config:\n" + "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> TrainingConfig:
+    data = copy.deepcopy(data)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise TrainingConfigError(_describe(exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainingConfig:
+    """Read the YAML at ``path``, apply ``key=value`` overrides, validate."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise TrainingConfigError(f"training config not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise TrainingConfigError(f"training config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise TrainingConfigError(f"training config {path} must be a mapping, got {type(data).__name__}")
+    return from_dict(data, overrides)

@@ -1,0 +1,170 @@
+"""The fraud detector: a preprocessor fitted on training rows and an MLP with categorical embeddings.
+
+``FraudModel`` bundles both (plus the weights, on CPU) into one picklable object that scores RAW feature
+rows — the columns of a training set or of an online lookup — so serving needs nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+UNKNOWN_INDEX = 0  # every categorical's index 0: missing or unseen at fit time
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(frame[column].astype("object").where(frame[column].notna(), np.nan), errors="coerce")
+    array = values.to_numpy(dtype="float64", na_value=np.nan)
+    array[~np.isfinite(array)] = np.nan
+    return array
+
+
+@dataclass
+class Preprocessor:
+    """Numeric: optional log1p, median imputation + a missing indicator per column, standardisation.
+    Categorical: vocabulary of the training rows; missing and unseen values share the unknown bucket."""
+
+    numeric: list[str]
+    categorical: list[str]
+    log1p: list[str] = field(default_factory=list)
+    medians: dict[str, float] = field(default_factory=dict)
+    means: dict[str, float] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+    vocab: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns scoring needs (categoricals first, then numerics)."""
+        return [*self.categorical, *self.numeric]
+
+    @property
+    def numeric_width(self) -> int:
+        return 2 * len(self.numeric)  # value + missing indicator
+
+    def cardinalities(self) -> list[int]:
+        return [len(self.vocab[c]) + 1 for c in self.categorical]
+
+    def _raw_numeric(self, frame: pd.DataFrame, column: str) -> np.ndarray:
+        values = _numeric(frame, column)
+        if column in self.log1p:
+            values = np.log1p(np.clip(values, 0.0, None))
+        return values
+
+    def fit(self, frame: pd.DataFrame) -> Preprocessor:
+        self._check_columns(frame)
+        for column in self.numeric:
+            values = self._raw_numeric(frame, column)
+            finite = values[~np.isnan(values)]
+            median = float(np.median(finite)) if finite.size else 0.0
+            filled = np.where(np.isnan(values), median, values)
+            std = float(filled.std())
+            self.medians[column] = median
+            self.means[column] = float(filled.mean())
+            self.stds[column] = std if std > 1e-12 else 1.0
+        for column in self.categorical:
+            seen = sorted({str(v) for v in frame[column].dropna().unique()})
+            self.vocab[column] = {value: i + 1 for i, value in enumerate(seen)}
+        return self
+
+    def _check_columns(self, frame: pd.DataFrame) -> None:
+        missing = [c for c in self.input_columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"input rows lack the model's columns: {missing}")
+
+    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(numeric float32 [n, 2 * len(numeric)], categorical int64 [n, len(categorical)])."""
+        self._check_columns(frame)
+        n = len(frame)
+        numeric = np.zeros((n, self.numeric_width), dtype="float32")
+        for i, column in enumerate(self.numeric):
+            values = self._raw_numeric(frame, column)
+            missing = np.isnan(values)
+            filled = np.where(missing, self.medians[column], values)
+            numeric[:, 2 * i] = (filled - self.means[column]) / self.stds[column]
+            numeric[:, 2 * i + 1] = missing
+        categorical = np.zeros((n, len(self.categorical)), dtype="int64")
+        for j, column in enumerate(self.categorical):
+            vocab = self.vocab[column]
+            categorical[:, j] = [
+                UNKNOWN_INDEX if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+                else vocab.get(str(v), UNKNOWN_INDEX)
+                for v in frame[column].tolist()
+            ]
+        return numeric, categorical
+
+
+class FraudMLP(nn.Module):
+    """Embeddings for each categorical, concatenated with the numerics, through an MLP → one logit."""
+
+    def __init__(self, cardinalities: list[int], embedding_dims: list[int], numeric_width: int,
+                 hidden_sizes: list[int], dropout: float) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(n, d) for n, d in zip(cardinalities, embedding_dims, strict=True))
+        layers: list[nn.Module] = []
+        width = numeric_width + sum(embedding_dims)
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        parts = [numeric] + [emb(categorical[:, j]) for j, emb in enumerate(self.embeddings)]
+        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+
+
+@dataclass
+class FraudModel:
+    """Everything needed to score raw rows: preprocessor, architecture, CPU weights."""
+
+    preprocessor: Preprocessor
+    architecture: dict[str, Any]
+    state_dict: dict[str, torch.Tensor] | None = None
+    _module: FraudMLP | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def create(cls, preprocessor: Preprocessor, embedding_dims: list[int], hidden_sizes: list[int],
+               dropout: float) -> FraudModel:
+        architecture = {
+            "cardinalities": preprocessor.cardinalities(), "embedding_dims": list(embedding_dims),
+            "numeric_width": preprocessor.numeric_width, "hidden_sizes": list(hidden_sizes), "dropout": dropout,
+        }
+        return cls(preprocessor=preprocessor, architecture=architecture)
+
+    def build_module(self) -> FraudMLP:
+        return FraudMLP(**self.architecture)
+
+    def set_weights(self, module: nn.Module) -> None:
+        self.state_dict = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        self._module = None
+
+    def module(self) -> FraudMLP:
+        if self._module is None:
+            if self.state_dict is None:
+                raise RuntimeError("the model has no trained weights yet")
+            module = self.build_module()
+            module.load_state_dict(self.state_dict)
+            self._module = module.eval()
+        return self._module
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_module"] = None
+        return state
+
+    @torch.no_grad()
+    def predict_proba(self, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
+        """Fraud probability per row, in [0, 1], computed on CPU."""
+        numeric, categorical = self.preprocessor.transform(frame)
+        module = self.module()
+        out = np.empty(len(frame), dtype="float64")
+        for start in range(0, len(frame), batch_size):
+            logits = module(torch.from_numpy(numeric[start:start + batch_size]),
+                            torch.from_numpy(categorical[start:start + batch_size]))
+            out[start:start + batch_size] = torch.sigmoid(logits.float()).numpy()
+        return out
