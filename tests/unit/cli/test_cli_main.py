@@ -144,11 +144,19 @@ def test_trigger_with_the_stack_down_is_an_error_on_stderr(
 
 def test_parser_knows_every_command() -> None:
     parser = build_parser()
-    for argv in (["up"], ["down"], ["status"], ["demo", "--exit"], ["airflow", "dags", "list"]):
+    for argv in (["up"], ["down"], ["status"], ["demo", "--exit"], ["simulate", "--list-bad"], ["ingest", "f"]):
         assert parser.parse_args(argv).command == argv[0]
     args = parser.parse_args(["trigger", "d", "--conf", "{}", "--wait", "--timeout", "5"])
     assert (args.dag_id, args.conf, args.wait, args.timeout) == ("d", "{}", True, 5.0)
-    assert parser.parse_args(["airflow", "dags", "list"]).airflow_args == ["dags", "list"]
+
+
+def test_pass_through_commands_get_every_argument_flags_included(monkeypatch) -> None:
+    from loopline.cli.main import PASS_THROUGH
+
+    seen = {}
+    monkeypatch.setitem(PASS_THROUGH, "train", lambda args: seen.setdefault("train", args.passthrough) and 0)
+    assert main(["train", "--training-set", "x.parquet", "--set", "epochs=2"]) == 0
+    assert seen["train"] == ["--training-set", "x.parquet", "--set", "epochs=2"]
 
 
 def test_parser_rejects_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
