@@ -73,10 +73,11 @@ def check_mlflow(settings: Settings) -> CheckResult:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(settings.mlflow_uri)
+        from loopline.platform.mlflow_util import use_experiment
+
         client = MlflowClient(settings.mlflow_uri)
         try:
-            experiment = mlflow.set_experiment("loopline-platform-smoke")
+            experiment = use_experiment("loopline-platform-smoke", settings.mlflow_uri)
         except Exception as exc:  # MLflow raises several types for "server not reachable"
             raise SmokeCheckFailed(
                 f"MLflow at {settings.mlflow_uri} is not usable ({exc}); is the stack up (`loopline status`)?"

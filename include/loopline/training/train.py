@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from loopline.platform.mlflow_util import use_experiment
 from loopline.training.config import FAIRNESS_GROUP_COLUMNS, TrainingConfig, TrainingConfigError, load_config
 
 DEFAULT_RESULT_JSON = Path("/airflow/xcom/return.json")
@@ -293,8 +294,7 @@ def train(training_set: str | Path, config: TrainingConfig, *, tracking_uri: str
     train_rows, val_rows = labelled_split(frame, config.validation.fraction)
     sha = git_sha()
 
-    mlflow.set_tracking_uri(tracking_uri or _default_tracking_uri())
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment, tracking_uri or _default_tracking_uri())
     started = time.monotonic()
     with mlflow.start_run() as run:
         params = {k: _param_value(v) for k, v in config.flat().items()}

@@ -1,0 +1,22 @@
+"""MLflow helpers shared by every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def use_experiment(name: str, tracking_uri: str) -> Any:
+    """``mlflow.set_experiment`` that keeps artifacts beside a SQLite tracking DB.
+
+    With a ``sqlite:///`` URI (tests, one-off runs without the server) MLflow would otherwise put
+    artifacts in ``./mlruns`` of whatever directory the process runs in. Through a tracking server the
+    server decides (``--artifacts-destination``), so nothing changes there.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if tracking_uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+        mlflow.create_experiment(name, artifact_location=root.resolve().as_uri())
+    return mlflow.set_experiment(name)
