@@ -144,6 +144,13 @@ def test_trigger_errors_are_plain_words(stack):
     assert bad_conf.returncode != 0 and "--conf is not valid JSON" in bad_conf.stderr
 
 
+def test_a_bad_training_conf_is_refused_at_trigger_time_naming_the_field(stack):
+    bad = _loopline(stack["env"], "trigger", "train_model", "--conf", '{"epochs": 0}')
+    assert bad.returncode != 0
+    assert "param epochs" in bad.stderr and "minimum of 1" in bad.stderr
+    assert "Failed validating" not in bad.stderr, "the message is one plain sentence, not a schema dump"
+
+
 def test_new_dag_file_is_picked_up_and_active(stack):
     probe = stack["project"] / "dags" / "pickup_probe.py"
     probe.write_text(

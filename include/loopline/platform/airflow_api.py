@@ -56,7 +56,8 @@ def _detail(body: str | bytes | None) -> str:
         return "; ".join(parts)
     if isinstance(detail, dict):
         return detail.get("reason") or detail.get("message") or json.dumps(detail)
-    return str(detail)
+    # Param validation errors append the whole JSON schema after a blank line: the first part says it all.
+    return str(detail).split("\n\n", 1)[0]
 
 
 class AirflowApi:
