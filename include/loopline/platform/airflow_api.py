@@ -188,12 +188,21 @@ class AirflowApi:
         """The newest events of the asset called ``name`` (extra, timestamp, source run)."""
         from airflow_client.client.api.asset_api import AssetApi
 
-        page = self._call(
-            f"reading events of asset {name!r}",
-            lambda: AssetApi(self.client).get_asset_events(
-                name_prefix_pattern=name, order_by=["-timestamp"], limit=limit
-            ),
-        )
+        # Airflow 3.3.2 answers 500 while an event's new DAG run is still queued (its response model
+        # requires the run's start_date). That lasts until the scheduler starts the run: retry briefly.
+        for attempt in range(20):
+            try:
+                page = self._call(
+                    f"reading events of asset {name!r}",
+                    lambda: AssetApi(self.client).get_asset_events(
+                        name_prefix_pattern=name, order_by=["-timestamp"], limit=limit
+                    ),
+                )
+                break
+            except AirflowApiError as exc:
+                if "500" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.5)
         return [
             {
                 "name": event.name,
