@@ -159,16 +159,7 @@ def test_new_dag_file_is_picked_up_and_active(stack):
         .replace("def platform_smoke()", "def pickup_probe()")
         .replace("platform_smoke()\n", "pickup_probe()\n")
     )
-    from loopline.config import Settings
-    from loopline.platform.stack import api_for
-
-    settings = Settings(
-        project_dir=stack["project"],
-        state_dir=stack["state"],
-        airflow_port=int(stack["env"]["LOOPLINE_AIRFLOW_PORT"]),
-        mlflow_port=int(stack["env"]["LOOPLINE_MLFLOW_PORT"]),
-    )
-    api = api_for(settings)
+    api = _api(stack)
     started = time.monotonic()
     dags: dict[str, bool] = {}
     while time.monotonic() - started < 45:

@@ -15,15 +15,12 @@ Nothing is lost either way, and an unreadable file is quarantined with a clear e
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import html
 import json
 import os
 import re
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.config import Settings
 from loopline.data.schema import BATCH_KINDS, BatchKind, columns_for
+from loopline.platform.files import exclusive_lock, sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,14 +110,6 @@ def landed_files(settings: Settings) -> list[Path]:
 def kind_of(path: Path) -> BatchKind | None:
     parent = path.parent.name
     return parent if parent in BATCH_KINDS else None  # type: ignore[return-value]
-
-
-def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def batch_id_for(kind: str, path: Path, digest: str) -> str:
@@ -228,17 +218,9 @@ class IngestLedger:
         return [{**json.loads(r[0]), "recorded_at": r[1]} for r in rows]
 
 
-@contextlib.contextmanager
-def _ingest_lock(settings: Settings) -> Iterator[None]:
+def _ingest_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """One batch at a time per state dir: dedupe and the ledger must see each other's writes."""
-    lock_path = settings.state.curated / ".ingest.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(settings.state.curated / ".ingest.lock")
 
 
 # --- publish and quarantine -------------------------------------------------------------------------
@@ -347,7 +329,7 @@ def ingest_file(settings: Settings, path: Path, kind: BatchKind | None = None) -
         if not path.exists():
             raise BatchGone(f"{path} is gone (already ingested by another run?)")
         kind = kind or kind_of(path)
-        digest = content_hash(path)
+        digest = sha256_file(path)
         ledger = IngestLedger(settings.state.ingest_ledger)
         batch_id = batch_id_for(kind or "unknown", path, digest)
         base = {"batch_id": batch_id, "kind": kind or "unknown", "source": str(path), "content_hash": digest}

@@ -7,11 +7,8 @@ serving ask for the same features computed by the same definitions.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from loopline.config import Settings
 from loopline.platform.feast_store import apply_feature_repo, feature_store
+from loopline.platform.files import exclusive_lock, sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,16 +111,9 @@ class MaterializeResult:
         return asdict(self)
 
 
-@contextlib.contextmanager
-def _materialize_lock(settings: Settings) -> Iterator[None]:
+def _materialize_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """The offline tables are read-merge-rewritten: one materialisation at a time per state dir."""
-    settings.state.feast_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.state.feast_dir / ".materialize.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(settings.state.feast_dir / ".materialize.lock")
 
 
 def materialize(
@@ -253,7 +244,7 @@ def build_training_set(
     tmp = out.with_name(f".{out.name}.tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, out)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = sha256_file(out)
     labelled_rows = int(frame["is_fraud"].notna().sum())
     fraud_rows = int(frame["is_fraud"].fillna(0).sum())
     svc = service(store, name)

@@ -165,24 +165,21 @@ class AirflowApi:
         run = self._call(f"reading run {run_id!r}", lambda: DagRunApi(self.client).get_dag_run(dag_id, run_id))
         return str(getattr(run.state, "value", run.state))
 
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+    def _task_instances(self, dag_id: str, run_id: str) -> list[Any]:
         from airflow_client.client.api.task_instance_api import TaskInstanceApi
 
         page = self._call(
             f"reading tasks of {run_id!r}",
             lambda: TaskInstanceApi(self.client).get_task_instances(dag_id, run_id, limit=1000),
         )
-        return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in page.task_instances}
+        return page.task_instances
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in self._task_instances(dag_id, run_id)}
 
     def task_timings(self, dag_id: str, run_id: str) -> dict[str, tuple[datetime | None, datetime | None]]:
         """task_id → (start, end) of each task instance in a run."""
-        from airflow_client.client.api.task_instance_api import TaskInstanceApi
-
-        page = self._call(
-            f"reading tasks of {run_id!r}",
-            lambda: TaskInstanceApi(self.client).get_task_instances(dag_id, run_id, limit=1000),
-        )
-        return {ti.task_id: (ti.start_date, ti.end_date) for ti in page.task_instances}
+        return {ti.task_id: (ti.start_date, ti.end_date) for ti in self._task_instances(dag_id, run_id)}
 
     def asset_events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest events of the asset called ``name`` (extra, timestamp, source run)."""

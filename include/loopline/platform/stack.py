@@ -9,11 +9,9 @@ started them crashed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import httpx
 from loopline.config import Settings
 from loopline.platform.airflow_api import AirflowApi, AirflowApiError
 from loopline.platform.airflow_env import child_env, venv_bin
+from loopline.platform.files import exclusive_lock
 from loopline.platform.processes import ProcessRecord, ProcessRegistry, spawn, stop_trees, tail, wait_until
 from loopline.platform.secrets import StackSecrets, load_or_create_secrets, read_secrets
 
@@ -192,16 +191,9 @@ def unpause_project_dags(settings: Settings, api: AirflowApi, timeout: float) ->
     return sorted(wanted & set(seen))
 
 
-@contextlib.contextmanager
-def _exclusive(settings: Settings) -> Iterator[None]:
+def _exclusive(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """One ``up``/``down`` at a time per state dir; a second one waits for the first."""
-    settings.state.run_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.state.run_dir / "stack.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(settings.state.run_dir / "stack.lock")
 
 
 def up(settings: Settings, log=print) -> StackSecrets:

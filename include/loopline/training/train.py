@@ -10,7 +10,6 @@ the GPU (no DataLoader: minibatches are index slices of device tensors).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from loopline.platform.files import sha256_file
 from loopline.platform.mlflow_util import use_experiment
 from loopline.training.config import FAIRNESS_GROUP_COLUMNS, TrainingConfig, TrainingConfigError, load_config
 
@@ -60,14 +60,6 @@ class TrainResult:
 
 
 # --- data -------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_training_set(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
