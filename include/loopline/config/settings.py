@@ -113,6 +113,11 @@ class StatePaths:
         return self.root / "serving" / "predictions.db"
 
     @property
+    def history_db(self) -> Path:
+        """The model loop's decision history (gate verdicts, canary steps, retrain requests)."""
+        return self.root / "history.db"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 
