@@ -31,12 +31,18 @@ from loopline.data.schema import BATCH_KINDS, BatchKind, columns_for
 from loopline.platform.files import exclusive_lock, sha256_file
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
 
 Status = Literal["published", "already_published", "quarantined"]
 SUPPORTED_SUFFIXES = (".parquet", ".csv")
 # The day partition of each kind: when it happened / when the label became known.
 PARTITION_COLUMN: dict[str, str] = {"transactions": "event_timestamp", "labels": "label_timestamp"}
+# Kinds partitioned by a time the id fixes (a transaction id is one event at one time): a redelivered
+# row lands in the same day partition, so deduplication only needs the partitions the batch touches.
+# Labels are partitioned by when the label became known, which a re-sent label may change: all of them.
+DEDUPE_WITHIN_PARTITION: frozenset[str] = frozenset({"transactions"})
 KEY_COLUMN = "transaction_id"
 
 
@@ -230,12 +236,16 @@ def curated_dir(settings: Settings, kind: str) -> Path:
     return settings.state.curated / kind
 
 
-def existing_keys(settings: Settings, kind: str) -> set[str]:
-    """Transaction ids already in the curated store of ``kind``."""
+def existing_keys(settings: Settings, kind: str, days: Iterable[str] | None = None) -> set[str]:
+    """Transaction ids already in the curated store of ``kind``: in the ``date=YYYY-MM-DD`` partitions
+    of ``days`` only, or in all of them (``None``)."""
     import pyarrow.parquet as pq
 
+    folder = curated_dir(settings, kind)
+    files = (folder.glob("date=*/*.parquet") if days is None
+             else (f for day in sorted(set(days)) for f in (folder / f"date={day}").glob("*.parquet")))
     keys: set[str] = set()
-    for part in curated_dir(settings, kind).glob("date=*/*.parquet"):
+    for part in files:
         keys.update(pq.read_table(part, columns=[KEY_COLUMN]).column(0).to_pylist())
     return keys
 
@@ -257,11 +267,13 @@ def publish(
     """
     import pandas as pd
 
-    known = existing_keys(settings, kind)
+    batch_days = pd.to_datetime(frame[PARTITION_COLUMN[kind]], utc=True).dt.strftime("%Y-%m-%d")
+    # Reading every curated id on each publish grows with history; the batch's own days do not.
+    known = existing_keys(settings, kind, batch_days.unique() if kind in DEDUPE_WITHIN_PARTITION else None)
     already = frame[KEY_COLUMN].isin(known)
     fresh = frame[~already]
     skipped = frame.loc[already, KEY_COLUMN].astype(str).tolist()
-    days = pd.to_datetime(fresh[PARTITION_COLUMN[kind]], utc=True).dt.strftime("%Y-%m-%d")
+    days = batch_days[~already]
     written = []
     for day, rows in fresh.groupby(days, sort=True):
         target = curated_dir(settings, kind) / f"date={day}" / f"{batch_id}.parquet"

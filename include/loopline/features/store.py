@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.config import Settings
 from loopline.platform.feast_store import apply_feature_repo, feature_store
@@ -31,6 +31,7 @@ PASSTHROUGH_COLUMNS = ("merchant_category", "merchant_country", "customer_age_ba
 # Late data: each materialisation re-reads this much before the batch's interval.
 MATERIALIZE_OVERLAP = timedelta(days=1)
 ONE_MICROSECOND = timedelta(microseconds=1)
+Engine = Literal["auto", "pandas", "feast"]
 
 
 class FeatureRowsMismatch(RuntimeError):
@@ -63,18 +64,47 @@ def feature_names(store: FeatureStore, name: str = FEATURE_SERVICE) -> list[str]
     return [f.name for projection in service(store, name).feature_view_projections for f in projection.features]
 
 
-def historical_features(store: FeatureStore, transactions: pd.DataFrame, name: str = FEATURE_SERVICE) -> pd.DataFrame:
-    """Point-in-time features for each transaction; one output row per input row, or an error."""
+def historical_features(
+    store: FeatureStore, transactions: pd.DataFrame, name: str = FEATURE_SERVICE, engine: Engine = "auto"
+) -> pd.DataFrame:
+    """Point-in-time features for each transaction; one output row per input row, or an error.
+
+    ``engine="pandas"`` joins each view with ``merge_asof`` over the offline parquet tables
+    (``features.pit``): linear in the rows. ``engine="feast"`` is Feast's own ``get_historical_features``
+    (its duckdb join grows with entity rows x same-key rows within the TTL: ~1.8B rows at 1M
+    transactions) — the reference the pandas engine is tested against, and the path for non-file
+    offline stores (Postgres). Both return the same values, nulls and dtypes. ``"auto"`` (default)
+    takes pandas when every view reads parquet, else Feast.
+    """
+    from loopline.features.pit import point_in_time_features, reads_files_only, service_plan
+
     entities = entity_rows(transactions)
     if entities["transaction_id"].duplicated().any():
         raise FeatureRowsMismatch("transaction ids repeat in the entity rows: deduplicate the input first")
-    frame = store.get_historical_features(entity_df=entities, features=service(store, name)).to_df()
-    if len(frame) != len(entities) or set(frame["transaction_id"]) != set(entities["transaction_id"]):
+    if engine == "auto":
+        engine = "pandas" if reads_files_only(store, service_plan(store, name)) else "feast"
+    if engine == "pandas":
+        frame = point_in_time_features(store, entities, name)
+    elif engine == "feast":
+        frame = store.get_historical_features(entity_df=entities, features=service(store, name)).to_df()
+    else:
+        raise ValueError(f"unknown engine {engine!r}: use 'pandas' or 'feast'")
+    if len(frame) != len(entities) or not _same_ids(frame["transaction_id"], entities["transaction_id"]):
         raise FeatureRowsMismatch(
             f"the point-in-time join returned {len(frame)} rows for {len(entities)} transactions; "
             "rows must never be dropped or duplicated (check the offline store and the entity timestamps)"
         )
     return frame
+
+
+def _same_ids(got: pd.Series, expected: pd.Series) -> bool:
+    """Whether ``got`` is a permutation of the (unique) ``expected`` ids; O(n) when the order is kept."""
+    import pandas as pd
+
+    got, expected = got.reset_index(drop=True), expected.reset_index(drop=True)
+    if len(got) == len(expected) and got.astype(object).equals(expected.astype(object)):
+        return True
+    return pd.Index(got.astype(object)).sort_values().equals(pd.Index(expected.astype(object)).sort_values())
 
 
 # --- materialisation --------------------------------------------------------------------------------
@@ -226,15 +256,22 @@ def build_training_set(
     transactions = transactions[(stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))]
     if transactions.empty:
         raise FeatureRowsMismatch(f"no curated transactions in [{start}, {end})")
-    labels = read_labels(settings, labels_as_of)
-    labelled = transactions.merge(labels, on="transaction_id", how="left", validate="one_to_one")
     store = feature_store(settings)
-    features = historical_features(store, transactions, name)
+    features = historical_features(store, transactions, name)  # one row per transaction, ids unique
     feature_cols = feature_names(store, name)
-    frame = labelled[["transaction_id", "event_timestamp", *ENTITY_COLUMNS, "amount", *PASSTHROUGH_COLUMNS,
-                      "is_fraud", "label_timestamp"]].merge(
-        features[["transaction_id", *feature_cols]], on="transaction_id", how="inner", validate="one_to_one"
-    )
+    # Align by id (no merges: on 1M string ids their one-to-one checks cost seconds, and both sides
+    # are already known unique — labels by read_labels, transactions by historical_features).
+    transactions = transactions.reset_index(drop=True)
+    ids = transactions["transaction_id"]
+    labels = read_labels(settings, labels_as_of).set_index("transaction_id")[["is_fraud", "label_timestamp"]]
+    features = features.reset_index(drop=True)
+    if not features["transaction_id"].equals(ids):  # Feast's engine returns rows in its own order
+        features = features.set_index("transaction_id").reindex(ids).reset_index()
+    frame = pd.concat([
+        transactions[["transaction_id", "event_timestamp", *ENTITY_COLUMNS, "amount", *PASSTHROUGH_COLUMNS]],
+        labels.reindex(ids).reset_index(drop=True),
+        features[feature_cols],
+    ], axis=1)
     if len(frame) != len(transactions):
         raise FeatureRowsMismatch(f"{len(transactions)} transactions became {len(frame)} training rows")
     frame["is_fraud"] = frame["is_fraud"].astype("Int64")
@@ -264,25 +301,61 @@ def build_training_set(
 
 
 class OnlineFeatures:
-    """The lookup serving uses: online features of the same feature service, per transaction."""
+    """The lookup serving uses: online features of the same feature service, per transaction.
+
+    The online store keeps each key's newest row forever, while a point-in-time join returns null
+    for a row older than its view's TTL. So the lookup asks Feast for the views' features with their
+    timestamps, nulls those that the offline rule (``pit.within_ttl``, as of the transaction time
+    minus 1 µs, like ``entity_rows``) calls stale, and then runs each on-demand view's own
+    transformation on what is left — the call Feast's online path makes (``transform_dict`` in
+    python mode). Training and serving thus see the same values for the same transaction.
+    """
 
     def __init__(self, settings: Settings, name: str = FEATURE_SERVICE) -> None:
+        from loopline.features.pit import service_plan
+
         self.store = feature_store(settings)
         self.service = service(self.store, name)
         self.names = feature_names(self.store, name)
+        self.plan = service_plan(self.store, name)
+        self._refs = [f"{view.name}:{feature}" for view in self.plan.views for feature in view.features]
 
     def lookup(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Features for each transaction (dicts with the entity columns, amount and event_timestamp)."""
         import pandas as pd
+        import pyarrow as pa
 
-        rows = []
+        from loopline.features.pit import odfv_inputs, within_ttl
+
+        keys = dict.fromkeys(column for view in self.plan.views for column in view.keys.values())
+        micros, rows = [], []
         for tx in transactions:
             stamp = pd.Timestamp(tx["event_timestamp"])
             stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-            rows.append({**{k: tx[k] for k in ENTITY_COLUMNS}, "amount": float(tx["amount"]),
-                         "event_epoch_s": stamp.value / 1e9})
-        result = self.store.get_online_features(features=self.service, entity_rows=rows).to_dict()
-        return [{name: result[name][i] for name in self.names} for i in range(len(rows))]
+            micros.append(stamp.value // 1000)  # microseconds, as entity_rows floors them
+            rows.append({k: tx[k] for k in keys})
+        as_of_ns = [(us - 1) * 1000 for us in micros]  # joined 1 µs before the event, as offline
+        response = self.store.get_online_features(features=self._refs, entity_rows=rows, full_feature_names=True)
+        values = response.to_dict()
+        vectors = dict(zip(response.proto.metadata.feature_names.val, response.proto.results, strict=True))
+        columns: dict[str, list[Any]] = {}
+        for view in self.plan.views:
+            stamps = vectors[f"{view.name}__{view.features[0]}"].event_timestamps
+            fresh = [within_ttl(ts.seconds * 10**9 + ts.nanos, at, view.ttl) for ts, at in zip(stamps, as_of_ns, strict=True)]
+            for feature in view.features:
+                got = values[f"{view.name}__{feature}"]
+                columns[feature] = [v if ok else None for v, ok in zip(got, fresh, strict=True)]
+        request = {"amount": [float(tx["amount"]) for tx in transactions], "event_epoch_s": [us / 1e6 for us in micros]}
+        for column in self.plan.request_fields:
+            columns[column] = request[column] if column in request else [tx[column] for tx in transactions]
+        for odfv in self.plan.on_demand:
+            inputs = {n: columns[n] for n in (*odfv_inputs(odfv), *self.plan.request_fields)}
+            if odfv.mode == "python":
+                out = odfv.transform_dict(inputs)
+            else:
+                out = odfv.transform_arrow(pa.table(inputs), False).to_pydict()
+            columns.update({f.name: out[f.name] for f in odfv.features})
+        return [{name: columns[name][i] for name in self.names} for i in range(len(rows))]
 
 
 # --- training/serving skew --------------------------------------------------------------------------

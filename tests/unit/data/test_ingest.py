@@ -183,3 +183,43 @@ def test_landed_files_ignores_in_flight_and_hidden_files(settings, simulation):
     for name in ("a.parquet", ".hidden.parquet", "b.parquet.tmp", "c.csv.part", "d.csv"):
         (folder / name).write_text("x")
     assert sorted(p.name for p in landed_files(settings)) == ["a.parquet", "d.csv"]
+
+
+def test_deduplication_reads_only_the_day_partitions_a_transaction_batch_touches(settings, simulation, monkeypatch):
+    import pyarrow.parquet as pq
+
+    first, second = simulation.days[4].transactions, simulation.days[6].transactions
+    assert ingest_file(settings, _land(settings, first, "day5")).status == "published"
+    first_days = {f"date={d}" for d in first["event_timestamp"].dt.strftime("%Y-%m-%d")}
+    opened: list[str] = []  # the day partitions of curated files read
+    real_read = pq.read_table
+
+    def read_table(source, *args, **kwargs):
+        if isinstance(source, str | Path) and "curated" in Path(source).parts:
+            opened.append(Path(source).parent.name)
+        return real_read(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", read_table)
+    # A later day, re-sending a few rows of the first: the duplicates are still caught...
+    resend = pd.concat([second, first.iloc[:7]], ignore_index=True)
+    result = ingest_file(settings, _land(settings, resend, "day7_plus_resend"))
+    assert (result.status, result.duplicates_skipped, result.published_rows) == ("published", 7, len(second)), result.summary()
+    assert _curated(settings)["transaction_id"].is_unique
+    # ...while only the partitions of the batch's own days were read for ids.
+    batch_days = {f"date={d}" for d in resend["event_timestamp"].dt.strftime("%Y-%m-%d")}
+    assert opened and set(opened) <= batch_days
+    opened.clear()
+    unrelated = simulation.days[8].transactions
+    assert not ({f"date={d}" for d in unrelated["event_timestamp"].dt.strftime("%Y-%m-%d")} & first_days)
+    assert ingest_file(settings, _land(settings, unrelated, "day9")).published_rows == len(unrelated)
+    assert not set(opened) & first_days, "a batch of other days never reads the first day's partitions"
+
+
+def test_a_resent_label_is_skipped_even_when_its_label_day_changed(settings, simulation):
+    labels = max((d.labels for d in simulation.days), key=len)
+    assert len(labels) >= 3
+    assert ingest_file(settings, _land(settings, labels, "labels_a", kind="labels")).status == "published"
+    later = labels.iloc[:3].assign(label_timestamp=labels["label_timestamp"].iloc[:3] + pd.Timedelta(days=3))
+    result = ingest_file(settings, _land(settings, later, "labels_b", kind="labels"))
+    assert result.duplicates_skipped == 3 and result.published_rows == 0
+    assert _curated(settings, "labels")["transaction_id"].is_unique

@@ -14,14 +14,19 @@ import pytest
 from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
+from loopline.features.aggregates import read_curated_transactions
 from loopline.features.store import (
     FeatureRowsMismatch,
     OnlineFeatures,
+    _same,
     build_training_set,
     check_skew,
     curated_time_range,
+    feature_names,
+    historical_features,
     materialize,
 )
+from loopline.platform.feast_store import feature_store
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +158,61 @@ def test_amount_features_are_finite(world):
     frame = world["frame"]
     assert np.isfinite(frame["amount_to_cust_mean_30d"]).all()
     assert np.isfinite(frame["amount_zscore_30d"]).all()
+
+
+def test_the_merge_asof_join_equals_feasts_own_point_in_time_join(world):
+    """build_training_set's join (merge_asof + the on-demand view's own transformation) against Feast's
+    get_historical_features: every feature of every row, same values, same nulls, same dtypes."""
+    store = feature_store(world["settings"])
+    transactions = read_curated_transactions(world["settings"].state.curated)
+    ours = historical_features(store, transactions, engine="pandas").set_index("transaction_id")
+    feast = historical_features(store, transactions, engine="feast").set_index("transaction_id").loc[ours.index]
+    ours.index = feast.index = ours.index.astype(object)
+    names = feature_names(store)
+    assert len(ours) == len(transactions) and len(names) > 25
+    for name in names:
+        assert ours[name].dtype == feast[name].dtype, name
+        pd.testing.assert_series_equal(ours[name], feast[name], check_exact=True, obj=name)
+    assert ours["cust_tx_count_24h"].isna().any() and ours["merch_tx_count_7d"].isna().any(), "nulls compared too"
+
+
+def _previous_merchant_event(tx: pd.DataFrame) -> pd.Series:
+    """Per transaction, the merchant's latest earlier event time (NaT for its first)."""
+    left = tx[["transaction_id", "merchant_id", "event_timestamp"]].sort_values("event_timestamp")
+    right = left[["merchant_id", "event_timestamp"]].assign(previous=left["event_timestamp"])
+    joined = pd.merge_asof(left, right, on="event_timestamp", by="merchant_id", allow_exact_matches=False)
+    return joined.set_index("transaction_id")["previous"]
+
+
+def test_merchant_state_older_than_its_seven_day_ttl_is_null_in_training_sets(world):
+    frame = world["frame"].set_index("transaction_id")
+    previous = _previous_merchant_event(world["sim"].transactions).loc[frame.index]
+    age = frame["event_timestamp"] - previous
+    stale, fresh = age > pd.Timedelta(days=7), age <= pd.Timedelta(days=7)
+    assert stale.sum() > 0, "the world must contain merchants idle for more than 7 days"
+    assert frame.loc[stale | previous.isna(), "merch_tx_count_7d"].isna().all()
+    assert frame.loc[fresh, "merch_tx_count_7d"].notna().all()
+    # The customer views keep their 30-day TTL: the same rows still see the customer's history.
+    assert frame.loc[stale, "cust_tx_count_30d"].notna().any()
+
+
+def test_online_lookups_apply_each_views_ttl_like_the_offline_join(world):
+    """Online rows never expire, so the lookup must null stale ones itself: probes at growing distances
+    after the newest transaction get exactly the offline point-in-time values."""
+    settings, tx = world["settings"], world["sim"].transactions
+    last = tx.sort_values("event_timestamp").iloc[-1]
+    online = OnlineFeatures(settings)
+    probes = pd.DataFrame([{**last.to_dict(), "transaction_id": f"ttl_probe_{days}",
+                            "event_timestamp": last["event_timestamp"] + pd.Timedelta(days=days)}
+                           for days in (1, 6.9, 7.1, 29.9, 30.1)])
+    online_rows = online.lookup(probes.to_dict("records"))
+    offline = historical_features(online.store, probes).set_index("transaction_id")
+    for tx_id, row in zip(probes["transaction_id"], online_rows, strict=True):
+        for name in online.names:
+            assert _same(row[name], offline.loc[tx_id, name] if pd.notna(offline.loc[tx_id, name]) else None), (
+                tx_id, name, row[name], offline.loc[tx_id, name])
+    merchant_known = [row["merch_tx_count_7d"] is not None for row in online_rows]
+    customer_known = [row["cust_tx_count_30d"] is not None for row in online_rows]
+    assert merchant_known == [True, True, False, False, False]
+    assert customer_known == [True, True, True, True, False]
+    assert [row["has_customer_history"] for row in online_rows] == [1, 1, 1, 1, 0]
