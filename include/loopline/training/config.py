@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,6 +70,72 @@ class FeatureConfig(_Strict):
         return self
 
 
+class _Range(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _Range:
+        low, high = self.low, self.high
+        if low >= high:
+            raise ValueError(f"low ({low}) must be below high ({high}); for a fixed value set the field itself")
+        if self.log and low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {low})")
+        if self.log and self.stepped():
+            raise ValueError("a range cannot be both log and stepped (Optuna refuses it)")
+        return self
+
+    def stepped(self) -> bool:
+        raise NotImplementedError
+
+
+class FloatRange(_Range):
+    """A float drawn from [low, high] (log-uniform with ``log``; on a grid with ``step``)."""
+
+    type: Literal["float"]
+    step: float | None = Field(default=None, gt=0)
+
+    def stepped(self) -> bool:
+        return self.step is not None
+
+
+class IntRange(_Range):
+    """An integer drawn from [low, high] (every ``step``; log-uniform with ``log``)."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+
+    def stepped(self) -> bool:
+        return self.step != 1
+
+
+class Choice(_Strict):
+    """One of ``choices`` (any YAML values, lists included, e.g. hidden layer sizes)."""
+
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+SearchDimension = Annotated[FloatRange | IntRange | Choice, Field(discriminator="type")]
+
+# Fields a search must not change: they define the data, the device or the search itself, not the model.
+NOT_SEARCHABLE = ("version", "seed", "device", "mixed_precision", "features", "validation", "hpo",
+                  "early_stopping.metric")
+
+
+class HpoConfig(_Strict):
+    """Optional Optuna search; ``trials: 0`` trains once with the config as written."""
+
+    trials: int = Field(default=0, ge=0)
+    metric: Literal["val_pr_auc", "val_roc_auc"] = "val_pr_auc"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    seed: int | None = None  # the TPE sampler's seed; None: the training seed
+    search_space: dict[str, SearchDimension] = Field(default_factory=dict)
+
+
 class TrainingConfig(_Strict):
     version: int = 1
     seed: int = 42
@@ -84,10 +150,57 @@ class TrainingConfig(_Strict):
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: bool = True
+    hpo: HpoConfig = Field(default_factory=HpoConfig)
+
+    @model_validator(mode="after")
+    def _searchable(self) -> TrainingConfig:
+        if self.hpo.trials and not self.hpo.search_space:
+            raise ValueError("hpo.trials > 0 needs an hpo.search_space (or set hpo.trials: 0)")
+        for key, dimension in self.hpo.search_space.items():
+            _check_search_key(self, key, dimension)
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys → values (MLflow params)."""
         return flatten(self.model_dump())
+
+
+def _check_search_key(config: TrainingConfig, key: str, dimension: FloatRange | IntRange | Choice) -> None:
+    """Every value the search can pick must make a valid config: catches unknown keys and bad bounds early."""
+    if any(key == blocked or key.startswith(blocked + ".") for blocked in NOT_SEARCHABLE):
+        raise ValueError(f"hpo.search_space.{key}: this field cannot be searched (not searchable: "
+                         f"{', '.join(NOT_SEARCHABLE)})")
+    candidates = dimension.choices if isinstance(dimension, Choice) else [dimension.low, dimension.high]
+    base = config.model_dump(exclude={"hpo"})
+    for value in candidates:
+        data = copy.deepcopy(base)
+        try:
+            set_dotted(data, key, value)
+            TrainingConfig.model_validate(data)
+        except (TrainingConfigError, ValidationError) as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) \
+                if isinstance(exc, ValidationError) else str(exc)
+            raise ValueError(f"hpo.search_space.{key}: candidate value {value!r} is not valid: {detail}") from None
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data[a][b][c] = value`` for ``key="a.b.c"``, creating missing sections."""
+    target = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise TrainingConfigError(f"{key}: {part!r} is not a section")
+        target = node
+    target[parts[-1]] = value
+
+
+def with_values(config: TrainingConfig, values: dict[str, Any]) -> TrainingConfig:
+    """A copy of ``config`` with dotted-key ``values`` applied (an HPO trial's parameters), validated."""
+    data = config.model_dump()
+    for key, value in values.items():
+        set_dotted(data, key, value)
+    return from_dict(data)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -113,21 +226,18 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise TrainingConfigError(f"override {key}: value {raw!r} is not valid YAML: {exc}") from exc
-    target = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = target.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise TrainingConfigError(f"override {key}: {part!r} is not a section")
-        target = node
-    target[parts[-1]] = value
+    try:
+        set_dotted(data, key, value)
+    except TrainingConfigError as exc:
+        raise TrainingConfigError(f"override {exc}") from None
 
 
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "<root>"
-        lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})")
+        field = ".".join(str(p) for p in item["loc"])
+        # A whole-config check has no field of its own: its message names the field, the input is everything.
+        lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})" if field else f"  {item['msg']}")
     return "invalid training config:\n" + "\n".join(lines)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -14,65 +13,12 @@ import pytest
 from loopline.training.config import TrainingConfigError, from_dict, load_config
 from loopline.training.model import Preprocessor
 from loopline.training.pyfunc import as_model_input
-from loopline.training.train import TrainingError, main, train
+from loopline.training.synthetic import FEATURES, synthetic_training_set, write_training_set
+from loopline.training.train import REASON_TAG, TrainingError, main, read_training_set, train
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"
-FEATURES = ["customer_txn_count_24h", "amount_zscore", "new_device", "seconds_since_last_txn"]
 FAST = ["epochs=6", "batch_size=256", "model.hidden_sizes=[32, 16]", "early_stopping.patience=3", "device=cpu"]
-
-
-def synthetic_training_set(n: int = 3000, seed: int = 0, labelled: bool = True, fraud: bool = True) -> pd.DataFrame:
-    """The column layout of ``build_training_set`` with a learnable fraud signal (not in the group columns)."""
-    rng = np.random.default_rng(seed)
-    start = pd.Timestamp("2026-01-01", tz="UTC")
-    stamps = start + pd.to_timedelta(np.sort(rng.uniform(0, 10 * 86400, n)), unit="s")
-    channel = rng.choice(["contactless", "online", "chip", "atm"], n, p=[0.45, 0.32, 0.21, 0.02])
-    category = rng.choice(["grocery", "restaurant", "digital_goods", "electronics", "fuel", "travel"], n)
-    country = rng.choice(["DE", "FR", "NL", "US", "NG"], n, p=[0.85, 0.05, 0.04, 0.04, 0.02])
-    amount = np.round(np.exp(rng.normal(3.3, 1.0, n)), 2)
-    new_device = rng.random(n) < 0.05
-    count_24h = rng.poisson(2, n)
-    zscore = rng.normal(0, 1, n)
-    logit = (-5.0 + 1.6 * (channel == "online") + 1.5 * new_device + 1.2 * (country != "DE")
-             + 0.6 * np.log1p(amount) - 1.0 + 0.8 * zscore + 1.0 * np.isin(category, ["electronics", "travel"]))
-    is_fraud = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
-    if not fraud:
-        is_fraud[:] = 0
-    zscore[rng.random(n) < 0.1] = np.nan  # missing features happen (first transaction of a customer)
-    frame = pd.DataFrame({
-        "transaction_id": [f"tx{i:06d}" for i in range(n)],
-        "event_timestamp": stamps.astype("datetime64[us, UTC]"),
-        "customer_id": [f"c{v}" for v in rng.integers(0, 300, n)],
-        "merchant_id": [f"m{v}" for v in rng.integers(0, 80, n)],
-        "device_id": [f"d{v}" for v in rng.integers(0, 400, n)],
-        "channel": channel, "amount": amount, "merchant_category": category, "merchant_country": country,
-        "customer_age_band": rng.choice(["18-25", "26-40", "41-60", "60+"], n),
-        "customer_region": rng.choice(["north", "south", "east", "west"], n),
-        "is_fraud": pd.array(is_fraud, dtype="Int64"),
-        "label_timestamp": (stamps + pd.Timedelta(days=3)).astype("datetime64[us, UTC]"),
-        "customer_txn_count_24h": count_24h.astype("int64"), "amount_zscore": zscore,
-        "new_device": new_device, "seconds_since_last_txn": rng.exponential(3600, n),
-    })
-    if not labelled:
-        frame["is_fraud"] = pd.array([pd.NA] * n, dtype="Int64")
-    else:
-        frame.loc[frame.index[-200:], "is_fraud"] = pd.NA  # the newest rows are not labelled yet
-    return frame
-
-
-def write_training_set(frame: pd.DataFrame, out: Path) -> Path:
-    frame.to_parquet(out, index=False)
-    labelled = int(frame["is_fraud"].notna().sum())
-    fraud = int(frame["is_fraud"].fillna(0).sum())
-    manifest = {
-        "path": str(out), "content_hash": hashlib.sha256(out.read_bytes()).hexdigest(), "rows": len(frame),
-        "labelled_rows": labelled, "fraud_rows": fraud, "label_rate": fraud / labelled if labelled else None,
-        "feature_service": "fraud_detection_v1", "feature_service_version": "1", "features": FEATURES,
-        "columns": list(frame.columns),
-    }
-    out.with_name(out.name + ".manifest.json").write_text(json.dumps(manifest))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +28,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     path = write_training_set(synthetic_training_set(), root / "train.parquet")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     config = load_config(CONFIG_PATH, FAST)
-    first = train(path, config, tracking_uri=uri, config_path=CONFIG_PATH)
+    first = train(path, config, tracking_uri=uri, config_path=CONFIG_PATH, reason="weekly retrain")
     second = train(path, config, tracking_uri=uri, config_path=CONFIG_PATH)
     return {"root": root, "path": path, "uri": uri, "first": first, "second": second, "config": config}
 
@@ -141,6 +87,8 @@ def test_registered_version_with_params_metrics_artifacts(trained) -> None:
     assert run.data.params["seed"] == "42" and run.data.params["epochs"] == "6"
     assert run.data.params["training_set.content_hash"] == first.training_set_hash
     assert run.data.params["git_sha"] and run.data.tags["git_sha"] == run.data.params["git_sha"]
+    assert run.data.tags[REASON_TAG] == "weekly retrain" and first.reason == "weekly retrain"
+    assert REASON_TAG not in client.get_run(second.run_id).data.tags  # no reason given, no tag
     assert {"train_loss", "val_pr_auc", "val_roc_auc", "best_val_pr_auc"} <= set(run.data.metrics)
     assert len(client.get_metric_history(first.run_id, "val_pr_auc")) == int(first.metrics["epochs_run"])
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
@@ -207,9 +155,10 @@ def test_cli_writes_result_json(trained, tmp_path: Path, capsys: pytest.CaptureF
             "--tracking-uri", trained["uri"], "--register-name", "fraud_detector_cli"]
     for override in [*FAST, "epochs=2"]:
         args += ["--set", override]
-    assert main(args) == 0
+    assert main([*args, "--reason", "label backlog cleared"]) == 0
     result = json.loads(out.read_text())
     assert result["version"] == "1" and result["model_uri"] == "models:/fraud_detector_cli/1"
+    assert result["reason"] == "label backlog cleared" and result["world_size"] == 1 and result["hpo"] is None
     assert result["training_set_hash"] == trained["first"].training_set_hash
     assert result["run_id"] and math.isfinite(result["metrics"]["best_val_pr_auc"])
 
@@ -245,3 +194,33 @@ def test_changed_training_set_is_refused(tmp_path: Path) -> None:
     synthetic_training_set(n=301).to_parquet(path, index=False)
     with pytest.raises(TrainingError, match="changed since its manifest"):
         train(path, load_config(CONFIG_PATH, FAST), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+# --- training-set URIs -------------------------------------------------------------------------------
+
+
+def test_training_set_is_read_from_file_and_fsspec_uris(tmp_path: Path) -> None:
+    import fsspec
+
+    path = write_training_set(synthetic_training_set(n=300), tmp_path / "t.parquet")
+    local, manifest = read_training_set(path)
+    via_file, file_manifest = read_training_set(path.as_uri())
+    pd.testing.assert_frame_equal(local, via_file)
+    assert file_manifest["content_hash"] == manifest["content_hash"]
+
+    memory = fsspec.filesystem("memory")  # stands in for s3:// (same fsspec code path, no service)
+    memory.pipe({"/sets/t.parquet": path.read_bytes(),
+                 "/sets/t.parquet.manifest.json": (tmp_path / "t.parquet.manifest.json").read_bytes()})
+    try:
+        remote, remote_manifest = read_training_set("memory://sets/t.parquet")
+        pd.testing.assert_frame_equal(local, remote)
+        assert remote_manifest["content_hash"] == manifest["content_hash"]
+        memory.pipe("/sets/t.parquet", synthetic_training_set(n=301).to_parquet(index=False))
+        with pytest.raises(TrainingError, match="changed since its manifest"):
+            read_training_set("memory://sets/t.parquet")
+        with pytest.raises(TrainingError, match="not found: memory://sets/nope.parquet"):
+            read_training_set("memory://sets/nope.parquet")
+    finally:
+        memory.rm("/sets", recursive=True)
+    with pytest.raises(TrainingError, match="cannot read nosuchscheme://"):
+        read_training_set("nosuchscheme://bucket/t.parquet")
