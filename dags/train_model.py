@@ -10,16 +10,21 @@ loopline trigger train_model --conf '{"epochs": 20, "learning_rate": 0.0005, "re
 
 | task | does |
 |---|---|
-| `build_training_set` | labelled transactions + point-in-time features of `fraud_detection_v1` → parquet + manifest |
-| `train_candidate` | `python -m loopline.training.train` on it (a local process here; the same argv in a GPU pod on Kubernetes) → MLflow run + a new version of `fraud_detector` |
+| `plan_windows` | the newest `holdout.days` of labelled data (include/config/gate.yaml) are held out for the gate; training gets everything before |
+| `build_training_set` | labelled transactions + point-in-time features of `fraud_detection_v1` → parquet + manifest (uploaded to the object store for a training pod) |
+| `train_candidate` | `python -m loopline.training.train` on it → MLflow run + a new version of `fraud_detector`. `LOOPLINE_TRAINING_BACKEND=local` (default): a local process; `kubernetes`: the same argv in a GPU pod (KubernetesPodOperator, settings in `include/config/kubernetes.yaml`) |
 
-One run at a time. The benchmark gate that decides whether the version may ever serve is the next stage.
+| `build_holdout` | the held-out days with the same point-in-time features |
+| `gate_candidate` | the benchmark gate: quality vs the champion, fairness, latency, serving infra. Pass → alias `challenger` and asset `loopline.challenger`; fail → the version is tagged rejected and this task fails with the reasons |
+
+One run at a time.
 """
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from loopline_airflow.assets import RETRAIN_REQUESTED
+from loopline_airflow.assets import CHALLENGER, RETRAIN_REQUESTED
 from loopline_airflow.defaults import START_DATE, default_args
+from loopline_airflow.launchers import training_launcher
 
 
 @dag(
@@ -37,39 +42,84 @@ from loopline_airflow.defaults import START_DATE, default_args
                         description="Override the config's epochs (null: keep include/config/training.yaml)"),
         "learning_rate": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
                                description="Override the config's learning rate"),
+        "hpo_trials": Param(None, type=["null", "integer"], minimum=0, maximum=200,
+                            description="Optuna trials (null: the config's; 0: no search); the best trial's model is registered"),
         "reason": Param("scheduled", type="string", minLength=1, maxLength=500,
                         description="Why this model is trained; recorded with the run"),
     },
 )
 def train_model():
     @task(multiple_outputs=False)
-    def build_training_set(**context) -> dict:
+    def plan_windows() -> dict:
+        """Split the labelled history: the newest days are the gate's holdout, the rest is for training."""
+        from datetime import UTC, datetime
+
         from loopline.config import get_settings
-        from loopline.features.store import build_training_set as build
+        from loopline.gating.holdout import plan_windows as plan
+        from loopline.gating.policy import default_policy_path, load_policy
 
         settings = get_settings()
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in context["run_id"])
-        manifest = build(settings, settings.state.root / "training" / f"{safe}.parquet")
-        print(f"{manifest.rows} rows, {manifest.labelled_rows} labelled, {manifest.fraud_rows} fraud")
-        return manifest.to_dict()
+        labels_as_of = datetime.now(UTC)
+        windows = plan(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
+        print(f"train before {windows.train_end}, hold out [{windows.holdout_start}, {windows.holdout_end})")
+        return {"labels_as_of": labels_as_of.isoformat(), **{k: v.isoformat() for k, v in windows._asdict().items()}}
 
     @task(multiple_outputs=False)
-    def train_candidate(manifest: dict, **context) -> dict:
-        from pathlib import Path
+    def build_training_set(windows: dict, **context) -> dict:
+        from datetime import datetime
 
         from loopline.config import get_settings
-        from loopline.training.launch import run_local, trainer_argv
+        from loopline.features.store import build_training_set as build
+        from loopline.k8s.storage import publish_training_set
 
         settings = get_settings()
-        result_json = Path(manifest["path"]).with_suffix(".result.json")
-        argv = trainer_argv(
-            manifest["path"], str(settings.config_dir / "training.yaml"), str(result_json),
-            dict(context["params"]), tracking_uri=settings.mlflow_uri,
-        )
-        result = run_local(argv, result_json)
-        return {**result, "reason": context["params"]["reason"]}
+        manifest = build(settings, _dataset_path(settings, context["run_id"], "train"),
+                         end=datetime.fromisoformat(windows["train_end"]),
+                         labels_as_of=datetime.fromisoformat(windows["labels_as_of"]))
+        print(f"{manifest.rows} rows, {manifest.labelled_rows} labelled, {manifest.fraud_rows} fraud")
+        return publish_training_set(settings, manifest.to_dict(), context["run_id"])
 
-    train_candidate(build_training_set())
+    @task(multiple_outputs=False)
+    def build_holdout(windows: dict, **context) -> dict:
+        from datetime import datetime
+
+        from loopline.config import get_settings
+        from loopline.gating.holdout import build_holdout as build
+        from loopline.gating.policy import default_policy_path, load_policy
+
+        settings = get_settings()
+        manifest = build(settings, load_policy(default_policy_path(settings.project_dir)),
+                         _dataset_path(settings, context["run_id"], "holdout"),
+                         labels_as_of=datetime.fromisoformat(windows["labels_as_of"]))
+        print(f"holdout: {manifest.labelled_rows} labelled rows, {manifest.fraud_rows} fraud")
+        return manifest.to_dict()
+
+    @task(outlets=[CHALLENGER], multiple_outputs=False)
+    def gate_candidate(trained: dict, holdout: dict, **context) -> dict:
+        """Quality vs the champion, fairness, latency, infra: pass → alias challenger + asset event."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from loopline.config import get_settings
+        from loopline.gating.gate import run_gate
+
+        verdict = run_gate(get_settings(), trained["version"], holdout["path"])
+        print(verdict.why)
+        if not verdict.passed:
+            # No retry can change a verdict: fail now, the reasons are in the log, the tags and the card.
+            raise AirflowFailException(f"version {trained['version']} rejected by the gate: {verdict.why}")
+        context["outlet_events"][CHALLENGER].extra = {
+            "version": trained["version"], "run_id": trained["run_id"], "reason": trained.get("reason"),
+        }
+        return verdict.to_dict()
+
+    windows = plan_windows()
+    trained = training_launcher(build_training_set(windows), task_id="train_candidate")
+    gate_candidate(trained.output, build_holdout(windows))
+
+
+def _dataset_path(settings, run_id: str, kind: str):
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return settings.state.root / "training" / f"{safe}.{kind}.parquet"
 
 
 train_model()

@@ -1,11 +1,12 @@
 """``loopline demo``: the loop on embedded defaults, unattended, narrated as a timeline.
 
-Today the loop reaches from the platform to the feature store: the stack starts, the smoke DAG proves
-every service, a week of simulated card traffic (plus one deliberately broken batch) lands, the ingest
-DAG — started by the landing-zone watcher, not by this script — publishes the good batches and
+Today the loop reaches from the platform to the benchmark gate: the stack starts, the smoke DAG proves
+every service, three weeks of simulated card traffic (plus one deliberately broken batch) land, the
+ingest DAG — started by the landing-zone watcher, not by this script — publishes the good batches and
 quarantines the bad one, the features DAG (scheduled by the ingest's asset events) materialises them,
-and the demo checks online against offline features and builds a point-in-time training set. Later
-stages extend this script, not replace it.
+the demo checks online against offline features, and ``train_model`` (triggered over REST) builds a
+point-in-time training set and holdout, trains the first model and gates it, which makes it the
+``challenger``. Later stages extend this script, not replace it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from datetime import UTC, date
 
 from loopline.config import Settings
 
-DEMO_DAYS = 7
+# Labels of genuine transactions mature after 7 days: three weeks leave two weeks of labelled history,
+# the newest days of which are the gate's holdout.
+DEMO_DAYS = 21
 DEMO_CUSTOMERS = 1000
 DEMO_BAD_KIND = "duplicate_ids"
+DEMO_EPOCHS = 8  # enough for a model that clears the gate on this data, in well under a minute
 
 
 class DemoFailed(RuntimeError):
@@ -95,7 +99,30 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     manifest = build_training_set(settings, settings.state.root / "training" / "demo_training_set.parquet")
     step(f"point-in-time training set: {manifest.rows:,} rows, {manifest.labelled_rows:,} labelled, "
          f"{len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}")
+
+    step("training the first model over REST: train_model (training set, holdout, trainer, benchmark gate)")
+    conf = {"reason": "demo: first model", "epochs": DEMO_EPOCHS}
+    if trigger_and_follow("train_model", conf, wait=True, timeout=900) != 0:
+        raise DemoFailed("train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
+                         "a model was rejected)")
+    report_gate(settings, step, log)
     return 0
+
+
+def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[str], None]) -> None:
+    """Narrate the newest version's gate verdict and where its model card is."""
+    from loopline.lineage.state import loop_state
+
+    state = loop_state(settings)
+    if not state["versions"]:
+        raise DemoFailed(f"train_model succeeded but no version of {state['model_name']} is registered "
+                         f"({state.get('registry_error', 'see the train_candidate log')})")
+    newest = state["versions"][-1]
+    gate = newest["gate"] or {}
+    checks = "  ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in gate.get("checks", {}).items())
+    step(f"{state['model_name']} v{newest['version']} passed the benchmark gate: {checks}")
+    log(f"          alias challenger -> v{(state['challenger'] or {}).get('version')}; "
+        f"model card {newest.get('model_card_path') or newest.get('model_card')}")
 
 
 def wait_for_features(settings: Settings, until: str, timeout: float) -> None:

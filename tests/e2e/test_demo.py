@@ -20,7 +20,7 @@ def test_demo_runs_unattended_and_leaves_nothing_running(tmp_path):
     env.update(scratch_env(tmp_path, scratch_project(tmp_path)))
     out = subprocess.run(
         [str(Path(sys.executable).parent / "loopline"), "demo", "--exit"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=900,
     )
     assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
     text = out.stdout
@@ -34,7 +34,11 @@ def test_demo_runs_unattended_and_leaves_nothing_running(tmp_path):
     simulated = int(re.search(r"([\d,]+) transactions \(fraud rate", text).group(1).replace(",", ""))
     # The broken batch is a corrupted copy of day one, which also lands intact: nothing is missing.
     assert rows == simulated, "every simulated transaction is in the training set exactly once"
+    assert re.search(r"fraud_detector v1 passed the benchmark gate: quality ok\s+fairness ok\s+latency ok\s+infra ok",
+                     text), "the first model clears every check of the gate"
+    assert "alias challenger -> v1" in text
     state = Path(env["LOOPLINE_STATE_DIR"])
+    assert (state / "reports" / "gate" / "1" / "model_card.md").is_file()
     assert list((state / "data" / "curated" / "transactions").glob("date=*/*.parquet"))
     assert list((state / "data" / "curated" / "labels").glob("date=*/*.parquet"))
     assert processes_using(state) == []

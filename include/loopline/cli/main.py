@@ -15,12 +15,17 @@ from collections.abc import Sequence
 from loopline.config import get_settings, telemetry_off_env
 from loopline.data import simulate_cli
 from loopline.features import features_cli
+from loopline.gating import gate_cli
+from loopline.k8s import k8s_cli
+from loopline.serving import serving_cli
 
 
 def _print_login(info: dict) -> None:
     airflow = info["airflow"]
     print(f"Airflow UI   {airflow['url']}  (login {airflow.get('username', '?')} / {airflow.get('password', '?')})")
     print(f"MLflow UI    {info['mlflow']['url']}")
+    if "serving" in info:
+        print(f"Predictions  {info['serving']['url']}/v1/predict  (OpenAPI {info['serving']['url']}/docs)")
     print(f"State dir    {info['state_dir']}   (logs in {info['logs']})")
     print("Stop with    loopline down")
 
@@ -44,8 +49,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from loopline.platform import stack
 
-    info = stack.describe(get_settings())
+    settings = get_settings()
+    info = stack.describe(settings)
     if args.json:
+        from loopline.lineage.state import loop_state
+
+        info.update(loop_state(settings))
         print(json.dumps(info, indent=2))
         return 0
     print(f"Loopline ({info['mode']} mode): {'running' if info['running'] else 'not running'}")
@@ -181,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate_cli.add_parser(sub)
     features_cli.add_parser(sub)
+    k8s_cli.add_parser(sub)
+    gate_cli.add_parser(sub)
+    serving_cli.add_parser(sub)
 
     p = sub.add_parser("ingest", help="validate one batch file and publish or quarantine it")
     p.add_argument("file", help="a .parquet or .csv batch (kind from its folder: transactions/ or labels/)")

@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     airflow_port: int = Field(default=8080, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    serving_port: int = Field(default=8000, ge=1, le=65535)
+    serving_url: str | None = None
     airflow_url: str | None = None
     mlflow_tracking_uri: str | None = None
     airflow_username: str = "loopline"
@@ -185,7 +187,17 @@ class Settings(BaseSettings):
 
     training_backend: Literal["local", "kubernetes"] = "local"
 
-    @field_validator("state_dir", mode="before")
+    # Kubernetes (include/config/kubernetes.yaml holds the rest); empty means "as in the YAML".
+    kubernetes_config: Path | None = None  # another kubernetes.yaml (default: include/config/kubernetes.yaml)
+    k8s_namespace: str | None = None
+    k8s_service_account: str | None = None
+    trainer_image: str | None = None
+    serving_image: str | None = None
+    # Object-store prefix (s3://bucket/path/) the training pod reads training sets from.
+    training_set_uri_prefix: str | None = None
+
+    @field_validator("state_dir", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
+                     "serving_image", "training_set_uri_prefix", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # compose files often substitute ${VAR:-} to ""; that means "default", not the cwd.
@@ -221,6 +233,11 @@ class Settings(BaseSettings):
         return (self.airflow_url or f"http://{self.host}:{self.airflow_port}").rstrip("/")
 
     @property
+    def serving_base_url(self) -> str:
+        """The prediction service (the local stack's, unless ``LOOPLINE_SERVING_URL`` points elsewhere)."""
+        return (self.serving_url or f"http://{self.host}:{self.serving_port}").rstrip("/")
+
+    @property
     def mlflow_uri(self) -> str:
         return (self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}").rstrip("/")
 
@@ -235,6 +252,7 @@ class Settings(BaseSettings):
             "LOOPLINE_MLFLOW_PORT": str(self.mlflow_port),
             "LOOPLINE_AIRFLOW_URL": self.airflow_base_url,
             "LOOPLINE_MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "LOOPLINE_SERVING_URL": self.serving_base_url,
             "LOOPLINE_AIRFLOW_USERNAME": self.airflow_username,
             "LOOPLINE_AIRFLOW_PARALLELISM": str(self.airflow_parallelism),
             "LOOPLINE_AIRFLOW_SCHEDULER_IDLE_SLEEP": str(self.airflow_scheduler_idle_sleep),

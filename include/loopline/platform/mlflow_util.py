@@ -16,6 +16,9 @@ def use_experiment(name: str, tracking_uri: str) -> Any:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
+    # Loopline keeps runs and the registry in one store; a registry URI left over from an earlier call
+    # in this process (another store) would register the model somewhere else.
+    mlflow.set_registry_uri(tracking_uri)
     if tracking_uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
         root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
         mlflow.create_experiment(name, artifact_location=root.resolve().as_uri())

@@ -1,5 +1,5 @@
-"""The local stack of the embedded mode: Airflow (api-server, scheduler, dag-processor, triggerer)
-and an MLflow tracking server, started and stopped as one.
+"""The local stack of the embedded mode: Airflow (api-server, scheduler, dag-processor, triggerer),
+an MLflow tracking server and the prediction service, started and stopped as one.
 
 ``up`` is idempotent (a running stack is reported, not doubled) and cleans up after itself when a
 service fails to come up; ``down`` stops exactly the recorded process trees, also after the CLI that
@@ -84,6 +84,9 @@ def service_specs(settings: Settings) -> list[ServiceSpec]:
         ServiceSpec("scheduler", [airflow, "scheduler", "--skip-serve-logs"]),
         ServiceSpec("dag-processor", [airflow, "dag-processor"]),
         ServiceSpec("triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
+        # Follows the registry (aliases champion/challenger): ready once a champion exists, alive before.
+        ServiceSpec("serving", [str(venv_bin() / "python"), "-m", "loopline.serving",
+                                "--host", settings.host, "--port", str(settings.serving_port)]),
     ]
     return specs
 
@@ -110,6 +113,7 @@ def _check_ports(settings: Settings) -> None:
     for what, port, var in (
         ("Airflow", settings.airflow_port, "LOOPLINE_AIRFLOW_PORT"),
         ("MLflow", settings.mlflow_port, "LOOPLINE_MLFLOW_PORT"),
+        ("the prediction service", settings.serving_port, "LOOPLINE_SERVING_PORT"),
     ):
         if not _port_free(settings.host, port):
             raise StackError(
@@ -139,6 +143,13 @@ def _migrate_airflow_db(settings: Settings, env: dict[str, str]) -> None:
 def _mlflow_healthy(settings: Settings) -> bool:
     try:
         return httpx.get(f"{settings.mlflow_uri}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _serving_alive(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.serving_base_url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -233,7 +244,7 @@ def _up(settings: Settings, log) -> StackSecrets:
             start(spec)
         ok = wait_until(
             lambda: _first_dead(records) is not None
-            or (_mlflow_healthy(settings) and _airflow_healthy(settings)),
+            or (_mlflow_healthy(settings) and _airflow_healthy(settings) and _serving_alive(settings)),
             timeout=settings.startup_timeout_s,
             interval=0.25,
         )
@@ -244,7 +255,7 @@ def _up(settings: Settings, log) -> StackSecrets:
             raise StackError(
                 f"the stack was not healthy after {settings.startup_timeout_s:.0f} s "
                 f"(Airflow: {airflow_health(settings) or 'no answer'}, MLflow healthy: "
-                f"{_mlflow_healthy(settings)}); logs are in {state.logs}"
+                f"{_mlflow_healthy(settings)}, serving alive: {_serving_alive(settings)}); logs are in {state.logs}"
             )
         healthy_after = time.monotonic() - started
         dags = unpause_project_dags(settings, api_for(settings, stack_secrets), timeout=30)
@@ -292,6 +303,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         },
         "airflow": airflow,
         "mlflow": {"url": settings.mlflow_uri},
+        "serving": {"url": settings.serving_base_url},
         "logs": str(settings.state.logs),
     }
 

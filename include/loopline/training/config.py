@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+
 FAIRNESS_GROUP_COLUMNS = ("customer_age_band", "customer_region")
 
 
@@ -232,15 +234,6 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise TrainingConfigError(f"override {exc}") from None
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"])
-        # A whole-config check has no field of its own: its message names the field, the input is everything.
-        lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})" if field else f"  {item['msg']}")
-    return "invalid training config:\n" + "\n".join(lines)
-
-
 def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> TrainingConfig:
     data = copy.deepcopy(data)
     for assignment in overrides:
@@ -248,18 +241,10 @@ def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ())
     try:
         return TrainingConfig.model_validate(data)
     except ValidationError as exc:
-        raise TrainingConfigError(_describe(exc)) from None
+        raise TrainingConfigError(describe_validation_error(exc, "invalid training config")) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainingConfig:
     """Read the YAML at ``path``, apply ``key=value`` overrides, validate."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise TrainingConfigError(f"training config not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise TrainingConfigError(f"training config {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise TrainingConfigError(f"training config {path} must be a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "training config", TrainingConfigError)
     return from_dict(data, overrides)

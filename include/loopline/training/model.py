@@ -18,6 +18,12 @@ UNKNOWN_INDEX = 0  # every categorical's index 0: missing or unseen at fit time
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    series = frame[column]
+    if series.dtype == "float64":
+        # Serving's hot path (inputs already float64): the general conversion below costs ~1 ms per call.
+        array = series.to_numpy(dtype="float64", copy=True)
+        array[~np.isfinite(array)] = np.nan
+        return array
     values = pd.to_numeric(frame[column].astype("object").where(frame[column].notna(), np.nan), errors="coerce")
     array = values.to_numpy(dtype="float64", na_value=np.nan)
     array[~np.isfinite(array)] = np.nan

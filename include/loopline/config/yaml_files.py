@@ -1,0 +1,38 @@
+"""Reading the versioned YAML policies (training, gate, serving, kubernetes) with errors that say what to fix.
+
+Each stage validates its own schema (pydantic); this module holds what they share: reading a file
+that must be a YAML mapping, and turning a ``ValidationError`` into one line per bad field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+
+def read_yaml_mapping(path: str | Path, what: str, error: type[Exception], missing_hint: str = "") -> dict[str, Any]:
+    """The mapping in ``path``; ``error(...)`` naming ``what`` and the file when it is missing, is not
+    YAML or is not a mapping. An empty file is an empty mapping (every section at its default)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}{f' ({missing_hint})' if missing_hint else ''}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def describe_validation_error(error: ValidationError, title: str) -> str:
+    """``title`` and one indented line per invalid field: ``  field.path: message (got value)``."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"])
+        # A whole-object check has no field of its own: its message names the field, the input is everything.
+        lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})" if field else f"  {item['msg']}")
+    return f"{title}:\n" + "\n".join(lines)

@@ -1,0 +1,289 @@
+"""The gate's I/O shell: score candidate and champion on the holdout, run every check, decide, record.
+
+Records: ``gate_report.json`` and ``model_card.md`` as artifacts of the candidate's MLflow run (under
+``gate/``) and in ``<state>/reports/gate/<version>/``; model version tags ``loopline.gate.*``; on pass
+the alias ``challenger``, on failure ``loopline.rejected`` with the reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopline.config import Settings
+from loopline.gating.card import render_model_card
+from loopline.gating.decide import GateVerdict, decide
+from loopline.gating.infra import InfraResult, as_request, validate_serving
+from loopline.gating.latency import measure_latency
+from loopline.gating.metrics import FairnessTable, LatencyStats, fairness_table, quality_metrics
+from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy, default_policy_path, load_policy
+from loopline.lineage import history
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+DEFAULT_MODEL_NAME = "fraud_detector"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+LABEL = "is_fraud"
+# Columns of a transaction as the prediction API takes it (the holdout has all but card_id).
+REQUEST_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "card_id", "merchant_id", "merchant_category",
+                   "merchant_country", "amount", "channel", "device_id", "customer_age_band", "customer_region")
+TAG_PASSED = "loopline.gate.passed"
+TAG_CHECKS = "loopline.gate.checks"
+TAG_REPORT = "loopline.gate.report"
+TAG_CARD = "loopline.model_card"
+TAG_REJECTED = "loopline.rejected"
+TAG_REJECTED_REASONS = "loopline.rejected.reasons"
+MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value
+
+
+class GateError(RuntimeError):
+    """The gate cannot run at all (unknown version, unreadable holdout): fix the input, not the model."""
+
+
+@dataclass(frozen=True)
+class Scoring:
+    scores: np.ndarray | None
+    error: str = ""
+
+
+def _client(settings: Settings):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    mlflow.set_registry_uri(settings.mlflow_uri)
+    return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+
+
+def score_holdout(model_uri: str, rows: pd.DataFrame) -> Scoring:
+    """Load ``model_uri`` and score ``rows`` with the inputs its signature declares (point-in-time
+    features from the holdout, in the signature's types). Failures become a ``Scoring`` with ``error``."""
+    import mlflow
+    import numpy as np
+
+    from loopline.training.pyfunc import as_model_input
+
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        schema = model.metadata.get_input_schema()
+        if schema is None:
+            frame = rows
+        else:
+            categorical = [s.name for s in schema.inputs if getattr(s.type, "name", str(s.type)) == "string"]
+            numeric = [s.name for s in schema.inputs if s.name not in categorical]
+            frame = as_model_input(rows.reindex(columns=[*categorical, *numeric]), categorical, numeric)
+        out = model.predict(frame)
+        scores = np.asarray(out["score"] if hasattr(out, "columns") else out, dtype="float64").ravel()
+    except Exception as exc:  # noqa: BLE001 - a model that cannot load or score is a verdict, not a crash
+        return Scoring(None, f"{type(exc).__name__}: {str(exc)[:500]}")
+    if scores.shape[0] != len(rows):
+        return Scoring(None, f"{scores.shape[0]} scores for {len(rows)} holdout rows")
+    if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
+        return Scoring(None, "scores outside [0, 1] or NaN")
+    return Scoring(scores)
+
+
+def _read_holdout(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from loopline.training.train import TrainingError, read_training_set
+
+    try:
+        frame, manifest = read_training_set(Path(path))
+    except TrainingError as exc:
+        raise GateError(f"holdout unusable: {exc}") from None
+    labelled = frame[frame[LABEL].notna()].reset_index(drop=True)
+    labelled[LABEL] = labelled[LABEL].astype("int64")
+    if labelled.empty:
+        raise GateError(f"the holdout {path} has no labelled rows: build it with build_holdout / `loopline gate`")
+    return labelled, manifest
+
+
+def sample_requests(rows: pd.DataFrame, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` holdout transactions as prediction-API requests (a fixed sample: repeatable timings)."""
+    picked = rows.sample(n=min(n, len(rows)), random_state=seed) if len(rows) else rows
+    columns = [c for c in REQUEST_COLUMNS if c in picked.columns]
+    return [as_request(r) for r in picked[columns].to_dict("records")]
+
+
+def _champion(client: Any, model_name: str, version: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+    return mv if str(mv.version) != str(version) else None
+
+
+def _lineage(client: Any, run_id: str) -> dict[str, Any]:
+    import mlflow
+
+    run = client.get_run(run_id)
+    try:
+        manifest = mlflow.artifacts.load_dict(f"runs:/{run_id}/training_set/manifest.json")
+    except Exception:  # noqa: BLE001 - lineage is best effort: a run without a manifest still gets a card
+        manifest = None
+    validation = {k: v for k, v in {**run.data.params, **run.data.tags}.items()
+                  if k.startswith(("gx.", "gx_", "data_validation", "loopline.validation", "loopline.gx"))}
+    return {"params": dict(run.data.params), "tags": {k: v for k, v in run.data.tags.items()
+                                                       if not k.startswith("mlflow.")},
+            "training_set_manifest": manifest, "data_validation": validation}
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN (NaN → null): the report is read by other tools."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, model_name: str = DEFAULT_MODEL_NAME,
+             policy: GatePolicy | None = None) -> GateVerdict:
+    """Gate ``models:/<model_name>/<version>`` on the holdout; record the verdict with the version."""
+    from mlflow.exceptions import MlflowException
+
+    from loopline.serving.config import load_serving_config
+
+    version = str(version)
+    if policy is None:
+        policy = load_policy(default_policy_path(settings.project_dir))
+    policy = policy.with_threshold(load_serving_config(config_dir=settings.config_dir).decision_threshold)
+    client = _client(settings)
+    try:
+        candidate_mv = client.get_model_version(model_name, version)
+    except MlflowException as exc:
+        raise GateError(f"no version {version} of registered model {model_name!r} in {settings.mlflow_uri}: "
+                        f"{exc.message}") from None
+    rows, manifest = _read_holdout(Path(holdout_path))
+    missing = [c for c in policy.fairness.group_columns if c not in rows.columns]
+    if missing:
+        raise GateError(f"the holdout lacks the fairness group columns {missing}: rebuild it with build_holdout")
+    labels = rows[LABEL].to_numpy()
+    candidate_uri = f"models:/{model_name}/{version}"
+
+    candidate = score_holdout(candidate_uri, rows)
+    cand_metrics = quality_metrics(labels, candidate.scores, policy) if candidate.scores is not None else None
+    champion_mv = _champion(client, model_name, version)
+    champ_metrics = None
+    champion_error = ""
+    if champion_mv is not None:
+        champion = score_holdout(f"models:/{model_name}/{champion_mv.version}", rows)
+        champion_error = champion.error
+        if champion.scores is not None:
+            champ_metrics = quality_metrics(labels, champion.scores, policy)
+    fairness: FairnessTable | None = None
+    if candidate.scores is not None:
+        f = policy.fairness
+        fairness = fairness_table(labels, candidate.scores, {c: rows[c].to_numpy() for c in f.group_columns},
+                                  policy.threshold(), f.min_group_size, f.min_group_positives)
+
+    workdir = settings.state.reports / "gate" / version
+    workdir.mkdir(parents=True, exist_ok=True)
+    latency: LatencyStats | None = None
+    if policy.latency.enabled:
+        latency = measure_latency(settings, candidate_uri, version, sample_requests(rows, policy.latency.requests),
+                                  n=policy.latency.requests, warmup=policy.latency.warmup)
+    infra: InfraResult | None = None
+    if policy.infra.enabled:
+        infra = validate_serving(settings, candidate_uri, version, sample_requests(rows, policy.infra.sample_requests),
+                                 policy.infra.timeout_s, workdir)
+
+    verdict = decide(policy, cand_metrics, champ_metrics, fairness, latency, infra,
+                     candidate_error=candidate.error)
+    report = {
+        "model_name": model_name, "gated_at": datetime.now(UTC).isoformat(),
+        "candidate": {"version": version, "run_id": candidate_mv.run_id, "model_uri": candidate_uri},
+        "champion": ({"version": str(champion_mv.version), "run_id": champion_mv.run_id, "error": champion_error}
+                     if champion_mv is not None else None),
+        "holdout": {"path": str(holdout_path), "content_hash": manifest.get("content_hash"),
+                    "start": manifest.get("start"), "end": manifest.get("end"), "rows": manifest.get("rows"),
+                    "labelled_rows": int(len(rows)), "fraud_rows": int(labels.sum())},
+        "policy": policy.model_dump(),
+        "metrics": {"candidate": cand_metrics, "champion": champ_metrics, "higher_is_better": HIGHER_IS_BETTER,
+                    "candidate_error": candidate.error},
+        "fairness": fairness.to_dict() if fairness else None,
+        "latency": latency.to_dict() if latency else None,
+        "infra": infra.to_dict() if infra else None,
+        "lineage": _lineage(client, candidate_mv.run_id),
+        "verdict": verdict.to_dict(),
+    }
+    record_verdict(settings, client, model_name, version, candidate_mv.run_id, _clean(report), verdict, workdir)
+    return verdict
+
+
+def record_verdict(settings: Settings, client: Any, model_name: str, version: str, run_id: str,
+                   report: dict[str, Any], verdict: GateVerdict, workdir: Path) -> None:
+    """Write report + card (state dir and run artifacts), tag the version, move the challenger alias."""
+    card = render_model_card(report)
+    (workdir / "gate_report.json").write_text(json.dumps(report, indent=2, default=str))
+    (workdir / "model_card.md").write_text(card)
+    client.log_dict(run_id, json.loads(json.dumps(report, default=str)), "gate/gate_report.json")
+    client.log_text(run_id, card, "gate/model_card.md")
+    tags = {
+        TAG_PASSED: "true" if verdict.passed else "false",
+        TAG_CHECKS: json.dumps(verdict.checks_passed()),
+        TAG_REPORT: f"runs:/{run_id}/gate/gate_report.json",
+        TAG_CARD: f"runs:/{run_id}/gate/model_card.md",
+    }
+    if not verdict.passed:
+        tags[TAG_REJECTED] = "true"
+        tags[TAG_REJECTED_REASONS] = ("; ".join(verdict.reasons) or verdict.why)[:MAX_TAG_CHARS]
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value[:MAX_TAG_CHARS])
+    aliases = set(client.get_model_version(model_name, version).aliases or [])
+    history.record(settings, "gate_passed" if verdict.passed else "gate_rejected", version=version,
+                   reason=verdict.why, checks=verdict.checks_passed(), report=str(workdir / "gate_report.json"))
+    if verdict.passed:
+        for key in (TAG_REJECTED, TAG_REJECTED_REASONS):  # a re-gate that passes clears an old rejection
+            if key in (client.get_model_version(model_name, version).tags or {}):
+                client.delete_model_version_tag(model_name, version, key)
+        client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
+    elif CHALLENGER_ALIAS in aliases:  # a version that fails a re-gate must not stay the challenger
+        client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
+
+
+def versions_summary(settings: Settings, model_name: str = DEFAULT_MODEL_NAME,
+                     tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every registered version with its aliases, gate result and model card (``loopline status --json``)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = (MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri) if tracking_uri
+              else _client(settings))
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+    except MlflowException:
+        return []
+    # search_model_versions leaves ``aliases`` empty; the registered model has the alias -> version map.
+    by_version: dict[str, list[str]] = {}
+    if versions:
+        for alias, number in (client.get_registered_model(model_name).aliases or {}).items():
+            by_version.setdefault(str(number), []).append(alias)
+    out = []
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        tags = mv.tags or {}
+        gate = None
+        if TAG_PASSED in tags:
+            try:
+                checks = json.loads(tags.get(TAG_CHECKS, "{}"))
+            except json.JSONDecodeError:
+                checks = {}
+            gate = {"passed": tags[TAG_PASSED] == "true", "checks": checks, "report": tags.get(TAG_REPORT),
+                    "rejected_reasons": tags.get(TAG_REJECTED_REASONS)}
+        local = settings.state.reports / "gate" / str(mv.version) / "model_card.md"
+        out.append({"version": str(mv.version), "run_id": mv.run_id, "aliases": sorted(by_version.get(str(mv.version), [])),
+                    "gate": gate, "model_card": tags.get(TAG_CARD),
+                    "model_card_path": str(local) if local.exists() else None})
+    return out

@@ -1,0 +1,176 @@
+"""Infra validation: the serving app starts with the candidate in a separate process and answers
+sample and edge-case requests correctly within a time limit. The process is always stopped (by PID)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loopline.config import Settings, telemetry_off_env
+from loopline.platform.processes import ProcessRegistry, spawn, stop_trees, tail
+from loopline.platform.scratch import free_port
+
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    name: str
+    passed: bool
+    status: int | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class InfraResult:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    ready_s: float | None = None  # seconds until /readyz answered 200
+    probes: list[ProbeResult] = field(default_factory=list)
+    log: str = ""
+    log_tail: str = ""  # the server's last log lines when something failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def as_request(row: dict[str, Any]) -> dict[str, Any]:
+    """A transaction row (pandas types) as the JSON the prediction API takes."""
+    return {k: _jsonable(v) for k, v in row.items()}
+
+
+def _call(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int | None, Any]:
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return None, str(exc)
+    try:
+        return status, json.loads(raw or b"null")
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")[:500]
+
+
+def _check_predictions(name: str, status: int | None, payload: Any, sent: list[dict[str, Any]],
+                       version: str) -> ProbeResult:
+    if status != 200:
+        return ProbeResult(name, False, status, f"expected 200, got {status}: {str(payload)[:300]}")
+    predictions = payload.get("predictions") if isinstance(payload, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != len(sent):
+        return ProbeResult(name, False, status, f"expected {len(sent)} predictions, got {str(payload)[:300]}")
+    problems = []
+    for tx, pred in zip(sent, predictions, strict=True):
+        score = pred.get("score")
+        if pred.get("transaction_id") != tx["transaction_id"]:
+            problems.append(f"id {pred.get('transaction_id')!r} echoed for {tx['transaction_id']!r}")
+        if not isinstance(score, int | float) or not 0.0 <= float(score) <= 1.0:
+            problems.append(f"{tx['transaction_id']}: score {score!r} not in [0, 1]")
+        if str(pred.get("model_version")) != str(version):
+            problems.append(f"{tx['transaction_id']}: model_version {pred.get('model_version')!r} != {version}")
+    return ProbeResult(name, not problems, status, "; ".join(problems[:5]))
+
+
+def _edge_cases(sample: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    unknown = {**sample, "transaction_id": f"{sample['transaction_id']}_gate_unknown",
+               "customer_id": "c_gate_probe_unknown", "device_id": "d_gate_probe_unknown",
+               "merchant_id": "m_gate_probe_unknown"}
+    # Fields the API does not require (descriptive ones that arrive from some channels only).
+    optional = ("card_id", "customer_age_band", "customer_region")
+    sparse = {k: v for k, v in sample.items() if k not in optional}
+    sparse["transaction_id"] = f"{sample['transaction_id']}_gate_sparse"
+    return [("unknown_customer", [unknown]), ("missing_optional_fields", [sparse])]
+
+
+def probe_requests(requests: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
+    """The sample with ids of their own: the server logs what it scores, and a probe must never pass for
+    a real transaction in the prediction log (monitoring joins it with labels)."""
+    return [{**r, "transaction_id": f"gate_probe_v{version}_{r['transaction_id']}"} for r in requests]
+
+
+def validate_serving(settings: Settings, model_uri: str, version: str, requests: list[dict[str, Any]],
+                     timeout_s: float, workdir: Path) -> InfraResult:
+    """Start ``python -m loopline.serving`` for ``model_uri`` on a free loopback port, wait for
+    ``/readyz`` within ``timeout_s``, probe it, stop it. Never raises for a bad model: it reports."""
+    requests = probe_requests(requests, version)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port(settings.host)
+    log_path = workdir / "serving.log"
+    log_path.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "loopline.serving", "--host", "127.0.0.1", "--port", str(port),
+            "--model-uri", model_uri]
+    env = {**os.environ, **telemetry_off_env(), **settings.env()}
+    registry = ProcessRegistry(workdir / "processes.json")
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    record = spawn("gate-serving", argv, env, log_path, registry, cwd=settings.project_dir)
+    reasons: list[str] = []
+    probes: list[ProbeResult] = []
+    ready_s = None
+    try:
+        while time.monotonic() - started < timeout_s:
+            status, body = _call(f"{base}/readyz", timeout=2.0)
+            if status == 200:
+                ready_s = time.monotonic() - started
+                break
+            problem = body.get("problem") if isinstance(body, dict) else None
+            if problem:  # the app is up but says it cannot load the model: no point waiting it out
+                reasons.append(f"the serving app cannot load {model_uri}: {str(problem)[:500]}")
+                break
+            if not record.is_running():
+                reasons.append(f"the serving process exited before it was ready (see {log_path})")
+                break
+            time.sleep(0.25)
+        else:
+            reasons.append(f"the serving app was not ready within {timeout_s:g} s")
+        if ready_s is not None:
+            probes = _probe(base, version, requests, deadline=started + timeout_s)
+            reasons += [f"{p.name}: {p.detail or f'HTTP {p.status}'}" for p in probes if not p.passed]
+    finally:
+        stop_trees([record], timeout=10.0)
+        registry.clear()
+    log_tail = tail(log_path, LOG_TAIL_LINES) if reasons else ""
+    return InfraResult(passed=not reasons, reasons=reasons, ready_s=ready_s, probes=probes,
+                       log=str(log_path), log_tail=log_tail)
+
+
+def _probe(base: str, version: str, requests: list[dict[str, Any]], deadline: float) -> list[ProbeResult]:
+    url = f"{base}/v1/predict"
+    remaining = max(deadline - time.monotonic(), 5.0)
+    probes: list[ProbeResult] = []
+    if not requests:
+        return [ProbeResult("sample", False, None, "no sample requests to send")]
+    status, payload = _call(url, json.dumps({"transactions": requests}).encode(), timeout=remaining)
+    probes.append(_check_predictions("sample", status, payload, requests, version))
+    status, payload = _call(url, json.dumps({"transactions": requests[:1]}).encode(), timeout=remaining)
+    probes.append(_check_predictions("single", status, payload, requests[:1], version))
+    for name, sent in _edge_cases(requests[0]):
+        status, payload = _call(url, json.dumps({"transactions": sent}).encode(), timeout=remaining)
+        probes.append(_check_predictions(name, status, payload, sent, version))
+    for name, body in (("malformed_json", b"{not json"), ("wrong_shape", b'{"transactions": "nope"}'),
+                       ("missing_required_field", json.dumps({"transactions": [{"amount": 1.0}]}).encode())):
+        status, payload = _call(url, body, timeout=remaining)
+        ok = status is not None and 400 <= status < 500
+        probes.append(ProbeResult(name, ok, status, "" if ok else f"expected a 4xx, got {status}: {str(payload)[:200]}"))
+    return probes

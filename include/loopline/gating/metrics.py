@@ -1,0 +1,200 @@
+"""Pure gate metrics on (labels, scores): numpy only, so the gate needs no sklearn and stays testable.
+
+Ties are handled like scikit-learn: all rows sharing a score move across the threshold together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from loopline.gating.policy import GatePolicy
+
+
+def _arrays(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels, dtype=float).ravel()
+    s = np.asarray(scores, dtype=float).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"{y.size} labels but {s.size} scores")
+    if np.isnan(s).any():
+        raise ValueError(f"{int(np.isnan(s).sum())} scores are NaN: every holdout row must be scored")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1 (drop unlabelled rows first)")
+    return y, s
+
+
+def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative (true positives, false positives) at each distinct score, highest score first."""
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    return tps, fps, s[last_of_tie]
+
+
+def _two_classes(y: np.ndarray) -> bool:
+    return y.size > 0 and 0 < y.sum() < y.size
+
+
+def roc_auc(labels: Any, scores: Any) -> float:
+    """Area under the ROC curve (trapezoids over distinct scores); NaN with one class only."""
+    y, s = _arrays(labels, scores)
+    if not _two_classes(y):
+        return math.nan
+    tps, fps, _ = _curve(y, s)
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def pr_auc(labels: Any, scores: Any) -> float:
+    """Average precision (step-wise area under precision/recall, as scikit-learn); NaN without fraud."""
+    y, s = _arrays(labels, scores)
+    if not _two_classes(y):
+        return math.nan
+    tps, fps, _ = _curve(y, s)
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def recall_at_fpr(labels: Any, scores: Any, fpr: float) -> float:
+    """The highest recall a score threshold reaches while the false-positive rate stays <= ``fpr``."""
+    y, s = _arrays(labels, scores)
+    if not _two_classes(y):
+        return math.nan
+    tps, fps, _ = _curve(y, s)
+    ok = fps / fps[-1] <= fpr + 1e-12
+    return float(tps[ok].max() / tps[-1]) if ok.any() else 0.0
+
+
+def brier(labels: Any, scores: Any) -> float:
+    """Mean squared error of the score as a fraud probability (lower is better)."""
+    y, s = _arrays(labels, scores)
+    return float(np.mean((s - y) ** 2)) if y.size else math.nan
+
+
+def expected_cost(labels: Any, scores: Any, threshold: float, missed_fraud_cost: float,
+                  false_alarm_cost: float) -> float:
+    """Cost per transaction of flagging ``score >= threshold``: missed frauds and false alarms priced."""
+    y, s = _arrays(labels, scores)
+    if not y.size:
+        return math.nan
+    flagged = s >= threshold
+    missed = np.sum((y == 1) & ~flagged)
+    false_alarms = np.sum((y == 0) & flagged)
+    return float((missed * missed_fraud_cost + false_alarms * false_alarm_cost) / y.size)
+
+
+def quality_metrics(labels: Any, scores: Any, policy: GatePolicy) -> dict[str, float]:
+    """Every quality metric the policy knows, with the policy's FPR, operating point and costs."""
+    q = policy.quality
+    return {
+        "roc_auc": roc_auc(labels, scores),
+        "pr_auc": pr_auc(labels, scores),
+        "recall_at_fpr": recall_at_fpr(labels, scores, q.recall_at_fpr.fpr),
+        "brier": brier(labels, scores),
+        "expected_cost": expected_cost(labels, scores, policy.threshold(),
+                                       q.expected_cost.missed_fraud_cost, q.expected_cost.false_alarm_cost),
+    }
+
+
+# --- fairness ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupRates:
+    attribute: str
+    group: str
+    n: int
+    positives: int
+    negatives: int
+    tpr: float | None  # None: no fraud rows in the group
+    fpr: float | None
+    judged_tpr: bool  # large enough (rows and fraud rows) for its TPR to count in the gap
+    judged_fpr: bool  # large enough (rows) for its FPR to count in the gap
+
+
+@dataclass(frozen=True)
+class FairnessTable:
+    """Per-group TPR/FPR at the operating point and, per attribute, the gap max - min over judged groups.
+
+    Max - min (rather than each group against the overall rate) bounds the difference any two judged
+    groups experience, and does not move when the group mix of the holdout changes."""
+
+    threshold: float
+    groups: list[GroupRates] = field(default_factory=list)
+    tpr_gap: dict[str, float | None] = field(default_factory=dict)  # None: fewer than two judged groups
+    fpr_gap: dict[str, float | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gap(values: list[float]) -> float | None:
+    return float(max(values) - min(values)) if len(values) >= 2 else None
+
+
+def fairness_table(labels: Any, scores: Any, groups: dict[str, Any], threshold: float,
+                   min_group_size: int, min_group_positives: int) -> FairnessTable:
+    """TPR and FPR of ``score >= threshold`` per value of each group attribute in ``groups``."""
+    y, s = _arrays(labels, scores)
+    flagged = s >= threshold
+    rows: list[GroupRates] = []
+    tpr_gap: dict[str, float | None] = {}
+    fpr_gap: dict[str, float | None] = {}
+    for attribute, values in groups.items():
+        values = np.asarray(values, dtype=object).ravel()
+        if values.shape != y.shape:
+            raise ValueError(f"group column {attribute!r} has {values.size} values for {y.size} rows")
+        values = np.where([v is None or (isinstance(v, float) and math.isnan(v)) for v in values],
+                          "<missing>", values).astype(str)
+        tprs: list[float] = []
+        fprs: list[float] = []
+        for group in sorted(set(values.tolist())):
+            mask = values == group
+            pos = int(np.sum(y[mask] == 1))
+            neg = int(np.sum(y[mask] == 0))
+            tpr = float(np.sum(flagged[mask] & (y[mask] == 1)) / pos) if pos else None
+            fpr = float(np.sum(flagged[mask] & (y[mask] == 0)) / neg) if neg else None
+            big = int(mask.sum()) >= min_group_size
+            judged_tpr = big and pos >= min_group_positives and tpr is not None
+            judged_fpr = big and fpr is not None
+            rows.append(GroupRates(attribute, group, int(mask.sum()), pos, neg, tpr, fpr, judged_tpr, judged_fpr))
+            if judged_tpr:
+                tprs.append(tpr)
+            if judged_fpr:
+                fprs.append(fpr)
+        tpr_gap[attribute] = _gap(tprs)
+        fpr_gap[attribute] = _gap(fprs)
+    return FairnessTable(threshold=threshold, groups=rows, tpr_gap=tpr_gap, fpr_gap=fpr_gap)
+
+
+# --- latency ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    requests: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int = 0
+    error: str = ""  # why latency could not be measured (load or predict failure)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def latency_stats(durations_ms: list[float], errors: int = 0) -> LatencyStats:
+    """Percentiles of single-request durations (linear interpolation between ranks)."""
+    if not durations_ms:
+        return LatencyStats(0, math.nan, math.nan, math.nan, math.nan, errors, "no request completed")
+    d = np.asarray(durations_ms, dtype=float)
+    p50, p95, p99 = np.percentile(d, [50, 95, 99])
+    return LatencyStats(int(d.size), float(p50), float(p95), float(p99), float(d.max()), errors)

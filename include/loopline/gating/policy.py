@@ -1,0 +1,156 @@
+"""The gate policy (``include/config/gate.yaml``): typed, validated, with errors that name the field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+from loopline.training.config import FAIRNESS_GROUP_COLUMNS
+
+# Each quality metric and whether a higher value is better; the direction decides which value threshold
+# (min or max) makes sense and which way a regression against the champion points.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "recall_at_fpr": True,
+    "brier": False,
+    "expected_cost": False,
+}
+
+
+class GatePolicyError(ValueError):
+    """The gate policy could not be read or is invalid; the message names the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricThreshold(_Strict):
+    """``min``/``max``: value thresholds; ``max_regression``: how much worse than the champion it may be."""
+
+    min: float | None = None
+    max: float | None = None
+    max_regression: float | None = None
+
+    def configured(self) -> bool:
+        return self.min is not None or self.max is not None or self.max_regression is not None
+
+
+class RecallAtFpr(MetricThreshold):
+    fpr: float = Field(default=0.01, gt=0, lt=1)
+
+
+class ExpectedCost(MetricThreshold):
+    missed_fraud_cost: float = Field(default=150.0, ge=0)
+    false_alarm_cost: float = Field(default=5.0, ge=0)
+
+
+class Quality(_Strict):
+    roc_auc: MetricThreshold = Field(default_factory=MetricThreshold)
+    pr_auc: MetricThreshold = Field(default_factory=MetricThreshold)
+    recall_at_fpr: RecallAtFpr = Field(default_factory=RecallAtFpr)
+    brier: MetricThreshold = Field(default_factory=MetricThreshold)
+    expected_cost: ExpectedCost = Field(default_factory=ExpectedCost)
+
+    @model_validator(mode="after")
+    def _directions(self) -> Quality:
+        for name, higher in HIGHER_IS_BETTER.items():
+            threshold: MetricThreshold = getattr(self, name)
+            if higher and threshold.max is not None:
+                raise ValueError(f"{name}: higher is better, so it takes `min`, not `max`")
+            if not higher and threshold.min is not None:
+                raise ValueError(f"{name}: lower is better, so it takes `max`, not `min`")
+        return self
+
+    def thresholds(self) -> dict[str, MetricThreshold]:
+        return {name: getattr(self, name) for name in HIGHER_IS_BETTER}
+
+
+class OperatingPoint(_Strict):
+    # None: serving's decision_threshold (include/config/serving.yaml), so the gate judges the decisions
+    # serving will actually make.
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+
+
+class Fairness(_Strict):
+    group_columns: list[str] = Field(default_factory=lambda: list(FAIRNESS_GROUP_COLUMNS))
+    min_group_size: int = Field(default=200, ge=1)
+    min_group_positives: int = Field(default=10, ge=1)
+    max_tpr_gap: float | None = Field(default=None, ge=0, le=1)
+    max_fpr_gap: float | None = Field(default=None, ge=0, le=1)
+
+    def configured(self) -> bool:
+        return self.max_tpr_gap is not None or self.max_fpr_gap is not None
+
+
+class Latency(_Strict):
+    enabled: bool = True
+    requests: int = Field(default=200, ge=10)
+    warmup: int = Field(default=20, ge=0)
+    p95_ms: float | None = Field(default=None, gt=0)
+    p99_ms: float | None = Field(default=None, gt=0)
+
+    def configured(self) -> bool:
+        return self.enabled and (self.p95_ms is not None or self.p99_ms is not None)
+
+
+class Infra(_Strict):
+    enabled: bool = True
+    timeout_s: float = Field(default=120.0, gt=0)
+    sample_requests: int = Field(default=20, ge=1)
+
+
+class Holdout(_Strict):
+    days: float = Field(default=2.0, gt=0)
+    min_labelled_rows: int = Field(default=200, ge=1)
+    min_fraud_rows: int = Field(default=5, ge=1)
+
+
+class GatePolicy(_Strict):
+    version: int = 1
+    operating_point: OperatingPoint = Field(default_factory=OperatingPoint)
+    quality: Quality = Field(default_factory=Quality)
+    fairness: Fairness = Field(default_factory=Fairness)
+    latency: Latency = Field(default_factory=Latency)
+    infra: Infra = Field(default_factory=Infra)
+    holdout: Holdout = Field(default_factory=Holdout)
+
+    def with_threshold(self, threshold: float) -> GatePolicy:
+        """This policy with the operating point filled in (when it defers to serving's threshold)."""
+        if self.operating_point.threshold is not None:
+            return self
+        return self.model_copy(update={"operating_point": OperatingPoint(threshold=threshold)})
+
+    def threshold(self) -> float:
+        if self.operating_point.threshold is None:
+            raise GatePolicyError("operating_point.threshold is not resolved: call with_threshold() first")
+        return self.operating_point.threshold
+
+    def has_thresholds(self) -> bool:
+        """Whether any threshold is configured (quality, fairness gaps, latency budgets). Infra validation
+        is a smoke test, not a threshold: a policy with nothing else passes nothing."""
+        return (any(t.configured() for t in self.quality.thresholds().values()) or self.fairness.configured()
+                or self.latency.configured())
+
+
+def policy_from_dict(data: dict[str, Any]) -> GatePolicy:
+    """Validate a policy given as a mapping (missing sections get their defaults: no thresholds)."""
+    try:
+        return GatePolicy.model_validate(copy.deepcopy(data))
+    except ValidationError as exc:
+        raise GatePolicyError(describe_validation_error(exc, "invalid gate policy")) from None
+
+
+def default_policy_path(project_dir: Path) -> Path:
+    return project_dir / "include" / "config" / "gate.yaml"
+
+
+def load_policy(path: str | Path) -> GatePolicy:
+    """Read and validate the gate policy at ``path``."""
+    data = read_yaml_mapping(path, "gate policy", GatePolicyError)
+    return policy_from_dict(data)

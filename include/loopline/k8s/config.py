@@ -1,0 +1,251 @@
+"""Kubernetes settings (``include/config/kubernetes.yaml``): typed, validated, overridable from env.
+
+The YAML is versioned with the code (GPU count, resources, tolerations, secret names change with the
+model and are reviewed like code); what differs per cluster — namespace, image tags, the training-set
+bucket — comes from ``LOOPLINE_*`` settings so one file serves every environment.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from loopline.config import Settings
+from loopline.config.yaml_files import read_yaml_mapping
+
+# A Kubernetes resource quantity ("500m", "16Gi", "4", "1e3"): the API rejects anything else.
+_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[mkMGTPE]|[eE][+-]?\d+)?$")
+# RFC 1123 label: namespaces, service accounts, secret names.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Object stores the training pod can read a training set from (boto3 speaks S3, MinIO included).
+OBJECT_STORE_SCHEMES = ("s3://",)
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes name (RFC 1123 label: lowercase letters, digits "
+                         "and '-', at most 63 characters)")
+    return value
+
+
+# Namespaces, ServiceAccounts, Secrets: the API rejects other names only when the pod is created.
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+
+
+class KubernetesConfigError(ValueError):
+    """kubernetes.yaml (or an override) is invalid; the message names the field and what to set."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_quantities(values: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        text = str(value)
+        if not _QUANTITY.match(text):
+            raise ValueError(f"{name}: {value!r} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)")
+        out[name] = text
+    return out
+
+
+class Resources(_Strict):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("requests", "limits", mode="before")
+    @classmethod
+    def _quantities(cls, value: dict[str, Any] | None) -> dict[str, str]:
+        return _check_quantities(value or {})
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        return {k: dict(v) for k, v in (("requests", self.requests), ("limits", self.limits)) if v}
+
+
+class Toleration(_Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Security(_Strict):
+    """Numeric IDs (the "restricted" standard needs runAsNonRoot; a numeric UID lets the kubelet check it)."""
+
+    run_as_user: int = Field(default=10001, ge=1)
+    run_as_group: int = Field(default=10001, ge=1)
+    fs_group: int = Field(default=10001, ge=1)
+
+
+class Secrets(_Strict):
+    mlflow: DnsLabel
+    object_store: DnsLabel
+
+
+
+class ServiceAccountRef(_Strict):
+    name: DnsLabel
+    namespace: DnsLabel | None = None  # None: the Loopline namespace
+
+
+class XcomSidecar(_Strict):
+    resources: Resources = Field(default_factory=Resources)
+
+
+class TrainerConfig(_Strict):
+    image: str = Field(min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: DnsLabel = "loopline-trainer"
+    # Who creates the training pods (KubernetesPodOperator runs as the Airflow worker): bound to the Role.
+    launcher_service_account: ServiceAccountRef | None = None
+    config_path: str = "/opt/loopline/include/config/training.yaml"
+    gpus: int = Field(default=1, ge=0, le=16)
+    gpu_resource: str = "nvidia.com/gpu"
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    startup_timeout_seconds: int = Field(default=900, ge=30)
+    active_deadline_seconds: int | None = Field(default=None, ge=60)
+    on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "delete_active_pod", "keep_pod"] = (
+        "delete_succeeded_pod"
+    )
+    secrets: Secrets
+    training_set_uri_prefix: str = ""
+    security: Security = Field(default_factory=Security)
+    xcom_sidecar: XcomSidecar = Field(default_factory=XcomSidecar)
+
+
+    @field_validator("training_set_uri_prefix")
+    @classmethod
+    def _object_store(cls, value: str) -> str:
+        if value and not value.startswith(OBJECT_STORE_SCHEMES):
+            raise ValueError(f"{value!r} must start with one of {', '.join(OBJECT_STORE_SCHEMES)} "
+                             "(an object store the pod can reach), or be empty for the local backend")
+        return value.rstrip("/") + "/" if value else value
+
+    def container_resources(self) -> dict[str, dict[str, str]]:
+        """Requests/limits with the GPU count added: a GPU is an extended resource, limits only."""
+        resources = self.resources.as_dict()
+        if self.gpus:
+            resources.setdefault("limits", {})[self.gpu_resource] = str(self.gpus)
+        return resources
+
+
+class ServingConfig(_Strict):
+    image: str = Field(min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    port: int = Field(default=8000, ge=1, le=65535)
+    replicas: int = Field(default=2, ge=1)
+    min_replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=10, ge=1)
+    target_cpu_utilization: int = Field(default=70, ge=1, le=100)
+    min_available: int = Field(default=1, ge=0)
+    resources: Resources = Field(default_factory=Resources)
+    security: Security = Field(default_factory=Security)
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ServingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        if self.min_available >= self.min_replicas:
+            raise ValueError(f"min_available ({self.min_available}) must be below min_replicas "
+                             f"({self.min_replicas}), or a node drain could never evict a serving pod")
+        return self
+
+
+class KubernetesConfig(_Strict):
+    version: Literal[1] = 1
+    namespace: DnsLabel = "loopline"
+    trainer: TrainerConfig
+    serving: ServingConfig
+
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source} is invalid:"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _overrides(settings: Settings) -> dict[str, Any]:
+    """Settings (env) that replace YAML values: the per-cluster bits."""
+    trainer = {key: value for key, value in {
+        "image": settings.trainer_image,
+        "service_account": settings.k8s_service_account,
+        "training_set_uri_prefix": settings.training_set_uri_prefix,
+    }.items() if value is not None}
+    serving = {"image": settings.serving_image} if settings.serving_image else {}
+    top = {"namespace": settings.k8s_namespace} if settings.k8s_namespace else {}
+    return {**top, "trainer": trainer, "serving": serving}
+
+
+def config_path(settings: Settings) -> Path:
+    """``LOOPLINE_KUBERNETES_CONFIG`` (relative to the project) or ``include/config/kubernetes.yaml``."""
+    path = settings.kubernetes_config or settings.config_dir / "kubernetes.yaml"
+    return path if path.is_absolute() else settings.project_dir / path
+
+
+def parse_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
+                 source: str = "kubernetes.yaml") -> KubernetesConfig:
+    """Validate a parsed kubernetes.yaml with per-environment overrides merged into its sections."""
+    if not isinstance(raw, dict):
+        raise KubernetesConfigError(f"{source} must be a mapping, got {type(raw).__name__}")
+    merged = dict(raw)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            merged[key] = {**(merged.get(key) or {}), **value}
+        else:
+            merged[key] = value
+    try:
+        return KubernetesConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise KubernetesConfigError(_describe(exc, source)) from None
+
+
+def load_config(settings: Settings) -> KubernetesConfig:
+    """kubernetes.yaml with the ``LOOPLINE_*`` overrides of ``settings`` applied."""
+    path = config_path(settings)
+    raw = read_yaml_mapping(path, "kubernetes config", KubernetesConfigError,
+                            missing_hint="set LOOPLINE_KUBERNETES_CONFIG or restore include/config/kubernetes.yaml")
+    return parse_config(raw, _overrides(settings), source=str(path))
+
+
+def require_reachable_training_sets(config: KubernetesConfig, state_root: Path) -> str:
+    """The object-store prefix the training pod reads from; an error that says what to set if none.
+
+    The local backend reads the parquet from the state directory; a pod on another node cannot (and
+    an emptyDir or hostPath would not hold the same file), so the kubernetes backend needs one.
+    """
+    prefix = config.trainer.training_set_uri_prefix
+    if not prefix:
+        raise KubernetesConfigError(
+            "LOOPLINE_TRAINING_BACKEND=kubernetes, but training sets are only written to the local state "
+            f"directory {state_root}, which the training pod cannot read. Set LOOPLINE_TRAINING_SET_URI_PREFIX "
+            "(or trainer.training_set_uri_prefix in include/config/kubernetes.yaml) to an object-store prefix "
+            "such as s3://loopline/training-sets/, and put its credentials in the Secret named by "
+            f"trainer.secrets.object_store ({config.trainer.secrets.object_store!r})."
+        )
+    return prefix
+
+
+def training_set_uri(prefix: str, run_id: str, filename: str) -> str:
+    """Where one run's training set lives in the object store: ``<prefix><safe run id>/<filename>``."""
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return f"{prefix.rstrip('/')}/{safe_run}/{filename}"

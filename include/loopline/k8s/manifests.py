@@ -1,0 +1,375 @@
+"""Pure builders of the Kubernetes objects Loopline creates, as plain dicts (the API's camelCase).
+
+No client library and no Airflow: the launcher turns the trainer parts into KubernetesPodOperator
+arguments, ``loopline k8s manifests`` writes the rest as YAML for review and GitOps, and tests
+validate every object against the Kubernetes schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopline.k8s.config import KubernetesConfig, Security
+
+PART_OF = "loopline"
+TRAINER_COMPONENT = "training"
+SERVING_COMPONENT = "serving"
+SERVING_NAME = "loopline-serving"
+# Pod Security admission levels the namespace enforces (and warns/audits about) on every pod.
+POD_SECURITY_LEVEL = "restricted"
+# The Secret with the serving pods' Feast variables (LOOPLINE_FEAST_REGISTRY_URL, LOOPLINE_FEAST_PG_*,
+# LOOPLINE_FEAST_REDIS: see the top of feature_repo/feature_store.production.yaml).
+FEAST_SECRET = "loopline-feast"
+# The Feast config the serving pods read (Postgres registry, Redis online store), relative to feature_repo/.
+FEAST_PRODUCTION_YAML = "feature_store.production.yaml"
+# Where the serving pods keep their state (the prediction log): an emptyDir, as the root is read-only.
+SERVING_STATE_DIR = "/var/lib/loopline"
+# Egress the NetworkPolicies allow, by port (destinations live outside the namespace, often outside the
+# cluster, so they cannot be selected by label): HTTPS, MLflow's port, MinIO; serving also Postgres
+# (Feast's SQL registry) and Redis (Feast's online store).
+OBJECT_STORE_AND_MLFLOW_PORTS = (443, 5000, 9000)
+SERVING_EGRESS_PORTS = (*OBJECT_STORE_AND_MLFLOW_PORTS, 5432, 6379)
+# Volume types the "restricted" Pod Security Standard allows.
+_RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                            "projected", "secret"}
+
+
+def labels(component: str, name: str) -> dict[str, str]:
+    """The recommended ``app.kubernetes.io`` labels: what this is and that Loopline made it."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": PART_OF}
+
+
+def pod_security_context(security: Security) -> dict[str, Any]:
+    """Pod-level part of the "restricted" standard: non-root numeric IDs and the runtime's seccomp profile."""
+    return {"runAsNonRoot": True, "runAsUser": security.run_as_user, "runAsGroup": security.run_as_group,
+            "fsGroup": security.fs_group, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security_context(security: Security, read_only_root: bool = False) -> dict[str, Any]:
+    """Container-level part of "restricted", repeated per container so none relies on the pod default."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
+            "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True, "runAsUser": security.run_as_user,
+            "runAsGroup": security.run_as_group, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def secret_env_from(*secret_names: str) -> list[dict[str, Any]]:
+    """Every key of each Secret as an environment variable: values never pass through Airflow or git."""
+    return [{"secretRef": {"name": name}} for name in secret_names]
+
+
+def trainer_labels() -> dict[str, str]:
+    return labels(TRAINER_COMPONENT, "loopline-trainer")
+
+
+def namespace(config: KubernetesConfig) -> dict[str, Any]:
+    """The namespace, with Pod Security admission enforcing "restricted" on everything in it."""
+    pss = {f"pod-security.kubernetes.io/{mode}": POD_SECURITY_LEVEL for mode in ("enforce", "audit", "warn")}
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": config.namespace, "labels": {**pss, "app.kubernetes.io/part-of": PART_OF}}}
+
+
+def airflow_namespace(config: KubernetesConfig) -> dict[str, Any] | None:
+    """The namespace of the Airflow release that launches the training pods, or None if it is Loopline's own.
+
+    It enforces "baseline" and warns/audits "restricted": the official chart's pods are made restricted by
+    deploy/helm/airflow-values.yaml, but a chart upgrade adding a container without a securityContext
+    should show up as a warning, not as an Airflow that cannot start.
+    """
+    launcher = config.trainer.launcher_service_account
+    if launcher is None or launcher.namespace in (None, config.namespace):
+        return None
+    labels = {"pod-security.kubernetes.io/enforce": "baseline",
+              "pod-security.kubernetes.io/audit": POD_SECURITY_LEVEL,
+              "pod-security.kubernetes.io/warn": POD_SECURITY_LEVEL,
+              "app.kubernetes.io/part-of": PART_OF}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": launcher.namespace, "labels": labels}}
+
+
+def trainer_rbac(config: KubernetesConfig) -> list[dict[str, Any]]:
+    """The trainer's ServiceAccount and a Role to run training pods in its namespace only.
+
+    The training pod itself needs no API access (its token is not mounted); the Role is bound to the
+    trainer account and to the Airflow worker account that creates, watches and deletes the pods.
+    """
+    trainer = config.trainer
+    meta = {"namespace": config.namespace, "labels": trainer_labels()}
+    role_name = f"{trainer.service_account}-pods"
+    subjects = [{"kind": "ServiceAccount", "name": trainer.service_account, "namespace": config.namespace}]
+    launcher = trainer.launcher_service_account
+    if launcher is not None:
+        subjects.append({"kind": "ServiceAccount", "name": launcher.name,
+                         "namespace": launcher.namespace or config.namespace})
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": trainer.service_account, **meta},
+         "automountServiceAccountToken": False},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": role_name, **meta},
+         "rules": [
+             {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"]},
+             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": role_name, **meta},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+         "subjects": subjects},
+    ]
+
+
+def _serving_meta(config: KubernetesConfig) -> dict[str, Any]:
+    return {"name": SERVING_NAME, "namespace": config.namespace,
+            "labels": labels(SERVING_COMPONENT, SERVING_NAME)}
+
+
+def _selector() -> dict[str, str]:
+    return {"app.kubernetes.io/name": SERVING_NAME, "app.kubernetes.io/component": SERVING_COMPONENT}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2,
+            "failureThreshold": failures}
+
+
+def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
+    """The model server: probes on /readyz (model loaded) and /healthz (process alive), restricted.
+
+    Configured like the compose service: MLflow from the MLflow Secret, Feast's production store from the
+    Feast Secret, state (the prediction log) on an emptyDir because the root filesystem is read-only.
+    """
+    serving = config.serving
+    container = {
+        "name": "serving",
+        "image": serving.image,
+        "imagePullPolicy": serving.image_pull_policy,
+        # Listen on the pod IP (the settings default is loopback, right for the embedded mode only).
+        "args": ["--host", "0.0.0.0", "--port", str(serving.port)],
+        "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
+        "env": [{"name": "LOOPLINE_MODE", "value": "kubernetes"},
+                {"name": "LOOPLINE_STATE_DIR", "value": SERVING_STATE_DIR},
+                {"name": "FEAST_FS_YAML_FILE_PATH", "value": FEAST_PRODUCTION_YAML},
+                {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+                {"name": "DO_NOT_TRACK", "value": "true"}],
+        "envFrom": secret_env_from(config.trainer.secrets.mlflow, FEAST_SECRET),
+        "resources": serving.resources.as_dict(),
+        # Loading a model from the registry takes seconds: readiness gates traffic, liveness restarts.
+        "readinessProbe": _probe("/readyz", period=5, failures=3),
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "startupProbe": _probe("/healthz", period=5, failures=24),
+        "securityContext": container_security_context(serving.security, read_only_root=True),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "state", "mountPath": SERVING_STATE_DIR}],
+    }
+    pod_meta = {"labels": labels(SERVING_COMPONENT, SERVING_NAME),
+                # For a Prometheus that discovers pods by annotation (the Operator uses a PodMonitor instead).
+                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(serving.port),
+                                "prometheus.io/path": "/metrics"}}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _serving_meta(config),
+        "spec": {
+            "replicas": serving.replicas,
+            "selector": {"matchLabels": _selector()},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": pod_meta,
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(serving.security),
+                    # uvicorn drains in-flight requests for up to 10 s after SIGTERM.
+                    "terminationGracePeriodSeconds": 30,
+                    # Replicas on different nodes where possible: one node drain never takes all of them.
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                   "whenUnsatisfiable": "ScheduleAnyway",
+                                                   "labelSelector": {"matchLabels": _selector()}}],
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                                {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}}],
+                },
+            },
+        },
+    }
+
+
+def serving_service(config: KubernetesConfig) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _serving_meta(config),
+            "spec": {"type": "ClusterIP", "selector": _selector(),
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def serving_hpa(config: KubernetesConfig) -> dict[str, Any]:
+    serving = config.serving
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _serving_meta(config),
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": SERVING_NAME},
+                     "minReplicas": serving.min_replicas, "maxReplicas": serving.max_replicas,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": serving.target_cpu_utilization}}}],
+                     # Scale up at once, down slowly: a replica loads and warms the model before it serves.
+                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300,
+                                                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}}
+
+
+def serving_pdb(config: KubernetesConfig) -> dict[str, Any]:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _serving_meta(config),
+            "spec": {"minAvailable": config.serving.min_available, "selector": {"matchLabels": _selector()}}}
+
+
+def _network_policy(config: KubernetesConfig, name: str, pod_selector: dict[str, str],
+                    ingress: list[dict[str, Any]] | None, egress: list[dict[str, Any]] | None) -> dict[str, Any]:
+    types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": pod_selector} if pod_selector else {},
+                            "policyTypes": types}
+    if ingress is not None:
+        spec["ingress"] = ingress
+    if egress is not None:
+        spec["egress"] = egress
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": config.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+            "spec": spec}
+
+
+def _tcp_ports(ports: tuple[int, ...]) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def network_policies(config: KubernetesConfig) -> list[dict[str, Any]]:
+    """Default deny in the namespace, then exactly the traffic Loopline's pods need.
+
+    - every pod: DNS to kube-dns only;
+    - serving: ingress on its HTTP port from any namespace (clients and Prometheus; narrow the
+      ``from`` to your ingress controller's namespace if you have one), egress to MLflow, the object
+      store, Postgres and Redis by port;
+    - training pods: no ingress at all (KubernetesPodOperator reads logs and XCom through the API
+      server, not the pod network), egress to MLflow and the object store by port.
+    """
+    trainer_selector = {key: trainer_labels()[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+    dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                   "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    return [
+        _network_policy(config, "loopline-default-deny", {}, ingress=[], egress=[]),
+        _network_policy(config, "loopline-allow-dns", {}, ingress=None, egress=[dns]),
+        _network_policy(config, SERVING_NAME, _selector(),
+                        ingress=[{"from": [{"namespaceSelector": {}}],
+                                  "ports": [{"protocol": "TCP", "port": "http"}]}],
+                        egress=[{"ports": _tcp_ports(SERVING_EGRESS_PORTS)}]),
+        _network_policy(config, "loopline-trainer", trainer_selector, ingress=[],
+                        egress=[{"ports": _tcp_ports(OBJECT_STORE_AND_MLFLOW_PORTS)}]),
+    ]
+
+
+def static_manifests(config: KubernetesConfig) -> dict[str, list[dict[str, Any]]]:
+    """Every object except the training pod (rendered by Airflow), grouped by the file it is written to."""
+    namespaces = [namespace(config)]
+    airflow = airflow_namespace(config)
+    if airflow is not None:
+        namespaces.append(airflow)
+    return {
+        "namespace": namespaces,
+        "trainer-rbac": trainer_rbac(config),
+        "serving": [serving_deployment(config), serving_service(config), serving_hpa(config), serving_pdb(config)],
+        "network-policies": network_policies(config),
+    }
+
+
+def _pod_spec_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if obj.get("kind") == "Pod":
+        return obj.get("spec") or {}
+    template = (obj.get("spec") or {}).get("template")
+    return (template or {}).get("spec") if template else None
+
+
+def restricted_violations(obj: dict[str, Any]) -> list[str]:
+    """What in a Pod (or a workload's pod template) breaks the "restricted" Pod Security Standard.
+
+    Mirrors the checks of Pod Security admission (policy version latest) that a manifest can fail;
+    an empty list means the namespace label ``pod-security.kubernetes.io/enforce: restricted`` admits it.
+    """
+    spec = _pod_spec_of(obj)
+    if spec is None:
+        return []
+    problems: list[str] = []
+    pod_sc = spec.get("securityContext") or {}
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(host):
+            problems.append(f"pod: {host} must not be true")
+    for volume in spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= _RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume.get('name')}: type {sorted(kinds - _RESTRICTED_VOLUME_TYPES)} "
+                            "is not allowed")
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod: runAsUser must not be 0")
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    for container in containers:
+        name = f"container {container.get('name')}"
+        sc = container.get("securityContext") or {}
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged must not be true")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{name}: capabilities.drop must include ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: capabilities.add may only contain NET_BIND_SERVICE")
+        run_as_non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+        if run_as_non_root is not True:
+            problems.append(f"{name}: runAsNonRoot must be true (container or pod)")
+        if sc.get("runAsUser") == 0:
+            problems.append(f"{name}: runAsUser must not be 0")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile.type must be RuntimeDefault or Localhost (container or pod)")
+    return problems
+
+
+# Where the trainer writes its result in the pod: the file KubernetesPodOperator's XCom sidecar reads.
+POD_RESULT_JSON = "/airflow/xcom/return.json"
+
+
+def trainer_pod_command(config: KubernetesConfig, training_set_uri: str, params: dict[str, Any]) -> list[str]:
+    """The container command of a training pod: the local launcher's argv, run in the image.
+
+    No ``--tracking-uri``: the pod reads ``LOOPLINE_MLFLOW_TRACKING_URI`` from the MLflow Secret. More
+    than one GPU wraps the argv in ``torchrun`` (one DDP process per GPU).
+    """
+    from loopline.training import launch
+
+    argv = launch.trainer_argv(training_set_uri, config.trainer.config_path, POD_RESULT_JSON, params)
+    return launch.trainer_command(argv, config.trainer.gpus)
+
+
+def trainer_pod_annotations() -> dict[str, str]:
+    """Lineage on the pod (Jinja, rendered per task instance): which DAG run and try made it, and why."""
+    return {"loopline.io/dag-id": "{{ dag.dag_id }}", "loopline.io/run-id": "{{ run_id }}",
+            "loopline.io/try-number": "{{ ti.try_number }}", "loopline.io/reason": "{{ params.reason }}"}
+
+
+def trainer_pod_template(config: KubernetesConfig) -> dict[str, Any]:
+    """The Pod parts of a training pod that do not depend on the run, as the API's dict.
+
+    The launcher turns it into KubernetesPodOperator arguments; container 0 is the trainer, container 1
+    the XCom sidecar's security context and resources (KubernetesPodOperator adds the sidecar itself).
+    """
+    trainer = config.trainer
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": config.namespace, "labels": trainer_labels(),
+                     "annotations": trainer_pod_annotations()},
+        "spec": {
+            "serviceAccountName": trainer.service_account,
+            "automountServiceAccountToken": False,
+            "nodeSelector": dict(trainer.node_selector),
+            "tolerations": [t.as_dict() for t in trainer.tolerations],
+            "securityContext": pod_security_context(trainer.security),
+            "activeDeadlineSeconds": trainer.active_deadline_seconds,
+            "containers": [
+                {"name": "base", "image": trainer.image, "imagePullPolicy": trainer.image_pull_policy,
+                 "resources": trainer.container_resources(),
+                 "envFrom": secret_env_from(trainer.secrets.mlflow, trainer.secrets.object_store),
+                 "env": [{"name": "LOOPLINE_MODE", "value": "kubernetes"},
+                         {"name": "PYTHONUNBUFFERED", "value": "1"}],
+                 "securityContext": container_security_context(trainer.security)},
+                {"name": "airflow-xcom-sidecar", "resources": trainer.xcom_sidecar.resources.as_dict(),
+                 "securityContext": container_security_context(trainer.security, read_only_root=True)},
+            ],
+        },
+    }

@@ -1,0 +1,308 @@
+"""The HTTP API of the prediction service (FastAPI): ``/v1/predict``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+Deliberately without ``from __future__ import annotations``: the request model is built per app (its
+batch limit comes from the config) and FastAPI must see the real class in the endpoint's signature.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from loopline.config import Settings
+from loopline.data.schema import CHANNELS
+from loopline.serving.config import ServingConfig
+from loopline.serving.engine import Engine, NotReady
+from loopline.serving.metrics import ServingMetrics
+from loopline.serving.prediction_log import PredictionLog
+
+log = logging.getLogger("loopline.serving")
+PREDICT_PATH = "/v1/predict"
+ROUTES = (PREDICT_PATH, "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+# pandas (the feature lookup) cannot represent times outside ~1677-2262; a fraud model has no use for them.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+Id = Field(min_length=1, max_length=128)
+
+
+class Transaction(BaseModel):
+    """One card transaction to score. Extra fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
+        "transaction_id": "tx_000000123456", "event_timestamp": "2026-01-05T14:03:00Z", "customer_id": "c_00042",
+        "merchant_id": "m_0007", "device_id": "d_00042_1", "channel": "online", "amount": 42.5,
+        "merchant_category": "electronics", "merchant_country": "DE"}]})
+
+    transaction_id: str = Id
+    event_timestamp: datetime = Field(description="when the card was used (ISO 8601; no zone means UTC)")
+    customer_id: str = Id
+    merchant_id: str = Id
+    device_id: str = Id
+    channel: Literal[CHANNELS] = Field(description="how the card was used")  # type: ignore[valid-type]
+    amount: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="in EUR")
+    merchant_category: str = Field(min_length=1, max_length=64)
+    merchant_country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+
+    @field_validator("event_timestamp")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+        return value
+
+
+class Prediction(BaseModel):
+    transaction_id: str
+    score: float = Field(ge=0, le=1, description="fraud probability")
+    decision: bool = Field(description="score >= the configured threshold: flag as fraud")
+    model_version: str
+    variant: Literal["champion", "challenger"]
+    request_id: str
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='where, e.g. ["body", "transactions", 0, "amount"]')
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    detail: list[FieldError]
+
+
+def request_model(max_transactions: int) -> type[BaseModel]:
+    """``{"transactions": [...]}`` with this app's batch limit in its schema."""
+    return create_model(
+        "PredictRequest",
+        transactions=(list[Transaction], Field(min_length=1, max_length=max_transactions,
+                                               description=f"1 to {max_transactions} transactions")),
+    )
+
+
+def _json(status: int, detail: str) -> tuple[int, bytes]:
+    return status, json.dumps({"detail": detail}).encode()
+
+
+class GuardMiddleware:
+    """Pure ASGI (cheap per request): 415/413 for the predict body before anything parses it, and the
+    per-route request/error/latency metrics for every response."""
+
+    def __init__(self, app: Any, metrics: ServingMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        route = path if path in ROUTES else "other"
+        status_seen = [500]
+
+        async def send_with_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_seen[0] = message["status"]
+            await send(message)
+
+        try:
+            if path == PREDICT_PATH and scope["method"] == "POST":
+                refusal, receive = await self._check_body(scope, receive)
+                if refusal is not None:
+                    await self._reply(send_with_status, *refusal)
+                    return
+            await self.app(scope, receive, send_with_status)
+        finally:
+            status = str(status_seen[0])
+            self.metrics.requests.labels(route, status).inc()
+            if status_seen[0] >= 400:
+                self.metrics.errors.labels(route, status).inc()
+            self.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
+
+    async def _check_body(self, scope: dict, receive: Any) -> tuple[tuple[int, bytes] | None, Any]:
+        headers = {k.lower(): v for k, v in scope["headers"] if k.lower() in (b"content-type", b"content-length")}
+        media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            return _json(415, f"Content-Type must be application/json, not {media or 'missing'!r}"), receive
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_body
+            except ValueError:
+                return _json(400, "Content-Length is not a number"), receive
+            if too_big:
+                return _json(413, f"body of {int(declared)} bytes exceeds the limit of {self.max_body} bytes; "
+                                  "send fewer transactions per request"), receive
+        chunks, size = [], 0
+        while True:  # read it all (chunked bodies have no Content-Length): count as it streams in
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _json(400, "client disconnected"), receive
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return _json(413, f"body exceeds the limit of {self.max_body} bytes; "
+                                  "send fewer transactions per request"), receive
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return None, replay
+
+    @staticmethod
+    async def _reply(send: Any, status: int, body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _finite(value: Any) -> Any:
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any = None,
+               prediction_log: PredictionLog | None = None) -> FastAPI:
+    """The ASGI app. ``source_factory(engine)`` returns what feeds the engine models (a ``FixedModel`` or a
+    ``RegistryReconciler``, started with the app and stopped with it)."""
+    metrics = ServingMetrics()
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        plog = prediction_log or PredictionLog(settings.state.prediction_log, synchronous=config.log.synchronous)
+        engine = Engine(plog, max_rows=config.batching.max_rows, observer=metrics,
+                        inline=config.batching.mode == "inline")
+        state["engine"] = engine
+        source = source_factory(engine).start() if source_factory is not None else None
+        state["source"] = source
+        try:
+            yield
+        finally:
+            if source is not None:
+                source.stop()
+            engine.close()
+            if prediction_log is None:
+                plog.close()
+
+    app = FastAPI(title="Loopline prediction service", version="1",
+                  description="Card-fraud scores from the registry's champion (and challenger), with online "
+                              "features from Feast and a durable prediction log.", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.serving = state
+    payload_model = request_model(config.limits.max_transactions_per_request)
+
+    async def predict(request: Request) -> Response:
+        # The body is validated here straight from bytes (pydantic-core parses and validates in one pass,
+        # ~2x cheaper than FastAPI's json.loads + validate); errors keep FastAPI's 422 shape.
+        try:
+            payload = payload_model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+            ) from None
+        engine: Engine = state["engine"]
+        request_id = uuid.uuid4().hex
+        transactions = [t.model_dump(mode="json") for t in payload.transactions]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        try:
+            engine.route(transactions, request_id,
+                         lambda result: loop.call_soon_threadsafe(_settle, future, result))
+        except NotReady as exc:
+            return JSONResponse({"detail": f"no model is ready to serve: {exc}"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        result = await future
+        if isinstance(result, BaseException):
+            return JSONResponse({"detail": f"internal error while scoring request {request_id}; "
+                                           "see the server log"}, status_code=500)
+        for row in result:
+            row["score"] = _finite(row["score"])
+        body = json.dumps({"predictions": result}, separators=(",", ":"))
+        return Response(body, media_type="application/json", headers={"X-Request-ID": request_id})
+
+    app.add_api_route(
+        PREDICT_PATH, predict, methods=["POST"], response_model=PredictResponse, summary="Score transactions",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}},
+        responses={422: {"model": ValidationProblem, "description": "invalid input, per field"},
+                   413: {"model": Problem, "description": "body too large"},
+                   415: {"model": Problem, "description": "Content-Type is not application/json"},
+                   503: {"model": Problem, "description": "no model loaded yet"}})
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema plus the request model the endpoint validates itself."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            request_schema = payload_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(request_schema.pop("$defs", {}))
+            components["PredictRequest"] = request_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", summary="200 once a model is loaded and warmed",
+             responses={503: {"description": "not ready, with the reason"}})
+    async def readyz() -> JSONResponse:
+        engine: Engine | None = state.get("engine")
+        source = state.get("source")
+        if engine is None:
+            return JSONResponse({"status": "not ready", "reason": "starting"}, status_code=503)
+        body = {"deployment": engine.deployment.describe(), "reason": engine.status,
+                "problem": getattr(source, "last_error", None)}
+        if not engine.deployment.ready:
+            return JSONResponse({"status": "not ready", **body}, status_code=503)
+        return JSONResponse({"status": "ready", **body})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics_endpoint() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        engine: Engine | None = state.get("engine")
+        if engine is not None:
+            metrics.deployment(engine.deployment)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=config.limits.max_body_bytes)
+    return app

@@ -1,0 +1,83 @@
+"""The versioned serving configuration (``include/config/serving.yaml``), validated by pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+
+DEFAULT_THRESHOLD = 0.5
+
+
+class ServingConfigError(ValueError):
+    """The serving config could not be read or is invalid; the message names the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistryConfig(_Strict):
+    """Where deployment state lives: aliases and registered-model tags of one MLflow registered model."""
+
+    model_name: str = "fraud_detector"
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+    traffic_tag: str = "loopline.challenger_traffic"
+    mode_tag: str = "loopline.challenger_mode"
+    poll_interval_s: float = Field(default=3.0, gt=0)
+
+
+class Limits(_Strict):
+    max_transactions_per_request: int = Field(default=256, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=262_144, ge=1024)
+
+
+class Batching(_Strict):
+    max_rows: int = Field(default=128, ge=1)
+    # inline: score on the event loop (no thread hand-offs; best when CPU-bound, as here);
+    # threads: a scoring thread and a log thread (the loop keeps answering probes during a batch).
+    mode: Literal["inline", "threads"] = "inline"
+
+
+class LogConfig(_Strict):
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+
+class Warmup(_Strict):
+    rounds: int = Field(default=20, ge=1)
+
+
+class ServingConfig(_Strict):
+    version: int = 1
+    decision_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=1)
+    registry: RegistryConfig = RegistryConfig()
+    limits: Limits = Limits()
+    batching: Batching = Batching()
+    log: LogConfig = LogConfig()
+    warmup: Warmup = Warmup()
+
+
+def config_path(config_dir: Path) -> Path:
+    return Path(config_dir) / "serving.yaml"
+
+
+def load_serving_config(path: Path | None = None, config_dir: Path | None = None) -> ServingConfig:
+    """``path``, else ``config_dir/serving.yaml`` (default: the settings' config dir). An explicit path must
+    exist; a missing default file means the defaults (an image without ``include/config``)."""
+    if path is None:
+        if config_dir is None:
+            from loopline.config import get_settings
+
+            config_dir = get_settings().config_dir
+        path = config_path(config_dir)
+        if not path.exists():
+            return ServingConfig()
+    raw = read_yaml_mapping(path, "serving config", ServingConfigError)
+    try:
+        return ServingConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ServingConfigError(describe_validation_error(exc, f"invalid serving config {path}")) from None

@@ -1,0 +1,64 @@
+"""Prometheus metrics of the prediction service (one registry per app, so tests can build many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from loopline.serving.engine import Deployment, Observer
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SCORE_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))
+
+
+class ServingMetrics(Observer):
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("loopline_http_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
+        self.errors = Counter("loopline_http_errors", "HTTP responses with status >= 400",
+                              ["route", "status"], registry=r)
+        self.request_latency = Histogram("loopline_http_request_seconds", "HTTP request duration by route",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.predictions = Counter("loopline_predictions", "answered predictions",
+                                   ["variant", "version", "decision"], registry=r)
+        self.prediction_latency = Histogram("loopline_prediction_seconds",
+                                            "request received → scored, per prediction",
+                                            ["variant", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.scores = Histogram("loopline_score", "score distribution", ["variant", "version"],
+                                buckets=SCORE_BUCKETS, registry=r)
+        self.batch_rows = Histogram("loopline_batch_rows", "rows scored together",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.failures = Counter("loopline_internal_failures", "scoring/logging failures", ["where"], registry=r)
+        # Failed predictions by the variant and version at fault (the prediction log holds only answered
+        # ones): the canary's error rate is these over these plus the logged predictions.
+        self.prediction_errors = Counter("loopline_prediction_errors",
+                                         "transactions whose model raised, by variant and version",
+                                         ["variant", "version"], registry=r)
+        self.model_info = Gauge("loopline_model_loaded", "1 for each loaded (variant, version)",
+                                ["variant", "version"], registry=r)
+        self.challenger_share = Gauge("loopline_challenger_share", "challenger's traffic share", registry=r)
+
+    def prediction(self, variant: str, version: str, score: float, decision: bool, latency_s: float) -> None:
+        self.predictions.labels(variant, version, "fraud" if decision else "ok").inc()
+        self.prediction_latency.labels(variant, version).observe(latency_s)
+        self.scores.labels(variant, version).observe(score)
+
+    def batch(self, rows: int, seconds: float) -> None:
+        self.batch_rows.observe(rows)
+
+    def failure(self, where: str) -> None:
+        self.failures.labels(where).inc()
+
+    def scoring_failed(self, variant: str, version: str, rows: int) -> None:
+        self.prediction_errors.labels(variant, version).inc(rows)
+
+    def deployment(self, deployment: Deployment) -> None:
+        """Refresh the loaded-model gauges (called when /metrics is scraped)."""
+        self.model_info.clear()
+        if deployment.champion is not None:
+            self.model_info.labels("champion", deployment.champion.version).set(1)
+        if deployment.challenger is not None:
+            variant = "shadow" if deployment.shadow else "challenger"
+            self.model_info.labels(variant, deployment.challenger.version).set(1)
+        self.challenger_share.set(deployment.challenger_share)

@@ -1,0 +1,180 @@
+"""One loaded model version behind the online feature lookup: THE serving code path.
+
+``Predictor.predict`` is what the HTTP service runs per batch and what the benchmark gate times
+in-process: online features of ``fraud_detection_v1`` (Feast) → model input in the signature's types →
+the MLflow pyfunc → score and decision.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from loopline.config import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopline.features.store import OnlineFeatures
+
+# Columns of the transaction itself the model may take as inputs (the rest come from the feature store).
+TRANSACTION_INPUTS = ("channel", "merchant_category", "merchant_country", "amount")
+
+
+class ModelLoadError(RuntimeError):
+    """A model version could not be loaded or did not pass its warm-up."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One transaction's result plus what the prediction log keeps about it."""
+
+    transaction_id: str
+    score: float
+    decision: bool
+    features: dict[str, Any]
+
+    def response(self, model_version: str, variant: str) -> dict[str, Any]:
+        return {"transaction_id": self.transaction_id, "score": self.score, "decision": self.decision,
+                "model_version": model_version, "variant": variant}
+
+
+def _as_float(value: Any) -> float:
+    """What ``as_model_input`` makes of a numeric cell: float64, missing or unparsable → NaN."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _as_str(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def model_frame(rows: list[dict[str, Any]], categorical: list[str], numeric: list[str]) -> pd.DataFrame:
+    """The same frame as ``pyfunc.as_model_input(pd.DataFrame(rows), ...)`` built column by column from
+    Python values: ~50x cheaper for a handful of rows, which is what serving sees (a test pins the two
+    to identical output)."""
+    import numpy as np
+    import pandas as pd
+
+    # Plain ndarrays (not Series) per column: the DataFrame constructor then builds two blocks cheaply.
+    data: dict[str, Any] = {}
+    for column in categorical:
+        values = np.empty(len(rows), dtype="object")
+        values[:] = [_as_str(r.get(column)) for r in rows]
+        data[column] = values
+    for column in numeric:
+        data[column] = np.fromiter((_as_float(r.get(column)) for r in rows), dtype="float64", count=len(rows))
+    return pd.DataFrame(data, columns=[*categorical, *numeric])
+
+
+def _signature_columns(model: Any) -> tuple[list[str], list[str]]:
+    """(categorical, numeric) inputs from the logged signature: strings and doubles."""
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        raise ModelLoadError("the model has no input signature: log it with loopline.training (signature_for)")
+    categorical, numeric = [], []
+    for spec in schema.inputs:
+        kind = getattr(spec.type, "name", str(spec.type))
+        (categorical if kind == "string" else numeric).append(spec.name)
+    return categorical, numeric
+
+
+def warmup_transactions(n: int) -> list[dict[str, Any]]:
+    """Synthetic transactions of unknown entities: they exercise the whole path without touching state."""
+    now = datetime.now(UTC).isoformat()
+    return [{"transaction_id": f"warmup_{i}", "event_timestamp": now, "customer_id": f"__warmup_c{i}",
+             "merchant_id": "__warmup_m", "device_id": "__warmup_d", "channel": "online", "amount": 10.0 + i,
+             "merchant_category": "grocery", "merchant_country": "DE"} for i in range(n)]
+
+
+class Predictor:
+    """A loaded, warmed model version. Thread-safe for one caller at a time per predictor."""
+
+    def __init__(self, model: Any, *, model_uri: str, version: str, variant: str, features: OnlineFeatures,
+                 threshold: float) -> None:
+        self.model = model
+        self.model_uri = model_uri
+        self.version = str(version)
+        self.variant = variant
+        self.features = features
+        self.threshold = float(threshold)
+        self.categorical, self.numeric = _signature_columns(model)
+        self.warmed = False
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, model_uri: str, *, version: str, variant: str, settings: Settings,
+             features: OnlineFeatures | None = None, threshold: float | None = None,
+             warmup_rounds: int | None = None) -> Predictor:
+        """Load ``model_uri`` (``models:/fraud_detector/3``, ``runs:/...``, a path) from the settings'
+        MLflow, open the online store (unless ``features`` is shared), and warm it up."""
+        import mlflow
+
+        from loopline.serving.config import load_serving_config
+
+        config = load_serving_config(config_dir=settings.config_dir)
+        started = time.monotonic()
+        mlflow.set_tracking_uri(settings.mlflow_uri)
+        mlflow.set_registry_uri(settings.mlflow_uri)
+        try:
+            model = mlflow.pyfunc.load_model(model_uri)
+        except Exception as exc:  # MLflow raises many types (missing version, bad artifacts, unpickling)
+            raise ModelLoadError(f"cannot load {model_uri} from {settings.mlflow_uri}: {exc}") from exc
+        if features is None:
+            from loopline.features.store import OnlineFeatures
+
+            features = OnlineFeatures(settings)
+        threshold = config.decision_threshold if threshold is None else threshold
+        predictor = cls(model, model_uri=model_uri, version=version, variant=variant, features=features,
+                        threshold=threshold)
+        predictor.warm(warmup_rounds or config.warmup.rounds, batch=config.batching.max_rows)
+        predictor.load_seconds = time.monotonic() - started
+        return predictor
+
+    def warm(self, rounds: int, batch: int = 32) -> None:
+        """Run the full path a few times (single rows and a batch) so the first request is not slow."""
+        try:
+            for i in range(rounds):
+                self.score(warmup_transactions(batch if i % 4 == 3 else 1))
+        except Exception as exc:
+            raise ModelLoadError(f"{self.model_uri} failed its warm-up prediction: {exc}") from exc
+        self.warmed = True
+
+    def with_variant(self, variant: str) -> Predictor:
+        """The same loaded model under another variant name (a promoted challenger keeps its weights)."""
+        clone = object.__new__(Predictor)
+        clone.__dict__.update(self.__dict__)
+        clone.variant = variant
+        return clone
+
+    def score(self, transactions: list[dict[str, Any]]) -> list[Scored]:
+        """Features → model input → pyfunc for each transaction, in order."""
+        if not transactions:
+            return []
+        looked_up = self.features.lookup(transactions)
+        rows = [{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **feats}
+                for tx, feats in zip(transactions, looked_up, strict=True)]
+        frame = model_frame(rows, self.categorical, self.numeric)
+        scores = self.model.predict(frame)["score"].to_numpy(dtype="float64")
+        if len(scores) != len(transactions):
+            raise RuntimeError(f"the model returned {len(scores)} scores for {len(transactions)} rows")
+        threshold = self.threshold
+        return [Scored(str(tx["transaction_id"]), float(s), bool(s >= threshold), feats)
+                for tx, s, feats in zip(transactions, scores.tolist(), looked_up, strict=True)]
+
+    def predict(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``{"transaction_id", "score", "decision", "model_version", "variant"}`` per transaction."""
+        return [s.response(self.version, self.variant) for s in self.score(transactions)]

@@ -1,0 +1,114 @@
+"""The FastAPI app the plugin mounts at ``/loopline``: the "Model loop" page, its JSON and its reports.
+
+| route | gives |
+|---|---|
+| ``GET /loopline/`` | the page (``render.render_page``) |
+| ``GET /loopline/api/state`` | ``loop_state(settings)``: the JSON of ``loopline status --json``'s loop part |
+| ``GET /loopline/files/{reports,quarantine}/<path>`` | a report or model card from the state directory |
+
+Every route sits behind Airflow's own authentication — the dependency the core API uses for its UI
+views (``requires_access_view(AccessView.WEBSITE)``): a JWT as ``Authorization: Bearer`` (from
+``POST /auth/token``) or the ``_token`` cookie the Airflow UI sets at login. Anonymous: 401.
+
+The app is built on its first request (``LazyApp``): every Airflow process loads plugins, and only the
+api-server ever serves this, so FastAPI routes, Airflow's security module and MLflow cost nothing at
+start-up anywhere.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+URL_PREFIX = "/loopline"
+
+
+class LazyApp:
+    """An ASGI app that builds the real one (``factory()``) when the first request arrives."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._app: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
+def page_links(settings: Any) -> Any:
+    """The page's link targets for these settings: MLflow's UI, the served state dirs, the DAGs."""
+    from loopline.platform.stack import project_dag_ids
+    from loopline_airflow.ui.render import DEFAULT_DAGS, PageLinks
+
+    state = settings.state
+    return PageLinks(
+        mlflow_url=settings.mlflow_uri,
+        state_roots=(("reports", str(state.reports)), ("quarantine", str(state.quarantine))),
+        dags=tuple(project_dag_ids(settings)) or DEFAULT_DAGS,
+    )
+
+
+def served_file(settings: Any, area: str, relative: str) -> Path | None:
+    """The file ``relative`` under the state directory ``area`` names, or None when there is none —
+    also for anything that resolves outside it (``..``, symlinks out)."""
+    roots = {"reports": settings.state.reports, "quarantine": settings.state.quarantine}
+    if area not in roots:
+        return None
+    root = roots[area].resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticated: bool = True) -> Any:
+    """The FastAPI app. ``authenticated=False`` is for unit tests of the routes only; the plugin
+    always mounts the authenticated app."""
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+    from loopline.config import get_settings
+
+    dependencies = []
+    if authenticated:
+        from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+        from airflow.api_fastapi.core_api.security import requires_access_view
+
+        dependencies.append(Depends(requires_access_view(AccessView.WEBSITE)))
+    settings_of = settings_factory or get_settings
+    app = FastAPI(title="Loopline model loop", dependencies=dependencies, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.get("/api/state")
+    def api_state() -> JSONResponse:
+        from loopline.lineage.state import loop_state
+
+        return JSONResponse(loop_state(settings_of()))
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        from loopline.lineage.state import loop_state
+        from loopline_airflow.ui.render import render_page
+
+        settings = settings_of()
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return HTMLResponse(render_page(loop_state(settings), page_links(settings), generated_at=stamp))
+
+    @app.get("/files/{area}/{relative:path}")
+    def state_file(area: str, relative: str) -> FileResponse:
+        path = served_file(settings_of(), area, relative)
+        if path is None:
+            raise HTTPException(status_code=404, detail=f"no report {area}/{relative}")
+        # Markdown model cards read best as plain text in a browser tab.
+        media = "text/plain; charset=utf-8" if path.suffix == ".md" else mimetypes.guess_type(path.name)[0]
+        return FileResponse(path, media_type=media or "application/octet-stream",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    return app
+
+
+app = LazyApp(create_app)

@@ -1,0 +1,245 @@
+"""The "Model loop" page: the loop state as one small, self-contained HTML page for people.
+
+Pure: ``render_page(state, links)`` reads only its arguments, so tests render any state without a
+stack. No scripts, fonts or styles from elsewhere (the machine may be offline); the page refreshes
+itself every ``REFRESH_SECONDS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+REFRESH_SECONDS = 30
+
+CANARY_KINDS = ("canary_started", "traffic_shifted", "promoted", "rolled_back")
+DRIFT_KINDS = ("drift_checked", "retrain_requested", "retrain_suppressed")
+# The drift monitor's share of drifted columns, if its events carry one (plotted over time).
+DRIFT_SHARE_KEY = "drift_share"
+# The DAGs whose runs the page links to (Airflow UI paths are relative to the page at /loopline/).
+DEFAULT_DAGS = ("train_model", "ingest_landing", "materialize_features", "platform_smoke")
+
+_STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:1.2rem 2rem;color:#1d2430;background:#fff}
+h1{font-size:1.35rem;margin:0 0 .2rem}h2{font-size:1.05rem;margin:1.6rem 0 .5rem;border-bottom:1px solid #dde}
+.muted{color:#667}.cards{display:flex;gap:1rem;flex-wrap:wrap}
+.card{border:1px solid #dde;border-radius:6px;padding:.7rem 1rem;min-width:15rem}
+.card .big{font-size:1.6rem;font-weight:600}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eef;vertical-align:top}
+th{background:#f5f6fa;font-weight:600}.pass{color:#17803d;font-weight:600}.fail{color:#b42318;font-weight:600}
+.bar{background:#eef;border-radius:3px;height:.6rem;width:12rem}.bar>span{display:block;height:100%;background:#3d6fd9;border-radius:3px}
+.error{background:#fef3f2;border:1px solid #fda29b;padding:.5rem .8rem;border-radius:6px}
+code{font-size:12px}a{color:#2c5cc5}
+"""
+
+
+@dataclass(frozen=True)
+class PageLinks:
+    """Where the page's links point. ``mlflow_url`` is the MLflow UI as the browser reaches it;
+    ``airflow_prefix`` is the Airflow UI relative to the page; ``state_roots`` maps a URL area under
+    ``files_prefix`` to the state directory it serves (reports, quarantine)."""
+
+    mlflow_url: str
+    airflow_prefix: str = ".."
+    files_prefix: str = "files"
+    state_roots: tuple[tuple[str, str], ...] = ()
+    dags: tuple[str, ...] = DEFAULT_DAGS
+
+    def mlflow_run(self, run_id: str | None) -> str | None:
+        # MLflow's UI resolves a bare run id to its experiment itself (route /runs/:runUuid).
+        return f"{self.mlflow_url}/#/runs/{quote(run_id)}" if run_id else None
+
+    def mlflow_version(self, model_name: str, version: str) -> str:
+        return f"{self.mlflow_url}/#/models/{quote(model_name)}/versions/{quote(str(version))}"
+
+    def mlflow_artifact(self, uri: str | None) -> str | None:
+        """``runs:/<run>/<path>`` (how the gate tags its model card) → the run's page (Artifacts tab)."""
+        if not uri or not uri.startswith("runs:/"):
+            return None
+        run_id = uri[len("runs:/"):].partition("/")[0]
+        return self.mlflow_run(run_id)
+
+    def dag_runs(self, dag_id: str) -> str:
+        return f"{self.airflow_prefix}/dags/{quote(dag_id)}/runs"
+
+    def dag_run(self, dag_id: str, run_id: str) -> str:
+        return f"{self.airflow_prefix}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+    def state_file(self, path: str | None) -> str | None:
+        """A file under one of the served state directories → its URL on this app; else None."""
+        return state_file_href(path, self.state_roots, self.files_prefix)
+
+
+def state_file_href(path: str | None, roots: tuple[tuple[str, str], ...], prefix: str = "files") -> str | None:
+    """``<root>/a/b.html`` → ``<prefix>/<area>/a/b.html`` for the first root that holds ``path``.
+
+    Lexical (no file system access): the serving route re-checks the resolved path.
+    """
+    if not path:
+        return None
+    candidate = Path(path)
+    for area, root in roots:
+        try:
+            relative = candidate.relative_to(root)
+        except ValueError:
+            continue
+        if ".." in relative.parts or not relative.parts:
+            return None
+        return f"{prefix}/{area}/" + "/".join(quote(part) for part in relative.parts)
+    return None
+
+
+def _a(href: str | None, text: str) -> str:
+    return f'<a href="{escape(href)}">{escape(text)}</a>' if href else escape(text)
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.1f}".rstrip("0").rstrip(".") + " %"
+
+
+def _serving(state: dict[str, Any], links: PageLinks) -> str:
+    name = state.get("model_name", "")
+    champion, challenger = state.get("champion"), state.get("challenger")
+    cards = []
+    if champion:
+        share = 1.0 - float((challenger or {}).get("traffic", 0.0))
+        cards.append(
+            f'<div class="card" id="champion"><div class="muted">champion</div>'
+            f'<div class="big">version {_a(links.mlflow_version(name, champion["version"]), champion["version"])}</div>'
+            f"<div>traffic {_pct(share)}</div><div>{_a(links.mlflow_run(champion.get('run_id')), 'MLflow run')}</div></div>"
+        )
+    else:
+        cards.append('<div class="card" id="champion"><div class="muted">champion</div>'
+                     '<div class="big">none yet</div><div>no version holds the alias <code>champion</code></div></div>')
+    if challenger:
+        share = float(challenger.get("traffic", 0.0))
+        cards.append(
+            f'<div class="card" id="challenger"><div class="muted">challenger (canary)</div>'
+            f'<div class="big">version {_a(links.mlflow_version(name, challenger["version"]), challenger["version"])}</div>'
+            f'<div>traffic {_pct(share)} <div class="bar"><span style="width:{min(max(share, 0.0), 1.0) * 100:.1f}%">'
+            f"</span></div></div><div>{_a(links.mlflow_run(challenger.get('run_id')), 'MLflow run')}</div></div>"
+        )
+    else:
+        cards.append('<div class="card" id="challenger"><div class="muted">challenger (canary)</div>'
+                     '<div class="big">none</div><div>no canary running</div></div>')
+    return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _verdict(gate: dict[str, Any] | None) -> str:
+    if gate is None:
+        return '<span class="muted">not gated</span>'
+    return '<span class="pass">passed</span>' if gate.get("passed") else '<span class="fail">rejected</span>'
+
+
+def _checks(gate: dict[str, Any] | None) -> str:
+    if not gate or not gate.get("checks"):
+        return ""
+    return " ".join(
+        f'<span class="{"pass" if ok else "fail"}">{"✓" if ok else "✗"} {escape(str(name))}</span>'
+        for name, ok in gate["checks"].items()
+    )
+
+
+def _versions(state: dict[str, Any], links: PageLinks) -> str:
+    versions = sorted(state.get("versions") or [], key=lambda v: int(v["version"]), reverse=True)
+    if not versions:
+        return '<p class="muted">No model version registered yet.</p>'
+    name = state.get("model_name", "")
+    rows = []
+    for v in versions:
+        gate = v.get("gate")
+        card = links.state_file(v.get("model_card_path")) or links.mlflow_artifact(v.get("model_card"))
+        report = links.mlflow_artifact((gate or {}).get("report"))
+        rows.append(
+            f'<tr id="version-{escape(v["version"])}"><td>{_a(links.mlflow_version(name, v["version"]), v["version"])}</td>'
+            f"<td>{escape(', '.join(v.get('aliases') or []))}</td><td>{_verdict(gate)}</td><td>{_checks(gate)}</td>"
+            f"<td>{escape((gate or {}).get('rejected_reasons') or '')}</td>"
+            f"<td>{_a(card, 'model card') if card else ''} {_a(report, 'gate report') if report else ''}</td>"
+            f"<td>{_a(links.mlflow_run(v.get('run_id')), 'run')}</td></tr>"
+        )
+    return ("<table><tr><th>version</th><th>aliases</th><th>gate</th><th>checks</th><th>reasons</th>"
+            "<th>reports</th><th>MLflow</th></tr>" + "".join(rows) + "</table>")
+
+
+def _event_links(event: dict[str, Any], links: PageLinks) -> str:
+    details = event.get("details") or {}
+    out = []
+    report = links.state_file(details.get("report"))
+    if report:
+        out.append(_a(report, "report"))
+    if details.get("dag_id") and details.get("dag_run_id"):
+        out.append(_a(links.dag_run(details["dag_id"], details["dag_run_id"]), "Airflow run"))
+    if details.get("run_id"):
+        out.append(_a(links.mlflow_run(details["run_id"]), "MLflow run"))
+    return " ".join(out)
+
+
+def _details(event: dict[str, Any]) -> str:
+    skip = {"report", "dag_id", "dag_run_id", "run_id"}
+    shown = {k: v for k, v in (event.get("details") or {}).items() if k not in skip}
+    return escape(", ".join(f"{k}={v}" for k, v in shown.items()))
+
+
+def _events(events: list[dict[str, Any]], links: PageLinks, empty: str) -> str:
+    if not events:
+        return f'<p class="muted">{escape(empty)}</p>'
+    rows = "".join(
+        f"<tr><td>{escape(str(e.get('at', ''))[:19].replace('T', ' '))}</td><td>{escape(e.get('kind', ''))}</td>"
+        f"<td>{escape(str(e.get('version') or ''))}</td><td>{escape(e.get('reason') or '')}</td>"
+        f"<td class='muted'>{_details(e)}</td><td>{_event_links(e, links)}</td></tr>"
+        for e in reversed(events)  # newest first
+    )
+    return ("<table><tr><th>at (UTC)</th><th>event</th><th>version</th><th>reason</th><th>details</th><th></th></tr>"
+            + rows + "</table>")
+
+
+def drift_series(history: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """``(at, share)`` of every ``drift_checked`` event that carries a numeric ``drift_share``."""
+    series = []
+    for event in history:
+        value = (event.get("details") or {}).get(DRIFT_SHARE_KEY)
+        if event.get("kind") == "drift_checked" and isinstance(value, int | float) and not isinstance(value, bool):
+            series.append((str(event.get("at", "")), float(value)))
+    return series
+
+
+def _sparkline(series: list[tuple[str, float]], width: int = 480, height: int = 70) -> str:
+    """Drift share over time as inline SVG (no chart library: the page stays self-contained)."""
+    if len(series) < 2:
+        return ""
+    top = max(1.0, max(v for _, v in series))
+    step = width / (len(series) - 1)
+    points = " ".join(f"{i * step:.1f},{height - v / top * height:.1f}" for i, (_, v) in enumerate(series))
+    return (f'<svg width="{width}" height="{height + 4}" role="img" aria-label="drift share over time">'
+            f'<polyline fill="none" stroke="#3d6fd9" stroke-width="2" points="{points}"/></svg>'
+            f'<div class="muted">drift share {escape(series[0][0][:10])} … {escape(series[-1][0][:10])}, '
+            f"last {series[-1][1]:.2f}</div>")
+
+
+def render_page(state: dict[str, Any], links: PageLinks, *, generated_at: str = "") -> str:
+    """The whole page for ``state`` (the JSON of ``loop_state``)."""
+    history = state.get("history") or []
+    canary = [e for e in history if e.get("kind") in CANARY_KINDS]
+    drift = [e for e in history if e.get("kind") in DRIFT_KINDS]
+    error = state.get("registry_error")
+    dag_links = " · ".join(_a(links.dag_runs(d), d) for d in links.dags)
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>",
+        f"<title>Model loop · {escape(state.get('model_name', ''))}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Model loop · <code>{escape(state.get('model_name', ''))}</code></h1>",
+        f"<div class='muted'>{escape(generated_at)} · refreshes every {REFRESH_SECONDS} s · "
+        f"<a href='api/state'>JSON</a> · {_a(links.mlflow_url, 'MLflow')}</div>",
+        f"<p class='error'>The model registry could not be read: {escape(error)}</p>" if error else "",
+        "<h2>Serving now</h2>", _serving(state, links),
+        "<h2>Versions and gate verdicts</h2>", _versions(state, links),
+        "<h2>Canary decisions</h2>", _events(canary, links, "No canary decision yet."),
+        "<h2>Drift</h2>", _sparkline(drift_series(history)), _events(drift, links, "No drift check yet."),
+        "<h2>History</h2>", _events(history, links, "Nothing has happened yet."),
+        f"<h2>Airflow runs</h2><p>{dag_links}</p>",
+        "</body></html>",
+    ]
+    return "".join(parts)

@@ -1,0 +1,142 @@
+"""The environment variable names in compose, the Helm values and the settings object agree.
+
+Every ``LOOPLINE_*`` name the deployments set must be read by something: a ``Settings`` field (env prefix
+``LOOPLINE_``), a variable ``Settings.env()`` hands to children, or a ``${LOOPLINE_*}`` that a Feast
+config in feature_repo/ expands. And the other way round: what each mode needs is set.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from packaging_files import REPO_ROOT, compose, env_example, helm_values, service_environment
+
+from loopline.config import Settings
+
+FEAST_PRODUCTION = REPO_ROOT / "feature_repo" / "feature_store.production.yaml"
+# Services that run Loopline code (the others are Postgres, Redis, MLflow, Prometheus, ...).
+LOOPLINE_SERVICES = ("airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                     "airflow-triggerer", "serving-a", "serving-b")
+# What every Loopline process outside the embedded mode must be told (the embedded defaults point at
+# 127.0.0.1 and a state dir in the checkout, which is wrong in a container).
+REQUIRED_EVERYWHERE = {"LOOPLINE_MODE", "LOOPLINE_STATE_DIR", "LOOPLINE_MLFLOW_TRACKING_URI"}
+# In Kubernetes the tracking URI comes from the loopline-mlflow Secret (extraEnvFrom), not from `env`.
+REQUIRED_IN_HELM_ENV = {"LOOPLINE_MODE", "LOOPLINE_STATE_DIR", "LOOPLINE_TRAINING_BACKEND",
+                        "LOOPLINE_TRAINING_SET_URI_PREFIX", "LOOPLINE_K8S_NAMESPACE", "LOOPLINE_TRAINER_IMAGE"}
+
+
+def _feast_variables(path: Path) -> set[str]:
+    return set(re.findall(r"\$\{(LOOPLINE_[A-Z0-9_]+)\}", path.read_text()))
+
+
+def _known_names() -> set[str]:
+    fields = {f"LOOPLINE_{name.upper()}" for name in Settings.model_fields}
+    children = set(Settings().env())
+    feast = {name for path in (REPO_ROOT / "feature_repo").glob("feature_store*.yaml") for name in _feast_variables(path)}
+    return fields | children | feast
+
+
+def _helm_env() -> dict[str, str]:
+    return {item["name"]: str(item.get("value", "")) for item in helm_values()["env"]}
+
+
+def _compose_loopline_env(service: str) -> dict[str, str]:
+    return {k: v for k, v in service_environment(compose()["services"][service]).items() if k.startswith("LOOPLINE_")}
+
+
+@pytest.mark.parametrize("service", LOOPLINE_SERVICES)
+def test_compose_sets_only_names_loopline_reads(service: str) -> None:
+    unknown = set(_compose_loopline_env(service)) - _known_names()
+    assert not unknown, f"{service} sets {sorted(unknown)}, which no Settings field or Feast config reads"
+
+
+def test_helm_values_set_only_names_loopline_reads() -> None:
+    unknown = {name for name in _helm_env() if name.startswith("LOOPLINE_")} - _known_names()
+    assert not unknown, f"deploy/helm/airflow-values.yaml sets {sorted(unknown)}, which nothing reads"
+
+
+@pytest.mark.parametrize("service", LOOPLINE_SERVICES)
+def test_compose_sets_what_every_loopline_process_needs(service: str) -> None:
+    env = _compose_loopline_env(service)
+    missing = REQUIRED_EVERYWHERE - set(env)
+    assert not missing, f"{service} lacks {sorted(missing)}"
+    assert env["LOOPLINE_MODE"] == "compose"
+
+
+@pytest.mark.parametrize("service", LOOPLINE_SERVICES)
+def test_compose_gives_the_production_feast_config_all_its_variables(service: str) -> None:
+    env = service_environment(compose()["services"][service])
+    assert (REPO_ROOT / "feature_repo" / env["FEAST_FS_YAML_FILE_PATH"]) == FEAST_PRODUCTION
+    missing = _feast_variables(FEAST_PRODUCTION) - set(env)
+    assert not missing, f"{service} selects feature_store.production.yaml but does not set {sorted(missing)}"
+
+
+@pytest.mark.parametrize("service", LOOPLINE_SERVICES)
+def test_compose_values_validate_as_settings(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The values themselves parse: a typo in LOOPLINE_MODE or a port that is not a number fails here."""
+    example = env_example()
+    for key, value in _compose_loopline_env(service).items():
+        resolved = re.sub(r"\$\{(\w+)(?::?[-?][^}]*)?\}", lambda m: example.get(m.group(1), "x"), value)
+        monkeypatch.setenv(key, resolved)
+    settings = Settings()
+    assert settings.mode == "compose"
+    assert settings.mlflow_uri == "http://mlflow:5000"
+    assert str(settings.state.root) == "/var/lib/loopline"
+
+
+def test_helm_values_set_what_the_kubernetes_mode_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _helm_env()
+    missing = REQUIRED_IN_HELM_ENV - set(env)
+    assert not missing, f"deploy/helm/airflow-values.yaml lacks {sorted(missing)}"
+    assert (REPO_ROOT / "feature_repo" / env["FEAST_FS_YAML_FILE_PATH"]) == FEAST_PRODUCTION
+    for key, value in env.items():
+        if key.startswith("LOOPLINE_"):
+            monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert (settings.mode, settings.training_backend) == ("kubernetes", "kubernetes")
+    assert settings.training_set_uri_prefix and settings.training_set_uri_prefix.startswith("s3://")
+
+
+def _secret_keys(doc: str, secret: str) -> set[str]:
+    """The keys a `kubectl create secret generic NAME --from-literal=KEY=...` command in the docs sets."""
+    match = re.search(rf"create secret generic {secret}\b(.*?)(?:\n\s*\n|```|kubectl)", doc, flags=re.DOTALL)
+    assert match, f"the docs do not show how to create the {secret} Secret"
+    return set(re.findall(r"--from-literal=([A-Z0-9_]+)=", match.group(1)))
+
+
+def test_helm_secrets_and_docs_give_kubernetes_what_compose_sets() -> None:
+    """In Kubernetes the Feast and MLflow variables come from Secrets: the docs must create every key."""
+    doc = (REPO_ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    env_from = helm_values()["extraEnvFrom"]
+    for secret in ("loopline-mlflow", "loopline-feast", "loopline-object-store"):
+        assert f"name: {secret}" in env_from, f"airflow-values.yaml does not load the {secret} Secret"
+    assert _feast_variables(FEAST_PRODUCTION) <= _secret_keys(doc, "loopline-feast")
+    assert "LOOPLINE_MLFLOW_TRACKING_URI" in _secret_keys(doc, "loopline-mlflow")
+    compose_names = set(_compose_loopline_env("airflow-scheduler"))
+    in_kubernetes = set(_helm_env()) | _secret_keys(doc, "loopline-feast") | _secret_keys(doc, "loopline-mlflow")
+    # Compose-only: the Airflow URL/login of the compose stack (Kubernetes has the chart's Service instead).
+    compose_only = {"LOOPLINE_AIRFLOW_USERNAME"}
+    assert compose_names - in_kubernetes <= compose_only, sorted(compose_names - in_kubernetes)
+
+
+def test_helm_values_agree_with_kubernetes_yaml() -> None:
+    """The chart's worker account, namespace, images and Secrets are the ones Loopline's objects expect."""
+    import yaml
+
+    from loopline.k8s import manifests
+    from loopline.k8s.config import parse_config
+
+    config = parse_config(yaml.safe_load((REPO_ROOT / "include" / "config" / "kubernetes.yaml").read_text()))
+    values, env = helm_values(), _helm_env()
+    assert values["executor"] == "KubernetesExecutor"
+    launcher = config.trainer.launcher_service_account
+    assert values["workers"]["serviceAccount"]["name"] == launcher.name
+    assert values["config"]["kubernetes_executor"]["namespace"] == launcher.namespace
+    assert env["LOOPLINE_K8S_NAMESPACE"] == config.namespace
+    assert env["LOOPLINE_TRAINER_IMAGE"] == config.trainer.image
+    assert env["LOOPLINE_SERVING_IMAGE"] == config.serving.image
+    loaded = set(re.findall(r"name: ([\w-]+)", values["extraEnvFrom"]))
+    assert loaded == {config.trainer.secrets.mlflow, config.trainer.secrets.object_store, manifests.FEAST_SECRET}
+    assert values["airflowVersion"] in (REPO_ROOT / "docker" / "airflow" / "Dockerfile").read_text()
