@@ -50,9 +50,9 @@ def test_down_stops_everything_after_the_cli_was_killed(tmp_path):
     cli = subprocess.Popen([LOOPLINE, "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while len(_recorded(state)) < 5 and time.monotonic() < deadline:
+        while len(_recorded(state)) < 6 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(_recorded(state)) == 5, "loopline up did not record its five services"
+        assert len(_recorded(state)) == 6, "loopline up did not record its six services"
         time.sleep(2)  # let the services fork their workers
         cli.send_signal(signal.SIGKILL)  # the CLI dies mid-start-up; its services keep running
         cli.wait(timeout=10)
@@ -93,9 +93,16 @@ def test_up_prints_urls_and_a_generated_login(stack):
     info = _status(stack)
     env = stack["env"]
     assert info["running"] is True
-    assert set(info["services"]) == {"api-server", "scheduler", "dag-processor", "triggerer", "mlflow"}
+    assert set(info["services"]) == {"api-server", "scheduler", "dag-processor", "triggerer", "mlflow", "serving"}
     assert info["airflow"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_AIRFLOW_PORT']}"
     assert info["mlflow"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}"
+    assert info["serving"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_SERVING_PORT']}"
+    # No model registered yet: the prediction service is alive but says why it is not ready.
+    import httpx
+
+    assert httpx.get(info["serving"]["url"] + "/healthz", timeout=5).status_code == 200
+    assert httpx.get(info["serving"]["url"] + "/readyz", timeout=5).status_code == 503
+    assert info["champion"] is None and info["versions"] == [] and info["history"] == []
     password = info["airflow"]["password"]
     assert info["airflow"]["username"] and password and password != "admin" and len(password) >= 16
     assert password in stack["up"].stdout and info["airflow"]["url"] in stack["up"].stdout

@@ -42,6 +42,7 @@ def scratch_env(root: Path, project: Path) -> dict[str, str]:
         "LOOPLINE_STATE_DIR": str(root / "state"),
         "LOOPLINE_AIRFLOW_PORT": str(free_port()),
         "LOOPLINE_MLFLOW_PORT": str(free_port()),
+        "LOOPLINE_SERVING_PORT": str(free_port()),
     }
 
 
