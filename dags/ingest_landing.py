@@ -61,6 +61,8 @@ def ingest_landing():
         except BatchGone as gone:
             raise AirflowSkipException(str(gone)) from gone
         if result.status == "quarantined":
+            # The result (with the quarantine report) stays readable: the task's "Report" link uses it.
+            context["ti"].xcom_push(key="return_value", value=result.to_dict())
             raise AirflowFailException(result.summary())
         if result.published_rows == 0:
             raise AirflowSkipException(result.summary())  # nothing new: no event for consumers

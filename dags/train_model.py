@@ -27,6 +27,35 @@ from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.launchers import training_launcher
 
 
+def _run_reason(context) -> str:
+    """Why this run trains: the reason of the asset event that started it (drift, a person), else the
+    ``reason`` Param (its default says "scheduled")."""
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            if (event.extra or {}).get("reason"):
+                return str(event.extra["reason"])
+    return context["params"]["reason"]
+
+
+def _record_failure(context) -> None:
+    """DAG-level failure callback: a run that never got to ``trained`` ends as ``training_failed`` in the
+    history, so the drift monitor's "is training running?" never waits on a dead run."""
+    from loopline.config import get_settings
+    from loopline.lineage import history
+
+    settings = get_settings()
+    run_id = context["run_id"]
+    if any(e.details.get("dag_run_id") == run_id for e in history.read(settings, kinds={"trained"}, limit=20)):
+        return  # trained; the gate's verdict (gate_rejected) says why the run failed
+    history.record(settings, "training_failed", reason=str(context.get("reason") or "a task failed"),
+                   dag_run_id=run_id)
+
+
+def _dataset_path(settings, run_id: str, kind: str):
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return settings.state.root / "training" / f"{safe}.{kind}.parquet"
+
+
 @dag(
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=RETRAIN_REQUESTED
@@ -37,6 +66,7 @@ from loopline_airflow.launchers import training_launcher
     doc_md=__doc__,
     default_args=default_args(retries=1),
     max_active_runs=1,
+    on_failure_callback=_record_failure,
     params={
         "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=500,
                         description="Override the config's epochs (null: keep include/config/training.yaml)"),
@@ -50,19 +80,23 @@ from loopline_airflow.launchers import training_launcher
 )
 def train_model():
     @task(multiple_outputs=False)
-    def plan_windows() -> dict:
+    def plan_windows(**context) -> dict:
         """Split the labelled history: the newest days are the gate's holdout, the rest is for training."""
         from datetime import UTC, datetime
 
         from loopline.config import get_settings
         from loopline.gating.holdout import plan_windows as plan
         from loopline.gating.policy import default_policy_path, load_policy
+        from loopline.lineage import history
 
         settings = get_settings()
+        reason = _run_reason(context)
+        history.record(settings, "training_started", reason=reason, dag_run_id=context["run_id"])
         labels_as_of = datetime.now(UTC)
         windows = plan(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
         print(f"train before {windows.train_end}, hold out [{windows.holdout_start}, {windows.holdout_end})")
-        return {"labels_as_of": labels_as_of.isoformat(), **{k: v.isoformat() for k, v in windows._asdict().items()}}
+        return {"labels_as_of": labels_as_of.isoformat(), "reason": reason,
+                **{k: v.isoformat() for k, v in windows._asdict().items()}}
 
     @task(multiple_outputs=False)
     def build_training_set(windows: dict, **context) -> dict:
@@ -77,7 +111,8 @@ def train_model():
                          end=datetime.fromisoformat(windows["train_end"]),
                          labels_as_of=datetime.fromisoformat(windows["labels_as_of"]))
         print(f"{manifest.rows} rows, {manifest.labelled_rows} labelled, {manifest.fraud_rows} fraud")
-        return publish_training_set(settings, manifest.to_dict(), context["run_id"])
+        # The reason rides along to the launcher, which records it with the MLflow run.
+        return {**publish_training_set(settings, manifest.to_dict(), context["run_id"]), "reason": windows["reason"]}
 
     @task(multiple_outputs=False)
     def build_holdout(windows: dict, **context) -> dict:
@@ -101,8 +136,12 @@ def train_model():
 
         from loopline.config import get_settings
         from loopline.gating.gate import run_gate
+        from loopline.lineage import history
 
-        verdict = run_gate(get_settings(), trained["version"], holdout["path"])
+        settings = get_settings()
+        history.record(settings, "trained", version=trained["version"], reason=trained.get("reason") or "",
+                       run_id=trained["run_id"], dag_run_id=context["run_id"], metrics=trained.get("metrics"))
+        verdict = run_gate(settings, trained["version"], holdout["path"])
         print(verdict.why)
         if not verdict.passed:
             # No retry can change a verdict: fail now, the reasons are in the log, the tags and the card.
@@ -115,11 +154,6 @@ def train_model():
     windows = plan_windows()
     trained = training_launcher(build_training_set(windows), task_id="train_candidate")
     gate_candidate(trained.output, build_holdout(windows))
-
-
-def _dataset_path(settings, run_id: str, kind: str):
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-    return settings.state.root / "training" / f"{safe}.{kind}.parquet"
 
 
 train_model()

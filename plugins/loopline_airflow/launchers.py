@@ -21,6 +21,15 @@ def training_result(result: dict[str, Any], params: Any) -> dict[str, Any]:
     return {**result, "reason": params.get("reason")}
 
 
+def run_params(context: Any, training_set: Any) -> dict[str, Any]:
+    """The run's Params, with the reason the upstream task resolved (e.g. the drift evidence of the
+    asset event that started the run) in place of the Param's default."""
+    params = dict(context["params"])
+    if isinstance(training_set, dict) and training_set.get("reason"):
+        params["reason"] = training_set["reason"]
+    return params
+
+
 @task(task_id=TRAIN_TASK_ID, multiple_outputs=False)
 def train_locally(training_set: dict, **context: Any) -> dict:
     """Run the trainer as a local process on ``training_set`` (a published training-set manifest)."""
@@ -30,12 +39,13 @@ def train_locally(training_set: dict, **context: Any) -> dict:
     from loopline.training.launch import run_local, trainer_argv
 
     settings = get_settings()
+    params = run_params(context, training_set)
     result_json = Path(training_set["path"]).with_suffix(".result.json")
     argv = trainer_argv(
         training_set.get("uri", training_set["path"]), str(settings.config_dir / "training.yaml"),
-        str(result_json), dict(context["params"]), tracking_uri=settings.mlflow_uri,
+        str(result_json), params, tracking_uri=settings.mlflow_uri,
     )
-    return training_result(run_local(argv, result_json), context["params"])
+    return training_result(run_local(argv, result_json), params)
 
 
 def training_launcher(training_set: Any, task_id: str = TRAIN_TASK_ID, **kwargs: Any) -> BaseOperator:

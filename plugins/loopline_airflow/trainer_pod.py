@@ -17,7 +17,7 @@ from kubernetes.client import models as k8s
 
 from loopline.k8s.config import KubernetesConfig
 from loopline.k8s.manifests import trainer_pod_command, trainer_pod_template
-from loopline_airflow.launchers import training_result
+from loopline_airflow.launchers import run_params, training_result
 
 
 class TrainerPodOperator(KubernetesPodOperator):
@@ -41,7 +41,7 @@ class TrainerPodOperator(KubernetesPodOperator):
                 f"{self.training_set_task_id} returned no training-set 'uri' ({training_set!r}): the pod "
                 "can only read a training set published to the object store"
             )
-        command = trainer_pod_command(self.k8s_config, training_set["uri"], dict(context["params"]))
+        command = trainer_pod_command(self.k8s_config, training_set["uri"], run_params(context, training_set))
         self.cmds, self.arguments = command[:1], command[1:]
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
@@ -62,7 +62,11 @@ class TrainerPodOperator(KubernetesPodOperator):
 
 def _with_reason(result: Any, context: Any) -> Any:
     # Deferred execute returns None (the pod runs on); the result comes with trigger_reentry.
-    return training_result(result, context["params"]) if isinstance(result, dict) else result
+    if not isinstance(result, dict):
+        return result
+    ti, task = context.get("ti"), context.get("task")
+    training_set = ti.xcom_pull(task_ids=task.training_set_task_id) if ti is not None and task is not None else None
+    return training_result(result, run_params(context, training_set))
 
 
 def _template_pod(config: KubernetesConfig) -> k8s.V1Pod:

@@ -451,6 +451,7 @@ def _train_and_register(training_set: str | Path, manifest: dict[str, Any], trai
     import mlflow
     import torch
 
+    from loopline.monitoring.reference import build_reference, log_reference
     from loopline.training.pyfunc import (
         BUNDLE_ARTIFACT,
         FraudDetectorModel,
@@ -503,6 +504,9 @@ def _train_and_register(training_set: str | Path, manifest: dict[str, Any], trai
         mlflow.set_tags({"device": fitted.device, "torch_version": torch.__version__})
 
         inputs = [*categorical, *numeric]
+        # The drift monitor compares serving traffic with this sample of what the model was trained on.
+        log_reference(build_reference(fitted.model, train_rows, val_rows, categorical, numeric, seed=config.seed),
+                      categorical, numeric)
         example = as_model_input(val_rows[inputs].head(5).reset_index(drop=True), categorical, numeric)
         signature = signature_for(categorical, numeric)
         with tempfile.TemporaryDirectory() as tmp:

@@ -100,6 +100,26 @@ def test_registered_version_with_params_metrics_artifacts(trained) -> None:
     assert env["device"] == "cpu" and env["torch"]
 
 
+def test_reference_sample_is_logged_with_the_run(trained) -> None:
+    """The drift monitor's reference: the model's raw inputs, its scores on them, every validation row."""
+    from mlflow import MlflowClient
+
+    from loopline.monitoring.reference import load_reference
+
+    first = trained["first"]
+    MlflowClient(tracking_uri=trained["uri"]).set_registered_model_alias("fraud_detector", "champion", first.version)
+    reference = load_reference(trained["uri"], "fraud_detector")
+    frame = reference.frame
+    assert reference.version == first.version and reference.inputs == first.feature_columns
+    assert {*first.feature_columns, "score", "is_fraud", "reference_split"} <= set(frame.columns)
+    assert frame["score"].between(0, 1).all() and frame["score"].nunique() > 10
+    labelled = synthetic_training_set()
+    labelled = labelled[labelled["is_fraud"].notna()]
+    expected_val = max(1, round(len(labelled) * trained["config"].validation.fraction))
+    assert (frame["reference_split"] == "validation").sum() == expected_val
+    assert len(frame) == min(len(labelled), 5000)
+
+
 def test_model_learns_better_than_base_rate(trained) -> None:
     metrics = trained["first"].metrics
     assert metrics["best_val_pr_auc"] > 2 * metrics["val_base_rate"]

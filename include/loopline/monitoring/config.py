@@ -1,0 +1,108 @@
+"""The drift policy (``include/config/drift.yaml``): typed, validated, with errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+
+# The methods the fast path implements exactly (Evidently's names); anything else is refused at load time.
+Method = Literal["wasserstein", "jensenshannon"]
+RETRAIN_REASONS = ("dataset_drift", "prediction_drift", "concept_drift")
+
+
+class DriftConfigError(ValueError):
+    """The drift policy could not be read or is invalid; the message names the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MethodSpec(_Strict):
+    method: Method
+    threshold: float = Field(gt=0)
+
+
+class Window(_Strict):
+    hours: float = Field(default=24, gt=0)
+    min_rows: int = Field(default=1000, ge=1)
+    variants: list[str] = Field(default_factory=lambda: ["champion", "challenger"])
+
+
+class Features(_Strict):
+    monitor: Literal["model_inputs"] | list[str] = "model_inputs"
+    exclude: list[str] = Field(default_factory=list)
+
+
+class Methods(_Strict):
+    numeric: MethodSpec = MethodSpec(method="wasserstein", threshold=0.1)
+    categorical: MethodSpec = MethodSpec(method="jensenshannon", threshold=0.1)
+    per_feature: dict[str, MethodSpec] = Field(default_factory=dict)
+
+    def for_column(self, column: str, categorical: bool) -> MethodSpec:
+        """The pinned method of ``column``; a categorical column can only be compared by its shares."""
+        spec = self.per_feature.get(column) or (self.categorical if categorical else self.numeric)
+        if categorical and spec.method != "jensenshannon":
+            raise DriftConfigError(f"methods.per_feature.{column}: {spec.method} needs a numeric column; "
+                                   f"{column!r} is categorical (use jensenshannon)")
+        return spec
+
+
+class Quality(_Strict):
+    max_missing_share: float = Field(default=0.2, ge=0, le=1)
+    max_out_of_range_share: float = Field(default=0.05, ge=0, le=1)
+    range_margin: float = Field(default=0.5, ge=0)
+
+
+class Concept(_Strict):
+    lookback_windows: int = Field(default=7, ge=1)
+    window_hours: float = Field(default=24, gt=0)
+    min_labelled_rows: int = Field(default=500, ge=1)
+    min_fraud_rows: int = Field(default=5, ge=1)
+    max_pr_auc_drop: float = Field(default=0.15, gt=0)
+    max_recall_drop: float = Field(default=0.2, gt=0)
+    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+
+
+class Retrain(_Strict):
+    triggers: list[Literal["dataset_drift", "prediction_drift", "concept_drift"]] = Field(
+        default_factory=lambda: list(RETRAIN_REASONS))
+    cooldown_hours: float = Field(default=24, ge=0)
+    training_max_age_hours: float = Field(default=6, gt=0)
+
+
+class DriftConfig(_Strict):
+    version: int = 1
+    window: Window = Field(default_factory=Window)
+    features: Features = Field(default_factory=Features)
+    methods: Methods = Field(default_factory=Methods)
+    dataset_drift_share: float = Field(default=0.3, gt=0, le=1)
+    prediction: MethodSpec = MethodSpec(method="wasserstein", threshold=0.1)
+    quality: Quality = Field(default_factory=Quality)
+    concept: Concept = Field(default_factory=Concept)
+    retrain: Retrain = Field(default_factory=Retrain)
+
+    def monitored(self, available: list[str]) -> list[str]:
+        """The columns to compare, in ``available``'s order (the reference's model inputs)."""
+        wanted = available if self.features.monitor == "model_inputs" else list(self.features.monitor)
+        return [c for c in wanted if c not in set(self.features.exclude)]
+
+
+def default_drift_config_path(project_dir: Path) -> Path:
+    return Path(project_dir) / "include" / "config" / "drift.yaml"
+
+
+def drift_config_from_dict(data: dict[str, Any]) -> DriftConfig:
+    try:
+        return DriftConfig.model_validate(data)
+    except ValidationError as exc:
+        raise DriftConfigError(describe_validation_error(exc, "invalid drift policy")) from None
+
+
+def load_drift_config(path: str | Path) -> DriftConfig:
+    """Read and validate the drift policy at ``path`` (include/config/drift.yaml)."""
+    return drift_config_from_dict(read_yaml_mapping(path, "drift policy", DriftConfigError))
