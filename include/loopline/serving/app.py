@@ -191,6 +191,15 @@ def _settle(future: asyncio.Future, result: Any) -> None:
         future.set_result(result)
 
 
+def _field_error(error: Any) -> dict[str, Any]:
+    """A pydantic error as FastAPI's 422 item. Undecodable input (a body that is not UTF-8) is echoed with
+    replacement characters: FastAPI would fail to encode the raw bytes and answer 500 instead."""
+    item = {**error, "loc": ("body", *error["loc"])}
+    if isinstance(item.get("input"), bytes | bytearray):
+        item["input"] = bytes(item["input"]).decode("utf-8", errors="replace")
+    return item
+
+
 def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
@@ -233,7 +242,7 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             payload = payload_model.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+                [_field_error(e) for e in exc.errors(include_url=False, include_context=False)]
             ) from None
         engine: Engine = state["engine"]
         request_id = uuid.uuid4().hex
