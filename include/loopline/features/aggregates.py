@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ from loopline.features.tables import (
     TABLES,
     AggregateTable,
 )
+
+if TYPE_CHECKING:
+    from loopline.features.offline_sink import OfflineSink
 
 TIMESTAMP = "event_timestamp"
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
@@ -543,17 +547,21 @@ def device_first_seen(curated_dir: Path, before: pd.Timestamp) -> pd.DataFrame:
 
 
 def refresh_aggregates(
-    curated_dir: Path, offline_dir: Path, start: pd.Timestamp, end: pd.Timestamp
+    curated_dir: Path, offline: Path | OfflineSink, start: pd.Timestamp, end: pd.Timestamp
 ) -> dict[str, int]:
-    """Recompute the rows of transactions in ``[start, end)`` and merge them into the offline store.
+    """Recompute the rows of transactions in ``[start, end)`` and merge them into the offline store:
+    ``offline`` is a folder of parquet tables or any ``offline_sink.OfflineSink`` (e.g. Postgres).
 
     Reads the curated history from ``start - 30 days`` (all any window needs) and, for
     ``dev_first_seen_epoch_s`` (all history), the device columns of the older partitions, so the rows
-    equal those of a full recomputation. Returns the rows now in each table file.
+    equal those of a full recomputation. Returns the rows now in each table.
     """
+    from loopline.features.offline_sink import OfflineSink, ParquetSink
+
+    sink = offline if isinstance(offline, OfflineSink) else ParquetSink(Path(offline))
     start, end = _utc(start), _utc(end)
     history_start = start - HISTORY
     transactions = read_curated_transactions(curated_dir, history_start, end)
     prior = device_first_seen(curated_dir, history_start)
     tables = compute_aggregates(transactions, since=start, device_first_seen=prior)
-    return write_aggregates(offline_dir, tables)
+    return sink.write(tables)

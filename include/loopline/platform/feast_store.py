@@ -83,15 +83,20 @@ def offline_store_type(repo_dir: Path) -> str:
     return str(offline.get("type", "dask")) if isinstance(offline, dict) else str(offline)
 
 
+def feast_config(settings: Settings) -> RepoConfig:
+    """The RepoConfig of ``feature_repo/``, its ``${LOOPLINE_FEAST_*}`` paths filled from settings
+    (production values come from the environment). Connects to nothing."""
+    settings.state.ensure()
+    for key in ("LOOPLINE_FEAST_REGISTRY", "LOOPLINE_FEAST_ONLINE_STORE", "LOOPLINE_FEAST_OFFLINE_DIR"):
+        os.environ[key] = settings.env()[key]
+    return load_feast_config(settings.feature_repo_dir)
+
+
 def feature_store(settings: Settings) -> FeatureStore:
     """The FeatureStore of ``feature_repo/``, its ``${LOOPLINE_FEAST_*}`` paths filled from settings."""
     from feast import FeatureStore
 
-    settings.state.ensure()
-    for key in ("LOOPLINE_FEAST_REGISTRY", "LOOPLINE_FEAST_ONLINE_STORE", "LOOPLINE_FEAST_OFFLINE_DIR"):
-        os.environ[key] = settings.env()[key]
-    repo = settings.feature_repo_dir
-    return FeatureStore(repo_path=str(repo), config=load_feast_config(repo))
+    return FeatureStore(repo_path=str(settings.feature_repo_dir), config=feast_config(settings))
 
 
 def apply_feature_repo(settings: Settings) -> FeatureStore:
