@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, date
+from datetime import UTC, date, timedelta
 
 from loopline.config import Settings
 
@@ -56,6 +56,9 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     from loopline.data.simulator import SimulationConfig, write_run
     from loopline.platform import stack
 
+    if settings.canary_policy is None:
+        # Canary steps that bake in seconds on the demo's clients (the stack's processes inherit it).
+        settings = settings.model_copy(update={"canary_policy": settings.config_dir / "canary.demo.yaml"})
     started = time.monotonic()
 
     def step(text: str) -> None:
@@ -69,7 +72,9 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
 
     step(f"simulating {DEMO_DAYS} days of card traffic into the landing zone (+ one '{DEMO_BAD_KIND}' batch)")
     summary = write_run(
-        SimulationConfig(days=DEMO_DAYS, start=date(2026, 1, 1), n_customers=DEMO_CUSTOMERS),
+        # History up to yesterday: the traffic that follows is "now", continuous with it (the online
+        # features' TTLs would otherwise null every aggregate of a customer last seen months ago).
+        SimulationConfig(days=DEMO_DAYS, start=date.today() - timedelta(days=DEMO_DAYS), n_customers=DEMO_CUSTOMERS),
         settings.state.landing,
         bad=DEMO_BAD_KIND,
     )
@@ -106,7 +111,137 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
         raise DemoFailed("train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
                          "a model was rejected)")
     report_gate(settings, step, log)
+    close_the_loop(settings, trigger_and_follow, step, log)
     return 0
+
+
+def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], step: Callable[[str], None],
+                   log: Callable[[str], None]) -> None:
+    """Champion v1 serves → drift injected → detected → retrain → gate → canary → champion v2."""
+    import asyncio
+    from datetime import datetime
+
+    from loopline.platform.stack import api_for
+    from loopline.serving.traffic import load_transactions, replay, run_traffic
+
+    api = api_for(settings)
+    since = datetime.now(UTC)
+    step("deploy_canary (scheduled by loopline.challenger): the first model has no champion to beat")
+    wait_for_dag_run(api, "deploy_canary", since, timeout=300, log=log)
+    champion = wait_for_champion(settings, "1", timeout=180)
+    step(f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated card traffic")
+    log("          " + run_traffic(settings, DEMO_RPS, DEMO_TRAFFIC_S, batch=DEMO_BATCH).describe())
+
+    step(f"drift injected: {DEMO_TRAFFIC_S * 2} s of traffic with amounts x{DRIFT_AMOUNT_FACTOR:g}, online, "
+         "abroad")
+    drifted = [drift_transaction(tx) for tx in load_transactions(settings)]
+    report = asyncio.run(replay(settings.serving_base_url, drifted, DEMO_RPS, DEMO_TRAFFIC_S * 2, batch=DEMO_BATCH))
+    log("          " + report.describe())
+
+    since = datetime.now(UTC)
+    step("monitor_drift over REST (it also runs hourly)")
+    if trigger_and_follow("monitor_drift", {}, wait=True, timeout=600) != 0:
+        raise DemoFailed("monitor_drift failed: see its task logs in the Airflow UI")
+    checked = last_event(settings, "drift_checked")
+    requested = last_event(settings, "retrain_requested", since=since)
+    log(f"          verdict: {checked.reason if checked else '?'}")
+    if requested is None:
+        raise DemoFailed("the drift monitor did not request a retrain for the injected drift; see the report "
+                         f"in {settings.state.reports / 'drift'}")
+    step(f"retrain requested ({requested.reason}); train_model starts on loopline.retrain_requested")
+    wait_for_dag_run(api, "train_model", since, timeout=900, log=log)
+    report_gate(settings, step, log)
+
+    step("deploy_canary: the challenger earns live traffic step by step while clients keep sending")
+    with background_traffic(settings):
+        wait_for_dag_run(api, "deploy_canary", since, timeout=600, log=log)
+    champion = wait_for_champion(settings, "2", timeout=120)
+    step(f"champion v{champion} serves; v1 stays as previous_champion for a one-step rollback")
+
+
+DEMO_RPS = 20
+DEMO_BATCH = 5  # transactions per request: the drift check needs >= 1000 predictions in its window
+DEMO_TRAFFIC_S = 10
+DRIFT_AMOUNT_FACTOR = 6.0
+
+
+def drift_transaction(tx: dict) -> dict:
+    """The same customer, far larger amounts, card-not-present, abroad: the pattern of an account takeover
+    wave (the model's inputs and its scores shift)."""
+    return {**tx, "amount": round(float(tx["amount"]) * DRIFT_AMOUNT_FACTOR, 2), "channel": "online",
+            "merchant_country": "US"}
+
+
+def last_event(settings: Settings, kind: str, since=None):
+    from loopline.lineage import history
+
+    events = history.read(settings, kinds={kind}, since=since)
+    return events[-1] if events else None
+
+
+def wait_for_dag_run(api, dag_id: str, since, timeout: float, log: Callable[[str], None]) -> str:
+    """Wait for the first run of ``dag_id`` started after ``since`` (asset-triggered) to finish."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [r for r in api.dag_runs(dag_id, limit=10) if r["start_date"] and r["start_date"] >= since]
+        if runs:
+            run_id = runs[-1]["run_id"]  # newest first: the last is the first after `since`
+            result = api.wait(dag_id, run_id, timeout=max(1.0, deadline - time.monotonic()))
+            log(f"          {dag_id} {run_id}: {result.state}  "
+                + "  ".join(f"{t}={s}" for t, s in sorted(result.task_states.items())))
+            if not result.succeeded:
+                raise DemoFailed(f"{dag_id} run {run_id} ended {result.state}: see its task logs in the Airflow UI")
+            return run_id
+        time.sleep(1)
+    raise DemoFailed(f"no {dag_id} run started within {timeout:.0f} s of {since.isoformat()}")
+
+
+def wait_for_champion(settings: Settings, version: str, timeout: float) -> str:
+    """Until the registry's champion is ``version`` and the prediction service answers with it."""
+    import httpx
+
+    from loopline.lineage.state import loop_state
+
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = (loop_state(settings)["champion"] or {}).get("version")
+        if seen == version:
+            try:
+                ready = httpx.get(f"{settings.serving_base_url}/readyz", timeout=5)
+                serving = ((ready.json().get("deployment") or {}).get("champion") or {}).get("version")
+                if ready.status_code == 200 and str(serving) == version:
+                    return version
+            except httpx.HTTPError:
+                pass
+        time.sleep(1)
+    raise DemoFailed(f"champion is v{seen}, not v{version}, or the prediction service did not load it within "
+                     f"{timeout:.0f} s (see {settings.state.logs / 'serving.log'})")
+
+
+class background_traffic:
+    """Simulated clients at ``DEMO_RPS`` in a thread until the block ends (the canary bakes on them)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self):
+        import threading
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        from loopline.serving.traffic import run_traffic
+
+        while not self.stop.is_set():
+            run_traffic(self.settings, DEMO_RPS, 5, batch=1)
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
 
 
 def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[str], None]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from loopline.config import get_settings, telemetry_off_env
 from loopline.data import simulate_cli
+from loopline.deployment import deployment_cli
 from loopline.features import features_cli
 from loopline.gating import gate_cli
 from loopline.k8s import k8s_cli
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     k8s_cli.add_parser(sub)
     gate_cli.add_parser(sub)
     serving_cli.add_parser(sub)
+    deployment_cli.add_parser(sub)
 
     p = sub.add_parser("ingest", help="validate one batch file and publish or quarantine it")
     p.add_argument("file", help="a .parquet or .csv batch (kind from its folder: transactions/ or labels/)")

@@ -36,6 +36,9 @@ LABEL = "is_fraud"
 REQUEST_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "card_id", "merchant_id", "merchant_category",
                    "merchant_country", "amount", "channel", "device_id", "customer_age_band", "customer_region")
 TAG_PASSED = "loopline.gate.passed"
+# Registered-model tags the prediction service routes by (see loopline.serving.config).
+TRAFFIC_TAG = "loopline.challenger_traffic"
+MODE_TAG = "loopline.challenger_mode"
 TAG_CHECKS = "loopline.gate.checks"
 TAG_REPORT = "loopline.gate.report"
 TAG_CARD = "loopline.model_card"
@@ -249,6 +252,10 @@ def record_verdict(settings: Settings, client: Any, model_name: str, version: st
         for key in (TAG_REJECTED, TAG_REJECTED_REASONS):  # a re-gate that passes clears an old rejection
             if key in (client.get_model_version(model_name, version).tags or {}):
                 client.delete_model_version_tag(model_name, version, key)
+        # A new challenger starts its own canary at 0 %: it must never inherit a running canary's share.
+        client.set_registered_model_tag(model_name, TRAFFIC_TAG, "0")
+        if MODE_TAG in (client.get_registered_model(model_name).tags or {}):
+            client.delete_registered_model_tag(model_name, MODE_TAG)
         client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
     elif CHALLENGER_ALIAS in aliases:  # a version that fails a re-gate must not stay the challenger
         client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)

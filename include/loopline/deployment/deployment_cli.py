@@ -1,0 +1,58 @@
+"""``loopline rollback --reason`` (production one step back) and ``loopline canary`` (run a canary in
+this process, as the ``deploy_canary`` DAG does across tasks; for demos and debugging)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from loopline.config import get_settings
+    from loopline.deployment.actions import DeploymentError, rollback_production
+
+    try:
+        demoted, restored = rollback_production(get_settings(), args.reason)
+    except (DeploymentError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 2
+    result = {"demoted": demoted, "champion": restored, "reason": args.reason}
+    print(json.dumps(result) if args.json else f"champion is version {restored} again (version {demoted} "
+                                                 f"rolled back): {args.reason}")
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    from loopline.config import get_settings
+    from loopline.deployment.actions import DeploymentError
+    from loopline.deployment.canary import run_canary
+    from loopline.deployment.policy import CanaryPolicyError, load_canary_policy
+
+    settings = get_settings()
+    try:
+        policy = load_canary_policy(args.policy or settings.canary_policy, config_dir=settings.config_dir).with_overrides(
+            bake_seconds=args.bake_seconds, min_requests=args.min_requests, max_bake_seconds=args.max_bake_seconds)
+        outcome = run_canary(settings, policy, args.version, metrics_url=args.metrics_url, reason="loopline canary")
+    except (DeploymentError, CanaryPolicyError) as exc:
+        print(f"error: {exc}")
+        return 2
+    print(json.dumps(outcome.to_dict(), default=str) if args.json
+          else f"{outcome.action}: version {outcome.version}: {outcome.reason}")
+    return 0 if outcome.action != "rolled_back" else 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("rollback", help="production one step back: @previous_champion serves again")
+    p.add_argument("--reason", required=True, help="why (recorded in the history and on the version)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_rollback)
+
+    p = subparsers.add_parser("canary", help="run the challenger's canary here (what DAG deploy_canary does)")
+    p.add_argument("--version", default=None, help="the challenger version (default: the @challenger alias)")
+    p.add_argument("--policy", default=None, help="canary policy YAML (default: include/config/canary.yaml)")
+    p.add_argument("--bake-seconds", type=float, default=None, help="override the minimum bake per step")
+    p.add_argument("--max-bake-seconds", type=float, default=None, help="override the maximum bake per step")
+    p.add_argument("--min-requests", type=int, default=None, help="override every minimum sample size")
+    p.add_argument("--metrics-url", default=None, help="the service's /metrics (default: settings' serving URL)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(func=cmd_canary)

@@ -1,0 +1,157 @@
+"""The versioned canary policy (``include/config/canary.yaml``), validated by pydantic.
+
+Decisions made here, and why:
+- every check has a minimum sample size, and a check short of it is *insufficient*, never a pass: too
+  little traffic never promotes;
+- a step whose bake reaches ``max_seconds`` without ``min_requests`` per variant is rolled back with the
+  reason "not enough traffic to judge" rather than promoted or held forever: an unjudged model must not
+  take more traffic, and holding the challenger alias would block the next candidate (the gate re-runs,
+  the canary can be re-triggered once traffic is back);
+- labelled quality waits for labels (they arrive days later): short of ``min_labelled`` it is skipped,
+  unless ``required`` makes it blocking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+
+
+class CanaryPolicyError(ValueError):
+    """The canary policy could not be read or is invalid; the message names the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Shadow(_Strict):
+    enabled: bool = False
+
+
+class Bake(_Strict):
+    min_requests: int = Field(default=200, ge=1)
+    min_seconds: float = Field(default=300, ge=0)
+    max_seconds: float = Field(default=3600, gt=0)
+    poll_seconds: float = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _max_after_min(self) -> Bake:
+        if self.max_seconds < self.min_seconds:
+            raise ValueError(f"bake.max_seconds ({self.max_seconds}) must be >= bake.min_seconds ({self.min_seconds})")
+        return self
+
+
+class ErrorCheck(_Strict):
+    max_rate: float = Field(default=0.01, ge=0, le=1)
+    max_increase: float = Field(default=0.005, ge=0, le=1)
+    min_requests: int = Field(default=200, ge=1)
+
+
+class LatencyCheck(_Strict):
+    max_p95_ratio: float = Field(default=1.5, ge=1)
+    slack_ms: float = Field(default=5.0, ge=0)
+    max_p95_ms: float = Field(default=50.0, gt=0)
+    min_requests: int = Field(default=200, ge=1)
+
+
+class ScoreShiftCheck(_Strict):
+    max_psi: float = Field(default=0.25, gt=0)
+    bins: int = Field(default=10, ge=2, le=100)
+    min_requests: int = Field(default=200, ge=1)
+    min_customers: int = Field(default=30, ge=1)  # fewer per variant: skipped; at the last step, blocking
+
+
+class LabelledCheck(_Strict):
+    min_labelled: int = Field(default=200, ge=1)
+    min_positives: int = Field(default=10, ge=1)
+    max_pr_auc_drop: float = Field(default=0.05, ge=0, le=1)
+    max_recall_drop: float = Field(default=0.10, ge=0, le=1)
+    required: bool = False
+
+
+class Analysis(_Strict):
+    errors: ErrorCheck = ErrorCheck()
+    latency: LatencyCheck = LatencyCheck()
+    score_shift: ScoreShiftCheck = ScoreShiftCheck()
+    labelled: LabelledCheck = LabelledCheck()
+
+
+class Approval(_Strict):
+    required: bool = False
+    timeout_minutes: float = Field(default=1440, gt=0)
+
+
+class CanaryPolicy(_Strict):
+    version: int = 1
+    steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
+    shadow: Shadow = Shadow()
+    bake: Bake = Bake()
+    analysis: Analysis = Analysis()
+    approval: Approval = Approval()
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_shares(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if not steps:
+            raise ValueError("give at least one traffic step, e.g. [0.05, 0.25, 0.5, 1.0]")
+        if any(not 0 < s <= 1 for s in steps):
+            raise ValueError(f"every step must be a share in (0, 1], got {list(steps)}")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(f"steps must increase strictly (a ramp only moves customers to the challenger), "
+                             f"got {list(steps)}")
+        return steps
+
+    @model_validator(mode="after")
+    def _champion_traffic_to_compare(self) -> CanaryPolicy:
+        if self.steps[0] >= 1 and not self.shadow.enabled:
+            raise ValueError("steps: the first step gives the challenger all traffic, so the champion answers "
+                             "nothing to compare with: start below 1.0 (e.g. [0.05, 1.0]) or enable the shadow phase")
+        return self
+
+    def with_overrides(self, *, bake_seconds: float | None = None, min_requests: int | None = None,
+                       max_bake_seconds: float | None = None, steps: list[float] | None = None) -> CanaryPolicy:
+        """The policy with a faster bake for tests and demos (DAG Params / CLI flags): ``bake_seconds``
+        sets the minimum bake time, ``min_requests`` every minimum sample size (bake and checks)."""
+        data: dict[str, Any] = self.model_dump()
+        if bake_seconds is not None:
+            data["bake"]["min_seconds"] = bake_seconds
+            data["bake"]["max_seconds"] = max(data["bake"]["max_seconds"], bake_seconds)
+        if max_bake_seconds is not None:
+            data["bake"]["max_seconds"] = max_bake_seconds
+        if min_requests is not None:
+            data["bake"]["min_requests"] = min_requests
+            for check in ("errors", "latency", "score_shift"):
+                data["analysis"][check]["min_requests"] = min_requests
+        if steps is not None:
+            data["steps"] = steps
+        try:
+            return CanaryPolicy.model_validate(data)
+        except ValidationError as exc:
+            raise CanaryPolicyError(describe_validation_error(exc, "invalid canary overrides")) from None
+
+
+def policy_path(config_dir: Path) -> Path:
+    return Path(config_dir) / "canary.yaml"
+
+
+def load_canary_policy(path: Path | None = None, config_dir: Path | None = None) -> CanaryPolicy:
+    """``path``, else ``config_dir/canary.yaml`` (default: the settings' config dir); an explicit path must
+    exist, a missing default file means the defaults."""
+    if path is None:
+        if config_dir is None:
+            from loopline.config import get_settings
+
+            config_dir = get_settings().config_dir
+        path = policy_path(config_dir)
+        if not path.exists():
+            return CanaryPolicy()
+    raw = read_yaml_mapping(path, "canary policy", CanaryPolicyError)
+    try:
+        return CanaryPolicy.model_validate(raw)
+    except ValidationError as exc:
+        raise CanaryPolicyError(describe_validation_error(exc, f"invalid canary policy {path}")) from None
