@@ -84,16 +84,26 @@ def train_model():
         """Split the labelled history: the newest days are the gate's holdout, the rest is for training."""
         from datetime import UTC, datetime
 
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from loopline.config import get_settings
+        from loopline.gating.holdout import HoldoutError
         from loopline.gating.holdout import plan_windows as plan
         from loopline.gating.policy import default_policy_path, load_policy
         from loopline.lineage import history
 
         settings = get_settings()
         reason = _run_reason(context)
-        history.record(settings, "training_started", reason=reason, dag_run_id=context["run_id"])
         labels_as_of = datetime.now(UTC)
-        windows = plan(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
+        try:
+            windows = plan(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
+        except HoldoutError as exc:
+            # Not an error of the platform: e.g. the weekly schedule's first run on a fresh install (Airflow
+            # starts the latest missed cron run on un-pause) before any labelled data. Nothing to retry.
+            history.record(settings, "training_failed", reason=f"nothing to train on: {exc}",
+                           dag_run_id=context["run_id"])
+            raise AirflowSkipException(f"nothing to train on yet: {exc}") from None
+        history.record(settings, "training_started", reason=reason, dag_run_id=context["run_id"])
         print(f"train before {windows.train_end}, hold out [{windows.holdout_start}, {windows.holdout_end})")
         return {"labels_as_of": labels_as_of.isoformat(), "reason": reason,
                 **{k: v.isoformat() for k, v in windows._asdict().items()}}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from loopline.config import Settings
 
@@ -105,30 +105,29 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     step(f"point-in-time training set: {manifest.rows:,} rows, {manifest.labelled_rows:,} labelled, "
          f"{len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}")
 
+    trained_since = datetime.now(UTC)  # deploy_canary (asset-triggered) may start before train_model's --wait returns
     step("training the first model over REST: train_model (training set, holdout, trainer, benchmark gate)")
     conf = {"reason": "demo: first model", "epochs": DEMO_EPOCHS}
     if trigger_and_follow("train_model", conf, wait=True, timeout=900) != 0:
         raise DemoFailed("train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
                          "a model was rejected)")
-    report_gate(settings, step, log)
-    close_the_loop(settings, trigger_and_follow, step, log)
+    first = report_gate(settings, step, log)
+    close_the_loop(settings, trigger_and_follow, step, log, first, trained_since)
     return 0
 
 
 def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], step: Callable[[str], None],
-                   log: Callable[[str], None]) -> None:
+                   log: Callable[[str], None], first: str, since: datetime) -> None:
     """Champion v1 serves → drift injected → detected → retrain → gate → canary → champion v2."""
     import asyncio
-    from datetime import datetime
 
     from loopline.platform.stack import api_for
     from loopline.serving.traffic import load_transactions, replay, run_traffic
 
     api = api_for(settings)
-    since = datetime.now(UTC)
     step("deploy_canary (scheduled by loopline.challenger): the first model has no champion to beat")
     wait_for_dag_run(api, "deploy_canary", since, timeout=300, log=log)
-    champion = wait_for_champion(settings, "1", timeout=180)
+    champion = wait_for_champion(settings, first, timeout=180)
     step(f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated card traffic")
     log("          " + run_traffic(settings, DEMO_RPS, DEMO_TRAFFIC_S, batch=DEMO_BATCH).describe())
 
@@ -150,12 +149,12 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
                          f"in {settings.state.reports / 'drift'}")
     step(f"retrain requested ({requested.reason}); train_model starts on loopline.retrain_requested")
     wait_for_dag_run(api, "train_model", since, timeout=900, log=log)
-    report_gate(settings, step, log)
+    second = report_gate(settings, step, log)
 
     step("deploy_canary: the challenger earns live traffic step by step while clients keep sending")
     with background_traffic(settings):
         wait_for_dag_run(api, "deploy_canary", since, timeout=600, log=log)
-    champion = wait_for_champion(settings, "2", timeout=120)
+    champion = wait_for_champion(settings, second, timeout=120)
     step(f"champion v{champion} serves; v1 stays as previous_champion for a one-step rollback")
 
 
@@ -244,8 +243,8 @@ class background_traffic:
         self.thread.join(timeout=30)
 
 
-def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[str], None]) -> None:
-    """Narrate the newest version's gate verdict and where its model card is."""
+def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[str], None]) -> str:
+    """Narrate the newest version's gate verdict and where its model card is; returns that version."""
     from loopline.lineage.state import loop_state
 
     state = loop_state(settings)
@@ -256,8 +255,11 @@ def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[
     gate = newest["gate"] or {}
     checks = "  ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in gate.get("checks", {}).items())
     step(f"{state['model_name']} v{newest['version']} passed the benchmark gate: {checks}")
-    log(f"          alias challenger -> v{(state['challenger'] or {}).get('version')}; "
+    log(f"          aliases of v{newest['version']}: {', '.join(newest['aliases']) or 'none'}; "
         f"model card {newest.get('model_card_path') or newest.get('model_card')}")
+    if not gate.get("passed"):
+        raise DemoFailed(f"v{newest['version']} was rejected by the gate: {gate.get('rejected_reasons')}")
+    return newest["version"]
 
 
 def wait_for_features(settings: Settings, until: str, timeout: float) -> None:

@@ -36,9 +36,14 @@ def test_demo_runs_unattended_and_leaves_nothing_running(tmp_path):
     assert rows == simulated, "every simulated transaction is in the training set exactly once"
     assert re.search(r"fraud_detector v1 passed the benchmark gate: quality ok\s+fairness ok\s+latency ok\s+infra ok",
                      text), "the first model clears every check of the gate"
-    assert "alias challenger -> v1" in text
+    # The loop closes: v1 promoted and serving, drift detected, retrain, v2 gated, canaried, promoted.
+    assert "champion v1 serves" in text
+    assert "retrain requested (drift" in text
+    assert re.search(r"fraud_detector v2 passed the benchmark gate", text)
+    assert "champion v2 serves" in text
     state = Path(env["LOOPLINE_STATE_DIR"])
     assert (state / "reports" / "gate" / "1" / "model_card.md").is_file()
+    assert list((state / "reports" / "drift").glob("*/report.html"))
     assert list((state / "data" / "curated" / "transactions").glob("date=*/*.parquet"))
     assert list((state / "data" / "curated" / "labels").glob("date=*/*.parquet"))
     assert processes_using(state) == []
