@@ -236,7 +236,7 @@ class background_traffic:
         from loopline.serving.traffic import run_traffic
 
         while not self.stop.is_set():
-            run_traffic(self.settings, DEMO_RPS, 5, batch=1)
+            run_traffic(self.settings, DEMO_RPS, 5, batch=DEMO_BATCH)
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
