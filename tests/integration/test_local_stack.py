@@ -102,7 +102,10 @@ def test_up_prints_urls_and_a_generated_login(stack):
 
     assert httpx.get(info["serving"]["url"] + "/healthz", timeout=5).status_code == 200
     assert httpx.get(info["serving"]["url"] + "/readyz", timeout=5).status_code == 503
-    assert info["champion"] is None and info["versions"] == [] and info["history"] == []
+    assert info["champion"] is None and info["versions"] == []
+    # Only the weekly schedule's first run may have happened, skipping (recorded) for want of data.
+    assert all(e["kind"] == "training_failed" and e["reason"].startswith("nothing to train on")
+               for e in info["history"]), info["history"]
     password = info["airflow"]["password"]
     assert info["airflow"]["username"] and password and password != "admin" and len(password) >= 16
     assert password in stack["up"].stdout and info["airflow"]["url"] in stack["up"].stdout
