@@ -121,6 +121,7 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
     """Champion v1 serves → drift injected → detected → retrain → gate → canary → champion v2."""
     import asyncio
 
+    from loopline.lineage import history
     from loopline.platform.stack import api_for
     from loopline.serving.traffic import load_transactions, replay, run_traffic
 
@@ -141,8 +142,8 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
     step("monitor_drift over REST (it also runs hourly)")
     if trigger_and_follow("monitor_drift", {}, wait=True, timeout=600) != 0:
         raise DemoFailed("monitor_drift failed: see its task logs in the Airflow UI")
-    checked = last_event(settings, "drift_checked")
-    requested = last_event(settings, "retrain_requested", since=since)
+    checked = history.last(settings, {"drift_checked"})
+    requested = history.last(settings, {"retrain_requested"}, since=since)
     log(f"          verdict: {checked.reason if checked else '?'}")
     if requested is None:
         raise DemoFailed("the drift monitor did not request a retrain for the injected drift; see the report "
@@ -169,13 +170,6 @@ def drift_transaction(tx: dict) -> dict:
     wave (the model's inputs and its scores shift)."""
     return {**tx, "amount": round(float(tx["amount"]) * DRIFT_AMOUNT_FACTOR, 2), "channel": "online",
             "merchant_country": "US"}
-
-
-def last_event(settings: Settings, kind: str, since=None):
-    from loopline.lineage import history
-
-    events = history.read(settings, kinds={kind}, since=since)
-    return events[-1] if events else None
 
 
 def wait_for_dag_run(api, dag_id: str, since, timeout: float, log: Callable[[str], None]) -> str:
@@ -264,8 +258,6 @@ def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[
 
 def wait_for_features(settings: Settings, until: str, timeout: float) -> None:
     """Wait until the online store is materialised through the last simulated day."""
-    from datetime import datetime, timedelta
-
     from loopline.features.store import materialized_until
 
     needed = datetime.fromisoformat(until).replace(tzinfo=UTC) + timedelta(days=1)

@@ -41,7 +41,9 @@ class TrainerPodOperator(KubernetesPodOperator):
                 f"{self.training_set_task_id} returned no training-set 'uri' ({training_set!r}): the pod "
                 "can only read a training set published to the object store"
             )
-        command = trainer_pod_command(self.k8s_config, training_set["uri"], run_params(context, training_set))
+        # Kept for the result: the same params (and reason) the argv was built from.
+        self.run_params = run_params(context, training_set)
+        command = trainer_pod_command(self.k8s_config, training_set["uri"], self.run_params)
         self.cmds, self.arguments = command[:1], command[1:]
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
@@ -54,19 +56,16 @@ class TrainerPodOperator(KubernetesPodOperator):
         return pod
 
     def execute(self, context: Any) -> Any:
-        return _with_reason(super().execute(context), context)
+        return self._with_reason(super().execute(context), context)
 
     def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
-        return _with_reason(super().trigger_reentry(context, event), context)
+        return self._with_reason(super().trigger_reentry(context, event), context)
 
-
-def _with_reason(result: Any, context: Any) -> Any:
-    # Deferred execute returns None (the pod runs on); the result comes with trigger_reentry.
-    if not isinstance(result, dict):
-        return result
-    ti, task = context.get("ti"), context.get("task")
-    training_set = ti.xcom_pull(task_ids=task.training_set_task_id) if ti is not None and task is not None else None
-    return training_result(result, run_params(context, training_set))
+    def _with_reason(self, result: Any, context: Any) -> Any:
+        # Deferred execute returns None (the pod runs on); the result comes with trigger_reentry.
+        if not isinstance(result, dict):
+            return result
+        return training_result(result, getattr(self, "run_params", None) or run_params(context, None))
 
 
 def _template_pod(config: KubernetesConfig) -> k8s.V1Pod:

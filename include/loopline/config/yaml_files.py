@@ -7,10 +7,12 @@ that must be a YAML mapping, and turning a ``ValidationError`` into one line per
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def read_yaml_mapping(path: str | Path, what: str, error: type[Exception], missing_hint: str = "") -> dict[str, Any]:
@@ -36,3 +38,18 @@ def describe_validation_error(error: ValidationError, title: str) -> str:
         # A whole-object check has no field of its own: its message names the field, the input is everything.
         lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})" if field else f"  {item['msg']}")
     return f"{title}:\n" + "\n".join(lines)
+
+
+def load_model_file(model: type[Model], path: str | Path | None, default_path: Path, what: str,
+                    error: type[Exception]) -> Model:
+    """``path`` (which must exist), else ``default_path`` (missing: the model's defaults, e.g. an image
+    without ``include/config``), validated as ``model``; errors name the file and the bad fields."""
+    if path is None:
+        if not default_path.exists():
+            return model()
+        path = default_path
+    raw = read_yaml_mapping(path, what, error)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(describe_validation_error(exc, f"invalid {what} {path}")) from None

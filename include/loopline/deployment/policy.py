@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+from loopline.config.yaml_files import describe_validation_error, load_model_file
 
 
 class CanaryPolicyError(ValueError):
@@ -142,16 +142,8 @@ def policy_path(config_dir: Path) -> Path:
 def load_canary_policy(path: Path | None = None, config_dir: Path | None = None) -> CanaryPolicy:
     """``path``, else ``config_dir/canary.yaml`` (default: the settings' config dir); an explicit path must
     exist, a missing default file means the defaults."""
-    if path is None:
-        if config_dir is None:
-            from loopline.config import get_settings
+    if config_dir is None:
+        from loopline.config import get_settings
 
-            config_dir = get_settings().config_dir
-        path = policy_path(config_dir)
-        if not path.exists():
-            return CanaryPolicy()
-    raw = read_yaml_mapping(path, "canary policy", CanaryPolicyError)
-    try:
-        return CanaryPolicy.model_validate(raw)
-    except ValidationError as exc:
-        raise CanaryPolicyError(describe_validation_error(exc, f"invalid canary policy {path}")) from None
+        config_dir = get_settings().config_dir
+    return load_model_file(CanaryPolicy, path, policy_path(config_dir), "canary policy", CanaryPolicyError)

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from loopline.serving.config import RegistryConfig
+
 DEFAULT_MODEL_NAME = "fraud_detector"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
@@ -36,9 +38,6 @@ LABEL = "is_fraud"
 REQUEST_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "card_id", "merchant_id", "merchant_category",
                    "merchant_country", "amount", "channel", "device_id", "customer_age_band", "customer_region")
 TAG_PASSED = "loopline.gate.passed"
-# Registered-model tags the prediction service routes by (see loopline.serving.config).
-TRAFFIC_TAG = "loopline.challenger_traffic"
-MODE_TAG = "loopline.challenger_mode"
 TAG_CHECKS = "loopline.gate.checks"
 TAG_REPORT = "loopline.gate.report"
 TAG_CARD = "loopline.model_card"
@@ -162,7 +161,8 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     version = str(version)
     if policy is None:
         policy = load_policy(default_policy_path(settings.project_dir))
-    policy = policy.with_threshold(load_serving_config(config_dir=settings.config_dir).decision_threshold)
+    serving = load_serving_config(config_dir=settings.config_dir)
+    policy = policy.with_threshold(serving.decision_threshold)
     client = _client(settings)
     try:
         candidate_mv = client.get_model_version(model_name, version)
@@ -222,12 +222,13 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
         "lineage": _lineage(client, candidate_mv.run_id),
         "verdict": verdict.to_dict(),
     }
-    record_verdict(settings, client, model_name, version, candidate_mv.run_id, _clean(report), verdict, workdir)
+    record_verdict(settings, client, model_name, version, candidate_mv.run_id, _clean(report), verdict, workdir,
+                   serving.registry)
     return verdict
 
 
 def record_verdict(settings: Settings, client: Any, model_name: str, version: str, run_id: str,
-                   report: dict[str, Any], verdict: GateVerdict, workdir: Path) -> None:
+                   report: dict[str, Any], verdict: GateVerdict, workdir: Path, registry: RegistryConfig) -> None:
     """Write report + card (state dir and run artifacts), tag the version, move the challenger alias."""
     card = render_model_card(report)
     (workdir / "gate_report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -245,19 +246,19 @@ def record_verdict(settings: Settings, client: Any, model_name: str, version: st
         tags[TAG_REJECTED_REASONS] = ("; ".join(verdict.reasons) or verdict.why)[:MAX_TAG_CHARS]
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value[:MAX_TAG_CHARS])
-    aliases = set(client.get_model_version(model_name, version).aliases or [])
+    current = client.get_model_version(model_name, version)
     history.record(settings, "gate_passed" if verdict.passed else "gate_rejected", version=version,
                    reason=verdict.why, checks=verdict.checks_passed(), report=str(workdir / "gate_report.json"))
     if verdict.passed:
         for key in (TAG_REJECTED, TAG_REJECTED_REASONS):  # a re-gate that passes clears an old rejection
-            if key in (client.get_model_version(model_name, version).tags or {}):
+            if key in (current.tags or {}):
                 client.delete_model_version_tag(model_name, version, key)
         # A new challenger starts its own canary at 0 %: it must never inherit a running canary's share.
-        client.set_registered_model_tag(model_name, TRAFFIC_TAG, "0")
-        if MODE_TAG in (client.get_registered_model(model_name).tags or {}):
-            client.delete_registered_model_tag(model_name, MODE_TAG)
+        client.set_registered_model_tag(model_name, registry.traffic_tag, "0")
+        if registry.mode_tag in (client.get_registered_model(model_name).tags or {}):
+            client.delete_registered_model_tag(model_name, registry.mode_tag)
         client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
-    elif CHALLENGER_ALIAS in aliases:  # a version that fails a re-gate must not stay the challenger
+    elif CHALLENGER_ALIAS in (current.aliases or []):  # a version that fails a re-gate must not stay the challenger
         client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
 
 

@@ -110,7 +110,7 @@ def read(settings: Settings, *, kinds: set[str] | frozenset[str] | None = None, 
             for r in reversed(rows)]
 
 
-def last(settings: Settings, kinds: set[str] | frozenset[str]) -> Event | None:
-    """The newest event of any of ``kinds`` (cooldowns and dedupe ask this), or None."""
-    events = read(settings, kinds=kinds, limit=1)
+def last(settings: Settings, kinds: set[str] | frozenset[str], since: datetime | None = None) -> Event | None:
+    """The newest event of any of ``kinds`` (at or after ``since``; cooldowns and dedupe ask this), or None."""
+    events = read(settings, kinds=kinds, since=since, limit=1)
     return events[0] if events else None

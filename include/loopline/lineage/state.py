@@ -14,7 +14,6 @@ from loopline.config import Settings
 from loopline.lineage import history
 
 MODEL_NAME = "fraud_detector"
-TRAFFIC_TAG = "loopline.challenger_traffic"
 HISTORY_LIMIT = 200
 
 
@@ -67,10 +66,12 @@ def loop_state(settings: Settings, model_name: str = MODEL_NAME) -> dict[str, An
     state["champion"] = _alias(client, model_name, "champion")
     challenger = _alias(client, model_name, "challenger")
     if challenger is not None:
-        try:
-            challenger["traffic"] = float((model.tags or {}).get(TRAFFIC_TAG, 0))
-        except ValueError:
-            challenger["traffic"] = 0.0  # serving treats an unreadable share as 0 too
+        from loopline.serving.config import load_serving_config
+        from loopline.serving.routing import parse_share
+
+        # The share exactly as the prediction service reads it ("0.05", "5%"; unreadable: 0).
+        tag = load_serving_config(config_dir=settings.config_dir).registry.traffic_tag
+        challenger["traffic"] = parse_share((model.tags or {}).get(tag))[0]
     state["challenger"] = challenger
     state["versions"] = versions_summary(settings, model_name, tracking_uri=uri)
     return state

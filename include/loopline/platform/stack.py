@@ -140,18 +140,19 @@ def _migrate_airflow_db(settings: Settings, env: dict[str, str]) -> None:
     marker.write_text(airflow.__version__)
 
 
-def _mlflow_healthy(settings: Settings) -> bool:
+def _answers_ok(url: str) -> bool:
     try:
-        return httpx.get(f"{settings.mlflow_uri}/health", timeout=2).status_code == 200
+        return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _mlflow_healthy(settings: Settings) -> bool:
+    return _answers_ok(f"{settings.mlflow_uri}/health")
 
 
 def _serving_alive(settings: Settings) -> bool:
-    try:
-        return httpx.get(f"{settings.serving_base_url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return _answers_ok(f"{settings.serving_base_url}/healthz")
 
 
 def airflow_health(settings: Settings) -> dict[str, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+from loopline.config.yaml_files import load_model_file
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -68,16 +68,8 @@ def config_path(config_dir: Path) -> Path:
 def load_serving_config(path: Path | None = None, config_dir: Path | None = None) -> ServingConfig:
     """``path``, else ``config_dir/serving.yaml`` (default: the settings' config dir). An explicit path must
     exist; a missing default file means the defaults (an image without ``include/config``)."""
-    if path is None:
-        if config_dir is None:
-            from loopline.config import get_settings
+    if config_dir is None:
+        from loopline.config import get_settings
 
-            config_dir = get_settings().config_dir
-        path = config_path(config_dir)
-        if not path.exists():
-            return ServingConfig()
-    raw = read_yaml_mapping(path, "serving config", ServingConfigError)
-    try:
-        return ServingConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ServingConfigError(describe_validation_error(exc, f"invalid serving config {path}")) from None
+        config_dir = get_settings().config_dir
+    return load_model_file(ServingConfig, path, config_path(config_dir), "serving config", ServingConfigError)

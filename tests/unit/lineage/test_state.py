@@ -8,7 +8,10 @@ import pytest
 
 from loopline.config import Settings
 from loopline.lineage import history
-from loopline.lineage.state import TRAFFIC_TAG, loop_state, registry_uri
+from loopline.lineage.state import loop_state, registry_uri
+from loopline.serving.config import RegistryConfig
+
+TRAFFIC_TAG = RegistryConfig().traffic_tag
 
 
 @pytest.fixture
