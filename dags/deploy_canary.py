@@ -21,6 +21,7 @@ from airflow.sdk import Param, dag, task
 from loopline_airflow.assets import CHALLENGER
 from loopline_airflow.canary_triggers import CanaryRampOperator, PromotionDecisionOperator
 from loopline_airflow.defaults import START_DATE, default_args
+from loopline_airflow.run_conf import reject_unknown_conf
 
 
 @dag(
@@ -49,6 +50,7 @@ def deploy_canary():
         from loopline.deployment.canary import begin
         from loopline.deployment.policy import load_canary_policy
 
+        reject_unknown_conf(context)
         settings = get_settings()
         version = context["params"].get("version")
         reason = "manual run"

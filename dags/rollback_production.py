@@ -12,6 +12,7 @@ Same as `loopline rollback --reason "..."`.
 from airflow.sdk import Param, dag, task
 
 from loopline_airflow.defaults import START_DATE, default_args
+from loopline_airflow.run_conf import reject_unknown_conf
 
 
 @dag(
@@ -32,6 +33,7 @@ def rollback_production():
         from loopline.config import get_settings
         from loopline.deployment.actions import rollback_production as roll_back
 
+        reject_unknown_conf(context)
         demoted, restored = roll_back(get_settings(), context["params"]["reason"])
         return {"demoted": demoted, "champion": restored}
 

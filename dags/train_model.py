@@ -25,6 +25,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 from loopline_airflow.assets import CHALLENGER, RETRAIN_REQUESTED
 from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.launchers import training_launcher
+from loopline_airflow.run_conf import reject_unknown_conf
 
 
 def _run_reason(context) -> str:
@@ -92,6 +93,7 @@ def train_model():
         from loopline.gating.policy import default_policy_path, load_policy
         from loopline.lineage import history
 
+        reject_unknown_conf(context)
         settings = get_settings()
         reason = _run_reason(context)
         labels_as_of = datetime.now(UTC)

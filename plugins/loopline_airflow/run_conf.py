@@ -1,0 +1,37 @@
+"""Refuse run parameters a DAG does not declare.
+
+Airflow validates the conf of a triggered run against the DAG's Params, but only the keys it declares:
+``{"epoch": 50}`` (for ``epochs``) is accepted and silently ignored, so the run trains with the config's
+value and nobody notices. The first task of every DAG with Params calls ``reject_unknown_conf``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def unknown_conf_error(dag_id: str, conf: Mapping[str, Any] | None, declared: Iterable[str]) -> str | None:
+    """The message for conf keys ``dag_id`` does not declare (None when all are known)."""
+    known = sorted(declared)
+    unknown = sorted(set(conf or {}) - set(known))
+    if not unknown:
+        return None
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    return (f"{dag_id} does not take the run parameter(s) {', '.join(hints)}; it takes: "
+            f"{', '.join(known) or 'none'}. Nothing was run: trigger it again with the right names.")
+
+
+def reject_unknown_conf(context: Mapping[str, Any]) -> None:
+    """Fail the task (no retry: a retry cannot fix the conf) when the run's conf has undeclared keys."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag = context["dag"]
+    run = context.get("dag_run")
+    message = unknown_conf_error(dag.dag_id, getattr(run, "conf", None), dag.params.keys())
+    if message:
+        raise AirflowFailException(message)
