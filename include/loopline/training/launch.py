@@ -71,6 +71,8 @@ def run_local(argv: list[str], result_json: Path, timeout_s: float = 3600) -> di
     argv = _local_argv(argv)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     print(done.stdout[-4000:])
+    # The trainer's warnings and MLflow's registration messages go to stderr: keep them in the task log.
+    print(done.stderr[-4000:], file=sys.stderr)
     if done.returncode != 0:
         raise TrainingLaunchFailed(
             f"the trainer exited with {done.returncode}: {(done.stderr or done.stdout)[-2000:].strip()}"

@@ -73,14 +73,18 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path, capsys: pytest.Captur
     for override in overrides:
         argv += ["--set", override]
     result = run_local(trainer_command(argv, gpus=2), result_json, timeout_s=120)
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert printed.count('"result_json"') == 1  # only rank 0 wrote (and announced) a result
 
     assert result["world_size"] == 2 and result["version"] == "1" and result["reason"] == "ddp test"
     client = MlflowClient(tracking_uri=uri)
-    assert [str(v.version) for v in client.search_model_versions("name='fraud_detector'")] == ["1"]
+    versions = client.search_model_versions("name='fraud_detector'")
     experiment = client.get_experiment_by_name("fraud_detector_training")
     runs = client.search_runs([experiment.experiment_id])
+    # Said in full on failure: this once found two versions inside the full suite (see the issue 5 note).
+    seen = [(v.version, v.run_id, v.source, v.creation_timestamp) for v in versions]
+    assert [str(v.version) for v in versions] == ["1"], (seen, [r.info.run_id for r in runs], captured.err[-3000:])
     assert [r.info.run_id for r in runs] == [result["run_id"]]
     assert runs[0].data.params["distributed.world_size"] == "2"
     ddp_curve = [m.value for m in client.get_metric_history(result["run_id"], "val_pr_auc")]
