@@ -11,11 +11,7 @@ path on the same world. Equal values are the point: one definition, two deployme
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from local_servers import APT_LINE, PG_USER, postgres_server
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
@@ -45,21 +42,11 @@ from loopline.platform.scratch import free_port
 
 pytestmark = pytest.mark.integration
 
-APT_LINE = "apt-get install -y -qq postgresql redis-server"
-PG_USER, PG_PASSWORD = "loopline", "s3cret-pw"
+PG_PASSWORD = "s3cret-pw"
 OFFLINE_DB, REGISTRY_DB = "features", "feast_registry"
-# Postgres refuses to run as root: under root the server runs as this existing unprivileged user.
-SERVER_USER = "nobody"
 
 
 # --- servers -----------------------------------------------------------------------------------------
-
-
-def _postgres_bin() -> Path | None:
-    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):  # newest major first
-        if all(os.access(Path(folder) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
-            return Path(folder)
-    return None
 
 
 @dataclass(frozen=True)
@@ -81,59 +68,6 @@ class Servers:
             "LOOPLINE_FEAST_PG_SSLMODE": "disable",
             "LOOPLINE_FEAST_REDIS": f"127.0.0.1:{self.redis_port}",
         }
-
-
-def _as_server_user(argv: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return argv
-    if shutil.which("runuser") is None:
-        pytest.skip("running as root and `runuser` is missing: Postgres will not start as root")
-    return ["runuser", "-u", SERVER_USER, "--", *argv]
-
-
-def _wait_gone(pid: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _postgres(root: Path) -> Iterator[int]:
-    """A Postgres cluster in ``root`` on a free port of 127.0.0.1 (trust auth: a throwaway for tests),
-    stopped by its postmaster PID afterwards."""
-    binaries = _postgres_bin()
-    if binaries is None:
-        pytest.skip(f"Postgres server binaries not found under /usr/lib/postgresql/*/bin: {APT_LINE}")
-    if os.geteuid() == 0:
-        server = pwd.getpwnam(SERVER_USER)
-        os.chown(root, server.pw_uid, server.pw_gid)
-    data, port = root / "data", free_port()
-    init = subprocess.run(
-        _as_server_user([str(binaries / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust",
-                         "-E", "UTF8", "--no-sync", "--no-instructions"]),
-        capture_output=True, text=True, timeout=60,
-    )
-    if init.returncode:
-        pytest.skip(f"initdb failed here (exit {init.returncode}): {init.stderr.strip()[-300:]}")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c jit=off"
-    started = subprocess.run(
-        _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
-                         "-w", "-t", "30", "start"]),
-        capture_output=True, text=True, timeout=60,
-    )
-    assert started.returncode == 0, f"pg_ctl start failed: {started.stderr}\n{(root / 'log').read_text()}"
-    pid = int((data / "postmaster.pid").read_text().split()[0])
-    try:
-        yield port
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)  # Postgres' "fast" shutdown
-        _wait_gone(pid)
 
 
 @contextlib.contextmanager
@@ -176,7 +110,7 @@ def servers() -> Iterator[Servers]:
     root.chmod(0o755)  # the Postgres server user must reach its own folder inside
     (root / "pg").mkdir()
     try:
-        with _postgres(root / "pg") as pg_port, _redis(root) as redis_port:
+        with postgres_server(root / "pg") as pg_port, _redis(root) as redis_port:
             import psycopg
 
             with psycopg.connect(host="127.0.0.1", port=pg_port, user=PG_USER, dbname="postgres",

@@ -185,9 +185,16 @@ class Settings(BaseSettings):
     airflow_dag_refresh_interval: int = Field(default=10, ge=1)
     startup_timeout_s: float = Field(default=60.0, gt=0)
 
+    # Where serving logs predictions: postgresql://user:password@host/db (compose, Kubernetes: every replica
+    # writes one log) or sqlite:///path; empty: SQLite in the state dir (serving/predictions.db).
+    prediction_log_url: str | None = None
+
     training_backend: Literal["local", "kubernetes"] = "local"
     # Another canary policy than include/config/canary.yaml (`loopline demo` bakes in seconds, not minutes).
     canary_policy: Path | None = None
+    # Prometheus scraping every serving replica: the canary counts failed predictions there, summed over
+    # replicas, instead of one process's /metrics (include/loopline/deployment/windows.py). Empty: unset.
+    prometheus_url: str | None = None
 
     # Kubernetes (include/config/kubernetes.yaml holds the rest); empty means "as in the YAML".
     kubernetes_config: Path | None = None  # another kubernetes.yaml (default: include/config/kubernetes.yaml)
@@ -198,7 +205,7 @@ class Settings(BaseSettings):
     # Object-store prefix (s3://bucket/path/) the training pod reads training sets from.
     training_set_uri_prefix: str | None = None
 
-    @field_validator("state_dir", "canary_policy", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
+    @field_validator("state_dir", "prediction_log_url", "canary_policy", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
                      "serving_image", "training_set_uri_prefix", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -262,6 +269,7 @@ class Settings(BaseSettings):
             "LOOPLINE_STARTUP_TIMEOUT_S": str(self.startup_timeout_s),
             "LOOPLINE_TRAINING_BACKEND": self.training_backend,
             **({"LOOPLINE_CANARY_POLICY": str(self.canary_policy)} if self.canary_policy else {}),
+            **({"LOOPLINE_PREDICTION_LOG_URL": self.prediction_log_url} if self.prediction_log_url else {}),
             # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
             "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),
             "LOOPLINE_FEAST_ONLINE_STORE": str(self.state.feast_online_store),

@@ -63,16 +63,11 @@ def window_frame(log_rows: pd.DataFrame) -> pd.DataFrame:
 
 def read_window(settings: Settings, start: datetime, end: datetime, variants: list[str]) -> pd.DataFrame:
     """The window's predictions of ``variants`` (shadow scoring excluded: it did not serve)."""
-    from loopline.serving.prediction_log import PredictionLog
+    from loopline.serving.prediction_log import open_prediction_log
 
-    path = settings.state.prediction_log
-    if not path.exists():
+    rows = open_prediction_log(settings, read_only=True).read(since=start, until=end)
+    if rows.empty:
         return window_frame(pd.DataFrame())
-    log = PredictionLog(path)
-    try:
-        rows = log.read(since=start, until=end)
-    finally:
-        log.close()
     return window_frame(rows[rows["variant"].isin(variants)])
 
 

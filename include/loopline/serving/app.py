@@ -26,7 +26,7 @@ from loopline.data.schema import CHANNELS
 from loopline.serving.config import ServingConfig
 from loopline.serving.engine import Engine, NotReady
 from loopline.serving.metrics import ServingMetrics
-from loopline.serving.prediction_log import PredictionLog
+from loopline.serving.prediction_log import AnyPredictionLog, open_prediction_log
 
 log = logging.getLogger("loopline.serving")
 PREDICT_PATH = "/v1/predict"
@@ -205,7 +205,7 @@ def _finite(value: Any) -> Any:
 
 
 def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any = None,
-               prediction_log: PredictionLog | None = None) -> FastAPI:
+               prediction_log: AnyPredictionLog | None = None) -> FastAPI:
     """The ASGI app. ``source_factory(engine)`` returns what feeds the engine models (a ``FixedModel`` or a
     ``RegistryReconciler``, started with the app and stopped with it)."""
     metrics = ServingMetrics()
@@ -213,7 +213,7 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        plog = prediction_log or PredictionLog(settings.state.prediction_log, synchronous=config.log.synchronous)
+        plog = prediction_log or open_prediction_log(settings, synchronous=config.log.synchronous)
         engine = Engine(plog, max_rows=config.batching.max_rows, observer=metrics,
                         inline=config.batching.mode == "inline")
         state["engine"] = engine

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
+from loopline.serving.prediction_log import AnyPredictionLog, LoggedPrediction
 from loopline.serving.predictor import Predictor, Scored
 from loopline.serving.routing import CHALLENGER, CHAMPION, SHADOW, assign
 
@@ -118,7 +118,7 @@ _STOP = object()
 class Engine:
     """Holds the deployment, scores and logs requests. ``submit`` is safe from any thread."""
 
-    def __init__(self, prediction_log: PredictionLog, *, max_rows: int = 128, observer: Observer | None = None,
+    def __init__(self, prediction_log: AnyPredictionLog, *, max_rows: int = 128, observer: Observer | None = None,
                  inline: bool = False) -> None:
         self.deployment: Deployment = EMPTY
         self.inline = inline

@@ -1,8 +1,12 @@
-"""The durable prediction log: one SQLite (WAL) row per answered prediction.
+"""The durable prediction log: one row per answered prediction, in SQLite (WAL, one machine) or Postgres
+(docker-compose and Kubernetes, where several serving replicas write one log and the canary and the drift
+monitor read it from other processes).
 
 The service commits a batch of rows before it answers any request in that batch, so an acknowledged
-prediction survives kill -9 of the server (WAL + ``synchronous=NORMAL``; ``FULL`` also survives a power
-cut). The drift monitor and the canary read it back with ``PredictionLog.read``.
+prediction survives kill -9 of the server (SQLite: WAL + ``synchronous=NORMAL``; ``FULL`` also survives a
+power cut. Postgres: the commit is durable when it returns). Readers use ``read`` and ``counts``;
+``open_prediction_log(settings)`` picks the backend from ``LOOPLINE_PREDICTION_LOG_URL`` (unset: SQLite in
+the state dir).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from loopline.config import Settings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -81,15 +87,84 @@ def _epoch(value: datetime | float | str | None) -> float | None:
     return value.timestamp()
 
 
-class PredictionLog:
-    """Append (one writer thread) and read (any process) the prediction log at ``path``."""
+Key = tuple[str, str]  # (variant, model_version)
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+
+def _where(since: datetime | float | str | None, until: datetime | float | str | None, variant: str | None,
+           version: str | None, mark: str) -> tuple[str, list[Any]]:
+    """The WHERE clause (``mark``: the driver's placeholder) of a read over [since, until)."""
+    clauses, params = [], []
+    for op, bound in ((">=", _epoch(since)), ("<", _epoch(until))):
+        if bound is not None:
+            clauses.append(f"ts {op} {mark}")
+            params.append(bound)
+    for column, value in (("variant", variant), ("model_version", version)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(str(value))
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def _frame(rows: list[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    frame["ts"] = pd.to_datetime(frame["ts"].astype("float64"), unit="s", utc=True)
+    frame["decision"] = frame["decision"].astype(bool)
+    return frame
+
+
+def _values(rows: Iterable[LoggedPrediction]) -> list[tuple[Any, ...]]:
+    return [(r.request_id, r.ts, r.transaction_id, r.customer_id, _json(r.inputs), _json(r.features),
+             r.score, int(r.decision), r.variant, r.model_version, r.latency_ms) for r in rows]
+
+
+class _Reads:
+    """The reads both backends share; a backend supplies ``_query`` and its placeholder ``_mark``."""
+
+    _mark = "?"
+    _select = ", ".join(("id", *COLUMNS))
+
+    def _query(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], list[str]]:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        rows, _ = self._query("SELECT COUNT(*) FROM predictions", [])
+        return int(rows[0][0]) if rows else 0
+
+    def counts(self, since: datetime | float | str | None = None,
+               until: datetime | float | str | None = None) -> dict[Key, int]:
+        """Predictions per (variant, version) in [since, until): cheap enough to poll while a canary bakes."""
+        where, params = _where(since, until, None, None, self._mark)
+        rows, _ = self._query(f"SELECT variant, model_version, COUNT(*) FROM predictions {where} "
+                              "GROUP BY variant, model_version", params)
+        return {(str(v), str(m)): int(n) for v, m, n in rows}
+
+    def read(self, since: datetime | float | str | None = None, until: datetime | float | str | None = None,
+             variant: str | None = None, version: str | None = None) -> pd.DataFrame:
+        """Predictions made in [since, until) (aware datetimes, ISO strings or epoch seconds), optionally of
+        one variant and version, oldest first. ``ts`` becomes a UTC timestamp; ``inputs``/``features`` stay
+        JSON text (``json.loads`` them when needed: parsing every row up front is costly for large windows)."""
+        where, params = _where(since, until, variant, version, self._mark)
+        rows, _ = self._query(f"SELECT {self._select} FROM predictions {where} ORDER BY ts, id", params)
+        return _frame(rows, ["id", *COLUMNS])
+
+
+class PredictionLog(_Reads):
+    """The SQLite log at ``path``: append (one writer thread) and read (any process).
+
+    ``read_only``: a reader that creates nothing (a missing file reads as empty)."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL", read_only: bool = False) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.where = str(self.path)
         self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        if read_only:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -97,10 +172,11 @@ class PredictionLog:
 
     def append(self, rows: Iterable[LoggedPrediction]) -> int:
         """Insert ``rows`` in one transaction and commit; returns how many. Durable when it returns."""
-        values = [(r.request_id, r.ts, r.transaction_id, r.customer_id, _json(r.inputs), _json(r.features),
-                   r.score, int(r.decision), r.variant, r.model_version, r.latency_ms) for r in rows]
+        values = _values(rows)
         if not values:
             return 0
+        if self._conn is None:
+            raise RuntimeError(f"the prediction log {self.where} was opened read-only")
         with self._lock:
             self._conn.execute("BEGIN")
             try:
@@ -113,36 +189,151 @@ class PredictionLog:
             self._conn.execute("COMMIT")
         return len(values)
 
-    def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
-
-    def read(self, since: datetime | float | str | None = None, until: datetime | float | str | None = None,
-             variant: str | None = None) -> pd.DataFrame:
-        """Predictions made in [since, until) (aware datetimes, ISO strings or epoch seconds), optionally of
-        one variant, oldest first. ``ts`` becomes a UTC timestamp; ``inputs``/``features`` stay JSON text
-        (``json.loads`` them when needed: parsing every row up front is costly for large windows)."""
-        import pandas as pd
-
-        clauses, params = [], []
-        for op, bound in ((">=", _epoch(since)), ("<", _epoch(until))):
-            if bound is not None:
-                clauses.append(f"ts {op} ?")
-                params.append(bound)
-        if variant is not None:
-            clauses.append("variant = ?")
-            params.append(variant)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    def _query(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], list[str]]:
+        if not self.path.exists():
+            return [], []
         # A separate read-only connection: readers never block the writer (WAL).
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         try:
-            frame = pd.read_sql_query(f"SELECT * FROM predictions {where} ORDER BY ts, id", conn, params=params)
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall(), [d[0] for d in cursor.description]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the service has not created its table yet
+                return [], []
+            raise
         finally:
             conn.close()
-        frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
-        frame["decision"] = frame["decision"].astype(bool)
-        return frame
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id BIGSERIAL PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,   -- seconds since the epoch (UTC), as in the SQLite log
+    transaction_id TEXT NOT NULL,
+    customer_id TEXT,
+    inputs JSONB NOT NULL,
+    features JSONB NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    decision BOOLEAN NOT NULL,
+    variant TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+CREATE INDEX IF NOT EXISTS predictions_variant_ts ON predictions (variant, ts);
+CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions (transaction_id);
+"""
+# Every replica creates the schema at start; an advisory lock keeps concurrent CREATE ... IF NOT EXISTS
+# (which can still collide in the catalog) one at a time.
+_PG_SCHEMA_LOCK = 7_246_001
+
+
+def postgres_conninfo(url: str) -> str:
+    """A libpq URI from a ``postgresql://`` or SQLAlchemy-style ``postgresql+psycopg://`` URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
+        raise ValueError(f"not a Postgres URL: {url!r} (expected postgresql://user:password@host:5432/db)")
+    return f"postgresql://{rest}"
+
+
+class PostgresPredictionLog(_Reads):
+    """The log in Postgres at ``url``: every serving replica appends, the canary and the monitor read.
+
+    A lost connection (a database restart, a failover) fails that append — its requests get 5xx, nothing
+    unlogged is acknowledged — and the next append reconnects."""
+
+    _mark = "%s"
+    # JSONB read back as text, like the SQLite log's columns.
+    _select = ", ".join(f"{c}::text" if c in ("inputs", "features") else c for c in ("id", *COLUMNS))
+
+    def __init__(self, url: str, read_only: bool = False, connect_timeout_s: int = 5) -> None:
+        self.conninfo = postgres_conninfo(url)
+        self.where = _redacted(url)
+        self._timeout = connect_timeout_s
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._read_only = read_only
+        if not read_only:
+            with self._lock:
+                self._writer()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self.conninfo, connect_timeout=self._timeout, application_name="loopline")
+        except psycopg.OperationalError as exc:
+            raise ConnectionError(f"cannot reach the prediction log at {self.where}: {exc}".strip()) from exc
+
+    def _writer(self) -> Any:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            conn = self._connect()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
+                conn.execute(_PG_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def append(self, rows: Iterable[LoggedPrediction]) -> int:
+        """Insert ``rows`` in one transaction (COPY) and commit; returns how many. Durable when it returns."""
+        values = _values(rows)
+        if not values:
+            return 0
+        if self._read_only:
+            raise RuntimeError(f"the prediction log {self.where} was opened read-only")
+        with self._lock:
+            conn = self._writer()
+            with conn.transaction(), conn.cursor() as cursor:
+                with cursor.copy(f"COPY predictions ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                    for row in values:
+                        copy.write_row((*row[:7], bool(row[7]), *row[8:]))
+        return len(values)
+
+    def _query(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], list[str]]:
+        import psycopg
+
+        with self._connect() as conn:
+            try:
+                cursor = conn.execute(sql, params)
+            except psycopg.errors.UndefinedTable:  # no replica has started yet
+                return [], []
+            return cursor.fetchall(), [d.name for d in cursor.description]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+AnyPredictionLog = PredictionLog | PostgresPredictionLog
+
+
+def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL",
+                        read_only: bool = False) -> AnyPredictionLog:
+    """The log ``settings`` name: ``LOOPLINE_PREDICTION_LOG_URL`` (``postgresql://...`` or
+    ``sqlite:///path``), else SQLite in the state dir. ``read_only`` readers create nothing."""
+    url = settings.prediction_log_url
+    if not url:
+        return PredictionLog(settings.state.prediction_log, synchronous=synchronous, read_only=read_only)
+    if url.startswith("sqlite:///"):
+        return PredictionLog(Path(url.removeprefix("sqlite:///")), synchronous=synchronous, read_only=read_only)
+    if url.split("://")[0].split("+")[0] in ("postgresql", "postgres"):
+        return PostgresPredictionLog(url, read_only=read_only)
+    raise ValueError(f"LOOPLINE_PREDICTION_LOG_URL={_redacted(url)!r} is neither postgresql://user:password@host/db "
+                     "nor sqlite:///path")

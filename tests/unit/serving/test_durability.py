@@ -9,24 +9,36 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from local_servers import PG_USER, postgres_server
 from serving_testkit import wait_until
 
 from loopline.platform.scratch import free_port
-from loopline.serving.prediction_log import PredictionLog
+from loopline.serving.prediction_log import PostgresPredictionLog, PredictionLog
 
 pytestmark = pytest.mark.integration  # a separate process imports torch, MLflow and Feast: ~20-40 s here
 
 
-@pytest.mark.parametrize("mode", ["inline", "threads"])
-def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode) -> None:
+@pytest.fixture(scope="module")
+def postgres_log_url() -> Iterator[str]:
+    """A throwaway Postgres for the log, as compose and Kubernetes run it."""
+    with postgres_server() as port:
+        yield f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres"
+
+
+@pytest.mark.parametrize("mode,backend", [("inline", "sqlite"), ("threads", "sqlite"), ("inline", "postgres")])
+def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode, backend, request) -> None:
     port = free_port()
     config = tmp_path / "serving.yaml"
     config.write_text(f"batching: {{mode: {mode}}}\n")
     # The world's state dir: its feature store, its registry and its prediction log (ids here are unique).
     env = {**os.environ, **serving_world.env()}
+    log_url = request.getfixturevalue("postgres_log_url") if backend == "postgres" else None
+    if log_url:
+        env["LOOPLINE_PREDICTION_LOG_URL"] = log_url
     url = f"http://127.0.0.1:{port}"
     log_file = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
@@ -82,6 +94,8 @@ def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode) 
             server.kill()
             server.wait(timeout=30)
         log_file.close()
-    logged = set(PredictionLog(serving_world.settings.state.prediction_log).read()["transaction_id"])
+    log = PostgresPredictionLog(log_url, read_only=True) if log_url else PredictionLog(
+        serving_world.settings.state.prediction_log, read_only=True)
+    logged = set(log.read()["transaction_id"])
     missing = set(acknowledged) - logged
     assert len(acknowledged) >= 200 and not missing, f"{len(missing)} acknowledged predictions lost"
