@@ -60,10 +60,11 @@ def champion(live) -> str:
     """A real registry entry in the stack's MLflow: version 1 of fraud_detector as champion, plus a
     rejected version 2 and a decision in the history."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow import MlflowClient
+
+    from loopline.platform.mlflow_util import mlflow_client
 
     settings = live["settings"]
-    client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    client = mlflow_client(settings.mlflow_uri)
     run = client.create_run(experiment_id="0")
     client.create_registered_model("fraud_detector")
     for _ in range(2):

@@ -51,9 +51,9 @@ def registry_config(settings: Settings) -> RegistryConfig:
 
 
 def client_for(settings: Settings) -> Any:
-    from mlflow import MlflowClient
+    from loopline.platform.mlflow_util import mlflow_client
 
-    return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    return mlflow_client(settings.mlflow_uri)
 
 
 def read_state(settings: Settings, client: Any = None) -> RegistryState:

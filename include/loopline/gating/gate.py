@@ -23,6 +23,7 @@ from loopline.gating.latency import measure_latency
 from loopline.gating.metrics import FairnessTable, LatencyStats, fairness_table, quality_metrics
 from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy, default_policy_path, load_policy
 from loopline.lineage import history
+from loopline.platform.mlflow_util import mlflow_client
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,11 +60,10 @@ class Scoring:
 def _client(settings: Settings):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
-    from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
-    return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    return mlflow_client(settings.mlflow_uri)
 
 
 def score_holdout(model_uri: str, rows: pd.DataFrame) -> Scoring:
@@ -265,11 +265,9 @@ def record_verdict(settings: Settings, client: Any, model_name: str, version: st
 def versions_summary(settings: Settings, model_name: str = DEFAULT_MODEL_NAME,
                      tracking_uri: str | None = None) -> list[dict[str, Any]]:
     """Every registered version with its aliases, gate result and model card (``loopline status --json``)."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = (MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri) if tracking_uri
-              else _client(settings))
+    client = mlflow_client(tracking_uri) if tracking_uri else _client(settings)
     try:
         versions = client.search_model_versions(f"name='{model_name}'")
     except MlflowException:

@@ -42,10 +42,10 @@ def loop_state(settings: Settings, model_name: str = MODEL_NAME) -> dict[str, An
     # A down tracking server must not stall `loopline status` for minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from loopline.gating.gate import versions_summary
+    from loopline.platform.mlflow_util import mlflow_client
 
     state: dict[str, Any] = {"model_name": model_name, "champion": None, "challenger": None, "versions": [],
                              "history": [e.to_dict() for e in history.read(settings, limit=HISTORY_LIMIT)]}
@@ -53,7 +53,7 @@ def loop_state(settings: Settings, model_name: str = MODEL_NAME) -> dict[str, An
     if embedded_default and not settings.state.mlflow_db.exists():
         return state  # MLflow has never run here: no registry, no versions yet
     uri = registry_uri(settings)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = mlflow_client(uri)
     try:
         model = client.get_registered_model(model_name)
     except MlflowException as exc:

@@ -89,10 +89,11 @@ def log_reference(frame: pd.DataFrame, categorical: list[str], numeric: list[str
 def load_reference(tracking_uri: str, model_name: str, alias: str = "champion") -> Reference:
     """The reference sample of the version holding ``alias`` (default the champion)."""
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    from loopline.platform.mlflow_util import mlflow_client
+
+    client = mlflow_client(tracking_uri)
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:

@@ -93,9 +93,8 @@ def log_check(tracking_uri: str, verdict: DriftVerdict, files: ReportFiles, *, m
     """One MLflow run per check in ``fraud_detector_monitoring``; the champion version gets a tag that
     points at it. Returns the run id."""
     import mlflow
-    from mlflow import MlflowClient
 
-    from loopline.platform.mlflow_util import use_experiment
+    from loopline.platform.mlflow_util import mlflow_client, use_experiment
 
     use_experiment(MONITORING_EXPERIMENT, tracking_uri)
     with mlflow.start_run(run_name=f"drift-{verdict.checked_at}") as run:
@@ -114,7 +113,7 @@ def log_check(tracking_uri: str, verdict: DriftVerdict, files: ReportFiles, *, m
         if config_path is not None and Path(config_path).exists():
             mlflow.log_artifact(str(config_path), "config")
     if verdict.reference_version:
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client = mlflow_client(tracking_uri)
         client.set_model_version_tag(model_name, verdict.reference_version, DRIFT_RUN_TAG, run.info.run_id)
         client.set_model_version_tag(model_name, verdict.reference_version, DRIFT_REPORT_TAG, str(files.directory))
     return run.info.run_id

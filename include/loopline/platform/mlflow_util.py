@@ -23,3 +23,15 @@ def use_experiment(name: str, tracking_uri: str) -> Any:
         root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
         mlflow.create_experiment(name, artifact_location=root.resolve().as_uri())
     return mlflow.set_experiment(name)
+
+
+def mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` whose runs AND registry are at ``uri``.
+
+    ``MlflowClient(tracking_uri=uri)`` alone is not enough: its registry is whatever ``mlflow.set_registry_uri``
+    last set in this process (``use_experiment`` sets it), before ``uri``. A process that has touched two
+    stores — a test session, a script comparing two worlds — would read another store's model versions.
+    """
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)

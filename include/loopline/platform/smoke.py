@@ -71,11 +71,10 @@ def check_mlflow(settings: Settings) -> CheckResult:
 
     def run() -> dict[str, Any]:
         import mlflow
-        from mlflow.tracking import MlflowClient
 
-        from loopline.platform.mlflow_util import use_experiment
+        from loopline.platform.mlflow_util import mlflow_client, use_experiment
 
-        client = MlflowClient(settings.mlflow_uri)
+        client = mlflow_client(settings.mlflow_uri)
         try:
             experiment = use_experiment("loopline-platform-smoke", settings.mlflow_uri)
         except Exception as exc:  # MLflow raises several types for "server not reachable"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loopline.config import Settings
+from loopline.platform.mlflow_util import mlflow_client
 from loopline.serving.config import ServingConfig
 from loopline.serving.engine import Deployment, Engine
 from loopline.serving.predictor import Predictor
@@ -35,9 +36,7 @@ def version_label(model_uri: str, settings: Settings) -> str:
         return match.group(2)
     match = re.fullmatch(r"models:/([^/@]+)@([\w-]+)", model_uri)
     if match:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+        client = mlflow_client(settings.mlflow_uri)
         return str(client.get_model_version_by_alias(match.group(1), match.group(2)).version)
     return model_uri
 
@@ -110,9 +109,7 @@ class RegistryReconciler(_Background):
         self.config = config
         self.loader = loader or default_loader(settings, config)
         if client is None:
-            from mlflow import MlflowClient
-
-            client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+            client = mlflow_client(settings.mlflow_uri)
         self.client = client
         self.desired: DesiredState | None = None
         engine.status = f"waiting for the registry at {settings.mlflow_uri}"

@@ -23,6 +23,7 @@ from loopline.deployment.actions import (
 from loopline.deployment.canary import FIRST_MODEL_REASON, begin, run_canary
 from loopline.deployment.policy import CanaryPolicy
 from loopline.lineage import history
+from loopline.platform.mlflow_util import mlflow_client
 from loopline.serving.app import create_app
 from loopline.serving.registry import RegistryReconciler
 
@@ -57,7 +58,7 @@ def reset(client: MlflowClient) -> None:
 
 @pytest.fixture(scope="module")
 def registry(serving_world):
-    client = MlflowClient(tracking_uri=serving_world.tracking_uri, registry_uri=serving_world.tracking_uri)
+    client = mlflow_client(serving_world.tracking_uri)
     reset(client)
     yield client
     reset(client)

@@ -40,9 +40,9 @@ def gate_policy(**changes):
 
 
 def client(settings):
-    from mlflow import MlflowClient
+    from loopline.platform.mlflow_util import mlflow_client
 
-    return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    return mlflow_client(settings.mlflow_uri)
 
 
 def set_champion(settings, version: str | None) -> None:

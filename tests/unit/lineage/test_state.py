@@ -20,11 +20,11 @@ def settings(tmp_path, clean_loopline_env) -> Settings:
 
 
 def _registry(settings: Settings):
-    from mlflow import MlflowClient
+    from loopline.platform.mlflow_util import mlflow_client
 
     settings.state.mlflow_dir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{settings.state.mlflow_db}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return mlflow_client(uri)
 
 
 def test_a_fresh_state_dir_has_no_models_and_no_history(settings):

@@ -11,6 +11,7 @@ from monitoring_testkit import NOW, settings
 from loopline.lineage import history
 from loopline.monitoring.monitor import run_check
 from loopline.monitoring.reference import load_reference
+from loopline.platform.mlflow_util import mlflow_client
 from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
 from loopline.training.config import load_config
 from loopline.training.synthetic import synthetic_training_set, write_training_set
@@ -19,14 +20,14 @@ from loopline.training.train import train
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory):
-    from mlflow import MlflowClient
     from training.test_training import CONFIG_PATH, FAST
+
 
     tmp = tmp_path_factory.mktemp("monitor")
     s = settings(tmp)
     path = write_training_set(synthetic_training_set(n=4000), tmp / "train.parquet")
     result = train(path, load_config(CONFIG_PATH, FAST), tracking_uri=s.mlflow_uri)
-    MlflowClient(tracking_uri=s.mlflow_uri).set_registered_model_alias("fraud_detector", "champion", result.version)
+    mlflow_client(s.mlflow_uri).set_registered_model_alias("fraud_detector", "champion", result.version)
     return s, load_reference(s.mlflow_uri, "fraud_detector")
 
 
@@ -46,7 +47,6 @@ def log_window(s, reference, amount_factor: float) -> None:
 
 @pytest.mark.integration  # trains a model and renders Evidently's report: ~20-40 s here
 def test_a_drifted_window_requests_one_retrain_with_reports_in_state_dir_and_mlflow(champion) -> None:
-    from mlflow import MlflowClient
 
     s, reference = champion
     log_window(s, reference, amount_factor=3.0)
@@ -56,7 +56,7 @@ def test_a_drifted_window_requests_one_retrain_with_reports_in_state_dir_and_mlf
     report = json.loads((s.state.reports / "drift").joinpath(first.report_dir.split("/")[-1], "verdict.json").read_text())
     assert report["reference_version"] == reference.version and "amount" in report["drifted_columns"]
     assert (s.state.reports / "drift" / first.report_dir.split("/")[-1] / "report.html").stat().st_size > 10_000
-    client = MlflowClient(tracking_uri=s.mlflow_uri)
+    client = mlflow_client(s.mlflow_uri)
     assert client.get_run(first.mlflow_run_id).data.tags["reasons"] == first.reason
     tags = client.get_model_version("fraud_detector", reference.version).tags
     assert tags["loopline.drift.last_run_id"] == second.mlflow_run_id

@@ -140,7 +140,7 @@ def mlflow_globals(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
 def test_mlflow_check_logs_and_reads_back_a_run(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_globals: None
 ) -> None:
-    from mlflow.tracking import MlflowClient
+    from loopline.platform.mlflow_util import mlflow_client
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("LOOPLINE_MLFLOW_TRACKING_URI", uri)
@@ -151,7 +151,7 @@ def test_mlflow_check_logs_and_reads_back_a_run(
     assert ALL_CHECKS[result.name] is check_mlflow
     assert result.details["tracking_uri"] == uri
     assert result.details["experiment"] == "loopline-platform-smoke"
-    stored = MlflowClient(uri).get_run(result.details["run_id"])
+    stored = mlflow_client(uri).get_run(result.details["run_id"])
     assert stored.info.status == "FINISHED"
     assert stored.data.metrics == {"smoke_value": 1.0}
     assert len(stored.data.params["probe"]) == 32

@@ -24,7 +24,8 @@ from loopline.training.train import train
 @pytest.fixture(scope="session")
 def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
     import mlflow
-    from mlflow import MlflowClient
+
+    from loopline.platform.mlflow_util import mlflow_client
 
     state = tmp_path_factory.mktemp("serving-world")
     settings = Settings(state_dir=state, mlflow_tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
@@ -38,7 +39,7 @@ def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
                    config_path=CONFIG_PATH)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     second = mlflow.register_model(result.logged_model_uri, MODEL)
-    MlflowClient(tracking_uri=settings.mlflow_uri).get_model_version(MODEL, second.version)
+    mlflow_client(settings.mlflow_uri).get_model_version(MODEL, second.version)
     latest = sim.transactions.sort_values("event_timestamp").drop_duplicates("customer_id", keep="last")
     # Scored right after the materialised data ends, as live traffic would be (the windows are fresh).
     start = materialized_until(settings) + timedelta(minutes=1)

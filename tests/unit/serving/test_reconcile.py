@@ -9,9 +9,9 @@ from collections import Counter
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 from serving_testkit import MODEL, quick_config, running_server, wait_until
 
+from loopline.platform.mlflow_util import mlflow_client
 from loopline.serving.app import create_app
 from loopline.serving.registry import RegistryReconciler
 from loopline.serving.routing import assign
@@ -19,7 +19,7 @@ from loopline.serving.routing import assign
 
 @pytest.fixture
 def registry(serving_world):
-    client = MlflowClient(tracking_uri=serving_world.tracking_uri, registry_uri=serving_world.tracking_uri)
+    client = mlflow_client(serving_world.tracking_uri)
     yield client
     for alias in ("champion", "challenger"):
         try:

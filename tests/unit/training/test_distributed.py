@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -50,13 +49,10 @@ def test_shares_cover_every_row_once() -> None:
 
 
 @pytest.mark.integration  # ~18 s: three interpreters importing torch + MLflow on a 2-core box
-@pytest.mark.skipif(os.environ.get("LOOPLINE_RUN_DDP_TEST") != "1", reason=(
-    "passes alone (LOOPLINE_RUN_DDP_TEST=1 pytest tests/unit/training/test_distributed.py) but twice found a "
-    "second registered version when run inside the full suite; cause not found yet (see the issue 5 note)"))
 def test_two_gloo_processes_train_like_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """torchrun, 2 CPU processes: one run, one registered version, one result JSON, and (without dropout,
     whose masks differ per rank) the same learning curve as a single process, up to float summation order."""
-    from mlflow import MlflowClient
+    from loopline.platform.mlflow_util import mlflow_client
 
     path = write_training_set(synthetic_training_set(n=1456, seed=3), tmp_path / "t.parquet")
     frame, manifest = read_training_set(path)
@@ -78,11 +74,12 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path, capsys: pytest.Captur
     assert printed.count('"result_json"') == 1  # only rank 0 wrote (and announced) a result
 
     assert result["world_size"] == 2 and result["version"] == "1" and result["reason"] == "ddp test"
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     versions = client.search_model_versions("name='fraud_detector'")
     experiment = client.get_experiment_by_name("fraud_detector_training")
     runs = client.search_runs([experiment.experiment_id])
-    # Said in full on failure: this once found two versions inside the full suite (see the issue 5 note).
+    # mlflow_client, not MlflowClient(tracking_uri=uri): the latter read the registry an earlier test of this
+    # session had set process-wide, and found that test's two versions here.
     seen = [(v.version, v.run_id, v.source, v.creation_timestamp) for v in versions]
     assert [str(v.version) for v in versions] == ["1"], (seen, [r.info.run_id for r in runs], captured.err[-3000:])
     assert [r.info.run_id for r in runs] == [result["run_id"]]

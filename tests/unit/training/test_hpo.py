@@ -83,14 +83,14 @@ def test_study_skips_failed_trials_and_fails_when_all_do() -> None:
 
 
 def test_search_logs_nested_trials_and_registers_the_best(tmp_path: Path) -> None:
-    from mlflow import MlflowClient
+    from loopline.platform.mlflow_util import mlflow_client
 
     path = write_training_set(synthetic_training_set(n=1500, seed=1), tmp_path / "t.parquet")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = _config("hpo.trials=3", "epochs=2")
     result = train(path, config, tracking_uri=uri)
 
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     parent = client.get_run(result.run_id)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopline.platform.mlflow_util import mlflow_client
 from loopline.training.config import TrainingConfigError, from_dict, load_config
 from loopline.training.model import Preprocessor
 from loopline.training.pyfunc import as_model_input
@@ -77,9 +78,9 @@ def test_preprocessor_imputes_flags_and_buckets_unknowns() -> None:
 
 def test_registered_version_with_params_metrics_artifacts(trained) -> None:
     import mlflow
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=trained["uri"])
+
+    client = mlflow_client(trained["uri"])
     first, second = trained["first"], trained["second"]
     assert (first.version, second.version) == ("1", "2")
     assert client.get_model_version("fraud_detector", first.version).run_id == first.run_id
@@ -102,12 +103,11 @@ def test_registered_version_with_params_metrics_artifacts(trained) -> None:
 
 def test_reference_sample_is_logged_with_the_run(trained) -> None:
     """The drift monitor's reference: the model's raw inputs, its scores on them, every validation row."""
-    from mlflow import MlflowClient
 
     from loopline.monitoring.reference import load_reference
 
     first = trained["first"]
-    MlflowClient(tracking_uri=trained["uri"]).set_registered_model_alias("fraud_detector", "champion", first.version)
+    mlflow_client(trained["uri"]).set_registered_model_alias("fraud_detector", "champion", first.version)
     reference = load_reference(trained["uri"], "fraud_detector")
     frame = reference.frame
     assert reference.version == first.version and reference.inputs == first.feature_columns
@@ -127,9 +127,7 @@ def test_model_learns_better_than_base_rate(trained) -> None:
 
 
 def test_same_seed_same_metrics(trained) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=trained["uri"])
+    client = mlflow_client(trained["uri"])
     first, second = trained["first"], trained["second"]
     for key in ("best_val_pr_auc", "best_val_roc_auc", "best_epoch", "epochs_run"):
         assert first.metrics[key] == second.metrics[key]
