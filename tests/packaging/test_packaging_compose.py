@@ -135,12 +135,19 @@ def test_two_serving_replicas_behind_one_port() -> None:
 
 def test_prometheus_scrapes_each_serving_replica_and_airflow() -> None:
     prometheus = yaml.safe_load((REPO_ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
-    assert {f"{name}:8000" for name in SERVING_REPLICAS} <= targets
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    targets = {t for job in jobs.values() for c in job.get("static_configs", []) for t in c["targets"]}
+    # Every container of the serving services, by DNS (scaling needs no change), and each only once: a
+    # replica scraped twice would count its errors twice in the canary's sum.
+    serving = jobs["loopline-serving"]
+    (dns,) = serving["dns_sd_configs"]
+    assert (set(dns["names"]), dns["type"], dns["port"]) == (SERVING_REPLICAS, "A", 8000)
+    assert "static_configs" not in serving and not {t for t in targets if t.endswith(":8000")}
     services = compose()["services"]
     statsd = services["statsd-exporter"]
     assert "statsd-exporter:9102" in targets
     airflow = service_environment(services["airflow-scheduler"])
+    assert airflow["LOOPLINE_PROMETHEUS_URL"] == "http://prometheus:9090"
     assert airflow["AIRFLOW__METRICS__STATSD_ON"] == "True"
     assert airflow["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter"
     assert f"{airflow['AIRFLOW__METRICS__STATSD_PORT']}/udp" in statsd["expose"]
@@ -164,3 +171,13 @@ def test_compose_airflow_image_carries_torch_for_the_local_trainer() -> None:
     for name in ("airflow-scheduler", "airflow-init"):
         assert services[name]["build"]["args"]["TORCH"] == "cpu"
         assert service_environment(services[name])["LOOPLINE_TRAINING_BACKEND"] == "local"
+
+
+def test_every_replica_and_airflow_share_one_prediction_log_in_postgres() -> None:
+    services = compose()["services"]
+    urls = {name: service_environment(services[name]).get("LOOPLINE_PREDICTION_LOG_URL")
+            for name in (*sorted(SERVING_REPLICAS), "airflow-scheduler")}
+    assert len(set(urls.values())) == 1, urls
+    url = next(iter(urls.values()))
+    assert url.startswith("postgresql://") and url.endswith("@postgres:5432/predictions")
+    assert "predictions" in " ".join(services["db-init"]["command"])  # the database exists before serving starts

@@ -4,20 +4,23 @@ them in one process (CLI, tests):
     begin → for each phase (optional shadow, then the traffic steps): begin_step → bake → judge_step
           → promote, or roll back at the first failed (or unjudgeable) step.
 
-Everything handed between steps is a small JSON-safe dict (XCom, trigger kwargs).
+Everything handed between steps is a small JSON-safe dict (XCom, trigger kwargs). Failed transactions
+are counted over every serving replica by the plan's ``ErrorSource`` (``error_source`` picks it; how it
+counts: include/loopline/deployment/windows.py); counts it cannot give block promotion, with its reason.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from loopline.config import Settings
 from loopline.deployment import actions, windows
 from loopline.deployment.analysis import CanaryVerdict, VariantWindow, analyse
-from loopline.deployment.policy import CanaryPolicy
+from loopline.deployment.policy import CanaryPolicy, CanaryPolicyError
+from loopline.deployment.windows import ErrorSource, ErrorsUnavailable
 from loopline.lineage import history
 from loopline.serving.routing import CHALLENGER, CHAMPION, SHADOW
 
@@ -45,18 +48,25 @@ class CanaryPlan:
     version: str
     champion: str
     phases: tuple[Phase, ...]
-    metrics_url: str
+    metrics_url: str  # one process's /metrics: where errors are counted when ``errors_from`` is None
     started_at: float = 0.0  # epoch seconds: the champion's reference window may reach back to here
-    errors_at_start: dict[str, float] | None = None  # encoded error counters then
+    errors_at_start: dict[str, Any] | None = None  # ErrorSource.mark() then
+    errors_from: ErrorSource | None = None  # where failed transactions are counted (every replica)
+
+    @property
+    def error_source(self) -> ErrorSource:
+        return self.errors_from or ErrorSource(metrics_urls=(self.metrics_url,))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "errors_from": self.errors_from.to_dict() if self.errors_from else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CanaryPlan:
+        errors_from = data.get("errors_from")
         return cls(version=str(data["version"]), champion=str(data["champion"]),
                    phases=tuple(Phase(**p) for p in data["phases"]), metrics_url=data["metrics_url"],
-                   started_at=float(data.get("started_at", 0.0)), errors_at_start=data.get("errors_at_start"))
+                   started_at=float(data.get("started_at", 0.0)), errors_at_start=data.get("errors_at_start"),
+                   errors_from=ErrorSource.from_dict(errors_from) if errors_from else None)
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ class Start:
 class StepState:
     index: int
     started_at: float  # epoch seconds; the window is [started_at, analysis time)
-    errors_before: dict[str, float] | None  # encoded counters; None: /metrics unreadable at the start
+    errors_before: dict[str, Any] | None  # ErrorSource.mark() at the start; None: counters unreadable then
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,10 +123,36 @@ def default_metrics_url(settings: Settings) -> str:
     return f"{settings.serving_base_url}/metrics"
 
 
+def error_source(settings: Settings, policy: CanaryPolicy,
+                 metrics_url: str | Sequence[str] | None = None) -> ErrorSource:
+    """Where this canary counts failed transactions: the ``/metrics`` URL(s) given (CLI, tests); else the
+    policy's ``analysis.errors.source.metrics_urls``; else Prometheus at ``LOOPLINE_PROMETHEUS_URL`` (every
+    replica it scrapes); else the serving URL's own ``/metrics`` (one process)."""
+    rule = policy.analysis.errors.source
+    prometheus = (settings.prometheus_url or "").strip()
+    if metrics_url:
+        urls = (metrics_url,) if isinstance(metrics_url, str) else tuple(metrics_url)
+        return _source("metrics_url", metrics_urls=urls)
+    if rule.metrics_urls:
+        return _source("analysis.errors.source.metrics_urls", metrics_urls=rule.metrics_urls)
+    if prometheus:
+        return _source("LOOPLINE_PROMETHEUS_URL", prometheus_url=prometheus, selector=rule.prometheus_selector)
+    return _source("LOOPLINE_SERVING_URL", metrics_urls=(default_metrics_url(settings),))
+
+
+def _source(setting: str, **fields: Any) -> ErrorSource:
+    try:
+        return ErrorSource(**fields)
+    except ValueError as exc:
+        raise CanaryPolicyError(f"{setting}: {exc}") from None
+
+
 def begin(settings: Settings, policy: CanaryPolicy, version: str | int | None = None, *,
-          metrics_url: str | None = None, reason: str = "") -> Start:
+          metrics_url: str | Sequence[str] | None = None, errors_from: ErrorSource | None = None,
+          reason: str = "") -> Start:
     """Decide whether a canary runs for ``version`` (default: the current challenger). The first model is
-    promoted directly (nothing to compare against); a version no longer the challenger is left alone."""
+    promoted directly (nothing to compare against); a version no longer the challenger is left alone.
+    ``errors_from`` (else ``error_source(settings, policy, metrics_url)``): where errors are counted."""
     state = actions.read_state(settings)
     if state.challenger is None:
         return Start("nothing", "no @challenger alias: nothing to deploy", None if version is None else str(version))
@@ -127,20 +163,21 @@ def begin(settings: Settings, policy: CanaryPolicy, version: str | int | None = 
     if state.champion is None:
         actions.promote(settings, version, FIRST_MODEL_REASON, trigger=reason or None)
         return Start("promoted", FIRST_MODEL_REASON, version)
-    metrics_url = metrics_url or default_metrics_url(settings)
-    errors = _errors_now(metrics_url)
-    plan = CanaryPlan(version, state.champion, phases(policy), metrics_url, time.time(),
-                      None if errors is None else windows.encode_counters(errors))
+    source = errors_from or error_source(settings, policy, metrics_url)
+    plan = CanaryPlan(version, state.champion, phases(policy), next(iter(source.metrics_urls), ""), time.time(),
+                      source.mark(), source)
     history.record(settings, "canary_started", version=version, reason=reason or "passed the gate",
-                   champion=state.champion, steps=[asdict(p) for p in plan.phases])
+                   champion=state.champion, steps=[asdict(p) for p in plan.phases], errors_from=source.describe())
     return Start("canary", f"canary of version {version} against champion {state.champion}", version, plan)
 
 
-def _errors_now(metrics_url: str) -> dict[windows.Key, float] | None:
+def _failed(plan: CanaryPlan, mark: dict[str, Any] | None, since: float,
+            until: float) -> tuple[dict[windows.Key, int] | None, str | None]:
+    """Failed transactions per (variant, version) in the window, or None and why they cannot be counted."""
     try:
-        return windows.scrape_errors(metrics_url)
-    except ConnectionError:
-        return None
+        return plan.error_source.count(mark, since, until), None
+    except ErrorsUnavailable as exc:
+        return None, str(exc)
 
 
 def begin_step(settings: Settings, plan: CanaryPlan, index: int, *, clock: Callable[[], float] = time.time,
@@ -149,32 +186,31 @@ def begin_step(settings: Settings, plan: CanaryPlan, index: int, *, clock: Calla
     phase = plan.phases[index]
     actions.shift_traffic(settings, plan.version, phase.share, mode=phase.mode, step=index + 1,
                           steps=len(plan.phases), **details)
-    errors = _errors_now(plan.metrics_url)
-    return StepState(index, clock(), None if errors is None else windows.encode_counters(errors))
+    return StepState(index, clock(), plan.error_source.mark())
 
 
 def _champion_since(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan,
-                    step: StepState) -> tuple[float, dict[str, float] | None]:
+                    step: StepState) -> tuple[float, dict[str, Any] | None]:
     """Where the champion's reference window starts: the step's own start when the champion answered
     enough in it; else the canary's start (at 100 % the champion answers nobody, so the last step is
     compared with the champion's traffic of the earlier steps)."""
-    answered = windows.logged_counts(settings.state.prediction_log, step.started_at).get((CHAMPION, plan.champion), 0)
+    answered = windows.logged_counts(settings, step.started_at).get((CHAMPION, plan.champion), 0)
     if answered >= policy.bake.min_requests or not plan.started_at:
         return step.started_at, step.errors_before
     return plan.started_at, plan.errors_at_start
 
 
 def _requests(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState,
-              errors_after: dict[windows.Key, float] | None) -> dict[str, int]:
-    champion_since, champion_errors = _champion_since(settings, policy, plan, step)
+              now: float) -> dict[str, int]:
+    """Answered + failed per variant so far (failed ones that cannot be counted yet count as none)."""
+    champion_since, champion_mark = _champion_since(settings, policy, plan, step)
     out = {}
-    for name, key, since, before in ((CHAMPION, (CHAMPION, plan.champion), champion_since, champion_errors),
-                                     (CHALLENGER, (plan.phases[step.index].variant, plan.version),
-                                      step.started_at, step.errors_before)):
-        answered = windows.logged_counts(settings.state.prediction_log, since).get(key, 0)
-        failed = (windows.error_delta(windows.decode_counters(before), errors_after, key)
-                  if errors_after is not None and before is not None else 0)
-        out[name] = answered + failed
+    for name, key, since, mark in ((CHAMPION, (CHAMPION, plan.champion), champion_since, champion_mark),
+                                   (CHALLENGER, (plan.phases[step.index].variant, plan.version),
+                                    step.started_at, step.errors_before)):
+        answered = windows.logged_counts(settings, since).get(key, 0)
+        failed, _ = _failed(plan, mark, since, now)
+        out[name] = answered + (failed or {}).get(key, 0)
     return out
 
 
@@ -184,7 +220,7 @@ def bake_progress(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, st
     after ``bake.max_seconds`` (the analysis then says whether there was enough traffic)."""
     now = time.time() if now is None else now
     elapsed = now - step.started_at
-    requests = _requests(settings, policy, plan, step, _errors_now(plan.metrics_url))
+    requests = _requests(settings, policy, plan, step, now)
     enough = all(n >= policy.bake.min_requests for n in requests.values())
     if elapsed >= policy.bake.min_seconds and enough:
         return BakeProgress(True, False, elapsed, requests)
@@ -198,24 +234,32 @@ def judge_step(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step:
     """Analyse the step's window: the champion's and the challenger's rows, errors and arrived labels."""
     until = time.time() if until is None else until
     variant = plan.phases[step.index].variant
-    log_path = settings.state.prediction_log
-    after = _errors_now(plan.metrics_url)
-    champion_since, champion_errors = _champion_since(settings, policy, plan, step)
+    champion_since, champion_mark = _champion_since(settings, policy, plan, step)
+    champion_failed, champion_why = _failed(plan, champion_mark, champion_since, until)
+    challenger_failed, challenger_why = _failed(plan, step.errors_before, step.started_at, until)
 
-    def errors(key: windows.Key, before: dict[str, float] | None) -> int | None:
-        if before is None or after is None:
-            return None
-        return windows.error_delta(windows.decode_counters(before), after, key)
+    def errors(failed: dict[windows.Key, int] | None, key: windows.Key) -> int | None:
+        return None if failed is None else failed.get(key, 0)
 
-    champion_rows = windows.read_predictions(log_path, champion_since, until, CHAMPION, plan.champion)
-    challenger_rows = windows.read_predictions(log_path, step.started_at, until, variant, plan.version)
+    champion_rows = windows.read_predictions(settings, champion_since, until, CHAMPION, plan.champion)
+    challenger_rows = windows.read_predictions(settings, step.started_at, until, variant, plan.version)
     champion = VariantWindow.from_frame(champion_rows, plan.champion,
-                                        errors((CHAMPION, plan.champion), champion_errors))
+                                        errors(champion_failed, (CHAMPION, plan.champion)))
     challenger = VariantWindow.from_frame(challenger_rows, plan.version,
-                                          errors((variant, plan.version), step.errors_before))
+                                          errors(challenger_failed, (variant, plan.version)))
     ids = set(champion.transaction_ids) | set(challenger.transaction_ids)
     labels = windows.arrived_labels(settings, ids) if ids else {}
-    return analyse(policy, champion, challenger, labels, final=step.index + 1 == len(plan.phases))
+    verdict = analyse(policy, champion, challenger, labels, final=step.index + 1 == len(plan.phases))
+    why = challenger_why or champion_why
+    return _errors_unavailable_because(verdict, f"{why} ({plan.error_source.describe()})") if why else verdict
+
+
+def _errors_unavailable_because(verdict: CanaryVerdict, why: str) -> CanaryVerdict:
+    """The verdict with the errors check's reason saying why the counts were unavailable (the analysis
+    only knows that they were; it still blocks promotion)."""
+    checks = tuple(replace(c, reason=f"error counts unavailable: {why}: cannot judge errors")
+                   if c.name == "errors" and c.status == "insufficient" else c for c in verdict.checks)
+    return replace(verdict, checks=checks)
 
 
 def conclude(settings: Settings, plan: CanaryPlan, verdict: CanaryVerdict, step: StepState,
@@ -238,10 +282,10 @@ def promote_reason(plan: CanaryPlan, approved_by: str | None = None) -> str:
 
 
 def run_canary(settings: Settings, policy: CanaryPolicy, version: str | int | None = None, *,
-               metrics_url: str | None = None, reason: str = "",
-               sleep: Callable[[float], None] = time.sleep) -> CanaryOutcome:
+               metrics_url: str | Sequence[str] | None = None, errors_from: ErrorSource | None = None,
+               reason: str = "", sleep: Callable[[float], None] = time.sleep) -> CanaryOutcome:
     """The whole canary in this process (what the DAG does across tasks, without approval)."""
-    start = begin(settings, policy, version, metrics_url=metrics_url, reason=reason)
+    start = begin(settings, policy, version, metrics_url=metrics_url, errors_from=errors_from, reason=reason)
     if start.plan is None:
         return CanaryOutcome(start.action, start.version, start.reason)
     plan, verdicts = start.plan, []

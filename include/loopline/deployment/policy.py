@@ -8,7 +8,9 @@ Decisions made here, and why:
   take more traffic, and holding the challenger alias would block the next candidate (the gate re-runs,
   the canary can be re-triggered once traffic is back);
 - labelled quality waits for labels (they arrive days later): short of ``min_labelled`` it is skipped,
-  unless ``required`` makes it blocking.
+  unless ``required`` makes it blocking;
+- failed transactions are counted over every serving replica (``analysis.errors.source``; how, and why
+  that way: include/loopline/deployment/windows.py), and counts that cannot be read block promotion.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loopline.config.yaml_files import describe_validation_error, load_model_file
+from loopline.deployment.windows import check_http_url, check_selector
 
 
 class CanaryPolicyError(ValueError):
@@ -46,10 +49,40 @@ class Bake(_Strict):
         return self
 
 
+class ErrorSourcePolicy(_Strict):
+    """Where failed transactions are counted. ``metrics_urls``: each of a fixed set of replicas, summed
+    (wins over Prometheus); else Prometheus at ``LOOPLINE_PROMETHEUS_URL`` (every replica it scrapes,
+    narrowed by ``prometheus_selector``); else the serving URL's own ``/metrics`` (one process)."""
+
+    metrics_urls: tuple[str, ...] = ()
+    prometheus_selector: str = ""
+
+    @field_validator("metrics_urls")
+    @classmethod
+    def _urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        urls = tuple(check_http_url(url, "every metrics URL") for url in urls)
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"a URL is listed twice (its replica would be counted twice): {list(urls)}")
+        return urls
+
+    @field_validator("prometheus_selector")
+    @classmethod
+    def _selector(cls, selector: str) -> str:
+        return check_selector(selector)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ErrorSourcePolicy:
+        if self.metrics_urls and self.prometheus_selector:
+            raise ValueError("prometheus_selector narrows what Prometheus counts, but metrics_urls are counted "
+                             "instead of Prometheus: remove one of the two")
+        return self
+
+
 class ErrorCheck(_Strict):
     max_rate: float = Field(default=0.01, ge=0, le=1)
     max_increase: float = Field(default=0.005, ge=0, le=1)
     min_requests: int = Field(default=200, ge=1)
+    source: ErrorSourcePolicy = ErrorSourcePolicy()
 
 
 class LatencyCheck(_Strict):

@@ -1,21 +1,47 @@
-"""What the canary reads: per-variant windows of the prediction log, error counters from the service's
-``/metrics``, and the labels that have arrived.
+"""What the canary reads: per-variant windows of the prediction log, failed transactions summed over every
+serving replica, and the labels that have arrived.
 
-Errors, and why from ``/metrics``: the prediction log holds only answered predictions, so a failure
-leaves no row there. The service counts failed transactions per variant and version
-(``loopline_prediction_errors_total``); the canary snapshots that counter when a step starts and
-takes the difference at analysis (a counter that went down means the process restarted: the new value
-is the count since then). One process answers locally; behind several replicas point ``metrics_url`` at
-each replica or at a Prometheus federation endpoint that sums them. Unreadable counters block promotion.
+Errors, and why not from the prediction log: it holds only answered predictions, so a failure leaves no
+row there. Each serving process counts failed transactions per variant and version
+(``loopline_prediction_errors_total``, include/loopline/serving/metrics.py). Behind several replicas
+(compose's serving-a/serving-b, Kubernetes' Deployment + HPA) every replica counts its own, so the canary
+needs the sum over all of them. ``ErrorSource`` is where it gets them, chosen once per canary
+(``loopline.deployment.canary.error_source``) and stored, JSON-safe, in the plan:
+
+- **Prometheus** (``LOOPLINE_PROMETHEUS_URL``; compose and Kubernetes set it): every replica Prometheus
+  scrapes, replicas that came and went during the window included. The query is NOT
+  ``sum(increase(...[window]))``: increase() extrapolates to the window's edges (fractions, and a guess
+  rather than a count), and drops a series with one sample in the window. Instead one instant query
+  ``{__name__=~"loopline_prediction_errors_total|loopline_challenger_share"}[window + 5 min]`` returns the
+  raw scraped samples and each series is counted here: from its last sample at or before the window's
+  start (none within Prometheus' 5-minute lookback: the series, i.e. the replica or the version's first
+  error, was born in the window, so from 0) to its last sample, a drop meaning the process restarted
+  (count from 0 again, as for the per-URL scrape). The result is an exact integer count of what
+  Prometheus scraped; the window is shifted by at most one scrape interval at each end (the errors of
+  the last interval are not scraped yet while the answered rows run to now: a step should last many
+  scrape intervals). A window that does not hold two scrapes of any replica is too short to judge:
+  unavailable, with that reason.
+  ``loopline_challenger_share`` (a label-less gauge every replica exports from its start) tells the two
+  cases apart that the error series alone cannot: "no errors" and "Prometheus scrapes no replica".
+  ``prometheus_selector`` (policy) adds label matchers when one Prometheus scrapes several installations.
+  Sample times are Prometheus' clock, window edges the canary's: keep both on NTP.
+- **``/metrics`` URLs** (default: the serving URL's, one process; or the policy's ``metrics_urls``, a
+  fixed set of replicas): each URL is scraped when a window starts and again at analysis; the per-URL
+  differences are summed (a counter that went down means that process restarted: its new value is the
+  count since then). A replica that is not listed is not counted: use Prometheus when replicas scale.
+
+Unreadable or unjudgeable counts never read as zero: they block promotion, with the reason.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loopline.config import Settings
 
@@ -23,45 +49,21 @@ ERRORS_METRIC = "loopline_prediction_errors"
 Key = tuple[str, str]  # (variant, version)
 
 
-def _connect_ro(path: Path) -> sqlite3.Connection | None:
-    if not Path(path).exists():
-        return None
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+def _log(settings: Settings) -> Any:
+    from loopline.serving.prediction_log import open_prediction_log
+
+    return open_prediction_log(settings, read_only=True)  # SQLite or Postgres: what serving writes to
 
 
-def logged_counts(log_path: Path, since: float, until: float | None = None) -> dict[Key, int]:
-    """Answered predictions per (variant, version) in [since, until) — cheap enough to poll while baking."""
-    conn = _connect_ro(log_path)
-    if conn is None:
-        return {}
-    try:
-        sql = "SELECT variant, model_version, COUNT(*) FROM predictions WHERE ts >= ?"
-        params: list[float] = [since]
-        if until is not None:
-            sql += " AND ts < ?"
-            params.append(until)
-        rows = conn.execute(sql + " GROUP BY variant, model_version", params).fetchall()
-    except sqlite3.OperationalError:  # the service has not created its table yet
-        return {}
-    finally:
-        conn.close()
-    return {(str(v), str(m)): int(n) for v, m, n in rows}
+def logged_counts(settings: Settings, since: float, until: float | None = None) -> dict[Key, int]:
+    """Answered predictions per (variant, version) in [since, until) — cheap enough to poll while baking.
+    No log yet (no replica has started): nothing, not an error."""
+    return _log(settings).counts(since, until)
 
 
-def read_predictions(log_path: Path, since: float, until: float, variant: str, version: str) -> Any:
-    """The window's rows of one variant and version (only the columns the analysis needs), as a DataFrame."""
-    import pandas as pd
-
-    columns = ["transaction_id", "customer_id", "score", "decision", "latency_ms"]
-    conn = _connect_ro(log_path)
-    if conn is None:
-        return pd.DataFrame({c: [] for c in columns})
-    try:
-        return pd.read_sql_query(
-            f"SELECT {', '.join(columns)} FROM predictions WHERE ts >= ? AND ts < ? AND variant = ? "
-            "AND model_version = ? ORDER BY ts, id", conn, params=[since, until, variant, str(version)])
-    finally:
-        conn.close()
+def read_predictions(settings: Settings, since: float, until: float, variant: str, version: str) -> Any:
+    """The window's rows of one variant and version, oldest first, as a DataFrame."""
+    return _log(settings).read(since, until, variant=variant, version=str(version))
 
 
 def parse_errors(text: str) -> dict[Key, float]:
@@ -91,10 +93,14 @@ def scrape_errors(metrics_url: str, timeout: float = 5.0) -> dict[Key, float]:
     return parse_errors(response.text)
 
 
+def _increase(start: float, end: float) -> float:
+    """A counter from ``start`` to ``end``; one that went down was reset (restart): count from 0."""
+    return end - start if end >= start else end
+
+
 def error_delta(before: dict[Key, float], after: dict[Key, float], key: Key) -> int:
-    """Errors of ``key`` between two scrapes; a counter that went down was reset (restart): count from 0."""
-    start, end = before.get(key, 0.0), after.get(key, 0.0)
-    return int(end - start if end >= start else end)
+    """Errors of ``key`` between two scrapes of one process (a restart in between: counted from 0)."""
+    return int(_increase(before.get(key, 0.0), after.get(key, 0.0)))
 
 
 def encode_counters(counters: dict[Key, float]) -> dict[str, float]:
@@ -108,6 +114,159 @@ def decode_counters(data: dict[str, float] | None) -> dict[Key, float]:
         variant, _, version = key.partition("|")
         out[(variant, version)] = float(value)
     return out
+
+
+# --- Errors summed over replicas ------------------------------------------------------------------------
+
+# Every serving replica exports this label-less gauge from its start (include/loopline/serving/metrics.py):
+# its series in Prometheus are the replicas scraped, its samples their scrapes.
+REPLICA_METRIC = "loopline_challenger_share"
+# How far before a window Prometheus is asked for a series' last sample (its default lookback delta: a
+# series without a sample for this long is gone).
+LOOKBACK_S = 300.0
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*$")
+
+
+class ErrorsUnavailable(RuntimeError):
+    """The window's failed transactions cannot be counted; the message says why (it blocks promotion)."""
+
+
+def check_http_url(url: str, what: str) -> str:
+    """``url`` when it is an absolute http(s) URL, else ``ValueError`` naming ``what``."""
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host, got {url!r}")
+    return url.strip()
+
+
+def check_selector(selector: str) -> str:
+    """PromQL label matchers (``job="loopline-serving", namespace=~"prod-.*"``) or ``""``, else ``ValueError``."""
+    selector = selector.strip().strip("{}").strip()
+    if selector and not _SELECTOR.match(selector):
+        raise ValueError(f"prometheus_selector must be PromQL label matchers separated by commas, e.g. "
+                         f'job="loopline-serving", got {selector!r}')
+    if re.search(r"(^|,)\s*__name__\s*[=!]", selector):
+        raise ValueError("prometheus_selector must not match __name__: the canary chooses the metrics itself")
+    return selector
+
+
+def counted_in_window(samples: Sequence[tuple[float, float]], since: float) -> float:
+    """What one counter series (``(time, value)`` samples, oldest first) counted after ``since``: from its
+    last sample at or before ``since`` (none: the series was born in the window, so from 0) to its last."""
+    count, last = 0.0, 0.0
+    for at, value in samples:
+        if at > since:
+            count += _increase(last, value)
+        last = value
+    return count
+
+
+def prometheus_query(prometheus_url: str, promql: str, at: float, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The ``result`` of an instant query at ``at`` (epoch seconds); ``ErrorsUnavailable`` saying why not."""
+    import httpx
+
+    url = f"{prometheus_url.rstrip('/')}/api/v1/query"
+    try:
+        response = httpx.get(url, params={"query": promql, "time": f"{at:.3f}"}, timeout=timeout)
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ErrorsUnavailable(f"cannot query Prometheus at {prometheus_url}: {exc}") from exc
+    if response.status_code != 200 or body.get("status") != "success":
+        raise ErrorsUnavailable(f"Prometheus at {prometheus_url} refused the query {promql!r}: "
+                                f"HTTP {response.status_code}: {body.get('error') or body}")
+    return body["data"]["result"]
+
+
+def window_errors(result: list[dict[str, Any]], since: float, until: float, where: str) -> dict[Key, int]:
+    """Failed transactions per (variant, version) in ``(since, until]`` from the raw samples of the error
+    counters and of ``REPLICA_METRIC`` (a Prometheus matrix ``result``), summed over replicas."""
+    counts: dict[Key, float] = {}
+    replicas, scrapes = 0, 0
+    for series in result:
+        labels = series["metric"]
+        samples = [(float(at), float(value)) for at, value in series["values"]]
+        if labels.get("__name__") == REPLICA_METRIC:
+            replicas += 1
+            scrapes = max(scrapes, sum(since < at <= until for at, _ in samples))
+        else:
+            key = (labels.get("variant", ""), labels.get("version", ""))
+            counts[key] = counts.get(key, 0.0) + counted_in_window(samples, since)
+    if not replicas:
+        raise ErrorsUnavailable(f"{where} holds no {REPLICA_METRIC} series: it scrapes no serving replica "
+                                "(check its scrape config and prometheus_selector)")
+    if scrapes < 2:
+        raise ErrorsUnavailable(f"the window of {until - since:.0f} s holds {scrapes} scrape(s) of any serving "
+                                f"replica in {where}: too short to count errors (it needs two scrape intervals)")
+    return {key: int(round(value)) for key, value in counts.items()}
+
+
+@dataclass(frozen=True)
+class ErrorSource:
+    """Where a canary counts failed transactions: Prometheus (every replica it scrapes, ``selector`` narrowing
+    them) or the ``/metrics`` of each of ``metrics_urls`` (a fixed set of processes)."""
+
+    metrics_urls: tuple[str, ...] = ()
+    prometheus_url: str | None = None
+    selector: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.metrics_urls) == bool(self.prometheus_url):
+            raise ValueError("count errors from exactly one of: metrics_urls, prometheus_url")
+        for url in self.metrics_urls:
+            check_http_url(url, "every metrics URL")
+        if len(set(self.metrics_urls)) != len(self.metrics_urls):
+            raise ValueError(f"metrics URLs repeat (each replica would be counted twice): {list(self.metrics_urls)}")
+        if self.prometheus_url:
+            object.__setattr__(self, "prometheus_url", check_http_url(self.prometheus_url, "the Prometheus URL"))
+        object.__setattr__(self, "selector", check_selector(self.selector))
+
+    def describe(self) -> str:
+        if self.prometheus_url:
+            return f"Prometheus at {self.prometheus_url}" + (f" {{{self.selector}}}" if self.selector else "")
+        return "/metrics of " + ", ".join(self.metrics_urls)
+
+    def mark(self) -> dict[str, Any] | None:
+        """What to remember when a window starts (JSON-safe): each URL's counters; Prometheus keeps the
+        history itself (``{}``). None: a URL could not be read, so this window's errors cannot be counted."""
+        if self.prometheus_url:
+            return {}
+        try:
+            return {url: encode_counters(scrape_errors(url)) for url in self.metrics_urls}
+        except ConnectionError:
+            return None
+
+    def count(self, mark: dict[str, Any] | None, since: float, until: float) -> dict[Key, int]:
+        """Failed transactions per (variant, version) between ``since`` (when ``mark`` was taken) and ``until``
+        (now), summed over the replicas; ``ErrorsUnavailable`` when they cannot be counted."""
+        if self.prometheus_url:
+            return self._count_prometheus(self.prometheus_url, since, until)
+        if mark is None or set(mark) != set(self.metrics_urls):
+            raise ErrorsUnavailable("the error counters could not be read when the window began")
+        out: dict[Key, int] = {}
+        for url in self.metrics_urls:
+            before = decode_counters(mark[url])
+            try:
+                after = scrape_errors(url)
+            except ConnectionError as exc:
+                raise ErrorsUnavailable(str(exc)) from exc
+            for key in after:
+                out[key] = out.get(key, 0) + error_delta(before, after, key)
+        return out
+
+    def _count_prometheus(self, prometheus_url: str, since: float, until: float) -> dict[Key, int]:
+        matchers = f'__name__=~"{ERRORS_METRIC}_total|{REPLICA_METRIC}"' + (f", {self.selector}" if self.selector else "")
+        reach_ms = math.ceil((max(until - since, 0.0) + LOOKBACK_S) * 1000)
+        result = prometheus_query(prometheus_url, f"{{{matchers}}}[{reach_ms}ms]", until)
+        return window_errors(result, since, until, self.describe())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics_urls": list(self.metrics_urls), "prometheus_url": self.prometheus_url,
+                "selector": self.selector}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorSource:
+        return cls(tuple(data.get("metrics_urls") or ()), data.get("prometheus_url"), data.get("selector") or "")
 
 
 def arrived_labels(settings: Settings, transaction_ids: Iterable[str]) -> dict[str, int]:

@@ -20,9 +20,12 @@ POD_SECURITY_LEVEL = "restricted"
 # The Secret with the serving pods' Feast variables (LOOPLINE_FEAST_REGISTRY_URL, LOOPLINE_FEAST_PG_*,
 # LOOPLINE_FEAST_REDIS: see the top of feature_repo/feature_store.production.yaml).
 FEAST_SECRET = "loopline-feast"
+# The Secret with LOOPLINE_PREDICTION_LOG_URL (postgresql://...): every serving replica writes that one log,
+# and the canary and the drift monitor (Airflow tasks) read it.
+PREDICTION_LOG_SECRET = "loopline-prediction-log"
 # The Feast config the serving pods read (Postgres registry, Redis online store), relative to feature_repo/.
 FEAST_PRODUCTION_YAML = "feature_store.production.yaml"
-# Where the serving pods keep their state (the prediction log): an emptyDir, as the root is read-only.
+# Where the serving pods keep scratch state: an emptyDir, as the root is read-only (predictions go to Postgres).
 SERVING_STATE_DIR = "/var/lib/loopline"
 # Egress the NetworkPolicies allow, by port (destinations live outside the namespace, often outside the
 # cluster, so they cannot be selected by label): HTTPS, MLflow's port, MinIO; serving also Postgres
@@ -148,7 +151,7 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
                 {"name": "FEAST_FS_YAML_FILE_PATH", "value": FEAST_PRODUCTION_YAML},
                 {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
                 {"name": "DO_NOT_TRACK", "value": "true"}],
-        "envFrom": secret_env_from(config.trainer.secrets.mlflow, FEAST_SECRET),
+        "envFrom": secret_env_from(config.trainer.secrets.mlflow, FEAST_SECRET, PREDICTION_LOG_SECRET),
         "resources": serving.resources.as_dict(),
         # Loading a model from the registry takes seconds: readiness gates traffic, liveness restarts.
         "readinessProbe": _probe("/readyz", period=5, failures=3),

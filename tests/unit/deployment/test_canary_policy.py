@@ -1,4 +1,5 @@
-"""The canary policy: the shipped YAML loads, bad fields are named, overrides speed up a bake."""
+"""The canary policy: the shipped YAML loads, bad fields are named, overrides speed up a bake, and where
+failed transactions are counted (policy, settings, explicit URLs)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from loopline.deployment.policy import CanaryPolicyError, load_canary_policy
+from loopline.config import Settings
+from loopline.deployment.canary import error_source
+from loopline.deployment.policy import CanaryPolicy, CanaryPolicyError, load_canary_policy
+from loopline.deployment.windows import ErrorSource
 
 REPO_CONFIG = Path(__file__).resolve().parents[3] / "include" / "config"
 
@@ -47,3 +51,43 @@ def test_overrides_shorten_the_bake_and_every_minimum_sample() -> None:
             policy.analysis.score_shift.min_requests} == {7}
     with pytest.raises(CanaryPolicyError, match="min_requests"):
         policy.with_overrides(min_requests=0)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("analysis: {errors: {source: {metrics_urls: ['serving-a:8000/metrics']}}}", "must be an http"),
+    ("analysis: {errors: {source: {metrics_urls: ['http://a/metrics', 'http://a/metrics']}}}", "listed twice"),
+    ("analysis: {errors: {source: {prometheus_selector: 'job=serving'}}}", "label matchers"),
+    ("analysis: {errors: {source: {metrics_urls: ['http://a/metrics'], prometheus_selector: 'job=\"x\"'}}}",
+     "remove one of the two"),
+    ("analysis: {errors: {source: {prometheus_url: 'http://p:9090'}}}", "prometheus_url"),
+])
+def test_invalid_error_source_says_what_to_fix(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(text)
+    with pytest.raises(CanaryPolicyError, match=message) as error:
+        load_canary_policy(path)
+    assert "analysis.errors.source" in str(error.value)
+
+
+def test_where_errors_are_counted(tmp_path: Path) -> None:
+    """The URL(s) given win, then the policy's metrics_urls, then LOOPLINE_PROMETHEUS_URL, then the
+    serving URL's own /metrics; a bad Prometheus URL is named as such."""
+    policy = load_canary_policy(config_dir=REPO_CONFIG)
+    plain = Settings(state_dir=tmp_path, serving_url="http://serving:8000")
+    with_prometheus = Settings(state_dir=tmp_path, serving_url="http://serving:8000",
+                               prometheus_url="http://prometheus:9090")
+    assert error_source(plain, policy) == ErrorSource(metrics_urls=("http://serving:8000/metrics",))
+    assert error_source(plain.model_copy(update={"prometheus_url": "  "}), policy) == error_source(plain, policy)
+    assert error_source(with_prometheus, policy) == ErrorSource(prometheus_url="http://prometheus:9090")
+    assert error_source(with_prometheus, policy, "http://one:8000/metrics") == ErrorSource(
+        metrics_urls=("http://one:8000/metrics",))
+    assert error_source(with_prometheus, policy, ["http://a/metrics", "http://b/metrics"]).metrics_urls == (
+        "http://a/metrics", "http://b/metrics")
+    data = policy.model_dump()
+    data["analysis"]["errors"]["source"] = {"metrics_urls": ["http://a/metrics", "http://b/metrics"]}
+    fixed_replicas = CanaryPolicy.model_validate(data)
+    assert error_source(with_prometheus, fixed_replicas).metrics_urls == ("http://a/metrics", "http://b/metrics")
+    data["analysis"]["errors"]["source"] = {"prometheus_selector": 'job="loopline-serving"'}
+    assert error_source(with_prometheus, CanaryPolicy.model_validate(data)).selector == 'job="loopline-serving"'
+    with pytest.raises(CanaryPolicyError, match="LOOPLINE_PROMETHEUS_URL.*http"):
+        error_source(plain.model_copy(update={"prometheus_url": "prometheus:9090"}), policy)

@@ -1,21 +1,36 @@
 """The canary's readers: per-variant counts from a real prediction log, error counters from the real
-metrics exposition, counter resets."""
+metrics exposition, counter resets, and failed transactions summed over replicas: each replica's real
+/metrics over HTTP, and the counting of Prometheus' raw samples (the real Prometheus binary is in
+test_prometheus_errors.py)."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from prometheus_client import generate_latest
+import pytest
+from prometheus_client import generate_latest, start_http_server
 
+from loopline.config import Settings
+from loopline.deployment.canary import CanaryPlan, Phase
 from loopline.deployment.windows import (
+    REPLICA_METRIC,
+    ErrorSource,
+    ErrorsUnavailable,
+    counted_in_window,
     decode_counters,
     encode_counters,
     error_delta,
     logged_counts,
     parse_errors,
     read_predictions,
+    window_errors,
 )
+from loopline.platform.scratch import free_port
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
 
@@ -27,16 +42,16 @@ def row(i: int, ts: float, variant: str, version: str) -> LoggedPrediction:
 
 
 def test_logged_counts_per_variant_and_version_in_the_window(tmp_path: Path) -> None:
-    path = tmp_path / "predictions.db"
-    assert logged_counts(path, 0) == {}  # no log yet: nothing, not an error
-    log = PredictionLog(path)
+    settings = Settings(state_dir=tmp_path / "state")
+    assert logged_counts(settings, 0) == {}  # no log yet: nothing, not an error
+    log = PredictionLog(settings.state.prediction_log)
     now = time.time()
     log.append([row(0, now - 100, "champion", "1")])  # before the window
     log.append([row(i, now + i * 0.001, "champion", "1") for i in range(1, 4)])
     log.append([row(i, now + i * 0.001, "challenger", "2") for i in range(4, 6)])
     log.append([row(6, now, "shadow", "2")])
-    assert logged_counts(path, now - 1) == {("champion", "1"): 3, ("challenger", "2"): 2, ("shadow", "2"): 1}
-    frame = read_predictions(path, now - 1, now + 1, "challenger", "2")
+    assert logged_counts(settings, now - 1) == {("champion", "1"): 3, ("challenger", "2"): 2, ("shadow", "2"): 1}
+    frame = read_predictions(settings, now - 1, now + 1, "challenger", "2")
     assert list(frame["transaction_id"]) == ["tx4", "tx5"]
     log.close()
 
@@ -56,3 +71,140 @@ def test_error_delta_handles_new_series_and_restarts() -> None:
     assert error_delta({}, {key: 4.0}, key) == 4
     assert error_delta({key: 4.0}, {key: 10.0}, key) == 6
     assert error_delta({key: 40.0}, {key: 3.0}, key) == 3  # the process restarted: counted from zero
+
+
+# --- Errors summed over replicas -------------------------------------------------------------------------
+
+class Replica:
+    """One serving process's /metrics: its real ServingMetrics behind prometheus_client's HTTP server on a
+    free loopback port; ``restart()`` is a new process (fresh counters) at the same URL."""
+
+    def __init__(self) -> None:
+        self.metrics = ServingMetrics()
+        self.server, self.thread = start_http_server(free_port(), addr="127.0.0.1", registry=self)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
+
+    def collect(self):  # the registry prometheus_client's server exposes: this process's, now
+        return self.metrics.registry.collect()
+
+    def restart(self) -> None:
+        self.metrics = ServingMetrics()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    started = [Replica(), Replica()]
+    yield started
+    for replica in started:
+        replica.stop()
+
+
+def test_metrics_urls_sum_each_replicas_difference_with_its_own_restart(replicas: list[Replica]) -> None:
+    a, b = replicas
+    key, other = ("challenger", "7"), ("champion", "6")
+    a.metrics.scoring_failed(*key, 40)  # before the window
+    source = ErrorSource(metrics_urls=(a.url, b.url))
+    mark = source.mark()
+    assert mark is not None and json.loads(json.dumps(mark)) == mark  # stored in XCom / trigger kwargs
+    a.metrics.scoring_failed(*key, 5)
+    a.restart()  # replica a restarts: its counter starts again from 0 ...
+    a.metrics.scoring_failed(*key, 3)  # ... and counts 3 since then
+    b.metrics.scoring_failed(*key, 4)  # a series born in the window
+    b.metrics.scoring_failed(*other, 2)
+    counts = source.count(mark, 0, time.time())
+    # a: the 5 before its restart are lost with the process (as with any scrape), the 3 after it count.
+    assert counts == {key: 3 + 4, other: 2}
+
+
+def test_an_unreadable_replica_makes_the_count_unavailable_naming_it(replicas: list[Replica]) -> None:
+    a, b = replicas
+    source = ErrorSource(metrics_urls=(a.url, b.url))
+    mark = source.mark()
+    with pytest.raises(ErrorsUnavailable, match="could not be read when the window began"):
+        source.count(None, 0, time.time())
+    b.stop()
+    assert source.mark() is None  # a window starting now cannot be counted
+    with pytest.raises(ErrorsUnavailable, match=re.escape(b.url)):
+        source.count(mark, 0, time.time())
+
+
+def test_a_counter_series_is_counted_from_its_last_sample_before_the_window() -> None:
+    since = 100.0
+    assert counted_in_window([(90, 5), (95, 7), (101, 9), (102, 12)], since) == 5  # baseline 7 (t=95)
+    assert counted_in_window([(100, 7), (101, 9)], since) == 2  # a sample at the start is the baseline
+    assert counted_in_window([(101, 4), (102, 6)], since) == 6  # born in the window: from 0
+    assert counted_in_window([(95, 40), (101, 44), (102, 3), (103, 5)], since) == 4 + 3 + 2  # restarted at 102
+    assert counted_in_window([(90, 5), (95, 7)], since) == 0  # gone before the window
+    assert counted_in_window([], since) == 0
+
+
+def series(name: str, samples: list[tuple[float, float]], **labels: str) -> dict[str, Any]:
+    """One series of a Prometheus API matrix result (values are strings there)."""
+    return {"metric": {"__name__": name, "job": "loopline-serving", **labels},
+            "values": [[at, f"{value:g}"] for at, value in samples]}
+
+
+ERRORS = "loopline_prediction_errors_total"
+
+
+def test_window_errors_sums_replicas_and_needs_two_scrapes_of_one() -> None:
+    since, until = 100.0, 110.0
+    scrapes = [(t, 0.0) for t in (98, 101, 104, 107, 110)]
+    result = [
+        series(REPLICA_METRIC, scrapes, instance="a:8000"),
+        series(REPLICA_METRIC, scrapes[2:], instance="b:8000"),  # b started in the window
+        series(ERRORS, [(98, 10), (101, 12), (104, 15)], instance="a:8000", variant="challenger", version="7"),
+        series(ERRORS, [(104, 2), (107, 6)], instance="b:8000", variant="challenger", version="7"),
+        series(ERRORS, [(98, 1), (110, 1)], instance="a:8000", variant="champion", version="6"),
+    ]
+    assert window_errors(result, since, until, "Prometheus") == {("challenger", "7"): 5 + 6, ("champion", "6"): 0}
+    with pytest.raises(ErrorsUnavailable, match="1 scrape.*too short"):
+        window_errors(result, 108.0, until, "Prometheus")
+    with pytest.raises(ErrorsUnavailable, match="scrapes no serving replica"):
+        window_errors([r for r in result if r["metric"]["__name__"] == ERRORS], since, until, "Prometheus")
+
+
+def test_error_source_validates_its_settings_with_clear_errors() -> None:
+    with pytest.raises(ValueError, match="exactly one of"):
+        ErrorSource()
+    with pytest.raises(ValueError, match="exactly one of"):
+        ErrorSource(metrics_urls=("http://a:8000/metrics",), prometheus_url="http://prometheus:9090")
+    with pytest.raises(ValueError, match="the Prometheus URL must be an http"):
+        ErrorSource(prometheus_url="prometheus:9090")
+    with pytest.raises(ValueError, match="counted twice"):
+        ErrorSource(metrics_urls=("http://a:8000/metrics", "http://a:8000/metrics"))
+    with pytest.raises(ValueError, match="label matchers"):
+        ErrorSource(prometheus_url="http://p:9090", selector="job=serving")
+    with pytest.raises(ValueError, match="__name__"):
+        ErrorSource(prometheus_url="http://p:9090", selector='__name__="up"')
+    source = ErrorSource(prometheus_url=" http://p:9090/ ", selector='{job="loopline-serving", namespace=~"prod-.*"}')
+    assert (source.prometheus_url, source.selector) == ("http://p:9090/", 'job="loopline-serving", namespace=~"prod-.*"')
+    assert ErrorSource.from_dict(json.loads(json.dumps(source.to_dict()))) == source
+
+
+def test_the_plan_keeps_its_error_source_through_json() -> None:
+    source = ErrorSource(prometheus_url="http://prometheus:9090", selector='job="loopline-serving"')
+    plan = CanaryPlan("2", "1", (Phase(0.25, "live"), Phase(1.0, "live")), "", started_at=1.0,
+                      errors_at_start=source.mark(), errors_from=source)
+    assert CanaryPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    old = CanaryPlan("2", "1", (Phase(1.0, "live"),), "http://serving:8000/metrics")  # one URL, as before
+    assert CanaryPlan.from_dict(json.loads(json.dumps(old.to_dict()))).error_source == ErrorSource(
+        metrics_urls=("http://serving:8000/metrics",))
+
+
+def test_an_unreachable_prometheus_is_unavailable_not_zero() -> None:
+    source = ErrorSource(prometheus_url="http://127.0.0.1:9")  # the discard port: nothing listens
+    assert source.mark() == {}  # Prometheus keeps the history: nothing to note when a window starts
+    with pytest.raises(ErrorsUnavailable, match="cannot query Prometheus at http://127.0.0.1:9"):
+        source.count({}, time.time() - 60, time.time())
+
+
+def test_every_replica_exports_the_replica_metric_from_its_start() -> None:
+    """The Prometheus count tells "no errors" from "no replica scraped" by this series: a fresh service
+    must expose it, without labels, before it has answered anything."""
+    text = generate_latest(ServingMetrics().registry).decode()
+    assert re.search(rf"^{REPLICA_METRIC} 0\.0$", text, flags=re.MULTILINE), text

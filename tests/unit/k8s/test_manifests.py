@@ -95,8 +95,9 @@ def test_serving_pod_is_configured_like_the_compose_service() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["FEAST_FS_YAML_FILE_PATH"] == manifests.FEAST_PRODUCTION_YAML
     assert (REPO_ROOT / "feature_repo" / manifests.FEAST_PRODUCTION_YAML).is_file()
-    assert {e["secretRef"]["name"] for e in container["envFrom"]} == {CONFIG.trainer.secrets.mlflow,
-                                                                      manifests.FEAST_SECRET}
+    # The same prediction log as the canary and the drift monitor read (the Airflow side loads it too).
+    assert {e["secretRef"]["name"] for e in container["envFrom"]} == {
+        CONFIG.trainer.secrets.mlflow, manifests.FEAST_SECRET, manifests.PREDICTION_LOG_SECRET}
     # Read-only root: everything written goes to a mounted emptyDir.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
