@@ -1,25 +1,36 @@
-"""Helpers of the canary tests: faulty challengers registered as real MLflow pyfunc versions, and a
-constant client load against a running service."""
+"""Helpers of the canary tests: faulty challengers registered as real MLflow pyfunc versions, a
+constant client load against a running service, and chargebacks (labels) arriving for what it answered."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import mlflow.pyfunc
+import numpy as np
+
+from loopline.config import Settings
 
 
 class FaultyModel(mlflow.pyfunc.PythonModel):
     """The trained model with one fault: ``raise`` for some inputs, ``slow`` by ``delay_s`` per call,
-    ``shift`` its scores to just below 1 (it flags everything). Warm-up rows (integral amounts) never raise, so it loads."""
+    ``shift`` its scores to just below 1 (it flags everything), ``shuffled``: ranks backwards with the
+    score distribution of ``reference`` (the champion's scores on live traffic), so only labels reveal
+    it. Warm-up rows (integral amounts) never raise, so it loads."""
 
-    def __init__(self, fault: str, delay_s: float = 0.15) -> None:
+    def __init__(self, fault: str, delay_s: float = 0.15, reference: Sequence[float] = ()) -> None:
+        if fault == "shuffled" and not len(reference):
+            raise ValueError("the shuffled fault needs reference scores: the champion's on live traffic")
         self.fault = fault
         self.delay_s = delay_s
+        self.reference = tuple(sorted(float(s) for s in reference))
 
     def load_context(self, context: Any) -> None:
         self.base = mlflow.pyfunc.load_model(context.artifacts["base"])
@@ -35,10 +46,18 @@ class FaultyModel(mlflow.pyfunc.PythonModel):
         if self.fault == "shift":  # miscalibrated: every transaction looks like fraud (ranking kept)
             out = out.copy()
             out["score"] = 0.99 + 0.009 * out["score"]
+        if self.fault == "shuffled":
+            # Each score goes to the reference's mirrored quantile: a fixed function of the transaction's own
+            # score (deterministic per transaction), the same distribution (PSI ~ 0), the ranking reversed.
+            reference = np.asarray(self.reference)
+            quantile = np.searchsorted(reference, out["score"].to_numpy(dtype="float64")) / len(reference)
+            out = out.copy()
+            out["score"] = np.quantile(reference, 1.0 - quantile)
         return out
 
 
-def register_faulty(tracking_uri: str, base_version: str, fault: str, model_name: str = "fraud_detector") -> str:
+def register_faulty(tracking_uri: str, base_version: str, fault: str, model_name: str = "fraud_detector",
+                    reference: Sequence[float] = ()) -> str:
     """Log and register a ``FaultyModel`` wrapping ``base_version``; returns the new version."""
     import mlflow
     from mlflow.artifacts import download_artifacts
@@ -50,8 +69,9 @@ def register_faulty(tracking_uri: str, base_version: str, fault: str, model_name
     local = download_artifacts(base_uri)
     mlflow.set_experiment("canary-tests")
     with mlflow.start_run(run_name=f"faulty-{fault}"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=FaultyModel(fault), artifacts={"base": local},
-                                       signature=signature, pip_requirements=["mlflow"])  # no inference: seconds
+        info = mlflow.pyfunc.log_model(name="model", python_model=FaultyModel(fault, reference=reference),
+                                       artifacts={"base": local}, signature=signature,
+                                       pip_requirements=["mlflow"])  # no inference: seconds
     return str(mlflow.register_model(info.model_uri, model_name).version)
 
 
@@ -70,10 +90,12 @@ class Load:
         self._threads = [threading.Thread(target=self._loop, args=(n,), daemon=True) for n in range(self.clients)]
 
     def _loop(self, offset: int) -> None:
+        n = len(self.transactions)
+        stride = next(s for s in range(7, 7 + n) if math.gcd(s, n) == 1)  # coprime: every transaction is sent
         with httpx.Client(base_url=self.url, timeout=30) as http:
             i = offset
             while not self._stop.is_set():
-                tx = self.transactions[i % len(self.transactions)]
+                tx = self.transactions[i % n]
                 try:
                     response = http.post("/v1/predict", json={"transactions": [tx]})
                     p = response.json()["predictions"][0] if response.status_code == 200 else {}
@@ -82,7 +104,7 @@ class Load:
                     outcome = (-1, None, None)
                 with self._lock:
                     self.outcomes.append(outcome)
-                i += 7
+                i += stride
 
     def __enter__(self) -> Load:
         for thread in self._threads:
@@ -101,3 +123,85 @@ class Load:
     def versions(self) -> Counter:
         with self._lock:
             return Counter((v, m) for s, v, m in self.outcomes if s == 200)
+
+
+class LabelFeed:
+    """Chargebacks as production delivers them, while the service answers: every ``every`` seconds the labels
+    of the transactions it answered since the feed started (and that have ground truth in ``truth``) land
+    as one batch file in ``landing/labels/`` and go through the real write–audit–publish (``ingest_file``:
+    the GX suite, the curated store, the ledger), stamped with the moment they land — which is what
+    ``read_labels`` honours as the label delay."""
+
+    def __init__(self, settings: Settings, truth: Mapping[str, int], every: float = 1.0) -> None:
+        self.settings = settings
+        self.truth = dict(truth)
+        self.every = every
+        self.delivered: set[str] = set()
+        self.batches: list[Any] = []  # IngestResult of each landed batch
+        self._since = time.time()
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _answered(self) -> set[str]:
+        import sqlite3
+
+        path = self.settings.state.prediction_log
+        if not path.exists():
+            return set()
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = conn.execute("SELECT DISTINCT transaction_id FROM predictions WHERE ts >= ?", (self._since,))
+            return {str(r[0]) for r in rows}
+        finally:
+            conn.close()
+
+    def deliver(self) -> int:
+        """Land one batch now: the labels of every answered transaction not labelled yet; returns how many."""
+        from loopline.data.ingest import ingest_file
+        from loopline.data.simulator import write_frame
+
+        ids = sorted(t for t in self._answered() if t in self.truth and t not in self.delivered)
+        if not ids:
+            return 0
+        path = self.settings.state.landing / "labels" / f"labels_chargebacks_{len(self.batches):04d}.parquet"
+        write_frame(self._frame(ids), path, "parquet")
+        result = ingest_file(self.settings, path)
+        if result.status != "published" or result.published_rows != len(ids):
+            raise AssertionError(f"a label batch was not published: {result.summary()}")
+        self.delivered.update(ids)
+        self.batches.append(result)
+        return len(ids)
+
+    def _frame(self, ids: list[str]) -> Any:
+        """A labels batch as the contract has it, known now."""
+        import pandas as pd
+
+        from loopline.data.schema import LABEL_COLUMNS
+        from loopline.data.simulator import conform
+
+        return conform(pd.DataFrame({"transaction_id": ids, "is_fraud": [self.truth.get(t, 0) for t in ids],
+                                     "label_timestamp": pd.Timestamp(datetime.now(UTC))}), LABEL_COLUMNS)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.deliver()
+            except BaseException as exc:  # surfaced by __exit__: a feed that dies silently would look like "no labels"
+                self._errors.append(exc)
+                return
+
+    def __enter__(self) -> LabelFeed:
+        from loopline.data.validation import validate_frame
+
+        # GX builds the suite's validator once per process (seconds of CPU): before the traffic, not mid-bake.
+        validate_frame(self._frame(["tx_warmup"]), "labels", self.settings.config_dir)
+        self._since = time.time()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if self._errors and exc_type is None:
+            raise self._errors[0]

@@ -1,12 +1,14 @@
-"""analyse(): each check's semantics, minimum sample sizes included (too little traffic never promotes)."""
+"""analyse(): each check's semantics, minimum sample sizes included (too little traffic never promotes), and
+labelled quality judged with the noise of a few fraud customers per variant."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from loopline.deployment.analysis import VariantWindow, analyse, average_precision, psi
+from loopline.deployment.analysis import LabelledSample, VariantWindow, analyse, check_labelled, psi
 from loopline.deployment.policy import CanaryPolicy
+from loopline.gating.metrics import pr_auc
 
 POLICY = CanaryPolicy().with_overrides(min_requests=100)
 
@@ -120,10 +122,105 @@ def test_few_labels_wait_unless_labels_are_required() -> None:
     assert statuses(verdict)["labelled"] == "insufficient" and not verdict.passed
 
 
-def test_average_precision_matches_known_values() -> None:
-    assert average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx((1 + 2 / 3) / 2)
-    assert average_precision([0, 1], [0.9, 0.1]) == pytest.approx(0.5)
-    assert np.isnan(average_precision([0, 0], [0.2, 0.1]))
+def test_labelled_pr_auc_is_the_gates_average_precision_ties_included() -> None:
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(300), 1)  # ten distinct values: many ties
+    truth = (rng.random(300) < scores).astype(int)
+    w = VariantWindow("2", tuple(scores.tolist()), (), tuple(f"t{i}" for i in range(300)),
+                      tuple(bool(s >= 0.5) for s in scores))
+    ap, recall = LabelledSample.join(w, {f"t{i}": int(y) for i, y in enumerate(truth)}).quality()
+    assert ap == pytest.approx(pr_auc(truth, scores), abs=1e-12)
+    assert recall == pytest.approx(((scores >= 0.5) & (truth == 1)).sum() / truth.sum())
+    # A constant score ranks nothing: its PR-AUC is the fraud rate, whatever order the log holds the rows in.
+    flat = VariantWindow("2", (0.3,) * 300, (), w.transaction_ids, (False,) * 300)
+    labels = {f"t{i}": int(y) for i, y in enumerate(sorted(truth, reverse=True))}  # fraud logged first
+    assert LabelledSample.join(flat, labels).quality()[0] == pytest.approx(truth.mean())
+
+
+def incidents(prefix: str, caught: list[int], *, genuine_customers: int = 40, burst: int = 5,
+              score: float = 0.9) -> tuple[VariantWindow, dict[str, int]]:
+    """A sticky sample: ``genuine_customers`` x 10 genuine transactions, and one fraud burst of ``burst``
+    transactions per entry of ``caught`` on its own customer, of which that many score ``score`` (the rest 0.1)."""
+    rng = np.random.default_rng(len(prefix) + sum(caught))
+    rows = [(f"{prefix}g{c}_{t}", f"{prefix}c{c}", float(rng.beta(1, 12)), 0)
+            for c in range(genuine_customers) for t in range(10)]
+    rows += [(f"{prefix}f{k}_{t}", f"{prefix}victim{k}", score if t < hits else 0.1, 1)
+             for k, hits in enumerate(caught) for t in range(burst)]
+    w = VariantWindow(prefix, tuple(r[2] for r in rows), (4.0,) * len(rows), tuple(r[0] for r in rows),
+                      tuple(r[2] >= 0.5 for r in rows), customers=genuine_customers + len(caught),
+                      customer_ids=tuple(r[1] for r in rows))
+    return w, {r[0]: r[3] for r in rows}
+
+
+LABELS_POLICY = CanaryPolicy.model_validate({**POLICY.model_dump(), "analysis": {
+    **POLICY.analysis.model_dump(), "labelled": {**POLICY.analysis.labelled.model_dump(), "min_positives": 10}}})
+
+
+def test_a_few_fraud_customers_do_not_roll_back_an_equal_challenger() -> None:
+    # The same model on two sets of customers: the champion's three fraud bursts were caught 5, 5 and 2 of 5,
+    # the challenger's 5, 4 and 0 of 5 (recall 0.80 vs 0.60, beyond the 0.10 allowed). Three incidents each
+    # cannot tell that apart from luck: one burst more or less swings recall by a third.
+    champion, champion_labels = incidents("a", [5, 5, 2])
+    challenger, challenger_labels = incidents("b", [5, 4, 0])
+    result = check_labelled(LABELS_POLICY, champion, challenger, {**champion_labels, **challenger_labels})
+    assert result.values["recall"]["champion"] - result.values["recall"]["challenger"] > 0.1
+    assert result.status == "pass", result.reason
+    assert result.values["fraud_customers"] == {"champion": 3, "challenger": 3}
+    # A hundred and twenty incidents each with the same recalls: that drop is real, and it fails.
+    champion, champion_labels = incidents("a", [5, 5, 2] * 40)
+    challenger, challenger_labels = incidents("b", [5, 4, 0] * 40)
+    result = check_labelled(LABELS_POLICY, champion, challenger, {**champion_labels, **challenger_labels})
+    assert result.status == "fail" and "recall" in result.reason, result.reason
+    assert result.values["dropped_at_least"]["recall"] > LABELS_POLICY.analysis.labelled.max_recall_drop
+
+
+def test_equal_challengers_on_a_few_fraud_customers_are_rarely_rolled_back() -> None:
+    # Both variants: the same model, three fraud bursts of five, each caught at a rate of its own. The point
+    # estimates alone (the rule before) call the challenger worse than allowed in ~40 % of such canaries.
+    rng = np.random.default_rng(11)
+
+    def sample(prefix: str) -> tuple[VariantWindow, dict[str, int]]:
+        return incidents(prefix, [int(rng.binomial(5, rng.uniform(0.2, 0.9))) for _ in range(3)])
+
+    point_worse = failed = 0
+    for i in range(60):
+        (champion, champion_labels), (challenger, challenger_labels) = sample(f"a{i}_"), sample(f"b{i}_")
+        result = check_labelled(LABELS_POLICY, champion, challenger, {**champion_labels, **challenger_labels})
+        failed += result.status == "fail"
+        ap, recall = result.values["pr_auc"], result.values["recall"]
+        point_worse += (ap["champion"] - ap["challenger"] > 0.05) or (recall["champion"] - recall["challenger"] > 0.1)
+    assert point_worse >= 15 and failed <= 3, (point_worse, failed)
+
+
+def test_a_challenger_that_misses_every_fraud_fails_even_on_a_few_customers() -> None:
+    champion, champion_labels = incidents("a", [5, 4, 5])
+    blind, blind_labels = incidents("b", [5, 5, 5], score=0.02)  # every fraud scored below the genuine ones
+    result = check_labelled(LABELS_POLICY, champion, blind, {**champion_labels, **blind_labels})
+    assert result.status == "fail" and "PR-AUC and recall worse" in result.reason, result.reason
+    assert result.values["recall"]["challenger"] == 0
+
+
+def test_waiting_for_labels_is_not_called_too_little_traffic() -> None:
+    strict = CanaryPolicy.model_validate({**POLICY.model_dump(), "analysis": {
+        **POLICY.analysis.model_dump(), "labelled": {**POLICY.analysis.labelled.model_dump(), "required": True}}})
+    verdict = analyse(strict, window("1", prefix="a"), window("2", prefix="b"), {})
+    assert not verdict.passed and verdict.why.startswith("not enough labels to judge: labelled: waiting for labels")
+    # All-fraud labels rank nothing: still waiting, never a pass on an undefined PR-AUC.
+    champion, challenger = window("1", prefix="a"), window("2", prefix="b")
+    all_fraud = {t: 1 for t in (*champion.transaction_ids, *challenger.transaction_ids)}
+    assert statuses(analyse(strict, champion, challenger, all_fraud))["labelled"] == "insufficient"
+
+
+def test_windows_from_the_prediction_log_carry_each_rows_customer() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"transaction_id": ["t1", "t2", "t3"], "customer_id": ["c1", None, "c1"],
+                          "score": [0.1, 0.2, 0.3], "decision": [0, 0, 0], "latency_ms": [1.0, 1.0, 1.0]})
+    w = VariantWindow.from_frame(frame, "2", errors=0)
+    assert (w.customer_ids, w.customers) == (("c1", "", "c1"), 1)
+    # No customer: the transaction is its own unit when resampling.
+    sample = LabelledSample.join(w, {"t1": 0, "t2": 1, "t3": 0})
+    assert sorted(sample.customers.tolist()) == [0, 0, 1]
 
 
 def test_verdict_serialises_with_every_check() -> None:
