@@ -6,7 +6,8 @@ decision. The decisions themselves are ``loopline.deployment`` functions; this m
 - ``CanaryRampOperator`` shifts traffic to a step, defers to the trigger, analyses the window when it
   fires, and either defers again for the next step, rolls back, or hands over for promotion.
 - ``PromotionDecisionOperator`` is Airflow's HITL branch operator that asks a person only when the
-  policy requires approval; otherwise (or after a failed ramp) it branches without asking.
+  policy requires approval; otherwise (or after a failed ramp) it branches without asking. The question
+  is answered in the UI ("Required actions"), over REST, or with ``loopline canary approve | reject``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Param
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-PROMOTE, ROLL_BACK = "Promote", "Roll back"
+# The question's options and its comment field are shared with `loopline canary approve | reject`.
+from loopline.deployment.deployment_cli import COMMENT, PROMOTE, ROLL_BACK
 
 
 def _policy(data: dict[str, Any]):
@@ -129,13 +131,20 @@ class PromotionDecisionOperator(HITLBranchOperator):
 
     Airflow's ``ApprovalOperator`` only skips on "Reject"; here a rejection must roll back, so this is
     the HITL *branch* operator with the options mapped to the two tasks. No answer in
-    ``approval.timeout_minutes``: the default, "Roll back".
+    ``approval.timeout_minutes``: the default, "Roll back". The answer (option, who, comment, timed out)
+    is pushed as XCom ``decision`` for the tasks that act on it.
     """
 
     def __init__(self, *, ramp_task_id: str, promote_task_id: str, roll_back_task_id: str, **kwargs: Any) -> None:
+        # HITL shows only task-level params as form fields; the DAG's (merged in here by Airflow) are merged
+        # again by the base class, so they are dropped from kwargs rather than passed twice.
+        kwargs.pop("params", None)
         super().__init__(subject="Promote the challenger to champion?", options=[PROMOTE, ROLL_BACK],
                          options_mapping={PROMOTE: promote_task_id, ROLL_BACK: roll_back_task_id},
-                         defaults=[ROLL_BACK], **kwargs)
+                         defaults=[ROLL_BACK],
+                         params={COMMENT: Param(None, type=["null", "string"],
+                                                description="Why (optional): kept with the decision")},
+                         **kwargs)
         self.ramp_task_id = ramp_task_id
         self.promote_task_id = promote_task_id
         self.roll_back_task_id = roll_back_task_id
@@ -148,7 +157,19 @@ class PromotionDecisionOperator(HITLBranchOperator):
         if not approval["required"]:
             return self.do_branch(context, self.promote_task_id)
         last = ramp["verdicts"][-1]
+        # The subject names the version: it is what the UI's list of required actions and the CLI show.
+        self.subject = f"Promote version {ramp['plan']['version']} to champion?"
         self.body = (f"Version **{ramp['plan']['version']}** passed every canary step against champion "
                      f"{ramp['plan']['champion']}.\n\nLast verdict: {last['why']}")
         self.response_timeout = timedelta(minutes=approval["timeout_minutes"])
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "chosen_options" in event:  # an answer, or the default at the timeout (an "error" event fails below)
+            decision = {"option": event["chosen_options"][0],
+                        "by": (event.get("responded_by_user") or {}).get("name"),
+                        "comment": (event.get("params_input") or {}).get(COMMENT),
+                        "timed_out": bool(event.get("timedout"))}
+            self.log.info("decision: %s", decision)
+            context["ti"].xcom_push(key="decision", value=decision)
+        return super().execute_complete(context, event)
