@@ -24,6 +24,14 @@ from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.run_conf import reject_unknown_conf
 
 
+def _who_decided(decision: dict | None) -> str:
+    """``alice (HITL): "looks good"`` from the approval's XCom ``decision`` (see PromotionDecisionOperator)."""
+    if not decision:
+        return "a person (HITL)"
+    who = f"{decision.get('by') or 'a person'} (HITL)"
+    return f"{who}: {decision['comment']!r}" if decision.get("comment") else who
+
+
 @dag(
     schedule=[CHALLENGER],
     start_date=START_DATE,
@@ -62,14 +70,15 @@ def deploy_canary():
         return start.to_dict() if start.action == "canary" else False
 
     @task
-    def promote_challenger(ramp: dict) -> str:
+    def promote_challenger(ramp: dict, **context) -> str:
         """The champion alias moves to the challenger; the previous champion is the fallback."""
         from loopline.config import get_settings
         from loopline.deployment.actions import promote
         from loopline.deployment.canary import CanaryPlan, promote_reason
 
         plan = CanaryPlan.from_dict(ramp["plan"])
-        approved = "a person (HITL)" if ramp["policy"]["approval"]["required"] else None
+        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        approved = _who_decided(decision) if ramp["policy"]["approval"]["required"] else None
         promote(get_settings(), plan.version, promote_reason(plan, approved), verdict=ramp["verdicts"][-1])
         return plan.version
 
@@ -83,8 +92,13 @@ def deploy_canary():
         if not isinstance(start, dict):
             return "no canary started: nothing to roll back"
         ramp = context["ti"].xcom_pull(task_ids="ramp_canary") or {}
-        reason = ("promotion not approved (rejected or no answer in time)" if ramp.get("outcome") == "promote"
-                  else "the canary did not complete (a task failed): see the deploy_canary run's logs")
+        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        if ramp.get("outcome") != "promote":
+            reason = "the canary did not complete (a task failed): see the deploy_canary run's logs"
+        elif decision and decision.get("timed_out"):
+            reason = "promotion not approved: no answer within approval.timeout_minutes (HITL default: roll back)"
+        else:
+            reason = f"promotion rejected by {_who_decided(decision)}"
         roll_back(get_settings(), start["plan"]["version"], reason)
         return reason
 

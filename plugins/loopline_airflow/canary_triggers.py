@@ -78,8 +78,9 @@ class CanaryBakeTrigger(BaseTrigger):
                 yield TriggerEvent({"progress": progress, "plan": self.plan, "step": self.step,
                                     "policy": self.policy, "verdicts": self.verdicts})
                 return
-            self.log.info("baking step %s: %s after %.0f s", self.step["index"] + 1, progress["requests"],
-                          progress["elapsed_s"])
+            self.log.info("baking step %s: %s after %.0f s%s", self.step["index"] + 1, progress["requests"],
+                          progress["elapsed_s"], f"; waiting for {progress['waiting_for']}"
+                          if progress.get("waiting_for") else "")
             await asyncio.sleep(poll)
 
 

@@ -16,7 +16,7 @@ from serving_testkit import MODEL, wait_until
 from test_canary import fast_policy
 
 from loopline.deployment.actions import TAG_CANARY, TAG_REASON, read_state
-from loopline.deployment.deployment_cli import APPROVAL_DAG, APPROVAL_TASK, approval_status, waiting_approvals
+from loopline.deployment.deployment_cli import APPROVAL_DAG, APPROVAL_TASK, waiting_approvals
 from loopline.lineage import history
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,9 @@ def test_approving_over_the_cli_promotes_the_challenger(stack) -> None:
         version, run_id = canary_until_approval(stack, load)
         [question] = waiting_approvals(stack.api(), run_id)
         assert question.subject == f"Promote version {version} to champion?"
-        status = approval_status(stack.api())
+        shown = stack.loopline("status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)["approval"]  # what a person or a script sees waiting
         assert (status["run_id"], status["options"], status["default"]) == (run_id, ["Promote", "Roll back"],
                                                                             ["Roll back"])
         assert read_state(stack.settings).champion == champion, "nothing is promoted before the answer"
@@ -99,7 +101,8 @@ def test_approving_over_the_cli_promotes_the_challenger(stack) -> None:
     assert (state.champion, state.previous_champion, state.challenger) == (version, champion, None)
     promoted = history.read(stack.settings, limit=1)[0]
     assert (promoted.kind, promoted.version) == ("promoted", version)
-    assert "HITL" in promoted.reason, promoted.reason
+    # Who approved, and why, is part of the recorded decision.
+    assert f"approved by {stack.api().username} (HITL): 'fraud team signed off'" in promoted.reason, promoted.reason
     assert decision(stack, run_id) == {"option": "Promote", "by": stack.api().username,
                                        "comment": "fraud team signed off", "timed_out": False}
 
@@ -130,8 +133,9 @@ def test_rejecting_over_the_cli_rolls_the_challenger_back(stack) -> None:
     state = read_state(stack.settings)
     assert (state.champion, state.challenger, state.share) == (champion, None, None)  # traffic 0, alias gone
     tags = stack.registry().get_model_version(MODEL, version).tags
-    assert tags[TAG_CANARY] == "rolled_back" and "not approved" in tags[TAG_REASON]
+    said = f"promotion rejected by {stack.api().username} (HITL): 'not before the audit'"
+    assert tags[TAG_CANARY] == "rolled_back" and said in tags[TAG_REASON]
     rolled_back = history.read(stack.settings, limit=1)[0]
     assert (rolled_back.kind, rolled_back.version) == ("rolled_back", version)
-    assert rolled_back.reason.startswith("promotion not approved"), rolled_back.reason
+    assert rolled_back.reason.startswith(said), rolled_back.reason
     assert decision(stack, run_id)["option"] == "Roll back"

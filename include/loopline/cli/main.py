@@ -56,6 +56,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from loopline.lineage.state import loop_state
 
         info.update(loop_state(settings))
+        info["approval"] = _pending_approval(settings) if info["running"] else None
         print(json.dumps(info, indent=2))
         return 0
     print(f"Loopline ({info['mode']} mode): {'running' if info['running'] else 'not running'}")
@@ -63,6 +64,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name:<14} {'up' if service['running'] else 'down':<5} pid {service['pid']}")
     _print_login(info)
     return 0
+
+
+def _pending_approval(settings) -> dict | None:
+    """The canary promotion waiting for a person (``loopline canary approve|reject``), if any; None when
+    Airflow cannot say (status still answers, with what it knows)."""
+    from loopline.deployment.deployment_cli import approval_status
+    from loopline.platform.airflow_api import AirflowApiError
+    from loopline.platform.stack import api_for
+
+    try:
+        return approval_status(api_for(settings))
+    except AirflowApiError:
+        return None
 
 
 def _parse_conf(text: str | None) -> dict:

@@ -307,10 +307,14 @@ def check_labelled(policy: CanaryPolicy, champion: VariantWindow, challenger: Va
 
 
 def analyse(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow,
-            labels: Mapping[str, int] | None = None, *, final: bool = True) -> CanaryVerdict:
+            labels: Mapping[str, int] | None = None, *, final: bool = True,
+            labelled: tuple[VariantWindow, VariantWindow] | None = None) -> CanaryVerdict:
     """Compare the challenger with the champion on one live window (``labels``: transaction id → 0/1);
-    ``final``: the last step before promotion (nothing may stay unjudged there but labelled quality)."""
+    ``final``: the last step before promotion (nothing may stay unjudged there but labelled quality);
+    ``labelled``: the (champion, challenger) windows labelled quality is judged on, when wider than the
+    step's (labels arrive late: the canary judges everything it has served so far)."""
+    labelled_champion, labelled_challenger = labelled or (champion, challenger)
     checks = (check_errors(policy, champion, challenger), check_latency(policy, champion, challenger),
               check_score_shift(policy, champion, challenger, final),
-              check_labelled(policy, champion, challenger, labels))
+              check_labelled(policy, labelled_champion, labelled_challenger, labels))
     return CanaryVerdict(challenger.version, champion.version, checks)

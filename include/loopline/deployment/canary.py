@@ -18,7 +18,7 @@ from typing import Any
 
 from loopline.config import Settings
 from loopline.deployment import actions, windows
-from loopline.deployment.analysis import CanaryVerdict, VariantWindow, analyse
+from loopline.deployment.analysis import CanaryVerdict, VariantWindow, analyse, check_labelled
 from loopline.deployment.policy import CanaryPolicy, CanaryPolicyError
 from loopline.deployment.windows import ErrorSource, ErrorsUnavailable
 from loopline.lineage import history
@@ -103,6 +103,7 @@ class BakeProgress:
     timed_out: bool
     elapsed_s: float
     requests: dict[str, int] = field(default_factory=dict)  # champion / challenger: answered + failed
+    waiting_for: str = ""  # what keeps a bake going once traffic and time suffice (required labels)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,11 +223,35 @@ def bake_progress(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, st
     elapsed = now - step.started_at
     requests = _requests(settings, policy, plan, step, now)
     enough = all(n >= policy.bake.min_requests for n in requests.values())
+    waiting = ""
     if elapsed >= policy.bake.min_seconds and enough:
-        return BakeProgress(True, False, elapsed, requests)
+        if not policy.analysis.labelled.required:
+            return BakeProgress(True, False, elapsed, requests)
+        # Required labels arrive days late: bake on (up to max_seconds) rather than roll back for lack of them.
+        check = check_labelled(policy, *_labelled_windows(settings, plan, step, now))
+        if check.status != "insufficient":
+            return BakeProgress(True, False, elapsed, requests)
+        waiting = f"labels: {check.reason}"
     if elapsed >= policy.bake.max_seconds:
-        return BakeProgress(True, True, elapsed, requests)
-    return BakeProgress(False, False, elapsed, requests)
+        return BakeProgress(True, True, elapsed, requests, waiting)
+    return BakeProgress(False, False, elapsed, requests, waiting)
+
+
+def _labelled_windows(settings: Settings, plan: CanaryPlan, step: StepState,
+                      until: float) -> tuple[VariantWindow, VariantWindow, dict[str, int]]:
+    """Labelled quality is judged on everything the canary has served so far — labels come late, so a step's
+    own transactions rarely have theirs yet: the champion's rows and the challenger's (live and shadow)
+    since the canary began, and the labels that have arrived for them."""
+    import pandas as pd
+
+    since = plan.started_at or step.started_at
+    champion_rows = windows.read_predictions(settings, since, until, CHAMPION, plan.champion)
+    challenger_rows = pd.concat([windows.read_predictions(settings, since, until, variant, plan.version)
+                                 for variant in sorted({p.variant for p in plan.phases})], ignore_index=True)
+    champion = VariantWindow.from_frame(champion_rows, plan.champion, 0)
+    challenger = VariantWindow.from_frame(challenger_rows, plan.version, 0)
+    ids = set(champion.transaction_ids) | set(challenger.transaction_ids)
+    return champion, challenger, (windows.arrived_labels(settings, ids) if ids else {})
 
 
 def judge_step(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, *,
@@ -247,9 +272,9 @@ def judge_step(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step:
                                         errors(champion_failed, (CHAMPION, plan.champion)))
     challenger = VariantWindow.from_frame(challenger_rows, plan.version,
                                           errors(challenger_failed, (variant, plan.version)))
-    ids = set(champion.transaction_ids) | set(challenger.transaction_ids)
-    labels = windows.arrived_labels(settings, ids) if ids else {}
-    verdict = analyse(policy, champion, challenger, labels, final=step.index + 1 == len(plan.phases))
+    labelled_champion, labelled_challenger, labels = _labelled_windows(settings, plan, step, until)
+    verdict = analyse(policy, champion, challenger, labels, final=step.index + 1 == len(plan.phases),
+                      labelled=(labelled_champion, labelled_challenger))
     why = challenger_why or champion_why
     return _errors_unavailable_because(verdict, f"{why} ({plan.error_source.describe()})") if why else verdict
 

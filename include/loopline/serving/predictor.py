@@ -92,6 +92,24 @@ def _signature_columns(model: Any) -> tuple[list[str], list[str]]:
     return categorical, numeric
 
 
+def _scorer(model: Any) -> Any:
+    """``frame → DataFrame with "score"``: the pyfunc's own Python model when the signature is all strings
+    and doubles, else ``model.predict``.
+
+    ``model_frame`` already builds exactly the signature's types, so MLflow's per-call schema enforcement
+    (and its wrapper) only repeats that work: about a quarter of the scoring time of a small batch.
+    Other signatures (ints, dates, ...) keep MLflow's conversion."""
+    schema = model.metadata.get_input_schema()
+    kinds = {getattr(spec.type, "name", str(spec.type)) for spec in schema.inputs} if schema else set()
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # not a python_model flavour (sklearn, torch, ...): MLflow's path
+        return model.predict
+    if not kinds <= {"string", "double"}:
+        return model.predict
+    return lambda frame: python_model.predict(None, frame)
+
+
 def warmup_transactions(n: int) -> list[dict[str, Any]]:
     """Synthetic transactions of unknown entities: they exercise the whole path without touching state."""
     now = datetime.now(UTC).isoformat()
@@ -112,6 +130,7 @@ class Predictor:
         self.features = features
         self.threshold = float(threshold)
         self.categorical, self.numeric = _signature_columns(model)
+        self._predict = _scorer(model)
         self.warmed = False
         self.load_seconds = 0.0
 
@@ -168,7 +187,7 @@ class Predictor:
         rows = [{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **feats}
                 for tx, feats in zip(transactions, looked_up, strict=True)]
         frame = model_frame(rows, self.categorical, self.numeric)
-        scores = self.model.predict(frame)["score"].to_numpy(dtype="float64")
+        scores = self._predict(frame)["score"].to_numpy(dtype="float64")
         if len(scores) != len(transactions):
             raise RuntimeError(f"the model returned {len(scores)} scores for {len(transactions)} rows")
         threshold = self.threshold

@@ -56,3 +56,39 @@ def test_at_full_traffic_the_champion_reference_is_the_whole_canary(tmp_path: Pa
     progress = bake_progress(settings, policy, plan, step, now=step.started_at + 11)
     assert progress.done and progress.requests == {"champion": 30, "challenger": 20}
     log.close()
+
+
+def labelled_rows(n: int, ts: float, variant: str, version: str, fraud_every: int = 4) -> list[LoggedPrediction]:
+    return [LoggedPrediction(request_id=f"{variant}{i}", ts=ts, transaction_id=f"{variant}-tx{i}",
+                             customer_id=f"c{i}", inputs={}, features={}, score=0.9 if i % fraud_every == 0 else 0.1,
+                             decision=i % fraud_every == 0, variant=variant, model_version=version, latency_ms=1.0)
+            for i in range(n)]
+
+
+def test_required_labels_keep_the_bake_going_and_earlier_steps_labels_count(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from loopline.data.ingest import publish
+
+    settings, log, plan, _ = setup(tmp_path)
+    policy = CanaryPolicy.model_validate({**CanaryPolicy().with_overrides(
+        bake_seconds=10, min_requests=20, max_bake_seconds=60).model_dump(), "analysis": {
+            **CanaryPolicy().model_dump()["analysis"],
+            "labelled": {"required": True, "min_labelled": 20, "min_positives": 5}}})
+    # Step 1's traffic, served before this step began: its labels may arrive while step 2 bakes.
+    earlier = labelled_rows(30, plan.started_at + 1, "champion", "1") + labelled_rows(30, plan.started_at + 1,
+                                                                                      "challenger", "2")
+    step = StepState(1, time.time(), None)
+    log.append(earlier + rows(25, step.started_at + 1, "champion", "1") + rows(25, step.started_at + 1,
+                                                                                "challenger", "2"))
+    waiting = bake_progress(settings, policy, plan, step, now=step.started_at + 11)
+    assert not waiting.done and waiting.waiting_for.startswith("labels: waiting for labels")
+    assert bake_progress(settings, policy, plan, step, now=step.started_at + 61).timed_out
+
+    landed = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
+    publish(settings, pd.DataFrame({"transaction_id": [r.transaction_id for r in earlier],
+                                    "is_fraud": [int(r.decision) for r in earlier],
+                                    "label_timestamp": [landed] * len(earlier)}), "labels", "late-labels")
+    progress = bake_progress(settings, policy, plan, step, now=step.started_at + 11)
+    assert progress.done and not progress.timed_out and progress.waiting_for == ""
+    log.close()

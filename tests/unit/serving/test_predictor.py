@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.serving.predictor import ModelLoadError, Predictor, model_frame
+from loopline.serving.predictor import TRANSACTION_INPUTS, ModelLoadError, Predictor, model_frame
 from loopline.training.pyfunc import as_model_input
 
 
@@ -45,6 +45,22 @@ def test_predict_one_and_many(predictor: Predictor, serving_world) -> None:
     # Batching does not change a row's score: the same transaction alone and within a batch.
     assert one[0]["score"] == pytest.approx(many[0]["score"], rel=1e-6)
     assert len({round(r["score"], 9) for r in many}) > 1, "different customers get different scores"
+
+
+def test_the_direct_python_model_path_scores_exactly_like_mlflows_predict(predictor: Predictor, serving_world) -> None:
+    """Serving skips MLflow's per-call schema enforcement (model_frame already builds the signature's types);
+    the scores must be the very ones ``PyFuncModel.predict`` gives, missing features included."""
+    rows = [{**tx, "customer_id": f"nobody_{i}"} if i % 3 == 0 else tx
+            for i, tx in enumerate(serving_world.transactions[:25])]
+    looked_up = predictor.features.lookup(rows)
+    frame = model_frame([{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **f} for tx, f in zip(rows, looked_up,
+                                                                                             strict=True)],
+                        predictor.categorical, predictor.numeric)
+    assert predictor._predict is not predictor.model.predict  # the fast path is taken for this signature
+    direct = predictor._predict(frame)["score"].to_numpy()
+    through_mlflow = predictor.model.predict(frame)["score"].to_numpy()
+    assert direct.tolist() == through_mlflow.tolist()
+    assert [s.score for s in predictor.score(rows)] == through_mlflow.tolist()
 
 
 def test_scores_use_the_online_features(predictor: Predictor, serving_world) -> None:
