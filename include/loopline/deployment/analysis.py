@@ -10,7 +10,7 @@ little traffic never promotes) or ``skipped`` (labelled quality before labels ar
 Labelled quality compares two different sets of customers (routing is sticky), and fraud comes in bursts on
 a few cards: a few hundred labels hold a handful of fraud incidents, and the same model's recall differs by
 tens of points between two such samples. So a labelled metric fails only when the challenger is worse than
-the allowed drop with ``LABELLED_CONFIDENCE``, judged by a bootstrap that resamples whole customers.
+the allowed drop with the policy's ``labelled.confidence``, judged by a bootstrap that resamples whole customers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ Status = Literal["pass", "fail", "insufficient", "skipped"]
 
 # A labelled metric fails only when its drop beyond the allowance is this sure; two metrics at 97.5 % each
 # roll back an equal challenger about one time in twenty (Bonferroni) and a backwards-ranking one ~always.
-LABELLED_CONFIDENCE = 0.975
 BOOTSTRAP_ROUNDS = 400  # resamples of customers (O(labelled rows) each)
 
 
@@ -259,7 +258,7 @@ class LabelledSample:
 
 
 def surely_dropped(champion: LabelledSample, challenger: LabelledSample,
-                   rounds: int = BOOTSTRAP_ROUNDS, confidence: float = LABELLED_CONFIDENCE) -> dict[str, float]:
+                   confidence: float, rounds: int = BOOTSTRAP_ROUNDS) -> dict[str, float]:
     """Per metric, how far below the champion's the challenger's value is at least, with ``confidence``: the
     lower quantile of (champion - challenger) over bootstrap resamples of customers, each variant on its own."""
     rng = np.random.default_rng(0)  # a pure decision: the same windows give the same verdict
@@ -275,7 +274,7 @@ def check_labelled(policy: CanaryPolicy, champion: VariantWindow, challenger: Va
                    labels: Mapping[str, int] | None) -> CheckResult:
     """PR-AUC and recall of the challenger not worse than the champion's by more than the policy allows,
     on the transactions of this window whose labels have arrived: failed only when the drop beyond the
-    allowance is sure (``LABELLED_CONFIDENCE``) given how few customers carry the fraud."""
+    allowance is sure (``labelled.confidence``) given how few customers carry the fraud."""
     rule = policy.analysis.labelled
     waiting: Status = "insufficient" if rule.required else "skipped"
     samples = {k: LabelledSample.join(w, labels or {}) for k, w in (("champion", champion), ("challenger", challenger))}
@@ -290,7 +289,7 @@ def check_labelled(policy: CanaryPolicy, champion: VariantWindow, challenger: Va
     quality = {k: s.quality() for k, s in samples.items()}
     ap = {k: q[0] for k, q in quality.items()}
     recall = {k: q[1] for k, q in quality.items()}
-    dropped = surely_dropped(samples["champion"], samples["challenger"])
+    dropped = surely_dropped(samples["champion"], samples["challenger"], rule.confidence)
     limits = {"pr_auc": rule.max_pr_auc_drop, "recall": rule.max_recall_drop}
     worse = [name for name, key in (("PR-AUC", "pr_auc"), ("recall", "recall")) if dropped[key] > limits[key]]
     fraud_customers = {k: s.fraud_customers for k, s in samples.items()}
@@ -300,7 +299,7 @@ def check_labelled(policy: CanaryPolicy, champion: VariantWindow, challenger: Va
     if worse:
         sure = ", ".join(f"{name} by >= {dropped[key]:.3f} (allowed {limits[key]})"
                          for name, key in (("PR-AUC", "pr_auc"), ("recall", "recall")) if name in worse)
-        text = f"{' and '.join(worse)} worse than allowed: {text}; {LABELLED_CONFIDENCE:.1%} sure it dropped {sure}"
+        text = f"{' and '.join(worse)} worse than allowed: {text}; {rule.confidence:.1%} sure it dropped {sure}"
     return CheckResult("labelled", "fail" if worse else "pass", text,
                        {"pr_auc": ap, "recall": recall, "dropped_at_least": dropped, "labelled": counts,
                         "positives": positives, "fraud_customers": fraud_customers})

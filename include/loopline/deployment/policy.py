@@ -104,6 +104,9 @@ class LabelledCheck(_Strict):
     min_positives: int = Field(default=10, ge=1)
     max_pr_auc_drop: float = Field(default=0.05, ge=0, le=1)
     max_recall_drop: float = Field(default=0.10, ge=0, le=1)
+    # A drop fails only when a bootstrap over customers is this sure it exceeds the allowance (sticky routing
+    # gives each variant different customers, and fraud comes in bursts on few cards: raw differences are noise).
+    confidence: float = Field(default=0.975, gt=0.5, lt=1)
     required: bool = False
 
 

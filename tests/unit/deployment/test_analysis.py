@@ -249,3 +249,18 @@ def test_repeated_transactions_count_once_towards_the_labelled_sample() -> None:
     # The same 50 transactions scored 8 times each: 400 rows but only 50 labelled transactions.
     repeated = VariantWindow(**{**challenger.__dict__, "transaction_ids": challenger.transaction_ids[:50] * 8})
     assert statuses(analyse(POLICY, champion, repeated, labels))["labelled"] == "skipped"
+
+
+def test_the_policys_confidence_decides_how_sure_a_drop_must_be() -> None:
+    # The three-incident drop above passes at the default 97.5 %; a policy content with 55 % calls it worse.
+    champion, champion_labels = incidents("a", [5, 5, 2])
+    challenger, challenger_labels = incidents("b", [5, 4, 0])
+    labels = {**champion_labels, **challenger_labels}
+    lenient = check_labelled(LABELS_POLICY, champion, challenger, labels)
+    eager_policy = CanaryPolicy.model_validate({**LABELS_POLICY.model_dump(), "analysis": {
+        **LABELS_POLICY.analysis.model_dump(),
+        "labelled": {**LABELS_POLICY.analysis.labelled.model_dump(), "confidence": 0.55}}})
+    eager = check_labelled(eager_policy, champion, challenger, labels)
+    assert (lenient.status, eager.status) == ("pass", "fail"), eager.reason
+    assert "55.0% sure it dropped" in eager.reason
+    assert eager.values["dropped_at_least"]["recall"] > lenient.values["dropped_at_least"]["recall"]
