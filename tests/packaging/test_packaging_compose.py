@@ -173,11 +173,12 @@ def test_compose_airflow_image_carries_torch_for_the_local_trainer() -> None:
         assert service_environment(services[name])["LOOPLINE_TRAINING_BACKEND"] == "local"
 
 
-def test_every_replica_and_airflow_share_one_prediction_log_in_postgres() -> None:
+def test_every_replica_and_airflow_share_one_prediction_log_and_history_in_postgres() -> None:
     services = compose()["services"]
-    urls = {name: service_environment(services[name]).get("LOOPLINE_PREDICTION_LOG_URL")
-            for name in (*sorted(SERVING_REPLICAS), "airflow-scheduler")}
-    assert len(set(urls.values())) == 1, urls
-    url = next(iter(urls.values()))
-    assert url.startswith("postgresql://") and url.endswith("@postgres:5432/predictions")
-    assert "predictions" in " ".join(services["db-init"]["command"])  # the database exists before serving starts
+    for variable in ("LOOPLINE_PREDICTION_LOG_URL", "LOOPLINE_HISTORY_URL"):
+        urls = {name: service_environment(services[name]).get(variable)
+                for name in (*sorted(SERVING_REPLICAS), "airflow-scheduler", "airflow-api-server")}
+        assert len(set(urls.values())) == 1, urls
+        url = next(iter(urls.values()))
+        assert url.startswith("postgresql://") and url.endswith("@postgres:5432/loopline"), url
+    assert "loopline" in " ".join(services["db-init"]["command"])  # the database exists before serving starts

@@ -110,13 +110,13 @@ def test_helm_secrets_and_docs_give_kubernetes_what_compose_sets() -> None:
     """In Kubernetes the Feast and MLflow variables come from Secrets: the docs must create every key."""
     doc = (REPO_ROOT / "docs" / "deploy-kubernetes.md").read_text()
     env_from = helm_values()["extraEnvFrom"]
-    for secret in ("loopline-mlflow", "loopline-feast", "loopline-object-store", "loopline-prediction-log"):
+    for secret in ("loopline-mlflow", "loopline-feast", "loopline-object-store", "loopline-database"):
         assert f"name: {secret}" in env_from, f"airflow-values.yaml does not load the {secret} Secret"
     assert _feast_variables(FEAST_PRODUCTION) <= _secret_keys(doc, "loopline-feast")
     assert "LOOPLINE_MLFLOW_TRACKING_URI" in _secret_keys(doc, "loopline-mlflow")
     compose_names = set(_compose_loopline_env("airflow-scheduler"))
     in_kubernetes = set(_helm_env()).union(*(_secret_keys(doc, name) for name in (
-        "loopline-feast", "loopline-mlflow", "loopline-prediction-log")))
+        "loopline-feast", "loopline-mlflow", "loopline-database")))
     # Compose-only: the Airflow URL/login of the compose stack (Kubernetes has the chart's Service instead).
     compose_only = {"LOOPLINE_AIRFLOW_USERNAME"}
     assert compose_names - in_kubernetes <= compose_only, sorted(compose_names - in_kubernetes)
@@ -140,5 +140,5 @@ def test_helm_values_agree_with_kubernetes_yaml() -> None:
     assert env["LOOPLINE_SERVING_IMAGE"] == config.serving.image
     loaded = set(re.findall(r"name: ([\w-]+)", values["extraEnvFrom"]))
     assert loaded == {config.trainer.secrets.mlflow, config.trainer.secrets.object_store, manifests.FEAST_SECRET,
-                      manifests.PREDICTION_LOG_SECRET}
+                      manifests.DATABASE_SECRET}
     assert values["airflowVersion"] in (REPO_ROOT / "docker" / "airflow" / "Dockerfile").read_text()

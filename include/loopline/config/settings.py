@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     # Where serving logs predictions: postgresql://user:password@host/db (compose, Kubernetes: every replica
     # writes one log) or sqlite:///path; empty: SQLite in the state dir (serving/predictions.db).
     prediction_log_url: str | None = None
+    # The model loop's decision history (lineage/history.py): postgresql://... where Airflow tasks share no
+    # disk (Kubernetes); empty: SQLite in the state dir (history.db).
+    history_url: str | None = None
 
     training_backend: Literal["local", "kubernetes"] = "local"
     # Another canary policy than include/config/canary.yaml (`loopline demo` bakes in seconds, not minutes).
@@ -205,7 +208,7 @@ class Settings(BaseSettings):
     # Object-store prefix (s3://bucket/path/) the training pod reads training sets from.
     training_set_uri_prefix: str | None = None
 
-    @field_validator("state_dir", "prediction_log_url", "canary_policy", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
+    @field_validator("state_dir", "prediction_log_url", "history_url", "canary_policy", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
                      "serving_image", "training_set_uri_prefix", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -270,6 +273,7 @@ class Settings(BaseSettings):
             "LOOPLINE_TRAINING_BACKEND": self.training_backend,
             **({"LOOPLINE_CANARY_POLICY": str(self.canary_policy)} if self.canary_policy else {}),
             **({"LOOPLINE_PREDICTION_LOG_URL": self.prediction_log_url} if self.prediction_log_url else {}),
+            **({"LOOPLINE_HISTORY_URL": self.history_url} if self.history_url else {}),
             # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
             "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),
             "LOOPLINE_FEAST_ONLINE_STORE": str(self.state.feast_online_store),

@@ -20,9 +20,9 @@ POD_SECURITY_LEVEL = "restricted"
 # The Secret with the serving pods' Feast variables (LOOPLINE_FEAST_REGISTRY_URL, LOOPLINE_FEAST_PG_*,
 # LOOPLINE_FEAST_REDIS: see the top of feature_repo/feature_store.production.yaml).
 FEAST_SECRET = "loopline-feast"
-# The Secret with LOOPLINE_PREDICTION_LOG_URL (postgresql://...): every serving replica writes that one log,
-# and the canary and the drift monitor (Airflow tasks) read it.
-PREDICTION_LOG_SECRET = "loopline-prediction-log"
+# The Secret with Loopline's own Postgres URLs: LOOPLINE_PREDICTION_LOG_URL (every serving replica writes that
+# one log; the canary and the drift monitor, Airflow tasks, read it) and LOOPLINE_HISTORY_URL (the decisions).
+DATABASE_SECRET = "loopline-database"
 # The Feast config the serving pods read (Postgres registry, Redis online store), relative to feature_repo/.
 FEAST_PRODUCTION_YAML = "feature_store.production.yaml"
 # Where the serving pods keep scratch state: an emptyDir, as the root is read-only (predictions go to Postgres).
@@ -151,7 +151,7 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
                 {"name": "FEAST_FS_YAML_FILE_PATH", "value": FEAST_PRODUCTION_YAML},
                 {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
                 {"name": "DO_NOT_TRACK", "value": "true"}],
-        "envFrom": secret_env_from(config.trainer.secrets.mlflow, FEAST_SECRET, PREDICTION_LOG_SECRET),
+        "envFrom": secret_env_from(config.trainer.secrets.mlflow, FEAST_SECRET, DATABASE_SECRET),
         "resources": serving.resources.as_dict(),
         # Loading a model from the registry takes seconds: readiness gates traffic, liveness restarts.
         "readinessProbe": _probe("/readyz", period=5, failures=3),

@@ -6,8 +6,9 @@ Every stage that decides something about a model appends one event here — the 
 page read it back as ``history``. The MLflow registry stays the source of truth for what serves; this
 is the audit trail across versions, in order, that the registry's per-version tags cannot give.
 
-Append-only SQLite (WAL) in the state directory: several processes (Airflow tasks, the CLI) append
-concurrently, and an event is durable once ``record`` returns.
+Append-only, durable once ``record`` returns, several processes (Airflow tasks, the CLI) appending at once:
+SQLite (WAL) in the state directory, or Postgres at ``LOOPLINE_HISTORY_URL`` — needed wherever tasks do not
+share a disk (Kubernetes: every task is a pod of its own, with its own empty state dir).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from loopline.config import Settings
@@ -61,13 +61,50 @@ class Event:
         return asdict(self)
 
 
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id      BIGSERIAL PRIMARY KEY,
+    at      TEXT NOT NULL,          -- ISO 8601 UTC, as in the SQLite history (sorts as text)
+    kind    TEXT NOT NULL,
+    version TEXT,
+    reason  TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_kind_at ON events (kind, at);
+"""
+_PG_SCHEMA_LOCK = 7_246_002  # concurrent CREATE ... IF NOT EXISTS can collide in Postgres' catalog
+
+
 @contextmanager
-def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str] | None]:
+    """(connection, placeholder) of the history store, committed on success; None when it does not exist
+    yet and ``create`` is off (a reader creates nothing)."""
+    url = settings.history_url
+    if url:
+        import psycopg
+
+        from loopline.serving.prediction_log import postgres_conninfo
+
+        try:
+            conn = psycopg.connect(postgres_conninfo(url), connect_timeout=5, application_name="loopline-history")
+        except psycopg.OperationalError as exc:
+            raise ConnectionError(f"cannot reach the history database (LOOPLINE_HISTORY_URL): {exc}".strip()) from exc
+        with conn:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
+                conn.execute(_PG_SCHEMA)
+            yield conn, "%s"
+        return
+    path = settings.state.history_db
+    if not create and not path.exists():
+        yield None
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path, timeout=30)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
-        yield conn
+        with conn:
+            yield conn, "?"
 
 
 def record(settings: Settings, kind: str, *, version: str | int | None = None, reason: str = "",
@@ -78,33 +115,32 @@ def record(settings: Settings, kind: str, *, version: str | int | None = None, r
     stamp = (at or datetime.now(UTC)).astimezone(UTC).isoformat()
     version = None if version is None else str(version)
     payload = json.dumps(details, default=str, sort_keys=True)
-    with _connect(settings.state.history_db) as conn, conn:
-        cursor = conn.execute("INSERT INTO events (at, kind, version, reason, details) VALUES (?, ?, ?, ?, ?)",
-                              (stamp, kind, version, reason, payload))
-    return Event(kind=kind, at=stamp, version=version, reason=reason, details=json.loads(payload),
-                 id=cursor.lastrowid)
+    with _connect(settings) as (conn, mark):
+        row = conn.execute(f"INSERT INTO events (at, kind, version, reason, details) VALUES "
+                           f"({', '.join([mark] * 5)}) RETURNING id", (stamp, kind, version, reason, payload)).fetchone()
+    return Event(kind=kind, at=stamp, version=version, reason=reason, details=json.loads(payload), id=int(row[0]))
 
 
 def read(settings: Settings, *, kinds: set[str] | frozenset[str] | None = None, since: datetime | None = None,
          limit: int | None = None) -> list[Event]:
     """Events oldest first; ``limit`` keeps the newest ``limit`` of them. No history yet: an empty list."""
-    path = settings.state.history_db
-    if not path.exists():
-        return []
-    where, args = [], []
-    if kinds:
-        where.append(f"kind IN ({', '.join('?' * len(kinds))})")
-        args.extend(sorted(kinds))
-    if since is not None:
-        where.append("at >= ?")
-        args.append(since.astimezone(UTC).isoformat())
-    sql = "SELECT id, at, kind, version, reason, details FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    with _connect(path) as conn:
+    with _connect(settings, create=False) as store:
+        if store is None:
+            return []
+        conn, mark = store
+        where, args = [], []
+        if kinds:
+            where.append(f"kind IN ({', '.join([mark] * len(kinds))})")
+            args.extend(sorted(kinds))
+        if since is not None:
+            where.append(f"at >= {mark}")
+            args.append(since.astimezone(UTC).isoformat())
+        sql = "SELECT id, at, kind, version, reason, details FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         rows = conn.execute(sql, args).fetchall()
     return [Event(id=r[0], at=r[1], kind=r[2], version=r[3], reason=r[4], details=json.loads(r[5]))
             for r in reversed(rows)]

@@ -97,7 +97,7 @@ def test_serving_pod_is_configured_like_the_compose_service() -> None:
     assert (REPO_ROOT / "feature_repo" / manifests.FEAST_PRODUCTION_YAML).is_file()
     # The same prediction log as the canary and the drift monitor read (the Airflow side loads it too).
     assert {e["secretRef"]["name"] for e in container["envFrom"]} == {
-        CONFIG.trainer.secrets.mlflow, manifests.FEAST_SECRET, manifests.PREDICTION_LOG_SECRET}
+        CONFIG.trainer.secrets.mlflow, manifests.FEAST_SECRET, manifests.DATABASE_SECRET}
     # Read-only root: everything written goes to a mounted emptyDir.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
