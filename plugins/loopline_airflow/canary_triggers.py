@@ -22,7 +22,7 @@ from airflow.sdk import BaseOperator, Param
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 # The question's options and its comment field are shared with `loopline canary approve | reject`.
-from loopline.deployment.deployment_cli import COMMENT, PROMOTE, ROLL_BACK
+from loopline.deployment.approval import COMMENT, PROMOTE, ROLL_BACK
 
 
 def _policy(data: dict[str, Any]):

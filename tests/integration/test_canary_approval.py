@@ -16,7 +16,7 @@ from serving_testkit import MODEL, wait_until
 from test_canary import fast_policy
 
 from loopline.deployment.actions import TAG_CANARY, TAG_REASON, read_state
-from loopline.deployment.deployment_cli import APPROVAL_DAG, APPROVAL_TASK, waiting_approvals
+from loopline.deployment.approval import APPROVAL_DAG, APPROVAL_TASK, waiting_approvals
 from loopline.lineage import history
 
 pytestmark = pytest.mark.integration

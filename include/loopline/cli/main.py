@@ -69,7 +69,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _pending_approval(settings) -> dict | None:
     """The canary promotion waiting for a person (``loopline canary approve|reject``), if any; None when
     Airflow cannot say (status still answers, with what it knows)."""
-    from loopline.deployment.deployment_cli import approval_status
+    from loopline.deployment.approval import approval_status
     from loopline.platform.airflow_api import AirflowApiError
     from loopline.platform.stack import api_for
 
