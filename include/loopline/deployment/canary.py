@@ -205,14 +205,24 @@ def _requests(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: 
               now: float) -> dict[str, int]:
     """Answered + failed per variant so far (failed ones that cannot be counted yet count as none)."""
     champion_since, champion_mark = _champion_since(settings, policy, plan, step)
+    (champion_failed, _), (challenger_failed, _) = _failed_per_window(plan, step, champion_since, champion_mark, now)
     out = {}
-    for name, key, since, mark in ((CHAMPION, (CHAMPION, plan.champion), champion_since, champion_mark),
-                                   (CHALLENGER, (plan.phases[step.index].variant, plan.version),
-                                    step.started_at, step.errors_before)):
+    for name, key, since, failed in ((CHAMPION, (CHAMPION, plan.champion), champion_since, champion_failed),
+                                     (CHALLENGER, (plan.phases[step.index].variant, plan.version),
+                                      step.started_at, challenger_failed)):
         answered = windows.logged_counts(settings, since).get(key, 0)
-        failed, _ = _failed(plan, mark, since, now)
         out[name] = answered + (failed or {}).get(key, 0)
     return out
+
+
+def _failed_per_window(plan: CanaryPlan, step: StepState, champion_since: float, champion_mark: dict[str, Any] | None,
+                       until: float) -> tuple[tuple[dict[windows.Key, int] | None, str | None], ...]:
+    """``_failed`` of the champion's window and of the step's (the challenger's): one count (one Prometheus
+    query, one scrape per URL) when they are the same window, as they are unless the champion reaches back."""
+    challenger = _failed(plan, step.errors_before, step.started_at, until)
+    if (champion_since, champion_mark) == (step.started_at, step.errors_before):
+        return challenger, challenger
+    return _failed(plan, champion_mark, champion_since, until), challenger
 
 
 def bake_progress(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, *,
@@ -260,8 +270,8 @@ def judge_step(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step:
     until = time.time() if until is None else until
     variant = plan.phases[step.index].variant
     champion_since, champion_mark = _champion_since(settings, policy, plan, step)
-    champion_failed, champion_why = _failed(plan, champion_mark, champion_since, until)
-    challenger_failed, challenger_why = _failed(plan, step.errors_before, step.started_at, until)
+    (champion_failed, champion_why), (challenger_failed, challenger_why) = _failed_per_window(
+        plan, step, champion_since, champion_mark, until)
 
     def errors(failed: dict[windows.Key, int] | None, key: windows.Key) -> int | None:
         return None if failed is None else failed.get(key, 0)

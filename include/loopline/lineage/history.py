@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_kind_at ON events (kind, at);
 """
 _PG_SCHEMA_LOCK = 7_246_002  # concurrent CREATE ... IF NOT EXISTS can collide in Postgres' catalog
+_PG_SCHEMA_READY: set[str] = set()  # history URLs whose schema this process has created or found
 
 
 @contextmanager
@@ -90,9 +91,11 @@ def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str
         except psycopg.OperationalError as exc:
             raise ConnectionError(f"cannot reach the history database (LOOPLINE_HISTORY_URL): {exc}".strip()) from exc
         with conn:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
-                conn.execute(_PG_SCHEMA)
+            if url not in _PG_SCHEMA_READY:  # once per process and database, not at every event or read
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
+                    conn.execute(_PG_SCHEMA)
+                _PG_SCHEMA_READY.add(url)
             yield conn, "%s"
         return
     path = settings.state.history_db
