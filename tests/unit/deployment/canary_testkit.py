@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import mlflow.pyfunc
 import numpy as np
+from serving_testkit import MODEL
 
 from loopline.config import Settings
+from loopline.deployment.actions import PREVIOUS_CHAMPION_ALIAS
 
 
 class FaultyModel(mlflow.pyfunc.PythonModel):
@@ -205,3 +207,19 @@ class LabelFeed:
         self._thread.join(timeout=60)
         if self._errors and exc_type is None:
             raise self._errors[0]
+
+
+# What a canary test leaves on the registered model; reset between tests so none inherits another's state.
+ALIASES = ("champion", "challenger", PREVIOUS_CHAMPION_ALIAS)
+TAGS = ("loopline.challenger_traffic", "loopline.challenger_mode")
+
+
+def reset(client: Any) -> None:
+    """The registered model without canary aliases and traffic tags."""
+    model = client.get_registered_model(MODEL)
+    for alias in ALIASES:
+        if alias in (model.aliases or {}):
+            client.delete_registered_model_alias(MODEL, alias)
+    for tag in TAGS:
+        if tag in (model.tags or {}):
+            client.delete_registered_model_tag(MODEL, tag)

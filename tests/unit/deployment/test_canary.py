@@ -9,12 +9,10 @@ import time
 
 import httpx
 import pytest
-from canary_testkit import Load, register_faulty
-from mlflow import MlflowClient
+from canary_testkit import Load, register_faulty, reset
 from serving_testkit import MODEL, quick_config, running_server, wait_until
 
 from loopline.deployment.actions import (
-    PREVIOUS_CHAMPION_ALIAS,
     TAG_CANARY,
     TAG_REASON,
     read_state,
@@ -23,12 +21,8 @@ from loopline.deployment.actions import (
 from loopline.deployment.canary import FIRST_MODEL_REASON, begin, run_canary
 from loopline.deployment.policy import CanaryPolicy
 from loopline.lineage import history
-from loopline.platform.mlflow_util import mlflow_client
 from loopline.serving.app import create_app
 from loopline.serving.registry import RegistryReconciler
-
-ALIASES = ("champion", "challenger", PREVIOUS_CHAMPION_ALIAS)
-TAGS = ("loopline.challenger_traffic", "loopline.challenger_mode")
 
 
 def fast_policy(**analysis) -> CanaryPolicy:
@@ -44,24 +38,6 @@ def fast_policy(**analysis) -> CanaryPolicy:
     for check, values in analysis.items():
         base["analysis"][check].update(values)
     return CanaryPolicy.model_validate(base)
-
-
-def reset(client: MlflowClient) -> None:
-    model = client.get_registered_model(MODEL)
-    for alias in ALIASES:
-        if alias in (model.aliases or {}):
-            client.delete_registered_model_alias(MODEL, alias)
-    for tag in TAGS:
-        if tag in (model.tags or {}):
-            client.delete_registered_model_tag(MODEL, tag)
-
-
-@pytest.fixture(scope="module")
-def registry(serving_world):
-    client = mlflow_client(serving_world.tracking_uri)
-    reset(client)
-    yield client
-    reset(client)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from canary_testkit import LabelFeed, register_faulty
 from serving_testkit import MODEL, request_rows, wait_until
-from test_canary import canary, champion_served, deployed, fast_policy, last_event_id, registry, server  # noqa: F401
+from test_canary import canary, champion_served, deployed, fast_policy, last_event_id, server  # noqa: F401
 from training.test_training import CONFIG_PATH
 
 from loopline.data.ingest import existing_keys

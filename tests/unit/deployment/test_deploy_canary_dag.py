@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from canary_testkit import Load
-from test_canary import champion_served, deployed, last_event_id, registry, server  # noqa: F401 (fixtures)
+from test_canary import champion_served, deployed, last_event_id, server  # noqa: F401 (fixtures)
 
 from loopline.deployment.actions import read_state
 from loopline.lineage import history

@@ -24,15 +24,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from canary_testkit import register_faulty
+from canary_testkit import register_faulty, reset
 from serving_testkit import MODEL, quick_config, running_server, wait_until
-from test_canary import fast_policy, reset
+from test_canary import fast_policy
 
 from loopline.config import Settings
 from loopline.deployment import actions
 from loopline.deployment.canary import CanaryPlan, Phase, StepState, judge_step, run_canary
 from loopline.deployment.windows import ErrorSource, ErrorsUnavailable, prometheus_query
-from loopline.platform.mlflow_util import mlflow_client
 from loopline.platform.scratch import free_port
 from loopline.serving.app import create_app
 from loopline.serving.registry import RegistryReconciler
@@ -143,14 +142,6 @@ class HalfFailingLoad:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def registry(serving_world):
-    client = mlflow_client(serving_world.tracking_uri)
-    reset(client)
-    yield client
-    reset(client)
 
 
 @pytest.fixture(scope="module")
