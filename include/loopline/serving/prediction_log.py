@@ -125,18 +125,18 @@ class _Reads:
     _mark = "?"
     _select = ", ".join(("id", *COLUMNS))
 
-    def _query(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], list[str]]:
+    def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
     def count(self) -> int:
-        rows, _ = self._query("SELECT COUNT(*) FROM predictions", [])
+        rows = self._query("SELECT COUNT(*) FROM predictions", [])
         return int(rows[0][0]) if rows else 0
 
     def counts(self, since: datetime | float | str | None = None,
                until: datetime | float | str | None = None) -> dict[Key, int]:
         """Predictions per (variant, version) in [since, until): cheap enough to poll while a canary bakes."""
         where, params = _where(since, until, None, None, self._mark)
-        rows, _ = self._query(f"SELECT variant, model_version, COUNT(*) FROM predictions {where} "
+        rows = self._query(f"SELECT variant, model_version, COUNT(*) FROM predictions {where} "
                               "GROUP BY variant, model_version", params)
         return {(str(v), str(m)): int(n) for v, m, n in rows}
 
@@ -146,7 +146,7 @@ class _Reads:
         one variant and version, oldest first. ``ts`` becomes a UTC timestamp; ``inputs``/``features`` stay
         JSON text (``json.loads`` them when needed: parsing every row up front is costly for large windows)."""
         where, params = _where(since, until, variant, version, self._mark)
-        rows, _ = self._query(f"SELECT {self._select} FROM predictions {where} ORDER BY ts, id", params)
+        rows = self._query(f"SELECT {self._select} FROM predictions {where} ORDER BY ts, id", params)
         return _frame(rows, ["id", *COLUMNS])
 
 
@@ -189,17 +189,17 @@ class PredictionLog(_Reads):
             self._conn.execute("COMMIT")
         return len(values)
 
-    def _query(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], list[str]]:
+    def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         if not self.path.exists():
-            return [], []
+            return []
         # A separate read-only connection: readers never block the writer (WAL).
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         try:
             cursor = conn.execute(sql, params)
-            return cursor.fetchall(), [d[0] for d in cursor.description]
+            return cursor.fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # the service has not created its table yet
-                return [], []
+                return []
             raise
         finally:
             conn.close()
@@ -234,12 +234,17 @@ CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions (transaction_i
 _PG_SCHEMA_LOCK = 7_246_001
 
 
+def is_postgres_url(url: str) -> bool:
+    """``postgresql://...``, ``postgres://...`` or SQLAlchemy-style ``postgresql+psycopg://...``."""
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme.split("+")[0] in ("postgresql", "postgres")
+
+
 def postgres_conninfo(url: str) -> str:
     """A libpq URI from a ``postgresql://`` or SQLAlchemy-style ``postgresql+psycopg://`` URL."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
+    if not is_postgres_url(url):
         raise ValueError(f"not a Postgres URL: {url!r} (expected postgresql://user:password@host:5432/db)")
-    return f"postgresql://{rest}"
+    return f"postgresql://{url.partition('://')[2]}"
 
 
 class PostgresPredictionLog(_Reads):
@@ -295,15 +300,15 @@ class PostgresPredictionLog(_Reads):
                         copy.write_row((*row[:7], bool(row[7]), *row[8:]))
         return len(values)
 
-    def _query(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], list[str]]:
+    def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         import psycopg
 
         with self._connect() as conn:
             try:
                 cursor = conn.execute(sql, params)
             except psycopg.errors.UndefinedTable:  # no replica has started yet
-                return [], []
-            return cursor.fetchall(), [d.name for d in cursor.description]
+                return []
+            return cursor.fetchall()
 
     def close(self) -> None:
         with self._lock:
@@ -333,7 +338,7 @@ def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL",
         return PredictionLog(settings.state.prediction_log, synchronous=synchronous, read_only=read_only)
     if url.startswith("sqlite:///"):
         return PredictionLog(Path(url.removeprefix("sqlite:///")), synchronous=synchronous, read_only=read_only)
-    if url.split("://")[0].split("+")[0] in ("postgresql", "postgres"):
+    if is_postgres_url(url):
         return PostgresPredictionLog(url, read_only=read_only)
     raise ValueError(f"LOOPLINE_PREDICTION_LOG_URL={_redacted(url)!r} is neither postgresql://user:password@host/db "
                      "nor sqlite:///path")
