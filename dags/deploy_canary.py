@@ -24,14 +24,6 @@ from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.run_conf import reject_unknown_conf
 
 
-def _who_decided(decision: dict | None) -> str:
-    """``alice (HITL): "looks good"`` from the approval's XCom ``decision`` (see PromotionDecisionOperator)."""
-    if not decision:
-        return "a person (HITL)"
-    who = f"{decision.get('by') or 'a person'} (HITL)"
-    return f"{who}: {decision['comment']!r}" if decision.get("comment") else who
-
-
 @dag(
     schedule=[CHALLENGER],
     start_date=START_DATE,
@@ -74,11 +66,12 @@ def deploy_canary():
         """The champion alias moves to the challenger; the previous champion is the fallback."""
         from loopline.config import get_settings
         from loopline.deployment.actions import promote
+        from loopline.deployment.approval import who_decided
         from loopline.deployment.canary import CanaryPlan, promote_reason
 
         plan = CanaryPlan.from_dict(ramp["plan"])
         decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
-        approved = _who_decided(decision) if ramp["policy"]["approval"]["required"] else None
+        approved = who_decided(decision) if ramp["policy"]["approval"]["required"] else None
         promote(get_settings(), plan.version, promote_reason(plan, approved), verdict=ramp["verdicts"][-1])
         return plan.version
 
@@ -87,6 +80,7 @@ def deploy_canary():
         """Rejected at approval, or a canary task failed: the challenger leaves production traffic."""
         from loopline.config import get_settings
         from loopline.deployment.actions import roll_back
+        from loopline.deployment.approval import who_decided
 
         start = context["ti"].xcom_pull(task_ids="start_canary")
         if not isinstance(start, dict):
@@ -98,7 +92,7 @@ def deploy_canary():
         elif decision and decision.get("timed_out"):
             reason = "promotion not approved: no answer within approval.timeout_minutes (HITL default: roll back)"
         else:
-            reason = f"promotion rejected by {_who_decided(decision)}"
+            reason = f"promotion rejected by {who_decided(decision)}"
         roll_back(get_settings(), start["plan"]["version"], reason)
         return reason
 

@@ -107,3 +107,11 @@ def approval_status(api: Any) -> dict[str, Any] | None:
     question = waiting[0]
     return {"run_id": question.task_instance.dag_run_id, "question": question.subject, "body": question.body,
             "options": question.options, "default": question.defaults, "since": question.created_at.isoformat()}
+
+
+def who_decided(decision: dict[str, Any] | None) -> str:
+    """``alice (HITL): 'looks good'`` from the approval task's XCom ``decision`` (PromotionDecisionOperator)."""
+    if not decision:
+        return "a person (HITL)"
+    who = f"{decision.get('by') or 'a person'} (HITL)"
+    return f"{who}: {decision['comment']!r}" if decision.get("comment") else who
