@@ -6,6 +6,7 @@ rows — the columns of a training set or of an online lookup — so serving nee
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,16 +16,26 @@ import torch
 from torch import nn
 
 UNKNOWN_INDEX = 0  # every categorical's index 0: missing or unseen at fit time
+# Raw rows to score: a DataFrame, or (serving's hot path, no pandas) a mapping of column → 1-d ndarray
+# in the signature's types (categoricals as object arrays of str/None, numerics as float64).
+Rows = pd.DataFrame | Mapping[str, np.ndarray]
 
 
-def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+def _row_count(frame: Rows) -> int:
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if frame else 0
+
+
+def _numeric(frame: Rows, column: str) -> np.ndarray:
     series = frame[column]
     if series.dtype == "float64":
         # Serving's hot path (inputs already float64): the general conversion below costs ~1 ms per call.
-        array = series.to_numpy(dtype="float64", copy=True)
+        array = np.array(series, dtype="float64", copy=True)
         array[~np.isfinite(array)] = np.nan
         return array
-    values = pd.to_numeric(frame[column].astype("object").where(frame[column].notna(), np.nan), errors="coerce")
+    series = series if isinstance(series, pd.Series) else pd.Series(series, dtype="object")
+    values = pd.to_numeric(series.astype("object").where(series.notna(), np.nan), errors="coerce")
     array = values.to_numpy(dtype="float64", na_value=np.nan)
     array[~np.isfinite(array)] = np.nan
     return array
@@ -55,7 +66,7 @@ class Preprocessor:
     def cardinalities(self) -> list[int]:
         return [len(self.vocab[c]) + 1 for c in self.categorical]
 
-    def _raw_numeric(self, frame: pd.DataFrame, column: str) -> np.ndarray:
+    def _raw_numeric(self, frame: Rows, column: str) -> np.ndarray:
         values = _numeric(frame, column)
         if column in self.log1p:
             values = np.log1p(np.clip(values, 0.0, None))
@@ -77,15 +88,15 @@ class Preprocessor:
             self.vocab[column] = {value: i + 1 for i, value in enumerate(seen)}
         return self
 
-    def _check_columns(self, frame: pd.DataFrame) -> None:
-        missing = [c for c in self.input_columns if c not in frame.columns]
+    def _check_columns(self, frame: Rows) -> None:
+        missing = [c for c in self.input_columns if c not in frame]  # a DataFrame's `in` looks at columns
         if missing:
             raise ValueError(f"input rows lack the model's columns: {missing}")
 
-    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def transform(self, frame: Rows) -> tuple[np.ndarray, np.ndarray]:
         """(numeric float32 [n, 2 * len(numeric)], categorical int64 [n, len(categorical)])."""
         self._check_columns(frame)
-        n = len(frame)
+        n = _row_count(frame)
         numeric = np.zeros((n, self.numeric_width), dtype="float32")
         for i, column in enumerate(self.numeric):
             values = self._raw_numeric(frame, column)
@@ -164,12 +175,13 @@ class FraudModel:
         return state
 
     @torch.no_grad()
-    def predict_proba(self, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
+    def predict_proba(self, frame: Rows, batch_size: int = 8192) -> np.ndarray:
         """Fraud probability per row, in [0, 1], computed on CPU."""
         numeric, categorical = self.preprocessor.transform(frame)
         module = self.module()
-        out = np.empty(len(frame), dtype="float64")
-        for start in range(0, len(frame), batch_size):
+        n = _row_count(frame)
+        out = np.empty(n, dtype="float64")
+        for start in range(0, n, batch_size):
             logits = module(torch.from_numpy(numeric[start:start + batch_size]),
                             torch.from_numpy(categorical[start:start + batch_size]))
             out[start:start + batch_size] = torch.sigmoid(logits.float()).numpy()

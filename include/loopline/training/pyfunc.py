@@ -63,3 +63,9 @@ class FraudDetectorModel(mlflow.pyfunc.PythonModel):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         scores = self.model.predict_proba(frame)
         return pd.DataFrame({"score": scores}, index=frame.index)
+
+    def predict_columns(self, columns: dict[str, Any]) -> Any:
+        """Serving's hot path: the scores ``predict`` gives for ``pd.DataFrame(columns)``, as a float64 array,
+        without building the frame (columns in the signature's types: object arrays of str/None for the
+        categoricals, float64 for the numerics). For a handful of rows the DataFrame costs more than the model."""
+        return self.model.predict_proba(columns)

@@ -216,3 +216,27 @@ def test_online_lookups_apply_each_views_ttl_like_the_offline_join(world):
     assert merchant_known == [True, True, False, False, False]
     assert customer_known == [True, True, True, True, False]
     assert [row["has_customer_history"] for row in online_rows] == [1, 1, 1, 1, 0]
+
+
+def test_the_online_read_returns_what_feasts_get_online_features_returns(world):
+    """The lookup reads each view through the online store's online_read instead of get_online_features:
+    per view, the same values (nulls and unknown keys included) and the same feature times, for a batch
+    with repeated and unknown keys."""
+    online = OnlineFeatures(world["settings"])
+    known = world["sim"].transactions.sort_values("event_timestamp").tail(12).to_dict("records")
+    unknown = {**known[0], "customer_id": "c_nobody", "merchant_id": "m_nobody", "device_id": "d_nobody"}
+    batch = [*known, known[3], unknown, known[3]]
+    for read in online._reads:
+        rows = [{key: tx[column] for key, column in zip(read.join_keys, read.columns, strict=True)} for tx in batch]
+        response = online.store.get_online_features(features=[f"{read.view.name}:{f}" for f in read.features],
+                                                    entity_rows=rows, full_feature_names=True)
+        expected = response.to_dict()
+        stamps = dict(zip(response.proto.metadata.feature_names.val, response.proto.results, strict=True))
+        got = online._read(read, batch)
+        first = stamps[f"{read.view.name}__{read.features[0]}"].event_timestamps
+        assert [ns for ns, _ in got] == [ts.seconds * 10**9 + ts.nanos if ts.seconds else None for ts in first]
+        for feature in read.features:
+            assert [None if values is None else values[feature] for _, values in got] == \
+                expected[f"{read.view.name}__{feature}"], (read.view.name, feature)
+        assert got[-2] == (None, None), "an unknown key has no row"
+        assert got[3] == got[-3] == got[-1]

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_testkit import quick_config, wait_until
 
-from loopline.serving.app import create_app
+from loopline.serving.app import GuardMiddleware, create_app
 from loopline.serving.prediction_log import PredictionLog
 from loopline.serving.predictor import Predictor
 from loopline.serving.registry import FixedModel
@@ -160,3 +160,46 @@ def test_openapi_documents_the_contract(client) -> None:
     assert schemas["Transaction"]["properties"]["amount"]["exclusiveMinimum"] == 0
     limit = quick_config().limits.max_transactions_per_request
     assert schemas["PredictRequest"]["properties"]["transactions"]["maxItems"] == limit
+
+
+def _guard(app):
+    """The app's GuardMiddleware instance (Starlette builds the middleware stack on the first request)."""
+    layer = app.middleware_stack
+    while not isinstance(layer, GuardMiddleware):
+        layer = layer.app
+    return layer
+
+
+def test_the_middleware_fast_path_answers_like_the_fastapi_route(client, serving_world) -> None:
+    """Valid predict requests are answered by GuardMiddleware with the route's own function; the same request
+    through FastAPI's route gets the same answer, and invalid ones still get FastAPI's 422 from the route."""
+    guard = _guard(client.app)
+    batch = serving_world.transactions[5:9]
+    fast = client.post("/v1/predict", json={"transactions": batch})
+    calls = []
+    original = guard.predict
+    guard.predict = None  # everything through FastAPI's router
+    try:
+        routed = client.post("/v1/predict", json={"transactions": batch})
+    finally:
+        guard.predict = original
+
+    def counting(body):
+        calls.append(body)
+        return original(body)
+
+    guard.predict = counting
+    try:
+        again = client.post("/v1/predict", json={"transactions": batch})
+        invalid = client.post("/v1/predict", json={"transactions": [{**batch[0], "amount": -1}]})
+    finally:
+        guard.predict = original
+    assert fast.status_code == routed.status_code == again.status_code == 200
+    assert len(calls) == 2, "both bodies went through the fast path first"
+
+    def without_ids(response):
+        return [{k: v for k, v in p.items() if k != "request_id"} for p in response.json()["predictions"]]
+
+    assert without_ids(fast) == without_ids(routed) == without_ids(again)
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == ["body", "transactions", 0, "amount"]

@@ -39,6 +39,10 @@ def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode, 
     log_url = request.getfixturevalue("postgres_log_url") if backend == "postgres" else None
     if log_url:
         env["LOOPLINE_PREDICTION_LOG_URL"] = log_url
+    # What a parent that imported feast.metrics hands down: the service must not keep its metrics there.
+    leaked_metrics_dir = tmp_path / "feast_metrics_parent"
+    leaked_metrics_dir.mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROCESS_DIR"] = str(leaked_metrics_dir)
     url = f"http://127.0.0.1:{port}"
     log_file = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
@@ -99,3 +103,4 @@ def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode, 
     logged = set(log.read()["transaction_id"])
     missing = set(acknowledged) - logged
     assert len(acknowledged) >= 200 and not missing, f"{len(missing)} acknowledged predictions lost"
+    assert not list(leaked_metrics_dir.iterdir()), "the service kept its metrics in Feast's multiprocess dir"

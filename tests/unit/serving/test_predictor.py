@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import math
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.serving.predictor import TRANSACTION_INPUTS, ModelLoadError, Predictor, model_frame
+from loopline.serving.predictor import (
+    TRANSACTION_INPUTS,
+    ModelLoadError,
+    Predictor,
+    model_columns,
+    model_frame,
+)
 from loopline.training.pyfunc import as_model_input
 
 
@@ -48,19 +55,49 @@ def test_predict_one_and_many(predictor: Predictor, serving_world) -> None:
 
 
 def test_the_direct_python_model_path_scores_exactly_like_mlflows_predict(predictor: Predictor, serving_world) -> None:
-    """Serving skips MLflow's per-call schema enforcement (model_frame already builds the signature's types);
-    the scores must be the very ones ``PyFuncModel.predict`` gives, missing features included."""
+    """Serving skips MLflow's per-call schema enforcement and the DataFrame (model_columns already builds the
+    signature's types, predict_columns scores them); the scores must be the very ones ``PyFuncModel.predict``
+    gives, missing features included."""
     rows = [{**tx, "customer_id": f"nobody_{i}"} if i % 3 == 0 else tx
             for i, tx in enumerate(serving_world.transactions[:25])]
     looked_up = predictor.features.lookup(rows)
-    frame = model_frame([{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **f} for tx, f in zip(rows, looked_up,
-                                                                                             strict=True)],
-                        predictor.categorical, predictor.numeric)
-    assert predictor._predict is not predictor.model.predict  # the fast path is taken for this signature
-    direct = predictor._predict(frame)["score"].to_numpy()
-    through_mlflow = predictor.model.predict(frame)["score"].to_numpy()
-    assert direct.tolist() == through_mlflow.tolist()
-    assert [s.score for s in predictor.score(rows)] == through_mlflow.tolist()
+    inputs = [{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **f} for tx, f in zip(rows, looked_up, strict=True)]
+    python_model = predictor.model.unwrap_python_model()
+    assert predictor._predict == python_model.predict_columns  # the fast path is taken for this signature
+    direct = predictor._predict(model_columns(inputs, predictor.categorical, predictor.numeric))
+    through_mlflow = predictor.model.predict(model_frame(inputs, predictor.categorical, predictor.numeric))
+    assert direct.tolist() == through_mlflow["score"].to_numpy().tolist()
+    assert [s.score for s in predictor.score(rows)] == direct.tolist()
+    assert any(math.isnan(v) for v in model_columns(inputs, [], predictor.numeric)["cust_tx_count_30d"])
+
+
+def test_a_model_without_predict_columns_is_scored_through_its_predict(predictor: Predictor, serving_world) -> None:
+    """Other pyfunc models (no ``predict_columns``) get the DataFrame and score the same rows alike."""
+
+    class FrameOnly(mlflow.pyfunc.PythonModel):
+        def __init__(self, wrapped) -> None:
+            self.calls = 0
+            self.wrapped = wrapped
+
+        def predict(self, context, model_input, params=None):
+            assert isinstance(model_input, pd.DataFrame)
+            self.calls += 1
+            return self.wrapped.predict(context, model_input)
+
+    frame_only = FrameOnly(predictor.model.unwrap_python_model())
+
+    class Loaded:  # a PyFuncModel's surface as the Predictor uses it
+        metadata = predictor.model.metadata
+
+        @staticmethod
+        def unwrap_python_model():
+            return frame_only
+
+    other = Predictor(Loaded(), model_uri="x", version="x", variant="champion", features=predictor.features,
+                      threshold=predictor.threshold)
+    rows = serving_world.transactions[:10]
+    assert [s.score for s in other.score(rows)] == [s.score for s in predictor.score(rows)]
+    assert frame_only.calls == 1
 
 
 def test_scores_use_the_online_features(predictor: Predictor, serving_world) -> None:
