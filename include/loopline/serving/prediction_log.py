@@ -12,6 +12,7 @@ the state dir).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from loopline.config import Settings
+
+log = logging.getLogger("loopline.serving")
+# How often the SQLite log's WAL is copied into the database file, off the request path (see PredictionLog).
+CHECKPOINT_INTERVAL_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -153,7 +158,13 @@ class _Reads:
 class PredictionLog(_Reads):
     """The SQLite log at ``path``: append (one writer thread) and read (any process).
 
-    ``read_only``: a reader that creates nothing (a missing file reads as empty)."""
+    ``read_only``: a reader that creates nothing (a missing file reads as empty).
+
+    SQLite's automatic checkpoint (WAL → database file, with an fsync) runs inside the commit that crosses
+    1,000 WAL pages, i.e. on the request path: at ~2,000 predictions/s every second or two, stalling every
+    request in flight by ~10 ms (it set the service's p99). The writer's auto-checkpoint is therefore off
+    and a background thread runs a PASSIVE checkpoint (never blocks the writer) every
+    ``CHECKPOINT_INTERVAL_S``. Durability is unchanged: a commit is durable once it is in the WAL."""
 
     def __init__(self, path: Path, synchronous: str = "NORMAL", read_only: bool = False) -> None:
         if synchronous not in ("NORMAL", "FULL"):
@@ -168,7 +179,23 @@ class PredictionLog(_Reads):
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn.executescript(_SCHEMA)
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="loopline-log-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            while not self._closed.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # the next round tries again; the WAL only grows meanwhile
+                    log.warning("checkpointing the prediction log %s failed: %s", self.path, exc)
+        finally:
+            conn.close()
 
     def append(self, rows: Iterable[LoggedPrediction]) -> int:
         """Insert ``rows`` in one transaction and commit; returns how many. Durable when it returns."""
@@ -205,9 +232,12 @@ class PredictionLog(_Reads):
             conn.close()
 
     def close(self) -> None:
+        if self._conn is None:
+            return
+        self._closed.set()
+        self._checkpointer.join(timeout=30)
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
+            self._conn.close()  # the last connection to close checkpoints what is left
 
 
 _PG_SCHEMA = """
