@@ -396,7 +396,7 @@ class OnlineFeatures:
     The views are read through the online store's own ``online_read`` (Feast's provider interface, the
     call ``get_online_features`` makes per view) with the entity keys deduplicated per view, like Feast
     does; what is skipped is only Feast's generic response building (protobuf vectors, then dicts),
-    about a third of the lookup's time in serving's hot path. A test pins the values identical to
+    about a quarter of the lookup's time in serving's hot path. A test pins the values identical to
     ``get_online_features``.
     """
 
