@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from loopline.features.offline_sink import OfflineSink
+    from loopline.features.pit import ViewPart
 
 FEATURE_SERVICE = "fraud_detection_v1"
 # Entity and request columns every lookup needs (join keys of the views + the request source).
@@ -373,14 +374,11 @@ def _python_value(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class _ViewRead:
-    """One view's online read: the Feast view, its join keys and the transaction column of each."""
+    """One view's online read: its part of the service plan, the Feast view and its join keys' value types."""
 
+    part: ViewPart
     view: Any  # feast.FeatureView
-    join_keys: tuple[str, ...]
-    columns: tuple[str, ...]
-    value_types: tuple[Any, ...]  # feast.ValueType of each join key
-    features: tuple[str, ...]
-    ttl: timedelta | None
+    value_types: tuple[Any, ...]  # feast.ValueType of each join key, in ``part.keys`` order
 
 
 class OnlineFeatures:
@@ -414,10 +412,7 @@ class OnlineFeatures:
         for part in self.plan.views:
             view = self.store.get_feature_view(part.name)
             types = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
-            join_keys = tuple(part.keys)
-            self._reads.append(_ViewRead(view=view, join_keys=join_keys, columns=tuple(part.keys[k] for k in join_keys),
-                                         value_types=tuple(types[k] for k in join_keys), features=part.features,
-                                         ttl=part.ttl))
+            self._reads.append(_ViewRead(part=part, view=view, value_types=tuple(types[k] for k in part.keys)))
 
     def _read(self, read: _ViewRead, transactions: list[dict[str, Any]]) -> list[tuple[int | None, dict | None]]:
         """(feature time in ns, {feature: value}) of ``read``'s view per transaction; (None, None) when the
@@ -425,14 +420,15 @@ class OnlineFeatures:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.type_map import python_values_to_proto_values
 
+        part = read.part  # part.keys: join key -> transaction column
         index: dict[tuple[Any, ...], int] = {}
-        positions = [index.setdefault(tuple(tx[c] for c in read.columns), len(index)) for tx in transactions]
+        positions = [index.setdefault(tuple(tx[c] for c in part.keys.values()), len(index)) for tx in transactions]
         keys = list(index)
         values = [python_values_to_proto_values([key[j] for key in keys], value_type)
                   for j, value_type in enumerate(read.value_types)]
-        entity_keys = [EntityKey(join_keys=read.join_keys, entity_values=[column[i] for column in values])
+        entity_keys = [EntityKey(join_keys=list(part.keys), entity_values=[column[i] for column in values])
                        for i in range(len(keys))]
-        rows = self._provider.online_read(self.store.config, read.view, entity_keys, list(read.features))
+        rows = self._provider.online_read(self.store.config, read.view, entity_keys, list(part.features))
         if len(rows) != len(keys):
             raise FeatureRowsMismatch(f"the online store returned {len(rows)} rows for {len(keys)} keys of "
                                       f"view {read.view.name!r}")
@@ -443,7 +439,7 @@ class OnlineFeatures:
                 continue
             stamp = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
             found.append(((stamp - _EPOCH) // ONE_MICROSECOND * 1000,
-                          {n: _python_value(features[n]) if n in features else None for n in read.features}))
+                          {n: _python_value(features[n]) if n in features else None for n in part.features}))
         return [found[p] for p in positions]
 
     def lookup(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -462,9 +458,9 @@ class OnlineFeatures:
         columns: dict[str, list[Any]] = {}
         for read in self._reads:
             rows = self._read(read, transactions)
-            fresh = [features is not None and within_ttl(ns, at, read.ttl)
+            fresh = [features is not None and within_ttl(ns, at, read.part.ttl)
                      for (ns, features), at in zip(rows, as_of_ns, strict=True)]
-            for feature in read.features:
+            for feature in read.part.features:
                 columns[feature] = [features[feature] if ok else None for (_, features), ok in zip(rows, fresh, strict=True)]
         request = {"amount": [float(tx["amount"]) for tx in transactions], "event_epoch_s": [us / 1e6 for us in micros]}
         for column in self.plan.request_fields:

@@ -227,15 +227,15 @@ def test_the_online_read_returns_what_feasts_get_online_features_returns(world):
     unknown = {**known[0], "customer_id": "c_nobody", "merchant_id": "m_nobody", "device_id": "d_nobody"}
     batch = [*known, known[3], unknown, known[3]]
     for read in online._reads:
-        rows = [{key: tx[column] for key, column in zip(read.join_keys, read.columns, strict=True)} for tx in batch]
-        response = online.store.get_online_features(features=[f"{read.view.name}:{f}" for f in read.features],
+        rows = [{key: tx[column] for key, column in read.part.keys.items()} for tx in batch]
+        response = online.store.get_online_features(features=[f"{read.view.name}:{f}" for f in read.part.features],
                                                     entity_rows=rows, full_feature_names=True)
         expected = response.to_dict()
         stamps = dict(zip(response.proto.metadata.feature_names.val, response.proto.results, strict=True))
         got = online._read(read, batch)
-        first = stamps[f"{read.view.name}__{read.features[0]}"].event_timestamps
+        first = stamps[f"{read.view.name}__{read.part.features[0]}"].event_timestamps
         assert [ns for ns, _ in got] == [ts.seconds * 10**9 + ts.nanos if ts.seconds else None for ts in first]
-        for feature in read.features:
+        for feature in read.part.features:
             assert [None if values is None else values[feature] for _, values in got] == \
                 expected[f"{read.view.name}__{feature}"], (read.view.name, feature)
         assert got[-2] == (None, None), "an unknown key has no row"
