@@ -10,11 +10,11 @@ loopline trigger train_model --conf '{"epochs": 20, "learning_rate": 0.0005, "re
 
 | task | does |
 |---|---|
-| `plan_windows` | the newest `holdout.days` of labelled data (include/config/gate.yaml) are held out for the gate; training gets everything before |
+| `plan_windows` | the newest labelled days are held out for the gate: at least `holdout.days`, grown up to `holdout.max_days` until every fairness group can be judged (include/config/gate.yaml); training gets everything before |
 | `build_training_set` | labelled transactions + point-in-time features of `fraud_detection_v1` → parquet + manifest (uploaded to the object store for a training pod) |
 | `train_candidate` | `python -m loopline.training.train` on it → MLflow run + a new version of `fraud_detector`. `LOOPLINE_TRAINING_BACKEND=local` (default): a local process; `kubernetes`: the same argv in a GPU pod (KubernetesPodOperator, settings in `include/config/kubernetes.yaml`) |
 
-| `build_holdout` | the held-out days with the same point-in-time features |
+| `build_holdout` | the planned held-out window (the same one training ended at) with the same point-in-time features |
 | `gate_candidate` | the benchmark gate: quality vs the champion, fairness, latency, serving infra. Pass → alias `challenger` and asset `loopline.challenger`; fail → the version is tagged rejected and this task fails with the reasons |
 
 One run at a time.
@@ -88,8 +88,7 @@ def train_model():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from loopline.config import get_settings
-        from loopline.gating.holdout import HoldoutError
-        from loopline.gating.holdout import plan_windows as plan
+        from loopline.gating.holdout import HoldoutError, plan_holdout
         from loopline.gating.policy import default_policy_path, load_policy
         from loopline.lineage import history
 
@@ -98,7 +97,7 @@ def train_model():
         reason = _run_reason(context)
         labels_as_of = datetime.now(UTC)
         try:
-            windows = plan(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
+            plan = plan_holdout(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
         except HoldoutError as exc:
             # Not an error of the platform: e.g. the weekly schedule's first run on a fresh install (Airflow
             # starts the latest missed cron run on un-pause) before any labelled data. Nothing to retry.
@@ -106,7 +105,8 @@ def train_model():
                            dag_run_id=context["run_id"])
             raise AirflowSkipException(f"nothing to train on yet: {exc}") from None
         history.record(settings, "training_started", reason=reason, dag_run_id=context["run_id"])
-        print(f"train before {windows.train_end}, hold out [{windows.holdout_start}, {windows.holdout_end})")
+        windows = plan.windows
+        print(f"train before {windows.train_end}, hold out [{windows.holdout_start}, {windows.holdout_end}): {plan.why}")
         return {"labels_as_of": labels_as_of.isoformat(), "reason": reason,
                 **{k: v.isoformat() for k, v in windows._asdict().items()}}
 
@@ -131,13 +131,16 @@ def train_model():
         from datetime import datetime
 
         from loopline.config import get_settings
+        from loopline.gating.holdout import Windows
         from loopline.gating.holdout import build_holdout as build
         from loopline.gating.policy import default_policy_path, load_policy
 
         settings = get_settings()
+        # The planned window, not a fresh plan: labels landing meanwhile must not move it past train_end.
+        planned = Windows(*(datetime.fromisoformat(windows[k]) for k in Windows._fields))
         manifest = build(settings, load_policy(default_policy_path(settings.project_dir)),
                          _dataset_path(settings, context["run_id"], "holdout"),
-                         labels_as_of=datetime.fromisoformat(windows["labels_as_of"]))
+                         labels_as_of=datetime.fromisoformat(windows["labels_as_of"]), windows=planned)
         print(f"holdout: {manifest.labelled_rows} labelled rows, {manifest.fraud_rows} fraud")
         return manifest.to_dict()
 

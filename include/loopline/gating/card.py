@@ -48,6 +48,9 @@ def _lineage(report: dict[str, Any]) -> list[str]:
 def _metrics(report: dict[str, Any]) -> list[str]:
     champion = report.get("champion") or {}
     name = f"champion (v{champion['version']})" if champion.get("version") else "champion"
+    kind = (report.get("comparison") or {}).get("kind")
+    if kind and kind != "vs_champion":
+        name += f" — {kind}"
     lines = ["## Metrics on the holdout", "", f"| metric | candidate | {name} | better |", "|---|---|---|---|"]
     cand = report["metrics"].get("candidate") or {}
     champ = report["metrics"].get("champion") or {}
@@ -60,21 +63,47 @@ def _metrics(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _comparison(report: dict[str, Any]) -> list[str]:
+    comparison = report.get("comparison") or {}
+    if not comparison:
+        return []
+    lines = [f"**Comparison: `{comparison['kind']}`** — judged {comparison.get('summary', '')}."]
+    if comparison.get("error"):
+        lines.append(f"The champion could not be scored: {comparison['error']}")
+    return lines + [""]
+
+
 def _fairness(report: dict[str, Any]) -> list[str]:
     table = report.get("fairness")
     if not table:
         return ["## Fairness", "", "Not measured (the candidate could not be scored).", ""]
-    lines = ["## Fairness", "", f"At the operating point (score >= {table['threshold']}); groups below the minimum "
-             "size are reported, not judged.", "",
-             "| attribute | group | n | fraud | TPR | FPR | judged |", "|---|---|---|---|---|---|---|"]
+    champion = report.get("fairness_champion") or {}
+    champ_rates = {(g["attribute"], g["group"]): g for g in champion.get("groups", [])}
+    lines = ["## Fairness", "", f"At the operating point (score >= {table['threshold']}), on the same holdout rows "
+             "for candidate and champion. A group's TPR is judged only with enough rows and fraud rows; the "
+             "others are listed as not judged.", "",
+             "| attribute | group | n | fraud | TPR | FPR | champion TPR | champion FPR | judged |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g in table["groups"]:
-        judged = "TPR+FPR" if g["judged_tpr"] else ("FPR" if g["judged_fpr"] else "no")
+        judged = "TPR+FPR" if g["judged_tpr"] else ("FPR only" if g["judged_fpr"] else "**not judged**")
+        c = champ_rates.get((g["attribute"], g["group"]), {})
         lines.append(f"| {g['attribute']} | {g['group']} | {g['n']} | {g['positives']} | {_f(g['tpr'], 3)} | "
-                     f"{_f(g['fpr'], 3)} | {judged} |")
+                     f"{_f(g['fpr'], 3)} | {_f(c.get('tpr'), 3)} | {_f(c.get('fpr'), 3)} | {judged} |")
     lines.append("")
     for attribute in table["tpr_gap"]:
+        vs = ""
+        if champion:
+            vs = (f" (champion: TPR gap {_f(champion['tpr_gap'].get(attribute), 3)}, "
+                  f"FPR gap {_f(champion['fpr_gap'].get(attribute), 3)})")
         lines.append(f"- {attribute}: TPR gap {_f(table['tpr_gap'][attribute], 3)}, "
-                     f"FPR gap {_f(table['fpr_gap'][attribute], 3)}")
+                     f"FPR gap {_f(table['fpr_gap'][attribute], 3)}{vs}")
+    check = (report.get("verdict", {}).get("checks", {}).get("fairness") or {}).get("details", {})
+    not_judged = check.get("not_judged") or []
+    if not_judged:
+        policy = (report.get("policy") or {}).get("fairness") or {}
+        lines += ["", f"Not judged ({'a rejection' if policy.get('unjudged_groups') == 'reject' else 'reported only'}"
+                  " under `fairness.unjudged_groups`):"]
+        lines += [f"- {g['attribute']}={g['group']}: {g['lacks']}" for g in not_judged]
     return lines + [""]
 
 
@@ -107,6 +136,7 @@ def render_model_card(report: dict[str, Any]) -> str:
     decision = "PASSED → alias `challenger`" if verdict["passed"] else "REJECTED"
     lines = [f"# Model card: {report['model_name']} v{report['candidate']['version']}", "",
              f"**Gate decision: {decision}** ({report['gated_at']})", "", verdict["why"], "",
+             *_comparison(report),
              "| check | result |", "|---|---|"]
     for name, check in verdict["checks"].items():
         result = "skipped" if check["skipped"] else ("passed" if check["passed"] else "failed")

@@ -1,9 +1,11 @@
 """The gate decision: a pure function from the policy and the measurements to a ``GateVerdict``.
 
 Semantics (also in ``include/config/gate.yaml``): value thresholds (``min``/``max``) always apply;
-change thresholds (``max_regression``) apply only when there is a champion with a finite value for the
-metric; a check with nothing configured is skipped; with no threshold configured — or none applicable —
-nothing passes.
+change thresholds (``max_regression``, ``fairness.max_gap_increase``) apply against a champion scored on
+the same holdout rows. Only a genuinely absent champion (no version holds the alias) lets a candidate
+through on value thresholds alone: a champion that exists but cannot be scored fails closed, because
+"better than the model in production" cannot be checked. A check with nothing configured is skipped;
+with no threshold configured — or none applicable — nothing passes.
 """
 
 from __future__ import annotations
@@ -40,11 +42,63 @@ class CheckResult:
         return asdict(self)
 
 
+VS_CHAMPION = "vs_champion"
+NO_CHAMPION = "value_only_no_champion"
+CANDIDATE_IS_CHAMPION = "value_only_candidate_is_champion"
+CHAMPION_UNSCORABLE = "champion_unscorable"
+COMPARISONS = (VS_CHAMPION, NO_CHAMPION, CANDIDATE_IS_CHAMPION, CHAMPION_UNSCORABLE)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Which comparison the gate ran, recorded with every verdict: against a champion scored on the same
+    rows (``vs_champion``), on value thresholds only because no version holds the alias
+    (``value_only_no_champion``) or the candidate is the champion itself, or not at all because the
+    champion exists but could not be scored (``champion_unscorable``, with the error)."""
+
+    kind: str
+    champion_version: str | None = None
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in COMPARISONS:
+            raise ValueError(f"unknown comparison {self.kind!r}; one of {', '.join(COMPARISONS)}")
+        if self.kind == CHAMPION_UNSCORABLE and not self.error:
+            raise ValueError("an unscorable champion needs the error that made it unscorable")
+
+    @property
+    def champion(self) -> str:
+        return f"champion v{self.champion_version}" if self.champion_version else "the champion"
+
+    def describe(self) -> str:
+        if self.kind == VS_CHAMPION:
+            return f"against {self.champion} on the same holdout rows, and value thresholds"
+        if self.kind == NO_CHAMPION:
+            return "on value thresholds only (no champion yet: no version holds the alias `champion`)"
+        if self.kind == CANDIDATE_IS_CHAMPION:
+            return f"on value thresholds only (the candidate is {self.champion} itself)"
+        return f"without the comparison: {self.champion} exists but could not be scored"
+
+    def unscorable_reason(self, what: str) -> str:
+        return (f"{self.champion} exists but could not be scored: {self.error}; {what} cannot be checked, "
+                "so the candidate is rejected (fix or re-register the champion, or remove its alias if it "
+                "is truly gone)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.describe()}
+
+
+def comparison_for(champion: dict[str, float] | None) -> Comparison:
+    """The comparison implied by the champion's metrics alone (callers that know more pass their own)."""
+    return Comparison(VS_CHAMPION) if champion is not None else Comparison(NO_CHAMPION)
+
+
 @dataclass(frozen=True)
 class GateVerdict:
     passed: bool
     checks: dict[str, CheckResult]
     why: str
+    comparison: Comparison = field(default_factory=lambda: Comparison(NO_CHAMPION))
 
     @property
     def reasons(self) -> list[str]:
@@ -56,6 +110,7 @@ class GateVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "why": self.why, "reasons": self.reasons,
+                "comparison": self.comparison.to_dict(),
                 "checks": {name: check.to_dict() for name, check in self.checks.items()}}
 
 
@@ -70,8 +125,11 @@ def _finite(value: float | None) -> bool:
 
 
 def check_quality(policy: GatePolicy, candidate: dict[str, float] | None,
-                  champion: dict[str, float] | None, candidate_error: str = "") -> CheckResult:
-    """Value thresholds always; change thresholds against the champion when there is one."""
+                  champion: dict[str, float] | None, candidate_error: str = "",
+                  comparison: Comparison | None = None) -> CheckResult:
+    """Value thresholds always; change thresholds against the champion when there is one. A champion
+    that exists but could not be scored fails every configured change threshold (fail closed)."""
+    comparison = comparison or comparison_for(champion)
     thresholds = {name: t for name, t in policy.quality.thresholds().items() if t.configured()}
     if not thresholds:
         return CheckResult("quality", passed=True, skipped=True, reasons=[],
@@ -83,6 +141,7 @@ def check_quality(policy: GatePolicy, candidate: dict[str, float] | None,
     reasons: list[str] = []
     metrics: dict[str, Any] = {}
     applied = 0
+    unscorable: list[str] = []
     for name, t in thresholds.items():
         higher = HIGHER_IS_BETTER[name]
         value = candidate.get(name, math.nan)
@@ -98,7 +157,12 @@ def check_quality(policy: GatePolicy, candidate: dict[str, float] | None,
             if not passed:
                 reasons.append(f"{name} {_fmt(value)} is not {op} {kind} {limit}")
         if t.max_regression is not None:
-            if champion is None:
+            if comparison.kind == CHAMPION_UNSCORABLE:
+                applied += 1
+                rules.append({"rule": f"max_regression {t.max_regression} vs champion", "passed": False,
+                              "note": f"{comparison.champion} could not be scored: change threshold not checkable"})
+                unscorable.append(name)
+            elif champion is None:
                 rules.append({"rule": f"max_regression {t.max_regression} vs champion", "passed": None,
                               "note": "no champion: change threshold not applied"})
             elif not _finite(champ):
@@ -115,13 +179,43 @@ def check_quality(policy: GatePolicy, candidate: dict[str, float] | None,
                     reasons.append(f"{name} {_fmt(value)} regresses beyond the allowed {t.max_regression} "
                                    f"against the champion's {_fmt(champ)} (limit {_fmt(limit)})")
         metrics[name] = {"candidate": value, "champion": champ, "higher_is_better": higher, "rules": rules}
+    if unscorable:
+        reasons.insert(0, comparison.unscorable_reason(f"the change thresholds ({', '.join(unscorable)} "
+                                                       "max_regression)"))
     return CheckResult("quality", passed=not reasons, applied=applied, reasons=reasons,
-                       details={"metrics": metrics, "champion": champion is not None})
+                       details={"metrics": metrics, "champion": champion is not None,
+                                "comparison": comparison.kind})
 
 
-def check_fairness(policy: GatePolicy, table: FairnessTable | None) -> CheckResult:
-    """Per attribute: the TPR and FPR gaps between judged groups must stay within the policy's bounds."""
+def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]]:
+    """Groups whose TPR cannot be judged (too few rows or fraud rows), with what they lack."""
     f = policy.fairness
+    out = []
+    for g in table.groups:
+        if g.judged_tpr:
+            continue
+        lacks = []
+        if g.n < f.min_group_size:
+            lacks.append(f"{g.n} rows < min_group_size {f.min_group_size}")
+        if g.positives < f.min_group_positives:
+            lacks.append(f"{g.positives} fraud rows < min_group_positives {f.min_group_positives}")
+        out.append({"attribute": g.attribute, "group": g.group, "n": g.n, "positives": g.positives,
+                    "fpr_judged": g.judged_fpr, "lacks": "; ".join(lacks) or "no fraud rows"})
+    return out
+
+
+def _rates(table: FairnessTable, attribute: str, kind: str) -> str:
+    return ", ".join(f"{g.group} {_fmt(g.tpr if kind == 'TPR' else g.fpr)}" for g in table.groups
+                     if g.attribute == attribute and (g.judged_tpr if kind == "TPR" else g.judged_fpr))
+
+
+def check_fairness(policy: GatePolicy, table: FairnessTable | None, champion: FairnessTable | None = None,
+                   comparison: Comparison | None = None) -> CheckResult:
+    """Per attribute: the TPR and FPR gaps between judged groups within the policy's absolute bounds and
+    no more than ``max_gap_increase`` above the champion's gaps on the same rows; groups too small to
+    judge are listed (and, with ``unjudged_groups: reject``, reject the candidate)."""
+    f = policy.fairness
+    comparison = comparison or comparison_for({} if champion is not None else None)
     if not f.configured():
         return CheckResult("fairness", passed=True, skipped=True,
                            details={"note": "no fairness gap configured", **({"table": table.to_dict()} if table else {})})
@@ -140,12 +234,48 @@ def check_fairness(policy: GatePolicy, table: FairnessTable | None) -> CheckResu
                 continue
             applied += 1
             if gap > limit:
-                rates = [g for g in table.groups if g.attribute == attribute]
-                worst = ", ".join(f"{g.group} {_fmt(g.tpr if kind == 'TPR' else g.fpr)}" for g in rates
-                                  if (g.judged_tpr if kind == "TPR" else g.judged_fpr))
-                reasons.append(f"{attribute}: {kind} gap {_fmt(gap)} exceeds {limit} ({worst})")
+                reasons.append(f"{attribute}: {kind} gap {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)})")
+
+    # Against the champion: the same rows, hence the same judged groups, so the gaps are comparable and
+    # a model that is fair "enough" in absolute terms still cannot make things materially worse.
+    versus: list[dict[str, Any]] = []
+    increase = f.max_gap_increase
+    if increase.configured():
+        if comparison.kind == CHAMPION_UNSCORABLE:
+            applied += 1
+            reasons.append(comparison.unscorable_reason("the fairness gap increase (max_gap_increase)"))
+        elif champion is None:
+            notes.append(f"max_gap_increase not applied: {comparison.describe()}")
+        else:
+            for kind, limit, gaps, champ_gaps in (("TPR", increase.tpr, table.tpr_gap, champion.tpr_gap),
+                                                  ("FPR", increase.fpr, table.fpr_gap, champion.fpr_gap)):
+                if limit is None:
+                    continue
+                for attribute, gap in gaps.items():
+                    champ = champ_gaps.get(attribute)
+                    if gap is None or champ is None:
+                        continue
+                    applied += 1
+                    passed = gap - champ <= limit + 1e-12
+                    versus.append({"attribute": attribute, "rate": kind, "candidate_gap": gap, "champion_gap": champ,
+                                   "allowed_increase": limit, "passed": passed})
+                    if not passed:
+                        reasons.append(f"{attribute}: {kind} gap {_fmt(gap)} is {_fmt(gap - champ)} above "
+                                       f"{comparison.champion}'s {_fmt(champ)} on the same rows (allowed "
+                                       f"increase {limit}; candidate {_rates(table, attribute, kind)}; champion "
+                                       f"{_rates(champion, attribute, kind)})")
+
+    # Listed in details["not_judged"] either way (the card and the verdict's why show them).
+    not_judged = _not_judged(policy, table)
+    if f.unjudged_groups == "reject":
+        applied += 1
+        reasons += [f"{g['attribute']}={g['group']} not judged ({g['lacks']}); unjudged_groups: reject "
+                    "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"
+                    for g in not_judged]
     return CheckResult("fairness", passed=not reasons, applied=applied, reasons=reasons,
-                       details={"table": table.to_dict(), "notes": notes})
+                       details={"table": table.to_dict(), "notes": notes, "not_judged": not_judged,
+                                "vs_champion": versus,
+                                **({"champion_table": champion.to_dict()} if champion is not None else {})})
 
 
 def check_latency(policy: GatePolicy, stats: LatencyStats | None) -> CheckResult:
@@ -185,13 +315,16 @@ def check_infra(policy: GatePolicy, infra: InfraOutcome | None) -> CheckResult:
 
 def decide(policy: GatePolicy, candidate: dict[str, float] | None, champion: dict[str, float] | None,
            fairness: FairnessTable | None, latency: LatencyStats | None, infra: InfraOutcome | None,
-           *, candidate_error: str = "") -> GateVerdict:
+           *, candidate_error: str = "", champion_fairness: FairnessTable | None = None,
+           comparison: Comparison | None = None) -> GateVerdict:
     """Judge the candidate. ``candidate``/``champion``: quality metrics on the same holdout rows (None:
-    not scorable / no champion); ``fairness``: the candidate's table; ``latency``/``infra``: None when
-    not run. Passes only if every check passes and at least one threshold was actually evaluated."""
+    not scorable / no champion); ``fairness``/``champion_fairness``: their fairness tables on those rows;
+    ``latency``/``infra``: None when not run; ``comparison``: which comparison ran (default: implied by
+    ``champion``). Passes only if every check passes and at least one threshold was actually evaluated."""
+    comparison = comparison or comparison_for(champion)
     checks = {
-        "quality": check_quality(policy, candidate, champion, candidate_error),
-        "fairness": check_fairness(policy, fairness),
+        "quality": check_quality(policy, candidate, champion, candidate_error, comparison),
+        "fairness": check_fairness(policy, fairness, champion_fairness, comparison),
         "latency": check_latency(policy, latency),
         "infra": check_infra(policy, infra),
     }
@@ -200,20 +333,23 @@ def decide(policy: GatePolicy, candidate: dict[str, float] | None, champion: dic
     if not policy.has_thresholds():
         why = ("Rejected: the gate policy configures no thresholds (quality, fairness or latency), and a "
                "gate with nothing to judge passes nothing. Configure thresholds in include/config/gate.yaml.")
-        return GateVerdict(False, checks, why)
+        return GateVerdict(False, checks, why, comparison)
     if failed:
         details = "; ".join(f"{name}: {'; '.join(checks[name].reasons) or 'failed'}" for name in failed)
-        why = f"Rejected: {len(failed)} of {len(CHECKS)} checks failed ({', '.join(failed)}). {details}."
-        return GateVerdict(False, checks, why)
+        why = (f"Rejected: {len(failed)} of {len(CHECKS)} checks failed ({', '.join(failed)}), judged "
+               f"{comparison.describe()}. {details}.")
+        return GateVerdict(False, checks, why, comparison)
     if applied == 0:
         why = ("Rejected: no configured threshold applied (without a champion only value thresholds apply, "
                "and none judged this candidate), so nothing passes. Add value thresholds (min/max) to the "
                "gate policy.")
-        return GateVerdict(False, checks, why)
-    against = "against the champion and value thresholds" if champion is not None else \
-        "on value thresholds only (no champion yet)"
+        return GateVerdict(False, checks, why, comparison)
     ran = [name for name, check in checks.items() if not check.skipped]
     skipped = [name for name, check in checks.items() if check.skipped]
-    why = (f"Passed: {applied} thresholds evaluated {against}; checks passed: {', '.join(ran)}"
-           + (f"; skipped (not configured or disabled): {', '.join(skipped)}" if skipped else "") + ".")
-    return GateVerdict(True, checks, why)
+    not_judged = checks["fairness"].details.get("not_judged") or []
+    why = (f"Passed: {applied} thresholds evaluated {comparison.describe()}; checks passed: {', '.join(ran)}"
+           + (f"; skipped (not configured or disabled): {', '.join(skipped)}" if skipped else "")
+           + (f"; fairness groups not judged (too few rows or fraud rows): "
+              f"{', '.join(g['attribute'] + '=' + g['group'] for g in not_judged)}" if not_judged else "")
+           + ".")
+    return GateVerdict(True, checks, why, comparison)

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from loopline.config import Settings
 from loopline.gating.card import render_model_card
-from loopline.gating.decide import GateVerdict, decide
+from loopline.gating.decide import (
+    CANDIDATE_IS_CHAMPION,
+    CHAMPION_UNSCORABLE,
+    NO_CHAMPION,
+    VS_CHAMPION,
+    Comparison,
+    GateVerdict,
+    decide,
+)
 from loopline.gating.infra import InfraResult, as_request, validate_serving
 from loopline.gating.latency import measure_latency
 from loopline.gating.metrics import FairnessTable, LatencyStats, fairness_table, quality_metrics
@@ -45,6 +53,9 @@ TAG_CARD = "loopline.model_card"
 TAG_REJECTED = "loopline.rejected"
 TAG_REJECTED_REASONS = "loopline.rejected.reasons"
 MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value
+# The candidate's holdout rows and scores, kept with its run: the baseline the drift monitor's concept
+# check compares the served quality with, once this version is the champion.
+HOLDOUT_SCORES_ARTIFACT = "gate/holdout_scores.parquet"
 
 
 class GateError(RuntimeError):
@@ -115,14 +126,25 @@ def sample_requests(rows: pd.DataFrame, n: int, seed: int = 0) -> list[dict[str,
     return [as_request(r) for r in picked[columns].to_dict("records")]
 
 
-def _champion(client: Any, model_name: str, version: str) -> Any | None:
+def _champion(client: Any, model_name: str, version: str) -> tuple[Any | None, Comparison | None]:
+    """(champion model version, None) or (None, the comparison that ran instead of one against it).
+
+    Only "no version holds the alias" counts as absent; any other failure to resolve it (a dangling
+    alias, a registry error) is an unscorable champion, so the gate fails closed instead of judging the
+    candidate on value thresholds alone."""
     from mlflow.exceptions import MlflowException
 
     try:
         mv = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException:
-        return None
-    return mv if str(mv.version) != str(version) else None
+    except MlflowException as exc:
+        message = str(exc.message)
+        if exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message:
+            return None, Comparison(NO_CHAMPION)
+        return None, Comparison(CHAMPION_UNSCORABLE, None,
+                                f"the alias `{CHAMPION_ALIAS}` could not be resolved: {exc.error_code}: {message[:300]}")
+    if str(mv.version) == str(version):
+        return None, Comparison(CANDIDATE_IS_CHAMPION, str(mv.version))
+    return mv, None
 
 
 def _lineage(client: Any, run_id: str) -> dict[str, Any]:
@@ -149,6 +171,11 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def _fairness(policy: GatePolicy, labels: np.ndarray, scores: np.ndarray, groups: dict[str, np.ndarray]) -> FairnessTable:
+    f = policy.fairness
+    return fairness_table(labels, scores, groups, policy.threshold(), f.min_group_size, f.min_group_positives)
 
 
 def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, model_name: str = DEFAULT_MODEL_NAME,
@@ -178,19 +205,21 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
 
     candidate = score_holdout(candidate_uri, rows)
     cand_metrics = quality_metrics(labels, candidate.scores, policy) if candidate.scores is not None else None
-    champion_mv = _champion(client, model_name, version)
+    groups = {c: rows[c].to_numpy() for c in policy.fairness.group_columns}
+    champion_mv, comparison = _champion(client, model_name, version)
     champ_metrics = None
-    champion_error = ""
+    champ_fairness: FairnessTable | None = None
+    champion_error = comparison.error if comparison else ""
     if champion_mv is not None:
         champion = score_holdout(f"models:/{model_name}/{champion_mv.version}", rows)
         champion_error = champion.error
         if champion.scores is not None:
             champ_metrics = quality_metrics(labels, champion.scores, policy)
-    fairness: FairnessTable | None = None
-    if candidate.scores is not None:
-        f = policy.fairness
-        fairness = fairness_table(labels, candidate.scores, {c: rows[c].to_numpy() for c in f.group_columns},
-                                  policy.threshold(), f.min_group_size, f.min_group_positives)
+            champ_fairness = _fairness(policy, labels, champion.scores, groups)
+            comparison = Comparison(VS_CHAMPION, str(champion_mv.version))
+        else:
+            comparison = Comparison(CHAMPION_UNSCORABLE, str(champion_mv.version), champion.error)
+    fairness = _fairness(policy, labels, candidate.scores, groups) if candidate.scores is not None else None
 
     workdir = settings.state.reports / "gate" / version
     workdir.mkdir(parents=True, exist_ok=True)
@@ -203,13 +232,16 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
         infra = validate_serving(settings, candidate_uri, version, sample_requests(rows, policy.infra.sample_requests),
                                  policy.infra.timeout_s, workdir)
 
-    verdict = decide(policy, cand_metrics, champ_metrics, fairness, latency, infra,
-                     candidate_error=candidate.error)
+    verdict = decide(policy, cand_metrics, champ_metrics, fairness, latency, infra, candidate_error=candidate.error,
+                     champion_fairness=champ_fairness, comparison=comparison)
     report = {
         "model_name": model_name, "gated_at": datetime.now(UTC).isoformat(),
         "candidate": {"version": version, "run_id": candidate_mv.run_id, "model_uri": candidate_uri},
+        # Which comparison ran, up front: a reader must never mistake "no champion" for "champion broken".
+        "comparison": comparison.to_dict(),
         "champion": ({"version": str(champion_mv.version), "run_id": champion_mv.run_id, "error": champion_error}
-                     if champion_mv is not None else None),
+                     if champion_mv is not None else
+                     {"version": None, "run_id": None, "error": champion_error} if champion_error else None),
         "holdout": {"path": str(holdout_path), "content_hash": manifest.get("content_hash"),
                     "start": manifest.get("start"), "end": manifest.get("end"), "rows": manifest.get("rows"),
                     "labelled_rows": int(len(rows)), "fraud_rows": int(labels.sum())},
@@ -217,14 +249,32 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
         "metrics": {"candidate": cand_metrics, "champion": champ_metrics, "higher_is_better": HIGHER_IS_BETTER,
                     "candidate_error": candidate.error},
         "fairness": fairness.to_dict() if fairness else None,
+        "fairness_champion": champ_fairness.to_dict() if champ_fairness else None,
         "latency": latency.to_dict() if latency else None,
         "infra": infra.to_dict() if infra else None,
         "lineage": _lineage(client, candidate_mv.run_id),
         "verdict": verdict.to_dict(),
     }
+    if candidate.scores is not None:
+        log_holdout_scores(client, candidate_mv.run_id, rows, candidate.scores)
     record_verdict(settings, client, model_name, version, candidate_mv.run_id, _clean(report), verdict, workdir,
                    serving.registry)
     return verdict
+
+
+def log_holdout_scores(client: Any, run_id: str, rows: pd.DataFrame, scores: np.ndarray) -> None:
+    """Log the labelled holdout rows (transaction, customer, label) with ``scores`` to the run."""
+    import tempfile
+
+    import pandas as pd
+
+    frame = pd.DataFrame({"transaction_id": rows["transaction_id"].astype(str).to_numpy(),
+                          "customer_id": rows["customer_id"].astype(str).to_numpy(),
+                          "score": scores, LABEL: rows[LABEL].to_numpy(dtype="int64")})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(HOLDOUT_SCORES_ARTIFACT).name
+        frame.to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path), str(Path(HOLDOUT_SCORES_ARTIFACT).parent))
 
 
 def record_verdict(settings: Settings, client: Any, model_name: str, version: str, run_id: str,

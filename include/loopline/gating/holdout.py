@@ -2,17 +2,31 @@
 
 The train_model DAG builds its training set with ``end = holdout_start`` and gates on the holdout, so
 no holdout transaction (nor anything later) can have been trained on.
+
+How long: at least ``holdout.days``; grown one day at a time (up to ``holdout.max_days``, never leaving
+training fewer than ``holdout.min_train_days``) until every group of every ``fairness.group_columns``
+attribute has ``fairness.min_group_size`` labelled rows and ``fairness.min_group_positives`` fraud rows.
+Fraud is rare and bursty: on a fixed two-day holdout most groups hold a handful of frauds, so their
+true-positive rate cannot be judged and a model blind to a whole group would pass unnoticed.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loopline.config import Settings
 from loopline.features.store import TrainingSetManifest, build_training_set, read_labels
 from loopline.gating.policy import GatePolicy
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+LABEL = "is_fraud"
+TIMESTAMP = "event_timestamp"
 
 
 class HoldoutError(RuntimeError):
@@ -25,48 +39,153 @@ class Windows(NamedTuple):
     holdout_end: datetime
 
 
+@dataclass(frozen=True)
+class GroupCount:
+    """Labelled rows and fraud rows of one group in the planned holdout, and whether that is enough."""
+
+    attribute: str
+    group: str
+    rows: int
+    positives: int
+    enough: bool
+
+
+@dataclass(frozen=True)
+class HoldoutPlan:
+    """The chosen holdout window, how many days it spans, and the per-group counts that decided it."""
+
+    windows: Windows
+    days: float
+    groups: tuple[GroupCount, ...] = field(default_factory=tuple)
+    why: str = ""
+
+    @property
+    def short(self) -> tuple[GroupCount, ...]:
+        """Groups still below the fairness minimums at the chosen length (reported, not judged)."""
+        return tuple(g for g in self.groups if not g.enough)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["windows"] = {k: v.isoformat() for k, v in self.windows._asdict().items()}
+        return data
+
+
+def _labelled_events(settings: Settings, labels_as_of: datetime | None, columns: list[str]) -> pd.DataFrame:
+    """Curated transactions (``columns`` + timestamp) joined with their labels known at ``labels_as_of``."""
+    from loopline.features.aggregates import read_curated_transactions
+
+    labels = read_labels(settings, labels_as_of or datetime.now(UTC))
+    if labels.empty:
+        raise HoldoutError("the curated store has no labels yet: ingest label batches before gating")
+    events = read_curated_transactions(settings.state.curated, columns=["transaction_id", TIMESTAMP, *columns])
+    missing = [c for c in columns if c not in events.columns]
+    if missing:
+        raise HoldoutError(f"fairness.group_columns {missing} are not transaction columns: fix the gate policy")
+    return events.merge(labels[["transaction_id", LABEL]], on="transaction_id", how="inner")
+
+
+def _range_of(joined: pd.DataFrame) -> tuple[datetime, datetime]:
+    import pandas as pd
+
+    genuine = joined[joined[LABEL] == 0]
+    if genuine.empty:
+        raise HoldoutError(f"none of the {len(joined)} labelled transactions is a confirmed genuine one yet: "
+                           "wait for the label maturity window to pass")
+    first = pd.Timestamp(joined[TIMESTAMP].min()).to_pydatetime().astimezone(UTC)
+    last = pd.Timestamp(genuine[TIMESTAMP].max()).to_pydatetime().astimezone(UTC)
+    return first, last + timedelta(microseconds=1)
+
+
 def labelled_range(settings: Settings, labels_as_of: datetime | None = None) -> tuple[datetime, datetime]:
     """[first labelled transaction, last *confirmed-genuine* labelled transaction + 1 µs).
 
     Chargebacks (fraud) arrive within days, confirmations of genuine transactions only after a maturity
     window: beyond the newest confirmed-genuine transaction the labels present are nearly all fraud, and
     a holdout there would be biased. Ending at that frontier keeps the holdout's labels complete."""
+    return _range_of(_labelled_events(settings, labels_as_of, []))
+
+
+def _group_counts(window: pd.DataFrame, groups: dict[str, list[str]], min_rows: int,
+                  min_positives: int) -> tuple[GroupCount, ...]:
+    out = []
+    for attribute, values in groups.items():
+        column = window[attribute].astype("string").fillna("<missing>")
+        rows = column.value_counts()
+        positives = column[window[LABEL].to_numpy() == 1].value_counts()
+        for group in values:
+            n, k = int(rows.get(group, 0)), int(positives.get(group, 0))
+            out.append(GroupCount(attribute, group, n, k, n >= min_rows and k >= min_positives))
+    return tuple(out)
+
+
+def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, policy: GatePolicy) -> HoldoutPlan:
+    """Pure: the holdout ``[end - d days, end)`` over ``labelled`` rows (timestamp, label, group columns).
+
+    ``d`` starts at ``holdout.days`` and grows a day at a time while a group of a fairness attribute
+    (any value seen in the labelled history) has fewer than ``min_group_size`` rows or
+    ``min_group_positives`` fraud rows, up to ``holdout.max_days`` and never past the point where
+    training would keep less than ``holdout.min_train_days``. At the limit the still-short groups are
+    listed in the plan (the gate reports them as not judged)."""
     import pandas as pd
 
-    from loopline.features.aggregates import read_curated_transactions
+    h, f = policy.holdout, policy.fairness
+    room = (end - first).total_seconds() / 86400 - h.min_train_days  # days the holdout may take
+    if h.days >= room:
+        left = ("nothing would be left to train on" if h.min_train_days == 0 else
+                f"training would keep less than holdout.min_train_days ({h.min_train_days:g} days)")
+        raise HoldoutError(
+            f"labelled data spans {first.isoformat()} .. {end.isoformat()}; with a {h.days:g}-day holdout "
+            f"{left} (simulate/ingest more days, or shorten holdout.days / holdout.min_train_days in the gate "
+            "policy)")
+    stamps = pd.to_datetime(labelled[TIMESTAMP], utc=True)
+    groups = {c: sorted(labelled[c].astype("string").fillna("<missing>").unique().tolist())
+              for c in f.group_columns}
+    # Whole-day steps from `days` (a fractional tail would only add a partial, hour-of-day-skewed day).
+    longest = min(h.longest(), room)
+    steps = [h.days + k for k in range(math.floor(longest - h.days + 1e-9) + 1)]
+    if h.longest() <= room and h.longest() not in steps:
+        steps.append(h.longest())
+    for days in steps:
+        start = end - timedelta(days=days)
+        window = labelled[(stamps >= pd.Timestamp(start)).to_numpy() & (stamps < pd.Timestamp(end)).to_numpy()]
+        counts = _group_counts(window, groups, f.min_group_size, f.min_group_positives)
+        if all(g.enough for g in counts):
+            break
+    short = [g for g in counts if not g.enough]
+    if not short:
+        why = (f"{days:g} days: every group of {', '.join(f.group_columns) or 'no attribute'} has at least "
+               f"{f.min_group_size} rows and {f.min_group_positives} fraud rows")
+    else:
+        limit = ("holdout.max_days" if longest >= h.longest() else
+                 f"holdout.min_train_days ({h.min_train_days:g})")
+        why = (f"{days:g} days (the limit set by {limit}): "
+               + ", ".join(f"{g.attribute}={g.group} has {g.positives} fraud rows in {g.rows} rows" for g in short)
+               + f", short of {f.min_group_positives} fraud rows / {f.min_group_size} rows: not judged")
+    return HoldoutPlan(Windows(train_end=start, holdout_start=start, holdout_end=end), float(days), counts, why)
 
-    labels = read_labels(settings, labels_as_of or datetime.now(UTC))
-    if labels.empty:
-        raise HoldoutError("the curated store has no labels yet: ingest label batches before gating")
-    events = read_curated_transactions(settings.state.curated, columns=["transaction_id", "event_timestamp"])
-    joined = events.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id", how="inner")
-    genuine = joined[joined["is_fraud"] == 0]
-    if genuine.empty:
-        raise HoldoutError(f"none of the {len(joined)} labelled transactions is a confirmed genuine one yet: "
-                           "wait for the label maturity window to pass")
-    first = pd.Timestamp(joined["event_timestamp"].min()).to_pydatetime().astimezone(UTC)
-    last = pd.Timestamp(genuine["event_timestamp"].max()).to_pydatetime().astimezone(UTC)
-    return first, last + timedelta(microseconds=1)
+
+def plan_holdout(settings: Settings, policy: GatePolicy, labels_as_of: datetime | None = None) -> HoldoutPlan:
+    """Read the labelled history and choose the holdout (see ``choose_holdout``)."""
+    labelled = _labelled_events(settings, labels_as_of, list(policy.fairness.group_columns))
+    first, end = _range_of(labelled)
+    return choose_holdout(labelled, first, end, policy)
 
 
 def plan_windows(settings: Settings, policy: GatePolicy, labels_as_of: datetime | None = None) -> Windows:
-    """(train_end, holdout_start, holdout_end): the holdout is the newest ``policy.holdout.days`` of
-    labelled data; training uses everything before it (``train_end == holdout_start``)."""
-    first, end = labelled_range(settings, labels_as_of)
-    start = end - timedelta(days=policy.holdout.days)
-    if start <= first:
-        raise HoldoutError(
-            f"labelled data spans {first.isoformat()} .. {end.isoformat()}, not more than the holdout's "
-            f"{policy.holdout.days} days: nothing would be left to train on (simulate/ingest more days or "
-            "shorten holdout.days in the gate policy)")
-    return Windows(train_end=start, holdout_start=start, holdout_end=end)
+    """(train_end, holdout_start, holdout_end): the holdout is the newest labelled days (``plan_holdout``);
+    training uses everything before it (``train_end == holdout_start``)."""
+    return plan_holdout(settings, policy, labels_as_of).windows
 
 
-def build_holdout(settings: Settings, policy: GatePolicy, out: Path,
-                  labels_as_of: datetime | None = None) -> TrainingSetManifest:
-    """Build the holdout parquet (+ manifest) for the planned window with ``build_training_set``, and
-    refuse one with too few labelled or fraud rows to judge a model on."""
-    windows = plan_windows(settings, policy, labels_as_of)
+def build_holdout(settings: Settings, policy: GatePolicy, out: Path, labels_as_of: datetime | None = None,
+                  windows: Windows | None = None) -> TrainingSetManifest:
+    """Build the holdout parquet (+ manifest) for ``windows`` (default: planned now) with
+    ``build_training_set``, and refuse one with too few labelled or fraud rows to judge a model on.
+
+    Pass the windows the training set was built with: planned again later, newly landed labels could
+    move the window, and a holdout that starts before ``train_end`` would hold trained-on rows."""
+    if windows is None:
+        windows = plan_windows(settings, policy, labels_as_of)
     manifest = build_training_set(settings, Path(out), start=windows.holdout_start, end=windows.holdout_end,
                                   labels_as_of=labels_as_of)
     h = policy.holdout
@@ -74,5 +193,6 @@ def build_holdout(settings: Settings, policy: GatePolicy, out: Path,
         raise HoldoutError(
             f"the holdout [{manifest.start}, {manifest.end}) has {manifest.labelled_rows} labelled rows and "
             f"{manifest.fraud_rows} fraud rows; the gate policy needs at least {h.min_labelled_rows} and "
-            f"{h.min_fraud_rows} (raise holdout.days or lower the minimums in include/config/gate.yaml)")
+            f"{h.min_fraud_rows} (raise holdout.days / holdout.max_days or lower the minimums in "
+            "include/config/gate.yaml)")
     return manifest

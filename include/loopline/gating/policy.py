@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -77,15 +77,33 @@ class OperatingPoint(_Strict):
     threshold: float | None = Field(default=None, gt=0, lt=1)
 
 
+class GapIncrease(_Strict):
+    """How much larger than the champion's gap (same holdout rows) the candidate's may be, per rate.
+
+    Separate bounds because the rates live on different scales: TPRs of groups with tens of frauds move
+    by tenths, FPRs of groups with hundreds of genuine rows by hundredths."""
+
+    tpr: float | None = Field(default=None, ge=0, le=1)
+    fpr: float | None = Field(default=None, ge=0, le=1)
+
+    def configured(self) -> bool:
+        return self.tpr is not None or self.fpr is not None
+
+
 class Fairness(_Strict):
     group_columns: list[str] = Field(default_factory=lambda: list(FAIRNESS_GROUP_COLUMNS))
     min_group_size: int = Field(default=200, ge=1)
     min_group_positives: int = Field(default=10, ge=1)
     max_tpr_gap: float | None = Field(default=None, ge=0, le=1)
     max_fpr_gap: float | None = Field(default=None, ge=0, le=1)
+    max_gap_increase: GapIncrease = Field(default_factory=GapIncrease)
+    # A group too small to judge is always reported; `reject` also makes it a rejection (a model nobody
+    # could check for that group does not go live), `report` lets the other groups decide.
+    unjudged_groups: Literal["report", "reject"] = "report"
 
     def configured(self) -> bool:
-        return self.max_tpr_gap is not None or self.max_fpr_gap is not None
+        return (self.max_tpr_gap is not None or self.max_fpr_gap is not None or self.max_gap_increase.configured()
+                or self.unjudged_groups == "reject")
 
 
 class Latency(_Strict):
@@ -106,9 +124,24 @@ class Infra(_Strict):
 
 
 class Holdout(_Strict):
+    """The newest labelled days held out for the gate: ``days`` at least, grown one day at a time up to
+    ``max_days`` until every group of ``fairness.group_columns`` has enough rows and fraud rows to be
+    judged, but never so far that training keeps fewer than ``min_train_days`` labelled days."""
+
     days: float = Field(default=2.0, gt=0)
+    max_days: float | None = Field(default=None, gt=0)  # None: exactly `days` (no growth)
+    min_train_days: float = Field(default=0.0, ge=0)
     min_labelled_rows: int = Field(default=200, ge=1)
     min_fraud_rows: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> Holdout:
+        if self.max_days is not None and self.max_days < self.days:
+            raise ValueError(f"max_days ({self.max_days}) must be >= days ({self.days}): the holdout only grows")
+        return self
+
+    def longest(self) -> float:
+        return self.days if self.max_days is None else self.max_days
 
 
 class GatePolicy(_Strict):

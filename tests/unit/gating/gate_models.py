@@ -17,7 +17,9 @@ from loopline.training.pyfunc import BUNDLE_ARTIFACT, load_bundle
 
 class AlteredModel(mlflow.pyfunc.PythonModel):
     """``noisy``: scores mostly replaced by noise (a worse ranking); ``unfair``: one group's scores
-    pushed up so every transaction in it is flagged; ``slow``: a delay per call; ``broken``: cannot load."""
+    pushed up so every transaction in it is flagged; ``blind``: one group's scores pushed to zero so no
+    transaction in it is flagged (no fraud caught there); ``slow``: a delay per call (0: the base model
+    as a new version); ``broken``: cannot load."""
 
     def __init__(self, mode: str, delay_s: float = 0.0, group_column: str = "", group_value: str = "") -> None:
         self.mode = mode
@@ -41,6 +43,9 @@ class AlteredModel(mlflow.pyfunc.PythonModel):
         elif self.mode == "unfair" and self.group_column in frame:
             mask = (frame[self.group_column] == self.group_value).to_numpy()
             scores = np.where(mask, 0.6 + 0.4 * scores, scores)
+        elif self.mode == "blind" and self.group_column in frame:
+            mask = (frame[self.group_column] == self.group_value).to_numpy()
+            scores = np.where(mask, 0.0, scores)
         elif self.mode == "slow":
             time.sleep(self.delay_s)
         return pd.DataFrame({"score": scores}, index=frame.index)

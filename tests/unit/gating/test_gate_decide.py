@@ -155,3 +155,105 @@ def test_verdict_serialises_and_explains_itself() -> None:
     assert data["passed"] is False and set(data["checks"]) == {"quality", "fairness", "latency", "infra"}
     assert verdict.checks_passed() == {"quality": False, "fairness": False, "latency": True, "infra": True}
     assert "2 of 4 checks failed (quality, fairness)" in verdict.why and "roc_auc 0.93" in verdict.why
+
+
+# --- which comparison ran: fail closed on an unscorable champion ------------------------------------
+
+CHANGE = {"roc_auc": {"min": 0.5, "max_regression": 0.02}}
+
+
+def test_an_unscorable_champion_is_a_rejection_that_names_it() -> None:
+    from loopline.gating.decide import CHAMPION_UNSCORABLE, Comparison
+
+    broken = Comparison(CHAMPION_UNSCORABLE, "3", "OSError: [Errno 13] Permission denied: 'model.pkl'")
+    verdict = decide(policy(quality=CHANGE), GOOD, None, None, None, None, comparison=broken)
+    assert not verdict.passed and verdict.checks_passed()["quality"] is False
+    reason = verdict.checks["quality"].reasons[0]
+    assert reason.startswith("champion v3 exists but could not be scored: OSError: [Errno 13] Permission denied")
+    assert "so the candidate is rejected" in reason and "no champion" not in verdict.why
+    data = json.loads(json.dumps(verdict.to_dict()))
+    assert data["comparison"]["kind"] == "champion_unscorable" and data["comparison"]["champion_version"] == "3"
+    assert "Permission denied" in data["comparison"]["error"]
+    # A fairness comparison with the champion cannot be checked either.
+    fair = policy(fairness={"max_gap_increase": {"tpr": 0.1}})
+    verdict = decide(fair, GOOD, None, fair_table(), None, None, comparison=broken)
+    assert not verdict.passed and "champion v3 exists but could not be scored" in verdict.checks["fairness"].reasons[0]
+
+
+def test_only_an_absent_champion_means_value_thresholds_only() -> None:
+    from loopline.gating.decide import NO_CHAMPION, VS_CHAMPION, Comparison
+
+    verdict = decide(policy(quality=CHANGE), GOOD, None, None, None, None, comparison=Comparison(NO_CHAMPION))
+    assert verdict.passed and verdict.to_dict()["comparison"]["kind"] == "value_only_no_champion"
+    assert "value thresholds only" in verdict.why and "no version holds the alias" in verdict.why
+    versus = decide(policy(quality=CHANGE), GOOD, GOOD, None, None, None, comparison=Comparison(VS_CHAMPION, "2"))
+    assert versus.passed and versus.to_dict()["comparison"]["kind"] == "vs_champion"
+    assert "against champion v2" in versus.why
+    with pytest.raises(ValueError, match="needs the error"):
+        Comparison("champion_unscorable", "3")
+
+
+# --- fairness with power -----------------------------------------------------------------------------
+
+
+def blind_table(*, blind_positives: int = 12, min_group_positives: int = 10) -> FairnessTable:
+    """Real rates from ``fairness_table``: the model catches every fraud except in age band 18-25."""
+    import numpy as np
+
+    from loopline.gating.metrics import fairness_table
+
+    bands, labels, scores = [], [], []
+    for band, positives in (("18-25", blind_positives), ("26-40", 30), ("41-60", 25)):
+        bands += [band] * 400
+        labels += [1] * positives + [0] * (400 - positives)
+        caught = 0.0 if band == "18-25" else 0.9
+        scores += [caught] * positives + [0.01] * (400 - positives)
+    return fairness_table(np.array(labels), np.array(scores), {"customer_age_band": np.array(bands)}, 0.5, 200,
+                          min_group_positives)
+
+
+def test_a_candidate_blind_in_one_age_band_is_rejected_naming_the_group() -> None:
+    p = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10})
+    verdict = decide(p, GOOD, None, blind_table(), None, None)
+    assert not verdict.passed and verdict.checks_passed()["fairness"] is False
+    reason = verdict.checks["fairness"].reasons[0]
+    assert reason.startswith("customer_age_band: TPR gap 1 exceeds 0.35") and "18-25 0" in reason
+
+
+def test_thin_groups_are_not_judged_by_default_and_rejected_with_the_switch() -> None:
+    thin = blind_table(blind_positives=4)  # 4 frauds: too few to judge the band's TPR
+    p = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10})
+    reported = decide(p, GOOD, None, thin, None, None)
+    assert reported.passed, "not judged is reported, not a rejection, by default"
+    [entry] = reported.checks["fairness"].details["not_judged"]
+    assert (entry["group"], entry["n"], entry["positives"]) == ("18-25", 400, 4)
+    assert "4 fraud rows < min_group_positives 10" in entry["lacks"]
+    assert "not judged" in reported.why and "customer_age_band=18-25" in reported.why
+    strict = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10, "unjudged_groups": "reject"})
+    rejected = decide(strict, GOOD, None, thin, None, None)
+    assert not rejected.passed
+    assert rejected.checks["fairness"].reasons == [
+        "customer_age_band=18-25 not judged (4 fraud rows < min_group_positives 10); unjudged_groups: reject "
+        "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"]
+    with pytest.raises(GatePolicyError, match="unjudged_groups"):
+        policy_from_dict({"fairness": {"unjudged_groups": "ignore"}})
+
+
+def test_a_gap_materially_worse_than_the_champions_is_rejected() -> None:
+    from loopline.gating.decide import VS_CHAMPION, Comparison
+
+    # Both within the absolute bound (0.35); the candidate's TPR gap is 0.25 above the champion's.
+    p = policy(fairness={"max_tpr_gap": 0.35, "max_fpr_gap": 0.1, "max_gap_increase": {"tpr": 0.15, "fpr": 0.02}})
+    champion, candidate = fair_table(0.05, 0.01), fair_table(0.30, 0.01)
+    versus = Comparison(VS_CHAMPION, "4")
+    verdict = decide(p, GOOD, GOOD, candidate, None, None, champion_fairness=champion, comparison=versus)
+    assert not verdict.passed
+    assert verdict.checks["fairness"].reasons == [
+        "customer_region: TPR gap 0.3 is 0.25 above champion v4's 0.05 on the same rows (allowed increase 0.15; "
+        "candidate north 0.7; champion north 0.7)"]
+    compared = verdict.checks["fairness"].details["vs_champion"]
+    assert [(c["rate"], c["passed"]) for c in compared] == [("TPR", False), ("FPR", True)]
+    # Within the allowed increase, and without a champion the increase rule is not applied.
+    assert decide(p, GOOD, GOOD, fair_table(0.15, 0.02), None, None, champion_fairness=champion,
+                  comparison=versus).passed
+    assert decide(p, GOOD, None, candidate, None, None).passed
