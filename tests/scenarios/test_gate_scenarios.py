@@ -85,7 +85,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     plan = plan_holdout(settings, policy, now)
     train_set = build_training_set(settings, state / "train.parquet", end=plan.windows.train_end, labels_as_of=now)
     holdout = build_holdout(settings, policy, state / "holdout.parquet", labels_as_of=now, windows=plan.windows)
-    training = load_config(REPO_ROOT / "include" / "config" / "training.yaml", _fast_overrides())
+    # Three epochs: far above the value thresholds on these worlds, and the scenarios stay quick.
+    training = load_config(REPO_ROOT / "include" / "config" / "training.yaml", [*_fast_overrides(), "epochs=3"])
     base = train(train_set.path, training, tracking_uri=settings.mlflow_uri, register_name=MODEL_NAME)
     return {"settings": settings, "plan": plan, "holdout": holdout, "base": base.version, "policy": policy,
             "train_set": train_set}

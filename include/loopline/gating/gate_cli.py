@@ -26,7 +26,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = {"version": str(args.version), "passed": verdict.passed, "why": verdict.why,
-               "checks": verdict.checks_passed(), "reasons": verdict.reasons,
+               "comparison": verdict.comparison.to_dict(), "checks": verdict.checks_passed(), "reasons": verdict.reasons,
                "report": str(settings.state.reports / "gate" / str(args.version) / "gate_report.json")}
     human = f"gate {'PASSED' if verdict.passed else 'REJECTED'} for {args.model_name} v{args.version}: {verdict.why}"
     print(human, file=sys.stderr if args.json else sys.stdout)

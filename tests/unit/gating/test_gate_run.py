@@ -177,6 +177,7 @@ def test_gate_cli_prints_the_verdict_and_exits_by_it(gate_world, tmp_path, monke
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert summary["passed"] is (expected == 0) and set(summary["checks"]) == {"quality", "fairness", "latency",
                                                                                   "infra"}
+        assert summary["comparison"]["kind"] in {"vs_champion", "value_only_no_champion"}
     args = parser.parse_args(["gate", "999", "--holdout", gate_world["holdout"].path, "--policy",
                               str(tmp_path / "gate.yaml")])
     assert args.func(args) == 2 and "no version 999" in capsys.readouterr().err
