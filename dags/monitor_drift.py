@@ -42,7 +42,10 @@ def monitor_drift():
 
         # Airflow's own record of train_model runs: no credentials, no clock guessing.
         running = context["ti"].get_dr_count(dag_id=TRAINING_DAG, states=["queued", "running"]) > 0
-        result = run_check(get_settings(), training_running=running)
+        # The run's own moment (a manual run has no data interval: when it was asked for), not the wall
+        # clock: a cleared and re-run check decides on the same window.
+        now = context.get("data_interval_end") or context["dag_run"].run_after
+        result = run_check(get_settings(), training_running=running, now=now)
         print(f"{result.summary}\nretrain: {result.retrain} ({result.reason})\nreport: {result.report_dir}")
         return result.to_dict()
 

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
 
-# The methods the fast path implements exactly (Evidently's names); anything else is refused at load time.
-Method = Literal["wasserstein", "jensenshannon"]
+# The methods the fast path implements exactly (Evidently's names), and Loopline's own for a score whose mass
+# sits near zero (Jensen-Shannon over the reference's quantile bins); anything else is refused at load time.
+Method = Literal["wasserstein", "jensenshannon", "quantile_jensenshannon"]
 RETRAIN_REASONS = ("dataset_drift", "prediction_drift", "concept_drift")
 
 
@@ -24,7 +25,8 @@ class _Strict(BaseModel):
 
 class MethodSpec(_Strict):
     method: Method
-    threshold: float = Field(gt=0)
+    threshold: float = Field(gt=0)  # the fixed threshold, used when the reference cannot be calibrated
+    bins: int = Field(default=20, ge=2, le=1000)  # quantile_jensenshannon only: equal-mass reference bins
 
 
 class Window(_Strict):
@@ -36,6 +38,7 @@ class Window(_Strict):
 class Features(_Strict):
     monitor: Literal["model_inputs"] | list[str] = "model_inputs"
     exclude: list[str] = Field(default_factory=list)
+    log_scale: list[str] = Field(default_factory=list)  # compared as log1p(max(x, 0)): money, durations
 
 
 class Methods(_Strict):
@@ -46,7 +49,7 @@ class Methods(_Strict):
     def for_column(self, column: str, categorical: bool) -> MethodSpec:
         """The pinned method of ``column``; a categorical column can only be compared by its shares."""
         spec = self.per_feature.get(column) or (self.categorical if categorical else self.numeric)
-        if categorical and spec.method != "jensenshannon":
+        if categorical and spec.method != "jensenshannon":  # neither a distance nor quantiles over categories
             raise DriftConfigError(f"methods.per_feature.{column}: {spec.method} needs a numeric column; "
                                    f"{column!r} is categorical (use jensenshannon)")
         return spec
@@ -58,14 +61,24 @@ class Quality(_Strict):
     range_margin: float = Field(default=0.5, ge=0)
 
 
+class Calibration(_Strict):
+    enabled: bool = True
+    min_days: int = Field(default=7, ge=3)
+    min_day_rows: int = Field(default=200, ge=10)
+    margin: float = Field(default=1.75, ge=1)
+    min_threshold: float = Field(default=0.02, gt=0)
+    trend_rank_correlation: float = Field(default=0.9, gt=0, le=1)
+
+
 class Concept(_Strict):
-    lookback_windows: int = Field(default=7, ge=1)
     window_hours: float = Field(default=24, gt=0)
-    min_labelled_rows: int = Field(default=500, ge=1)
-    min_fraud_rows: int = Field(default=5, ge=1)
+    judged_windows: int = Field(default=7, ge=1)
+    min_labelled_rows: int = Field(default=1000, ge=1)
+    min_fraud_rows: int = Field(default=30, ge=1)
     max_pr_auc_drop: float = Field(default=0.15, gt=0)
     max_recall_drop: float = Field(default=0.2, gt=0)
-    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+    confidence: float = Field(default=0.975, gt=0.5, lt=1)
+    decision_threshold: float | None = Field(default=None, gt=0, lt=1)  # None: serving's
 
 
 class Retrain(_Strict):
@@ -81,7 +94,8 @@ class DriftConfig(_Strict):
     features: Features = Field(default_factory=Features)
     methods: Methods = Field(default_factory=Methods)
     dataset_drift_share: float = Field(default=0.3, gt=0, le=1)
-    prediction: MethodSpec = MethodSpec(method="wasserstein", threshold=0.1)
+    prediction: MethodSpec = MethodSpec(method="quantile_jensenshannon", threshold=0.1)
+    calibration: Calibration = Field(default_factory=Calibration)
     quality: Quality = Field(default_factory=Quality)
     concept: Concept = Field(default_factory=Concept)
     retrain: Retrain = Field(default_factory=Retrain)

@@ -1,9 +1,10 @@
 """The drift verdict and the retrain policy: pure functions over frames and history events (no I/O).
 
 ``decide`` turns the champion's reference sample and a window of serving traffic into a ``DriftVerdict``:
-data drift per feature (the pinned methods of ``drift.yaml``, computed by ``fast_drift``), prediction drift
-(the champion's scores), data quality (missing values, values outside the reference range, unseen
-categories) and concept drift (labelled quality of recent windows vs the reference's validation rows).
+data drift per feature (the pinned methods of ``drift.yaml``, computed by ``fast_drift``, each judged
+against a threshold calibrated on the reference's own day-to-day variation by ``calibration``), prediction
+drift (the champion's scores, on the reference's quantile bins), data quality (missing values, values
+outside the reference range, unseen categories) and concept drift (``concept.concept_check``, passed in).
 
 ``should_retrain`` decides whether that verdict becomes a retrain request: never while training runs,
 never twice within the cooldown, never while an earlier request is still waiting for its training run.
@@ -19,9 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopline.monitoring.config import DriftConfig, MethodSpec
+from loopline.monitoring.calibration import Calibration, calibrate, judged
+from loopline.monitoring.concept import ConceptCheck
+from loopline.monitoring.config import DriftConfig
 from loopline.monitoring.fast_drift import ColumnDrift, ColumnPlan, column_drift, compare
-from loopline.monitoring.reference import LABEL, SCORE, Reference
+from loopline.monitoring.reference import SCORE, Reference
 
 OK, DRIFT, INSUFFICIENT, INVALID = "ok", "drift", "insufficient_data", "invalid_input"
 
@@ -32,37 +35,6 @@ class QualityIssue:
     check: str  # absent | missing_share | out_of_range_share | unseen_categories
     value: float
     limit: float
-
-
-@dataclass(frozen=True)
-class LabelledWindow:
-    """One past window's predictions that have labels by now (``score`` and ``is_fraud`` columns)."""
-
-    start: datetime
-    end: datetime
-    frame: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class WindowQuality:
-    start: str
-    end: str
-    labelled_rows: int
-    fraud_rows: int
-    pr_auc: float | None
-    recall: float | None
-    evaluated: bool
-    drifted: bool
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class ConceptCheck:
-    reference_pr_auc: float | None
-    reference_recall: float | None
-    windows: tuple[WindowQuality, ...]
-    drifted: bool
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,10 +57,15 @@ class DriftVerdict:
     concept_drift: bool = False
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    calibration: Calibration | None = None  # what "normal" was for each column, and the thresholds taken from it
 
     @property
     def drifted_columns(self) -> list[str]:
         return [c.column for c in self.columns if c.drifted]
+
+    @property
+    def unjudged_columns(self) -> list[str]:
+        return [c.column for c in self.columns if not c.judged]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -99,15 +76,19 @@ class DriftVerdict:
         """One line for logs, history and the asset event."""
         if self.status in (INSUFFICIENT, INVALID):
             return f"{self.status}: {'; '.join(self.notes)}"
-        parts = [f"{len(self.drifted_columns)}/{len(self.columns)} features drifted "
+        judged_count = len(self.columns) - len(self.unjudged_columns)
+        parts = [f"{len(self.drifted_columns)}/{judged_count} features drifted "
                  f"({self.drifted_share:.0%}{', dataset drift' if self.dataset_drift else ''})"]
         if self.drifted_columns:
             parts.append("top: " + ", ".join(_top(self.columns)))
+        if self.unjudged_columns:
+            parts.append(f"{len(self.unjudged_columns)} not judged (trend through training)")
         if self.prediction is not None and self.prediction.score is not None:
             parts.append(f"prediction {self.prediction.method} {self.prediction.score:.3f}"
+                         f"{'>=' if self.prediction_drift else '<'}{self.prediction.threshold:g}"
                          f"{' DRIFT' if self.prediction_drift else ''}")
         if self.concept is not None:
-            parts.append("concept drift" if self.concept_drift else f"concept: {self.concept.note or 'ok'}")
+            parts.append(f"concept: {self.concept.note}")
         if self.quality:
             parts.append(f"{len(self.quality)} data-quality issue(s)")
         return f"{self.status}: " + "; ".join(parts)
@@ -155,66 +136,6 @@ def quality_issues(reference: Reference, window: pd.DataFrame, columns: Sequence
     return issues
 
 
-# --- concept drift ----------------------------------------------------------------------------------
-
-
-def _quality(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float | None, float | None]:
-    """(PR-AUC as average precision, recall at ``threshold``); None where one class is missing."""
-    from sklearn.metrics import average_precision_score
-
-    labels = labels.astype(int)
-    positives = int(labels.sum())
-    if positives == 0:
-        return None, None
-    recall = float(((scores >= threshold) & (labels == 1)).sum() / positives)
-    if positives == len(labels):
-        return None, recall
-    return float(average_precision_score(labels, scores)), recall
-
-
-def concept_check(reference: Reference, windows: Sequence[LabelledWindow], config: DriftConfig) -> ConceptCheck:
-    """Labelled quality of each window vs the reference's validation rows.
-
-    A window counts once it has ``min_labelled_rows`` labels and ``min_fraud_rows`` fraud among them;
-    labels arrive late, so the caller passes the last ``lookback_windows`` windows every time and a window
-    that was too thin yesterday may be judged today."""
-    c = config.concept
-    val = reference.validation
-    ref_pr, ref_recall = (_quality(val[LABEL].to_numpy(), val[SCORE].to_numpy(), c.decision_threshold)
-                          if len(val) else (None, None))
-    if ref_pr is None or ref_recall is None:
-        return ConceptCheck(ref_pr, ref_recall, (), False,
-                            note="the reference has no labelled validation rows with fraud: no quality baseline")
-    results = []
-    for w in windows:
-        frame = w.frame[w.frame[LABEL].notna()] if LABEL in w.frame else w.frame.iloc[:0]
-        labels = frame[LABEL].to_numpy(dtype="int64") if len(frame) else np.empty(0, dtype="int64")
-        fraud = int(labels.sum())
-        start, end = w.start.isoformat(), w.end.isoformat()
-        if len(frame) < c.min_labelled_rows or fraud < c.min_fraud_rows:
-            results.append(WindowQuality(start, end, len(frame), fraud, None, None, False, False,
-                                         note=f"waiting for labels: {len(frame)}/{c.min_labelled_rows} labelled, "
-                                              f"{fraud}/{c.min_fraud_rows} fraud"))
-            continue
-        pr_auc, recall = _quality(labels, frame[SCORE].to_numpy(dtype="float64"), c.decision_threshold)
-        drops = []
-        if pr_auc is not None and ref_pr - pr_auc > c.max_pr_auc_drop:
-            drops.append(f"PR-AUC {pr_auc:.3f} vs {ref_pr:.3f}")
-        if recall is not None and ref_recall - recall > c.max_recall_drop:
-            drops.append(f"recall {recall:.3f} vs {ref_recall:.3f}")
-        results.append(WindowQuality(start, end, len(frame), fraud, pr_auc, recall, True, bool(drops),
-                                     note="; ".join(drops)))
-    evaluated = [r for r in results if r.evaluated]
-    drifted = [r for r in evaluated if r.drifted]
-    if drifted:
-        note = f"{len(drifted)}/{len(evaluated)} labelled windows dropped: " + " | ".join(r.note for r in drifted)
-    elif evaluated:
-        note = f"{len(evaluated)} labelled window(s) within limits"
-    else:
-        note = "no window has enough labels yet"
-    return ConceptCheck(ref_pr, ref_recall, tuple(results), bool(drifted), note)
-
-
 # --- the verdict ------------------------------------------------------------------------------------
 
 
@@ -225,18 +146,28 @@ def column_plan(reference: Reference, config: DriftConfig) -> dict[str, ColumnPl
             for c in config.monitored(reference.inputs)}
 
 
+def on_drift_scale(frame: pd.DataFrame, config: DriftConfig) -> pd.DataFrame:
+    """``frame`` with the ``features.log_scale`` columns as ``log1p(max(x, 0))`` (others untouched, no copy
+    when there is nothing to change): the scale drift is measured on."""
+    columns = [c for c in config.features.log_scale if c in frame.columns]
+    if not columns:
+        return frame
+    scaled = {c: np.log1p(pd.to_numeric(frame[c], errors="coerce").clip(lower=0)) for c in columns}
+    return frame.assign(**scaled)
+
+
 def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, window_start: datetime,
-           window_end: datetime, now: datetime, labelled_windows: Sequence[LabelledWindow] = (),
+           window_end: datetime, now: datetime, concept: ConceptCheck | None = None,
            champion_scores: pd.Series | None = None, workers: int = 1) -> DriftVerdict:
     """The verdict for ``window`` (model inputs as columns, one row per prediction).
 
     ``champion_scores``: the champion version's scores in the window (prediction drift); default the
-    window's ``score`` column. Never raises for bad data: an empty window or one without the monitored
-    columns gives status ``insufficient_data`` / ``invalid_input`` with a note that says why."""
+    window's ``score`` column. ``concept``: the concept check of the same moment (``concept.concept_check``).
+    Never raises for bad data: an empty window or one without the monitored columns gives status
+    ``insufficient_data`` / ``invalid_input`` with a note that says why."""
     base = {"checked_at": now.isoformat(), "window_start": window_start.isoformat(),
             "window_end": window_end.isoformat(), "rows": len(window), "reference_version": reference.version}
     plan = column_plan(reference, config)
-    concept = concept_check(reference, labelled_windows, config) if labelled_windows else None
     concept_drift = bool(concept and concept.drifted)
     concept_reasons = ("concept_drift",) if concept_drift and "concept_drift" in config.retrain.triggers else ()
     if not plan:
@@ -256,25 +187,31 @@ def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, w
                             concept_drift=concept_drift, reasons=concept_reasons,
                             notes=(f"the window has none of the monitored columns {list(plan)}: is the prediction "
                                    "log from this model's serving?",))
-    columns = compare(reference.frame, window, present, workers=workers)
-    compared = [c for c in columns if c.score is not None]
+    scores = champion_scores if champion_scores is not None else window.get(SCORE)
+    with_score = scores is not None and len(scores) > 0 and SCORE in reference.frame
+    calibrated_plan = {**present, **({SCORE: ColumnPlan(config.prediction, False)} if with_score else {})}
+    ref_frame = on_drift_scale(reference.frame, config)
+    calibration = calibrate(ref_frame, calibrated_plan, config.calibration, window_rows=len(window))
+    calibrated_plan = calibration.plan(calibrated_plan)
+    columns = [judged(c, calibration) for c in compare(ref_frame, on_drift_scale(window, config),
+                                                       {c: calibrated_plan[c] for c in present}, workers=workers)]
+    compared = [c for c in columns if c.score is not None and c.judged]
     share = sum(c.drifted for c in compared) / len(compared) if compared else 0.0
     dataset_drift = bool(compared) and share >= config.dataset_drift_share
     prediction = None
-    scores = champion_scores if champion_scores is not None else window.get(SCORE)
-    if scores is not None and len(scores) and SCORE in reference.frame:
-        prediction = column_drift(SCORE, reference.frame[SCORE], scores, MethodSpec(
-            method=config.prediction.method, threshold=config.prediction.threshold), categorical=False)
+    if with_score:
+        prediction = column_drift(SCORE, reference.frame[SCORE], scores, calibrated_plan[SCORE].spec,
+                                  categorical=False)
     prediction_drift = bool(prediction and prediction.drifted)
     found = {"dataset_drift": dataset_drift, "prediction_drift": prediction_drift, "concept_drift": concept_drift}
     reasons = tuple(r for r in config.retrain.triggers if found[r])
-    notes = tuple(f"{c.column}: {c.note}" for c in columns if c.note)
+    notes = tuple(f"{c.column}: {c.note}" for c in columns if c.note and c.judged)
     if absent:
         notes += (f"absent from the window (not compared): {absent}",)
     return DriftVerdict(status=DRIFT if any(found.values()) else OK, **base, columns=tuple(columns),
                         drifted_share=share, dataset_drift=dataset_drift, prediction=prediction,
                         prediction_drift=prediction_drift, quality=tuple(issues), concept=concept,
-                        concept_drift=concept_drift, reasons=reasons, notes=notes)
+                        concept_drift=concept_drift, reasons=reasons, notes=notes, calibration=calibration)
 
 
 # --- the retrain policy -----------------------------------------------------------------------------
@@ -309,16 +246,19 @@ def should_retrain(verdict: DriftVerdict, history: Sequence[Any], now: datetime,
     1. no retrain trigger in the verdict → no (nothing to suppress);
     2. training runs (Airflow says so, or a ``training_started`` younger than ``training_max_age_hours``
        without a later ``trained``/``training_failed``) → suppressed: its model answers this drift;
-    3. an earlier request within ``cooldown_hours`` → suppressed (a drift storm yields one retrain);
-    4. an earlier request not yet followed by any training event, younger than ``training_max_age_hours``
-       → suppressed as pending (dedupe while the asset event waits for the scheduler);
+    3. an earlier request for the same champion version within ``cooldown_hours`` → suppressed (a drift
+       storm yields one retrain; a new champion starts without a cooldown);
+    4. an earlier request for the same champion version not yet followed by any training event, younger
+       than ``training_max_age_hours`` → suppressed as pending (dedupe while the asset event waits);
     5. otherwise → retrain, with the verdict's reasons."""
     if not verdict.reasons:
         return RetrainDecision(False, f"no retrain trigger ({verdict.status})")
     why = ", ".join(verdict.reasons)
     max_age = timedelta(hours=config.retrain.training_max_age_hours)
     events = sorted(history, key=_at)
-    requests = [e for e in events if e.kind == REQUESTED]
+    # A request answers the drift of the champion it was made for: once another version serves, its
+    # cooldown and its pending state no longer hold back the new champion's own drift.
+    requests = [e for e in events if e.kind == REQUESTED and (e.version or "") == verdict.reference_version]
     training = [e for e in events if e.kind in TRAINING_KINDS]
     if training_running:
         return RetrainDecision(False, f"{why} found, but a train_model run is queued or running", True)

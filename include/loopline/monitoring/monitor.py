@@ -9,6 +9,7 @@ The ``monitor_drift`` DAG calls ``run_check`` and, when it says so, emits ``loop
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,14 +19,9 @@ import pandas as pd
 
 from loopline.config import Settings
 from loopline.lineage import history
+from loopline.monitoring.concept import Baseline, ConceptCheck, concept_check, lookback
 from loopline.monitoring.config import DriftConfig, default_drift_config_path, load_drift_config
-from loopline.monitoring.decide import (
-    POLICY_KINDS,
-    DriftVerdict,
-    LabelledWindow,
-    decide,
-    should_retrain,
-)
+from loopline.monitoring.decide import POLICY_KINDS, DriftVerdict, decide, should_retrain
 from loopline.monitoring.reference import LABEL, SCORE, Reference, load_reference
 from loopline.monitoring.reports import log_check, report_dir, write_reports
 
@@ -71,33 +67,71 @@ def read_window(settings: Settings, start: datetime, end: datetime, variants: li
     return window_frame(rows[rows["variant"].isin(variants)])
 
 
-def labelled_windows(settings: Settings, reference: Reference, config: DriftConfig, now: datetime) -> list[LabelledWindow]:
-    """The champion version's predictions of the last ``lookback_windows`` windows, with the labels known now.
+def label_frontier(settings: Settings, now: datetime) -> datetime | None:
+    """The newest transaction whose confirmed-genuine label is known at ``now`` (the end of the gate's
+    holdout too); None before any genuine label has arrived."""
+    from loopline.gating.holdout import HoldoutError, labelled_range
 
-    Read again at every check: labels land days late, so a window's labelled quality grows over time."""
+    try:
+        return labelled_range(settings, now)[1]
+    except HoldoutError:
+        return None
+
+
+def load_baseline(tracking_uri: str, model_name: str, version: str) -> Baseline | None:
+    """The version's gate holdout rows and scores (logged by the gate), or None when it has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from loopline.gating.gate import HOLDOUT_SCORES_ARTIFACT
+    from loopline.platform.mlflow_util import mlflow_client
+
+    try:
+        run_id = mlflow_client(tracking_uri).get_model_version(model_name, version).run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=HOLDOUT_SCORES_ARTIFACT,
+                                                       dst_path=tmp, tracking_uri=tracking_uri)
+            frame = pd.read_parquet(path)
+    except (MlflowException, OSError):
+        return None
+    return Baseline(f"gate holdout of v{version} (runs:/{run_id}/{HOLDOUT_SCORES_ARTIFACT})", frame)
+
+
+def served_with_labels(settings: Settings, version: str, start: datetime, end: datetime, variants: list[str],
+                       now: datetime) -> pd.DataFrame:
+    """``version``'s predictions in [start, end) (transaction id, customer, score, time) with the labels
+    known at ``now`` (``is_fraud``, NaN where none has arrived). Reads no feature JSON."""
     from loopline.features.store import read_labels
+    from loopline.serving.prediction_log import open_prediction_log
 
-    c = config.concept
-    span = timedelta(hours=c.window_hours)
-    start = now - span * c.lookback_windows
-    frame = read_window(settings, start, now, config.window.variants)
-    frame = frame[frame["model_version"].astype(str) == reference.version] if len(frame) else frame
-    if frame.empty:
-        return []
+    rows = open_prediction_log(settings, read_only=True).read(since=start, until=end)
+    columns = ["transaction_id", "customer_id", SCORE, "ts"]
+    if rows.empty:
+        return pd.DataFrame({**{c: pd.Series(dtype="object") for c in columns}, LABEL: pd.Series(dtype="float64")})
+    rows = rows[rows["variant"].isin(variants) & (rows["model_version"].astype(str) == version)]
     labels = read_labels(settings, now)[["transaction_id", LABEL]]
-    frame = frame[["transaction_id", SCORE, "ts"]].merge(labels, on="transaction_id", how="left")
-    windows = []
-    for i in range(c.lookback_windows):
-        w_start, w_end = start + span * i, start + span * (i + 1)
-        part = frame[(frame["ts"] >= pd.Timestamp(w_start)) & (frame["ts"] < pd.Timestamp(w_end))]
-        windows.append(LabelledWindow(w_start, w_end, part))
-    return windows
+    labels[LABEL] = labels[LABEL].astype("float64")
+    return rows[columns].merge(labels, on="transaction_id", how="left")
+
+
+def check_concept(settings: Settings, reference: Reference, config: DriftConfig, now: datetime,
+                  model_name: str) -> ConceptCheck:
+    """Concept drift of the champion at ``now`` (see ``monitoring.concept``)."""
+    from loopline.serving.config import load_serving_config
+
+    frontier = label_frontier(settings, now)
+    start, end = lookback(frontier, config.concept) if frontier else (now, now)
+    served = served_with_labels(settings, reference.version, start, end, config.window.variants, now)
+    threshold = config.concept.decision_threshold or load_serving_config(config_dir=settings.config_dir).decision_threshold
+    return concept_check(served, load_baseline(settings.mlflow_uri, model_name, reference.version), frontier, now,
+                         config.concept, threshold)
 
 
 def run_check(settings: Settings, *, training_running: bool, now: datetime | None = None,
               config: DriftConfig | None = None, config_path: Path | None = None,
               model_name: str = MODEL_NAME, log_to_mlflow: bool = True) -> CheckResult:
-    """One check of the champion: verdict, reports, history, and the retrain decision."""
+    """One check of the champion at ``now`` (the DAG passes its run's data interval end, so a re-run
+    decides on the same window): verdict, reports, history, and the retrain decision."""
     now = now or datetime.now(UTC)
     config_path = config_path or default_drift_config_path(settings.project_dir)
     config = config or load_drift_config(config_path)
@@ -106,7 +140,7 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
     window = read_window(settings, start, now, config.window.variants)
     champion = window[window["model_version"].astype(str) == reference.version] if len(window) else window
     verdict = decide(reference, window, config, window_start=start, window_end=now, now=now,
-                     labelled_windows=labelled_windows(settings, reference, config, now),
+                     concept=check_concept(settings, reference, config, now, model_name),
                      champion_scores=champion[SCORE] if len(champion) else None)
     files = write_reports(report_dir(settings.state.reports, now), verdict, reference, window, config)
     run_id = log_check(settings.mlflow_uri, verdict, files, model_name=model_name,

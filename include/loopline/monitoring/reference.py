@@ -1,10 +1,11 @@
 """The reference sample kept with each model: what the monitor compares the serving window with.
 
-The trainer logs ``reference/reference.parquet`` (a few thousand rows of the model's raw inputs — the
-transaction fields and the Feast features, as serving logs them — with the model's score, the label and
-which split the row came from) and ``reference/reference.json`` (the column kinds) to the version's run.
-Every validation row is kept (up to the cap): they are the newest labelled rows and the only ones whose
-scores say how good the model is on data it did not train on, which the concept-drift check needs.
+The trainer logs ``reference/reference.parquet`` (up to 40k rows of the model's raw inputs — the
+transaction fields and the Feast features, as serving logs them — with the model's score, the label, the
+split and the time of each row) and ``reference/reference.json`` (the column kinds) to the version's run.
+The sample spans the whole training window, so it holds the window's daily, hourly and weekly variation:
+the drift thresholds are calibrated on it (``monitoring.calibration``). The concept-drift baseline is not
+here: it is the champion's quality on the gate's holdout (``monitoring.concept``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 REFERENCE_DIR = "reference"
 REFERENCE_FILE = "reference.parquet"
 REFERENCE_META = "reference.json"
-REFERENCE_ROWS = 5000
+REFERENCE_ROWS = 40_000
 SCORE = "score"
 LABEL = "is_fraud"
 SPLIT = "reference_split"
@@ -52,25 +53,26 @@ class Reference:
 
 def build_reference(model: Any, train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str],
                     numeric: list[str], rows: int = REFERENCE_ROWS, seed: int = 0) -> pd.DataFrame:
-    """Up to ``rows`` rows: every validation row first (cap permitting), then a random share of training
-    rows; the model inputs in the signature's types plus ``score``, ``is_fraud``, ``reference_split`` and
-    ``event_timestamp``. ``model`` is a ``FraudModel`` (``predict_proba`` on raw rows)."""
+    """Up to ``rows`` rows of the whole training window (training and validation rows alike): a systematic
+    sample in time order (every n-th transaction from a random start), so every day, hour and weekday of
+    the window keeps its share. The model inputs in the signature's types plus ``score``, ``is_fraud``,
+    ``reference_split`` and ``event_timestamp``. ``model`` is a ``FraudModel`` (``predict_proba`` on raw rows)."""
     from loopline.training.pyfunc import as_model_input
 
-    rng = np.random.default_rng(seed)
-    val = val_rows.iloc[np.sort(rng.permutation(len(val_rows))[:rows])] if len(val_rows) > rows else val_rows
-    room = max(rows - len(val), 0)
-    train = train_rows.iloc[np.sort(rng.permutation(len(train_rows))[:room])] if room else train_rows.iloc[:0]
-    parts = []
-    for split, part in (("train", train), ("validation", val)):
-        frame = as_model_input(part[[*categorical, *numeric]], categorical, numeric).reset_index(drop=True)
-        frame[SCORE] = np.asarray(model.predict_proba(frame), dtype="float64") if len(frame) else np.empty(0)
-        frame[LABEL] = part[LABEL].to_numpy(dtype="int64") if LABEL in part else pd.NA
-        frame[SPLIT] = split
-        if "event_timestamp" in part:
-            frame["event_timestamp"] = part["event_timestamp"].to_numpy()
-        parts.append(frame)
-    return pd.concat(parts, ignore_index=True)
+    both = pd.concat([train_rows.assign(**{SPLIT: "train"}), val_rows.assign(**{SPLIT: "validation"})],
+                     ignore_index=True)
+    if "event_timestamp" in both:
+        both = both.sort_values("event_timestamp", kind="stable", ignore_index=True)
+    if len(both) > rows:
+        start = np.random.default_rng(seed).random()
+        both = both.iloc[np.floor((start + np.arange(rows)) * len(both) / rows).astype("int64")]
+    frame = as_model_input(both[[*categorical, *numeric]], categorical, numeric).reset_index(drop=True)
+    frame[SCORE] = np.asarray(model.predict_proba(frame), dtype="float64") if len(frame) else np.empty(0)
+    frame[LABEL] = both[LABEL].to_numpy(dtype="int64") if LABEL in both else pd.NA
+    frame[SPLIT] = both[SPLIT].to_numpy()
+    if "event_timestamp" in both:
+        frame["event_timestamp"] = both["event_timestamp"].to_numpy()
+    return frame
 
 
 def log_reference(frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from loopline.monitoring.config import DriftConfig
-from loopline.monitoring.decide import DriftVerdict, column_plan
+from loopline.monitoring.decide import DriftVerdict, column_plan, on_drift_scale
 from loopline.monitoring.reference import SCORE, Reference
 
 MONITORING_EXPERIMENT = "fraud_detector_monitoring"
@@ -39,8 +39,11 @@ def report_dir(reports_root: Path, now: datetime) -> Path:
 
 
 def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftConfig,
-                     sample_rows: int = REPORT_SAMPLE_ROWS, seed: int = 0) -> Any:
-    """Evidently's snapshot of DataDriftPreset with the pinned per-column methods (window sampled)."""
+                     verdict: DriftVerdict | None = None, sample_rows: int = REPORT_SAMPLE_ROWS, seed: int = 0) -> Any:
+    """Evidently's snapshot of DataDriftPreset with the pinned per-column methods and the verdict's
+    (calibrated) thresholds, on the scale drift is measured on (window sampled). Evidently has no
+    quantile-bin method: the score's row uses its Jensen-Shannon over Sturges bins, for the picture; the
+    prediction-drift verdict is the one in verdict.json."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -50,9 +53,12 @@ def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftCo
         columns.append(SCORE)
     methods = {c: p.spec.method for c, p in plan.items()}
     thresholds = {c: p.spec.threshold for c, p in plan.items()}
+    if verdict is not None:
+        thresholds.update({c.column: c.threshold for c in verdict.columns if c.column in thresholds})
     if SCORE in columns:
-        methods[SCORE], thresholds[SCORE] = config.prediction.method, config.prediction.threshold
-    current = window[columns]
+        methods[SCORE] = "jensenshannon" if config.prediction.method == "quantile_jensenshannon" else config.prediction.method
+        thresholds[SCORE] = verdict.prediction.threshold if verdict and verdict.prediction else config.prediction.threshold
+    current = on_drift_scale(window[columns], config)
     if len(current) > sample_rows:
         current = current.sample(sample_rows, random_state=seed)
     definition = DataDefinition(numerical_columns=[c for c in columns if not (c in plan and plan[c].categorical)],
@@ -60,7 +66,7 @@ def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftCo
     preset = DataDriftPreset(columns=columns, per_column_method=methods, per_column_threshold=thresholds,
                              drift_share=config.dataset_drift_share)
     return Report([preset]).run(current_data=Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
-                                reference_data=Dataset.from_pandas(reference.frame[columns].reset_index(drop=True),
+                                reference_data=Dataset.from_pandas(on_drift_scale(reference.frame[columns], config).reset_index(drop=True),
                                                                    data_definition=definition))
 
 
@@ -75,7 +81,7 @@ def write_reports(directory: Path, verdict: DriftVerdict, reference: Reference |
     note = ""
     if reference is not None and window is not None and config is not None and verdict.columns:
         try:
-            snapshot = evidently_report(reference, window, config)
+            snapshot = evidently_report(reference, window, config, verdict)
             html, report_json = directory / "report.html", directory / "report.json"
             snapshot.save_html(str(html))
             report_json.write_text(json.dumps(snapshot.dict(), indent=1, default=str))
@@ -100,7 +106,7 @@ def log_check(tracking_uri: str, verdict: DriftVerdict, files: ReportFiles, *, m
     with mlflow.start_run(run_name=f"drift-{verdict.checked_at}") as run:
         mlflow.set_tags({"loopline.component": "monitoring", "status": verdict.status,
                          "model": model_name, "model_version": verdict.reference_version,
-                         "reasons": ",".join(verdict.reasons) or "none"})
+                         "reasons": ", ".join(verdict.reasons) or "none"})
         mlflow.log_params({"window_start": verdict.window_start, "window_end": verdict.window_end})
         metrics = {"rows": float(verdict.rows), "drifted_share": verdict.drifted_share,
                    "drifted_columns": float(len(verdict.drifted_columns)),

@@ -8,7 +8,7 @@ import pytest
 from monitoring_testkit import config, reference_from
 
 from loopline.monitoring.config import DriftConfigError, MethodSpec, drift_config_from_dict
-from loopline.monitoring.decide import column_plan
+from loopline.monitoring.decide import column_plan, on_drift_scale
 from loopline.monitoring.fast_drift import DriftInputError, compare, wasserstein_normed
 from loopline.monitoring.reports import evidently_report
 
@@ -20,8 +20,8 @@ def evidently_scores(reference, window: pd.DataFrame, cfg) -> dict[str, float]:
 
 
 def assert_same_as_evidently(reference, window: pd.DataFrame) -> list:
-    cfg = config()
-    ours = compare(reference.frame, window, column_plan(reference, cfg))
+    cfg = config()  # the report shows the log_scale columns on the scale they are judged on
+    ours = compare(on_drift_scale(reference.frame, cfg), on_drift_scale(window, cfg), column_plan(reference, cfg))
     theirs = evidently_scores(reference, window, cfg)
     assert {c.column for c in ours} <= set(theirs)
     for column in ours:
