@@ -7,7 +7,7 @@ Policy: `include/config/canary.yaml` (steps, bake, thresholds, shadow phase, app
 | task | does |
 |---|---|
 | `start_canary` | no champion yet → promote the first model directly (nothing to compare against; recorded as such) and stop; a version no longer the challenger → stop; else `canary_started` |
-| `ramp_canary` | for each step (optional shadow, then e.g. 5 % → 25 % → 50 % → 100 %): shift traffic → **bake** (deferred to the triggerer: minimum requests per variant and minimum time) → analyse vs the champion (errors, p95 latency, score shift, labelled quality) → next step; any failed or unjudgeable step rolls back (traffic 0, alias removed, reason recorded) |
+| `ramp_canary` | for each step (optional shadow, then e.g. 5 % → 25 % → 50 % → 100 %): shift traffic → **bake** (deferred to the triggerer: minimum requests per variant and minimum time) → analyse vs the champion (errors, p95 latency, score shift, labelled quality) → next step; any failed or unjudgeable step rolls back (traffic 0, alias removed, reason recorded); a challenger that cannot load in serving or fails every request ends its bake at the next poll and is rolled back with that reason (`analysis.health`) |
 | `decide_promotion` | promote, or — when `approval.required` — ask a person (Airflow HITL: Promote / Roll back; no answer = roll back) |
 | `promote_challenger` | alias `champion` moves to the challenger; the old champion keeps `previous_champion` |
 | `roll_back_challenger` | after a rejection, or when a canary task failed: traffic 0 and the challenger alias removed |

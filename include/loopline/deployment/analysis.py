@@ -7,6 +7,10 @@ read by ``loopline.deployment.windows`` and the decision is acted on by ``loopli
 A check is ``pass``, ``fail``, ``insufficient`` (below its minimum sample: blocks promotion, so too
 little traffic never promotes) or ``skipped`` (labelled quality before labels arrive, when not required).
 
+``check_health`` is asked first: a challenger that cannot load in serving, or fails every request it is
+routed, has nothing the other checks could measure, and is rolled back at once with that reason (the bake
+asks it on every poll, so this waits neither for ``bake.min_requests`` nor for ``bake.max_seconds``).
+
 Labelled quality compares two different sets of customers (routing is sticky), and fraud comes in bursts on
 a few cards: a few hundred labels hold a handful of fraud incidents, and the same model's recall differs by
 tens of points between two such samples. So a labelled metric fails only when the challenger is worse than
@@ -115,6 +119,69 @@ class CanaryVerdict:
         return {"passed": self.passed, "not_enough_traffic": self.not_enough_traffic, "why": self.why,
                 "challenger_version": self.challenger_version, "champion_version": self.champion_version,
                 "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class ServingHealth:
+    """What serving saw of the challenger in the step so far, summed over every replica.
+
+    ``answered``: its rows in the prediction log; ``failed``: its failed transactions; ``load_failures``:
+    failed attempts to load it (None: could not be counted). ``champion_*``: the champion's window, to tell
+    a challenger's own failure from a shared outage. The error texts are the first each replica reported.
+    """
+
+    version: str
+    answered: int
+    failed: int | None
+    load_failures: int | None
+    champion_answered: int = 0
+    champion_failed: int | None = 0
+    load_error: str = ""
+    request_error: str = ""
+
+
+def check_health(policy: CanaryPolicy, health: ServingHealth) -> CheckResult:
+    """``fail`` when the challenger answered nothing in the step and either kept failing to load
+    (``health.min_load_failures`` attempts) or failed at least ``health.min_failed_requests`` requests while
+    the champion's error rate stays within the errors check's reach (so the challenger's 100 % is its own).
+    No traffic yet is not a failure; counts that cannot be read are ``skipped`` here (the errors check
+    already blocks promotion on them)."""
+    rule, errors_rule = policy.analysis.health, policy.analysis.errors
+    version = health.version
+    values = {"answered": health.answered, "failed": health.failed, "load_failures": health.load_failures,
+              "load_error": health.load_error, "request_error": health.request_error}
+    if health.answered == 0 and (health.load_failures or 0) >= rule.min_load_failures:
+        also = f"; {health.failed} request(s) routed to it failed" if health.failed else ""
+        return CheckResult("health", "fail", f"challenger v{version} cannot load in serving: "
+                           f"{health.load_error or 'no error text reported (see the serving logs)'} "
+                           f"({health.load_failures} failed load attempts since the step began, summed over the "
+                           f"replicas, and not one request answered{also})", values)
+    if health.answered == 0 and (health.failed or 0) >= rule.min_failed_requests:
+        if health.champion_failed is None:
+            return CheckResult("health", "skipped", f"challenger v{version} failed all {health.failed} of its "
+                               "requests, but the champion's errors could not be counted: not judged here "
+                               "(the errors check blocks promotion)", values)
+        champion_total = health.champion_answered + health.champion_failed
+        champion_rate = health.champion_failed / champion_total if champion_total else 0.0
+        values["champion_rate"] = champion_rate
+        if max(errors_rule.max_rate, champion_rate + errors_rule.max_increase) >= 1:
+            return CheckResult("health", "skipped", f"challenger v{version} failed all {health.failed} of its "
+                               f"requests, and the champion {champion_rate:.0%} of its {champion_total}: a shared "
+                               "outage, not the challenger's own failure (the errors check compares the rates)",
+                               values)
+        return CheckResult("health", "fail", f"challenger v{version} failed every one of its {health.failed} "
+                           f"requests: {health.request_error or 'no error text reported (see the serving logs)'} "
+                           f"(answered none; the champion failed {champion_rate:.2%} of its {champion_total} requests)",
+                           values)
+    if health.failed is None or health.load_failures is None:
+        unknown = "failed requests" if health.failed is None else "failed load attempts"
+        return CheckResult("health", "skipped", f"{unknown} could not be counted: cannot tell whether the "
+                           "challenger is broken in serving (the errors check blocks promotion)", values)
+    if health.answered == 0:
+        return CheckResult("health", "pass", f"no request answered yet, {health.failed} failed, "
+                           f"{health.load_failures} failed load attempt(s): not (yet) broken", values)
+    return CheckResult("health", "pass", f"answered {health.answered}, failed {health.failed}, "
+                       f"{health.load_failures} failed load attempt(s)", values)
 
 
 def _short(name: str, have: Mapping[str, int], need: int) -> CheckResult | None:
@@ -307,13 +374,21 @@ def check_labelled(policy: CanaryPolicy, champion: VariantWindow, challenger: Va
 
 def analyse(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow,
             labels: Mapping[str, int] | None = None, *, final: bool = True,
-            labelled: tuple[VariantWindow, VariantWindow] | None = None) -> CanaryVerdict:
+            labelled: tuple[VariantWindow, VariantWindow] | None = None,
+            health: ServingHealth | None = None) -> CanaryVerdict:
     """Compare the challenger with the champion on one live window (``labels``: transaction id → 0/1);
     ``final``: the last step before promotion (nothing may stay unjudged there but labelled quality);
     ``labelled``: the (champion, challenger) windows labelled quality is judged on, when wider than the
-    step's (labels arrive late: the canary judges everything it has served so far)."""
+    step's (labels arrive late: the canary judges everything it has served so far); ``health``: what
+    serving saw of the challenger (``check_health``): when it is broken, that is the verdict and the other
+    checks, with nothing of it to measure, are not judged."""
+    checked = check_health(policy, health) if health is not None else None
+    if checked is not None and checked.status == "fail":
+        skipped = tuple(CheckResult(name, "skipped", "not judged: the challenger is broken in serving (see health)")
+                        for name in ("errors", "latency", "score_shift", "labelled"))
+        return CanaryVerdict(challenger.version, champion.version, (*skipped, checked))
     labelled_champion, labelled_challenger = labelled or (champion, challenger)
     checks = (check_errors(policy, champion, challenger), check_latency(policy, champion, challenger),
               check_score_shift(policy, champion, challenger, final),
               check_labelled(policy, labelled_champion, labelled_challenger, labels))
-    return CanaryVerdict(challenger.version, champion.version, checks)
+    return CanaryVerdict(challenger.version, champion.version, checks + ((checked,) if checked else ()))

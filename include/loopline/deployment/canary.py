@@ -7,6 +7,10 @@ them in one process (CLI, tests):
 Everything handed between steps is a small JSON-safe dict (XCom, trigger kwargs). Failed transactions
 are counted over every serving replica by the plan's ``ErrorSource`` (``error_source`` picks it; how it
 counts: include/loopline/deployment/windows.py); counts it cannot give block promotion, with its reason.
+
+Every bake poll also asks whether the challenger is broken in serving (``analysis.check_health``: it keeps
+failing to load, or fails every request, and answered none): then the bake ends at once and the step's
+verdict rolls it back with that reason, instead of waiting ``bake.max_seconds`` for traffic it cannot get.
 """
 
 from __future__ import annotations
@@ -18,9 +22,16 @@ from typing import Any
 
 from loopline.config import Settings
 from loopline.deployment import actions, windows
-from loopline.deployment.analysis import CanaryVerdict, VariantWindow, analyse, check_labelled
+from loopline.deployment.analysis import (
+    CanaryVerdict,
+    ServingHealth,
+    VariantWindow,
+    analyse,
+    check_health,
+    check_labelled,
+)
 from loopline.deployment.policy import CanaryPolicy, CanaryPolicyError
-from loopline.deployment.windows import ErrorSource, ErrorsUnavailable
+from loopline.deployment.windows import ErrorSource, ErrorsUnavailable, WindowCounts
 from loopline.lineage import history
 from loopline.serving.routing import CHALLENGER, CHAMPION, SHADOW
 
@@ -104,6 +115,7 @@ class BakeProgress:
     elapsed_s: float
     requests: dict[str, int] = field(default_factory=dict)  # champion / challenger: answered + failed
     waiting_for: str = ""  # what keeps a bake going once traffic and time suffice (required labels)
+    broken: str = ""  # why the bake ended early: the challenger is broken in serving (check_health)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,10 +185,11 @@ def begin(settings: Settings, policy: CanaryPolicy, version: str | int | None = 
 
 
 def _failed(plan: CanaryPlan, mark: dict[str, Any] | None, since: float,
-            until: float) -> tuple[dict[windows.Key, int] | None, str | None]:
-    """Failed transactions per (variant, version) in the window, or None and why they cannot be counted."""
+            until: float) -> tuple[WindowCounts | None, str | None]:
+    """Failed transactions (and load attempts) per (variant, version) in the window, or None and why they
+    cannot be counted."""
     try:
-        return plan.error_source.count(mark, since, until), None
+        return plan.error_source.count_all(mark, since, until), None
     except ErrorsUnavailable as exc:
         return None, str(exc)
 
@@ -201,22 +214,42 @@ def _champion_since(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan,
     return plan.started_at, plan.errors_at_start
 
 
-def _requests(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState,
-              now: float) -> dict[str, int]:
-    """Answered + failed per variant so far (failed ones that cannot be counted yet count as none)."""
+def _errors_of(counts: WindowCounts | None, key: windows.Key) -> int | None:
+    return None if counts is None else counts.errors.get(key, 0)
+
+
+def serving_health(plan: CanaryPlan, step: StepState, answered: dict[windows.Key, int], champion_answered: int,
+                   champion_counts: WindowCounts | None, challenger_counts: WindowCounts | None) -> ServingHealth:
+    """What serving saw of the challenger in the step (``answered``: the prediction log's counts since the
+    step began; the counts: ``ErrorSource.count_all`` of the champion's and the step's windows)."""
+    key = (plan.phases[step.index].variant, plan.version)
+    counts = challenger_counts
+    return ServingHealth(
+        version=plan.version, answered=answered.get(key, 0), failed=_errors_of(counts, key),
+        load_failures=None if counts is None else counts.load_failures_of(plan.version),
+        champion_answered=champion_answered, champion_failed=_errors_of(champion_counts, (CHAMPION, plan.champion)),
+        load_error="" if counts is None else counts.first_error("load", plan.version),
+        request_error="" if counts is None else counts.first_error("score", plan.version, key[0]))
+
+
+def _observe(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState,
+             now: float) -> tuple[dict[str, int], ServingHealth]:
+    """Answered + failed per variant so far (failed ones that cannot be counted yet count as none), and the
+    challenger's health in serving — from one read of the prediction log and of the error counters."""
     champion_since, champion_mark = _champion_since(settings, policy, plan, step)
-    (champion_failed, _), (challenger_failed, _) = _failed_per_window(plan, step, champion_since, champion_mark, now)
-    out = {}
-    for name, key, since, failed in ((CHAMPION, (CHAMPION, plan.champion), champion_since, champion_failed),
-                                     (CHALLENGER, (plan.phases[step.index].variant, plan.version),
-                                      step.started_at, challenger_failed)):
-        answered = windows.logged_counts(settings, since).get(key, 0)
-        out[name] = answered + (failed or {}).get(key, 0)
-    return out
+    (champion_counts, _), (challenger_counts, _) = _failed_per_window(plan, step, champion_since, champion_mark, now)
+    in_step = windows.logged_counts(settings, step.started_at)
+    champion_key = (CHAMPION, plan.champion)
+    champion_answered = (in_step if champion_since == step.started_at
+                         else windows.logged_counts(settings, champion_since)).get(champion_key, 0)
+    health = serving_health(plan, step, in_step, champion_answered, champion_counts, challenger_counts)
+    requests = {CHAMPION: champion_answered + (_errors_of(champion_counts, champion_key) or 0),
+                CHALLENGER: health.answered + (health.failed or 0)}
+    return requests, health
 
 
 def _failed_per_window(plan: CanaryPlan, step: StepState, champion_since: float, champion_mark: dict[str, Any] | None,
-                       until: float) -> tuple[tuple[dict[windows.Key, int] | None, str | None], ...]:
+                       until: float) -> tuple[tuple[WindowCounts | None, str | None], ...]:
     """``_failed`` of the champion's window and of the step's (the challenger's): one count (one Prometheus
     query, one scrape per URL) when they are the same window, as they are unless the champion reaches back."""
     challenger = _failed(plan, step.errors_before, step.started_at, until)
@@ -228,10 +261,14 @@ def _failed_per_window(plan: CanaryPlan, step: StepState, champion_since: float,
 def bake_progress(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, *,
                   now: float | None = None) -> BakeProgress:
     """Done when both variants have ``bake.min_requests`` and ``bake.min_seconds`` passed; timed out
-    after ``bake.max_seconds`` (the analysis then says whether there was enough traffic)."""
+    after ``bake.max_seconds`` (the analysis then says whether there was enough traffic); done at once,
+    with ``broken`` saying why, when the challenger is broken in serving (``check_health``)."""
     now = time.time() if now is None else now
     elapsed = now - step.started_at
-    requests = _requests(settings, policy, plan, step, now)
+    requests, health = _observe(settings, policy, plan, step, now)
+    checked = check_health(policy, health)
+    if checked.status == "fail":
+        return BakeProgress(True, False, elapsed, requests, broken=checked.reason)
     enough = all(n >= policy.bake.min_requests for n in requests.values())
     waiting = ""
     if elapsed >= policy.bake.min_seconds and enough:
@@ -270,21 +307,19 @@ def judge_step(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step:
     until = time.time() if until is None else until
     variant = plan.phases[step.index].variant
     champion_since, champion_mark = _champion_since(settings, policy, plan, step)
-    (champion_failed, champion_why), (challenger_failed, challenger_why) = _failed_per_window(
+    (champion_counts, champion_why), (challenger_counts, challenger_why) = _failed_per_window(
         plan, step, champion_since, champion_mark, until)
-
-    def errors(failed: dict[windows.Key, int] | None, key: windows.Key) -> int | None:
-        return None if failed is None else failed.get(key, 0)
-
     champion_rows = windows.read_predictions(settings, champion_since, until, CHAMPION, plan.champion)
     challenger_rows = windows.read_predictions(settings, step.started_at, until, variant, plan.version)
     champion = VariantWindow.from_frame(champion_rows, plan.champion,
-                                        errors(champion_failed, (CHAMPION, plan.champion)))
+                                        _errors_of(champion_counts, (CHAMPION, plan.champion)))
     challenger = VariantWindow.from_frame(challenger_rows, plan.version,
-                                          errors(challenger_failed, (variant, plan.version)))
+                                          _errors_of(challenger_counts, (variant, plan.version)))
+    health = serving_health(plan, step, {(variant, plan.version): challenger.answered}, champion.answered,
+                            champion_counts, challenger_counts)
     labelled_champion, labelled_challenger, labels = _labelled_windows(settings, plan, step, until)
     verdict = analyse(policy, champion, challenger, labels, final=step.index + 1 == len(plan.phases),
-                      labelled=(labelled_champion, labelled_challenger))
+                      labelled=(labelled_champion, labelled_challenger), health=health)
     why = challenger_why or champion_why
     return _errors_unavailable_because(verdict, f"{why} ({plan.error_source.describe()})") if why else verdict
 

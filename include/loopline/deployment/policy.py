@@ -10,7 +10,10 @@ Decisions made here, and why:
 - labelled quality waits for labels (they arrive days later): short of ``min_labelled`` it is skipped,
   unless ``required`` makes it blocking;
 - failed transactions are counted over every serving replica (``analysis.errors.source``; how, and why
-  that way: include/loopline/deployment/windows.py), and counts that cannot be read block promotion.
+  that way: include/loopline/deployment/windows.py), and counts that cannot be read block promotion;
+- a challenger broken in serving (it cannot load, or fails every request it is routed) is rolled back at
+  the next bake poll (``analysis.health``), not after ``max_seconds`` as "not enough traffic": waiting
+  would only hold the challenger alias and tell the operator the wrong cause.
 """
 
 from __future__ import annotations
@@ -110,11 +113,23 @@ class LabelledCheck(_Strict):
     required: bool = False
 
 
+class HealthCheck(_Strict):
+    """When a challenger counts as broken in serving while it has answered no request in the step (summed
+    over replicas): at least ``min_load_failures`` failed load attempts (each replica retries on every
+    registry poll, so 2 means a retry failed too: not a passing hiccup), or at least
+    ``min_failed_requests`` failed requests while the champion answers (a shared outage, e.g. the feature
+    store down, fails both and is not the challenger's fault)."""
+
+    min_load_failures: int = Field(default=2, ge=1)
+    min_failed_requests: int = Field(default=10, ge=1)
+
+
 class Analysis(_Strict):
     errors: ErrorCheck = ErrorCheck()
     latency: LatencyCheck = LatencyCheck()
     score_shift: ScoreShiftCheck = ScoreShiftCheck()
     labelled: LabelledCheck = LabelledCheck()
+    health: HealthCheck = HealthCheck()
 
 
 class Approval(_Strict):

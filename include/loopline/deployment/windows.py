@@ -30,6 +30,11 @@ needs the sum over all of them. ``ErrorSource`` is where it gets them, chosen on
   differences are summed (a counter that went down means that process restarted: its new value is the
   count since then). A replica that is not listed is not counted: use Prometheus when replicas scale.
 
+The same read (one scrape per URL, one Prometheus query) also counts failed *load* attempts per version
+(``loopline_model_load_failures_total``: each replica's reconciler retries a version it cannot load on
+every poll) and collects the first error text of each failing version (``loopline_model_error_info``):
+the canary rolls back a challenger that cannot load, or fails every request, at once with that reason.
+
 Unreadable or unjudgeable counts never read as zero: they block promotion, with the reason.
 """
 
@@ -38,7 +43,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +51,10 @@ from urllib.parse import urlsplit
 from loopline.config import Settings
 
 ERRORS_METRIC = "loopline_prediction_errors"
+LOAD_FAILURES_METRIC = "loopline_model_load_failures"
+ERROR_INFO_METRIC = "loopline_model_error_info"
 Key = tuple[str, str]  # (variant, version)
+ErrorKey = tuple[str, str, str]  # (stage: load | score, variant, version)
 
 
 def _log(settings: Settings) -> Any:
@@ -66,23 +74,44 @@ def read_predictions(settings: Settings, since: float, until: float, variant: st
     return _log(settings).read(since, until, variant=variant, version=str(version))
 
 
-def parse_errors(text: str) -> dict[Key, float]:
-    """``loopline_prediction_errors_total`` by (variant, version) from Prometheus exposition text."""
+@dataclass(frozen=True)
+class Scrape:
+    """One process's counters now: failed transactions and failed load attempts per (variant, version),
+    and the first error text it saw per (stage, variant, version)."""
+
+    errors: dict[Key, float] = field(default_factory=dict)
+    load_failures: dict[Key, float] = field(default_factory=dict)
+    first_errors: dict[ErrorKey, str] = field(default_factory=dict)
+
+
+def _key(labels: dict[str, str]) -> Key:
+    return labels.get("variant", ""), labels.get("version", "")
+
+
+def parse_metrics(text: str) -> Scrape:
+    """The canary's counters from Prometheus exposition text (a replica's ``/metrics``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[Key, float] = {}
+    errors: dict[Key, float] = {}
+    loads: dict[Key, float] = {}
+    texts: dict[ErrorKey, str] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != ERRORS_METRIC:
-            continue
         for sample in family.samples:
-            if sample.name == f"{ERRORS_METRIC}_total":
-                key = (sample.labels.get("variant", ""), sample.labels.get("version", ""))
-                out[key] = out.get(key, 0.0) + sample.value
-    return out
+            if sample.name in (f"{ERRORS_METRIC}_total", f"{LOAD_FAILURES_METRIC}_total"):
+                into = errors if sample.name.startswith(ERRORS_METRIC) else loads
+                into[_key(sample.labels)] = into.get(_key(sample.labels), 0.0) + sample.value
+            elif sample.name == ERROR_INFO_METRIC and sample.value > 0:
+                texts.setdefault((sample.labels.get("stage", ""), *_key(sample.labels)), sample.labels.get("error", ""))
+    return Scrape(errors, loads, texts)
 
 
-def scrape_errors(metrics_url: str, timeout: float = 5.0) -> dict[Key, float]:
-    """The service's error counters now; raises ``ConnectionError`` saying which URL failed."""
+def parse_errors(text: str) -> dict[Key, float]:
+    """``loopline_prediction_errors_total`` by (variant, version) from Prometheus exposition text."""
+    return parse_metrics(text).errors
+
+
+def scrape_metrics(metrics_url: str, timeout: float = 5.0) -> Scrape:
+    """The service's counters now; raises ``ConnectionError`` saying which URL failed."""
     import httpx
 
     try:
@@ -90,7 +119,12 @@ def scrape_errors(metrics_url: str, timeout: float = 5.0) -> dict[Key, float]:
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise ConnectionError(f"cannot read the prediction service's metrics at {metrics_url}: {exc}") from exc
-    return parse_errors(response.text)
+    return parse_metrics(response.text)
+
+
+def scrape_errors(metrics_url: str, timeout: float = 5.0) -> dict[Key, float]:
+    """The service's error counters now; raises ``ConnectionError`` saying which URL failed."""
+    return scrape_metrics(metrics_url, timeout).errors
 
 
 def _increase(start: float, end: float) -> float:
@@ -114,6 +148,41 @@ def decode_counters(data: dict[str, float] | None) -> dict[Key, float]:
         variant, _, version = key.partition("|")
         out[(variant, version)] = float(value)
     return out
+
+
+def encode_mark(scrape: Scrape) -> dict[str, dict[str, float]]:
+    """One URL's counters when a window starts, JSON-safe."""
+    return {"errors": encode_counters(scrape.errors), "load_failures": encode_counters(scrape.load_failures)}
+
+
+def decode_mark(data: dict[str, Any]) -> tuple[dict[Key, float], dict[Key, float] | None]:
+    """(errors, load failures) of one URL's mark. A mark of the errors alone (taken before load failures
+    were counted, e.g. by a canary that was running during an upgrade): load failures unknown (None)."""
+    if set(data) == {"errors", "load_failures"} and all(isinstance(v, dict) for v in data.values()):
+        return decode_counters(data["errors"]), decode_counters(data["load_failures"])
+    return decode_counters(data), None
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """What serving counted in a window, summed over replicas: failed transactions (``errors``) and failed
+    load attempts per (variant, version), and a first error text per (stage, variant, version).
+    ``load_failures`` None: they could not be counted (a mark from before they were)."""
+
+    errors: dict[Key, int]
+    load_failures: dict[Key, int] | None = field(default_factory=dict)
+    first_errors: dict[ErrorKey, str] = field(default_factory=dict)
+
+    def load_failures_of(self, version: str) -> int | None:
+        """Failed load attempts of ``version``, whatever role it was to serve in."""
+        if self.load_failures is None:
+            return None
+        return sum(n for (_, v), n in self.load_failures.items() if v == str(version))
+
+    def first_error(self, stage: str, version: str, variant: str | None = None) -> str:
+        """The first error text a replica reported for ``version`` at ``stage`` ("" when none did)."""
+        return next((text for (s, var, v), text in sorted(self.first_errors.items())
+                     if s == stage and v == str(version) and variant in (None, var)), "")
 
 
 # --- Errors summed over replicas ------------------------------------------------------------------------
@@ -181,24 +250,37 @@ def prometheus_query(prometheus_url: str, promql: str, at: float, timeout: float
 def window_errors(result: list[dict[str, Any]], since: float, until: float, where: str) -> dict[Key, int]:
     """Failed transactions per (variant, version) in ``(since, until]`` from the raw samples of the error
     counters and of ``REPLICA_METRIC`` (a Prometheus matrix ``result``), summed over replicas."""
+    return window_counts(result, since, until, where).errors
+
+
+def window_counts(result: list[dict[str, Any]], since: float, until: float, where: str) -> WindowCounts:
+    """``window_errors``, and likewise the failed load attempts; the error texts of the window's
+    ``ERROR_INFO_METRIC`` series (a gauge: present while its process lives)."""
     counts: dict[Key, float] = {}
+    loads: dict[Key, float] = {}
+    texts: dict[ErrorKey, str] = {}
     replicas, scrapes = 0, 0
     for series in result:
         labels = series["metric"]
         samples = [(float(at), float(value)) for at, value in series["values"]]
-        if labels.get("__name__") == REPLICA_METRIC:
+        name = labels.get("__name__")
+        if name == REPLICA_METRIC:
             replicas += 1
             scrapes = max(scrapes, sum(since < at <= until for at, _ in samples))
+        elif name == ERROR_INFO_METRIC:
+            if any(at > since and value > 0 for at, value in samples):
+                texts.setdefault((labels.get("stage", ""), *_key(labels)), labels.get("error", ""))
         else:
-            key = (labels.get("variant", ""), labels.get("version", ""))
-            counts[key] = counts.get(key, 0.0) + counted_in_window(samples, since)
+            into = loads if name == f"{LOAD_FAILURES_METRIC}_total" else counts
+            into[_key(labels)] = into.get(_key(labels), 0.0) + counted_in_window(samples, since)
     if not replicas:
         raise ErrorsUnavailable(f"{where} holds no {REPLICA_METRIC} series: it scrapes no serving replica "
                                 "(check its scrape config and prometheus_selector)")
     if scrapes < 2:
         raise ErrorsUnavailable(f"the window of {until - since:.0f} s holds {scrapes} scrape(s) of any serving "
                                 f"replica in {where}: too short to count errors (it needs two scrape intervals)")
-    return {key: int(round(value)) for key, value in counts.items()}
+    return WindowCounts({key: int(round(value)) for key, value in counts.items()},
+                        {key: int(round(value)) for key, value in loads.items()}, texts)
 
 
 @dataclass(frozen=True)
@@ -232,33 +314,47 @@ class ErrorSource:
         if self.prometheus_url:
             return {}
         try:
-            return {url: encode_counters(scrape_errors(url)) for url in self.metrics_urls}
+            return {url: encode_mark(scrape_metrics(url)) for url in self.metrics_urls}
         except ConnectionError:
             return None
 
     def count(self, mark: dict[str, Any] | None, since: float, until: float) -> dict[Key, int]:
         """Failed transactions per (variant, version) between ``since`` (when ``mark`` was taken) and ``until``
         (now), summed over the replicas; ``ErrorsUnavailable`` when they cannot be counted."""
+        return self.count_all(mark, since, until).errors
+
+    def count_all(self, mark: dict[str, Any] | None, since: float, until: float) -> WindowCounts:
+        """``count``, with the failed load attempts and first error texts of the same read."""
         if self.prometheus_url:
             return self._count_prometheus(self.prometheus_url, since, until)
         if mark is None or set(mark) != set(self.metrics_urls):
             raise ErrorsUnavailable("the error counters could not be read when the window began")
-        out: dict[Key, int] = {}
+        errors: dict[Key, int] = {}
+        loads: dict[Key, int] | None = {}
+        texts: dict[ErrorKey, str] = {}
         for url in self.metrics_urls:
-            before = decode_counters(mark[url])
+            before, loads_before = decode_mark(mark[url])
             try:
-                after = scrape_errors(url)
+                after = scrape_metrics(url)
             except ConnectionError as exc:
                 raise ErrorsUnavailable(str(exc)) from exc
-            for key in after:
-                out[key] = out.get(key, 0) + error_delta(before, after, key)
-        return out
+            for key in after.errors:
+                errors[key] = errors.get(key, 0) + error_delta(before, after.errors, key)
+            if loads is not None and loads_before is not None:
+                for key in after.load_failures:
+                    loads[key] = loads.get(key, 0) + error_delta(loads_before, after.load_failures, key)
+            else:
+                loads = None  # a replica's baseline is unknown: the sum is too
+            for key, text in after.first_errors.items():
+                texts.setdefault(key, text)
+        return WindowCounts(errors, loads, texts)
 
-    def _count_prometheus(self, prometheus_url: str, since: float, until: float) -> dict[Key, int]:
-        matchers = f'__name__=~"{ERRORS_METRIC}_total|{REPLICA_METRIC}"' + (f", {self.selector}" if self.selector else "")
+    def _count_prometheus(self, prometheus_url: str, since: float, until: float) -> WindowCounts:
+        names = "|".join((f"{ERRORS_METRIC}_total", f"{LOAD_FAILURES_METRIC}_total", ERROR_INFO_METRIC, REPLICA_METRIC))
+        matchers = f'__name__=~"{names}"' + (f", {self.selector}" if self.selector else "")
         reach_ms = math.ceil((max(until - since, 0.0) + LOOKBACK_S) * 1000)
         result = prometheus_query(prometheus_url, f"{{{matchers}}}[{reach_ms}ms]", until)
-        return window_errors(result, since, until, self.describe())
+        return window_counts(result, since, until, self.describe())
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics_urls": list(self.metrics_urls), "prometheus_url": self.prometheus_url,

@@ -109,7 +109,13 @@ class Observer:
 
     def failure(self, where: str) -> None: ...
 
-    def scoring_failed(self, variant: str, version: str, rows: int) -> None: ...
+    def scoring_failed(self, variant: str, version: str, rows: int, error: str = "") -> None: ...
+
+    def load_failed(self, variant: str, version: str, error: str) -> None:
+        """A version the registry asks to serve (as ``variant``) could not be loaded; retried next poll."""
+
+    def loaded(self, variant: str, version: str) -> None:
+        """A version was loaded and warmed (after earlier failures, its load error is history)."""
 
 
 _STOP = object()
@@ -238,7 +244,7 @@ class Engine:
         log.exception("scoring request %s failed", job.request_id)
         self.observer.failure("score")
         if isinstance(exc, ScoringFailed):
-            self.observer.scoring_failed(exc.variant, exc.version, exc.rows)
+            self.observer.scoring_failed(exc.variant, exc.version, exc.rows, repr(exc.__cause__ or exc))
 
     @staticmethod
     def _score(batch: list[Job]) -> None:
@@ -269,10 +275,11 @@ class Engine:
         for predictor, members in by_predictor.values():
             try:
                 results = predictor.score([tx for job in members for tx in job.transactions])
-            except Exception:
+            except Exception as exc:
                 log.exception("shadow scoring with version %s failed", predictor.version)
                 self.observer.failure("shadow")
-                self.observer.scoring_failed(SHADOW, predictor.version, sum(len(j.transactions) for j in members))
+                self.observer.scoring_failed(SHADOW, predictor.version, sum(len(j.transactions) for j in members),
+                                             repr(exc))
                 continue
             done, it = time.perf_counter(), iter(results)
             for job in members:

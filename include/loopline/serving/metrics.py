@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from loopline.serving.engine import Deployment, Observer
+
+# An error's text as a label: one line, bounded, no credentials of a URL (the tracking URI is in load errors).
+ERROR_TEXT_CHARS = 200
+_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+
+
+def error_text(error: str) -> str:
+    """``error`` as the ``error`` label of ``loopline_model_error_info``: one line, at most
+    ``ERROR_TEXT_CHARS`` characters, ``user:password@`` of URLs masked."""
+    text = " ".join(_USERINFO.sub("***@", str(error)).split())
+    return text if len(text) <= ERROR_TEXT_CHARS else text[:ERROR_TEXT_CHARS - 1] + "…"
+
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))
@@ -35,6 +50,19 @@ class ServingMetrics(Observer):
         self.prediction_errors = Counter("loopline_prediction_errors",
                                          "transactions whose model raised, by variant and version",
                                          ["variant", "version"], registry=r)
+        # Failed attempts to load a version the registry asks to serve (one per reconcile poll while it fails):
+        # the canary rolls back a challenger that keeps failing to load at once, summed over replicas like
+        # the errors above. The first error of each (variant, version, stage) is kept as a label, so the
+        # rollback can say what went wrong: one series per failing version, not one per attempt.
+        self.load_failures = Counter("loopline_model_load_failures",
+                                     "failed attempts to load a version the registry asks to serve",
+                                     ["variant", "version"], registry=r)
+        self.error_info = Gauge("loopline_model_error_info",
+                                "1 per (variant, version, stage: load | score) that failed in this process; "
+                                "error: the first error's text", ["variant", "version", "stage", "error"],
+                                registry=r)
+        self._first_errors: dict[tuple[str, str, str], str] = {}
+        self._errors_lock = threading.Lock()
         self.model_info = Gauge("loopline_model_loaded", "1 for each loaded (variant, version)",
                                 ["variant", "version"], registry=r)
         self.challenger_share = Gauge("loopline_challenger_share", "challenger's traffic share", registry=r)
@@ -50,8 +78,28 @@ class ServingMetrics(Observer):
     def failure(self, where: str) -> None:
         self.failures.labels(where).inc()
 
-    def scoring_failed(self, variant: str, version: str, rows: int) -> None:
+    def scoring_failed(self, variant: str, version: str, rows: int, error: str = "") -> None:
         self.prediction_errors.labels(variant, version).inc(rows)
+        if error:
+            self._first_error(variant, version, "score", error)
+
+    def load_failed(self, variant: str, version: str, error: str) -> None:
+        self.load_failures.labels(variant, version).inc()
+        self._first_error(variant, version, "load", error)
+
+    def loaded(self, variant: str, version: str) -> None:
+        # Loaded at last: a later failure (a restart, a re-canary) is reported with its own, fresh error.
+        with self._errors_lock:
+            text = self._first_errors.pop((variant, version, "load"), None)
+            if text is not None:
+                self.error_info.remove(variant, version, "load", text)
+
+    def _first_error(self, variant: str, version: str, stage: str, error: str) -> None:
+        with self._errors_lock:
+            if (variant, version, stage) not in self._first_errors:
+                text = error_text(error)
+                self._first_errors[(variant, version, stage)] = text
+                self.error_info.labels(variant, version, stage, text).set(1)
 
     def deployment(self, deployment: Deployment) -> None:
         """Refresh the loaded-model gauges (called when /metrics is scraped)."""

@@ -6,7 +6,8 @@ tag ``loopline.challenger_traffic``. A canary changes traffic with one tag write
 are alias moves. Every few seconds the reconciler reads them, loads and warms versions it lacks in its
 own thread, and swaps the deployment atomically. It never drops the serving champion because of a
 registry hiccup: an unreachable registry or a version that fails to load leaves the current deployment
-serving and is reported by ``/readyz``.
+serving and is reported by ``/readyz`` and, per attempt, by ``/metrics``
+(``loopline_model_load_failures_total`` and the error's text in ``loopline_model_error_info``).
 """
 
 from __future__ import annotations
@@ -141,8 +142,12 @@ class RegistryReconciler(_Background):
         except Exception as exc:  # a bad version must not stop the reconciler
             self._failed[version] = str(exc)
             log.error("cannot load %s: %s", uri, exc)
+            # Counted per attempt (one per poll while it fails) and summed over replicas by the canary,
+            # which rolls back a challenger that keeps failing to load instead of waiting for traffic.
+            self.engine.observer.load_failed(variant, version, str(exc))
             return None
         self._failed.pop(version, None)
+        self.engine.observer.loaded(variant, version)
         return predictor
 
     def reconcile_once(self) -> Deployment:

@@ -1,5 +1,6 @@
-"""Helpers of the canary tests: faulty challengers registered as real MLflow pyfunc versions, a
-constant client load against a running service, and chargebacks (labels) arriving for what it answered."""
+"""Helpers of the canary tests: faulty challengers registered as real MLflow pyfunc versions (or with
+their files gone), a constant client load against a running service, chargebacks (labels) arriving for
+what it answered, and a serving replica's real /metrics on a free port."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,10 +24,11 @@ from loopline.deployment.actions import PREVIOUS_CHAMPION_ALIAS
 
 
 class FaultyModel(mlflow.pyfunc.PythonModel):
-    """The trained model with one fault: ``raise`` for some inputs, ``slow`` by ``delay_s`` per call,
-    ``shift`` its scores to just below 1 (it flags everything), ``shuffled``: ranks backwards with the
-    score distribution of ``reference`` (the champion's scores on live traffic), so only labels reveal
-    it. Warm-up rows (integral amounts) never raise, so it loads."""
+    """The trained model with one fault: ``raise`` for some inputs, ``raise_all`` for every amount with
+    cents, ``slow`` by ``delay_s`` per call, ``shift`` its scores to just below 1 (it flags everything),
+    ``shuffled``: ranks backwards with the score distribution of ``reference`` (the champion's scores on
+    live traffic), so only labels reveal it. Warm-up rows (integral amounts) never raise, so it loads —
+    except ``unloadable``, whose loading itself raises."""
 
     def __init__(self, fault: str, delay_s: float = 0.15, reference: Sequence[float] = ()) -> None:
         if fault == "shuffled" and not len(reference):
@@ -35,9 +38,15 @@ class FaultyModel(mlflow.pyfunc.PythonModel):
         self.reference = tuple(sorted(float(s) for s in reference))
 
     def load_context(self, context: Any) -> None:
+        if self.fault == "unloadable":
+            raise RuntimeError("injected fault: this model's weights do not match its code")
         self.base = mlflow.pyfunc.load_model(context.artifacts["base"])
 
     def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        if self.fault == "raise_all":
+            cents = (model_input["amount"] * 100).round().astype("int64")
+            if (cents % 100 != 0).any():
+                raise ValueError("injected fault: this model cannot score any amount with cents")
         if self.fault == "raise":
             cents = (model_input["amount"] * 100).round().astype("int64")
             if ((cents % 100 != 0) & (cents % 3 == 0)).any():
@@ -75,6 +84,49 @@ def register_faulty(tracking_uri: str, base_version: str, fault: str, model_name
                                        artifacts={"base": local}, signature=signature,
                                        pip_requirements=["mlflow"])  # no inference: seconds
     return str(mlflow.register_model(info.model_uri, model_name).version)
+
+
+def remove_files(tracking_uri: str, version: str, model_name: str = "fraud_detector") -> Path:
+    """Delete the stored files of a registered version (a lost or unreadable artifact store): the registry
+    still lists it, serving cannot load it. Returns the directory removed."""
+    import shutil
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    from loopline.platform.mlflow_util import mlflow_client
+
+    uri = mlflow_client(tracking_uri).get_model_version_download_uri(model_name, version)
+    path = Path(url2pathname(urlsplit(uri).path)) if uri.startswith("file:") else Path(uri)
+    if not (path / "MLmodel").is_file():
+        raise AssertionError(f"version {version}'s files are not at {path} (download URI {uri})")
+    shutil.rmtree(path)
+    return path
+
+
+class Replica:
+    """One serving process's /metrics: its real ServingMetrics behind prometheus_client's HTTP server on a
+    free loopback port; ``restart()`` is a new process (fresh counters) at the same URL."""
+
+    def __init__(self) -> None:
+        from prometheus_client import start_http_server
+
+        from loopline.platform.scratch import free_port
+        from loopline.serving.metrics import ServingMetrics
+
+        self._new = ServingMetrics
+        self.metrics = ServingMetrics()
+        self.server, self.thread = start_http_server(free_port(), addr="127.0.0.1", registry=self)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
+
+    def collect(self):  # the registry prometheus_client's server exposes: this process's, now
+        return self.metrics.registry.collect()
+
+    def restart(self) -> None:
+        self.metrics = self._new()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @dataclass

@@ -145,8 +145,8 @@ def test_a_challenger_that_ranks_backwards_is_rolled_back_once_labels_arrive(ser
                                     models.shuffled, feed=True)
     assert outcome.action == "rolled_back", [v["why"] for v in outcome.verdicts]
     [verdict] = outcome.verdicts  # judged at the first step, on the labels that arrived while it baked
-    assert statuses(verdict) == {"errors": "pass", "latency": "pass", "score_shift": "pass", "labelled": "fail"}, \
-        verdict["why"]
+    assert statuses(verdict) == {"errors": "pass", "latency": "pass", "score_shift": "pass", "labelled": "fail",
+                                 "health": "pass"}, verdict["why"]
     labelled = checks(verdict)["labelled"]
     assert "recall" in labelled["reason"] or "PR-AUC" in labelled["reason"]
     values = labelled["values"]
@@ -200,7 +200,7 @@ def test_without_labels_a_canary_that_requires_them_rolls_back_instead_of_promot
     assert outcome.action == "rolled_back", [v["why"] for v in outcome.verdicts]
     [verdict] = outcome.verdicts
     assert statuses(verdict) == {"errors": "pass", "latency": "pass", "score_shift": "pass",
-                                 "labelled": "insufficient"}, verdict["why"]
+                                 "labelled": "insufficient", "health": "pass"}, verdict["why"]
     assert verdict["why"].startswith("not enough labels to judge: labelled: waiting for labels")
     assert checks(verdict)["labelled"]["values"]["labelled"] == {"champion": 0, "challenger": 0}
     state = read_state(serving_world.settings)

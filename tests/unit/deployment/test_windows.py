@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest, start_http_server
+from canary_testkit import Replica
+from prometheus_client import generate_latest
 
 from loopline.config import Settings
 from loopline.deployment.canary import CanaryPlan, Phase
@@ -27,10 +28,11 @@ from loopline.deployment.windows import (
     error_delta,
     logged_counts,
     parse_errors,
+    parse_metrics,
     read_predictions,
+    window_counts,
     window_errors,
 )
-from loopline.platform.scratch import free_port
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
 
@@ -74,26 +76,6 @@ def test_error_delta_handles_new_series_and_restarts() -> None:
 
 
 # --- Errors summed over replicas -------------------------------------------------------------------------
-
-class Replica:
-    """One serving process's /metrics: its real ServingMetrics behind prometheus_client's HTTP server on a
-    free loopback port; ``restart()`` is a new process (fresh counters) at the same URL."""
-
-    def __init__(self) -> None:
-        self.metrics = ServingMetrics()
-        self.server, self.thread = start_http_server(free_port(), addr="127.0.0.1", registry=self)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
-
-    def collect(self):  # the registry prometheus_client's server exposes: this process's, now
-        return self.metrics.registry.collect()
-
-    def restart(self) -> None:
-        self.metrics = ServingMetrics()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def replicas() -> Iterator[list[Replica]]:
@@ -208,3 +190,73 @@ def test_every_replica_exports_the_replica_metric_from_its_start() -> None:
     must expose it, without labels, before it has answered anything."""
     text = generate_latest(ServingMetrics().registry).decode()
     assert re.search(rf"^{REPLICA_METRIC} 0\.0$", text, flags=re.MULTILINE), text
+
+
+# --- Failed loads and error texts, read with the errors --------------------------------------------------
+
+LOAD_FAILURES = "loopline_model_load_failures_total"
+ERROR_INFO = "loopline_model_error_info"
+
+
+def test_load_failures_and_first_errors_are_summed_over_replicas_like_the_errors(replicas: list[Replica]) -> None:
+    a, b = replicas
+    a.metrics.load_failed("challenger", "7", "an attempt before the window")
+    source = ErrorSource(metrics_urls=(a.url, b.url))
+    mark = source.mark()
+    assert mark is not None and json.loads(json.dumps(mark)) == mark
+    a.metrics.load_failed("challenger", "7", "cannot load models:/fraud_detector/7: MLmodel not found")
+    b.metrics.load_failed("challenger", "7", "cannot load models:/fraud_detector/7 from http://u:secret@mlflow")
+    b.metrics.load_failed("challenger", "7", "a later, different error")
+    b.metrics.scoring_failed("challenger", "7", 4, "ValueError('cannot score')")
+    counts = source.count_all(mark, 0, time.time())
+    assert counts.errors == {("challenger", "7"): 4} == source.count(mark, 0, time.time())
+    assert counts.load_failures == {("challenger", "7"): 1 + 2} and counts.load_failures_of("7") == 3
+    assert counts.load_failures_of("8") == 0
+    # Each replica reports the first error it saw of the version (the one before the window, on a).
+    texts = {counts.first_error("load", "7"), counts.first_error("score", "7", "challenger")}
+    assert texts == {"an attempt before the window", "ValueError('cannot score')"}
+    assert counts.first_error("score", "7", "shadow") == ""
+    assert "secret" not in generate_latest(b.metrics.registry).decode()  # credentials of a URL are masked
+
+
+def test_a_mark_from_before_load_failures_were_counted_leaves_them_unknown(replicas: list[Replica]) -> None:
+    a, _ = replicas
+    source = ErrorSource(metrics_urls=(a.url,))
+    legacy = {a.url: encode_counters({("challenger", "7"): 1.0})}  # what mark() stored before: errors only
+    a.metrics.scoring_failed("challenger", "7", 3)
+    a.metrics.load_failed("challenger", "7", "boom")
+    counts = source.count_all(legacy, 0, time.time())
+    assert counts.errors == {("challenger", "7"): 2} and counts.load_failures is None
+    assert counts.load_failures_of("7") is None  # unknown, never read as 0
+
+
+def test_a_version_that_loads_at_last_drops_its_load_error_text() -> None:
+    metrics = ServingMetrics()
+    metrics.load_failed("challenger", "7", "first")
+    metrics.load_failed("challenger", "7", "second")
+    scraped = parse_metrics(generate_latest(metrics.registry).decode())
+    assert scraped.load_failures == {("challenger", "7"): 2.0}
+    assert scraped.first_errors == {("load", "challenger", "7"): "first"}
+    metrics.loaded("challenger", "7")
+    scraped = parse_metrics(generate_latest(metrics.registry).decode())
+    assert scraped.first_errors == {} and scraped.load_failures == {("challenger", "7"): 2.0}
+
+
+def test_window_counts_reads_load_failures_and_error_texts_from_prometheus_samples() -> None:
+    since, until = 100.0, 110.0
+    scrapes = [(t, 0.0) for t in (98, 101, 104, 107, 110)]
+    result = [
+        series(REPLICA_METRIC, scrapes, instance="a:8000"),
+        series(REPLICA_METRIC, scrapes, instance="b:8000"),
+        series(LOAD_FAILURES, [(98, 4), (101, 5), (104, 6)], instance="a:8000", variant="challenger", version="7"),
+        series(LOAD_FAILURES, [(107, 1), (110, 2)], instance="b:8000", variant="challenger", version="7"),
+        series(ERROR_INFO, [(98, 1), (101, 1)], instance="a:8000", variant="challenger", version="7", stage="load",
+               error="MLmodel not found"),
+        series(ERROR_INFO, [(90, 1), (95, 1)], instance="b:8000", variant="challenger", version="6", stage="load",
+               error="gone before the window"),
+        series(ERRORS, [(98, 1), (110, 1)], instance="a:8000", variant="champion", version="6"),
+    ]
+    counts = window_counts(result, since, until, "Prometheus")
+    assert counts.load_failures == {("challenger", "7"): 2 + 2} and counts.errors == {("champion", "6"): 0}
+    assert counts.first_errors == {("load", "challenger", "7"): "MLmodel not found"}
+    assert window_errors(result, since, until, "Prometheus") == counts.errors

@@ -92,3 +92,35 @@ def test_a_broken_new_champion_or_a_dead_registry_keeps_the_current_one_serving(
     registry.down, registry.aliases = False, {}
     reconciler.reconcile_once()
     assert engine.deployment.champion.version == "1" and "@champion" in reconciler.last_error
+
+
+def test_every_failed_load_is_counted_in_the_metrics_with_its_first_error(tmp_path) -> None:
+    """What the canary reads (summed over replicas) to roll back a challenger that cannot load at once."""
+    from prometheus_client import generate_latest
+
+    from loopline.deployment.windows import parse_metrics
+    from loopline.serving.metrics import ServingMetrics
+
+    broken = {"7"}
+
+    def loader(uri: str, version: str, variant: str) -> FakePredictor:
+        if version in broken:
+            raise RuntimeError(f"cannot load {uri}: version {version} is corrupt")
+        return FakePredictor(version, variant, uri)
+
+    metrics = ServingMetrics()
+    registry = FakeRegistry({"champion": "1", "challenger": "7"}, {"loopline.challenger_traffic": "0.5"})
+    engine = Engine(PredictionLog(tmp_path / "p.db"), inline=True, observer=metrics)
+    reconciler = RegistryReconciler(engine, Settings(state_dir=tmp_path), quick_config(), loader=loader,
+                                    client=registry)
+    for _ in range(3):  # every poll retries the version, and counts the attempt
+        assert reconciler.reconcile_once().challenger is None
+    scraped = parse_metrics(generate_latest(metrics.registry).decode())
+    assert scraped.load_failures == {("challenger", "7"): 3.0}
+    assert scraped.first_errors == {("load", "challenger", "7"): "cannot load models:/fraud_detector/7: "
+                                                                 "version 7 is corrupt"}
+    broken.clear()  # the artifact store is back: the version loads, its load error is history
+    assert reconciler.reconcile_once().challenger.version == "7"
+    scraped = parse_metrics(generate_latest(metrics.registry).decode())
+    assert scraped.first_errors == {} and scraped.load_failures == {("challenger", "7"): 3.0}
+    engine.log.close()
