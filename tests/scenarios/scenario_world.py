@@ -44,17 +44,30 @@ class World:
         return datetime.combine(self.start + timedelta(days=index), datetime.min.time(), tzinfo=UTC)
 
 
+def shipped_gate_policy():
+    """The shipped gate policy with the serving-path checks (latency, infra) off: the worlds have no online
+    store, and the scenarios are about what is decided from data."""
+    from loopline.gating.policy import default_policy_path, load_policy
+
+    policy = load_policy(default_policy_path(REPO_ROOT))
+    return policy.model_copy(update={"latency": policy.latency.model_copy(update={"enabled": False}),
+                                     "infra": policy.infra.model_copy(update={"enabled": False})})
+
+
 def build_world(root: Path, *, seed: int, customers: int, days: int, serve_from: int, warmup_days: int = 0,
-                holdout_days: int = 2, drift: Drift | None = None) -> World:
+                drift: Drift | None = None) -> World:
     """Simulate ``days`` days, publish every transaction and label (labels keep their real, delayed
-    timestamps) and materialise; then, as ``train_model`` does at the start of day ``serve_from``: find the
-    label frontier (newest confirmed-genuine transaction), hold out the ``holdout_days`` before it, train on
-    the labelled days before the holdout (from day ``warmup_days``: the first days of a simulated world
-    have no history, so their 30-day aggregates are not yet what a live issuer's are) and register the
-    champion."""
+    timestamps: a reader at time T sees only those landed by T) and compute the offline feature tables.
+    Then do what ``train_model`` does at the start of day ``serve_from``: plan the gate holdout behind the
+    label frontier, train on the labelled days before it (from day ``warmup_days``: a simulated world
+    starts without history, so its first month of 30-day aggregates is unlike a live issuer's), register,
+    gate the version (logging its holdout scores, the concept-drift baseline) and make it the champion."""
     from loopline.data.ingest import publish
-    from loopline.features.store import build_training_set, curated_time_range, materialize
-    from loopline.gating.holdout import labelled_range
+    from loopline.features.aggregates import refresh_aggregates
+    from loopline.features.store import build_training_set, curated_time_range, offline_sink
+    from loopline.gating.gate import run_gate
+    from loopline.gating.holdout import build_holdout, plan_holdout
+    from loopline.platform.feast_store import apply_feature_repo
     from loopline.platform.mlflow_util import mlflow_client
     from loopline.training.config import load_config
     from loopline.training.train import train
@@ -65,17 +78,22 @@ def build_world(root: Path, *, seed: int, customers: int, days: int, serve_from:
     sim = simulate(SimulationConfig(days=days, start=START, seed=seed, n_customers=customers, drift=drift))
     publish(settings, sim.transactions, "transactions", "sim")
     publish(settings, sim.labels, "labels", "sim")
-    materialize(settings, *curated_time_range(settings))
+    # Offline tables and the feature registry only: served rows get point-in-time features (what a fresh
+    # online store serves), so the online store is not loaded (it would double the build time).
+    first, last = curated_time_range(settings)
+    refresh_aggregates(settings.state.curated, offline_sink(settings), pd.Timestamp(first), pd.Timestamp(last))
+    apply_feature_repo(settings)
     world = World(settings, START, days, serve_from, "", sim)
     now = world.day_start(serve_from)
-    frontier = labelled_range(settings, now)[1]
-    holdout_start = frontier - timedelta(days=holdout_days)
+    policy = shipped_gate_policy()
+    plan = plan_holdout(settings, policy, now)
     manifest = build_training_set(settings, root / "train.parquet", start=world.day_start(warmup_days),
-                                  end=holdout_start, labels_as_of=now)
-    world.holdout = Path(build_training_set(settings, root / "holdout.parquet", start=holdout_start, end=frontier,
-                                            labels_as_of=now).path)
+                                  end=plan.windows.train_end, labels_as_of=now)
+    holdout = build_holdout(settings, policy, root / "holdout.parquet", labels_as_of=now, windows=plan.windows)
+    world.holdout = Path(holdout.path)
     result = train(manifest.path, load_config(TRAINING_CONFIG, FAST_TRAINING), tracking_uri=settings.mlflow_uri,
                    register_name=MODEL_NAME)
+    run_gate(settings, result.version, holdout.path, model_name=MODEL_NAME, policy=policy)
     mlflow_client(settings.mlflow_uri).set_registered_model_alias(MODEL_NAME, "champion", result.version)
     world.version = result.version
     return world

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
 
-# The methods the fast path implements exactly (Evidently's names), and Loopline's own for a score whose mass
-# sits near zero (Jensen-Shannon over the reference's quantile bins); anything else is refused at load time.
-Method = Literal["wasserstein", "jensenshannon", "quantile_jensenshannon"]
+# The methods the fast path implements exactly (Evidently's names), and Loopline's own two for a score whose
+# mass sits near zero (Jensen-Shannon over the reference's quantile bins; the share of scores at or above a
+# cutoff, i.e. the alert rate); anything else is refused at load time.
+Method = Literal["wasserstein", "jensenshannon", "quantile_jensenshannon", "flagged_share"]
 RETRAIN_REASONS = ("dataset_drift", "prediction_drift", "concept_drift")
 
 
@@ -27,6 +28,7 @@ class MethodSpec(_Strict):
     method: Method
     threshold: float = Field(gt=0)  # the fixed threshold, used when the reference cannot be calibrated
     bins: int = Field(default=20, ge=2, le=1000)  # quantile_jensenshannon only: equal-mass reference bins
+    cutoff: float | None = Field(default=None, gt=0, lt=1)  # flagged_share only; None: serving's decision threshold
 
 
 class Window(_Strict):
@@ -65,7 +67,7 @@ class Calibration(_Strict):
     enabled: bool = True
     min_days: int = Field(default=7, ge=3)
     min_day_rows: int = Field(default=200, ge=10)
-    margin: float = Field(default=1.75, ge=1)
+    margin: float = Field(default=1.5, ge=1)
     min_threshold: float = Field(default=0.02, gt=0)
     trend_rank_correlation: float = Field(default=0.9, gt=0, le=1)
 
@@ -94,7 +96,7 @@ class DriftConfig(_Strict):
     features: Features = Field(default_factory=Features)
     methods: Methods = Field(default_factory=Methods)
     dataset_drift_share: float = Field(default=0.3, gt=0, le=1)
-    prediction: MethodSpec = MethodSpec(method="quantile_jensenshannon", threshold=0.1)
+    prediction: MethodSpec = MethodSpec(method="flagged_share", threshold=0.1)
     calibration: Calibration = Field(default_factory=Calibration)
     quality: Quality = Field(default_factory=Quality)
     concept: Concept = Field(default_factory=Concept)

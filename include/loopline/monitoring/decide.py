@@ -78,7 +78,7 @@ class DriftVerdict:
             return f"{self.status}: {'; '.join(self.notes)}"
         judged_count = len(self.columns) - len(self.unjudged_columns)
         parts = [f"{len(self.drifted_columns)}/{judged_count} features drifted "
-                 f"({self.drifted_share:.0%}{', dataset drift' if self.dataset_drift else ''})"]
+                 f"({self.drifted_share:.1%}{', dataset drift' if self.dataset_drift else ''})"]
         if self.drifted_columns:
             parts.append("top: " + ", ".join(_top(self.columns)))
         if self.unjudged_columns:
@@ -158,11 +158,13 @@ def on_drift_scale(frame: pd.DataFrame, config: DriftConfig) -> pd.DataFrame:
 
 def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, window_start: datetime,
            window_end: datetime, now: datetime, concept: ConceptCheck | None = None,
-           champion_scores: pd.Series | None = None, workers: int = 1) -> DriftVerdict:
+           champion_scores: pd.Series | None = None, decision_threshold: float = 0.5,
+           workers: int = 1) -> DriftVerdict:
     """The verdict for ``window`` (model inputs as columns, one row per prediction).
 
     ``champion_scores``: the champion version's scores in the window (prediction drift); default the
     window's ``score`` column. ``concept``: the concept check of the same moment (``concept.concept_check``).
+    ``decision_threshold``: serving's, the cutoff of ``flagged_share`` unless the policy pins one.
     Never raises for bad data: an empty window or one without the monitored columns gives status
     ``insufficient_data`` / ``invalid_input`` with a note that says why."""
     base = {"checked_at": now.isoformat(), "window_start": window_start.isoformat(),
@@ -189,7 +191,10 @@ def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, w
                                    "log from this model's serving?",))
     scores = champion_scores if champion_scores is not None else window.get(SCORE)
     with_score = scores is not None and len(scores) > 0 and SCORE in reference.frame
-    calibrated_plan = {**present, **({SCORE: ColumnPlan(config.prediction, False)} if with_score else {})}
+    prediction_spec = config.prediction
+    if prediction_spec.method == "flagged_share" and prediction_spec.cutoff is None:
+        prediction_spec = prediction_spec.model_copy(update={"cutoff": decision_threshold})
+    calibrated_plan = {**present, **({SCORE: ColumnPlan(prediction_spec, False)} if with_score else {})}
     ref_frame = on_drift_scale(reference.frame, config)
     calibration = calibrate(ref_frame, calibrated_plan, config.calibration, window_rows=len(window))
     calibrated_plan = calibration.plan(calibrated_plan)

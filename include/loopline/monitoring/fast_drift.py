@@ -17,11 +17,15 @@ column:
 
 Tests pin the scores to Evidently's on the same data.
 
-One method is Loopline's own, for the model's score: ``quantile_jensenshannon`` is the Jensen-Shannon
-distance of the shares of the reference's equal-mass (quantile) bins. A fraud score sits ~99 % near zero,
-so a distance normalised by the reference's std or Sturges bins over the whole range both look only at the
-crowd near zero; quantile bins give every part of the distribution, the rare high scores included, the
-same weight.
+Two methods are Loopline's own, for the model's score. A fraud score sits ~99 % near zero, so a distance
+normalised by the reference's std, or Sturges bins over the whole range, look only at the crowd near zero:
+
+* ``flagged_share``: Cohen's h between the shares of scores at or above the cutoff (the serving decision
+  threshold: the alert rate), ``|2 asin sqrt(q) - 2 asin sqrt(p)|``, a scale-free effect size for two
+  proportions (0.2 is "small" in Cohen's terms; 3 % -> 6 % of alerts is 0.15);
+* ``quantile_jensenshannon``: the Jensen-Shannon distance of the shares of the reference's equal-mass
+  (quantile) bins, which gives every part of the distribution the same weight. It also moves with shifts
+  inside the crowd of near-zero scores that change no decision.
 """
 
 from __future__ import annotations
@@ -145,6 +149,14 @@ def quantile_jensenshannon(reference: np.ndarray, current: np.ndarray, bins: int
     return _js_distance(p, q)
 
 
+def flagged_share_h(reference: np.ndarray, current: np.ndarray, cutoff: float) -> float:
+    """Cohen's h between the shares of ``reference`` and ``current`` at or above ``cutoff``."""
+    if reference.size == 0 or current.size == 0:
+        raise DriftInputError("flagged_share needs at least one value on each side")
+    p, q = float(np.mean(reference >= cutoff)), float(np.mean(current >= cutoff))
+    return abs(2 * np.arcsin(np.sqrt(q)) - 2 * np.arcsin(np.sqrt(p)))
+
+
 def column_drift(column: str, reference: Any, current: Any, spec: MethodSpec, categorical: bool) -> ColumnDrift:
     """Compare one column with its pinned method; a side with no usable value gives score None."""
     kind = "categorical" if categorical else "numeric"
@@ -160,6 +172,10 @@ def column_drift(column: str, reference: Any, current: Any, spec: MethodSpec, ca
         if categorical:
             raise DriftInputError(f"{column}: wasserstein needs a numeric column; pin jensenshannon")
         score = wasserstein_normed(ref, cur)
+    elif spec.method == "flagged_share":
+        if categorical or spec.cutoff is None:
+            raise DriftInputError(f"{column}: flagged_share needs a numeric score and a cutoff")
+        score = flagged_share_h(ref, cur, spec.cutoff)
     elif spec.method == "quantile_jensenshannon":
         if categorical:
             raise DriftInputError(f"{column}: quantile_jensenshannon needs a numeric column; pin jensenshannon")

@@ -115,14 +115,12 @@ def served_with_labels(settings: Settings, version: str, start: datetime, end: d
 
 
 def check_concept(settings: Settings, reference: Reference, config: DriftConfig, now: datetime,
-                  model_name: str) -> ConceptCheck:
+                  model_name: str, serving_threshold: float) -> ConceptCheck:
     """Concept drift of the champion at ``now`` (see ``monitoring.concept``)."""
-    from loopline.serving.config import load_serving_config
-
     frontier = label_frontier(settings, now)
     start, end = lookback(frontier, config.concept) if frontier else (now, now)
     served = served_with_labels(settings, reference.version, start, end, config.window.variants, now)
-    threshold = config.concept.decision_threshold or load_serving_config(config_dir=settings.config_dir).decision_threshold
+    threshold = config.concept.decision_threshold or serving_threshold
     return concept_check(served, load_baseline(settings.mlflow_uri, model_name, reference.version), frontier, now,
                          config.concept, threshold)
 
@@ -132,6 +130,8 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
               model_name: str = MODEL_NAME, log_to_mlflow: bool = True) -> CheckResult:
     """One check of the champion at ``now`` (the DAG passes its run's data interval end, so a re-run
     decides on the same window): verdict, reports, history, and the retrain decision."""
+    from loopline.serving.config import load_serving_config
+
     now = now or datetime.now(UTC)
     config_path = config_path or default_drift_config_path(settings.project_dir)
     config = config or load_drift_config(config_path)
@@ -139,9 +139,11 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
     start = now - timedelta(hours=config.window.hours)
     window = read_window(settings, start, now, config.window.variants)
     champion = window[window["model_version"].astype(str) == reference.version] if len(window) else window
+    # Serving's decision threshold: the alerts prediction drift counts and the recall concept drift judges.
+    threshold = load_serving_config(config_dir=settings.config_dir).decision_threshold
     verdict = decide(reference, window, config, window_start=start, window_end=now, now=now,
-                     concept=check_concept(settings, reference, config, now, model_name),
-                     champion_scores=champion[SCORE] if len(champion) else None)
+                     concept=check_concept(settings, reference, config, now, model_name, threshold),
+                     champion_scores=champion[SCORE] if len(champion) else None, decision_threshold=threshold)
     files = write_reports(report_dir(settings.state.reports, now), verdict, reference, window, config)
     run_id = log_check(settings.mlflow_uri, verdict, files, model_name=model_name,
                        config_path=config_path) if log_to_mlflow else ""

@@ -23,6 +23,7 @@ MONITORING_EXPERIMENT = "fraud_detector_monitoring"
 REPORT_SAMPLE_ROWS = 20_000
 DRIFT_RUN_TAG = "loopline.drift.last_run_id"
 DRIFT_REPORT_TAG = "loopline.drift.last_report"
+EVIDENTLY_METHODS = ("wasserstein", "jensenshannon")
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ def report_dir(reports_root: Path, now: datetime) -> Path:
 def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftConfig,
                      verdict: DriftVerdict | None = None, sample_rows: int = REPORT_SAMPLE_ROWS, seed: int = 0) -> Any:
     """Evidently's snapshot of DataDriftPreset with the pinned per-column methods and the verdict's
-    (calibrated) thresholds, on the scale drift is measured on (window sampled). Evidently has no
-    quantile-bin method: the score's row uses its Jensen-Shannon over Sturges bins, for the picture; the
-    prediction-drift verdict is the one in verdict.json."""
+    (calibrated) thresholds, on the scale drift is measured on (window sampled). Evidently has neither of
+    Loopline's score methods (alert rate, quantile bins): the score's row uses its Jensen-Shannon over
+    Sturges bins, for the picture; the prediction-drift verdict is the one in verdict.json."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -56,7 +57,7 @@ def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftCo
     if verdict is not None:
         thresholds.update({c.column: c.threshold for c in verdict.columns if c.column in thresholds})
     if SCORE in columns:
-        methods[SCORE] = "jensenshannon" if config.prediction.method == "quantile_jensenshannon" else config.prediction.method
+        methods[SCORE] = config.prediction.method if config.prediction.method in EVIDENTLY_METHODS else "jensenshannon"
         thresholds[SCORE] = verdict.prediction.threshold if verdict and verdict.prediction else config.prediction.threshold
     current = on_drift_scale(window[columns], config)
     if len(current) > sample_rows:

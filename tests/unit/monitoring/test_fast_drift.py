@@ -80,3 +80,30 @@ def test_policy_errors_name_the_field() -> None:
         drift_config_from_dict({"methods": {"per_feature": {"channel": {"method": "wasserstein", "threshold": 1}}}}
                                ).methods.for_column("channel", categorical=True)
     assert config().methods.for_column("is_new_device", False) == MethodSpec(method="jensenshannon", threshold=0.1)
+
+
+def test_the_alert_rate_method_is_cohens_h_of_the_flagged_shares() -> None:
+    from loopline.monitoring.fast_drift import flagged_share_h
+
+    rng = np.random.default_rng(3)
+    reference = np.where(rng.random(20_000) < 0.03, 0.9, 0.01)  # 3 % alerts at a 0.5 cutoff
+    doubled = np.where(rng.random(20_000) < 0.06, 0.9, 0.01)
+    h = flagged_share_h(reference, doubled, cutoff=0.5)
+    expected = 2 * np.arcsin(np.sqrt(np.mean(doubled >= 0.5))) - 2 * np.arcsin(np.sqrt(np.mean(reference >= 0.5)))
+    assert h == pytest.approx(expected) and 0.12 < h < 0.17
+    assert flagged_share_h(reference, reference, cutoff=0.5) == 0
+    # Moving the crowd of low scores changes no decision: no alert-rate drift.
+    assert flagged_share_h(reference, np.where(reference < 0.5, reference * 3, reference), cutoff=0.5) == 0
+
+
+def test_quantile_bins_weigh_the_rare_high_scores_like_the_crowd() -> None:
+    from loopline.monitoring.fast_drift import quantile_jensenshannon
+
+    rng = np.random.default_rng(4)
+    reference = rng.beta(1, 60, 30_000)
+    same = rng.beta(1, 60, 30_000)
+    tail = np.concatenate([same[:29_000], rng.uniform(0.5, 1.0, 1_000)])  # 3 % more high scores
+    assert quantile_jensenshannon(reference, same, 20) < 0.02
+    assert quantile_jensenshannon(reference, tail, 20) > 3 * quantile_jensenshannon(reference, same, 20)
+    lumpy = np.concatenate([np.zeros(20_000), rng.random(10_000)])  # tied quantiles merge bins, none empty
+    assert quantile_jensenshannon(lumpy, lumpy, 20) == 0
