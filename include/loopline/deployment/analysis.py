@@ -241,7 +241,8 @@ def psi(expected: Sequence[float], actual: Sequence[float], bins: int = 10) -> f
 
 def check_score_shift(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow,
                       final: bool = True) -> CheckResult:
-    """PSI of the challenger's scores against the champion's. Too few distinct customers: not judged at an
+    """PSI of the challenger's scores against the champion's, scores below ``resolution`` counted as one band.
+    Too few distinct customers: not judged at an
     intermediate step, insufficient (blocking) at the final one — a model is never promoted unjudged."""
     rule = policy.analysis.score_shift
     short = _short("score_shift", {"champion": champion.answered, "challenger": challenger.answered},
@@ -256,10 +257,13 @@ def check_score_shift(policy: CanaryPolicy, champion: VariantWindow, challenger:
         return CheckResult("score_shift", "insufficient" if final else "skipped",
                            f"{few} distinct customers, fewer than the {rule.min_customers} needed",
                            {"customers": few})
-    value = psi(champion.scores, challenger.scores, rule.bins)
+    # Quantile bins of a near-zero crowd would measure calibration nobody acts on: below the resolution,
+    # every score is one band.
+    floor = rule.resolution
+    value = psi(np.maximum(champion.scores, floor), np.maximum(challenger.scores, floor), rule.bins)
     status: Status = "pass" if value <= rule.max_psi else "fail"
-    return CheckResult("score_shift", status, f"PSI {value:.3f} (limit {rule.max_psi})",
-                       {"psi": value, "limit": rule.max_psi})
+    return CheckResult("score_shift", status, f"PSI {value:.3f} (limit {rule.max_psi}; scores below {floor:g} "
+                       "as one band)", {"psi": value, "limit": rule.max_psi, "resolution": floor})
 
 
 @dataclass(frozen=True)

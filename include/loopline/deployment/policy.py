@@ -100,6 +100,9 @@ class ScoreShiftCheck(_Strict):
     bins: int = Field(default=10, ge=2, le=100)
     min_requests: int = Field(default=200, ge=1)
     min_customers: int = Field(default=30, ge=1)  # fewer per variant: skipped; at the last step, blocking
+    # Scores below this are one band: a fraud score sits ~99 % near zero, and two models that differ only in
+    # how confidently they score the obvious genuine traffic make the same decisions (0: no band).
+    resolution: float = Field(default=0.01, ge=0, lt=1)
 
 
 class LabelledCheck(_Strict):

@@ -264,3 +264,22 @@ def test_the_policys_confidence_decides_how_sure_a_drop_must_be() -> None:
     assert (lenient.status, eager.status) == ("pass", "fail"), eager.reason
     assert "55.0% sure it dropped" in eager.reason
     assert eager.values["dropped_at_least"]["recall"] > lenient.values["dropped_at_least"]["recall"]
+
+
+def test_score_shift_ignores_how_confidently_two_models_score_the_obvious_genuine_traffic() -> None:
+    from loopline.deployment.analysis import check_score_shift
+
+    rng = np.random.default_rng(5)
+    alerts = rng.random(1000) < 0.02
+    champion = np.where(alerts, rng.uniform(0.5, 1, 1000), rng.uniform(1e-5, 5e-3, 1000))
+    # The same decisions, but its genuine scores ten times smaller: the raw quantile bins saw a huge shift.
+    confident = np.where(alerts, champion, champion / 10)
+    assert psi(champion, confident) > 1
+    window = lambda scores, who: VariantWindow(  # noqa: E731
+        version=who, scores=tuple(scores), transaction_ids=tuple(f"{who}{i}" for i in range(len(scores))),
+        decisions=tuple(bool(s >= 0.5) for s in scores), customers=200)
+    same = check_score_shift(POLICY, window(champion, "1"), window(confident, "2"))
+    assert same.status == "pass" and "one band" in same.reason
+    # A challenger that pushes a fifth of the traffic into the reviewable range is still a shift.
+    lifted = np.where(rng.random(1000) < 0.2, rng.uniform(0.05, 0.4, 1000), champion)
+    assert check_score_shift(POLICY, window(champion, "1"), window(lifted, "2")).status == "fail"
