@@ -185,3 +185,13 @@ def test_unscorable_champion_rejects_the_candidate_naming_it(world, damage: str)
     # The same candidate passes once the broken champion is gone (the rejection was the champion's).
     set_champion(settings, None)
     assert gate(world, candidate)[0].passed
+
+
+def test_a_candidate_that_cannot_load_is_rejected_naming_why(world) -> None:
+    settings, base = world["settings"], world["base"]
+    broken = register_altered(settings, base, "broken")
+    set_champion(settings, base)
+    verdict, report, card = gate(world, broken)
+    assert not verdict.passed and verdict.checks_passed()["quality"] is False
+    assert report["metrics"]["candidate_error"], report["metrics"]
+    assert report["metrics"]["candidate_error"].split(":")[0] in verdict.why, verdict.why
