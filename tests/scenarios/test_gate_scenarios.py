@@ -29,6 +29,7 @@ if str(GATE_TESTS) not in sys.path:
     sys.path.insert(0, str(GATE_TESTS))
 
 from gate_testkit import MODEL_NAME, register_altered  # noqa: E402
+from scenario_world import shipped_gate_policy  # noqa: E402
 
 # Worlds in which the shipped policy can judge every group (asserted below): different seeds and sizes,
 # 21 days as in the demo (two weeks of labelled history, the rest awaiting genuine-label maturity).
@@ -43,15 +44,6 @@ def _fast_overrides() -> list[str]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return list(module.FAST)
-
-
-def shipped_policy():
-    """The shipped gate policy, with the serving-path checks (latency, infra) off."""
-    from loopline.gating.policy import default_policy_path, load_policy
-
-    policy = load_policy(default_policy_path(REPO_ROOT))
-    return policy.model_copy(update={"latency": policy.latency.model_copy(update={"enabled": False}),
-                                     "infra": policy.infra.model_copy(update={"enabled": False})})
 
 
 @pytest.fixture(scope="module", params=list(WORLDS), ids=list(WORLDS))
@@ -81,7 +73,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     first, last = curated_time_range(settings)
     refresh_aggregates(settings.state.curated, offline_sink(settings), pd.Timestamp(first), pd.Timestamp(last))
     apply_feature_repo(settings)
-    policy = shipped_policy()
+    policy = shipped_gate_policy()
     plan = plan_holdout(settings, policy, now)
     train_set = build_training_set(settings, state / "train.parquet", end=plan.windows.train_end, labels_as_of=now)
     holdout = build_holdout(settings, policy, state / "holdout.parquet", labels_as_of=now, windows=plan.windows)
