@@ -3,7 +3,7 @@
 ``decide`` turns the champion's reference sample and a window of serving traffic into a ``DriftVerdict``:
 data drift per feature (the pinned methods of ``drift.yaml``, computed by ``fast_drift``, each judged
 against a threshold calibrated on the reference's own day-to-day variation by ``calibration``), prediction
-drift (the champion's scores, on the reference's quantile bins), data quality (missing values, values
+drift (the champion's alert rate, calibrated likewise), data quality (missing values, values
 outside the reference range, unseen categories) and concept drift (``concept.concept_check``, passed in).
 
 ``should_retrain`` decides whether that verdict becomes a retrain request: never while training runs,

@@ -100,17 +100,17 @@ def load_baseline(tracking_uri: str, model_name: str, version: str) -> Baseline 
 def served_with_labels(settings: Settings, version: str, start: datetime, end: datetime, variants: list[str],
                        now: datetime) -> pd.DataFrame:
     """``version``'s predictions in [start, end) (transaction id, customer, score, time) with the labels
-    known at ``now`` (``is_fraud``, NaN where none has arrived). Reads no feature JSON."""
+    known at ``now`` (``is_fraud``, NaN where none has arrived). Parses no feature JSON."""
     from loopline.features.store import read_labels
     from loopline.serving.prediction_log import open_prediction_log
 
-    rows = open_prediction_log(settings, read_only=True).read(since=start, until=end)
+    rows = open_prediction_log(settings, read_only=True).read(since=start, until=end, version=version)
     columns = ["transaction_id", "customer_id", SCORE, "ts"]
     if rows.empty:
         return pd.DataFrame({**{c: pd.Series(dtype="object") for c in columns}, LABEL: pd.Series(dtype="float64")})
-    rows = rows[rows["variant"].isin(variants) & (rows["model_version"].astype(str) == version)]
-    labels = read_labels(settings, now)[["transaction_id", LABEL]]
-    labels[LABEL] = labels[LABEL].astype("float64")
+    rows = rows[rows["variant"].isin(variants)]
+    labels = read_labels(settings, now)
+    labels = labels[["transaction_id"]].assign(**{LABEL: labels[LABEL].astype("float64")})
     return rows[columns].merge(labels, on="transaction_id", how="left")
 
 
@@ -118,7 +118,9 @@ def check_concept(settings: Settings, reference: Reference, config: DriftConfig,
                   model_name: str, serving_threshold: float) -> ConceptCheck:
     """Concept drift of the champion at ``now`` (see ``monitoring.concept``)."""
     frontier = label_frontier(settings, now)
-    start, end = lookback(frontier, config.concept) if frontier else (now, now)
+    if frontier is None:  # nothing is judged before the first confirmed-genuine label: read nothing
+        return concept_check(pd.DataFrame(), None, None, now, config.concept, serving_threshold)
+    start, end = lookback(frontier, config.concept)
     served = served_with_labels(settings, reference.version, start, end, config.window.variants, now)
     threshold = config.concept.decision_threshold or serving_threshold
     return concept_check(served, load_baseline(settings.mlflow_uri, model_name, reference.version), frontier, now,
