@@ -26,6 +26,7 @@ from loopline.gating.decide import (
     GateVerdict,
     decide,
 )
+from loopline.gating.holdout import FAIRNESS_GROUPS_KEY
 from loopline.gating.infra import InfraResult, as_request, validate_serving
 from loopline.gating.latency import measure_latency
 from loopline.gating.metrics import FairnessTable, LatencyStats, fairness_table, quality_metrics
@@ -173,9 +174,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _fairness(policy: GatePolicy, labels: np.ndarray, scores: np.ndarray, groups: dict[str, np.ndarray]) -> FairnessTable:
+def _fairness(policy: GatePolicy, labels: np.ndarray, scores: np.ndarray, groups: dict[str, np.ndarray],
+              expected: dict[str, list[str]] | None = None) -> FairnessTable:
     f = policy.fairness
-    return fairness_table(labels, scores, groups, policy.threshold(), f.min_group_size, f.min_group_positives)
+    return fairness_table(labels, scores, groups, policy.threshold(), f.min_group_size, f.min_group_positives,
+                          expected)
 
 
 def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, model_name: str = DEFAULT_MODEL_NAME,
@@ -200,6 +203,8 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     missing = [c for c in policy.fairness.group_columns if c not in rows.columns]
     if missing:
         raise GateError(f"the holdout lacks the fairness group columns {missing}: rebuild it with build_holdout")
+    # The groups the labelled history has (build_holdout records them): one absent from the holdout is listed.
+    expected_groups = manifest.get(FAIRNESS_GROUPS_KEY)
     labels = rows[LABEL].to_numpy()
     candidate_uri = f"models:/{model_name}/{version}"
 
@@ -215,11 +220,12 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
         champion_error = champion.error
         if champion.scores is not None:
             champ_metrics = quality_metrics(labels, champion.scores, policy)
-            champ_fairness = _fairness(policy, labels, champion.scores, groups)
+            champ_fairness = _fairness(policy, labels, champion.scores, groups, expected_groups)
             comparison = Comparison(VS_CHAMPION, str(champion_mv.version))
         else:
             comparison = Comparison(CHAMPION_UNSCORABLE, str(champion_mv.version), champion.error)
-    fairness = _fairness(policy, labels, candidate.scores, groups) if candidate.scores is not None else None
+    fairness = (_fairness(policy, labels, candidate.scores, groups, expected_groups)
+                if candidate.scores is not None else None)
 
     workdir = settings.state.reports / "gate" / version
     workdir.mkdir(parents=True, exist_ok=True)

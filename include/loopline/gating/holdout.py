@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 LABEL = "is_fraud"
 TIMESTAMP = "event_timestamp"
+# The holdout manifest's record of each fairness attribute's values in the labelled history: the gate lists
+# a group that has none of its rows in the holdout instead of leaving it out of the fairness table.
+FAIRNESS_GROUPS_KEY = "fairness_groups"
 
 
 class HoldoutError(RuntimeError):
@@ -177,6 +180,22 @@ def plan_windows(settings: Settings, policy: GatePolicy, labels_as_of: datetime 
     return plan_holdout(settings, policy, labels_as_of).windows
 
 
+def _record_fairness_groups(settings: Settings, policy: GatePolicy, out: Path, end: datetime,
+                            labels_as_of: datetime | None) -> None:
+    """Add each fairness attribute's values in the labelled history before ``end`` to ``out``'s manifest."""
+    import json
+
+    import pandas as pd
+
+    columns = list(policy.fairness.group_columns)
+    history = _labelled_events(settings, labels_as_of, columns)
+    history = history[history[TIMESTAMP] < pd.Timestamp(end)]
+    path = out.with_name(out.name + ".manifest.json")
+    manifest = json.loads(path.read_text())
+    manifest[FAIRNESS_GROUPS_KEY] = {c: sorted(history[c].dropna().astype(str).unique().tolist()) for c in columns}
+    path.write_text(json.dumps(manifest, indent=2))
+
+
 def build_holdout(settings: Settings, policy: GatePolicy, out: Path, labels_as_of: datetime | None = None,
                   windows: Windows | None = None) -> TrainingSetManifest:
     """Build the holdout parquet (+ manifest) for ``windows`` (default: planned now) with
@@ -188,6 +207,7 @@ def build_holdout(settings: Settings, policy: GatePolicy, out: Path, labels_as_o
         windows = plan_windows(settings, policy, labels_as_of)
     manifest = build_training_set(settings, Path(out), start=windows.holdout_start, end=windows.holdout_end,
                                   labels_as_of=labels_as_of)
+    _record_fairness_groups(settings, policy, Path(out), windows.holdout_end, labels_as_of)
     h = policy.holdout
     if manifest.labelled_rows < h.min_labelled_rows or manifest.fraud_rows < h.min_fraud_rows:
         raise HoldoutError(

@@ -140,8 +140,11 @@ def _gap(values: list[float]) -> float | None:
 
 
 def fairness_table(labels: Any, scores: Any, groups: dict[str, Any], threshold: float,
-                   min_group_size: int, min_group_positives: int) -> FairnessTable:
-    """TPR and FPR of ``score >= threshold`` per value of each group attribute in ``groups``."""
+                   min_group_size: int, min_group_positives: int,
+                   expected: dict[str, list[str]] | None = None) -> FairnessTable:
+    """TPR and FPR of ``score >= threshold`` per value of each group attribute in ``groups``. ``expected``:
+    the values each attribute has in the labelled history; one absent from these rows is listed with
+    0 rows (never judged), so it cannot drop out of the table unnoticed."""
     y, s = _arrays(labels, scores)
     flagged = s >= threshold
     rows: list[GroupRates] = []
@@ -155,7 +158,7 @@ def fairness_table(labels: Any, scores: Any, groups: dict[str, Any], threshold: 
                           "<missing>", values).astype(str)
         tprs: list[float] = []
         fprs: list[float] = []
-        for group in sorted(set(values.tolist())):
+        for group in sorted(set(values.tolist()) | set((expected or {}).get(attribute, []))):
             mask = values == group
             pos = int(np.sum(y[mask] == 1))
             neg = int(np.sum(y[mask] == 0))

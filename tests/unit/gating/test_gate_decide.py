@@ -257,3 +257,26 @@ def test_a_gap_materially_worse_than_the_champions_is_rejected() -> None:
     assert decide(p, GOOD, GOOD, fair_table(0.15, 0.02), None, None, champion_fairness=champion,
                   comparison=versus).passed
     assert decide(p, GOOD, None, candidate, None, None).passed
+
+
+def test_a_group_absent_from_the_holdout_is_listed_not_dropped() -> None:
+    import numpy as np
+
+    from loopline.gating.metrics import fairness_table
+
+    labels = np.array([1] * 30 + [0] * 370 + [1] * 30 + [0] * 370)
+    scores = np.where(labels == 1, 0.9, 0.01)
+    bands = np.array(["26-40"] * 400 + ["41-60"] * 400)
+    history = {"customer_age_band": ["18-25", "26-40", "41-60", "60+"]}  # what build_holdout records
+    table = fairness_table(labels, scores, {"customer_age_band": bands}, 0.5, 200, 10, expected=history)
+    absent = [g for g in table.groups if g.n == 0]
+    assert [g.group for g in absent] == ["18-25", "60+"] and not any(g.judged_tpr or g.judged_fpr for g in absent)
+    assert table.tpr_gap["customer_age_band"] == 0.0  # judged on the present groups only
+    strict = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10, "unjudged_groups": "reject"})
+    rejected = decide(strict, GOOD, None, table, None, None)
+    assert not rejected.passed
+    assert any(r.startswith("customer_age_band=18-25 not judged (0 rows < min_group_size 200")
+               for r in rejected.checks["fairness"].reasons)
+    # Without the history the absent groups vanish, and the same strict policy passes: the gap it closes.
+    unaware = fairness_table(labels, scores, {"customer_age_band": bands}, 0.5, 200, 10)
+    assert decide(strict, GOOD, None, unaware, None, None).passed

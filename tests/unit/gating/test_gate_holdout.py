@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,3 +67,14 @@ def test_a_holdout_that_leaves_too_little_training_is_refused() -> None:
         choose_holdout(history({"18-25": 2}), FIRST, END, holdout_policy(days=14))
     with pytest.raises(ValueError, match="max_days"):
         holdout_policy(max_days=1)
+
+
+def test_build_holdout_records_each_fairness_attributes_values_in_the_history(gate_world) -> None:
+    import json
+
+    from loopline.gating.holdout import FAIRNESS_GROUPS_KEY
+
+    holdout = Path(gate_world["holdout"].path)
+    recorded = json.loads(holdout.with_name(holdout.name + ".manifest.json").read_text())[FAIRNESS_GROUPS_KEY]
+    transactions = gate_world["sim"].transactions
+    assert recorded == {c: sorted(transactions[c].astype(str).unique()) for c in ("customer_age_band", "customer_region")}
