@@ -19,7 +19,7 @@ Without timestamps or with fewer than ``min_days`` full days in the reference th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -90,9 +90,10 @@ def _trend(frame: pd.DataFrame, days: pd.Series, column: str) -> float | None:
 
 
 def calibrate(reference: pd.DataFrame, plan: Mapping[str, ColumnPlan], policy: CalibrationPolicy,
-              window_rows: int, seed: int = 0) -> Calibration:
+              window_rows: int, seed: int = 0, always_judged: Collection[str] = ()) -> Calibration:
     """Per column of ``plan``: the threshold for a window of ``window_rows`` rows, from the spread of
-    day-vs-rest scores within ``reference``, and whether the column is judged at all (see the module)."""
+    day-vs-rest scores within ``reference``, and whether the column is judged at all (see the module;
+    ``always_judged``: columns judged even when they trend, e.g. the model's score)."""
     if not policy.enabled:
         return _fixed(plan, "calibration off (drift.yaml calibration.enabled): fixed thresholds")
     days = reference_days(reference, policy.min_day_rows)
@@ -120,7 +121,7 @@ def calibrate(reference: pd.DataFrame, plan: Mapping[str, ColumnPlan], policy: C
         spread = max(found) if found else None
         threshold = max(policy.min_threshold, policy.margin * spread) if spread is not None else item.spec.threshold
         trend = None if item.categorical else _trend(reference, days, column)
-        steady = trend is not None and abs(trend) >= policy.trend_rank_correlation
+        steady = trend is not None and abs(trend) >= policy.trend_rank_correlation and column not in always_judged
         note = (f"not judged: its daily mean moves steadily through the training window (Spearman "
                 f"{trend:+.2f} over {len(full_days)} days), so any later window lies beyond it"
                 if steady else "" if found else "no day-vs-rest score (no values): fixed threshold")

@@ -196,7 +196,8 @@ def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, w
         prediction_spec = prediction_spec.model_copy(update={"cutoff": decision_threshold})
     calibrated_plan = {**present, **({SCORE: ColumnPlan(prediction_spec, False)} if with_score else {})}
     ref_frame = on_drift_scale(reference.frame, config)
-    calibration = calibrate(ref_frame, calibrated_plan, config.calibration, window_rows=len(window))
+    calibration = calibrate(ref_frame, calibrated_plan, config.calibration, window_rows=len(window),
+                            always_judged=(SCORE,))
     calibrated_plan = calibration.plan(calibrated_plan)
     columns = [judged(c, calibration) for c in compare(ref_frame, on_drift_scale(window, config),
                                                        {c: calibrated_plan[c] for c in present}, workers=workers)]

@@ -83,3 +83,8 @@ def test_too_short_or_untimed_references_keep_the_fixed_thresholds_and_say_why()
     assert not untimed.calibrated and "no event timestamps" in untimed.note
     off = calibrate(days_of_traffic(21), PLAN, policy(enabled=False), window_rows=800)
     assert not off.calibrated and "calibration off" in off.note
+
+
+def test_the_score_is_judged_even_when_it_trends() -> None:
+    calibration = calibrate(days_of_traffic(21), PLAN, policy(), window_rows=800, always_judged=("count_30d",))
+    assert calibration.columns["count_30d"].judged and calibration.columns["count_30d"].trend > 0.9
