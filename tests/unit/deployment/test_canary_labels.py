@@ -98,10 +98,12 @@ def models(serving_world, registry, live, tmp_path_factory) -> Models:
 
 def labelled_policy(max_bake_seconds: float | None = None) -> CanaryPolicy:
     """test_canary's fast policy with labels required, baked long enough for several label batches to land,
-    the labelled sample sizes scaled to ~120 replayed transactions. The latency ceiling is lifted (the ratio
-    to the champion stays): the label feed's ingest shares this process with the server."""
+    the labelled sample sizes scaled to ~120 replayed transactions. The latency limits are lifted, the ratio
+    to the champion's p95 too: the label feed's ingest shares this process with the server, and on a busy
+    2-core machine it pushed a challenger's p95 to 79.4 ms against a 79.0 ms limit (latency has its own
+    tests in test_analysis and test_canary; these are about labelled quality)."""
     return fast_policy(labelled={"required": True, "min_labelled": 20, "min_positives": 5},
-                       latency={"max_p95_ms": 1000.0}).with_overrides(bake_seconds=5, min_requests=60,
+                       latency={"max_p95_ms": 1000.0, "max_p95_ratio": 10.0}).with_overrides(bake_seconds=5, min_requests=60,
                                                                       max_bake_seconds=max_bake_seconds)
 
 
