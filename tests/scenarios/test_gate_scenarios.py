@@ -28,7 +28,7 @@ GATE_TESTS = TESTS / "unit" / "gating"
 if str(GATE_TESTS) not in sys.path:
     sys.path.insert(0, str(GATE_TESTS))
 
-from gate_testkit import MODEL_NAME, register_altered  # noqa: E402
+from gate_testkit import MODEL_NAME, register_altered, set_champion  # noqa: E402
 from scenario_world import shipped_gate_policy  # noqa: E402
 
 # Worlds in which the shipped policy can judge every group (asserted below): different seeds and sizes,
@@ -82,19 +82,6 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     base = train(train_set.path, training, tracking_uri=settings.mlflow_uri, register_name=MODEL_NAME)
     return {"settings": settings, "plan": plan, "holdout": holdout, "base": base.version, "policy": policy,
             "train_set": train_set}
-
-
-def set_champion(settings: Settings, version: str | None) -> None:
-    from loopline.platform.mlflow_util import mlflow_client
-
-    client = mlflow_client(settings.mlflow_uri)
-    if version is None:
-        try:
-            client.delete_registered_model_alias(MODEL_NAME, "champion")
-        except Exception:  # noqa: BLE001 - no alias to delete
-            pass
-    else:
-        client.set_registered_model_alias(MODEL_NAME, "champion", version)
 
 
 def gate(world: dict[str, Any], version: str):

@@ -37,3 +37,17 @@ def register_altered(settings: Settings, base_version: str, mode: str, **kwargs:
             code_paths=[str(HERE / "gate_models.py")], pip_requirements=["mlflow"],
         )
     return str(info.registered_model_version)
+
+
+def set_champion(settings: Settings, version: str | None) -> None:
+    """Point the alias ``champion`` at ``version``, or remove it (None)."""
+    from loopline.platform.mlflow_util import mlflow_client
+
+    client = mlflow_client(settings.mlflow_uri)
+    if version is None:
+        try:
+            client.delete_registered_model_alias(MODEL_NAME, "champion")
+        except Exception:  # noqa: BLE001 - no alias to delete
+            pass
+    else:
+        client.set_registered_model_alias(MODEL_NAME, "champion", version)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from gate_testkit import MODEL_NAME, register_altered
+from gate_testkit import MODEL_NAME, register_altered, set_champion
 
 from loopline.gating.gate import run_gate, versions_summary
 from loopline.gating.holdout import HoldoutError, plan_windows
@@ -43,17 +43,6 @@ def client(settings):
     from loopline.platform.mlflow_util import mlflow_client
 
     return mlflow_client(settings.mlflow_uri)
-
-
-def set_champion(settings, version: str | None) -> None:
-    c = client(settings)
-    if version is None:
-        try:
-            c.delete_registered_model_alias(MODEL_NAME, "champion")
-        except Exception:  # noqa: BLE001 - no alias to delete
-            pass
-    else:
-        c.set_registered_model_alias(MODEL_NAME, "champion", version)
 
 
 def tags(settings, version: str) -> dict[str, str]:
