@@ -1,4 +1,5 @@
-"""``loopline features ...``: materialise, build training sets, check training/serving skew."""
+"""``loopline features ...``: materialise, build training sets, check training/serving skew (online vs offline
+now, and served vs offline on live traffic)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ def _when(text: str) -> datetime:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date or time (YYYY-MM-DD[THH:MM])") from exc
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def _emit(payload: dict, human: str, as_json: bool) -> None:
@@ -60,6 +71,28 @@ def cmd_check_skew(args: argparse.Namespace) -> int:
     return 0 if report.mismatches == 0 else 1
 
 
+def cmd_check_served(args: argparse.Namespace) -> int:
+    """Exit 0: judged and within the drift policy's ``served_features.max_mismatch_rate``, or not judged (the
+    reason is printed); 1: the mismatch rate is above that limit."""
+    from loopline.config import get_settings
+    from loopline.features.served_check import check_served
+    from loopline.monitoring.config import default_drift_config_path, load_drift_config
+
+    settings = get_settings()
+    policy = load_drift_config(default_drift_config_path(settings.project_dir)).served_features
+    if args.since and args.until and args.since >= args.until:
+        raise SystemExit(f"error: --since ({args.since}) must be before --until ({args.until})")
+    report = check_served(settings, since=args.since, until=args.until, sample=args.sample if args.sample is not None else policy.sample,
+                          seed=args.seed)
+    above = report.exceeds(policy.max_mismatch_rate)
+    human = report.summary(policy.max_mismatch_rate)
+    if above:
+        human += "\nexit 1: the served features differ from the offline point-in-time features above the limit"
+    payload = {**report.to_dict(), "max_mismatch_rate": policy.max_mismatch_rate, "alarm": above}
+    _emit(payload, human, args.json)
+    return 1 if above else 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     features = subparsers.add_parser("features", help="Feast: materialise, training sets, skew check")
     sub = features.add_subparsers(dest="features_command", required=True)
@@ -82,3 +115,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_skew)
+
+    p = sub.add_parser("check-served", help="features serving logged vs offline point-in-time ones (live traffic)")
+    p.add_argument("--since", type=_when, help="predictions made from then (default: the whole log)")
+    p.add_argument("--until", type=_when, help="predictions made before then (default: now)")
+    p.add_argument("--sample", type=_positive, help="transactions compared at most (default: drift.yaml's served_features.sample)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="last line: the report as JSON")
+    p.set_defaults(func=cmd_check_served)

@@ -90,6 +90,14 @@ class Retrain(_Strict):
     training_max_age_hours: float = Field(default=6, gt=0)
 
 
+class ServedFeatures(_Strict):
+    """Served vs offline point-in-time features on the window's answered traffic (``features.served_check``):
+    a data-quality alarm above ``max_mismatch_rate`` (a serving bug, never a retrain)."""
+
+    max_mismatch_rate: float = Field(default=0.01, ge=0, le=1)
+    sample: int = Field(default=500, ge=1, le=100_000)
+
+
 class DriftConfig(_Strict):
     version: int = 1
     window: Window = Field(default_factory=Window)
@@ -101,6 +109,7 @@ class DriftConfig(_Strict):
     quality: Quality = Field(default_factory=Quality)
     concept: Concept = Field(default_factory=Concept)
     retrain: Retrain = Field(default_factory=Retrain)
+    served_features: ServedFeatures = Field(default_factory=ServedFeatures)
 
     def monitored(self, available: list[str]) -> list[str]:
         """The columns to compare, in ``available``'s order (the reference's model inputs)."""
