@@ -7,7 +7,7 @@ with the champion's reference sample (kept with its MLflow run) using the method
 
 | task | does |
 |---|---|
-| `check_drift` | verdict (per-feature data drift, prediction drift, data quality, concept drift from late labels) → Evidently HTML + JSON report in `<state>/reports/drift/<time>/` and a run in MLflow experiment `fraud_detector_monitoring` (tagged on the champion version) → history `drift_checked`, and `retrain_requested` or `retrain_suppressed` with why |
+| `check_drift` | verdict (per-feature data drift, prediction drift, data quality, concept drift from late labels, served vs offline point-in-time features of the window's traffic) → Evidently HTML + JSON report in `<state>/reports/drift/<time>/` and a run in MLflow experiment `fraud_detector_monitoring` (tagged on the champion version) → history `drift_checked`, and `retrain_requested` or `retrain_suppressed` with why; `served_features_skew` when served features differ from the offline ones above the policy's limit (a serving bug: recorded, never a retrain) |
 | `request_retrain` | when the retrain policy says so, emits `loopline.retrain_requested` (extra: reason, evidence summary, report path) — `train_model` is scheduled on it; otherwise skipped, so no event |
 
 Never while a `train_model` run is queued or running (asked of Airflow itself), and at most one request per
@@ -47,6 +47,8 @@ def monitor_drift():
         now = context.get("data_interval_end") or context["dag_run"].run_after
         result = run_check(get_settings(), training_running=running, now=now)
         print(f"{result.summary}\nretrain: {result.retrain} ({result.reason})\nreport: {result.report_dir}")
+        if result.served_features_alarm:
+            print(f"DATA-QUALITY ALARM (no retrain): {result.served_features}")
         return result.to_dict()
 
     @task(outlets=[RETRAIN_REQUESTED], multiple_outputs=False)

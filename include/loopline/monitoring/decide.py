@@ -58,6 +58,10 @@ class DriftVerdict:
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     calibration: Calibration | None = None  # what "normal" was for each column, and the thresholds taken from it
+    # Served vs offline features on the window's traffic (``monitor.served_features_check``): the report of
+    # ``features.served_check`` plus ``max_mismatch_rate``, ``alarm`` and ``summary``. A data-quality
+    # finding, never a retrain reason. None: not part of this check.
+    served_features: dict[str, Any] | None = None
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -74,6 +78,10 @@ class DriftVerdict:
 
     def summary(self) -> str:
         """One line for logs, history and the asset event."""
+        served = f"; {self.served_features['summary']}" if self.served_features else ""
+        return self._drift_summary() + served
+
+    def _drift_summary(self) -> str:
         if self.status in (INSUFFICIENT, INVALID):
             return f"{self.status}: {'; '.join(self.notes)}"
         judged_count = len(self.columns) - len(self.unjudged_columns)

@@ -3,14 +3,20 @@
     reference (champion's run) + prediction-log window + labels → verdict → reports (state dir, MLflow)
     → history (drift_checked, and retrain_requested or retrain_suppressed) → whether to emit the asset
 
+The same window's answered traffic is also checked for training/serving skew (``features.served_check``:
+the features serving logged vs the offline point-in-time ones); a mismatch rate above the policy's
+``served_features.max_mismatch_rate`` is a data-quality alarm (history ``served_features_skew``), never a
+retrain reason, and a failure of that check is recorded as "not judged", never a failed drift check.
+
 The ``monitor_drift`` DAG calls ``run_check`` and, when it says so, emits ``loopline.retrain_requested``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,9 @@ from loopline.monitoring.reference import LABEL, SCORE, Reference, load_referenc
 from loopline.monitoring.reports import log_check, report_dir, write_reports
 
 MODEL_NAME = "fraud_detector"
+# The history event of a served-features alarm (stale or wrong online features: a serving bug, not drift).
+SERVED_SKEW = "served_features_skew"
+log = logging.getLogger("loopline.monitoring")
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class CheckResult:
     model_version: str
     report_dir: str
     mlflow_run_id: str
+    served_features: str = ""  # the served-features check in one line (see ``served_features_check``)
+    served_features_alarm: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,14 +68,43 @@ def window_frame(log_rows: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def read_window(settings: Settings, start: datetime, end: datetime, variants: list[str]) -> pd.DataFrame:
-    """The window's predictions of ``variants`` (shadow scoring excluded: it did not serve)."""
+def read_log(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
+    """The prediction log's rows of [start, end), every variant, JSON still as text."""
     from loopline.serving.prediction_log import open_prediction_log
 
-    rows = open_prediction_log(settings, read_only=True).read(since=start, until=end)
+    return open_prediction_log(settings, read_only=True).read(since=start, until=end)
+
+
+def window_of(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """``window_frame`` of the log ``rows`` of ``variants`` (shadow scoring excluded: it did not serve)."""
     if rows.empty:
         return window_frame(pd.DataFrame())
     return window_frame(rows[rows["variant"].isin(variants)])
+
+
+def read_window(settings: Settings, start: datetime, end: datetime, variants: list[str]) -> pd.DataFrame:
+    """The window's predictions of ``variants`` (shadow scoring excluded: it did not serve)."""
+    return window_of(read_log(settings, start, end), variants)
+
+
+def served_features_check(settings: Settings, config: DriftConfig, start: datetime, end: datetime,
+                          log_rows: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``features.served_check`` over [start, end) judged against ``config.served_features``: the report's
+    fields plus ``max_mismatch_rate``, ``alarm`` and a one-line ``summary``. Never raises: a check that
+    fails is recorded as not judged, with the error as its reason."""
+    from loopline.features.served_check import check_served
+
+    limit = config.served_features.max_mismatch_rate
+    try:
+        report = check_served(settings, since=start, until=end, sample=config.served_features.sample,
+                              log_rows=log_rows)
+    except Exception as exc:  # the drift verdict stands without it
+        log.exception("the served-features check failed")
+        reason = f"{type(exc).__name__}: {exc}"
+        return {"judged": False, "reason": reason, "since": start.isoformat(), "until": end.isoformat(),
+                "max_mismatch_rate": limit, "alarm": False, "summary": f"served features not judged: {reason}"}
+    return {**report.to_dict(), "max_mismatch_rate": limit, "alarm": report.exceeds(limit),
+            "summary": report.summary(limit)}
 
 
 def label_frontier(settings: Settings, now: datetime) -> datetime | None:
@@ -139,13 +179,17 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
     config = config or load_drift_config(config_path)
     reference = load_reference(settings.mlflow_uri, model_name)
     start = now - timedelta(hours=config.window.hours)
-    window = read_window(settings, start, now, config.window.variants)
+    rows = read_log(settings, start, now)  # read once: the drift window and the served-features check
+    served = served_features_check(settings, config, start, now, rows)
+    window = window_of(rows, config.window.variants)
+    del rows  # the JSON text; the window holds what drift needs
     champion = window[window["model_version"].astype(str) == reference.version] if len(window) else window
     # Serving's decision threshold: the alerts prediction drift counts and the recall concept drift judges.
     threshold = load_serving_config(config_dir=settings.config_dir).decision_threshold
     verdict = decide(reference, window, config, window_start=start, window_end=now, now=now,
                      concept=check_concept(settings, reference, config, now, model_name, threshold),
                      champion_scores=champion[SCORE] if len(champion) else None, decision_threshold=threshold)
+    verdict = replace(verdict, served_features=served)
     files = write_reports(report_dir(settings.state.reports, now), verdict, reference, window, config)
     run_id = log_check(settings.mlflow_uri, verdict, files, model_name=model_name,
                        config_path=config_path) if log_to_mlflow else ""
@@ -155,13 +199,19 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
 
 def record_decision(settings: Settings, verdict: DriftVerdict, config: DriftConfig, *, now: datetime,
                     training_running: bool, report: str = "", mlflow_run_id: str = "") -> CheckResult:
-    """Apply the retrain policy to ``verdict`` and record the check and the decision in history."""
+    """Apply the retrain policy to ``verdict`` and record the check and the decision in history; a
+    served-features alarm in the verdict is recorded as its own event (it never requests a retrain)."""
     evidence = {"summary": verdict.summary(), "status": verdict.status, "reasons": list(verdict.reasons),
                 "drifted_columns": verdict.drifted_columns, "drifted_share": round(verdict.drifted_share, 4),
                 "window": [verdict.window_start, verdict.window_end], "rows": verdict.rows,
                 "report": report, "mlflow_run_id": mlflow_run_id}
+    served = verdict.served_features
+    if served is not None:
+        evidence["served_features"] = served
     history.record(settings, "drift_checked", version=verdict.reference_version or None,
                    reason=verdict.summary(), at=now, **evidence)
+    if served is not None and served.get("alarm"):
+        _record_served_alarm(settings, verdict, served, now=now, report=report, mlflow_run_id=mlflow_run_id)
     decision = should_retrain(verdict, history.read(settings, kinds=POLICY_KINDS), now, training_running, config)
     if decision.retrain:
         history.record(settings, "retrain_requested", version=verdict.reference_version or None,
@@ -170,4 +220,22 @@ def record_decision(settings: Settings, verdict: DriftVerdict, config: DriftConf
         history.record(settings, "retrain_suppressed", version=verdict.reference_version or None,
                        reason=decision.reason, at=now, **evidence)
     return CheckResult(decision.retrain, decision.reason, verdict.summary(), verdict.status,
-                       verdict.reference_version, report, mlflow_run_id)
+                       verdict.reference_version, report, mlflow_run_id,
+                       served_features=(served or {}).get("summary", ""),
+                       served_features_alarm=bool((served or {}).get("alarm")))
+
+
+def _record_served_alarm(settings: Settings, verdict: DriftVerdict, served: dict[str, Any], *, now: datetime,
+                         report: str, mlflow_run_id: str) -> None:
+    """``served_features_skew`` in history: the served features differ from the offline ones above the limit.
+
+    The event kind must be one ``lineage.history`` knows; until it is, the alarm stays recorded in the
+    ``drift_checked`` event (its reason and ``served_features``) and a warning says so."""
+    if SERVED_SKEW not in history.EVENT_KINDS:
+        log.warning("%s is not a known history event kind yet; the alarm is in the drift_checked event: %s",
+                    SERVED_SKEW, served["summary"])
+        return
+    details = {k: served.get(k) for k in ("compared", "mismatches", "mismatch_rate", "max_mismatch_rate",
+                                          "worst_features", "examples", "waiting", "since", "until")}
+    history.record(settings, SERVED_SKEW, version=verdict.reference_version or None, reason=served["summary"],
+                   at=now, report=report, mlflow_run_id=mlflow_run_id, **details)

@@ -115,6 +115,13 @@ def log_check(tracking_uri: str, verdict: DriftVerdict, files: ReportFiles, *, m
         if verdict.prediction is not None and verdict.prediction.score is not None:
             metrics["prediction_drift_score"] = verdict.prediction.score
         metrics.update({f"drift.{c.column}": c.score for c in verdict.columns if c.score is not None})
+        served = verdict.served_features or {}
+        if served.get("judged"):
+            metrics.update({"served_features.mismatch_rate": float(served["mismatch_rate"]),
+                            "served_features.compared": float(served["compared"])})
+        if served:
+            mlflow.set_tag("served_features", "alarm" if served.get("alarm") else
+                           "ok" if served.get("judged") else "not judged")
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(files.directory), "drift")
         if config_path is not None and Path(config_path).exists():

@@ -62,3 +62,8 @@ def test_a_drifted_window_requests_one_retrain_with_reports_in_state_dir_and_mlf
     assert tags["loopline.drift.last_run_id"] == second.mlflow_run_id
     kinds = [e.kind for e in history.read(s)]
     assert kinds.count("retrain_requested") == 1 and kinds.count("retrain_suppressed") == 1
+    # The same window's served features could not be judged (nothing ingested or materialised): said so.
+    assert report["served_features"]["judged"] is False and not report["served_features"]["alarm"]
+    assert "served features not judged: nothing is materialised yet" in first.summary
+    checked = history.read(s, kinds={"drift_checked"})[0]
+    assert checked.details["served_features"]["waiting"] == checked.details["served_features"]["served"] > 0
