@@ -58,7 +58,8 @@ def token(live) -> str:
 @pytest.fixture(scope="module")
 def champion(live) -> str:
     """A real registry entry in the stack's MLflow: version 1 of fraud_detector as champion, plus a
-    rejected version 2 and a decision in the history."""
+    rejected version 2, and in the history a drift check whose served features tripped the alarm, then
+    the rejection (the newest event)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     from loopline.platform.mlflow_util import mlflow_client
@@ -72,6 +73,9 @@ def champion(live) -> str:
     client.set_registered_model_alias("fraud_detector", "champion", "1")
     client.set_model_version_tag("fraud_detector", "2", "loopline.gate.passed", "false")
     client.set_model_version_tag("fraud_detector", "2", "loopline.gate.checks", json.dumps({"quality": False}))
+    history.record(settings, "drift_checked", version=1, reason="ok: 0/20 features drifted", served_features={
+        "judged": True, "compared": 400, "mismatches": 10, "mismatch_rate": 0.025, "max_mismatch_rate": 0.01,
+        "alarm": True, "waiting": 17, "worst_features": {"merch_tx_count_24h": 10}, "examples": []})
     history.record(settings, "gate_rejected", version=2, reason="PR-AUC 0.081 below the floor 0.10")
     return "1"
 
@@ -103,6 +107,16 @@ def test_the_page_shows_the_champion_and_the_rejection(live, token, champion):
     card = re.search(r'id="champion".*?</div></div>', response.text, re.S).group(0)
     assert f"version <a href=\"{live['settings'].mlflow_uri}/#/models/fraud_detector/versions/{champion}\">" in card
     assert "PR-AUC 0.081 below the floor 0.10" in response.text and "✗ quality" in response.text
+
+
+def test_the_page_shows_the_last_served_features_check(live, token, champion):
+    response = _get(live, "/loopline/", token)
+    assert response.status_code == 200
+    served = re.search(r'id="served-features".*?</div>\s*(?:<h2>|$)', response.text, re.S)
+    assert served is not None, "the page has a served-features section"
+    text = served.group(0)
+    assert "2.5 % mismatching" in text and "10 of 400 compared transactions (limit 1 %)" in text
+    assert "ALARM" in text and "merch_tx_count_24h (10)" in text
 
 
 def test_the_plugin_adds_the_model_loop_to_the_airflow_menu(live, token):

@@ -16,7 +16,9 @@ from urllib.parse import quote
 REFRESH_SECONDS = 30
 
 CANARY_KINDS = ("canary_started", "traffic_shifted", "promoted", "rolled_back")
-DRIFT_KINDS = ("drift_checked", "retrain_requested", "retrain_suppressed")
+DRIFT_KINDS = ("drift_checked", "retrain_requested", "retrain_suppressed", "served_features_skew")
+# The drift check's served-features result (features.served_check), carried by its drift_checked event.
+SERVED_KEY = "served_features"
 # The drift monitor's share of drifted columns, if its events carry one (plotted over time).
 DRIFT_SHARE_KEY = "drift_share"
 # The DAGs whose runs the page links to (Airflow UI paths are relative to the page at /loopline/).
@@ -178,7 +180,7 @@ def _event_links(event: dict[str, Any], links: PageLinks) -> str:
 
 
 def _details(event: dict[str, Any]) -> str:
-    skip = {"report", "dag_id", "dag_run_id", "run_id"}
+    skip = {"report", "dag_id", "dag_run_id", "run_id", SERVED_KEY, "examples"}  # shown in their own section
     shown = {k: v for k, v in (event.get("details") or {}).items() if k not in skip}
     return escape(", ".join(f"{k}={v}" for k, v in shown.items()))
 
@@ -219,6 +221,46 @@ def _sparkline(series: list[tuple[str, float]], width: int = 480, height: int = 
             f"last {series[-1][1]:.2f}</div>")
 
 
+def last_served_check(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """``(at, result)`` of the newest drift check that carries a served-features result, or None."""
+    for event in reversed(history):
+        served = (event.get("details") or {}).get(SERVED_KEY)
+        if event.get("kind") == "drift_checked" and isinstance(served, dict):
+            return str(event.get("at", "")), served
+    return None
+
+
+def _served(history: list[dict[str, Any]]) -> str:
+    """The last served-features check: compared, mismatch rate against the limit, worst features, alarm —
+    or why it was not judged."""
+    last = last_served_check(history)
+    if last is None:
+        return '<p class="muted" id="served-features">No served-features check yet.</p>'
+    at, served = last
+    when = f"<div class='muted'>checked {escape(at[:19].replace('T', ' '))} UTC</div>"
+    if not served.get("judged"):
+        return (f'<div class="card" id="served-features"><div class="muted">served vs offline features</div>'
+                f"<div>not judged: {escape(str(served.get('reason') or 'no reason given'))}</div>{when}</div>")
+    rate, limit = served.get("mismatch_rate") or 0.0, served.get("max_mismatch_rate")
+    verdict = ('<span class="fail">ALARM: serving used features that differ from the offline ones</span>'
+               if served.get("alarm") else '<span class="pass">within the limit</span>')
+    worst = ", ".join(f"{escape(str(name))} ({count})" for name, count in (served.get("worst_features") or {}).items())
+    examples = "".join(
+        f"<tr><td><code>{escape(str(e.get('transaction_id')))}</code></td><td>{escape(str(e.get('feature')))}</td>"
+        f"<td>{escape(str(e.get('served')))}</td><td>{escape(str(e.get('offline')))}</td></tr>"
+        for e in served.get("examples") or [])
+    limit_text = f" (limit {_pct(float(limit))})" if isinstance(limit, int | float) else ""
+    return (f'<div class="card" id="served-features"><div class="muted">served vs offline features</div>'
+            f"<div class='big'>{_pct(float(rate))} mismatching</div>"
+            f"<div>{int(served.get('mismatches') or 0)} of {int(served.get('compared') or 0)} compared transactions"
+            f"{limit_text} · {verdict}</div>"
+            f"<div>worst features: {worst or 'none'}</div>"
+            f"<div class='muted'>{int(served.get('waiting') or 0)} served transactions waiting for ingest or "
+            f"materialisation</div>{when}"
+            + ("<table><tr><th>transaction</th><th>feature</th><th>served</th><th>offline</th></tr>"
+               + examples + "</table>" if examples else "") + "</div>")
+
+
 def render_page(state: dict[str, Any], links: PageLinks, *, generated_at: str = "") -> str:
     """The whole page for ``state`` (the JSON of ``loop_state``)."""
     history = state.get("history") or []
@@ -238,6 +280,7 @@ def render_page(state: dict[str, Any], links: PageLinks, *, generated_at: str = 
         "<h2>Versions and gate verdicts</h2>", _versions(state, links),
         "<h2>Canary decisions</h2>", _events(canary, links, "No canary decision yet."),
         "<h2>Drift</h2>", _sparkline(drift_series(history)), _events(drift, links, "No drift check yet."),
+        "<h2>Served features</h2>", _served(history),
         "<h2>History</h2>", _events(history, links, "Nothing has happened yet."),
         f"<h2>Airflow runs</h2><p>{dag_links}</p>",
         "</body></html>",

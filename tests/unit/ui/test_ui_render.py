@@ -142,3 +142,42 @@ def test_only_files_inside_a_served_root_get_a_url():
     assert state_file_href("/s/quarantine/b/report.json", roots) == "files/quarantine/b/report.json"
     assert state_file_href("/s/reports/../secrets.json", roots) is None
     assert state_file_href("/etc/passwd", roots) is None and state_file_href(None, roots) is None
+
+
+def _served_check(at: str, **served) -> dict:
+    return {"id": 9, "at": at, "kind": "drift_checked", "version": "4", "reason": "ok",
+            "details": {"drift_share": 0.1, "served_features": served}}
+
+
+def test_the_last_served_features_check_is_shown_with_its_alarm(links):
+    alarm = {"judged": True, "compared": 500, "mismatches": 12, "mismatch_rate": 0.024, "max_mismatch_rate": 0.01,
+             "alarm": True, "waiting": 40, "worst_features": {"cust_tx_count_24h": 12, "merch_tx_count_7d": 3},
+             "examples": [{"transaction_id": "tx_7", "feature": "cust_tx_count_24h", "served": 2, "offline": 3}]}
+    older = _served_check("2026-01-08T03:00:00+00:00", judged=True, compared=500, mismatches=0, mismatch_rate=0.0,
+                          max_mismatch_rate=0.01, alarm=False, worst_features={}, examples=[])
+    history = [*_state()["history"], older, _served_check("2026-01-09T03:00:00+00:00", **alarm),
+               {"id": 10, "at": "2026-01-09T03:00:00+00:00", "kind": "served_features_skew", "version": "4",
+                "reason": "served features: 12/500 compared transactions mismatch (2.40%) > limit 1.00% SKEW",
+                "details": {"mismatch_rate": 0.024}}]
+    html = render_page(_state(history=history), links)
+    served = _Page(html).text_by_id["served-features"]
+    assert "2.4 % mismatching" in served and "12 of 500 compared transactions (limit 1 %)" in served
+    assert "ALARM" in served and "cust_tx_count_24h (12), merch_tx_count_7d (3)" in served
+    assert "tx_7" in served and "40 served transactions waiting" in served and "2026-01-09 03:00:00" in served
+    drift = html[html.index("<h2>Drift</h2>"):html.index("<h2>Served features</h2>")]
+    assert "served_features_skew" in drift, "the alarm is listed with the drift decisions"
+    assert "cust_tx_count_24h" not in drift, "the drift table does not repeat the served-features details"
+
+
+def test_a_served_features_check_that_could_not_judge_says_why(links):
+    unjudged = _served_check("2026-01-09T03:00:00+00:00", judged=False, alarm=False,
+                             reason="no served transaction is ingested and materialised yet (310 waiting)")
+    page = _Page(render_page(_state(history=[*_state()["history"], unjudged]), links))
+    served = page.text_by_id["served-features"]
+    assert "not judged: no served transaction is ingested and materialised yet (310 waiting)" in served
+    assert "ALARM" not in served and "within the limit" not in served
+    ok = _served_check("2026-01-09T03:00:00+00:00", judged=True, compared=200, mismatches=1, mismatch_rate=0.005,
+                       max_mismatch_rate=0.01, alarm=False, worst_features={"hour_of_day": 1}, examples=[])
+    assert "within the limit" in _Page(render_page(_state(history=[ok]), links)).text_by_id["served-features"]
+    nothing = _Page(render_page(_state(), links)).text_by_id["served-features"]
+    assert "No served-features check yet." in nothing
