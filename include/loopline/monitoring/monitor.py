@@ -82,11 +82,6 @@ def window_of(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     return window_frame(rows[rows["variant"].isin(variants)])
 
 
-def read_window(settings: Settings, start: datetime, end: datetime, variants: list[str]) -> pd.DataFrame:
-    """The window's predictions of ``variants`` (shadow scoring excluded: it did not serve)."""
-    return window_of(read_log(settings, start, end), variants)
-
-
 def served_features_check(settings: Settings, config: DriftConfig, start: datetime, end: datetime,
                           log_rows: pd.DataFrame | None = None) -> dict[str, Any]:
     """``features.served_check`` over [start, end) judged against ``config.served_features``: the report's
