@@ -45,14 +45,17 @@ def materialize_features():
 
         from loopline.config import get_settings
         from loopline.features.store import materialize
+        from loopline.serving.prediction_log import answered_events
 
         if interval is None:
             raise AirflowSkipException("no transactions published since the last materialisation")
+        settings = get_settings()
         result = materialize(
-            get_settings(),
+            settings,
             datetime.fromisoformat(interval["start"]),
             datetime.fromisoformat(interval["end"]),
             ledger_cursor=interval["cursor"],
+            served=answered_events(settings),  # scored, not ingested yet: the online state keeps them
         )
         context["outlet_events"][FEATURES].extra = {**result.to_dict(), "batches": interval["batches"]}
         return result.to_dict()

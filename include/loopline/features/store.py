@@ -22,8 +22,12 @@ if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore
 
+    from collections.abc import Iterable
+
+    from loopline.features.fresh import FreshFeatures
     from loopline.features.offline_sink import OfflineSink
     from loopline.features.pit import ViewPart
+    from loopline.features.streaming import StreamEvent
 
 FEATURE_SERVICE = "fraud_detection_v1"
 # Entity and request columns every lookup needs (join keys of the views + the request source).
@@ -196,31 +200,51 @@ def _materialize_lock(settings: Settings) -> contextlib.AbstractContextManager[N
 
 
 def materialize(
-    settings: Settings, start: datetime, end: datetime, ledger_cursor: int | None = None
+    settings: Settings, start: datetime, end: datetime, ledger_cursor: int | None = None,
+    served: Iterable[StreamEvent] = (),
 ) -> MaterializeResult:
     """Compute the aggregates of transactions in [start, end) and load them into the online store.
 
-    The online load re-reads ``MATERIALIZE_OVERLAP`` before ``start`` (late data) and always runs up to
-    the newest materialised time, so loading an old interval late never replaces newer online state.
-    ``ledger_cursor`` records which published batches this covers (see ``features.intervals``).
+    Offline: the rows of every transaction in [start, end) (``aggregates.refresh_aggregates``). Online:
+    for every entity with a transaction in [start - ``MATERIALIZE_OVERLAP``, newest), the state after its
+    newest known transaction — curated, or ``served`` (what the prediction service scored and logged but
+    no batch has delivered yet: ``serving.prediction_log.answered_events``). So the batch corrects the
+    online store (late and unscored transactions count) and never rolls it back: a fresher state written
+    by serving is recomputed with the batch, not replaced by the batch's older one, and the store keeps a
+    row unless the new one is at least as new (``streaming.OnlineStateWriter``). Loading an old interval
+    late is therefore harmless too. ``ledger_cursor`` records which published batches this covers.
     """
     import pandas as pd
 
     from loopline.features.aggregates import refresh_aggregates
+    from loopline.features.fresh import keys_since, load_curated_window, write_latest_states
+    from loopline.features.streaming import HISTORY_US, EventWindows
 
+    served = list(served)
     with _materialize_lock(settings):
         rows = refresh_aggregates(settings.state.curated, offline_sink(settings), pd.Timestamp(start), pd.Timestamp(end))
         # Apply the definitions first (idempotent): a changed feature repo takes effect with the next run.
         store = apply_feature_repo(settings)
         until = max(end, materialized_until(settings) or end)
-        window = (start - MATERIALIZE_OVERLAP, until)
-        store.materialize(start_date=window[0], end_date=window[1])
+        online_start = start - MATERIALIZE_OVERLAP
+        windows = EventWindows()
+        history_start = online_start - timedelta(microseconds=HISTORY_US)
+        load_curated_window(settings, windows, history_start, until)
+        curated_events = windows.events_since(_epoch_us(online_start))
+        windows.add(served)
+        touched = keys_since(windows, [*curated_events, *served], _epoch_us(online_start))
+        write_latest_states(store, windows, touched)
+        newest = max(until, _EPOCH + timedelta(microseconds=windows.newest_us))
         cursor = max(ledger_cursor or 0, materialized_cursor(settings))
         _watermark_path(settings).write_text(json.dumps({"until": until.isoformat(), "ledger_cursor": cursor}))
     return MaterializeResult(
         start=start.isoformat(), end=end.isoformat(), offline_rows=rows,
-        online_window=(window[0].isoformat(), window[1].isoformat()),
+        online_window=(online_start.isoformat(), newest.isoformat()),
     )
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // ONE_MICROSECOND
 
 
 def offline_sink(settings: Settings) -> OfflineSink:
@@ -442,8 +466,11 @@ class OnlineFeatures:
                           {n: _python_value(features[n]) if n in features else None for n in part.features}))
         return [found[p] for p in positions]
 
-    def lookup(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Features for each transaction (dicts with the entity columns, amount and event_timestamp)."""
+    def lookup(self, transactions: list[dict[str, Any]], fresh: FreshFeatures | None = None) -> list[dict[str, Any]]:
+        """Features for each transaction (dicts with the entity columns, amount and event_timestamp).
+
+        ``fresh``: the serving process's recent events (``features.fresh``); where they are newer than the
+        stored row of an entity (the same batch, another replica's last request), their state is used."""
         import pandas as pd
         import pyarrow as pa
 
@@ -458,10 +485,12 @@ class OnlineFeatures:
         columns: dict[str, list[Any]] = {}
         for read in self._reads:
             rows = self._read(read, transactions)
-            fresh = [features is not None and within_ttl(ns, at, read.part.ttl)
-                     for (ns, features), at in zip(rows, as_of_ns, strict=True)]
+            if fresh is not None:
+                rows = _overlay(fresh, read.part.name, transactions, rows, micros)
+            live = [features is not None and within_ttl(ns, at, read.part.ttl)
+                    for (ns, features), at in zip(rows, as_of_ns, strict=True)]
             for feature in read.part.features:
-                columns[feature] = [features[feature] if ok else None for (_, features), ok in zip(rows, fresh, strict=True)]
+                columns[feature] = [features[feature] if ok else None for (_, features), ok in zip(rows, live, strict=True)]
         request = {"amount": [float(tx["amount"]) for tx in transactions], "event_epoch_s": [us / 1e6 for us in micros]}
         for column in self.plan.request_fields:
             columns[column] = request[column] if column in request else [tx[column] for tx in transactions]
@@ -473,6 +502,23 @@ class OnlineFeatures:
                 out = odfv.transform_arrow(pa.table(inputs), False).to_pydict()
             columns.update({f.name: out[f.name] for f in odfv.features})
         return [{name: columns[name][i] for name in self.names} for i in range(len(transactions))]
+
+
+def _overlay(fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]],
+             rows: list[tuple[int | None, dict | None]], micros: list[int]) -> list[tuple[int | None, dict | None]]:
+    """``rows`` with the fresh state wherever it is newer than the stored row (see ``FreshFeatures.fresher``)."""
+    from loopline.features.fresh import KEEP, table_key
+
+    out = []
+    for tx, (stored_ns, features), us in zip(transactions, rows, micros, strict=True):
+        state = fresh.fresher(view, table_key(view, tx), us - 1, None if stored_ns is None else stored_ns // 1000)
+        if state is KEEP:
+            out.append((stored_ns, features))
+        elif state is None:
+            out.append((None, None))
+        else:
+            out.append((state[0] * 1000, state[1]))
+    return out
 
 
 # --- training/serving skew --------------------------------------------------------------------------

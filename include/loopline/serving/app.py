@@ -54,6 +54,8 @@ class Transaction(BaseModel):
     amount: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="in EUR")
     merchant_category: str = Field(min_length=1, max_length=64)
     merchant_country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    card_id: str | None = Field(default=None, min_length=1, max_length=128,
+                                description="the card used; counts in the merchant's distinct cards (24 h)")
 
     @field_validator("event_timestamp")
     @classmethod
@@ -216,6 +218,31 @@ def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
+def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredictionLog) -> Any:
+    """The recent events that keep features fresh (``loopline.features.fresh``), loaded and started; None
+    when switched off or when they cannot be set up (logged: features are then as of the last
+    materialisation, and ``loopline features check-served`` will show it)."""
+    if not config.fresh_features.enabled:
+        return None
+    from datetime import timedelta
+
+    from loopline.features.fresh import FreshFeatures
+    from loopline.serving.prediction_log import AnsweredFeed
+
+    try:
+        fresh = FreshFeatures(settings, flush_interval_s=config.fresh_features.flush_interval_s,
+                              refresh_interval_s=config.fresh_features.refresh_interval_s)
+        feed = AnsweredFeed(plog, known=fresh.windows.__contains__)
+        fresh.served = feed
+        fresh.bootstrap(feed.backlog(datetime.now(UTC) - timedelta(days=31)))
+    except Exception:
+        log.exception("fresh features are OFF: they could not be set up; features are as of the last "
+                      "materialisation until this is fixed")
+        return None
+    log.info("fresh features on: %d recent transactions known", len(fresh.windows))
+    return fresh.start()
+
+
 def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any = None,
                prediction_log: AnyPredictionLog | None = None) -> FastAPI:
     """The ASGI app. ``source_factory(engine)`` returns what feeds the engine models (a ``FixedModel`` or a
@@ -226,8 +253,9 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plog = prediction_log or open_prediction_log(settings, synchronous=config.log.synchronous)
+        fresh = _fresh_features(settings, config, plog)
         engine = Engine(plog, max_rows=config.batching.max_rows, observer=metrics,
-                        inline=config.batching.mode == "inline")
+                        inline=config.batching.mode == "inline", fresh=fresh)
         state["engine"] = engine
         source = source_factory(engine).start() if source_factory is not None else None
         state["source"] = source
@@ -237,6 +265,8 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             if source is not None:
                 source.stop()
             engine.close()
+            if fresh is not None:
+                fresh.close()
             if prediction_log is None:
                 plog.close()
 

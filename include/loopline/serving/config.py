@@ -51,6 +51,15 @@ class Warmup(_Strict):
     rounds: int = Field(default=20, ge=1)
 
 
+class FreshFeaturesConfig(_Strict):
+    """Every scored transaction updates the aggregates of its customer, merchant and device before the next
+    request is scored (``loopline.features.fresh``); off, features are as fresh as the last materialisation."""
+
+    enabled: bool = True
+    flush_interval_s: float = Field(default=0.05, gt=0, le=60)  # how often new states go to the online store
+    refresh_interval_s: float = Field(default=10.0, gt=0)  # how often to look for newly materialised batches
+
+
 class ServingConfig(_Strict):
     version: int = 1
     decision_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=1)
@@ -59,6 +68,7 @@ class ServingConfig(_Strict):
     batching: Batching = Batching()
     log: LogConfig = LogConfig()
     warmup: Warmup = Warmup()
+    fresh_features: FreshFeaturesConfig = FreshFeaturesConfig()
 
 
 def config_path(config_dir: Path) -> Path:

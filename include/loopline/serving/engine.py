@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopline.features.fresh import FreshFeatures
 from loopline.serving.prediction_log import AnyPredictionLog, LoggedPrediction
 from loopline.serving.predictor import Predictor, Scored
 from loopline.serving.routing import CHALLENGER, CHAMPION, SHADOW, assign
@@ -125,8 +126,9 @@ class Engine:
     """Holds the deployment, scores and logs requests. ``submit`` is safe from any thread."""
 
     def __init__(self, prediction_log: AnyPredictionLog, *, max_rows: int = 128, observer: Observer | None = None,
-                 inline: bool = False) -> None:
+                 inline: bool = False, fresh: FreshFeatures | None = None) -> None:
         self.deployment: Deployment = EMPTY
+        self.fresh = fresh  # recent events: every scored transaction counts before the next is scored
         self.inline = inline
         self._pending: list[Job] = []
         self._flush_scheduled = False
@@ -223,6 +225,12 @@ class Engine:
     def _process(self, batch: list[Job]) -> None:
         """Score a batch; a failure is pinned on the request(s) at fault, never raised."""
         started = time.perf_counter()
+        if self.fresh is not None:
+            try:
+                self.fresh.observe([tx for job in batch for tx in job.transactions])
+            except Exception:  # scoring goes on with the online store's rows
+                log.exception("fresh features: observing a batch failed")
+                self.observer.failure("fresh_features")
         try:
             self._score(batch)
         except BaseException as exc:  # the batch failed as a whole: find the request(s) at fault
@@ -246,8 +254,7 @@ class Engine:
         if isinstance(exc, ScoringFailed):
             self.observer.scoring_failed(exc.variant, exc.version, exc.rows, repr(exc.__cause__ or exc))
 
-    @staticmethod
-    def _score(batch: list[Job]) -> None:
+    def _score(self, batch: list[Job]) -> None:
         """Score every transaction of the batch: one call per predictor."""
         groups: dict[int, tuple[Predictor, str, list[tuple[Job, int]]]] = {}
         for job in batch:
@@ -257,7 +264,7 @@ class Engine:
         # The champion first: a slow challenger must not add its time to the champion's answers.
         for predictor, variant, members in sorted(groups.values(), key=lambda g: g[1] != CHAMPION):
             try:
-                results = predictor.score([job.transactions[i] for job, i in members])
+                results = predictor.score([job.transactions[i] for job, i in members], self.fresh)
             except Exception as exc:  # blame the version at fault (per-variant error rates)
                 raise ScoringFailed(variant, predictor.version, len(members), exc) from exc
             done = time.perf_counter()
@@ -274,7 +281,7 @@ class Engine:
             by_predictor.setdefault(id(job.deployment.challenger), (job.deployment.challenger, []))[1].append(job)
         for predictor, members in by_predictor.values():
             try:
-                results = predictor.score([tx for job in members for tx in job.transactions])
+                results = predictor.score([tx for job in members for tx in job.transactions], self.fresh)
             except Exception as exc:
                 log.exception("shadow scoring with version %s failed", predictor.version)
                 self.observer.failure("shadow")

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from loopline.config import Settings
+    from loopline.features.streaming import StreamEvent
 
 log = logging.getLogger("loopline.serving")
 # How often the SQLite log's WAL is copied into the database file, off the request path (see PredictionLog).
@@ -144,6 +147,32 @@ class _Reads:
         rows = self._query(f"SELECT variant, model_version, COUNT(*) FROM predictions {where} "
                               "GROUP BY variant, model_version", params)
         return {(str(v), str(m)): int(n) for v, m, n in rows}
+
+    _inputs = "inputs"  # the inputs column as JSON text
+
+    def _poll(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """A query repeated on the request path (a backend may keep a connection for it)."""
+        return self._query(sql, params)
+
+    def newest_id(self) -> int:
+        rows = self._poll("SELECT MAX(id) FROM predictions", [])
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def answered_after(self, after_id: int, limit: int = 50_000) -> list[tuple[int, str, str]]:
+        """(id, transaction_id, inputs JSON) of answered (not shadow) predictions with id > ``after_id``."""
+        return self._poll(f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE id > {self._mark} "
+                          f"AND variant <> 'shadow' ORDER BY id LIMIT {int(limit)}", [after_id])
+
+    def answered_since(self, since: datetime | float | str, upto_id: int | None = None) -> list[tuple[int, str, str]]:
+        """(id, transaction_id, inputs JSON) of answered predictions made at or after ``since`` (and id <=
+        ``upto_id``), oldest first."""
+        sql = (f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE ts >= {self._mark} "
+               "AND variant <> 'shadow'")
+        params: list[Any] = [_epoch(since)]
+        if upto_id is not None:
+            sql += f" AND id <= {self._mark}"
+            params.append(upto_id)
+        return self._query(sql + " ORDER BY id", params)
 
     def read(self, since: datetime | float | str | None = None, until: datetime | float | str | None = None,
              variant: str | None = None, version: str | None = None) -> pd.DataFrame:
@@ -284,6 +313,7 @@ class PostgresPredictionLog(_Reads):
     unlogged is acknowledged — and the next append reconnects."""
 
     _mark = "%s"
+    _inputs = "inputs::text"
     # JSONB read back as text, like the SQLite log's columns.
     _select = ", ".join(f"{c}::text" if c in ("inputs", "features") else c for c in ("id", *COLUMNS))
 
@@ -293,6 +323,8 @@ class PostgresPredictionLog(_Reads):
         self._timeout = connect_timeout_s
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._poll_lock = threading.Lock()
+        self._poller: Any = None
         self._read_only = read_only
         if not read_only:
             with self._lock:
@@ -340,10 +372,26 @@ class PostgresPredictionLog(_Reads):
                 return []
             return cursor.fetchall()
 
+    def _poll(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """One kept connection for the queries serving repeats per batch (a connection costs milliseconds)."""
+        import psycopg
+
+        with self._poll_lock:
+            if self._poller is None or self._poller.closed or self._poller.broken:
+                self._poller = self._connect()
+                self._poller.autocommit = True
+            try:
+                return self._poller.execute(sql, params).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+        with self._poll_lock:
+            if self._poller is not None:
+                self._poller.close()
 
 
 def _redacted(url: str) -> str:
@@ -372,3 +420,53 @@ def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL",
         return PostgresPredictionLog(url, read_only=read_only)
     raise ValueError(f"LOOPLINE_PREDICTION_LOG_URL={_redacted(url)!r} is neither postgresql://user:password@host/db "
                      "nor sqlite:///path")
+
+
+# --- the served transactions as feature events (fresh features, see loopline.features.fresh) ---------
+
+
+def _events(rows: Iterable[tuple[int, str, str]], known: Callable[[str], bool] | None = None) -> list[StreamEvent]:
+    from loopline.features.streaming import event_from_transaction
+
+    events = []
+    for _, transaction_id, inputs in rows:
+        if known is not None and known(transaction_id):
+            continue  # parsing JSON costs more than the check
+        try:
+            events.append(event_from_transaction(json.loads(inputs)))
+        except (KeyError, TypeError, ValueError) as exc:  # a row logged by an older version, say
+            log.warning("prediction of %s has unusable inputs for fresh features: %s", transaction_id, exc)
+    return events
+
+
+class AnsweredFeed:
+    """What every replica answered since the last call, as feature events: the serving engine's
+    ``served_events`` (``features.fresh``). ``known(transaction_id)`` skips rows already counted."""
+
+    def __init__(self, prediction_log: AnyPredictionLog, known: Callable[[str], bool] | None = None) -> None:
+        self.log = prediction_log
+        self.known = known
+        self.after = prediction_log.newest_id()
+
+    def backlog(self, since: datetime) -> list[StreamEvent]:
+        """Answered before this feed started, made at or after ``since``."""
+        return _events(self.log.answered_since(since, upto_id=self.after), self.known)
+
+    def __call__(self) -> list[StreamEvent]:
+        rows = self.log.answered_after(self.after)
+        if rows:
+            self.after = int(rows[-1][0])
+        return _events(rows, self.known)
+
+
+def answered_events(settings: Settings, since: datetime | None = None) -> list[StreamEvent]:
+    """Answered transactions of predictions made at or after ``since`` (default: the last 31 days, all
+    a 30-day window can need) as feature events: what materialisation adds to the curated ones."""
+    from datetime import UTC, timedelta
+
+    since = since or datetime.now(UTC) - timedelta(days=31)
+    plog = open_prediction_log(settings, read_only=True)
+    try:
+        return _events(plog.answered_since(since))
+    finally:
+        plog.close()

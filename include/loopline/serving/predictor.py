@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from loopline.features.fresh import FreshFeatures
     from loopline.features.store import OnlineFeatures
 
 # Columns of the transaction itself the model may take as inputs (the rest come from the feature store).
@@ -200,13 +201,14 @@ class Predictor:
         clone.variant = variant
         return clone
 
-    def score(self, transactions: list[dict[str, Any]]) -> list[Scored]:
-        """Features → model input → pyfunc for each transaction, in order."""
+    def score(self, transactions: list[dict[str, Any]], fresh: FreshFeatures | None = None) -> list[Scored]:
+        """Features → model input → pyfunc for each transaction, in order. ``fresh``: the service's recent
+        events (the engine passes them; the gate's in-process timing and the warm-up do not)."""
         import numpy as np
 
         if not transactions:
             return []
-        looked_up = self.features.lookup(transactions)
+        looked_up = self.features.lookup(transactions, fresh) if fresh is not None else self.features.lookup(transactions)
         rows = [{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **feats}
                 for tx, feats in zip(transactions, looked_up, strict=True)]
         scores = np.asarray(self._predict(model_columns(rows, self.categorical, self.numeric)), dtype="float64")

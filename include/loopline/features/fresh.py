@@ -1,0 +1,230 @@
+"""The prediction service's fresh features: every scored transaction counts before the next is scored.
+
+:class:`FreshFeatures` holds the recent events (``streaming.EventWindows``) of one serving process:
+
+* at start, the curated transactions of the 30 days before the materialisation watermark, plus what
+  the prediction log recorded as served since (its backlog: served before the batch was ingested);
+* before each batch: what other replicas served meanwhile (read from the shared prediction log,
+  which commits every answered prediction before its answer goes out) and the batch itself;
+* when materialisation advances: the newly curated transactions (late or unscored ones included).
+
+The lookup (``store.OnlineFeatures.lookup``) reads the Feast online store as always; where this process
+knows events of an entity that the stored row does not reflect yet (the same batch, the last few
+milliseconds, another replica's last request) it uses the state computed here instead, at the same
+instant the offline join uses (the transaction's time minus 1 µs). A background thread writes the new
+state of every entity touched to the online store every ``flush_interval_s`` (coalesced: a busy
+merchant is written once per interval, not once per transaction).
+
+Crash safety: what the thread had not written yet is not lost. The events are in the prediction log;
+a restarted service reads them back (``served_backlog``) and the next materialisation writes the state
+after each entity's newest event, curated or served (``store.materialize``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from loopline.features.streaming import (
+    HISTORY_US,
+    TABLE_KEYS,
+    EventWindows,
+    OnlineStateWriter,
+    State,
+    StreamEvent,
+    device_first_seen_map,
+    epoch_us,
+    event_from_transaction,
+    events_from_frame,
+    table_key,
+)
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from loopline.config import Settings
+
+log = logging.getLogger("loopline.features.fresh")
+KEEP = object()  # the stored online row is as fresh as anything known: use it
+# Late data: a refresh re-reads this much of the curated store before the previous watermark.
+REFRESH_OVERLAP = timedelta(days=1)
+SLACK_US = 24 * 3_600 * 1_000_000  # events kept beyond the 30-day window (out-of-order arrivals)
+
+ServedEvents = Callable[[], list[StreamEvent]]
+
+
+@dataclass
+class FreshStats:
+    events_streamed: int = 0
+    events_synced: int = 0
+    curated_loaded: int = 0
+    rows_written: int = 0
+    write_failures: int = 0
+    last_write_error: str = ""
+
+
+def load_curated_window(settings: Settings, windows: EventWindows, start: datetime | None,
+                        end: datetime | None) -> int:
+    """Add curated transactions in [start, end) (and device first-seen times before ``start``)."""
+    import pandas as pd
+
+    from loopline.features.aggregates import device_first_seen, read_curated_transactions
+
+    if start is not None:
+        prior = device_first_seen(settings.state.curated, pd.Timestamp(start))
+        windows.remember_first_seen(device_first_seen_map(prior))
+    frame = read_curated_transactions(settings.state.curated, start and pd.Timestamp(start),
+                                      end and pd.Timestamp(end))
+    return len(windows.add(events_from_frame(frame)))
+
+
+class FreshFeatures:
+    """Recent events of one serving process and the online writes they cause. See the module doc."""
+
+    def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
+                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.05,
+                 refresh_interval_s: float = 10.0) -> None:
+        from loopline.platform.feast_store import feature_store
+
+        self.settings = settings
+        self.writer = OnlineStateWriter(store or feature_store(settings))
+        self.windows = EventWindows()
+        self.stats = FreshStats()
+        self.flush_interval_s = flush_interval_s
+        self.refresh_interval_s = refresh_interval_s
+        self.served = served_events  # other replicas' answered transactions since the last call
+        self._lock = threading.Lock()
+        self._dirty: dict[str, set[tuple[str, ...]]] = {table: set() for table in TABLE_KEYS}
+        self._until: datetime | None = None
+        self._next_refresh = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    def bootstrap(self, served_backlog: Iterable[StreamEvent] = ()) -> FreshFeatures:
+        """The curated 30 days before the watermark, then what was served since."""
+        from loopline.features.store import materialized_until
+
+        self._until = materialized_until(self.settings)
+        if self._until is not None:
+            start = self._until - timedelta(microseconds=HISTORY_US)
+            self.stats.curated_loaded += load_curated_window(self.settings, self.windows, start, self._until)
+        self.stats.events_synced += len(self.windows.add(served_backlog))
+        self._next_refresh = time.monotonic() + self.refresh_interval_s
+        return self
+
+    def _refresh_curated(self) -> None:
+        """Newly materialised batches (late or unscored transactions) join the windows."""
+        from loopline.features.store import materialized_until
+
+        self._next_refresh = time.monotonic() + self.refresh_interval_s
+        until = materialized_until(self.settings)
+        if until is None or (self._until is not None and until <= self._until):
+            return
+        start = None if self._until is None else self._until - REFRESH_OVERLAP
+        added_before = len(self.windows)
+        loaded = load_curated_window(self.settings, self.windows, start, until)
+        self._until = until
+        self.stats.curated_loaded += loaded
+        self.windows.prune(self.windows.newest_us - HISTORY_US - SLACK_US)
+        log.info("fresh features: %d curated transactions up to %s joined (%d known before)", loaded, until,
+                 added_before)
+
+    # --- the scoring path -----------------------------------------------------------------------------
+
+    def observe(self, transactions: list[dict[str, Any]]) -> None:
+        """Before scoring a batch: other replicas' new events, then the batch's own."""
+        if time.monotonic() >= self._next_refresh:
+            try:
+                self._refresh_curated()
+            except Exception:  # serving goes on with what it knows; the next interval retries
+                log.exception("fresh features: reading newly curated transactions failed")
+        synced: list[StreamEvent] = []
+        if self.served is not None:
+            try:
+                synced = self.served()
+            except Exception:
+                log.exception("fresh features: reading other replicas' predictions failed")
+        own = [event_from_transaction(tx) for tx in transactions]
+        with self._lock:
+            new_synced = self.windows.add(synced)
+            new_own = self.windows.add(own)
+            for table, keys in self.windows.touched([*new_synced, *new_own]).items():
+                self._dirty[table] |= keys
+        self.stats.events_synced += len(new_synced)
+        self.stats.events_streamed += len(new_own)
+
+    def fresher(self, table: str, key: tuple[str, ...] | None, as_of_us: int, stored_us: int | None) -> Any:
+        """``KEEP`` when the stored row (its newest event at ``stored_us``, None: no row) is what the offline
+        join would return at ``as_of_us``; else the state known here (None: no state)."""
+        if key is None:
+            return KEEP
+        newest = self.windows.newest_before(table, key, as_of_us + 1)
+        if stored_us is not None and stored_us > as_of_us:  # a row from after this transaction: not for it
+            return None if newest is None else self.windows.state(table, key, as_of_us)
+        if newest is None or (stored_us is not None and newest <= stored_us):
+            return KEEP
+        return self.windows.state(table, key, as_of_us)
+
+    # --- writing --------------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write the newest state of every entity touched since the last flush; returns rows written."""
+        with self._lock:
+            pending = {table: self.windows.latest(table, keys) for table, keys in self._dirty.items() if keys}
+            for keys in self._dirty.values():
+                keys.clear()
+        written = 0
+        for table, states in pending.items():
+            try:
+                written += self.writer.write(table, states)
+            except Exception as exc:  # recomputed by the next flush of the entity or by materialisation
+                self.stats.write_failures += 1
+                self.stats.last_write_error = repr(exc)
+                log.exception("fresh features: writing %d %s rows to the online store failed", len(states), table)
+        self.stats.rows_written += written
+        return written
+
+    def start(self) -> FreshFeatures:
+        self._thread = threading.Thread(target=self._flush_loop, name="loopline-fresh-features", daemon=True)
+        self._thread.start()
+        return self
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the writer thread after a last flush."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+
+
+def write_latest_states(store: FeatureStore, windows: EventWindows,
+                        touched: dict[str, set[tuple[str, ...]]]) -> dict[str, int]:
+    """Write the state after each touched entity's newest event; rows offered per table."""
+    writer = OnlineStateWriter(store)
+    return {table: writer.write(table, windows.latest(table, keys)) for table, keys in touched.items()}
+
+
+def served_after(events: Iterable[StreamEvent], since: datetime) -> list[StreamEvent]:
+    """Events whose time is at or after ``since``."""
+    cut = epoch_us(since)
+    return [event for event in events if event.t_us >= cut]
+
+
+def keys_since(windows: EventWindows, events: Iterable[StreamEvent], since_us: int) -> dict[str, set[tuple[str, ...]]]:
+    """Per table, the keys of the events at or after ``since_us``."""
+    return windows.touched(event for event in events if event.t_us >= since_us)
+
+
+__all__ = ["KEEP", "FreshFeatures", "FreshStats", "State", "StreamEvent", "keys_since", "load_curated_window",
+           "served_after", "table_key", "write_latest_states"]

@@ -1,0 +1,478 @@
+"""Fresh features at scoring time: the aggregate state after every transaction, kept per entity.
+
+The offline tables (``features.aggregates``) hold, for every transaction, the state *after* it; a
+training row joins at its transaction's time minus 1 µs. Batch materialisation alone would leave the
+online store up to a day behind that: the transactions scored today are only ingested tonight. So the
+request is also an event. :class:`EventWindows` keeps the last 30 days of events of every entity of
+the four aggregate tables (customer, merchant, customer+device, customer+channel) and computes the
+state after any of them with exactly the offline rules:
+
+* windows ``(t - w, t]`` end at the entity's newest event at or before the time asked for;
+* ties: the state at ``t`` is after *all* events at ``t`` (a transaction at ``T`` reads the state at
+  ``T - 1 µs``, so it never sees itself nor another transaction of the same instant);
+* a missing merchant or card counts as one value of its own in distinct counts, a missing country as
+  foreign, a missing channel as not online; ``dev_first_seen_epoch_s`` covers all history (events
+  older than the window are remembered as first-seen times when pruned).
+
+``features.aggregates`` computes the same numbers vectorised for millions of rows; this module computes
+them for a handful of entities per request in microseconds. A test pins both to the same values on
+simulated worlds, and ``loopline features check-served`` checks them on live traffic.
+
+Who uses it: the prediction service (``serving.engine``) adds each scored transaction (and the other
+replicas' ones, read from the shared prediction log) before scoring the next batch, overlays the fresh
+state on the online store's rows when the store has not caught up yet, and writes the new state of
+every entity it touched through Feast's online store interface (:class:`OnlineStateWriter`).
+Materialisation (``features.store.materialize``) writes the state after each entity's newest known
+event, curated or served, through the same writer: it corrects the store (late or unscored
+transactions) and never rolls it back, because the writer keeps a stored row unless the new one is at
+least as new.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from loopline.features.tables import CUSTOMER_CHANNEL, CUSTOMER_DEVICE, CUSTOMER_VELOCITY, MERCHANT_STATS, TABLES
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore
+
+US_PER_S = 1_000_000
+HOUR_US = 3_600 * US_PER_S
+DAY_US = 24 * HOUR_US
+H1, D1, D7, D30 = HOUR_US, DAY_US, 7 * DAY_US, 30 * DAY_US
+HISTORY_US = D30  # the longest window
+HOME_COUNTRY = "DE"
+ONLINE = "online"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TABLES_BY_NAME = {table.name: table for table in TABLES}
+
+State = tuple[int, dict[str, Any]]  # (time of the entity's newest event in µs, feature -> value)
+
+
+class StreamEvent(NamedTuple):
+    """The fields of one transaction that the aggregates read."""
+
+    transaction_id: str
+    t_us: int  # event time, µs since the epoch
+    amount: float
+    customer_id: str | None
+    merchant_id: str | None
+    card_id: str | None
+    device_id: str | None
+    channel: str | None
+    merchant_country: str | None
+
+
+def epoch_us(value: Any) -> int:
+    """A timestamp (datetime, ISO text, pandas Timestamp; naive = UTC) in µs since the epoch."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        import pandas as pd
+
+        if value is pd.NA:
+            return None
+    except ImportError:  # pragma: no cover - pandas is always installed with Loopline
+        pass
+    return str(value)
+
+
+def event_from_transaction(tx: dict[str, Any]) -> StreamEvent:
+    """A request's (or a curated row's) transaction as an event."""
+    return StreamEvent(
+        transaction_id=str(tx["transaction_id"]), t_us=epoch_us(tx["event_timestamp"]), amount=float(tx["amount"]),
+        customer_id=_text(tx.get("customer_id")), merchant_id=_text(tx.get("merchant_id")),
+        card_id=_text(tx.get("card_id")), device_id=_text(tx.get("device_id")), channel=_text(tx.get("channel")),
+        merchant_country=_text(tx.get("merchant_country")),
+    )
+
+
+def events_from_frame(frame: pd.DataFrame) -> list[StreamEvent]:
+    """Curated transactions (the contract's columns) as events, vectorised."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(frame):
+        return []
+    stamps = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_localize(None)
+    t_us = stamps.to_numpy().astype("datetime64[us]").astype(np.int64).tolist()
+
+    def texts(column: str) -> list[str | None]:
+        if column not in frame.columns:
+            return [None] * len(frame)
+        values = frame[column].astype(object)
+        return [None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+                for v in values.tolist()]
+
+    return [StreamEvent(*fields) for fields in zip(
+        frame["transaction_id"].astype(str).tolist(), t_us, frame["amount"].astype(float).tolist(),
+        texts("customer_id"), texts("merchant_id"), texts("card_id"), texts("device_id"), texts("channel"),
+        texts("merchant_country"), strict=True)]
+
+
+# --- one entity's events and the state after them ---------------------------------------------------
+
+
+class _Timeline:
+    """One entity's events, oldest first (appends are O(1); a late event is inserted in place)."""
+
+    __slots__ = ("events", "times")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.events: list[StreamEvent] = []
+
+    def add(self, event: StreamEvent) -> None:
+        if not self.times or event.t_us >= self.times[-1]:
+            self.times.append(event.t_us)
+            self.events.append(event)
+        else:
+            at = bisect.bisect_right(self.times, event.t_us)
+            self.times.insert(at, event.t_us)
+            self.events.insert(at, event)
+
+    def end(self, t_us: int) -> int:
+        """Index after the last event at or before ``t_us``."""
+        return bisect.bisect_right(self.times, t_us)
+
+    def start(self, newest_us: int, window_us: int) -> int:
+        """Index of the first event inside ``(newest - window, newest]``."""
+        return bisect.bisect_right(self.times, newest_us - window_us)
+
+
+def _population_std(amounts: list[float]) -> float:
+    """As offline: population std, exactly 0.0 when the window holds one distinct amount."""
+    if len(set(amounts)) <= 1:
+        return 0.0
+    mean = sum(amounts) / len(amounts)
+    return math.sqrt(max(sum((a - mean) ** 2 for a in amounts) / len(amounts), 0.0))
+
+
+def _customer_velocity(line: _Timeline, end: int, newest: int) -> dict[str, Any]:
+    events = line.events
+    s1, s24, s7, s30 = (line.start(newest, w) for w in (H1, D1, D7, D30))
+    last_30d = events[s30:end]
+    amounts_30d = [e.amount for e in last_30d]
+    amounts_7d = amounts_30d[s7 - s30:]
+    amounts_24h = amounts_30d[s24 - s30:]
+    n30, n7, n24 = len(amounts_30d), len(amounts_7d), len(amounts_24h)
+    sum24 = sum(amounts_24h)
+    return {
+        "cust_tx_count_1h": end - s1,
+        "cust_tx_count_24h": n24,
+        "cust_tx_count_7d": n7,
+        "cust_tx_count_30d": n30,
+        "cust_amount_sum_24h": sum24,
+        "cust_amount_mean_24h": sum24 / n24,
+        "cust_amount_mean_7d": sum(amounts_7d) / n7,
+        "cust_amount_mean_30d": sum(amounts_30d) / n30,
+        "cust_amount_std_30d": _population_std(amounts_30d),
+        "cust_amount_max_7d": max(amounts_7d),
+        "cust_distinct_merchants_24h": len({e.merchant_id for e in events[s24:end]}),
+        "cust_distinct_merchants_7d": len({e.merchant_id for e in events[s7:end]}),
+        "cust_online_share_30d": sum(e.channel == ONLINE for e in last_30d) / n30,
+        "cust_foreign_share_30d": sum(e.merchant_country != HOME_COUNTRY for e in last_30d) / n30,
+        "cust_last_tx_epoch_s": newest / US_PER_S,
+    }
+
+
+def _merchant_stats(line: _Timeline, end: int, newest: int) -> dict[str, Any]:
+    s24, s7 = line.start(newest, D1), line.start(newest, D7)
+    amounts_7d = [e.amount for e in line.events[s7:end]]
+    return {
+        "merch_tx_count_24h": end - s24,
+        "merch_tx_count_7d": end - s7,
+        "merch_amount_mean_7d": sum(amounts_7d) / len(amounts_7d),
+        "merch_distinct_cards_24h": len({e.card_id for e in line.events[s24:end]}),
+    }
+
+
+def _count_30d(line: _Timeline, end: int, newest: int) -> int:
+    return end - line.start(newest, D30)
+
+
+_ROW_BUILDERS: dict[str, Callable[[_Timeline, int, int], dict[str, Any]]] = {
+    CUSTOMER_VELOCITY.name: _customer_velocity,
+    MERCHANT_STATS.name: _merchant_stats,
+    CUSTOMER_DEVICE.name: lambda line, end, newest: {"dev_tx_count_30d": _count_30d(line, end, newest)},
+    CUSTOMER_CHANNEL.name: lambda line, end, newest: {"chan_tx_count_30d": _count_30d(line, end, newest)},
+}
+TABLE_KEYS: dict[str, tuple[str, ...]] = {table.name: table.keys for table in TABLES}
+
+
+_KEY_POSITIONS = {name: tuple(StreamEvent._fields.index(column) for column in keys) for name, keys in TABLE_KEYS.items()}
+
+
+def table_key(table: str, event: StreamEvent | dict[str, Any]) -> tuple[str, ...] | None:
+    """The entity key of ``event`` in ``table``; None when a key column is missing (no row, as offline)."""
+    if isinstance(event, StreamEvent):
+        key = tuple(event[i] for i in _KEY_POSITIONS[table])
+        return None if None in key else key
+    values = tuple(event.get(column) for column in TABLE_KEYS[table])
+    return None if None in values else tuple(str(value) for value in values)
+
+
+class EventWindows:
+    """The last 30 days of events per entity of every aggregate table, and the state after them.
+
+    Not thread-safe: the serving engine calls it from its scoring thread only.
+    """
+
+    def __init__(self, device_first_seen: dict[tuple[str, str], float] | None = None) -> None:
+        self._lines: dict[str, dict[tuple[str, ...], _Timeline]] = {table.name: {} for table in TABLES}
+        self._ids: set[str] = set()
+        # (customer_id, device_id) -> first use in seconds, for uses older than the events kept.
+        self._first_seen: dict[tuple[str, ...], float] = dict(device_first_seen or {})
+        self.newest_us = 0
+
+    def remember_first_seen(self, first_seen: dict[tuple[str, str], float]) -> None:
+        """Earlier first uses of (customer, device) pairs than the events kept (e.g. older partitions)."""
+        for key, seconds in first_seen.items():
+            known = self._first_seen.get(key)
+            self._first_seen[key] = seconds if known is None else min(known, seconds)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, transaction_id: str) -> bool:
+        return transaction_id in self._ids
+
+    def add(self, events: Iterable[StreamEvent]) -> list[StreamEvent]:
+        """Add events not seen before (by transaction id); returns the new ones."""
+        added = []
+        for event in events:
+            if event.transaction_id in self._ids:
+                continue
+            self._ids.add(event.transaction_id)
+            added.append(event)
+            self.newest_us = max(self.newest_us, event.t_us)
+            for table, lines in self._lines.items():
+                key = table_key(table, event)
+                if key is not None:
+                    line = lines.get(key)
+                    if line is None:
+                        line = lines[key] = _Timeline()
+                    line.add(event)
+        return added
+
+    def events_since(self, t_us: int) -> list[StreamEvent]:
+        """The events kept at or after ``t_us`` (each once)."""
+        return [event for line in self._lines[CUSTOMER_VELOCITY.name].values()
+                for event in line.events[bisect.bisect_left(line.times, t_us):]]
+
+    def newest_before(self, table: str, key: tuple[str, ...], t_us: int) -> int | None:
+        """Time of the entity's newest event strictly before ``t_us`` (None: none kept)."""
+        line = self._lines[table].get(key)
+        if line is None:
+            return None
+        end = bisect.bisect_left(line.times, t_us)
+        return line.times[end - 1] if end else None
+
+    def state(self, table: str, key: tuple[str, ...], at_us: int) -> State | None:
+        """The table's row for ``key`` as of ``at_us``: the state after the entity's newest event at or
+        before it (windows end at that event), or None when no event of it is kept."""
+        line = self._lines[table].get(key)
+        if line is None:
+            return None
+        end = line.end(at_us)
+        if not end:
+            return None
+        newest = line.times[end - 1]
+        row = _ROW_BUILDERS[table](line, end, newest)
+        if table == CUSTOMER_DEVICE.name:
+            first = line.times[0] / US_PER_S
+            known = self._first_seen.get(key)
+            row["dev_first_seen_epoch_s"] = first if known is None or known > first else known
+        return newest, row
+
+    def latest(self, table: str, keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], State]:
+        """The state after each key's newest event."""
+        lines = self._lines[table]
+        out = {}
+        for key in keys:
+            line = lines.get(key)
+            if line is not None and line.times:
+                out[key] = self.state(table, key, line.times[-1])
+        return out
+
+    def touched(self, events: Iterable[StreamEvent]) -> dict[str, set[tuple[str, ...]]]:
+        """Per table, the keys these events belong to."""
+        out: dict[str, set[tuple[str, ...]]] = {table: set() for table in self._lines}
+        for event in events:
+            for table, keys in out.items():
+                key = table_key(table, event)
+                if key is not None:
+                    keys.add(key)
+        return out
+
+    def prune(self, before_us: int) -> int:
+        """Forget events at or before ``before_us`` (remembering device first-seen times); returns how many.
+        Keep at least 30 days behind the newest state anyone will ask for."""
+        dropped = 0
+        for table, lines in self._lines.items():
+            for key in list(lines):
+                line = lines[key]
+                cut = bisect.bisect_right(line.times, before_us)
+                if not cut:
+                    continue
+                if table == CUSTOMER_DEVICE.name:
+                    first = line.times[0] / US_PER_S
+                    known = self._first_seen.get(key)
+                    self._first_seen[key] = first if known is None else min(known, first)
+                if table == CUSTOMER_VELOCITY.name:
+                    for event in line.events[:cut]:
+                        self._ids.discard(event.transaction_id)
+                        dropped += 1
+                del line.times[:cut]
+                del line.events[:cut]
+                if not line.times:
+                    del lines[key]
+        return dropped
+
+
+def device_first_seen_map(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """``aggregates.device_first_seen`` output as a dict."""
+    return {(str(c), str(d)): float(s) for c, d, s in zip(
+        frame["customer_id"].astype(str), frame["device_id"].astype(str), frame["dev_first_seen_epoch_s"],
+        strict=True)}
+
+
+# --- writing states to the online store ---------------------------------------------------------------
+
+# SQLite: the online store never goes back in time. An update with an older event time than the stored
+# row is ignored by the store itself, whoever writes (Feast's materialize, a replica, a late batch).
+_SQLITE_GUARD = """
+CREATE TRIGGER IF NOT EXISTS "{trigger}" BEFORE UPDATE ON "{table}"
+WHEN NEW.event_ts < OLD.event_ts
+BEGIN SELECT RAISE(IGNORE); END;
+"""
+
+# Redis: the same rule as one atomic script per entity row. Feast's own Redis writer skips a row whose
+# time is not newer, so a corrected state at the same instant (a late transaction) would never land; this
+# one writes when the new row is at least as new. KEYS[1] = the entity's hash; ARGV[1] = the field that
+# holds the row's time in µs, ARGV[2] = that time, ARGV[3..] = field, value pairs (Feast's layout).
+_REDIS_CAS = """
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored and tonumber(stored) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 3))
+return 1
+"""
+
+
+class OnlineStateWriter:
+    """Writes entity states to the Feast online store of ``store``, never replacing a newer row.
+
+    Rows go in Feast's own format (``online_write_batch`` of the provider for SQLite, whose tables get
+    a trigger that ignores older updates; Feast's Redis key and field layout, written by a
+    compare-and-set script, for Redis), so ``get_online_features`` and serving's lookup read them.
+    """
+
+    def __init__(self, store: FeatureStore) -> None:
+        from feast.infra.provider import get_provider
+
+        self.store = store
+        self.kind = store.config.online_store.type
+        if self.kind not in ("sqlite", "redis"):
+            raise ValueError(f"fresh online features support the sqlite and redis online stores, not "
+                             f"{self.kind!r}: set online_store.type in feature_store.yaml, or turn "
+                             "features.streaming off in the serving config")
+        self._provider = get_provider(store.config)
+        self._views = {table.name: store.get_feature_view(table.name) for table in TABLES}
+        self._key_types = {
+            name: {column.name: column.dtype.to_value_type() for column in view.entity_columns}
+            for name, view in self._views.items()
+        }
+        self._guarded = False
+        self._script = None
+
+    def _entity_key(self, table: str, key: tuple[str, ...]) -> Any:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import python_values_to_proto_values
+
+        columns = TABLE_KEYS[table]
+        types = self._key_types[table]
+        values = [python_values_to_proto_values([value], types[column])[0] for column, value in zip(
+            columns, key, strict=True)]
+        return EntityKey(join_keys=list(columns), entity_values=values)
+
+    def _values(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        out = {}
+        for name, dtype in TABLES_BY_NAME[table].features.items():
+            value = Value()
+            if dtype == "int64":
+                value.int64_val = int(row[name])
+            else:
+                value.double_val = float(row[name])
+            out[name] = value
+        return out
+
+    def write(self, table: str, states: dict[tuple[str, ...], State]) -> int:
+        """Write each key's state (stamped with its newest event's time); returns the rows offered."""
+        if not states:
+            return 0
+        data = [(self._entity_key(table, key), self._values(table, row),
+                 _EPOCH + timedelta(microseconds=newest), None) for key, (newest, row) in states.items()]
+        if self.kind == "sqlite":
+            self._guard_sqlite()
+            self._provider.online_write_batch(self.store.config, self._views[table], data, None)
+        else:
+            self._write_redis(table, data)
+        return len(data)
+
+    def _guard_sqlite(self) -> None:
+        if self._guarded:
+            return
+        from feast.infra.online_stores.sqlite import _table_id
+
+        online = self._provider.online_store
+        conn = online._get_conn(self.store.config)
+        versioning = self.store.config.registry.enable_online_feature_view_versioning
+        with conn:
+            for view in self._views.values():
+                name = _table_id(self.store.config.project, view, versioning)
+                conn.execute(_SQLITE_GUARD.format(trigger=f"{name}_never_back_in_time", table=name))
+        self._guarded = True
+
+    def _write_redis(self, table: str, data: list[tuple[Any, dict[str, Any], datetime, None]]) -> None:
+        from feast.infra.online_stores.helpers import _mmh3, _redis_key
+        from feast.infra.online_stores.redis import _versioned_fv_name
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        online = self._provider.online_store
+        client = online._get_client(self.store.config.online_store)
+        if self._script is None:
+            self._script = client.register_script(_REDIS_CAS)
+        config = self.store.config
+        name = _versioned_fv_name(self._views[table], config)
+        project, version = config.project, config.entity_key_serialization_version
+        stamp_field = f"_loopline_us:{name}"
+        with client.pipeline(transaction=False) as pipe:
+            for entity_key, values, timestamp, _ in data:
+                ts = Timestamp()
+                ts.FromDatetime(timestamp)
+                fields: list[Any] = [f"_ts:{name}", ts.SerializeToString()]
+                for feature, value in values.items():
+                    fields.extend([_mmh3(f"{name}:{feature}"), value.SerializeToString()])
+                micros = (timestamp - _EPOCH) // timedelta(microseconds=1)
+                self._script(keys=[_redis_key(project, entity_key, version)],
+                             args=[stamp_field, micros, *fields], client=pipe)
+            pipe.execute()
+
