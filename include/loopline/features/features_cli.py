@@ -44,7 +44,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     start, end = args.start or span[0], args.end or span[1]
     if start >= end:
         raise SystemExit(f"error: --start ({start}) must be before --end ({end})")
-    result = materialize(settings, start, end)
+    from loopline.serving.prediction_log import answered_events
+
+    result = materialize(settings, start, end, served=answered_events(settings))
     rows = ", ".join(f"{name} {count}" for name, count in result.offline_rows.items())
     _emit(result.to_dict(), f"materialised [{result.start}, {result.end}): {rows}", args.json)
     return 0

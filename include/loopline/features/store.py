@@ -19,10 +19,10 @@ from loopline.platform.feast_store import apply_feature_repo, feast_config, feat
 from loopline.platform.files import exclusive_lock, sha256_file
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
     from feast import FeatureStore
-
-    from collections.abc import Iterable
 
     from loopline.features.fresh import FreshFeatures
     from loopline.features.offline_sink import OfflineSink

@@ -36,7 +36,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from loopline.features.tables import CUSTOMER_CHANNEL, CUSTOMER_DEVICE, CUSTOMER_VELOCITY, MERCHANT_STATS, TABLES
+from loopline.features.tables import (
+    CUSTOMER_CHANNEL,
+    CUSTOMER_DEVICE,
+    CUSTOMER_VELOCITY,
+    MERCHANT_STATS,
+    TABLES,
+)
 
 if TYPE_CHECKING:
     import pandas as pd

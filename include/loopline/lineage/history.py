@@ -28,7 +28,7 @@ EVENT_KINDS = frozenset({
     "training_started", "trained", "training_failed",
     "gate_passed", "gate_rejected",
     "canary_started", "traffic_shifted", "promoted", "rolled_back",
-    "drift_checked", "retrain_requested", "retrain_suppressed",
+    "drift_checked", "retrain_requested", "retrain_suppressed", "served_features_skew",
 })
 
 _SCHEMA = """
