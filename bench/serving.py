@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
           tracking_uri=settings.mlflow_uri)
     start = materialized_until(settings) + timedelta(minutes=1)
     latest = sim.transactions.sort_values("event_timestamp").drop_duplicates("customer_id", keep="last")
-    keys = ("customer_id", "merchant_id", "device_id", "channel", "merchant_category", "merchant_country")
+    keys = ("customer_id", "card_id", "merchant_id", "device_id", "channel", "merchant_category", "merchant_country")
     transactions = [{**{k: str(r[k]) for k in keys}, "amount": float(r["amount"]),
                      "event_timestamp": (start + timedelta(milliseconds=i)).isoformat()}
                     for i, r in enumerate(latest.to_dict("records"))]
@@ -76,6 +77,22 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
                         for k, v in feats.items()}}
                     for tx, feats in zip(transactions, looked_up, strict=True)]
     return settings, transactions, feature_rows
+
+
+def new_transactions(transactions: list[dict[str, Any]]) -> Any:
+    """Each call a new transaction (own id, 1 ms after the previous one) of the next customer in turn: with
+    fresh features on, every request is an event that updates its customer's, merchant's and device's
+    aggregates (a repeated id would be counted once and cost nothing)."""
+    counter = itertools.count()
+    start = datetime.fromisoformat(transactions[0]["event_timestamp"])
+
+    def next_body() -> bytes:
+        i = next(counter)
+        tx = {**transactions[i % len(transactions)], "transaction_id": f"bench_{i}",
+              "event_timestamp": (start + timedelta(milliseconds=i)).isoformat()}
+        return json.dumps({"transactions": [tx]}).encode()
+
+    return next_body
 
 
 def start_server(cmd: list[str], env: dict[str, str], ready_url: str, log_path: Path) -> subprocess.Popen:
@@ -108,8 +125,9 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float) -> dict[str, float]:
-    """``concurrency`` request loops for ``warmup + duration`` s; stats over the timed window."""
+async def load(url: str, next_body: Any, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
+    """``concurrency`` request loops for ``warmup + duration`` s; stats over the timed window.
+    ``next_body()`` gives each request's body."""
     import aiohttp
 
     latencies: list[float] = []
@@ -123,7 +141,7 @@ async def load(url: str, bodies: list[bytes], concurrency: int, duration: float,
     async def loop(session: aiohttp.ClientSession) -> None:
         nonlocal errors, counter
         while (now := time.perf_counter()) < t_end:
-            body = bodies[counter % len(bodies)]
+            body = next_body()
             counter += 1
             try:
                 async with session.post(url, data=body, headers=headers) as response:
@@ -180,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                    [json.dumps({"dataframe_records": [row]}).encode() for row in feature_rows]),
         "loopline": (lambda port: [sys.executable, "-m", "loopline.serving", "--host", "127.0.0.1", "--port",
                                    str(port), "--model-uri", model_uri, "--log-level", "warning"],
-                     "/readyz", "/v1/predict",
-                     [json.dumps({"transactions": [{**tx, "transaction_id": f"bench_{i}"}]}).encode()
-                      for i, tx in enumerate(transactions)]),
+                     "/readyz", "/v1/predict", new_transactions(transactions)),
     }
     try:
         for name, (command, ready, path, bodies) in contenders.items():
@@ -195,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: ready in {time.monotonic() - started:.1f} s", flush=True)
             try:
                 results[name] = {}
+                next_body = bodies if callable(bodies) else itertools.cycle(bodies).__next__
                 for c in args.concurrency:
-                    stats = asyncio.run(load(base + path, bodies, c, args.duration, args.warmup))
+                    stats = asyncio.run(load(base + path, next_body, c, args.duration, args.warmup))
                     results[name][c] = stats
                     print(f"  {name:8s} c={c:<3d} {stats['rps']:8.1f} req/s  p50 {stats['p50_ms']:7.2f} ms  "
                           f"p99 {stats['p99_ms']:7.2f} ms  errors {stats['errors']}", flush=True)

@@ -87,7 +87,7 @@ class FreshFeatures:
     """Recent events of one serving process and the online writes they cause. See the module doc."""
 
     def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
-                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.05,
+                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.5,
                  refresh_interval_s: float = 10.0) -> None:
         from loopline.platform.feast_store import feature_store
 

@@ -138,11 +138,13 @@ def events_from_frame(frame: pd.DataFrame) -> list[StreamEvent]:
 class _Timeline:
     """One entity's events, oldest first (appends are O(1); a late event is inserted in place)."""
 
-    __slots__ = ("events", "times")
+    __slots__ = ("events", "memo", "times", "version")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.events: list[StreamEvent] = []
+        self.version = 0  # bumped when events move (a late insert, a prune): memoised states are then stale
+        self.memo: tuple[int, int, dict[str, Any]] | None = None  # (end, version, row) of the last state built
 
     def add(self, event: StreamEvent) -> None:
         if not self.times or event.t_us >= self.times[-1]:
@@ -152,6 +154,7 @@ class _Timeline:
             at = bisect.bisect_right(self.times, event.t_us)
             self.times.insert(at, event.t_us)
             self.events.insert(at, event)
+            self.version += 1
 
     def end(self, t_us: int) -> int:
         """Index after the last event at or before ``t_us``."""
@@ -300,11 +303,14 @@ class EventWindows:
         if not end:
             return None
         newest = line.times[end - 1]
+        if line.memo is not None and line.memo[0] == end and line.memo[1] == line.version:
+            return newest, line.memo[2]  # appends after ``newest`` do not change it; shared: do not mutate
         row = _ROW_BUILDERS[table](line, end, newest)
         if table == CUSTOMER_DEVICE.name:
             first = line.times[0] / US_PER_S
             known = self._first_seen.get(key)
             row["dev_first_seen_epoch_s"] = first if known is None or known > first else known
+        line.memo = (end, line.version, row)
         return newest, row
 
     def latest(self, table: str, keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], State]:
@@ -347,6 +353,7 @@ class EventWindows:
                         dropped += 1
                 del line.times[:cut]
                 del line.events[:cut]
+                line.version += 1
                 if not line.times:
                     del lines[key]
         return dropped
@@ -400,22 +407,22 @@ class OnlineStateWriter:
                              "features.streaming off in the serving config")
         self._provider = get_provider(store.config)
         self._views = {table.name: store.get_feature_view(table.name) for table in TABLES}
-        self._key_types = {
-            name: {column.name: column.dtype.to_value_type() for column in view.entity_columns}
-            for name, view in self._views.items()
-        }
+        from feast import ValueType
+
+        for name, view in self._views.items():
+            kinds = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
+            if any(kinds.get(column) != ValueType.STRING for column in TABLE_KEYS[name]):
+                raise ValueError(f"feature view {name!r}: fresh features expect string join keys "
+                                 f"{TABLE_KEYS[name]}, the registry has {kinds}")
         self._guarded = False
         self._script = None
 
     def _entity_key(self, table: str, key: tuple[str, ...]) -> Any:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.type_map import python_values_to_proto_values
+        from feast.protos.feast.types.Value_pb2 import Value
 
-        columns = TABLE_KEYS[table]
-        types = self._key_types[table]
-        values = [python_values_to_proto_values([value], types[column])[0] for column, value in zip(
-            columns, key, strict=True)]
-        return EntityKey(join_keys=list(columns), entity_values=values)
+        # Every join key of the four views is a STRING entity (feature_repo/entities.py, checked at start).
+        return EntityKey(join_keys=list(TABLE_KEYS[table]), entity_values=[Value(string_val=part) for part in key])
 
     def _values(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
         from feast.protos.feast.types.Value_pb2 import Value

@@ -56,7 +56,9 @@ class FreshFeaturesConfig(_Strict):
     request is scored (``loopline.features.fresh``); off, features are as fresh as the last materialisation."""
 
     enabled: bool = True
-    flush_interval_s: float = Field(default=0.05, gt=0, le=60)  # how often new states go to the online store
+    # How often new states go to the online store (coalesced per entity). Freshness does not depend on it:
+    # this replica reads its own recent events, other replicas read them from the prediction log.
+    flush_interval_s: float = Field(default=0.5, gt=0, le=60)
     refresh_interval_s: float = Field(default=10.0, gt=0)  # how often to look for newly materialised batches
 
 
