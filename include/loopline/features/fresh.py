@@ -58,6 +58,10 @@ SLACK_US = 24 * 3_600 * 1_000_000  # events kept beyond the 30-day window (out-o
 ServedEvents = Callable[[], list[StreamEvent]]
 
 
+class FreshFeaturesUnavailable(RuntimeError):
+    """This process cannot keep features fresh correctly; the message says why and what to do."""
+
+
 @dataclass
 class FreshStats:
     events_streamed: int = 0
@@ -108,10 +112,24 @@ class FreshFeatures:
     # --- loading ------------------------------------------------------------------------------------
 
     def bootstrap(self, served_backlog: Iterable[StreamEvent] = ()) -> FreshFeatures:
-        """The curated 30 days before the watermark, then what was served since."""
-        from loopline.features.store import materialized_until
+        """The curated 30 days before the watermark, then what was served since.
 
+        Refuses (``FreshFeaturesUnavailable``) where this process cannot see the curated store and the
+        watermark that the online store was built from: a state computed without that history would be
+        wrong, not just stale, and written to the store it would replace a right one."""
+        from loopline.features.store import curated_time_range, materialized_until
+
+        if self.settings.mode == "kubernetes":
+            raise FreshFeaturesUnavailable(
+                "serving pods in Kubernetes do not share the curated store and the materialisation watermark "
+                "(each pod has its own scratch dir): fresh features are off there, features are as of the last "
+                "materialisation (`loopline features check-served` measures the skew)")
         self._until = materialized_until(self.settings)
+        if self._until is None and curated_time_range(self.settings) is not None:
+            raise FreshFeaturesUnavailable(
+                f"the curated store {self.settings.state.curated} holds transactions but no materialisation "
+                f"watermark is visible ({self.settings.state.feast_dir}): run `loopline features materialize` "
+                "or point serving at the state dir the features DAG writes")
         if self._until is not None:
             start = self._until - timedelta(microseconds=HISTORY_US)
             self.stats.curated_loaded += load_curated_window(self.settings, self.windows, start, self._until)
@@ -226,5 +244,5 @@ def keys_since(windows: EventWindows, events: Iterable[StreamEvent], since_us: i
     return windows.touched(event for event in events if event.t_us >= since_us)
 
 
-__all__ = ["KEEP", "FreshFeatures", "FreshStats", "State", "StreamEvent", "keys_since", "load_curated_window",
+__all__ = ["KEEP", "FreshFeatures", "FreshFeaturesUnavailable", "FreshStats", "State", "StreamEvent", "keys_since", "load_curated_window",
            "served_after", "table_key", "write_latest_states"]

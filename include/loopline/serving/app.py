@@ -226,7 +226,7 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
         return None
     from datetime import timedelta
 
-    from loopline.features.fresh import FreshFeatures
+    from loopline.features.fresh import FreshFeatures, FreshFeaturesUnavailable
     from loopline.serving.prediction_log import AnsweredFeed
 
     try:
@@ -235,6 +235,9 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
         feed = AnsweredFeed(plog, known=fresh.windows.__contains__)
         fresh.served = feed
         fresh.bootstrap(feed.backlog(datetime.now(UTC) - timedelta(days=31)))
+    except FreshFeaturesUnavailable as exc:
+        log.warning("fresh features are OFF: %s", exc)
+        return None
     except Exception:
         log.exception("fresh features are OFF: they could not be set up; features are as of the last "
                       "materialisation until this is fixed")

@@ -251,3 +251,19 @@ def test_check_skew_leaves_out_entities_serving_already_moved_past_the_batch(wor
     report = check_skew(settings, sample=150)
     assert report.newer_online > 0 and report.compared > 0
     assert report.mismatches == 0, report.examples
+
+
+def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp_path):
+    """A state computed without the curated history would be wrong, not stale: refuse, saying why."""
+    from loopline.features.fresh import FreshFeaturesUnavailable
+    from loopline.platform.feast_store import apply_feature_repo
+
+    settings, sim, _ = world
+    with pytest.raises(FreshFeaturesUnavailable, match="Kubernetes"):
+        FreshFeatures(settings.model_copy(update={"mode": "kubernetes"})).bootstrap()
+    unmaterialised = Settings(state_dir=tmp_path / "other")
+    unmaterialised.state.ensure()
+    publish(unmaterialised, sim.transactions.head(50), "transactions", "some")
+    apply_feature_repo(unmaterialised)  # the views exist, no batch was materialised
+    with pytest.raises(FreshFeaturesUnavailable, match="no materialisation watermark"):
+        FreshFeatures(unmaterialised).bootstrap()
