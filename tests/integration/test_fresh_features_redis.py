@@ -57,7 +57,7 @@ def _request(row: dict) -> dict:
         "device_id")}, "amount": float(row["amount"]), "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat()}
 
 
-def _redis_client(servers: Servers):
+def _redis_client(servers: Servers):  # noqa: F811 (the imported fixture)
     import redis
 
     return redis.Redis(host="127.0.0.1", port=servers.redis_port)
@@ -69,7 +69,7 @@ def sim():
 
 
 @pytest.fixture
-def prod(servers: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Servers:
+def prod(servers: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Servers:  # noqa: F811 (the fixture)
     """The production yaml pointed at the servers, with an empty Redis and an offline database of this
     test's own (aggregate tables start empty; the SQL registry is shared, its definitions are the same)."""
     import psycopg
@@ -295,3 +295,28 @@ def test_the_batch_corrects_redis_and_never_rolls_it_back(world):
                 customer, feature)
     assert after["cust_last_tx_epoch_s"][customers.index(ahead_customer)] == ahead["event_timestamp"].iloc[0].timestamp()
     assert changed > 10  # the batch did correct rows serving had written (the test can fail)
+
+
+def test_a_row_feast_itself_wrote_newer_is_not_rolled_back_on_redis(world):
+    """The compare-and-set reads Feast's own row time (``_ts``), so it holds whoever wrote the stored row:
+    Feast's materialize, a push, write_to_online_store."""
+    from datetime import timedelta as _td
+
+    from loopline.features.streaming import _EPOCH
+
+    settings, _, last = world
+    store = feature_store(settings)
+    writer = OnlineStateWriter(store)
+    windows = EventWindows()
+    windows.add(events_from_frame(last))
+    tx = _request(last.iloc[0].to_dict())
+    key = table_key("customer_velocity", tx)
+    newest, state = windows.state("customer_velocity", key, epoch_us(tx["event_timestamp"]))
+    view = store.get_feature_view("customer_velocity")
+    feast_row = writer._values("customer_velocity", {**state, "cust_tx_count_24h": 42})
+    writer._provider.online_write_batch(store.config, view, [(writer._entity_key("customer_velocity", key), feast_row,
+                                                             _EPOCH + _td(microseconds=newest + 5), None)], None)
+    writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 1})})  # older than Feast's row
+    read = store.get_online_features(features=["customer_velocity:cust_tx_count_24h"],
+                                     entity_rows=[{"customer_id": key[0]}]).to_dict()
+    assert read["cust_tx_count_24h"] == [42]

@@ -376,14 +376,32 @@ WHEN NEW.event_ts < OLD.event_ts
 BEGIN SELECT RAISE(IGNORE); END;
 """
 
-# Redis: the same rule as one atomic script per entity row. Feast's own Redis writer skips a row whose
-# time is not newer, so a corrected state at the same instant (a late transaction) would never land; this
-# one writes when the new row is at least as new. KEYS[1] = the entity's hash; ARGV[1] = the field that
-# holds the row's time in µs, ARGV[2] = that time, ARGV[3..] = field, value pairs (Feast's layout).
+# Redis: the same rule as one atomic script per entity row, whoever wrote the stored row: its time is
+# Feast's own ``_ts:<view>`` field (a protobuf Timestamp: field 1 seconds, field 2 nanos, varints), decoded
+# here. Feast's own Redis writer skips a row whose time is not newer, so a corrected state at the same
+# instant (a late transaction) would never land; this one writes when the new row is at least as new.
+# KEYS[1] = the entity's hash; ARGV[1] = the ``_ts`` field, ARGV[2] = the new row's time in µs,
+# ARGV[3..] = field, value pairs in Feast's layout (the ``_ts`` field among them).
 _REDIS_CAS = """
+local function micros(raw)
+  local seconds, nanos, i = 0, 0, 1
+  while i <= #raw do
+    local tag = string.byte(raw, i)
+    i = i + 1
+    local value, scale, byte = 0, 1, 128
+    while byte >= 128 do
+      byte = string.byte(raw, i)
+      i = i + 1
+      value = value + (byte % 128) * scale
+      scale = scale * 128
+    end
+    if tag == 8 then seconds = value elseif tag == 16 then nanos = value end
+  end
+  return seconds * 1000000 + math.floor(nanos / 1000)
+end
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored and tonumber(stored) > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 3))
+if stored and micros(stored) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
 
@@ -476,12 +494,12 @@ class OnlineStateWriter:
         config = self.store.config
         name = _versioned_fv_name(self._views[table], config)
         project, version = config.project, config.entity_key_serialization_version
-        stamp_field = f"_loopline_us:{name}"
         with client.pipeline(transaction=False) as pipe:
             for entity_key, values, timestamp, _ in data:
                 ts = Timestamp()
                 ts.FromDatetime(timestamp)
-                fields: list[Any] = [f"_ts:{name}", ts.SerializeToString()]
+                stamp_field = f"_ts:{name}"
+                fields: list[Any] = [stamp_field, ts.SerializeToString()]
                 for feature, value in values.items():
                     fields.extend([_mmh3(f"{name}:{feature}"), value.SerializeToString()])
                 micros = (timestamp - _EPOCH) // timedelta(microseconds=1)
