@@ -12,7 +12,12 @@ Both get single-row requests from the same asyncio/aiohttp client (keep-alive, `
 loops) at concurrency 1, 8 and 32, after a warm-up; req/s counts successful answers over the timed window,
 latencies are client-side. The last line is ``RESULT ratio_c32=<loopline/mlflow req/s> p99_ms_c32=<ms>``.
 
-    .venv/bin/python bench/serving.py [--duration S] [--quick] [--concurrency 1 8 32]
+Every Loopline request is a new transaction (its own id, 1 ms after the previous one, customers in turn), so
+with fresh features on (the shipped serving config) each one updates its entities' aggregates.
+``--online-store redis`` runs the same with Feast's Redis online store (a throwaway ``redis-server`` on
+127.0.0.1, no persistence) instead of SQLite: the production store.
+
+    .venv/bin/python bench/serving.py [--duration S] [--quick] [--concurrency 1 8 32] [--online-store redis]
 """
 
 from __future__ import annotations
@@ -79,6 +84,17 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
     return settings, transactions, feature_rows
 
 
+def serving_config(root: Path, fresh: bool) -> Path:
+    """The shipped serving config with ``fresh_features.enabled`` set."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "include" / "config" / "serving.yaml").read_text())
+    config.setdefault("fresh_features", {})["enabled"] = fresh
+    path = root / "serving.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def new_transactions(transactions: list[dict[str, Any]]) -> Any:
     """Each call a new transaction (own id, 1 ms after the previous one) of the next customer in turn: with
     fresh features on, every request is an event that updates its customer's, merchant's and device's
@@ -93,6 +109,45 @@ def new_transactions(transactions: list[dict[str, Any]]) -> Any:
         return json.dumps({"transactions": [tx]}).encode()
 
     return next_body
+
+
+REDIS_FEATURE_STORE = """project: loopline
+provider: local
+registry:
+  registry_type: file
+  path: ${{LOOPLINE_FEAST_REGISTRY}}
+  cache_ttl_seconds: 60
+online_store:
+  type: redis
+  connection_string: "127.0.0.1:{port}"
+offline_store:
+  type: duckdb
+entity_key_serialization_version: 3
+"""
+
+
+def start_redis(root: Path, port: int) -> tuple[subprocess.Popen, Path]:
+    """A throwaway redis-server on 127.0.0.1 (no persistence) and a feature_store.yaml using it online."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found: apt-get install -y redis-server")
+    log = (root / "redis.log").open("w")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    import redis
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis.Redis(host="127.0.0.1", port=port).ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {(root / 'redis.log').read_text()[-1000:]}") from None
+            time.sleep(0.1)
+    yaml_path = root / "feature_store.redis.yaml"
+    yaml_path.write_text(REDIS_FEATURE_STORE.format(port=port))
+    return proc, yaml_path
 
 
 def start_server(cmd: list[str], env: dict[str, str], ready_url: str, log_path: Path) -> subprocess.Popen:
@@ -176,13 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s per level, 1 s warm-up")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state dir")
     parser.add_argument("--only", choices=["loopline", "mlflow"], help="run one contender (no RESULT line)")
+    parser.add_argument("--fresh-features", choices=["on", "off"], default="on",
+                        help="serving's fresh_features.enabled (default on, as shipped)")
+    parser.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite",
+                        help="Feast online store of the Loopline service (default: sqlite, the embedded one)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
     from loopline.platform.scratch import free_port
 
     root = Path(tempfile.mkdtemp(prefix="loopline-bench-serving-"))
-    print(f"building the world in {root} ...", flush=True)
+    redis_proc = None
+    if args.online_store == "redis":
+        redis_proc, yaml_path = start_redis(root, free_port())
+        os.environ["FEAST_FS_YAML_FILE_PATH"] = str(yaml_path)  # the world and the server use it
+    print(f"building the world in {root} (online store: {args.online_store}) ...", flush=True)
     t0 = time.monotonic()
     settings, transactions, feature_rows = build_world(root)
     print(f"world ready in {time.monotonic() - t0:.1f} s: {len(transactions)} customers", flush=True)
@@ -197,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                    "/ping", "/invocations",
                    [json.dumps({"dataframe_records": [row]}).encode() for row in feature_rows]),
         "loopline": (lambda port: [sys.executable, "-m", "loopline.serving", "--host", "127.0.0.1", "--port",
-                                   str(port), "--model-uri", model_uri, "--log-level", "warning"],
+                                   str(port), "--model-uri", model_uri, "--log-level", "warning",
+                                   "--config", str(serving_config(root, args.fresh_features == "on"))],
                      "/readyz", "/v1/predict", new_transactions(transactions)),
     }
     try:
@@ -220,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 stop_server(proc)
     finally:
+        if redis_proc is not None:
+            stop_server(redis_proc)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     if args.only:

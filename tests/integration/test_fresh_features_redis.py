@@ -302,7 +302,7 @@ def test_a_row_feast_itself_wrote_newer_is_not_rolled_back_on_redis(world):
     Feast's materialize, a push, write_to_online_store."""
     from datetime import timedelta as _td
 
-    from loopline.features.streaming import _EPOCH
+    from loopline.features.streaming import _EPOCH, TABLES_BY_NAME
 
     settings, _, last = world
     store = feature_store(settings)
@@ -313,7 +313,11 @@ def test_a_row_feast_itself_wrote_newer_is_not_rolled_back_on_redis(world):
     key = table_key("customer_velocity", tx)
     newest, state = windows.state("customer_velocity", key, epoch_us(tx["event_timestamp"]))
     view = store.get_feature_view("customer_velocity")
-    feast_row = writer._values("customer_velocity", {**state, "cust_tx_count_24h": 42})
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    row = {**state, "cust_tx_count_24h": 42}
+    feast_row = {name: Value(int64_val=row[name]) if dtype == "int64" else Value(double_val=row[name])
+                 for name, dtype in TABLES_BY_NAME["customer_velocity"].features.items()}
     writer._provider.online_write_batch(store.config, view, [(writer._entity_key("customer_velocity", key), feast_row,
                                                              _EPOCH + _td(microseconds=newest + 5), None)], None)
     writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 1})})  # older than Feast's row

@@ -12,8 +12,8 @@ The lookup (``store.OnlineFeatures.lookup``) reads the Feast online store as alw
 knows events of an entity that the stored row does not reflect yet (the same batch, the last few
 milliseconds, another replica's last request) it uses the state computed here instead, at the same
 instant the offline join uses (the transaction's time minus 1 µs). A background thread writes the new
-state of every entity touched to the online store every ``flush_interval_s`` (coalesced: a busy
-merchant is written once per interval, not once per transaction).
+state of the entities touched to the online store, ``slice_entities`` every ``flush_interval_s``, oldest
+first (coalesced: a busy merchant waiting in line is written once, not once per transaction).
 
 Crash safety: what the thread had not written yet is not lost. The events are in the prediction log;
 a restarted service reads them back (``served_backlog``) and the next materialisation writes the state
@@ -22,6 +22,7 @@ after each entity's newest event, curated or served (``store.materialize``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -32,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from loopline.features.streaming import (
     HISTORY_US,
-    TABLE_KEYS,
     EventWindows,
     OnlineStateWriter,
     State,
@@ -91,7 +91,8 @@ class FreshFeatures:
     """Recent events of one serving process and the online writes they cause. See the module doc."""
 
     def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
-                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.5,
+                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.05,
+                 slice_entities: int = 100,
                  refresh_interval_s: float = 10.0) -> None:
         from loopline.platform.feast_store import feature_store
 
@@ -100,10 +101,13 @@ class FreshFeatures:
         self.windows = EventWindows()
         self.stats = FreshStats()
         self.flush_interval_s = flush_interval_s
+        self.slice_entities = slice_entities
         self.refresh_interval_s = refresh_interval_s
         self.served = served_events  # other replicas' answered transactions since the last call
         self._lock = threading.Lock()
-        self._dirty: dict[str, set[tuple[str, ...]]] = {table: set() for table in TABLE_KEYS}
+        # Entities whose newest state is not written yet, oldest first (a dict is an ordered set): a busy one
+        # is written once per pass, however many transactions it had meanwhile.
+        self._dirty: dict[tuple[str, tuple[str, ...]], None] = {}
         self._until: datetime | None = None
         self._next_refresh = 0.0
         self._stop = threading.Event()
@@ -174,7 +178,7 @@ class FreshFeatures:
             new_synced = self.windows.add(synced)
             new_own = self.windows.add(own)
             for table, keys in self.windows.touched([*new_synced, *new_own]).items():
-                self._dirty[table] |= keys
+                self._dirty.update(dict.fromkeys((table, key) for key in keys))
         self.stats.events_synced += len(new_synced)
         self.stats.events_streamed += len(new_own)
 
@@ -192,12 +196,18 @@ class FreshFeatures:
 
     # --- writing --------------------------------------------------------------------------------------
 
-    def flush(self) -> int:
-        """Write the newest state of every entity touched since the last flush; returns rows written."""
+    def flush(self, limit: int | None = None) -> int:
+        """Write the newest state of the entities touched since they were last written (the oldest ``limit``
+        of them; all when None); returns rows written."""
         with self._lock:
-            pending = {table: self.windows.latest(table, keys) for table, keys in self._dirty.items() if keys}
-            for keys in self._dirty.values():
-                keys.clear()
+            take = len(self._dirty) if limit is None else min(limit, len(self._dirty))
+            picked = list(itertools.islice(self._dirty, take))
+            for item in picked:
+                del self._dirty[item]
+            by_table: dict[str, list[tuple[str, ...]]] = {}
+            for table, key in picked:
+                by_table.setdefault(table, []).append(key)
+            pending = {table: self.windows.latest(table, keys) for table, keys in by_table.items()}
         written = 0
         for table, states in pending.items():
             try:
@@ -215,8 +225,10 @@ class FreshFeatures:
         return self
 
     def _flush_loop(self) -> None:
+        # Small slices, often: the writes share the interpreter with scoring, and a long burst would stall
+        # the requests in flight (their p99). Entities wait in order; the overlay keeps them fresh meanwhile.
         while not self._stop.wait(self.flush_interval_s):
-            self.flush()
+            self.flush(self.slice_entities)
 
     def close(self) -> None:
         """Stop the writer thread after a last flush."""

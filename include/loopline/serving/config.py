@@ -56,9 +56,11 @@ class FreshFeaturesConfig(_Strict):
     request is scored (``loopline.features.fresh``); off, features are as fresh as the last materialisation."""
 
     enabled: bool = True
-    # How often new states go to the online store (coalesced per entity). Freshness does not depend on it:
+    # New states go to the online store in slices of `write_slice` entities every `flush_interval_s`, oldest
+    # first, each entity once however many transactions it had meanwhile. Freshness does not depend on it:
     # this replica reads its own recent events, other replicas read them from the prediction log.
-    flush_interval_s: float = Field(default=0.5, gt=0, le=60)
+    flush_interval_s: float = Field(default=0.05, gt=0, le=60)
+    write_slice: int = Field(default=100, ge=1)
     refresh_interval_s: float = Field(default=10.0, gt=0)  # how often to look for newly materialised batches
 
 

@@ -267,3 +267,15 @@ def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp
     apply_feature_repo(unmaterialised)  # the views exist, no batch was materialised
     with pytest.raises(FreshFeaturesUnavailable, match="no materialisation watermark"):
         FreshFeatures(unmaterialised).bootstrap()
+
+
+@pytest.mark.parametrize(("value", "dtype"), [(0, "int64"), (1, "int64"), (300, "int64"), (2**40, "int64"),
+                                              (-5, "int64"), (0.0, "float64"), (-1.5, "float64"),
+                                              (1736935380.123456, "float64"), (1e-300, "float64")])
+def test_values_are_encoded_exactly_as_feast_serialises_them(value, dtype):
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from loopline.features.streaming import encode_value
+
+    proto = Value(int64_val=value) if dtype == "int64" else Value(double_val=value)
+    assert encode_value(value, dtype)[0] == proto.SerializeToString()
