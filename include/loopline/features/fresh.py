@@ -13,7 +13,8 @@ knows events of an entity that the stored row does not reflect yet (the same bat
 milliseconds, another replica's last request) it uses the state computed here instead, at the same
 instant the offline join uses (the transaction's time minus 1 µs). A background thread writes the new
 state of the entities touched to the online store, ``slice_entities`` every ``flush_interval_s``, oldest
-first (coalesced: a busy merchant waiting in line is written once, not once per transaction).
+first, each once it has waited ``coalesce_s`` (a busy merchant is written about once a second, not once
+per transaction).
 
 Crash safety: what the thread had not written yet is not lost. The events are in the prediction log;
 a restarted service reads them back (``served_backlog``) and the next materialisation writes the state
@@ -92,7 +93,7 @@ class FreshFeatures:
 
     def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
                  served_events: ServedEvents | None = None, flush_interval_s: float = 0.05,
-                 slice_entities: int = 100,
+                 slice_entities: int = 100, coalesce_s: float = 1.0,
                  refresh_interval_s: float = 10.0) -> None:
         from loopline.platform.feast_store import feature_store
 
@@ -102,12 +103,13 @@ class FreshFeatures:
         self.stats = FreshStats()
         self.flush_interval_s = flush_interval_s
         self.slice_entities = slice_entities
+        self.coalesce_s = coalesce_s
         self.refresh_interval_s = refresh_interval_s
         self.served = served_events  # other replicas' answered transactions since the last call
         self._lock = threading.Lock()
         # Entities whose newest state is not written yet, oldest first (a dict is an ordered set): a busy one
         # is written once per pass, however many transactions it had meanwhile.
-        self._dirty: dict[tuple[str, tuple[str, ...]], None] = {}
+        self._dirty: dict[tuple[str, tuple[str, ...]], float] = {}  # -> when it first became dirty
         self._until: datetime | None = None
         self._next_refresh = 0.0
         self._stop = threading.Event()
@@ -177,8 +179,10 @@ class FreshFeatures:
         with self._lock:
             new_synced = self.windows.add(synced)
             new_own = self.windows.add(own)
+            now = time.monotonic()
             for table, keys in self.windows.touched([*new_synced, *new_own]).items():
-                self._dirty.update(dict.fromkeys((table, key) for key in keys))
+                for key in keys:
+                    self._dirty.setdefault((table, key), now)
         self.stats.events_synced += len(new_synced)
         self.stats.events_streamed += len(new_own)
 
@@ -196,12 +200,14 @@ class FreshFeatures:
 
     # --- writing --------------------------------------------------------------------------------------
 
-    def flush(self, limit: int | None = None) -> int:
-        """Write the newest state of the entities touched since they were last written (the oldest ``limit``
-        of them; all when None); returns rows written."""
+    def flush(self, limit: int | None = None, min_age_s: float = 0.0) -> int:
+        """Write the newest state of the entities touched since they were last written: the oldest ``limit``
+        of them (all when None) that have waited at least ``min_age_s``; returns rows written."""
         with self._lock:
-            take = len(self._dirty) if limit is None else min(limit, len(self._dirty))
-            picked = list(itertools.islice(self._dirty, take))
+            ripe = time.monotonic() - min_age_s
+            take = len(self._dirty) if limit is None else limit
+            picked = list(itertools.takewhile(lambda item: self._dirty[item] <= ripe,
+                                              itertools.islice(self._dirty, take)))
             for item in picked:
                 del self._dirty[item]
             by_table: dict[str, list[tuple[str, ...]]] = {}
@@ -228,7 +234,7 @@ class FreshFeatures:
         # Small slices, often: the writes share the interpreter with scoring, and a long burst would stall
         # the requests in flight (their p99). Entities wait in order; the overlay keeps them fresh meanwhile.
         while not self._stop.wait(self.flush_interval_s):
-            self.flush(self.slice_entities)
+            self.flush(self.slice_entities, self.coalesce_s)
 
     def close(self) -> None:
         """Stop the writer thread after a last flush."""

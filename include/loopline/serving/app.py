@@ -232,7 +232,8 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
     try:
         fresh = FreshFeatures(settings, flush_interval_s=config.fresh_features.flush_interval_s,
                               refresh_interval_s=config.fresh_features.refresh_interval_s,
-                              slice_entities=config.fresh_features.write_slice)
+                              slice_entities=config.fresh_features.write_slice,
+                              coalesce_s=config.fresh_features.coalesce_s)
         feed = AnsweredFeed(plog, known=fresh.windows.__contains__)
         fresh.served = feed
         fresh.bootstrap(feed.backlog(datetime.now(UTC) - timedelta(days=31)))

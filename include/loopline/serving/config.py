@@ -57,10 +57,11 @@ class FreshFeaturesConfig(_Strict):
 
     enabled: bool = True
     # New states go to the online store in slices of `write_slice` entities every `flush_interval_s`, oldest
-    # first, each entity once however many transactions it had meanwhile. Freshness does not depend on it:
+    # first, each entity once it has waited `coalesce_s`, however many transactions it had meanwhile. Freshness does not depend on it:
     # this replica reads its own recent events, other replicas read them from the prediction log.
-    flush_interval_s: float = Field(default=0.05, gt=0, le=60)
+    flush_interval_s: float = Field(default=0.1, gt=0, le=60)
     write_slice: int = Field(default=100, ge=1)
+    coalesce_s: float = Field(default=1.0, ge=0, le=60)  # an entity is written once it has waited this long
     refresh_interval_s: float = Field(default=10.0, gt=0)  # how often to look for newly materialised batches
 
 
