@@ -139,11 +139,12 @@ def events_from_frame(frame: pd.DataFrame) -> list[StreamEvent]:
 class _Timeline:
     """One entity's events, oldest first (appends are O(1); a late event is inserted in place)."""
 
-    __slots__ = ("events", "memo", "times", "version")
+    __slots__ = ("events", "memo", "sums", "times", "version")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.events: list[StreamEvent] = []
+        self.sums: list[float] = [0.0]  # sums[i] = total amount of events[:i]: a window's sum in O(1)
         self.version = 0  # bumped when events move (a late insert, a prune): memoised states are then stale
         self.memo: tuple[int, int, dict[str, Any]] | None = None  # (end, version, row) of the last state built
 
@@ -151,11 +152,24 @@ class _Timeline:
         if not self.times or event.t_us >= self.times[-1]:
             self.times.append(event.t_us)
             self.events.append(event)
+            self.sums.append(self.sums[-1] + event.amount)
         else:
             at = bisect.bisect_right(self.times, event.t_us)
             self.times.insert(at, event.t_us)
             self.events.insert(at, event)
+            self.resum(at)
             self.version += 1
+
+    def resum(self, start: int = 0) -> None:
+        """Rebuild the prefix sums from event ``start`` on (after a late insert or a prune)."""
+        del self.sums[start + 1:]
+        total = self.sums[start]
+        for event in self.events[start:]:
+            total += event.amount
+            self.sums.append(total)
+
+    def window_sum(self, start: int, end: int) -> float:
+        return self.sums[end] - self.sums[start]
 
     def end(self, t_us: int) -> int:
         """Index after the last event at or before ``t_us``."""
@@ -180,9 +194,8 @@ def _customer_velocity(line: _Timeline, end: int, newest: int) -> dict[str, Any]
     last_30d = events[s30:end]
     amounts_30d = [e.amount for e in last_30d]
     amounts_7d = amounts_30d[s7 - s30:]
-    amounts_24h = amounts_30d[s24 - s30:]
-    n30, n7, n24 = len(amounts_30d), len(amounts_7d), len(amounts_24h)
-    sum24 = sum(amounts_24h)
+    n30, n7, n24 = end - s30, end - s7, end - s24
+    sum24 = line.window_sum(s24, end)
     return {
         "cust_tx_count_1h": end - s1,
         "cust_tx_count_24h": n24,
@@ -190,8 +203,8 @@ def _customer_velocity(line: _Timeline, end: int, newest: int) -> dict[str, Any]
         "cust_tx_count_30d": n30,
         "cust_amount_sum_24h": sum24,
         "cust_amount_mean_24h": sum24 / n24,
-        "cust_amount_mean_7d": sum(amounts_7d) / n7,
-        "cust_amount_mean_30d": sum(amounts_30d) / n30,
+        "cust_amount_mean_7d": line.window_sum(s7, end) / n7,
+        "cust_amount_mean_30d": line.window_sum(s30, end) / n30,
         "cust_amount_std_30d": _population_std(amounts_30d),
         "cust_amount_max_7d": max(amounts_7d),
         "cust_distinct_merchants_24h": len({e.merchant_id for e in events[s24:end]}),
@@ -204,11 +217,10 @@ def _customer_velocity(line: _Timeline, end: int, newest: int) -> dict[str, Any]
 
 def _merchant_stats(line: _Timeline, end: int, newest: int) -> dict[str, Any]:
     s24, s7 = line.start(newest, D1), line.start(newest, D7)
-    amounts_7d = [e.amount for e in line.events[s7:end]]
     return {
         "merch_tx_count_24h": end - s24,
         "merch_tx_count_7d": end - s7,
-        "merch_amount_mean_7d": sum(amounts_7d) / len(amounts_7d),
+        "merch_amount_mean_7d": line.window_sum(s7, end) / (end - s7),
         "merch_distinct_cards_24h": len({e.card_id for e in line.events[s24:end]}),
     }
 
@@ -354,6 +366,8 @@ class EventWindows:
                         dropped += 1
                 del line.times[:cut]
                 del line.events[:cut]
+                line.sums[:] = [0.0]
+                line.resum()
                 line.version += 1
                 if not line.times:
                     del lines[key]
