@@ -61,7 +61,7 @@ class FreshFeaturesConfig(_Strict):
     # this replica reads its own recent events, other replicas read them from the prediction log.
     flush_interval_s: float = Field(default=0.1, gt=0, le=60)
     write_slice: int = Field(default=100, ge=1)
-    coalesce_s: float = Field(default=1.0, ge=0, le=60)  # an entity is written once it has waited this long
+    coalesce_s: float = Field(default=5.0, ge=0, le=60)  # an entity is written once it has waited this long
     refresh_interval_s: float = Field(default=10.0, gt=0)  # how often to look for newly materialised batches
 
 
