@@ -63,6 +63,10 @@ class FreshFeaturesUnavailable(RuntimeError):
     """This process cannot keep features fresh correctly; the message says why and what to do."""
 
 
+class FreshFeaturesNotReady(RuntimeError):
+    """Not yet: the history fresh features start from is not there yet (retried)."""
+
+
 @dataclass
 class FreshStats:
     events_streamed: int = 0
@@ -94,11 +98,13 @@ class FreshFeatures:
     def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
                  served_events: ServedEvents | None = None, flush_interval_s: float = 0.05,
                  slice_entities: int = 100, coalesce_s: float = 1.0,
-                 refresh_interval_s: float = 10.0) -> None:
-        from loopline.platform.feast_store import feature_store
-
+                 refresh_interval_s: float = 10.0,
+                 backlog: Callable[[], Iterable[StreamEvent]] | None = None) -> None:
         self.settings = settings
-        self.writer = OnlineStateWriter(store or feature_store(settings))
+        self._store = store
+        self.writer: OnlineStateWriter | None = None
+        self.ready = False  # bootstrapped: until then every call is a no-op and lookups use the store as is
+        self.backlog = backlog  # what was served before this process started (the prediction log's)
         self.windows = EventWindows()
         self.stats = FreshStats()
         self.flush_interval_s = flush_interval_s
@@ -114,34 +120,62 @@ class FreshFeatures:
         self._next_refresh = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_try = 0.0
+        self._gave_up = False
+
+    def knows(self, transaction_id: str) -> bool:
+        return transaction_id in self.windows
 
     # --- loading ------------------------------------------------------------------------------------
 
-    def bootstrap(self, served_backlog: Iterable[StreamEvent] = ()) -> FreshFeatures:
+    def bootstrap(self, served_backlog: Iterable[StreamEvent] | None = None) -> FreshFeatures:
         """The curated 30 days before the watermark, then what was served since.
 
         Refuses (``FreshFeaturesUnavailable``) where this process cannot see the curated store and the
         watermark that the online store was built from: a state computed without that history would be
-        wrong, not just stale, and written to the store it would replace a right one."""
+        wrong, not just stale, and written to the store it would replace a right one. Curated batches
+        without a watermark yet (ingested, not materialised) are ``FreshFeaturesNotReady``: retried."""
         from loopline.features.store import curated_time_range, materialized_until
+        from loopline.platform.feast_store import feature_store
 
         if self.settings.mode == "kubernetes":
             raise FreshFeaturesUnavailable(
                 "serving pods in Kubernetes do not share the curated store and the materialisation watermark "
                 "(each pod has its own scratch dir): fresh features are off there, features are as of the last "
                 "materialisation (`loopline features check-served` measures the skew)")
+        if self.writer is None:  # needs the feature views registered (the first materialisation does it)
+            self.writer = OnlineStateWriter(self._store or feature_store(self.settings))
         self._until = materialized_until(self.settings)
         if self._until is None and curated_time_range(self.settings) is not None:
-            raise FreshFeaturesUnavailable(
+            raise FreshFeaturesNotReady(
                 f"the curated store {self.settings.state.curated} holds transactions but no materialisation "
                 f"watermark is visible ({self.settings.state.feast_dir}): run `loopline features materialize` "
                 "or point serving at the state dir the features DAG writes")
         if self._until is not None:
             start = self._until - timedelta(microseconds=HISTORY_US)
             self.stats.curated_loaded += load_curated_window(self.settings, self.windows, start, self._until)
+        if served_backlog is None:
+            served_backlog = self.backlog() if self.backlog is not None else ()
         self.stats.events_synced += len(self.windows.add(served_backlog))
         self._next_refresh = time.monotonic() + self.refresh_interval_s
+        self.ready = True
         return self
+
+    def _try_bootstrap(self) -> None:
+        """Until ready (e.g. serving started before the first materialisation registered the feature views):
+        try again every ``refresh_interval_s``, from the writer thread."""
+        if self.ready or self._gave_up or time.monotonic() < self._next_try:
+            return
+        self._next_try = time.monotonic() + self.refresh_interval_s
+        try:
+            self.bootstrap()
+        except FreshFeaturesUnavailable as exc:
+            self._gave_up = True
+            log.warning("fresh features are OFF: %s", exc)
+        except Exception as exc:
+            log.info("fresh features wait: %s (retried every %.0f s)", exc, self.refresh_interval_s)
+        else:
+            log.info("fresh features on: %d recent transactions known", len(self.windows))
 
     def _refresh_curated(self) -> None:
         """Newly materialised batches (late or unscored transactions) join the windows."""
@@ -164,6 +198,8 @@ class FreshFeatures:
 
     def observe(self, transactions: list[dict[str, Any]]) -> None:
         """Before scoring a batch: other replicas' new events, then the batch's own."""
+        if not self.ready:
+            return
         if time.monotonic() >= self._next_refresh:
             try:
                 self._refresh_curated()
@@ -189,7 +225,7 @@ class FreshFeatures:
     def fresher(self, table: str, key: tuple[str, ...] | None, as_of_us: int, stored_us: int | None) -> Any:
         """``KEEP`` when the stored row (its newest event at ``stored_us``, None: no row) is what the offline
         join would return at ``as_of_us``; else the state known here (None: no state)."""
-        if key is None:
+        if key is None or not self.ready:
             return KEEP
         newest = self.windows.newest_before(table, key, as_of_us + 1)
         if stored_us is not None and stored_us > as_of_us:  # a row from after this transaction: not for it
@@ -203,6 +239,8 @@ class FreshFeatures:
     def flush(self, limit: int | None = None, min_age_s: float = 0.0) -> int:
         """Write the newest state of the entities touched since they were last written: the oldest ``limit``
         of them (all when None) that have waited at least ``min_age_s``; returns rows written."""
+        if self.writer is None:
+            return 0
         with self._lock:
             ripe = time.monotonic() - min_age_s
             take = len(self._dirty) if limit is None else limit
@@ -234,6 +272,7 @@ class FreshFeatures:
         # Small slices, often: the writes share the interpreter with scoring, and a long burst would stall
         # the requests in flight (their p99). Entities wait in order; the overlay keeps them fresh meanwhile.
         while not self._stop.wait(self.flush_interval_s):
+            self._try_bootstrap()
             self.flush(self.slice_entities, self.coalesce_s)
 
     def close(self) -> None:
@@ -262,5 +301,5 @@ def keys_since(windows: EventWindows, events: Iterable[StreamEvent], since_us: i
     return windows.touched(event for event in events if event.t_us >= since_us)
 
 
-__all__ = ["KEEP", "FreshFeatures", "FreshFeaturesUnavailable", "FreshStats", "State", "StreamEvent", "keys_since", "load_curated_window",
+__all__ = ["KEEP", "FreshFeatures", "FreshFeaturesNotReady", "FreshFeaturesUnavailable", "FreshStats", "State", "StreamEvent", "keys_since", "load_curated_window",
            "served_after", "table_key", "write_latest_states"]

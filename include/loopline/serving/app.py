@@ -229,22 +229,23 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
     from loopline.features.fresh import FreshFeatures, FreshFeaturesUnavailable
     from loopline.serving.prediction_log import AnsweredFeed
 
+    fresh = FreshFeatures(settings, flush_interval_s=config.fresh_features.flush_interval_s,
+                          refresh_interval_s=config.fresh_features.refresh_interval_s,
+                          slice_entities=config.fresh_features.write_slice,
+                          coalesce_s=config.fresh_features.coalesce_s)
+    feed = AnsweredFeed(plog, known=fresh.knows)
+    fresh.served = feed
+    fresh.backlog = lambda: feed.backlog(datetime.now(UTC) - timedelta(days=31))
     try:
-        fresh = FreshFeatures(settings, flush_interval_s=config.fresh_features.flush_interval_s,
-                              refresh_interval_s=config.fresh_features.refresh_interval_s,
-                              slice_entities=config.fresh_features.write_slice,
-                              coalesce_s=config.fresh_features.coalesce_s)
-        feed = AnsweredFeed(plog, known=fresh.windows.__contains__)
-        fresh.served = feed
-        fresh.bootstrap(feed.backlog(datetime.now(UTC) - timedelta(days=31)))
+        fresh.bootstrap()
     except FreshFeaturesUnavailable as exc:
         log.warning("fresh features are OFF: %s", exc)
         return None
-    except Exception:
-        log.exception("fresh features are OFF: they could not be set up; features are as of the last "
-                      "materialisation until this is fixed")
-        return None
-    log.info("fresh features on: %d recent transactions known", len(fresh.windows))
+    except Exception as exc:  # e.g. no feature view registered yet: the writer thread retries
+        log.warning("fresh features wait: %s (retried every %.0f s; until then features are as of the last "
+                    "materialisation)", exc, config.fresh_features.refresh_interval_s)
+    else:
+        log.info("fresh features on: %d recent transactions known", len(fresh.windows))
     return fresh.start()
 
 

@@ -254,8 +254,9 @@ def test_check_skew_leaves_out_entities_serving_already_moved_past_the_batch(wor
 
 
 def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp_path):
-    """A state computed without the curated history would be wrong, not stale: refuse, saying why."""
-    from loopline.features.fresh import FreshFeaturesUnavailable
+    """A state computed without the curated history would be wrong, not stale: refuse, saying why (for
+    good in Kubernetes; until the first materialisation where batches are ingested but not materialised)."""
+    from loopline.features.fresh import FreshFeaturesNotReady, FreshFeaturesUnavailable
     from loopline.platform.feast_store import apply_feature_repo
 
     settings, sim, _ = world
@@ -265,7 +266,7 @@ def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp
     unmaterialised.state.ensure()
     publish(unmaterialised, sim.transactions.head(50), "transactions", "some")
     apply_feature_repo(unmaterialised)  # the views exist, no batch was materialised
-    with pytest.raises(FreshFeaturesUnavailable, match="no materialisation watermark"):
+    with pytest.raises(FreshFeaturesNotReady, match="no materialisation watermark"):
         FreshFeatures(unmaterialised).bootstrap()
 
 
@@ -279,3 +280,26 @@ def test_values_are_encoded_exactly_as_feast_serialises_them(value, dtype):
 
     proto = Value(int64_val=value) if dtype == "int64" else Value(double_val=value)
     assert encode_value(value, dtype)[0] == proto.SerializeToString()
+
+
+def test_serving_started_before_the_first_materialisation_turns_fresh_features_on_when_it_lands(sim, tmp_path):
+    """`loopline up` starts serving before any batch: fresh features wait (no feature view registered yet)
+    and switch on by themselves once materialisation has run."""
+    import time
+
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.state.ensure()
+    fresh = FreshFeatures(settings, refresh_interval_s=0.05, flush_interval_s=0.02)
+    with pytest.raises(Exception, match="customer_velocity"):
+        fresh.bootstrap()
+    fresh.start()
+    first = _request(sim.transactions.iloc[0].to_dict())
+    fresh.observe([first])  # not ready: nothing happens, nothing breaks
+    assert not fresh.ready and fresh.fresher("customer_velocity", ("c",), 0, None) is not None
+    publish(settings, sim.transactions[sim.transactions["event_timestamp"] < _day(3)], "transactions", "first")
+    materialize(settings, _day(0), _day(3))
+    deadline = time.monotonic() + 20
+    while not fresh.ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fresh.close()
+    assert fresh.ready and len(fresh.windows) > 0
