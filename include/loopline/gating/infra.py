@@ -17,6 +17,7 @@ from typing import Any
 from loopline.config import Settings, telemetry_off_env
 from loopline.platform.processes import ProcessRegistry, spawn, stop_trees, tail
 from loopline.platform.scratch import free_port
+from loopline.serving.prediction_log import PROBE_ID_PREFIX
 
 LOG_TAIL_LINES = 40
 
@@ -106,7 +107,7 @@ def _edge_cases(sample: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]
 def probe_requests(requests: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
     """The sample with ids of their own: the server logs what it scores, and a probe must never pass for
     a real transaction in the prediction log (monitoring joins it with labels)."""
-    return [{**r, "transaction_id": f"gate_probe_v{version}_{r['transaction_id']}"} for r in requests]
+    return [{**r, "transaction_id": f"{PROBE_ID_PREFIX}v{version}_{r['transaction_id']}"} for r in requests]
 
 
 def validate_serving(settings: Settings, model_uri: str, version: str, requests: list[dict[str, Any]],
@@ -118,8 +119,9 @@ def validate_serving(settings: Settings, model_uri: str, version: str, requests:
     port = free_port(settings.host)
     log_path = workdir / "serving.log"
     log_path.unlink(missing_ok=True)
+    # Fresh features off: the probes are not transactions and must not enter the online store.
     argv = [sys.executable, "-m", "loopline.serving", "--host", "127.0.0.1", "--port", str(port),
-            "--model-uri", model_uri]
+            "--model-uri", model_uri, "--fresh-features", "off"]
     env = {**os.environ, **telemetry_off_env(), **settings.env()}
     registry = ProcessRegistry(workdir / "processes.json")
     base = f"http://127.0.0.1:{port}"

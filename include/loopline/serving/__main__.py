@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "champion; default: follow the registry's aliases")
     parser.add_argument("--config", type=Path, default=None, help="serving YAML (default include/config/serving.yaml)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--fresh-features", choices=["on", "off"], default=None,
+                        help="override the config's fresh_features.enabled (off: a probe server, e.g. the gate's, "
+                             "whose requests are not real transactions)")
 
 
 def _drop_inherited_feast_metrics_dir() -> None:
@@ -61,6 +64,9 @@ def serve(args: argparse.Namespace) -> int:
     except ServingConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.fresh_features is not None:
+        config = config.model_copy(update={"fresh_features": config.fresh_features.model_copy(
+            update={"enabled": args.fresh_features == "on"})})
     if config.batching.mode == "threads":
         # The loop, scoring and log threads hand the GIL to each other per batch: the default 5 ms switch
         # interval makes each hand-off wait up to 5 ms (measured: half the throughput at concurrency 8).

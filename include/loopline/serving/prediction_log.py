@@ -444,12 +444,17 @@ def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL",
 # --- the served transactions as feature events (fresh features, see loopline.features.fresh) ---------
 
 
+# Transaction ids of requests that are not transactions (the gate's serving probes): logged like any
+# prediction, never counted in anyone's features.
+PROBE_ID_PREFIX = "gate_probe_"
+
+
 def _events(rows: Iterable[tuple[int, str, str]], known: Callable[[str], bool] | None = None) -> list[StreamEvent]:
     from loopline.features.streaming import event_from_transaction
 
     events = []
     for _, transaction_id, inputs in rows:
-        if known is not None and known(transaction_id):
+        if (known is not None and known(transaction_id)) or transaction_id.startswith(PROBE_ID_PREFIX):
             continue  # parsing JSON costs more than the check
         try:
             events.append(event_from_transaction(json.loads(inputs)))

@@ -303,3 +303,20 @@ def test_serving_started_before_the_first_materialisation_turns_fresh_features_o
         time.sleep(0.05)
     fresh.close()
     assert fresh.ready and len(fresh.windows) > 0
+
+
+def test_the_gates_serving_probes_never_count_as_transactions(world, tmp_path):
+    """The gate probes a candidate through a serving process that logs what it scores: those rows are not
+    transactions, so neither the replicas' feed nor materialisation may count them."""
+    from loopline.gating.infra import probe_requests
+
+    settings, _, last = world
+    plog = PredictionLog(settings.state.prediction_log)
+    real, probe = (_request(r) for r in last.head(2).to_dict("records"))
+    (probe,) = probe_requests([probe], "7")
+    plog.append([LoggedPrediction(uuid.uuid4().hex, datetime.now(UTC).timestamp(), tx["transaction_id"],
+                                  tx["customer_id"], tx, {}, 0.1, False, "champion", "7", 1.0) for tx in (real, probe)])
+    assert [e.transaction_id for e in answered_events(settings)] == [real["transaction_id"]]
+    assert [e.transaction_id for e in AnsweredFeed(plog).backlog(datetime(2000, 1, 1, tzinfo=UTC))] == [
+        real["transaction_id"]]
+    plog.close()
