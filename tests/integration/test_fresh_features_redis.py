@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
+from fresh_world import DAYS, day, ingest_history, mismatches, offline_truth, request, simulated
 from local_servers import PG_USER
 from test_production_feature_store import (  # noqa: F401 (servers: the module-scoped fixture)
     OFFLINE_DB,
@@ -25,10 +25,9 @@ from test_production_feature_store import (  # noqa: F401 (servers: the module-s
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.aggregates import compute_aggregates
 from loopline.features.fresh import FreshFeatures
-from loopline.features.store import OnlineFeatures, _py, _same, historical_features, materialize
+from loopline.features.store import OnlineFeatures, materialize
 from loopline.features.streaming import (
     EventWindows,
     OnlineStateWriter,
@@ -42,19 +41,7 @@ from loopline.serving.prediction_log import AnsweredFeed, LoggedPrediction, Pred
 
 pytestmark = pytest.mark.integration
 
-START = date(2026, 4, 6)
-DAYS = 10
 _DATABASES = itertools.count()
-
-
-def _day(index: int) -> datetime:
-    return datetime.combine(START + timedelta(days=index), datetime.min.time(), tzinfo=UTC)
-
-
-def _request(row: dict) -> dict:
-    return {**{k: (None if row[k] is None else str(row[k])) for k in (
-        "transaction_id", "customer_id", "card_id", "merchant_id", "merchant_category", "merchant_country", "channel",
-        "device_id")}, "amount": float(row["amount"]), "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat()}
 
 
 def _redis_client(servers: Servers):  # noqa: F811 (the imported fixture)
@@ -65,7 +52,7 @@ def _redis_client(servers: Servers):  # noqa: F811 (the imported fixture)
 
 @pytest.fixture(scope="module")
 def sim():
-    return simulate(SimulationConfig(days=DAYS, start=START, seed=31, n_customers=150))
+    return simulated()
 
 
 @pytest.fixture
@@ -91,26 +78,10 @@ def prod(servers: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Servers
 def world(prod, sim, tmp_path):
     """Days 1..9 ingested and materialised (Postgres, then Redis) in a state dir of the test's own."""
     settings = Settings(state_dir=tmp_path / "state")
-    settings.state.ensure()
-    publish(settings, sim.transactions[sim.transactions["event_timestamp"] < _day(DAYS - 1)], "transactions", "history")
-    materialize(settings, _day(0), _day(DAYS - 1))
+    last = ingest_history(settings, sim)
     store = feature_store(settings)
     assert store.config.online_store.type == "redis" and store.config.offline_store.type == "postgres"
-    last = sim.transactions[sim.transactions["event_timestamp"] >= _day(DAYS - 1)].sort_values("event_timestamp")
     return settings, sim, last
-
-
-def offline_truth(settings: Settings, sim, served: pd.DataFrame) -> pd.DataFrame:
-    """Offline point-in-time features (Feast's join on Postgres) of ``served`` once their day is ingested."""
-    publish(settings, sim.transactions[sim.transactions["event_timestamp"] >= _day(DAYS - 1)], "transactions", "day")
-    materialize(settings, _day(DAYS - 1), _day(DAYS))
-    return historical_features(feature_store(settings), served).set_index("transaction_id")
-
-
-def mismatches(online: OnlineFeatures, served: list[dict], got: list[dict], truth: pd.DataFrame) -> list:
-    return [(tx["transaction_id"], name, row[name], _py(truth.loc[tx["transaction_id"], name]))
-            for tx, row in zip(served, got, strict=True) for name in online.names
-            if not _same(row[name], _py(truth.loc[tx["transaction_id"], name]))]
 
 
 def _stored(settings: Settings, customers: list[str], *features: str) -> dict:
@@ -132,7 +103,7 @@ def test_a_served_day_on_redis_gets_the_offline_point_in_time_features(world):
     online = OnlineFeatures(settings)
     fresh = FreshFeatures(settings).bootstrap()
     assert fresh.stats.curated_loaded > 0
-    served = [_request(r) for r in last.to_dict("records")]
+    served = [request(r) for r in last.to_dict("records")]
     assert len(served) > 300
     got = []
     for i in range(0, len(served), 16):
@@ -164,7 +135,7 @@ def test_the_redis_writer_keeps_newer_rows_takes_corrections_and_feast_reads_the
     assert writer.kind == "redis"
     windows = EventWindows()
     windows.add(events_from_frame(last))
-    tx = _request(last.iloc[0].to_dict())
+    tx = request(last.iloc[0].to_dict())
     key = table_key("customer_velocity", tx)
     newest, state = windows.state("customer_velocity", key, epoch_us(tx["event_timestamp"]))
 
@@ -229,7 +200,7 @@ def test_replicas_on_redis_see_each_others_transactions_through_the_prediction_l
         replicas.append((fresh.bootstrap(), OnlineFeatures(settings), plog))
     lonely = FreshFeatures(settings).bootstrap()  # a replica that does not read the log
     customer = last["customer_id"].value_counts().index[0]
-    first, second = (_request(r) for r in last[last["customer_id"] == customer].head(2).to_dict("records"))
+    first, second = (request(r) for r in last[last["customer_id"] == customer].head(2).to_dict("records"))
     gap = (pd.Timestamp(second["event_timestamp"]) - pd.Timestamp(first["event_timestamp"])).total_seconds()
 
     fresh_a, online_a, plog_a = replicas[0]
@@ -269,17 +240,17 @@ def test_the_batch_corrects_redis_and_never_rolls_it_back(world):
     # One customer's transaction an hour after the day, served but in no batch yet (arrives tomorrow).
     ahead = last.iloc[[-1]].copy()
     ahead["transaction_id"] = "tx_ahead"
-    ahead["event_timestamp"] = pd.Timestamp(_day(DAYS)) + pd.Timedelta(hours=1)
+    ahead["event_timestamp"] = pd.Timestamp(day(DAYS)) + pd.Timedelta(hours=1)
     ahead_customer = str(ahead["customer_id"].iloc[0])
-    fresh.observe([_request(r) for r in pd.concat([served, ahead]).to_dict("records")])
+    fresh.observe([request(r) for r in pd.concat([served, ahead]).to_dict("records")])
     assert fresh.flush() > 0 and fresh.stats.write_failures == 0
     customers = sorted(last["customer_id"].astype(str).unique())
     before = _stored(settings, customers, "cust_last_tx_epoch_s")
 
     publish(settings, last, "transactions", "day")
-    materialize(settings, _day(DAYS - 1), _day(DAYS), served=fresh.windows.events_since(epoch_us(_day(DAYS - 1))))
-    materialize(settings, _day(DAYS - 1), _day(DAYS))  # again without the served events: nothing goes back
-    materialize(settings, _day(DAYS - 3), _day(DAYS - 2))  # an old interval late
+    materialize(settings, day(DAYS - 1), day(DAYS), served=fresh.windows.events_since(epoch_us(day(DAYS - 1))))
+    materialize(settings, day(DAYS - 1), day(DAYS))  # again without the served events: nothing goes back
+    materialize(settings, day(DAYS - 3), day(DAYS - 2))  # an old interval late
     features = list(CUSTOMER_VELOCITY.features)
     after = _stored(settings, customers, *features)
     expected = _newest_velocity(pd.concat([sim.transactions, ahead], ignore_index=True))
@@ -309,7 +280,7 @@ def test_a_row_feast_itself_wrote_newer_is_not_rolled_back_on_redis(world):
     writer = OnlineStateWriter(store)
     windows = EventWindows()
     windows.add(events_from_frame(last))
-    tx = _request(last.iloc[0].to_dict())
+    tx = request(last.iloc[0].to_dict())
     key = table_key("customer_velocity", tx)
     newest, state = windows.state("customer_velocity", key, epoch_us(tx["event_timestamp"]))
     view = store.get_feature_view("customer_velocity")

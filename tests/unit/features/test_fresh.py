@@ -8,11 +8,12 @@ point-in-time features computed once the batch is ingested: the definition of ri
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
+from fresh_world import DAYS, day, ingest_history, mismatches, offline_truth, request, simulated
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
@@ -21,9 +22,6 @@ from loopline.features.aggregates import compute_aggregates
 from loopline.features.fresh import FreshFeatures
 from loopline.features.store import (
     OnlineFeatures,
-    _py,
-    _same,
-    historical_features,
     materialize,
     materialized_until,
 )
@@ -38,23 +36,10 @@ from loopline.features.tables import TABLES
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import AnsweredFeed, LoggedPrediction, PredictionLog, answered_events
 
-START = date(2026, 4, 6)
-DAYS = 10
-
-
-def _day(index: int) -> datetime:
-    return datetime.combine(START + timedelta(days=index), datetime.min.time(), tzinfo=UTC)
-
-
-def _request(row: dict) -> dict:
-    return {**{k: (None if row[k] is None else str(row[k])) for k in (
-        "transaction_id", "customer_id", "card_id", "merchant_id", "merchant_category", "merchant_country", "channel",
-        "device_id")}, "amount": float(row["amount"]), "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat()}
-
 
 @pytest.fixture(scope="module")
 def sim():
-    return simulate(SimulationConfig(days=DAYS, start=START, seed=31, n_customers=150))
+    return simulated()
 
 
 @pytest.fixture
@@ -62,24 +47,8 @@ def world(sim, tmp_path):
     """Days 1..9 ingested and materialised in a state dir of the test's own (tests write to its online
     store; a copied state dir would not do: Feast's apply drops the online tables of the registry's old path)."""
     settings = Settings(state_dir=tmp_path / "state")
-    settings.state.ensure()
-    publish(settings, sim.transactions[sim.transactions["event_timestamp"] < _day(DAYS - 1)], "transactions", "history")
-    materialize(settings, _day(0), _day(DAYS - 1))
-    last = sim.transactions[sim.transactions["event_timestamp"] >= _day(DAYS - 1)].sort_values("event_timestamp")
+    last = ingest_history(settings, sim)
     return settings, sim, last
-
-
-def offline_truth(settings: Settings, sim, served: pd.DataFrame) -> pd.DataFrame:
-    """Offline point-in-time features of ``served`` once their day is ingested (the definition of right)."""
-    publish(settings, sim.transactions[sim.transactions["event_timestamp"] >= _day(DAYS - 1)], "transactions", "day")
-    materialize(settings, _day(DAYS - 1), _day(DAYS))
-    return historical_features(feature_store(settings), served).set_index("transaction_id")
-
-
-def mismatches(online: OnlineFeatures, served: list[dict], got: list[dict], truth: pd.DataFrame) -> list:
-    return [(tx["transaction_id"], name, row[name], _py(truth.loc[tx["transaction_id"], name]))
-            for tx, row in zip(served, got, strict=True) for name in online.names
-            if not _same(row[name], _py(truth.loc[tx["transaction_id"], name]))]
 
 
 @pytest.mark.parametrize("seed", [3, 17])
@@ -103,7 +72,7 @@ def test_a_transaction_never_sees_itself_and_the_next_one_of_the_customer_does(w
     online = OnlineFeatures(settings)
     fresh = FreshFeatures(settings).bootstrap()
     customer = last["customer_id"].value_counts().index[0]
-    first, second = (_request(r) for r in last[last["customer_id"] == customer].head(2).to_dict("records"))
+    first, second = (request(r) for r in last[last["customer_id"] == customer].head(2).to_dict("records"))
     same_instant = {**second, "transaction_id": "tx_same_instant"}
 
     fresh.observe([first])
@@ -127,7 +96,7 @@ def test_a_served_day_gets_the_offline_point_in_time_features(world):
     settings, sim, last = world
     online = OnlineFeatures(settings)
     fresh = FreshFeatures(settings).bootstrap()
-    served = [_request(r) for r in last.to_dict("records")]
+    served = [request(r) for r in last.to_dict("records")]
     got = []
     for i in range(0, len(served), 16):
         batch = served[i:i + 16]
@@ -152,7 +121,7 @@ def test_replicas_see_each_others_transactions_through_the_prediction_log(world,
         fresh.served = AnsweredFeed(plog, known=fresh.windows.__contains__)
         replicas.append((fresh.bootstrap(), OnlineFeatures(settings), plog))
     customer = last["customer_id"].value_counts().index[0]
-    first, second = (_request(r) for r in last[last["customer_id"] == customer].head(2).to_dict("records"))
+    first, second = (request(r) for r in last[last["customer_id"] == customer].head(2).to_dict("records"))
 
     fresh_a, online_a, plog_a = replicas[0]
     fresh_a.observe([first])
@@ -176,7 +145,7 @@ def test_the_batch_corrects_the_store_and_never_rolls_it_back(world):
     settings, sim, last = world
     fresh = FreshFeatures(settings).bootstrap()
     served = last.iloc[::2]  # every other transaction reached serving
-    fresh.observe([_request(r) for r in served.to_dict("records")])
+    fresh.observe([request(r) for r in served.to_dict("records")])
     fresh.flush()
     store = feature_store(settings)
     customers = sorted(last["customer_id"].astype(str).unique())[:40]
@@ -184,8 +153,8 @@ def test_the_batch_corrects_the_store_and_never_rolls_it_back(world):
                                        entity_rows=[{"customer_id": c} for c in customers]).to_dict()
 
     publish(settings, last, "transactions", "day")
-    materialize(settings, _day(DAYS - 1), _day(DAYS), served=fresh.windows.events_since(epoch_us(_day(DAYS - 1))))
-    materialize(settings, _day(DAYS - 3), _day(DAYS - 2))  # an old interval late, without served events
+    materialize(settings, day(DAYS - 1), day(DAYS), served=fresh.windows.events_since(epoch_us(day(DAYS - 1))))
+    materialize(settings, day(DAYS - 3), day(DAYS - 2))  # an old interval late, without served events
     after = store.get_online_features(features=["customer_velocity:cust_last_tx_epoch_s",
                                                 "customer_velocity:cust_tx_count_24h"],
                                       entity_rows=[{"customer_id": c} for c in customers]).to_dict()
@@ -202,7 +171,7 @@ def test_a_crash_between_scoring_and_the_online_write_is_recomputed_by_the_next_
     settings, sim, last = world
     plog = PredictionLog(settings.state.prediction_log)
     crashed = FreshFeatures(settings).bootstrap()  # never flushed: the process died before its write
-    served = [_request(r) for r in last.head(300).to_dict("records")]
+    served = [request(r) for r in last.head(300).to_dict("records")]
     crashed.observe(served)
     plog.append([LoggedPrediction(uuid.uuid4().hex, datetime.now(UTC).timestamp(), tx["transaction_id"],
                                   tx["customer_id"], tx, {}, 0.1, False, "champion", "1", 1.0) for tx in served])
@@ -212,18 +181,18 @@ def test_a_crash_between_scoring_and_the_online_write_is_recomputed_by_the_next_
              "event_timestamp": (pd.Timestamp(served[-1]["event_timestamp"]) + pd.Timedelta(seconds=1)).isoformat()}
     before = online.lookup([probe])[0]
     # No batch has arrived; the next materialisation (any interval) runs with the logged served events.
-    materialize(settings, _day(DAYS - 2), _day(DAYS - 1), served=answered_events(settings))
+    materialize(settings, day(DAYS - 2), day(DAYS - 1), served=answered_events(settings))
     after = online.lookup([probe])[0]
     assert before["seconds_since_last_tx"] != pytest.approx(1.0)
     assert after["seconds_since_last_tx"] == pytest.approx(1.0)  # the lost write is back
-    assert materialized_until(settings) == _day(DAYS - 1)  # serving's events do not move the watermark
+    assert materialized_until(settings) == day(DAYS - 1)  # serving's events do not move the watermark
 
 
 def test_an_older_write_never_replaces_a_newer_row(world):
     settings, _, last = world
     store = feature_store(settings)
     writer = OnlineStateWriter(store)
-    tx = _request(last.iloc[0].to_dict())
+    tx = request(last.iloc[0].to_dict())
     windows = EventWindows()
     windows.add(events_from_frame(last.head(1)))
     key = table_key("customer_velocity", tx)
@@ -246,7 +215,7 @@ def test_check_skew_leaves_out_entities_serving_already_moved_past_the_batch(wor
 
     settings, _, last = world
     fresh = FreshFeatures(settings).bootstrap()
-    fresh.observe([_request(r) for r in last.head(200).to_dict("records")])
+    fresh.observe([request(r) for r in last.head(200).to_dict("records")])
     fresh.flush()
     report = check_skew(settings, sample=150)
     assert report.newer_online > 0 and report.compared > 0
@@ -293,11 +262,11 @@ def test_serving_started_before_the_first_materialisation_turns_fresh_features_o
     with pytest.raises(Exception, match="customer_velocity"):
         fresh.bootstrap()
     fresh.start()
-    first = _request(sim.transactions.iloc[0].to_dict())
+    first = request(sim.transactions.iloc[0].to_dict())
     fresh.observe([first])  # not ready: nothing happens, nothing breaks
     assert not fresh.ready and fresh.fresher("customer_velocity", ("c",), 0, None) is not None
-    publish(settings, sim.transactions[sim.transactions["event_timestamp"] < _day(3)], "transactions", "first")
-    materialize(settings, _day(0), _day(3))
+    publish(settings, sim.transactions[sim.transactions["event_timestamp"] < day(3)], "transactions", "first")
+    materialize(settings, day(0), day(3))
     deadline = time.monotonic() + 20
     while not fresh.ready and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -312,7 +281,7 @@ def test_the_gates_serving_probes_never_count_as_transactions(world, tmp_path):
 
     settings, _, last = world
     plog = PredictionLog(settings.state.prediction_log)
-    real, probe = (_request(r) for r in last.head(2).to_dict("records"))
+    real, probe = (request(r) for r in last.head(2).to_dict("records"))
     (probe,) = probe_requests([probe], "7")
     plog.append([LoggedPrediction(uuid.uuid4().hex, datetime.now(UTC).timestamp(), tx["transaction_id"],
                                   tx["customer_id"], tx, {}, 0.1, False, "champion", "7", 1.0) for tx in (real, probe)])
