@@ -39,7 +39,6 @@ from loopline.features.streaming import (
     State,
     StreamEvent,
     device_first_seen_map,
-    epoch_us,
     event_from_transaction,
     events_from_frame,
     table_key,
@@ -290,16 +289,10 @@ def write_latest_states(store: FeatureStore, windows: EventWindows,
     return {table: writer.write(table, windows.latest(table, keys)) for table, keys in touched.items()}
 
 
-def served_after(events: Iterable[StreamEvent], since: datetime) -> list[StreamEvent]:
-    """Events whose time is at or after ``since``."""
-    cut = epoch_us(since)
-    return [event for event in events if event.t_us >= cut]
-
-
 def keys_since(windows: EventWindows, events: Iterable[StreamEvent], since_us: int) -> dict[str, set[tuple[str, ...]]]:
     """Per table, the keys of the events at or after ``since_us``."""
     return windows.touched(event for event in events if event.t_us >= since_us)
 
 
-__all__ = ["KEEP", "FreshFeatures", "FreshFeaturesNotReady", "FreshFeaturesUnavailable", "FreshStats", "State", "StreamEvent", "keys_since", "load_curated_window",
-           "served_after", "table_key", "write_latest_states"]
+__all__ = ["KEEP", "FreshFeatures", "FreshFeaturesNotReady", "FreshFeaturesUnavailable", "FreshStats", "State",
+           "StreamEvent", "keys_since", "load_curated_window", "table_key", "write_latest_states"]

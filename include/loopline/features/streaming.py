@@ -545,8 +545,7 @@ class OnlineStateWriter:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         with conn:
-            for view in self._views.values():
-                name = _table_id(self.store.config.project, view, versioning)
+            for name in self._sqlite_tables.values():
                 conn.execute(_SQLITE_GUARD.format(trigger=f"{name}_never_back_in_time", table=name))
         self._guarded = True
         return conn
