@@ -13,8 +13,8 @@ knows events of an entity that the stored row does not reflect yet (the same bat
 milliseconds, another replica's last request) it uses the state computed here instead, at the same
 instant the offline join uses (the transaction's time minus 1 µs). A background thread writes the new
 state of the entities touched to the online store, ``slice_entities`` every ``flush_interval_s``, oldest
-first, each once it has waited ``coalesce_s`` (a busy merchant is written about once a second, not once
-per transaction).
+first, each once it has waited ``coalesce_s`` (a busy merchant is written once per ``coalesce_s``, not once
+per transaction). The defaults are those of ``include/config/serving.yaml``.
 
 Crash safety: what the thread had not written yet is not lost. The events are in the prediction log;
 a restarted service reads them back (``served_backlog``) and the next materialisation writes the state
@@ -95,8 +95,8 @@ class FreshFeatures:
     """Recent events of one serving process and the online writes they cause. See the module doc."""
 
     def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
-                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.05,
-                 slice_entities: int = 100, coalesce_s: float = 1.0,
+                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.1,
+                 slice_entities: int = 100, coalesce_s: float = 5.0,
                  refresh_interval_s: float = 10.0,
                  backlog: Callable[[], Iterable[StreamEvent]] | None = None) -> None:
         self.settings = settings
@@ -289,10 +289,5 @@ def write_latest_states(store: FeatureStore, windows: EventWindows,
     return {table: writer.write(table, windows.latest(table, keys)) for table, keys in touched.items()}
 
 
-def keys_since(windows: EventWindows, events: Iterable[StreamEvent], since_us: int) -> dict[str, set[tuple[str, ...]]]:
-    """Per table, the keys of the events at or after ``since_us``."""
-    return windows.touched(event for event in events if event.t_us >= since_us)
-
-
 __all__ = ["KEEP", "FreshFeatures", "FreshFeaturesNotReady", "FreshFeaturesUnavailable", "FreshStats", "State",
-           "StreamEvent", "keys_since", "load_curated_window", "table_key", "write_latest_states"]
+           "StreamEvent", "load_curated_window", "table_key", "write_latest_states"]

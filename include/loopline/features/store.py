@@ -217,8 +217,8 @@ def materialize(
     import pandas as pd
 
     from loopline.features.aggregates import refresh_aggregates
-    from loopline.features.fresh import keys_since, load_curated_window, write_latest_states
-    from loopline.features.streaming import HISTORY_US, EventWindows
+    from loopline.features.fresh import load_curated_window, write_latest_states
+    from loopline.features.streaming import HISTORY_US, EventWindows, epoch_us
 
     served = list(served)
     with _materialize_lock(settings):
@@ -230,9 +230,8 @@ def materialize(
         windows = EventWindows()
         history_start = online_start - timedelta(microseconds=HISTORY_US)
         load_curated_window(settings, windows, history_start, until)
-        curated_events = windows.events_since(_epoch_us(online_start))
         windows.add(served)
-        touched = keys_since(windows, [*curated_events, *served], _epoch_us(online_start))
+        touched = windows.touched(windows.events_since(epoch_us(online_start)))  # curated or served
         write_latest_states(store, windows, touched)
         newest = max(until, _EPOCH + timedelta(microseconds=windows.newest_us))
         cursor = max(ledger_cursor or 0, materialized_cursor(settings))
@@ -241,10 +240,6 @@ def materialize(
         start=start.isoformat(), end=end.isoformat(), offline_rows=rows,
         online_window=(online_start.isoformat(), newest.isoformat()),
     )
-
-
-def _epoch_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // ONE_MICROSECOND
 
 
 def offline_sink(settings: Settings) -> OfflineSink:
@@ -570,6 +565,7 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     import pandas as pd
 
     from loopline.features.aggregates import read_curated_transactions
+    from loopline.features.streaming import epoch_us
 
     until = materialized_until(settings)
     if until is None:
@@ -584,7 +580,7 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     probe["transaction_id"] = [f"skew_probe_{i}" for i in range(len(probe))]
     online = OnlineFeatures(settings)
     records = probe.to_dict("records")
-    until_ns = (until - _EPOCH) // ONE_MICROSECOND * 1000
+    until_ns = epoch_us(until) * 1000
     current = [all(ns is None or ns <= until_ns for ns in stamps) for stamps in online.stored_times(records)]
     newer_online = len(current) - sum(current)
     probe = probe[current]

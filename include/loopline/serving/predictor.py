@@ -208,7 +208,7 @@ class Predictor:
 
         if not transactions:
             return []
-        looked_up = self.features.lookup(transactions, fresh) if fresh is not None else self.features.lookup(transactions)
+        looked_up = self.features.lookup(transactions, fresh)
         rows = [{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **feats}
                 for tx, feats in zip(transactions, looked_up, strict=True)]
         scores = np.asarray(self._predict(model_columns(rows, self.categorical, self.numeric)), dtype="float64")
