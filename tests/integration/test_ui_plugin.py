@@ -193,6 +193,43 @@ def test_a_headless_browser_with_the_ui_login_cookie_shows_the_champion(live, to
     assert 'id="champion"' not in anonymous and "Not authenticated" in anonymous
 
 
+# What Evidently writes when a request-supplied merchant_category reaches its report.html: the value sits
+# raw in a <script> block, closes it and runs a script of its own. This one reports what it could do with
+# the viewer's login: its origin, the cookies, and a call to Airflow's API with the viewer's rights.
+PROBE = ('var o = [String(window.origin)]; try { o.push("cookie=" + document.cookie) } catch (e) '
+         '{ o.push("cookie:" + e.name) } var x = new XMLHttpRequest(); try { x.open("GET", "/api/v2/dags", '
+         'false); x.send(); o.push("api:" + x.status) } catch (e) { o.push("api:" + e.name) } '
+         'document.body.setAttribute("data-probe", o.join("|"));')
+INJECTED_REPORT = f'<html><body><script>var data = {{"x": ["a", "</script><script>{PROBE}</script>"]}};</script></body></html>'
+
+
+def test_a_script_injected_into_a_report_runs_without_the_viewers_origin_cookie_or_network(live, token, tmp_path):
+    report = live["settings"].state.reports / "drift" / "injected" / "report.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(INJECTED_REPORT)
+    url = f"{live['url']}/loopline/files/reports/drift/injected/report.html"
+    served = _get(live, url.removeprefix(live["url"]), token)
+    assert served.status_code == 200 and served.headers["x-content-type-options"] == "nosniff"
+    assert served.headers["content-security-policy"].startswith("sandbox allow-scripts;")
+    html = _browser_render(url, live["url"], token, tmp_path / "profile")
+    probe = re.search(r'data-probe="([^"]*)"', html)
+    assert probe, f"the injected script did not run at all (the sandbox allows scripts):\n{html[:500]}"
+    # Without the sandbox this reads "<api-server origin>|cookie=|api:200": Airflow's API as the viewer.
+    assert probe.group(1) == "null|cookie:SecurityError|api:NetworkError"
+
+
+def test_a_quarantined_file_is_a_download_never_a_page(live, token):
+    folder = live["settings"].state.quarantine / "transactions__injected__000000000000"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "batch.html").write_text(f"<script>{PROBE}</script>")
+    served = _get(live, f"/loopline/files/quarantine/{folder.name}/batch.html", token)
+    assert served.status_code == 200, served.text
+    assert served.headers["content-type"] == "application/octet-stream"
+    assert served.headers["content-disposition"].startswith("attachment;")
+    assert served.headers["x-content-type-options"] == "nosniff"
+    assert served.headers["content-security-policy"].startswith("sandbox;")
+
+
 # --- the REST docs' Python-client example, run as written -------------------------------------------
 
 def _python_example() -> str:
@@ -233,3 +270,4 @@ def test_the_python_client_example_runs_a_good_conf_and_its_report_is_linked(liv
     assert links["MLflow run"] is None and links["Model card"] is None  # not a training or gate task
     served = _get(live, links["Report"].removeprefix(live["url"]), token)
     assert served.status_code == 200 and served.json() == json.loads(report.read_text())
+    assert served.headers["content-security-policy"].startswith("sandbox allow-scripts;")

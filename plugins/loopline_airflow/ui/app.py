@@ -13,6 +13,13 @@ views (``requires_access_view(AccessView.WEBSITE)``): a JWT as ``Authorization: 
 The app is built on its first request (``LazyApp``): every Airflow process loads plugins, and only the
 api-server ever serves this, so FastAPI routes, Airflow's security module and MLflow cost nothing at
 start-up anywhere.
+
+Served files are untrusted content under the api-server's origin, where the ``_token`` cookie acts
+with the viewer's rights: Evidently's ``report.html`` embeds request-supplied strings (a
+``merchant_category`` like ``</script><script>…``) raw inside ``<script>``, and quarantine holds
+whatever was delivered (``.html``, ``.svg``). So every file goes out with ``X-Content-Type-Options:
+nosniff`` and a ``Content-Security-Policy`` ``sandbox`` (``served_headers``); quarantine files are
+always downloads (``Content-Disposition: attachment``, ``application/octet-stream``), never rendered.
 """
 
 from __future__ import annotations
@@ -24,6 +31,20 @@ from pathlib import Path
 from typing import Any
 
 URL_PREFIX = "/loopline"
+
+# Reports are rendered: Evidently's HTML draws its plots with inline scripts, so scripts may run — but
+# in a sandbox WITHOUT allow-same-origin, which gives the page an opaque origin: it cannot read the
+# api-server's cookies or storage, and its requests to the api-server are cross-site, so the SameSite=Lax
+# ``_token`` cookie is not sent and the answers are unreadable (CORS). No forms, popups or top-level
+# navigation either (not allowed), and no network at all (default-src 'none'): a script injected into a
+# report cannot act as the viewer, nor send the report's data anywhere. Everything Evidently needs is
+# inline (scripts, styles, data: images and fonts).
+REPORT_CSP = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+              "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; form-action 'none'; "
+              "base-uri 'none'")
+# Quarantine holds what was delivered, unvetted: never rendered (an attachment of a neutral type), and
+# should a browser render it anyway, without scripts, plugins, forms or any request.
+QUARANTINE_CSP = "sandbox; default-src 'none'; form-action 'none'; base-uri 'none'"
 
 
 class LazyApp:
@@ -65,6 +86,13 @@ def served_file(settings: Any, area: str, relative: str) -> Path | None:
     return path
 
 
+def served_headers(area: str) -> dict[str, str]:
+    """The security headers of every file served from ``area`` (see the module docstring)."""
+    csp = QUARANTINE_CSP if area == "quarantine" else REPORT_CSP
+    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer"}
+
+
 def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticated: bool = True) -> Any:
     """The FastAPI app. ``authenticated=False`` is for unit tests of the routes only; the plugin
     always mounts the authenticated app."""
@@ -103,10 +131,14 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticat
         path = served_file(settings_of(), area, relative)
         if path is None:
             raise HTTPException(status_code=404, detail=f"no report {area}/{relative}")
+        headers = served_headers(area)
+        if area == "quarantine":
+            # Starlette encodes the name (RFC 5987 when it has quotes, CR/LF or non-ASCII characters).
+            return FileResponse(path, media_type="application/octet-stream", headers=headers,
+                                filename=path.name, content_disposition_type="attachment")
         # Markdown model cards read best as plain text in a browser tab.
         media = "text/plain; charset=utf-8" if path.suffix == ".md" else mimetypes.guess_type(path.name)[0]
-        return FileResponse(path, media_type=media or "application/octet-stream",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return FileResponse(path, media_type=media or "application/octet-stream", headers=headers)
 
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -46,6 +47,77 @@ def test_reports_are_served_from_the_state_dir_only(settings, client, tmp_path):
     assert served_file(settings, "reports", "../../secret.txt") is None
     (settings.state.reports / "link").symlink_to(tmp_path / "secret.txt")
     assert served_file(settings, "reports", "link") is None, "a symlink out of the state dir is not served"
+
+
+XSS = "</script><script>alert(1)</script>"
+
+
+def _csp(response) -> dict[str, str]:
+    """The Content-Security-Policy header as {directive: its values}."""
+    policy = response.headers["content-security-policy"]
+    return {d.split(" ", 1)[0]: (d.split(" ", 1) + [""])[1] for d in (x.strip() for x in policy.split(";")) if d}
+
+
+def test_a_report_is_rendered_in_a_script_only_sandbox_with_an_opaque_origin(settings, client):
+    # What Evidently writes when a request-supplied merchant_category reaches its report: the string
+    # sits raw inside a <script> block, so it closes it and opens one of its own.
+    report = settings.state.reports / "drift" / "2026-01-01" / "report.html"
+    report.parent.mkdir(parents=True)
+    report.write_text(f'<html><body><script>var data = {{"x": ["a", "{XSS}"]}};</script></body></html>')
+    got = client.get("/files/reports/drift/2026-01-01/report.html")
+    assert got.status_code == 200 and XSS in got.text
+    assert got.headers["content-type"].startswith("text/html")
+    assert "content-disposition" not in got.headers, "reports are meant to be read in the browser"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    csp = _csp(got)
+    # Scripts may run (Evidently draws with them) but never with the api-server's origin, and never
+    # reach the network: no allow-same-origin, no forms, popups, navigation of the top, no requests.
+    assert csp["sandbox"] == "allow-scripts"
+    assert csp["default-src"] == "'none'" and "connect-src" not in csp
+    assert csp["form-action"] == "'none'"
+    # Every report the plugin serves gets the same policy, model cards and JSON included.
+    card = settings.state.reports / "gate" / "3" / "model_card.md"
+    card.parent.mkdir(parents=True)
+    card.write_text("# v3")
+    for path in ("gate/3/model_card.md", "drift/2026-01-01/report.html"):
+        served = client.get(f"/files/reports/{path}")
+        assert served.headers["content-security-policy"] == got.headers["content-security-policy"], path
+
+
+@pytest.mark.parametrize("name", ["evil.html", "image.svg", "report.json", "batch.parquet", 'a"b; x=é.html'])
+def test_quarantine_files_are_downloads_of_a_neutral_type_never_rendered(settings, client, name):
+    folder = settings.state.quarantine / "transactions__evil__0123456789ab"
+    folder.mkdir(parents=True)
+    (folder / name).write_text(f"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>{XSS}")
+    got = client.get(f"/files/quarantine/{folder.name}/{quote(name)}")
+    assert got.status_code == 200 and XSS in got.text
+    assert got.headers["content-type"] == "application/octet-stream"
+    disposition = got.headers["content-disposition"]
+    assert disposition.startswith("attachment;"), disposition
+    assert disposition.count('"') in (0, 2) and "x=" not in disposition, "a name cannot add parameters"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    csp = _csp(got)
+    assert csp["sandbox"] == "", "no allow-* at all: no scripts, no same origin, no forms"
+    assert csp["default-src"] == "'none'"
+
+
+def test_symlinks_in_the_served_roots_that_resolve_outside_are_refused(settings, client, tmp_path):
+    secret = tmp_path / "run" / "secrets.json"
+    secret.parent.mkdir()
+    secret.write_text('{"airflow": "hunter2"}')
+    for area in ("reports", "quarantine"):
+        root = getattr(settings.state, area)
+        (root / "batch").mkdir(parents=True)
+        (root / "batch" / "secrets.json").symlink_to(secret)
+        (root / "dir").symlink_to(secret.parent, target_is_directory=True)
+        for path in ("batch/secrets.json", "dir/secrets.json", "batch/../../../run/secrets.json"):
+            assert served_file(settings, area, path) is None, (area, path)
+            got = client.get(f"/files/{area}/{path}")
+            assert got.status_code == 404 and "hunter2" not in got.text, (area, path)
+    # A link that stays inside its root is only another name for a file that may be served anyway.
+    (settings.state.reports / "batch" / "real.json").write_text("{}")
+    (settings.state.reports / "batch" / "alias.json").symlink_to(settings.state.reports / "batch" / "real.json")
+    assert client.get("/files/reports/batch/alias.json").status_code == 200
 
 
 def test_the_lazy_app_is_built_on_the_first_request_only():
