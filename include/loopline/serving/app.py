@@ -34,7 +34,14 @@ ROUTES = (PREDICT_PATH, "/healthz", "/readyz", "/metrics", "/docs", "/openapi.js
 # pandas (the feature lookup) cannot represent times outside ~1677-2262; a fraud model has no use for them.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-Id = Field(min_length=1, max_length=128)
+# Request fields that reach the prediction log, and from there drift reports (HTML), dashboards and joins, are
+# restricted to characters that mean nothing in HTML, JSON, SQL or a URL: markup in them is refused at the
+# edge with a 422 instead of being stored (issue 19). Every id the simulator, the curated data and the gate's
+# probes produce fits ("tx_000000123456", "dev_3fa29c0b11d2", "T0a1b2c3", "gate_probe_v3_tx_...").
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+CATEGORY_PATTERN = r"^[a-z0-9_\-]+$"  # "grocery", "digital_goods", "crypto_exchange": lower-case words
+Id = Field(min_length=1, max_length=128, pattern=ID_PATTERN,
+           description="letters, digits and _ . : - (at most 128)")
 
 
 class Transaction(BaseModel):
@@ -52,9 +59,10 @@ class Transaction(BaseModel):
     device_id: str = Id
     channel: Literal[CHANNELS] = Field(description="how the card was used")  # type: ignore[valid-type]
     amount: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="in EUR")
-    merchant_category: str = Field(min_length=1, max_length=64)
+    merchant_category: str = Field(min_length=1, max_length=64, pattern=CATEGORY_PATTERN,
+                                   description="lower-case letters, digits, _ and - (at most 64)")
     merchant_country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    card_id: str | None = Field(default=None, min_length=1, max_length=128,
+    card_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID_PATTERN,
                                 description="the card used; counts in the merchant's distinct cards (24 h)")
 
     @field_validator("event_timestamp")
@@ -205,12 +213,26 @@ def _settle(future: asyncio.Future, result: Any) -> None:
         future.set_result(result)
 
 
+def _echo(value: Any) -> Any:
+    """``value`` as JSON can carry it: undecodable bytes with replacement characters, non-finite numbers
+    (``NaN``, ``Infinity``, ``1e400``, which the JSON parser reads as inf) as their JSON spelling in a string.
+    Without this FastAPI's 422 handler fails to encode the input it echoes and answers 500."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {k: _echo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_echo(v) for v in value]
+    return value
+
+
 def _field_error(error: Any) -> dict[str, Any]:
-    """A pydantic error as FastAPI's 422 item. Undecodable input (a body that is not UTF-8) is echoed with
-    replacement characters: FastAPI would fail to encode the raw bytes and answer 500 instead."""
+    """A pydantic error as FastAPI's 422 item, its echoed input made encodable (``_echo``)."""
     item = {**error, "loc": ("body", *error["loc"])}
-    if isinstance(item.get("input"), bytes | bytearray):
-        item["input"] = bytes(item["input"]).decode("utf-8", errors="replace")
+    if "input" in item:
+        item["input"] = _echo(item["input"])
     return item
 
 
