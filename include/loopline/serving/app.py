@@ -240,6 +240,57 @@ def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
+# /readyz is open (probes, load balancers) even when an API key guards the rest: it says *that* and, as a code,
+# *why* the service is (not) ready, never registry URLs, paths or exception text; the details go to the log.
+READY_REASONS = ("starting", "model_not_loaded", "no_champion", "registry_unreachable", "model_load_failed",
+                 "warming", "serving")
+
+
+def _readiness(engine: Engine | None, source: Any) -> tuple[bool, str, str | None]:
+    """(ready, reason code, problem code or None) from the engine and the model source's state.
+
+    ``problem``: a failure the source reports (``model_load_failed``, ``registry_unreachable``,
+    ``no_champion``; ``challenger_load_failed`` while the champion serves) — the gate's probe stops
+    waiting on it."""
+    if engine is None:
+        return False, "starting", None
+    deployment = engine.deployment
+    error = getattr(source, "last_error", None)
+    desired = getattr(source, "desired", None)
+    problem = None
+    if error:
+        if str(error).startswith("registry "):  # RegistryReconciler: the registry itself did not answer
+            problem = "registry_unreachable"
+        elif desired is not None and desired.champion is None:
+            problem = "no_champion"
+        else:
+            problem = "challenger_load_failed" if deployment.ready else "model_load_failed"
+    if deployment.ready:
+        return True, "serving", problem
+    if deployment.champion is not None:
+        return False, "warming", problem
+    return False, problem or "model_not_loaded", problem
+
+
+def _versions(deployment: Any) -> dict[str, Any]:
+    """What serves, by version (as every prediction names it): no model URIs."""
+    champion, challenger = deployment.champion, deployment.challenger
+    return {"champion": champion and {"version": champion.version},
+            "challenger": challenger and {"version": challenger.version, "share": deployment.challenger_share,
+                                          "shadow": deployment.shadow}}
+
+
+def _log_readiness(state: dict[str, Any], reason: str, problem: str | None) -> None:
+    """Log the full story (the engine's status, the source's error) once per change of what /readyz says."""
+    engine, source = state.get("engine"), state.get("source")
+    detail = (reason, problem, getattr(engine, "status", None), getattr(source, "last_error", None))
+    if state.get("readiness_logged") != detail:
+        state["readiness_logged"] = detail
+        level = logging.WARNING if problem else logging.INFO
+        log.log(level, "readiness: %s%s; status: %s; source error: %s", reason,
+                f" ({problem})" if problem else "", detail[2], detail[3])
+
+
 def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredictionLog) -> Any:
     """The recent events that keep features fresh (``loopline.features.fresh``), loaded and started; None
     when switched off or when they cannot be set up (logged: features are then as of the last
@@ -324,9 +375,10 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
         try:
             engine.route(transactions, request_id,
                          lambda result: loop.call_soon_threadsafe(_settle, future, result))
-        except NotReady as exc:
-            return JSONResponse({"detail": f"no model is ready to serve: {exc}"}, status_code=503,
-                                headers={"Retry-After": "5"})
+        except NotReady:
+            reason = _readiness(engine, state.get("source"))[1]
+            return JSONResponse({"detail": f"no model is ready to serve ({reason}); GET /readyz for the state"},
+                                status_code=503, headers={"Retry-After": "5"})
         result = await future
         if isinstance(result, BaseException):
             return JSONResponse({"detail": f"internal error while scoring request {request_id}; "
@@ -367,17 +419,14 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
         return {"status": "alive"}
 
     @app.get("/readyz", summary="200 once a model is loaded and warmed",
-             responses={503: {"description": "not ready, with the reason"}})
+             responses={503: {"description": "not ready; `reason` says why, as a code"}})
     async def readyz() -> JSONResponse:
+        ready, reason, problem = _readiness(state.get("engine"), state.get("source"))
+        _log_readiness(state, reason, problem)
         engine: Engine | None = state.get("engine")
-        source = state.get("source")
-        if engine is None:
-            return JSONResponse({"status": "not ready", "reason": "starting"}, status_code=503)
-        body = {"deployment": engine.deployment.describe(), "reason": engine.status,
-                "problem": getattr(source, "last_error", None)}
-        if not engine.deployment.ready:
-            return JSONResponse({"status": "not ready", **body}, status_code=503)
-        return JSONResponse({"status": "ready", **body})
+        body = {"status": "ready" if ready else "not ready", "reason": reason, "problem": problem,
+                "deployment": _versions(engine.deployment) if engine is not None else None}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics_endpoint() -> Response:

@@ -47,7 +47,8 @@ def test_not_ready_until_a_model_is_warm(serving_world, loaded) -> None:
     with TestClient(fixed_app(serving_world, loaded, gate)) as test_client:
         assert test_client.get("/healthz").status_code == 200
         ready = test_client.get("/readyz")
-        assert ready.status_code == 503 and URI in ready.json()["reason"]
+        assert ready.status_code == 503 and ready.json()["reason"] == "model_not_loaded"
+        assert URI not in ready.text, "no model URIs in the open probe"
         refused = test_client.post("/v1/predict", json={"transactions": serving_world.transactions[:1]})
         assert refused.status_code == 503 and "no model is ready" in refused.json()["detail"]
         gate.set()
