@@ -6,12 +6,13 @@ batch limit comes from the config) and FastAPI must see the real class in the en
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from loopline.config import Settings
 from loopline.data.schema import CHANNELS
-from loopline.serving.config import ServingConfig
+from loopline.serving.config import API_KEY_ENV, ServingConfig, api_keys
 from loopline.serving.engine import Engine, NotReady
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.prediction_log import AnyPredictionLog, open_prediction_log
@@ -31,6 +32,10 @@ from loopline.serving.prediction_log import AnyPredictionLog, open_prediction_lo
 log = logging.getLogger("loopline.serving")
 PREDICT_PATH = "/v1/predict"
 ROUTES = (PREDICT_PATH, "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+# With an API key set, every path but these needs it (unknown paths too: deny by default).
+OPEN_PATHS = frozenset(("/healthz", "/readyz"))
+UNAUTHORIZED = json.dumps({"detail": "missing or invalid API key: send it as 'Authorization: Bearer <key>' "
+                                     "or 'X-API-Key: <key>'"}).encode()
 # pandas (the feature lookup) cannot represent times outside ~1677-2262; a fraud model has no use for them.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -115,8 +120,9 @@ def _json(status: int, detail: str) -> tuple[int, bytes]:
 
 
 class GuardMiddleware:
-    """Pure ASGI (cheap per request): 415/413 for the predict body before anything parses it, and the
-    per-route request/error/latency metrics for every response.
+    """Pure ASGI (cheap per request): the API key when one is set (401 before anything else; nothing at all
+    when none is), 415/413 for the predict body before anything parses it, and the per-route
+    request/error/latency metrics for every response.
 
     It also answers a valid predict request itself with ``predict(body)``, the very function the FastAPI
     route runs: FastAPI's per-request machinery under it (exception middleware, router, dependency
@@ -124,11 +130,13 @@ class GuardMiddleware:
     ``RequestValidationError``) goes on to the route, so FastAPI's handler writes its usual 422."""
 
     def __init__(self, app: Any, metrics: ServingMetrics, max_body_bytes: int,
-                 predict: Callable[[bytes], Awaitable[Response]] | None = None) -> None:
+                 predict: Callable[[bytes], Awaitable[Response]] | None = None,
+                 api_keys: Sequence[str] = ()) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
         self.predict = predict
+        self.keys = tuple(key.encode() for key in api_keys)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -145,6 +153,9 @@ class GuardMiddleware:
             await send(message)
 
         try:
+            if self.keys and path not in OPEN_PATHS and not self._authorized(scope["headers"]):
+                await self._reply(send_with_status, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+                return
             if path == PREDICT_PATH and scope["method"] == "POST":
                 refusal, body, receive = await self._check_body(scope, receive)
                 if refusal is not None:
@@ -201,10 +212,28 @@ class GuardMiddleware:
 
         return None, body, replay
 
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` holds an accepted key (compared in constant
+        time with every accepted key, so timing tells neither which nor how much matched)."""
+        offered = b""
+        for name, value in headers:
+            name = name.lower()
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    offered = token.strip()
+            elif name == b"x-api-key":
+                offered = value.strip()
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(offered, key)
+        return matched
+
     @staticmethod
-    async def _reply(send: Any, status: int, body: bytes) -> None:
+    async def _reply(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *(headers or ())]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -238,6 +267,23 @@ def _field_error(error: Any) -> dict[str, Any]:
 
 def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _document_auth(schema: dict[str, Any]) -> None:
+    """The API key in the OpenAPI schema: both ways of sending it, required everywhere but the probes."""
+    schema["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": f"the key of {API_KEY_ENV}"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    schema["security"] = [{"bearer": []}, {"apiKey": []}]
+    schema["components"]["schemas"].setdefault("Problem", Problem.model_json_schema())
+    unauthorized = {"description": "missing or invalid API key",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            if path in OPEN_PATHS:
+                operation["security"] = []
+            else:
+                operation.setdefault("responses", {})["401"] = unauthorized
 
 
 # /readyz is open (probes, load balancers) even when an API key guards the rest: it says *that* and, as a code,
@@ -323,9 +369,15 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
 
 
 def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any = None,
-               prediction_log: AnyPredictionLog | None = None) -> FastAPI:
+               prediction_log: AnyPredictionLog | None = None, keys: Sequence[str] | None = None) -> FastAPI:
     """The ASGI app. ``source_factory(engine)`` returns what feeds the engine models (a ``FixedModel`` or a
-    ``RegistryReconciler``, started with the app and stopped with it)."""
+    ``RegistryReconciler``, started with the app and stopped with it). ``keys``: the accepted API keys
+    (default: ``LOOPLINE_SERVING_API_KEY``, else the config's ``auth.api_key_file``; none: no key needed)."""
+    keys = tuple(api_keys(config) if keys is None else keys)
+    if keys:
+        log.info("API key required on every route but /healthz and /readyz (%d key(s) accepted)", len(keys))
+    else:
+        log.info("no API key set (%s): every route is open", API_KEY_ENV)
     metrics = ServingMetrics()
     state: dict[str, Any] = {}
 
@@ -409,6 +461,8 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request_schema.pop("$defs", {}))
             components["PredictRequest"] = request_schema
+            if keys:
+                _document_auth(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -438,5 +492,5 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=config.limits.max_body_bytes,
-                       predict=answer)
+                       predict=answer, api_keys=keys)
     return app

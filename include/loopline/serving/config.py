@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loopline.config.yaml_files import load_model_file
 
 DEFAULT_THRESHOLD = 0.5
+# The optional API key of /v1/predict, /metrics and the OpenAPI docs (issue 19). Several keys, separated by
+# commas, are all accepted: rotate by adding the new key, moving the clients, then dropping the old one.
+API_KEY_ENV = "LOOPLINE_SERVING_API_KEY"
+MIN_API_KEY_CHARS = 16
 
 
 class ServingConfigError(ValueError):
@@ -65,6 +71,21 @@ class FreshFeaturesConfig(_Strict):
     refresh_interval_s: float = Field(default=10.0, gt=0)  # how often to look for newly materialised batches
 
 
+class AuthConfig(_Strict):
+    """Where the API key comes from when ``LOOPLINE_SERVING_API_KEY`` is not set: a file (e.g. a mounted
+    Kubernetes secret) holding the key, or several separated by commas or new lines. Unset and no
+    environment variable: no key, every route is open (bind to loopback or put a proxy in front)."""
+
+    api_key_file: Path | None = None
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(value)!r}")
+        return value
+
+
 class ServingConfig(_Strict):
     version: int = 1
     decision_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=1)
@@ -74,6 +95,7 @@ class ServingConfig(_Strict):
     log: LogConfig = LogConfig()
     warmup: Warmup = Warmup()
     fresh_features: FreshFeaturesConfig = FreshFeaturesConfig()
+    auth: AuthConfig = AuthConfig()
 
 
 def config_path(config_dir: Path) -> Path:
@@ -88,3 +110,36 @@ def load_serving_config(path: Path | None = None, config_dir: Path | None = None
 
         config_dir = get_settings().config_dir
     return load_model_file(ServingConfig, path, config_path(config_dir), "serving config", ServingConfigError)
+
+
+def _split_keys(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.replace("\n", ",").split(",") if k.strip())
+
+
+def api_keys(config: ServingConfig, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The accepted API keys: ``LOOPLINE_SERVING_API_KEY`` (comma-separated), else the config's
+    ``auth.api_key_file``; () when neither is set. A configured key file that cannot be read, holds no
+    key, or a key shorter than ``MIN_API_KEY_CHARS``: ``ServingConfigError`` (never start open by mistake)."""
+    environ = os.environ if environ is None else environ
+    where = API_KEY_ENV
+    keys = _split_keys(environ.get(API_KEY_ENV, ""))
+    if not keys and config.auth.api_key_file is not None:
+        where = f"auth.api_key_file ({config.auth.api_key_file})"
+        try:
+            keys = _split_keys(config.auth.api_key_file.read_text())
+        except OSError as exc:
+            raise ServingConfigError(f"{where} cannot be read: {exc.strerror}") from None
+        if not keys:
+            raise ServingConfigError(f"{where} holds no API key")
+    short = [i for i, key in enumerate(keys, 1) if len(key) < MIN_API_KEY_CHARS]
+    if short:
+        raise ServingConfigError(f"{where}: key #{short[0]} is shorter than {MIN_API_KEY_CHARS} characters "
+                                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return keys
+
+
+def client_headers(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a Loopline client of the prediction service sends: ``Authorization: Bearer <key>`` when
+    ``LOOPLINE_SERVING_API_KEY`` is set (its first key), else nothing."""
+    keys = _split_keys((os.environ if environ is None else environ).get(API_KEY_ENV, ""))
+    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}

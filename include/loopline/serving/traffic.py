@@ -98,10 +98,14 @@ def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, A
 
 
 async def replay(url: str, transactions: list[dict[str, Any]], rps: float, duration_s: float, *,
-                 batch: int = 1, timeout_s: float = 10.0, max_in_flight: int = 1000) -> TrafficReport:
+                 batch: int = 1, timeout_s: float = 10.0, max_in_flight: int = 1000,
+                 headers: dict[str, str] | None = None) -> TrafficReport:
     """Send ``rps`` requests per second for ``duration_s`` seconds, open loop; each carries ``batch``
-    transactions (cycling through ``transactions``)."""
+    transactions (cycling through ``transactions``). ``headers`` (default: the API key of
+    ``LOOPLINE_SERVING_API_KEY`` when it is set) go with every request."""
     import httpx
+
+    from loopline.serving.config import client_headers
 
     if rps <= 0 or duration_s <= 0:
         raise ValueError("rps and duration must be positive")
@@ -112,7 +116,8 @@ async def replay(url: str, transactions: list[dict[str, Any]], rps: float, durat
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     predict = f"{url.rstrip('/')}/v1/predict"
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+    headers = client_headers() if headers is None else headers
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, headers=headers) as client:
         async def one(i: int) -> None:
             now = datetime.now(UTC).isoformat()
             body = {"transactions": [{**transactions[(i * batch + j) % len(transactions)], "event_timestamp": now}
