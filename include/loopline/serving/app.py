@@ -27,7 +27,7 @@ from loopline.data.schema import CHANNELS
 from loopline.serving.config import API_KEY_ENV, ServingConfig, api_keys
 from loopline.serving.engine import Engine, NotReady
 from loopline.serving.metrics import ServingMetrics
-from loopline.serving.prediction_log import AnyPredictionLog, open_prediction_log
+from loopline.serving.prediction_log import AnyPredictionLog, PredictionLogUnavailable, open_prediction_log
 
 log = logging.getLogger("loopline.serving")
 PREDICT_PATH = "/v1/predict"
@@ -237,6 +237,9 @@ class GuardMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+_TIMED_OUT = object()  # a request's future, settled by its answer timeout
+
+
 def _settle(future: asyncio.Future, result: Any) -> None:
     if not future.done():
         future.set_result(result)
@@ -383,7 +386,9 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        plog = prediction_log or open_prediction_log(settings, synchronous=config.log.synchronous)
+        plog = prediction_log or open_prediction_log(
+            settings, synchronous=config.log.synchronous, timeout_s=config.log.db_timeout_s,
+            connect_timeout_s=config.log.connect_timeout_s, fail_fast_s=config.log.fail_fast_s)
         fresh = _fresh_features(settings, config, plog)
         engine = Engine(plog, max_rows=config.batching.max_rows, observer=metrics,
                         inline=config.batching.mode == "inline", fresh=fresh)
@@ -407,6 +412,7 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
     app.state.metrics = metrics
     app.state.serving = state
     payload_model = request_model(config.limits.max_transactions_per_request)
+    answer_timeout, retry_after = config.log.answer_timeout_s, str(config.log.retry_after_s)
 
     async def answer(body: bytes) -> Response:
         """Score one predict request's body; ``RequestValidationError`` for an invalid one. Run by the
@@ -431,7 +437,21 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             reason = _readiness(engine, state.get("source"))[1]
             return JSONResponse({"detail": f"no model is ready to serve ({reason}); GET /readyz for the state"},
                                 status_code=503, headers={"Retry-After": "5"})
-        result = await future
+        # Bounded: a batch stuck in the log (or scoring) answers 503 instead of holding the request.
+        timer = loop.call_later(answer_timeout, _settle, future, _TIMED_OUT)
+        try:
+            result = await future
+        finally:
+            timer.cancel()
+        if result is _TIMED_OUT or isinstance(result, PredictionLogUnavailable):
+            cause = "answer_timeout" if result is _TIMED_OUT else "database"
+            metrics.log_unavailable.labels(cause).inc()
+            if result is _TIMED_OUT:
+                log.warning("request %s was not scored and logged within %g s: answered 503", request_id,
+                            answer_timeout)
+            return JSONResponse({"detail": f"the prediction log did not commit request {request_id} in time; it "
+                                           f"was not answered: retry after {retry_after} s"},
+                                status_code=503, headers={"Retry-After": retry_after})
         if isinstance(result, BaseException):
             return JSONResponse({"detail": f"internal error while scoring request {request_id}; "
                                            "see the server log"}, status_code=500)
@@ -450,7 +470,8 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
         responses={422: {"model": ValidationProblem, "description": "invalid input, per field"},
                    413: {"model": Problem, "description": "body too large"},
                    415: {"model": Problem, "description": "Content-Type is not application/json"},
-                   503: {"model": Problem, "description": "no model loaded yet"}})
+                   503: {"model": Problem, "description": "no model loaded yet, or the prediction log did not "
+                                                          "commit in time (see Retry-After)"}})
 
     def openapi() -> dict[str, Any]:
         """FastAPI's schema plus the request model the endpoint validates itself."""

@@ -50,7 +50,20 @@ class Batching(_Strict):
 
 
 class LogConfig(_Strict):
+    """The prediction log as the request path sees it. A request is answered only after its rows are
+    committed; a database that stalls (a lock held elsewhere, an overloaded or vanished Postgres) must not
+    stall requests: they get 503 with ``Retry-After`` instead, and nothing unlogged is acknowledged."""
+
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # SQLite's busy timeout / Postgres' statement_timeout of serving's own log statements (lock waits count).
+    db_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    connect_timeout_s: int = Field(default=3, ge=1, le=60)  # Postgres (libpq counts whole seconds)
+    # The longest a request waits for its batch to be scored and committed (threads mode; a database call that
+    # outlasts db_timeout_s in any mode); then 503. A late commit may still store the rows of such a request.
+    answer_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # After a timed-out write, writes fail at once for this long (the event loop stays free); 0: never.
+    fail_fast_s: float = Field(default=1.0, ge=0, le=60)
+    retry_after_s: int = Field(default=2, ge=1, le=3600)  # the 503's Retry-After header
 
 
 class Warmup(_Strict):

@@ -63,6 +63,11 @@ class ServingMetrics(Observer):
                                 registry=r)
         self._first_errors: dict[tuple[str, str, str], str] = {}
         self._errors_lock = threading.Lock()
+        # Requests answered 503 because their rows were not committed in time: "database" (locked, statement
+        # timeout, unreachable, failing fast after one of those) or "answer_timeout" (waited answer_timeout_s).
+        self.log_unavailable = Counter("loopline_prediction_log_unavailable",
+                                       "requests answered 503 because the prediction log did not commit in time",
+                                       ["cause"], registry=r)
         self.model_info = Gauge("loopline_model_loaded", "1 for each loaded (variant, version)",
                                 ["variant", "version"], registry=r)
         self.challenger_share = Gauge("loopline_challenger_share", "challenger's traffic share", registry=r)

@@ -16,6 +16,7 @@ import logging
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,6 +97,35 @@ def _epoch(value: datetime | float | str | None) -> float | None:
 
 
 Key = tuple[str, str]  # (variant, model_version)
+
+
+class PredictionLogUnavailable(ConnectionError):
+    """The log did not take the rows in time (locked, busy, statement timeout, unreachable): nothing of
+    that append is stored or acknowledged; the service answers 503 with ``Retry-After``."""
+
+
+class _FailFast:
+    """After a write timed out, further writes fail at once for ``seconds`` instead of waiting out the
+    timeout again: with inline batching the writer is the event loop, and a database that stays stuck
+    would otherwise hold it (and every probe and reply) for a whole timeout per batch."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until = 0.0
+
+    def check(self, where: str) -> None:
+        if self._until and time.monotonic() < self._until:
+            raise PredictionLogUnavailable(f"the prediction log {where} timed out moments ago; "
+                                           f"writes fail fast for {self.seconds:g} s")
+
+    def trip(self) -> None:
+        if self.seconds > 0:
+            self._until = time.monotonic() + self.seconds
+
+
+def _sqlite_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _where(since: datetime | float | str | None, until: datetime | float | str | None, variant: str | None,
@@ -193,20 +223,26 @@ class PredictionLog(_Reads):
     1,000 WAL pages, i.e. on the request path: at ~2,000 predictions/s every second or two, stalling every
     request in flight by ~10 ms (it set the service's p99). The writer's auto-checkpoint is therefore off
     and a background thread runs a PASSIVE checkpoint (never blocks the writer) every
-    ``CHECKPOINT_INTERVAL_S``. Durability is unchanged: a commit is durable once it is in the WAL."""
+    ``CHECKPOINT_INTERVAL_S``. Durability is unchanged: a commit is durable once it is in the WAL.
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL", read_only: bool = False) -> None:
+    ``timeout_s``: how long a write (and serving's polling read) waits for a lock another connection holds
+    (SQLite's busy timeout) before ``PredictionLogUnavailable``; ``fail_fast_s``: see ``_FailFast``."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL", read_only: bool = False, *,
+                 timeout_s: float = 30.0, fail_fast_s: float = 0.0) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.path = Path(path)
         self.where = str(self.path)
+        self.timeout_s = timeout_s
+        self._fail_fast = _FailFast(fail_fast_s)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._poller: sqlite3.Connection | None = None
         if read_only:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=timeout_s)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -228,22 +264,29 @@ class PredictionLog(_Reads):
             conn.close()
 
     def append(self, rows: Iterable[LoggedPrediction]) -> int:
-        """Insert ``rows`` in one transaction and commit; returns how many. Durable when it returns."""
+        """Insert ``rows`` in one transaction and commit; returns how many. Durable when it returns;
+        ``PredictionLogUnavailable`` (nothing stored) when the database stayed locked for ``timeout_s``."""
         values = _values(rows)
         if not values:
             return 0
         if self._conn is None:
             raise RuntimeError(f"the prediction log {self.where} was opened read-only")
+        self._fail_fast.check(self.where)
         with self._lock:
-            self._conn.execute("BEGIN")
             try:
+                self._conn.execute("BEGIN")
                 self._conn.executemany(
                     f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                     values)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and _sqlite_busy(exc):
+                    self._fail_fast.trip()
+                    raise PredictionLogUnavailable(f"the prediction log {self.where} stayed locked for "
+                                                   f"{self.timeout_s:g} s: {exc}") from exc
                 raise
-            self._conn.execute("COMMIT")
         return len(values)
 
     def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -267,7 +310,7 @@ class PredictionLog(_Reads):
         if self._poller is None:
             if not self.path.exists():
                 return []
-            self._poller = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
+            self._poller = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout_s,
                                            check_same_thread=False, isolation_level=None)
         try:
             return self._poller.execute(sql, params).fetchall()
@@ -328,18 +371,26 @@ def postgres_conninfo(url: str) -> str:
 class PostgresPredictionLog(_Reads):
     """The log in Postgres at ``url``: every serving replica appends, the canary and the monitor read.
 
-    A lost connection (a database restart, a failover) fails that append — its requests get 5xx, nothing
-    unlogged is acknowledged — and the next append reconnects."""
+    A lost connection (a database restart, a failover) fails that append — its requests get 503, nothing
+    unlogged is acknowledged — and the next append reconnects.
+
+    ``timeout_s`` (serving's writer): every statement of this process's writer and polling connections
+    runs with ``statement_timeout`` (lock waits included) and TCP keepalives, so a stuck or vanished
+    database fails the append with ``PredictionLogUnavailable`` instead of hanging it; None (readers
+    elsewhere: the monitor, the canary): no statement timeout."""
 
     _mark = "%s"
     _inputs = "inputs::text"
     # JSONB read back as text, like the SQLite log's columns.
     _select = ", ".join(f"{c}::text" if c in ("inputs", "features") else c for c in ("id", *COLUMNS))
 
-    def __init__(self, url: str, read_only: bool = False, connect_timeout_s: int = 5) -> None:
+    def __init__(self, url: str, read_only: bool = False, connect_timeout_s: int = 5, *,
+                 timeout_s: float | None = None, fail_fast_s: float = 0.0) -> None:
         self.conninfo = postgres_conninfo(url)
         self.where = _redacted(url)
         self._timeout = connect_timeout_s
+        self.timeout_s = timeout_s
+        self._fail_fast = _FailFast(fail_fast_s)
         self._lock = threading.Lock()
         self._conn: Any = None
         self._poll_lock = threading.Lock()
@@ -349,17 +400,27 @@ class PostgresPredictionLog(_Reads):
             with self._lock:
                 self._writer()
 
-    def _connect(self) -> Any:
+    def _connect(self, bounded: bool = False) -> Any:
+        """A connection; ``bounded``: with this log's statement timeout and keepalives (serving's own)."""
         import psycopg
 
+        extra: dict[str, Any] = {}
+        if bounded and self.timeout_s is not None:
+            # A peer that vanished without a word is noticed within ~idle + interval x count seconds.
+            extra = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
         try:
-            return psycopg.connect(self.conninfo, connect_timeout=self._timeout, application_name="loopline")
+            conn = psycopg.connect(self.conninfo, connect_timeout=self._timeout, application_name="loopline",
+                                   **extra)
         except psycopg.OperationalError as exc:
-            raise ConnectionError(f"cannot reach the prediction log at {self.where}: {exc}".strip()) from exc
+            raise PredictionLogUnavailable(f"cannot reach the prediction log at {self.where}: {exc}".strip()) from exc
+        if extra:
+            conn.execute(f"SET statement_timeout = {max(1, round(self.timeout_s * 1000))}")
+            conn.commit()
+        return conn
 
     def _writer(self) -> Any:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            conn = self._connect()
+            conn = self._connect(bounded=True)
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
                 conn.execute(_PG_SCHEMA)
@@ -373,12 +434,23 @@ class PostgresPredictionLog(_Reads):
             return 0
         if self._read_only:
             raise RuntimeError(f"the prediction log {self.where} was opened read-only")
+        import psycopg
+
+        self._fail_fast.check(self.where)
         with self._lock:
-            conn = self._writer()
-            with conn.transaction(), conn.cursor() as cursor:
-                with cursor.copy(f"COPY predictions ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                    for row in values:
-                        copy.write_row((*row[:7], bool(row[7]), *row[8:]))
+            try:
+                conn = self._writer()
+                with conn.transaction(), conn.cursor() as cursor:
+                    with cursor.copy(f"COPY predictions ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                        for row in values:
+                            copy.write_row((*row[:7], bool(row[7]), *row[8:]))
+            except PredictionLogUnavailable:
+                self._fail_fast.trip()
+                raise
+            except psycopg.OperationalError as exc:  # statement timeout, lock timeout, connection lost
+                self._fail_fast.trip()
+                raise PredictionLogUnavailable(f"the prediction log {self.where} did not take the rows: "
+                                               f"{type(exc).__name__}: {exc}".strip()) from exc
         return len(values)
 
     def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -397,7 +469,7 @@ class PostgresPredictionLog(_Reads):
 
         with self._poll_lock:
             if self._poller is None or self._poller.closed or self._poller.broken:
-                self._poller = self._connect()
+                self._poller = self._connect(bounded=True)
                 self._poller.autocommit = True
             try:
                 return self._poller.execute(sql, params).fetchall()
@@ -426,17 +498,24 @@ def _redacted(url: str) -> str:
 AnyPredictionLog = PredictionLog | PostgresPredictionLog
 
 
-def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL",
-                        read_only: bool = False) -> AnyPredictionLog:
+def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL", read_only: bool = False,
+                        timeout_s: float | None = None, connect_timeout_s: int = 5,
+                        fail_fast_s: float = 0.0) -> AnyPredictionLog:
     """The log ``settings`` name: ``LOOPLINE_PREDICTION_LOG_URL`` (``postgresql://...`` or
-    ``sqlite:///path``), else SQLite in the state dir. ``read_only`` readers create nothing."""
+    ``sqlite:///path``), else SQLite in the state dir. ``read_only`` readers create nothing.
+    ``timeout_s`` (serving's writer, from ``log.db_timeout_s``): how long a write may wait on the database
+    before ``PredictionLogUnavailable`` (None: SQLite waits 30 s, Postgres has no statement timeout)."""
     url = settings.prediction_log_url
+    sqlite_timeouts = {"timeout_s": 30.0 if timeout_s is None else timeout_s, "fail_fast_s": fail_fast_s}
     if not url:
-        return PredictionLog(settings.state.prediction_log, synchronous=synchronous, read_only=read_only)
+        return PredictionLog(settings.state.prediction_log, synchronous=synchronous, read_only=read_only,
+                             **sqlite_timeouts)
     if url.startswith("sqlite:///"):
-        return PredictionLog(Path(url.removeprefix("sqlite:///")), synchronous=synchronous, read_only=read_only)
+        return PredictionLog(Path(url.removeprefix("sqlite:///")), synchronous=synchronous, read_only=read_only,
+                             **sqlite_timeouts)
     if is_postgres_url(url):
-        return PostgresPredictionLog(url, read_only=read_only)
+        return PostgresPredictionLog(url, read_only=read_only, connect_timeout_s=connect_timeout_s,
+                                     timeout_s=timeout_s, fail_fast_s=fail_fast_s)
     raise ValueError(f"LOOPLINE_PREDICTION_LOG_URL={_redacted(url)!r} is neither postgresql://user:password@host/db "
                      "nor sqlite:///path")
 
