@@ -10,18 +10,39 @@ A batch file in the landing zone is read, validated with the Great Expectations 
   naming every failed expectation, column, count and a sample of bad values.
 
 Nothing is lost either way, and an unreadable file is quarantined with a clear error, not a crash.
+
+Two safety rules on top (issue 19):
+
+* **The landing zone takes files, not links.** A symbolic link in a kind folder, or an entry that
+  resolves outside the landing zone (through a linked folder), is *refused*: never opened, hashed,
+  moved or copied — a link to ``.loopline/run/secrets.json`` must not end up in quarantine, where the
+  UI serves it. A refusal is reported like any other unusable batch (a ``quarantined`` result and
+  ledger row whose failure ``file_is_inside_the_landing_zone`` says why, with ``quarantine/<batch_id>/``
+  holding only ``report.json``/``report.html``, ``stored_at`` None and ``content_hash`` empty: nothing
+  was read); a refused *link* is then removed from the landing zone (the link only, never what it
+  points to), so the queue does not fail on it forever. See ``landing_refusal``.
+* **A batch is published all at once, and a crash never loses or hides it.** Its day partitions
+  are first written under staged names (``.<batch_id>.parquet.staged``, which no reader lists: they
+  read ``date=*/*.parquet``), then an intent — the complete result, with every partition it will
+  publish — is committed to the ledger, then the staged files are renamed into place, the source is
+  archived, the report written, and the ledger row recorded while the intent is dropped, in one
+  transaction. Every ``ingest_file`` first rolls forward any intent a crashed run left behind, so a
+  retry after a crash at any point publishes exactly the batch's rows and its ledger row lists every
+  partition (``IngestLedger.published_since``, from which materialisation plans). See ``publish``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import json
+import logging
 import os
 import re
 import shutil
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +55,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 Status = Literal["published", "already_published", "quarantined"]
 SUPPORTED_SUFFIXES = (".parquet", ".csv")
@@ -52,6 +75,10 @@ class BatchGone(FileNotFoundError):
 
 class UnreadableBatch(ValueError):
     """The file cannot be read as a batch; the message says why and what to deliver instead."""
+
+
+class IncompletePublish(RuntimeError):
+    """A publish intent names a partition that is neither staged nor in place (deleted by hand?)."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +123,17 @@ def landing_dir(settings: Settings, kind: BatchKind) -> Path:
 
 
 def is_batch_candidate(path: Path) -> bool:
-    """Anything delivered into a kind folder counts, except hidden and in-flight files."""
+    """Anything delivered into a kind folder counts, except hidden and in-flight files.
+
+    Symbolic links count too (even dangling ones), so that ``ingest_file`` refuses and reports them
+    and takes them out of the queue, rather than leaving them unexplained in the landing zone."""
     name = path.name
-    return path.is_file() and not name.startswith((".", "_")) and not name.endswith((".tmp", ".part"))
+    return ((path.is_symlink() or path.is_file()) and not name.startswith((".", "_"))
+            and not name.endswith((".tmp", ".part")))
 
 
 def landed_files(settings: Settings) -> list[Path]:
-    """Files waiting in the landing zone, oldest first."""
+    """Files waiting in the landing zone, oldest first (links by their own time: never followed)."""
     found = [
         path
         for kind in BATCH_KINDS
@@ -110,7 +141,31 @@ def landed_files(settings: Settings) -> list[Path]:
         for path in folder.iterdir()
         if is_batch_candidate(path)
     ]
-    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+    return sorted(found, key=lambda p: (p.lstat().st_mtime, p.name))
+
+
+def landing_refusal(settings: Settings, path: Path) -> str | None:
+    """Why ``path`` (as delivered, links not yet followed) must not be read, or None when it may be.
+
+    Only entries of the landing zone are judged: a file named on the command line from elsewhere is
+    the operator's own choice (and is copied, never taken). In the landing zone, a symbolic link is
+    refused wherever it points, and so is anything that resolves outside the zone (a linked folder).
+    Hard links are not refused: making one needs the right to read the target already.
+    """
+    given = Path(os.path.abspath(path))  # ``..`` folded by text; no link followed
+    zone = settings.state.landing.resolve()
+    where = given.parent.resolve() / given.name  # the folder's links followed, the entry's not
+    if not (given.is_relative_to(Path(os.path.abspath(settings.state.landing)))
+            or given.is_relative_to(zone) or where.is_relative_to(zone)):
+        return None
+    if given.is_symlink():
+        return (f"{given.name} is a symbolic link (to {os.readlink(given)}), not a delivered file: the "
+                "landing zone takes files only, so it was not read and the link was removed; deliver the "
+                "file itself")
+    if not given.resolve().is_relative_to(zone):
+        return (f"{given} resolves to {given.resolve()}, outside the landing zone {zone} (a folder on its "
+                "way is a link): it was not read; deliver batches into the landing zone's own folders")
+    return None
 
 
 def kind_of(path: Path) -> BatchKind | None:
@@ -183,6 +238,13 @@ class IngestLedger:
                     report TEXT, result_json TEXT NOT NULL, recorded_at TEXT NOT NULL)"""
             )
             db.execute("CREATE INDEX IF NOT EXISTS batches_hash ON batches (content_hash, status)")
+            # Publishes under way: the result they will record, committed before any partition is
+            # renamed into place (see ``publish``); a row left here is a run that crashed.
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS publishing (
+                    content_hash TEXT PRIMARY KEY, result_json TEXT NOT NULL,
+                    inside_landing INTEGER NOT NULL, recorded_at TEXT NOT NULL)"""
+            )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
@@ -197,14 +259,43 @@ class IngestLedger:
 
     def record(self, result: IngestResult) -> None:
         with self._connect() as db:
+            self._insert(db, result)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, result: IngestResult) -> None:
+        db.execute(
+            "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                result.content_hash, result.batch_id, result.kind, result.source, result.status,
+                result.rows, result.published_rows, result.duplicates_skipped, result.report,
+                json.dumps(result.to_dict()), datetime.now(UTC).isoformat(),
+            ),
+        )
+
+    def begin_publish(self, result: IngestResult, inside_landing: bool) -> None:
+        """Remember (durably: SQLite commits are synced) that ``result`` is being published."""
+        with self._connect() as db:
             db.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    result.content_hash, result.batch_id, result.kind, result.source, result.status,
-                    result.rows, result.published_rows, result.duplicates_skipped, result.report,
-                    json.dumps(result.to_dict()), datetime.now(UTC).isoformat(),
-                ),
+                "INSERT OR REPLACE INTO publishing VALUES (?, ?, ?, ?)",
+                (result.content_hash, json.dumps(result.to_dict()), int(inside_landing),
+                 datetime.now(UTC).isoformat()),
             )
+
+    def finish_publish(self, result: IngestResult) -> None:
+        """Record the published ``result`` and drop its intent: one transaction, so exactly once."""
+        with self._connect() as db:
+            self._insert(db, result)
+            db.execute("DELETE FROM publishing WHERE content_hash = ?", (result.content_hash,))
+
+    def abandon_publish(self, digest: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM publishing WHERE content_hash = ?", (digest,))
+
+    def unfinished(self) -> list[tuple[IngestResult, bool]]:
+        """(result, whether its source is in the landing zone) of every publish a crash interrupted."""
+        with self._connect() as db:
+            rows = db.execute("SELECT result_json, inside_landing FROM publishing ORDER BY rowid").fetchall()
+        return [(IngestResult(**json.loads(r[0])), bool(r[1])) for r in rows]
 
     def published_since(self, cursor: int, kind: str) -> list[tuple[int, dict[str, Any]]]:
         """(ledger position, result) of every ``kind`` batch published after position ``cursor``."""
@@ -236,9 +327,12 @@ def curated_dir(settings: Settings, kind: str) -> Path:
     return settings.state.curated / kind
 
 
-def existing_keys(settings: Settings, kind: str, days: Iterable[str] | None = None) -> set[str]:
+def existing_keys(
+    settings: Settings, kind: str, days: Iterable[str] | None = None, *, ignoring: str | None = None
+) -> set[str]:
     """Transaction ids already in the curated store of ``kind``: in the ``date=YYYY-MM-DD`` partitions
-    of ``days`` only, or in all of them (``None``)."""
+    of ``days`` only, or in all of them (``None``); files named ``ignoring`` are left out. Staged
+    files of a publish under way (``.*.parquet.staged``) are never read."""
     import pyarrow.parquet as pq
 
     folder = curated_dir(settings, kind)
@@ -246,15 +340,77 @@ def existing_keys(settings: Settings, kind: str, days: Iterable[str] | None = No
              else (f for day in sorted(set(days)) for f in (folder / f"date={day}").glob("*.parquet")))
     keys: set[str] = set()
     for part in files:
-        keys.update(pq.read_table(part, columns=[KEY_COLUMN]).column(0).to_pylist())
+        if part.name != ignoring:
+            keys.update(pq.read_table(part, columns=[KEY_COLUMN]).column(0).to_pylist())
     return keys
 
 
-def _write_atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+STAGED_SUFFIX = ".staged"
+
+
+def staged_path(final: Path) -> Path:
+    """Where a partition file waits until its batch is published: hidden, and not ``*.parquet``."""
+    return final.with_name(f".{final.name}{STAGED_SUFFIX}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage_partition(frame: pd.DataFrame, final: Path) -> None:
+    """Write one partition file under its staged name, synced to disk (a publish intent may name it)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = staged_path(final)
+    frame.to_parquet(staged, index=False)
+    _fsync(staged)
+
+
+def promote_partition(settings: Settings, partition: str) -> None:
+    """Rename one staged partition into place; a partition already in place is left as it is."""
+    final = settings.state.curated / partition
+    staged = staged_path(final)
+    if staged.exists():
+        os.replace(staged, final)
+    elif not final.exists():
+        raise IncompletePublish(f"partition {partition} is neither staged nor published")
+
+
+def stage(settings: Settings, frame: pd.DataFrame, kind: str, batch_id: str) -> tuple[int, list[str], list[str]]:
+    """Write the batch's new rows as staged day-partition files, invisible to every reader.
+
+    Returns (rows staged, ids skipped because they are already curated, partitions to publish). The
+    batch's own files (``<batch_id>.parquet``, its content hash in the name) do not count as curated:
+    such files without a ledger row are left by an interrupted publish of this very batch (before
+    publish intents existed), and are rewritten with the same rows.
+    """
+    import pandas as pd
+
+    batch_days = pd.to_datetime(frame[PARTITION_COLUMN[kind]], utc=True).dt.strftime("%Y-%m-%d")
+    # Reading every curated id on each publish grows with history; the batch's own days do not.
+    known = existing_keys(settings, kind, batch_days.unique() if kind in DEDUPE_WITHIN_PARTITION else None,
+                          ignoring=f"{batch_id}.parquet")
+    already = frame[KEY_COLUMN].isin(known)
+    fresh = frame[~already]
+    skipped = frame.loc[already, KEY_COLUMN].astype(str).tolist()
+    days = batch_days[~already]
+    partitions = []
+    for day, rows in fresh.groupby(days, sort=True):
+        target = curated_dir(settings, kind) / f"date={day}" / f"{batch_id}.parquet"
+        stage_partition(rows.reset_index(drop=True), target)
+        partitions.append(str(target.relative_to(settings.state.curated)))
+    return len(fresh), skipped, partitions
+
+
+def promote(settings: Settings, partitions: list[str]) -> None:
+    """Rename every staged partition into place, back to back, then sync their folders."""
+    for partition in partitions:
+        promote_partition(settings, partition)
+    for folder in sorted({(settings.state.curated / p).parent for p in partitions}):
+        _fsync(folder)
 
 
 def publish(
@@ -263,27 +419,24 @@ def publish(
     """Append the batch's new rows to the curated store, one file per day partition.
 
     Returns (published rows, ids skipped because they are already curated, partitions written).
-    File names carry the batch id, so a publish interrupted half-way is completed by a rerun.
+    Every partition is written under a staged name first and renamed into place only when all are
+    written, so a reader never sees a file half-written nor the batch's days trickle in one by one.
+    This is the whole publish for callers without a ledger (tests, benchmarks); ``ingest_file`` runs
+    the same two steps with a publish intent in the ledger between them, which makes a crash anywhere
+    recoverable (see the module docstring).
     """
-    import pandas as pd
-
-    batch_days = pd.to_datetime(frame[PARTITION_COLUMN[kind]], utc=True).dt.strftime("%Y-%m-%d")
-    # Reading every curated id on each publish grows with history; the batch's own days do not.
-    known = existing_keys(settings, kind, batch_days.unique() if kind in DEDUPE_WITHIN_PARTITION else None)
-    already = frame[KEY_COLUMN].isin(known)
-    fresh = frame[~already]
-    skipped = frame.loc[already, KEY_COLUMN].astype(str).tolist()
-    days = batch_days[~already]
-    written = []
-    for day, rows in fresh.groupby(days, sort=True):
-        target = curated_dir(settings, kind) / f"date={day}" / f"{batch_id}.parquet"
-        _write_atomic_parquet(rows.reset_index(drop=True), target)
-        written.append(str(target.relative_to(settings.state.curated)))
-    return len(fresh), skipped, written
+    published, skipped, partitions = stage(settings, frame, kind, batch_id)
+    promote(settings, partitions)
+    return published, skipped, partitions
 
 
 def _move_or_copy(source: Path, target: Path, inside_landing: bool) -> Path:
-    """Landing is a queue, so its files move; a file handed in from elsewhere is copied, never taken."""
+    """Landing is a queue, so its files move; a file handed in from elsewhere is copied, never taken.
+
+    ``source`` is a resolved path, so never a link; should one have been swapped in since, it is
+    refused here rather than followed (its target's bytes would land in archive or quarantine)."""
+    if source.is_symlink():
+        raise UnreadableBatch(f"{source} became a symbolic link while it was ingested: refused")
     target.parent.mkdir(parents=True, exist_ok=True)
     if inside_landing:
         shutil.move(source, target)
@@ -335,14 +488,21 @@ def ingest_file(settings: Settings, path: Path, kind: BatchKind | None = None) -
     from loopline.data.validation import Failure, validate_frame
 
     settings.state.ensure()
+    given = Path(os.path.abspath(path))
     path = Path(path).resolve()
     inside_landing = path.is_relative_to(settings.state.landing.resolve())
     with _ingest_lock(settings):
+        ledger = IngestLedger(settings.state.ingest_ledger)
+        recovered = finish_interrupted(settings, ledger)
+        refusal = landing_refusal(settings, given)
+        if refusal is not None:
+            return _refuse(settings, ledger, given, kind or kind_of(given), refusal)
         if not path.exists():
+            if str(path) in recovered:  # this very batch, whose publish a crash had interrupted
+                return recovered[str(path)]
             raise BatchGone(f"{path} is gone (already ingested by another run?)")
         kind = kind or kind_of(path)
         digest = sha256_file(path)
-        ledger = IngestLedger(settings.state.ingest_ledger)
         batch_id = batch_id_for(kind or "unknown", path, digest)
         base = {"batch_id": batch_id, "kind": kind or "unknown", "source": str(path), "content_hash": digest}
 
@@ -382,7 +542,7 @@ def ingest_file(settings: Settings, path: Path, kind: BatchKind | None = None) -
             return quarantine(failures, len(frame), warnings)
 
         ordered = frame[list(columns_for(kind))]
-        published_rows, skipped_ids, partitions = publish(settings, ordered, kind, batch_id)
+        published_rows, skipped_ids, partitions = stage(settings, ordered, kind, batch_id)
         skipped = len(skipped_ids)
         if skipped:
             warnings.append(Failure(
@@ -390,18 +550,80 @@ def ingest_file(settings: Settings, path: Path, kind: BatchKind | None = None) -
                 sample=skipped_ids[:5],
                 message=f"{skipped} row(s) were already in the curated store and were not published again",
             ).to_dict())
-        kept = _move_or_copy(path, settings.state.archive / kind / f"{batch_id}__{path.name}", inside_landing)
-        report_dir = settings.state.reports / "ingest" / batch_id
         result = IngestResult(
             status="published", rows=len(frame), published_rows=published_rows, duplicates_skipped=skipped,
-            warnings=warnings, partitions=partitions, stored_at=str(kept),
-            report=str(report_dir / "report.json"), **base,
+            warnings=warnings, partitions=partitions,
+            stored_at=str(settings.state.archive / kind / f"{batch_id}__{path.name}"),
+            report=str(settings.state.reports / "ingest" / batch_id / "report.json"), **base,
         )
-        _write_reports(report_dir, result)
-        ledger.record(result)
-        return result
+        ledger.begin_publish(result, inside_landing)
+        return _finish_publish(settings, ledger, result, inside_landing)
 
 
-def _unreadable(message: str) -> dict[str, Any]:
-    return {"expectation": "file_is_a_readable_batch", "column": None, "severity": "critical",
+def _finish_publish(
+    settings: Settings, ledger: IngestLedger, result: IngestResult, inside_landing: bool, *, recovering: bool = False
+) -> IngestResult:
+    """Everything after the publish intent: partitions into place, the source archived, the report
+    written, the ledger row recorded (with the intent dropped). Every step may be repeated, so a run
+    that crashed anywhere in here is finished by running this again."""
+    promote(settings, result.partitions)
+    source, kept = Path(result.source), Path(result.stored_at or "")
+    # A file at the source path after a crash may be a new delivery under the same name: only the
+    # batch's own bytes go to the archive.
+    if source.is_file() and not source.is_symlink() and (not recovering or sha256_file(source) == result.content_hash):
+        _move_or_copy(source, kept, inside_landing)
+    elif not kept.is_file():
+        log.warning("publish of %s finished without its source: %s is gone and was never archived",
+                    result.batch_id, source)
+        result = replace(result, stored_at=None)
+    _write_reports(Path(result.report or "").parent, result)
+    ledger.finish_publish(result)
+    return result
+
+
+def finish_interrupted(settings: Settings, ledger: IngestLedger) -> dict[str, IngestResult]:
+    """Finish every publish a crashed run left in the ledger (``source`` → its result), then delete
+    staged files no publish claims (a crash before the intent was written: redone from the source).
+
+    A publish whose staged files are gone (deleted by hand) cannot be finished: it is rolled back
+    (its partitions removed, its intent dropped) and its source, still in the landing zone, is
+    ingested afresh when its turn comes. Call under the ingest lock.
+    """
+    finished: dict[str, IngestResult] = {}
+    for result, inside_landing in ledger.unfinished():
+        try:
+            finished[result.source] = _finish_publish(settings, ledger, result, inside_landing, recovering=True)
+            log.warning("finished the publish of %s that an earlier run left half done", result.batch_id)
+        except IncompletePublish as exc:
+            log.warning("rolled back the interrupted publish of %s: %s", result.batch_id, exc)
+            for partition in result.partitions:
+                (settings.state.curated / partition).unlink(missing_ok=True)
+                staged_path(settings.state.curated / partition).unlink(missing_ok=True)
+            ledger.abandon_publish(result.content_hash)
+    for orphan in settings.state.curated.glob(f"*/date=*/.*{STAGED_SUFFIX}"):
+        orphan.unlink(missing_ok=True)
+    return finished
+
+
+def _refuse(settings: Settings, ledger: IngestLedger, given: Path, kind: str | None, reason: str) -> IngestResult:
+    """Report a landing entry that must not be read (``landing_refusal``): a quarantine record with no
+    file in it, and a refused link taken out of the queue (the link itself: its target is untouched)."""
+    target = os.readlink(given) if given.is_symlink() else str(given.resolve())
+    pseudo = hashlib.sha256(f"refused:{given}->{target}".encode()).hexdigest()  # nothing was read
+    batch_id = batch_id_for(kind or "unknown", given, pseudo)
+    folder = settings.state.quarantine / batch_id
+    result = IngestResult(
+        status="quarantined", batch_id=batch_id, kind=kind or "unknown", source=str(given), content_hash="",
+        rows=0, failures=[_unreadable(reason, "file_is_inside_the_landing_zone")], report=str(folder / "report.json"),
+    )
+    _write_reports(folder, result)
+    ledger.record(result)
+    if given.is_symlink():
+        given.unlink()
+    log.warning("refused %s: %s", given, reason)
+    return result
+
+
+def _unreadable(message: str, expectation: str = "file_is_a_readable_batch") -> dict[str, Any]:
+    return {"expectation": expectation, "column": None, "severity": "critical",
             "count": None, "sample": [], "message": message}
