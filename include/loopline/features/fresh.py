@@ -8,10 +8,15 @@
   which commits every answered prediction before its answer goes out) and the batch itself;
 * when materialisation advances: the newly curated transactions (late or unscored ones included).
 
-The lookup (``store.OnlineFeatures.lookup``) reads the Feast online store as always; where this process
-knows events of an entity that the stored row does not reflect yet (the same batch, the last few
-milliseconds, another replica's last request) it uses the state computed here instead, at the same
-instant the offline join uses (the transaction's time minus 1 µs). A background thread writes the new
+The lookup (``store.OnlineFeatures.lookup``) computes each row here, at the same instant the offline join
+uses (the transaction's time minus 1 µs), whenever this process holds every event that row depends on:
+the curated history of the longest window before the transaction, the batches materialised since and
+everything any replica served. That is the same state the online store holds or is about to hold (it is
+the code that writes it), without a store read on the scoring path. Otherwise (not bootstrapped yet, a
+transaction older than the history held) it reads the Feast online store and, where this process knows
+newer events of an entity than the stored row (the same batch, another replica's last request), uses the
+state computed here instead. A batch materialised less than ``refresh_interval_s`` ago (late or unscored
+transactions) joins at the next refresh. A background thread writes the new
 state of the entities touched to the online store, ``slice_entities`` every ``flush_interval_s``, oldest
 first, each once it has waited ``coalesce_s`` (a busy merchant is written once per ``coalesce_s``, not once
 per transaction). The defaults are those of ``include/config/serving.yaml``.
@@ -39,6 +44,7 @@ from loopline.features.streaming import (
     State,
     StreamEvent,
     device_first_seen_map,
+    epoch_us,
     event_from_transaction,
     events_from_frame,
     table_key,
@@ -54,6 +60,7 @@ KEEP = object()  # the stored online row is as fresh as anything known: use it
 # Late data: a refresh re-reads this much of the curated store before the previous watermark.
 REFRESH_OVERLAP = timedelta(days=1)
 SLACK_US = 24 * 3_600 * 1_000_000  # events kept beyond the 30-day window (out-of-order arrivals)
+EVERYTHING_US = -(1 << 62)  # "complete since forever": no curated history exists, all events were served
 
 ServedEvents = Callable[[], list[StreamEvent]]
 
@@ -116,6 +123,8 @@ class FreshFeatures:
         # is written once per pass, however many transactions it had meanwhile.
         self._dirty: dict[tuple[str, tuple[str, ...]], float] = {}  # -> when it first became dirty
         self._until: datetime | None = None
+        # Every event at or after this instant (µs) is in the windows: the history the lookup may compute from.
+        self._complete_from_us: int | None = None
         self._next_refresh = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,6 +162,9 @@ class FreshFeatures:
         if self._until is not None:
             start = self._until - timedelta(microseconds=HISTORY_US)
             self.stats.curated_loaded += load_curated_window(self.settings, self.windows, start, self._until)
+            self._complete_from_us = epoch_us(start)
+        else:  # nothing curated yet: every event there is was served, and the backlog holds them all
+            self._complete_from_us = EVERYTHING_US
         if served_backlog is None:
             served_backlog = self.backlog() if self.backlog is not None else ()
         self.stats.events_synced += len(self.windows.add(served_backlog))
@@ -189,7 +201,9 @@ class FreshFeatures:
         loaded = load_curated_window(self.settings, self.windows, start, until)
         self._until = until
         self.stats.curated_loaded += loaded
-        self.windows.prune(self.windows.newest_us - HISTORY_US - SLACK_US)
+        horizon = self.windows.newest_us - HISTORY_US - SLACK_US
+        self.windows.prune(horizon)
+        self._complete_from_us = max(self._complete_from_us or EVERYTHING_US, horizon + 1)
         log.info("fresh features: %d curated transactions up to %s joined (%d known before)", loaded, until,
                  added_before)
 
@@ -221,13 +235,25 @@ class FreshFeatures:
         self.stats.events_synced += len(new_synced)
         self.stats.events_streamed += len(new_own)
 
-    def fresher(self, table: str, key: tuple[str, ...] | None, as_of_us: int, stored_us: int | None) -> Any:
+    def computes(self, as_of_us: int) -> bool:
+        """Whether the windows hold every event a row as of ``as_of_us`` depends on (the longest window,
+        which no view's TTL exceeds), so ``state`` is the row itself and the store need not be read."""
+        return self.ready and self._complete_from_us is not None and as_of_us - HISTORY_US >= self._complete_from_us
+
+    def state(self, table: str, key: tuple[str, ...] | None, as_of_us: int) -> State | None:
+        """The row of ``key`` in ``table`` as of ``as_of_us`` (None: no event, or no key: no row, as offline)."""
+        return None if key is None else self.windows.state(table, key, as_of_us)
+
+    def fresher(self, table: str, key: tuple[str, ...] | None, as_of_us: int, stored_us: int | None,
+                stamp_precision_us: int = 1) -> Any:
         """``KEEP`` when the stored row (its newest event at ``stored_us``, None: no row) is what the offline
-        join would return at ``as_of_us``; else the state known here (None: no state)."""
+        join would return at ``as_of_us``; else the state known here (None: no state).
+        ``stamp_precision_us``: the store's stamps are floored to it (Feast's SQLite store keeps seconds), so
+        a row stamped in the second of ``as_of_us`` may be from after it."""
         if key is None or not self.ready:
             return KEEP
         newest = self.windows.newest_before(table, key, as_of_us + 1)
-        if stored_us is not None and stored_us > as_of_us:  # a row from after this transaction: not for it
+        if stored_us is not None and stored_us + stamp_precision_us - 1 > as_of_us:  # maybe from after: not for it
             return None if newest is None else self.windows.state(table, key, as_of_us)
         if newest is None or (stored_us is not None and newest <= stored_us):
             return KEEP

@@ -427,6 +427,8 @@ class OnlineFeatures:
         self.names = feature_names(self.store, name)
         self.plan = service_plan(self.store, name)
         self._provider = get_provider(self.store.config)
+        # Feast's SQLite online store keeps event times in whole seconds; Redis keeps them exactly.
+        self._stamp_precision_us = 1_000_000 if self.store.config.online_store.type == "sqlite" else 1
         self._reads = []
         for part in self.plan.views:
             view = self.store.get_feature_view(part.name)
@@ -469,8 +471,10 @@ class OnlineFeatures:
     def lookup(self, transactions: list[dict[str, Any]], fresh: FreshFeatures | None = None) -> list[dict[str, Any]]:
         """Features for each transaction (dicts with the entity columns, amount and event_timestamp).
 
-        ``fresh``: the serving process's recent events (``features.fresh``); where they are newer than the
-        stored row of an entity (the same batch, another replica's last request), their state is used."""
+        ``fresh``: the serving process's recent events (``features.fresh``). When they hold the whole history
+        the rows depend on (``fresh.computes``), the rows are computed from them and the store is not read;
+        otherwise, where they are newer than the stored row of an entity (the same batch, another replica's
+        last request), their state replaces it."""
         import pandas as pd
         import pyarrow as pa
 
@@ -483,10 +487,14 @@ class OnlineFeatures:
             micros.append(stamp.value // 1000)  # microseconds, as entity_rows floors them
         as_of_ns = [(us - 1) * 1000 for us in micros]  # joined 1 µs before the event, as offline
         columns: dict[str, list[Any]] = {}
+        computed = fresh is not None and fresh.computes(min(micros, default=0) - 1)
         for read in self._reads:
-            rows = self._read(read, transactions)
-            if fresh is not None:
-                rows = _overlay(fresh, read.part.name, transactions, rows, micros)
+            if computed:  # the serving process holds every event these rows depend on: no store read
+                rows = _computed(fresh, read.part.name, transactions, micros)
+            else:
+                rows = self._read(read, transactions)
+                if fresh is not None:
+                    rows = _overlay(fresh, read.part.name, transactions, rows, micros, self._stamp_precision_us)
             live = [features is not None and within_ttl(ns, at, read.part.ttl)
                     for (ns, features), at in zip(rows, as_of_ns, strict=True)]
             for feature in read.part.features:
@@ -504,14 +512,28 @@ class OnlineFeatures:
         return [{name: columns[name][i] for name in self.names} for i in range(len(transactions))]
 
 
+def _computed(fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]],
+              micros: list[int]) -> list[tuple[int | None, dict | None]]:
+    """Each transaction's row of ``view`` computed from the serving process's events (``fresh.computes``)."""
+    from loopline.features.fresh import table_key
+
+    out: list[tuple[int | None, dict | None]] = []
+    for tx, us in zip(transactions, micros, strict=True):
+        state = fresh.state(view, table_key(view, tx), us - 1)
+        out.append((None, None) if state is None else (state[0] * 1000, state[1]))
+    return out
+
+
 def _overlay(fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]],
-             rows: list[tuple[int | None, dict | None]], micros: list[int]) -> list[tuple[int | None, dict | None]]:
+             rows: list[tuple[int | None, dict | None]], micros: list[int],
+             stamp_precision_us: int) -> list[tuple[int | None, dict | None]]:
     """``rows`` with the fresh state wherever it is newer than the stored row (see ``FreshFeatures.fresher``)."""
     from loopline.features.fresh import KEEP, table_key
 
     out = []
     for tx, (stored_ns, features), us in zip(transactions, rows, micros, strict=True):
-        state = fresh.fresher(view, table_key(view, tx), us - 1, None if stored_ns is None else stored_ns // 1000)
+        state = fresh.fresher(view, table_key(view, tx), us - 1, None if stored_ns is None else stored_ns // 1000,
+                              stamp_precision_us)
         if state is KEEP:
             out.append((stored_ns, features))
         elif state is None:

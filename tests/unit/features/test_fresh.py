@@ -22,6 +22,7 @@ from loopline.features.aggregates import compute_aggregates
 from loopline.features.fresh import FreshFeatures
 from loopline.features.store import (
     OnlineFeatures,
+    historical_features,
     materialize,
     materialized_until,
 )
@@ -91,11 +92,21 @@ def test_a_transaction_never_sees_itself_and_the_next_one_of_the_customer_does(w
     assert stored["cust_last_tx_epoch_s"] == [pd.Timestamp(second["event_timestamp"]).timestamp()]
 
 
-def test_a_served_day_gets_the_offline_point_in_time_features(world):
-    """The whole last day, in order, in batches of 16 (same-batch customers and merchants included)."""
+@pytest.mark.parametrize("path", ["computed", "store_and_overlay"])
+def test_a_served_day_gets_the_offline_point_in_time_features(world, path, monkeypatch):
+    """The whole last day, in order, in batches of 16 (same-batch customers and merchants included).
+
+    ``computed``: the process holds the whole history, so rows are computed without reading the store (a
+    store read fails the test). ``store_and_overlay``: the path of a process that does not (the store's rows,
+    replaced where the process knows newer events)."""
     settings, sim, last = world
     online = OnlineFeatures(settings)
     fresh = FreshFeatures(settings).bootstrap()
+    store_reads = []
+    if path == "computed":
+        monkeypatch.setattr(online._provider, "online_read", lambda *a, **k: store_reads.append(a) or 1 / 0)
+    else:
+        monkeypatch.setattr(fresh, "computes", lambda as_of_us: False)
     served = [request(r) for r in last.to_dict("records")]
     got = []
     for i in range(0, len(served), 16):
@@ -104,10 +115,31 @@ def test_a_served_day_gets_the_offline_point_in_time_features(world):
         got.extend(online.lookup(batch, fresh))
         if i % 64 == 0:
             fresh.flush()
+    assert store_reads == []
+    monkeypatch.undo()
     stale = online.lookup(served[-200:])  # what serving saw before: the store as of the last batch
     truth = offline_truth(settings, sim, last)
     assert mismatches(online, served, got, truth) == []
     assert len(mismatches(online, served[-200:], stale, truth)) > 100  # the test can fail
+
+
+def test_a_transaction_older_than_the_history_held_is_looked_up_in_the_store(world, monkeypatch):
+    """Rows as of an instant whose 30 days before reach past the events the process loaded are not computed
+    from them alone: the lookup reads the store, and still never serves a row from after the transaction."""
+    settings, sim, _ = world
+    fresh = FreshFeatures(settings).bootstrap()
+    early = sim.transactions[sim.transactions["event_timestamp"] < day(2)].sort_values("event_timestamp").tail(30)
+    served = [request(r) for r in early.to_dict("records")]
+    assert not fresh.computes(epoch_us(served[0]["event_timestamp"]) - 1)
+    assert fresh.computes(epoch_us(day(DAYS)) - 1)
+    online = OnlineFeatures(settings)
+    reads = []
+    read = online._provider.online_read
+    monkeypatch.setattr(online._provider, "online_read", lambda *a, **k: reads.append(1) or read(*a, **k))
+    got = online.lookup(served, fresh)
+    assert len(reads) == len(online._reads)
+    truth = historical_features(feature_store(settings), early).set_index("transaction_id")
+    assert mismatches(online, served, got, truth) == []
 
 
 def test_replicas_see_each_others_transactions_through_the_prediction_log(world, tmp_path):
