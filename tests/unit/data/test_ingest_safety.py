@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_ingest import _curated, _land
 
 import loopline.data.ingest as ingest
 from loopline.config import Settings
@@ -39,18 +40,6 @@ def simulation():
 @pytest.fixture
 def settings(state_dir: Path) -> Settings:
     return Settings(state_dir=state_dir)
-
-
-def _land(settings: Settings, frame: pd.DataFrame, name: str) -> Path:
-    path = settings.state.landing / "transactions" / f"{name}.parquet"
-    write_frame(frame, path, "parquet")
-    return path
-
-
-def _curated(settings: Settings) -> pd.DataFrame:
-    """The curated transactions exactly as readers list them (``date=*/*.parquet``)."""
-    files = sorted((settings.state.curated / "transactions").glob("date=*/*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
 def _days(frame: pd.DataFrame) -> set[str]:
