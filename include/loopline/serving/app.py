@@ -27,7 +27,12 @@ from loopline.data.schema import CHANNELS
 from loopline.serving.config import API_KEY_ENV, ServingConfig, api_keys
 from loopline.serving.engine import Engine, NotReady
 from loopline.serving.metrics import ServingMetrics
-from loopline.serving.prediction_log import AnyPredictionLog, PredictionLogUnavailable, open_prediction_log
+from loopline.serving.prediction_log import (
+    AnyPredictionLog,
+    PredictionLogUnavailable,
+    Retention,
+    open_prediction_log,
+)
 
 log = logging.getLogger("loopline.serving")
 PREDICT_PATH = "/v1/predict"
@@ -395,9 +400,13 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
         state["engine"] = engine
         source = source_factory(engine).start() if source_factory is not None else None
         state["source"] = source
+        retention = (Retention(plog, settings, config.log.retention, observer=metrics.retention).start()
+                     if config.log.retention.enabled else None)
         try:
             yield
         finally:
+            if retention is not None:
+                retention.stop()
             if source is not None:
                 source.stop()
             engine.close()

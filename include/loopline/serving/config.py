@@ -49,6 +49,26 @@ class Batching(_Strict):
     mode: Literal["inline", "threads"] = "inline"
 
 
+class RetentionConfig(_Strict):
+    """How long the prediction log keeps rows (``serving.prediction_log.Retention``). Rows older than
+    ``max_age_days``, and the oldest beyond ``max_rows``, are deleted in the serving process, in batches of
+    ``batch_rows`` — but never a row something still reads: the drift monitor's window and concept
+    lookback, a running canary (since its start), check-served (the drift window) and fresh features
+    (31 days back, and 30 days before the materialisation watermark) set a floor that wins over both limits."""
+
+    enabled: bool = True
+    max_age_days: float = Field(default=35.0, gt=0)
+    max_rows: int | None = Field(default=None, ge=1000)
+    interval_s: float = Field(default=3600.0, ge=1)
+    start_delay_s: float = Field(default=60.0, ge=0)  # the first run, after start (and warm-up) settled
+    batch_rows: int = Field(default=1000, ge=1, le=100_000)  # one short delete transaction each
+    pause_s: float = Field(default=0.05, ge=0, le=10)  # between batches: inserts go first
+    # Concept drift judges windows ending at the label frontier (the newest confirmed-genuine label), which
+    # trails now by the label delay; how far it may trail. Genuine labels mature after 7 days, chargebacks
+    # take up to 21.
+    label_delay_days: float = Field(default=21.0, ge=0)
+
+
 class LogConfig(_Strict):
     """The prediction log as the request path sees it. A request is answered only after its rows are
     committed; a database that stalls (a lock held elsewhere, an overloaded or vanished Postgres) must not
@@ -64,6 +84,7 @@ class LogConfig(_Strict):
     # After a timed-out write, writes fail at once for this long (the event loop stays free); 0: never.
     fail_fast_s: float = Field(default=1.0, ge=0, le=60)
     retry_after_s: int = Field(default=2, ge=1, le=3600)  # the 503's Retry-After header
+    retention: RetentionConfig = RetentionConfig()
 
 
 class Warmup(_Strict):

@@ -8,6 +8,7 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from loopline.serving.engine import Deployment, Observer
+from loopline.serving.prediction_log import RetentionRun
 
 # An error's text as a label: one line, bounded, no credentials of a URL (the tracking URI is in load errors).
 ERROR_TEXT_CHARS = 200
@@ -68,9 +69,27 @@ class ServingMetrics(Observer):
         self.log_unavailable = Counter("loopline_prediction_log_unavailable",
                                        "requests answered 503 because the prediction log did not commit in time",
                                        ["cause"], registry=r)
+        # Prediction-log retention (serving.prediction_log.Retention): what each run deleted, and how far back.
+        self.retention_deleted = Counter("loopline_prediction_log_retention_deleted",
+                                         "prediction-log rows deleted by retention", registry=r)
+        self.retention_runs = Counter("loopline_prediction_log_retention_runs",
+                                      "retention runs by outcome (deleted, nothing_to_delete, skipped, failed)",
+                                      ["outcome"], registry=r)
+        self.retention_cutoff = Gauge("loopline_prediction_log_retention_cutoff_timestamp_seconds",
+                                      "rows made before this time were deleted by the last run", registry=r)
+        self.retention_floor = Gauge("loopline_prediction_log_retention_floor_timestamp_seconds",
+                                     "the oldest prediction time a reader still needs (last run)", registry=r)
         self.model_info = Gauge("loopline_model_loaded", "1 for each loaded (variant, version)",
                                 ["variant", "version"], registry=r)
         self.challenger_share = Gauge("loopline_challenger_share", "challenger's traffic share", registry=r)
+
+    def retention(self, run: RetentionRun) -> None:
+        self.retention_runs.labels(run.outcome).inc()
+        self.retention_deleted.inc(run.deleted)
+        if run.cutoff is not None and run.outcome in ("deleted", "nothing_to_delete"):
+            self.retention_cutoff.set(run.cutoff)
+        if run.floor is not None:
+            self.retention_floor.set(run.floor)
 
     def prediction(self, variant: str, version: str, score: float, decision: bool, latency_s: float) -> None:
         self.predictions.labels(variant, version, "fraud" if decision else "ok").inc()

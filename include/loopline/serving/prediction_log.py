@@ -17,19 +17,18 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import pandas as pd
 
     from loopline.config import Settings
     from loopline.features.streaming import StreamEvent
+    from loopline.serving.config import RetentionConfig
 
 log = logging.getLogger("loopline.serving")
 # How often the SQLite log's WAL is copied into the database file, off the request path (see PredictionLog).
@@ -170,6 +169,16 @@ class _Reads:
         rows = self._query("SELECT COUNT(*) FROM predictions", [])
         return int(rows[0][0]) if rows else 0
 
+    def oldest_ts(self) -> float | None:
+        rows = self._query("SELECT MIN(ts) FROM predictions", [])
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def size_cutoff(self, keep_rows: int) -> float | None:
+        """The time before which rows go to keep only the newest ``keep_rows`` (rows of one commit share a
+        time: a few more may go); None when there are no more than that."""
+        rows = self._query(f"SELECT ts FROM predictions ORDER BY ts DESC LIMIT 1 OFFSET {int(keep_rows)}", [])
+        return math.nextafter(float(rows[0][0]), math.inf) if rows else None
+
     def counts(self, since: datetime | float | str | None = None,
                until: datetime | float | str | None = None) -> dict[Key, int]:
         """Predictions per (variant, version) in [since, until): cheap enough to poll while a canary bakes."""
@@ -289,6 +298,19 @@ class PredictionLog(_Reads):
                 raise
         return len(values)
 
+    def delete_before(self, cutoff: float, batch_rows: int, pause_s: float = 0.0,
+                      stop: threading.Event | None = None) -> int | None:
+        """Delete the rows made before ``cutoff`` (epoch seconds), ``batch_rows`` per transaction through the
+        writer's own connection and lock, so inserts wait for one short batch at most and never for SQLite's
+        lock; ``pause_s`` between batches. Returns how many."""
+        if self._conn is None:
+            raise RuntimeError(f"the prediction log {self.where} was opened read-only")
+        return _delete_batches(lambda: self._delete_batch(cutoff, batch_rows), batch_rows, pause_s, stop)
+
+    def _delete_batch(self, cutoff: float, batch_rows: int) -> int:
+        with self._lock:
+            return self._conn.execute(_DELETE_BATCH.format(mark="?", n=int(batch_rows)), (cutoff,)).rowcount
+
     def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         if not self.path.exists():
             return []
@@ -353,6 +375,7 @@ CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions (transaction_i
 # Every replica creates the schema at start; an advisory lock keeps concurrent CREATE ... IF NOT EXISTS
 # (which can still collide in the catalog) one at a time.
 _PG_SCHEMA_LOCK = 7_246_001
+_PG_RETENTION_LOCK = 7_246_003  # one replica deletes old rows at a time
 
 
 def is_postgres_url(url: str) -> bool:
@@ -453,6 +476,21 @@ class PostgresPredictionLog(_Reads):
                                                f"{type(exc).__name__}: {exc}".strip()) from exc
         return len(values)
 
+    def delete_before(self, cutoff: float, batch_rows: int, pause_s: float = 0.0,
+                      stop: threading.Event | None = None) -> int | None:
+        """Delete the rows made before ``cutoff`` in batches of ``batch_rows`` (row locks only: inserts go
+        on), on a connection of its own. One replica at a time (an advisory lock): None when another one
+        is at it."""
+        conn = self._connect(bounded=True)
+        conn.autocommit = True
+        try:
+            if not conn.execute("SELECT pg_try_advisory_lock(%s)", [_PG_RETENTION_LOCK]).fetchone()[0]:
+                return None
+            sql = _DELETE_BATCH.format(mark="%s", n=int(batch_rows))
+            return _delete_batches(lambda: conn.execute(sql, [cutoff]).rowcount, batch_rows, pause_s, stop)
+        finally:
+            conn.close()  # ends the session: the advisory lock goes with it
+
     def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         import psycopg
 
@@ -496,6 +534,22 @@ def _redacted(url: str) -> str:
 
 
 AnyPredictionLog = PredictionLog | PostgresPredictionLog
+
+# One retention batch: the oldest ``n`` rows made before the cutoff (the ts index finds them).
+_DELETE_BATCH = "DELETE FROM predictions WHERE id IN (SELECT id FROM predictions WHERE ts < {mark} LIMIT {n})"
+
+
+def _delete_batches(batch: Callable[[], int], batch_rows: int, pause_s: float,
+                    stop: threading.Event | None) -> int:
+    deleted = 0
+    while stop is None or not stop.is_set():
+        done = batch()
+        deleted += done
+        if done < batch_rows:
+            break
+        if pause_s:
+            (stop or threading.Event()).wait(pause_s)
+    return deleted
 
 
 def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL", read_only: bool = False,
@@ -573,3 +627,178 @@ def answered_events(settings: Settings, since: datetime | None = None) -> list[S
         return _events(plog.answered_since(since))
     finally:
         plog.close()
+
+
+# --- retention: old rows go, rows something still reads stay ---------------------------------------------
+
+DAY_S = 86_400.0
+# How far back the served rows are read as feature events: ``answered_events`` and the serving app's
+# ``AnsweredFeed.backlog`` (31 days, all a 30-day window can need), and the fresh-features bootstrap and
+# materialisation (the 30 days before the materialisation watermark).
+FRESH_FEATURES_LOOKBACK_S = 31 * DAY_S
+WATERMARK_LOOKBACK_S = 30 * DAY_S
+CANARY_MARGIN_S = 3600.0  # a canary's first window starts when it began; a margin for clocks and the step
+
+
+class RetentionBlocked(RuntimeError):
+    """What the log's readers still need cannot be told (a config that does not load, the history out of
+    reach): this run deletes nothing."""
+
+
+@dataclass(frozen=True)
+class Need:
+    """A reader of the prediction log and the oldest prediction time (epoch seconds) it may still read."""
+
+    what: str
+    since: float
+
+
+def retention_needs(settings: Settings, now: float, label_delay_days: float) -> list[Need]:
+    """Every reader's reach into the past at ``now`` (``RetentionBlocked`` when one cannot be told):
+
+    - ``fresh_features``: served rows are read back as feature events for 31 days (``answered_events``,
+      ``AnsweredFeed.backlog``); ``materialisation``: 30 days before the watermark, where it is readable here
+      (embedded; serving pods in Kubernetes have no watermark and the 31 days apply);
+    - ``drift_window``: the drift monitor's window (``window.hours`` of drift.yaml), also what its
+      served-features check (check-served) reads;
+    - ``concept_drift``: ``judged_windows`` x ``window_hours`` before the label frontier, which trails now by
+      at most ``label_delay_days``; a newer ``drift_checked`` event that records ``concept_window`` gives the
+      exact start;
+    - ``canary``: a canary that started and has not ended (``promoted``/``rolled_back``) in history reads
+      from its start."""
+    needs = [Need("fresh_features", now - FRESH_FEATURES_LOOKBACK_S)]
+    try:
+        from loopline.features import store
+
+        watermark = store.materialized_until(settings)
+    except Exception as exc:  # no feature repo here: the 31 days above cover what is read
+        log.debug("retention: no materialisation watermark readable here: %s", exc)
+        watermark = None
+    if watermark is not None:
+        needs.append(Need("materialisation", watermark.timestamp() - WATERMARK_LOOKBACK_S))
+
+    from loopline.monitoring.config import DriftConfig, load_drift_config
+
+    path = settings.config_dir / "drift.yaml"
+    try:
+        drift = load_drift_config(path) if path.exists() else DriftConfig()
+    except ValueError as exc:
+        raise RetentionBlocked(f"the drift policy {path} does not load: {exc}") from exc
+    needs.append(Need("drift_window", now - drift.window.hours * 3600))
+    lookback = drift.concept.window_hours * 3600 * drift.concept.judged_windows
+    needs.append(Need("concept_drift", now - label_delay_days * DAY_S - lookback))
+
+    from loopline.lineage import history
+
+    try:
+        events = history.read(settings, kinds={"canary_started", "promoted", "rolled_back", "drift_checked"},
+                              limit=200)
+    except Exception as exc:
+        raise RetentionBlocked(f"the history (running canaries) cannot be read: {exc}") from exc
+    started = next((e for e in reversed(events) if e.kind == "canary_started"), None)
+    if started is not None and not any(e.kind in ("promoted", "rolled_back") and e.version == started.version
+                                       and (e.id or 0) > (started.id or 0) for e in events):
+        needs.append(Need(f"canary of version {started.version}",
+                          datetime.fromisoformat(started.at).timestamp() - CANARY_MARGIN_S))
+    checked = next((e for e in reversed(events) if e.kind == "drift_checked"), None)
+    window = (checked.details.get("concept_window") or [None])[0] if checked is not None else None
+    if window:
+        needs.append(Need("concept_drift (recorded window)", _epoch(window)))
+    return needs
+
+
+@dataclass(frozen=True)
+class RetentionRun:
+    outcome: str  # deleted | nothing_to_delete | skipped | failed
+    deleted: int = 0
+    cutoff: float | None = None  # rows made before this went
+    floor: float | None = None  # the oldest time still needed
+    kept_for: str = ""  # the need that held the cutoff back, if one did
+    reason: str = ""
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        def at(ts: float | None) -> str:
+            return "-" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+        held = f"; held back to {at(self.cutoff)} for {self.kept_for}" if self.kept_for else ""
+        what = f"{self.outcome}: {self.deleted} row(s) made before {at(self.cutoff)}{held}"
+        return f"{what} in {self.seconds:.2f} s" + (f" ({self.reason})" if self.reason else "")
+
+
+class Retention:
+    """Deletes what ``config`` (``RetentionConfig``) lets go, in the serving process: every ``interval_s``
+    (first after ``start_delay_s``), in short batches, never rows newer than ``retention_needs``' floor.
+
+    In serving rather than in a DAG: SQLite has one writer, and deleting through that writer's own
+    connection interleaves short delete batches with the inserts instead of making them wait on a second
+    writer's lock (503s); it runs wherever serving runs, Airflow up or not. With Postgres the replicas take
+    turns (an advisory lock). ``observer(run)`` gets every run (metrics); each is logged."""
+
+    def __init__(self, prediction_log: AnyPredictionLog, settings: Settings, config: RetentionConfig,
+                 observer: Callable[[RetentionRun], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.log = prediction_log
+        self.settings = settings
+        self.config = config
+        self.observer = observer
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> RetentionRun:
+        started = time.monotonic()
+        try:
+            run = self._run()
+        except RetentionBlocked as exc:
+            run = RetentionRun("skipped", reason=str(exc))
+        except Exception as exc:  # the database said no (locked, unreachable): the next round tries again
+            log.warning("prediction-log retention failed", exc_info=True)
+            run = RetentionRun("failed", reason=f"{type(exc).__name__}: {exc}")
+        run = RetentionRun(**{**run.__dict__, "seconds": time.monotonic() - started})
+        (log.warning if run.outcome in ("skipped", "failed") else log.info)(
+            "prediction-log retention %s", run.describe())
+        if self.observer is not None:
+            self.observer(run)
+        return run
+
+    def _run(self) -> RetentionRun:
+        now = self.clock()
+        config = self.config
+        wanted = now - config.max_age_days * DAY_S
+        if config.max_rows is not None:
+            by_size = self.log.size_cutoff(config.max_rows)
+            if by_size is not None:
+                wanted = max(wanted, by_size)
+        needs = retention_needs(self.settings, now, config.label_delay_days)
+        oldest_need = min(needs, key=lambda n: n.since)
+        cutoff, kept_for = wanted, ""
+        if oldest_need.since < wanted:
+            cutoff, kept_for = oldest_need.since, oldest_need.what
+        oldest = self.log.oldest_ts()
+        if oldest is None or oldest >= cutoff:
+            return RetentionRun("nothing_to_delete", cutoff=cutoff, floor=oldest_need.since, kept_for=kept_for)
+        deleted = self.log.delete_before(cutoff, config.batch_rows, config.pause_s, self._stop)
+        if deleted is None:
+            return RetentionRun("skipped", cutoff=cutoff, floor=oldest_need.since,
+                                reason="another replica is deleting old rows right now")
+        return RetentionRun("deleted" if deleted else "nothing_to_delete", deleted, cutoff, oldest_need.since,
+                            kept_for)
+
+    def start(self) -> Retention:
+        self._thread = threading.Thread(target=self._loop, name="loopline-log-retention", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        if self._stop.wait(self.config.start_delay_s):
+            return
+        while True:
+            self.run_once()
+            if self._stop.wait(self.config.interval_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
