@@ -32,10 +32,12 @@ def _feast_variables(path: Path) -> set[str]:
 
 
 def _known_names() -> set[str]:
+    from loopline.serving.config import API_KEY_ENV  # read from the environment by the serving app itself
+
     fields = {f"LOOPLINE_{name.upper()}" for name in Settings.model_fields}
     children = set(Settings().env())
     feast = {name for path in (REPO_ROOT / "feature_repo").glob("feature_store*.yaml") for name in _feast_variables(path)}
-    return fields | children | feast
+    return fields | children | feast | {API_KEY_ENV}
 
 
 def _helm_env() -> dict[str, str]:
