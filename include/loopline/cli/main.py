@@ -61,7 +61,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"Loopline ({info['mode']} mode): {'running' if info['running'] else 'not running'}")
     for name, service in info["services"].items():
-        print(f"  {name:<14} {'up' if service['running'] else 'down':<5} pid {service['pid']}")
+        line = f"  {name:<14} {'up' if service['running'] else 'down':<5} pid {service['pid']}"
+        if "restarts" in service:  # supervised: restarted when it dies
+            exit_code = service["last_exit_code"]
+            line += (f"  ({service['state']}; restarts {service['restarts']}"
+                     + (f", last exit {exit_code} at {service['last_exit_at']}" if exit_code is not None else "")
+                     + ")")
+        print(line)
     _print_login(info)
     return 0
 

@@ -3,16 +3,24 @@
 Each service runs in its own session (process group). Its PID and start time are written to the
 record file the moment it is spawned, so a CLI that dies half-way still leaves enough behind for
 ``loopline down`` to stop exactly what was started — and never a stranger that reused a PID.
+
+``Supervisor`` (``python -m loopline.platform.processes --state FILE -- argv...``) keeps one command
+running: it restarts it with backoff when it dies, unless the supervisor itself is being stopped (``loopline
+down`` signals the whole tree), and records restarts and the last exit code in ``FILE`` for ``loopline status``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -186,3 +194,128 @@ def tail(path: str | Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text[-lines:])
+
+
+# --- supervision -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SupervisorState:
+    """What ``FILE`` says about a supervised command (``loopline status`` reads it)."""
+
+    name: str
+    supervisor_pid: int
+    state: str = "starting"  # running | backoff | stopped | gave_up
+    child_pid: int | None = None
+    restarts: int = 0
+    last_exit_code: int | None = None  # negative: killed by that signal (-9: SIGKILL)
+    last_exit_at: str | None = None
+    started_at: str | None = None  # of the current child
+    argv: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path) -> SupervisorState | None:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Supervisor:
+    """Run ``argv`` and restart it whenever it exits, until told to stop (SIGTERM/SIGINT, passed on to the
+    command). Backoff: ``backoff_s``, doubling per quick failure up to ``max_backoff_s``; a run that lasted
+    ``healthy_after_s`` resets it. ``max_quick_failures`` quick failures in a row: give up with the
+    command's exit code (a command that cannot start at all, e.g. a bad config, is not retried forever)."""
+
+    def __init__(self, argv: list[str], state_path: Path, *, name: str = "service", backoff_s: float = 1.0,
+                 max_backoff_s: float = 30.0, healthy_after_s: float = 60.0, max_quick_failures: int = 10,
+                 log=None) -> None:
+        self.argv = argv
+        self.state_path = Path(state_path)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.healthy_after_s = healthy_after_s
+        self.max_quick_failures = max_quick_failures
+        self.state = SupervisorState(name=name, supervisor_pid=os.getpid(), argv=list(argv))
+        self._log = log or (lambda text: print(f"{_now()} supervisor[{name}]: {text}", file=sys.stderr, flush=True))
+        self._stopping = threading.Event()
+        self._child: subprocess.Popen | None = None
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self._stopping.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            try:
+                child.send_signal(signal.SIGTERM)  # uvicorn: a second SIGTERM changes nothing
+            except ProcessLookupError:
+                pass
+
+    def _save(self, **changes: object) -> None:
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        self.state.write(self.state_path)
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        quick_failures = 0
+        while not self._stopping.is_set():
+            began = time.monotonic()
+            self._child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+            if self._stopping.is_set():  # the stop came while it was being started: it ends with us
+                self._child.terminate()
+            self._save(state="running", child_pid=self._child.pid, started_at=_now())
+            code = self._child.wait()
+            lasted = time.monotonic() - began
+            self._save(last_exit_code=code, last_exit_at=_now(), child_pid=None)
+            if self._stopping.is_set():
+                break
+            quick_failures = 0 if lasted >= self.healthy_after_s else quick_failures + 1
+            if quick_failures >= self.max_quick_failures:
+                self._save(state="gave_up")
+                self._log(f"exited with {code} after {lasted:.1f} s, {quick_failures} quick failures in a row: "
+                          "giving up")
+                return code if code > 0 else 1
+            delay = min(self.max_backoff_s, self.backoff_s * 2 ** max(0, quick_failures - 1))
+            self._save(state="backoff")
+            self._log(f"exited with {code} after {lasted:.1f} s; restart #{self.state.restarts + 1} in {delay:g} s")
+            # Stopped meanwhile (``loopline down`` signals the whole tree: the command may die first): no restart.
+            if self._stopping.wait(delay):
+                break
+            self.state.restarts += 1
+        self._save(state="stopped")
+        return 0
+
+
+def supervise_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loopline.platform.processes",
+                                     description="Run a command and restart it with backoff when it dies.")
+    parser.add_argument("--state", type=Path, required=True, help="JSON file: restarts, last exit code, PIDs")
+    parser.add_argument("--name", default="service")
+    parser.add_argument("--backoff-s", type=float, default=1.0)
+    parser.add_argument("--max-backoff-s", type=float, default=30.0)
+    parser.add_argument("--healthy-after-s", type=float, default=60.0)
+    parser.add_argument("--max-quick-failures", type=int, default=10)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command to supervise (put it after --)")
+    return Supervisor(command, args.state, name=args.name, backoff_s=args.backoff_s,
+                      max_backoff_s=args.max_backoff_s, healthy_after_s=args.healthy_after_s,
+                      max_quick_failures=args.max_quick_failures).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(supervise_main())

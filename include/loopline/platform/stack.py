@@ -3,7 +3,8 @@ an MLflow tracking server and the prediction service, started and stopped as one
 
 ``up`` is idempotent (a running stack is reported, not doubled) and cleans up after itself when a
 service fails to come up; ``down`` stops exactly the recorded process trees, also after the CLI that
-started them crashed.
+started them crashed. The prediction service runs under a ``Supervisor`` that restarts it when it dies
+(not when ``down`` stops it); ``status`` reports its restarts and last exit code.
 """
 
 from __future__ import annotations
@@ -22,10 +23,19 @@ from loopline.config import Settings
 from loopline.platform.airflow_api import AirflowApi, AirflowApiError
 from loopline.platform.airflow_env import child_env, venv_bin
 from loopline.platform.files import exclusive_lock
-from loopline.platform.processes import ProcessRecord, ProcessRegistry, spawn, stop_trees, tail, wait_until
+from loopline.platform.processes import (
+    ProcessRecord,
+    ProcessRegistry,
+    SupervisorState,
+    spawn,
+    stop_trees,
+    tail,
+    wait_until,
+)
 from loopline.platform.secrets import StackSecrets, load_or_create_secrets, read_secrets
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+SUPERVISED = ("serving",)  # restarted when they die (a crash, the OOM killer, kill -9)
 
 
 class StackError(RuntimeError):
@@ -42,6 +52,7 @@ class ServiceSpec:
 class StackStatus:
     running: dict[str, bool] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    supervised: dict[str, SupervisorState] = field(default_factory=dict)  # name → its supervisor's record
 
     @property
     def any_running(self) -> bool:
@@ -54,6 +65,16 @@ class StackStatus:
 
 def registry(settings: Settings) -> ProcessRegistry:
     return ProcessRegistry(settings.state.run_dir / "stack.json")
+
+
+def supervisor_state_path(settings: Settings, name: str) -> Path:
+    return settings.state.run_dir / f"{name}.supervisor.json"
+
+
+def supervised(settings: Settings, name: str, argv: list[str]) -> list[str]:
+    """``argv`` under ``loopline.platform.processes``' Supervisor, its record at ``supervisor_state_path``."""
+    return [str(venv_bin() / "python"), "-m", "loopline.platform.processes", "--name", name,
+            "--state", str(supervisor_state_path(settings, name)), "--", *argv]
 
 
 def service_specs(settings: Settings) -> list[ServiceSpec]:
@@ -85,18 +106,34 @@ def service_specs(settings: Settings) -> list[ServiceSpec]:
         ServiceSpec("dag-processor", [airflow, "dag-processor"]),
         ServiceSpec("triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
         # Follows the registry (aliases champion/challenger): ready once a champion exists, alive before.
-        ServiceSpec("serving", [str(venv_bin() / "python"), "-m", "loopline.serving",
-                                "--host", settings.host, "--port", str(settings.serving_port)]),
+        ServiceSpec("serving", supervised(settings, "serving", [
+            str(venv_bin() / "python"), "-m", "loopline.serving",
+            "--host", settings.host, "--port", str(settings.serving_port)])),
     ]
     return specs
 
 
 def status(settings: Settings) -> StackStatus:
+    """What the record file lists, and whether each runs (a supervised service: its supervisor, which brings
+    the service back after a crash; ``supervised`` says whether the service itself is up right now)."""
     result = StackStatus()
     for record in registry(settings).load():
         result.running[record.name] = record.is_running()
         result.pids[record.name] = record.pid
+        if record.name in SUPERVISED:
+            state = SupervisorState.read(supervisor_state_path(settings, record.name))
+            if state is not None and state.supervisor_pid == record.pid:
+                result.supervised[record.name] = state
     return result
+
+
+def _crashed_while_starting(settings: Settings) -> tuple[str, SupervisorState] | None:
+    """A supervised service that exited (and is being restarted) before the stack came up: a broken start."""
+    for name in SUPERVISED:
+        state = SupervisorState.read(supervisor_state_path(settings, name))
+        if state is not None and state.last_exit_code is not None:
+            return name, state
+    return None
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -225,6 +262,8 @@ def _up(settings: Settings, log) -> StackSecrets:
         log("A previous stack is partly running: stopping it before starting afresh.")
         _down(settings, log=lambda *_: None)
     reg.clear()
+    for name in SUPERVISED:  # restarts and exit codes of an earlier stack are not this one's
+        supervisor_state_path(settings, name).unlink(missing_ok=True)
     _check_ports(settings)
     stack_secrets = load_or_create_secrets(settings)
     env = child_env(settings, stack_secrets)
@@ -244,7 +283,7 @@ def _up(settings: Settings, log) -> StackSecrets:
         for spec in specs[1:]:
             start(spec)
         ok = wait_until(
-            lambda: _first_dead(records) is not None
+            lambda: _first_dead(records) is not None or _crashed_while_starting(settings) is not None
             or (_mlflow_healthy(settings) and _airflow_healthy(settings) and _serving_alive(settings)),
             timeout=settings.startup_timeout_s,
             interval=0.25,
@@ -252,6 +291,12 @@ def _up(settings: Settings, log) -> StackSecrets:
         dead = _first_dead(records)
         if dead is not None:
             raise StackError(f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}")
+        crashed = _crashed_while_starting(settings)
+        if crashed is not None:
+            name, state = crashed
+            log_path = settings.state.logs / f"{name}.log"
+            raise StackError(f"{name} exited during start-up (exit code {state.last_exit_code}); last lines of "
+                             f"{log_path}:\n{tail(log_path)}")
         if not ok:
             raise StackError(
                 f"the stack was not healthy after {settings.startup_timeout_s:.0f} s "
@@ -299,14 +344,25 @@ def describe(settings: Settings) -> dict[str, Any]:
         "mode": settings.mode,
         "state_dir": str(settings.state.root),
         "running": current.all_running,
-        "services": {
-            name: {"running": running, "pid": current.pids[name]} for name, running in current.running.items()
-        },
+        "services": {name: _service(current, name, running) for name, running in current.running.items()},
         "airflow": airflow,
         "mlflow": {"url": settings.mlflow_uri},
         "serving": {"url": settings.serving_base_url},
         "logs": str(settings.state.logs),
     }
+
+
+def _service(current: StackStatus, name: str, running: bool) -> dict[str, Any]:
+    """One service in ``describe``: a supervised one also says whether the service itself is up now (not in
+    a restart's backoff), its PID, how often it was restarted and how it last exited."""
+    service: dict[str, Any] = {"running": running, "pid": current.pids[name]}
+    state = current.supervised.get(name)
+    if state is not None:
+        service.update(running=running and state.state == "running" and state.child_pid is not None,
+                       state=state.state if running else "stopped", child_pid=state.child_pid,
+                       restarts=state.restarts, last_exit_code=state.last_exit_code,
+                       last_exit_at=state.last_exit_at)
+    return service
 
 
 def log_paths(settings: Settings) -> dict[str, Path]:
