@@ -38,7 +38,8 @@ URL_PREFIX = "/loopline"
 # ``_token`` cookie is not sent and the answers are unreadable (CORS). No forms, popups or top-level
 # navigation either (not allowed), and no network at all (default-src 'none'): a script injected into a
 # report cannot act as the viewer, nor send the report's data anywhere. Everything Evidently needs is
-# inline (scripts, styles, data: images and fonts).
+# inline (scripts, styles, data: images and fonts): in chromium an Evidently 0.7.23 drift report draws
+# the same under this policy as without it, with no violation reported.
 REPORT_CSP = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
               "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; form-action 'none'; "
               "base-uri 'none'")
