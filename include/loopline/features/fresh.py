@@ -83,19 +83,36 @@ class FreshStats:
     last_write_error: str = ""
 
 
-def load_curated_window(settings: Settings, windows: EventWindows, start: datetime | None,
-                        end: datetime | None) -> int:
-    """Add curated transactions in [start, end) (and device first-seen times before ``start``)."""
+@dataclass(frozen=True)
+class CuratedEvents:
+    """Curated transactions of a time range as events, with the device first-seen times before it."""
+
+    events: list[StreamEvent]
+    first_seen: dict[tuple[str, str], float]
+
+    def add_to(self, windows: EventWindows) -> int:
+        windows.remember_first_seen(self.first_seen)
+        return len(windows.add(self.events))
+
+
+def read_curated_events(settings: Settings, start: datetime | None, end: datetime | None) -> CuratedEvents:
+    """Curated transactions in [start, end) (and device first-seen times before ``start``)."""
     import pandas as pd
 
     from loopline.features.aggregates import device_first_seen, read_curated_transactions
 
+    first_seen = {}
     if start is not None:
-        prior = device_first_seen(settings.state.curated, pd.Timestamp(start))
-        windows.remember_first_seen(device_first_seen_map(prior))
+        first_seen = device_first_seen_map(device_first_seen(settings.state.curated, pd.Timestamp(start)))
     frame = read_curated_transactions(settings.state.curated, start and pd.Timestamp(start),
                                       end and pd.Timestamp(end))
-    return len(windows.add(events_from_frame(frame)))
+    return CuratedEvents(events_from_frame(frame), first_seen)
+
+
+def load_curated_window(settings: Settings, windows: EventWindows, start: datetime | None,
+                        end: datetime | None) -> int:
+    """Add curated transactions in [start, end) (and device first-seen times before ``start``)."""
+    return read_curated_events(settings, start, end).add_to(windows)
 
 
 class FreshFeatures:
@@ -126,6 +143,7 @@ class FreshFeatures:
         # Every event at or after this instant (µs) is in the windows: the history the lookup may compute from.
         self._complete_from_us: int | None = None
         self._next_refresh = 0.0
+        self._refreshed: tuple[datetime, CuratedEvents] | None = None  # read by the writer thread, not joined yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_try = 0.0
@@ -188,21 +206,28 @@ class FreshFeatures:
         else:
             log.info("fresh features on: %d recent transactions known", len(self.windows))
 
-    def _refresh_curated(self) -> None:
-        """Newly materialised batches (late or unscored transactions) join the windows."""
+    def _read_refresh(self) -> None:
+        """Newly materialised batches (late or unscored transactions), read by the writer thread; the scoring
+        thread joins them at its next batch (``_join_refresh``), so reading the files never stalls scoring."""
         from loopline.features.store import materialized_until
 
         self._next_refresh = time.monotonic() + self.refresh_interval_s
         until = materialized_until(self.settings)
-        if until is None or (self._until is not None and until <= self._until):
+        if self._refreshed is not None or until is None or (self._until is not None and until <= self._until):
             return
         start = None if self._until is None else self._until - REFRESH_OVERLAP
-        added_before = len(self.windows)
-        loaded = load_curated_window(self.settings, self.windows, start, until)
+        self._refreshed = (until, read_curated_events(self.settings, start, until))
+
+    def _join_refresh(self) -> None:
+        until, curated = self._refreshed  # type: ignore[misc]
+        with self._lock:
+            added_before = len(self.windows)
+            loaded = curated.add_to(self.windows)
+            horizon = self.windows.newest_us - HISTORY_US - SLACK_US
+            self.windows.prune(horizon)
         self._until = until
+        self._refreshed = None
         self.stats.curated_loaded += loaded
-        horizon = self.windows.newest_us - HISTORY_US - SLACK_US
-        self.windows.prune(horizon)
         self._complete_from_us = max(self._complete_from_us or EVERYTHING_US, horizon + 1)
         log.info("fresh features: %d curated transactions up to %s joined (%d known before)", loaded, until,
                  added_before)
@@ -213,11 +238,8 @@ class FreshFeatures:
         """Before scoring a batch: other replicas' new events, then the batch's own."""
         if not self.ready:
             return
-        if time.monotonic() >= self._next_refresh:
-            try:
-                self._refresh_curated()
-            except Exception:  # serving goes on with what it knows; the next interval retries
-                log.exception("fresh features: reading newly curated transactions failed")
+        if self._refreshed is not None:
+            self._join_refresh()
         synced: list[StreamEvent] = []
         if self.served is not None:
             try:
@@ -298,6 +320,11 @@ class FreshFeatures:
         # the requests in flight (their p99). Entities wait in order; the overlay keeps them fresh meanwhile.
         while not self._stop.wait(self.flush_interval_s):
             self._try_bootstrap()
+            if self.ready and time.monotonic() >= self._next_refresh:
+                try:
+                    self._read_refresh()
+                except Exception:  # serving goes on with what it knows; the next interval retries
+                    log.exception("fresh features: reading newly curated transactions failed")
             self.flush(self.slice_entities, self.coalesce_s)
 
     def close(self) -> None:
@@ -315,5 +342,5 @@ def write_latest_states(store: FeatureStore, windows: EventWindows,
     return {table: writer.write(table, windows.latest(table, keys)) for table, keys in touched.items()}
 
 
-__all__ = ["KEEP", "FreshFeatures", "FreshFeaturesNotReady", "FreshFeaturesUnavailable", "FreshStats", "State",
-           "StreamEvent", "load_curated_window", "table_key", "write_latest_states"]
+__all__ = ["KEEP", "CuratedEvents", "FreshFeatures", "FreshFeaturesNotReady", "FreshFeaturesUnavailable", "FreshStats", "State",
+           "StreamEvent", "load_curated_window", "read_curated_events", "table_key", "write_latest_states"]

@@ -142,6 +142,31 @@ def test_a_transaction_older_than_the_history_held_is_looked_up_in_the_store(wor
     assert mismatches(online, served, got, truth) == []
 
 
+def test_a_batch_materialised_while_serving_joins_the_process_and_its_rows_equal_the_stores(world):
+    """Late or unscored transactions reach serving through materialisation: the writer thread reads the new
+    batch, the next scored batch joins it, and the rows computed from then on equal the store's."""
+    import time
+
+    settings, sim, last = world
+    fresh = FreshFeatures(settings, refresh_interval_s=0.05, flush_interval_s=0.02).bootstrap().start()
+    try:
+        publish(settings, last, "transactions", "late")  # never served: the store learns it from the batch
+        materialize(settings, day(DAYS - 1), day(DAYS))
+        deadline = time.monotonic() + 20
+        while not fresh.knows(last["transaction_id"].iloc[-1]) and time.monotonic() < deadline:
+            fresh.observe([])
+            time.sleep(0.02)
+        assert fresh.knows(last["transaction_id"].iloc[-1])
+        after = [{**request(r), "transaction_id": f"next_{i}",
+                  "event_timestamp": (day(DAYS) + pd.Timedelta(minutes=i)).isoformat()}
+                 for i, r in enumerate(last.drop_duplicates("customer_id").head(40).to_dict("records"))]
+        assert fresh.computes(epoch_us(after[0]["event_timestamp"]) - 1)
+        online = OnlineFeatures(settings)
+        assert online.lookup(after, fresh) == online.lookup(after)
+    finally:
+        fresh.close()
+
+
 def test_replicas_see_each_others_transactions_through_the_prediction_log(world, tmp_path):
     """Replica B scores a customer's next transaction right after replica A answered the previous one:
     A's online write has not happened yet, B learns it from the shared log."""
