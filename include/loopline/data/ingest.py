@@ -24,7 +24,9 @@ Two safety rules on top (issue 19):
 * **A batch is published all at once, and a crash never loses or hides it.** Its day partitions
   are first written under staged names (``.<batch_id>.parquet.staged``, which no reader lists: they
   read ``date=*/*.parquet``), then an intent — the complete result, with every partition it will
-  publish — is committed to the ledger, then the staged files are renamed into place, the source is
+  publish — is committed to the ledger, then the staged files are renamed into place (the batch marked
+  ``<kind>/.publishing/<batch_id>`` meanwhile: readers, through ``visible_partition_files``, leave out
+  all of a marked batch, so even a crash between two renames shows none of it), the source is
   archived, the report written, and the ledger row recorded while the intent is dropped, in one
   transaction. Every ``ingest_file`` first rolls forward any intent a crashed run left behind, so a
   retry after a crash at any point publishes exactly the batch's rows and its ledger row lists every
@@ -335,17 +337,33 @@ def existing_keys(
     files of a publish under way (``.*.parquet.staged``) are never read."""
     import pyarrow.parquet as pq
 
-    folder = curated_dir(settings, kind)
-    files = (folder.glob("date=*/*.parquet") if days is None
-             else (f for day in sorted(set(days)) for f in (folder / f"date={day}").glob("*.parquet")))
     keys: set[str] = set()
-    for part in files:
+    for part in visible_partition_files(curated_dir(settings, kind), days):
         if part.name != ignoring:
             keys.update(pq.read_table(part, columns=[KEY_COLUMN]).column(0).to_pylist())
     return keys
 
 
 STAGED_SUFFIX = ".staged"
+# ``<kind>/.publishing/<batch_id>``: the batch's files are being renamed into place. Readers leave out every
+# file of such a batch, so they see a batch all at once or not at all, even after a crash mid-rename.
+PUBLISHING_DIR = ".publishing"
+
+
+def publishing_batches(kind_dir: Path) -> set[str]:
+    """Batch ids whose partitions are being renamed into place under ``kind_dir`` (hidden from readers)."""
+    marks = kind_dir / PUBLISHING_DIR
+    return {mark.name for mark in marks.iterdir()} if marks.is_dir() else set()
+
+
+def visible_partition_files(kind_dir: Path, days: Iterable[str] | None = None) -> list[Path]:
+    """The published parquet files of the ``date=YYYY-MM-DD`` partitions under ``kind_dir`` (of ``days``
+    only, or all): what every reader of the curated store reads. Staged files and the files of a batch
+    whose publish is under way are left out."""
+    files = (kind_dir.glob("date=*/*.parquet") if days is None
+             else (f for day in sorted(set(days)) for f in (kind_dir / f"date={day}").glob("*.parquet")))
+    hidden = publishing_batches(kind_dir)
+    return sorted(f for f in files if not f.name.startswith(".") and f.stem not in hidden)
 
 
 def staged_path(final: Path) -> Path:
@@ -405,12 +423,28 @@ def stage(settings: Settings, frame: pd.DataFrame, kind: str, batch_id: str) -> 
     return len(fresh), skipped, partitions
 
 
+def _publishing_marks(settings: Settings, partitions: list[str]) -> list[Path]:
+    """``<kind>/.publishing/<batch_id>`` of the batches these partitions (``<kind>/date=…/<batch_id>.parquet``)
+    belong to."""
+    return sorted({settings.state.curated / Path(p).parts[0] / PUBLISHING_DIR / Path(p).stem for p in partitions})
+
+
 def promote(settings: Settings, partitions: list[str]) -> None:
-    """Rename every staged partition into place, back to back, then sync their folders."""
+    """Rename every staged partition into place, then sync their folders. Readers do not see the batch
+    until all are in place: it is marked as publishing (synced) first, and the mark goes last; a crash in
+    between leaves the batch hidden until its publish is finished or rolled back (``finish_interrupted``)."""
+    marks = _publishing_marks(settings, partitions)
+    for mark in marks:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    for folder in sorted({mark.parent for mark in marks}):
+        _fsync(folder)
     for partition in partitions:
         promote_partition(settings, partition)
     for folder in sorted({(settings.state.curated / p).parent for p in partitions}):
         _fsync(folder)
+    for mark in marks:
+        mark.unlink()
 
 
 def publish(
@@ -596,13 +630,24 @@ def finish_interrupted(settings: Settings, ledger: IngestLedger) -> dict[str, In
             log.warning("finished the publish of %s that an earlier run left half done", result.batch_id)
         except IncompletePublish as exc:
             log.warning("rolled back the interrupted publish of %s: %s", result.batch_id, exc)
-            for partition in result.partitions:
-                (settings.state.curated / partition).unlink(missing_ok=True)
-                staged_path(settings.state.curated / partition).unlink(missing_ok=True)
+            _roll_back(settings, result.partitions)
             ledger.abandon_publish(result.content_hash)
     for orphan in settings.state.curated.glob(f"*/date=*/.*{STAGED_SUFFIX}"):
         orphan.unlink(missing_ok=True)
+    for mark in settings.state.curated.glob(f"*/{PUBLISHING_DIR}/*"):  # a publish without a ledger intent
+        _roll_back(settings, [str(p.relative_to(settings.state.curated))
+                              for p in mark.parent.parent.glob(f"date=*/{mark.name}.parquet")])
+        mark.unlink(missing_ok=True)
     return finished
+
+
+def _roll_back(settings: Settings, partitions: list[str]) -> None:
+    """Remove the partitions of a publish that cannot be finished (and their staged files, and its mark)."""
+    for partition in partitions:
+        (settings.state.curated / partition).unlink(missing_ok=True)
+        staged_path(settings.state.curated / partition).unlink(missing_ok=True)
+    for mark in _publishing_marks(settings, partitions):
+        mark.unlink(missing_ok=True)
 
 
 def _refuse(settings: Settings, ledger: IngestLedger, given: Path, kind: str | None, reason: str) -> IngestResult:

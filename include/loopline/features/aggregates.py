@@ -479,11 +479,13 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _partitions(curated_dir: Path, start: pd.Timestamp | None, end: pd.Timestamp | None) -> list[Path]:
-    """Parquet files of the ``date=YYYY-MM-DD`` partitions whose day overlaps ``[start, end)``."""
+    """Published parquet files of the ``date=YYYY-MM-DD`` partitions whose day overlaps ``[start, end)``."""
+    from loopline.data.ingest import visible_partition_files
+
     root = Path(curated_dir) / "transactions"
-    files: list[Path] = []
     if not root.is_dir():
-        return files
+        return []
+    days = []
     for part in sorted(root.glob("date=*")):
         try:
             day = pd.Timestamp(part.name.removeprefix("date="), tz="UTC")
@@ -493,8 +495,8 @@ def _partitions(curated_dir: Path, start: pd.Timestamp | None, end: pd.Timestamp
             continue
         if end is not None and day >= end:
             continue
-        files.extend(f for f in sorted(part.glob("*.parquet")) if not f.name.startswith("."))
-    return files
+        days.append(part.name.removeprefix("date="))
+    return visible_partition_files(root, days)
 
 
 def read_curated_transactions(

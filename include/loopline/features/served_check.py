@@ -96,9 +96,9 @@ def answered(log_rows: pd.DataFrame) -> pd.Series:
 
 
 def _curated_files(settings: Settings) -> list[str]:
-    from loopline.data.ingest import curated_dir
+    from loopline.data.ingest import curated_dir, visible_partition_files
 
-    return sorted(str(p) for p in curated_dir(settings, "transactions").glob("date=*/*.parquet"))
+    return [str(p) for p in visible_partition_files(curated_dir(settings, "transactions"))]
 
 
 def curated_by_id(settings: Settings, ids: list[str], columns: list[str] | None = None) -> pd.DataFrame:

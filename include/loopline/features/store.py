@@ -254,8 +254,9 @@ def curated_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
     """[first event, last event + 1 µs) over the curated transactions, or None when there are none."""
     import pyarrow.dataset as ds
 
-    folder = settings.state.curated / "transactions"
-    files = sorted(folder.glob("date=*/*.parquet"))
+    from loopline.data.ingest import visible_partition_files
+
+    files = visible_partition_files(settings.state.curated / "transactions")
     if not files:
         return None
     table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["event_timestamp"])
@@ -294,7 +295,9 @@ def read_labels(settings: Settings, as_of: datetime) -> pd.DataFrame:
     """Curated labels known at ``as_of`` (label delay honoured: later labels do not exist yet)."""
     import pandas as pd
 
-    files = sorted((settings.state.curated / "labels").glob("date=*/*.parquet"))
+    from loopline.data.ingest import visible_partition_files
+
+    files = visible_partition_files(settings.state.curated / "labels")
     if not files:
         return pd.DataFrame({"transaction_id": pd.Series(dtype="string"), "is_fraud": pd.Series(dtype="Int64"),
                              "label_timestamp": pd.Series(dtype="datetime64[us, UTC]")})

@@ -28,6 +28,7 @@ from loopline.data.ingest import (
 )
 from loopline.data.simulator import SimulationConfig, simulate, write_frame
 from loopline.features.intervals import pending_interval
+from loopline.features.aggregates import read_curated_transactions
 
 SECRET = "hunter2-do-not-leak"
 
@@ -232,9 +233,10 @@ def test_killed_after_any_step_a_rerun_publishes_exactly_the_batch_and_announces
     _crash_after(monkeypatch, k, calls)
     with pytest.raises(Crash):
         ingest_file(settings, path)
-    # Until the renames begin, readers see none of the batch (staged files are not *.parquet).
-    if "promote_partition" not in calls:
-        assert existing_keys(settings, "transactions") == set(batch["seed"]["transaction_id"])
+    # Readers see none of the batch until every partition is in place (staged files are not *.parquet, and a
+    # batch marked as publishing is left out whole), then all of it.
+    seen = existing_keys(settings, "transactions") - set(batch["seed"]["transaction_id"])
+    assert seen == (batch["fresh_ids"] if "_move_or_copy" in calls else set())
     # Until the ledger row is written, materialisation is not told about the batch.
     if calls[-1] != "finish_publish":
         assert IngestLedger(settings.state.ingest_ledger).published_since(0, "transactions") == []
@@ -375,5 +377,10 @@ def test_a_process_killed_between_two_renames_is_finished_by_the_next_run(settin
     assert child.returncode == 17, child.stderr[-2000:]
     ledger = IngestLedger(settings.state.ingest_ledger)
     assert ledger.published_since(0, "transactions") == [] and len(ledger.unfinished()) == 1
+    # Two of the three partitions are in place, yet no reader sees any of the batch.
+    assert len([p for p in settings.state.curated.rglob(f"{batch_id}.parquet")]) == 2
+    assert existing_keys(settings, "transactions") == set(batch["seed"]["transaction_id"])
+    curated = read_curated_transactions(settings.state.curated, None, None)
+    assert set(curated["transaction_id"]) == set(batch["seed"]["transaction_id"])
     assert ingest_file(settings, path).status == "published"
     _check_published_exactly_once(settings, batch, batch_id)
