@@ -44,9 +44,10 @@ def readyz(url: str) -> dict:
 
 
 def test_no_champion_alias_means_503_with_the_reason(server) -> None:
-    wait_until(lambda: "champion" in (readyz(server).get("problem") or ""), what="the registry's verdict")
+    wait_until(lambda: readyz(server).get("problem") == "no_champion", what="the registry's verdict")
     response = httpx.get(f"{server}/readyz", timeout=5)
-    assert response.status_code == 503 and "@champion" in response.json()["problem"]
+    assert response.status_code == 503 and response.json()["reason"] == "no_champion"
+    assert "http" not in response.text, "a code, not the registry's URL (that is in the log)"
 
 
 def test_traffic_share_from_the_registry_routes_customers_stickily(server, registry, serving_world) -> None:
