@@ -35,5 +35,18 @@ def bare_client(state_dir: Path, config: ServingConfig | None = None, **kwargs: 
         yield client
 
 
+@contextlib.contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """The URL of a fresh database ``name`` on a throwaway Postgres server (tests/local_servers.py, as the
+    Postgres integration tests start it; skipped where the server binaries are missing)."""
+    import psycopg
+    from local_servers import PG_USER, postgres_server
+
+    with postgres_server() as port:
+        with psycopg.connect(host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        yield f"postgresql://{PG_USER}@127.0.0.1:{port}/{name}"
+
+
 def raw_predict(client: TestClient, body: bytes, **headers: str) -> Any:
     return client.post("/v1/predict", content=body, headers={"content-type": "application/json", **headers})

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 from fake_models import InstantSource
-from security_kit import bare_client, bare_config
+from security_kit import bare_client, bare_config, postgres_database
 
 from loopline.config import Settings
 from loopline.lineage import history
@@ -199,13 +199,8 @@ def test_the_app_runs_retention_and_reports_it_in_metrics(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    import psycopg
-    from local_servers import PG_USER, postgres_server
-
-    with postgres_server() as port:
-        with psycopg.connect(host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE retention")
-        yield f"postgresql://{PG_USER}@127.0.0.1:{port}/retention"
+    with postgres_database("retention") as url:
+        yield url
 
 
 def test_postgres_retention_deletes_in_batches_one_replica_at_a_time(tmp_path, pg_url) -> None:
