@@ -15,7 +15,7 @@ loopline trigger train_model --conf '{"epochs": 20, "learning_rate": 0.0005, "re
 | `train_candidate` | `python -m loopline.training.train` on it → MLflow run + a new version of `fraud_detector`. `LOOPLINE_TRAINING_BACKEND=local` (default): a local process; `kubernetes`: the same argv in a GPU pod (KubernetesPodOperator, settings in `include/config/kubernetes.yaml`) |
 
 | `build_holdout` | the planned held-out window (the same one training ended at) with the same point-in-time features |
-| `gate_candidate` | the benchmark gate: quality vs the champion, fairness, latency, serving infra. Pass → alias `challenger` and asset `loopline.challenger`; fail → the version is tagged rejected and this task fails with the reasons |
+| `gate_candidate` | the benchmark gate: quality vs the champion, fairness, latency, serving infra. Pass → alias `challenger` and asset `loopline.challenger`; fail → the version is tagged rejected and this task fails with the reasons. Either way it returns the verdict (decision, reasons, checks, metrics) as its `return_value` XCom |
 
 One run at a time.
 """
@@ -150,7 +150,8 @@ def train_model():
         from airflow.sdk.exceptions import AirflowFailException
 
         from loopline.config import get_settings
-        from loopline.gating.gate import run_gate
+        from loopline.gating.gate import DEFAULT_MODEL_NAME, run_gate
+        from loopline.gating.verdict import verdict_summary
         from loopline.lineage import history
 
         settings = get_settings()
@@ -158,13 +159,17 @@ def train_model():
                        run_id=trained["run_id"], dag_run_id=context["run_id"], metrics=trained.get("metrics"))
         verdict = run_gate(settings, trained["version"], holdout["path"])
         print(verdict.why)
+        summary = verdict_summary(verdict, model_name=DEFAULT_MODEL_NAME, version=trained["version"],
+                                  run_id=trained["run_id"])
         if not verdict.passed:
-            # No retry can change a verdict: fail now, the reasons are in the log, the tags and the card.
+            # No retry can change a verdict: fail now. The verdict is still this task's return_value XCom
+            # (pushed before failing), so an API client reads the reasons without the log.
+            context["ti"].xcom_push(key="return_value", value=summary)
             raise AirflowFailException(f"version {trained['version']} rejected by the gate: {verdict.why}")
         context["outlet_events"][CHALLENGER].extra = {
             "version": trained["version"], "run_id": trained["run_id"], "reason": trained.get("reason"),
         }
-        return verdict.to_dict()
+        return summary
 
     windows = plan_windows()
     trained = training_launcher(build_training_set(windows), task_id="train_candidate")
