@@ -146,6 +146,18 @@ class TrainerConfig(_Strict):
         return resources
 
 
+class ServingSecrets(_Strict):
+    """The serving pods' own credentials (never the trainer's or Airflow's: docs/security.md)."""
+
+    # keys: LOOPLINE_MLFLOW_TRACKING_URI, MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME=serving,
+    # MLFLOW_TRACKING_PASSWORD (MLflow READ on the model), LOOPLINE_PREDICTION_LOG_URL and the Feast
+    # variables with the Postgres role serving (docker/postgres/10-loopline-roles.sh)
+    credentials: DnsLabel = "loopline-serving"
+    # keys: accepted-keys (what serving accepts, comma-separated while rotating), api-key (what clients and
+    # Prometheus send); a Secret of its own so that a PodMonitor can read the key and nothing else
+    api_key: DnsLabel = "loopline-serving-api-key"
+
+
 class ServingConfig(_Strict):
     image: str = Field(min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -157,6 +169,7 @@ class ServingConfig(_Strict):
     min_available: int = Field(default=1, ge=0)
     resources: Resources = Field(default_factory=Resources)
     security: Security = Field(default_factory=Security)
+    secrets: ServingSecrets = Field(default_factory=ServingSecrets)
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServingConfig:
@@ -168,11 +181,43 @@ class ServingConfig(_Strict):
         return self
 
 
+def _default_mlflow_resources() -> Resources:
+    return Resources(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"})
+
+
+class MlflowSecrets(_Strict):
+    # keys: MLFLOW_BACKEND_STORE_URI, MLFLOW_AUTH_DATABASE_URI (Postgres role mlflow), MLFLOW_ARTIFACTS_DESTINATION
+    # (s3://...), MLFLOW_FLASK_SERVER_SECRET_KEY, MLFLOW_AUTH_ADMIN_PASSWORD
+    server: DnsLabel = "loopline-mlflow-server"
+
+
+class MlflowConfig(_Strict):
+    """The MLflow server (docker/mlflow: basic-auth app always on) and its users (the init Job)."""
+
+    enabled: bool = True  # False: an MLflow of your own (then create the users as docs/security.md says)
+    image: str = Field(default="ghcr.io/loopline/mlflow:3.17.2", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    port: int = Field(default=5000, ge=1, le=65535)
+    replicas: int = Field(default=1, ge=1)
+    workers: int = Field(default=2, ge=1)
+    resources: Resources = Field(default_factory=_default_mlflow_resources)
+    security: Security = Field(default_factory=Security)
+    secrets: MlflowSecrets = Field(default_factory=MlflowSecrets)
+    # Host headers MLflow accepts besides its Service's names and localhost (e.g. an Ingress host).
+    extra_allowed_hosts: list[str] = Field(default_factory=list)
+    # What the init Job grants (docker/mlflow/loopline_mlflow.py): include/config/serving.yaml's model, the
+    # experiments of loopline.training.train and the drift monitor; serving reads the training one.
+    model: str = "fraud_detector"
+    experiments: list[str] = Field(default_factory=lambda: ["fraud_detector_training", "fraud_detector_monitoring"])
+    serving_experiments: list[str] = Field(default_factory=lambda: ["fraud_detector_training"])
+
+
 class KubernetesConfig(_Strict):
     version: Literal[1] = 1
     namespace: DnsLabel = "loopline"
     trainer: TrainerConfig
     serving: ServingConfig
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 
 

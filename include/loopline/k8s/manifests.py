@@ -15,13 +15,24 @@ PART_OF = "loopline"
 TRAINER_COMPONENT = "training"
 SERVING_COMPONENT = "serving"
 SERVING_NAME = "loopline-serving"
+# The MLflow server (docker/mlflow, basic-auth app always on) and the Job that creates its users.
+MLFLOW_COMPONENT = "tracking"
+MLFLOW_NAME = "loopline-mlflow"
+MLFLOW_INIT_NAME = "loopline-mlflow-init"
+MLFLOW_WRAPPER = "/opt/loopline/loopline_mlflow.py"
+# The serving API key (include/loopline/serving/config.py reads this variable; a test checks the name).
+SERVING_API_KEY_ENV = "LOOPLINE_SERVING_API_KEY"
+# Keys of the API-key Secret: what serving accepts (comma-separated while rotating: "new,old") and the one
+# key clients and Prometheus send.
+API_KEY_ACCEPTED, API_KEY_CURRENT = "accepted-keys", "api-key"
 # Pod Security admission levels the namespace enforces (and warns/audits about) on every pod.
 POD_SECURITY_LEVEL = "restricted"
-# The Secret with the serving pods' Feast variables (LOOPLINE_FEAST_REGISTRY_URL, LOOPLINE_FEAST_PG_*,
-# LOOPLINE_FEAST_REDIS: see the top of feature_repo/feature_store.production.yaml).
+# Airflow's Secrets (deploy/helm/airflow-values.yaml): its Feast variables (LOOPLINE_FEAST_REGISTRY_URL,
+# LOOPLINE_FEAST_PG_*, LOOPLINE_FEAST_REDIS: see the top of feature_repo/feature_store.production.yaml) with
+# the Postgres role feast, and Loopline's own Postgres URLs with the role loopline: LOOPLINE_PREDICTION_LOG_URL
+# (the canary and the drift monitor read the log) and LOOPLINE_HISTORY_URL (the decisions). Serving has its
+# own credentials instead (serving.secrets.credentials: role serving, MLflow user serving).
 FEAST_SECRET = "loopline-feast"
-# The Secret with Loopline's own Postgres URLs: LOOPLINE_PREDICTION_LOG_URL (every serving replica writes that
-# one log; the canary and the drift monitor, Airflow tasks, read it) and LOOPLINE_HISTORY_URL (the decisions).
 DATABASE_SECRET = "loopline-database"
 # The Feast config the serving pods read (Postgres registry, Redis online store), relative to feature_repo/.
 FEAST_PRODUCTION_YAML = "feature_store.production.yaml"
@@ -132,11 +143,17 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "failureThreshold": failures}
 
 
+def secret_key_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    """One environment variable from one key of a Secret."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
 def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
     """The model server: probes on /readyz (model loaded) and /healthz (process alive), restricted.
 
-    Configured like the compose service: MLflow from the MLflow Secret, Feast's production store from the
-    Feast Secret, state (the prediction log) on an emptyDir because the root filesystem is read-only.
+    Configured like the compose service, with serving's own identities only (serving.secrets.credentials:
+    MLflow user serving with READ on the model, Postgres role serving, Feast's production store) and the
+    API key that /v1/predict and /metrics require; scratch state on an emptyDir (read-only root).
     """
     serving = config.serving
     container = {
@@ -150,8 +167,9 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
                 {"name": "LOOPLINE_STATE_DIR", "value": SERVING_STATE_DIR},
                 {"name": "FEAST_FS_YAML_FILE_PATH", "value": FEAST_PRODUCTION_YAML},
                 {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-                {"name": "DO_NOT_TRACK", "value": "true"}],
-        "envFrom": secret_env_from(config.trainer.secrets.mlflow, FEAST_SECRET, DATABASE_SECRET),
+                {"name": "DO_NOT_TRACK", "value": "true"},
+                secret_key_env(SERVING_API_KEY_ENV, serving.secrets.api_key, API_KEY_ACCEPTED)],
+        "envFrom": secret_env_from(serving.secrets.credentials),
         "resources": serving.resources.as_dict(),
         # Loading a model from the registry takes seconds: readiness gates traffic, liveness restarts.
         "readinessProbe": _probe("/readyz", period=5, failures=3),
@@ -162,7 +180,8 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
                          {"name": "state", "mountPath": SERVING_STATE_DIR}],
     }
     pod_meta = {"labels": labels(SERVING_COMPONENT, SERVING_NAME),
-                # For a Prometheus that discovers pods by annotation (the Operator uses a PodMonitor instead).
+                # For a Prometheus that discovers pods by annotation (the Operator uses a PodMonitor instead);
+                # /metrics needs the API key: deploy/prometheus/ has both scrape configs with it.
                 "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(serving.port),
                                 "prometheus.io/path": "/metrics"}}
     return {
@@ -214,6 +233,126 @@ def serving_pdb(config: KubernetesConfig) -> dict[str, Any]:
             "spec": {"minAvailable": config.serving.min_available, "selector": {"matchLabels": _selector()}}}
 
 
+def _mlflow_selector() -> dict[str, str]:
+    return {"app.kubernetes.io/name": MLFLOW_NAME, "app.kubernetes.io/component": MLFLOW_COMPONENT}
+
+
+def _mlflow_init_selector() -> dict[str, str]:
+    return {"app.kubernetes.io/name": MLFLOW_INIT_NAME, "app.kubernetes.io/component": MLFLOW_COMPONENT}
+
+
+def mlflow_url(config: KubernetesConfig) -> str:
+    """The MLflow Service's URL inside the cluster (LOOPLINE_MLFLOW_TRACKING_URI of every Secret)."""
+    return f"http://{MLFLOW_NAME}.{config.namespace}.svc:{config.mlflow.port}"
+
+
+def mlflow_allowed_hosts(config: KubernetesConfig) -> str:
+    """Host headers MLflow accepts (it rejects others: DNS rebinding): its Service's names, localhost
+    (kubectl port-forward) and ``mlflow.extra_allowed_hosts``."""
+    service = [MLFLOW_NAME, f"{MLFLOW_NAME}.{config.namespace}", f"{MLFLOW_NAME}.{config.namespace}.svc",
+               f"{MLFLOW_NAME}.{config.namespace}.svc.cluster.local", "localhost", "127.0.0.1"]
+    return ",".join([h for host in service for h in (host, f"{host}:*")] + list(config.mlflow.extra_allowed_hosts))
+
+
+def _telemetry_off() -> list[dict[str, str]]:
+    return [{"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"}, {"name": "DO_NOT_TRACK", "value": "true"},
+            {"name": "HOME", "value": "/tmp"}]
+
+
+def mlflow_deployment(config: KubernetesConfig) -> dict[str, Any]:
+    """The MLflow server with its basic-auth app: every request but /health needs a login, a user sees only
+    what it was granted; runs, users and artifacts are external (Postgres role mlflow, the object store)."""
+    mlflow = config.mlflow
+    container = {
+        "name": "mlflow",
+        "image": mlflow.image,
+        "imagePullPolicy": mlflow.image_pull_policy,
+        "command": ["python", MLFLOW_WRAPPER, "serve", "--host", "0.0.0.0", "--port", str(mlflow.port),
+                    "--serve-artifacts", "--workers", str(mlflow.workers)],
+        "ports": [{"name": "http", "containerPort": mlflow.port, "protocol": "TCP"}],
+        "env": [*_telemetry_off(),
+                {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/tmp/loopline-mlflow-auth.ini"},
+                {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "admin"},
+                {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": mlflow_allowed_hosts(config)},
+                {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"}],
+        # The server's own Secret (stores, CSRF secret, admin password) and the object store's credentials.
+        "envFrom": secret_env_from(mlflow.secrets.server, config.trainer.secrets.object_store),
+        "resources": mlflow.resources.as_dict(),
+        "readinessProbe": _probe("/health", period=5, failures=3),
+        "livenessProbe": _probe("/health", period=10, failures=3),
+        # The first start migrates both databases.
+        "startupProbe": _probe("/health", period=5, failures=60),
+        "securityContext": container_security_context(mlflow.security, read_only_root=True),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    meta = {"name": MLFLOW_NAME, "namespace": config.namespace, "labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME)}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+        "spec": {
+            "replicas": mlflow.replicas,
+            "selector": {"matchLabels": _mlflow_selector()},
+            "template": {
+                "metadata": {"labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME)},
+                "spec": {"automountServiceAccountToken": False,
+                         "securityContext": pod_security_context(mlflow.security),
+                         "containers": [container],
+                         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]},
+            },
+        },
+    }
+
+
+def mlflow_service(config: KubernetesConfig) -> dict[str, Any]:
+    meta = {"name": MLFLOW_NAME, "namespace": config.namespace, "labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME)}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"type": "ClusterIP", "selector": _mlflow_selector(),
+                     "ports": [{"name": "http", "port": config.mlflow.port, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def mlflow_init_job(config: KubernetesConfig) -> dict[str, Any]:
+    """MLflow's users and permissions (docker/mlflow/loopline_mlflow.py init; idempotent): user loopline
+    (the trainer's and Airflow's Secret) MANAGE on the model and EDIT on the experiments, user serving
+    (serving's Secret) READ on the model and the training experiment. Each password is read from the Secret
+    of whoever logs in with it, so there is one copy of each. Re-run it after a change: delete the Job,
+    apply again."""
+    mlflow = config.mlflow
+    container = {
+        "name": "init",
+        "image": mlflow.image,
+        "imagePullPolicy": mlflow.image_pull_policy,
+        "command": ["python", MLFLOW_WRAPPER, "init"],
+        "env": [*_telemetry_off(),
+                {"name": "MLFLOW_TRACKING_URI", "value": mlflow_url(config)},
+                {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "admin"},
+                secret_key_env("MLFLOW_AUTH_ADMIN_PASSWORD", mlflow.secrets.server, "MLFLOW_AUTH_ADMIN_PASSWORD"),
+                secret_key_env("MLFLOW_LOOPLINE_PASSWORD", config.trainer.secrets.mlflow, "MLFLOW_TRACKING_PASSWORD"),
+                secret_key_env("MLFLOW_SERVING_PASSWORD", config.serving.secrets.credentials, "MLFLOW_TRACKING_PASSWORD"),
+                {"name": "LOOPLINE_MLFLOW_MODEL", "value": mlflow.model},
+                {"name": "LOOPLINE_MLFLOW_EXPERIMENTS", "value": ",".join(mlflow.experiments)},
+                {"name": "LOOPLINE_MLFLOW_SERVING_EXPERIMENTS", "value": ",".join(mlflow.serving_experiments)}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        "securityContext": container_security_context(mlflow.security, read_only_root=True),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    meta = {"name": MLFLOW_INIT_NAME, "namespace": config.namespace,
+            "labels": labels(MLFLOW_COMPONENT, MLFLOW_INIT_NAME)}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+        "spec": {
+            # The script waits for the server (up to 5 min) itself; retries cover a server restarting.
+            "backoffLimit": 6,
+            "activeDeadlineSeconds": 1800,
+            "template": {
+                "metadata": {"labels": labels(MLFLOW_COMPONENT, MLFLOW_INIT_NAME)},
+                "spec": {"restartPolicy": "OnFailure", "automountServiceAccountToken": False,
+                         "securityContext": pod_security_context(mlflow.security),
+                         "containers": [container],
+                         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]},
+            },
+        },
+    }
+
+
 def _network_policy(config: KubernetesConfig, name: str, pod_selector: dict[str, str],
                     ingress: list[dict[str, Any]] | None, egress: list[dict[str, Any]] | None) -> dict[str, Any]:
     types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
@@ -240,7 +379,10 @@ def network_policies(config: KubernetesConfig) -> list[dict[str, Any]]:
       ``from`` to your ingress controller's namespace if you have one), egress to MLflow, the object
       store, Postgres and Redis by port;
     - training pods: no ingress at all (KubernetesPodOperator reads logs and XCom through the API
-      server, not the pod network), egress to MLflow and the object store by port.
+      server, not the pod network), egress to MLflow and the object store by port;
+    - MLflow: ingress on its port from serving, the training pods and the init Job, and from the Airflow
+      release's namespace (tasks log runs and move aliases); egress to Postgres and the object store;
+    - the MLflow init Job: no ingress, egress to the MLflow pods only.
     """
     trainer_selector = {key: trainer_labels()[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
     dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -255,6 +397,23 @@ def network_policies(config: KubernetesConfig) -> list[dict[str, Any]]:
                         egress=[{"ports": _tcp_ports(SERVING_EGRESS_PORTS)}]),
         _network_policy(config, "loopline-trainer", trainer_selector, ingress=[],
                         egress=[{"ports": _tcp_ports(OBJECT_STORE_AND_MLFLOW_PORTS)}]),
+        *(_mlflow_network_policies(config, trainer_selector) if config.mlflow.enabled else []),
+    ]
+
+
+def _mlflow_network_policies(config: KubernetesConfig, trainer_selector: dict[str, str]) -> list[dict[str, Any]]:
+    clients: list[dict[str, Any]] = [{"podSelector": {"matchLabels": selector}}
+                                     for selector in (_selector(), trainer_selector, _mlflow_init_selector())]
+    launcher = config.trainer.launcher_service_account
+    if launcher is not None and launcher.namespace not in (None, config.namespace):
+        clients.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": launcher.namespace}}})
+    return [
+        _network_policy(config, MLFLOW_NAME, _mlflow_selector(),
+                        ingress=[{"from": clients, "ports": [{"protocol": "TCP", "port": "http"}]}],
+                        egress=[{"ports": _tcp_ports((443, 9000, 5432))}]),
+        _network_policy(config, MLFLOW_INIT_NAME, _mlflow_init_selector(), ingress=[],
+                        egress=[{"to": [{"podSelector": {"matchLabels": _mlflow_selector()}}],
+                                 "ports": [{"protocol": "TCP", "port": config.mlflow.port}]}]),
     ]
 
 
@@ -264,12 +423,15 @@ def static_manifests(config: KubernetesConfig) -> dict[str, list[dict[str, Any]]
     airflow = airflow_namespace(config)
     if airflow is not None:
         namespaces.append(airflow)
-    return {
+    groups = {
         "namespace": namespaces,
         "trainer-rbac": trainer_rbac(config),
         "serving": [serving_deployment(config), serving_service(config), serving_hpa(config), serving_pdb(config)],
         "network-policies": network_policies(config),
     }
+    if config.mlflow.enabled:
+        groups["mlflow"] = [mlflow_deployment(config), mlflow_service(config), mlflow_init_job(config)]
+    return groups
 
 
 def _pod_spec_of(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ def test_every_static_object_validates_strictly_and_is_restricted(obj: dict) -> 
 def test_the_kinds_loopline_creates() -> None:
     kinds = {o["kind"] for o in ALL}
     assert kinds == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
-                     "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
+                     "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Job"}
 
 
 def test_namespace_enforces_restricted() -> None:
@@ -92,12 +92,13 @@ def test_training_pods_get_no_ingress_and_only_mlflow_and_object_store_egress() 
 def test_serving_pod_is_configured_like_the_compose_service() -> None:
     spec = manifests.serving_deployment(CONFIG)["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env["FEAST_FS_YAML_FILE_PATH"] == manifests.FEAST_PRODUCTION_YAML
     assert (REPO_ROOT / "feature_repo" / manifests.FEAST_PRODUCTION_YAML).is_file()
-    # The same prediction log as the canary and the drift monitor read (the Airflow side loads it too).
-    assert {e["secretRef"]["name"] for e in container["envFrom"]} == {
-        CONFIG.trainer.secrets.mlflow, manifests.FEAST_SECRET, manifests.DATABASE_SECRET}
+    # Serving's own identities only: never the trainer's/Airflow's MLflow writer, Feast or database Secrets.
+    assert [e["secretRef"]["name"] for e in container["envFrom"]] == [CONFIG.serving.secrets.credentials]
+    assert not {CONFIG.trainer.secrets.mlflow, manifests.FEAST_SECRET, manifests.DATABASE_SECRET} & {
+        e["secretRef"]["name"] for e in container["envFrom"]}
     # Read-only root: everything written goes to a mounted emptyDir.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -209,3 +210,136 @@ def test_committed_training_pod_example_validates() -> None:
     (pod,) = yaml.safe_load_all((DEPLOY_DIR / "training-pod.yaml").read_text())
     kubernetes_validate.validate(pod, SCHEMA, strict=True)
     assert manifests.restricted_violations(pod) == []
+
+
+# --- issue 19: serving's own identity and API key, MLflow with authentication ---------------------------------
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_serving_requires_the_api_key_from_its_own_secret() -> None:
+    from loopline.serving.config import API_KEY_ENV
+
+    assert manifests.SERVING_API_KEY_ENV == API_KEY_ENV
+    (container,) = manifests.serving_deployment(CONFIG)["spec"]["template"]["spec"]["containers"]
+    ref = _env(container)[API_KEY_ENV]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": CONFIG.serving.secrets.api_key, "key": manifests.API_KEY_ACCEPTED}
+    # The probes stay open (the app exempts them); /metrics and /v1/predict need the key.
+    assert {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")} == {"/readyz", "/healthz"}
+
+
+def test_no_secret_value_is_written_into_any_object() -> None:
+    for obj in ALL:
+        spec = (obj.get("spec") or {}).get("template", {}).get("spec") or {}
+        for container in spec.get("containers", []):
+            for entry in container.get("env", []):
+                if any(word in entry["name"] for word in ("PASSWORD", "SECRET", "_KEY")):
+                    assert "valueFrom" in entry, f"{obj['metadata']['name']}: {entry['name']} is written in the object"
+
+
+def _mlflow_container() -> dict:
+    (container,) = manifests.mlflow_deployment(CONFIG)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_mlflow_runs_the_basic_auth_wrapper_with_its_own_secret() -> None:
+    container = _mlflow_container()
+    assert container["command"][:3] == ["python", manifests.MLFLOW_WRAPPER, "serve"]
+    assert "--serve-artifacts" in container["command"]
+    assert container["command"][container["command"].index("--port") + 1] == str(CONFIG.mlflow.port)
+    dockerfile = (REPO_ROOT / "docker" / "mlflow" / "Dockerfile").read_text()
+    assert f"COPY docker/mlflow/loopline_mlflow.py {manifests.MLFLOW_WRAPPER}" in dockerfile
+    assert [e["secretRef"]["name"] for e in container["envFrom"]] == [
+        CONFIG.mlflow.secrets.server, CONFIG.trainer.secrets.object_store]
+    # /health is the one path the auth app leaves open: the probes use it.
+    assert {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")} == {"/health"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    hosts = _env(container)["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].split(",")
+    assert f"{manifests.MLFLOW_NAME}.{CONFIG.namespace}.svc:*" in hosts and "localhost:*" in hosts
+    service = manifests.mlflow_service(CONFIG)
+    assert service["spec"]["selector"].items() <= manifests.mlflow_deployment(CONFIG)["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert manifests.mlflow_url(CONFIG) == f"http://loopline-mlflow.{CONFIG.namespace}.svc:{CONFIG.mlflow.port}"
+
+
+def test_mlflow_init_reads_each_password_from_the_secret_of_whoever_logs_in_with_it() -> None:
+    job = manifests.mlflow_init_job(CONFIG)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", manifests.MLFLOW_WRAPPER, "init"]
+    env = _env(container)
+    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in
+            ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_LOOPLINE_PASSWORD", "MLFLOW_SERVING_PASSWORD")}
+    assert refs == {
+        "MLFLOW_AUTH_ADMIN_PASSWORD": {"name": CONFIG.mlflow.secrets.server, "key": "MLFLOW_AUTH_ADMIN_PASSWORD"},
+        "MLFLOW_LOOPLINE_PASSWORD": {"name": CONFIG.trainer.secrets.mlflow, "key": "MLFLOW_TRACKING_PASSWORD"},
+        "MLFLOW_SERVING_PASSWORD": {"name": CONFIG.serving.secrets.credentials, "key": "MLFLOW_TRACKING_PASSWORD"},
+    }
+    assert env["MLFLOW_TRACKING_URI"]["value"] == manifests.mlflow_url(CONFIG)
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+
+
+def test_mlflow_init_grants_what_compose_grants_and_what_the_code_uses() -> None:
+    """One model and set of experiments for both stacks, and they are the ones Loopline's code uses."""
+    from loopline.monitoring.reports import MONITORING_EXPERIMENT
+    from loopline.serving.config import load_serving_config
+    from loopline.training.train import DEFAULT_EXPERIMENT
+
+    mlflow = CONFIG.mlflow
+    assert mlflow.model == load_serving_config().registry.model_name
+    assert set(mlflow.experiments) == {DEFAULT_EXPERIMENT, MONITORING_EXPERIMENT}
+    assert mlflow.serving_experiments == [DEFAULT_EXPERIMENT]
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())["services"]["mlflow-init"]["environment"]
+    assert compose["LOOPLINE_MLFLOW_MODEL"] == mlflow.model
+    assert compose["LOOPLINE_MLFLOW_EXPERIMENTS"] == ",".join(mlflow.experiments)
+    assert compose["LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"] == ",".join(mlflow.serving_experiments)
+
+
+def test_mlflow_policies_admit_serving_trainer_init_and_airflow_only() -> None:
+    policies = _policies()
+    mlflow = policies[manifests.MLFLOW_NAME]["spec"]
+    (rule,) = mlflow["ingress"]
+    selected = [peer["podSelector"]["matchLabels"] for peer in rule["from"] if "podSelector" in peer]
+    serving_labels = manifests.serving_deployment(CONFIG)["spec"]["template"]["metadata"]["labels"]
+    trainer_labels = manifests.trainer_pod_template(CONFIG)["metadata"]["labels"]
+    init_labels = manifests.mlflow_init_job(CONFIG)["spec"]["template"]["metadata"]["labels"]
+    for pod in (serving_labels, trainer_labels, init_labels):
+        assert any(sel.items() <= pod.items() for sel in selected)
+    namespaces = [peer["namespaceSelector"]["matchLabels"] for peer in rule["from"] if "namespaceSelector" in peer]
+    assert namespaces == [{"kubernetes.io/metadata.name": CONFIG.trainer.launcher_service_account.namespace}]
+    assert {p["port"] for p in mlflow["egress"][0]["ports"]} == {443, 9000, 5432}
+    init = policies[manifests.MLFLOW_INIT_NAME]["spec"]
+    assert init["ingress"] == []
+    (egress,) = init["egress"]
+    assert egress["to"] == [{"podSelector": {"matchLabels": manifests._mlflow_selector()}}]
+    # Serving and the trainer reach MLflow's port (their policies allow it by port).
+    for name in (manifests.SERVING_NAME, "loopline-trainer"):
+        assert CONFIG.mlflow.port in {p["port"] for p in policies[name]["spec"]["egress"][0]["ports"]}
+
+
+def test_an_mlflow_of_your_own_leaves_out_the_server_and_its_policies() -> None:
+    config = CONFIG.model_copy(update={"mlflow": CONFIG.mlflow.model_copy(update={"enabled": False})})
+    groups = manifests.static_manifests(config)
+    assert "mlflow" not in groups
+    names = {p["metadata"]["name"] for p in groups["network-policies"]}
+    assert not names & {manifests.MLFLOW_NAME, manifests.MLFLOW_INIT_NAME}
+
+
+def test_the_prometheus_scrape_configs_send_the_key_to_the_serving_pods() -> None:
+    deployment = manifests.serving_deployment(CONFIG)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    port_names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    monitor = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "serving-podmonitor.yaml").read_text())
+    assert monitor["metadata"]["namespace"] == CONFIG.namespace
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+    assert endpoint["authorization"]["credentials"] == {"name": CONFIG.serving.secrets.api_key,
+                                                        "key": manifests.API_KEY_CURRENT}
+    plain = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "serving-scrape-config.yaml").read_text())
+    (job,) = plain["scrape_configs"]
+    assert job["authorization"]["credentials_file"].endswith(f"/{CONFIG.serving.secrets.api_key}/{manifests.API_KEY_CURRENT}")
+    assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [CONFIG.namespace]
+    keep = {r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert pod_labels["app.kubernetes.io/name"] in keep and keep & port_names
