@@ -167,9 +167,14 @@ class SecretProblem:
         return f"{self.name}: {self.problem}\n    generate one with: {self.generate}"
 
 
+_URL_SAFE_BASE64 = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+
+
 def _fernet_problem(value: str) -> str | None:
     try:
-        raw = base64.b64decode(value.encode("ascii"), altchars=b"-_", validate=True)
+        if not _URL_SAFE_BASE64.match(value):
+            raise ValueError(value)
+        raw = base64.urlsafe_b64decode(value.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
         return "is not url-safe base64 (a Fernet key is 32 random bytes, url-safe base64-encoded: 44 characters)"
     if len(raw) != 32:
