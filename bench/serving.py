@@ -191,7 +191,9 @@ async def load(url: str, next_body: Any, concurrency: int, duration: float, warm
     t_start = time.perf_counter()
     t_measure = t_start + warmup
     t_end = t_measure + duration
-    headers = {"Content-Type": "application/json"}
+    from loopline.serving.config import client_headers
+
+    headers = {"Content-Type": "application/json", **client_headers()}
 
     async def loop(session: aiohttp.ClientSession) -> None:
         nonlocal errors, counter

@@ -17,6 +17,7 @@ from loopline.serving.prediction_log import (
     LoggedPrediction,
     PostgresPredictionLog,
     PredictionLog,
+    PredictionLogUnavailable,
     open_prediction_log,
 )
 
@@ -111,7 +112,7 @@ def test_a_dropped_connection_fails_one_append_and_the_next_reconnects(pg_url: s
         killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE application_name = 'loopline' AND pid <> pg_backend_pid()").fetchall()
     assert killed == [(True,)]
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(PredictionLogUnavailable):  # a 503 with Retry-After for its requests
         log.append(rows(3, prefix="lost"))  # not committed, so its requests are not acknowledged
     assert log.append(rows(3, prefix="after")) == 3
     assert sorted(log.read()["transaction_id"]) == ["after0", "after1", "after2", "tx0", "tx1", "tx2"]

@@ -114,8 +114,10 @@ def scrape_metrics(metrics_url: str, timeout: float = 5.0) -> Scrape:
     """The service's counters now; raises ``ConnectionError`` saying which URL failed."""
     import httpx
 
+    from loopline.serving.config import client_headers
+
     try:
-        response = httpx.get(metrics_url, timeout=timeout)
+        response = httpx.get(metrics_url, timeout=timeout, headers=client_headers())
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise ConnectionError(f"cannot read the prediction service's metrics at {metrics_url}: {exc}") from exc

@@ -59,8 +59,10 @@ def as_request(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _call(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int | None, Any]:
+    from loopline.serving.config import client_headers
+
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **client_headers()})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopline.features.fresh import FreshFeatures
-from loopline.serving.prediction_log import AnyPredictionLog, LoggedPrediction
+from loopline.serving.prediction_log import AnyPredictionLog, LoggedPrediction, PredictionLogUnavailable
 from loopline.serving.predictor import Predictor, Scored
 from loopline.serving.routing import CHALLENGER, CHAMPION, SHADOW, assign
 
@@ -302,7 +302,10 @@ class Engine:
         try:
             self.log.append(self._log_rows(jobs))
         except BaseException as exc:  # not durable → not acknowledged
-            log.exception("writing %d requests to the prediction log failed", len(jobs))
+            if isinstance(exc, PredictionLogUnavailable):  # a stalled database: one line per batch, not a trace
+                log.warning("writing %d requests to the prediction log failed: %s", len(jobs), exc)
+            else:
+                log.exception("writing %d requests to the prediction log failed", len(jobs))
             self.observer.failure("log")
             for job in jobs:
                 job.error = job.error or exc

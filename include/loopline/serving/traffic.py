@@ -81,7 +81,9 @@ def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, A
     """The newest ``limit`` curated transactions as request rows (without a timestamp: stamped when sent)."""
     import pandas as pd
 
-    files = sorted((settings.state.curated / "transactions").glob("date=*/*.parquet"))
+    from loopline.data.ingest import visible_partition_files
+
+    files = visible_partition_files(settings.state.curated / "transactions")
     if not files:
         raise NoTransactions(f"no curated transactions under {settings.state.curated / 'transactions'}: "
                              "simulate and ingest data first (`loopline simulate`, or `loopline demo`)")
