@@ -30,21 +30,23 @@ XComReader = Callable[[str, int], Any]
 
 
 def _report_path(value: Any) -> str | None:
-    """A task's report: its result's ``report`` (ingest, drift) or the result itself when it is a path."""
+    """A task's report: its result's ``report`` (ingest) or ``report_dir`` (drift), or the result itself
+    when it is a path."""
     if isinstance(value, dict):
-        value = value.get("report")
+        value = value.get("report") or value.get("report_dir")
     return value if isinstance(value, str) and value else None
 
 
-def _served(path: str | Path, settings: Any, *, prefer_html: bool = True) -> str | None:
-    """The URL of a file under the state's reports or quarantine directory on the plugin's app."""
+def _served(path: str | Path, settings: Any) -> str | None:
+    """The URL on the plugin's app of the file to read for ``path`` under the state's reports or quarantine
+    directory: a report directory's ``report.html`` (else ``verdict.json``), a JSON report's HTML
+    rendering when there is one (``ui.app.report_file``); None when there is no such file here."""
+    from loopline_airflow.ui.app import report_file
     from loopline_airflow.ui.render import state_file_href
 
-    path = Path(path)
-    if prefer_html and path.suffix == ".json" and path.with_suffix(".html").exists():
-        path = path.with_suffix(".html")  # people read the HTML rendering of a JSON report
+    target = report_file(str(path))
     roots = (("reports", str(settings.state.reports)), ("quarantine", str(settings.state.quarantine)))
-    href = state_file_href(str(path), roots)
+    href = state_file_href(target, roots)
     return f"{settings.airflow_base_url}/loopline/{href}" if href else None
 
 
@@ -55,7 +57,8 @@ def link_url(name: str, task_id: str, map_index: int, read: XComReader, settings
         run_id = trained.get("run_id") if isinstance(trained, dict) else None
         return f"{settings.mlflow_uri}/#/runs/{quote(run_id)}" if run_id else None
     if name == MODEL_CARD and task_id == GATE_TASK_ID:
-        # The gate fails a rejected version (no result XCom), so find the version via the training task.
+        # The version comes from the training task's result (the gate's own verdict XCom names it too, but
+        # a gate that crashed before deciding has none).
         trained = read(TRAIN_TASK_ID, -1)
         if not isinstance(trained, dict) or not trained.get("version"):
             return None

@@ -8,7 +8,16 @@
 
 Every route sits behind Airflow's own authentication — the dependency the core API uses for its UI
 views (``requires_access_view(AccessView.WEBSITE)``): a JWT as ``Authorization: Bearer`` (from
-``POST /auth/token``) or the ``_token`` cookie the Airflow UI sets at login. Anonymous: 401.
+``POST /auth/token``) or the ``_token`` cookie the Airflow UI sets at login. Anonymous: 401 JSON for API
+clients; a browser (a GET that accepts ``text/html``) without a valid session is sent to Airflow's login
+instead, as the Airflow UI itself does (401, or 403 "Invalid JWT token" → ``<airflow>/api/v2/auth/login
+?next=<this page>``, which redirects to the auth manager's login form and back). A signed-in user without
+the permission still gets 403.
+
+The page links each history event to the report it wrote (a drift check records its report directory:
+the link opens ``report.html`` in it, or ``verdict.json`` when Evidently wrote no HTML), to the Airflow
+run that recorded it (``ui.runs``) and to its MLflow run (only when the tracking URI is an http(s)
+server, the MLflow UI).
 
 The app is built on its first request (``LazyApp``): every Airflow process loads plugins, and only the
 api-server ever serves this, so FastAPI routes, Airflow's security module and MLflow cost nothing at
@@ -24,13 +33,19 @@ always downloads (``Content-Disposition: attachment``, ``application/octet-strea
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 URL_PREFIX = "/loopline"
+# What a report directory is linked as, in order of preference (monitoring.reports writes them).
+REPORT_FILES = ("report.html", "verdict.json")
+
+log = logging.getLogger("loopline.ui")
 
 # Reports are rendered: Evidently's HTML draws its plots with inline scripts, so scripts may run — but
 # in a sandbox WITHOUT allow-same-origin, which gives the page an opaque origin: it cannot read the
@@ -61,8 +76,24 @@ class LazyApp:
         await self._app(scope, receive, send)
 
 
-def page_links(settings: Any) -> Any:
-    """The page's link targets for these settings: MLflow's UI, the served state dirs, the DAGs."""
+def report_file(path: str) -> str | None:
+    """The file to link for a recorded report path: a report directory → its ``report.html`` (Evidently's
+    rendering), else its ``verdict.json``; a JSON report with an HTML rendering beside it → the HTML; an
+    existing file → itself; nothing on this machine → None (no link that would 404)."""
+    candidate = Path(path)
+    if candidate.is_dir():
+        for name in REPORT_FILES:
+            if (candidate / name).is_file():
+                return str(candidate / name)
+        return None
+    if candidate.suffix == ".json" and candidate.with_suffix(".html").is_file():
+        return str(candidate.with_suffix(".html"))  # people read the HTML rendering of a JSON report
+    return str(candidate) if candidate.is_file() else None
+
+
+def page_links(settings: Any, event_runs: dict[int, tuple[str, str]] | None = None) -> Any:
+    """The page's link targets for these settings: MLflow's UI, the served state dirs, the DAGs, the
+    report files and the Airflow runs of events (``event_runs``, see ``ui.runs``)."""
     from loopline.platform.stack import project_dag_ids
     from loopline_airflow.ui.render import DEFAULT_DAGS, PageLinks
 
@@ -71,7 +102,30 @@ def page_links(settings: Any) -> Any:
         mlflow_url=settings.mlflow_uri,
         state_roots=(("reports", str(state.reports)), ("quarantine", str(state.quarantine))),
         dags=tuple(project_dag_ids(settings)) or DEFAULT_DAGS,
+        report_file=report_file,
+        event_runs=event_runs or {},
     )
+
+
+def wants_login_page(method: str, accept: str, status_code: int, detail: Any) -> bool:
+    """Whether an auth failure should send the client to the login page rather than answer it: a browser
+    navigating (GET/HEAD accepting text/html) without a valid session — no session (401: "Not
+    authenticated", "Token Expired") or one Airflow cannot verify (403 "Invalid JWT token", the Airflow UI's
+    own rule). A signed-in user lacking the permission (403 "Forbidden") is answered, not looped to login."""
+    if method not in ("GET", "HEAD") or "text/html" not in accept.lower():
+        return False
+    return status_code == 401 or (status_code == 403 and detail == "Invalid JWT token")
+
+
+def login_url(root_path: str, path: str, query: str = "") -> str:
+    """Airflow's login route (``/api/v2/auth/login``, which redirects to the auth manager's form) with
+    ``next`` = the requested page. ``root_path``: where this app is mounted (``<airflow prefix>/loopline``);
+    ``path`` as the server saw it. ``next`` is a path on the same server: Airflow refuses other hosts."""
+    airflow_root = root_path[: -len(URL_PREFIX)] if root_path.endswith(URL_PREFIX) else root_path
+    target = path if path.startswith(root_path) else root_path + path
+    if query:
+        target += "?" + query
+    return f"{airflow_root}/api/v2/auth/login?{urlencode({'next': target})}"
 
 
 def served_file(settings: Any, area: str, relative: str) -> Path | None:
@@ -94,11 +148,15 @@ def served_headers(area: str) -> dict[str, str]:
             "Referrer-Policy": "no-referrer"}
 
 
-def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticated: bool = True) -> Any:
+def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticated: bool = True,
+               event_runs: Callable[[list[dict[str, Any]]], dict[int, tuple[str, str]]] | None = None) -> Any:
     """The FastAPI app. ``authenticated=False`` is for unit tests of the routes only; the plugin
-    always mounts the authenticated app."""
-    from fastapi import Depends, FastAPI, HTTPException
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    always mounts the authenticated app. ``event_runs``: history events → their Airflow runs (default in
+    the api-server: ``ui.runs.event_runs`` on Airflow's metadata DB; without authentication: none)."""
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from loopline.config import get_settings
 
@@ -107,10 +165,20 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticat
         from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
         from airflow.api_fastapi.core_api.security import requires_access_view
 
+        from loopline_airflow.ui.runs import event_runs as airflow_event_runs
+
         dependencies.append(Depends(requires_access_view(AccessView.WEBSITE)))
+        event_runs = event_runs or airflow_event_runs
     settings_of = settings_factory or get_settings
     app = FastAPI(title="Loopline model loop", dependencies=dependencies, docs_url=None, redoc_url=None,
                   openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def login_or_error(request: Request, exc: StarletteHTTPException) -> Any:
+        if wants_login_page(request.method, request.headers.get("accept", ""), exc.status_code, exc.detail):
+            return RedirectResponse(login_url(request.scope.get("root_path", ""), request.url.path,
+                                              request.url.query), status_code=307)
+        return await http_exception_handler(request, exc)
 
     @app.get("/api/state")
     def api_state() -> JSONResponse:
@@ -125,7 +193,14 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticat
 
         settings = settings_of()
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        return HTMLResponse(render_page(loop_state(settings), page_links(settings), generated_at=stamp))
+        state = loop_state(settings)
+        runs: dict[int, tuple[str, str]] = {}
+        if event_runs is not None:
+            try:
+                runs = event_runs(state.get("history") or [])
+            except Exception:  # noqa: BLE001 - the page shows the loop without run links rather than fail
+                log.exception("could not match history events to Airflow runs")
+        return HTMLResponse(render_page(state, page_links(settings, runs), generated_at=stamp))
 
     @app.get("/files/{area}/{relative:path}")
     def state_file(area: str, relative: str) -> FileResponse:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from loopline.config import Settings
 from loopline.lineage import history
 from loopline.lineage.state import loop_state
-from loopline_airflow.ui.app import LazyApp, create_app, served_file
+from loopline_airflow.ui.app import LazyApp, create_app, login_url, report_file, served_file, wants_login_page
 
 
 @pytest.fixture
@@ -32,6 +32,88 @@ def test_state_api_is_loop_state_and_the_page_shows_it(settings, client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "drift in 7 of 31 columns" in page.text
+
+
+def test_a_drift_check_links_its_html_report_and_its_airflow_run(settings):
+    from datetime import UTC, datetime
+
+    directory = settings.state.reports / "drift" / "20260301T120000000000Z"
+    directory.mkdir(parents=True)
+    (directory / "verdict.json").write_text("{}")
+    event = history.record(settings, "drift_checked", version=3, reason="ok", at=datetime(2026, 3, 1, 12, tzinfo=UTC),
+                           report=str(directory), mlflow_run_id="run-9", drifted_share=0.25)
+    asked = []
+
+    def runs(events):
+        asked.append([e["id"] for e in events])
+        return {event.id: ("monitor_drift", "scheduled__2026-03-01T12:00:00+00:00")}
+
+    client = TestClient(create_app(lambda: settings, authenticated=False, event_runs=runs))
+    page = client.get("/").text
+    assert asked == [[event.id]]
+    assert 'href="files/reports/drift/20260301T120000000000Z/verdict.json">report (JSON)</a>' in page
+    (directory / "report.html").write_text("<html></html>")
+    page = client.get("/").text
+    assert 'href="files/reports/drift/20260301T120000000000Z/report.html">report</a>' in page
+    assert client.get("/files/reports/drift/20260301T120000000000Z/report.html").status_code == 200
+    assert 'href="../dags/monitor_drift/runs/scheduled__2026-03-01T12%3A00%3A00%2B00%3A00">Airflow run</a>' in page
+    assert "drifted_share</span>: 25 %" in page
+
+
+def test_the_page_still_renders_when_the_airflow_runs_cannot_be_read(settings):
+    history.record(settings, "drift_checked", version=3, reason="ok: 0/20 features drifted")
+
+    def broken(events):
+        raise RuntimeError("no metadata DB here")
+
+    page = TestClient(create_app(lambda: settings, authenticated=False, event_runs=broken)).get("/")
+    assert page.status_code == 200 and "ok: 0/20 features drifted" in page.text and ">Airflow run</a>" not in page.text
+
+
+def test_report_file_links_only_files_that_exist(tmp_path):
+    folder = tmp_path / "drift" / "t1"
+    assert report_file(str(folder)) is None
+    folder.mkdir(parents=True)
+    assert report_file(str(folder)) is None, "an empty report directory has nothing to open"
+    (folder / "verdict.json").write_text("{}")
+    assert report_file(str(folder)) == str(folder / "verdict.json")
+    (folder / "report.html").write_text("<html></html>")
+    assert report_file(str(folder)) == str(folder / "report.html")
+    assert report_file(str(folder / "report.json")) == str(folder / "report.html"), "people read its HTML rendering"
+    assert report_file(str(folder / "gone.json")) is None
+    assert report_file(str(folder / "verdict.json")) == str(folder / "verdict.json")
+
+
+def test_a_browser_without_a_session_is_sent_to_the_airflow_login_an_api_client_gets_401(settings):
+    from fastapi import HTTPException
+
+    app = create_app(lambda: settings, authenticated=False)
+
+    @app.get("/private")
+    def private(why: str = "Not authenticated", status: int = 401):
+        raise HTTPException(status_code=status, detail=why)
+
+    client = TestClient(app, follow_redirects=False)
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    got = client.get("/private?x=1", headers=browser)
+    assert got.status_code == 307 and got.headers["location"] == "/api/v2/auth/login?next=%2Fprivate%3Fx%3D1"
+    api = client.get("/private", headers={"Accept": "application/json"})
+    assert api.status_code == 401 and api.json() == {"detail": "Not authenticated"}
+    assert client.get("/private").status_code == 401, "httpx's */* is not a browser"
+    expired = client.get("/private", params={"why": "Invalid JWT token", "status": 403}, headers=browser)
+    assert expired.status_code == 307
+    forbidden = client.get("/private", params={"why": "Forbidden", "status": 403}, headers=browser)
+    assert forbidden.status_code == 403, "signed in without the permission: no login loop"
+    assert client.get("/files/reports/none.html", headers=browser).status_code == 404
+
+
+def test_the_login_url_is_airflows_own_route_under_its_prefix():
+    assert wants_login_page("GET", "text/html", 401, "Token Expired")
+    assert not wants_login_page("POST", "text/html", 401, "Not authenticated")
+    assert login_url("/loopline", "/loopline/") == "/api/v2/auth/login?next=%2Floopline%2F"
+    # Starlette before 0.35 gave a mounted app the path below its mount point.
+    assert login_url("/loopline", "/files/reports/a.html") == "/api/v2/auth/login?next=%2Floopline%2Ffiles%2Freports%2Fa.html"
+    assert login_url("/airflow/loopline", "/airflow/loopline/") == "/airflow/api/v2/auth/login?next=%2Fairflow%2Floopline%2F"
 
 
 def test_reports_are_served_from_the_state_dir_only(settings, client, tmp_path):

@@ -54,10 +54,26 @@ def test_a_validation_task_links_to_its_html_report(settings):
 
 
 def test_a_task_returning_a_report_path_gets_a_report_link_and_nothing_else_does(settings):
-    report = str(settings.state.reports / "platform_smoke" / "run.json")
-    assert link_url(REPORT, "record_smoke_report", -1, _reader({("record_smoke_report", -1): report}), settings)
+    report = settings.state.reports / "platform_smoke" / "run.json"
+    xcom = _reader({("record_smoke_report", -1): str(report)})
+    assert link_url(REPORT, "record_smoke_report", -1, xcom, settings) is None, "no file here: a link would 404"
+    report.parent.mkdir(parents=True)
+    report.write_text("{}")
+    assert link_url(REPORT, "record_smoke_report", -1, xcom, settings)
     for value in ("just a string", "/etc/passwd", {"rows": 3}, None, 42):
         assert link_url(REPORT, "some_task", -1, _reader({("some_task", -1): value}), settings) is None
+
+
+def test_the_drift_check_links_the_html_report_in_its_report_directory(settings):
+    # monitor_drift's check_drift returns the report *directory* (report_dir); a link to it would 404.
+    folder = settings.state.reports / "drift" / "20260301T120000000000Z"
+    folder.mkdir(parents=True)
+    (folder / "verdict.json").write_text("{}")
+    xcom = _reader({("check_drift", -1): {"retrain": False, "report_dir": str(folder)}})
+    base = "http://127.0.0.1:8123/loopline/files/reports/drift/20260301T120000000000Z"
+    assert link_url(REPORT, "check_drift", -1, xcom, settings) == f"{base}/verdict.json"  # Evidently wrote no HTML
+    (folder / "report.html").write_text("<html></html>")
+    assert link_url(REPORT, "check_drift", -1, xcom, settings) == f"{base}/report.html"
 
 
 def test_get_link_uses_the_task_instance_key_and_returns_empty_when_not_applicable(settings, monkeypatch):
