@@ -187,7 +187,8 @@ def ensure_admin_password(uri: str, plan: Plan, auth_client: Callable[[str, str]
     if _can_log_in(uri, plan.admin, plan.admin_password):
         return "ok"
     if _can_log_in(uri, plan.admin, LEGACY_DEFAULT_ADMIN_PASSWORD):
-        auth_client(plan.admin, LEGACY_DEFAULT_ADMIN_PASSWORD).update_user_password(plan.admin, plan.admin_password)
+        auth_client(plan.admin, LEGACY_DEFAULT_ADMIN_PASSWORD).update_user_password(
+            plan.admin, plan.admin_password, current_password=LEGACY_DEFAULT_ADMIN_PASSWORD)  # self-service needs it
         return "rotated"
     raise SetupError(
         f"cannot log in to MLflow as {plan.admin} with MLFLOW_AUTH_ADMIN_PASSWORD. MLflow sets the admin's password "

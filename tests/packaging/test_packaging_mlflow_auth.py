@@ -137,23 +137,27 @@ def _http(uri: str, path: str, user: str | None = None, password: str | None = N
     return lm._status(uri, path, user, password)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _needs_flask_wtf() -> None:
     if importlib.util.find_spec("flask_wtf") is None:
         pytest.skip(f"MLflow's basic-auth app needs Flask-WTF (pip install {FLASK_WTF}; the image has it)")
-    root = tmp_path_factory.mktemp("mlflow-auth")
+
+
+@contextlib.contextmanager
+def running_server(root: Path, admin_password: str) -> Iterator[str]:
+    """An MLflow server with the basic-auth app on a free port, started through the image's wrapper."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root}/mlflow.db",
            "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root}/auth.db",
            "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORDS["admin"],
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32, "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    options = ["--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"]
+    argv = [sys.executable, str(WRAPPER), "serve", *options]
     log = (root / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(WRAPPER), "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--artifacts-destination", str(root / "artifacts"),
-                             "--serve-artifacts"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -174,6 +178,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _needs_flask_wtf()
+    with running_server(tmp_path_factory.mktemp("mlflow-auth"), PASSWORDS["admin"]) as uri:
+        yield uri
 
 
 def _init(uri: str, **override: str) -> subprocess.CompletedProcess[str]:
@@ -303,3 +314,23 @@ def test_init_waits_for_the_server_and_gives_up_with_a_message() -> None:
     done = _init(f"http://127.0.0.1:{free_port()}", LOOPLINE_MLFLOW_INIT_TIMEOUT_S="1")
     assert done.returncode == 1 and "did not answer /health" in done.stderr
 
+
+@integration
+def test_an_admin_left_on_mlflows_old_default_password_cannot_log_in_with_it_any_more(tmp_path: Path) -> None:
+    """A user database from an older MLflow whose admin still has `password1234` (what it once created by
+    itself): started through the wrapper with MLFLOW_AUTH_ADMIN_PASSWORD, the admin gets that password
+    (MLflow 3.17 replaces the old default at start; init would do it for an MLflow that does not), and the
+    old one no longer logs in."""
+    _needs_flask_wtf()
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    root = tmp_path / "upgraded"
+    root.mkdir()
+    old = SqlAlchemyStore()
+    old.init_db(f"sqlite:///{root}/auth.db")
+    old.create_user("admin", lm.LEGACY_DEFAULT_ADMIN_PASSWORD, is_admin=True)
+    with running_server(root, PASSWORDS["admin"]) as uri:
+        done = _init(uri)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert _http(uri, "/api/2.0/mlflow/users/current", "admin", lm.LEGACY_DEFAULT_ADMIN_PASSWORD) == 401
+        assert _http(uri, "/api/2.0/mlflow/users/current", "admin", PASSWORDS["admin"]) == 200

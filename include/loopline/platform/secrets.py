@@ -141,7 +141,8 @@ COMPOSE_SECRETS: tuple[SecretSpec, ...] = (
     SecretSpec("SERVING_DB_PASSWORD", "url_password", "Postgres role serving: insert/read the prediction log, "
                "read Feast's registry", 16),
     SecretSpec("REDIS_PASSWORD", "url_password", "Redis (Feast online store)", 16),
-    SecretSpec("AIRFLOW_FERNET_KEY", "fernet", "Airflow: encrypts connections and variables", 44),
+    SecretSpec("AIRFLOW_FERNET_KEY", "fernet", "Airflow: encrypts connections and variables (new,old while "
+               "rotating)", 44),
     SecretSpec("AIRFLOW_JWT_SECRET", "token", "Airflow: signs the tokens of the api-server and tasks", 32),
     SecretSpec("AIRFLOW_API_SECRET_KEY", "token", "Airflow: the api-server's session secret", 32),
     SecretSpec("AIRFLOW_ADMIN_PASSWORD", "password", "Airflow UI / REST API admin login", 12),
@@ -191,8 +192,13 @@ def secret_problem(spec: SecretSpec, value: str | None) -> str | None:
         return "has leading or trailing whitespace"
     if _PLACEHOLDER.search(value) or value.lower() in _KNOWN_DEFAULTS:
         return "is still a placeholder or a well-known default"
-    if spec.kind == "fernet":
-        return _fernet_problem(value)
+    if spec.kind == "fernet":  # "new,old" while rotating (airflow rotate-fernet-key): each must be a key
+        keys = value.split(",")
+        for number, key in enumerate(keys, 1):
+            problem = _fernet_problem(key)
+            if problem:
+                return f"key #{number} {problem}" if len(keys) > 1 else problem
+        return None
     if spec.kind == "api_keys":
         keys = value.split(",")
         for number, key in enumerate(keys, 1):

@@ -74,6 +74,7 @@ def test_every_env_example_placeholder_is_refused_with_its_name_and_generator() 
     ("LOOPLINE_SERVING_API_KEY", "k" * 40 + ",short", "key #2 is 5 characters"),
     ("LOOPLINE_SERVING_API_KEY", "k" * 40 + ",", "key #2 is 0 characters"),
     ("LOOPLINE_SERVING_API_KEY", "k" * 40 + ";" + "j" * 40, "characters other than"),
+    ("AIRFLOW_FERNET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode() + ",abcd", "key #2 decodes to 3 bytes"),
 ])
 def test_bad_values_are_refused_with_a_reason(name: str, value: str, expected: str) -> None:
     problem = secret_problem(SPECS[name], value)
@@ -82,6 +83,7 @@ def test_bad_values_are_refused_with_a_reason(name: str, value: str, expected: s
 
 @pytest.mark.parametrize(("name", "value"), [
     ("LOOPLINE_SERVING_API_KEY", "n" * 64 + "," + "o" * 64),  # rotating: new,old
+    ("AIRFLOW_FERNET_KEY", ",".join(base64.urlsafe_b64encode(os.urandom(32)).decode() for _ in range(2))),
     ("AIRFLOW_ADMIN_PASSWORD", "Correct-Horse-Battery-9"),
     ("AIRFLOW_JWT_SECRET", base64.b64encode(os.urandom(48)).decode()),  # base64 is fine for a token
     ("REDIS_PASSWORD", "a.b_c~d-e0123456789"),
