@@ -23,15 +23,15 @@ is an error.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from loopline.data.schema import TRANSACTION_COLUMNS
+from loopline.features.frames import KEY_DTYPE, TIMESTAMP, entity_codes, epoch_us
+from loopline.features.offline_sink import OfflineSink, ParquetSink
 from loopline.features.tables import (
     CUSTOMER_CHANNEL,
     CUSTOMER_DEVICE,
@@ -41,12 +41,6 @@ from loopline.features.tables import (
     AggregateTable,
 )
 
-if TYPE_CHECKING:
-    from loopline.features.offline_sink import OfflineSink
-
-TIMESTAMP = "event_timestamp"
-TIMESTAMP_DTYPE = "datetime64[us, UTC]"
-KEY_DTYPE = "string"
 HOME_COUNTRY = "DE"
 ONLINE = "online"
 
@@ -84,8 +78,8 @@ def compute_aggregates(
     partitions older than the history read); a value is used only where it is at or before the row.
     """
     tx = _usable(transactions)
-    t_us = _epoch_us(tx[TIMESTAMP])
-    since_us = None if since is None else int(_epoch_us(pd.Series([_utc(since)]))[0])
+    t_us = epoch_us(tx[TIMESTAMP])
+    since_us = None if since is None else int(epoch_us(pd.Series([_utc(since)]))[0])
     return {
         CUSTOMER_VELOCITY.name: _customer_velocity(tx, t_us, since_us),
         MERCHANT_STATS.name: _merchant_stats(tx, t_us, since_us),
@@ -204,7 +198,7 @@ class _Windows:
 def _customer_velocity(tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None) -> pd.DataFrame:
     table = CUSTOMER_VELOCITY
     tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(_entity_codes(tx, table.keys), t_us)
+    win = _Windows(entity_codes(tx, table.keys), t_us)
     o = win.order
     amount = tx["amount"].to_numpy(dtype=np.float64)[o]
     merchant = _value_codes(tx["merchant_id"])[o]
@@ -246,7 +240,7 @@ def _customer_velocity(tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None)
 def _merchant_stats(tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None) -> pd.DataFrame:
     table = MERCHANT_STATS
     tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(_entity_codes(tx, table.keys), t_us)
+    win = _Windows(entity_codes(tx, table.keys), t_us)
     amount = tx["amount"].to_numpy(dtype=np.float64)[win.order]
     card = _value_codes(tx["card_id"])[win.order]
     d1, d7 = WINDOW_US["24h"], WINDOW_US["7d"]
@@ -264,7 +258,7 @@ def _customer_device(
 ) -> pd.DataFrame:
     table = CUSTOMER_DEVICE
     tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(_entity_codes(tx, table.keys), t_us)
+    win = _Windows(entity_codes(tx, table.keys), t_us)
     features = {
         "dev_tx_count_30d": win.count(WINDOW_US["30d"]),
         "dev_first_seen_epoch_s": win.t[win.group_start()] / US_PER_S,
@@ -278,7 +272,7 @@ def _customer_device(
 def _customer_channel(tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None) -> pd.DataFrame:
     table = CUSTOMER_CHANNEL
     tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(_entity_codes(tx, table.keys), t_us)
+    win = _Windows(entity_codes(tx, table.keys), t_us)
     features = {"chan_tx_count_30d": win.count(WINDOW_US["30d"])}
     return _emit(table, tx, win, features, since_us)
 
@@ -295,7 +289,7 @@ def _apply_prior_first_seen(frame: pd.DataFrame, prior: pd.DataFrame) -> pd.Data
     index = pd.MultiIndex.from_frame(frame[keys])
     known = earliest.reindex(index).to_numpy(dtype=np.float64)
     own = frame["dev_first_seen_epoch_s"].to_numpy()
-    row_s = _epoch_us(frame[TIMESTAMP]) / US_PER_S
+    row_s = epoch_us(frame[TIMESTAMP]) / US_PER_S
     usable = ~np.isnan(known) & (known <= row_s)
     frame = frame.copy()
     frame["dev_first_seen_epoch_s"] = np.where(usable, np.fmin(own, known), own)
@@ -348,11 +342,6 @@ def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _epoch_us(timestamps: pd.Series) -> np.ndarray:
-    ts = pd.to_datetime(timestamps, utc=True)
-    return ts.dt.tz_localize(None).to_numpy().astype("datetime64[us]").astype(np.int64)
-
-
 def _with_keys(tx: pd.DataFrame, t_us: np.ndarray, table: AggregateTable) -> tuple[pd.DataFrame, np.ndarray]:
     present = tx[list(table.keys)].notna().all(axis=1).to_numpy()
     if present.all():
@@ -363,18 +352,6 @@ def _with_keys(tx: pd.DataFrame, t_us: np.ndarray, table: AggregateTable) -> tup
 def _value_codes(values: pd.Series) -> np.ndarray:
     codes, _ = pd.factorize(values, use_na_sentinel=False)
     return codes.astype(np.int64)
-
-
-def _entity_codes(tx: pd.DataFrame, keys: tuple[str, ...]) -> np.ndarray:
-    """Dense codes of the key tuple, ordered like the keys (lexicographically)."""
-    combined = np.zeros(len(tx), dtype=np.int64)
-    for key in keys:
-        codes, uniques = pd.factorize(tx[key], sort=True)
-        combined = combined * np.int64(len(uniques)) + codes
-        if len(keys) > 1:  # keep the code range at most the row count (no overflow with more keys)
-            _, combined = np.unique(combined, return_inverse=True)
-            combined = combined.astype(np.int64)
-    return combined
 
 
 def _emit(
@@ -398,81 +375,6 @@ def _emit(
 
 def _timestamps(us: np.ndarray) -> pd.Series:
     return pd.Series(pd.DatetimeIndex(us.astype("datetime64[us]")).tz_localize("UTC"))
-
-
-def empty_table(table: AggregateTable) -> pd.DataFrame:
-    """A frame with no rows and the table's columns and dtypes."""
-    dtypes = {**dict.fromkeys(table.keys, KEY_DTYPE), TIMESTAMP: TIMESTAMP_DTYPE, **table.features}
-    return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in table.columns})
-
-
-def conform_table(frame: pd.DataFrame, table: AggregateTable) -> pd.DataFrame:
-    """``frame`` with exactly the table's columns, in order, with its dtypes."""
-    dtypes = {**dict.fromkeys(table.keys, KEY_DTYPE), **table.features}
-    data = {c: frame[c].astype(dtypes[c]) for c in table.keys}
-    data[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).astype(TIMESTAMP_DTYPE)
-    data.update({c: frame[c].astype(dtypes[c]) for c in table.features})
-    return pd.DataFrame(data, columns=table.columns).reset_index(drop=True)
-
-
-def _sorted(frame: pd.DataFrame, table: AggregateTable) -> pd.DataFrame:
-    """Sorted by keys then event_timestamp (codes of sorted keys; no string sort)."""
-    if len(frame) < 2:
-        return frame.reset_index(drop=True)
-    codes = _entity_codes(frame, table.keys)
-    order = np.lexsort((_epoch_us(frame[TIMESTAMP]), codes))
-    return frame.iloc[order].reset_index(drop=True)
-
-
-# --- the offline store ----------------------------------------------------------------------------
-
-
-def write_aggregates(offline_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Merge ``tables`` into ``<offline_dir>/<table>.parquet``; returns the rows now in each file.
-
-    Idempotent: a row replaces any stored row with the same (keys, event_timestamp), never duplicates
-    it, so writing the same rows twice or overlapping recomputations leave the same file. The file is
-    rewritten atomically (a temporary file in the same folder, then ``os.replace``). Not safe for two
-    concurrent writers of one table (the later merge wins); Airflow runs one refresh at a time.
-    """
-    offline_dir = Path(offline_dir)
-    offline_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, int] = {}
-    for name, rows in tables.items():
-        if name not in TABLES_BY_NAME:
-            raise ValueError(f"unknown aggregate table {name!r}; known: {sorted(TABLES_BY_NAME)}")
-        table = TABLES_BY_NAME[name]
-        path = offline_dir / f"{name}.parquet"
-        new = conform_table(rows, table)
-        stored = conform_table(pd.read_parquet(path), table) if path.exists() else empty_table(table)
-        merged = _merge(stored, new, table)
-        _write_atomic(merged, path)
-        written[name] = len(merged)
-    return written
-
-
-def _merge(stored: pd.DataFrame, new: pd.DataFrame, table: AggregateTable) -> pd.DataFrame:
-    key = [*table.keys, TIMESTAMP]
-    new = new.drop_duplicates(subset=key, keep="last")
-    if not len(stored):
-        return _sorted(new, table)
-    if not len(new):
-        return stored
-    # Only stored rows inside the new rows' time span can collide; dedupe just those.
-    lo, hi = new[TIMESTAMP].min(), new[TIMESTAMP].max()
-    inside = stored[TIMESTAMP].between(lo, hi).to_numpy()
-    overlap = pd.concat([stored[inside], new], ignore_index=True).drop_duplicates(subset=key, keep="last")
-    merged = pd.concat([stored[~inside], overlap], ignore_index=True)
-    return _sorted(merged, table)
-
-
-def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- the curated store ----------------------------------------------------------------------------
@@ -544,7 +446,7 @@ def device_first_seen(curated_dir: Path, before: pd.Timestamp) -> pd.DataFrame:
                 "dev_first_seen_epoch_s": pd.Series(dtype="float64"),
             }
         )
-    first = old.assign(s=_epoch_us(old[TIMESTAMP]) / US_PER_S).groupby(keys, sort=False)["s"].min()
+    first = old.assign(s=epoch_us(old[TIMESTAMP]) / US_PER_S).groupby(keys, sort=False)["s"].min()
     return first.rename("dev_first_seen_epoch_s").reset_index()
 
 
@@ -558,8 +460,6 @@ def refresh_aggregates(
     ``dev_first_seen_epoch_s`` (all history), the device columns of the older partitions, so the rows
     equal those of a full recomputation. Returns the rows now in each table.
     """
-    from loopline.features.offline_sink import OfflineSink, ParquetSink
-
     sink = offline if isinstance(offline, OfflineSink) else ParquetSink(Path(offline))
     start, end = _utc(start), _utc(end)
     history_start = start - HISTORY

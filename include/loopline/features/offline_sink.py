@@ -13,18 +13,20 @@ overlapping one) leaves the same table. Postgres gets this from a primary key on
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import pandas as pd
+
+from loopline.features.frames import TIMESTAMP, conform_table, empty_table, sort_table
 from loopline.features.tables import TABLES, AggregateTable
 
 if TYPE_CHECKING:
-    import pandas as pd
     import psycopg
 
-TIMESTAMP = "event_timestamp"
 # Postgres column types of the pandas dtypes in tables.py (keys are strings).
 PG_TYPES = {"int64": "bigint", "float64": "double precision"}
 KEY_TYPE = "text"
@@ -47,14 +49,60 @@ class OfflineSink(Protocol):
 
 @dataclass(frozen=True)
 class ParquetSink:
-    """One parquet file per table in ``offline_dir`` (see ``aggregates.write_aggregates``)."""
+    """One parquet file per table in ``offline_dir`` (see ``write_aggregates``)."""
 
     offline_dir: Path
 
     def write(self, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
-        from loopline.features.aggregates import write_aggregates
-
         return write_aggregates(self.offline_dir, tables)
+
+
+def write_aggregates(offline_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Merge ``tables`` into ``<offline_dir>/<table>.parquet``; returns the rows now in each file.
+
+    Idempotent: a row replaces any stored row with the same (keys, event_timestamp), never duplicates
+    it, so writing the same rows twice or overlapping recomputations leave the same file. The file is
+    rewritten atomically (a temporary file in the same folder, then ``os.replace``). Not safe for two
+    concurrent writers of one table (the later merge wins); Airflow runs one refresh at a time.
+    """
+    offline_dir = Path(offline_dir)
+    offline_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, int] = {}
+    for name, rows in tables.items():
+        if name not in _TABLES:
+            raise ValueError(f"unknown aggregate table {name!r}; known: {sorted(_TABLES)}")
+        table = _TABLES[name]
+        path = offline_dir / f"{name}.parquet"
+        new = conform_table(rows, table)
+        stored = conform_table(pd.read_parquet(path), table) if path.exists() else empty_table(table)
+        merged = _merge(stored, new, table)
+        _write_atomic(merged, path)
+        written[name] = len(merged)
+    return written
+
+
+def _merge(stored: pd.DataFrame, new: pd.DataFrame, table: AggregateTable) -> pd.DataFrame:
+    key = [*table.keys, TIMESTAMP]
+    new = new.drop_duplicates(subset=key, keep="last")
+    if not len(stored):
+        return sort_table(new, table)
+    if not len(new):
+        return stored
+    # Only stored rows inside the new rows' time span can collide; dedupe just those.
+    lo, hi = new[TIMESTAMP].min(), new[TIMESTAMP].max()
+    inside = stored[TIMESTAMP].between(lo, hi).to_numpy()
+    overlap = pd.concat([stored[inside], new], ignore_index=True).drop_duplicates(subset=key, keep="last")
+    merged = pd.concat([stored[~inside], overlap], ignore_index=True)
+    return sort_table(merged, table)
+
+
+def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -69,8 +117,6 @@ class PostgresSink:
         return psycopg.connect(self.conninfo)
 
     def write(self, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
-        from loopline.features.aggregates import conform_table
-
         written: dict[str, int] = {}
         with self.connect() as conn:
             for name, rows in tables.items():
@@ -82,10 +128,6 @@ class PostgresSink:
 
     def read(self, name: str) -> pd.DataFrame:
         """A whole stored table with ``tables.py``'s dtypes, sorted by keys and time (tests, checks)."""
-        import pandas as pd
-
-        from loopline.features.aggregates import conform_table, empty_table
-
         table = _table(name)
         with self.connect() as conn, conn.cursor() as cur:
             if not _stored_columns(conn, table.name):

@@ -14,8 +14,8 @@ from loopline.features.aggregates import (
     compute_aggregates,
     read_curated_transactions,
     refresh_aggregates,
-    write_aggregates,
 )
+from loopline.features.offline_sink import write_aggregates
 from loopline.features.tables import (
     CUSTOMER_CHANNEL,
     CUSTOMER_DEVICE,
