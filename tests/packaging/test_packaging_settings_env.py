@@ -144,3 +144,37 @@ def test_helm_values_agree_with_kubernetes_yaml() -> None:
     assert loaded == {config.trainer.secrets.mlflow, config.trainer.secrets.object_store, manifests.FEAST_SECRET,
                       manifests.DATABASE_SECRET}
     assert values["airflowVersion"] in (REPO_ROOT / "docker" / "airflow" / "Dockerfile").read_text()
+
+
+def test_the_docs_give_serving_its_own_identity_and_airflow_the_writer() -> None:
+    """Issue 19: serving's Secret holds the Feast variables, the prediction log and MLflow, each as serving's
+    own user/role (never the writer's); the writer's MLflow user is loopline."""
+    import yaml
+
+    from loopline.k8s.config import parse_config
+
+    config = parse_config(yaml.safe_load((REPO_ROOT / "include" / "config" / "kubernetes.yaml").read_text()))
+    doc = (REPO_ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    serving = _secret_keys(doc, config.serving.secrets.credentials)
+    assert _feast_variables(FEAST_PRODUCTION) <= serving
+    assert {"LOOPLINE_PREDICTION_LOG_URL", "LOOPLINE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI",
+            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= serving
+    assert "LOOPLINE_HISTORY_URL" not in serving
+    block = doc[doc.index(f"create secret generic {config.serving.secrets.credentials} "):]
+    block = block[:block.index("\n\n")] if "\n\n" in block else block
+    assert "MLFLOW_TRACKING_USERNAME=serving" in block and "postgresql://serving:" in block
+    assert "LOOPLINE_FEAST_PG_USER=serving" in block and "postgresql+psycopg://serving:" in block
+    writer = doc[doc.index(f"create secret generic {config.trainer.secrets.mlflow} "):]
+    assert "MLFLOW_TRACKING_USERNAME=loopline" in writer[:writer.index("loopline-object-store")]
+    api_key = _secret_keys_loose(doc, config.serving.secrets.api_key)
+    assert {"accepted-keys", "api-key"} <= api_key
+    server = _secret_keys(doc, config.mlflow.secrets.server)
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI", "MLFLOW_FLASK_SERVER_SECRET_KEY",
+            "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_ARTIFACTS_DESTINATION"} <= server
+
+
+def _secret_keys_loose(doc: str, secret: str) -> set[str]:
+    """Keys of a `create secret generic` whose keys are lower-case (the API-key Secret)."""
+    match = re.search(rf"create secret generic {secret}\b(.*?)(?:\n\s*\n|```)", doc, flags=re.DOTALL)
+    assert match, f"the docs do not show how to create the {secret} Secret"
+    return set(re.findall(r"--from-literal=([a-z-]+)=", match.group(1)))
