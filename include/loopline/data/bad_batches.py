@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loopline.data.batch_files import write_frame
 from loopline.data.schema import AMOUNT_MAX, REQUIRED_TRANSACTION_COLUMNS
 
 BadBatch = pd.DataFrame | bytes
@@ -177,8 +178,6 @@ def make_bad_batch(kind: str, good: pd.DataFrame, rng: np.random.Generator, fmt:
 
 def write_bad_batch(kind: str, good: pd.DataFrame, path: Path, fmt: str, rng: np.random.Generator) -> Path:
     """Write the ``kind`` bad batch made from ``good`` to ``path`` (frames in ``fmt``, bytes as they are)."""
-    from loopline.data.simulator import write_frame
-
     bad = make_bad_batch(kind, good, rng, fmt)
     path = Path(path)
     if isinstance(bad, bytes):

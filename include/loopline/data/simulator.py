@@ -42,6 +42,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from loopline.data.bad_batches import BAD_KINDS, write_bad_batch
+from loopline.data.batch_files import BATCH_FORMATS, write_frame
 from loopline.data.schema import (
     AGE_BANDS,
     AMOUNT_MAX,
@@ -1049,18 +1051,6 @@ def batch_path(out: Path, kind: str, day: date, fmt: str, suffix: str = "") -> P
     return Path(out) / kind / f"{kind}_{day.isoformat()}{suffix}.{fmt}"
 
 
-def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        frame.to_parquet(tmp, index=False)
-    elif fmt == "csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        raise ValueError(f"unknown format {fmt!r}; valid formats: parquet, csv")
-    tmp.replace(path)  # a reader never sees half a batch
-
-
 def write_run(
     config: SimulationConfig,
     out: Path,
@@ -1077,11 +1067,9 @@ def write_run(
     """
     from tqdm import tqdm
 
-    if fmt not in ("parquet", "csv"):
-        raise ValueError(f"unknown format {fmt!r}; valid formats: parquet, csv")
+    if fmt not in BATCH_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid formats: {', '.join(BATCH_FORMATS)}")
     if bad is not None:
-        from loopline.data.bad_batches import BAD_KINDS
-
         if bad not in BAD_KINDS:
             raise ValueError(f"unknown bad-batch kind {bad!r}; valid kinds: {', '.join(BAD_KINDS)}")
     config.validate()
@@ -1110,8 +1098,6 @@ def write_run(
             label_files.append(str(path))
             label_rows += len(batch.labels)
         if bad is not None and batch.index == 0:
-            from loopline.data.bad_batches import write_bad_batch
-
             path = batch_path(out, "transactions", batch.day, fmt, suffix=f"_bad-{bad}")
             write_bad_batch(bad, batch.transactions, path, fmt, _rng(config.seed, 99))
             bad_file = str(path)
