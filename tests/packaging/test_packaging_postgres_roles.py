@@ -244,23 +244,30 @@ def test_serving_s_own_prediction_log_writer_works_with_the_serving_role(port: i
         log.close()
 
 
-def test_serving_reads_feasts_registry_that_the_feast_role_wrote(port: int) -> None:
-    """The Feast SQL registry as serving opens it: created by the feast role (airflow-init), read-only here."""
+def test_serving_reads_feasts_registry_that_the_feast_role_wrote(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feast's SQL registry as compose opens it (feature_store.production.yaml): airflow-init creates it as
+    the feast role, then a serving replica opens it read-only."""
     pytest.importorskip("feast")
-    from feast.infra.registry.sql import SqlRegistry, SqlRegistryConfig
+    from loopline.config import Settings
+    from loopline.platform.feast_store import feature_store
 
-    def registry(role: str) -> Any:
+    def store_as(role: str) -> Any:
         password = PASSWORDS[f"{role.upper()}_DB_PASSWORD"]
-        config = SqlRegistryConfig(registry_type="sql", cache_ttl_seconds=60,
-                                   path=f"postgresql+psycopg://{role}:{password}@127.0.0.1:{port}/feast")
-        return SqlRegistry(config, "loopline", None)
+        for key, value in {"FEAST_FS_YAML_FILE_PATH": "feature_store.production.yaml",
+                           "LOOPLINE_FEAST_REGISTRY_URL": f"postgresql+psycopg://{role}:{password}@127.0.0.1:{port}/feast",
+                           "LOOPLINE_FEAST_PG_HOST": "127.0.0.1", "LOOPLINE_FEAST_PG_PORT": str(port),
+                           "LOOPLINE_FEAST_PG_DATABASE": "feast", "LOOPLINE_FEAST_PG_USER": role,
+                           "LOOPLINE_FEAST_PG_PASSWORD": password, "LOOPLINE_FEAST_PG_SSLMODE": "disable",
+                           "LOOPLINE_FEAST_REDIS": "127.0.0.1:1,password=unused"}.items():
+            monkeypatch.setenv(key, value)
+        return feature_store(Settings())
 
     # What airflow-init does (Feast writes the project's row when its registry is opened a second time: a
     # read-only role opening it first would have to write it), then what a serving replica does at start.
     for _ in range(2):
-        registry("feast")
-    served = registry("serving")
-    assert served.list_feature_views("loopline") == []
+        assert store_as("feast").registry is not None
+    served = store_as("serving")
+    assert served.list_feature_views() == []
     assert "permission denied" in _denied(port, "serving", "feast", "DELETE FROM feast_metadata")
     with connect(port, "serving", "feast") as conn:
         assert conn.execute("SELECT COUNT(*) FROM feast_metadata").fetchone()[0] >= 1
