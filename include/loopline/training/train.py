@@ -451,7 +451,6 @@ def _train_and_register(training_set: str | Path, manifest: dict[str, Any], trai
     import mlflow
     import torch
 
-    from loopline.monitoring.reference import build_reference, log_reference
     from loopline.training.pyfunc import (
         BUNDLE_ARTIFACT,
         FraudDetectorModel,
@@ -459,6 +458,7 @@ def _train_and_register(training_set: str | Path, manifest: dict[str, Any], trai
         save_bundle,
         signature_for,
     )
+    from loopline.training.reference import build_reference, log_reference
 
     sha = git_sha()
     use_experiment(experiment, tracking_uri or _default_tracking_uri())
