@@ -13,21 +13,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, task
 
+from loopline_airflow.run_conf import run_params, training_result
+
 TRAIN_TASK_ID = "train_candidate"
-
-
-def training_result(result: dict[str, Any], params: Any) -> dict[str, Any]:
-    """The training task's XCom on every backend: the trainer's result JSON and why it was trained."""
-    return {**result, "reason": params.get("reason")}
-
-
-def run_params(context: Any, training_set: Any) -> dict[str, Any]:
-    """The run's Params, with the reason the upstream task resolved (e.g. the drift evidence of the
-    asset event that started the run) in place of the Param's default."""
-    params = dict(context["params"])
-    if isinstance(training_set, dict) and training_set.get("reason"):
-        params["reason"] = training_set["reason"]
-    return params
 
 
 @task(task_id=TRAIN_TASK_ID, multiple_outputs=False)

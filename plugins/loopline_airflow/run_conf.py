@@ -1,4 +1,4 @@
-"""Refuse run parameters a DAG does not declare.
+"""Run parameters: refuse those a DAG does not declare; resolve the training run's (both launchers use it).
 
 Airflow validates the conf of a triggered run against the DAG's Params, but only the keys it declares:
 ``{"epoch": 50}`` (for ``epochs``) is accepted and silently ignored, so the run trains with the config's
@@ -35,3 +35,17 @@ def reject_unknown_conf(context: Mapping[str, Any]) -> None:
     message = unknown_conf_error(dag.dag_id, getattr(run, "conf", None), dag.params.keys())
     if message:
         raise AirflowFailException(message)
+
+
+def training_result(result: dict[str, Any], params: Any) -> dict[str, Any]:
+    """The training task's XCom on every backend: the trainer's result JSON and why it was trained."""
+    return {**result, "reason": params.get("reason")}
+
+
+def run_params(context: Any, training_set: Any) -> dict[str, Any]:
+    """The run's Params, with the reason the upstream task resolved (e.g. the drift evidence of the
+    asset event that started the run) in place of the Param's default."""
+    params = dict(context["params"])
+    if isinstance(training_set, dict) and training_set.get("reason"):
+        params["reason"] = training_set["reason"]
+    return params

@@ -17,7 +17,7 @@ from kubernetes.client import models as k8s
 
 from loopline.k8s.config import KubernetesConfig
 from loopline.k8s.manifests import trainer_pod_command, trainer_pod_template
-from loopline_airflow.launchers import run_params, training_result
+from loopline_airflow.run_conf import run_params, training_result
 
 
 class TrainerPodOperator(KubernetesPodOperator):

@@ -129,7 +129,7 @@ def test_result_on_kubernetes_has_the_local_shape(monkeypatch: pytest.MonkeyPatc
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from loopline_airflow import trainer_pod
-    from loopline_airflow.launchers import training_result
+    from loopline_airflow.run_conf import training_result
 
     sidecar_output = {"run_id": "r1", "version": "3", "metrics": {"best_val_pr_auc": 0.5}}
     monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", lambda self, context, event: sidecar_output)
@@ -197,7 +197,8 @@ def test_k8s_manifests_cli_writes_every_object_valid(tmp_path: Path, capsys: pyt
 def test_local_launcher_runs_the_same_argv_and_returns_the_same_shape(monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path: Path) -> None:
     from loopline.training import launch
-    from loopline_airflow.launchers import train_locally, training_result
+    from loopline_airflow.launchers import train_locally
+    from loopline_airflow.run_conf import training_result
 
     calls: list[list[str]] = []
     trainer_output = {"run_id": "r1", "version": "3", "metrics": {"best_val_pr_auc": 0.5}}

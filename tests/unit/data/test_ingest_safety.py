@@ -27,8 +27,8 @@ from loopline.data.ingest import (
     staged_path,
 )
 from loopline.data.simulator import SimulationConfig, simulate, write_frame
-from loopline.features.intervals import pending_interval
 from loopline.features.aggregates import read_curated_transactions
+from loopline.features.intervals import pending_interval
 
 SECRET = "hunter2-do-not-leak"
 
