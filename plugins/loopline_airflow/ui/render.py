@@ -32,6 +32,9 @@ GATE_KINDS = ("gate_passed", "gate_rejected")
 LINKED_DETAILS = frozenset({"report", "dag_id", "dag_run_id", "run_id", "mlflow_run_id", SERVED_KEY, "examples"})
 MAX_ITEMS = 12  # list or mapping items shown in a details cell before "… (+N more)"
 MAX_TEXT = 300  # characters of one string value in a details cell
+# A nested result with one of these (a canary verdict's "why") is shown as that sentence; the full
+# structure stays in its report, the registry tags and the JSON.
+SENTENCE_KEYS = ("why", "summary")
 # The DAGs whose runs the page links to (Airflow UI paths are relative to the page at /loopline/).
 DEFAULT_DAGS = ("train_model", "ingest_landing", "materialize_features", "platform_smoke")
 
@@ -46,6 +49,8 @@ th{background:#f5f6fa;font-weight:600}.pass{color:#17803d;font-weight:600}.fail{
 .bar{background:#eef;border-radius:3px;height:.6rem;width:12rem}.bar>span{display:block;height:100%;background:#3d6fd9;border-radius:3px}
 .error{background:#fef3f2;border:1px solid #fda29b;padding:.5rem .8rem;border-radius:6px}
 code{font-size:12px}a{color:#2c5cc5}.details div{margin:0 0 .1rem}.details .k{color:#445}
+td.at,td.links a{white-space:nowrap}td.links a{display:block}
+.chart text{font-size:11px;fill:#667}.chart .grid{stroke:#dde;stroke-width:1}
 """
 
 
@@ -243,7 +248,7 @@ def _event_links(event: dict[str, Any], links: PageLinks, run_of_version: Mappin
     mlflow = links.mlflow_run(mlflow_run_of(event, run_of_version))
     if mlflow:
         out.append(_a(mlflow, "MLflow run"))
-    return " · ".join(out)
+    return "".join(out)
 
 
 # --- details as text ----------------------------------------------------------------------------------
@@ -306,6 +311,9 @@ def format_value(value: Any, key: str = "", depth: int = 0, *, in_list: bool = F
     if isinstance(value, Mapping):
         if not value:
             return "none"
+        for own in SENTENCE_KEYS:  # a verdict that says itself in a sentence: that sentence, not its fields
+            if isinstance(value.get(own), str) and value[own]:
+                return format_value(value[own], own, depth + 1)
         items = list(value.items())
         if key == "checks" and all(isinstance(v, bool) for _, v in items):
             shown = [f"{k} {'passed' if v else 'failed'}" for k, v in items[:MAX_ITEMS]]
@@ -351,9 +359,9 @@ def _events(events: list[dict[str, Any]], links: PageLinks, empty: str, state: d
         return _a(links.mlflow_version(name, number), number) if number else ""
 
     rows = "".join(
-        f"<tr><td>{escape(str(e.get('at', ''))[:19].replace('T', ' '))}</td><td>{escape(e.get('kind', ''))}</td>"
-        f"<td>{version(e)}</td><td>{escape(e.get('reason') or '')}</td>"
-        f"<td class='muted details'>{_details(e)}</td><td>{_event_links(e, links, run_of_version)}</td></tr>"
+        f"<tr><td class='at'>{escape(str(e.get('at', ''))[:19].replace('T', ' '))}</td>"
+        f"<td>{escape(e.get('kind', ''))}</td><td>{version(e)}</td><td>{escape(e.get('reason') or '')}</td>"
+        f"<td class='muted details'>{_details(e)}</td><td class='links'>{_event_links(e, links, run_of_version)}</td></tr>"
         for e in reversed(events)  # newest first
     )
     return ("<table><tr><th>at (UTC)</th><th>event</th><th>version</th><th>reason</th><th>details</th><th>links</th></tr>"
@@ -370,7 +378,7 @@ def drift_series(history: list[dict[str, Any]]) -> list[tuple[str, float]]:
     return series
 
 
-def _sparkline(series: list[tuple[str, float]], width: int = 480, height: int = 70) -> str:
+def _sparkline(series: list[tuple[str, float]], width: int = 520, height: int = 90) -> str:
     """The share of drifted features per check over time as inline SVG (no chart library: the page stays
     self-contained); one check is a line of text."""
     if not series:
@@ -379,14 +387,23 @@ def _sparkline(series: list[tuple[str, float]], width: int = 480, height: int = 
         return (f'<p class="muted" id="drift-chart">one drift check so far ({escape(series[0][0][:10])}): '
                 f"{_pct(series[0][1])} of the features drifted</p>")
     top = max(1.0, max(v for _, v in series))
-    step = width / (len(series) - 1)
-    points = " ".join(f"{i * step:.1f},{height - v / top * height:.1f}" for i, (_, v) in enumerate(series))
-    return (f'<svg id="drift-chart" width="{width}" height="{height + 4}" role="img" '
-            f'aria-label="share of drifted features over time">'
-            f'<polyline fill="none" stroke="#3d6fd9" stroke-width="2" points="{points}"/></svg>'
+    left, right = 44, width - 6  # room for the scale's labels and the last point
+    step = (right - left) / (len(series) - 1)
+
+    def y(value: float) -> float:
+        return 6 + height - value / top * height
+
+    points = [(left + i * step, y(v)) for i, (_, v) in enumerate(series)]
+    grid = "".join(f'<line class="grid" x1="{left}" x2="{right}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
+                   f'<text x="0" y="{y(v) + 4:.1f}">{_pct(v)}</text>' for v in (0.0, top / 2, top))
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3" fill="#3d6fd9"><title>{escape(at[:16].replace("T", " "))}'
+                   f" UTC: {_pct(v)}</title></circle>" for (x, yy), (at, v) in zip(points, series, strict=True))
+    line = " ".join(f"{x:.1f},{yy:.1f}" for x, yy in points)
+    return (f'<svg id="drift-chart" class="chart" width="{width}" height="{height + 12}" role="img" '
+            f'aria-label="share of drifted features over time">{grid}'
+            f'<polyline fill="none" stroke="#3d6fd9" stroke-width="2" points="{line}"/>{dots}</svg>'
             f'<div class="muted">share of drifted features per check, {len(series)} checks '
-            f"{escape(series[0][0][:10])} … {escape(series[-1][0][:10])} (scale 0–{_pct(top)}), "
-            f"last {_pct(series[-1][1])}</div>")
+            f"{escape(series[0][0][:10])} … {escape(series[-1][0][:10])}, last {_pct(series[-1][1])}</div>")
 
 
 def last_served_check(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:

@@ -194,6 +194,7 @@ def test_the_drift_chart_plots_what_the_monitor_records(links, produced):
     assert drift_series(produced) == [("2026-01-07T03:00:00+00:00", 0.1), ("2026-01-08T03:00:00+00:00", 0.6)]
     html = render_page(_state(produced), links)
     assert 'id="drift-chart"' in html and "<svg" in html and "last 60 %" in html and "2 checks" in html
+    assert html.count("<circle") == 2 and "2026-01-08 03:00 UTC: 60 %</title>" in html
     one = [e for e in produced if e["kind"] != "drift_checked" or "01-07" in e["at"]]
     assert "one drift check so far (2026-01-07): 10 % of the features drifted" in render_page(_state(one), links)
     assert 'id="drift-chart"' not in render_page(_state([]), links)
@@ -244,6 +245,9 @@ def test_details_are_readable_text_not_python_dicts(links, produced):
     ([], "", "none"), (list(range(15)), "", "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, … (+3 more)"),
     ({"a": {"b": 1.5}}, "", "a: (b: 1.5)"), ("x" * 400, "", "x" * 299 + "…"),
     ("2026-01-05T04:00:00+01:00", "", "2026-01-05 03:00:00"), ("not-a-time", "", "not-a-time"),
+    # A canary verdict (deployment.canary) as promote records it: its own sentence, not its nested checks.
+    ({"passed": True, "checks": [{"name": "errors", "values": {"limit": 0.01}}], "why": "all checks passed"},
+     "verdict", "all checks passed"),
 ])
 def test_values_are_formatted_for_people(value, key, text):
     assert format_value(value, key) == text
