@@ -228,11 +228,8 @@ def test_the_tasks_role_reads_what_serving_logged_with_loopline_s_reader(port: i
         assert conn.execute("DELETE FROM predictions WHERE transaction_id = 'tx-read'").rowcount == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PostgresPredictionLog._writer runs CREATE TABLE/INDEX IF NOT EXISTS on every (re)connect, which needs "
-    "ownership of the table; with the serving role that fails although the table exists. When serving skips "
-    "the DDL for an existing table (or a separate migration role creates it) this passes: drop the marker."))
 def test_serving_s_own_prediction_log_writer_works_with_the_serving_role(port: int) -> None:
+    """Serving does not own the table (the owner role created it), so its writer must not run DDL."""
     from loopline.serving.prediction_log import LoggedPrediction, PostgresPredictionLog
 
     log = PostgresPredictionLog(f"postgresql://serving:{PASSWORDS['SERVING_DB_PASSWORD']}@127.0.0.1:{port}/loopline")

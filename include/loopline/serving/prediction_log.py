@@ -444,9 +444,12 @@ class PostgresPredictionLog(_Reads):
     def _writer(self) -> Any:
         if self._conn is None or self._conn.closed or self._conn.broken:
             conn = self._connect(bounded=True)
+            # The table may belong to another role (compose and Kubernetes: the owner role creates it and
+            # serving may only insert): Postgres refuses even CREATE ... IF NOT EXISTS to a non-owner.
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
-                conn.execute(_PG_SCHEMA)
+                if conn.execute("SELECT to_regclass('predictions') IS NULL").fetchone()[0]:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
+                    conn.execute(_PG_SCHEMA)
             self._conn = conn
         return self._conn
 
