@@ -130,7 +130,20 @@ END
 $fn$;
 CREATE OR REPLACE TRIGGER predictions_keep_recent BEFORE DELETE ON predictions
     FOR EACH ROW EXECUTE FUNCTION predictions_keep_recent();
+-- The decision history (include/loopline/lineage/history.py's _PG_SCHEMA), written by the Airflow tasks;
+-- serving reads it (its retention keeps the predictions of a running canary).
+CREATE TABLE IF NOT EXISTS events (
+    id      BIGSERIAL PRIMARY KEY,
+    at      TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    version TEXT,
+    reason  TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_kind_at ON events (kind, at);
 RESET ROLE;
+REVOKE ALL ON events FROM serving;
+GRANT SELECT ON events TO serving;
 -- Serving appends (COPY/INSERT takes ids from the sequence), reads the log (fresh features, newest id,
 -- retention's bounds) and deletes old rows (retention, guarded above).
 REVOKE ALL ON predictions FROM serving;

@@ -194,11 +194,12 @@ def test_every_replica_and_airflow_share_one_prediction_log_each_as_its_own_role
         assert user == ("serving" if name in SERVING_REPLICAS else "loopline"), (name, user)
         targets[name] = target
     assert set(targets.values()) == {"postgres:5432/loopline"}
-    for name in AIRFLOW_SERVICES:  # the decision history: Airflow tasks only
+    for name in AIRFLOW_SERVICES:  # the decision history: written by the Airflow tasks
         url = service_environment(services[name])["LOOPLINE_HISTORY_URL"]
         assert _user_and_target(url) == ("loopline", "postgres:5432/loopline")
-    for name in SERVING_REPLICAS:
-        assert "LOOPLINE_HISTORY_URL" not in service_environment(services[name])
+    for name in SERVING_REPLICAS:  # and read by serving (its role may only SELECT it)
+        url = service_environment(services[name])["LOOPLINE_HISTORY_URL"]
+        assert _user_and_target(url) == ("serving", "postgres:5432/loopline")
 
 
 # --- secrets: nothing starts on placeholders ------------------------------------------------------------------

@@ -195,15 +195,24 @@ def test_serving_s_retention_deletes_old_rows_only(port: int) -> None:
         assert conn.execute("DELETE FROM predictions WHERE transaction_id = 'tx-new'").rowcount == 1
 
 
-def test_serving_cannot_read_the_decision_history_or_airflows_tables(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The tasks' role creates the history table with Loopline's own code, as the Airflow tasks do.
+def test_serving_reads_the_decision_history_but_cannot_change_it_nor_read_airflows_tables(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tasks' role records decisions with Loopline's own code; serving's retention reads them (a running
+    canary's start) through the same code, and cannot write them."""
     from loopline.config import Settings
     from loopline.lineage import history
 
     url = f"postgresql://loopline:{PASSWORDS['LOOPLINE_DB_PASSWORD']}@127.0.0.1:{port}/loopline"
     monkeypatch.setenv("LOOPLINE_HISTORY_URL", url)
     history.record(Settings(), "promoted", version=3, reason="test")
-    assert "permission denied" in _denied(port, "serving", "loopline", "SELECT * FROM events")
+    serving_url = f"postgresql://serving:{PASSWORDS['SERVING_DB_PASSWORD']}@127.0.0.1:{port}/loopline"
+    monkeypatch.setenv("LOOPLINE_HISTORY_URL", serving_url)
+    assert any(e.kind == "promoted" and e.reason == "test" for e in history.read(Settings()))
+    for statement in ("INSERT INTO events (at, kind) VALUES ('x', 'promoted')", "DELETE FROM events",
+                      "UPDATE events SET reason = 'forged'", "DROP TABLE events"):
+        message = _denied(port, "serving", "loopline", statement)
+        assert "permission denied" in message or "must be owner" in message, message
     with connect(port, "airflow", "airflow") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS connection (id int, password text)")
     with pytest.raises(_psycopg().OperationalError, match="permission denied for database"):
@@ -282,3 +291,7 @@ def test_the_prediction_log_ddl_is_serving_s_own() -> None:
     block = script[script.index("CREATE TABLE IF NOT EXISTS predictions"):
                    script.index("CREATE OR REPLACE FUNCTION predictions_keep_recent")]
     assert statements(block) == statements(_PG_SCHEMA)
+    from loopline.lineage.history import _PG_SCHEMA as HISTORY_SCHEMA
+
+    events = script[script.index("CREATE TABLE IF NOT EXISTS events"):script.index("RESET ROLE;\nREVOKE ALL ON events")]
+    assert statements(events) == statements(HISTORY_SCHEMA)

@@ -92,9 +92,10 @@ def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str
             raise ConnectionError(f"cannot reach the history database (LOOPLINE_HISTORY_URL): {exc}".strip()) from exc
         with conn:
             if url not in _PG_SCHEMA_READY:  # once per process and database, not at every event or read
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
-                    conn.execute(_PG_SCHEMA)
+                with conn.transaction():  # DDL only when missing: a reader's role may not own the table
+                    if conn.execute("SELECT to_regclass('events') IS NULL").fetchone()[0]:
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
+                        conn.execute(_PG_SCHEMA)
                 _PG_SCHEMA_READY.add(url)
             yield conn, "%s"
         return
