@@ -18,8 +18,9 @@ from typing import Any
 
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
+from loopline.k8s.config import SAMPLE_RUN_ID
+
 DAG_ID = "train_model"
-SAMPLE_RUN_ID = "manual__2026-01-05T03:00:00+00:00"
 
 
 class _SampleRunTaskInstance(RuntimeTaskInstance):
@@ -106,3 +107,34 @@ def render_training_pod(
     task.render_template_fields(context)
     pod = task.build_pod_request_obj(context, dry_run=True)
     return ApiClient().sanitize_for_serialization(pod)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loopline_airflow.pod_render --training-set-uri URI [--conf JSON] [--dags-dir D]
+    [--training-set-uri-prefix P]``: the pod as JSON, the last line on stdout (``loopline k8s manifests`` runs this, so the
+    domain package never imports Airflow); a refused conf or DAG is the last line of stderr, exit 2."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m loopline_airflow.pod_render", description=main.__doc__)
+    parser.add_argument("--training-set-uri", required=True)
+    parser.add_argument("--conf", default="{}", help="the sample run's conf as JSON")
+    parser.add_argument("--dags-dir", type=Path, default=None)
+    parser.add_argument("--training-set-uri-prefix", default=None)
+    args = parser.parse_args(argv)
+    import contextlib
+
+    try:  # whatever parsing the DAG prints goes to stderr: stdout carries the pod only
+        with contextlib.redirect_stdout(sys.stderr):
+            pod = render_training_pod(args.training_set_uri, json.loads(args.conf), dags_dir=args.dags_dir,
+                                      training_set_uri_prefix=args.training_set_uri_prefix)
+    except Exception as exc:  # the caller shows this line: the reason the pod could not be rendered
+        print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        return 2
+    print(json.dumps(pod))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

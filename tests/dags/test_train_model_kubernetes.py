@@ -210,3 +210,13 @@ def test_local_launcher_runs_the_same_argv_and_returns_the_same_shape(monkeypatc
     assert argv[argv.index("--training-set") + 1] == parquet
     assert {"epochs=7", "lr=0.002", "hpo.trials=12"} <= set(argv)
     assert "--tracking-uri" in argv  # locally the endpoint comes from settings, not a Secret
+
+
+def test_k8s_manifests_cli_says_why_the_training_pod_cannot_be_rendered() -> None:
+    """The pod is rendered by the Airflow glue in its own process; a conf the DAG refuses comes back as the
+    reason, not as a traceback."""
+    from loopline.config import get_settings
+    from loopline.k8s.k8s_cli import ManifestError, sample_training_pod
+
+    with pytest.raises(ManifestError, match="hpo_trials"):
+        sample_training_pod(get_settings(), PREFIX, {"hpo_trials": 201})

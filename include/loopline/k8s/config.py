@@ -30,6 +30,8 @@ _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[mkMGTPE]|[eE][+-
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Object stores the training pod can read a training set from (boto3 speaks S3, MinIO included).
 OBJECT_STORE_SCHEMES = ("s3://",)
+# The run whose training pod `loopline k8s manifests` renders (a manual run of train_model).
+SAMPLE_RUN_ID = "manual__2026-01-05T03:00:00+00:00"
 
 
 def _dns_label(value: str) -> str:

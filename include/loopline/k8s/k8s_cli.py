@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,18 +46,30 @@ def check_manifest(obj: dict[str, Any], schema_version: str = SCHEMA_VERSION) ->
 
 
 def sample_training_pod(settings: Any, prefix: str | None, conf: dict[str, Any]) -> dict[str, Any]:
-    """The ``train_model`` training pod for a sample run (needs Airflow and the Kubernetes provider)."""
-    from loopline.k8s.config import load_config, require_reachable_training_sets, training_set_uri
-
-    # Parsing the DAG imports Airflow: keep its home (airflow.cfg) in Loopline's state, not ~/airflow.
-    os.environ.setdefault("AIRFLOW_HOME", str(settings.state.airflow_home))
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    from loopline_airflow.pod_render import SAMPLE_RUN_ID, render_training_pod
+    """The ``train_model`` training pod for a sample run, rendered by the Airflow glue
+    (``python -m loopline_airflow.pod_render``, the real DAG and KubernetesPodOperator) in a process of its
+    own: the domain package imports no Airflow."""
+    from loopline.k8s.config import (
+        SAMPLE_RUN_ID,
+        load_config,
+        require_reachable_training_sets,
+        training_set_uri,
+    )
 
     config = load_config(settings.model_copy(update={"training_set_uri_prefix": prefix} if prefix else {}))
     prefix = require_reachable_training_sets(config, settings.state.root)
     uri = training_set_uri(prefix, SAMPLE_RUN_ID, "training_set.parquet")
-    return render_training_pod(uri, conf, dags_dir=settings.dags_dir, training_set_uri_prefix=prefix)
+    # Parsing the DAG imports Airflow: keep its home (airflow.cfg) in Loopline's state, not ~/airflow.
+    env = {"AIRFLOW_HOME": str(settings.state.airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False", **os.environ}
+    done = subprocess.run(
+        [sys.executable, "-m", "loopline_airflow.pod_render", "--training-set-uri", uri, "--conf", json.dumps(conf),
+         "--dags-dir", str(settings.dags_dir), "--training-set-uri-prefix", prefix],
+        env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise ManifestError(f"cannot render the training pod of train_model: {reason}")
+    # The pod is the last line: importing Airflow may log to stdout before the command takes it over.
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def write_manifests(out: Path, groups: dict[str, list[dict[str, Any]]]) -> list[Path]:

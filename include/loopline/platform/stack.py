@@ -161,10 +161,11 @@ def _check_ports(settings: Settings) -> None:
 
 def _migrate_airflow_db(settings: Settings, env: dict[str, str]) -> None:
     """Create or upgrade Airflow's metadata DB, skipped when this Airflow version already did it."""
-    import airflow
+    from importlib.metadata import version
 
+    airflow_version = version("apache-airflow")  # the installed package's, without importing Airflow
     marker = settings.state.airflow_home / ".migrated"
-    if marker.exists() and marker.read_text() == airflow.__version__ and settings.state.airflow_db.exists():
+    if marker.exists() and marker.read_text() == airflow_version and settings.state.airflow_db.exists():
         return
     log_path = settings.state.logs / "airflow-db-migrate.log"
     with open(log_path, "ab") as log:
@@ -174,7 +175,7 @@ def _migrate_airflow_db(settings: Settings, env: dict[str, str]) -> None:
         )
     if done.returncode != 0:
         raise StackError(f"`airflow db migrate` failed (exit {done.returncode}); log {log_path}:\n{tail(log_path)}")
-    marker.write_text(airflow.__version__)
+    marker.write_text(airflow_version)
 
 
 def _answers_ok(url: str) -> bool:
