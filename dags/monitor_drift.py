@@ -42,10 +42,11 @@ def monitor_drift():
 
         # Airflow's own record of train_model runs: no credentials, no clock guessing.
         running = context["ti"].get_dr_count(dag_id=TRAINING_DAG, states=["queued", "running"]) > 0
-        # The run's own moment (a manual run has no data interval: when it was asked for), not the wall
-        # clock: a cleared and re-run check decides on the same window.
-        now = context.get("data_interval_end") or context["dag_run"].run_after
-        result = run_check(get_settings(), training_running=running, now=now)
+        from loopline_airflow.metrics import emit_drift_share
+        from loopline_airflow.run_conf import run_moment
+
+        result = run_check(get_settings(), training_running=running, now=run_moment(context))
+        emit_drift_share(context["dag"].dag_id, result.drifted_share)  # Grafana's drift panel
         print(f"{result.summary}\nretrain: {result.retrain} ({result.reason})\nreport: {result.report_dir}")
         if result.served_features_alarm:
             print(f"DATA-QUALITY ALARM (no retrain): {result.served_features}")

@@ -25,7 +25,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 from loopline_airflow.assets import CHALLENGER, RETRAIN_REQUESTED
 from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.launchers import training_launcher
-from loopline_airflow.run_conf import reject_unknown_conf
+from loopline_airflow.run_conf import reject_unknown_conf, run_moment
 
 
 def _run_reason(context) -> str:
@@ -83,8 +83,6 @@ def train_model():
     @task(multiple_outputs=False)
     def plan_windows(**context) -> dict:
         """Split the labelled history: the newest days are the gate's holdout, the rest is for training."""
-        from datetime import UTC, datetime
-
         from airflow.sdk.exceptions import AirflowSkipException
 
         from loopline.config import get_settings
@@ -95,7 +93,7 @@ def train_model():
         reject_unknown_conf(context)
         settings = get_settings()
         reason = _run_reason(context)
-        labels_as_of = datetime.now(UTC)
+        labels_as_of = run_moment(context)  # the run's instant, not the wall clock: a re-run plans the same
         try:
             plan = plan_holdout(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
         except HoldoutError as exc:

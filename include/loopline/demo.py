@@ -193,7 +193,7 @@ def wait_for_champion(settings: Settings, version: str, timeout: float) -> str:
     """Until the registry's champion is ``version`` and the prediction service answers with it."""
     import httpx
 
-    from loopline.lineage.state import loop_state
+    from loopline.status import loop_state
 
     deadline = time.monotonic() + timeout
     seen = None
@@ -239,7 +239,7 @@ class background_traffic:
 
 def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[str], None]) -> str:
     """Narrate the newest version's gate verdict and where its model card is; returns that version."""
-    from loopline.lineage.state import loop_state
+    from loopline.status import loop_state
 
     state = loop_state(settings)
     if not state["versions"]:

@@ -37,6 +37,13 @@ def reject_unknown_conf(context: Mapping[str, Any]) -> None:
         raise AirflowFailException(message)
 
 
+def run_moment(context: Mapping[str, Any]) -> Any:
+    """The instant a task decides as of: its run's data interval end, or for a run without one (manual,
+    asset-triggered) when it was asked for. Never the wall clock, so a cleared and re-run task decides on
+    the same window."""
+    return context.get("data_interval_end") or context["dag_run"].run_after
+
+
 def training_result(result: dict[str, Any], params: Any) -> dict[str, Any]:
     """The training task's XCom on every backend: the trainer's result JSON and why it was trained."""
     return {**result, "reason": params.get("reason")}

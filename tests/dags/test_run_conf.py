@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from loopline_airflow.run_conf import reject_unknown_conf, unknown_conf_error
+from loopline_airflow.run_conf import reject_unknown_conf, run_moment, unknown_conf_error
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
@@ -41,3 +42,14 @@ def test_each_dag_with_params_refuses_what_it_does_not_declare(dags, dag_id, goo
     reject_unknown_conf({"dag": dag, "dag_run": SimpleNamespace(conf={})})  # scheduled / asset runs
     with pytest.raises(AirflowFailException, match=f"{dag_id} does not take the run parameter"):
         reject_unknown_conf({"dag": dag, "dag_run": SimpleNamespace(conf=bad)})
+
+
+def test_tasks_decide_as_of_their_runs_instant_never_the_wall_clock() -> None:
+    """A scheduled run decides as of its data interval's end; a manual or asset-triggered run (no interval)
+    as of when it was asked for. Both are fixed for the run, so a cleared and re-run task decides the same."""
+    asked = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+    interval_end = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    run = SimpleNamespace(run_after=asked)
+    assert run_moment({"data_interval_end": interval_end, "dag_run": run}) == interval_end
+    assert run_moment({"data_interval_end": None, "dag_run": run}) == asked
+    assert run_moment({"dag_run": run}) == asked

@@ -32,8 +32,8 @@ from test_local_stack import _env, _loopline, stack  # noqa: F401 (stack: the mo
 
 from loopline.config import Settings
 from loopline.lineage import history
-from loopline.lineage.state import loop_state
 from loopline.platform.scratch import free_port, scratch_project
+from loopline.status import loop_state
 
 pytestmark = pytest.mark.integration
 

@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = get_settings()
     info = stack.describe(settings)
     if args.json:
-        from loopline.lineage.state import loop_state
+        from loopline.status import loop_state
 
         info.update(loop_state(settings))
         info["approval"] = _pending_approval(settings) if info["running"] else None

@@ -50,6 +50,7 @@ class CheckResult:
     mlflow_run_id: str
     served_features: str = ""  # the served-features check in one line (see ``served_features_check``)
     served_features_alarm: bool = False
+    drifted_share: float = 0.0  # share of the judged features that drifted (the dashboard's gauge)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,7 +218,8 @@ def record_decision(settings: Settings, verdict: DriftVerdict, config: DriftConf
     return CheckResult(decision.retrain, decision.reason, verdict.summary(), verdict.status,
                        verdict.reference_version, report, mlflow_run_id,
                        served_features=(served or {}).get("summary", ""),
-                       served_features_alarm=bool((served or {}).get("alarm")))
+                       served_features_alarm=bool((served or {}).get("alarm")),
+                       drifted_share=round(verdict.drifted_share, 4))
 
 
 def _record_served_alarm(settings: Settings, verdict: DriftVerdict, served: dict[str, Any], *, now: datetime,

@@ -183,6 +183,10 @@ def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> tuple[float, floa
 
 
 def git_sha() -> str:
+    """The commit of the code that trains: ``LOOPLINE_GIT_SHA`` (images set it from their ``GIT_SHA`` build
+    argument: no .git inside), else the checkout's HEAD, else "unknown"."""
+    if os.environ.get("LOOPLINE_GIT_SHA", "unknown") != "unknown":
+        return os.environ["LOOPLINE_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                              cwd=Path(__file__).resolve().parent)

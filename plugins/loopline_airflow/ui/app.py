@@ -182,13 +182,13 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticat
 
     @app.get("/api/state")
     def api_state() -> JSONResponse:
-        from loopline.lineage.state import loop_state
+        from loopline.status import loop_state
 
         return JSONResponse(loop_state(settings_of()))
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
-        from loopline.lineage.state import loop_state
+        from loopline.status import loop_state
         from loopline_airflow.ui.render import render_page
 
         settings = settings_of()

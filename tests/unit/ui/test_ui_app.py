@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from loopline.config import Settings
 from loopline.lineage import history
-from loopline.lineage.state import loop_state
+from loopline.status import loop_state
 from loopline_airflow.ui.app import LazyApp, create_app, login_url, report_file, served_file, wants_login_page
 
 

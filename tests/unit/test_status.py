@@ -8,8 +8,8 @@ import pytest
 
 from loopline.config import Settings
 from loopline.lineage import history
-from loopline.lineage.state import loop_state, registry_uri
 from loopline.serving.config import RegistryConfig
+from loopline.status import loop_state, registry_uri
 
 TRAFFIC_TAG = RegistryConfig().traffic_tag
 
