@@ -62,6 +62,13 @@ def test_relative_links_resolve_inside_the_repository(page: Path):
     assert broken == [], f"{page.relative_to(ROOT)}: " + "; ".join(broken)
 
 
+PARENT_PATH = re.compile(r"(?<![.\w/])(?:\.\./)+[\w.-]+(?:/[\w.-]+)*")
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_page_mentions_the_outside_shared_folder(page: Path):
-    assert "../shared" not in page.read_text(encoding="utf-8")
+def test_no_page_names_a_path_its_readers_do_not_have(page: Path):
+    """Every ``../…`` a page names, links and code alike, is a file or folder of the repository: a reader who
+    cloned it has nothing above it."""
+    missing = [path for path in PARENT_PATH.findall(page.read_text(encoding="utf-8"))
+               if not (resolved := (page.parent / path).resolve()).is_relative_to(ROOT) or not resolved.exists()]
+    assert missing == []
