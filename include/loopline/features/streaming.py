@@ -380,8 +380,7 @@ class EventWindows:
                         dropped += 1
                 del line.times[:cut]
                 del line.events[:cut]
-                line.sums[:] = [0.0]
-                line.resum()
+                line.resum()  # every prefix (sums, online and foreign counts) from the first event kept
                 line.version += 1
                 if not line.times:
                     del lines[key]
