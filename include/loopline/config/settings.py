@@ -192,6 +192,17 @@ class Settings(BaseSettings):
     # disk (Kubernetes); empty: SQLite in the state dir (history.db).
     history_url: str | None = None
 
+    # Shared state where tasks share no disk (loopline.storage). Files other tasks read (landing zone,
+    # curated and quarantined batches, training sets, holdouts, reports): s3://bucket[/prefix] for object
+    # storage; empty: the state dir on the local disk (embedded mode).
+    storage_url: str | None = None
+    # An S3-compatible endpoint (MinIO, moto) for storage_url; credentials from AWS_ACCESS_KEY_ID /
+    # AWS_SECRET_ACCESS_KEY (and AWS_DEFAULT_REGION), as every S3 client reads them. Empty: AWS itself.
+    storage_endpoint_url: str | None = None
+    # The ingest ledger, the materialisation watermark and the locks: postgresql://... (locks become
+    # Postgres advisory locks); empty: SQLite files and file locks in the state dir.
+    state_db_url: str | None = None
+
     training_backend: Literal["local", "kubernetes"] = "local"
     # Another canary policy than include/config/canary.yaml (`loopline demo` bakes in seconds, not minutes).
     canary_policy: Path | None = None
@@ -208,7 +219,7 @@ class Settings(BaseSettings):
     # Object-store prefix (s3://bucket/path/) the training pod reads training sets from.
     training_set_uri_prefix: str | None = None
 
-    @field_validator("state_dir", "prediction_log_url", "history_url", "canary_policy", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
+    @field_validator("state_dir", "prediction_log_url", "history_url", "storage_url", "storage_endpoint_url", "state_db_url", "canary_policy", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
                      "serving_image", "training_set_uri_prefix", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -274,6 +285,9 @@ class Settings(BaseSettings):
             **({"LOOPLINE_CANARY_POLICY": str(self.canary_policy)} if self.canary_policy else {}),
             **({"LOOPLINE_PREDICTION_LOG_URL": self.prediction_log_url} if self.prediction_log_url else {}),
             **({"LOOPLINE_HISTORY_URL": self.history_url} if self.history_url else {}),
+            **({"LOOPLINE_STORAGE_URL": self.storage_url} if self.storage_url else {}),
+            **({"LOOPLINE_STORAGE_ENDPOINT_URL": self.storage_endpoint_url} if self.storage_endpoint_url else {}),
+            **({"LOOPLINE_STATE_DB_URL": self.state_db_url} if self.state_db_url else {}),
             # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
             "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),
             "LOOPLINE_FEAST_ONLINE_STORE": str(self.state.feast_online_store),
