@@ -31,11 +31,12 @@ def materialize_features():
     @task(multiple_outputs=False)
     def plan_interval() -> dict | None:
         from loopline.config import get_settings
+        from loopline.data.ingest import IngestLedger
         from loopline.features.intervals import pending_interval
         from loopline.features.store import materialized_cursor
 
         settings = get_settings()
-        return pending_interval(settings.state.ingest_ledger, materialized_cursor(settings))
+        return pending_interval(IngestLedger.of(settings), materialized_cursor(settings))
 
     @task(outlets=[FEATURES], multiple_outputs=False)
     def materialize_interval(interval: dict | None, **context) -> dict:

@@ -97,3 +97,48 @@ def postgres_server(root: Path | None = None) -> Iterator[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)  # Postgres' "fast" shutdown
         wait_gone(pid)
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str = "loopline") -> Iterator[str]:
+    """moto's standalone S3 API server on a free 127.0.0.1 port, with ``bucket`` created; yields its
+    endpoint URL. A real HTTP S3 API (signatures, multipart, listings), stopped by PID afterwards. Sets
+    throwaway AWS credentials in the environment for the block (moto accepts any)."""
+    import sys
+
+    import boto3
+    import httpx
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tempfile.NamedTemporaryFile(prefix="loopline-moto-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{endpoint}/moto-api/", timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, f"moto server exited: {Path(log.name).read_text()[-500:]}"
+            assert time.monotonic() < deadline, "moto server did not answer within 30 s"
+            time.sleep(0.1)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        Path(log.name).unlink(missing_ok=True)

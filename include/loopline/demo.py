@@ -33,7 +33,7 @@ def wait_for_ingest(settings: Settings, expected: int, timeout: float, log: Call
     """Wait until the landing zone is empty and ``expected`` new batches are in the ledger."""
     from loopline.data.ingest import IngestLedger, landed_files
 
-    ledger = IngestLedger(settings.state.ingest_ledger)
+    ledger = IngestLedger.of(settings)
     before = len(ledger.history(limit=1_000_000))
     deadline = time.monotonic() + timeout
     logged = 0

@@ -43,7 +43,6 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.config import Settings
 from loopline.data.schema import BATCH_KINDS, BatchKind, columns_for
-from loopline.platform.files import exclusive_lock, sha256_file
+from loopline.platform.files import sha256_file
+from loopline.storage.state_db import SqlDialect, StateDB, is_postgres_url, shared_lock
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -226,47 +226,57 @@ def _typed_csv(frame: pd.DataFrame, kind: BatchKind) -> pd.DataFrame:
 
 
 class IngestLedger:
-    """SQLite record of every batch seen: content hash → outcome. Publishing is idempotent on it."""
+    """Record of every batch seen: content hash → outcome. Publishing is idempotent on it.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute(
-                """CREATE TABLE IF NOT EXISTS batches (
-                    content_hash TEXT NOT NULL, batch_id TEXT NOT NULL, kind TEXT NOT NULL,
-                    source TEXT NOT NULL, status TEXT NOT NULL, rows INTEGER NOT NULL,
-                    published_rows INTEGER NOT NULL, duplicates_skipped INTEGER NOT NULL,
-                    report TEXT, result_json TEXT NOT NULL, recorded_at TEXT NOT NULL)"""
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS batches_hash ON batches (content_hash, status)")
+    SQLite in the state dir (``IngestLedger(path)``), or Postgres where tasks share no disk
+    (``IngestLedger.of(settings)`` with ``LOOPLINE_STATE_DB_URL``): the same tables either way.
+    """
+
+    # SQLite keeps its historical table names; Postgres gets prefixed ones (the database is shared).
+    def __init__(self, location: Path | str) -> None:
+        postgres = is_postgres_url(str(location))
+        self.batches = "ingest_batches" if postgres else "batches"
+        self.publishing = "ingest_publishing" if postgres else "publishing"
+        self.db = StateDB(location, "ingest-ledger", [
+            f"""CREATE TABLE IF NOT EXISTS {self.batches} ({{serial}}
+                content_hash TEXT NOT NULL, batch_id TEXT NOT NULL, kind TEXT NOT NULL,
+                source TEXT NOT NULL, status TEXT NOT NULL, rows INTEGER NOT NULL,
+                published_rows INTEGER NOT NULL, duplicates_skipped INTEGER NOT NULL,
+                report TEXT, result_json TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
+            f"CREATE INDEX IF NOT EXISTS {self.batches}_hash ON {self.batches} (content_hash, status)",
             # Publishes under way: the result they will record, committed before any partition is
             # renamed into place (see ``publish``); a row left here is a run that crashed.
-            db.execute(
-                """CREATE TABLE IF NOT EXISTS publishing (
-                    content_hash TEXT PRIMARY KEY, result_json TEXT NOT NULL,
-                    inside_landing INTEGER NOT NULL, recorded_at TEXT NOT NULL)"""
-            )
+            f"""CREATE TABLE IF NOT EXISTS {self.publishing} ({{serial}}
+                content_hash TEXT {'UNIQUE' if postgres else 'PRIMARY KEY'}, result_json TEXT NOT NULL,
+                inside_landing INTEGER NOT NULL, recorded_at TEXT NOT NULL)""",
+        ], "loopline-ingest")
+        self.path = self.db.path
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    @classmethod
+    def of(cls, settings: Settings) -> IngestLedger:
+        """The ledger every task of these settings shares."""
+        return cls(settings.state_db_url or settings.state.ingest_ledger)
+
+    def exists(self) -> bool:
+        """Whether anything was ever recorded (a reader creates no SQLite file)."""
+        return self.path is None or self.path.exists()
 
     def published(self, digest: str) -> dict[str, Any] | None:
-        with self._connect() as db:
+        with self.db.connection() as (db, sql):
             row = db.execute(
-                "SELECT result_json FROM batches WHERE content_hash = ? AND status = 'published' LIMIT 1",
-                (digest,),
+                sql.sql(f"SELECT result_json FROM {self.batches} WHERE content_hash = ? AND status = 'published' "
+                        "LIMIT 1"), (digest,),
             ).fetchone()
         return json.loads(row[0]) if row else None
 
     def record(self, result: IngestResult) -> None:
-        with self._connect() as db:
-            self._insert(db, result)
+        with self.db.connection() as (db, sql):
+            self._insert(db, sql, result)
 
-    @staticmethod
-    def _insert(db: sqlite3.Connection, result: IngestResult) -> None:
+    def _insert(self, db: Any, sql: SqlDialect, result: IngestResult) -> None:
         db.execute(
-            "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sql.sql(f"INSERT INTO {self.batches} (content_hash, batch_id, kind, source, status, rows, published_rows, "
+                    "duplicates_skipped, report, result_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             (
                 result.content_hash, result.batch_id, result.kind, result.source, result.status,
                 result.rows, result.published_rows, result.duplicates_skipped, result.report,
@@ -275,51 +285,56 @@ class IngestLedger:
         )
 
     def begin_publish(self, result: IngestResult, inside_landing: bool) -> None:
-        """Remember (durably: SQLite commits are synced) that ``result`` is being published."""
-        with self._connect() as db:
+        """Remember (durably: the commit is synced) that ``result`` is being published."""
+        with self.db.connection() as (db, sql):
+            db.execute(sql.sql(f"DELETE FROM {self.publishing} WHERE content_hash = ?"), (result.content_hash,))
             db.execute(
-                "INSERT OR REPLACE INTO publishing VALUES (?, ?, ?, ?)",
+                sql.sql(f"INSERT INTO {self.publishing} (content_hash, result_json, inside_landing, recorded_at) "
+                        "VALUES (?, ?, ?, ?)"),
                 (result.content_hash, json.dumps(result.to_dict()), int(inside_landing),
                  datetime.now(UTC).isoformat()),
             )
 
     def finish_publish(self, result: IngestResult) -> None:
         """Record the published ``result`` and drop its intent: one transaction, so exactly once."""
-        with self._connect() as db:
-            self._insert(db, result)
-            db.execute("DELETE FROM publishing WHERE content_hash = ?", (result.content_hash,))
+        with self.db.connection() as (db, sql):
+            self._insert(db, sql, result)
+            db.execute(sql.sql(f"DELETE FROM {self.publishing} WHERE content_hash = ?"), (result.content_hash,))
 
     def abandon_publish(self, digest: str) -> None:
-        with self._connect() as db:
-            db.execute("DELETE FROM publishing WHERE content_hash = ?", (digest,))
+        with self.db.connection() as (db, sql):
+            db.execute(sql.sql(f"DELETE FROM {self.publishing} WHERE content_hash = ?"), (digest,))
 
     def unfinished(self) -> list[tuple[IngestResult, bool]]:
         """(result, whether its source is in the landing zone) of every publish a crash interrupted."""
-        with self._connect() as db:
-            rows = db.execute("SELECT result_json, inside_landing FROM publishing ORDER BY rowid").fetchall()
+        with self.db.connection() as (db, sql):
+            rows = db.execute(
+                f"SELECT result_json, inside_landing FROM {self.publishing} ORDER BY {sql.serial}").fetchall()
         return [(IngestResult(**json.loads(r[0])), bool(r[1])) for r in rows]
 
     def published_since(self, cursor: int, kind: str) -> list[tuple[int, dict[str, Any]]]:
         """(ledger position, result) of every ``kind`` batch published after position ``cursor``."""
-        with self._connect() as db:
+        with self.db.connection() as (db, sql):
             rows = db.execute(
-                "SELECT rowid, result_json FROM batches WHERE rowid > ? AND status = 'published' AND kind = ? "
-                "ORDER BY rowid",
+                sql.sql(f"SELECT {sql.serial}, result_json FROM {self.batches} WHERE {sql.serial} > ? "
+                        f"AND status = 'published' AND kind = ? ORDER BY {sql.serial}"),
                 (cursor, kind),
             ).fetchall()
         return [(r[0], json.loads(r[1])) for r in rows]
 
     def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        with self._connect() as db:
+        with self.db.connection() as (db, sql):
             rows = db.execute(
-                "SELECT result_json, recorded_at FROM batches ORDER BY rowid DESC LIMIT ?", (limit,)
+                sql.sql(f"SELECT result_json, recorded_at FROM {self.batches} ORDER BY {sql.serial} DESC LIMIT ?"),
+                (limit,),
             ).fetchall()
         return [{**json.loads(r[0]), "recorded_at": r[1]} for r in rows]
 
 
 def _ingest_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
-    """One batch at a time per state dir: dedupe and the ledger must see each other's writes."""
-    return exclusive_lock(settings.state.curated / ".ingest.lock")
+    """One batch at a time across every ingest of this state: dedupe and the ledger must see each
+    other's writes."""
+    return shared_lock(settings, "ingest", settings.state.curated / ".ingest.lock")
 
 
 # --- publish and quarantine -------------------------------------------------------------------------
@@ -526,7 +541,7 @@ def ingest_file(settings: Settings, path: Path, kind: BatchKind | None = None) -
     path = Path(path).resolve()
     inside_landing = path.is_relative_to(settings.state.landing.resolve())
     with _ingest_lock(settings):
-        ledger = IngestLedger(settings.state.ingest_ledger)
+        ledger = IngestLedger.of(settings)
         recovered = finish_interrupted(settings, ledger)
         refusal = landing_refusal(settings, given)
         if refusal is not None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loopline.data.ingest import IngestLedger
 
 
 def interval_from_events(events: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -35,14 +38,16 @@ def interval_from_events(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def pending_interval(ledger_path: Path, cursor: int) -> dict[str, Any] | None:
+def pending_interval(ledger: IngestLedger | Path, cursor: int) -> dict[str, Any] | None:
     """The interval of transactions batches published after ledger position ``cursor`` (None if none),
-    with ``cursor`` set to the newest position it covers."""
+    with ``cursor`` set to the newest position it covers. ``ledger``: the ledger, or its SQLite file."""
     from loopline.data.ingest import IngestLedger
 
-    if not ledger_path.exists():
+    if not isinstance(ledger, IngestLedger):
+        ledger = IngestLedger(ledger)
+    if not ledger.exists():
         return None
-    published = IngestLedger(ledger_path).published_since(cursor, "transactions")
+    published = ledger.published_since(cursor, "transactions")
     interval = interval_from_events([result for _, result in published])
     if interval is not None:
         interval["cursor"] = published[-1][0]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.config import Settings
 from loopline.platform.feast_store import apply_feature_repo, feast_config, feature_store
-from loopline.platform.files import exclusive_lock, sha256_file
+from loopline.platform.files import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -168,8 +168,9 @@ def _watermark_path(settings: Settings) -> Path:
 
 
 def _watermark(settings: Settings) -> dict[str, Any]:
-    path = _watermark_path(settings)
-    return json.loads(path.read_text()) if path.exists() else {}
+    from loopline.storage.state_db import read_watermark
+
+    return read_watermark(settings, "materialized_until", _watermark_path(settings))
 
 
 def materialized_until(settings: Settings) -> datetime | None:
@@ -195,8 +196,11 @@ class MaterializeResult:
 
 
 def _materialize_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
-    """The offline tables are read-merge-rewritten: one materialisation at a time per state dir."""
-    return exclusive_lock(settings.state.feast_dir / ".materialize.lock")
+    """The offline tables are read-merge-rewritten: one materialisation at a time across every task
+    sharing this state (a Postgres advisory lock where they share no disk)."""
+    from loopline.storage.state_db import shared_lock
+
+    return shared_lock(settings, "materialize", settings.state.feast_dir / ".materialize.lock")
 
 
 def materialize(
@@ -219,6 +223,7 @@ def materialize(
     from loopline.features.aggregates import refresh_aggregates
     from loopline.features.fresh import load_curated_window, write_latest_states
     from loopline.features.streaming import HISTORY_US, EventWindows, epoch_us
+    from loopline.storage.state_db import write_watermark
 
     served = list(served)
     with _materialize_lock(settings):
@@ -235,7 +240,8 @@ def materialize(
         write_latest_states(store, windows, touched)
         newest = max(until, _EPOCH + timedelta(microseconds=windows.newest_us))
         cursor = max(ledger_cursor or 0, materialized_cursor(settings))
-        _watermark_path(settings).write_text(json.dumps({"until": until.isoformat(), "ledger_cursor": cursor}))
+        write_watermark(settings, "materialized_until", {"until": until.isoformat(), "ledger_cursor": cursor},
+                        _watermark_path(settings))
     return MaterializeResult(
         start=start.isoformat(), end=end.isoformat(), offline_rows=rows,
         online_window=(online_start.isoformat(), newest.isoformat()),
