@@ -132,15 +132,17 @@ def train_model():
         from loopline.gating.holdout import Windows
         from loopline.gating.holdout import build_holdout as build
         from loopline.gating.policy import default_policy_path, load_policy
+        from loopline.storage.files import SharedFiles
 
         settings = get_settings()
         # The planned window, not a fresh plan: labels landing meanwhile must not move it past train_end.
         planned = Windows(*(datetime.fromisoformat(windows[k]) for k in Windows._fields))
-        manifest = build(settings, load_policy(default_policy_path(settings.project_dir)),
-                         _dataset_path(settings, context["run_id"], "holdout"),
+        path = _dataset_path(settings, context["run_id"], "holdout")
+        manifest = build(settings, load_policy(default_policy_path(settings.project_dir)), path,
                          labels_as_of=datetime.fromisoformat(windows["labels_as_of"]), windows=planned)
         print(f"holdout: {manifest.labelled_rows} labelled rows, {manifest.fraud_rows} fraud")
-        return manifest.to_dict()
+        # The gate may run on another worker: hand it a shared-storage URI (on one machine, the file itself).
+        return {**manifest.to_dict(), "uri": SharedFiles.of(settings).put_dataset(path, "training", path.name)}
 
     @task(outlets=[CHALLENGER], multiple_outputs=False)
     def gate_candidate(trained: dict, holdout: dict, **context) -> dict:
@@ -155,7 +157,7 @@ def train_model():
         settings = get_settings()
         history.record(settings, "trained", version=trained["version"], reason=trained.get("reason") or "",
                        run_id=trained["run_id"], dag_run_id=context["run_id"], metrics=trained.get("metrics"))
-        verdict = run_gate(settings, trained["version"], holdout["path"])
+        verdict = run_gate(settings, trained["version"], holdout.get("uri") or holdout["path"])
         print(verdict.why)
         summary = verdict_summary(verdict, model_name=DEFAULT_MODEL_NAME, version=trained["version"],
                                   run_id=trained["run_id"])

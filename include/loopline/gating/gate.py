@@ -106,11 +106,12 @@ def score_holdout(model_uri: str, rows: pd.DataFrame) -> Scoring:
     return Scoring(scores)
 
 
-def _read_holdout(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _read_holdout(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The holdout's labelled rows and manifest: a local path or a shared-storage URI (``s3://``)."""
     from loopline.training.train import TrainingError, read_training_set
 
     try:
-        frame, manifest = read_training_set(Path(path))
+        frame, manifest = read_training_set(path)
     except TrainingError as exc:
         raise GateError(f"holdout unusable: {exc}") from None
     labelled = frame[frame[LABEL].notna()].reset_index(drop=True)
@@ -199,7 +200,7 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     except MlflowException as exc:
         raise GateError(f"no version {version} of registered model {model_name!r} in {settings.mlflow_uri}: "
                         f"{exc.message}") from None
-    rows, manifest = _read_holdout(Path(holdout_path))
+    rows, manifest = _read_holdout(holdout_path)
     missing = [c for c in policy.fairness.group_columns if c not in rows.columns]
     if missing:
         raise GateError(f"the holdout lacks the fairness group columns {missing}: rebuild it with build_holdout")

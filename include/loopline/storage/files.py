@@ -192,6 +192,15 @@ class SharedFiles:
             return [f"{folder}/{name}" for name in names]
         return self._guarded(folder, ls)
 
+    def put_dataset(self, local: Path, *parts: str) -> str:
+        """Copy a dataset — the parquet ``local`` and its manifest ``<name>.manifest.json`` beside it — to
+        ``parts``; returns the parquet's URI. Data first, manifest last: a reader that finds the manifest
+        finds its data."""
+        uri = self.put(local, *parts)
+        *folder, name = parts
+        self.put(local.with_name(local.name + ".manifest.json"), *folder, name + ".manifest.json")
+        return uri
+
     def _guarded(self, uri: str, action: Any) -> Any:
         """Run ``action``; storage failures become a StorageError that says what to check."""
         if self.is_local:
@@ -208,3 +217,18 @@ class SharedFiles:
             raise StorageError(f"{uri}: object storage at {endpoint} failed: {exc}; check "
                                "LOOPLINE_STORAGE_ENDPOINT_URL and that the bucket exists") from None
 
+
+
+def fetch_bytes(uri: str) -> bytes:
+    """The bytes at ``uri``: a local path, ``file://``, or object storage. An ``s3://`` URI is read with
+    the storage settings of this process (``LOOPLINE_STORAGE_ENDPOINT_URL``; credentials from ``AWS_*``)."""
+    from loopline.config import get_settings
+
+    scheme = urlparse(uri).scheme
+    settings = get_settings()
+    if scheme in ("", "file"):
+        return SharedFiles.of(settings).read_bytes(uri)
+    if scheme not in SUPPORTED_SCHEMES:
+        raise StorageError(f"cannot read {uri}: scheme {scheme!r} is not supported (use s3:// or a local path)")
+    endpoint = settings.storage_endpoint_url
+    return SharedFiles(f"{scheme}://{urlparse(uri).netloc}", endpoint).read_bytes(uri)

@@ -114,14 +114,13 @@ def _check_hash(where: Any, manifest: dict[str, Any], actual: str) -> None:
 
 
 def _read_remote(uri: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    import fsspec
+    from loopline.storage.files import StorageError, fetch_bytes
 
     def fetch(url: str) -> bytes:
         try:
-            with fsspec.open(url, "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            raise TrainingError(f"training set file not found: {url}") from None
+            return fetch_bytes(url)
+        except StorageError as exc:
+            raise TrainingError(f"training set unreadable: {exc}") from None
         except (ImportError, ValueError) as exc:  # unknown protocol, or its filesystem package missing
             raise TrainingError(f"cannot read {url}: {exc} (install the fsspec filesystem for this scheme "
                                 "in the trainer image, e.g. s3fs for s3://)") from None

@@ -217,8 +217,9 @@ def test_changed_training_set_is_refused(tmp_path: Path) -> None:
 # --- training-set URIs -------------------------------------------------------------------------------
 
 
-def test_training_set_is_read_from_file_and_fsspec_uris(tmp_path: Path) -> None:
-    import fsspec
+def test_training_set_is_read_from_file_and_object_storage_uris(tmp_path: Path, monkeypatch) -> None:
+    import boto3
+    from local_servers import s3_server
 
     path = write_training_set(synthetic_training_set(n=300), tmp_path / "t.parquet")
     local, manifest = read_training_set(path)
@@ -226,19 +227,18 @@ def test_training_set_is_read_from_file_and_fsspec_uris(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(local, via_file)
     assert file_manifest["content_hash"] == manifest["content_hash"]
 
-    memory = fsspec.filesystem("memory")  # stands in for s3:// (same fsspec code path, no service)
-    memory.pipe({"/sets/t.parquet": path.read_bytes(),
-                 "/sets/t.parquet.manifest.json": (tmp_path / "t.parquet.manifest.json").read_bytes()})
-    try:
-        remote, remote_manifest = read_training_set("memory://sets/t.parquet")
+    with s3_server("sets") as endpoint:  # a real S3 API (moto's server), as a trainer pod reads it
+        monkeypatch.setenv("LOOPLINE_STORAGE_ENDPOINT_URL", endpoint)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.upload_file(str(path), "sets", "t.parquet")
+        s3.upload_file(str(tmp_path / "t.parquet.manifest.json"), "sets", "t.parquet.manifest.json")
+        remote, remote_manifest = read_training_set("s3://sets/t.parquet")
         pd.testing.assert_frame_equal(local, remote)
         assert remote_manifest["content_hash"] == manifest["content_hash"]
-        memory.pipe("/sets/t.parquet", synthetic_training_set(n=301).to_parquet(index=False))
+        s3.put_object(Bucket="sets", Key="t.parquet", Body=synthetic_training_set(n=301).to_parquet(index=False))
         with pytest.raises(TrainingError, match="changed since its manifest"):
-            read_training_set("memory://sets/t.parquet")
-        with pytest.raises(TrainingError, match="not found: memory://sets/nope.parquet"):
-            read_training_set("memory://sets/nope.parquet")
-    finally:
-        memory.rm("/sets", recursive=True)
+            read_training_set("s3://sets/t.parquet")
+        with pytest.raises(TrainingError, match="s3://sets/nope.parquet.manifest.json: not found"):
+            read_training_set("s3://sets/nope.parquet")
     with pytest.raises(TrainingError, match="cannot read nosuchscheme://"):
         read_training_set("nosuchscheme://bucket/t.parquet")
