@@ -30,6 +30,8 @@ _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[mkMGTPE]|[eE][+-
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Object stores the training pod can read a training set from (boto3 speaks S3, MinIO included).
 OBJECT_STORE_SCHEMES = ("s3://",)
+# Where the MLflow server keeps artifacts, under the storage URL unless mlflow.artifacts_destination says otherwise.
+MLFLOW_ARTIFACTS_SUBDIR = "mlflow-artifacts"
 # The run whose training pod `loopline k8s manifests` renders (a manual run of train_model).
 SAMPLE_RUN_ID = "manual__2026-01-05T03:00:00+00:00"
 
@@ -94,10 +96,17 @@ class Security(_Strict):
     fs_group: int = Field(default=10001, ge=1)
 
 
+def _object_store_url(value: str, what: str) -> str:
+    """An ``s3://bucket[/prefix]`` URL without a trailing slash, or a ValueError that says what to write."""
+    if not value.startswith(OBJECT_STORE_SCHEMES) or not value.removeprefix("s3://").split("/", 1)[0]:
+        raise ValueError(f"{value!r} is not an object-store URL: {what} must be s3://<bucket>[/prefix] (any "
+                         "S3-compatible store), never a path on a pod's disk")
+    return value.rstrip("/")
+
+
 class Secrets(_Strict):
     mlflow: DnsLabel
     object_store: DnsLabel
-
 
 
 class ServiceAccountRef(_Strict):
@@ -112,9 +121,11 @@ class XcomSidecar(_Strict):
 class TrainerConfig(_Strict):
     image: str = Field(min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # The training pod's own identity: bound to no Role (the pod needs no API access; no token mounted).
     service_account: DnsLabel = "loopline-trainer"
-    # Who creates the training pods (KubernetesPodOperator runs as the Airflow worker): bound to the Role.
-    launcher_service_account: ServiceAccountRef | None = None
+    # Who starts, watches, reads and deletes the training pods: KubernetesPodOperator runs in the Airflow
+    # worker pod and, deferred, waits in the triggerer; each of these accounts is bound to the launcher Role.
+    launcher_service_accounts: list[ServiceAccountRef] = Field(default_factory=list)
     config_path: str = "/opt/loopline/include/config/training.yaml"
     gpus: int = Field(default=1, ge=0, le=16)
     gpu_resource: str = "nvidia.com/gpu"
@@ -131,6 +142,14 @@ class TrainerConfig(_Strict):
     security: Security = Field(default_factory=Security)
     xcom_sidecar: XcomSidecar = Field(default_factory=XcomSidecar)
 
+    @field_validator("launcher_service_accounts")
+    @classmethod
+    def _distinct_launchers(cls, value: list[ServiceAccountRef]) -> list[ServiceAccountRef]:
+        if len({(ref.name, ref.namespace) for ref in value}) != len(value):
+            raise ValueError("lists the same service account twice")
+        if any(ref.name == "" for ref in value):
+            raise ValueError("a service account needs a name")
+        return value
 
     @field_validator("training_set_uri_prefix")
     @classmethod
@@ -205,6 +224,9 @@ class MlflowConfig(_Strict):
     resources: Resources = Field(default_factory=_default_mlflow_resources)
     security: Security = Field(default_factory=Security)
     secrets: MlflowSecrets = Field(default_factory=MlflowSecrets)
+    # Where the server stores artifacts (mlflow server --artifacts-destination): an s3:// URL. Unset: the
+    # top-level storage_url + "/mlflow-artifacts". Runs, the registry and users live in Postgres (the Secret).
+    artifacts_destination: str | None = None
     # Host headers MLflow accepts besides its Service's names and localhost (e.g. an Ingress host).
     extra_allowed_hosts: list[str] = Field(default_factory=list)
     # What the init Job grants (docker/mlflow/loopline_mlflow.py): include/config/serving.yaml's model, the
@@ -217,9 +239,31 @@ class MlflowConfig(_Strict):
 class KubernetesConfig(_Strict):
     version: Literal[1] = 1
     namespace: DnsLabel = "loopline"
+    # The root of the files tasks share (LOOPLINE_STORAGE_URL of the Airflow pods; s3://bucket[/prefix]);
+    # MLflow's artifacts live under it unless mlflow.artifacts_destination says otherwise.
+    storage_url: str = ""
     trainer: TrainerConfig
     serving: ServingConfig
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        return _object_store_url(value, "storage_url (LOOPLINE_STORAGE_URL)") if value else value
+
+    @model_validator(mode="after")
+    def _mlflow_artifacts_in_the_object_store(self) -> KubernetesConfig:
+        if self.mlflow.artifacts_destination is not None:
+            _object_store_url(self.mlflow.artifacts_destination, "mlflow.artifacts_destination")
+        elif self.mlflow.enabled and not self.storage_url:
+            raise ValueError("the MLflow server needs an object store for its artifacts: set storage_url "
+                             "(LOOPLINE_STORAGE_URL, e.g. s3://loopline) or mlflow.artifacts_destination")
+        return self
+
+    def mlflow_artifacts_destination(self) -> str:
+        """The MLflow server's ``--artifacts-destination``: explicit, or under the storage URL."""
+        explicit = self.mlflow.artifacts_destination
+        return explicit.rstrip("/") if explicit else f"{self.storage_url}/{MLFLOW_ARTIFACTS_SUBDIR}"
 
 
 
@@ -239,7 +283,10 @@ def _overrides(settings: Settings) -> dict[str, Any]:
         "training_set_uri_prefix": settings.training_set_uri_prefix,
     }.items() if value is not None}
     serving = {"image": settings.serving_image} if settings.serving_image else {}
-    top = {"namespace": settings.k8s_namespace} if settings.k8s_namespace else {}
+    top = {key: value for key, value in {
+        "namespace": settings.k8s_namespace,
+        "storage_url": settings.storage_url,
+    }.items() if value is not None}
     return {**top, "trainer": trainer, "serving": serving}
 
 

@@ -7,6 +7,7 @@ validate every object against the Kubernetes schema.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from loopline.k8s.config import KubernetesConfig, Security
@@ -83,48 +84,69 @@ def namespace(config: KubernetesConfig) -> dict[str, Any]:
             "metadata": {"name": config.namespace, "labels": {**pss, "app.kubernetes.io/part-of": PART_OF}}}
 
 
-def airflow_namespace(config: KubernetesConfig) -> dict[str, Any] | None:
-    """The namespace of the Airflow release that launches the training pods, or None if it is Loopline's own.
+def launcher_namespaces(config: KubernetesConfig) -> list[str]:
+    """The namespaces of the accounts that launch training pods, other than Loopline's own (in order)."""
+    found: list[str] = []
+    for ref in config.trainer.launcher_service_accounts:
+        if ref.namespace not in (None, config.namespace, *found):
+            found.append(ref.namespace)
+    return found
+
+
+def airflow_namespaces(config: KubernetesConfig) -> list[dict[str, Any]]:
+    """The namespace of the Airflow release that launches the training pods, unless it is Loopline's own.
 
     It enforces "baseline" and warns/audits "restricted": the official chart's pods are made restricted by
     deploy/helm/airflow-values.yaml, but a chart upgrade adding a container without a securityContext
     should show up as a warning, not as an Airflow that cannot start.
     """
-    launcher = config.trainer.launcher_service_account
-    if launcher is None or launcher.namespace in (None, config.namespace):
-        return None
     labels = {"pod-security.kubernetes.io/enforce": "baseline",
               "pod-security.kubernetes.io/audit": POD_SECURITY_LEVEL,
               "pod-security.kubernetes.io/warn": POD_SECURITY_LEVEL,
               "app.kubernetes.io/part-of": PART_OF}
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": launcher.namespace, "labels": labels}}
+    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
+            for name in launcher_namespaces(config)]
+
+
+# What launching a training pod with KubernetesPodOperator takes, in the training namespace only: create the
+# pod, find it again (list by labels, get, watch), label it as checked (patch), follow its log, read the XCom
+# sidecar's result with exec (create: POST and WebSocket exec alike on current API servers; get: older ones),
+# log its events when it fails, and delete it when done. Nothing on any other kind of object.
+LAUNCHER_RULES: tuple[dict[str, Any], ...] = (
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+)
+LAUNCHER_ROLE = "loopline-training-launcher"
 
 
 def trainer_rbac(config: KubernetesConfig) -> list[dict[str, Any]]:
-    """The trainer's ServiceAccount and a Role to run training pods in its namespace only.
+    """The training pod's ServiceAccount, and the Role that launches training pods with its binding.
 
-    The training pod itself needs no API access (its token is not mounted); the Role is bound to the
-    trainer account and to the Airflow worker account that creates, watches and deletes the pods.
+    The training pod needs no API access: its account has no Role and no token mounted, so code in the pod
+    cannot create or delete pods. The launcher Role is bound to the accounts that run KubernetesPodOperator:
+    the Airflow worker (creates the pod, reads its result through the XCom sidecar with exec, deletes it)
+    and the triggerer (the deferred operator watches the pod and reads its log and events from there).
     """
     trainer = config.trainer
     meta = {"namespace": config.namespace, "labels": trainer_labels()}
-    role_name = f"{trainer.service_account}-pods"
-    subjects = [{"kind": "ServiceAccount", "name": trainer.service_account, "namespace": config.namespace}]
-    launcher = trainer.launcher_service_account
-    if launcher is not None:
-        subjects.append({"kind": "ServiceAccount", "name": launcher.name,
-                         "namespace": launcher.namespace or config.namespace})
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": trainer.service_account, **meta},
+               "automountServiceAccountToken": False}
+    launchers = trainer.launcher_service_accounts
+    if not launchers:
+        return [account]
+    launcher_meta = {"namespace": config.namespace, "labels": labels(TRAINER_COMPONENT, LAUNCHER_ROLE)}
+    subjects = [{"kind": "ServiceAccount", "name": ref.name, "namespace": ref.namespace or config.namespace}
+                for ref in launchers]
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": trainer.service_account, **meta},
-         "automountServiceAccountToken": False},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": role_name, **meta},
-         "rules": [
-             {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"]},
-             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-         ]},
+        account,
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": LAUNCHER_ROLE, **launcher_meta},
+         "rules": copy.deepcopy(list(LAUNCHER_RULES))},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": role_name, **meta},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+         "metadata": {"name": LAUNCHER_ROLE, **launcher_meta},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LAUNCHER_ROLE},
          "subjects": subjects},
     ]
 
@@ -143,9 +165,12 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "failureThreshold": failures}
 
 
-def secret_key_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    """One environment variable from one key of a Secret."""
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+def secret_key_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    """One environment variable from one key of a Secret (the pod does not start without it unless optional)."""
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
 def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
@@ -259,22 +284,36 @@ def _telemetry_off() -> list[dict[str, str]]:
             {"name": "HOME", "value": "/tmp"}]
 
 
+# The object-store Secret's key for an S3-compatible endpoint (MinIO, ...; absent for AWS S3): Loopline's own
+# setting, which the MLflow server reads as MLFLOW_S3_ENDPOINT_URL.
+STORAGE_ENDPOINT_KEY = "LOOPLINE_STORAGE_ENDPOINT_URL"
+
+
 def mlflow_deployment(config: KubernetesConfig) -> dict[str, Any]:
     """The MLflow server with its basic-auth app: every request but /health needs a login, a user sees only
-    what it was granted; runs, users and artifacts are external (Postgres role mlflow, the object store)."""
+    what it was granted. Nothing lives on the pod's disk: runs, the registry and users are in Postgres (role
+    mlflow; the Secret's URLs are required keys, so a missing one stops the pod instead of MLflow falling back
+    to a local file store), artifacts in the object store (``--artifacts-destination s3://...``, proxied by
+    the server, at the endpoint of the object-store Secret)."""
     mlflow = config.mlflow
+    server_secret = mlflow.secrets.server
     container = {
         "name": "mlflow",
         "image": mlflow.image,
         "imagePullPolicy": mlflow.image_pull_policy,
         "command": ["python", MLFLOW_WRAPPER, "serve", "--host", "0.0.0.0", "--port", str(mlflow.port),
-                    "--serve-artifacts", "--workers", str(mlflow.workers)],
+                    "--serve-artifacts", "--artifacts-destination", config.mlflow_artifacts_destination(),
+                    "--workers", str(mlflow.workers)],
         "ports": [{"name": "http", "containerPort": mlflow.port, "protocol": "TCP"}],
         "env": [*_telemetry_off(),
                 {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/tmp/loopline-mlflow-auth.ini"},
                 {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "admin"},
                 {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": mlflow_allowed_hosts(config)},
-                {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"}],
+                {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"},
+                secret_key_env("MLFLOW_BACKEND_STORE_URI", server_secret, "MLFLOW_BACKEND_STORE_URI"),
+                secret_key_env("MLFLOW_AUTH_DATABASE_URI", server_secret, "MLFLOW_AUTH_DATABASE_URI"),
+                secret_key_env("MLFLOW_S3_ENDPOINT_URL", config.trainer.secrets.object_store, STORAGE_ENDPOINT_KEY,
+                               optional=True)],
         # The server's own Secret (stores, CSRF secret, admin password) and the object store's credentials.
         "envFrom": secret_env_from(mlflow.secrets.server, config.trainer.secrets.object_store),
         "resources": mlflow.resources.as_dict(),
@@ -404,9 +443,8 @@ def network_policies(config: KubernetesConfig) -> list[dict[str, Any]]:
 def _mlflow_network_policies(config: KubernetesConfig, trainer_selector: dict[str, str]) -> list[dict[str, Any]]:
     clients: list[dict[str, Any]] = [{"podSelector": {"matchLabels": selector}}
                                      for selector in (_selector(), trainer_selector, _mlflow_init_selector())]
-    launcher = config.trainer.launcher_service_account
-    if launcher is not None and launcher.namespace not in (None, config.namespace):
-        clients.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": launcher.namespace}}})
+    clients.extend({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+                   for name in launcher_namespaces(config))
     return [
         _network_policy(config, MLFLOW_NAME, _mlflow_selector(),
                         ingress=[{"from": clients, "ports": [{"protocol": "TCP", "port": "http"}]}],
@@ -419,12 +457,8 @@ def _mlflow_network_policies(config: KubernetesConfig, trainer_selector: dict[st
 
 def static_manifests(config: KubernetesConfig) -> dict[str, list[dict[str, Any]]]:
     """Every object except the training pod (rendered by Airflow), grouped by the file it is written to."""
-    namespaces = [namespace(config)]
-    airflow = airflow_namespace(config)
-    if airflow is not None:
-        namespaces.append(airflow)
     groups = {
-        "namespace": namespaces,
+        "namespace": [namespace(config), *airflow_namespaces(config)],
         "trainer-rbac": trainer_rbac(config),
         "serving": [serving_deployment(config), serving_service(config), serving_hpa(config), serving_pdb(config)],
         "network-policies": network_policies(config),

@@ -20,16 +20,22 @@ def manifest_file(parquet: Path) -> Path:
     return parquet.with_name(parquet.name + ".manifest.json")
 
 
-def _upload_s3(local: Path, uri: str) -> None:
+def _upload_s3(local: Path, uri: str, endpoint_url: str | None) -> None:
     try:
-        import boto3  # only the kubernetes backend needs it; credentials and endpoint from AWS_* env
+        import boto3  # only the kubernetes backend needs it; credentials from the AWS_* env
     except ImportError:
         raise RuntimeError(f"publishing {local.name} to {uri} needs boto3 on the Airflow worker: "
                            "add boto3 to the Airflow image (pip install boto3)") from None
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    client = boto3.client("s3", endpoint_url=endpoint_url)
     client.upload_file(str(local), bucket, key)
+
+
+def storage_endpoint(settings: Settings) -> str | None:
+    """The S3-compatible endpoint (MinIO, ...): ``LOOPLINE_STORAGE_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL``,
+    else None (AWS S3 itself)."""
+    return settings.storage_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def publish_training_set(settings: Settings, manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -43,6 +49,7 @@ def publish_training_set(settings: Settings, manifest: dict[str, Any], run_id: s
         return {**manifest, "uri": str(local)}
     prefix = require_reachable_training_sets(load_config(settings), settings.state.root)
     uri = training_set_uri(prefix, run_id, local.name)
-    _upload_s3(local, uri)
-    _upload_s3(manifest_file(local), uri + ".manifest.json")
+    endpoint = storage_endpoint(settings)
+    _upload_s3(local, uri, endpoint)
+    _upload_s3(manifest_file(local), uri + ".manifest.json", endpoint)
     return {**manifest, "uri": uri}

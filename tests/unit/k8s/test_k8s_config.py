@@ -57,12 +57,36 @@ def test_empty_env_override_means_unset(clean_loopline_env: None, monkeypatch: p
         ({"trainer": {"on_finish_action": "delete_everything"}}, "trainer.on_finish_action"),
         ({"trainer": {"nvidia_gpus": 2}}, "trainer.nvidia_gpus"),
         ({"serving": {"min_replicas": 1, "min_available": 1}}, "serving"),
+        ({"storage_url": "/var/lib/loopline"}, "storage_url"),
+        ({"storage_url": "s3://"}, "storage_url"),
+        ({"trainer": {"launcher_service_accounts": [{"name": "airflow-worker", "namespace": "airflow"}] * 2}},
+         "trainer.launcher_service_accounts"),
+        ({"trainer": {"launcher_service_account": {"name": "airflow-worker"}}}, "trainer.launcher_service_account"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_field(patch: dict, field: str) -> None:
     with pytest.raises(KubernetesConfigError) as info:
         parse_config(SHIPPED, patch, source="kubernetes.yaml")
     assert field in str(info.value)
+
+
+def test_mlflow_artifacts_must_be_in_an_object_store() -> None:
+    no_storage = {key: value for key, value in SHIPPED.items() if key != "storage_url"}
+    with pytest.raises(KubernetesConfigError, match="storage_url"):
+        parse_config(no_storage, source="kubernetes.yaml")
+    with pytest.raises(KubernetesConfigError, match="mlflow.artifacts_destination"):
+        parse_config(SHIPPED, {"mlflow": {"artifacts_destination": "/var/lib/mlflow/artifacts"}})
+    # An MLflow of your own needs none of it.
+    assert parse_config(no_storage, {"mlflow": {"enabled": False}}).storage_url == ""
+
+
+def test_the_storage_setting_moves_mlflow_artifacts_with_it(clean_loopline_env: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config(get_settings()).mlflow_artifacts_destination() == SHIPPED["storage_url"] + "/mlflow-artifacts"
+    monkeypatch.setenv("LOOPLINE_STORAGE_URL", "s3://ml-prod/loopline/")
+    config = load_config(get_settings())
+    assert config.storage_url == "s3://ml-prod/loopline"
+    assert config.mlflow_artifacts_destination() == "s3://ml-prod/loopline/mlflow-artifacts"
 
 
 def test_missing_file_says_what_to_set(clean_loopline_env: None, monkeypatch: pytest.MonkeyPatch,

@@ -36,15 +36,15 @@ def test_namespace_enforces_restricted() -> None:
 
 
 def test_airflow_namespace_warns_about_restricted_without_blocking_the_chart() -> None:
-    launcher = CONFIG.trainer.launcher_service_account
-    airflow = manifests.airflow_namespace(CONFIG)
-    assert airflow is not None and airflow["metadata"]["name"] == launcher.namespace != CONFIG.namespace
+    launchers = CONFIG.trainer.launcher_service_accounts
+    (airflow,) = manifests.airflow_namespaces(CONFIG)  # worker and triggerer share the release's namespace
+    assert airflow["metadata"]["name"] == launchers[0].namespace != CONFIG.namespace
     labels = airflow["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
-    same_namespace = CONFIG.trainer.model_copy(update={"launcher_service_account": launcher.model_copy(
-        update={"namespace": None})})
-    assert manifests.airflow_namespace(CONFIG.model_copy(update={"trainer": same_namespace})) is None
+    same_namespace = CONFIG.trainer.model_copy(update={"launcher_service_accounts": [
+        ref.model_copy(update={"namespace": None}) for ref in launchers]})
+    assert manifests.airflow_namespaces(CONFIG.model_copy(update={"trainer": same_namespace})) == []
 
 
 def _policies() -> dict[str, dict]:
@@ -115,15 +115,60 @@ def test_hpa_scales_on_cpu_and_pdb_keeps_one_pod() -> None:
     assert manifests.serving_pdb(CONFIG)["spec"]["minAvailable"] == CONFIG.serving.min_available == 1
 
 
-def test_trainer_role_runs_pods_in_its_namespace_only() -> None:
+def _rules(role: dict) -> dict[str, set[str]]:
+    return {resource: set(rule["verbs"]) for rule in role["rules"] for resource in rule["resources"]
+            if rule["apiGroups"] == [""]}
+
+
+def test_the_launcher_role_can_run_a_deferrable_pod_with_an_xcom_sidecar_in_its_namespace_only() -> None:
     account, role, binding = manifests.trainer_rbac(CONFIG)
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == CONFIG.namespace  # not a ClusterRole
-    rules = {tuple(r["resources"]): set(r["verbs"]) for r in role["rules"]}
-    assert rules == {("pods",): {"create", "get", "list", "watch", "delete"}, ("pods/log",): {"get"}}
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    bound = {(s["name"], s["namespace"]) for s in binding["subjects"]}
-    assert (account["metadata"]["name"], CONFIG.namespace) in bound
+    assert all(rule["apiGroups"] == [""] for rule in role["rules"])  # core objects only
+    rules = _rules(role)
+    # Create, find again, label as checked, delete; the log; the XCom sidecar's result (exec); failure events.
+    assert rules["pods"] == {"create", "get", "list", "watch", "patch", "delete"}
+    assert rules["pods/log"] == {"get"}
+    assert {"create", "get"} <= rules["pods/exec"]
+    assert rules["events"] <= {"get", "list", "watch"}
+    assert set(rules) == {"pods", "pods/log", "pods/exec", "events"}
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+
+
+def test_the_worker_and_the_triggerer_launch_pods_and_the_trainer_pod_cannot() -> None:
+    account, _role, binding = manifests.trainer_rbac(CONFIG)
+    bound = {(s["kind"], s["name"], s["namespace"]) for s in binding["subjects"]}
+    launchers = {("ServiceAccount", ref.name, ref.namespace) for ref in CONFIG.trainer.launcher_service_accounts}
+    assert bound == launchers
+    # The official chart's accounts of the release `airflow`: KubernetesPodOperator in the worker's pod, and
+    # (deferrable=True) its trigger in the triggerer.
+    assert {name for _, name, _ in bound} == {"airflow-worker", "airflow-triggerer"}
+    # The training pod's own account is bound to nothing and has no token: it cannot create or delete pods.
+    assert ("ServiceAccount", account["metadata"]["name"], CONFIG.namespace) not in bound
+    assert account["metadata"]["name"] == manifests.trainer_pod_template(CONFIG)["spec"]["serviceAccountName"]
     assert account["automountServiceAccountToken"] is False
+    assert manifests.trainer_pod_template(CONFIG)["spec"]["automountServiceAccountToken"] is False
+    subjects = [s for obj in ALL if obj["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in obj["subjects"]]
+    assert all(s["name"] != account["metadata"]["name"] for s in subjects)
+
+
+def test_the_launcher_role_is_what_the_training_operator_needs() -> None:
+    """The train_model operator is deferrable (its trigger watches the pod from the triggerer: bound) and
+    pushes XCom through the sidecar (read with exec: pods/exec), as the pod's own account."""
+    from loopline_airflow.trainer_pod import trainer_pod_operator
+
+    operator = trainer_pod_operator(CONFIG, task_id="train", training_set_task_id="build_training_set")
+    assert operator.deferrable is True and operator.do_xcom_push is True
+    assert operator.namespace == CONFIG.namespace == manifests.trainer_rbac(CONFIG)[1]["metadata"]["namespace"]
+    assert operator.service_account_name == CONFIG.trainer.service_account
+    (pod,) = yaml.safe_load_all((DEPLOY_DIR / "training-pod.yaml").read_text())
+    assert "airflow-xcom-sidecar" in {c["name"] for c in pod["spec"]["containers"]}
+
+
+def test_without_launchers_only_the_trainer_account_is_rendered() -> None:
+    trainer = CONFIG.trainer.model_copy(update={"launcher_service_accounts": []})
+    objects = manifests.trainer_rbac(CONFIG.model_copy(update={"trainer": trainer}))
+    assert [o["kind"] for o in objects] == ["ServiceAccount"]
 
 
 def test_serving_objects_point_at_the_deployment() -> None:
@@ -264,6 +309,32 @@ def test_mlflow_runs_the_basic_auth_wrapper_with_its_own_secret() -> None:
     assert manifests.mlflow_url(CONFIG) == f"http://loopline-mlflow.{CONFIG.namespace}.svc:{CONFIG.mlflow.port}"
 
 
+def test_mlflow_keeps_nothing_on_its_disk_artifacts_in_the_object_store_and_runs_in_postgres() -> None:
+    container = _mlflow_container()
+    command = container["command"]
+    destination = command[command.index("--artifacts-destination") + 1]
+    assert destination == f"{CONFIG.storage_url}/mlflow-artifacts" and destination.startswith("s3://")
+    env = _env(container)
+    # The S3-compatible endpoint comes from the object-store Secret (absent for AWS S3: optional).
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": CONFIG.trainer.secrets.object_store, "key": manifests.STORAGE_ENDPOINT_KEY, "optional": True}
+    # Runs/registry and users: required keys of the server's Secret (no fallback to a local file store).
+    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": CONFIG.mlflow.secrets.server, "key": name}
+    # Its only volume is a size-limited /tmp (the auth config it writes), not an artifact store.
+    volumes = manifests.mlflow_deployment(CONFIG)["spec"]["template"]["spec"]["volumes"]
+    assert volumes == [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+
+
+def test_mlflow_artifacts_destination_can_be_set_apart_from_the_storage_url() -> None:
+    config = CONFIG.model_copy(update={"mlflow": CONFIG.mlflow.model_copy(
+        update={"artifacts_destination": "s3://ml-artifacts/loopline/"})})
+    command = manifests.mlflow_deployment(config)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--artifacts-destination") + 1] == "s3://ml-artifacts/loopline"
+
+
 def test_mlflow_init_reads_each_password_from_the_secret_of_whoever_logs_in_with_it() -> None:
     job = manifests.mlflow_init_job(CONFIG)
     (container,) = job["spec"]["template"]["spec"]["containers"]
@@ -307,7 +378,7 @@ def test_mlflow_policies_admit_serving_trainer_init_and_airflow_only() -> None:
     for pod in (serving_labels, trainer_labels, init_labels):
         assert any(sel.items() <= pod.items() for sel in selected)
     namespaces = [peer["namespaceSelector"]["matchLabels"] for peer in rule["from"] if "namespaceSelector" in peer]
-    assert namespaces == [{"kubernetes.io/metadata.name": CONFIG.trainer.launcher_service_account.namespace}]
+    assert namespaces == [{"kubernetes.io/metadata.name": CONFIG.trainer.launcher_service_accounts[0].namespace}]
     assert {p["port"] for p in mlflow["egress"][0]["ports"]} == {443, 9000, 5432}
     init = policies[manifests.MLFLOW_INIT_NAME]["spec"]
     assert init["ingress"] == []

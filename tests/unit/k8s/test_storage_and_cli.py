@@ -32,13 +32,32 @@ def test_kubernetes_backend_uploads_data_then_manifest(clean_loopline_env: None,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPLINE_TRAINING_BACKEND", "kubernetes")
     monkeypatch.setenv("LOOPLINE_TRAINING_SET_URI_PREFIX", "s3://bucket/sets/")
-    uploads: list[tuple[str, str]] = []
-    monkeypatch.setattr(storage, "_upload_s3", lambda local, uri: uploads.append((Path(local).name, uri)))
+    monkeypatch.setenv("LOOPLINE_STORAGE_ENDPOINT_URL", "http://minio.example:9000")
+    uploads: list[tuple[str, str, str | None]] = []
+    monkeypatch.setattr(storage, "_upload_s3",
+                        lambda local, uri, endpoint: uploads.append((Path(local).name, uri, endpoint)))
     published = storage.publish_training_set(get_settings(), _training_set(tmp_path), "manual__1")
     assert published["uri"] == "s3://bucket/sets/manual__1/run.parquet"
-    # The manifest goes last: a reader that finds it can trust the data is complete.
-    assert uploads == [("run.parquet", published["uri"]),
-                       ("run.parquet.manifest.json", published["uri"] + ".manifest.json")]
+    # The manifest goes last: a reader that finds it can trust the data is complete; both go to the store
+    # Loopline's storage setting names.
+    assert uploads == [("run.parquet", published["uri"], "http://minio.example:9000"),
+                       ("run.parquet.manifest.json", published["uri"] + ".manifest.json", "http://minio.example:9000")]
+
+
+@pytest.mark.parametrize(("loopline", "aws", "expected"), [
+    ("http://minio.example:9000", "http://other:9000", "http://minio.example:9000"),
+    (None, "http://other:9000", "http://other:9000"),
+    (None, None, None),
+])
+def test_the_upload_endpoint_is_loopline_s_storage_setting_first(
+        clean_loopline_env: None, monkeypatch: pytest.MonkeyPatch,
+        loopline: str | None, aws: str | None, expected: str | None) -> None:
+    for name, value in (("LOOPLINE_STORAGE_ENDPOINT_URL", loopline), ("AWS_ENDPOINT_URL", aws)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert storage.storage_endpoint(get_settings()) == expected
 
 
 def test_kubernetes_backend_without_prefix_refuses_to_publish(clean_loopline_env: None, tmp_path: Path,
