@@ -23,8 +23,17 @@ LOOPLINE_SERVICES = ("airflow-init", "airflow-api-server", "airflow-scheduler", 
 # 127.0.0.1 and a state dir in the checkout, which is wrong in a container).
 REQUIRED_EVERYWHERE = {"LOOPLINE_MODE", "LOOPLINE_STATE_DIR", "LOOPLINE_MLFLOW_TRACKING_URI"}
 # In Kubernetes the tracking URI comes from the loopline-mlflow Secret (extraEnvFrom), not from `env`.
-REQUIRED_IN_HELM_ENV = {"LOOPLINE_MODE", "LOOPLINE_STATE_DIR", "LOOPLINE_TRAINING_BACKEND",
+REQUIRED_IN_HELM_ENV = {"LOOPLINE_MODE", "LOOPLINE_STATE_DIR", "LOOPLINE_TRAINING_BACKEND", "LOOPLINE_STORAGE_URL",
                         "LOOPLINE_TRAINING_SET_URI_PREFIX", "LOOPLINE_K8S_NAMESPACE", "LOOPLINE_TRAINER_IMAGE"}
+# Where Kubernetes tasks share state (no shared disk): each key is created in a Secret by the docs.
+SHARED_STATE_SECRET_KEYS = {"loopline-database": {"LOOPLINE_STATE_DB_URL", "LOOPLINE_PREDICTION_LOG_URL",
+                                                  "LOOPLINE_HISTORY_URL"},
+                            "loopline-object-store": {"LOOPLINE_STORAGE_ENDPOINT_URL", "AWS_ENDPOINT_URL",
+                                                      "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                      "AWS_DEFAULT_REGION"}}
+# Every Secret the docs create that Loopline code reads as environment.
+DOCUMENTED_SECRETS = ("loopline-mlflow", "loopline-object-store", "loopline-feast", "loopline-database",
+                      "loopline-serving")
 
 
 def _feast_variables(path: Path) -> set[str]:
@@ -99,6 +108,11 @@ def test_helm_values_set_what_the_kubernetes_mode_needs(monkeypatch: pytest.Monk
     settings = Settings()
     assert (settings.mode, settings.training_backend) == ("kubernetes", "kubernetes")
     assert settings.training_set_uri_prefix and settings.training_set_uri_prefix.startswith("s3://")
+    assert settings.storage_url and settings.storage_url.startswith("s3://")
+    # Training sets are shared files too: under the same bucket as everything else.
+    assert settings.training_set_uri_prefix.startswith(settings.storage_url.rstrip("/") + "/")
+    # Secrets never sit in the values: the state database comes from a Secret, not from `env`.
+    assert "LOOPLINE_STATE_DB_URL" not in env and "LOOPLINE_STORAGE_ENDPOINT_URL" not in env
 
 
 def _secret_keys(doc: str, secret: str) -> set[str]:
@@ -116,16 +130,26 @@ def test_helm_secrets_and_docs_give_kubernetes_what_compose_sets() -> None:
         assert f"name: {secret}" in env_from, f"airflow-values.yaml does not load the {secret} Secret"
     assert _feast_variables(FEAST_PRODUCTION) <= _secret_keys(doc, "loopline-feast")
     assert "LOOPLINE_MLFLOW_TRACKING_URI" in _secret_keys(doc, "loopline-mlflow")
+    for secret, keys in SHARED_STATE_SECRET_KEYS.items():
+        assert keys <= _secret_keys(doc, secret), f"the docs' {secret} lacks {sorted(keys - _secret_keys(doc, secret))}"
     compose_names = set(_compose_loopline_env("airflow-scheduler"))
     in_kubernetes = set(_helm_env()).union(*(_secret_keys(doc, name) for name in (
-        "loopline-feast", "loopline-mlflow", "loopline-database")))
+        "loopline-feast", "loopline-mlflow", "loopline-database", "loopline-object-store")))
     # Compose-only: the Airflow URL/login of the compose stack (Kubernetes has the chart's Service instead).
     compose_only = {"LOOPLINE_AIRFLOW_USERNAME"}
     assert compose_names - in_kubernetes <= compose_only, sorted(compose_names - in_kubernetes)
 
 
+def test_the_docs_secrets_hold_only_names_loopline_reads() -> None:
+    doc = (REPO_ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    for secret in DOCUMENTED_SECRETS:
+        unknown = {k for k in _secret_keys(doc, secret) if k.startswith("LOOPLINE_")} - _known_names()
+        assert not unknown, f"the docs put {sorted(unknown)} into {secret}, which nothing reads"
+
+
 def test_helm_values_agree_with_kubernetes_yaml() -> None:
-    """The chart's worker account, namespace, images and Secrets are the ones Loopline's objects expect."""
+    """The chart's worker and triggerer accounts, namespace, images, storage and Secrets are the ones
+    Loopline's objects expect."""
     import yaml
 
     from loopline.k8s import manifests
@@ -134,9 +158,15 @@ def test_helm_values_agree_with_kubernetes_yaml() -> None:
     config = parse_config(yaml.safe_load((REPO_ROOT / "include" / "config" / "kubernetes.yaml").read_text()))
     values, env = helm_values(), _helm_env()
     assert values["executor"] == "KubernetesExecutor"
-    launcher = config.trainer.launcher_service_account
-    assert values["workers"]["serviceAccount"]["name"] == launcher.name
-    assert values["config"]["kubernetes_executor"]["namespace"] == launcher.namespace
+    # KubernetesPodOperator runs in the task pods (worker account) and, deferred, in the triggerer: both are
+    # bound to the launcher Role, and both are the accounts the chart creates with these values.
+    chart_accounts = {values[component]["serviceAccount"]["name"] for component in ("workers", "triggerer")}
+    assert all(values[component]["serviceAccount"]["create"] for component in ("workers", "triggerer"))
+    launchers = config.trainer.launcher_service_accounts
+    assert {ref.name for ref in launchers} == chart_accounts
+    assert {ref.namespace for ref in launchers} == {values["config"]["kubernetes_executor"]["namespace"]}
+    assert env["LOOPLINE_STORAGE_URL"] == config.storage_url
+    assert config.mlflow_artifacts_destination().startswith(config.storage_url + "/")
     assert env["LOOPLINE_K8S_NAMESPACE"] == config.namespace
     assert env["LOOPLINE_TRAINER_IMAGE"] == config.trainer.image
     assert env["LOOPLINE_SERVING_IMAGE"] == config.serving.image
@@ -170,7 +200,10 @@ def test_the_docs_give_serving_its_own_identity_and_airflow_the_writer() -> None
     assert {"accepted-keys", "api-key"} <= api_key
     server = _secret_keys(doc, config.mlflow.secrets.server)
     assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI", "MLFLOW_FLASK_SERVER_SECRET_KEY",
-            "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_ARTIFACTS_DESTINATION"} <= server
+            "MLFLOW_AUTH_ADMIN_PASSWORD"} <= server
+    # The artifact store is rendered into the Deployment (--artifacts-destination, from storage_url): a
+    # second value in the Secret would only be ignored.
+    assert "MLFLOW_ARTIFACTS_DESTINATION" not in server
 
 
 def _secret_keys_loose(doc: str, secret: str) -> set[str]:
