@@ -23,7 +23,7 @@ from loopline_airflow.triggers import LandingZoneTrigger
 
 LANDING = Asset(
     name="loopline.landing",
-    uri=f"file://{landing_dir()}",
+    uri=landing_dir() if "://" in landing_dir() else f"file://{landing_dir()}",
     watchers=[AssetWatcher(name="landing_zone_watcher", trigger=LandingZoneTrigger(landing_dir=landing_dir()))],
 )
 
@@ -49,15 +49,13 @@ def ingest_landing():
 
     @task(outlets=[VALIDATED_BATCH], map_index_template="{{ task.op_kwargs['path'].rsplit('/', 1)[-1] }}")
     def ingest_batch(path: str, **context) -> dict:
-        from pathlib import Path
-
         from airflow.exceptions import AirflowFailException, AirflowSkipException
 
         from loopline.config import get_settings
         from loopline.data.ingest import BatchGone, ingest_file
 
         try:
-            result = ingest_file(get_settings(), Path(path))
+            result = ingest_file(get_settings(), path)  # a local path or an object-storage URI
         except BatchGone as gone:
             raise AirflowSkipException(str(gone)) from gone
         if result.status == "quarantined":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
@@ -38,12 +37,15 @@ class LandingZoneTrigger(BaseEventTrigger):
         )
 
     def _scan(self) -> dict[str, Signature]:
+        from loopline.config import get_settings
         from loopline.data.ingest import is_batch_candidate
         from loopline.data.schema import BATCH_KINDS
+        from loopline.storage.files import as_path
 
         found: dict[str, Signature] = {}
+        landing = as_path(get_settings(), self.landing_dir)  # the local disk or object storage
         for kind in BATCH_KINDS:
-            folder = Path(self.landing_dir) / kind
+            folder = landing / kind
             if not folder.is_dir():
                 continue
             for path in folder.iterdir():
@@ -68,7 +70,7 @@ class LandingZoneTrigger(BaseEventTrigger):
                 if settled:
                     announced[path] = signature
                     yield TriggerEvent(
-                        {"path": path, "kind": Path(path).parent.name, "size": signature[0]}
+                        {"path": path, "kind": path.rstrip("/").rsplit("/", 2)[-2], "size": signature[0]}
                     )
                 else:
                     candidates[path] = signature

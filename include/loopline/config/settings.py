@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,9 +46,21 @@ def telemetry_off_env() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StatePaths:
-    """Where the embedded mode keeps each kind of state, all under one root."""
+    """Where each kind of state lives: all under one local root in the embedded mode.
+
+    ``shared`` is the root of the files other tasks read where tasks share no disk (a
+    ``upath.UPath`` on object storage, from ``LOOPLINE_STORAGE_URL``): the landing zone, the curated,
+    quarantined and archived batches and the reports then live under it, with the same layout, and
+    the rest (Airflow's and MLflow's local files, scratch) stays under ``root``. Those folders are
+    pathlib-like either way; ``loopline.storage.files`` has the few operations pathlib lacks.
+    """
 
     root: Path
+    shared: Any = None
+
+    @property
+    def shared_root(self) -> Path:
+        return self.shared if self.shared is not None else self.root
 
     @property
     def airflow_home(self) -> Path:
@@ -88,20 +100,20 @@ class StatePaths:
 
     @property
     def landing(self) -> Path:
-        return self.root / "data" / "landing"
+        return self.shared_root / "data" / "landing"
 
     @property
     def curated(self) -> Path:
-        return self.root / "data" / "curated"
+        return self.shared_root / "data" / "curated"
 
     @property
     def quarantine(self) -> Path:
-        return self.root / "data" / "quarantine"
+        return self.shared_root / "data" / "quarantine"
 
     @property
     def archive(self) -> Path:
         """Landed files after publishing, kept byte for byte (the landing zone is a queue)."""
-        return self.root / "data" / "archive"
+        return self.shared_root / "data" / "archive"
 
     @property
     def ingest_ledger(self) -> Path:
@@ -119,7 +131,7 @@ class StatePaths:
 
     @property
     def reports(self) -> Path:
-        return self.root / "reports"
+        return self.shared_root / "reports"
 
     @property
     def logs(self) -> Path:
@@ -150,7 +162,8 @@ class StatePaths:
 
     def ensure(self) -> StatePaths:
         for directory in self.directories():
-            directory.mkdir(parents=True, exist_ok=True)
+            if isinstance(directory, Path):  # object storage has no folders to create
+                directory.mkdir(parents=True, exist_ok=True)
         return self
 
 
@@ -163,7 +176,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_", frozen=True, extra="ignore")
 
-    mode: Literal["embedded", "compose", "kubernetes"] = "embedded"
+    mode: Literal["embedded", "distributed", "compose", "kubernetes"] = "embedded"
     project_dir: Path = Field(default_factory=_find_project_dir)
     state_dir: Path | None = None
 
@@ -226,6 +239,15 @@ class Settings(BaseSettings):
         # compose files often substitute ${VAR:-} to ""; that means "default", not the cwd.
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _object_storage(cls, value: str | None) -> str | None:
+        if value and not (value.startswith("s3://") and value[len("s3://"):].strip("/")):
+            raise ValueError(f"LOOPLINE_STORAGE_URL={value!r}: use s3://<bucket>[/prefix] (AWS or any "
+                             "S3-compatible store, with LOOPLINE_STORAGE_ENDPOINT_URL), or leave it empty for "
+                             "the state directory on the local disk")
+        return value
+
     @field_validator("project_dir", "state_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -233,7 +255,19 @@ class Settings(BaseSettings):
 
     @property
     def state(self) -> StatePaths:
-        return StatePaths(self.state_dir or self.project_dir / ".loopline")
+        return StatePaths(self.state_dir or self.project_dir / ".loopline", shared=self._shared_root())
+
+    def _shared_root(self) -> Any:
+        if not self.storage_url:
+            return None
+        from upath import UPath  # fsspec's pathlib: s3:// through s3fs
+
+        # No listings cache: long-lived processes (the triggerer watching the landing zone, serving) must
+        # see objects other processes wrote since their last listing.
+        options: dict[str, Any] = {"use_listings_cache": False}
+        if self.storage_endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": self.storage_endpoint_url}
+        return UPath(self.storage_url.rstrip("/"), **options)
 
     @property
     def dags_dir(self) -> Path:

@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +50,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from loopline.config import Settings
 from loopline.data.schema import BATCH_KINDS, BatchKind, columns_for
 from loopline.platform.files import sha256_file
+from loopline.storage.files import (
+    as_path,
+    is_remote,
+    read_parquet,
+    read_parquet_table,
+    sync,
+    transfer,
+    write_parquet,
+)
+from loopline.storage.files import (
+    replace as replace_file,
+)
 from loopline.storage.state_db import SqlDialect, StateDB, is_postgres_url, shared_lock
 
 if TYPE_CHECKING:
@@ -143,7 +154,12 @@ def landed_files(settings: Settings) -> list[Path]:
         for path in folder.iterdir()
         if is_batch_candidate(path)
     ]
-    return sorted(found, key=lambda p: (p.lstat().st_mtime, p.name))
+    return sorted(found, key=lambda p: (_delivered_at(p), p.name))
+
+
+def _delivered_at(path: Path) -> float:
+    # A link by its own time (never followed); an object by its upload time.
+    return (path.stat() if is_remote(path) else path.lstat()).st_mtime
 
 
 def landing_refusal(settings: Settings, path: Path) -> str | None:
@@ -152,8 +168,11 @@ def landing_refusal(settings: Settings, path: Path) -> str | None:
     Only entries of the landing zone are judged: a file named on the command line from elsewhere is
     the operator's own choice (and is copied, never taken). In the landing zone, a symbolic link is
     refused wherever it points, and so is anything that resolves outside the zone (a linked folder).
-    Hard links are not refused: making one needs the right to read the target already.
+    Hard links are not refused: making one needs the right to read the target already. Object
+    storage has no links: nothing there is refused.
     """
+    if is_remote(path):
+        return None
     given = Path(os.path.abspath(path))  # ``..`` folded by text; no link followed
     zone = settings.state.landing.resolve()
     where = given.parent.resolve() / given.name  # the folder's links followed, the entry's not
@@ -191,8 +210,9 @@ def read_batch(path: Path, kind: BatchKind) -> pd.DataFrame:
         raise UnreadableBatch(f"unsupported file type {suffix or '(none)'!r}: deliver .parquet or .csv")
     try:
         if suffix == ".parquet":
-            return pd.read_parquet(path)
-        frame = pd.read_csv(path, dtype=str, keep_default_na=True)
+            return read_parquet(path)
+        with path.open("rb") as handle:
+            frame = pd.read_csv(handle, dtype=str, keep_default_na=True)
     except Exception as exc:  # pyarrow and pandas raise many types for corrupt input
         raise UnreadableBatch(
             f"not a readable {suffix[1:]} file ({type(exc).__name__}: {exc}); it may be truncated "
@@ -333,8 +353,9 @@ class IngestLedger:
 
 def _ingest_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """One batch at a time across every ingest of this state: dedupe and the ledger must see each
-    other's writes."""
-    return shared_lock(settings, "ingest", settings.state.curated / ".ingest.lock")
+    other's writes. Without a state database the lock is a local file: enough for one machine, which is
+    why tasks on several machines need ``LOOPLINE_STATE_DB_URL`` as well as ``LOOPLINE_STORAGE_URL``."""
+    return shared_lock(settings, "ingest", settings.state.run_dir / "locks" / "ingest.lock")
 
 
 # --- publish and quarantine -------------------------------------------------------------------------
@@ -350,12 +371,10 @@ def existing_keys(
     """Transaction ids already in the curated store of ``kind``: in the ``date=YYYY-MM-DD`` partitions
     of ``days`` only, or in all of them (``None``); files named ``ignoring`` are left out. Staged
     files of a publish under way (``.*.parquet.staged``) are never read."""
-    import pyarrow.parquet as pq
-
     keys: set[str] = set()
     for part in visible_partition_files(curated_dir(settings, kind), days):
         if part.name != ignoring:
-            keys.update(pq.read_table(part, columns=[KEY_COLUMN]).column(0).to_pylist())
+            keys.update(read_parquet_table(part, columns=[KEY_COLUMN]).column(0).to_pylist())
     return keys
 
 
@@ -378,7 +397,7 @@ def visible_partition_files(kind_dir: Path, days: Iterable[str] | None = None) -
     files = (kind_dir.glob("date=*/*.parquet") if days is None
              else (f for day in sorted(set(days)) for f in (kind_dir / f"date={day}").glob("*.parquet")))
     hidden = publishing_batches(kind_dir)
-    return sorted(f for f in files if not f.name.startswith(".") and f.stem not in hidden)
+    return sorted((f for f in files if not f.name.startswith(".") and f.stem not in hidden), key=str)
 
 
 def staged_path(final: Path) -> Path:
@@ -386,20 +405,10 @@ def staged_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{STAGED_SUFFIX}")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def stage_partition(frame: pd.DataFrame, final: Path) -> None:
     """Write one partition file under its staged name, synced to disk (a publish intent may name it)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    staged = staged_path(final)
-    frame.to_parquet(staged, index=False)
-    _fsync(staged)
+    write_parquet(frame, staged_path(final))
 
 
 def promote_partition(settings: Settings, partition: str) -> None:
@@ -407,7 +416,7 @@ def promote_partition(settings: Settings, partition: str) -> None:
     final = settings.state.curated / partition
     staged = staged_path(final)
     if staged.exists():
-        os.replace(staged, final)
+        replace_file(staged, final)
     elif not final.exists():
         raise IncompletePublish(f"partition {partition} is neither staged nor published")
 
@@ -441,7 +450,8 @@ def stage(settings: Settings, frame: pd.DataFrame, kind: str, batch_id: str) -> 
 def _publishing_marks(settings: Settings, partitions: list[str]) -> list[Path]:
     """``<kind>/.publishing/<batch_id>`` of the batches these partitions (``<kind>/date=…/<batch_id>.parquet``)
     belong to."""
-    return sorted({settings.state.curated / Path(p).parts[0] / PUBLISHING_DIR / Path(p).stem for p in partitions})
+    return sorted({settings.state.curated / Path(p).parts[0] / PUBLISHING_DIR / Path(p).stem for p in partitions},
+                  key=str)
 
 
 def promote(settings: Settings, partitions: list[str]) -> None:
@@ -452,12 +462,12 @@ def promote(settings: Settings, partitions: list[str]) -> None:
     for mark in marks:
         mark.parent.mkdir(parents=True, exist_ok=True)
         mark.touch()
-    for folder in sorted({mark.parent for mark in marks}):
-        _fsync(folder)
+    for folder in sorted({mark.parent for mark in marks}, key=str):
+        sync(folder)
     for partition in partitions:
         promote_partition(settings, partition)
-    for folder in sorted({(settings.state.curated / p).parent for p in partitions}):
-        _fsync(folder)
+    for folder in sorted({(settings.state.curated / p).parent for p in partitions}, key=str):
+        sync(folder)
     for mark in marks:
         mark.unlink()
 
@@ -486,12 +496,7 @@ def _move_or_copy(source: Path, target: Path, inside_landing: bool) -> Path:
     refused here rather than followed (its target's bytes would land in archive or quarantine)."""
     if source.is_symlink():
         raise UnreadableBatch(f"{source} became a symbolic link while it was ingested: refused")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if inside_landing:
-        shutil.move(source, target)
-    else:
-        shutil.copy2(source, target)
-    return target
+    return transfer(source, target, move=inside_landing)
 
 
 def _html_report(result: IngestResult) -> str:
@@ -532,14 +537,20 @@ def _write_reports(directory: Path, result: IngestResult) -> Path:
 # --- the whole step ---------------------------------------------------------------------------------
 
 
-def ingest_file(settings: Settings, path: Path, kind: BatchKind | None = None) -> IngestResult:
+def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = None) -> IngestResult:
     """Audit one batch file and publish or quarantine it (see the module docstring)."""
     from loopline.data.validation import Failure, validate_frame
 
     settings.state.ensure()
-    given = Path(os.path.abspath(path))
-    path = Path(path).resolve()
-    inside_landing = path.is_relative_to(settings.state.landing.resolve())
+    if isinstance(path, str):
+        path = as_path(settings, path)
+    if is_remote(path) or is_remote(settings.state.landing):
+        given = path  # object storage: no links to resolve
+        inside_landing = str(path).startswith(str(settings.state.landing).rstrip("/") + "/")
+    else:
+        given = Path(os.path.abspath(path))
+        path = Path(path).resolve()
+        inside_landing = path.is_relative_to(settings.state.landing.resolve())
     with _ingest_lock(settings):
         ledger = IngestLedger.of(settings)
         recovered = finish_interrupted(settings, ledger)
@@ -616,7 +627,7 @@ def _finish_publish(
     written, the ledger row recorded (with the intent dropped). Every step may be repeated, so a run
     that crashed anywhere in here is finished by running this again."""
     promote(settings, result.partitions)
-    source, kept = Path(result.source), Path(result.stored_at or "")
+    source, kept = as_path(settings, result.source), as_path(settings, result.stored_at or "")
     # A file at the source path after a crash may be a new delivery under the same name: only the
     # batch's own bytes go to the archive.
     if source.is_file() and not source.is_symlink() and (not recovering or sha256_file(source) == result.content_hash):
@@ -625,7 +636,7 @@ def _finish_publish(
         log.warning("publish of %s finished without its source: %s is gone and was never archived",
                     result.batch_id, source)
         result = replace(result, stored_at=None)
-    _write_reports(Path(result.report or "").parent, result)
+    _write_reports(as_path(settings, result.report or "").parent, result)
     ledger.finish_publish(result)
     return result
 

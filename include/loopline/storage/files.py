@@ -15,6 +15,7 @@ says the writer ran elsewhere and what to set, instead of a bare FileNotFoundErr
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -83,7 +84,7 @@ class SharedFiles:
         if self.endpoint_url:
             options["endpoint_url"] = self.endpoint_url
         # No instance cache: settings (endpoint, credentials) may differ between two SharedFiles.
-        return fsspec.filesystem("s3", client_kwargs=options, skip_instance_cache=True)
+        return fsspec.filesystem("s3", client_kwargs=options, skip_instance_cache=True, use_listings_cache=False)
 
     def uri(self, *parts: str) -> str:
         """The URI of ``parts`` under the root (each part one or more ``/``-separated names)."""
@@ -232,3 +233,91 @@ def fetch_bytes(uri: str) -> bytes:
         raise StorageError(f"cannot read {uri}: scheme {scheme!r} is not supported (use s3:// or a local path)")
     endpoint = settings.storage_endpoint_url
     return SharedFiles(f"{scheme}://{urlparse(uri).netloc}", endpoint).read_bytes(uri)
+
+
+# --- pathlib-like paths that may be on object storage ------------------------------------------------
+# ``settings.state.landing`` / ``curated`` / ``quarantine`` / ``archive`` / ``reports`` are ``pathlib.Path``
+# on the local disk and ``upath.UPath`` on object storage (``StatePaths.shared``). Most of pathlib works
+# on both; these are the operations that differ.
+
+
+def is_remote(path: Any) -> bool:
+    """Whether ``path`` lives on object storage rather than the local disk."""
+    return not isinstance(path, Path)
+
+
+def as_path(settings: Settings, text: str) -> Any:
+    """A path recorded as text (in the ledger, an XCom, a report) back as a path of these settings."""
+    if "://" not in text:
+        return Path(text)
+    if text.startswith("file://"):
+        return Path(urlparse(text).path)
+    shared = settings.state.shared
+    from upath import UPath
+
+    return UPath(text, **(shared.storage_options if shared is not None else {}))
+
+
+def read_parquet(path: Any, columns: list[str] | None = None) -> Any:
+    import pandas as pd
+
+    if not is_remote(path):
+        return pd.read_parquet(path, columns=columns)
+    with path.open("rb") as handle:
+        return pd.read_parquet(handle, columns=columns)
+
+
+def read_parquet_table(path: Any, columns: list[str] | None = None) -> Any:
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(path, columns=columns)
+    with path.open("rb") as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+def write_parquet(frame: Any, path: Any) -> None:
+    """Write ``frame`` without its index; on the local disk also synced (a publish intent may name it)."""
+    if not is_remote(path):
+        frame.to_parquet(path, index=False)
+        sync(path)
+        return
+    with path.open("wb") as handle:  # one PUT when closed: readers see all of it or nothing
+        frame.to_parquet(handle, index=False)
+
+
+def sync(path: Any) -> None:
+    """fsync a local file or folder (its entries); object storage is durable once a write returns."""
+    if is_remote(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace(source: Any, target: Any) -> None:
+    """Move ``source`` onto ``target`` in the same store: an atomic rename on the local disk, a copy then
+    delete on object storage (callers hide the batch meanwhile: see ``data.ingest.promote``)."""
+    if not is_remote(source) and not is_remote(target):
+        os.replace(source, target)
+        return
+    source.rename(target)
+
+
+def transfer(source: Any, target: Any, *, move: bool) -> Any:
+    """Copy (or move) a file to ``target``, across the local disk and object storage alike."""
+    if not is_remote(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    if not is_remote(source) and not is_remote(target):
+        (shutil.move if move else shutil.copy2)(source, target)
+        return target
+    if move and is_remote(source) and is_remote(target) and source.protocol == target.protocol:
+        source.rename(target)
+        return target
+    with source.open("rb") as reader, target.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+    if move:
+        source.unlink()
+    return target
