@@ -384,11 +384,11 @@ def _partitions(curated_dir: Path, start: pd.Timestamp | None, end: pd.Timestamp
     """Published parquet files of the ``date=YYYY-MM-DD`` partitions whose day overlaps ``[start, end)``."""
     from loopline.data.ingest import visible_partition_files
 
-    root = Path(curated_dir) / "transactions"
+    root = (Path(curated_dir) if isinstance(curated_dir, str) else curated_dir) / "transactions"  # or object storage
     if not root.is_dir():
         return []
     days = []
-    for part in sorted(root.glob("date=*")):
+    for part in sorted(root.glob("date=*"), key=str):
         try:
             day = pd.Timestamp(part.name.removeprefix("date="), tz="UTC")
         except ValueError:
@@ -419,7 +419,9 @@ def read_curated_transactions(
     wanted = {
         c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == TIMESTAMP
     }
-    frames = [pd.read_parquet(f, columns=list(wanted)) for f in _partitions(curated_dir, start, end)]
+    from loopline.storage.files import read_parquet
+
+    frames = [read_parquet(f, columns=list(wanted)) for f in _partitions(curated_dir, start, end)]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in wanted.items()})

@@ -95,10 +95,10 @@ def answered(log_rows: pd.DataFrame) -> pd.Series:
     return light[~light.duplicated(keep="first")]
 
 
-def _curated_files(settings: Settings) -> list[str]:
+def _curated_files(settings: Settings) -> list[Any]:
     from loopline.data.ingest import curated_dir, visible_partition_files
 
-    return [str(p) for p in visible_partition_files(curated_dir(settings, "transactions"))]
+    return visible_partition_files(curated_dir(settings, "transactions"))
 
 
 def curated_by_id(settings: Settings, ids: list[str], columns: list[str] | None = None) -> pd.DataFrame:
@@ -109,12 +109,13 @@ def curated_by_id(settings: Settings, ids: list[str], columns: list[str] | None 
     import pyarrow.dataset as ds
 
     from loopline.data.schema import TRANSACTION_COLUMNS
+    from loopline.storage.files import parquet_dataset
 
     wanted = {c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == "transaction_id"}
     files = _curated_files(settings)
     if not files or not ids:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in wanted.items()})
-    table = ds.dataset(files, format="parquet").to_table(
+    table = parquet_dataset(files).to_table(
         columns=list(wanted), filter=ds.field("transaction_id").isin(pa.array(ids, type=pa.string())))
     frame = table.to_pandas()
     return pd.DataFrame({c: frame[c].astype(d) for c, d in wanted.items()})

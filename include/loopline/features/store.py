@@ -258,14 +258,15 @@ def offline_sink(settings: Settings) -> OfflineSink:
 
 def curated_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
     """[first event, last event + 1 µs) over the curated transactions, or None when there are none."""
-    import pyarrow.dataset as ds
 
     from loopline.data.ingest import visible_partition_files
 
     files = visible_partition_files(settings.state.curated / "transactions")
     if not files:
         return None
-    table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["event_timestamp"])
+    from loopline.storage.files import parquet_dataset
+
+    table = parquet_dataset(files).to_table(columns=["event_timestamp"])
     column = table.column(0)
     import pyarrow.compute as pc
 
@@ -307,7 +308,9 @@ def read_labels(settings: Settings, as_of: datetime) -> pd.DataFrame:
     if not files:
         return pd.DataFrame({"transaction_id": pd.Series(dtype="string"), "is_fraud": pd.Series(dtype="Int64"),
                              "label_timestamp": pd.Series(dtype="datetime64[us, UTC]")})
-    labels = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    from loopline.storage.files import read_parquet
+
+    labels = pd.concat([read_parquet(f) for f in files], ignore_index=True)
     labels = labels[labels["label_timestamp"] <= pd.Timestamp(as_of)]
     if labels["transaction_id"].duplicated().any():
         raise FeatureRowsMismatch("a transaction has more than one label in the curated store")

@@ -321,3 +321,12 @@ def transfer(source: Any, target: Any, *, move: bool) -> Any:
     if move:
         source.unlink()
     return target
+
+
+def parquet_dataset(files: list[Any]) -> Any:
+    """A pyarrow dataset over parquet ``files`` (local paths, or object-storage paths of one store)."""
+    import pyarrow.dataset as ds
+
+    if files and is_remote(files[0]):
+        return ds.dataset([f.path for f in files], format="parquet", filesystem=files[0].fs)
+    return ds.dataset([str(f) for f in files], format="parquet")
