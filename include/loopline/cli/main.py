@@ -35,7 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from loopline.platform import stack
 
     settings = get_settings()
-    stack.up(settings)
+    stack.up(settings, profile=args.profile)
     _print_login(stack.describe(settings))
     return 0
 
@@ -55,7 +55,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         from loopline.status import loop_state
 
-        info.update(loop_state(settings))
+        # The distributed profile keeps the history in Postgres and the registry behind its MLflow server.
+        info.update(loop_state(stack.active_settings(settings)))
         info["approval"] = _pending_approval(settings) if info["running"] else None
         print(json.dumps(info, indent=2))
         return 0
@@ -189,10 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopline", description="Loopline: the closed-loop MLOps platform.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("up", help="start the local stack (Airflow + MLflow) and wait until healthy").set_defaults(
-        func=cmd_up
-    )
-    sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
+    p = sub.add_parser("up", help="start the local stack (Airflow + MLflow) and wait until healthy")
+    p.add_argument("--profile", choices=["embedded", "distributed"], default="embedded",
+                   help="embedded (default): SQLite, LocalExecutor, one state dir; distributed: Postgres, Redis, "
+                        "an S3 object store, MLflow on them and Airflow with two Celery workers that share no "
+                        "disk (docs/profiles.md)")
+    p.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop everything `up` started (either profile)").set_defaults(func=cmd_down)
 
     p = sub.add_parser("status", help="what runs, URLs and the local Airflow login")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -33,6 +33,7 @@ from loopline.gating.metrics import FairnessTable, LatencyStats, fairness_table,
 from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy, default_policy_path, load_policy
 from loopline.lineage import history
 from loopline.platform.mlflow_util import mlflow_client
+from loopline.storage.files import is_remote
 
 if TYPE_CHECKING:
     import numpy as np
@@ -228,7 +229,9 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     fairness = (_fairness(policy, labels, candidate.scores, groups, expected_groups)
                 if candidate.scores is not None else None)
 
-    workdir = settings.state.reports / "gate" / version
+    reports = settings.state.reports / "gate" / version  # the state dir, or object storage
+    # The infra check's own files (the probe server's log and PID record) need a local folder.
+    workdir = settings.state.root / "scratch" / "gate" / version if is_remote(reports) else reports
     workdir.mkdir(parents=True, exist_ok=True)
     latency: LatencyStats | None = None
     if policy.latency.enabled:
@@ -264,7 +267,7 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     }
     if candidate.scores is not None:
         log_holdout_scores(client, candidate_mv.run_id, rows, candidate.scores)
-    record_verdict(settings, client, model_name, version, candidate_mv.run_id, _clean(report), verdict, workdir,
+    record_verdict(settings, client, model_name, version, candidate_mv.run_id, _clean(report), verdict, reports,
                    serving.registry)
     return verdict
 
@@ -286,8 +289,11 @@ def log_holdout_scores(client: Any, run_id: str, rows: pd.DataFrame, scores: np.
 
 def record_verdict(settings: Settings, client: Any, model_name: str, version: str, run_id: str,
                    report: dict[str, Any], verdict: GateVerdict, workdir: Path, registry: RegistryConfig) -> None:
-    """Write report + card (state dir and run artifacts), tag the version, move the challenger alias."""
+    """Write report + card (``workdir``: the state dir or object storage; and run artifacts), tag the
+    version, move the challenger alias."""
     card = render_model_card(report)
+    if not is_remote(workdir):
+        workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "gate_report.json").write_text(json.dumps(report, indent=2, default=str))
     (workdir / "model_card.md").write_text(card)
     client.log_dict(run_id, json.loads(json.dumps(report, default=str)), "gate/gate_report.json")

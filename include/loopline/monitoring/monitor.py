@@ -169,6 +169,7 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
     """One check of the champion at ``now`` (the DAG passes its run's data interval end, so a re-run
     decides on the same window): verdict, reports, history, and the retrain decision."""
     from loopline.serving.config import load_serving_config
+    from loopline.storage.files import report_folder
 
     now = now or datetime.now(UTC)
     config_path = config_path or default_drift_config_path(settings.project_dir)
@@ -186,11 +187,13 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
                      concept=check_concept(settings, reference, config, now, model_name, threshold),
                      champion_scores=champion[SCORE] if len(champion) else None, decision_threshold=threshold)
     verdict = replace(verdict, served_features=served)
-    files = write_reports(report_dir(settings.state.reports, now), verdict, reference, window, config)
-    run_id = log_check(settings.mlflow_uri, verdict, files, model_name=model_name,
-                       config_path=config_path) if log_to_mlflow else ""
+    target = report_dir(settings.state.reports, now)  # the state dir, or object storage
+    with report_folder(target) as local:
+        files = write_reports(local, verdict, reference, window, config)
+        run_id = log_check(settings.mlflow_uri, verdict, files, model_name=model_name,
+                           config_path=config_path) if log_to_mlflow else ""
     return record_decision(settings, verdict, config, now=now, training_running=training_running,
-                           report=str(files.directory), mlflow_run_id=run_id)
+                           report=str(target), mlflow_run_id=run_id)
 
 
 def record_decision(settings: Settings, verdict: DriftVerdict, config: DriftConfig, *, now: datetime,

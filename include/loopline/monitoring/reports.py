@@ -36,7 +36,8 @@ class ReportFiles:
 
 def report_dir(reports_root: Path, now: datetime) -> Path:
     """``<state>/reports/drift/<UTC timestamp>/`` (unique per check, sortable)."""
-    return Path(reports_root) / "drift" / now.strftime("%Y%m%dT%H%M%S%fZ")
+    root = Path(reports_root) if isinstance(reports_root, str) else reports_root  # a Path or object storage
+    return root / "drift" / now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftConfig,

@@ -33,6 +33,9 @@ class ProcessRecord:
     create_time: float
     argv: list[str]
     log: str
+    # A server that shuts its own children down (Postgres: SIGINT is its "fast" shutdown) gets this signal
+    # alone, to its leader; None: SIGTERM to every process of the tree at once.
+    stop_signal: str | None = None
 
     def process(self) -> psutil.Process | None:
         """The live process, or None if it ended (or its PID now belongs to someone else)."""
@@ -77,10 +80,20 @@ class ProcessRegistry:
 
 
 def spawn(
-    name: str, argv: list[str], env: dict[str, str], log_path: Path, registry: ProcessRegistry, cwd: Path
+    name: str, argv: list[str], env: dict[str, str], log_path: Path, registry: ProcessRegistry, cwd: Path,
+    *, user: str | None = None, stop_signal: str | None = None,
 ) -> ProcessRecord:
-    """Start ``argv`` in a new session with output to ``log_path`` and record it at once."""
+    """Start ``argv`` in a new session with output to ``log_path`` and record it at once.
+
+    ``user``: run as that (unprivileged) account instead, without this process's supplementary groups;
+    the recorded PID is still the command's own (no ``su``/``runuser`` parent in between)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    as_user: dict = {}
+    if user is not None:
+        import pwd
+
+        account = pwd.getpwnam(user)
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             argv,
@@ -90,6 +103,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: Ctrl-C on the CLI does not reach it
+            **as_user,
         )
     record = ProcessRecord(
         name=name,
@@ -97,6 +111,7 @@ def spawn(
         create_time=psutil.Process(proc.pid).create_time(),
         argv=argv,
         log=str(log_path),
+        stop_signal=stop_signal,
     )
     registry.add(record)
     return record
@@ -152,11 +167,14 @@ def stop_trees(records: list[ProcessRecord], timeout: float = 10.0) -> list[Proc
         if tree:
             stopped.append(record)
             procs.extend(tree)
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.Error:
-            pass
+            # The leader stops its own children (and must see them go first); the rest get SIGTERM below.
+            targets = [leader] if record.stop_signal and leader is not None else tree
+            signum = signal.Signals[record.stop_signal] if record.stop_signal and leader is not None else signal.SIGTERM
+            for proc in targets:
+                try:
+                    proc.send_signal(signum)
+                except psutil.Error:
+                    pass
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     # Workers forked after we listed the trees, or that ignore SIGTERM, go the hard way.
     late = [child for p in procs for child in _safe_children(p)]

@@ -40,7 +40,10 @@ def _timed(name: str, fn) -> CheckResult:
 
 
 def check_state_dir(settings: Settings) -> CheckResult:
-    """Every zone of the state directory exists and is writable."""
+    """Every zone of the state directory exists and is writable; where tasks share no disk
+    (``LOOPLINE_STORAGE_URL`` set), the shared state services instead (``check_shared_state``)."""
+    if settings.storage_url:
+        return _timed("state_dir", lambda: check_shared_state(settings))
 
     def run() -> dict[str, Any]:
         state = settings.state
@@ -64,6 +67,54 @@ def check_state_dir(settings: Settings) -> CheckResult:
         return {"root": str(state.root), "directories": len(state.directories())}
 
     return _timed("state_dir", run)
+
+
+def check_shared_state(settings: Settings) -> dict[str, Any]:
+    """The task's own scratch dir is writable (and, in the distributed profile, private: mode 0700), an object
+    written to shared storage reads back and is removed, and the state database answers."""
+    import os
+    import stat
+
+    from loopline.storage.files import SharedFiles
+
+    scratch = settings.state.root
+    token = uuid.uuid4().hex
+    probe = scratch / f".smoke-{token}"
+    try:
+        probe.write_text(token)
+        readback = probe.read_text()
+        probe.unlink()
+    except OSError as exc:
+        raise SmokeCheckFailed(f"the task's scratch dir {scratch} is not writable ({exc})") from exc
+    if readback != token:
+        raise SmokeCheckFailed(f"the task's scratch dir {scratch} returned different bytes than written")
+    mode = stat.S_IMODE(scratch.stat().st_mode)
+    if settings.mode == "distributed" and mode != 0o700:
+        raise SmokeCheckFailed(f"the worker's scratch dir {scratch} has mode {mode:o}: other workers could read "
+                               "it (the distributed profile makes it 0700)")
+    shared = SharedFiles.of(settings)
+    try:
+        uri = shared.write_bytes(token.encode(), "smoke", f"probe-{token}")
+        stored = shared.read_bytes(uri)
+        shared.remove(uri)
+    except Exception as exc:  # s3fs/botocore raise many types for "store not reachable"
+        raise SmokeCheckFailed(f"shared storage {settings.storage_url} is not usable ({exc}); check "
+                               "LOOPLINE_STORAGE_ENDPOINT_URL and the AWS_* credentials") from exc
+    if stored != token.encode():
+        raise SmokeCheckFailed(f"shared storage returned different bytes than written at {uri}")
+    details: dict[str, Any] = {"scratch_dir": str(scratch), "scratch_mode": f"{mode:o}",
+                               "worker": os.environ.get("LOOPLINE_WORKER_NAME"), "storage_url": settings.storage_url}
+    if settings.state_db_url:
+        from loopline.storage.state_db import connect_postgres, is_postgres_url
+
+        if is_postgres_url(settings.state_db_url):
+            try:
+                with connect_postgres(settings.state_db_url, "loopline-smoke") as conn:
+                    database = conn.execute("SELECT current_database()").fetchone()[0]
+            except ConnectionError as exc:
+                raise SmokeCheckFailed(str(exc)) from exc
+            details["state_db"] = database
+    return details
 
 
 def check_mlflow(settings: Settings) -> CheckResult:
@@ -106,12 +157,15 @@ def check_feast(settings: Settings) -> CheckResult:
 
         store = apply_feature_repo(settings)
         entities = sorted(e.name for e in store.list_entities())
+        # A SQL registry (feature_store.production.yaml) is named by its type: its URL holds a password.
+        registry_config = store.config.registry
+        registry = (str(settings.state.feast_registry) if registry_config.registry_type == "file"
+                    else f"{registry_config.registry_type} registry")
         if not entities:
             raise SmokeCheckFailed(
-                f"Feast registry {settings.state.feast_registry} has no entities after applying "
-                f"{settings.feature_repo_dir}"
+                f"Feast registry {registry} has no entities after applying {settings.feature_repo_dir}"
             )
-        return {"project": store.project, "entities": entities, "registry": str(settings.state.feast_registry)}
+        return {"project": store.project, "entities": entities, "registry": registry}
 
     return _timed("feast_registry", run)
 
@@ -149,15 +203,19 @@ def check_great_expectations(settings: Settings) -> CheckResult:
     return _timed("great_expectations", run)
 
 
-def write_report(settings: Settings, results: list[dict[str, Any]], run_id: str) -> Path:
-    """Keep the smoke results in the state dir's reports zone (one JSON per run)."""
+def write_report(settings: Settings, results: list[dict[str, Any]], run_id: str) -> Path | str:
+    """Keep the smoke results in the reports zone (one JSON per run): the state dir's, or shared storage's
+    ``reports/platform_smoke/`` where tasks share no disk (then the object's URI is returned)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    text = json.dumps({"run_id": run_id, "at": datetime.now(UTC).isoformat(), "checks": results}, indent=2)
+    if settings.storage_url:
+        from loopline.storage.files import SharedFiles
+
+        return SharedFiles.of(settings).write_bytes(text.encode(), "reports", "platform_smoke", f"{safe}.json")
     directory = settings.state.reports / "platform_smoke"
     directory.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
     path = directory / f"{safe}.json"
-    path.write_text(
-        json.dumps({"run_id": run_id, "at": datetime.now(UTC).isoformat(), "checks": results}, indent=2)
-    )
+    path.write_text(text)
     return path
 
 

@@ -246,16 +246,57 @@ def _exclusive(settings: Settings) -> contextlib.AbstractContextManager[None]:
     return exclusive_lock(settings.state.run_dir / "stack.lock")
 
 
-def up(settings: Settings, log=print) -> StackSecrets:
-    """Start the stack (or report the running one) and wait until every service is healthy."""
+PROFILES = ("embedded", "distributed")
+
+
+def up(settings: Settings, log=print, profile: str = "embedded") -> StackSecrets:
+    """Start the stack (or report the running one) and wait until every service is healthy.
+
+    ``profile``: ``embedded`` (the default: SQLite, LocalExecutor, one state dir) or ``distributed``
+    (``loopline.platform.distributed``: Postgres, Redis, an object store, Celery workers without a shared disk).
+    """
+    if profile not in PROFILES:
+        raise StackError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     with _exclusive(settings):
+        if profile == "distributed":
+            return _up_distributed(settings, log)
         return _up(settings, log)
+
+
+def _refuse_other_profile(settings: Settings, current: StackStatus, wanted: str) -> None:
+    running = running_profile(settings)
+    if current.any_running and running != wanted:
+        raise StackError(f"the {running} profile is running in {settings.state.root}: stop it with "
+                         f"`loopline down` before starting the {wanted} one")
+
+
+def running_profile(settings: Settings) -> str | None:
+    """Which profile the recorded stack is (None when nothing was recorded)."""
+    from loopline.platform import distributed
+
+    records = registry(settings).load()
+    if not records:
+        return None
+    return "distributed" if distributed.is_distributed(settings, records) else "embedded"
+
+
+def active_settings(settings: Settings) -> Settings:
+    """``settings`` as the running stack's processes see them: the distributed profile's shared-state
+    settings while that profile runs, else ``settings`` unchanged."""
+    from loopline.platform import distributed
+
+    if running_profile(settings) == "distributed" and settings.mode == "embedded":
+        profile = distributed.read_profile(settings)
+        if profile is not None:
+            return distributed.profile_settings(settings, profile)
+    return settings
 
 
 def _up(settings: Settings, log) -> StackSecrets:
     state = settings.state.ensure()
     reg = registry(settings)
     current = status(settings)
+    _refuse_other_profile(settings, current, "embedded")
     if current.all_running:
         log("Loopline stack is already running.")
         return load_or_create_secrets(settings)
@@ -321,9 +362,52 @@ def down(settings: Settings, log=print) -> list[str]:
         return _down(settings, log)
 
 
-def _down(settings: Settings, log) -> list[str]:
+def _up_distributed(settings: Settings, log) -> StackSecrets:
+    from loopline.platform import distributed
+
     reg = registry(settings)
-    stopped = stop_trees(reg.load())
+    current = status(settings)
+    _refuse_other_profile(settings, current, "distributed")
+    if current.all_running:
+        log("Loopline stack (distributed profile) is already running.")
+        return load_or_create_secrets(settings)
+    if current.any_running:
+        log("A previous stack is partly running: stopping it before starting afresh.")
+        _down(settings, log=lambda *_: None)
+    reg.clear()
+    settings.state.ensure()
+    for what, port, var in (("Airflow", settings.airflow_port, "LOOPLINE_AIRFLOW_PORT"),
+                            ("MLflow", settings.mlflow_port, "LOOPLINE_MLFLOW_PORT")):
+        if not _port_free(settings.host, port):
+            raise StackError(f"port {port} on {settings.host} is taken by another program, so {what} cannot "
+                             f"start; stop that program or choose another port with {var}=...")
+    stack_secrets = load_or_create_secrets(settings)
+    try:
+        started = distributed.start(settings, stack_secrets, reg, log=log,
+                                    timeout=max(settings.startup_timeout_s, 300.0))
+        dags = unpause_project_dags(settings, api_for(settings, stack_secrets), timeout=60)
+    except distributed.DistributedError as exc:
+        _down(settings, log=lambda *_: None)
+        raise StackError(str(exc)) from None
+    except BaseException:
+        _down(settings, log=lambda *_: None)
+        raise
+    log(f"Stack healthy after {started.seconds:.1f} s (distributed profile: "
+        f"{len(distributed.worker_names())} Celery workers).")
+    log(f"Loopline DAGs active: {', '.join(dags) or 'none'}")
+    return stack_secrets
+
+
+def _down(settings: Settings, log) -> list[str]:
+    from loopline.platform.distributed import DATA_SERVICES
+
+    reg = registry(settings)
+    records = reg.load()
+    # What uses the databases stops first, so it does not outlive them (nothing of the kind is embedded).
+    users = [r for r in records if r.name not in DATA_SERVICES]
+    stopped = stop_trees(users)
+    if len(users) < len(records):
+        stopped += stop_trees([r for r in records if r.name in DATA_SERVICES])
     for record in stopped:
         log(f"stopped {record.name} (pid {record.pid})")
     reg.clear()
@@ -336,13 +420,29 @@ def describe(settings: Settings) -> dict[str, Any]:
     """The JSON of ``loopline status``: services, URLs and (embedded mode) the Airflow login."""
     current = status(settings)
     stack_secrets = read_secrets(settings)
+    profile = running_profile(settings)
+    mode = "distributed" if profile == "distributed" else settings.mode
     airflow: dict[str, Any] = {"url": settings.airflow_base_url}
-    if settings.mode == "embedded" and stack_secrets is not None:
+    if mode in ("embedded", "distributed") and stack_secrets is not None:
         airflow.update(username=stack_secrets.airflow_username, password=stack_secrets.airflow_password)
     if current.any_running:
         airflow["health"] = airflow_health(settings)
+    if profile == "distributed":
+        from loopline.platform import distributed
+
+        stored = distributed.read_profile(settings)
+        return {
+            "mode": mode,
+            "state_dir": str(settings.state.root),
+            "running": current.all_running,
+            "services": {name: _service(current, name, running) for name, running in current.running.items()},
+            "airflow": airflow,
+            "mlflow": {"url": settings.mlflow_uri},
+            **(distributed.describe(settings, stored) if stored is not None else {}),
+            "logs": str(settings.state.logs),
+        }
     return {
-        "mode": settings.mode,
+        "mode": mode,
         "state_dir": str(settings.state.root),
         "running": current.all_running,
         "services": {name: _service(current, name, running) for name, running in current.running.items()},

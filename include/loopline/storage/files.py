@@ -330,3 +330,19 @@ def parquet_dataset(files: list[Any]) -> Any:
     if files and is_remote(files[0]):
         return ds.dataset([f.path for f in files], format="parquet", filesystem=files[0].fs)
     return ds.dataset([str(f) for f in files], format="parquet")
+
+
+@contextlib.contextmanager
+def report_folder(target: Any) -> Iterator[Path]:
+    """A local folder to write a report into (tools such as Evidently and MLflow's ``log_artifact`` need
+    local files), whose files are at ``target`` when the block ends without an error: on the local disk
+    the folder is ``target`` itself; on object storage a private temporary folder, uploaded then."""
+    if not is_remote(target):
+        target.mkdir(parents=True, exist_ok=True)
+        yield target
+        return
+    with tempfile.TemporaryDirectory(prefix="loopline-report-") as scratch:
+        yield Path(scratch)
+        for file in sorted(Path(scratch).rglob("*")):
+            if file.is_file():
+                transfer(file, target.joinpath(*file.relative_to(scratch).parts), move=False)

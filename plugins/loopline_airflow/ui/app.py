@@ -79,8 +79,12 @@ class LazyApp:
 def report_file(path: str) -> str | None:
     """The file to link for a recorded report path: a report directory → its ``report.html`` (Evidently's
     rendering), else its ``verdict.json``; a JSON report with an HTML rendering beside it → the HTML; an
-    existing file → itself; nothing on this machine → None (no link that would 404)."""
-    candidate = Path(path)
+    existing file → itself; nothing on this machine → None (no link that would 404). Reports on object
+    storage (``s3://...``) are looked up there."""
+    from loopline.config import get_settings
+    from loopline.storage.files import as_path
+
+    candidate = as_path(get_settings(), path)
     if candidate.is_dir():
         for name in REPORT_FILES:
             if (candidate / name).is_file():
@@ -131,14 +135,27 @@ def login_url(root_path: str, path: str, query: str = "") -> str:
 def served_file(settings: Any, area: str, relative: str) -> Path | None:
     """The file ``relative`` under the state directory ``area`` names, or None when there is none —
     also for anything that resolves outside it (``..``, symlinks out)."""
+    from loopline.storage.files import is_remote
+
     roots = {"reports": settings.state.reports, "quarantine": settings.state.quarantine}
     if area not in roots:
         return None
+    if is_remote(roots[area]):  # object storage: no links; names are keys, so refuse climbing out by name
+        path = roots[area].joinpath(*Path(relative).parts)
+        return path if ".." not in Path(relative).parts and path.is_file() else None
     root = roots[area].resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         return None
     return path
+
+
+def _attachment(name: str) -> str:
+    """``Content-Disposition`` of a download named ``name`` (RFC 5987, as Starlette encodes odd names):
+    percent-encoded, so no quote, ``;`` or line break in an object key can add a parameter."""
+    from urllib.parse import quote
+
+    return f"attachment; filename*=utf-8''{quote(name, safe='')}"
 
 
 def served_headers(area: str) -> dict[str, str]:
@@ -203,11 +220,19 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticat
         return HTMLResponse(render_page(state, page_links(settings, runs), generated_at=stamp))
 
     @app.get("/files/{area}/{relative:path}")
-    def state_file(area: str, relative: str) -> FileResponse:
+    def state_file(area: str, relative: str) -> Any:
         path = served_file(settings_of(), area, relative)
         if path is None:
             raise HTTPException(status_code=404, detail=f"no report {area}/{relative}")
         headers = served_headers(area)
+        if not isinstance(path, Path):  # on object storage: the bytes, read through the S3 API
+            from fastapi.responses import Response
+
+            if area == "quarantine":
+                headers = {**headers, "Content-Disposition": _attachment(path.name)}
+                return Response(path.read_bytes(), media_type="application/octet-stream", headers=headers)
+            media = "text/plain; charset=utf-8" if path.suffix == ".md" else mimetypes.guess_type(path.name)[0]
+            return Response(path.read_bytes(), media_type=media or "application/octet-stream", headers=headers)
         if area == "quarantine":
             # Starlette encodes the name (RFC 5987 when it has quotes, CR/LF or non-ASCII characters).
             return FileResponse(path, media_type="application/octet-stream", headers=headers,

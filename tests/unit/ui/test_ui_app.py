@@ -213,3 +213,35 @@ def test_the_lazy_app_is_built_on_the_first_request_only():
     asyncio.run(lazy({"path": "/a"}, None, None))
     asyncio.run(lazy({"path": "/b"}, None, None))
     assert built == ["built", "/a", "/b"]
+
+
+def test_reports_and_quarantine_on_object_storage_are_served_through_the_s3_api(tmp_path, clean_loopline_env,
+                                                                                monkeypatch):
+    from local_servers import s3_server
+
+    with s3_server("loopline") as endpoint:
+        monkeypatch.setenv("LOOPLINE_STORAGE_URL", "s3://loopline/ui")
+        monkeypatch.setenv("LOOPLINE_STORAGE_ENDPOINT_URL", endpoint)
+        settings = Settings(state_dir=tmp_path / "state", project_dir=tmp_path / "project")
+        client = TestClient(create_app(lambda: settings, authenticated=False))
+        report = settings.state.reports / "drift" / "2026-01-01" / "report.html"
+        report.write_text(f"<html>{XSS}</html>")
+        (settings.state.reports / "drift" / "2026-01-01" / "verdict.json").write_text("{}")
+        evil = settings.state.quarantine / "transactions__evil__0123456789ab" / 'a"b; x=é.html'
+        evil.write_text(XSS)
+
+        got = client.get("/files/reports/drift/2026-01-01/report.html")
+        assert got.status_code == 200 and XSS in got.text and got.headers["content-type"].startswith("text/html")
+        assert _csp(got)["sandbox"] == "allow-scripts" and got.headers["x-content-type-options"] == "nosniff"
+        # The drift check records its report folder: the page links its HTML rendering, in object storage.
+        assert report_file(str(report.parent)) == str(report)
+        assert report_file("s3://loopline/ui/reports/drift/missing") is None
+        assert client.get("/files/reports/drift/2026-01-01/../../../secret").status_code == 404
+        assert served_file(settings, "reports", "drift/../drift/2026-01-01/report.html") is None
+
+        download = client.get(f"/files/quarantine/transactions__evil__0123456789ab/{quote(evil.name)}")
+        assert download.status_code == 200 and download.headers["content-type"] == "application/octet-stream"
+        disposition = download.headers["content-disposition"]
+        assert disposition.startswith("attachment;") and '"' not in disposition and "x=" not in disposition
+        assert _csp(download)["sandbox"] == ""
+    assert not (tmp_path / "state" / "reports").exists(), "nothing served from the api-server's disk"
