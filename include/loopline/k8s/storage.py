@@ -41,11 +41,17 @@ def storage_endpoint(settings: Settings) -> str | None:
 def publish_training_set(settings: Settings, manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The manifest plus ``uri``: where the trainer of ``settings.training_backend`` reads the set.
 
-    Local backend: the local path, nothing copied. Kubernetes: parquet and manifest uploaded to
-    ``<prefix><run id>/`` (the manifest last, so a reader never sees a manifest without its data).
+    Local backend: the local path, nothing copied — unless tasks share no disk (``LOOPLINE_STORAGE_URL``):
+    then the set is put under ``training/`` in object storage, for the training task on another worker.
+    Kubernetes: parquet and manifest uploaded to ``<prefix><run id>/`` (the manifest last, so a reader
+    never sees a manifest without its data).
     """
     local = Path(manifest["path"])
     if settings.training_backend != "kubernetes":
+        if settings.storage_url:
+            from loopline.storage.files import SharedFiles
+
+            return {**manifest, "uri": SharedFiles.of(settings).put_dataset(local, "training", local.name)}
         return {**manifest, "uri": str(local)}
     prefix = require_reachable_training_sets(load_config(settings), settings.state.root)
     uri = training_set_uri(prefix, run_id, local.name)

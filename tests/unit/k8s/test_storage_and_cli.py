@@ -28,6 +28,21 @@ def test_local_backend_trains_on_the_local_file(clean_loopline_env: None, tmp_pa
     assert published == {**manifest, "uri": manifest["path"]}
 
 
+def test_local_backend_without_a_shared_disk_trains_on_the_set_in_object_storage(
+        clean_loopline_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from local_servers import s3_server
+
+    with s3_server("loopline") as endpoint:
+        monkeypatch.setenv("LOOPLINE_STORAGE_URL", "s3://loopline/team")
+        monkeypatch.setenv("LOOPLINE_STORAGE_ENDPOINT_URL", endpoint)
+        published = storage.publish_training_set(get_settings(), _training_set(tmp_path), "manual__1")
+        assert published["uri"] == "s3://loopline/team/training/run.parquet"
+        keys = [o["Key"] for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(
+            Bucket="loopline", Prefix="team/training/")["Contents"]]
+    assert sorted(keys) == ["team/training/run.parquet", "team/training/run.parquet.manifest.json"]
+
+
 def test_kubernetes_backend_uploads_data_then_manifest(clean_loopline_env: None, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPLINE_TRAINING_BACKEND", "kubernetes")
