@@ -247,13 +247,13 @@ class FreshFeatures:
             except Exception:
                 log.exception("fresh features: reading other replicas' predictions failed")
         own = [event_from_transaction(tx) for tx in transactions]
+        touched: set[tuple[str, tuple[str, ...]]] = set()
         with self._lock:
-            new_synced = self.windows.add(synced)
-            new_own = self.windows.add(own)
+            new_synced = self.windows.add(synced, touched)
+            new_own = self.windows.add(own, touched)
             now = time.monotonic()
-            for table, keys in self.windows.touched([*new_synced, *new_own]).items():
-                for key in keys:
-                    self._dirty.setdefault((table, key), now)
+            for item in touched:
+                self._dirty.setdefault(item, now)
         self.stats.events_synced += len(new_synced)
         self.stats.events_streamed += len(new_own)
 

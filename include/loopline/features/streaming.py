@@ -140,7 +140,7 @@ def events_from_frame(frame: pd.DataFrame) -> list[StreamEvent]:
 class _Timeline:
     """One entity's events, oldest first (appends are O(1); a late event is inserted in place)."""
 
-    __slots__ = ("events", "foreign", "memo", "online", "sums", "times", "version")
+    __slots__ = ("cursors", "events", "foreign", "memo", "online", "sums", "times", "version")
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -150,6 +150,9 @@ class _Timeline:
         self.foreign: list[int] = [0]
         self.version = 0  # bumped when events move (a late insert, a prune): memoised states are then stale
         self.memo: tuple[int, int, dict[str, Any]] | None = None  # (end, version, row) of the last state built
+        # The window aggregates that prefix sums cannot give, kept up to date event by event (_Cursor): one per
+        # caller (SCORING, LATEST), so the scoring thread and the online writer never move each other's.
+        self.cursors: list[_Cursor | None] = [None, None]
 
     def add(self, event: StreamEvent) -> None:
         if not self.times or event.t_us >= self.times[-1]:
@@ -164,6 +167,9 @@ class _Timeline:
             self.events.insert(at, event)
             self.resum(at)
             self.version += 1
+            for cursor in self.cursors:
+                if cursor is not None:
+                    cursor.inserted(self, at, event)
 
     def resum(self, start: int = 0) -> None:
         """Rebuild the prefix sums and counts from event ``start`` on (after a late insert or a prune)."""
@@ -192,6 +198,23 @@ class _Timeline:
 
 # Field getters for the window scans (map with these runs in C; a comprehension runs bytecode per event).
 _AMOUNT, _MERCHANT, _CARD = (operator.attrgetter(name) for name in ("amount", "merchant_id", "card_id"))
+SCORING, LATEST = 0, 1  # cursor slots: the scoring path's lookups, the online writer's newest states
+
+# Amounts as integers in units of 2^-64: sums of them and of their squares are exact (Python integers), so a
+# window's variance is computed exactly however many events came and went. Every amount of at least 2^-11
+# (0.0005) is such an integer; a smaller one with more digits makes its window fall back to the scan.
+_FIXED_BITS = 64
+_FIXED_ONE = 1 << _FIXED_BITS
+
+
+def _fixed(amount: float) -> int | None:
+    """``amount`` in units of 2^-64 when that is exact, else None."""
+    if not math.isfinite(amount):
+        return None
+    numerator, denominator = amount.as_integer_ratio()
+    if denominator > _FIXED_ONE:
+        return None
+    return numerator * (_FIXED_ONE // denominator)
 
 
 def _population_std(amounts: list[float]) -> float:
@@ -202,12 +225,171 @@ def _population_std(amounts: list[float]) -> float:
     return math.sqrt(max(sum((a - mean) ** 2 for a in amounts) / len(amounts), 0.0))
 
 
-def _customer_velocity(line: _Timeline, end: int, newest: int) -> dict[str, Any]:
-    events = line.events
-    s1, s24, s7, s30 = (line.start(newest, w) for w in (H1, D1, D7, D30))
-    last_30d = events[s30:end]
-    amounts_30d = list(map(_AMOUNT, last_30d))
-    amounts_7d = amounts_30d[s7 - s30:]
+def _count_in(counts: dict[Any, int], value: Any) -> None:
+    counts[value] = counts.get(value, 0) + 1
+
+
+def _count_out(counts: dict[Any, int], value: Any) -> None:
+    left = counts[value] - 1
+    if left:
+        counts[value] = left
+    else:
+        del counts[value]
+
+
+class _Cursor:
+    """One entity's window aggregates that prefix sums cannot give (distinct values, a maximum, exact sums of
+    squares), for the windows ``(newest - w, newest]`` that end at event ``end``.
+
+    Moving it to another ``end`` adds and removes only the events that enter or leave a window, so a state
+    costs O(events since the last state asked for) instead of O(events in its windows): a busy entity's
+    windows hold thousands of events, and each request asks for the state just before its own event. A late
+    event inserted before ``end`` is folded in by ``inserted``. The windows follow the offline rules exactly
+    (a test pins cursors moved in every direction to a scan of the events)."""
+
+    __slots__ = ("end", "starts")
+    windows: tuple[int, ...] = ()
+
+    def __init__(self) -> None:
+        self.end = 0
+        self.starts = [0] * len(self.windows)
+
+    def add(self, window: int, event: StreamEvent) -> None:
+        raise NotImplementedError
+
+    def remove(self, window: int, event: StreamEvent) -> None:
+        raise NotImplementedError
+
+    def move(self, line: _Timeline, end: int) -> None:
+        """To the windows that end at event ``end`` (exclusive) of ``line``."""
+        events, times, starts = line.events, line.times, self.starts
+        if end < self.end:  # back: the events after ``end`` leave every window that holds them
+            for i in range(end, self.end):
+                for w, start in enumerate(starts):
+                    if start <= i:
+                        self.remove(w, events[i])
+            for w, start in enumerate(starts):
+                starts[w] = min(start, end)
+        else:  # on: every starting index is at or before the old end, so each new event enters every window
+            for i in range(self.end, end):
+                for w in range(len(starts)):
+                    self.add(w, events[i])
+        self.end = end
+        if not end:
+            return
+        newest = times[end - 1]
+        for w, length in enumerate(self.windows):
+            start, edge = starts[w], newest - length
+            while start and times[start - 1] > edge:  # the newest event went back: older ones are inside again
+                start -= 1
+                self.add(w, events[start])
+            while times[start] <= edge:  # it went on: the oldest ones fell out
+                self.remove(w, events[start])
+                start += 1
+            starts[w] = start
+
+    def inserted(self, line: _Timeline, at: int, event: StreamEvent) -> None:
+        """``event`` was inserted at index ``at`` of ``line`` (a late event)."""
+        if at >= self.end:  # after the windows' end: it enters them when the cursor moves past it
+            return
+        self.end += 1  # the newest event of the windows is the same one, one index on
+        newest = line.times[self.end - 1]
+        for w, length in enumerate(self.windows):
+            # Before ``starts[w]`` only events at or before the window's edge: at the start itself it may be
+            # either side of the edge.
+            if at >= self.starts[w] and event.t_us > newest - length:
+                self.add(w, event)
+            else:
+                self.starts[w] += 1
+
+
+class _CustomerCursor(_Cursor):
+    """Distinct merchants in 24 h and 7 d, the 7 d maximum amount, exact sums of the 30 d amounts."""
+
+    __slots__ = ("inexact", "max_7d", "merchants_24h", "merchants_7d", "sum_30d", "squares_30d")
+    windows = (D1, D7, D30)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.merchants_24h: dict[str | None, int] = {}
+        self.merchants_7d: dict[str | None, int] = {}
+        self.max_7d: float | None = None  # None: to be found again (the maximum left the window)
+        self.sum_30d = self.squares_30d = 0  # of the amounts as _fixed integers
+        self.inexact = 0  # amounts in the 30 d window that _fixed cannot hold exactly
+
+    def add(self, window: int, event: StreamEvent) -> None:
+        if window == 0:
+            _count_in(self.merchants_24h, event.merchant_id)
+        elif window == 1:
+            _count_in(self.merchants_7d, event.merchant_id)
+            if self.max_7d is not None and not event.amount <= self.max_7d:
+                self.max_7d = event.amount
+        else:
+            fixed = _fixed(event.amount)
+            if fixed is None:
+                self.inexact += 1
+            else:
+                self.sum_30d += fixed
+                self.squares_30d += fixed * fixed
+
+    def remove(self, window: int, event: StreamEvent) -> None:
+        if window == 0:
+            _count_out(self.merchants_24h, event.merchant_id)
+        elif window == 1:
+            _count_out(self.merchants_7d, event.merchant_id)
+            if self.max_7d is not None and not event.amount < self.max_7d:
+                self.max_7d = None
+        else:
+            fixed = _fixed(event.amount)
+            if fixed is None:
+                self.inexact -= 1
+            else:
+                self.sum_30d -= fixed
+                self.squares_30d -= fixed * fixed
+
+    def std_30d(self, line: _Timeline) -> float:
+        """Population std of the 30 d amounts: exact (then rounded once), so 0.0 for one distinct amount."""
+        start, end = self.starts[2], self.end
+        if self.inexact:
+            return _population_std(list(map(_AMOUNT, line.events[start:end])))
+        n = end - start
+        return math.sqrt((n * self.squares_30d - self.sum_30d * self.sum_30d) / ((n * n) << (2 * _FIXED_BITS)))
+
+    def maximum_7d(self, line: _Timeline) -> float:
+        if self.max_7d is None:
+            self.max_7d = max(map(_AMOUNT, line.events[self.starts[1]:self.end]))
+        return self.max_7d
+
+
+class _MerchantCursor(_Cursor):
+    """Distinct cards in 24 h."""
+
+    __slots__ = ("cards_24h",)
+    windows = (D1,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards_24h: dict[str | None, int] = {}
+
+    def add(self, window: int, event: StreamEvent) -> None:
+        _count_in(self.cards_24h, event.card_id)
+
+    def remove(self, window: int, event: StreamEvent) -> None:
+        _count_out(self.cards_24h, event.card_id)
+
+
+def _cursor(line: _Timeline, slot: int, kind: type[_Cursor], end: int) -> Any:
+    cursor = line.cursors[slot]
+    if cursor is None:
+        cursor = line.cursors[slot] = kind()
+    cursor.move(line, end)
+    return cursor
+
+
+def _customer_velocity(line: _Timeline, end: int, newest: int, slot: int = SCORING) -> dict[str, Any]:
+    cursor: _CustomerCursor = _cursor(line, slot, _CustomerCursor, end)
+    s24, s7, s30 = cursor.starts
+    s1 = line.start(newest, H1)
     n30, n7, n24 = end - s30, end - s7, end - s24
     sum24 = line.window_sum(s24, end)
     return {
@@ -219,23 +401,24 @@ def _customer_velocity(line: _Timeline, end: int, newest: int) -> dict[str, Any]
         "cust_amount_mean_24h": sum24 / n24,
         "cust_amount_mean_7d": line.window_sum(s7, end) / n7,
         "cust_amount_mean_30d": line.window_sum(s30, end) / n30,
-        "cust_amount_std_30d": _population_std(amounts_30d),
-        "cust_amount_max_7d": max(amounts_7d),
-        "cust_distinct_merchants_24h": len(set(map(_MERCHANT, events[s24:end]))),
-        "cust_distinct_merchants_7d": len(set(map(_MERCHANT, events[s7:end]))),
+        "cust_amount_std_30d": cursor.std_30d(line),
+        "cust_amount_max_7d": cursor.maximum_7d(line),
+        "cust_distinct_merchants_24h": len(cursor.merchants_24h),
+        "cust_distinct_merchants_7d": len(cursor.merchants_7d),
         "cust_online_share_30d": (line.online[end] - line.online[s30]) / n30,
         "cust_foreign_share_30d": (line.foreign[end] - line.foreign[s30]) / n30,
         "cust_last_tx_epoch_s": newest / US_PER_S,
     }
 
 
-def _merchant_stats(line: _Timeline, end: int, newest: int) -> dict[str, Any]:
-    s24, s7 = line.start(newest, D1), line.start(newest, D7)
+def _merchant_stats(line: _Timeline, end: int, newest: int, slot: int = SCORING) -> dict[str, Any]:
+    cursor: _MerchantCursor = _cursor(line, slot, _MerchantCursor, end)
+    s24, s7 = cursor.starts[0], line.start(newest, D7)
     return {
         "merch_tx_count_24h": end - s24,
         "merch_tx_count_7d": end - s7,
         "merch_amount_mean_7d": line.window_sum(s7, end) / (end - s7),
-        "merch_distinct_cards_24h": len(set(map(_CARD, line.events[s24:end]))),
+        "merch_distinct_cards_24h": len(cursor.cards_24h),
     }
 
 
@@ -243,11 +426,11 @@ def _count_30d(line: _Timeline, end: int, newest: int) -> int:
     return end - line.start(newest, D30)
 
 
-_ROW_BUILDERS: dict[str, Callable[[_Timeline, int, int], dict[str, Any]]] = {
+_ROW_BUILDERS: dict[str, Callable[[_Timeline, int, int, int], dict[str, Any]]] = {
     CUSTOMER_VELOCITY.name: _customer_velocity,
     MERCHANT_STATS.name: _merchant_stats,
-    CUSTOMER_DEVICE.name: lambda line, end, newest: {"dev_tx_count_30d": _count_30d(line, end, newest)},
-    CUSTOMER_CHANNEL.name: lambda line, end, newest: {"chan_tx_count_30d": _count_30d(line, end, newest)},
+    CUSTOMER_DEVICE.name: lambda line, end, newest, slot: {"dev_tx_count_30d": _count_30d(line, end, newest)},
+    CUSTOMER_CHANNEL.name: lambda line, end, newest, slot: {"chan_tx_count_30d": _count_30d(line, end, newest)},
 }
 TABLE_KEYS: dict[str, tuple[str, ...]] = {table.name: table.keys for table in TABLES}
 
@@ -267,7 +450,9 @@ def table_key(table: str, event: StreamEvent | dict[str, Any]) -> tuple[str, ...
 class EventWindows:
     """The last 30 days of events per entity of every aggregate table, and the state after them.
 
-    Not thread-safe: the serving engine calls it from its scoring thread only.
+    Not thread-safe: one thread at a time adds events and computes states. In serving that is the scoring
+    thread; the online writer's ``latest`` runs under ``FreshFeatures``' lock (which ``add`` and ``prune`` also
+    hold) and moves window cursors of its own, so it may run while the scoring thread calls ``state``.
     """
 
     def __init__(self, device_first_seen: dict[tuple[str, str], float] | None = None) -> None:
@@ -289,8 +474,10 @@ class EventWindows:
     def __contains__(self, transaction_id: str) -> bool:
         return transaction_id in self._ids
 
-    def add(self, events: Iterable[StreamEvent]) -> list[StreamEvent]:
-        """Add events not seen before (by transaction id); returns the new ones."""
+    def add(self, events: Iterable[StreamEvent], touched: set[tuple[str, tuple[str, ...]]] | None = None,
+            ) -> list[StreamEvent]:
+        """Add events not seen before (by transaction id); returns the new ones. ``touched``: gets the
+        (table, key) of every entity they belong to (what ``touched()`` would say, without a second pass)."""
         added = []
         for event in events:
             if event.transaction_id in self._ids:
@@ -305,6 +492,8 @@ class EventWindows:
                     if line is None:
                         line = lines[key] = _Timeline()
                     line.add(event)
+                    if touched is not None:
+                        touched.add((table, key))
         return added
 
     def events_since(self, t_us: int) -> list[StreamEvent]:
@@ -323,6 +512,9 @@ class EventWindows:
     def state(self, table: str, key: tuple[str, ...], at_us: int) -> State | None:
         """The table's row for ``key`` as of ``at_us``: the state after the entity's newest event at or
         before it (windows end at that event), or None when no event of it is kept."""
+        return self._state(table, key, at_us, SCORING)
+
+    def _state(self, table: str, key: tuple[str, ...], at_us: int, slot: int) -> State | None:
         line = self._lines[table].get(key)
         if line is None:
             return None
@@ -332,7 +524,7 @@ class EventWindows:
         newest = line.times[end - 1]
         if line.memo is not None and line.memo[0] == end and line.memo[1] == line.version:
             return newest, line.memo[2]  # appends after ``newest`` do not change it; shared: do not mutate
-        row = _ROW_BUILDERS[table](line, end, newest)
+        row = _ROW_BUILDERS[table](line, end, newest, slot)
         if table == CUSTOMER_DEVICE.name:
             first = line.times[0] / US_PER_S
             known = self._first_seen.get(key)
@@ -341,13 +533,14 @@ class EventWindows:
         return newest, row
 
     def latest(self, table: str, keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], State]:
-        """The state after each key's newest event."""
+        """The state after each key's newest event (with cursors of its own: the online writer calls it from
+        its thread, under ``FreshFeatures``' lock, while the scoring thread computes states)."""
         lines = self._lines[table]
         out = {}
         for key in keys:
             line = lines.get(key)
             if line is not None and line.times:
-                out[key] = self.state(table, key, line.times[-1])
+                out[key] = self._state(table, key, line.times[-1], LATEST)
         return out
 
     def touched(self, events: Iterable[StreamEvent]) -> dict[str, set[tuple[str, ...]]]:
@@ -382,6 +575,7 @@ class EventWindows:
                 del line.events[:cut]
                 line.resum()  # every prefix (sums, online and foreign counts) from the first event kept
                 line.version += 1
+                line.cursors = [None, None]  # their indices point into the events before the cut
                 if not line.times:
                     del lines[key]
         return dropped

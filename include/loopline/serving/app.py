@@ -10,8 +10,8 @@ import hmac
 import json
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -173,11 +173,7 @@ class GuardMiddleware:
                         return
             await self.app(scope, receive, send_with_status)
         finally:
-            status = str(status_seen[0])
-            self.metrics.requests.labels(route, status).inc()
-            if status_seen[0] >= 400:
-                self.metrics.errors.labels(route, status).inc()
-            self.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.http(route, status_seen[0], time.perf_counter() - started)
 
     async def _check_body(self, scope: dict, receive: Any) -> tuple[tuple[int, bytes] | None, bytes, Any]:
         headers = {k.lower(): v for k, v in scope["headers"] if k.lower() in (b"content-type", b"content-length")}
@@ -271,6 +267,17 @@ def _field_error(error: Any) -> dict[str, Any]:
     if "input" in item:
         item["input"] = _echo(item["input"])
     return item
+
+
+# uuid.UUID's version and variant bits (RFC 4122), as uuid.UUID(version=4) sets them.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (4 << 76) | (0x8000 << 48)
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` gives it, without building the
+    ``UUID`` object (its checks cost more than the random bytes, once per request)."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def _finite(value: Any) -> Any:
@@ -435,13 +442,14 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
                 [_field_error(e) for e in exc.errors(include_url=False, include_context=False)]
             ) from None
         engine: Engine = state["engine"]
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         transactions = [t.model_dump(mode="json") for t in payload.transactions]
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
+        # Inline batching answers on the event loop itself: no need to wake it (call_soon_threadsafe) per request.
+        schedule = loop.call_soon if engine.inline else loop.call_soon_threadsafe
         try:
-            engine.route(transactions, request_id,
-                         lambda result: loop.call_soon_threadsafe(_settle, future, result))
+            engine.route(transactions, request_id, lambda result: schedule(_settle, future, result))
         except NotReady:
             reason = _readiness(engine, state.get("source"))[1]
             return JSONResponse({"detail": f"no model is ready to serve ({reason}); GET /readyz for the state"},

@@ -82,6 +82,24 @@ class ServingMetrics(Observer):
         self.model_info = Gauge("loopline_model_loaded", "1 for each loaded (variant, version)",
                                 ["variant", "version"], registry=r)
         self.challenger_share = Gauge("loopline_challenger_share", "challenger's traffic share", registry=r)
+        # The labelled children of the per-request metrics, looked up once per label set: ``labels()`` validates
+        # and locks on every call, a cost per request and per prediction. These series are never removed.
+        self._http: dict[tuple[str, int], tuple[Counter, Counter | None, Histogram]] = {}
+        self._predicted: dict[tuple[str, str, bool], tuple[Counter, Histogram, Histogram]] = {}
+
+    def http(self, route: str, status: int, seconds: float) -> None:
+        """One HTTP response: counted by route and status (and as an error from 400 on), its time observed."""
+        children = self._http.get((route, status))
+        if children is None:
+            code = str(status)
+            children = self._http[(route, status)] = (
+                self.requests.labels(route, code), self.errors.labels(route, code) if status >= 400 else None,
+                self.request_latency.labels(route))
+        requests, errors, latency = children
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def retention(self, run: RetentionRun) -> None:
         self.retention_runs.labels(run.outcome).inc()
@@ -92,9 +110,15 @@ class ServingMetrics(Observer):
             self.retention_floor.set(run.floor)
 
     def prediction(self, variant: str, version: str, score: float, decision: bool, latency_s: float) -> None:
-        self.predictions.labels(variant, version, "fraud" if decision else "ok").inc()
-        self.prediction_latency.labels(variant, version).observe(latency_s)
-        self.scores.labels(variant, version).observe(score)
+        children = self._predicted.get((variant, version, decision))
+        if children is None:
+            children = self._predicted[(variant, version, decision)] = (
+                self.predictions.labels(variant, version, "fraud" if decision else "ok"),
+                self.prediction_latency.labels(variant, version), self.scores.labels(variant, version))
+        predictions, latency, scores = children
+        predictions.inc()
+        latency.observe(latency_s)
+        scores.observe(score)
 
     def batch(self, rows: int, seconds: float) -> None:
         self.batch_rows.observe(rows)

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import to_json
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -79,7 +81,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# Value types pydantic-core writes exactly as ``json.dumps`` reads them back (a non-finite float as null,
+# as ``_clean`` does); anything else (numpy numbers, datetimes, ...) keeps ``json.dumps`` with ``default=str``.
+_PLAIN = frozenset((str, float, int, bool, type(None)))
+
+
 def _json(mapping: dict[str, Any]) -> str:
+    """``mapping`` as compact JSON, missing numbers as null. Two per logged prediction, on the request path:
+    pydantic-core's serializer takes ~1/6 of ``json.dumps``' time for the plain values requests and
+    features are made of (the same JSON values; only how a float is spelled may differ, e.g. 0.00001)."""
+    if _PLAIN.issuperset(map(type, mapping.values())):
+        return to_json(mapping, inf_nan_mode="null").decode()
     return json.dumps({k: _clean(v) for k, v in mapping.items()}, default=str, separators=(",", ":"))
 
 
