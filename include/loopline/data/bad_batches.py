@@ -178,9 +178,13 @@ def make_bad_batch(kind: str, good: pd.DataFrame, rng: np.random.Generator, fmt:
 
 def write_bad_batch(kind: str, good: pd.DataFrame, path: Path, fmt: str, rng: np.random.Generator) -> Path:
     """Write the ``kind`` bad batch made from ``good`` to ``path`` (frames in ``fmt``, bytes as they are)."""
+    from loopline.storage.files import is_remote
+
     bad = make_bad_batch(kind, good, rng, fmt)
-    path = Path(path)
-    if isinstance(bad, bytes):
+    path = Path(path) if isinstance(path, str) else path  # a Path, or a path on object storage
+    if isinstance(bad, bytes) and is_remote(path):
+        path.write_bytes(bad)  # one upload: never seen half-written
+    elif isinstance(bad, bytes):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(bad)

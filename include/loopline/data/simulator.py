@@ -1048,7 +1048,7 @@ def simulate(config: SimulationConfig) -> Simulation:
 
 def batch_path(out: Path, kind: str, day: date, fmt: str, suffix: str = "") -> Path:
     """``out/<kind>/<kind>_<YYYY-MM-DD><suffix>.<fmt>``, the landing layout."""
-    return Path(out) / kind / f"{kind}_{day.isoformat()}{suffix}.{fmt}"
+    return (Path(out) if isinstance(out, str) else out) / kind / f"{kind}_{day.isoformat()}{suffix}.{fmt}"
 
 
 def write_run(
@@ -1073,7 +1073,7 @@ def write_run(
         if bad not in BAD_KINDS:
             raise ValueError(f"unknown bad-batch kind {bad!r}; valid kinds: {', '.join(BAD_KINDS)}")
     config.validate()
-    out = Path(out).resolve()
+    out = Path(out).resolve() if isinstance(out, str | Path) else out  # or a path on object storage
     transaction_files: list[str] = []
     label_files: list[str] = []
     rows = fraud = label_rows = 0

@@ -122,3 +122,18 @@ def test_killed_after_any_publish_step_a_rerun_publishes_exactly_the_batch(setti
     entries = [r for _, r in ledger.published_since(0, "transactions") if r["source"] == str(path)]
     assert len(entries) == 1 and entries[0]["duplicates_skipped"] == 20
     assert all((settings.state.curated / p).exists() for p in entries[0]["partitions"])
+
+
+def test_simulated_days_and_a_bad_batch_land_in_object_storage_and_ingest_from_there(settings):
+    from loopline.data.simulator import write_run
+
+    summary = write_run(SimulationConfig(days=2, n_customers=30, seed=9), settings.state.landing, fmt="csv",
+                        bad="missing_column")
+    landed = landed_files(settings)
+    assert {str(p) for p in landed} >= {*summary["transaction_files"], summary["bad_file"]}
+    assert len(landed) == len(summary["transaction_files"]) + 1 + summary["label_files"]
+    assert all(str(p).startswith("s3://") for p in landed)
+    results = {str(p): ingest_file(settings, p) for p in landed}
+    assert results[summary["bad_file"]].status == "quarantined"
+    assert all(r.status == "published" for k, r in results.items() if k != summary["bad_file"])
+    assert landed_files(settings) == []
