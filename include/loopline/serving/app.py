@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic_core import to_json
 
 from loopline.config import Settings
 from loopline.data.schema import CHANNELS
@@ -280,10 +281,6 @@ def new_request_id() -> str:
     return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
-def _finite(value: Any) -> Any:
-    return value if not isinstance(value, float) or math.isfinite(value) else None
-
-
 def _document_auth(schema: dict[str, Any]) -> None:
     """The API key in the OpenAPI schema: both ways of sending it, required everywhere but the probes."""
     schema["components"]["securitySchemes"] = {
@@ -472,9 +469,8 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
         if isinstance(result, BaseException):
             return JSONResponse({"detail": f"internal error while scoring request {request_id}; "
                                            "see the server log"}, status_code=500)
-        for row in result:
-            row["score"] = _finite(row["score"])
-        content = json.dumps({"predictions": result}, separators=(",", ":"))
+        # pydantic-core writes the answer in a fraction of json.dumps' time; a non-finite score as null.
+        content = to_json({"predictions": result}, inf_nan_mode="null")
         return Response(content, media_type="application/json", headers={"X-Request-ID": request_id})
 
     async def predict(request: Request) -> Response:

@@ -60,6 +60,9 @@ def _as_float(value: Any) -> float:
         return math.nan
 
 
+_PLAIN_NUMBERS = frozenset((float, int))
+
+
 def _as_str(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -77,8 +80,12 @@ def model_columns(rows: list[dict[str, Any]], categorical: list[str], numeric: l
         values = np.empty(len(rows), dtype="object")
         values[:] = [_as_str(r.get(column)) for r in rows]
         data[column] = values
-    for column in numeric:
-        data[column] = np.fromiter((_as_float(r.get(column)) for r in rows), dtype="float64", count=len(rows))
+    # One list of floats per row and one conversion for all of them (a generator per column cost ~3x more):
+    # ints and floats, nearly every cell, skip ``_as_float``'s checks.
+    table = [[float(v) if type(v) in _PLAIN_NUMBERS else _as_float(v) for v in map(row.get, numeric)] for row in rows]
+    by_column = np.array(table, dtype="float64").reshape(len(rows), len(numeric)).T.copy()
+    for j, column in enumerate(numeric):
+        data[column] = by_column[j]
     return data
 
 
