@@ -52,7 +52,8 @@ def wait_for_ingest(settings: Settings, expected: int, timeout: float, log: Call
     )
 
 
-def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Callable[[str], None] = print) -> int:
+def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Callable[[str], None] = print,
+             profile: str = "embedded") -> int:
     from loopline.data.simulator import SimulationConfig, write_run
     from loopline.platform import stack
 
@@ -64,8 +65,11 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     def step(text: str) -> None:
         log(f"[{time.monotonic() - started:6.1f} s] {text}")
 
-    step("starting the local stack")
-    stack.up(settings, log=lambda line: log(f"          {line}"))
+    step("starting the local stack" + (f" ({profile} profile)" if profile != "embedded" else ""))
+    stack.up(settings, log=lambda line: log(f"          {line}"), profile=profile)
+    # From here on this process is a client of the stack: with the distributed profile, of its Postgres,
+    # object store, Redis and MLflow (nothing the tasks share is on this process's disk).
+    settings = stack.use_running_profile(settings)
     step("platform smoke test over the REST API")
     if trigger_and_follow("platform_smoke", {}, wait=True, timeout=600) != 0:
         raise DemoFailed("platform_smoke failed: a service is broken (see its task logs in the Airflow UI)")

@@ -199,7 +199,11 @@ def test_platform_smoke_runs_on_the_celery_workers_in_private_scratch_dirs(stack
     details = xcom["value"]["details"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])["details"]
     scratch = {name: state / "distributed" / "workers" / name for name in ("worker-1", "worker-2")}
     assert details["worker"] in scratch
-    assert details["scratch_dir"] == str(scratch[details["worker"]])
+    # Every task try has a fresh folder of its own inside its worker's (LOOPLINE_TASK_SCRATCH=per-task).
+    assert details["task_scratch"] == "per-task"
+    run_folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    assert details["scratch_dir"].startswith(f"{scratch[details['worker']]}/tasks/platform_smoke/{run_folder}/"
+                                             "check_state_dir.1.")
     assert details["scratch_mode"] == "700" and details["state_db"] == "loopline"
     received = sum(p.read_text().count("Task execute_workload[") for p in worker_logs.values())
     assert received >= 2 * len(SMOKE_TASKS)  # a "received" and a "succeeded" line per task

@@ -130,7 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     try:
-        code = run_demo(settings, trigger_and_follow)
+        code = run_demo(settings, trigger_and_follow, profile=args.profile)
     except DemoFailed as failed:
         print(f"demo failed: {failed}", file=sys.stderr)
         code = 1
@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start the stack and run the loop end to end")
     p.add_argument("--exit", action="store_true", help="stop the stack when the demo is done")
+    p.add_argument("--profile", choices=["embedded", "distributed"], default="embedded",
+                   help="embedded (default) or distributed: the loop on Celery workers with no shared disk "
+                        "(docs/profiles.md)")
     p.set_defaults(func=cmd_demo)
 
     simulate_cli.add_parser(sub)

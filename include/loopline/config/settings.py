@@ -216,6 +216,12 @@ class Settings(BaseSettings):
     # Postgres advisory locks); empty: SQLite files and file locks in the state dir.
     state_db_url: str | None = None
 
+    # "per-task": inside an Airflow task, the state dir is a fresh folder of that task try alone
+    # (<state>/tasks/<dag>/<run>/<task>.<try>.<pid>), so a task that reads what another task left on a local
+    # disk fails at once instead of working by luck when both ran on one worker. The distributed profile's
+    # workers run so; "shared" (default): every task of a machine shares the state dir.
+    task_scratch: Literal["shared", "per-task"] = "shared"
+
     training_backend: Literal["local", "kubernetes"] = "local"
     # Another canary policy than include/config/canary.yaml (`loopline demo` bakes in seconds, not minutes).
     canary_policy: Path | None = None
@@ -255,7 +261,16 @@ class Settings(BaseSettings):
 
     @property
     def state(self) -> StatePaths:
-        return StatePaths(self.state_dir or self.project_dir / ".loopline", shared=self._shared_root())
+        root = self.state_dir or self.project_dir / ".loopline"
+        task = os.environ.get("AIRFLOW_CTX_TASK_ID")  # Airflow exports the task's context while it runs
+        if self.task_scratch == "per-task" and task:
+            def safe(text: str) -> str:
+                return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+            root = (root / "tasks" / safe(os.environ.get("AIRFLOW_CTX_DAG_ID", "dag"))
+                    / safe(os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", "run"))
+                    / f"{safe(task)}.{safe(os.environ.get('AIRFLOW_CTX_TRY_NUMBER', '0'))}.{os.getpid()}")
+        return StatePaths(root, shared=self._shared_root())
 
     def _shared_root(self) -> Any:
         if not self.storage_url:
@@ -322,6 +337,7 @@ class Settings(BaseSettings):
             **({"LOOPLINE_STORAGE_URL": self.storage_url} if self.storage_url else {}),
             **({"LOOPLINE_STORAGE_ENDPOINT_URL": self.storage_endpoint_url} if self.storage_endpoint_url else {}),
             **({"LOOPLINE_STATE_DB_URL": self.state_db_url} if self.state_db_url else {}),
+            **({"LOOPLINE_TASK_SCRATCH": self.task_scratch} if self.task_scratch != "shared" else {}),
             # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
             "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),
             "LOOPLINE_FEAST_ONLINE_STORE": str(self.state.feast_online_store),

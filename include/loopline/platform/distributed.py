@@ -518,17 +518,41 @@ def start(settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry,
         (lay.airflow / name).mkdir(parents=True, exist_ok=True)
         env = process_env(base, lay, name, scratch)
         env["LOOPLINE_WORKER_NAME"] = name
+        # Every task try in a fresh folder of its own inside the worker's: a task that relies on a file
+        # another task left on local disk fails here every time, not only when the two ran on two workers.
+        env["LOOPLINE_TASK_SCRATCH"] = "per-task"
         # The log server Celery workers start would bind to every interface: off (task logs stay in the
         # worker's AIRFLOW_HOME).
         launch(name, [airflow, "celery", "worker", "--celery-hostname", f"{name}@loopline",
                       "--concurrency", str(WORKER_CONCURRENCY), "--skip-serve-logs",
                       "--without-mingle", "--without-gossip"], env, scratch)
+    # 4. The prediction service, supervised as in the embedded profile, in a private scratch dir of its
+    # own: the registry in MLflow, the prediction log in Postgres, the online store in Redis, the curated
+    # store (fresh features) in the bucket.
+    from loopline.platform.stack import supervised
+
+    serving_dir = fresh_scratch(lay.root / "serving")
+    launch("serving", supervised(settings, "serving", [
+        str(venv_bin() / "python"), "-m", "loopline.serving", "--host", settings.host,
+        "--port", str(settings.serving_port)]), process_env(base, lay, "serving", serving_dir), settings.project_dir)
     wanted = {f"{name}@loopline" for name in worker_names()}
     remaining = max(30.0, timeout - (time.monotonic() - began))
     waiting_for("Airflow, MLflow and the Celery workers",
                 lambda: _mlflow_healthy(settings) and _airflow_healthy(settings)
-                and wanted <= set(celery_workers(profile)), remaining)
+                and wanted <= set(celery_workers(profile)) and _serving_alive(settings), remaining)
     return Started(records=records, profile=profile, seconds=time.monotonic() - began)
+
+
+def _serving_alive(settings: Settings) -> bool:
+    from loopline.platform.stack import _serving_alive as alive
+
+    return alive(settings)
+
+
+def client_env(profile: Profile) -> dict[str, str]:
+    """What a client process (the CLI, the demo) needs besides ``profile_settings`` to use the profile's
+    services in-process: the object store's credentials and Feast's production store."""
+    return {**S3_CREDENTIALS, **feast_env(profile), "MLFLOW_S3_ENDPOINT_URL": profile.s3_endpoint}
 
 
 def _first_dead(records: list[ProcessRecord]) -> ProcessRecord | None:

@@ -77,7 +77,11 @@ def check_shared_state(settings: Settings) -> dict[str, Any]:
 
     from loopline.storage.files import SharedFiles
 
-    scratch = settings.state.root
+    scratch = settings.state.root  # with LOOPLINE_TASK_SCRATCH=per-task: this task try's own folder
+    try:
+        scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise SmokeCheckFailed(f"the task's scratch dir {scratch} cannot be created ({exc})") from exc
     token = uuid.uuid4().hex
     probe = scratch / f".smoke-{token}"
     try:
@@ -103,7 +107,8 @@ def check_shared_state(settings: Settings) -> dict[str, Any]:
     if stored != token.encode():
         raise SmokeCheckFailed(f"shared storage returned different bytes than written at {uri}")
     details: dict[str, Any] = {"scratch_dir": str(scratch), "scratch_mode": f"{mode:o}",
-                               "worker": os.environ.get("LOOPLINE_WORKER_NAME"), "storage_url": settings.storage_url}
+                               "worker": os.environ.get("LOOPLINE_WORKER_NAME"), "storage_url": settings.storage_url,
+                               "task_scratch": settings.task_scratch}
     if settings.state_db_url:
         from loopline.storage.state_db import connect_postgres, is_postgres_url
 

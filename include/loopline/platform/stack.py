@@ -10,6 +10,7 @@ started them crashed. The prediction service runs under a ``Supervisor`` that re
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -278,6 +279,23 @@ def running_profile(settings: Settings) -> str | None:
     if not records:
         return None
     return "distributed" if distributed.is_distributed(settings, records) else "embedded"
+
+
+def use_running_profile(settings: Settings) -> Settings:
+    """Make this process a client of the running stack: the distributed profile's settings, and its
+    environment (object-store credentials, Feast's production store) set here, so code that reads the
+    settings or the environment itself (Feast, boto, ``get_settings``) reaches the same services."""
+    from loopline.platform import distributed
+
+    active = active_settings(settings)
+    if active is not settings:
+        profile = distributed.read_profile(settings)
+        assert profile is not None
+        os.environ.update({k: v for k, v in active.env().items() if k.startswith(("LOOPLINE_STORAGE", "LOOPLINE_STATE_DB",
+                                                                                   "LOOPLINE_HISTORY", "LOOPLINE_PREDICTION",
+                                                                                   "LOOPLINE_MODE"))})
+        os.environ.update(distributed.client_env(profile))
+    return active
 
 
 def active_settings(settings: Settings) -> Settings:

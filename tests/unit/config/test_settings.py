@@ -278,3 +278,25 @@ def test_telemetry_env_is_a_copy() -> None:
     env = telemetry_off_env()
     env["MLFLOW_DISABLE_TELEMETRY"] = "false"
     assert telemetry_off_env()["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def test_per_task_scratch_gives_each_airflow_task_try_a_folder_of_its_own(
+        state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("LOOPLINE_TASK_SCRATCH", "per-task")
+    outside = Settings().state.root
+    assert outside == state_dir, "outside a task (the CLI, serving) the state dir is as configured"
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "train_model")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__2026-01-01T00:00:00+00:00")
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "build_holdout")
+    monkeypatch.setenv("AIRFLOW_CTX_TRY_NUMBER", "2")
+    settings = Settings()
+    holdout_task = settings.state.root
+    assert holdout_task == (state_dir / "tasks" / "train_model" / "manual__2026-01-01T00_00_00_00_00"
+                            / f"build_holdout.2.{os.getpid()}")
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "gate_candidate")
+    assert Settings().state.root != holdout_task, "the next task never sees the last one's files"
+    assert settings.env()["LOOPLINE_TASK_SCRATCH"] == "per-task"  # child processes inherit it
+    monkeypatch.setenv("LOOPLINE_TASK_SCRATCH", "shared")
+    assert Settings().state.root == state_dir
