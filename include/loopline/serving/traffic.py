@@ -82,6 +82,7 @@ def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, A
     import pandas as pd
 
     from loopline.data.ingest import visible_partition_files
+    from loopline.storage.files import read_parquet
 
     files = visible_partition_files(settings.state.curated / "transactions")
     if not files:
@@ -89,7 +90,7 @@ def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, A
                              "simulate and ingest data first (`loopline simulate`, or `loopline demo`)")
     frames, rows = [], 0
     for path in reversed(files):  # newest days first; stop once there are enough
-        frame = pd.read_parquet(path, columns=[*REQUEST_FIELDS, "event_timestamp"])
+        frame = read_parquet(path, columns=[*REQUEST_FIELDS, "event_timestamp"])  # local or object storage
         frames.append(frame)
         rows += len(frame)
         if rows >= limit:
