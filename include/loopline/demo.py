@@ -70,6 +70,9 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     # From here on this process is a client of the stack: with the distributed profile, of its Postgres,
     # object store, Redis and MLflow (nothing the tasks share is on this process's disk).
     settings = stack.use_running_profile(settings)
+    # Every task of the distributed profile starts in a fresh process on a Celery worker and talks to
+    # Postgres and the object store: the same steps take longer there.
+    patience = PATIENCE.get(profile, 1)
     step("platform smoke test over the REST API")
     if trigger_and_follow("platform_smoke", {}, wait=True, timeout=600) != 0:
         raise DemoFailed("platform_smoke failed: a service is broken (see its task logs in the Airflow UI)")
@@ -85,7 +88,7 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     files = len(summary["transaction_files"]) + summary["label_files"] + 1
     step(f"{summary['transactions']:,} transactions (fraud rate {summary['fraud_rate']:.2%}) in {files} files; "
          "the landing-zone watcher starts ingest_landing")
-    entries = wait_for_ingest(settings, expected=files, timeout=300, log=log)
+    entries = wait_for_ingest(settings, expected=files, timeout=300 * patience, log=log)
     quarantined = [e for e in entries if e["status"] == "quarantined"]
     bad = {e["batch_id"] for e in entries if "_bad-" in e["batch_id"]}
     if {e["batch_id"] for e in quarantined} != bad or len(bad) != 1:
@@ -98,7 +101,7 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     step(f"ingest done: {len(entries) - len(quarantined)} batches published into {settings.state.curated}")
 
     step("waiting for materialize_features (scheduled by loopline.validated_batch) to load the online store")
-    wait_for_features(settings, until=summary["end"], timeout=240)
+    wait_for_features(settings, until=summary["end"], timeout=240 * patience)
     from loopline.features.store import build_training_set, check_skew
 
     skew = check_skew(settings, sample=100)
@@ -112,16 +115,16 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     trained_since = datetime.now(UTC)  # deploy_canary (asset-triggered) may start before train_model's --wait returns
     step("training the first model over REST: train_model (training set, holdout, trainer, benchmark gate)")
     conf = {"reason": "demo: first model", "epochs": DEMO_EPOCHS}
-    if trigger_and_follow("train_model", conf, wait=True, timeout=900) != 0:
+    if trigger_and_follow("train_model", conf, wait=True, timeout=900 * patience) != 0:
         raise DemoFailed("train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
                          "a model was rejected)")
     first = report_gate(settings, step, log)
-    close_the_loop(settings, trigger_and_follow, step, log, first, trained_since)
+    close_the_loop(settings, trigger_and_follow, step, log, first, trained_since, patience)
     return 0
 
 
 def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], step: Callable[[str], None],
-                   log: Callable[[str], None], first: str, since: datetime) -> None:
+                   log: Callable[[str], None], first: str, since: datetime, patience: float = 1) -> None:
     """Champion v1 serves → drift injected → detected → retrain → gate → canary → champion v2."""
     import asyncio
 
@@ -131,8 +134,8 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
 
     api = api_for(settings)
     step("deploy_canary (scheduled by loopline.challenger): the first model has no champion to beat")
-    wait_for_dag_run(api, "deploy_canary", since, timeout=300, log=log)
-    champion = wait_for_champion(settings, first, timeout=180)
+    wait_for_dag_run(api, "deploy_canary", since, timeout=300 * patience, log=log)
+    champion = wait_for_champion(settings, first, timeout=180 * patience)
     step(f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated card traffic")
     log("          " + run_traffic(settings, DEMO_RPS, DEMO_TRAFFIC_S, batch=DEMO_BATCH).describe())
 
@@ -144,7 +147,7 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
 
     since = datetime.now(UTC)
     step("monitor_drift over REST (it also runs hourly)")
-    if trigger_and_follow("monitor_drift", {}, wait=True, timeout=600) != 0:
+    if trigger_and_follow("monitor_drift", {}, wait=True, timeout=600 * patience) != 0:
         raise DemoFailed("monitor_drift failed: see its task logs in the Airflow UI")
     checked = history.last(settings, {"drift_checked"})
     requested = history.last(settings, {"retrain_requested"}, since=since)
@@ -153,16 +156,17 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
         raise DemoFailed("the drift monitor did not request a retrain for the injected drift; see the report "
                          f"in {settings.state.reports / 'drift'}")
     step(f"retrain requested ({requested.reason}); train_model starts on loopline.retrain_requested")
-    wait_for_dag_run(api, "train_model", since, timeout=900, log=log)
+    wait_for_dag_run(api, "train_model", since, timeout=900 * patience, log=log)
     second = report_gate(settings, step, log)
 
     step("deploy_canary: the challenger earns live traffic step by step while clients keep sending")
     with background_traffic(settings):
-        wait_for_dag_run(api, "deploy_canary", since, timeout=600, log=log)
-    champion = wait_for_champion(settings, second, timeout=120)
+        wait_for_dag_run(api, "deploy_canary", since, timeout=600 * patience, log=log)
+    champion = wait_for_champion(settings, second, timeout=120 * patience)
     step(f"champion v{champion} serves; v1 stays as previous_champion for a one-step rollback")
 
 
+PATIENCE = {"distributed": 4}  # how much longer each wait may take than on the embedded profile
 DEMO_RPS = 20
 DEMO_BATCH = 5  # transactions per request: the drift check needs >= 1000 predictions in its window
 DEMO_TRAFFIC_S = 10
