@@ -117,7 +117,7 @@ def test_status_reports_the_distributed_mode_and_every_service(stack):
     assert info["mode"] == "distributed"
     assert info["running"] is True
     assert set(info["services"]) == {"postgres", "redis", "object-store", "mlflow", "api-server", "scheduler",
-                                     "dag-processor", "triggerer", "worker-1", "worker-2"}
+                                     "dag-processor", "triggerer", "worker-1", "worker-2", "serving"}
     assert all(s["running"] for s in info["services"].values()), info["services"]
     assert info["object_store"]["bucket"] == "loopline"
     assert info["airflow"]["health"] == {"metadatabase": "healthy", "scheduler": "healthy",

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -217,8 +217,9 @@ class Settings(BaseSettings):
     state_db_url: str | None = None
 
     # "per-task": inside an Airflow task, the state dir is a fresh folder of that task try alone
-    # (<state>/tasks/<dag>/<run>/<task>.<try>.<pid>), so a task that reads what another task left on a local
-    # disk fails at once instead of working by luck when both ran on one worker. The distributed profile's
+    # (<state>/tasks/<dag>/<run>/<task>.<try>; its subprocesses inherit Airflow's context and share it), and
+    # a task that opens a local path outside it fails (``storage.files.check_local_read``): what another task
+    # left on a local disk is never read by luck because both ran on one worker. The distributed profile's
     # workers run so; "shared" (default): every task of a machine shares the state dir.
     task_scratch: Literal["shared", "per-task"] = "shared"
 
@@ -254,6 +255,13 @@ class Settings(BaseSettings):
                              "the state directory on the local disk")
         return value
 
+    @model_validator(mode="after")
+    def _per_task_scratch_needs_shared_storage(self) -> Settings:
+        if self.task_scratch == "per-task" and not self.storage_url:
+            raise ValueError("LOOPLINE_TASK_SCRATCH=per-task gives every task a state folder of its own, so the "
+                             "files tasks hand each other must be in shared storage: set LOOPLINE_STORAGE_URL too")
+        return self
+
     @field_validator("project_dir", "state_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -269,7 +277,7 @@ class Settings(BaseSettings):
 
             root = (root / "tasks" / safe(os.environ.get("AIRFLOW_CTX_DAG_ID", "dag"))
                     / safe(os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", "run"))
-                    / f"{safe(task)}.{safe(os.environ.get('AIRFLOW_CTX_TRY_NUMBER', '0'))}.{os.getpid()}")
+                    / f"{safe(task)}.{safe(os.environ.get('AIRFLOW_CTX_TRY_NUMBER', '0'))}")
         return StatePaths(root, shared=self._shared_root())
 
     def _shared_root(self) -> Any:

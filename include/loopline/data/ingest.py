@@ -52,6 +52,7 @@ from loopline.data.schema import BATCH_KINDS, BatchKind, columns_for
 from loopline.platform.files import sha256_file
 from loopline.storage.files import (
     as_path,
+    check_local_read,
     is_remote,
     read_parquet,
     read_parquet_table,
@@ -542,8 +543,10 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
     from loopline.data.validation import Failure, validate_frame
 
     settings.state.ensure()
-    if isinstance(path, str):
+    if isinstance(path, str):  # handed over as text (the ingest DAG's XCom): maybe from another task
         path = as_path(settings, path)
+        if not is_remote(path):
+            check_local_read(path)
     if is_remote(path) or is_remote(settings.state.landing):
         given = path  # object storage: no links to resolve
         inside_landing = str(path).startswith(str(settings.state.landing).rstrip("/") + "/")

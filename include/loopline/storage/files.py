@@ -148,6 +148,7 @@ class SharedFiles:
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             path = self.local_path(uri)
+            check_local_read(path)
             if not path.exists():
                 raise StorageError(
                     f"{path} does not exist on this host: the task that wrote it ran elsewhere, or it was "
@@ -346,3 +347,20 @@ def report_folder(target: Any) -> Iterator[Path]:
         for file in sorted(Path(scratch).rglob("*")):
             if file.is_file():
                 transfer(file, target.joinpath(*file.relative_to(scratch).parts), move=False)
+
+
+def check_local_read(path: Path) -> None:
+    """Refuse a local ``path`` handed over by another task, where every task try has a state folder of its
+    own (``LOOPLINE_TASK_SCRATCH=per-task``, inside an Airflow task): only files under this task's own
+    folder may be opened from the local disk. Elsewhere (one shared state dir, the CLI) anything may."""
+    from loopline.config import get_settings
+
+    settings = get_settings()
+    if settings.task_scratch != "per-task" or not os.environ.get("AIRFLOW_CTX_TASK_ID"):
+        return
+    own = settings.state.root.resolve()
+    if not Path(path).resolve().is_relative_to(own):
+        raise StorageError(
+            f"{path} is on a local disk outside this task's own folder {own}: another task wrote it, and where "
+            "tasks share no disk this task cannot see it. Hand over a URI in shared storage instead "
+            "(LOOPLINE_STORAGE_URL; loopline.storage.files.SharedFiles)")

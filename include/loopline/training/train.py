@@ -92,9 +92,15 @@ def read_training_set(uri: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The parquet and its manifest (``<uri>.manifest.json``); the file must be the one the manifest describes.
 
     ``uri`` is a local path, ``file://`` or any fsspec URL the image can read (``s3://`` needs s3fs)."""
+    from loopline.storage.files import StorageError, check_local_read
+
     path = local_path(uri)
     if path is None:
         return _read_remote(str(uri))
+    try:
+        check_local_read(path)
+    except StorageError as exc:
+        raise TrainingError(str(exc)) from None
     if not path.exists():
         raise TrainingError(f"training set not found: {path}")
     manifest_path = path.with_name(path.name + ".manifest.json")

@@ -282,9 +282,10 @@ def test_telemetry_env_is_a_copy() -> None:
 
 def test_per_task_scratch_gives_each_airflow_task_try_a_folder_of_its_own(
         state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     monkeypatch.setenv("LOOPLINE_TASK_SCRATCH", "per-task")
+    with pytest.raises(ValidationError, match="set LOOPLINE_STORAGE_URL too"):
+        Settings()  # tasks with folders of their own can only hand each other files in shared storage
+    monkeypatch.setenv("LOOPLINE_STORAGE_URL", "s3://loopline")
     outside = Settings().state.root
     assert outside == state_dir, "outside a task (the CLI, serving) the state dir is as configured"
     monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "train_model")
@@ -294,7 +295,7 @@ def test_per_task_scratch_gives_each_airflow_task_try_a_folder_of_its_own(
     settings = Settings()
     holdout_task = settings.state.root
     assert holdout_task == (state_dir / "tasks" / "train_model" / "manual__2026-01-01T00_00_00_00_00"
-                            / f"build_holdout.2.{os.getpid()}")
+                            / "build_holdout.2")
     monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "gate_candidate")
     assert Settings().state.root != holdout_task, "the next task never sees the last one's files"
     assert settings.env()["LOOPLINE_TASK_SCRATCH"] == "per-task"  # child processes inherit it

@@ -137,3 +137,31 @@ def test_simulated_days_and_a_bad_batch_land_in_object_storage_and_ingest_from_t
     assert results[summary["bad_file"]].status == "quarantined"
     assert all(r.status == "published" for k, r in results.items() if k != summary["bad_file"])
     assert landed_files(settings) == []
+
+
+def test_with_a_folder_per_task_a_local_file_another_task_wrote_is_refused(settings, monkeypatch, tmp_path):
+    """The guard the distributed profile relies on: inside a task, a local path outside the task's own folder
+    (what another task left on its disk) is refused with what to do instead, whichever worker ran the writer."""
+    from loopline.config import get_settings
+    from loopline.storage.files import StorageError, check_local_read
+    from loopline.training.train import TrainingError, read_training_set
+
+    for key, value in {"LOOPLINE_STATE_DIR": str(settings.state.root), "LOOPLINE_STORAGE_URL": settings.storage_url,
+                       "LOOPLINE_STORAGE_ENDPOINT_URL": settings.storage_endpoint_url,
+                       "LOOPLINE_TASK_SCRATCH": "per-task", "AIRFLOW_CTX_DAG_ID": "train_model",
+                       "AIRFLOW_CTX_DAG_RUN_ID": "manual__1", "AIRFLOW_CTX_TRY_NUMBER": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "build_holdout")
+    written = get_settings().state.root / "training" / "holdout.parquet"
+    written.parent.mkdir(parents=True)
+    written.write_bytes(b"PAR1")
+    check_local_read(written)  # the writer may read its own file
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "gate_candidate")
+    with pytest.raises(StorageError, match="another task wrote it.*LOOPLINE_STORAGE_URL"):
+        check_local_read(written)
+    with pytest.raises(TrainingError, match="outside this task's own folder"):
+        read_training_set(written)
+    with pytest.raises(StorageError, match="another task wrote it"):
+        ingest_file(get_settings(), str(written))
+    monkeypatch.delenv("AIRFLOW_CTX_TASK_ID")
+    check_local_read(written)  # outside a task (the CLI) nothing is refused
