@@ -801,6 +801,12 @@ class Retention:
                             kept_for)
 
     def start(self) -> Retention:
+        # What retention_needs imports, imported now: the first run would otherwise import it on its thread
+        # while serving (~20 ms of holding the interpreter, a stall of every request in flight).
+        import loopline.features.store
+        import loopline.lineage.history
+        import loopline.monitoring.config  # noqa: F401
+
         self._thread = threading.Thread(target=self._loop, name="loopline-log-retention", daemon=True)
         self._thread.start()
         return self
