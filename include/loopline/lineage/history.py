@@ -84,7 +84,7 @@ def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str
     if url:
         import psycopg
 
-        from loopline.serving.prediction_log import postgres_conninfo
+        from loopline.storage.state_db import postgres_conninfo
 
         try:
             conn = psycopg.connect(postgres_conninfo(url), connect_timeout=5, application_name="loopline-history")

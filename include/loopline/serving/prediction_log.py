@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 
+from loopline.storage.state_db import is_postgres_url, postgres_conninfo
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -388,19 +390,6 @@ CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions (transaction_i
 # (which can still collide in the catalog) one at a time.
 _PG_SCHEMA_LOCK = 7_246_001
 _PG_RETENTION_LOCK = 7_246_003  # one replica deletes old rows at a time
-
-
-def is_postgres_url(url: str) -> bool:
-    """``postgresql://...``, ``postgres://...`` or SQLAlchemy-style ``postgresql+psycopg://...``."""
-    scheme, sep, _ = url.partition("://")
-    return bool(sep) and scheme.split("+")[0] in ("postgresql", "postgres")
-
-
-def postgres_conninfo(url: str) -> str:
-    """A libpq URI from a ``postgresql://`` or SQLAlchemy-style ``postgresql+psycopg://`` URL."""
-    if not is_postgres_url(url):
-        raise ValueError(f"not a Postgres URL: {url!r} (expected postgresql://user:password@host:5432/db)")
-    return f"postgresql://{url.partition('://')[2]}"
 
 
 class PostgresPredictionLog(_Reads):

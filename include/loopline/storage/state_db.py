@@ -25,11 +25,11 @@ from loopline.platform.files import exclusive_lock
 if TYPE_CHECKING:
     from loopline.config import Settings
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://")
-
 
 def is_postgres_url(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(POSTGRES_SCHEMES)
+    """``postgresql://...``, ``postgres://...`` or SQLAlchemy-style ``postgresql+<driver>://...``."""
+    scheme, sep, _ = str(url or "").partition("://")
+    return bool(sep) and scheme.split("+")[0] in ("postgresql", "postgres")
 
 
 def postgres_conninfo(url: str) -> str:
