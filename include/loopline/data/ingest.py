@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.config import Settings
 from loopline.data.schema import BATCH_KINDS, BatchKind, columns_for
-from loopline.platform.files import sha256_file
+from loopline.storage.file_helpers import sha256_file
 from loopline.storage.files import (
     as_path,
     check_local_read,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.config import Settings
 from loopline.platform.feast_store import apply_feature_repo, feast_config, feature_store
-from loopline.platform.files import sha256_file
+from loopline.storage.file_helpers import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -23,7 +23,6 @@ import httpx
 from loopline.config import Settings
 from loopline.platform.airflow_api import AirflowApi, AirflowApiError
 from loopline.platform.airflow_env import child_env, venv_bin
-from loopline.platform.files import exclusive_lock
 from loopline.platform.processes import (
     ProcessRecord,
     ProcessRegistry,
@@ -34,6 +33,7 @@ from loopline.platform.processes import (
     wait_until,
 )
 from loopline.platform.secrets import StackSecrets, load_or_create_secrets, read_secrets
+from loopline.storage.file_helpers import exclusive_lock
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 SUPERVISED = ("serving",)  # restarted when they die (a crash, the OOM killer, kill -9)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopline.platform.files import exclusive_lock
+from loopline.storage.file_helpers import exclusive_lock
 
 if TYPE_CHECKING:
     from loopline.config import Settings

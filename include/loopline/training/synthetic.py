@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loopline.platform.files import sha256_file
+from loopline.storage.file_helpers import sha256_file
 
 # The numeric features the manifest lists (the feature service's, by name); ``amount`` comes from config.
 FEATURES = ["customer_txn_count_24h", "amount_zscore", "new_device", "seconds_since_last_txn"]

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from loopline.platform.files import sha256_file
 from loopline.platform.mlflow_util import use_experiment
+from loopline.storage.file_helpers import sha256_file
 from loopline.training import distributed
 from loopline.training.config import FAIRNESS_GROUP_COLUMNS, TrainingConfig, TrainingConfigError, load_config
 from loopline.training.distributed import SINGLE, DistributedContext, DistributedSetupError
