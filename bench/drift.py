@@ -61,7 +61,7 @@ def worker(kind: str, ref_path: str, cur_path: str) -> None:
     reference, current = pd.read_parquet(ref_path), pd.read_parquet(cur_path)
     started = time.perf_counter()
     if kind == "fast":
-        from loopline.monitoring.config import MethodSpec
+        from loopline.config.drift_policy import MethodSpec
         from loopline.monitoring.fast_drift import ColumnPlan, compare
 
         plan = {c: ColumnPlan(MethodSpec(method=m, threshold=0.1), c in CATEGORIES) for c, m in methods(reference).items()}

@@ -85,7 +85,7 @@ def champion(live) -> str:
     # Recorded by the drift monitor's own producer (record_decision), as its DAG task does.
     from dataclasses import replace
 
-    from loopline.monitoring.config import default_drift_config_path, load_drift_config
+    from loopline.config.drift_policy import default_drift_config_path, load_drift_config
     from loopline.monitoring.monitor import record_decision
 
     now = datetime.now(UTC)
@@ -354,7 +354,7 @@ def _drift_verdict(at: datetime, version: str, drifted: int, columns: int = 10):
 
 
 def test_a_drift_check_links_the_monitor_drift_run_that_recorded_it_and_its_report(live, token, champion):
-    from loopline.monitoring.config import default_drift_config_path, load_drift_config
+    from loopline.config.drift_policy import default_drift_config_path, load_drift_config
     from loopline.monitoring.monitor import record_decision
     from loopline.monitoring.reports import report_dir, write_reports
 

@@ -77,8 +77,8 @@ def cmd_check_served(args: argparse.Namespace) -> int:
     """Exit 0: judged and within the drift policy's ``served_features.max_mismatch_rate``, or not judged (the
     reason is printed); 1: the mismatch rate is above that limit."""
     from loopline.config import get_settings
+    from loopline.config.drift_policy import default_drift_config_path, load_drift_config
     from loopline.features.served_check import check_served
-    from loopline.monitoring.config import default_drift_config_path, load_drift_config
 
     settings = get_settings()
     policy = load_drift_config(default_drift_config_path(settings.project_dir)).served_features

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopline.monitoring.config import Calibration as CalibrationPolicy
+from loopline.config.drift_policy import Calibration as CalibrationPolicy
 from loopline.monitoring.fast_drift import ColumnPlan, compare
 
 TIMESTAMP = "event_timestamp"

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopline.config.drift_policy import Concept
 from loopline.deployment.analysis import LabelledSample, VariantWindow, surely_dropped
-from loopline.monitoring.config import Concept
 
 JUDGED, NOT_JUDGED = "judged", "not_judged"
 LABEL = "is_fraud"

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopline.config.drift_policy import DriftConfig
 from loopline.monitoring.calibration import Calibration, calibrate, judged
 from loopline.monitoring.concept import ConceptCheck
-from loopline.monitoring.config import DriftConfig
 from loopline.monitoring.fast_drift import ColumnDrift, ColumnPlan, column_drift, compare
 from loopline.monitoring.reference import SCORE, Reference
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopline.monitoring.config import MethodSpec
+from loopline.config.drift_policy import MethodSpec
 
 # Evidently's get_binned_data: a numeric column with more distinct reference values is binned (Sturges).
 MAX_DISTINCT_FOR_SHARES = 20

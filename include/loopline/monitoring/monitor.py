@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from loopline.config import Settings
+from loopline.config.drift_policy import DriftConfig, default_drift_config_path, load_drift_config
 from loopline.lineage import history
 from loopline.monitoring.concept import Baseline, ConceptCheck, concept_check, lookback
-from loopline.monitoring.config import DriftConfig, default_drift_config_path, load_drift_config
 from loopline.monitoring.decide import POLICY_KINDS, DriftVerdict, decide, should_retrain
 from loopline.monitoring.reference import LABEL, SCORE, Reference, load_reference
 from loopline.monitoring.reports import log_check, report_dir, write_reports

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from loopline.monitoring.config import DriftConfig
+from loopline.config.drift_policy import DriftConfig
 from loopline.monitoring.decide import DriftVerdict, column_plan, on_drift_scale
 from loopline.monitoring.reference import SCORE, Reference
 

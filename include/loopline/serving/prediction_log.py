@@ -681,7 +681,7 @@ def retention_needs(settings: Settings, now: float, label_delay_days: float) -> 
     if watermark is not None:
         needs.append(Need("materialisation", watermark.timestamp() - WATERMARK_LOOKBACK_S))
 
-    from loopline.monitoring.config import DriftConfig, load_drift_config
+    from loopline.config.drift_policy import DriftConfig, load_drift_config
 
     path = settings.config_dir / "drift.yaml"
     try:
@@ -792,9 +792,9 @@ class Retention:
     def start(self) -> Retention:
         # What retention_needs imports, imported now: the first run would otherwise import it on its thread
         # while serving (~20 ms of holding the interpreter, a stall of every request in flight).
+        import loopline.config.drift_policy
         import loopline.features.store
-        import loopline.lineage.history
-        import loopline.monitoring.config  # noqa: F401
+        import loopline.lineage.history  # noqa: F401
 
         self._thread = threading.Thread(target=self._loop, name="loopline-log-retention", daemon=True)
         self._thread.start()

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from loopline.config import Settings
+from loopline.config.drift_policy import DriftConfig, load_drift_config
 from loopline.data.simulator import Drift, SimulationConfig, simulate
-from loopline.monitoring.config import DriftConfig, load_drift_config
 from loopline.monitoring.reference import Reference
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from monitoring_testkit import config
 
+from loopline.config.drift_policy import MethodSpec
 from loopline.monitoring.calibration import calibrate
-from loopline.monitoring.config import MethodSpec
 from loopline.monitoring.fast_drift import ColumnPlan, compare
 
 WASSERSTEIN = ColumnPlan(MethodSpec(method="wasserstein", threshold=0.1), categorical=False)

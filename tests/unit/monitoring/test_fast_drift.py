@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from monitoring_testkit import config, reference_from
 
-from loopline.monitoring.config import DriftConfigError, MethodSpec, drift_config_from_dict
+from loopline.config.drift_policy import DriftConfigError, MethodSpec, drift_config_from_dict
 from loopline.monitoring.decide import column_plan, on_drift_scale
 from loopline.monitoring.fast_drift import DriftInputError, compare, wasserstein_normed
 from loopline.monitoring.reports import evidently_report

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from monitoring_testkit import CONFIG, NOW, config, reference_from, settings
 
+from loopline.config.drift_policy import DriftConfigError, drift_config_from_dict, load_drift_config
 from loopline.features.served_check import ServedSkewReport
 from loopline.lineage import history
 from loopline.monitoring import monitor
-from loopline.monitoring.config import DriftConfigError, drift_config_from_dict, load_drift_config
 from loopline.monitoring.decide import decide
 from loopline.monitoring.monitor import SERVED_SKEW, record_decision, served_features_check
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from loopline.config import Settings
+from loopline.config.drift_policy import load_drift_config
 from loopline.lineage import history
-from loopline.monitoring.config import load_drift_config
 from loopline.monitoring.decide import DriftVerdict
 from loopline.monitoring.fast_drift import ColumnDrift
 from loopline.monitoring.monitor import record_decision
