@@ -168,7 +168,7 @@ def replayed(request, tmp_path_factory):
 
 
 def test_served_features_equal_offline_point_in_time_features(replayed):
-    from loopline.features.served_check import check_served
+    from loopline.monitoring.served_check import check_served
 
     settings, _, _, _ = replayed
     report = check_served(settings, sample=100_000)
@@ -197,7 +197,7 @@ def test_champion_quality_on_served_scores_matches_offline(replayed):
 def test_stale_features_are_caught_by_the_served_check(replayed):
     """Without fresh features the first served day was scored on the state of the day before: the check,
     run the same way, reports it (so the two tests above could fail)."""
-    from loopline.features.served_check import check_served
+    from loopline.monitoring.served_check import check_served
 
     _, stale, _, _ = replayed
     report = check_served(stale, sample=100_000)

@@ -91,7 +91,7 @@ class Retrain(_Strict):
 
 
 class ServedFeatures(_Strict):
-    """Served vs offline point-in-time features on the window's answered traffic (``features.served_check``):
+    """Served vs offline point-in-time features on the window's answered traffic (``monitoring.served_check``):
     a data-quality alarm above ``max_mismatch_rate`` (a serving bug, never a retrain)."""
 
     max_mismatch_rate: float = Field(default=0.01, ge=0, le=1)

@@ -78,7 +78,7 @@ def cmd_check_served(args: argparse.Namespace) -> int:
     reason is printed); 1: the mismatch rate is above that limit."""
     from loopline.config import get_settings
     from loopline.config.drift_policy import default_drift_config_path, load_drift_config
-    from loopline.features.served_check import check_served
+    from loopline.monitoring.served_check import check_served
 
     settings = get_settings()
     policy = load_drift_config(default_drift_config_path(settings.project_dir)).served_features

@@ -59,7 +59,7 @@ class DriftVerdict:
     notes: tuple[str, ...] = field(default_factory=tuple)
     calibration: Calibration | None = None  # what "normal" was for each column, and the thresholds taken from it
     # Served vs offline features on the window's traffic (``monitor.served_features_check``): the report of
-    # ``features.served_check`` plus ``max_mismatch_rate``, ``alarm`` and ``summary``. A data-quality
+    # ``monitoring.served_check`` plus ``max_mismatch_rate``, ``alarm`` and ``summary``. A data-quality
     # finding, never a retrain reason. None: not part of this check.
     served_features: dict[str, Any] | None = None
 

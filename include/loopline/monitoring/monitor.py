@@ -3,7 +3,7 @@
     reference (champion's run) + prediction-log window + labels → verdict → reports (state dir, MLflow)
     → history (drift_checked, and retrain_requested or retrain_suppressed) → whether to emit the asset
 
-The same window's answered traffic is also checked for training/serving skew (``features.served_check``:
+The same window's answered traffic is also checked for training/serving skew (``monitoring.served_check``:
 the features serving logged vs the offline point-in-time ones); a mismatch rate above the policy's
 ``served_features.max_mismatch_rate`` is a data-quality alarm (history ``served_features_skew``), never a
 retrain reason, and a failure of that check is recorded as "not judged", never a failed drift check.
@@ -85,10 +85,10 @@ def window_of(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
 
 def served_features_check(settings: Settings, config: DriftConfig, start: datetime, end: datetime,
                           log_rows: pd.DataFrame | None = None) -> dict[str, Any]:
-    """``features.served_check`` over [start, end) judged against ``config.served_features``: the report's
+    """``monitoring.served_check`` over [start, end) judged against ``config.served_features``: the report's
     fields plus ``max_mismatch_rate``, ``alarm`` and a one-line ``summary``. Never raises: a check that
     fails is recorded as not judged, with the error as its reason."""
-    from loopline.features.served_check import check_served
+    from loopline.monitoring.served_check import check_served
 
     limit = config.served_features.max_mismatch_rate
     try:

@@ -20,7 +20,7 @@ REFRESH_SECONDS = 30
 
 CANARY_KINDS = ("canary_started", "traffic_shifted", "promoted", "rolled_back")
 DRIFT_KINDS = ("drift_checked", "retrain_requested", "retrain_suppressed", "served_features_skew")
-# The drift check's served-features result (features.served_check), carried by its drift_checked event.
+# The drift check's served-features result (monitoring.served_check), carried by its drift_checked event.
 SERVED_KEY = "served_features"
 # The drift monitor's share of drifted features, as its drift_checked events carry it (plotted over time).
 # The producer is loopline.monitoring.monitor.record_decision; tests/unit/ui renders events it wrote.

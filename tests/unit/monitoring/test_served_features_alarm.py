@@ -9,11 +9,11 @@ import pytest
 from monitoring_testkit import CONFIG, NOW, config, reference_from, settings
 
 from loopline.config.drift_policy import DriftConfigError, drift_config_from_dict, load_drift_config
-from loopline.features.served_check import ServedSkewReport
 from loopline.lineage import history
 from loopline.monitoring import monitor
 from loopline.monitoring.decide import decide
 from loopline.monitoring.monitor import SERVED_SKEW, record_decision, served_features_check
+from loopline.monitoring.served_check import ServedSkewReport
 
 START = NOW - timedelta(hours=24)
 
@@ -57,7 +57,7 @@ def test_the_shipped_policy_has_the_served_features_limit_and_it_is_validated_st
 
 def test_a_mismatch_rate_above_the_limit_is_an_alarm_of_its_own_never_a_retrain(tmp_path, monkeypatch, known_kind,
                                                                                undrifted):
-    monkeypatch.setattr("loopline.features.served_check.check_served", lambda *a, **k: _report(500, 12))
+    monkeypatch.setattr("loopline.monitoring.served_check.check_served", lambda *a, **k: _report(500, 12))
     served = served_features_check(settings(tmp_path), config(), START, NOW)
     assert served["alarm"] and served["max_mismatch_rate"] == 0.01 and served["mismatch_rate"] == 0.024
     assert "SKEW" in served["summary"] and "cust_tx_count_24h" in served["summary"]
@@ -76,7 +76,7 @@ def test_within_the_limit_or_not_judged_there_is_no_alarm(tmp_path, monkeypatch,
     s = settings(tmp_path)
     for report in (_report(500, 5), _report(0, 0, judged=False, reason="no served transaction is ingested and "
                                                                        "materialised yet")):
-        monkeypatch.setattr("loopline.features.served_check.check_served", lambda *a, r=report, **k: r)
+        monkeypatch.setattr("loopline.monitoring.served_check.check_served", lambda *a, r=report, **k: r)
         served = served_features_check(s, config(), START, NOW)
         assert not served["alarm"]
         record_decision(s, _verdict(undrifted, served), config(), now=NOW, training_running=False)
@@ -91,7 +91,7 @@ def test_a_failing_served_check_is_recorded_as_not_judged_and_the_drift_check_go
     def broken(*args, **kwargs):
         raise OSError("the curated store is unreadable")
 
-    monkeypatch.setattr("loopline.features.served_check.check_served", broken)
+    monkeypatch.setattr("loopline.monitoring.served_check.check_served", broken)
     s = settings(tmp_path)
     served = served_features_check(s, config(), START, NOW)
     assert served == {"judged": False, "reason": "OSError: the curated store is unreadable",
@@ -109,7 +109,7 @@ def test_with_an_empty_log_the_real_check_says_why_it_did_not_judge(tmp_path):
 
 def test_an_alarm_without_the_history_kind_stays_in_the_drift_check(tmp_path, monkeypatch, undrifted):
     monkeypatch.setattr(history, "EVENT_KINDS", history.EVENT_KINDS - {SERVED_SKEW})
-    monkeypatch.setattr("loopline.features.served_check.check_served", lambda *a, **k: _report(100, 50))
+    monkeypatch.setattr("loopline.monitoring.served_check.check_served", lambda *a, **k: _report(100, 50))
     s = settings(tmp_path)
     served = served_features_check(s, config(), START, NOW)
     record_decision(s, _verdict(undrifted, served), config(), now=NOW, training_running=False)

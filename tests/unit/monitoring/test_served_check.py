@@ -16,8 +16,8 @@ from loopline.cli.main import main
 from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
-from loopline.features.served_check import check_served
 from loopline.features.store import OnlineFeatures, curated_time_range, historical_features, materialize
+from loopline.monitoring.served_check import check_served
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
 
