@@ -169,7 +169,7 @@ def test_local_backend_is_the_default_and_does_not_import_the_provider() -> None
 def test_k8s_manifests_cli_writes_every_object_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from loopline.k8s import k8s_cli
+    from loopline.cli import k8s as k8s_cli
 
     parser = argparse.ArgumentParser(prog="loopline")
     k8s_cli.add_parser(parser.add_subparsers(dest="command", required=True))
@@ -215,8 +215,8 @@ def test_local_launcher_runs_the_same_argv_and_returns_the_same_shape(monkeypatc
 def test_k8s_manifests_cli_says_why_the_training_pod_cannot_be_rendered() -> None:
     """The pod is rendered by the Airflow glue in its own process; a conf the DAG refuses comes back as the
     reason, not as a traceback."""
+    from loopline.cli.k8s import ManifestError, sample_training_pod
     from loopline.config import get_settings
-    from loopline.k8s.k8s_cli import ManifestError, sample_training_pod
 
     with pytest.raises(ManifestError, match="hpo_trials"):
         sample_training_pod(get_settings(), PREFIX, {"hpo_trials": 201})

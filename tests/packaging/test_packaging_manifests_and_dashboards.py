@@ -11,7 +11,8 @@ import pytest
 import yaml
 from packaging_files import REPO_ROOT, helm_values
 
-from loopline.k8s import k8s_cli, manifests
+from loopline.cli import k8s as k8s_cli
+from loopline.k8s import manifests
 from loopline.serving.metrics import ServingMetrics
 
 DEPLOY_FILES = sorted((REPO_ROOT / "deploy" / "kubernetes").glob("*.yaml"))

@@ -12,13 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+from loopline.cli import deployment as deployment_cli
+from loopline.cli import features as features_cli
+from loopline.cli import gate as gate_cli
+from loopline.cli import k8s as k8s_cli
+from loopline.cli import serving as serving_cli
+from loopline.cli import simulate as simulate_cli
 from loopline.config import get_settings, telemetry_off_env
-from loopline.data import simulate_cli
-from loopline.deployment import deployment_cli
-from loopline.features import features_cli
-from loopline.gating import gate_cli
-from loopline.k8s import k8s_cli
-from loopline.serving import serving_cli
 
 
 def _print_login(info: dict) -> None:

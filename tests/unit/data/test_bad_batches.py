@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.data import simulate_cli
+from loopline.cli import simulate as simulate_cli
 from loopline.data.bad_batches import BAD_KINDS, MAKERS, make_bad_batch, write_bad_batch
 from loopline.data.schema import (
     AGE_BANDS,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.data import simulate_cli
+from loopline.cli import simulate as simulate_cli
 from loopline.data.bad_batches import BAD_KINDS
 from loopline.data.schema import (
     AGE_BANDS,
@@ -512,7 +512,7 @@ def test_cli_knows_the_simulators_drift_kinds() -> None:
 
 
 def test_cli_module_imports_light() -> None:
-    code = "import sys, loopline.data.simulate_cli; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    code = "import sys, loopline.cli.simulate; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

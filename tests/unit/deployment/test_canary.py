@@ -181,7 +181,7 @@ def test_loopline_traffic_replays_curated_transactions_open_loop(serving_world, 
     import argparse
     import json
 
-    from loopline.serving.serving_cli import cmd_traffic
+    from loopline.cli.serving import cmd_traffic
 
     for key, value in serving_world.env().items():
         monkeypatch.setenv(key, value)

@@ -149,7 +149,7 @@ def test_gate_cli_prints_the_verdict_and_exits_by_it(gate_world, tmp_path, monke
 
     import yaml
 
-    from loopline.gating import gate_cli
+    from loopline.cli import gate as gate_cli
 
     settings = gate_world["settings"]
     monkeypatch.setenv("LOOPLINE_STATE_DIR", str(settings.state.root))

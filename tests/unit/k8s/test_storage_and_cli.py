@@ -10,8 +10,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from loopline.cli import k8s as k8s_cli
 from loopline.config import get_settings
-from loopline.k8s import k8s_cli, storage
+from loopline.k8s import storage
 from loopline.k8s.config import KubernetesConfigError
 
 

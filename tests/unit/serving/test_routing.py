@@ -62,7 +62,7 @@ def test_desired_state_from_aliases_and_tags() -> None:
 def test_loopline_serve_parses_the_service_options() -> None:
     import argparse
 
-    from loopline.serving.serving_cli import add_parser
+    from loopline.cli.serving import add_parser
 
     parser = argparse.ArgumentParser(prog="loopline")
     add_parser(parser.add_subparsers(dest="command"))

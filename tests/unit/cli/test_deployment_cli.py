@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from loopline.cli.deployment import cmd_answer, cmd_canary
 from loopline.cli.main import build_parser, main
 from loopline.deployment.approval import nothing_waiting
-from loopline.deployment.deployment_cli import cmd_answer, cmd_canary
 
 pytestmark = pytest.mark.usefixtures("clean_loopline_env")
 
