@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install test test-fast demo up down status lint bench clean-state
+.PHONY: install test test-fast check demo up down status lint bench clean-state
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ status: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# What must pass before a commit (pre-commit runs the first two) and first in CI: lint, the import contracts
+# of pyproject.toml ([tool.importlinter]: the package layering, no Airflow under include/), the fast tests.
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/pytest -m "not integration"
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
