@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+from loopline.config.yaml_files import describe_validation_error, load_policy_file
 
 # The methods the fast path implements exactly (Evidently's names), and Loopline's own two for a score whose
 # mass sits near zero (Jensen-Shannon over the reference's quantile bins; the share of scores at or above a
@@ -130,4 +130,4 @@ def drift_config_from_dict(data: dict[str, Any]) -> DriftConfig:
 
 def load_drift_config(path: str | Path) -> DriftConfig:
     """Read and validate the drift policy at ``path`` (include/config/drift.yaml)."""
-    return drift_config_from_dict(read_yaml_mapping(path, "drift policy", DriftConfigError))
+    return load_policy_file(path, DriftConfig, "drift policy", DriftConfigError)

@@ -1,7 +1,9 @@
-"""Reading the versioned YAML policies (training, gate, serving, kubernetes) with errors that say what to fix.
+"""Reading the versioned YAML policies (training, gate, canary, drift, serving, kubernetes) with errors that say
+what to fix.
 
 Each stage validates its own schema (pydantic); this module holds what they share: reading a file
-that must be a YAML mapping, and turning a ``ValidationError`` into one line per bad field.
+that must be a YAML mapping, turning a ``ValidationError`` into one line per bad field, and
+``load_policy_file`` (both, for one file and one model: the gate, drift, canary and serving policies).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def describe_validation_error(error: ValidationError, title: str) -> str:
     return f"{title}:\n" + "\n".join(lines)
 
 
+def load_policy_file(path: str | Path, model: type[Model], what: str, error: type[Exception]) -> Model:
+    """The YAML mapping at ``path`` validated as ``model``: the one way a policy file is read. ``error(...)``
+    names ``what`` and the file when it is missing, is not YAML or not a mapping, and each bad field."""
+    raw = read_yaml_mapping(path, what, error)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(describe_validation_error(exc, f"invalid {what} {path}")) from None
+
+
 def load_model_file(model: type[Model], path: str | Path | None, default_path: Path, what: str,
                     error: type[Exception]) -> Model:
     """``path`` (which must exist), else ``default_path`` (missing: the model's defaults, e.g. an image
@@ -48,8 +60,4 @@ def load_model_file(model: type[Model], path: str | Path | None, default_path: P
         if not default_path.exists():
             return model()
         path = default_path
-    raw = read_yaml_mapping(path, what, error)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise error(describe_validation_error(exc, f"invalid {what} {path}")) from None
+    return load_policy_file(path, model, what, error)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+from loopline.config.yaml_files import describe_validation_error, load_policy_file
 from loopline.training.config import FAIRNESS_GROUP_COLUMNS
 
 # Each quality metric and whether a higher value is better; the direction decides which value threshold
@@ -185,5 +185,4 @@ def default_policy_path(project_dir: Path) -> Path:
 
 def load_policy(path: str | Path) -> GatePolicy:
     """Read and validate the gate policy at ``path``."""
-    data = read_yaml_mapping(path, "gate policy", GatePolicyError)
-    return policy_from_dict(data)
+    return load_policy_file(path, GatePolicy, "gate policy", GatePolicyError)
