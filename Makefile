@@ -22,7 +22,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The whole suite, after the static checks of `make check` (so CI, which runs this, runs everything `check`
+# does without running the fast tests twice).
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # Unit and DAG tests only (no services started).

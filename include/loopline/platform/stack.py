@@ -310,20 +310,29 @@ def active_settings(settings: Settings) -> Settings:
     return settings
 
 
-def _up(settings: Settings, log) -> StackSecrets:
-    state = settings.state.ensure()
-    reg = registry(settings)
+def _already_up(settings: Settings, profile: str, log) -> bool:
+    """Whether the ``profile`` stack runs already (then nothing to start); a partly running one is stopped
+    and the records of an earlier stack are cleared, so the caller starts afresh."""
     current = status(settings)
-    _refuse_other_profile(settings, current, "embedded")
+    _refuse_other_profile(settings, current, profile)
     if current.all_running:
-        log("Loopline stack is already running.")
-        return load_or_create_secrets(settings)
+        log("Loopline stack is already running." if profile == "embedded"
+            else f"Loopline stack ({profile} profile) is already running.")
+        return True
     if current.any_running:
         log("A previous stack is partly running: stopping it before starting afresh.")
         _down(settings, log=lambda *_: None)
-    reg.clear()
+    registry(settings).clear()
     for name in SUPERVISED:  # restarts and exit codes of an earlier stack are not this one's
         supervisor_state_path(settings, name).unlink(missing_ok=True)
+    return False
+
+
+def _up(settings: Settings, log) -> StackSecrets:
+    state = settings.state.ensure()
+    reg = registry(settings)
+    if _already_up(settings, "embedded", log):
+        return load_or_create_secrets(settings)
     _check_ports(settings)
     stack_secrets = load_or_create_secrets(settings)
     env = child_env(settings, stack_secrets)
@@ -384,15 +393,8 @@ def _up_distributed(settings: Settings, log) -> StackSecrets:
     from loopline.platform import distributed
 
     reg = registry(settings)
-    current = status(settings)
-    _refuse_other_profile(settings, current, "distributed")
-    if current.all_running:
-        log("Loopline stack (distributed profile) is already running.")
+    if _already_up(settings, "distributed", log):
         return load_or_create_secrets(settings)
-    if current.any_running:
-        log("A previous stack is partly running: stopping it before starting afresh.")
-        _down(settings, log=lambda *_: None)
-    reg.clear()
     settings.state.ensure()
     for what, port, var in (("Airflow", settings.airflow_port, "LOOPLINE_AIRFLOW_PORT"),
                             ("MLflow", settings.mlflow_port, "LOOPLINE_MLFLOW_PORT")):
