@@ -203,7 +203,7 @@ def test_platform_smoke_runs_on_the_celery_workers_in_private_scratch_dirs(stack
     assert details["task_scratch"] == "per-task"
     run_folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
     assert details["scratch_dir"].startswith(f"{scratch[details['worker']]}/tasks/platform_smoke/{run_folder}/"
-                                             "check_state_dir.1.")
+                                             "check_state_dir.1")
     assert details["scratch_mode"] == "700" and details["state_db"] == "loopline"
     received = sum(p.read_text().count("Task execute_workload[") for p in worker_logs.values())
     assert received >= 2 * len(SMOKE_TASKS)  # a "received" and a "succeeded" line per task
