@@ -447,21 +447,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         airflow.update(username=stack_secrets.airflow_username, password=stack_secrets.airflow_password)
     if current.any_running:
         airflow["health"] = airflow_health(settings)
-    if profile == "distributed":
-        from loopline.platform import distributed
-
-        stored = distributed.read_profile(settings)
-        return {
-            "mode": mode,
-            "state_dir": str(settings.state.root),
-            "running": current.all_running,
-            "services": {name: _service(current, name, running) for name, running in current.running.items()},
-            "airflow": airflow,
-            "mlflow": {"url": settings.mlflow_uri},
-            **(distributed.describe(settings, stored) if stored is not None else {}),
-            "logs": str(settings.state.logs),
-        }
-    return {
+    info = {
         "mode": mode,
         "state_dir": str(settings.state.root),
         "running": current.all_running,
@@ -471,6 +457,13 @@ def describe(settings: Settings) -> dict[str, Any]:
         "serving": {"url": settings.serving_base_url},
         "logs": str(settings.state.logs),
     }
+    if profile == "distributed":  # its data services, ports and workers' scratch dirs too
+        from loopline.platform import distributed
+
+        stored = distributed.read_profile(settings)
+        if stored is not None:
+            info.update(distributed.describe(settings, stored))
+    return info
 
 
 def _service(current: StackStatus, name: str, running: bool) -> dict[str, Any]:
