@@ -26,6 +26,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 # does without running the fast tests twice).
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
@@ -48,10 +49,11 @@ status: install
 lint: install
 	$(BIN)/ruff check .
 
-# What must pass before a commit (pre-commit runs the first two) and first in CI: lint, the import contracts
+# What must pass before a commit (pre-commit runs the first three) and first in CI: lint, format, the import contracts
 # of pyproject.toml ([tool.importlinter]: the package layering, no Airflow under include/), the fast tests.
 check: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -m "not integration"
 

@@ -25,9 +25,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CATEGORIES = {"channel": ["chip", "contactless", "online", "atm"],
-              "merchant_category": ["grocery", "restaurant", "fuel", "travel", "electronics", "fashion", "digital_goods"],
-              "merchant_country": ["DE", "FR", "NL", "US", "NG", "GB"], "region": ["n", "s", "e", "w"]}
+CATEGORIES = {
+    "channel": ["chip", "contactless", "online", "atm"],
+    "merchant_category": [
+        "grocery",
+        "restaurant",
+        "fuel",
+        "travel",
+        "electronics",
+        "fashion",
+        "digital_goods",
+    ],
+    "merchant_country": ["DE", "FR", "NL", "US", "NG", "GB"],
+    "region": ["n", "s", "e", "w"],
+}
 # Evidently reports a resolved default method by its display name.
 DISPLAY_NAMES = {"Wasserstein distance (normed)": "wasserstein", "Jensen-Shannon distance": "jensenshannon"}
 FLAGS = ["is_new_device", "is_new_channel", "has_customer_history"]
@@ -64,29 +75,44 @@ def worker(kind: str, ref_path: str, cur_path: str) -> None:
         from loopline.config.drift_policy import MethodSpec
         from loopline.monitoring.fast_drift import ColumnPlan, compare
 
-        plan = {c: ColumnPlan(MethodSpec(method=m, threshold=0.1), c in CATEGORIES) for c, m in methods(reference).items()}
+        plan = {
+            c: ColumnPlan(MethodSpec(method=m, threshold=0.1), c in CATEGORIES)
+            for c, m in methods(reference).items()
+        }
         verdicts = {r.column: [r.method, r.score, r.drifted] for r in compare(reference, current, plan)}
     else:
         from evidently import DataDefinition, Dataset, Report
         from evidently.presets import DataDriftPreset
 
-        definition = DataDefinition(categorical_columns=list(CATEGORIES),
-                                    numerical_columns=[c for c in reference.columns if c not in CATEGORIES])
-        snapshot = Report([DataDriftPreset()]).run(current_data=Dataset.from_pandas(current, data_definition=definition),
-                                                   reference_data=Dataset.from_pandas(reference, data_definition=definition))
+        definition = DataDefinition(
+            categorical_columns=list(CATEGORIES),
+            numerical_columns=[c for c in reference.columns if c not in CATEGORIES],
+        )
+        snapshot = Report([DataDriftPreset()]).run(
+            current_data=Dataset.from_pandas(current, data_definition=definition),
+            reference_data=Dataset.from_pandas(reference, data_definition=definition),
+        )
         verdicts = {}
         for metric in snapshot.dict()["metrics"]:
             cfg = metric["config"]
             if cfg.get("type", "").endswith("ValueDrift"):
-                verdicts[cfg["column"]] = [DISPLAY_NAMES.get(cfg["method"], cfg["method"]), float(metric["value"]), float(metric["value"]) >= cfg["threshold"]]
+                verdicts[cfg["column"]] = [
+                    DISPLAY_NAMES.get(cfg["method"], cfg["method"]),
+                    float(metric["value"]),
+                    float(metric["value"]) >= cfg["threshold"],
+                ]
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "verdicts": verdicts}))
 
 
 def run(kind: str, ref: Path, cur: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, str(ref), str(cur)], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, str(ref), str(cur)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -109,19 +135,30 @@ def main() -> int:
         make(rows, 1, drift=True).to_parquet(cur)
         fast, evidently = run("fast", ref, cur), run("evidently", ref, cur)
     agree = [c for c in fast["verdicts"] if fast["verdicts"][c][2] == evidently["verdicts"][c][2]]
-    other_method = {c: (fast["verdicts"][c][0], evidently["verdicts"][c][0]) for c in fast["verdicts"]
-                    if fast["verdicts"][c][0] != evidently["verdicts"][c][0]}
+    other_method = {
+        c: (fast["verdicts"][c][0], evidently["verdicts"][c][0])
+        for c in fast["verdicts"]
+        if fast["verdicts"][c][0] != evidently["verdicts"][c][0]
+    }
     same_method = not other_method
     worst = max(abs(fast["verdicts"][c][1] - evidently["verdicts"][c][1]) for c in fast["verdicts"])
     drifted = sum(v[2] for v in evidently["verdicts"].values())
-    print(f"window {rows:,} rows x {len(fast['verdicts'])} columns vs reference {args.reference_rows:,} rows "
-          f"({drifted} columns drifted per Evidently)")
+    print(
+        f"window {rows:,} rows x {len(fast['verdicts'])} columns vs reference {args.reference_rows:,} rows "
+        f"({drifted} columns drifted per Evidently)"
+    )
     print(f"  fast path            {fast['seconds']:7.2f} s   peak RSS {fast['peak_rss_mb']:7.0f} MB")
-    print(f"  Evidently default    {evidently['seconds']:7.2f} s   peak RSS {evidently['peak_rss_mb']:7.0f} MB")
-    print(f"  ratio                {evidently['seconds'] / fast['seconds']:7.1f}x faster, "
-          f"{evidently['peak_rss_mb'] / fast['peak_rss_mb']:.1f}x less memory")
-    print(f"  verdicts agree       {len(agree)}/{len(fast['verdicts'])} columns; same methods: {same_method}; "
-          f"max |score diff| {worst:.2e}" + (f"; methods differ: {other_method}" if other_method else ""))
+    print(
+        f"  Evidently default    {evidently['seconds']:7.2f} s   peak RSS {evidently['peak_rss_mb']:7.0f} MB"
+    )
+    print(
+        f"  ratio                {evidently['seconds'] / fast['seconds']:7.1f}x faster, "
+        f"{evidently['peak_rss_mb'] / fast['peak_rss_mb']:.1f}x less memory"
+    )
+    print(
+        f"  verdicts agree       {len(agree)}/{len(fast['verdicts'])} columns; same methods: {same_method}; "
+        f"max |score diff| {worst:.2e}" + (f"; methods differ: {other_method}" if other_method else "")
+    )
     return 0 if len(agree) == len(fast["verdicts"]) and same_method else 1
 
 

@@ -47,7 +47,10 @@ def write_curated(settings: Settings, rows: int) -> pd.DataFrame:
     tx = sim.transactions.iloc[:rows]
     labels = sim.labels[sim.labels["transaction_id"].isin(tx["transaction_id"])]
     curated = settings.state.curated
-    for kind, frame, stamp in (("transactions", tx, "event_timestamp"), ("labels", labels, "label_timestamp")):
+    for kind, frame, stamp in (
+        ("transactions", tx, "event_timestamp"),
+        ("labels", labels, "label_timestamp"),
+    ):
         for day, part in frame.groupby(frame[stamp].dt.strftime("%Y-%m-%d"), sort=True):
             folder = curated / kind / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +73,7 @@ def candidate_rows(store, entities: pd.DataFrame) -> dict[str, np.ndarray]:
         entity_keys = entities[list(view.keys.values())].set_axis(list(view.keys), axis=1)
         keys = pd.concat([stored[list(view.keys)], entity_keys], ignore_index=True)
         codes = keys.groupby(list(view.keys), sort=False, dropna=False).ngroup().to_numpy().astype(np.int64)
-        c_f, c_e = codes[: len(stored)], codes[len(stored):]
+        c_f, c_e = codes[: len(stored)], codes[len(stored) :]
         stamps = np.unique(np.concatenate([t_f, t_e, t_e - ttl_us]))  # dense ranks keep the sums small
         span = np.int64(len(stamps) + 1)
         found = np.sort(c_f * span + np.searchsorted(stamps, t_f))
@@ -131,8 +134,12 @@ def bench_online(settings: Settings, transactions: pd.DataFrame, lookups: int, w
     online = OnlineFeatures(settings)
     store = online.store
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
-    refs = [f"{p.name_to_use()}:{f.name}" for p in online.service.feature_view_projections
-            if p.name not in on_demand for f in p.features]
+    refs = [
+        f"{p.name_to_use()}:{f.name}"
+        for p in online.service.feature_view_projections
+        if p.name not in on_demand
+        for f in p.features
+    ]
     picks = transactions.sample(n=min(lookups + warmup, len(transactions)), random_state=7, replace=False)
     records = picks[[*ENTITY_COLUMNS, "amount", "event_timestamp"]].to_dict("records")
 
@@ -146,11 +153,16 @@ def bench_online(settings: Settings, transactions: pd.DataFrame, lookups: int, w
         return samples
 
     service = run(lambda tx: online.lookup([tx]))
-    plain = run(lambda tx: store.get_online_features(
-        features=refs, entity_rows=[{k: tx[k] for k in ENTITY_COLUMNS}]).to_dict())
+    plain = run(
+        lambda tx: store.get_online_features(
+            features=refs, entity_rows=[{k: tx[k] for k in ENTITY_COLUMNS}]
+        ).to_dict()
+    )
     (s50, s99), (p50, p99) = percentiles(service), percentiles(plain)
-    print(f"online lookup, {len(service)} single transactions ({len(online.names)} features, "
-          f"{len(refs)} of them plain)")
+    print(
+        f"online lookup, {len(service)} single transactions ({len(online.names)} features, "
+        f"{len(refs)} of them plain)"
+    )
     print(f"  OnlineFeatures.lookup (service + python ODFV): p50 {s50:6.2f} ms  p99 {s99:6.2f} ms")
     print(f"  get_online_features (plain feature refs)     : p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
     print(f"  ratio (lookup / plain): p50 {s50 / p50:.2f}x  p99 {s99 / p99:.2f}x")
@@ -160,8 +172,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=1_000)
-    parser.add_argument("--max-join-rows", type=float, default=250e6,
-                        help="above this many Feast join candidate rows, run Feast on a newest slice only")
+    parser.add_argument(
+        "--max-join-rows",
+        type=float,
+        default=250e6,
+        help="above this many Feast join candidate rows, run Feast on a newest slice only",
+    )
     parser.add_argument("--slice-join-rows", type=float, default=30e6, help="candidate rows of that slice")
     args = parser.parse_args()
     settings = Settings(state_dir=STATE)
@@ -171,8 +187,10 @@ def main() -> None:
     try:
         write_s, tx = timed(lambda: write_curated(settings, args.rows))
         span = curated_time_range(settings)
-        print(f"curated: {len(tx):,} transactions, {span[0]:%Y-%m-%d} .. {span[1]:%Y-%m-%d} "
-              f"(simulated + written in {write_s:.1f} s) in {STATE}")
+        print(
+            f"curated: {len(tx):,} transactions, {span[0]:%Y-%m-%d} .. {span[1]:%Y-%m-%d} "
+            f"(simulated + written in {write_s:.1f} s) in {STATE}"
+        )
         del tx
 
         mat_s, result = timed(lambda: materialize(settings, *span))
@@ -181,9 +199,11 @@ def main() -> None:
         out = STATE / "training" / "train.parquet"
         base = rss_bytes()
         build_s, manifest, peak = with_peak_rss(lambda: build_training_set(settings, out))
-        print(f"build_training_set, all rows       : {build_s:7.2f} s  {manifest.rows / build_s:,.0f} rows/s "
-              f"({manifest.rows:,} rows, {len(manifest.features)} features); peak RSS {peak / 2**30:.2f} GiB "
-              f"({(peak - base) / 2**30:+.2f} GiB over the {base / 2**30:.2f} GiB before)")
+        print(
+            f"build_training_set, all rows       : {build_s:7.2f} s  {manifest.rows / build_s:,.0f} rows/s "
+            f"({manifest.rows:,} rows, {len(manifest.features)} features); peak RSS {peak / 2**30:.2f} GiB "
+            f"({(peak - base) / 2**30:+.2f} GiB over the {base / 2**30:.2f} GiB before)"
+        )
 
         # Feast's join cost (time and memory) grows with its candidate rows, not with the entity rows.
         store = feature_store(settings)
@@ -191,35 +211,47 @@ def main() -> None:
         fanout = candidate_rows(store, entity_rows(curated))
         per_row = sum(fanout.values())
         total = int(per_row.sum())
-        print("feast join candidate rows (entity x same-key rows within ttl): "
-              + ", ".join(f"{name} {int(rows.sum()) / 1e6:,.1f}M" for name, rows in fanout.items())
-              + f"; total {total / 1e6:,.1f}M for {len(curated):,} entity rows")
+        print(
+            "feast join candidate rows (entity x same-key rows within ttl): "
+            + ", ".join(f"{name} {int(rows.sum()) / 1e6:,.1f}M" for name, rows in fanout.items())
+            + f"; total {total / 1e6:,.1f}M for {len(curated):,} entity rows"
+        )
         rows = curated
         if total > args.max_join_rows:
             keep = np.cumsum(per_row[::-1])[::-1] <= args.slice_join_rows
             rows = curated[keep].reset_index(drop=True)
-            print(f"  over --max-join-rows {args.max_join_rows / 1e6:,.0f}M: comparing on the newest "
-                  f"{len(rows):,} transactions ({int(per_row[keep].sum()) / 1e6:,.1f}M candidate rows)")
+            print(
+                f"  over --max-join-rows {args.max_join_rows / 1e6:,.0f}M: comparing on the newest "
+                f"{len(rows):,} transactions ({int(per_row[keep].sum()) / 1e6:,.1f}M candidate rows)"
+            )
         del curated
         feast_s, feast, feast_peak = with_peak_rss(lambda: historical_features(store, rows, engine="feast"))
         ours_s, ours, ours_peak = with_peak_rss(lambda: historical_features(store, rows, engine="pandas"))
-        print(f"same rows, feast get_historical_features: {feast_s:7.2f} s (peak RSS {feast_peak / 2**30:.2f} GiB); "
-              f"merge_asof + ODFV: {ours_s:7.2f} s (peak RSS {ours_peak / 2**30:.2f} GiB); "
-              f"ratio {feast_s / ours_s:.1f}x")
+        print(
+            f"same rows, feast get_historical_features: {feast_s:7.2f} s (peak RSS {feast_peak / 2**30:.2f} GiB); "
+            f"merge_asof + ODFV: {ours_s:7.2f} s (peak RSS {ours_peak / 2**30:.2f} GiB); "
+            f"ratio {feast_s / ours_s:.1f}x"
+        )
         if len(rows) < manifest.rows:
-            print(f"  feast estimate for all {manifest.rows:,} rows, linear in candidate rows: "
-                  f"{feast_s * total / per_row[keep].sum():,.0f} s (if it fitted in memory: it does not here)")
+            print(
+                f"  feast estimate for all {manifest.rows:,} rows, linear in candidate rows: "
+                f"{feast_s * total / per_row[keep].sum():,.0f} s (if it fitted in memory: it does not here)"
+            )
         names = feature_names(store)
         feast = feast.set_index("transaction_id").loc[ours["transaction_id"]].reset_index()
         bad = disagreements(ours, feast, names)
         assert not bad, f"feast and merge_asof disagree (rows per feature): {bad}"
-        print(f"agreement: {len(ours):,} rows x {len(names)} features identical, dtypes too "
-              f"({int(ours['cust_tx_count_24h'].isna().sum()):,} without customer history, "
-              f"{int(ours['merch_tx_count_7d'].isna().sum()):,} with merchant state past its TTL or none)")
+        print(
+            f"agreement: {len(ours):,} rows x {len(names)} features identical, dtypes too "
+            f"({int(ours['cust_tx_count_24h'].isna().sum()):,} without customer history, "
+            f"{int(ours['merch_tx_count_7d'].isna().sum()):,} with merchant state past its TTL or none)"
+        )
         del feast, ours
 
         bench_online(settings, read_curated_transactions(settings.state.curated), args.lookups)
-        print(f"process peak RSS (all stages): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+        print(
+            f"process peak RSS (all stages): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+        )
     finally:
         os.chdir(previous_cwd)
         shutil.rmtree(STATE, ignore_errors=True)

@@ -68,19 +68,41 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
     publish(settings, sim.labels, "labels", "bench")
     materialize(settings, *curated_time_range(settings))
     build_training_set(settings, root / "train.parquet")
-    train(root / "train.parquet", load_config(REPO / "include" / "config" / "training.yaml", QUICK_TRAINING),
-          tracking_uri=settings.mlflow_uri)
+    train(
+        root / "train.parquet",
+        load_config(REPO / "include" / "config" / "training.yaml", QUICK_TRAINING),
+        tracking_uri=settings.mlflow_uri,
+    )
     start = materialized_until(settings) + timedelta(minutes=1)
     latest = sim.transactions.sort_values("event_timestamp").drop_duplicates("customer_id", keep="last")
-    keys = ("customer_id", "card_id", "merchant_id", "device_id", "channel", "merchant_category", "merchant_country")
-    transactions = [{**{k: str(r[k]) for k in keys}, "amount": float(r["amount"]),
-                     "event_timestamp": (start + timedelta(milliseconds=i)).isoformat()}
-                    for i, r in enumerate(latest.to_dict("records"))]
+    keys = (
+        "customer_id",
+        "card_id",
+        "merchant_id",
+        "device_id",
+        "channel",
+        "merchant_category",
+        "merchant_country",
+    )
+    transactions = [
+        {
+            **{k: str(r[k]) for k in keys},
+            "amount": float(r["amount"]),
+            "event_timestamp": (start + timedelta(milliseconds=i)).isoformat(),
+        }
+        for i, r in enumerate(latest.to_dict("records"))
+    ]
     looked_up = OnlineFeatures(settings).lookup(transactions)
-    feature_rows = [{**{k: tx[k] for k in ("channel", "merchant_category", "merchant_country", "amount")},
-                     **{k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
-                        for k, v in feats.items()}}
-                    for tx, feats in zip(transactions, looked_up, strict=True)]
+    feature_rows = [
+        {
+            **{k: tx[k] for k in ("channel", "merchant_category", "merchant_country", "amount")},
+            **{
+                k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+                for k, v in feats.items()
+            },
+        }
+        for tx, feats in zip(transactions, looked_up, strict=True)
+    ]
     return settings, transactions, feature_rows
 
 
@@ -104,8 +126,11 @@ def new_transactions(transactions: list[dict[str, Any]]) -> Any:
 
     def next_body() -> bytes:
         i = next(counter)
-        tx = {**transactions[i % len(transactions)], "transaction_id": f"bench_{i}",
-              "event_timestamp": (start + timedelta(milliseconds=i)).isoformat()}
+        tx = {
+            **transactions[i % len(transactions)],
+            "transaction_id": f"bench_{i}",
+            "event_timestamp": (start + timedelta(milliseconds=i)).isoformat(),
+        }
         return json.dumps({"transactions": [tx]}).encode()
 
     return next_body
@@ -132,8 +157,12 @@ def start_redis(root: Path, port: int) -> tuple[subprocess.Popen, Path]:
     if binary is None:
         raise SystemExit("redis-server not found: apt-get install -y redis-server")
     log = (root / "redis.log").open("w")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     import redis
 
     deadline = time.monotonic() + 20
@@ -143,7 +172,9 @@ def start_redis(root: Path, port: int) -> tuple[subprocess.Popen, Path]:
             break
         except redis.ConnectionError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {(root / 'redis.log').read_text()[-1000:]}") from None
+                raise RuntimeError(
+                    f"redis-server did not start: {(root / 'redis.log').read_text()[-1000:]}"
+                ) from None
             time.sleep(0.1)
     yaml_path = root / "feature_store.redis.yaml"
     yaml_path.write_text(REDIS_FEATURE_STORE.format(port=port))
@@ -180,7 +211,9 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
 
 
-async def load(url: str, next_body: Any, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
+async def load(
+    url: str, next_body: Any, concurrency: int, duration: float, warmup: float
+) -> dict[str, float]:
     """``concurrency`` request loops for ``warmup + duration`` s; stats over the timed window.
     ``next_body()`` gives each request's body."""
     import aiohttp
@@ -219,10 +252,17 @@ async def load(url: str, next_body: Any, concurrency: int, duration: float, warm
     latencies.sort()
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        return (
+            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        )
 
-    return {"rps": len(latencies) / duration, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": errors,
-            "n": len(latencies)}
+    return {
+        "rps": len(latencies) / duration,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "errors": errors,
+        "n": len(latencies),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,10 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s per level, 1 s warm-up")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state dir")
     parser.add_argument("--only", choices=["loopline", "mlflow"], help="run one contender (no RESULT line)")
-    parser.add_argument("--fresh-features", choices=["on", "off"], default="on",
-                        help="serving's fresh_features.enabled (default on, as shipped)")
-    parser.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite",
-                        help="Feast online store of the Loopline service (default: sqlite, the embedded one)")
+    parser.add_argument(
+        "--fresh-features",
+        choices=["on", "off"],
+        default="on",
+        help="serving's fresh_features.enabled (default on, as shipped)",
+    )
+    parser.add_argument(
+        "--online-store",
+        choices=["sqlite", "redis"],
+        default="sqlite",
+        help="Feast online store of the Loopline service (default: sqlite, the embedded one)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
@@ -252,19 +300,53 @@ def main(argv: list[str] | None = None) -> int:
     settings, transactions, feature_rows = build_world(root)
     print(f"world ready in {time.monotonic() - t0:.1f} s: {len(transactions)} customers", flush=True)
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, **settings.env(), "MLFLOW_TRACKING_URI": settings.mlflow_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **settings.env(),
+        "MLFLOW_TRACKING_URI": settings.mlflow_uri,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     model_uri = "models:/fraud_detector/1"
     results: dict[str, dict[int, dict[str, float]]] = {}
     contenders = {
-        "mlflow": (lambda port: [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
-                                 "local", "-h", "127.0.0.1", "-p", str(port)],
-                   "/ping", "/invocations",
-                   [json.dumps({"dataframe_records": [row]}).encode() for row in feature_rows]),
-        "loopline": (lambda port: [sys.executable, "-m", "loopline.serving", "--host", "127.0.0.1", "--port",
-                                   str(port), "--model-uri", model_uri, "--log-level", "warning",
-                                   "--config", str(serving_config(root, args.fresh_features == "on"))],
-                     "/readyz", "/v1/predict", new_transactions(transactions)),
+        "mlflow": (
+            lambda port: [
+                str(Path(bin_dir) / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            "/ping",
+            "/invocations",
+            [json.dumps({"dataframe_records": [row]}).encode() for row in feature_rows],
+        ),
+        "loopline": (
+            lambda port: [
+                sys.executable,
+                "-m",
+                "loopline.serving",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--model-uri",
+                model_uri,
+                "--log-level",
+                "warning",
+                "--config",
+                str(serving_config(root, args.fresh_features == "on")),
+            ],
+            "/readyz",
+            "/v1/predict",
+            new_transactions(transactions),
+        ),
     }
     try:
         for name, (command, ready, path, bodies) in contenders.items():
@@ -281,8 +363,11 @@ def main(argv: list[str] | None = None) -> int:
                 for c in args.concurrency:
                     stats = asyncio.run(load(base + path, next_body, c, args.duration, args.warmup))
                     results[name][c] = stats
-                    print(f"  {name:8s} c={c:<3d} {stats['rps']:8.1f} req/s  p50 {stats['p50_ms']:7.2f} ms  "
-                          f"p99 {stats['p99_ms']:7.2f} ms  errors {stats['errors']}", flush=True)
+                    print(
+                        f"  {name:8s} c={c:<3d} {stats['rps']:8.1f} req/s  p50 {stats['p50_ms']:7.2f} ms  "
+                        f"p99 {stats['p99_ms']:7.2f} ms  errors {stats['errors']}",
+                        flush=True,
+                    )
             finally:
                 stop_server(proc)
     finally:
@@ -296,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     for c in args.concurrency:
         lo, ml = results["loopline"][c], results["mlflow"][c]
         ratio = lo["rps"] / ml["rps"] if ml["rps"] else float("inf")
-        print(f"{c:11d}  {lo['rps']:14.1f}  {ml['rps']:12.1f}  {ratio:5.1f}  {lo['p50_ms']:7.2f}/{lo['p99_ms']:<9.2f}  "
-              f"{ml['p50_ms']:7.2f}/{ml['p99_ms']:.2f}")
+        print(
+            f"{c:11d}  {lo['rps']:14.1f}  {ml['rps']:12.1f}  {ratio:5.1f}  {lo['p50_ms']:7.2f}/{lo['p99_ms']:<9.2f}  "
+            f"{ml['p50_ms']:7.2f}/{ml['p99_ms']:.2f}"
+        )
     top = max(args.concurrency)
     lo, ml = results["loopline"][top], results["mlflow"][top]
     ratio = lo["rps"] / ml["rps"] if ml["rps"] else float("inf")

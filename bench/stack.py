@@ -72,17 +72,25 @@ def measure(idle_sleep: float, runs: int = 3) -> dict[str, float]:
             pickup_s = time.monotonic() - written
         finally:
             stack.down(settings, log=lambda *_: None)
-    return {"hop_median_s": statistics.median(hops), "hop_max_s": max(hops), "warm_up_s": warm_up_s,
-            "pickup_s": pickup_s}
+    return {
+        "hop_median_s": statistics.median(hops),
+        "hop_max_s": max(hops),
+        "warm_up_s": warm_up_s,
+        "pickup_s": pickup_s,
+    }
 
 
 def main() -> None:
     tuned = measure(Settings().airflow_scheduler_idle_sleep)
-    print(f"loopline tuning : hop median {tuned['hop_median_s']:.3f} s (max {tuned['hop_max_s']:.3f} s), "
-          f"warm up {tuned['warm_up_s']:.1f} s, new DAG file visible after {tuned['pickup_s']:.1f} s")
+    print(
+        f"loopline tuning : hop median {tuned['hop_median_s']:.3f} s (max {tuned['hop_max_s']:.3f} s), "
+        f"warm up {tuned['warm_up_s']:.1f} s, new DAG file visible after {tuned['pickup_s']:.1f} s"
+    )
     baseline = measure(1.0)
-    print(f"airflow default : hop median {baseline['hop_median_s']:.3f} s (max {baseline['hop_max_s']:.3f} s), "
-          f"warm up {baseline['warm_up_s']:.1f} s")
+    print(
+        f"airflow default : hop median {baseline['hop_median_s']:.3f} s (max {baseline['hop_max_s']:.3f} s), "
+        f"warm up {baseline['warm_up_s']:.1f} s"
+    )
     print(f"hop ratio (airflow default / loopline): {baseline['hop_median_s'] / tuned['hop_median_s']:.2f}x")
 
 

@@ -49,8 +49,13 @@ CONFIG_PATH = Path(__file__).resolve().parents[1] / "include" / "config" / "trai
 EXTRA_FEATURES = 28  # 4 signal + 28 noise + amount = 33 numerics, the width of fraud_detection_v1
 
 
-def dataloader_epochs(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str],
-                      numeric: list[str], config: TrainingConfig) -> tuple[list[float], float]:
+def dataloader_epochs(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    config: TrainingConfig,
+) -> tuple[list[float], float]:
     """The naive loop: per-epoch wall times and the last validation PR-AUC."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -59,16 +64,25 @@ def dataloader_epochs(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categori
 
     seed_everything(config.seed)
     device = pick_device(config)
-    pre = Preprocessor(numeric=numeric, categorical=categorical,
-                       log1p=[c for c in config.features.log1p if c in numeric]).fit(train_rows)
-    bundle = FraudModel.create(pre, [config.model.embedding_dim(c) for c in categorical],
-                               config.model.hidden_sizes, config.model.dropout)
+    pre = Preprocessor(
+        numeric=numeric, categorical=categorical, log1p=[c for c in config.features.log1p if c in numeric]
+    ).fit(train_rows)
+    bundle = FraudModel.create(
+        pre,
+        [config.model.embedding_dim(c) for c in categorical],
+        config.model.hidden_sizes,
+        config.model.dropout,
+    )
     module = bundle.build_module().to(device)
     num, cat = pre.transform(train_rows)
     y = train_rows[LABEL].to_numpy(dtype="float32")
     dataset = TensorDataset(torch.from_numpy(num), torch.from_numpy(cat), torch.from_numpy(y))
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     v_num, v_cat = (torch.from_numpy(a).to(device) for a in pre.transform(val_rows))
     labels_val = val_rows[LABEL].to_numpy()
     pos_weight = torch.tensor(max(float(len(y) - y.sum()), 1.0) / float(y.sum()), device=device)
@@ -99,12 +113,23 @@ def dataloader_epochs(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categori
     return times, pr_auc
 
 
-def trainer_epochs(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str], numeric: list[str],
-                   config: TrainingConfig) -> tuple[list[float], float]:
+def trainer_epochs(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    config: TrainingConfig,
+) -> tuple[list[float], float]:
     """The real trainer: per-epoch wall times (from its epoch callback) and the last validation PR-AUC."""
     stamps = [time.perf_counter()]
-    fitted = fit(train_rows, val_rows, categorical, numeric, config,
-                 on_epoch=lambda row: stamps.append(time.perf_counter()))
+    fitted = fit(
+        train_rows,
+        val_rows,
+        categorical,
+        numeric,
+        config,
+        on_epoch=lambda row: stamps.append(time.perf_counter()),
+    )
     return list(np.diff(stamps)), fitted.history[-1]["val_pr_auc"]
 
 
@@ -112,8 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads; 0: torch's default (one per core)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads; 0: torch's default (one per core)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs of each loop; the best is reported")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the training config's")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -136,12 +162,18 @@ def main() -> None:
     started = time.perf_counter()
     frame = synthetic_training_set(n=args.rows, seed=0, extra_features=EXTRA_FEATURES)
     train_rows, val_rows = labelled_split(frame, config.validation.fraction)
-    categorical, numeric = feature_columns(config, {"features": [*FEATURES, *extra_feature_names(EXTRA_FEATURES)]})
+    categorical, numeric = feature_columns(
+        config, {"features": [*FEATURES, *extra_feature_names(EXTRA_FEATURES)]}
+    )
     device = pick_device(config)
-    print(f"data: {len(train_rows)} training rows, {len(val_rows)} validation rows, {len(categorical)} categorical "
-          f"+ {len(numeric)} numeric inputs, built in {time.perf_counter() - started:.1f} s")
-    print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {config.batch_size}, {args.epochs} epochs (first not timed)")
+    print(
+        f"data: {len(train_rows)} training rows, {len(val_rows)} validation rows, {len(categorical)} categorical "
+        f"+ {len(numeric)} numeric inputs, built in {time.perf_counter() - started:.1f} s"
+    )
+    print(
+        f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"batch {config.batch_size}, {args.epochs} epochs (first not timed)"
+    )
 
     loops = {"trainer (device slices)": trainer_epochs, "baseline (DataLoader)": dataloader_epochs}
     best: dict[str, float] = {}
@@ -150,14 +182,18 @@ def main() -> None:
             times, pr_auc = run(train_rows, val_rows, categorical, numeric, config)
             epoch_s = statistics.median(times[1:])
             best[name] = min(epoch_s, best.get(name, float("inf")))
-            print(f"run {repeat} {name:25s} epoch {epoch_s:7.3f} s (median; all: "
-                  f"{', '.join(f'{t:.2f}' for t in times)})  {len(train_rows) / epoch_s:10.0f} samples/s  "
-                  f"last val PR-AUC {pr_auc:.3f}")
+            print(
+                f"run {repeat} {name:25s} epoch {epoch_s:7.3f} s (median; all: "
+                f"{', '.join(f'{t:.2f}' for t in times)})  {len(train_rows) / epoch_s:10.0f} samples/s  "
+                f"last val PR-AUC {pr_auc:.3f}"
+            )
     ours_s, base_s = best.values()
     ours_rate, base_rate = len(train_rows) / ours_s, len(train_rows) / base_s
-    print(f"RESULT training_samples_per_s={ours_rate:.0f} baseline_samples_per_s={base_rate:.0f} "
-          f"speedup={base_s / ours_s:.2f}x epoch_s={ours_s:.3f} baseline_epoch_s={base_s:.3f} device={device} "
-          f"rows={len(train_rows)} threads={torch.get_num_threads()}")
+    print(
+        f"RESULT training_samples_per_s={ours_rate:.0f} baseline_samples_per_s={base_rate:.0f} "
+        f"speedup={base_s / ours_s:.2f}x epoch_s={ours_s:.3f} baseline_epoch_s={base_s:.3f} device={device} "
+        f"rows={len(train_rows)} threads={torch.get_num_threads()}"
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def main() -> None:
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         batch = (
-            context.data_sources.add_pandas("bench").add_dataframe_asset("frame")
+            context.data_sources.add_pandas("bench")
+            .add_dataframe_asset("frame")
             .add_batch_definition_whole_dataframe("whole")
             .get_batch(batch_parameters={"dataframe": validation._naive_utc(frame)})
         )
@@ -71,6 +72,7 @@ def main() -> None:
     print(f"loopline (one suite run)    : {loopline_s:.2f} s  {rows / loopline_s:,.0f} rows/s")
     print(f"one expectation at a time   : {baseline_s:.2f} s  {rows / baseline_s:,.0f} rows/s")
     print(f"ratio (one-at-a-time / loopline): {baseline_s / loopline_s:.2f}x")
+
 
 if __name__ == "__main__":
     main()

@@ -33,13 +33,27 @@ from loopline_airflow.run_conf import reject_unknown_conf
     default_args=default_args(retries=1),
     max_active_runs=1,
     params={
-        "version": Param(None, type=["null", "string"], description="Challenger version (null: the @challenger alias)"),
-        "bake_seconds": Param(None, type=["null", "number"], minimum=0,
-                              description="Override the minimum bake per step (null: canary.yaml)"),
-        "max_bake_seconds": Param(None, type=["null", "number"], exclusiveMinimum=0,
-                                  description="Override the maximum bake per step"),
-        "min_requests": Param(None, type=["null", "integer"], minimum=1,
-                              description="Override every minimum sample size (bake and checks)"),
+        "version": Param(
+            None, type=["null", "string"], description="Challenger version (null: the @challenger alias)"
+        ),
+        "bake_seconds": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            description="Override the minimum bake per step (null: canary.yaml)",
+        ),
+        "max_bake_seconds": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            description="Override the maximum bake per step",
+        ),
+        "min_requests": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Override every minimum sample size (bake and checks)",
+        ),
     },
 )
 def deploy_canary():
@@ -57,7 +71,12 @@ def deploy_canary():
         for event in (context.get("triggering_asset_events") or {}).get(CHALLENGER, [])[-1:]:
             version = version or (event.extra or {}).get("version")
             reason = f"gate passed ({(event.extra or {}).get('reason') or 'no reason given'})"
-        start = begin(settings, load_canary_policy(settings.canary_policy, config_dir=settings.config_dir), version, reason=reason)
+        start = begin(
+            settings,
+            load_canary_policy(settings.canary_policy, config_dir=settings.config_dir),
+            version,
+            reason=reason,
+        )
         print(f"{start.action}: {start.reason}")
         return start.to_dict() if start.action == "canary" else False
 
@@ -90,7 +109,9 @@ def deploy_canary():
         if ramp.get("outcome") != "promote":
             reason = "the canary did not complete (a task failed): see the deploy_canary run's logs"
         elif decision and decision.get("timed_out"):
-            reason = "promotion not approved: no answer within approval.timeout_minutes (HITL default: roll back)"
+            reason = (
+                "promotion not approved: no answer within approval.timeout_minutes (HITL default: roll back)"
+            )
         else:
             reason = f"promotion rejected by {who_decided(decision)}"
         roll_back(get_settings(), start["plan"]["version"], reason)
@@ -98,9 +119,12 @@ def deploy_canary():
 
     start = start_canary()
     ramp = CanaryRampOperator(task_id="ramp_canary", start=start)
-    decide = PromotionDecisionOperator(task_id="decide_promotion", ramp_task_id="ramp_canary",
-                                       promote_task_id="promote_challenger",
-                                       roll_back_task_id="roll_back_challenger")
+    decide = PromotionDecisionOperator(
+        task_id="decide_promotion",
+        ramp_task_id="ramp_canary",
+        promote_task_id="promote_challenger",
+        roll_back_task_id="roll_back_challenger",
+    )
     start >> ramp >> decide >> [promote_challenger(ramp.output), roll_back_challenger()]
 
 

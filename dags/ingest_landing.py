@@ -24,7 +24,9 @@ from loopline_airflow.triggers import LandingZoneTrigger
 LANDING = Asset(
     name="loopline.landing",
     uri=landing_dir() if "://" in landing_dir() else f"file://{landing_dir()}",
-    watchers=[AssetWatcher(name="landing_zone_watcher", trigger=LandingZoneTrigger(landing_dir=landing_dir()))],
+    watchers=[
+        AssetWatcher(name="landing_zone_watcher", trigger=LandingZoneTrigger(landing_dir=landing_dir()))
+    ],
 )
 
 

@@ -58,9 +58,13 @@ def monitor_drift():
 
         if not result["retrain"]:
             raise AirflowSkipException(f"no retrain: {result['reason']}")
-        extra = {"reason": f"drift: {result['reason']}", "evidence": result["summary"],
-                 "report": result["report_dir"], "mlflow_run_id": result["mlflow_run_id"],
-                 "model_version": result["model_version"]}
+        extra = {
+            "reason": f"drift: {result['reason']}",
+            "evidence": result["summary"],
+            "report": result["report_dir"],
+            "mlflow_run_id": result["mlflow_run_id"],
+            "model_version": result["model_version"],
+        }
         context["outlet_events"][RETRAIN_REQUESTED].extra = extra
         return extra
 

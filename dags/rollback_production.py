@@ -23,8 +23,14 @@ from loopline_airflow.run_conf import reject_unknown_conf
     doc_md=__doc__,
     default_args=default_args(retries=0),
     max_active_runs=1,
-    params={"reason": Param(type="string", minLength=3, maxLength=500,
-                            description="Why production goes back (recorded with the decision)")},
+    params={
+        "reason": Param(
+            type="string",
+            minLength=3,
+            maxLength=500,
+            description="Why production goes back (recorded with the decision)",
+        )
+    },
 )
 def rollback_production():
     @task

@@ -46,10 +46,13 @@ def _record_failure(context) -> None:
 
     settings = get_settings()
     run_id = context["run_id"]
-    if any(e.details.get("dag_run_id") == run_id for e in history.read(settings, kinds={"trained"}, limit=20)):
+    if any(
+        e.details.get("dag_run_id") == run_id for e in history.read(settings, kinds={"trained"}, limit=20)
+    ):
         return  # trained; the gate's verdict (gate_rejected) says why the run failed
-    history.record(settings, "training_failed", reason=str(context.get("reason") or "a task failed"),
-                   dag_run_id=run_id)
+    history.record(
+        settings, "training_failed", reason=str(context.get("reason") or "a task failed"), dag_run_id=run_id
+    )
 
 
 def _dataset_path(settings, run_id: str, kind: str):
@@ -69,14 +72,34 @@ def _dataset_path(settings, run_id: str, kind: str):
     max_active_runs=1,
     on_failure_callback=_record_failure,
     params={
-        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=500,
-                        description="Override the config's epochs (null: keep include/config/training.yaml)"),
-        "learning_rate": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
-                               description="Override the config's learning rate"),
-        "hpo_trials": Param(None, type=["null", "integer"], minimum=0, maximum=200,
-                            description="Optuna trials (null: the config's; 0: no search); the best trial's model is registered"),
-        "reason": Param("scheduled", type="string", minLength=1, maxLength=500,
-                        description="Why this model is trained; recorded with the run"),
+        "epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=500,
+            description="Override the config's epochs (null: keep include/config/training.yaml)",
+        ),
+        "learning_rate": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=1,
+            description="Override the config's learning rate",
+        ),
+        "hpo_trials": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=200,
+            description="Optuna trials (null: the config's; 0: no search); the best trial's model is registered",
+        ),
+        "reason": Param(
+            "scheduled",
+            type="string",
+            minLength=1,
+            maxLength=500,
+            description="Why this model is trained; recorded with the run",
+        ),
     },
 )
 def train_model():
@@ -95,18 +118,29 @@ def train_model():
         reason = _run_reason(context)
         labels_as_of = run_moment(context)  # the run's instant, not the wall clock: a re-run plans the same
         try:
-            plan = plan_holdout(settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of)
+            plan = plan_holdout(
+                settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of
+            )
         except HoldoutError as exc:
             # Not an error of the platform: e.g. the weekly schedule's first run on a fresh install (Airflow
             # starts the latest missed cron run on un-pause) before any labelled data. Nothing to retry.
-            history.record(settings, "training_failed", reason=f"nothing to train on: {exc}",
-                           dag_run_id=context["run_id"])
+            history.record(
+                settings,
+                "training_failed",
+                reason=f"nothing to train on: {exc}",
+                dag_run_id=context["run_id"],
+            )
             raise AirflowSkipException(f"nothing to train on yet: {exc}") from None
         history.record(settings, "training_started", reason=reason, dag_run_id=context["run_id"])
         windows = plan.windows
-        print(f"train before {windows.train_end}, hold out [{windows.holdout_start}, {windows.holdout_end}): {plan.why}")
-        return {"labels_as_of": labels_as_of.isoformat(), "reason": reason,
-                **{k: v.isoformat() for k, v in windows._asdict().items()}}
+        print(
+            f"train before {windows.train_end}, hold out [{windows.holdout_start}, {windows.holdout_end}): {plan.why}"
+        )
+        return {
+            "labels_as_of": labels_as_of.isoformat(),
+            "reason": reason,
+            **{k: v.isoformat() for k, v in windows._asdict().items()},
+        }
 
     @task(multiple_outputs=False)
     def build_training_set(windows: dict, **context) -> dict:
@@ -117,12 +151,18 @@ def train_model():
         from loopline.k8s.storage import publish_training_set
 
         settings = get_settings()
-        manifest = build(settings, _dataset_path(settings, context["run_id"], "train"),
-                         end=datetime.fromisoformat(windows["train_end"]),
-                         labels_as_of=datetime.fromisoformat(windows["labels_as_of"]))
+        manifest = build(
+            settings,
+            _dataset_path(settings, context["run_id"], "train"),
+            end=datetime.fromisoformat(windows["train_end"]),
+            labels_as_of=datetime.fromisoformat(windows["labels_as_of"]),
+        )
         print(f"{manifest.rows} rows, {manifest.labelled_rows} labelled, {manifest.fraud_rows} fraud")
         # The reason rides along to the launcher, which records it with the MLflow run.
-        return {**publish_training_set(settings, manifest.to_dict(), context["run_id"]), "reason": windows["reason"]}
+        return {
+            **publish_training_set(settings, manifest.to_dict(), context["run_id"]),
+            "reason": windows["reason"],
+        }
 
     @task(multiple_outputs=False)
     def build_holdout(windows: dict, **context) -> dict:
@@ -138,11 +178,19 @@ def train_model():
         # The planned window, not a fresh plan: labels landing meanwhile must not move it past train_end.
         planned = Windows(*(datetime.fromisoformat(windows[k]) for k in Windows._fields))
         path = _dataset_path(settings, context["run_id"], "holdout")
-        manifest = build(settings, load_policy(default_policy_path(settings.project_dir)), path,
-                         labels_as_of=datetime.fromisoformat(windows["labels_as_of"]), windows=planned)
+        manifest = build(
+            settings,
+            load_policy(default_policy_path(settings.project_dir)),
+            path,
+            labels_as_of=datetime.fromisoformat(windows["labels_as_of"]),
+            windows=planned,
+        )
         print(f"holdout: {manifest.labelled_rows} labelled rows, {manifest.fraud_rows} fraud")
         # The gate may run on another worker: hand it a shared-storage URI (on one machine, the file itself).
-        return {**manifest.to_dict(), "uri": SharedFiles.of(settings).put_dataset(path, "training", path.name)}
+        return {
+            **manifest.to_dict(),
+            "uri": SharedFiles.of(settings).put_dataset(path, "training", path.name),
+        }
 
     @task(outlets=[CHALLENGER], multiple_outputs=False)
     def gate_candidate(trained: dict, holdout: dict, **context) -> dict:
@@ -155,19 +203,29 @@ def train_model():
         from loopline.lineage import history
 
         settings = get_settings()
-        history.record(settings, "trained", version=trained["version"], reason=trained.get("reason") or "",
-                       run_id=trained["run_id"], dag_run_id=context["run_id"], metrics=trained.get("metrics"))
+        history.record(
+            settings,
+            "trained",
+            version=trained["version"],
+            reason=trained.get("reason") or "",
+            run_id=trained["run_id"],
+            dag_run_id=context["run_id"],
+            metrics=trained.get("metrics"),
+        )
         verdict = run_gate(settings, trained["version"], holdout.get("uri") or holdout["path"])
         print(verdict.why)
-        summary = verdict_summary(verdict, model_name=DEFAULT_MODEL_NAME, version=trained["version"],
-                                  run_id=trained["run_id"])
+        summary = verdict_summary(
+            verdict, model_name=DEFAULT_MODEL_NAME, version=trained["version"], run_id=trained["run_id"]
+        )
         if not verdict.passed:
             # No retry can change a verdict: fail now. The verdict is still this task's return_value XCom
             # (pushed before failing), so an API client reads the reasons without the log.
             context["ti"].xcom_push(key="return_value", value=summary)
             raise AirflowFailException(f"version {trained['version']} rejected by the gate: {verdict.why}")
         context["outlet_events"][CHALLENGER].extra = {
-            "version": trained["version"], "run_id": trained["run_id"], "reason": trained.get("reason"),
+            "version": trained["version"],
+            "run_id": trained["run_id"],
+            "reason": trained.get("reason"),
         }
         return summary
 

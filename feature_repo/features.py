@@ -33,15 +33,19 @@ _FILE_STORES = {"duckdb", "dask", "file"}
 
 def _source(table):
     if OFFLINE_STORE == "postgres":
-        return PostgreSQLSource(name=f"{table.name}_source", table=table.name, timestamp_field="event_timestamp")
+        return PostgreSQLSource(
+            name=f"{table.name}_source", table=table.name, timestamp_field="event_timestamp"
+        )
     if OFFLINE_STORE in _FILE_STORES:
         return FileSource(
             name=f"{table.name}_source",
             path=os.path.join(OFFLINE_DIR, f"{table.name}.parquet"),
             timestamp_field="event_timestamp",
         )
-    raise ValueError(f"feature_repo has no source kind for offline store {OFFLINE_STORE!r}: "
-                     f"use one of {sorted(_FILE_STORES | {'postgres'})} or add it in feature_repo/features.py")
+    raise ValueError(
+        f"feature_repo has no source kind for offline store {OFFLINE_STORE!r}: "
+        f"use one of {sorted(_FILE_STORES | {'postgres'})} or add it in feature_repo/features.py"
+    )
 
 
 def _view(table, entities, ttl, description):
@@ -58,11 +62,17 @@ def _view(table, entities, ttl, description):
 
 
 customer_velocity = _view(
-    CUSTOMER_VELOCITY, [customer], CUSTOMER_TTL,
+    CUSTOMER_VELOCITY,
+    [customer],
+    CUSTOMER_TTL,
     "Per-customer counts and amount statistics over 1 h / 24 h / 7 d / 30 d.",
 )
-merchant_stats = _view(MERCHANT_STATS, [merchant], MERCHANT_TTL, "Per-merchant volume and ticket size (24 h / 7 d).")
-customer_device = _view(CUSTOMER_DEVICE, [customer, device], CUSTOMER_TTL, "How familiar this customer's device is.")
+merchant_stats = _view(
+    MERCHANT_STATS, [merchant], MERCHANT_TTL, "Per-merchant volume and ticket size (24 h / 7 d)."
+)
+customer_device = _view(
+    CUSTOMER_DEVICE, [customer, device], CUSTOMER_TTL, "How familiar this customer's device is."
+)
 customer_channel = _view(
     CUSTOMER_CHANNEL, [customer, channel], CUSTOMER_TTL, "How familiar this customer's channel is."
 )

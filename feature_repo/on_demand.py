@@ -36,9 +36,20 @@ transaction_request = RequestSource(
 )
 def transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
     # Python mode gets a dict of lists (one entry per row). Missing history arrives as None.
-    out: dict[str, list] = {name: [] for name in (
-        "has_customer_history", "amount_to_cust_mean_30d", "amount_zscore_30d", "seconds_since_last_tx",
-        "hour_of_day", "day_of_week", "is_new_device", "device_age_days", "is_new_channel")}
+    out: dict[str, list] = {
+        name: []
+        for name in (
+            "has_customer_history",
+            "amount_to_cust_mean_30d",
+            "amount_zscore_30d",
+            "seconds_since_last_tx",
+            "hour_of_day",
+            "day_of_week",
+            "is_new_device",
+            "device_age_days",
+            "is_new_channel",
+        )
+    }
     for i, amount in enumerate(inputs["amount"]):
         now = inputs["event_epoch_s"][i]
         mean = inputs["cust_amount_mean_30d"][i]

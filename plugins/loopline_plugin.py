@@ -18,11 +18,13 @@ class LooplinePlugin(AirflowPlugin):
     name = "loopline"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Loopline model loop"}]
     # Shown in the Airflow UI's navigation; url_route embeds the page (same origin, same login).
-    external_views = [{
-        "name": "Model loop",
-        "href": f"{URL_PREFIX}/",
-        "url_route": "model-loop",
-        "destination": "nav",
-        "nav_top_level": True,
-    }]
+    external_views = [
+        {
+            "name": "Model loop",
+            "href": f"{URL_PREFIX}/",
+            "url_route": "model-loop",
+            "destination": "nav",
+            "nav_top_level": True,
+        }
+    ]
     global_operator_extra_links = GLOBAL_LINKS

@@ -28,27 +28,56 @@ def simulated():
 
 def request(row: dict) -> dict:
     """A curated row as the prediction request serving gets."""
-    return {**{k: (None if row[k] is None else str(row[k])) for k in (
-        "transaction_id", "customer_id", "card_id", "merchant_id", "merchant_category", "merchant_country", "channel",
-        "device_id")}, "amount": float(row["amount"]), "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat()}
+    return {
+        **{
+            k: (None if row[k] is None else str(row[k]))
+            for k in (
+                "transaction_id",
+                "customer_id",
+                "card_id",
+                "merchant_id",
+                "merchant_category",
+                "merchant_country",
+                "channel",
+                "device_id",
+            )
+        },
+        "amount": float(row["amount"]),
+        "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat(),
+    }
 
 
 def ingest_history(settings: Settings, sim) -> pd.DataFrame:
     """Days 1..9 ingested and materialised; returns the last day's transactions in time order."""
     settings.state.ensure()
-    publish(settings, sim.transactions[sim.transactions["event_timestamp"] < day(DAYS - 1)], "transactions", "history")
+    publish(
+        settings,
+        sim.transactions[sim.transactions["event_timestamp"] < day(DAYS - 1)],
+        "transactions",
+        "history",
+    )
     materialize(settings, day(0), day(DAYS - 1))
-    return sim.transactions[sim.transactions["event_timestamp"] >= day(DAYS - 1)].sort_values("event_timestamp")
+    return sim.transactions[sim.transactions["event_timestamp"] >= day(DAYS - 1)].sort_values(
+        "event_timestamp"
+    )
 
 
 def offline_truth(settings: Settings, sim, served: pd.DataFrame) -> pd.DataFrame:
     """Offline point-in-time features of ``served`` once their day is ingested (the definition of right)."""
-    publish(settings, sim.transactions[sim.transactions["event_timestamp"] >= day(DAYS - 1)], "transactions", "day")
+    publish(
+        settings,
+        sim.transactions[sim.transactions["event_timestamp"] >= day(DAYS - 1)],
+        "transactions",
+        "day",
+    )
     materialize(settings, day(DAYS - 1), day(DAYS))
     return historical_features(feature_store(settings), served).set_index("transaction_id")
 
 
 def mismatches(online: OnlineFeatures, served: list[dict], got: list[dict], truth: pd.DataFrame) -> list:
-    return [(tx["transaction_id"], name, row[name], _py(truth.loc[tx["transaction_id"], name]))
-            for tx, row in zip(served, got, strict=True) for name in online.names
-            if not _same(row[name], _py(truth.loc[tx["transaction_id"], name]))]
+    return [
+        (tx["transaction_id"], name, row[name], _py(truth.loc[tx["transaction_id"], name]))
+        for tx, row in zip(served, got, strict=True)
+        for name in online.names
+        if not _same(row[name], _py(truth.loc[tx["transaction_id"], name]))
+    ]

@@ -77,17 +77,48 @@ def postgres_server(root: Path | None = None) -> Iterator[int]:
         os.chown(root, server.pw_uid, server.pw_gid)
     data, port = root / "data", free_port()
     init = subprocess.run(
-        as_server_user([str(binaries / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust",
-                         "-E", "UTF8", "--no-sync", "--no-instructions"]),
-        capture_output=True, text=True, timeout=60,
+        as_server_user(
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                PG_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if init.returncode:
         pytest.skip(f"initdb failed here (exit {init.returncode}): {init.stderr.strip()[-300:]}")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c jit=off"
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c jit=off"
+    )
     started = subprocess.run(
-        as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
-                         "-w", "-t", "30", "start"]),
-        capture_output=True, text=True, timeout=60,
+        as_server_user(
+            [
+                str(binaries / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert started.returncode == 0, f"pg_ctl start failed: {started.stderr}\n{(root / 'log').read_text()}"
     pid = int((data / "postmaster.pid").read_text().split()[0])
@@ -112,11 +143,21 @@ def s3_server(bucket: str = "loopline") -> Iterator[str]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile(prefix="loopline-moto-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    saved = {
+        k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

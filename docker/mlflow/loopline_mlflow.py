@@ -69,12 +69,20 @@ def auth_config(env: Mapping[str, str]) -> configparser.ConfigParser:
     """The basic-auth app's config from the environment (secrets stay in the environment, except the auth
     database URL, which MLflow reads only from this file: it is written owner-only)."""
     _required(env, "MLFLOW_FLASK_SERVER_SECRET_KEY", "the auth app's CSRF secret (openssl rand -hex 32)")
-    admin_password = _required(env, "MLFLOW_AUTH_ADMIN_PASSWORD",
-                               "MLflow's admin password; the auth app must not create a default admin")
+    admin_password = _required(
+        env,
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLflow's admin password; the auth app must not create a default admin",
+    )
     if admin_password == LEGACY_DEFAULT_ADMIN_PASSWORD:
-        raise SetupError("MLFLOW_AUTH_ADMIN_PASSWORD is MLflow's well-known default: generate one (openssl rand -hex 16)")
+        raise SetupError(
+            "MLFLOW_AUTH_ADMIN_PASSWORD is MLflow's well-known default: generate one (openssl rand -hex 16)"
+        )
     database = env.get("MLFLOW_AUTH_DATABASE_URI") or _required(
-        env, "MLFLOW_BACKEND_STORE_URI", "where MLflow keeps runs (and, without MLFLOW_AUTH_DATABASE_URI, users)")
+        env,
+        "MLFLOW_BACKEND_STORE_URI",
+        "where MLflow keeps runs (and, without MLFLOW_AUTH_DATABASE_URI, users)",
+    )
     config = configparser.ConfigParser(interpolation=None)
     config["mlflow"] = {
         # A user sees and changes only what it was granted (MLflow's default would be READ on everything).
@@ -116,10 +124,10 @@ class Plan:
 
     admin: str
     admin_password: str
-    users: dict[str, str]                       # username -> password
+    users: dict[str, str]  # username -> password
     model: str
-    experiments: tuple[str, ...]                # the writer's (EDIT)
-    serving_experiments: tuple[str, ...]        # serving's (READ)
+    experiments: tuple[str, ...]  # the writer's (EDIT)
+    serving_experiments: tuple[str, ...]  # serving's (READ)
 
     def grants(self, experiment_ids: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
         """(username, resource_type, resource_id, permission) for every grant, in order."""
@@ -137,16 +145,26 @@ def _names(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
 
 def plan_from_env(env: Mapping[str, str]) -> Plan:
     admin_password = _required(env, "MLFLOW_AUTH_ADMIN_PASSWORD", "the MLflow admin's password")
-    users = {WRITER: _required(env, "MLFLOW_LOOPLINE_PASSWORD", "the password of MLflow user loopline (Airflow, trainer)"),
-             SERVING: _required(env, "MLFLOW_SERVING_PASSWORD", "the password of MLflow user serving")}
+    users = {
+        WRITER: _required(
+            env, "MLFLOW_LOOPLINE_PASSWORD", "the password of MLflow user loopline (Airflow, trainer)"
+        ),
+        SERVING: _required(env, "MLFLOW_SERVING_PASSWORD", "the password of MLflow user serving"),
+    }
     if len({admin_password, *users.values()}) != 3:
-        raise SetupError("MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_LOOPLINE_PASSWORD and MLFLOW_SERVING_PASSWORD must differ")
+        raise SetupError(
+            "MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_LOOPLINE_PASSWORD and MLFLOW_SERVING_PASSWORD must differ"
+        )
     experiments = _names(env.get("LOOPLINE_MLFLOW_EXPERIMENTS"), DEFAULT_EXPERIMENTS)
     serving_experiments = _names(env.get("LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"), DEFAULT_SERVING_EXPERIMENTS)
-    return Plan(admin=env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin", admin_password=admin_password, users=users,
-                model=env.get("LOOPLINE_MLFLOW_MODEL") or DEFAULT_MODEL,
-                experiments=tuple(dict.fromkeys((*experiments, *serving_experiments))),
-                serving_experiments=serving_experiments)
+    return Plan(
+        admin=env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
+        admin_password=admin_password,
+        users=users,
+        model=env.get("LOOPLINE_MLFLOW_MODEL") or DEFAULT_MODEL,
+        experiments=tuple(dict.fromkeys((*experiments, *serving_experiments))),
+        serving_experiments=serving_experiments,
+    )
 
 
 def _status(uri: str, path: str, user: str | None = None, password: str | None = None) -> int:
@@ -188,12 +206,14 @@ def ensure_admin_password(uri: str, plan: Plan, auth_client: Callable[[str, str]
         return "ok"
     if _can_log_in(uri, plan.admin, LEGACY_DEFAULT_ADMIN_PASSWORD):
         auth_client(plan.admin, LEGACY_DEFAULT_ADMIN_PASSWORD).update_user_password(
-            plan.admin, plan.admin_password, current_password=LEGACY_DEFAULT_ADMIN_PASSWORD)  # self-service needs it
+            plan.admin, plan.admin_password, current_password=LEGACY_DEFAULT_ADMIN_PASSWORD
+        )  # self-service needs it
         return "rotated"
     raise SetupError(
         f"cannot log in to MLflow as {plan.admin} with MLFLOW_AUTH_ADMIN_PASSWORD. MLflow sets the admin's password "
         "only when it creates its user database; to change it later use the update-password API with the old one "
-        "(docs/security.md, 'Rotate')")
+        "(docs/security.md, 'Rotate')"
+    )
 
 
 def run_init(plan: Plan, uri: str, auth: Any, tracking: Any, log: Callable[[str], None] = print) -> None:

@@ -29,7 +29,9 @@ class DemoFailed(RuntimeError):
     """A step of the demo did not do what it should; the message says which and where to look."""
 
 
-def wait_for_ingest(settings: Settings, expected: int, timeout: float, log: Callable[[str], None]) -> list[dict]:
+def wait_for_ingest(
+    settings: Settings, expected: int, timeout: float, log: Callable[[str], None]
+) -> list[dict]:
     """Wait until the landing zone is empty and ``expected`` new batches are in the ledger."""
     from loopline.data.ingest import IngestLedger, landed_files
 
@@ -52,8 +54,12 @@ def wait_for_ingest(settings: Settings, expected: int, timeout: float, log: Call
     )
 
 
-def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Callable[[str], None] = print,
-             profile: str = "embedded") -> int:
+def run_demo(
+    settings: Settings,
+    trigger_and_follow: Callable[..., int],
+    log: Callable[[str], None] = print,
+    profile: str = "embedded",
+) -> int:
     from loopline.data.simulator import SimulationConfig, write_run
     from loopline.platform import stack
 
@@ -81,13 +87,17 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     summary = write_run(
         # History up to yesterday: the traffic that follows is "now", continuous with it (the online
         # features' TTLs would otherwise null every aggregate of a customer last seen months ago).
-        SimulationConfig(days=DEMO_DAYS, start=date.today() - timedelta(days=DEMO_DAYS), n_customers=DEMO_CUSTOMERS),
+        SimulationConfig(
+            days=DEMO_DAYS, start=date.today() - timedelta(days=DEMO_DAYS), n_customers=DEMO_CUSTOMERS
+        ),
         settings.state.landing,
         bad=DEMO_BAD_KIND,
     )
     files = len(summary["transaction_files"]) + summary["label_files"] + 1
-    step(f"{summary['transactions']:,} transactions (fraud rate {summary['fraud_rate']:.2%}) in {files} files; "
-         "the landing-zone watcher starts ingest_landing")
+    step(
+        f"{summary['transactions']:,} transactions (fraud rate {summary['fraud_rate']:.2%}) in {files} files; "
+        "the landing-zone watcher starts ingest_landing"
+    )
     entries = wait_for_ingest(settings, expected=files, timeout=300 * patience, log=log)
     quarantined = [e for e in entries if e["status"] == "quarantined"]
     bad = {e["batch_id"] for e in entries if "_bad-" in e["batch_id"]}
@@ -105,26 +115,41 @@ def run_demo(settings: Settings, trigger_and_follow: Callable[..., int], log: Ca
     from loopline.features.store import build_training_set, check_skew
 
     skew = check_skew(settings, sample=100)
-    step(f"training/serving skew: {skew.mismatches} mismatches in {skew.compared} entities x {skew.features} features")
+    step(
+        f"training/serving skew: {skew.mismatches} mismatches in {skew.compared} entities x {skew.features} features"
+    )
     if skew.mismatches:
         raise DemoFailed(f"online and offline features disagree: {skew.examples[:2]}")
     manifest = build_training_set(settings, settings.state.root / "training" / "demo_training_set.parquet")
-    step(f"point-in-time training set: {manifest.rows:,} rows, {manifest.labelled_rows:,} labelled, "
-         f"{len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}")
+    step(
+        f"point-in-time training set: {manifest.rows:,} rows, {manifest.labelled_rows:,} labelled, "
+        f"{len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}"
+    )
 
-    trained_since = datetime.now(UTC)  # deploy_canary (asset-triggered) may start before train_model's --wait returns
+    trained_since = datetime.now(
+        UTC
+    )  # deploy_canary (asset-triggered) may start before train_model's --wait returns
     step("training the first model over REST: train_model (training set, holdout, trainer, benchmark gate)")
     conf = {"reason": "demo: first model", "epochs": DEMO_EPOCHS}
     if trigger_and_follow("train_model", conf, wait=True, timeout=900 * patience) != 0:
-        raise DemoFailed("train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
-                         "a model was rejected)")
+        raise DemoFailed(
+            "train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
+            "a model was rejected)"
+        )
     first = report_gate(settings, step, log)
     close_the_loop(settings, trigger_and_follow, step, log, first, trained_since, patience)
     return 0
 
 
-def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], step: Callable[[str], None],
-                   log: Callable[[str], None], first: str, since: datetime, patience: float = 1) -> None:
+def close_the_loop(
+    settings: Settings,
+    trigger_and_follow: Callable[..., int],
+    step: Callable[[str], None],
+    log: Callable[[str], None],
+    first: str,
+    since: datetime,
+    patience: float = 1,
+) -> None:
     """Champion v1 serves → drift injected → detected → retrain → gate → canary → champion v2."""
     import asyncio
 
@@ -136,13 +161,19 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
     step("deploy_canary (scheduled by loopline.challenger): the first model has no champion to beat")
     wait_for_dag_run(api, "deploy_canary", since, timeout=300 * patience, log=log)
     champion = wait_for_champion(settings, first, timeout=180 * patience)
-    step(f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated card traffic")
+    step(
+        f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated card traffic"
+    )
     log("          " + run_traffic(settings, DEMO_RPS, DEMO_TRAFFIC_S, batch=DEMO_BATCH).describe())
 
-    step(f"drift injected: {DEMO_TRAFFIC_S * 2} s of traffic with amounts x{DRIFT_AMOUNT_FACTOR:g}, online, "
-         "abroad")
+    step(
+        f"drift injected: {DEMO_TRAFFIC_S * 2} s of traffic with amounts x{DRIFT_AMOUNT_FACTOR:g}, online, "
+        "abroad"
+    )
     drifted = [drift_transaction(tx) for tx in load_transactions(settings)]
-    report = asyncio.run(replay(settings.serving_base_url, drifted, DEMO_RPS, DEMO_TRAFFIC_S * 2, batch=DEMO_BATCH))
+    report = asyncio.run(
+        replay(settings.serving_base_url, drifted, DEMO_RPS, DEMO_TRAFFIC_S * 2, batch=DEMO_BATCH)
+    )
     log("          " + report.describe())
 
     since = datetime.now(UTC)
@@ -153,8 +184,10 @@ def close_the_loop(settings: Settings, trigger_and_follow: Callable[..., int], s
     requested = history.last(settings, {"retrain_requested"}, since=since)
     log(f"          verdict: {checked.reason if checked else '?'}")
     if requested is None:
-        raise DemoFailed("the drift monitor did not request a retrain for the injected drift; see the report "
-                         f"in {settings.state.reports / 'drift'}")
+        raise DemoFailed(
+            "the drift monitor did not request a retrain for the injected drift; see the report "
+            f"in {settings.state.reports / 'drift'}"
+        )
     step(f"retrain requested ({requested.reason}); train_model starts on loopline.retrain_requested")
     wait_for_dag_run(api, "train_model", since, timeout=900 * patience, log=log)
     second = report_gate(settings, step, log)
@@ -176,8 +209,12 @@ DRIFT_AMOUNT_FACTOR = 6.0
 def drift_transaction(tx: dict) -> dict:
     """The same customer, far larger amounts, card-not-present, abroad: the pattern of an account takeover
     wave (the model's inputs and its scores shift)."""
-    return {**tx, "amount": round(float(tx["amount"]) * DRIFT_AMOUNT_FACTOR, 2), "channel": "online",
-            "merchant_country": "US"}
+    return {
+        **tx,
+        "amount": round(float(tx["amount"]) * DRIFT_AMOUNT_FACTOR, 2),
+        "channel": "online",
+        "merchant_country": "US",
+    }
 
 
 def wait_for_dag_run(api, dag_id: str, since, timeout: float, log: Callable[[str], None]) -> str:
@@ -188,10 +225,14 @@ def wait_for_dag_run(api, dag_id: str, since, timeout: float, log: Callable[[str
         if runs:
             run_id = runs[-1]["run_id"]  # newest first: the last is the first after `since`
             result = api.wait(dag_id, run_id, timeout=max(1.0, deadline - time.monotonic()))
-            log(f"          {dag_id} {run_id}: {result.state}  "
-                + "  ".join(f"{t}={s}" for t, s in sorted(result.task_states.items())))
+            log(
+                f"          {dag_id} {run_id}: {result.state}  "
+                + "  ".join(f"{t}={s}" for t, s in sorted(result.task_states.items()))
+            )
             if not result.succeeded:
-                raise DemoFailed(f"{dag_id} run {run_id} ended {result.state}: see its task logs in the Airflow UI")
+                raise DemoFailed(
+                    f"{dag_id} run {run_id} ended {result.state}: see its task logs in the Airflow UI"
+                )
             return run_id
         time.sleep(1)
     raise DemoFailed(f"no {dag_id} run started within {timeout:.0f} s of {since.isoformat()}")
@@ -216,8 +257,10 @@ def wait_for_champion(settings: Settings, version: str, timeout: float) -> str:
             except httpx.HTTPError:
                 pass
         time.sleep(1)
-    raise DemoFailed(f"champion is v{seen}, not v{version}, or the prediction service did not load it within "
-                     f"{timeout:.0f} s (see {settings.state.logs / 'serving.log'})")
+    raise DemoFailed(
+        f"champion is v{seen}, not v{version}, or the prediction service did not load it within "
+        f"{timeout:.0f} s (see {settings.state.logs / 'serving.log'})"
+    )
 
 
 class background_traffic:
@@ -251,14 +294,18 @@ def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[
 
     state = loop_state(settings)
     if not state["versions"]:
-        raise DemoFailed(f"train_model succeeded but no version of {state['model_name']} is registered "
-                         f"({state.get('registry_error', 'see the train_candidate log')})")
+        raise DemoFailed(
+            f"train_model succeeded but no version of {state['model_name']} is registered "
+            f"({state.get('registry_error', 'see the train_candidate log')})"
+        )
     newest = state["versions"][-1]
     gate = newest["gate"] or {}
     checks = "  ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in gate.get("checks", {}).items())
     step(f"{state['model_name']} v{newest['version']} passed the benchmark gate: {checks}")
-    log(f"          aliases of v{newest['version']}: {', '.join(newest['aliases']) or 'none'}; "
-        f"model card {newest.get('model_card_path') or newest.get('model_card')}")
+    log(
+        f"          aliases of v{newest['version']}: {', '.join(newest['aliases']) or 'none'}; "
+        f"model card {newest.get('model_card_path') or newest.get('model_card')}"
+    )
     if not gate.get("passed"):
         raise DemoFailed(f"v{newest['version']} was rejected by the gate: {gate.get('rejected_reasons')}")
     return newest["version"]

@@ -47,8 +47,13 @@ def loop_state(settings: Settings, model_name: str = MODEL_NAME) -> dict[str, An
     from loopline.gating.gate import versions_summary
     from loopline.platform.mlflow_util import mlflow_client
 
-    state: dict[str, Any] = {"model_name": model_name, "champion": None, "challenger": None, "versions": [],
-                             "history": [e.to_dict() for e in history.read(settings, limit=HISTORY_LIMIT)]}
+    state: dict[str, Any] = {
+        "model_name": model_name,
+        "champion": None,
+        "challenger": None,
+        "versions": [],
+        "history": [e.to_dict() for e in history.read(settings, limit=HISTORY_LIMIT)],
+    }
     embedded_default = settings.mode == "embedded" and not settings.mlflow_tracking_uri
     if embedded_default and not settings.state.mlflow_db.exists():
         return state  # MLflow has never run here: no registry, no versions yet

@@ -39,8 +39,10 @@ def policy_for_run(params: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     # LOOPLINE_CANARY_POLICY (e.g. the demo's seconds-long bake) else include/config/canary.yaml.
     policy = load_canary_policy(settings.canary_policy, config_dir=settings.config_dir).with_overrides(
-        bake_seconds=params.get("bake_seconds"), min_requests=params.get("min_requests"),
-        max_bake_seconds=params.get("max_bake_seconds"))
+        bake_seconds=params.get("bake_seconds"),
+        min_requests=params.get("min_requests"),
+        max_bake_seconds=params.get("max_bake_seconds"),
+    )
     return policy.model_dump(mode="json")
 
 
@@ -51,8 +53,13 @@ class CanaryBakeTrigger(BaseTrigger):
     deferral's ``kwargs``: ``dag.test()`` drops those when it runs a trigger inline, the event it keeps.
     """
 
-    def __init__(self, plan: dict[str, Any], step: dict[str, Any], policy: dict[str, Any],
-                 verdicts: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        plan: dict[str, Any],
+        step: dict[str, Any],
+        policy: dict[str, Any],
+        verdicts: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.plan = plan
         self.step = step
@@ -60,27 +67,44 @@ class CanaryBakeTrigger(BaseTrigger):
         self.verdicts = verdicts or []
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {"plan": self.plan, "step": self.step, "policy": self.policy, "verdicts": self.verdicts})
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"plan": self.plan, "step": self.step, "policy": self.policy, "verdicts": self.verdicts},
+        )
 
     def _progress(self) -> dict[str, Any]:
         from loopline.config import get_settings
         from loopline.deployment.canary import CanaryPlan, StepState, bake_progress
 
-        return bake_progress(get_settings(), _policy(self.policy), CanaryPlan.from_dict(self.plan),
-                             StepState.from_dict(self.step)).to_dict()
+        return bake_progress(
+            get_settings(),
+            _policy(self.policy),
+            CanaryPlan.from_dict(self.plan),
+            StepState.from_dict(self.step),
+        ).to_dict()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         poll = float(self.policy["bake"]["poll_seconds"])
         while True:
             progress = await asyncio.to_thread(self._progress)  # SQLite + HTTP: off the triggerer's loop
             if progress["done"]:
-                yield TriggerEvent({"progress": progress, "plan": self.plan, "step": self.step,
-                                    "policy": self.policy, "verdicts": self.verdicts})
+                yield TriggerEvent(
+                    {
+                        "progress": progress,
+                        "plan": self.plan,
+                        "step": self.step,
+                        "policy": self.policy,
+                        "verdicts": self.verdicts,
+                    }
+                )
                 return
-            self.log.info("baking step %s: %s after %.0f s%s", self.step["index"] + 1, progress["requests"],
-                          progress["elapsed_s"], f"; waiting for {progress['waiting_for']}"
-                          if progress.get("waiting_for") else "")
+            self.log.info(
+                "baking step %s: %s after %.0f s%s",
+                self.step["index"] + 1,
+                progress["requests"],
+                progress["elapsed_s"],
+                f"; waiting for {progress['waiting_for']}" if progress.get("waiting_for") else "",
+            )
             await asyncio.sleep(poll)
 
 
@@ -94,13 +118,23 @@ class CanaryRampOperator(BaseOperator):
         super().__init__(**kwargs)
         self.start = start
 
-    def _bake(self, plan: dict[str, Any], step: dict[str, Any], policy: dict[str, Any],
-              verdicts: list[dict[str, Any]]) -> None:
-        self.log.info("step %d of %d: %s", step["index"] + 1, len(plan["phases"]), plan["phases"][step["index"]])
+    def _bake(
+        self,
+        plan: dict[str, Any],
+        step: dict[str, Any],
+        policy: dict[str, Any],
+        verdicts: list[dict[str, Any]],
+    ) -> None:
+        self.log.info(
+            "step %d of %d: %s", step["index"] + 1, len(plan["phases"]), plan["phases"][step["index"]]
+        )
         bake = policy["bake"]
-        self.defer(trigger=CanaryBakeTrigger(plan, step, policy, verdicts), method_name="bake_done",
-                   # The trigger ends the bake itself at max_seconds; this only catches a lost trigger.
-                   timeout=timedelta(seconds=bake["max_seconds"] + 600))
+        self.defer(
+            trigger=CanaryBakeTrigger(plan, step, policy, verdicts),
+            method_name="bake_done",
+            # The trigger ends the bake itself at max_seconds; this only catches a lost trigger.
+            timeout=timedelta(seconds=bake["max_seconds"] + 600),
+        )
 
     def execute(self, context: Any) -> Any:
         from loopline.config import get_settings
@@ -136,16 +170,24 @@ class PromotionDecisionOperator(HITLBranchOperator):
     is pushed as XCom ``decision`` for the tasks that act on it.
     """
 
-    def __init__(self, *, ramp_task_id: str, promote_task_id: str, roll_back_task_id: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, ramp_task_id: str, promote_task_id: str, roll_back_task_id: str, **kwargs: Any
+    ) -> None:
         # HITL shows only task-level params as form fields; the DAG's (merged in here by Airflow) are merged
         # again by the base class, so they are dropped from kwargs rather than passed twice.
         kwargs.pop("params", None)
-        super().__init__(subject="Promote the challenger to champion?", options=[PROMOTE, ROLL_BACK],
-                         options_mapping={PROMOTE: promote_task_id, ROLL_BACK: roll_back_task_id},
-                         defaults=[ROLL_BACK],
-                         params={COMMENT: Param(None, type=["null", "string"],
-                                                description="Why (optional): kept with the decision")},
-                         **kwargs)
+        super().__init__(
+            subject="Promote the challenger to champion?",
+            options=[PROMOTE, ROLL_BACK],
+            options_mapping={PROMOTE: promote_task_id, ROLL_BACK: roll_back_task_id},
+            defaults=[ROLL_BACK],
+            params={
+                COMMENT: Param(
+                    None, type=["null", "string"], description="Why (optional): kept with the decision"
+                )
+            },
+            **kwargs,
+        )
         self.ramp_task_id = ramp_task_id
         self.promote_task_id = promote_task_id
         self.roll_back_task_id = roll_back_task_id
@@ -160,17 +202,23 @@ class PromotionDecisionOperator(HITLBranchOperator):
         last = ramp["verdicts"][-1]
         # The subject names the version: it is what the UI's list of required actions and the CLI show.
         self.subject = f"Promote version {ramp['plan']['version']} to champion?"
-        self.body = (f"Version **{ramp['plan']['version']}** passed every canary step against champion "
-                     f"{ramp['plan']['champion']}.\n\nLast verdict: {last['why']}")
+        self.body = (
+            f"Version **{ramp['plan']['version']}** passed every canary step against champion "
+            f"{ramp['plan']['champion']}.\n\nLast verdict: {last['why']}"
+        )
         self.response_timeout = timedelta(minutes=approval["timeout_minutes"])
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        if "chosen_options" in event:  # an answer, or the default at the timeout (an "error" event fails below)
-            decision = {"option": event["chosen_options"][0],
-                        "by": (event.get("responded_by_user") or {}).get("name"),
-                        "comment": (event.get("params_input") or {}).get(COMMENT),
-                        "timed_out": bool(event.get("timedout"))}
+        if (
+            "chosen_options" in event
+        ):  # an answer, or the default at the timeout (an "error" event fails below)
+            decision = {
+                "option": event["chosen_options"][0],
+                "by": (event.get("responded_by_user") or {}).get("name"),
+                "comment": (event.get("params_input") or {}).get(COMMENT),
+                "timed_out": bool(event.get("timedout")),
+            }
             self.log.info("decision: %s", decision)
             context["ti"].xcom_push(key="decision", value=decision)
         return super().execute_complete(context, event)

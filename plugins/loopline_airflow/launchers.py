@@ -30,8 +30,11 @@ def train_locally(training_set: dict, **context: Any) -> dict:
     params = run_params(context, training_set)
     result_json = Path(training_set["path"]).with_suffix(".result.json")
     argv = trainer_argv(
-        training_set.get("uri", training_set["path"]), str(settings.config_dir / "training.yaml"),
-        str(result_json), params, tracking_uri=settings.mlflow_uri,
+        training_set.get("uri", training_set["path"]),
+        str(settings.config_dir / "training.yaml"),
+        str(result_json),
+        params,
+        tracking_uri=settings.mlflow_uri,
     )
     return training_result(run_local(argv, result_json), params)
 

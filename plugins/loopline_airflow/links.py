@@ -80,8 +80,9 @@ def _xcom_return_value(dag_id: str, run_id: str, task_id: str, map_index: int) -
 
     with create_session() as session:
         row = session.execute(
-            XComModel.get_many(key="return_value", run_id=run_id, dag_ids=dag_id, task_ids=task_id,
-                               map_indexes=map_index).with_only_columns(XComModel.value)
+            XComModel.get_many(
+                key="return_value", run_id=run_id, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index
+            ).with_only_columns(XComModel.value)
         ).first()
     if row is None:
         return None

@@ -62,13 +62,32 @@ def _task_instance(task: Any, conf: dict[str, Any], run_id: str, try_number: int
     from airflow.sdk.api.datamodels._generated import DagRun, DagRunState, DagRunType, TIRunContext
 
     when = datetime(2026, 1, 5, 3, tzinfo=UTC)
-    dag_run = DagRun(dag_id=task.dag_id, run_id=run_id, logical_date=when, data_interval_start=when,
-                     data_interval_end=when, run_after=when, start_date=when, end_date=None,
-                     run_type=DagRunType.MANUAL, state=DagRunState.RUNNING, conf=conf,
-                     consumed_asset_events=[], partition_key=None)
+    dag_run = DagRun(
+        dag_id=task.dag_id,
+        run_id=run_id,
+        logical_date=when,
+        data_interval_start=when,
+        data_interval_end=when,
+        run_after=when,
+        start_date=when,
+        end_date=None,
+        run_type=DagRunType.MANUAL,
+        state=DagRunState.RUNNING,
+        conf=conf,
+        consumed_asset_events=[],
+        partition_key=None,
+    )
     ti = _SampleRunTaskInstance.model_construct(
-        id=uuid.uuid4(), task_id=task.task_id, dag_id=task.dag_id, run_id=run_id, try_number=try_number,
-        dag_version_id=uuid.uuid4(), map_index=-1, task=task, max_tries=task.retries, start_date=when,
+        id=uuid.uuid4(),
+        task_id=task.task_id,
+        dag_id=task.dag_id,
+        run_id=run_id,
+        try_number=try_number,
+        dag_version_id=uuid.uuid4(),
+        map_index=-1,
+        task=task,
+        max_tries=task.retries,
+        start_date=when,
     )
     ti._ti_context_from_server = TIRunContext(dag_run=dag_run, max_tries=task.retries)
     return ti
@@ -95,7 +114,9 @@ def render_training_pod(
     from loopline.config import get_settings
 
     settings = get_settings()
-    with _environ(LOOPLINE_TRAINING_BACKEND="kubernetes", LOOPLINE_TRAINING_SET_URI_PREFIX=training_set_uri_prefix):
+    with _environ(
+        LOOPLINE_TRAINING_BACKEND="kubernetes", LOOPLINE_TRAINING_SET_URI_PREFIX=training_set_uri_prefix
+    ):
         dag = _load_dag(dags_dir or settings.dags_dir)
     task = dag.get_task(task_id)
     if not hasattr(task, "build_pod_request_obj"):
@@ -127,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # whatever parsing the DAG prints goes to stderr: stdout carries the pod only
         with contextlib.redirect_stdout(sys.stderr):
-            pod = render_training_pod(args.training_set_uri, json.loads(args.conf), dags_dir=args.dags_dir,
-                                      training_set_uri_prefix=args.training_set_uri_prefix)
+            pod = render_training_pod(
+                args.training_set_uri,
+                json.loads(args.conf),
+                dags_dir=args.dags_dir,
+                training_set_uri_prefix=args.training_set_uri_prefix,
+            )
     except Exception as exc:  # the caller shows this line: the reason the pod could not be rendered
         print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
         return 2

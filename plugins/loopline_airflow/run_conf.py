@@ -22,8 +22,10 @@ def unknown_conf_error(dag_id: str, conf: Mapping[str, Any] | None, declared: It
     for key in unknown:
         close = difflib.get_close_matches(key, known, n=1)
         hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    return (f"{dag_id} does not take the run parameter(s) {', '.join(hints)}; it takes: "
-            f"{', '.join(known) or 'none'}. Nothing was run: trigger it again with the right names.")
+    return (
+        f"{dag_id} does not take the run parameter(s) {', '.join(hints)}; it takes: "
+        f"{', '.join(known) or 'none'}. Nothing was run: trigger it again with the right names."
+    )
 
 
 def reject_unknown_conf(context: Mapping[str, Any]) -> None:

@@ -72,8 +72,9 @@ def _template_pod(config: KubernetesConfig) -> k8s.V1Pod:
     return PodGenerator.deserialize_model_dict(trainer_pod_template(config))
 
 
-def trainer_pod_operator(config: KubernetesConfig, *, task_id: str, training_set_task_id: str,
-                         **kwargs: Any) -> TrainerPodOperator:
+def trainer_pod_operator(
+    config: KubernetesConfig, *, task_id: str, training_set_task_id: str, **kwargs: Any
+) -> TrainerPodOperator:
     """The training task as a pod on a GPU node, configured from ``config`` (kubernetes.yaml + env)."""
     pod = _template_pod(config)
     trainer, sidecar = pod.spec.containers

@@ -14,8 +14,14 @@ from loopline.gating.verdict import verdict_summary
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 TRAINED = {"version": "7", "run_id": "run-7", "reason": "new labels", "metrics": {"pr_auc": 0.4}}
-POLICY = policy_from_dict({"operating_point": {"threshold": 0.5}, "infra": {"enabled": False},
-                           "latency": {"enabled": False}, "quality": {"roc_auc": {"min": 0.9}}})
+POLICY = policy_from_dict(
+    {
+        "operating_point": {"threshold": 0.5},
+        "infra": {"enabled": False},
+        "latency": {"enabled": False},
+        "quality": {"roc_auc": {"min": 0.9}},
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +57,9 @@ def test_a_passing_gate_returns_its_verdict(gate_task, monkeypatch, state_dir):
     assert json.loads(json.dumps(returned, allow_nan=False)) == returned
 
 
-def test_a_rejecting_gate_fails_and_still_leaves_its_verdict_as_the_return_value(gate_task, monkeypatch, state_dir):
+def test_a_rejecting_gate_fails_and_still_leaves_its_verdict_as_the_return_value(
+    gate_task, monkeypatch, state_dir
+):
     from airflow.sdk.exceptions import AirflowFailException
 
     ti = _TI()

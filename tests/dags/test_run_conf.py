@@ -23,17 +23,24 @@ def dags():
 def test_unknown_keys_are_named_with_the_closest_declared_one():
     message = unknown_conf_error("train_model", {"epoch": 5, "reason": "x", "zzz": 1}, ["epochs", "reason"])
     assert message is not None
-    assert "'epoch' (did you mean 'epochs'?)" in message and "'zzz'" in message and "'reason'" not in message.split(";")[0]
+    assert (
+        "'epoch' (did you mean 'epochs'?)" in message
+        and "'zzz'" in message
+        and "'reason'" not in message.split(";")[0]
+    )
     assert "it takes: epochs, reason" in message
     assert unknown_conf_error("train_model", {"epochs": 5}, ["epochs", "reason"]) is None
     assert unknown_conf_error("train_model", None, ["epochs"]) is None
 
 
-@pytest.mark.parametrize("dag_id,good,bad", [
-    ("train_model", {"epochs": 3, "reason": "new labels"}, {"learning_rte": 0.01}),
-    ("deploy_canary", {"bake_seconds": 5}, {"bake_secs": 5}),
-    ("rollback_production", {"reason": "bad model"}, {"reason": "bad model", "version": "3"}),
-])
+@pytest.mark.parametrize(
+    "dag_id,good,bad",
+    [
+        ("train_model", {"epochs": 3, "reason": "new labels"}, {"learning_rte": 0.01}),
+        ("deploy_canary", {"bake_seconds": 5}, {"bake_secs": 5}),
+        ("rollback_production", {"reason": "bad model"}, {"reason": "bad model", "version": "3"}),
+    ],
+)
 def test_each_dag_with_params_refuses_what_it_does_not_declare(dags, dag_id, good, bad):
     from airflow.sdk.exceptions import AirflowFailException
 

@@ -25,9 +25,11 @@ CONFIG = yaml.safe_load((REPO_ROOT / "include" / "config" / "kubernetes.yaml").r
 PREFIX = "s3://loopline-test/training-sets/"
 TRAINING_SET = PREFIX + "manual__sample/training_set.parquet"
 # Secret values present in the Airflow worker's environment must never be copied into the pod spec.
-SECRET_VALUES = {"AWS_SECRET_ACCESS_KEY": "s3cr3t-key-never-in-a-pod",
-                 "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-never-in-a-pod",
-                 "LOOPLINE_MLFLOW_TRACKING_URI": "https://user:tracking-pw-never@mlflow.example"}
+SECRET_VALUES = {
+    "AWS_SECRET_ACCESS_KEY": "s3cr3t-key-never-in-a-pod",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-never-in-a-pod",
+    "LOOPLINE_MLFLOW_TRACKING_URI": "https://user:tracking-pw-never@mlflow.example",
+}
 CONF = {"epochs": 7, "learning_rate": 0.002, "hpo_trials": 12, "reason": "new labels"}
 
 
@@ -108,7 +110,9 @@ def test_invalid_params_are_rejected_before_a_pod_is_built() -> None:
     from loopline_airflow.pod_render import render_training_pod
 
     with pytest.raises(ParamValidationError, match="hpo_trials"):
-        render_training_pod(TRAINING_SET, {"hpo_trials": 201}, dags_dir=DAGS_DIR, training_set_uri_prefix=PREFIX)
+        render_training_pod(
+            TRAINING_SET, {"hpo_trials": 201}, dags_dir=DAGS_DIR, training_set_uri_prefix=PREFIX
+        )
 
 
 def test_operator_is_deferrable_with_gpu_startup_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,10 +140,14 @@ def test_result_on_kubernetes_has_the_local_shape(monkeypatch: pytest.MonkeyPatc
     operator = trainer_pod.TrainerPodOperator.__new__(trainer_pod.TrainerPodOperator)
     context = {"params": {"reason": "drift"}}
     result = operator.trigger_reentry(context, {"status": "success"})
-    assert result == training_result(sidecar_output, context["params"]) == {**sidecar_output, "reason": "drift"}
+    assert (
+        result == training_result(sidecar_output, context["params"]) == {**sidecar_output, "reason": "drift"}
+    )
 
 
-def test_kubernetes_backend_without_object_store_is_a_dag_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubernetes_backend_without_object_store_is_a_dag_import_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("LOOPLINE_TRAINING_BACKEND", "kubernetes")
@@ -161,20 +169,38 @@ print("airflow.providers.cncf.kubernetes.operators.pod" in sys.modules)
 
 def test_local_backend_is_the_default_and_does_not_import_the_provider() -> None:
     env = {k: v for k, v in os.environ.items() if k != "LOOPLINE_TRAINING_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", _PARSE, str(DAGS_DIR / "train_model.py"), str(REPO_ROOT / "plugins")],
-                         capture_output=True, text=True, check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _PARSE, str(DAGS_DIR / "train_model.py"), str(REPO_ROOT / "plugins")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.split()
     assert out[-2:] == ["_PythonDecoratedOperator", "False"]
 
 
-def test_k8s_manifests_cli_writes_every_object_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_k8s_manifests_cli_writes_every_object_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import argparse
 
     from loopline.cli import k8s as k8s_cli
 
     parser = argparse.ArgumentParser(prog="loopline")
     k8s_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["k8s", "manifests", "--out", str(tmp_path), "--training-set-uri-prefix", PREFIX,
-                              "--conf", json.dumps({"epochs": 3}), "--json"])
+    args = parser.parse_args(
+        [
+            "k8s",
+            "manifests",
+            "--out",
+            str(tmp_path),
+            "--training-set-uri-prefix",
+            PREFIX,
+            "--conf",
+            json.dumps({"epochs": 3}),
+            "--json",
+        ]
+    )
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     docs = [d for f in report["files"] for d in yaml.safe_load_all(Path(f).read_text())]
@@ -186,16 +212,27 @@ def test_k8s_manifests_cli_writes_every_object_valid(tmp_path: Path, capsys: pyt
     static = [o for objs in static_manifests(load_config(get_settings())).values() for o in objs]
     # Every static object (namespace, RBAC, serving, network policies) plus the rendered training pod.
     assert kinds == sorted([o["kind"] for o in static] + ["Pod"])
-    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
-            "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Pod"} <= set(kinds)
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Pod",
+    } <= set(kinds)
     for doc in docs:
         kubernetes_validate.validate(doc, "1.37.0", strict=True)
     (pod_doc,) = [d for d in docs if d["kind"] == "Pod"]
     assert "epochs=3" in pod_doc["spec"]["containers"][0]["args"]
 
 
-def test_local_launcher_runs_the_same_argv_and_returns_the_same_shape(monkeypatch: pytest.MonkeyPatch,
-                                                                      tmp_path: Path) -> None:
+def test_local_launcher_runs_the_same_argv_and_returns_the_same_shape(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from loopline.training import launch
     from loopline_airflow.launchers import train_locally
     from loopline_airflow.run_conf import training_result

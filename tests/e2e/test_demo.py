@@ -20,7 +20,10 @@ def test_demo_runs_unattended_and_leaves_nothing_running(tmp_path):
     env.update(scratch_env(tmp_path, scratch_project(tmp_path)))
     out = subprocess.run(
         [str(Path(sys.executable).parent / "loopline"), "demo", "--exit"],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
     text = out.stdout
@@ -34,8 +37,9 @@ def test_demo_runs_unattended_and_leaves_nothing_running(tmp_path):
     simulated = int(re.search(r"([\d,]+) transactions \(fraud rate", text).group(1).replace(",", ""))
     # The broken batch is a corrupted copy of day one, which also lands intact: nothing is missing.
     assert rows == simulated, "every simulated transaction is in the training set exactly once"
-    assert re.search(r"fraud_detector v1 passed the benchmark gate: quality ok\s+fairness ok\s+latency ok\s+infra ok",
-                     text), "the first model clears every check of the gate"
+    assert re.search(
+        r"fraud_detector v1 passed the benchmark gate: quality ok\s+fairness ok\s+latency ok\s+infra ok", text
+    ), "the first model clears every check of the gate"
     # The loop closes: v1 promoted and serving, drift detected, retrain, v2 gated, canaried, promoted.
     assert "champion v1 serves" in text
     assert re.search(r"retrain requested \([^)]*drift[^)]*\); train_model starts", text)

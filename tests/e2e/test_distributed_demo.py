@@ -31,10 +31,19 @@ def test_the_loop_closes_on_workers_that_share_no_disk():
     root = Path(tempfile.mkdtemp(prefix="loopline-distributed-demo-"))
     root.chmod(0o755)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE_", "FEAST_", "AWS_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW", "LOOPLINE_", "FEAST_", "AWS_"))
+        }
         env.update(scratch_env(root, scratch_project(root)))
-        out = subprocess.run([str(Path(sys.executable).parent / "loopline"), "demo", "--profile", "distributed",
-                              "--exit"], env=env, capture_output=True, text=True, timeout=3000)
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "loopline"), "demo", "--profile", "distributed", "--exit"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3000,
+        )
         text = out.stdout
         assert out.returncode == 0, f"{text}\n{out.stderr}"
         assert "starting the local stack (distributed profile)" in text
@@ -42,8 +51,10 @@ def test_the_loop_closes_on_workers_that_share_no_disk():
         # Ingest published into the object store and the features agree online (Redis) and offline (Postgres).
         assert re.search(r"ingest done: \d+ batches published into s3://loopline/data/curated", text)
         assert "training/serving skew: 0 mismatches" in text
-        assert re.search(r"fraud_detector v1 passed the benchmark gate: quality ok\s+fairness ok\s+latency ok\s+infra ok",
-                         text)
+        assert re.search(
+            r"fraud_detector v1 passed the benchmark gate: quality ok\s+fairness ok\s+latency ok\s+infra ok",
+            text,
+        )
         assert "model card s3://loopline/reports/gate/1/model_card.md" in text
         assert "champion v1 serves" in text
         assert re.search(r"retrain requested \([^)]*drift[^)]*\); train_model starts", text)
@@ -56,10 +67,18 @@ def test_the_loop_closes_on_workers_that_share_no_disk():
         workers = state / "distributed" / "workers"
         for worker in ("worker-1", "worker-2"):
             assert list((workers / worker / "tasks").glob("*/*/*")), f"{worker} ran no task"
-        local = [p for p in workers.rglob("*") if p.is_file() and (
-            "date=" in str(p) or p.suffix in (".csv",) or p.name in ("model_card.md", "gate_report.json"))]
+        local = [
+            p
+            for p in workers.rglob("*")
+            if p.is_file()
+            and (
+                "date=" in str(p) or p.suffix in (".csv",) or p.name in ("model_card.md", "gate_report.json")
+            )
+        ]
         assert local == [], f"shared files on a worker's disk: {local[:5]}"
-        assert not (state / "data" / "curated").exists() or not any((state / "data" / "curated").rglob("*.parquet"))
+        assert not (state / "data" / "curated").exists() or not any(
+            (state / "data" / "curated").rglob("*.parquet")
+        )
         assert processes_using(state) == []
     finally:
         shutil.rmtree(root, ignore_errors=True)

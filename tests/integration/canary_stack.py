@@ -25,7 +25,11 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-for _path in (REPO / "tests" / "unit", REPO / "tests" / "unit" / "serving", REPO / "tests" / "unit" / "deployment"):
+for _path in (
+    REPO / "tests" / "unit",
+    REPO / "tests" / "unit" / "serving",
+    REPO / "tests" / "unit" / "deployment",
+):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
@@ -51,7 +55,9 @@ class CanaryStack:
         return self.settings.serving_base_url
 
     def loopline(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([LOOPLINE, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [LOOPLINE, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def api(self):
         from loopline.platform.stack import api_for
@@ -108,8 +114,12 @@ def train_model(settings: Settings, training_set: Path) -> tuple[str, str]:
     from loopline.training.config import load_config
     from loopline.training.train import train
 
-    result = train(training_set, load_config(CONFIG_PATH, FAST), tracking_uri=settings.mlflow_uri,
-                   config_path=CONFIG_PATH)
+    result = train(
+        training_set,
+        load_config(CONFIG_PATH, FAST),
+        tracking_uri=settings.mlflow_uri,
+        config_path=CONFIG_PATH,
+    )
     return str(result.version), result.logged_model_uri
 
 
@@ -125,12 +135,19 @@ def running_stack(root: Path, policy: dict[str, Any]) -> Iterator[CanaryStack]:
     policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE_"))}
     env.update(scratch_env(root, project), LOOPLINE_CANARY_POLICY=str(policy_path))
-    settings = Settings(project_dir=project, state_dir=Path(env["LOOPLINE_STATE_DIR"]),
-                        airflow_port=int(env["LOOPLINE_AIRFLOW_PORT"]), mlflow_port=int(env["LOOPLINE_MLFLOW_PORT"]),
-                        serving_port=int(env["LOOPLINE_SERVING_PORT"]), canary_policy=policy_path)
+    settings = Settings(
+        project_dir=project,
+        state_dir=Path(env["LOOPLINE_STATE_DIR"]),
+        airflow_port=int(env["LOOPLINE_AIRFLOW_PORT"]),
+        mlflow_port=int(env["LOOPLINE_MLFLOW_PORT"]),
+        serving_port=int(env["LOOPLINE_SERVING_PORT"]),
+        canary_policy=policy_path,
+    )
     # The stack starts (half a minute, mostly waiting) while the data is prepared beside it; the model
     # then goes through the stack's own MLflow server, as a trained model would.
-    up = subprocess.Popen([LOOPLINE, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(
+        [LOOPLINE, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         transactions, training_set = prepare_data(settings)
         output, _ = up.communicate(timeout=300)
@@ -138,7 +155,9 @@ def running_stack(root: Path, policy: dict[str, Any]) -> Iterator[CanaryStack]:
         champion, model_uri = train_model(settings, training_set)
         stack = CanaryStack(env, settings, transactions, model_uri)
         stack.registry().set_registered_model_alias(MODEL, "champion", champion)
-        wait_until(lambda: stack.served("champion") == champion, timeout=90, what=f"champion {champion} serving")
+        wait_until(
+            lambda: stack.served("champion") == champion, timeout=90, what=f"champion {champion} serving"
+        )
         yield stack
     finally:
         if up.poll() is None:  # failed before `up` returned: `down` below stops what it started

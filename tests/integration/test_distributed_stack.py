@@ -29,12 +29,28 @@ from loopline.platform.scratch import processes_using, scratch_env, scratch_proj
 pytestmark = pytest.mark.integration
 
 LOOPLINE = str(Path(sys.executable).parent / "loopline")
-SMOKE_TASKS = {"check_state_dir", "check_mlflow", "check_feast_registry", "check_great_expectations",
-               "record_smoke_report"}
-SHARED_SETTINGS = ("LOOPLINE_STORAGE_URL", "LOOPLINE_STORAGE_ENDPOINT_URL", "LOOPLINE_STATE_DB_URL",
-                   "LOOPLINE_HISTORY_URL", "LOOPLINE_PREDICTION_LOG_URL", "LOOPLINE_MLFLOW_TRACKING_URI",
-                   "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "FEAST_FS_YAML_FILE_PATH",
-                   "LOOPLINE_FEAST_REGISTRY_URL", "LOOPLINE_FEAST_REDIS", "LOOPLINE_FEAST_PG_HOST")
+SMOKE_TASKS = {
+    "check_state_dir",
+    "check_mlflow",
+    "check_feast_registry",
+    "check_great_expectations",
+    "record_smoke_report",
+}
+SHARED_SETTINGS = (
+    "LOOPLINE_STORAGE_URL",
+    "LOOPLINE_STORAGE_ENDPOINT_URL",
+    "LOOPLINE_STATE_DB_URL",
+    "LOOPLINE_HISTORY_URL",
+    "LOOPLINE_PREDICTION_LOG_URL",
+    "LOOPLINE_MLFLOW_TRACKING_URI",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "FEAST_FS_YAML_FILE_PATH",
+    "LOOPLINE_FEAST_REGISTRY_URL",
+    "LOOPLINE_FEAST_REDIS",
+    "LOOPLINE_FEAST_PG_HOST",
+)
 
 
 def _env(root: Path, project: Path) -> dict[str, str]:
@@ -100,8 +116,14 @@ def stack():
         assert status.returncode == 0, status.stderr
         info = json.loads(status.stdout)
         secrets = json.loads((state / "run" / "distributed.json").read_text())
-        yield {"env": env, "state": state, "info": info, "profile": secrets, "startup_s": startup_s,
-               "pids": _tree_pids([s["pid"] for s in info["services"].values()])}
+        yield {
+            "env": env,
+            "state": state,
+            "info": info,
+            "profile": secrets,
+            "startup_s": startup_s,
+            "pids": _tree_pids([s["pid"] for s in info["services"].values()]),
+        }
     finally:
         _loopline(env, "down")
         leftovers = processes_using(state)
@@ -116,16 +138,35 @@ def test_status_reports_the_distributed_mode_and_every_service(stack):
     print(f"distributed profile healthy after {stack['startup_s']:.1f} s (loopline up, wall clock)")
     assert info["mode"] == "distributed"
     assert info["running"] is True
-    assert set(info["services"]) == {"postgres", "redis", "object-store", "mlflow", "api-server", "scheduler",
-                                     "dag-processor", "triggerer", "worker-1", "worker-2", "serving"}
+    assert set(info["services"]) == {
+        "postgres",
+        "redis",
+        "object-store",
+        "mlflow",
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "worker-1",
+        "worker-2",
+        "serving",
+    }
     assert all(s["running"] for s in info["services"].values()), info["services"]
     assert info["object_store"]["bucket"] == "loopline"
-    assert info["airflow"]["health"] == {"metadatabase": "healthy", "scheduler": "healthy",
-                                         "triggerer": "healthy", "dag_processor": "healthy"}
+    assert info["airflow"]["health"] == {
+        "metadatabase": "healthy",
+        "scheduler": "healthy",
+        "triggerer": "healthy",
+        "dag_processor": "healthy",
+    }
     for name in ("postgres", "redis", "object-store", "mlflow", "api-server", "worker-1"):
         proc = psutil.Process(info["services"][name]["pid"])
-        listening = [c.laddr.ip for p in [proc, *proc.children(recursive=True)]
-                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        listening = [
+            c.laddr.ip
+            for p in [proc, *proc.children(recursive=True)]
+            for c in p.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
         assert all(ip == "127.0.0.1" for ip in listening), f"{name} listens beyond loopback: {listening}"
     if os.geteuid() == 0:
         assert psutil.Process(info["services"]["postgres"]["pid"]).username() == "nobody"
@@ -138,13 +179,25 @@ def test_each_service_answers(stack):
     from celery import Celery
 
     profile, info = stack["profile"], stack["info"]
-    with psycopg.connect(host="127.0.0.1", port=profile["postgres_port"], user="loopline",
-                         password=profile["pg_password"], dbname="postgres") as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=profile["postgres_port"],
+        user="loopline",
+        password=profile["pg_password"],
+        dbname="postgres",
+    ) as conn:
         databases = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
     assert {"airflow", "mlflow", "loopline", "feast"} <= databases
-    assert redis.Redis(host="127.0.0.1", port=profile["redis_port"], password=profile["redis_password"]).ping()
-    s3 = boto3.client("s3", endpoint_url=info["object_store"]["endpoint"], aws_access_key_id="x",
-                      aws_secret_access_key="x", region_name="us-east-1")
+    assert redis.Redis(
+        host="127.0.0.1", port=profile["redis_port"], password=profile["redis_password"]
+    ).ping()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=info["object_store"]["endpoint"],
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+    )
     assert "loopline" in {b["Name"] for b in s3.list_buckets()["Buckets"]}
     assert httpx.get(f"{info['mlflow']['url']}/health", timeout=5).status_code == 200
     assert httpx.get(f"{info['airflow']['url']}/api/v2/monitor/health", timeout=5).status_code == 200
@@ -186,8 +239,9 @@ def test_platform_smoke_runs_on_the_celery_workers_in_private_scratch_dirs(stack
     run_id = api.trigger("platform_smoke")
     result = api.wait("platform_smoke", run_id, timeout=200)
     worker_logs = {name: Path(state / "logs" / f"{name}.log") for name in ("worker-1", "worker-2")}
-    assert result.succeeded, (f"platform_smoke {result.state}: {result.task_states}\n"
-                              + "\n".join(p.read_text()[-2000:] for p in worker_logs.values()))
+    assert result.succeeded, f"platform_smoke {result.state}: {result.task_states}\n" + "\n".join(
+        p.read_text()[-2000:] for p in worker_logs.values()
+    )
     assert set(result.task_states) == SMOKE_TASKS
 
     # Each task ran in a Celery worker: its own scratch dir is its LOOPLINE_STATE_DIR.
@@ -196,14 +250,17 @@ def test_platform_smoke_runs_on_the_celery_workers_in_private_scratch_dirs(stack
     tis = httpx.get(base, headers=headers, timeout=10).json()["task_instances"]
     assert {ti["queue"] for ti in tis} == {"default"}, tis
     xcom = httpx.get(f"{base}/check_state_dir/xcomEntries/return_value", headers=headers, timeout=10).json()
-    details = xcom["value"]["details"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])["details"]
+    details = (
+        xcom["value"]["details"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])["details"]
+    )
     scratch = {name: state / "distributed" / "workers" / name for name in ("worker-1", "worker-2")}
     assert details["worker"] in scratch
     # Every task try has a fresh folder of its own inside its worker's (LOOPLINE_TASK_SCRATCH=per-task).
     assert details["task_scratch"] == "per-task"
     run_folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-    assert details["scratch_dir"].startswith(f"{scratch[details['worker']]}/tasks/platform_smoke/{run_folder}/"
-                                             "check_state_dir.1")
+    assert details["scratch_dir"].startswith(
+        f"{scratch[details['worker']]}/tasks/platform_smoke/{run_folder}/check_state_dir.1"
+    )
     assert details["scratch_mode"] == "700" and details["state_db"] == "loopline"
     received = sum(p.read_text().count("Task execute_workload[") for p in worker_logs.values())
     assert received >= 2 * len(SMOKE_TASKS)  # a "received" and a "succeeded" line per task
@@ -216,8 +273,13 @@ def test_platform_smoke_runs_on_the_celery_workers_in_private_scratch_dirs(stack
         assert path.stat().st_uid == os.geteuid()
 
     # Shared state went to the services: the report and MLflow's artifact are objects in the bucket.
-    s3 = boto3.client("s3", endpoint_url=info["object_store"]["endpoint"], aws_access_key_id="x",
-                      aws_secret_access_key="x", region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=info["object_store"]["endpoint"],
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="loopline").get("Contents", [])]
     assert any(k.startswith("reports/platform_smoke/") for k in keys), keys
     assert any(k.startswith("mlflow/") and k.endswith("smoke/probe.json") for k in keys), keys

@@ -62,8 +62,9 @@ def prod(servers: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Servers
     import psycopg
 
     database = f"fresh_{next(_DATABASES)}"
-    with psycopg.connect(host="127.0.0.1", port=servers.pg_port, user=PG_USER, dbname="postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1", port=servers.pg_port, user=PG_USER, dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {database}")
         conn.execute(f"CREATE DATABASE {database}")
         conn.execute(f"ALTER ROLE {PG_USER} IN DATABASE {database} SET enable_nestloop = off")
@@ -86,9 +87,14 @@ def world(prod, sim, tmp_path):
 
 def _stored(settings: Settings, customers: list[str], *features: str) -> dict:
     """Feast's own read of customer_velocity rows in Redis."""
-    return feature_store(settings).get_online_features(
-        features=[f"customer_velocity:{f}" for f in features],
-        entity_rows=[{"customer_id": c} for c in customers]).to_dict()
+    return (
+        feature_store(settings)
+        .get_online_features(
+            features=[f"customer_velocity:{f}" for f in features],
+            entity_rows=[{"customer_id": c} for c in customers],
+        )
+        .to_dict()
+    )
 
 
 def _newest_velocity(transactions: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +113,7 @@ def test_a_served_day_on_redis_gets_the_offline_point_in_time_features(world):
     assert len(served) > 300
     got = []
     for i in range(0, len(served), 16):
-        batch = served[i:i + 16]
+        batch = served[i : i + 16]
         fresh.observe(batch)
         got.extend(online.lookup(batch, fresh))
         if i % 64 == 0:
@@ -120,7 +126,9 @@ def test_a_served_day_on_redis_gets_the_offline_point_in_time_features(world):
     customers = sorted(last["customer_id"].astype(str).unique())
     stored = _stored(settings, customers, "cust_last_tx_epoch_s", "cust_tx_count_24h")
     expected = _newest_velocity(sim.transactions)
-    assert stored["cust_last_tx_epoch_s"] == [expected.loc[c, "event_timestamp"].timestamp() for c in customers]
+    assert stored["cust_last_tx_epoch_s"] == [
+        expected.loc[c, "event_timestamp"].timestamp() for c in customers
+    ]
     assert stored["cust_tx_count_24h"] == [expected.loc[c, "cust_tx_count_24h"] for c in customers]
 
     truth = offline_truth(settings, sim, last)
@@ -141,14 +149,15 @@ def test_the_redis_writer_keeps_newer_rows_takes_corrections_and_feast_reads_the
 
     def read(*features: str, rows=None, view="customer_velocity") -> dict:
         """Feast's get_online_features (values; times in whole seconds under "<feature>__ts")."""
-        return store.get_online_features(features=[f"{view}:{f}" for f in features],
-                                         entity_rows=rows or [{"customer_id": key[0]}]).to_dict(
-                                             include_event_timestamps=True)
+        return store.get_online_features(
+            features=[f"{view}:{f}" for f in features], entity_rows=rows or [{"customer_id": key[0]}]
+        ).to_dict(include_event_timestamps=True)
 
     def stamps(view: str, keys: list[tuple[str, ...]]) -> list[int]:
         """The rows' times in µs, as the provider's online_read (Feast's Redis reader) parses them."""
-        rows = writer._provider.online_read(store.config, store.get_feature_view(view),
-                                            [writer._entity_key(view, k) for k in keys], None)
+        rows = writer._provider.online_read(
+            store.config, store.get_feature_view(view), [writer._entity_key(view, k) for k in keys], None
+        )
         return [epoch_us(stamp) for stamp, _ in rows]
 
     writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 99})})
@@ -157,28 +166,43 @@ def test_the_redis_writer_keeps_newer_rows_takes_corrections_and_feast_reads_the
     assert first["cust_amount_sum_24h"] == [pytest.approx(state["cust_amount_sum_24h"])]
     assert first["cust_tx_count_24h__ts"] == [newest // 10**6]  # Feast's _ts field
     assert stamps("customer_velocity", [key]) == [newest]
-    writer.write("customer_velocity", {key: (newest - 10**6, {**state, "cust_tx_count_24h": 1})})  # older: ignored
+    writer.write(
+        "customer_velocity", {key: (newest - 10**6, {**state, "cust_tx_count_24h": 1})}
+    )  # older: ignored
     assert read("cust_tx_count_24h")["cust_tx_count_24h"] == [99]
     assert stamps("customer_velocity", [key]) == [newest]
-    writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 7})})  # same instant: a correction
+    writer.write(
+        "customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 7})}
+    )  # same instant: a correction
     assert read("cust_tx_count_24h")["cust_tx_count_24h"] == [7]
-    writer.write("customer_velocity", {key: (newest + 1, {**state, "cust_tx_count_24h": 8})})  # 1 µs newer: replaces
+    writer.write(
+        "customer_velocity", {key: (newest + 1, {**state, "cust_tx_count_24h": 8})}
+    )  # 1 µs newer: replaces
     assert read("cust_tx_count_24h")["cust_tx_count_24h"] == [8]
     assert stamps("customer_velocity", [key]) == [newest + 1]
-    writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 9})})  # 1 µs older: ignored
+    writer.write(
+        "customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 9})}
+    )  # 1 µs older: ignored
     assert read("cust_tx_count_24h")["cust_tx_count_24h"] == [8]
 
     # Every view, including those keyed by two columns: each row lands where Feast looks for it.
-    states = {table: windows.latest(table, keys) for table, keys in windows.touched(windows.events_since(0)).items()}
+    states = {
+        table: windows.latest(table, keys) for table, keys in windows.touched(windows.events_since(0)).items()
+    }
     for table, rows in states.items():
         assert rows, table
         writer.write(table, rows)
-    for table, rows, feature in (("customer_device", states["customer_device"], "dev_tx_count_30d"),
-                                 ("customer_channel", states["customer_channel"], "chan_tx_count_30d"),
-                                 ("merchant_stats", states["merchant_stats"], "merch_tx_count_24h")):
+    for table, rows, feature in (
+        ("customer_device", states["customer_device"], "dev_tx_count_30d"),
+        ("customer_channel", states["customer_channel"], "chan_tx_count_30d"),
+        ("merchant_stats", states["merchant_stats"], "merch_tx_count_24h"),
+    ):
         keys = sorted(rows)
-        columns = {"customer_device": ("customer_id", "device_id"), "customer_channel": ("customer_id", "channel"),
-                   "merchant_stats": ("merchant_id",)}[table]
+        columns = {
+            "customer_device": ("customer_id", "device_id"),
+            "customer_channel": ("customer_id", "channel"),
+            "merchant_stats": ("merchant_id",),
+        }[table]
         got = read(feature, rows=[dict(zip(columns, k, strict=True)) for k in keys], view=table)
         assert got[feature] == [rows[k][1][feature] for k in keys], table
         assert got[f"{feature}__ts"] == [rows[k][0] // 10**6 for k in keys], table
@@ -206,8 +230,23 @@ def test_replicas_on_redis_see_each_others_transactions_through_the_prediction_l
     fresh_a, online_a, plog_a = replicas[0]
     fresh_a.observe([first])
     (features,) = online_a.lookup([first], fresh_a)
-    plog_a.append([LoggedPrediction(uuid.uuid4().hex, 0.0, first["transaction_id"], customer, first, features, 0.1,
-                                    False, "champion", "1", 1.0)])  # committed before A answers
+    plog_a.append(
+        [
+            LoggedPrediction(
+                uuid.uuid4().hex,
+                0.0,
+                first["transaction_id"],
+                customer,
+                first,
+                features,
+                0.1,
+                False,
+                "champion",
+                "1",
+                1.0,
+            )
+        ]
+    )  # committed before A answers
     assert fresh_a.stats.rows_written == 0
     stored = _stored(settings, [customer], "cust_last_tx_epoch_s")["cust_last_tx_epoch_s"][0]
     assert stored < pd.Timestamp(first["event_timestamp"]).timestamp()  # Redis does not know `first` yet
@@ -248,7 +287,9 @@ def test_the_batch_corrects_redis_and_never_rolls_it_back(world):
     before = _stored(settings, customers, "cust_last_tx_epoch_s")
 
     publish(settings, last, "transactions", "day")
-    materialize(settings, day(DAYS - 1), day(DAYS), served=fresh.windows.events_since(epoch_us(day(DAYS - 1))))
+    materialize(
+        settings, day(DAYS - 1), day(DAYS), served=fresh.windows.events_since(epoch_us(day(DAYS - 1)))
+    )
     materialize(settings, day(DAYS - 1), day(DAYS))  # again without the served events: nothing goes back
     materialize(settings, day(DAYS - 3), day(DAYS - 2))  # an old interval late
     features = list(CUSTOMER_VELOCITY.features)
@@ -263,8 +304,13 @@ def test_the_batch_corrects_redis_and_never_rolls_it_back(world):
         changed += after["cust_last_tx_epoch_s"][i] != before["cust_last_tx_epoch_s"][i]
         for feature in features:  # unscored transactions count
             assert after[feature][i] == pytest.approx(expected.loc[customer, feature], rel=1e-9, abs=1e-9), (
-                customer, feature)
-    assert after["cust_last_tx_epoch_s"][customers.index(ahead_customer)] == ahead["event_timestamp"].iloc[0].timestamp()
+                customer,
+                feature,
+            )
+    assert (
+        after["cust_last_tx_epoch_s"][customers.index(ahead_customer)]
+        == ahead["event_timestamp"].iloc[0].timestamp()
+    )
     assert changed > 10  # the batch did correct rows serving had written (the test can fail)
 
 
@@ -287,11 +333,27 @@ def test_a_row_feast_itself_wrote_newer_is_not_rolled_back_on_redis(world):
     from feast.protos.feast.types.Value_pb2 import Value
 
     row = {**state, "cust_tx_count_24h": 42}
-    feast_row = {name: Value(int64_val=row[name]) if dtype == "int64" else Value(double_val=row[name])
-                 for name, dtype in TABLES_BY_NAME["customer_velocity"].features.items()}
-    writer._provider.online_write_batch(store.config, view, [(writer._entity_key("customer_velocity", key), feast_row,
-                                                             _EPOCH + _td(microseconds=newest + 5), None)], None)
-    writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 1})})  # older than Feast's row
-    read = store.get_online_features(features=["customer_velocity:cust_tx_count_24h"],
-                                     entity_rows=[{"customer_id": key[0]}]).to_dict()
+    feast_row = {
+        name: Value(int64_val=row[name]) if dtype == "int64" else Value(double_val=row[name])
+        for name, dtype in TABLES_BY_NAME["customer_velocity"].features.items()
+    }
+    writer._provider.online_write_batch(
+        store.config,
+        view,
+        [
+            (
+                writer._entity_key("customer_velocity", key),
+                feast_row,
+                _EPOCH + _td(microseconds=newest + 5),
+                None,
+            )
+        ],
+        None,
+    )
+    writer.write(
+        "customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 1})}
+    )  # older than Feast's row
+    read = store.get_online_features(
+        features=["customer_velocity:cust_tx_count_24h"], entity_rows=[{"customer_id": key[0]}]
+    ).to_dict()
     assert read["cust_tx_count_24h"] == [42]

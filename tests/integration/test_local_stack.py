@@ -93,7 +93,14 @@ def test_up_prints_urls_and_a_generated_login(stack):
     info = _status(stack)
     env = stack["env"]
     assert info["running"] is True
-    assert set(info["services"]) == {"api-server", "scheduler", "dag-processor", "triggerer", "mlflow", "serving"}
+    assert set(info["services"]) == {
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "mlflow",
+        "serving",
+    }
     assert info["airflow"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_AIRFLOW_PORT']}"
     assert info["mlflow"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}"
     assert info["serving"]["url"] == f"http://127.0.0.1:{env['LOOPLINE_SERVING_PORT']}"
@@ -104,8 +111,10 @@ def test_up_prints_urls_and_a_generated_login(stack):
     assert httpx.get(info["serving"]["url"] + "/readyz", timeout=5).status_code == 503
     assert info["champion"] is None and info["versions"] == []
     # Only the weekly schedule's first run may have happened, skipping (recorded) for want of data.
-    assert all(e["kind"] == "training_failed" and e["reason"].startswith("nothing to train on")
-               for e in info["history"]), info["history"]
+    assert all(
+        e["kind"] == "training_failed" and e["reason"].startswith("nothing to train on")
+        for e in info["history"]
+    ), info["history"]
     password = info["airflow"]["password"]
     assert info["airflow"]["username"] and password and password != "admin" and len(password) >= 16
     assert password in stack["up"].stdout and info["airflow"]["url"] in stack["up"].stdout
@@ -118,7 +127,9 @@ def test_servers_listen_on_loopback_only(stack):
         proc = psutil.Process(record["pid"])
         pids |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
     listening = [
-        c.laddr for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids
+        c.laddr
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
     ]
     assert listening, "the stack listens on no port at all?"
     assert {addr.ip for addr in listening} == {"127.0.0.1"}, listening
@@ -202,8 +213,18 @@ def test_a_landed_batch_starts_ingestion_within_60_s_and_is_announced(stack):
     api = _api(stack)
     landing = stack["state"] / "data" / "landing"
     out = _loopline(
-        stack["env"], "simulate", "--days", "1", "--customers", "200", "--seed", "11", "--out", str(landing),
-        "--json", "--quiet",
+        stack["env"],
+        "simulate",
+        "--days",
+        "1",
+        "--customers",
+        "200",
+        "--seed",
+        "11",
+        "--out",
+        str(landing),
+        "--json",
+        "--quiet",
     )
     assert out.returncode == 0, out.stderr
     landed_at = datetime.now(UTC)
@@ -211,7 +232,9 @@ def test_a_landed_batch_starts_ingestion_within_60_s_and_is_announced(stack):
     events: list[dict] = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        events = [e for e in api.asset_events("loopline.validated_batch") if "2026-01-01" in e["extra"]["batch_id"]]
+        events = [
+            e for e in api.asset_events("loopline.validated_batch") if "2026-01-01" in e["extra"]["batch_id"]
+        ]
         if events:
             break
         time.sleep(1)
@@ -224,7 +247,9 @@ def test_a_landed_batch_starts_ingestion_within_60_s_and_is_announced(stack):
     # The promise: no human, and ingestion starts within a minute of the file landing.
     started_after = (run["start_date"] - landed_at).total_seconds()
     assert started_after <= 60, f"ingestion started {started_after:.0f} s after the file landed"
-    assert not list((landing / "transactions").glob("*.parquet")), "the landed file must leave the landing zone"
+    assert not list((landing / "transactions").glob("*.parquet")), (
+        "the landed file must leave the landing zone"
+    )
 
 
 def test_published_transactions_are_materialised_into_features(stack):

@@ -36,28 +36,45 @@ def pg_url(pg_port: int, request: pytest.FixtureRequest) -> str:
     import psycopg
 
     name = "log_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
-    with psycopg.connect(host="127.0.0.1", port=pg_port, user=PG_USER, dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1", port=pg_port, user=PG_USER, dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
     return f"postgresql://{PG_USER}@127.0.0.1:{pg_port}/{name}"
 
 
-def rows(n: int, start: float = 1_800_000_000.0, variant: str = "champion", version: str = "1",
-         prefix: str = "tx") -> list[LoggedPrediction]:
-    return [LoggedPrediction(
-        request_id=f"r{i}", ts=start + i, transaction_id=f"{prefix}{i}", customer_id=f"c{i % 7}",
-        inputs={"amount": 10.5 + i, "channel": "online", "note": "naïve ✓"},
-        features={"txn_count_24h": float(i), "missing": float("nan")},
-        score=i / (n + 1), decision=i % 3 == 0, variant=variant, model_version=version, latency_ms=1.25 * i)
-        for i in range(n)]
+def rows(
+    n: int, start: float = 1_800_000_000.0, variant: str = "champion", version: str = "1", prefix: str = "tx"
+) -> list[LoggedPrediction]:
+    return [
+        LoggedPrediction(
+            request_id=f"r{i}",
+            ts=start + i,
+            transaction_id=f"{prefix}{i}",
+            customer_id=f"c{i % 7}",
+            inputs={"amount": 10.5 + i, "channel": "online", "note": "naïve ✓"},
+            features={"txn_count_24h": float(i), "missing": float("nan")},
+            score=i / (n + 1),
+            decision=i % 3 == 0,
+            variant=variant,
+            model_version=version,
+            latency_ms=1.25 * i,
+        )
+        for i in range(n)
+    ]
 
 
 def test_postgres_reads_back_exactly_what_sqlite_does(pg_url: str, tmp_path: Path) -> None:
     sqlite, postgres = PredictionLog(tmp_path / "p.db"), PostgresPredictionLog(pg_url)
     batch = rows(30) + rows(12, start=1_800_000_100.0, variant="challenger", version="2", prefix="ch")
     assert sqlite.append(batch) == postgres.append(batch) == 42
-    for query in ({}, {"variant": "challenger"}, {"since": 1_800_000_010.0, "until": 1_800_000_020.0},
-                  {"since": "2027-01-15T08:00:05+00:00", "version": "1"}):
+    for query in (
+        {},
+        {"variant": "challenger"},
+        {"since": 1_800_000_010.0, "until": 1_800_000_020.0},
+        {"since": "2027-01-15T08:00:05+00:00", "version": "1"},
+    ):
         expected, got = sqlite.read(**query), postgres.read(**query)
         assert len(got) > 0 or not query
         text = ["id", "inputs", "features"]
@@ -67,7 +84,10 @@ def test_postgres_reads_back_exactly_what_sqlite_does(pg_url: str, tmp_path: Pat
             assert [json.loads(t) for t in got[column]] == [json.loads(t) for t in expected[column]]
     assert postgres.counts() == sqlite.counts() == {("champion", "1"): 30, ("challenger", "2"): 12}
     assert postgres.counts(since=1_800_000_025.0) == {("champion", "1"): 5, ("challenger", "2"): 12}
-    assert json.loads(postgres.read(variant="champion")["features"].iloc[0]) == {"missing": None, "txn_count_24h": 0.0}
+    assert json.loads(postgres.read(variant="champion")["features"].iloc[0]) == {
+        "missing": None,
+        "txn_count_24h": 0.0,
+    }
     assert postgres.count() == 42
     sqlite.close()
     postgres.close()
@@ -109,8 +129,10 @@ def test_a_dropped_connection_fails_one_append_and_the_next_reconnects(pg_url: s
     log = PostgresPredictionLog(pg_url)
     log.append(rows(3))
     with psycopg.connect(pg_url, autocommit=True) as admin:  # what a database restart or failover does
-        killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE application_name = 'loopline' AND pid <> pg_backend_pid()").fetchall()
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'loopline' AND pid <> pg_backend_pid()"
+        ).fetchall()
     assert killed == [(True,)]
     with pytest.raises(PredictionLogUnavailable):  # a 503 with Retry-After for its requests
         log.append(rows(3, prefix="lost"))  # not committed, so its requests are not acknowledged

@@ -58,8 +58,7 @@ class Servers:
         """The variables feature_store.production.yaml reads, pointing at these servers."""
         return {
             YAML_ENV: PRODUCTION_YAML,
-            "LOOPLINE_FEAST_REGISTRY_URL":
-                f"postgresql+psycopg://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{self.pg_port}/{REGISTRY_DB}",
+            "LOOPLINE_FEAST_REGISTRY_URL": f"postgresql+psycopg://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{self.pg_port}/{REGISTRY_DB}",
             "LOOPLINE_FEAST_PG_HOST": "127.0.0.1",
             "LOOPLINE_FEAST_PG_PORT": str(self.pg_port),
             "LOOPLINE_FEAST_PG_DATABASE": OFFLINE_DB,
@@ -80,9 +79,21 @@ def _redis(root: Path) -> Iterator[int]:
 
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         client = redis.Redis(host="127.0.0.1", port=port)
@@ -113,8 +124,9 @@ def servers() -> Iterator[Servers]:
         with postgres_server(root / "pg") as pg_port, _redis(root) as redis_port:
             import psycopg
 
-            with psycopg.connect(host="127.0.0.1", port=pg_port, user=PG_USER, dbname="postgres",
-                                 autocommit=True) as conn:
+            with psycopg.connect(
+                host="127.0.0.1", port=pg_port, user=PG_USER, dbname="postgres", autocommit=True
+            ) as conn:
                 conn.execute(f"ALTER USER {PG_USER} PASSWORD '{PG_PASSWORD}'")
                 for database in (OFFLINE_DB, REGISTRY_DB):
                     conn.execute(f"CREATE DATABASE {database}")
@@ -169,7 +181,9 @@ def runs(servers, tmp_path_factory):
         materialize(local, *span)
         local_set = build_training_set(local, local.state.root / "train.parquet")
         local_online = OnlineFeatures(local).lookup(probe)
-        local_tables = {t.name: pd.read_parquet(local.state.feast_offline_dir / f"{t.name}.parquet") for t in TABLES}
+        local_tables = {
+            t.name: pd.read_parquet(local.state.feast_offline_dir / f"{t.name}.parquet") for t in TABLES
+        }
 
     with _environment(servers.env()):
         started = time.perf_counter()
@@ -197,12 +211,25 @@ def runs(servers, tmp_path_factory):
         views = {v.name: type(v.batch_source).__name__ for v in feature_store(prod).list_feature_views()}
     print(f"production feature store timings: {timings}")
     return {
-        "sim": sim, "sink": sink, "store_project": store.project, "views": views,
-        "local_set": local_set, "prod_set": prod_set,
-        "local_frame": pd.read_parquet(local_set.path), "prod_frame": pd.read_parquet(prod_set.path),
-        "local_online": local_online, "prod_online": prod_online, "skew": skew,
-        "local_tables": local_tables, "prod_tables": prod_tables, "prod_tables_again": prod_tables_again,
-        "result": result, "again": again, "partial": partial, "stale": stale, "later": later,
+        "sim": sim,
+        "sink": sink,
+        "store_project": store.project,
+        "views": views,
+        "local_set": local_set,
+        "prod_set": prod_set,
+        "local_frame": pd.read_parquet(local_set.path),
+        "prod_frame": pd.read_parquet(prod_set.path),
+        "local_online": local_online,
+        "prod_online": prod_online,
+        "skew": skew,
+        "local_tables": local_tables,
+        "prod_tables": prod_tables,
+        "prod_tables_again": prod_tables_again,
+        "result": result,
+        "again": again,
+        "partial": partial,
+        "stale": stale,
+        "later": later,
         "after_partial": after_partial,
     }
 
@@ -220,8 +247,11 @@ def test_the_aggregates_in_postgres_equal_the_parquet_tables_and_rewrites_change
         assert len(prod) > 0
         pd.testing.assert_frame_equal(prod, local.reset_index(drop=True), check_exact=True)
         pd.testing.assert_frame_equal(runs["prod_tables_again"][table.name], prod, check_exact=True)
-    assert runs["again"].offline_rows == runs["result"].offline_rows == {
-        t.name: len(runs["local_tables"][t.name]) for t in TABLES}
+    assert (
+        runs["again"].offline_rows
+        == runs["result"].offline_rows
+        == {t.name: len(runs["local_tables"][t.name]) for t in TABLES}
+    )
 
 
 def test_an_overlapping_rerun_replaces_the_recomputed_rows_and_keeps_the_others(runs):
@@ -242,7 +272,9 @@ def test_the_training_set_from_postgres_equals_the_local_one_row_for_row(runs):
     assert runs["prod_set"].features == runs["local_set"].features
     assert list(prod.columns) == list(local.columns)
     features = runs["local_set"].features
-    assert prod[features].notna().to_numpy().sum() > 0.5 * prod[features].size, "mostly real values, not nulls"
+    assert prod[features].notna().to_numpy().sum() > 0.5 * prod[features].size, (
+        "mostly real values, not nulls"
+    )
     pd.testing.assert_frame_equal(prod, local, check_dtype=False, check_exact=False, rtol=1e-12, atol=1e-12)
 
 

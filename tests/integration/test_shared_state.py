@@ -40,7 +40,9 @@ def test_on_the_local_disk_a_shared_file_is_written_in_place_and_read_from_where
     files = SharedFiles.of(Settings(state_dir=tmp_path / "state"))
     assert files.is_local and files.root == (tmp_path / "state").as_uri()
     with files.writing("holdouts", "run_1", "holdout.parquet") as path:
-        assert path == tmp_path / "state" / "holdouts" / "run_1" / "holdout.parquet"  # no copy: the file itself
+        assert (
+            path == tmp_path / "state" / "holdouts" / "run_1" / "holdout.parquet"
+        )  # no copy: the file itself
         path.write_bytes(b"rows")
     uri = files.uri("holdouts", "run_1", "holdout.parquet")
     with files.reading(uri) as read:
@@ -56,7 +58,10 @@ def test_on_the_local_disk_a_shared_file_is_written_in_place_and_read_from_where
 
 def test_a_local_path_written_on_another_host_fails_with_what_to_set(tmp_path):
     files = SharedFiles.of(Settings(state_dir=tmp_path / "state"))
-    with pytest.raises(StorageError, match="LOOPLINE_STORAGE_URL"), files.reading("/elsewhere/holdout.parquet"):
+    with (
+        pytest.raises(StorageError, match="LOOPLINE_STORAGE_URL"),
+        files.reading("/elsewhere/holdout.parquet"),
+    ):
         pass
 
 
@@ -73,12 +78,17 @@ def test_keys_cannot_escape_the_root(tmp_path):
 
 
 def test_in_object_storage_files_round_trip_through_the_s3_api(s3_endpoint, tmp_path):
-    files = SharedFiles.of(Settings(state_dir=tmp_path / "state", storage_url="s3://loopline/team-a",
-                                    storage_endpoint_url=s3_endpoint))
+    files = SharedFiles.of(
+        Settings(
+            state_dir=tmp_path / "state", storage_url="s3://loopline/team-a", storage_endpoint_url=s3_endpoint
+        )
+    )
     assert not files.is_local
     frame = pd.DataFrame({"transaction_id": ["t1", "t2"], "amount": [1.5, 2.5]})
     with files.writing("holdouts", "run_1", "holdout.parquet") as path:
-        assert not str(path).startswith(str(tmp_path / "state"))  # a private temporary file, not the state dir
+        assert not str(path).startswith(
+            str(tmp_path / "state")
+        )  # a private temporary file, not the state dir
         frame.to_parquet(path)
     uri = files.uri("holdouts", "run_1", "holdout.parquet")
     assert uri == "s3://loopline/team-a/holdouts/run_1/holdout.parquet"
@@ -87,8 +97,9 @@ def test_in_object_storage_files_round_trip_through_the_s3_api(s3_endpoint, tmp_
     with files.reading(uri) as local:
         pd.testing.assert_frame_equal(pd.read_parquet(local), frame)
     assert files.write_bytes(b"{}", "holdouts", "run_1", "manifest.json").endswith("/manifest.json")
-    assert files.files_under("holdouts", "run_1") == [f"s3://loopline/team-a/holdouts/run_1/{n}"
-                                                      for n in ("holdout.parquet", "manifest.json")]
+    assert files.files_under("holdouts", "run_1") == [
+        f"s3://loopline/team-a/holdouts/run_1/{n}" for n in ("holdout.parquet", "manifest.json")
+    ]
     assert files.files_under("holdouts", "nothing-here") == []
     files.remove(uri)
     assert not files.exists(uri)
@@ -134,7 +145,9 @@ def test_ingest_records_its_ledger_in_postgres_and_stays_idempotent(pg_url, tmp_
     assert len(positions) == 2 and positions == sorted(positions)
     # Materialisation plans from the ledger: after the first position only the second batch is pending.
     pending = pending_interval(ledger, positions[0])
-    assert pending is not None and pending["batches"] == [second.batch_id] and pending["cursor"] == positions[1]
+    assert (
+        pending is not None and pending["batches"] == [second.batch_id] and pending["cursor"] == positions[1]
+    )
     assert ledger.unfinished() == []
 
 
@@ -142,8 +155,16 @@ def test_a_publish_intent_survives_in_postgres_until_finished(pg_url, tmp_path):
     from loopline.data.ingest import IngestResult
 
     ledger = IngestLedger(pg_url)
-    result = IngestResult(status="published", kind="transactions", batch_id="b1", source="x.parquet",
-                          content_hash="h-intent", rows=1, published_rows=1, partitions=["transactions/date=2026-01-01"])
+    result = IngestResult(
+        status="published",
+        kind="transactions",
+        batch_id="b1",
+        source="x.parquet",
+        content_hash="h-intent",
+        rows=1,
+        published_rows=1,
+        partitions=["transactions/date=2026-01-01"],
+    )
     ledger.begin_publish(result, inside_landing=True)
     ledger.begin_publish(result, inside_landing=True)  # a retried intent replaces, never duplicates
     assert [(r.batch_id, inside) for r, inside in IngestLedger(pg_url).unfinished()] == [("b1", True)]
@@ -186,7 +207,9 @@ def test_the_advisory_lock_excludes_other_holders_until_released(pg_url, tmp_pat
 
 
 def _hold_forever(url: str, state: str, ready) -> None:
-    with shared_lock(Settings(state_dir=Path(state), state_db_url=url), "materialize", Path(state) / "x.lock"):
+    with shared_lock(
+        Settings(state_dir=Path(state), state_db_url=url), "materialize", Path(state) / "x.lock"
+    ):
         ready.set()
         time.sleep(600)
 

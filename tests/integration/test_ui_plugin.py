@@ -50,16 +50,27 @@ def live(request) -> dict:
     running = request.getfixturevalue("stack")
     env = running["env"]
     status = json.loads(_loopline(env, "status", "--json").stdout)
-    settings = Settings(project_dir=running["project"], state_dir=running["state"],
-                        airflow_port=int(env["LOOPLINE_AIRFLOW_PORT"]), mlflow_port=int(env["LOOPLINE_MLFLOW_PORT"]))
-    return {"settings": settings, "url": status["airflow"]["url"], "username": status["airflow"]["username"],
-            "password": status["airflow"]["password"]}
+    settings = Settings(
+        project_dir=running["project"],
+        state_dir=running["state"],
+        airflow_port=int(env["LOOPLINE_AIRFLOW_PORT"]),
+        mlflow_port=int(env["LOOPLINE_MLFLOW_PORT"]),
+    )
+    return {
+        "settings": settings,
+        "url": status["airflow"]["url"],
+        "username": status["airflow"]["username"],
+        "password": status["airflow"]["password"],
+    }
 
 
 @pytest.fixture(scope="module")
 def token(live) -> str:
-    response = httpx.post(f"{live['url']}/auth/token", timeout=30,
-                          json={"username": live["username"], "password": live["password"]})
+    response = httpx.post(
+        f"{live['url']}/auth/token",
+        timeout=30,
+        json={"username": live["username"], "password": live["password"]},
+    )
     assert response.status_code in (200, 201), response.text
     return response.json()["access_token"]
 
@@ -78,10 +89,14 @@ def champion(live) -> str:
     run = client.create_run(experiment_id="0")
     client.create_registered_model("fraud_detector")
     for _ in range(2):
-        client.create_model_version("fraud_detector", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        client.create_model_version(
+            "fraud_detector", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
     client.set_registered_model_alias("fraud_detector", "champion", "1")
     client.set_model_version_tag("fraud_detector", "2", "loopline.gate.passed", "false")
-    client.set_model_version_tag("fraud_detector", "2", "loopline.gate.checks", json.dumps({"quality": False}))
+    client.set_model_version_tag(
+        "fraud_detector", "2", "loopline.gate.checks", json.dumps({"quality": False})
+    )
     # Recorded by the drift monitor's own producer (record_decision), as its DAG task does.
     from dataclasses import replace
 
@@ -89,11 +104,25 @@ def champion(live) -> str:
     from loopline.monitoring.monitor import record_decision
 
     now = datetime.now(UTC)
-    served = {"judged": True, "compared": 400, "mismatches": 10, "mismatch_rate": 0.025, "max_mismatch_rate": 0.01,
-              "alarm": True, "waiting": 17, "worst_features": {"merch_tx_count_24h": 10}, "examples": [],
-              "summary": "served features: 10/400 compared transactions mismatch (2.50%) > limit 1.00% SKEW"}
-    record_decision(settings, replace(_drift_verdict(now, "1", 0, columns=20), served_features=served),
-                    load_drift_config(default_drift_config_path(settings.project_dir)), now=now, training_running=False)
+    served = {
+        "judged": True,
+        "compared": 400,
+        "mismatches": 10,
+        "mismatch_rate": 0.025,
+        "max_mismatch_rate": 0.01,
+        "alarm": True,
+        "waiting": 17,
+        "worst_features": {"merch_tx_count_24h": 10},
+        "examples": [],
+        "summary": "served features: 10/400 compared transactions mismatch (2.50%) > limit 1.00% SKEW",
+    }
+    record_decision(
+        settings,
+        replace(_drift_verdict(now, "1", 0, columns=20), served_features=served),
+        load_drift_config(default_drift_config_path(settings.project_dir)),
+        now=now,
+        training_running=False,
+    )
     history.record(settings, "gate_rejected", version=2, reason="PR-AUC 0.081 below the floor 0.10")
     return "1"
 
@@ -121,9 +150,16 @@ def test_a_browser_without_a_session_is_sent_to_the_airflow_login_and_back(live)
     assert "next=%2Floopline%2F" in login.headers["location"]
     assert _get(live, login.headers["location"]).status_code == 200
     # An expired or forged session cookie is no session either (the Airflow UI's own rule).
-    forged = httpx.get(f"{live['url']}/loopline/files/reports/x.html", cookies={"_token": "not.a.jwt"}, timeout=30,
-                       headers={"Accept": BROWSER_ACCEPT})
-    assert forged.status_code == 307 and "next=%2Floopline%2Ffiles%2Freports%2Fx.html" in forged.headers["location"]
+    forged = httpx.get(
+        f"{live['url']}/loopline/files/reports/x.html",
+        cookies={"_token": "not.a.jwt"},
+        timeout=30,
+        headers={"Accept": BROWSER_ACCEPT},
+    )
+    assert (
+        forged.status_code == 307
+        and "next=%2Floopline%2Ffiles%2Freports%2Fx.html" in forged.headers["location"]
+    )
 
 
 def test_with_a_token_the_api_is_the_loop_state(live, token, champion):
@@ -139,7 +175,10 @@ def test_the_page_shows_the_champion_and_the_rejection(live, token, champion):
     response = _get(live, "/loopline/", token)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     card = re.search(r'id="champion".*?</div></div>', response.text, re.S).group(0)
-    assert f"version <a href=\"{live['settings'].mlflow_uri}/#/models/fraud_detector/versions/{champion}\">" in card
+    assert (
+        f'version <a href="{live["settings"].mlflow_uri}/#/models/fraud_detector/versions/{champion}">'
+        in card
+    )
     assert "PR-AUC 0.081 below the floor 0.10" in response.text and "✗ quality" in response.text
 
 
@@ -156,13 +195,16 @@ def test_the_page_shows_the_last_served_features_check(live, token, champion):
 def test_the_plugin_adds_the_model_loop_to_the_airflow_menu(live, token):
     plugins = _get(live, "/api/v2/plugins", token).json()["plugins"]
     ours = next(p for p in plugins if p["name"] == "loopline")
-    assert {"name": "Model loop", "href": "/loopline/", "url_route": "model-loop"}.items() <= ours["external_views"][0].items()
+    assert {"name": "Model loop", "href": "/loopline/", "url_route": "model-loop"}.items() <= ours[
+        "external_views"
+    ][0].items()
     registered = " ".join(ours["global_operator_extra_links"])
     assert all(name in registered for name in ("MlflowRunLink", "ModelCardLink", "ReportLink")), registered
     assert _get(live, "/api/v2/importErrors", token).json()["total_entries"] == 0
 
 
 # --- the page in a real browser ---------------------------------------------------------------------
+
 
 def _cdp(ws, method: str, **params):
     _cdp.counter = getattr(_cdp, "counter", 0) + 1
@@ -179,8 +221,17 @@ class Rendered(NamedTuple):
     url: str  # where the browser ended up (after redirects)
 
 
-def _browser_render(url: str, cookie_url: str, token: str, profile: Path, *, screenshot: Path | None = None,
-                    arrived=None, settle_s: float = 0.0, max_height: int = 3200) -> Rendered:
+def _browser_render(
+    url: str,
+    cookie_url: str,
+    token: str,
+    profile: Path,
+    *,
+    screenshot: Path | None = None,
+    arrived=None,
+    settle_s: float = 0.0,
+    max_height: int = 3200,
+) -> Rendered:
     """What chromium shows for ``url`` with the Airflow UI's ``_token`` cookie set (none when ``token`` is
     empty). ``arrived(href)``: when the browser is where it should end up (default: at ``url``).
     ``screenshot``: a PNG of the page as a person sees it, 1280 px wide, at most ``max_height`` tall."""
@@ -193,17 +244,30 @@ def _browser_render(url: str, cookie_url: str, token: str, profile: Path, *, scr
     arrived = arrived or (lambda href: href == url)
     port = free_port()
     proc = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
-         "--hide-scrollbars", "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
-         "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--hide-scrollbars",
+            "--remote-debugging-address=127.0.0.1",
+            f"--remote-debugging-port={port}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline, page = time.monotonic() + 60, None
         while page is None and time.monotonic() < deadline:
             try:
-                page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
-                            if t["type"] == "page")
+                page = next(
+                    t
+                    for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
+                    if t["type"] == "page"
+                )
             except (httpx.HTTPError, StopIteration):
                 time.sleep(0.2)
         assert page, "chromium did not open its DevTools port"
@@ -217,21 +281,34 @@ def _browser_render(url: str, cookie_url: str, token: str, profile: Path, *, scr
             _cdp(ws, "Page.navigate", url=url)
             href = ""
             while time.monotonic() < deadline:
-                ready, href = _cdp(ws, "Runtime.evaluate", expression="[document.readyState, location.href]",
-                                   returnByValue=True)["result"]["value"]
+                ready, href = _cdp(
+                    ws,
+                    "Runtime.evaluate",
+                    expression="[document.readyState, location.href]",
+                    returnByValue=True,
+                )["result"]["value"]
                 if ready == "complete" and arrived(href):
                     break
                 time.sleep(0.1)
             time.sleep(settle_s)  # scripts that draw after load (the login form, Evidently's plots)
             if screenshot is not None:
-                height = _cdp(ws, "Runtime.evaluate", expression="document.documentElement.scrollHeight",
-                              returnByValue=True)["result"]["value"]
-                _cdp(ws, "Emulation.setDeviceMetricsOverride", **{**metrics, "height": min(int(height), max_height)})
+                height = _cdp(
+                    ws,
+                    "Runtime.evaluate",
+                    expression="document.documentElement.scrollHeight",
+                    returnByValue=True,
+                )["result"]["value"]
+                _cdp(
+                    ws,
+                    "Emulation.setDeviceMetricsOverride",
+                    **{**metrics, "height": min(int(height), max_height)},
+                )
                 shot = _cdp(ws, "Page.captureScreenshot", format="png")
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
-            html = _cdp(ws, "Runtime.evaluate", expression="document.documentElement.outerHTML",
-                        returnByValue=True)["result"]["value"]
+            html = _cdp(
+                ws, "Runtime.evaluate", expression="document.documentElement.outerHTML", returnByValue=True
+            )["result"]["value"]
             return Rendered(html, href)
         finally:
             ws.close()
@@ -244,7 +321,9 @@ def _browser_render(url: str, cookie_url: str, token: str, profile: Path, *, scr
 
 def test_a_headless_browser_with_the_ui_login_cookie_shows_the_champion(live, token, champion, tmp_path):
     shot = tmp_path / "model-loop.png"
-    html = _browser_render(f"{live['url']}/loopline/", live["url"], token, tmp_path / "profile", screenshot=shot).html
+    html = _browser_render(
+        f"{live['url']}/loopline/", live["url"], token, tmp_path / "profile", screenshot=shot
+    ).html
     card = re.search(r'id="champion".*?</div></div>', html, re.S)
     assert card, f"no champion card in what the browser rendered:\n{html[:500]}"
     assert f">{champion}</a>" in card.group(0) and "champion" in card.group(0)
@@ -253,8 +332,14 @@ def test_a_headless_browser_with_the_ui_login_cookie_shows_the_champion(live, to
 
 def test_a_logged_out_browser_lands_on_the_airflow_login_page(live, tmp_path):
     # Without the cookie the browser follows the redirect to Airflow's login form, not raw JSON.
-    anonymous = _browser_render(f"{live['url']}/loopline/", live["url"], "", tmp_path / "anonymous",
-                                arrived=lambda href: "/auth/login" in href, settle_s=1.0)
+    anonymous = _browser_render(
+        f"{live['url']}/loopline/",
+        live["url"],
+        "",
+        tmp_path / "anonymous",
+        arrived=lambda href: "/auth/login" in href,
+        settle_s=1.0,
+    )
     assert "/auth/login" in anonymous.url and "next=" in anonymous.url, anonymous.url
     assert 'id="champion"' not in anonymous.html and "Not authenticated" not in anonymous.html
     assert "<form" in anonymous.html or "password" in anonymous.html.lower(), anonymous.html[:1000]
@@ -263,14 +348,18 @@ def test_a_logged_out_browser_lands_on_the_airflow_login_page(live, tmp_path):
 # What Evidently writes when a request-supplied merchant_category reaches its report.html: the value sits
 # raw in a <script> block, closes it and runs a script of its own. This one reports what it could do with
 # the viewer's login: its origin, the cookies, and a call to Airflow's API with the viewer's rights.
-PROBE = ('var o = [String(window.origin)]; try { o.push("cookie=" + document.cookie) } catch (e) '
-         '{ o.push("cookie:" + e.name) } var x = new XMLHttpRequest(); try { x.open("GET", "/api/v2/dags", '
-         'false); x.send(); o.push("api:" + x.status) } catch (e) { o.push("api:" + e.name) } '
-         'document.body.setAttribute("data-probe", o.join("|"));')
+PROBE = (
+    'var o = [String(window.origin)]; try { o.push("cookie=" + document.cookie) } catch (e) '
+    '{ o.push("cookie:" + e.name) } var x = new XMLHttpRequest(); try { x.open("GET", "/api/v2/dags", '
+    'false); x.send(); o.push("api:" + x.status) } catch (e) { o.push("api:" + e.name) } '
+    'document.body.setAttribute("data-probe", o.join("|"));'
+)
 INJECTED_REPORT = f'<html><body><script>var data = {{"x": ["a", "</script><script>{PROBE}</script>"]}};</script></body></html>'
 
 
-def test_a_script_injected_into_a_report_runs_without_the_viewers_origin_cookie_or_network(live, token, tmp_path):
+def test_a_script_injected_into_a_report_runs_without_the_viewers_origin_cookie_or_network(
+    live, token, tmp_path
+):
     report = live["settings"].state.reports / "drift" / "injected" / "report.html"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(INJECTED_REPORT)
@@ -299,6 +388,7 @@ def test_a_quarantined_file_is_a_download_never_a_page(live, token):
 
 # --- the REST docs' Python-client example, run as written -------------------------------------------
 
+
 def _python_example() -> str:
     section = DOCS.read_text().split("## With the official Python client", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -307,9 +397,16 @@ def _python_example() -> str:
 def _run_example(live, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     script = tmp_path / "trigger_example.py"
     script.write_text(_python_example())
-    variables = {**os.environ, "AIRFLOW_URL": live["url"], "AIRFLOW_USERNAME": live["username"],
-                 "AIRFLOW_PASSWORD": live["password"], **env}
-    return subprocess.run([sys.executable, str(script)], env=variables, capture_output=True, text=True, timeout=180)
+    variables = {
+        **os.environ,
+        "AIRFLOW_URL": live["url"],
+        "AIRFLOW_USERNAME": live["username"],
+        "AIRFLOW_PASSWORD": live["password"],
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, str(script)], env=variables, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_the_python_client_example_refuses_a_bad_conf_naming_the_field(live, tmp_path):
@@ -331,9 +428,16 @@ def test_the_python_client_example_runs_a_good_conf_and_its_report_is_linked(liv
     assert report.is_file() and report.is_relative_to(live["settings"].state.reports)
 
     # The task's "Report" extra link, computed by the plugin in the api-server from that XCom.
-    links = _get(live, f"/api/v2/dags/platform_smoke/dagRuns/{quote(run_id, safe='')}/taskInstances/"
-                        "record_smoke_report/links", token).json()["extra_links"]
-    assert links["Report"] == f"{live['url']}/loopline/files/reports/{report.relative_to(live['settings'].state.reports)}"
+    links = _get(
+        live,
+        f"/api/v2/dags/platform_smoke/dagRuns/{quote(run_id, safe='')}/taskInstances/"
+        "record_smoke_report/links",
+        token,
+    ).json()["extra_links"]
+    assert (
+        links["Report"]
+        == f"{live['url']}/loopline/files/reports/{report.relative_to(live['settings'].state.reports)}"
+    )
     assert links["MLflow run"] is None and links["Model card"] is None  # not a training or gate task
     served = _get(live, links["Report"].removeprefix(live["url"]), token)
     assert served.status_code == 200 and served.json() == json.loads(report.read_text())
@@ -342,15 +446,34 @@ def test_the_python_client_example_runs_a_good_conf_and_its_report_is_linked(liv
 
 # --- history events linked to the Airflow runs that recorded them, and their reports ----------------
 
+
 def _drift_verdict(at: datetime, version: str, drifted: int, columns: int = 10):
     from loopline.monitoring.decide import DriftVerdict
     from loopline.monitoring.fast_drift import ColumnDrift
 
-    checks = tuple(ColumnDrift(f"feature_{i}", "numeric", "wasserstein", 0.1, 0.3 if i < drifted else 0.02,
-                               i < drifted, 5000, 1200) for i in range(columns))
-    return DriftVerdict(status="ok", checked_at=at.isoformat(), window_start=(at - timedelta(hours=24)).isoformat(),
-                        window_end=at.isoformat(), rows=1200, reference_version=version, columns=checks,
-                        drifted_share=drifted / columns)
+    checks = tuple(
+        ColumnDrift(
+            f"feature_{i}",
+            "numeric",
+            "wasserstein",
+            0.1,
+            0.3 if i < drifted else 0.02,
+            i < drifted,
+            5000,
+            1200,
+        )
+        for i in range(columns)
+    )
+    return DriftVerdict(
+        status="ok",
+        checked_at=at.isoformat(),
+        window_start=(at - timedelta(hours=24)).isoformat(),
+        window_end=at.isoformat(),
+        rows=1200,
+        reference_version=version,
+        columns=checks,
+        drifted_share=drifted / columns,
+    )
 
 
 def test_a_drift_check_links_the_monitor_drift_run_that_recorded_it_and_its_report(live, token, champion):
@@ -371,8 +494,12 @@ def test_a_drift_check_links_the_monitor_drift_run_that_recorded_it_and_its_repo
     config = load_drift_config(default_drift_config_path(settings.project_dir))
     for at, drifted in ((moment - timedelta(hours=1), 1), (moment, 4)):  # the earlier check is no run's
         verdict = _drift_verdict(at, champion, drifted)
-        files = write_reports(report_dir(settings.state.reports, at), verdict)  # no window data: verdict.json only
-        record_decision(settings, verdict, config, now=at, training_running=False, report=str(files.directory))
+        files = write_reports(
+            report_dir(settings.state.reports, at), verdict
+        )  # no window data: verdict.json only
+        record_decision(
+            settings, verdict, config, now=at, training_running=False, report=str(files.directory)
+        )
 
     page = _get(live, "/loopline/", token).text
     run_link = f'href="../dags/monitor_drift/runs/{quote(run["dag_run_id"], safe="")}">Airflow run</a>'
@@ -389,8 +516,12 @@ def test_a_drift_check_links_the_monitor_drift_run_that_recorded_it_and_its_repo
 
 # --- screenshots of the page after a real loop, for the docs -----------------------------------------
 
-@pytest.mark.skipif(not UPDATE_SCREENSHOTS, reason="LOOPLINE_UPDATE_SCREENSHOTS=1 runs the real loop (~10 min) "
-                                                   "and rewrites docs/images/model-loop*.png")
+
+@pytest.mark.skipif(
+    not UPDATE_SCREENSHOTS,
+    reason="LOOPLINE_UPDATE_SCREENSHOTS=1 runs the real loop (~10 min) "
+    "and rewrites docs/images/model-loop*.png",
+)
 def test_screenshots_of_the_model_loop_page_after_a_real_loop(tmp_path):
     env = _env(tmp_path, scratch_project(tmp_path))
     try:
@@ -402,11 +533,20 @@ def test_screenshots_of_the_model_loop_page_after_a_real_loop(tmp_path):
         status = json.loads(_loopline(env, "status", "--json").stdout)
         url, login = status["airflow"]["url"], {k: status["airflow"][k] for k in ("username", "password")}
         token = httpx.post(f"{url}/auth/token", json=login, timeout=30).json()["access_token"]
-        page = _browser_render(f"{url}/loopline/", url, token, tmp_path / "page", screenshot=IMAGES / "model-loop.png")
+        page = _browser_render(
+            f"{url}/loopline/", url, token, tmp_path / "page", screenshot=IMAGES / "model-loop.png"
+        )
         assert "<svg" in page.html and ">Airflow run</a>" in page.html and ">MLflow run</a>" in page.html
         report = re.search(r'href="(files/reports/drift/[^"]+/report\.html)">report</a>', page.html)
         assert report, "a drift check of the real loop links its Evidently report"
-        _browser_render(f"{url}/loopline/{report.group(1)}", url, token, tmp_path / "report", settle_s=5.0,
-                        screenshot=IMAGES / "model-loop-drift-report.png", max_height=1400)
+        _browser_render(
+            f"{url}/loopline/{report.group(1)}",
+            url,
+            token,
+            tmp_path / "report",
+            settle_s=5.0,
+            screenshot=IMAGES / "model-loop-drift-report.png",
+            max_height=1400,
+        )
     finally:
         _loopline(env, "down")

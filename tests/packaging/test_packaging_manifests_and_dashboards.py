@@ -46,7 +46,9 @@ def test_deploy_directory_has_every_group_the_cli_writes() -> None:
 def _walk(node: object, path: str = "") -> list[tuple[str, object]]:
     found = [(path, node)]
     if isinstance(node, dict):
-        found += [item for key, value in node.items() for item in _walk(value, f"{path}.{key}" if path else key)]
+        found += [
+            item for key, value in node.items() for item in _walk(value, f"{path}.{key}" if path else key)
+        ]
     elif isinstance(node, list):
         found += [item for i, value in enumerate(node) for item in _walk(value, f"{path}[{i}]")]
     return found
@@ -60,8 +62,11 @@ def test_helm_values_share_no_disk_between_pods() -> None:
     """No PVC and no emptyDir holds state another pod reads; the only emptyDir is a task pod's scratch."""
     values = helm_values()
     nodes = _walk(values)
-    persistent = [path for path, node in nodes if path.endswith("persistence") and isinstance(node, dict)
-                  and node.get("enabled")]
+    persistent = [
+        path
+        for path, node in nodes
+        if path.endswith("persistence") and isinstance(node, dict) and node.get("enabled")
+    ]
     assert not persistent, f"persistent volumes are shared state: {persistent}"
     assert values["dags"]["persistence"]["enabled"] is False and values["dags"]["gitSync"]["enabled"] is False
     empty_dirs = [(path, node) for path, node in nodes if isinstance(node, dict) and "emptyDir" in node]
@@ -69,10 +74,14 @@ def test_helm_values_share_no_disk_between_pods() -> None:
     ((_, scratch),) = empty_dirs
     assert "scratch" in scratch["name"] and scratch["emptyDir"].get("sizeLimit")
     # Mounted in the task pods only, at the state dir (each task's private scratch, deleted with the pod).
-    mounts = [(path, node) for path, node in nodes if isinstance(node, dict) and node.get("name") == scratch["name"]
-              and "mountPath" in node]
+    mounts = [
+        (path, node)
+        for path, node in nodes
+        if isinstance(node, dict) and node.get("name") == scratch["name"] and "mountPath" in node
+    ]
     assert [(path, node["mountPath"]) for path, node in mounts] == [
-        ("workers.extraVolumeMounts[0]", _helm_env()["LOOPLINE_STATE_DIR"])]
+        ("workers.extraVolumeMounts[0]", _helm_env()["LOOPLINE_STATE_DIR"])
+    ]
     # What tasks share lives in services instead: files in the object store, control state in Postgres.
     assert str(_helm_env()["LOOPLINE_STORAGE_URL"]).startswith("s3://")
     assert "loopline-database" in values["extraEnvFrom"]  # LOOPLINE_STATE_DB_URL (docs, step 2)
@@ -85,17 +94,27 @@ def _pod_from_values(component: str) -> dict:
     part = values.get(component) or {}
     image = values["images"]["airflow"]
     container = {
-        "name": "base", "image": f"{image['repository']}:{image['tag']}", "imagePullPolicy": image["pullPolicy"],
+        "name": "base",
+        "image": f"{image['repository']}:{image['tag']}",
+        "imagePullPolicy": image["pullPolicy"],
         "env": [*values["env"], *yaml.safe_load(values["extraEnv"])],
         "envFrom": yaml.safe_load(values["extraEnvFrom"]),
         "securityContext": values["securityContexts"]["containers"],
         "volumeMounts": part.get("extraVolumeMounts", []),
     }
-    spec = {"securityContext": values["securityContexts"]["pod"], "containers": [container],
-            "volumes": part.get("extraVolumes", [])}
+    spec = {
+        "securityContext": values["securityContexts"]["pod"],
+        "containers": [container],
+        "volumes": part.get("extraVolumes", []),
+    }
     if "serviceAccount" in part:
         spec["serviceAccountName"] = part["serviceAccount"]["name"]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"values-{component.lower()}"}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"values-{component.lower()}"},
+        "spec": spec,
+    }
 
 
 @pytest.mark.parametrize("component", ["workers", "triggerer", "apiServer", "scheduler"])
@@ -118,8 +137,11 @@ def _serving_series() -> set[str]:
     """Every series name the prediction service exports (counters get _total, histograms _bucket/...)."""
     # Labelled metrics have no samples before their first observation: derive the names from the type.
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {metric.name + suffix for metric in ServingMetrics().registry.collect()
-            for suffix in suffixes[metric.type]}
+    return {
+        metric.name + suffix
+        for metric in ServingMetrics().registry.collect()
+        for suffix in suffixes[metric.type]
+    }
 
 
 def _dashboard() -> dict:
@@ -137,20 +159,28 @@ def test_dashboard_queries_only_metrics_that_exist() -> None:
     for expr in _expressions():
         for name in set(re.findall(r"\b((?:loopline|airflow)_[a-z_]+)\b", expr)):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
-            assert name in serving or name in statsd or base in statsd, f"{name} (in {expr!r}) is exported by nothing"
+            assert name in serving or name in statsd or base in statsd, (
+                f"{name} (in {expr!r}) is exported by nothing"
+            )
 
 
 def test_dashboard_covers_the_model_loop() -> None:
     text = " ".join(_expressions())
-    for needle, what in [("loopline_predictions_total", "traffic"), ("loopline_prediction_seconds_bucket", "latency"),
-                         ("loopline_http_errors_total", "errors"), ("loopline_score_bucket", "score distribution"),
-                         ("offset 7d", "drift"), ("by (variant)", "per variant")]:
+    for needle, what in [
+        ("loopline_predictions_total", "traffic"),
+        ("loopline_prediction_seconds_bucket", "latency"),
+        ("loopline_http_errors_total", "errors"),
+        ("loopline_score_bucket", "score distribution"),
+        ("offset 7d", "drift"),
+        ("by (variant)", "per variant"),
+    ]:
         assert needle in text, f"the dashboard has no {what} panel"
 
 
 def test_dashboard_uses_the_provisioned_datasource() -> None:
-    datasources = yaml.safe_load((REPO_ROOT / "docker" / "grafana" / "provisioning" / "datasources"
-                                  / "prometheus.yaml").read_text())["datasources"]
+    datasources = yaml.safe_load(
+        (REPO_ROOT / "docker" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )["datasources"]
     uids = {d["uid"] for d in datasources}
     for panel in _dashboard()["panels"]:
         assert panel["datasource"]["uid"] in uids, panel["title"]

@@ -28,8 +28,11 @@ from loopline.platform.scratch import free_port
 
 WRAPPER = REPO_ROOT / "docker" / "mlflow" / "loopline_mlflow.py"
 FLASK_WTF = "Flask-WTF==1.3.0"
-PASSWORDS = {"admin": "admin-pw-0123456789", "loopline": "writer-pw-0123456789abcdef",
-             "serving": "serving-pw-0123456789abcdef"}
+PASSWORDS = {
+    "admin": "admin-pw-0123456789",
+    "loopline": "writer-pw-0123456789abcdef",
+    "serving": "serving-pw-0123456789abcdef",
+}
 MODEL, TRAINING, MONITORING = "fraud_detector", "fraud_detector_training", "fraud_detector_monitoring"
 
 
@@ -48,24 +51,37 @@ lm = _wrapper()
 # --- the wrapper's decisions, without a server ---------------------------------------------------------------
 
 
-SERVE_ENV = {"MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORDS["admin"],
-             "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg://mlflow:p%40ss@postgres:5432/mlflow"}
+SERVE_ENV = {
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32,
+    "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORDS["admin"],
+    "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg://mlflow:p%40ss@postgres:5432/mlflow",
+}
 
 
-@pytest.mark.parametrize(("drop", "override", "message"), [
-    ("MLFLOW_FLASK_SERVER_SECRET_KEY", {}, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
-    ("MLFLOW_AUTH_ADMIN_PASSWORD", {}, "MLFLOW_AUTH_ADMIN_PASSWORD"),
-    (None, {"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "well-known default"),
-])
-def test_serve_refuses_to_start_without_its_secrets_or_with_mlflows_old_default(drop, override, message) -> None:
+@pytest.mark.parametrize(
+    ("drop", "override", "message"),
+    [
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", {}, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", {}, "MLFLOW_AUTH_ADMIN_PASSWORD"),
+        (None, {"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "well-known default"),
+    ],
+)
+def test_serve_refuses_to_start_without_its_secrets_or_with_mlflows_old_default(
+    drop, override, message
+) -> None:
     env = {k: v for k, v in {**SERVE_ENV, **override}.items() if k != drop}
     with pytest.raises(lm.SetupError, match=message):
         lm.auth_config(env)
 
 
 def test_the_auth_config_denies_by_default_and_is_private(tmp_path: Path) -> None:
-    path = lm.write_auth_config({**SERVE_ENV, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
-                                 "MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg://mlflow:p%40ss@postgres/mlflow_auth"})
+    path = lm.write_auth_config(
+        {
+            **SERVE_ENV,
+            "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+            "MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg://mlflow:p%40ss@postgres/mlflow_auth",
+        }
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     import configparser
 
@@ -79,13 +95,20 @@ def test_the_auth_config_denies_by_default_and_is_private(tmp_path: Path) -> Non
 
 
 def test_the_plan_gives_the_writer_the_model_and_serving_only_reads() -> None:
-    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": "a" * 16, "MLFLOW_LOOPLINE_PASSWORD": "b" * 24,
-           "MLFLOW_SERVING_PASSWORD": "c" * 24}
+    env = {
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "a" * 16,
+        "MLFLOW_LOOPLINE_PASSWORD": "b" * 24,
+        "MLFLOW_SERVING_PASSWORD": "c" * 24,
+    }
     plan = lm.plan_from_env(env)
     grants = plan.grants({TRAINING: "1", MONITORING: "2"})
-    assert grants == [("loopline", "registered_model", MODEL, "MANAGE"), ("loopline", "experiment", "1", "EDIT"),
-                      ("loopline", "experiment", "2", "EDIT"), ("serving", "registered_model", MODEL, "READ"),
-                      ("serving", "experiment", "1", "READ")]
+    assert grants == [
+        ("loopline", "registered_model", MODEL, "MANAGE"),
+        ("loopline", "experiment", "1", "EDIT"),
+        ("loopline", "experiment", "2", "EDIT"),
+        ("serving", "registered_model", MODEL, "READ"),
+        ("serving", "experiment", "1", "READ"),
+    ]
     with pytest.raises(lm.SetupError, match="must differ"):
         lm.plan_from_env({**env, "MLFLOW_SERVING_PASSWORD": env["MLFLOW_LOOPLINE_PASSWORD"]})
     with pytest.raises(lm.SetupError, match="MLFLOW_SERVING_PASSWORD"):
@@ -147,14 +170,29 @@ def running_server(root: Path, admin_password: str) -> Iterator[str]:
     """An MLflow server with the basic-auth app on a free port, started through the image's wrapper."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root}/mlflow.db",
-           "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root}/auth.db",
-           "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32, "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    options = ["--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root}/mlflow.db",
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root}/auth.db",
+        "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+    options = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--serve-artifacts",
+    ]
     argv = [sys.executable, str(WRAPPER), "serve", *options]
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -166,7 +204,9 @@ def running_server(root: Path, admin_password: str) -> Iterator[str]:
                 if _http(uri, "/health") == 200:
                     break
             assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "MLflow did not come up: " + (root / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                "MLflow did not come up: " + (root / "server.log").read_text()[-3000:]
+            )
             time.sleep(0.5)
         yield uri
     finally:
@@ -188,11 +228,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _init(uri: str, **override: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORDS["admin"],
-           "MLFLOW_LOOPLINE_PASSWORD": PASSWORDS["loopline"], "MLFLOW_SERVING_PASSWORD": PASSWORDS["serving"],
-           "LOOPLINE_MLFLOW_INIT_TIMEOUT_S": "30", **override}
-    return subprocess.run([sys.executable, str(WRAPPER), "init"], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORDS["admin"],
+        "MLFLOW_LOOPLINE_PASSWORD": PASSWORDS["loopline"],
+        "MLFLOW_SERVING_PASSWORD": PASSWORDS["serving"],
+        "LOOPLINE_MLFLOW_INIT_TIMEOUT_S": "30",
+        **override,
+    }
+    return subprocess.run(
+        [sys.executable, str(WRAPPER), "init"], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +313,9 @@ def test_the_writer_moves_champion_and_serving_loads_it_but_changes_nothing(init
         mlflow.set_registry_uri(initialised)
         mlflow.set_experiment(TRAINING)
         with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=model_class(), registered_model_name=MODEL)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=model_class(), registered_model_name=MODEL
+            )
         writer = _client(initialised)
         champion = str(info.registered_model_version)
         challenger = str(mlflow.register_model(info.model_uri, MODEL).version)  # a second version, same files

@@ -17,23 +17,47 @@ from loopline.config import Settings
 
 FEAST_PRODUCTION = REPO_ROOT / "feature_repo" / "feature_store.production.yaml"
 # Services that run Loopline code (the others are Postgres, Redis, MLflow, Prometheus, ...).
-LOOPLINE_SERVICES = ("airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-                     "airflow-triggerer", "serving-a", "serving-b")
+LOOPLINE_SERVICES = (
+    "airflow-init",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "serving-a",
+    "serving-b",
+)
 # What every Loopline process outside the embedded mode must be told (the embedded defaults point at
 # 127.0.0.1 and a state dir in the checkout, which is wrong in a container).
 REQUIRED_EVERYWHERE = {"LOOPLINE_MODE", "LOOPLINE_STATE_DIR", "LOOPLINE_MLFLOW_TRACKING_URI"}
 # In Kubernetes the tracking URI comes from the loopline-mlflow Secret (extraEnvFrom), not from `env`.
-REQUIRED_IN_HELM_ENV = {"LOOPLINE_MODE", "LOOPLINE_STATE_DIR", "LOOPLINE_TRAINING_BACKEND", "LOOPLINE_STORAGE_URL",
-                        "LOOPLINE_TRAINING_SET_URI_PREFIX", "LOOPLINE_K8S_NAMESPACE", "LOOPLINE_TRAINER_IMAGE"}
+REQUIRED_IN_HELM_ENV = {
+    "LOOPLINE_MODE",
+    "LOOPLINE_STATE_DIR",
+    "LOOPLINE_TRAINING_BACKEND",
+    "LOOPLINE_STORAGE_URL",
+    "LOOPLINE_TRAINING_SET_URI_PREFIX",
+    "LOOPLINE_K8S_NAMESPACE",
+    "LOOPLINE_TRAINER_IMAGE",
+}
 # Where Kubernetes tasks share state (no shared disk): each key is created in a Secret by the docs.
-SHARED_STATE_SECRET_KEYS = {"loopline-database": {"LOOPLINE_STATE_DB_URL", "LOOPLINE_PREDICTION_LOG_URL",
-                                                  "LOOPLINE_HISTORY_URL"},
-                            "loopline-object-store": {"LOOPLINE_STORAGE_ENDPOINT_URL", "AWS_ENDPOINT_URL",
-                                                      "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                      "AWS_DEFAULT_REGION"}}
+SHARED_STATE_SECRET_KEYS = {
+    "loopline-database": {"LOOPLINE_STATE_DB_URL", "LOOPLINE_PREDICTION_LOG_URL", "LOOPLINE_HISTORY_URL"},
+    "loopline-object-store": {
+        "LOOPLINE_STORAGE_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+    },
+}
 # Every Secret the docs create that Loopline code reads as environment.
-DOCUMENTED_SECRETS = ("loopline-mlflow", "loopline-object-store", "loopline-feast", "loopline-database",
-                      "loopline-serving")
+DOCUMENTED_SECRETS = (
+    "loopline-mlflow",
+    "loopline-object-store",
+    "loopline-feast",
+    "loopline-database",
+    "loopline-serving",
+)
 
 
 def _feast_variables(path: Path) -> set[str]:
@@ -45,7 +69,11 @@ def _known_names() -> set[str]:
 
     fields = {f"LOOPLINE_{name.upper()}" for name in Settings.model_fields}
     children = set(Settings().env())
-    feast = {name for path in (REPO_ROOT / "feature_repo").glob("feature_store*.yaml") for name in _feast_variables(path)}
+    feast = {
+        name
+        for path in (REPO_ROOT / "feature_repo").glob("feature_store*.yaml")
+        for name in _feast_variables(path)
+    }
     return fields | children | feast | {API_KEY_ENV}
 
 
@@ -54,7 +82,11 @@ def _helm_env() -> dict[str, str]:
 
 
 def _compose_loopline_env(service: str) -> dict[str, str]:
-    return {k: v for k, v in service_environment(compose()["services"][service]).items() if k.startswith("LOOPLINE_")}
+    return {
+        k: v
+        for k, v in service_environment(compose()["services"][service]).items()
+        if k.startswith("LOOPLINE_")
+    }
 
 
 @pytest.mark.parametrize("service", LOOPLINE_SERVICES)
@@ -131,10 +163,16 @@ def test_helm_secrets_and_docs_give_kubernetes_what_compose_sets() -> None:
     assert _feast_variables(FEAST_PRODUCTION) <= _secret_keys(doc, "loopline-feast")
     assert "LOOPLINE_MLFLOW_TRACKING_URI" in _secret_keys(doc, "loopline-mlflow")
     for secret, keys in SHARED_STATE_SECRET_KEYS.items():
-        assert keys <= _secret_keys(doc, secret), f"the docs' {secret} lacks {sorted(keys - _secret_keys(doc, secret))}"
+        assert keys <= _secret_keys(doc, secret), (
+            f"the docs' {secret} lacks {sorted(keys - _secret_keys(doc, secret))}"
+        )
     compose_names = set(_compose_loopline_env("airflow-scheduler"))
-    in_kubernetes = set(_helm_env()).union(*(_secret_keys(doc, name) for name in (
-        "loopline-feast", "loopline-mlflow", "loopline-database", "loopline-object-store")))
+    in_kubernetes = set(_helm_env()).union(
+        *(
+            _secret_keys(doc, name)
+            for name in ("loopline-feast", "loopline-mlflow", "loopline-database", "loopline-object-store")
+        )
+    )
     # Compose-only: the Airflow URL/login of the compose stack (Kubernetes has the chart's Service instead).
     compose_only = {"LOOPLINE_AIRFLOW_USERNAME"}
     assert compose_names - in_kubernetes <= compose_only, sorted(compose_names - in_kubernetes)
@@ -171,8 +209,12 @@ def test_helm_values_agree_with_kubernetes_yaml() -> None:
     assert env["LOOPLINE_TRAINER_IMAGE"] == config.trainer.image
     assert env["LOOPLINE_SERVING_IMAGE"] == config.serving.image
     loaded = set(re.findall(r"name: ([\w-]+)", values["extraEnvFrom"]))
-    assert loaded == {config.trainer.secrets.mlflow, config.trainer.secrets.object_store, manifests.FEAST_SECRET,
-                      manifests.DATABASE_SECRET}
+    assert loaded == {
+        config.trainer.secrets.mlflow,
+        config.trainer.secrets.object_store,
+        manifests.FEAST_SECRET,
+        manifests.DATABASE_SECRET,
+    }
     assert values["airflowVersion"] in (REPO_ROOT / "docker" / "airflow" / "Dockerfile").read_text()
 
 
@@ -187,20 +229,29 @@ def test_the_docs_give_serving_its_own_identity_and_airflow_the_writer() -> None
     doc = (REPO_ROOT / "docs" / "deploy-kubernetes.md").read_text()
     serving = _secret_keys(doc, config.serving.secrets.credentials)
     assert _feast_variables(FEAST_PRODUCTION) <= serving
-    assert {"LOOPLINE_PREDICTION_LOG_URL", "LOOPLINE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI",
-            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= serving
+    assert {
+        "LOOPLINE_PREDICTION_LOG_URL",
+        "LOOPLINE_MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    } <= serving
     assert "LOOPLINE_HISTORY_URL" not in serving
-    block = doc[doc.index(f"create secret generic {config.serving.secrets.credentials} "):]
-    block = block[:block.index("\n\n")] if "\n\n" in block else block
+    block = doc[doc.index(f"create secret generic {config.serving.secrets.credentials} ") :]
+    block = block[: block.index("\n\n")] if "\n\n" in block else block
     assert "MLFLOW_TRACKING_USERNAME=serving" in block and "postgresql://serving:" in block
     assert "LOOPLINE_FEAST_PG_USER=serving" in block and "postgresql+psycopg://serving:" in block
-    writer = doc[doc.index(f"create secret generic {config.trainer.secrets.mlflow} "):]
-    assert "MLFLOW_TRACKING_USERNAME=loopline" in writer[:writer.index("loopline-object-store")]
+    writer = doc[doc.index(f"create secret generic {config.trainer.secrets.mlflow} ") :]
+    assert "MLFLOW_TRACKING_USERNAME=loopline" in writer[: writer.index("loopline-object-store")]
     api_key = _secret_keys_loose(doc, config.serving.secrets.api_key)
     assert {"accepted-keys", "api-key"} <= api_key
     server = _secret_keys(doc, config.mlflow.secrets.server)
-    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI", "MLFLOW_FLASK_SERVER_SECRET_KEY",
-            "MLFLOW_AUTH_ADMIN_PASSWORD"} <= server
+    assert {
+        "MLFLOW_BACKEND_STORE_URI",
+        "MLFLOW_AUTH_DATABASE_URI",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+    } <= server
     # The artifact store is rendered into the Deployment (--artifacts-destination, from storage_url): a
     # second value in the Secret would only be ignored.
     assert "MLFLOW_ARTIFACTS_DESTINATION" not in server

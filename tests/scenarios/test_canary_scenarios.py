@@ -49,8 +49,12 @@ def canary_policy(first_share: float, min_seconds: float) -> CanaryPolicy:
     """The shipped policy (its health rule included) with two steps and a test-sized bake."""
     data = load_canary_policy(config_dir=CONFIG_DIR).model_dump()
     data["steps"] = [first_share, 1.0]
-    data["bake"] = {"min_requests": 30, "min_seconds": min_seconds, "max_seconds": 4 * BROKEN_MIN_SECONDS,
-                    "poll_seconds": 0.2}
+    data["bake"] = {
+        "min_requests": 30,
+        "min_seconds": min_seconds,
+        "max_seconds": 4 * BROKEN_MIN_SECONDS,
+        "poll_seconds": 0.2,
+    }
     # Same-model noise on a shared 2-core machine (as tests/unit/deployment/test_canary.py): loose relative
     # limits, a few dozen sticky customers.
     data["analysis"]["latency"].update(slack_ms=20.0, max_p95_ms=100.0)
@@ -86,8 +90,11 @@ def canary_versions(canary_world, canary_registry) -> dict[str, str]:
     """Challengers registered as real versions: ``no_files`` (its stored files deleted), ``load_raises``
     (its model's loading raises), ``raise_all`` (loads, then fails every transaction with cents)."""
     base, uri = canary_world.versions[0], canary_world.tracking_uri
-    versions = {"no_files": register_faulty(uri, base, "none"), "load_raises": register_faulty(uri, base, "unloadable"),
-                "raise_all": register_faulty(uri, base, "raise_all")}
+    versions = {
+        "no_files": register_faulty(uri, base, "none"),
+        "load_raises": register_faulty(uri, base, "unloadable"),
+        "raise_all": register_faulty(uri, base, "raise_all"),
+    }
     remove_files(uri, versions["no_files"])
     return versions
 
@@ -98,8 +105,11 @@ def canary_server(canary_world, canary_registry):
     from loopline.serving.registry import RegistryReconciler
 
     config = quick_config()
-    app = create_app(canary_world.settings, config,
-                     source_factory=lambda engine: RegistryReconciler(engine, canary_world.settings, config))
+    app = create_app(
+        canary_world.settings,
+        config,
+        source_factory=lambda engine: RegistryReconciler(engine, canary_world.settings, config),
+    )
     with running_server(app) as url:
         yield url
 
@@ -110,7 +120,9 @@ def canary_champion(canary_world, canary_registry, canary_server) -> str:
     reset(canary_registry)
     champion = canary_world.versions[0]
     canary_registry.set_registered_model_alias(MODEL, "champion", champion)
-    wait_until(lambda: serving_alone(canary_server) == champion, timeout=60, what=f"champion {champion} alone")
+    wait_until(
+        lambda: serving_alone(canary_server) == champion, timeout=60, what=f"champion {champion} alone"
+    )
     yield champion
     reset(canary_registry)
 
@@ -123,8 +135,9 @@ def serving_alone(url: str) -> str | None:
     return None if deployment.get("challenger") else (deployment.get("champion") or {}).get("version")
 
 
-def run(world, url: str, registry, version: str, policy: CanaryPolicy, traffic: list[dict]) -> tuple[
-        CanaryOutcome, Load, float]:
+def run(
+    world, url: str, registry, version: str, policy: CanaryPolicy, traffic: list[dict]
+) -> tuple[CanaryOutcome, Load, float]:
     """The gate's hand-over (the challenger alias), then the canary at once, under constant load — serving
     learns of the challenger while the first step bakes, as in production."""
     registry.set_registered_model_alias(MODEL, "challenger", version)
@@ -139,8 +152,9 @@ def health_of(verdict: dict) -> dict:
     return next(c for c in verdict["checks"] if c["name"] == "health")
 
 
-def assert_rolled_back_at_once(world, registry, outcome: CanaryOutcome, version: str, took: float,
-                               policy: CanaryPolicy, said: str) -> dict:
+def assert_rolled_back_at_once(
+    world, registry, outcome: CanaryOutcome, version: str, took: float, policy: CanaryPolicy, said: str
+) -> dict:
     """Rolled back in the first step, before its minimum bake, with ``said`` in the reason, the decision in
     the history and on the version's tags; returns the health check that decided."""
     assert outcome.action == "rolled_back", outcome.reason
@@ -160,14 +174,16 @@ def assert_rolled_back_at_once(world, registry, outcome: CanaryOutcome, version:
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("fault", ["no_files", "load_raises"])
-def test_a_challenger_that_cannot_load_is_rolled_back_at_once(canary_world, canary_registry, canary_server,
-                                                              canary_versions, canary_champion, fault, seed) -> None:
+def test_a_challenger_that_cannot_load_is_rolled_back_at_once(
+    canary_world, canary_registry, canary_server, canary_versions, canary_champion, fault, seed
+) -> None:
     traffic, share = canary_traffic(canary_world, seed)
     policy = canary_policy(share, BROKEN_MIN_SECONDS)
     version = canary_versions[fault]
     outcome, load, took = run(canary_world, canary_server, canary_registry, version, policy, traffic)
-    health = assert_rolled_back_at_once(canary_world, canary_registry, outcome, version, took, policy,
-                                        "cannot load in serving")
+    health = assert_rolled_back_at_once(
+        canary_world, canary_registry, outcome, version, took, policy, "cannot load in serving"
+    )
     values = health["values"]
     assert values["answered"] == 0 and values["load_failures"] >= policy.analysis.health.min_load_failures
     # The error serving reported, as it reported it: the version's own URI and what went wrong.
@@ -179,20 +195,24 @@ def test_a_challenger_that_cannot_load_is_rolled_back_at_once(canary_world, cana
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_a_challenger_failing_every_request_is_rolled_back_at_once(canary_world, canary_registry, canary_server,
-                                                                   canary_versions, canary_champion, seed) -> None:
+def test_a_challenger_failing_every_request_is_rolled_back_at_once(
+    canary_world, canary_registry, canary_server, canary_versions, canary_champion, seed
+) -> None:
     traffic, share = canary_traffic(canary_world, seed)
     policy = canary_policy(share, BROKEN_MIN_SECONDS)
     version = canary_versions["raise_all"]
     outcome, load, took = run(canary_world, canary_server, canary_registry, version, policy, traffic)
-    health = assert_rolled_back_at_once(canary_world, canary_registry, outcome, version, took, policy,
-                                        "failed every one of its")
+    health = assert_rolled_back_at_once(
+        canary_world, canary_registry, outcome, version, took, policy, "failed every one of its"
+    )
     values = health["values"]
     assert values["answered"] == 0 and values["failed"] >= policy.analysis.health.min_failed_requests
     assert f"failed every one of its {values['failed']} requests: " in outcome.reason
     assert "injected fault" in values["request_error"] and values["request_error"] in outcome.reason
     failed = load.failed()
-    assert failed and all(status == 500 for status, _, _ in failed)  # its customers' requests, until the rollback
+    assert failed and all(
+        status == 500 for status, _, _ in failed
+    )  # its customers' requests, until the rollback
     wait_until(lambda: serving_alone(canary_server) == canary_champion, what="serving to drop the challenger")
     with Load(canary_server, traffic, clients=2) as after:
         time.sleep(0.5)
@@ -200,13 +220,16 @@ def test_a_challenger_failing_every_request_is_rolled_back_at_once(canary_world,
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_a_healthy_challenger_still_loading_is_waited_for_and_promoted(canary_world, canary_registry,
-                                                                      canary_server, canary_champion, seed) -> None:
+def test_a_healthy_challenger_still_loading_is_waited_for_and_promoted(
+    canary_world, canary_registry, canary_server, canary_champion, seed
+) -> None:
     traffic, share = canary_traffic(canary_world, seed)
     policy = canary_policy(share, 0.5)
     version = canary_world.versions[1]  # the champion's weights, registered again
     outcome, load, _ = run(canary_world, canary_server, canary_registry, version, policy, traffic)
-    assert all(health_of(v)["status"] == "pass" for v in outcome.verdicts), [v["why"] for v in outcome.verdicts]
+    assert all(health_of(v)["status"] == "pass" for v in outcome.verdicts), [
+        v["why"] for v in outcome.verdicts
+    ]
     assert outcome.action == "promoted", [v["why"] for v in outcome.verdicts]
     assert not load.failed() and ("challenger", version) in load.versions()
     assert read_state(canary_world.settings).champion == version

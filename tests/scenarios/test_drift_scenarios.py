@@ -42,12 +42,21 @@ def _worlds(kind: str) -> list[tuple[int, int]]:
         name, seed, customers = item.split(":")
         if name == kind:
             out.append((int(seed), int(customers)))
-    return out or [next((int(s), int(c)) for n, s, c in (i.split(":") for i in DEFAULT_WORLDS.split(",")) if n == kind)]
+    return out or [
+        next((int(s), int(c)) for n, s, c in (i.split(":") for i in DEFAULT_WORLDS.split(",")) if n == kind)
+    ]
 
 
 def served_world(root: Path, seed: int, customers: int, drift: Drift) -> World:
-    world = build_world(root, seed=seed, customers=customers, days=DAYS, serve_from=SERVE_FROM,
-                        warmup_days=WARMUP, drift=drift)
+    world = build_world(
+        root,
+        seed=seed,
+        customers=customers,
+        days=DAYS,
+        serve_from=SERVE_FROM,
+        warmup_days=WARMUP,
+        drift=drift,
+    )
     log_served(world, served_rows(world, SERVE_FROM, DAYS - 1))
     return world
 
@@ -55,7 +64,9 @@ def served_world(root: Path, seed: int, customers: int, drift: Drift) -> World:
 @pytest.fixture(scope="module", params=_worlds("covariate"), ids=lambda p: f"seed{p[0]}-{p[1]}")
 def covariate_world(request, tmp_path_factory) -> World:
     seed, customers = request.param
-    return served_world(tmp_path_factory.mktemp("covariate"), seed, customers, Drift("covariate", COVARIATE_FROM))
+    return served_world(
+        tmp_path_factory.mktemp("covariate"), seed, customers, Drift("covariate", COVARIATE_FROM)
+    )
 
 
 @pytest.fixture(scope="module", params=_worlds("concept"), ids=lambda p: f"seed{p[0]}-{p[1]}")
@@ -91,7 +102,9 @@ def test_covariate_world_normal_days_pass_and_the_drift_storm_requests_one_retra
         if check(world, at).retrain:
             requested_at = at
             break
-    assert requested_at is not None, [e.reason for e in history.read(world.settings, kinds={"drift_checked"})][-3:]
+    assert requested_at is not None, [
+        e.reason for e in history.read(world.settings, kinds={"drift_checked"})
+    ][-3:]
     requested = history.read(world.settings, kinds={"retrain_requested"})
     assert len(requested) == 1 and "dataset_drift" in requested[0].reason
     assert {"amount", "cust_amount_mean_24h"} & set(requested[0].details["drifted_columns"])

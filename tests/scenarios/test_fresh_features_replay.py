@@ -38,8 +38,11 @@ LATER = datetime(2100, 1, 1, tzinfo=UTC)
 
 def _worlds() -> list[tuple[int, int]]:
     configured = os.environ.get("LOOPLINE_SCENARIO_WORLDS", "")
-    worlds = [tuple(int(x) for x in spec.split(":")[1:3]) for spec in configured.split(",")
-              if spec.startswith("replay:")]
+    worlds = [
+        tuple(int(x) for x in spec.split(":")[1:3])
+        for spec in configured.split(",")
+        if spec.startswith("replay:")
+    ]
     return worlds or DEFAULT_WORLDS
 
 
@@ -48,10 +51,21 @@ def _day(index: int) -> datetime:
 
 
 def _request(row: dict) -> dict:
-    fields = ("transaction_id", "customer_id", "card_id", "merchant_id", "merchant_category", "merchant_country",
-              "channel", "device_id")
-    return {**{k: str(row[k]) for k in fields}, "amount": float(row["amount"]),
-            "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat()}
+    fields = (
+        "transaction_id",
+        "customer_id",
+        "card_id",
+        "merchant_id",
+        "merchant_category",
+        "merchant_country",
+        "channel",
+        "device_id",
+    )
+    return {
+        **{k: str(row[k]) for k in fields},
+        "amount": float(row["amount"]),
+        "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat(),
+    }
 
 
 def serve(settings: Settings, predictor, transactions: pd.DataFrame, *, fresh: bool) -> int:
@@ -72,7 +86,7 @@ def serve(settings: Settings, predictor, transactions: pd.DataFrame, *, fresh: b
     answered = 0
     try:
         for i in range(0, len(rows), WAVE):
-            wave = rows[i:i + WAVE]
+            wave = rows[i : i + WAVE]
             done = threading.Semaphore(0)
             results: list = []
 
@@ -100,8 +114,10 @@ def ingest_day(settings: Settings, sim, index: int) -> None:
     from loopline.features.store import materialize
     from loopline.serving.prediction_log import answered_events
 
-    day = sim.transactions[(sim.transactions["event_timestamp"] >= _day(index))
-                           & (sim.transactions["event_timestamp"] < _day(index + 1))]
+    day = sim.transactions[
+        (sim.transactions["event_timestamp"] >= _day(index))
+        & (sim.transactions["event_timestamp"] < _day(index + 1))
+    ]
     publish(settings, day, "transactions", f"day-{index}")
     materialize(settings, _day(index), _day(index + 1), served=answered_events(settings))
 
@@ -113,15 +129,22 @@ def offline_scores(settings: Settings, root: Path, version: str) -> pd.DataFrame
     from loopline.features.store import build_training_set
     from loopline.training.pyfunc import as_model_input
 
-    out = build_training_set(settings, root / "served-offline.parquet", start=_day(TRAIN_DAYS),
-                             end=_day(TRAIN_DAYS + SERVED_DAYS), labels_as_of=LATER)
+    out = build_training_set(
+        settings,
+        root / "served-offline.parquet",
+        start=_day(TRAIN_DAYS),
+        end=_day(TRAIN_DAYS + SERVED_DAYS),
+        labels_as_of=LATER,
+    )
     frame = pd.read_parquet(out.path)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
     specs = model.metadata.get_input_schema().inputs
     categorical = [s.name for s in specs if s.type.name == "string"]
     numeric = [s.name for s in specs if s.type.name != "string"]
-    frame["offline_score"] = np.asarray(model.predict(as_model_input(frame[[*categorical, *numeric]], categorical,
-                                                                     numeric))["score"], dtype="float64")
+    frame["offline_score"] = np.asarray(
+        model.predict(as_model_input(frame[[*categorical, *numeric]], categorical, numeric))["score"],
+        dtype="float64",
+    )
     return frame[["transaction_id", "is_fraud", "offline_score"]]
 
 
@@ -140,26 +163,42 @@ def replayed(request, tmp_path_factory):
 
     seed, customers = request.param
     root = tmp_path_factory.mktemp(f"replay-{seed}")
-    settings = Settings(state_dir=root / "state", mlflow_tracking_uri=f"sqlite:///{root / 'state' / 'mlflow.db'}")
+    settings = Settings(
+        state_dir=root / "state", mlflow_tracking_uri=f"sqlite:///{root / 'state' / 'mlflow.db'}"
+    )
     settings.state.ensure()
     stale = settings.model_copy(update={"prediction_log_url": f"sqlite:///{root / 'stale-predictions.db'}"})
-    sim = simulate(SimulationConfig(days=TRAIN_DAYS + SERVED_DAYS, start=START, seed=seed, n_customers=customers))
+    sim = simulate(
+        SimulationConfig(days=TRAIN_DAYS + SERVED_DAYS, start=START, seed=seed, n_customers=customers)
+    )
     history = sim.transactions[sim.transactions["event_timestamp"] < _day(TRAIN_DAYS)]
     publish(settings, history, "transactions", "history")
     publish(settings, sim.labels, "labels", "all")  # training reads only the labels known at its time
     materialize(settings, _day(0), _day(TRAIN_DAYS))
     # Every label of the training days (some land weeks later): the champion only has to be a real model.
-    manifest = build_training_set(settings, root / "train.parquet", start=_day(1), end=_day(TRAIN_DAYS),
-                                  labels_as_of=LATER)
-    result = train(manifest.path, load_config(TRAINING_CONFIG, FAST_TRAINING), tracking_uri=settings.mlflow_uri,
-                   register_name=MODEL_NAME)
+    manifest = build_training_set(
+        settings, root / "train.parquet", start=_day(1), end=_day(TRAIN_DAYS), labels_as_of=LATER
+    )
+    result = train(
+        manifest.path,
+        load_config(TRAINING_CONFIG, FAST_TRAINING),
+        tracking_uri=settings.mlflow_uri,
+        register_name=MODEL_NAME,
+    )
     mlflow_client(settings.mlflow_uri).set_registered_model_alias(MODEL_NAME, "champion", result.version)
     mlflow.set_tracking_uri(settings.mlflow_uri)
-    predictor = Predictor.load(f"models:/{MODEL_NAME}/{result.version}", version=result.version,
-                               variant="champion", settings=settings, warmup_rounds=2)
+    predictor = Predictor.load(
+        f"models:/{MODEL_NAME}/{result.version}",
+        version=result.version,
+        variant="champion",
+        settings=settings,
+        warmup_rounds=2,
+    )
     for index in range(TRAIN_DAYS, TRAIN_DAYS + SERVED_DAYS):
-        day = sim.transactions[(sim.transactions["event_timestamp"] >= _day(index))
-                               & (sim.transactions["event_timestamp"] < _day(index + 1))]
+        day = sim.transactions[
+            (sim.transactions["event_timestamp"] >= _day(index))
+            & (sim.transactions["event_timestamp"] < _day(index + 1))
+        ]
         if index == TRAIN_DAYS:  # the contrast: the first served day once more, without fresh features
             assert serve(stale, predictor, day, fresh=False) == len(day)
         assert serve(settings, predictor, day, fresh=True) == len(day)
@@ -185,13 +224,16 @@ def test_champion_quality_on_served_scores_matches_offline(replayed):
     settings, _, version, root = replayed
     logged = open_prediction_log(settings, read_only=True).read(variant="champion")
     offline = offline_scores(settings, root, version).merge(
-        logged[["transaction_id", "score"]], on="transaction_id", how="inner", validate="one_to_one")
+        logged[["transaction_id", "score"]], on="transaction_id", how="inner", validate="one_to_one"
+    )
     offline = offline[offline["is_fraud"].notna()]
     labels = offline["is_fraud"].astype(int)
     assert labels.sum() >= 5, "too few frauds in the replayed days to compare quality"
     served_auc, offline_auc = pr_auc(labels, offline["score"]), pr_auc(labels, offline["offline_score"])
     assert abs(served_auc - offline_auc) <= 0.02, (served_auc, offline_auc)
-    print(f"\nreplay: PR-AUC served {served_auc:.4f} vs offline {offline_auc:.4f} ({int(labels.sum())} frauds)")
+    print(
+        f"\nreplay: PR-AUC served {served_auc:.4f} vs offline {offline_auc:.4f} ({int(labels.sum())} frauds)"
+    )
 
 
 def test_stale_features_are_caught_by_the_served_check(replayed):

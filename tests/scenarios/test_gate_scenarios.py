@@ -39,8 +39,9 @@ DAYS = 21
 
 def _fast_overrides() -> list[str]:
     """tests/unit/training/test_training.py's fast training overrides (not copied)."""
-    spec = importlib.util.spec_from_file_location("loopline_training_test_overrides",
-                                                  TESTS / "unit" / "training" / "test_training.py")
+    spec = importlib.util.spec_from_file_location(
+        "loopline_training_test_overrides", TESTS / "unit" / "training" / "test_training.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return list(module.FAST)
@@ -71,17 +72,31 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     # The offline feature tables and the feature registry only: latency and infra (the online path) are
     # off here, and loading the online store would double the world's build time.
     first, last = curated_time_range(settings)
-    refresh_aggregates(settings.state.curated, offline_sink(settings), pd.Timestamp(first), pd.Timestamp(last))
+    refresh_aggregates(
+        settings.state.curated, offline_sink(settings), pd.Timestamp(first), pd.Timestamp(last)
+    )
     apply_feature_repo(settings)
     policy = shipped_gate_policy()
     plan = plan_holdout(settings, policy, now)
-    train_set = build_training_set(settings, state / "train.parquet", end=plan.windows.train_end, labels_as_of=now)
-    holdout = build_holdout(settings, policy, state / "holdout.parquet", labels_as_of=now, windows=plan.windows)
+    train_set = build_training_set(
+        settings, state / "train.parquet", end=plan.windows.train_end, labels_as_of=now
+    )
+    holdout = build_holdout(
+        settings, policy, state / "holdout.parquet", labels_as_of=now, windows=plan.windows
+    )
     # Three epochs: far above the value thresholds on these worlds, and the scenarios stay quick.
-    training = load_config(REPO_ROOT / "include" / "config" / "training.yaml", [*_fast_overrides(), "epochs=3"])
+    training = load_config(
+        REPO_ROOT / "include" / "config" / "training.yaml", [*_fast_overrides(), "epochs=3"]
+    )
     base = train(train_set.path, training, tracking_uri=settings.mlflow_uri, register_name=MODEL_NAME)
-    return {"settings": settings, "plan": plan, "holdout": holdout, "base": base.version, "policy": policy,
-            "train_set": train_set}
+    return {
+        "settings": settings,
+        "plan": plan,
+        "holdout": holdout,
+        "base": base.version,
+        "policy": policy,
+        "train_set": train_set,
+    }
 
 
 def gate(world: dict[str, Any], version: str):
@@ -89,7 +104,11 @@ def gate(world: dict[str, Any], version: str):
 
     verdict = run_gate(world["settings"], version, world["holdout"].path, policy=world["policy"])
     folder = world["settings"].state.reports / "gate" / version
-    return verdict, json.loads((folder / "gate_report.json").read_text()), (folder / "model_card.md").read_text()
+    return (
+        verdict,
+        json.loads((folder / "gate_report.json").read_text()),
+        (folder / "model_card.md").read_text(),
+    )
 
 
 def test_the_holdout_is_long_enough_to_judge_every_group_and_leaves_training_its_days(world) -> None:
@@ -98,7 +117,9 @@ def test_the_holdout_is_long_enough_to_judge_every_group_and_leaves_training_its
     assert policy.holdout.days <= plan.days <= policy.holdout.max_days
     windows = plan.windows
     assert windows.train_end == windows.holdout_start
-    train_days = (windows.train_end - datetime.fromisoformat(world["train_set"].start)).total_seconds() / 86400
+    train_days = (
+        windows.train_end - datetime.fromisoformat(world["train_set"].start)
+    ).total_seconds() / 86400
     assert train_days >= policy.holdout.min_train_days - 1  # the first day starts at its first transaction
     assert {g.attribute for g in plan.groups} == {"customer_age_band", "customer_region"}
     assert all(g.positives >= policy.fairness.min_group_positives for g in plan.groups)
@@ -133,7 +154,9 @@ def test_candidate_blind_in_one_age_band_is_rejected_naming_the_group(world) -> 
     assert not verdict.passed and verdict.checks_passed()["fairness"] is False, verdict.why
     reasons = verdict.checks["fairness"].reasons
     # Rejected in absolute terms and against the champion's gap on the same rows, naming the band.
-    assert any(r.startswith("customer_age_band: TPR gap") and "exceeds" in r and "18-25 0" in r for r in reasons)
+    assert any(
+        r.startswith("customer_age_band: TPR gap") and "exceeds" in r and "18-25 0" in r for r in reasons
+    )
     assert any(f"above champion v{base}'s" in r and "18-25 0" in r for r in reasons), reasons
     band = [g for g in report["fairness"]["groups"] if g["group"] == "18-25"][0]
     assert band["judged_tpr"] and band["tpr"] == 0.0 and band["positives"] >= 10
@@ -157,7 +180,11 @@ def test_unscorable_champion_rejects_the_candidate_naming_it(world, damage: str)
     set_champion(settings, champion)
     verdict, report, card = gate(world, candidate)
     assert not verdict.passed and verdict.checks_passed()["quality"] is False
-    assert verdict.checks["quality"].reasons[0].startswith(f"champion v{champion} exists but could not be scored: ")
+    assert (
+        verdict.checks["quality"]
+        .reasons[0]
+        .startswith(f"champion v{champion} exists but could not be scored: ")
+    )
     assert report["comparison"]["kind"] == "champion_unscorable" and report["comparison"]["error"]
     assert report["champion"]["version"] == champion and "no champion" not in verdict.why
     assert "`champion_unscorable`" in card

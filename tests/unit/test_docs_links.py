@@ -69,6 +69,9 @@ PARENT_PATH = re.compile(r"(?<![.\w/])(?:\.\./)+[\w.-]+(?:/[\w.-]+)*")
 def test_no_page_names_a_path_its_readers_do_not_have(page: Path):
     """Every ``../…`` a page names, links and code alike, is a file or folder of the repository: a reader who
     cloned it has nothing above it."""
-    missing = [path for path in PARENT_PATH.findall(page.read_text(encoding="utf-8"))
-               if not (resolved := (page.parent / path).resolve()).is_relative_to(ROOT) or not resolved.exists()]
+    missing = [
+        path
+        for path in PARENT_PATH.findall(page.read_text(encoding="utf-8"))
+        if not (resolved := (page.parent / path).resolve()).is_relative_to(ROOT) or not resolved.exists()
+    ]
     assert missing == []

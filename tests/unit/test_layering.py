@@ -21,7 +21,11 @@ def _imported_modules(path: Path) -> list[str]:
 
 
 def test_no_module_under_include_imports_airflow_or_the_plugin() -> None:
-    offenders = [f"{path.relative_to(INCLUDE.parent)}: {name}" for path in sorted(INCLUDE.rglob("*.py"))
-                 for name in _imported_modules(path) if name.split(".")[0] in FORBIDDEN]
+    offenders = [
+        f"{path.relative_to(INCLUDE.parent)}: {name}"
+        for path in sorted(INCLUDE.rglob("*.py"))
+        for name in _imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN
+    ]
     assert offenders == []
     assert len(list(INCLUDE.rglob("*.py"))) > 50  # the scan reads the package, not an empty folder

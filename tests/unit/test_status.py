@@ -37,7 +37,10 @@ def test_a_fresh_state_dir_has_no_models_and_no_history(settings):
 def test_embedded_mode_reads_the_registry_file_without_a_server(settings):
     _registry(settings)
     assert registry_uri(settings) == f"sqlite:///{settings.state.mlflow_db}"
-    assert registry_uri(settings.model_copy(update={"mlflow_tracking_uri": "http://mlflow:5000"})) == "http://mlflow:5000"
+    assert (
+        registry_uri(settings.model_copy(update={"mlflow_tracking_uri": "http://mlflow:5000"}))
+        == "http://mlflow:5000"
+    )
 
 
 def test_aliases_traffic_gate_verdicts_and_history_come_together(settings, tmp_path):
@@ -49,8 +52,12 @@ def test_aliases_traffic_gate_verdicts_and_history_come_together(settings, tmp_p
     client.set_registered_model_alias("fraud_detector", "challenger", "3")
     client.set_registered_model_tag("fraud_detector", TRAFFIC_TAG, "0.05")
     client.set_model_version_tag("fraud_detector", "2", "loopline.gate.passed", "false")
-    client.set_model_version_tag("fraud_detector", "2", "loopline.gate.checks",
-                                 json.dumps({"quality": False, "fairness": True, "latency": True, "infra": True}))
+    client.set_model_version_tag(
+        "fraud_detector",
+        "2",
+        "loopline.gate.checks",
+        json.dumps({"quality": False, "fairness": True, "latency": True, "infra": True}),
+    )
     client.set_model_version_tag("fraud_detector", "3", "loopline.gate.passed", "true")
     history.record(settings, "gate_rejected", version=2, reason="PR-AUC 0.08 < 0.10")
     history.record(settings, "canary_started", version=3, traffic=0.05)

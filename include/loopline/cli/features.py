@@ -57,8 +57,10 @@ def cmd_training_set(args: argparse.Namespace) -> int:
     from loopline.features.store import build_training_set
 
     manifest = build_training_set(get_settings(), args.out, args.start, args.end, args.labels_as_of)
-    human = (f"{manifest.rows} rows ({manifest.labelled_rows} labelled, label rate {manifest.label_rate}) "
-             f"with {len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}")
+    human = (
+        f"{manifest.rows} rows ({manifest.labelled_rows} labelled, label rate {manifest.label_rate}) "
+        f"with {len(manifest.features)} features of {manifest.feature_service} -> {manifest.path}"
+    )
     _emit(manifest.to_dict(), human, args.json)
     return 0
 
@@ -68,7 +70,9 @@ def cmd_check_skew(args: argparse.Namespace) -> int:
     from loopline.features.store import check_skew
 
     report = check_skew(get_settings(), sample=args.sample)
-    human = f"compared {report.compared} entities x {report.features} features: {report.mismatches} mismatching"
+    human = (
+        f"compared {report.compared} entities x {report.features} features: {report.mismatches} mismatching"
+    )
     _emit(report.to_dict(), human, args.json)
     return 0 if report.mismatches == 0 else 1
 
@@ -84,12 +88,19 @@ def cmd_check_served(args: argparse.Namespace) -> int:
     policy = load_drift_config(default_drift_config_path(settings.project_dir)).served_features
     if args.since and args.until and args.since >= args.until:
         raise SystemExit(f"error: --since ({args.since}) must be before --until ({args.until})")
-    report = check_served(settings, since=args.since, until=args.until, sample=args.sample if args.sample is not None else policy.sample,
-                          seed=args.seed)
+    report = check_served(
+        settings,
+        since=args.since,
+        until=args.until,
+        sample=args.sample if args.sample is not None else policy.sample,
+        seed=args.seed,
+    )
     above = report.exceeds(policy.max_mismatch_rate)
     human = report.summary(policy.max_mismatch_rate)
     if above:
-        human += "\nexit 1: the served features differ from the offline point-in-time features above the limit"
+        human += (
+            "\nexit 1: the served features differ from the offline point-in-time features above the limit"
+        )
     payload = {**report.to_dict(), "max_mismatch_rate": policy.max_mismatch_rate, "alarm": above}
     _emit(payload, human, args.json)
     return 1 if above else 0
@@ -118,10 +129,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_skew)
 
-    p = sub.add_parser("check-served", help="features serving logged vs offline point-in-time ones (live traffic)")
+    p = sub.add_parser(
+        "check-served", help="features serving logged vs offline point-in-time ones (live traffic)"
+    )
     p.add_argument("--since", type=_when, help="predictions made from then (default: the whole log)")
     p.add_argument("--until", type=_when, help="predictions made before then (default: now)")
-    p.add_argument("--sample", type=_positive, help="transactions compared at most (default: drift.yaml's served_features.sample)")
+    p.add_argument(
+        "--sample",
+        type=_positive,
+        help="transactions compared at most (default: drift.yaml's served_features.sample)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="last line: the report as JSON")
     p.set_defaults(func=cmd_check_served)

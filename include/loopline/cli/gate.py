@@ -25,9 +25,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
     except (GateError, HoldoutError, GatePolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = {"version": str(args.version), "passed": verdict.passed, "why": verdict.why,
-               "comparison": verdict.comparison.to_dict(), "checks": verdict.checks_passed(), "reasons": verdict.reasons,
-               "report": str(settings.state.reports / "gate" / str(args.version) / "gate_report.json")}
+    summary = {
+        "version": str(args.version),
+        "passed": verdict.passed,
+        "why": verdict.why,
+        "comparison": verdict.comparison.to_dict(),
+        "checks": verdict.checks_passed(),
+        "reasons": verdict.reasons,
+        "report": str(settings.state.reports / "gate" / str(args.version) / "gate_report.json"),
+    }
     human = f"gate {'PASSED' if verdict.passed else 'REJECTED'} for {args.model_name} v{args.version}: {verdict.why}"
     print(human, file=sys.stderr if args.json else sys.stdout)
     if args.json:
@@ -38,9 +44,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("gate", help="benchmark gate: quality vs champion, fairness, latency, infra")
     p.add_argument("version", help="registered model version to gate")
-    p.add_argument("--holdout", type=Path, default=None,
-                   help="holdout parquet (with manifest); default: build the newest labelled days per gate.yaml")
+    p.add_argument(
+        "--holdout",
+        type=Path,
+        default=None,
+        help="holdout parquet (with manifest); default: build the newest labelled days per gate.yaml",
+    )
     p.add_argument("--model-name", default="fraud_detector")
-    p.add_argument("--policy", type=Path, default=None, help="gate policy YAML (default include/config/gate.yaml)")
+    p.add_argument(
+        "--policy", type=Path, default=None, help="gate policy YAML (default include/config/gate.yaml)"
+    )
     p.add_argument("--json", action="store_true", help="last line: the verdict summary as JSON")
     p.set_defaults(func=cmd_gate)

@@ -23,7 +23,9 @@ from loopline.config import get_settings, telemetry_off_env
 
 def _print_login(info: dict) -> None:
     airflow = info["airflow"]
-    print(f"Airflow UI   {airflow['url']}  (login {airflow.get('username', '?')} / {airflow.get('password', '?')})")
+    print(
+        f"Airflow UI   {airflow['url']}  (login {airflow.get('username', '?')} / {airflow.get('password', '?')})"
+    )
     print(f"MLflow UI    {info['mlflow']['url']}")
     if "serving" in info:
         print(f"Predictions  {info['serving']['url']}/v1/predict  (OpenAPI {info['serving']['url']}/docs)")
@@ -65,9 +67,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         line = f"  {name:<14} {'up' if service['running'] else 'down':<5} pid {service['pid']}"
         if "restarts" in service:  # supervised: restarted when it dies
             exit_code = service["last_exit_code"]
-            line += (f"  ({service['state']}; restarts {service['restarts']}"
-                     + (f", last exit {exit_code} at {service['last_exit_at']}" if exit_code is not None else "")
-                     + ")")
+            line += (
+                f"  ({service['state']}; restarts {service['restarts']}"
+                + (f", last exit {exit_code} at {service['last_exit_at']}" if exit_code is not None else "")
+                + ")"
+            )
         print(line)
     _print_login(info)
     return 0
@@ -94,7 +98,7 @@ def _parse_conf(text: str | None) -> dict:
     except json.JSONDecodeError as exc:
         raise SystemExit(f"error: --conf is not valid JSON ({exc.msg} at character {exc.pos})") from exc
     if not isinstance(conf, dict):
-        raise SystemExit('error: --conf must be a JSON object, e.g. \'{"epochs": 5}\'')
+        raise SystemExit("error: --conf must be a JSON object, e.g. '{\"epochs\": 5}'")
     return conf
 
 
@@ -191,10 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("up", help="start the local stack (Airflow + MLflow) and wait until healthy")
-    p.add_argument("--profile", choices=["embedded", "distributed"], default="embedded",
-                   help="embedded (default): SQLite, LocalExecutor, one state dir; distributed: Postgres, Redis, "
-                        "an S3 object store, MLflow on them and Airflow with two Celery workers that share no "
-                        "disk (docs/profiles.md)")
+    p.add_argument(
+        "--profile",
+        choices=["embedded", "distributed"],
+        default="embedded",
+        help="embedded (default): SQLite, LocalExecutor, one state dir; distributed: Postgres, Redis, "
+        "an S3 object store, MLflow on them and Airflow with two Celery workers that share no "
+        "disk (docs/profiles.md)",
+    )
     p.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything `up` started (either profile)").set_defaults(func=cmd_down)
 
@@ -211,9 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start the stack and run the loop end to end")
     p.add_argument("--exit", action="store_true", help="stop the stack when the demo is done")
-    p.add_argument("--profile", choices=["embedded", "distributed"], default="embedded",
-                   help="embedded (default) or distributed: the loop on Celery workers with no shared disk "
-                        "(docs/profiles.md)")
+    p.add_argument(
+        "--profile",
+        choices=["embedded", "distributed"],
+        default="embedded",
+        help="embedded (default) or distributed: the loop on Celery workers with no shared disk "
+        "(docs/profiles.md)",
+    )
     p.set_defaults(func=cmd_demo)
 
     simulate_cli.add_parser(sub)
@@ -225,13 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="validate one batch file and publish or quarantine it")
     p.add_argument("file", help="a .parquet or .csv batch (kind from its folder: transactions/ or labels/)")
-    p.add_argument("--kind", choices=["transactions", "labels"], help="batch kind when the folder does not say")
+    p.add_argument(
+        "--kind", choices=["transactions", "labels"], help="batch kind when the folder does not say"
+    )
     p.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
     p.set_defaults(func=cmd_ingest)
 
     # Listed for --help; main() hands their arguments over untouched (see PASS_THROUGH).
     sub.add_parser("train", help="train the fraud model on a training set (`loopline train --help`)")
-    sub.add_parser("airflow", help="run the airflow CLI against the local stack (e.g. `loopline airflow dags list`)")
+    sub.add_parser(
+        "airflow", help="run the airflow CLI against the local stack (e.g. `loopline airflow dags list`)"
+    )
     return parser
 
 

@@ -34,6 +34,7 @@ def _positive(kind: type) -> object:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     return parse
 
 
@@ -44,7 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(p)
     p.set_defaults(func=cmd_serve)
 
-    p = subparsers.add_parser("traffic", help="replay transactions against the prediction service (open loop)")
+    p = subparsers.add_parser(
+        "traffic", help="replay transactions against the prediction service (open loop)"
+    )
     p.add_argument("--rps", type=_positive(float), default=20.0, help="requests per second (default 20)")
     p.add_argument("--duration", type=_positive(float), default=30.0, help="seconds (default 30)")
     p.add_argument("--url", default=None, help="the service's base URL (default: the settings' serving URL)")

@@ -28,7 +28,9 @@ class MethodSpec(_Strict):
     method: Method
     threshold: float = Field(gt=0)  # the fixed threshold, used when the reference cannot be calibrated
     bins: int = Field(default=20, ge=2, le=1000)  # quantile_jensenshannon only: equal-mass reference bins
-    cutoff: float | None = Field(default=None, gt=0, lt=1)  # flagged_share only; None: serving's decision threshold
+    cutoff: float | None = Field(
+        default=None, gt=0, lt=1
+    )  # flagged_share only; None: serving's decision threshold
 
 
 class Window(_Strict):
@@ -52,8 +54,10 @@ class Methods(_Strict):
         """The pinned method of ``column``; a categorical column can only be compared by its shares."""
         spec = self.per_feature.get(column) or (self.categorical if categorical else self.numeric)
         if categorical and spec.method != "jensenshannon":  # neither a distance nor quantiles over categories
-            raise DriftConfigError(f"methods.per_feature.{column}: {spec.method} needs a numeric column; "
-                                   f"{column!r} is categorical (use jensenshannon)")
+            raise DriftConfigError(
+                f"methods.per_feature.{column}: {spec.method} needs a numeric column; "
+                f"{column!r} is categorical (use jensenshannon)"
+            )
         return spec
 
 
@@ -85,7 +89,8 @@ class Concept(_Strict):
 
 class Retrain(_Strict):
     triggers: list[Literal["dataset_drift", "prediction_drift", "concept_drift"]] = Field(
-        default_factory=lambda: list(RETRAIN_REASONS))
+        default_factory=lambda: list(RETRAIN_REASONS)
+    )
     cooldown_hours: float = Field(default=24, ge=0)
     training_max_age_hours: float = Field(default=6, gt=0)
 

@@ -239,8 +239,22 @@ class Settings(BaseSettings):
     # Object-store prefix (s3://bucket/path/) the training pod reads training sets from.
     training_set_uri_prefix: str | None = None
 
-    @field_validator("state_dir", "prediction_log_url", "history_url", "storage_url", "storage_endpoint_url", "state_db_url", "canary_policy", "kubernetes_config", "k8s_namespace", "k8s_service_account", "trainer_image",
-                     "serving_image", "training_set_uri_prefix", mode="before")
+    @field_validator(
+        "state_dir",
+        "prediction_log_url",
+        "history_url",
+        "storage_url",
+        "storage_endpoint_url",
+        "state_db_url",
+        "canary_policy",
+        "kubernetes_config",
+        "k8s_namespace",
+        "k8s_service_account",
+        "trainer_image",
+        "serving_image",
+        "training_set_uri_prefix",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # compose files often substitute ${VAR:-} to ""; that means "default", not the cwd.
@@ -249,17 +263,21 @@ class Settings(BaseSettings):
     @field_validator("storage_url")
     @classmethod
     def _object_storage(cls, value: str | None) -> str | None:
-        if value and not (value.startswith("s3://") and value[len("s3://"):].strip("/")):
-            raise ValueError(f"LOOPLINE_STORAGE_URL={value!r}: use s3://<bucket>[/prefix] (AWS or any "
-                             "S3-compatible store, with LOOPLINE_STORAGE_ENDPOINT_URL), or leave it empty for "
-                             "the state directory on the local disk")
+        if value and not (value.startswith("s3://") and value[len("s3://") :].strip("/")):
+            raise ValueError(
+                f"LOOPLINE_STORAGE_URL={value!r}: use s3://<bucket>[/prefix] (AWS or any "
+                "S3-compatible store, with LOOPLINE_STORAGE_ENDPOINT_URL), or leave it empty for "
+                "the state directory on the local disk"
+            )
         return value
 
     @model_validator(mode="after")
     def _per_task_scratch_needs_shared_storage(self) -> Settings:
         if self.task_scratch == "per-task" and not self.storage_url:
-            raise ValueError("LOOPLINE_TASK_SCRATCH=per-task gives every task a state folder of its own, so the "
-                             "files tasks hand each other must be in shared storage: set LOOPLINE_STORAGE_URL too")
+            raise ValueError(
+                "LOOPLINE_TASK_SCRATCH=per-task gives every task a state folder of its own, so the "
+                "files tasks hand each other must be in shared storage: set LOOPLINE_STORAGE_URL too"
+            )
         return self
 
     @field_validator("project_dir", "state_dir")
@@ -272,12 +290,17 @@ class Settings(BaseSettings):
         root = self.state_dir or self.project_dir / ".loopline"
         task = os.environ.get("AIRFLOW_CTX_TASK_ID")  # Airflow exports the task's context while it runs
         if self.task_scratch == "per-task" and task:
+
             def safe(text: str) -> str:
                 return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
-            root = (root / "tasks" / safe(os.environ.get("AIRFLOW_CTX_DAG_ID", "dag"))
-                    / safe(os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", "run"))
-                    / f"{safe(task)}.{safe(os.environ.get('AIRFLOW_CTX_TRY_NUMBER', '0'))}")
+            root = (
+                root
+                / "tasks"
+                / safe(os.environ.get("AIRFLOW_CTX_DAG_ID", "dag"))
+                / safe(os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", "run"))
+                / f"{safe(task)}.{safe(os.environ.get('AIRFLOW_CTX_TRY_NUMBER', '0'))}"
+            )
         return StatePaths(root, shared=self._shared_root())
 
     def _shared_root(self) -> Any:
@@ -343,7 +366,11 @@ class Settings(BaseSettings):
             **({"LOOPLINE_PREDICTION_LOG_URL": self.prediction_log_url} if self.prediction_log_url else {}),
             **({"LOOPLINE_HISTORY_URL": self.history_url} if self.history_url else {}),
             **({"LOOPLINE_STORAGE_URL": self.storage_url} if self.storage_url else {}),
-            **({"LOOPLINE_STORAGE_ENDPOINT_URL": self.storage_endpoint_url} if self.storage_endpoint_url else {}),
+            **(
+                {"LOOPLINE_STORAGE_ENDPOINT_URL": self.storage_endpoint_url}
+                if self.storage_endpoint_url
+                else {}
+            ),
             **({"LOOPLINE_STATE_DB_URL": self.state_db_url} if self.state_db_url else {}),
             **({"LOOPLINE_TASK_SCRATCH": self.task_scratch} if self.task_scratch != "shared" else {}),
             # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ValidationError
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def read_yaml_mapping(path: str | Path, what: str, error: type[Exception], missing_hint: str = "") -> dict[str, Any]:
+def read_yaml_mapping(
+    path: str | Path, what: str, error: type[Exception], missing_hint: str = ""
+) -> dict[str, Any]:
     """The mapping in ``path``; ``error(...)`` naming ``what`` and the file when it is missing, is not
     YAML or is not a mapping. An empty file is an empty mapping (every section at its default)."""
     path = Path(path)
@@ -52,8 +54,9 @@ def load_policy_file(path: str | Path, model: type[Model], what: str, error: typ
         raise error(describe_validation_error(exc, f"invalid {what} {path}")) from None
 
 
-def load_model_file(model: type[Model], path: str | Path | None, default_path: Path, what: str,
-                    error: type[Exception]) -> Model:
+def load_model_file(
+    model: type[Model], path: str | Path | None, default_path: Path, what: str, error: type[Exception]
+) -> Model:
     """``path`` (which must exist), else ``default_path`` (missing: the model's defaults, e.g. an image
     without ``include/config``), validated as ``model``; errors name the file and the bad fields."""
     if path is None:

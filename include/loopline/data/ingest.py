@@ -142,8 +142,11 @@ def is_batch_candidate(path: Path) -> bool:
     Symbolic links count too (even dangling ones), so that ``ingest_file`` refuses and reports them
     and takes them out of the queue, rather than leaving them unexplained in the landing zone."""
     name = path.name
-    return ((path.is_symlink() or path.is_file()) and not name.startswith((".", "_"))
-            and not name.endswith((".tmp", ".part")))
+    return (
+        (path.is_symlink() or path.is_file())
+        and not name.startswith((".", "_"))
+        and not name.endswith((".tmp", ".part"))
+    )
 
 
 def landed_files(settings: Settings) -> list[Path]:
@@ -177,16 +180,23 @@ def landing_refusal(settings: Settings, path: Path) -> str | None:
     given = Path(os.path.abspath(path))  # ``..`` folded by text; no link followed
     zone = settings.state.landing.resolve()
     where = given.parent.resolve() / given.name  # the folder's links followed, the entry's not
-    if not (given.is_relative_to(Path(os.path.abspath(settings.state.landing)))
-            or given.is_relative_to(zone) or where.is_relative_to(zone)):
+    if not (
+        given.is_relative_to(Path(os.path.abspath(settings.state.landing)))
+        or given.is_relative_to(zone)
+        or where.is_relative_to(zone)
+    ):
         return None
     if given.is_symlink():
-        return (f"{given.name} is a symbolic link (to {os.readlink(given)}), not a delivered file: the "
-                "landing zone takes files only, so it was not read and the link was removed; deliver the "
-                "file itself")
+        return (
+            f"{given.name} is a symbolic link (to {os.readlink(given)}), not a delivered file: the "
+            "landing zone takes files only, so it was not read and the link was removed; deliver the "
+            "file itself"
+        )
     if not given.resolve().is_relative_to(zone):
-        return (f"{given} resolves to {given.resolve()}, outside the landing zone {zone} (a folder on its "
-                "way is a link): it was not read; deliver batches into the landing zone's own folders")
+        return (
+            f"{given} resolves to {given.resolve()}, outside the landing zone {zone} (a folder on its "
+            "way is a link): it was not read; deliver batches into the landing zone's own folders"
+        )
     return None
 
 
@@ -235,7 +245,9 @@ def _typed_csv(frame: pd.DataFrame, kind: BatchKind) -> pd.DataFrame:
             if dtype.startswith("datetime"):
                 frame[name] = pd.to_datetime(column, utc=True, format="ISO8601")
             elif dtype in ("float64", "int64"):
-                frame[name] = pd.to_numeric(column).astype(dtype) if column.notna().all() else pd.to_numeric(column)
+                frame[name] = (
+                    pd.to_numeric(column).astype(dtype) if column.notna().all() else pd.to_numeric(column)
+                )
             else:
                 frame[name] = column.astype("string")
         except (ValueError, TypeError):
@@ -258,19 +270,24 @@ class IngestLedger:
         postgres = is_postgres_url(str(location))
         self.batches = "ingest_batches" if postgres else "batches"
         self.publishing = "ingest_publishing" if postgres else "publishing"
-        self.db = StateDB(location, "ingest-ledger", [
-            f"""CREATE TABLE IF NOT EXISTS {self.batches} ({{serial}}
+        self.db = StateDB(
+            location,
+            "ingest-ledger",
+            [
+                f"""CREATE TABLE IF NOT EXISTS {self.batches} ({{serial}}
                 content_hash TEXT NOT NULL, batch_id TEXT NOT NULL, kind TEXT NOT NULL,
                 source TEXT NOT NULL, status TEXT NOT NULL, rows INTEGER NOT NULL,
                 published_rows INTEGER NOT NULL, duplicates_skipped INTEGER NOT NULL,
                 report TEXT, result_json TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
-            f"CREATE INDEX IF NOT EXISTS {self.batches}_hash ON {self.batches} (content_hash, status)",
-            # Publishes under way: the result they will record, committed before any partition is
-            # renamed into place (see ``publish``); a row left here is a run that crashed.
-            f"""CREATE TABLE IF NOT EXISTS {self.publishing} ({{serial}}
-                content_hash TEXT {'UNIQUE' if postgres else 'PRIMARY KEY'}, result_json TEXT NOT NULL,
+                f"CREATE INDEX IF NOT EXISTS {self.batches}_hash ON {self.batches} (content_hash, status)",
+                # Publishes under way: the result they will record, committed before any partition is
+                # renamed into place (see ``publish``); a row left here is a run that crashed.
+                f"""CREATE TABLE IF NOT EXISTS {self.publishing} ({{serial}}
+                content_hash TEXT {"UNIQUE" if postgres else "PRIMARY KEY"}, result_json TEXT NOT NULL,
                 inside_landing INTEGER NOT NULL, recorded_at TEXT NOT NULL)""",
-        ], "loopline-ingest")
+            ],
+            "loopline-ingest",
+        )
         self.path = self.db.path
 
     @classmethod
@@ -285,8 +302,11 @@ class IngestLedger:
     def published(self, digest: str) -> dict[str, Any] | None:
         with self.db.connection() as (db, sql):
             row = db.execute(
-                sql.sql(f"SELECT result_json FROM {self.batches} WHERE content_hash = ? AND status = 'published' "
-                        "LIMIT 1"), (digest,),
+                sql.sql(
+                    f"SELECT result_json FROM {self.batches} WHERE content_hash = ? AND status = 'published' "
+                    "LIMIT 1"
+                ),
+                (digest,),
             ).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -296,31 +316,51 @@ class IngestLedger:
 
     def _insert(self, db: Any, sql: SqlDialect, result: IngestResult) -> None:
         db.execute(
-            sql.sql(f"INSERT INTO {self.batches} (content_hash, batch_id, kind, source, status, rows, published_rows, "
-                    "duplicates_skipped, report, result_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            sql.sql(
+                f"INSERT INTO {self.batches} (content_hash, batch_id, kind, source, status, rows, published_rows, "
+                "duplicates_skipped, report, result_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
             (
-                result.content_hash, result.batch_id, result.kind, result.source, result.status,
-                result.rows, result.published_rows, result.duplicates_skipped, result.report,
-                json.dumps(result.to_dict()), datetime.now(UTC).isoformat(),
+                result.content_hash,
+                result.batch_id,
+                result.kind,
+                result.source,
+                result.status,
+                result.rows,
+                result.published_rows,
+                result.duplicates_skipped,
+                result.report,
+                json.dumps(result.to_dict()),
+                datetime.now(UTC).isoformat(),
             ),
         )
 
     def begin_publish(self, result: IngestResult, inside_landing: bool) -> None:
         """Remember (durably: the commit is synced) that ``result`` is being published."""
         with self.db.connection() as (db, sql):
-            db.execute(sql.sql(f"DELETE FROM {self.publishing} WHERE content_hash = ?"), (result.content_hash,))
             db.execute(
-                sql.sql(f"INSERT INTO {self.publishing} (content_hash, result_json, inside_landing, recorded_at) "
-                        "VALUES (?, ?, ?, ?)"),
-                (result.content_hash, json.dumps(result.to_dict()), int(inside_landing),
-                 datetime.now(UTC).isoformat()),
+                sql.sql(f"DELETE FROM {self.publishing} WHERE content_hash = ?"), (result.content_hash,)
+            )
+            db.execute(
+                sql.sql(
+                    f"INSERT INTO {self.publishing} (content_hash, result_json, inside_landing, recorded_at) "
+                    "VALUES (?, ?, ?, ?)"
+                ),
+                (
+                    result.content_hash,
+                    json.dumps(result.to_dict()),
+                    int(inside_landing),
+                    datetime.now(UTC).isoformat(),
+                ),
             )
 
     def finish_publish(self, result: IngestResult) -> None:
         """Record the published ``result`` and drop its intent: one transaction, so exactly once."""
         with self.db.connection() as (db, sql):
             self._insert(db, sql, result)
-            db.execute(sql.sql(f"DELETE FROM {self.publishing} WHERE content_hash = ?"), (result.content_hash,))
+            db.execute(
+                sql.sql(f"DELETE FROM {self.publishing} WHERE content_hash = ?"), (result.content_hash,)
+            )
 
     def abandon_publish(self, digest: str) -> None:
         with self.db.connection() as (db, sql):
@@ -330,15 +370,18 @@ class IngestLedger:
         """(result, whether its source is in the landing zone) of every publish a crash interrupted."""
         with self.db.connection() as (db, sql):
             rows = db.execute(
-                f"SELECT result_json, inside_landing FROM {self.publishing} ORDER BY {sql.serial}").fetchall()
+                f"SELECT result_json, inside_landing FROM {self.publishing} ORDER BY {sql.serial}"
+            ).fetchall()
         return [(IngestResult(**json.loads(r[0])), bool(r[1])) for r in rows]
 
     def published_since(self, cursor: int, kind: str) -> list[tuple[int, dict[str, Any]]]:
         """(ledger position, result) of every ``kind`` batch published after position ``cursor``."""
         with self.db.connection() as (db, sql):
             rows = db.execute(
-                sql.sql(f"SELECT {sql.serial}, result_json FROM {self.batches} WHERE {sql.serial} > ? "
-                        f"AND status = 'published' AND kind = ? ORDER BY {sql.serial}"),
+                sql.sql(
+                    f"SELECT {sql.serial}, result_json FROM {self.batches} WHERE {sql.serial} > ? "
+                    f"AND status = 'published' AND kind = ? ORDER BY {sql.serial}"
+                ),
                 (cursor, kind),
             ).fetchall()
         return [(r[0], json.loads(r[1])) for r in rows]
@@ -346,7 +389,9 @@ class IngestLedger:
     def history(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.db.connection() as (db, sql):
             rows = db.execute(
-                sql.sql(f"SELECT result_json, recorded_at FROM {self.batches} ORDER BY {sql.serial} DESC LIMIT ?"),
+                sql.sql(
+                    f"SELECT result_json, recorded_at FROM {self.batches} ORDER BY {sql.serial} DESC LIMIT ?"
+                ),
                 (limit,),
             ).fetchall()
         return [{**json.loads(r[0]), "recorded_at": r[1]} for r in rows]
@@ -395,8 +440,11 @@ def visible_partition_files(kind_dir: Path, days: Iterable[str] | None = None) -
     """The published parquet files of the ``date=YYYY-MM-DD`` partitions under ``kind_dir`` (of ``days``
     only, or all): what every reader of the curated store reads. Staged files and the files of a batch
     whose publish is under way are left out."""
-    files = (kind_dir.glob("date=*/*.parquet") if days is None
-             else (f for day in sorted(set(days)) for f in (kind_dir / f"date={day}").glob("*.parquet")))
+    files = (
+        kind_dir.glob("date=*/*.parquet")
+        if days is None
+        else (f for day in sorted(set(days)) for f in (kind_dir / f"date={day}").glob("*.parquet"))
+    )
     hidden = publishing_batches(kind_dir)
     return sorted((f for f in files if not f.name.startswith(".") and f.stem not in hidden), key=str)
 
@@ -422,7 +470,9 @@ def promote_partition(settings: Settings, partition: str) -> None:
         raise IncompletePublish(f"partition {partition} is neither staged nor published")
 
 
-def stage(settings: Settings, frame: pd.DataFrame, kind: str, batch_id: str) -> tuple[int, list[str], list[str]]:
+def stage(
+    settings: Settings, frame: pd.DataFrame, kind: str, batch_id: str
+) -> tuple[int, list[str], list[str]]:
     """Write the batch's new rows as staged day-partition files, invisible to every reader.
 
     Returns (rows staged, ids skipped because they are already curated, partitions to publish). The
@@ -434,8 +484,12 @@ def stage(settings: Settings, frame: pd.DataFrame, kind: str, batch_id: str) -> 
 
     batch_days = pd.to_datetime(frame[PARTITION_COLUMN[kind]], utc=True).dt.strftime("%Y-%m-%d")
     # Reading every curated id on each publish grows with history; the batch's own days do not.
-    known = existing_keys(settings, kind, batch_days.unique() if kind in DEDUPE_WITHIN_PARTITION else None,
-                          ignoring=f"{batch_id}.parquet")
+    known = existing_keys(
+        settings,
+        kind,
+        batch_days.unique() if kind in DEDUPE_WITHIN_PARTITION else None,
+        ignoring=f"{batch_id}.parquet",
+    )
     already = frame[KEY_COLUMN].isin(known)
     fresh = frame[~already]
     skipped = frame.loc[already, KEY_COLUMN].astype(str).tolist()
@@ -451,8 +505,10 @@ def stage(settings: Settings, frame: pd.DataFrame, kind: str, batch_id: str) -> 
 def _publishing_marks(settings: Settings, partitions: list[str]) -> list[Path]:
     """``<kind>/.publishing/<batch_id>`` of the batches these partitions (``<kind>/date=…/<batch_id>.parquet``)
     belong to."""
-    return sorted({settings.state.curated / Path(p).parts[0] / PUBLISHING_DIR / Path(p).stem for p in partitions},
-                  key=str)
+    return sorted(
+        {settings.state.curated / Path(p).parts[0] / PUBLISHING_DIR / Path(p).stem for p in partitions},
+        key=str,
+    )
 
 
 def promote(settings: Settings, partitions: list[str]) -> None:
@@ -506,8 +562,11 @@ def _html_report(result: IngestResult) -> str:
         + "".join(
             f"<td>{html.escape(str(value))}</td>"
             for value in (
-                item["severity"], item["expectation"], item.get("column") or "(table)",
-                item.get("count") if item.get("count") is not None else "", item["message"],
+                item["severity"],
+                item["expectation"],
+                item.get("column") or "(table)",
+                item.get("count") if item.get("count") is not None else "",
+                item["message"],
                 ", ".join(map(str, item.get("sample") or [])),
             )
         )
@@ -569,26 +628,48 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
         batch_id = batch_id_for(kind or "unknown", path, digest)
         base = {"batch_id": batch_id, "kind": kind or "unknown", "source": str(path), "content_hash": digest}
 
-        def quarantine(failures: list[dict[str, Any]], rows: int, warnings: list[dict[str, Any]]) -> IngestResult:
+        def quarantine(
+            failures: list[dict[str, Any]], rows: int, warnings: list[dict[str, Any]]
+        ) -> IngestResult:
             folder = settings.state.quarantine / batch_id
             kept = _move_or_copy(path, folder / path.name, inside_landing)
-            draft = IngestResult(status="quarantined", rows=rows, failures=failures, warnings=warnings,
-                                 stored_at=str(kept), report=str(folder / "report.json"), **base)
+            draft = IngestResult(
+                status="quarantined",
+                rows=rows,
+                failures=failures,
+                warnings=warnings,
+                stored_at=str(kept),
+                report=str(folder / "report.json"),
+                **base,
+            )
             _write_reports(folder, draft)
             ledger.record(draft)
             return draft
 
         if kind is None:
-            return quarantine([_unreadable(
-                f"cannot tell the batch kind of {path.name}: deliver it under landing/transactions/ "
-                "or landing/labels/ (or pass --kind)")], 0, [])
+            return quarantine(
+                [
+                    _unreadable(
+                        f"cannot tell the batch kind of {path.name}: deliver it under landing/transactions/ "
+                        "or landing/labels/ (or pass --kind)"
+                    )
+                ],
+                0,
+                [],
+            )
 
         previous = ledger.published(digest)
         if previous is not None:
-            kept = _move_or_copy(path, settings.state.archive / kind / f"{batch_id}__dup__{path.name}", inside_landing)
+            kept = _move_or_copy(
+                path, settings.state.archive / kind / f"{batch_id}__dup__{path.name}", inside_landing
+            )
             result = IngestResult(
-                status="already_published", rows=previous["rows"], report=previous.get("report"),
-                stored_at=str(kept), partitions=previous.get("partitions", []), **base,
+                status="already_published",
+                rows=previous["rows"],
+                report=previous.get("report"),
+                stored_at=str(kept),
+                partitions=previous.get("partitions", []),
+                **base,
             )
             ledger.record(result)
             return result
@@ -608,23 +689,38 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
         published_rows, skipped_ids, partitions = stage(settings, ordered, kind, batch_id)
         skipped = len(skipped_ids)
         if skipped:
-            warnings.append(Failure(
-                expectation="rows_not_yet_published", column=KEY_COLUMN, severity="warning", count=skipped,
-                sample=skipped_ids[:5],
-                message=f"{skipped} row(s) were already in the curated store and were not published again",
-            ).to_dict())
+            warnings.append(
+                Failure(
+                    expectation="rows_not_yet_published",
+                    column=KEY_COLUMN,
+                    severity="warning",
+                    count=skipped,
+                    sample=skipped_ids[:5],
+                    message=f"{skipped} row(s) were already in the curated store and were not published again",
+                ).to_dict()
+            )
         result = IngestResult(
-            status="published", rows=len(frame), published_rows=published_rows, duplicates_skipped=skipped,
-            warnings=warnings, partitions=partitions,
+            status="published",
+            rows=len(frame),
+            published_rows=published_rows,
+            duplicates_skipped=skipped,
+            warnings=warnings,
+            partitions=partitions,
             stored_at=str(settings.state.archive / kind / f"{batch_id}__{path.name}"),
-            report=str(settings.state.reports / "ingest" / batch_id / "report.json"), **base,
+            report=str(settings.state.reports / "ingest" / batch_id / "report.json"),
+            **base,
         )
         ledger.begin_publish(result, inside_landing)
         return _finish_publish(settings, ledger, result, inside_landing)
 
 
 def _finish_publish(
-    settings: Settings, ledger: IngestLedger, result: IngestResult, inside_landing: bool, *, recovering: bool = False
+    settings: Settings,
+    ledger: IngestLedger,
+    result: IngestResult,
+    inside_landing: bool,
+    *,
+    recovering: bool = False,
 ) -> IngestResult:
     """Everything after the publish intent: partitions into place, the source archived, the report
     written, the ledger row recorded (with the intent dropped). Every step may be repeated, so a run
@@ -633,11 +729,18 @@ def _finish_publish(
     source, kept = as_path(settings, result.source), as_path(settings, result.stored_at or "")
     # A file at the source path after a crash may be a new delivery under the same name: only the
     # batch's own bytes go to the archive.
-    if source.is_file() and not source.is_symlink() and (not recovering or sha256_file(source) == result.content_hash):
+    if (
+        source.is_file()
+        and not source.is_symlink()
+        and (not recovering or sha256_file(source) == result.content_hash)
+    ):
         _move_or_copy(source, kept, inside_landing)
     elif not kept.is_file():
-        log.warning("publish of %s finished without its source: %s is gone and was never archived",
-                    result.batch_id, source)
+        log.warning(
+            "publish of %s finished without its source: %s is gone and was never archived",
+            result.batch_id,
+            source,
+        )
         result = replace(result, stored_at=None)
     _write_reports(as_path(settings, result.report or "").parent, result)
     ledger.finish_publish(result)
@@ -655,7 +758,9 @@ def finish_interrupted(settings: Settings, ledger: IngestLedger) -> dict[str, In
     finished: dict[str, IngestResult] = {}
     for result, inside_landing in ledger.unfinished():
         try:
-            finished[result.source] = _finish_publish(settings, ledger, result, inside_landing, recovering=True)
+            finished[result.source] = _finish_publish(
+                settings, ledger, result, inside_landing, recovering=True
+            )
             log.warning("finished the publish of %s that an earlier run left half done", result.batch_id)
         except IncompletePublish as exc:
             log.warning("rolled back the interrupted publish of %s: %s", result.batch_id, exc)
@@ -664,8 +769,13 @@ def finish_interrupted(settings: Settings, ledger: IngestLedger) -> dict[str, In
     for orphan in settings.state.curated.glob(f"*/date=*/.*{STAGED_SUFFIX}"):
         orphan.unlink(missing_ok=True)
     for mark in settings.state.curated.glob(f"*/{PUBLISHING_DIR}/*"):  # a publish without a ledger intent
-        _roll_back(settings, [str(p.relative_to(settings.state.curated))
-                              for p in mark.parent.parent.glob(f"date=*/{mark.name}.parquet")])
+        _roll_back(
+            settings,
+            [
+                str(p.relative_to(settings.state.curated))
+                for p in mark.parent.parent.glob(f"date=*/{mark.name}.parquet")
+            ],
+        )
         mark.unlink(missing_ok=True)
     return finished
 
@@ -679,7 +789,9 @@ def _roll_back(settings: Settings, partitions: list[str]) -> None:
         mark.unlink(missing_ok=True)
 
 
-def _refuse(settings: Settings, ledger: IngestLedger, given: Path, kind: str | None, reason: str) -> IngestResult:
+def _refuse(
+    settings: Settings, ledger: IngestLedger, given: Path, kind: str | None, reason: str
+) -> IngestResult:
     """Report a landing entry that must not be read (``landing_refusal``): a quarantine record with no
     file in it, and a refused link taken out of the queue (the link itself: its target is untouched)."""
     target = os.readlink(given) if given.is_symlink() else str(given.resolve())
@@ -687,8 +799,14 @@ def _refuse(settings: Settings, ledger: IngestLedger, given: Path, kind: str | N
     batch_id = batch_id_for(kind or "unknown", given, pseudo)
     folder = settings.state.quarantine / batch_id
     result = IngestResult(
-        status="quarantined", batch_id=batch_id, kind=kind or "unknown", source=str(given), content_hash="",
-        rows=0, failures=[_unreadable(reason, "file_is_inside_the_landing_zone")], report=str(folder / "report.json"),
+        status="quarantined",
+        batch_id=batch_id,
+        kind=kind or "unknown",
+        source=str(given),
+        content_hash="",
+        rows=0,
+        failures=[_unreadable(reason, "file_is_inside_the_landing_zone")],
+        report=str(folder / "report.json"),
     )
     _write_reports(folder, result)
     ledger.record(result)
@@ -699,5 +817,11 @@ def _refuse(settings: Settings, ledger: IngestLedger, given: Path, kind: str | N
 
 
 def _unreadable(message: str, expectation: str = "file_is_a_readable_batch") -> dict[str, Any]:
-    return {"expectation": expectation, "column": None, "severity": "critical",
-            "count": None, "sample": [], "message": message}
+    return {
+        "expectation": expectation,
+        "column": None,
+        "severity": "critical",
+        "count": None,
+        "sample": [],
+        "message": message,
+    }

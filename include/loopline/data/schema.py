@@ -56,7 +56,21 @@ MERCHANT_CATEGORIES: Final[tuple[str, ...]] = (
 )
 # Countries merchants are registered in (home market first).
 MERCHANT_COUNTRIES: Final[tuple[str, ...]] = (
-    "DE", "FR", "NL", "BE", "AT", "ES", "IT", "PL", "GB", "US", "CN", "NG", "BR", "RU", "TR",
+    "DE",
+    "FR",
+    "NL",
+    "BE",
+    "AT",
+    "ES",
+    "IT",
+    "PL",
+    "GB",
+    "US",
+    "CN",
+    "NG",
+    "BR",
+    "RU",
+    "TR",
 )
 
 AMOUNT_MIN: Final[float] = 0.01

@@ -151,7 +151,9 @@ def _validator(config_dir: str, kind: str):
     return definition, spec["name"]
 
 
-def validate_frame(frame: pd.DataFrame, kind: str, config_dir: Path, now: datetime | None = None) -> ValidationOutcome:
+def validate_frame(
+    frame: pd.DataFrame, kind: str, config_dir: Path, now: datetime | None = None
+) -> ValidationOutcome:
     """Run the ``kind`` suite on ``frame``. Expectations on columns the frame lacks are not repeated:
     the column-set expectation already names every missing column."""
     definition, suite_name = _validator(str(config_dir), kind)

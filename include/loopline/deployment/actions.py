@@ -66,15 +66,23 @@ def read_state(settings: Settings, client: Any = None) -> RegistryState:
         model = client.get_registered_model(reg.model_name)
     except MlflowException as exc:
         if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-            raise DeploymentError(f"registered model {reg.model_name!r} not found in {settings.mlflow_uri}: train "
-                                  "and gate a model first (`loopline trigger train_model`)") from None
-        raise DeploymentError(f"cannot read the model registry at {settings.mlflow_uri} (is MLflow running? "
-                              f"`loopline up`): {exc.message}") from None
+            raise DeploymentError(
+                f"registered model {reg.model_name!r} not found in {settings.mlflow_uri}: train "
+                "and gate a model first (`loopline trigger train_model`)"
+            ) from None
+        raise DeploymentError(
+            f"cannot read the model registry at {settings.mlflow_uri} (is MLflow running? "
+            f"`loopline up`): {exc.message}"
+        ) from None
     aliases, tags = dict(model.aliases or {}), dict(model.tags or {})
     pick = lambda alias: None if aliases.get(alias) is None else str(aliases[alias])  # noqa: E731
-    return RegistryState(champion=pick(reg.champion_alias), challenger=pick(reg.challenger_alias),
-                         previous_champion=pick(PREVIOUS_CHAMPION_ALIAS), share=tags.get(reg.traffic_tag),
-                         mode=tags.get(reg.mode_tag))
+    return RegistryState(
+        champion=pick(reg.champion_alias),
+        challenger=pick(reg.challenger_alias),
+        previous_champion=pick(PREVIOUS_CHAMPION_ALIAS),
+        share=tags.get(reg.traffic_tag),
+        mode=tags.get(reg.mode_tag),
+    )
 
 
 def _now() -> str:
@@ -97,8 +105,15 @@ def _clear_canary(client: Any, reg: RegistryConfig, state: RegistryState, versio
         client.delete_registered_model_alias(reg.model_name, reg.challenger_alias)
 
 
-def shift_traffic(settings: Settings, version: str | int, share: float, *, mode: str = "live", reason: str = "",
-                  **details: Any) -> None:
+def shift_traffic(
+    settings: Settings,
+    version: str | int,
+    share: float,
+    *,
+    mode: str = "live",
+    reason: str = "",
+    **details: Any,
+) -> None:
     """Give the challenger ``share`` of live traffic (or, ``mode="shadow"``, every request without answering).
     Refuses when the challenger alias points elsewhere: that canary is stale."""
     if mode not in ("live", "shadow"):
@@ -109,13 +124,25 @@ def shift_traffic(settings: Settings, version: str | int, share: float, *, mode:
     reg, client = registry_config(settings), client_for(settings)
     state = read_state(settings, client)
     if state.challenger != version:
-        raise StaleCanary(f"the @{reg.challenger_alias} alias points at {state.challenger or 'nothing'}, not "
-                          f"version {version}: this canary was superseded or rolled back")
+        raise StaleCanary(
+            f"the @{reg.challenger_alias} alias points at {state.challenger or 'nothing'}, not "
+            f"version {version}: this canary was superseded or rolled back"
+        )
     client.set_registered_model_tag(reg.model_name, reg.mode_tag, mode)
     client.set_registered_model_tag(reg.model_name, reg.traffic_tag, f"{share:g}")
-    _tag_version(client, reg.model_name, version, {TAG_CANARY: "running", TAG_SHARE: f"{share:g}", TAG_AT: _now()})
-    history.record(settings, "traffic_shifted", version=version, reason=reason or f"{mode} traffic {share:.0%}",
-                   share=share, mode=mode, champion=state.champion, **details)
+    _tag_version(
+        client, reg.model_name, version, {TAG_CANARY: "running", TAG_SHARE: f"{share:g}", TAG_AT: _now()}
+    )
+    history.record(
+        settings,
+        "traffic_shifted",
+        version=version,
+        reason=reason or f"{mode} traffic {share:.0%}",
+        share=share,
+        mode=mode,
+        champion=state.champion,
+        **details,
+    )
 
 
 def promote(settings: Settings, version: str | int, reason: str, **details: Any) -> str | None:
@@ -128,12 +155,27 @@ def promote(settings: Settings, version: str | int, reason: str, **details: Any)
     client.set_registered_model_alias(reg.model_name, reg.champion_alias, version)  # the switch itself
     if previous is not None and previous != version:
         client.set_registered_model_alias(reg.model_name, PREVIOUS_CHAMPION_ALIAS, previous)
-        _tag_version(client, reg.model_name, previous, {TAG_CANARY: "replaced", TAG_AT: _now(),
-                                                        TAG_REASON: f"replaced by version {version}"})
+        _tag_version(
+            client,
+            reg.model_name,
+            previous,
+            {TAG_CANARY: "replaced", TAG_AT: _now(), TAG_REASON: f"replaced by version {version}"},
+        )
     _clear_canary(client, reg, state, version)
-    _tag_version(client, reg.model_name, version, {TAG_CANARY: "promoted", TAG_REASON: reason, TAG_AT: _now(),
-                                                   **({TAG_VERDICT: details["verdict"]} if "verdict" in details else {})})
-    history.record(settings, "promoted", version=version, reason=reason, previous_champion=previous, **details)
+    _tag_version(
+        client,
+        reg.model_name,
+        version,
+        {
+            TAG_CANARY: "promoted",
+            TAG_REASON: reason,
+            TAG_AT: _now(),
+            **({TAG_VERDICT: details["verdict"]} if "verdict" in details else {}),
+        },
+    )
+    history.record(
+        settings, "promoted", version=version, reason=reason, previous_champion=previous, **details
+    )
     return previous
 
 
@@ -145,8 +187,17 @@ def roll_back(settings: Settings, version: str | int, reason: str, **details: An
     if state.challenger == version:
         client.set_registered_model_tag(reg.model_name, reg.traffic_tag, "0")  # first: nobody routed to it
     _clear_canary(client, reg, state, version)
-    _tag_version(client, reg.model_name, version, {TAG_CANARY: "rolled_back", TAG_REASON: reason, TAG_AT: _now(),
-                                                   **({TAG_VERDICT: details["verdict"]} if "verdict" in details else {})})
+    _tag_version(
+        client,
+        reg.model_name,
+        version,
+        {
+            TAG_CANARY: "rolled_back",
+            TAG_REASON: reason,
+            TAG_AT: _now(),
+            **({TAG_VERDICT: details["verdict"]} if "verdict" in details else {}),
+        },
+    )
     history.record(settings, "rolled_back", version=version, reason=reason, scope="canary", **details)
 
 
@@ -158,16 +209,30 @@ def rollback_production(settings: Settings, reason: str) -> tuple[str, str]:
     reg, client = registry_config(settings), client_for(settings)
     state = read_state(settings, client)
     if state.previous_champion is None:
-        raise DeploymentError(f"no @{PREVIOUS_CHAMPION_ALIAS} alias on {reg.model_name!r}: nothing to roll back "
-                              "to (it is set when a canary promotes a new champion)")
+        raise DeploymentError(
+            f"no @{PREVIOUS_CHAMPION_ALIAS} alias on {reg.model_name!r}: nothing to roll back "
+            "to (it is set when a canary promotes a new champion)"
+        )
     if state.champion is None:
-        raise DeploymentError(f"{reg.model_name!r} has no @{reg.champion_alias}: nothing serves, nothing to roll back")
+        raise DeploymentError(
+            f"{reg.model_name!r} has no @{reg.champion_alias}: nothing serves, nothing to roll back"
+        )
     demoted, restored = state.champion, state.previous_champion
     client.set_registered_model_alias(reg.model_name, reg.champion_alias, restored)  # the switch itself
     # No older fallback is known once we stepped back: the alias goes rather than pointing at itself.
     client.delete_registered_model_alias(reg.model_name, PREVIOUS_CHAMPION_ALIAS)
-    _tag_version(client, reg.model_name, demoted, {TAG_CANARY: "rolled_back", TAG_AT: _now(),
-                                                   TAG_REASON: f"production rollback: {reason}"})
-    history.record(settings, "rolled_back", version=demoted, reason=reason, scope="production",
-                   restored_champion=restored)
+    _tag_version(
+        client,
+        reg.model_name,
+        demoted,
+        {TAG_CANARY: "rolled_back", TAG_AT: _now(), TAG_REASON: f"production rollback: {reason}"},
+    )
+    history.record(
+        settings,
+        "rolled_back",
+        version=demoted,
+        reason=reason,
+        scope="production",
+        restored_champion=restored,
+    )
     return demoted, restored

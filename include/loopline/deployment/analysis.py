@@ -64,12 +64,18 @@ class VariantWindow:
     def from_frame(cls, frame: Any, version: str, errors: int | None) -> VariantWindow:
         """From ``PredictionLog.read`` rows of one variant and version."""
         customers = frame["customer_id"] if "customer_id" in frame else None
-        return cls(version=str(version), scores=tuple(float(s) for s in frame["score"]),
-                   latencies_ms=tuple(float(v) for v in frame["latency_ms"]),
-                   transaction_ids=tuple(str(t) for t in frame["transaction_id"]),
-                   decisions=tuple(bool(d) for d in frame["decision"]), errors=errors,
-                   customers=None if customers is None else int(customers.nunique()),
-                   customer_ids=() if customers is None else tuple(c if isinstance(c, str) else "" for c in customers))
+        return cls(
+            version=str(version),
+            scores=tuple(float(s) for s in frame["score"]),
+            latencies_ms=tuple(float(v) for v in frame["latency_ms"]),
+            transaction_ids=tuple(str(t) for t in frame["transaction_id"]),
+            decisions=tuple(bool(d) for d in frame["decision"]),
+            errors=errors,
+            customers=None if customers is None else int(customers.nunique()),
+            customer_ids=()
+            if customers is None
+            else tuple(c if isinstance(c, str) else "" for c in customers),
+        )
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,9 @@ class CanaryVerdict:
     @property
     def not_enough_traffic(self) -> bool:
         """Nothing failed, but some check lacked its minimum sample."""
-        return not any(c.status == "fail" for c in self.checks) and any(c.status == "insufficient" for c in self.checks)
+        return not any(c.status == "fail" for c in self.checks) and any(
+            c.status == "insufficient" for c in self.checks
+        )
 
     @property
     def reasons(self) -> list[str]:
@@ -112,13 +120,20 @@ class CanaryVerdict:
         prefix = ""
         if self.not_enough_traffic:
             short = {c.name for c in self.checks if c.status == "insufficient"}
-            prefix = "not enough labels to judge: " if short == {"labelled"} else "not enough traffic to judge: "
+            prefix = (
+                "not enough labels to judge: " if short == {"labelled"} else "not enough traffic to judge: "
+            )
         return prefix + "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "not_enough_traffic": self.not_enough_traffic, "why": self.why,
-                "challenger_version": self.challenger_version, "champion_version": self.champion_version,
-                "checks": [asdict(c) for c in self.checks]}
+        return {
+            "passed": self.passed,
+            "not_enough_traffic": self.not_enough_traffic,
+            "why": self.why,
+            "challenger_version": self.challenger_version,
+            "champion_version": self.champion_version,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 @dataclass(frozen=True)
@@ -148,40 +163,77 @@ def check_health(policy: CanaryPolicy, health: ServingHealth) -> CheckResult:
     already blocks promotion on them)."""
     rule, errors_rule = policy.analysis.health, policy.analysis.errors
     version = health.version
-    values = {"answered": health.answered, "failed": health.failed, "load_failures": health.load_failures,
-              "load_error": health.load_error, "request_error": health.request_error}
+    values = {
+        "answered": health.answered,
+        "failed": health.failed,
+        "load_failures": health.load_failures,
+        "load_error": health.load_error,
+        "request_error": health.request_error,
+    }
     if health.answered == 0 and (health.load_failures or 0) >= rule.min_load_failures:
         also = f"; {health.failed} request(s) routed to it failed" if health.failed else ""
-        return CheckResult("health", "fail", f"challenger v{version} cannot load in serving: "
-                           f"{health.load_error or 'no error text reported (see the serving logs)'} "
-                           f"({health.load_failures} failed load attempts since the step began, summed over the "
-                           f"replicas, and not one request answered{also})", values)
+        return CheckResult(
+            "health",
+            "fail",
+            f"challenger v{version} cannot load in serving: "
+            f"{health.load_error or 'no error text reported (see the serving logs)'} "
+            f"({health.load_failures} failed load attempts since the step began, summed over the "
+            f"replicas, and not one request answered{also})",
+            values,
+        )
     if health.answered == 0 and (health.failed or 0) >= rule.min_failed_requests:
         if health.champion_failed is None:
-            return CheckResult("health", "skipped", f"challenger v{version} failed all {health.failed} of its "
-                               "requests, but the champion's errors could not be counted: not judged here "
-                               "(the errors check blocks promotion)", values)
+            return CheckResult(
+                "health",
+                "skipped",
+                f"challenger v{version} failed all {health.failed} of its "
+                "requests, but the champion's errors could not be counted: not judged here "
+                "(the errors check blocks promotion)",
+                values,
+            )
         champion_total = health.champion_answered + health.champion_failed
         champion_rate = health.champion_failed / champion_total if champion_total else 0.0
         values["champion_rate"] = champion_rate
         if max(errors_rule.max_rate, champion_rate + errors_rule.max_increase) >= 1:
-            return CheckResult("health", "skipped", f"challenger v{version} failed all {health.failed} of its "
-                               f"requests, and the champion {champion_rate:.0%} of its {champion_total}: a shared "
-                               "outage, not the challenger's own failure (the errors check compares the rates)",
-                               values)
-        return CheckResult("health", "fail", f"challenger v{version} failed every one of its {health.failed} "
-                           f"requests: {health.request_error or 'no error text reported (see the serving logs)'} "
-                           f"(answered none; the champion failed {champion_rate:.2%} of its {champion_total} requests)",
-                           values)
+            return CheckResult(
+                "health",
+                "skipped",
+                f"challenger v{version} failed all {health.failed} of its "
+                f"requests, and the champion {champion_rate:.0%} of its {champion_total}: a shared "
+                "outage, not the challenger's own failure (the errors check compares the rates)",
+                values,
+            )
+        return CheckResult(
+            "health",
+            "fail",
+            f"challenger v{version} failed every one of its {health.failed} "
+            f"requests: {health.request_error or 'no error text reported (see the serving logs)'} "
+            f"(answered none; the champion failed {champion_rate:.2%} of its {champion_total} requests)",
+            values,
+        )
     if health.failed is None or health.load_failures is None:
         unknown = "failed requests" if health.failed is None else "failed load attempts"
-        return CheckResult("health", "skipped", f"{unknown} could not be counted: cannot tell whether the "
-                           "challenger is broken in serving (the errors check blocks promotion)", values)
+        return CheckResult(
+            "health",
+            "skipped",
+            f"{unknown} could not be counted: cannot tell whether the "
+            "challenger is broken in serving (the errors check blocks promotion)",
+            values,
+        )
     if health.answered == 0:
-        return CheckResult("health", "pass", f"no request answered yet, {health.failed} failed, "
-                           f"{health.load_failures} failed load attempt(s): not (yet) broken", values)
-    return CheckResult("health", "pass", f"answered {health.answered}, failed {health.failed}, "
-                       f"{health.load_failures} failed load attempt(s)", values)
+        return CheckResult(
+            "health",
+            "pass",
+            f"no request answered yet, {health.failed} failed, "
+            f"{health.load_failures} failed load attempt(s): not (yet) broken",
+            values,
+        )
+    return CheckResult(
+        "health",
+        "pass",
+        f"answered {health.answered}, failed {health.failed}, {health.load_failures} failed load attempt(s)",
+        values,
+    )
 
 
 def _short(name: str, have: Mapping[str, int], need: int) -> CheckResult | None:
@@ -197,15 +249,22 @@ def check_errors(policy: CanaryPolicy, champion: VariantWindow, challenger: Vari
     a (bad) champion plus a little, never worse than the absolute limit otherwise."""
     rule = policy.analysis.errors
     if champion.errors is None or challenger.errors is None:
-        return CheckResult("errors", "insufficient", "error counts unavailable (the service's /metrics could "
-                                                      "not be read): cannot judge errors")
+        return CheckResult(
+            "errors",
+            "insufficient",
+            "error counts unavailable (the service's /metrics could not be read): cannot judge errors",
+        )
     short = _short("errors", {"champion": champion.total, "challenger": challenger.total}, rule.min_requests)
     if short:
         return short
     rates = {"champion": champion.errors / champion.total, "challenger": challenger.errors / challenger.total}
     limit = max(rule.max_rate, rates["champion"] + rule.max_increase)
-    values = {**{f"{k}_rate": v for k, v in rates.items()}, "limit": limit,
-              "challenger_errors": challenger.errors, "challenger_total": challenger.total}
+    values = {
+        **{f"{k}_rate": v for k, v in rates.items()},
+        "limit": limit,
+        "challenger_errors": challenger.errors,
+        "challenger_total": challenger.total,
+    }
     text = f"challenger {rates['challenger']:.2%} vs champion {rates['champion']:.2%} (limit {limit:.2%})"
     return CheckResult("errors", "pass" if rates["challenger"] <= limit else "fail", text, values)
 
@@ -213,14 +272,23 @@ def check_errors(policy: CanaryPolicy, champion: VariantWindow, challenger: Vari
 def check_latency(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow) -> CheckResult:
     """Challenger p95 <= min(max_p95_ms, ratio x champion p95 + slack)."""
     rule = policy.analysis.latency
-    short = _short("latency", {"champion": champion.answered, "challenger": challenger.answered}, rule.min_requests)
+    short = _short(
+        "latency", {"champion": champion.answered, "challenger": challenger.answered}, rule.min_requests
+    )
     if short:
         return short
-    p95 = {k: float(np.percentile(w.latencies_ms, 95)) for k, w in (("champion", champion), ("challenger", challenger))}
+    p95 = {
+        k: float(np.percentile(w.latencies_ms, 95))
+        for k, w in (("champion", champion), ("challenger", challenger))
+    }
     limit = min(rule.max_p95_ms, rule.max_p95_ratio * p95["champion"] + rule.slack_ms)
     text = f"p95 challenger {p95['challenger']:.1f} ms vs champion {p95['champion']:.1f} ms (limit {limit:.1f} ms)"
-    return CheckResult("latency", "pass" if p95["challenger"] <= limit else "fail", text,
-                       {"champion_p95_ms": p95["champion"], "challenger_p95_ms": p95["challenger"], "limit_ms": limit})
+    return CheckResult(
+        "latency",
+        "pass" if p95["challenger"] <= limit else "fail",
+        text,
+        {"champion_p95_ms": p95["champion"], "challenger_p95_ms": p95["challenger"], "limit_ms": limit},
+    )
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], bins: int = 10) -> float:
@@ -239,31 +307,43 @@ def psi(expected: Sequence[float], actual: Sequence[float], bins: int = 10) -> f
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def check_score_shift(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow,
-                      final: bool = True) -> CheckResult:
+def check_score_shift(
+    policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow, final: bool = True
+) -> CheckResult:
     """PSI of the challenger's scores against the champion's, scores below ``resolution`` counted as one band.
     Too few distinct customers: not judged at an
     intermediate step, insufficient (blocking) at the final one — a model is never promoted unjudged."""
     rule = policy.analysis.score_shift
-    short = _short("score_shift", {"champion": champion.answered, "challenger": challenger.answered},
-                   rule.min_requests)
+    short = _short(
+        "score_shift", {"champion": champion.answered, "challenger": challenger.answered}, rule.min_requests
+    )
     if short:
         return short
-    few = {k: w.customers for k, w in (("champion", champion), ("challenger", challenger))
-           if w.customers is not None and w.customers < rule.min_customers}
+    few = {
+        k: w.customers
+        for k, w in (("champion", champion), ("challenger", challenger))
+        if w.customers is not None and w.customers < rule.min_customers
+    }
     if few:
         # Routing is sticky per customer: a handful of customers make a lumpy distribution whatever the
         # model. Not judged at an early step (larger steps have the customers); at the last, blocking.
-        return CheckResult("score_shift", "insufficient" if final else "skipped",
-                           f"{few} distinct customers, fewer than the {rule.min_customers} needed",
-                           {"customers": few})
+        return CheckResult(
+            "score_shift",
+            "insufficient" if final else "skipped",
+            f"{few} distinct customers, fewer than the {rule.min_customers} needed",
+            {"customers": few},
+        )
     # Quantile bins of a near-zero crowd would measure calibration nobody acts on: below the resolution,
     # every score is one band.
     floor = rule.resolution
     value = psi(np.maximum(champion.scores, floor), np.maximum(challenger.scores, floor), rule.bins)
     status: Status = "pass" if value <= rule.max_psi else "fail"
-    return CheckResult("score_shift", status, f"PSI {value:.3f} (limit {rule.max_psi}; scores below {floor:g} "
-                       "as one band)", {"psi": value, "limit": rule.max_psi, "resolution": floor})
+    return CheckResult(
+        "score_shift",
+        status,
+        f"PSI {value:.3f} (limit {rule.max_psi}; scores below {floor:g} as one band)",
+        {"psi": value, "limit": rule.max_psi, "resolution": floor},
+    )
 
 
 @dataclass(frozen=True)
@@ -272,7 +352,9 @@ class LabelledSample:
 
     labels: np.ndarray  # 0/1
     decisions: np.ndarray  # flagged at the service's threshold
-    customers: np.ndarray  # index of each row's customer: the unit that routing assigns and the bootstrap resamples
+    customers: (
+        np.ndarray
+    )  # index of each row's customer: the unit that routing assigns and the bootstrap resamples
     last_of_tie: np.ndarray  # where each run of equal scores ends: tied rows cross a threshold together
 
     @property
@@ -292,8 +374,9 @@ class LabelledSample:
         """The window's transactions whose labels arrived. A transaction scored again (a retry, a replay)
         counts once, with its latest score, so repeats cannot pass for a large labelled sample."""
         latest: dict[str, tuple[int, float, bool, str]] = {}
-        for i, (tx, score, decision) in enumerate(zip(window.transaction_ids, window.scores, window.decisions,
-                                                      strict=False)):
+        for i, (tx, score, decision) in enumerate(
+            zip(window.transaction_ids, window.scores, window.decisions, strict=False)
+        ):
             label = labels.get(tx)
             if label is not None:
                 customer = window.customer_ids[i] if i < len(window.customer_ids) else ""
@@ -303,9 +386,12 @@ class LabelledSample:
         order = np.argsort(-scores, kind="mergesort")
         _, customers = np.unique(np.array([r[3] for r in rows], dtype=str), return_inverse=True)
         ends = np.r_[np.flatnonzero(np.diff(scores[order])), len(rows) - 1] if rows else np.empty(0)
-        return cls(labels=np.array([r[0] for r in rows], dtype="float64")[order],
-                   decisions=np.array([r[2] for r in rows], dtype=bool)[order],
-                   customers=customers.reshape(-1)[order], last_of_tie=ends.astype("int64"))
+        return cls(
+            labels=np.array([r[0] for r in rows], dtype="float64")[order],
+            decisions=np.array([r[2] for r in rows], dtype=bool)[order],
+            customers=customers.reshape(-1)[order],
+            last_of_tie=ends.astype("int64"),
+        )
 
     def quality(self, weights: np.ndarray | None = None) -> tuple[float, float]:
         """(PR-AUC, recall at the decision threshold), each row counted ``weights`` times (default once).
@@ -328,35 +414,48 @@ class LabelledSample:
         return self.quality(rng.poisson(1.0, int(self.customers.max()) + 1)[self.customers].astype("float64"))
 
 
-def surely_dropped(champion: LabelledSample, challenger: LabelledSample,
-                   confidence: float, rounds: int = BOOTSTRAP_ROUNDS) -> dict[str, float]:
+def surely_dropped(
+    champion: LabelledSample, challenger: LabelledSample, confidence: float, rounds: int = BOOTSTRAP_ROUNDS
+) -> dict[str, float]:
     """Per metric, how far below the champion's the challenger's value is at least, with ``confidence``: the
     lower quantile of (champion - challenger) over bootstrap resamples of customers, each variant on its own."""
     rng = np.random.default_rng(0)  # a pure decision: the same windows give the same verdict
     drops = np.array([np.subtract(champion.resampled(rng), challenger.resampled(rng)) for _ in range(rounds)])
     usable = ~np.isnan(drops).any(axis=1)  # a resample left without fraud (or without genuine) ranks nothing
     # No usable resample (never seen with both classes present): no spread to measure, the observed drop stands.
-    low = (np.quantile(drops[usable], 1 - confidence, axis=0) if usable.any()
-           else np.subtract(champion.quality(), challenger.quality()))
+    low = (
+        np.quantile(drops[usable], 1 - confidence, axis=0)
+        if usable.any()
+        else np.subtract(champion.quality(), challenger.quality())
+    )
     return {"pr_auc": float(low[0]), "recall": float(low[1])}
 
 
-def check_labelled(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow,
-                   labels: Mapping[str, int] | None) -> CheckResult:
+def check_labelled(
+    policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow, labels: Mapping[str, int] | None
+) -> CheckResult:
     """PR-AUC and recall of the challenger not worse than the champion's by more than the policy allows,
     on the transactions of this window whose labels have arrived: failed only when the drop beyond the
     allowance is sure (``labelled.confidence``) given how few customers carry the fraud."""
     rule = policy.analysis.labelled
     waiting: Status = "insufficient" if rule.required else "skipped"
-    samples = {k: LabelledSample.join(w, labels or {}) for k, w in (("champion", champion), ("challenger", challenger))}
+    samples = {
+        k: LabelledSample.join(w, labels or {})
+        for k, w in (("champion", champion), ("challenger", challenger))
+    }
     counts = {k: s.size for k, s in samples.items()}
     positives = {k: s.positives for k, s in samples.items()}
-    if any(s.size < rule.min_labelled or s.positives < rule.min_positives or s.positives == s.size
-           for s in samples.values()):
-        return CheckResult("labelled", waiting,
-                           f"waiting for labels: labelled {counts}, positives {positives} "
-                           f"(need {rule.min_labelled} and {rule.min_positives} per variant, and genuine ones)",
-                           {"labelled": counts, "positives": positives})
+    if any(
+        s.size < rule.min_labelled or s.positives < rule.min_positives or s.positives == s.size
+        for s in samples.values()
+    ):
+        return CheckResult(
+            "labelled",
+            waiting,
+            f"waiting for labels: labelled {counts}, positives {positives} "
+            f"(need {rule.min_labelled} and {rule.min_positives} per variant, and genuine ones)",
+            {"labelled": counts, "positives": positives},
+        )
     quality = {k: s.quality() for k, s in samples.items()}
     ap = {k: q[0] for k, q in quality.items()}
     recall = {k: q[1] for k, q in quality.items()}
@@ -364,22 +463,45 @@ def check_labelled(policy: CanaryPolicy, champion: VariantWindow, challenger: Va
     limits = {"pr_auc": rule.max_pr_auc_drop, "recall": rule.max_recall_drop}
     worse = [name for name, key in (("PR-AUC", "pr_auc"), ("recall", "recall")) if dropped[key] > limits[key]]
     fraud_customers = {k: s.fraud_customers for k, s in samples.items()}
-    text = (f"PR-AUC challenger {ap['challenger']:.3f} vs champion {ap['champion']:.3f}, recall "
-            f"{recall['challenger']:.3f} vs {recall['champion']:.3f} on {counts} labelled (fraud {positives} "
-            f"on {fraud_customers} customers)")
+    text = (
+        f"PR-AUC challenger {ap['challenger']:.3f} vs champion {ap['champion']:.3f}, recall "
+        f"{recall['challenger']:.3f} vs {recall['champion']:.3f} on {counts} labelled (fraud {positives} "
+        f"on {fraud_customers} customers)"
+    )
     if worse:
-        sure = ", ".join(f"{name} by >= {dropped[key]:.3f} (allowed {limits[key]})"
-                         for name, key in (("PR-AUC", "pr_auc"), ("recall", "recall")) if name in worse)
-        text = f"{' and '.join(worse)} worse than allowed: {text}; {rule.confidence:.1%} sure it dropped {sure}"
-    return CheckResult("labelled", "fail" if worse else "pass", text,
-                       {"pr_auc": ap, "recall": recall, "dropped_at_least": dropped, "labelled": counts,
-                        "positives": positives, "fraud_customers": fraud_customers})
+        sure = ", ".join(
+            f"{name} by >= {dropped[key]:.3f} (allowed {limits[key]})"
+            for name, key in (("PR-AUC", "pr_auc"), ("recall", "recall"))
+            if name in worse
+        )
+        text = (
+            f"{' and '.join(worse)} worse than allowed: {text}; {rule.confidence:.1%} sure it dropped {sure}"
+        )
+    return CheckResult(
+        "labelled",
+        "fail" if worse else "pass",
+        text,
+        {
+            "pr_auc": ap,
+            "recall": recall,
+            "dropped_at_least": dropped,
+            "labelled": counts,
+            "positives": positives,
+            "fraud_customers": fraud_customers,
+        },
+    )
 
 
-def analyse(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow,
-            labels: Mapping[str, int] | None = None, *, final: bool = True,
-            labelled: tuple[VariantWindow, VariantWindow] | None = None,
-            health: ServingHealth | None = None) -> CanaryVerdict:
+def analyse(
+    policy: CanaryPolicy,
+    champion: VariantWindow,
+    challenger: VariantWindow,
+    labels: Mapping[str, int] | None = None,
+    *,
+    final: bool = True,
+    labelled: tuple[VariantWindow, VariantWindow] | None = None,
+    health: ServingHealth | None = None,
+) -> CanaryVerdict:
     """Compare the challenger with the champion on one live window (``labels``: transaction id → 0/1);
     ``final``: the last step before promotion (nothing may stay unjudged there but labelled quality);
     ``labelled``: the (champion, challenger) windows labelled quality is judged on, when wider than the
@@ -388,11 +510,16 @@ def analyse(policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWi
     checks, with nothing of it to measure, are not judged."""
     checked = check_health(policy, health) if health is not None else None
     if checked is not None and checked.status == "fail":
-        skipped = tuple(CheckResult(name, "skipped", "not judged: the challenger is broken in serving (see health)")
-                        for name in ("errors", "latency", "score_shift", "labelled"))
+        skipped = tuple(
+            CheckResult(name, "skipped", "not judged: the challenger is broken in serving (see health)")
+            for name in ("errors", "latency", "score_shift", "labelled")
+        )
         return CanaryVerdict(challenger.version, champion.version, (*skipped, checked))
     labelled_champion, labelled_challenger = labelled or (champion, challenger)
-    checks = (check_errors(policy, champion, challenger), check_latency(policy, champion, challenger),
-              check_score_shift(policy, champion, challenger, final),
-              check_labelled(policy, labelled_champion, labelled_challenger, labels))
+    checks = (
+        check_errors(policy, champion, challenger),
+        check_latency(policy, champion, challenger),
+        check_score_shift(policy, champion, challenger, final),
+        check_labelled(policy, labelled_champion, labelled_challenger, labels),
+    )
     return CanaryVerdict(challenger.version, champion.version, checks + ((checked,) if checked else ()))

@@ -32,22 +32,39 @@ def waiting_approvals(api: Any, run_id: str | None = None) -> list[Any]:
     page = api._call(  # AirflowApi's error translation: unreachable / refused → AirflowApiError
         f"reading the approvals of {APPROVAL_DAG!r}",
         lambda: TaskInstanceApi(api.client).get_hitl_details(
-            APPROVAL_DAG, run_id or "~", task_id=APPROVAL_TASK, response_received=False,
-            order_by=["-created_at"], limit=10),
+            APPROVAL_DAG,
+            run_id or "~",
+            task_id=APPROVAL_TASK,
+            response_received=False,
+            order_by=["-created_at"],
+            limit=10,
+        ),
     )
     # Unanswered but no longer waiting (the run was failed or cleared by hand): an answer would resume nothing.
-    return [d for d in page.hitl_details
-            if str(getattr(d.task_instance.state, "value", d.task_instance.state)) in WAITING_STATES]
+    return [
+        d
+        for d in page.hitl_details
+        if str(getattr(d.task_instance.state, "value", d.task_instance.state)) in WAITING_STATES
+    ]
 
 
 def nothing_waiting(run: dict[str, Any] | None, task_state: str | None, run_id: str | None = None) -> str:
     """Why there is nothing to answer, naming the run looked at (``run``: newest, or the one asked for)."""
     if run is None:
-        return (f"no canary is waiting for approval: {APPROVAL_DAG} has no run {run_id!r}" if run_id
-                else f"no canary is waiting for approval: {APPROVAL_DAG} has not run yet")
-    where = f"{APPROVAL_DAG} run {run['run_id']!r}" if run_id else f"the latest {APPROVAL_DAG} run {run['run_id']!r}"
-    return (f"no canary is waiting for approval: {where} is {run['state']} "
-            f"({APPROVAL_TASK}: {task_state or 'not started'})")
+        return (
+            f"no canary is waiting for approval: {APPROVAL_DAG} has no run {run_id!r}"
+            if run_id
+            else f"no canary is waiting for approval: {APPROVAL_DAG} has not run yet"
+        )
+    where = (
+        f"{APPROVAL_DAG} run {run['run_id']!r}"
+        if run_id
+        else f"the latest {APPROVAL_DAG} run {run['run_id']!r}"
+    )
+    return (
+        f"no canary is waiting for approval: {where} is {run['state']} "
+        f"({APPROVAL_TASK}: {task_state or 'not started'})"
+    )
 
 
 def _no_approval_error(api: Any, run_id: str | None) -> NoApprovalWaiting:
@@ -66,7 +83,9 @@ def _no_approval_error(api: Any, run_id: str | None) -> NoApprovalWaiting:
     return NoApprovalWaiting(nothing_waiting(run, task_state, run_id))
 
 
-def answer_approval(api: Any, approve: bool, run_id: str | None = None, comment: str | None = None) -> dict[str, Any]:
+def answer_approval(
+    api: Any, approve: bool, run_id: str | None = None, comment: str | None = None
+) -> dict[str, Any]:
     """Answer the waiting promotion question: ``approve`` → "Promote", else "Roll back". The run resumes
     at once (Airflow's answer endpoint moves the task on). Raises :class:`NoApprovalWaiting`."""
     from airflow_client.client import UpdateHITLDetailPayload
@@ -77,26 +96,39 @@ def answer_approval(api: Any, approve: bool, run_id: str | None = None, comment:
         raise _no_approval_error(api, run_id)
     if len(waiting) > 1:  # only if deploy_canary's max_active_runs was raised: never guess which
         runs = ", ".join(repr(q.task_instance.dag_run_id) for q in waiting)
-        raise NoApprovalWaiting(f"{len(waiting)} canaries wait for approval (runs {runs}): choose one with --run-id")
+        raise NoApprovalWaiting(
+            f"{len(waiting)} canaries wait for approval (runs {runs}): choose one with --run-id"
+        )
     question = waiting[0]
     option = PROMOTE if approve else ROLL_BACK
     if option not in question.options:
-        raise NoApprovalWaiting(f"{APPROVAL_DAG}.{APPROVAL_TASK} offers {question.options}, not {option!r}: "
-                                "is the DAG Loopline's?")
+        raise NoApprovalWaiting(
+            f"{APPROVAL_DAG}.{APPROVAL_TASK} offers {question.options}, not {option!r}: "
+            "is the DAG Loopline's?"
+        )
     params_input: dict[str, Any] = {}
     if comment is not None:
         if COMMENT not in (question.params or {}):
-            raise NoApprovalWaiting(f"this approval question has no {COMMENT!r} field: answer without --comment")
+            raise NoApprovalWaiting(
+                f"this approval question has no {COMMENT!r} field: answer without --comment"
+            )
         params_input[COMMENT] = comment
     ti = question.task_instance
     payload = UpdateHITLDetailPayload(chosen_options=[option], params_input=params_input)
     answer = api._call(
         f"answering the approval of {APPROVAL_DAG} run {ti.dag_run_id!r}",
-        lambda: TaskInstanceApi(api.client).update_hitl_detail(APPROVAL_DAG, ti.dag_run_id, APPROVAL_TASK,
-                                                               ti.map_index, payload),
+        lambda: TaskInstanceApi(api.client).update_hitl_detail(
+            APPROVAL_DAG, ti.dag_run_id, APPROVAL_TASK, ti.map_index, payload
+        ),
     )
-    return {"run_id": ti.dag_run_id, "question": question.subject, "answer": option,
-            "by": answer.responded_by.name, "at": answer.responded_at.isoformat(), "comment": comment}
+    return {
+        "run_id": ti.dag_run_id,
+        "question": question.subject,
+        "answer": option,
+        "by": answer.responded_by.name,
+        "at": answer.responded_at.isoformat(),
+        "comment": comment,
+    }
 
 
 def approval_status(api: Any) -> dict[str, Any] | None:
@@ -105,8 +137,14 @@ def approval_status(api: Any) -> dict[str, Any] | None:
     if not waiting:
         return None
     question = waiting[0]
-    return {"run_id": question.task_instance.dag_run_id, "question": question.subject, "body": question.body,
-            "options": question.options, "default": question.defaults, "since": question.created_at.isoformat()}
+    return {
+        "run_id": question.task_instance.dag_run_id,
+        "question": question.subject,
+        "body": question.body,
+        "options": question.options,
+        "default": question.defaults,
+        "since": question.created_at.isoformat(),
+    }
 
 
 def who_decided(decision: dict[str, Any] | None) -> str:

@@ -74,10 +74,15 @@ class CanaryPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CanaryPlan:
         errors_from = data.get("errors_from")
-        return cls(version=str(data["version"]), champion=str(data["champion"]),
-                   phases=tuple(Phase(**p) for p in data["phases"]), metrics_url=data["metrics_url"],
-                   started_at=float(data.get("started_at", 0.0)), errors_at_start=data.get("errors_at_start"),
-                   errors_from=ErrorSource.from_dict(errors_from) if errors_from else None)
+        return cls(
+            version=str(data["version"]),
+            champion=str(data["champion"]),
+            phases=tuple(Phase(**p) for p in data["phases"]),
+            metrics_url=data["metrics_url"],
+            started_at=float(data.get("started_at", 0.0)),
+            errors_at_start=data.get("errors_at_start"),
+            errors_from=ErrorSource.from_dict(errors_from) if errors_from else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,12 @@ class Start:
     plan: CanaryPlan | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason, "version": self.version,
-                "plan": self.plan.to_dict() if self.plan else None}
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "version": self.version,
+            "plan": self.plan.to_dict() if self.plan else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -136,8 +145,9 @@ def default_metrics_url(settings: Settings) -> str:
     return f"{settings.serving_base_url}/metrics"
 
 
-def error_source(settings: Settings, policy: CanaryPolicy,
-                 metrics_url: str | Sequence[str] | None = None) -> ErrorSource:
+def error_source(
+    settings: Settings, policy: CanaryPolicy, metrics_url: str | Sequence[str] | None = None
+) -> ErrorSource:
     """Where this canary counts failed transactions: the ``/metrics`` URL(s) given (CLI, tests); else the
     policy's ``analysis.errors.source.metrics_urls``; else Prometheus at ``LOOPLINE_PROMETHEUS_URL`` (every
     replica it scrapes); else the serving URL's own ``/metrics`` (one process)."""
@@ -149,7 +159,9 @@ def error_source(settings: Settings, policy: CanaryPolicy,
     if rule.metrics_urls:
         return _source("analysis.errors.source.metrics_urls", metrics_urls=rule.metrics_urls)
     if prometheus:
-        return _source("LOOPLINE_PROMETHEUS_URL", prometheus_url=prometheus, selector=rule.prometheus_selector)
+        return _source(
+            "LOOPLINE_PROMETHEUS_URL", prometheus_url=prometheus, selector=rule.prometheus_selector
+        )
     return _source("LOOPLINE_SERVING_URL", metrics_urls=(default_metrics_url(settings),))
 
 
@@ -160,32 +172,59 @@ def _source(setting: str, **fields: Any) -> ErrorSource:
         raise CanaryPolicyError(f"{setting}: {exc}") from None
 
 
-def begin(settings: Settings, policy: CanaryPolicy, version: str | int | None = None, *,
-          metrics_url: str | Sequence[str] | None = None, errors_from: ErrorSource | None = None,
-          reason: str = "") -> Start:
+def begin(
+    settings: Settings,
+    policy: CanaryPolicy,
+    version: str | int | None = None,
+    *,
+    metrics_url: str | Sequence[str] | None = None,
+    errors_from: ErrorSource | None = None,
+    reason: str = "",
+) -> Start:
     """Decide whether a canary runs for ``version`` (default: the current challenger). The first model is
     promoted directly (nothing to compare against); a version no longer the challenger is left alone.
     ``errors_from`` (else ``error_source(settings, policy, metrics_url)``): where errors are counted."""
     state = actions.read_state(settings)
     if state.challenger is None:
-        return Start("nothing", "no @challenger alias: nothing to deploy", None if version is None else str(version))
+        return Start(
+            "nothing", "no @challenger alias: nothing to deploy", None if version is None else str(version)
+        )
     if version is not None and str(version) != state.challenger:
-        return Start("nothing", f"version {version} is no longer the challenger (now {state.challenger}); "
-                                "the newer version's own canary run handles it", str(version))
+        return Start(
+            "nothing",
+            f"version {version} is no longer the challenger (now {state.challenger}); "
+            "the newer version's own canary run handles it",
+            str(version),
+        )
     version = state.challenger
     if state.champion is None:
         actions.promote(settings, version, FIRST_MODEL_REASON, trigger=reason or None)
         return Start("promoted", FIRST_MODEL_REASON, version)
     source = errors_from or error_source(settings, policy, metrics_url)
-    plan = CanaryPlan(version, state.champion, phases(policy), next(iter(source.metrics_urls), ""), time.time(),
-                      source.mark(), source)
-    history.record(settings, "canary_started", version=version, reason=reason or "passed the gate",
-                   champion=state.champion, steps=[asdict(p) for p in plan.phases], errors_from=source.describe())
+    plan = CanaryPlan(
+        version,
+        state.champion,
+        phases(policy),
+        next(iter(source.metrics_urls), ""),
+        time.time(),
+        source.mark(),
+        source,
+    )
+    history.record(
+        settings,
+        "canary_started",
+        version=version,
+        reason=reason or "passed the gate",
+        champion=state.champion,
+        steps=[asdict(p) for p in plan.phases],
+        errors_from=source.describe(),
+    )
     return Start("canary", f"canary of version {version} against champion {state.champion}", version, plan)
 
 
-def _failed(plan: CanaryPlan, mark: dict[str, Any] | None, since: float,
-            until: float) -> tuple[WindowCounts | None, str | None]:
+def _failed(
+    plan: CanaryPlan, mark: dict[str, Any] | None, since: float, until: float
+) -> tuple[WindowCounts | None, str | None]:
     """Failed transactions (and load attempts) per (variant, version) in the window, or None and why they
     cannot be counted."""
     try:
@@ -194,17 +233,31 @@ def _failed(plan: CanaryPlan, mark: dict[str, Any] | None, since: float,
         return None, str(exc)
 
 
-def begin_step(settings: Settings, plan: CanaryPlan, index: int, *, clock: Callable[[], float] = time.time,
-               **details: Any) -> StepState:
+def begin_step(
+    settings: Settings,
+    plan: CanaryPlan,
+    index: int,
+    *,
+    clock: Callable[[], float] = time.time,
+    **details: Any,
+) -> StepState:
     """Shift traffic to phase ``index`` and remember where its window and error counters start."""
     phase = plan.phases[index]
-    actions.shift_traffic(settings, plan.version, phase.share, mode=phase.mode, step=index + 1,
-                          steps=len(plan.phases), **details)
+    actions.shift_traffic(
+        settings,
+        plan.version,
+        phase.share,
+        mode=phase.mode,
+        step=index + 1,
+        steps=len(plan.phases),
+        **details,
+    )
     return StepState(index, clock(), plan.error_source.mark())
 
 
-def _champion_since(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan,
-                    step: StepState) -> tuple[float, dict[str, Any] | None]:
+def _champion_since(
+    settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState
+) -> tuple[float, dict[str, Any] | None]:
     """Where the champion's reference window starts: the step's own start when the champion answered
     enough in it; else the canary's start (at 100 % the champion answers nobody, so the last step is
     compared with the champion's traffic of the earlier steps)."""
@@ -218,38 +271,59 @@ def _errors_of(counts: WindowCounts | None, key: windows.Key) -> int | None:
     return None if counts is None else counts.errors.get(key, 0)
 
 
-def serving_health(plan: CanaryPlan, step: StepState, answered: dict[windows.Key, int], champion_answered: int,
-                   champion_counts: WindowCounts | None, challenger_counts: WindowCounts | None) -> ServingHealth:
+def serving_health(
+    plan: CanaryPlan,
+    step: StepState,
+    answered: dict[windows.Key, int],
+    champion_answered: int,
+    champion_counts: WindowCounts | None,
+    challenger_counts: WindowCounts | None,
+) -> ServingHealth:
     """What serving saw of the challenger in the step (``answered``: the prediction log's counts since the
     step began; the counts: ``ErrorSource.count_all`` of the champion's and the step's windows)."""
     key = (plan.phases[step.index].variant, plan.version)
     counts = challenger_counts
     return ServingHealth(
-        version=plan.version, answered=answered.get(key, 0), failed=_errors_of(counts, key),
+        version=plan.version,
+        answered=answered.get(key, 0),
+        failed=_errors_of(counts, key),
         load_failures=None if counts is None else counts.load_failures_of(plan.version),
-        champion_answered=champion_answered, champion_failed=_errors_of(champion_counts, (CHAMPION, plan.champion)),
+        champion_answered=champion_answered,
+        champion_failed=_errors_of(champion_counts, (CHAMPION, plan.champion)),
         load_error="" if counts is None else counts.first_error("load", plan.version),
-        request_error="" if counts is None else counts.first_error("score", plan.version, key[0]))
+        request_error="" if counts is None else counts.first_error("score", plan.version, key[0]),
+    )
 
 
-def _observe(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState,
-             now: float) -> tuple[dict[str, int], ServingHealth]:
+def _observe(
+    settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, now: float
+) -> tuple[dict[str, int], ServingHealth]:
     """Answered + failed per variant so far (failed ones that cannot be counted yet count as none), and the
     challenger's health in serving — from one read of the prediction log and of the error counters."""
     champion_since, champion_mark = _champion_since(settings, policy, plan, step)
-    (champion_counts, _), (challenger_counts, _) = _failed_per_window(plan, step, champion_since, champion_mark, now)
+    (champion_counts, _), (challenger_counts, _) = _failed_per_window(
+        plan, step, champion_since, champion_mark, now
+    )
     in_step = windows.logged_counts(settings, step.started_at)
     champion_key = (CHAMPION, plan.champion)
-    champion_answered = (in_step if champion_since == step.started_at
-                         else windows.logged_counts(settings, champion_since)).get(champion_key, 0)
+    champion_answered = (
+        in_step if champion_since == step.started_at else windows.logged_counts(settings, champion_since)
+    ).get(champion_key, 0)
     health = serving_health(plan, step, in_step, champion_answered, champion_counts, challenger_counts)
-    requests = {CHAMPION: champion_answered + (_errors_of(champion_counts, champion_key) or 0),
-                CHALLENGER: health.answered + (health.failed or 0)}
+    requests = {
+        CHAMPION: champion_answered + (_errors_of(champion_counts, champion_key) or 0),
+        CHALLENGER: health.answered + (health.failed or 0),
+    }
     return requests, health
 
 
-def _failed_per_window(plan: CanaryPlan, step: StepState, champion_since: float, champion_mark: dict[str, Any] | None,
-                       until: float) -> tuple[tuple[WindowCounts | None, str | None], ...]:
+def _failed_per_window(
+    plan: CanaryPlan,
+    step: StepState,
+    champion_since: float,
+    champion_mark: dict[str, Any] | None,
+    until: float,
+) -> tuple[tuple[WindowCounts | None, str | None], ...]:
     """``_failed`` of the champion's window and of the step's (the challenger's): one count (one Prometheus
     query, one scrape per URL) when they are the same window, as they are unless the champion reaches back."""
     challenger = _failed(plan, step.errors_before, step.started_at, until)
@@ -258,8 +332,9 @@ def _failed_per_window(plan: CanaryPlan, step: StepState, champion_since: float,
     return _failed(plan, champion_mark, champion_since, until), challenger
 
 
-def bake_progress(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, *,
-                  now: float | None = None) -> BakeProgress:
+def bake_progress(
+    settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, *, now: float | None = None
+) -> BakeProgress:
     """Done when both variants have ``bake.min_requests`` and ``bake.min_seconds`` passed; timed out
     after ``bake.max_seconds`` (the analysis then says whether there was enough traffic); done at once,
     with ``broken`` saying why, when the challenger is broken in serving (``check_health``)."""
@@ -284,8 +359,9 @@ def bake_progress(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, st
     return BakeProgress(False, False, elapsed, requests, waiting)
 
 
-def _labelled_windows(settings: Settings, plan: CanaryPlan, step: StepState,
-                      until: float) -> tuple[VariantWindow, VariantWindow, dict[str, int]]:
+def _labelled_windows(
+    settings: Settings, plan: CanaryPlan, step: StepState, until: float
+) -> tuple[VariantWindow, VariantWindow, dict[str, int]]:
     """Labelled quality is judged on everything the canary has served so far — labels come late, so a step's
     own transactions rarely have theirs yet: the champion's rows and the challenger's (live and shadow)
     since the canary began, and the labels that have arrived for them."""
@@ -293,33 +369,55 @@ def _labelled_windows(settings: Settings, plan: CanaryPlan, step: StepState,
 
     since = plan.started_at or step.started_at
     champion_rows = windows.read_predictions(settings, since, until, CHAMPION, plan.champion)
-    challenger_rows = pd.concat([windows.read_predictions(settings, since, until, variant, plan.version)
-                                 for variant in sorted({p.variant for p in plan.phases})], ignore_index=True)
+    challenger_rows = pd.concat(
+        [
+            windows.read_predictions(settings, since, until, variant, plan.version)
+            for variant in sorted({p.variant for p in plan.phases})
+        ],
+        ignore_index=True,
+    )
     champion = VariantWindow.from_frame(champion_rows, plan.champion, 0)
     challenger = VariantWindow.from_frame(challenger_rows, plan.version, 0)
     ids = set(champion.transaction_ids) | set(challenger.transaction_ids)
     return champion, challenger, (windows.arrived_labels(settings, ids) if ids else {})
 
 
-def judge_step(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, *,
-               until: float | None = None) -> CanaryVerdict:
+def judge_step(
+    settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step: StepState, *, until: float | None = None
+) -> CanaryVerdict:
     """Analyse the step's window: the champion's and the challenger's rows, errors and arrived labels."""
     until = time.time() if until is None else until
     variant = plan.phases[step.index].variant
     champion_since, champion_mark = _champion_since(settings, policy, plan, step)
     (champion_counts, champion_why), (challenger_counts, challenger_why) = _failed_per_window(
-        plan, step, champion_since, champion_mark, until)
+        plan, step, champion_since, champion_mark, until
+    )
     champion_rows = windows.read_predictions(settings, champion_since, until, CHAMPION, plan.champion)
     challenger_rows = windows.read_predictions(settings, step.started_at, until, variant, plan.version)
-    champion = VariantWindow.from_frame(champion_rows, plan.champion,
-                                        _errors_of(champion_counts, (CHAMPION, plan.champion)))
-    challenger = VariantWindow.from_frame(challenger_rows, plan.version,
-                                          _errors_of(challenger_counts, (variant, plan.version)))
-    health = serving_health(plan, step, {(variant, plan.version): challenger.answered}, champion.answered,
-                            champion_counts, challenger_counts)
+    champion = VariantWindow.from_frame(
+        champion_rows, plan.champion, _errors_of(champion_counts, (CHAMPION, plan.champion))
+    )
+    challenger = VariantWindow.from_frame(
+        challenger_rows, plan.version, _errors_of(challenger_counts, (variant, plan.version))
+    )
+    health = serving_health(
+        plan,
+        step,
+        {(variant, plan.version): challenger.answered},
+        champion.answered,
+        champion_counts,
+        challenger_counts,
+    )
     labelled_champion, labelled_challenger, labels = _labelled_windows(settings, plan, step, until)
-    verdict = analyse(policy, champion, challenger, labels, final=step.index + 1 == len(plan.phases),
-                      labelled=(labelled_champion, labelled_challenger), health=health)
+    verdict = analyse(
+        policy,
+        champion,
+        challenger,
+        labels,
+        final=step.index + 1 == len(plan.phases),
+        labelled=(labelled_champion, labelled_challenger),
+        health=health,
+    )
     why = challenger_why or champion_why
     return _errors_unavailable_because(verdict, f"{why} ({plan.error_source.describe()})") if why else verdict
 
@@ -327,21 +425,30 @@ def judge_step(settings: Settings, policy: CanaryPolicy, plan: CanaryPlan, step:
 def _errors_unavailable_because(verdict: CanaryVerdict, why: str) -> CanaryVerdict:
     """The verdict with the errors check's reason saying why the counts were unavailable (the analysis
     only knows that they were; it still blocks promotion)."""
-    checks = tuple(replace(c, reason=f"error counts unavailable: {why}: cannot judge errors")
-                   if c.name == "errors" and c.status == "insufficient" else c for c in verdict.checks)
+    checks = tuple(
+        replace(c, reason=f"error counts unavailable: {why}: cannot judge errors")
+        if c.name == "errors" and c.status == "insufficient"
+        else c
+        for c in verdict.checks
+    )
     return replace(verdict, checks=checks)
 
 
-def conclude(settings: Settings, plan: CanaryPlan, verdict: CanaryVerdict, step: StepState,
-             timed_out: bool = False) -> str:
+def conclude(
+    settings: Settings, plan: CanaryPlan, verdict: CanaryVerdict, step: StepState, timed_out: bool = False
+) -> str:
     """After a step's verdict: ``next`` (ramp), ``promote`` (last step passed) or ``rolled_back`` (done here)."""
     phase = plan.phases[step.index]
     if not verdict.passed:
         why = verdict.why
         if timed_out and verdict.not_enough_traffic:
             why = f"bake timed out: {why}"
-        actions.roll_back(settings, plan.version, f"step {step.index + 1} ({phase.mode} {phase.share:.0%}): {why}",
-                          verdict=verdict.to_dict())
+        actions.roll_back(
+            settings,
+            plan.version,
+            f"step {step.index + 1} ({phase.mode} {phase.share:.0%}): {why}",
+            verdict=verdict.to_dict(),
+        )
         return "rolled_back"
     return "next" if step.index + 1 < len(plan.phases) else "promote"
 
@@ -351,9 +458,16 @@ def promote_reason(plan: CanaryPlan, approved_by: str | None = None) -> str:
     return f"{reason}; approved by {approved_by}" if approved_by else reason
 
 
-def run_canary(settings: Settings, policy: CanaryPolicy, version: str | int | None = None, *,
-               metrics_url: str | Sequence[str] | None = None, errors_from: ErrorSource | None = None,
-               reason: str = "", sleep: Callable[[float], None] = time.sleep) -> CanaryOutcome:
+def run_canary(
+    settings: Settings,
+    policy: CanaryPolicy,
+    version: str | int | None = None,
+    *,
+    metrics_url: str | Sequence[str] | None = None,
+    errors_from: ErrorSource | None = None,
+    reason: str = "",
+    sleep: Callable[[float], None] = time.sleep,
+) -> CanaryOutcome:
     """The whole canary in this process (what the DAG does across tasks, without approval)."""
     start = begin(settings, policy, version, metrics_url=metrics_url, errors_from=errors_from, reason=reason)
     if start.plan is None:

@@ -48,7 +48,9 @@ class Bake(_Strict):
     @model_validator(mode="after")
     def _max_after_min(self) -> Bake:
         if self.max_seconds < self.min_seconds:
-            raise ValueError(f"bake.max_seconds ({self.max_seconds}) must be >= bake.min_seconds ({self.min_seconds})")
+            raise ValueError(
+                f"bake.max_seconds ({self.max_seconds}) must be >= bake.min_seconds ({self.min_seconds})"
+            )
         return self
 
 
@@ -76,8 +78,10 @@ class ErrorSourcePolicy(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> ErrorSourcePolicy:
         if self.metrics_urls and self.prometheus_selector:
-            raise ValueError("prometheus_selector narrows what Prometheus counts, but metrics_urls are counted "
-                             "instead of Prometheus: remove one of the two")
+            raise ValueError(
+                "prometheus_selector narrows what Prometheus counts, but metrics_urls are counted "
+                "instead of Prometheus: remove one of the two"
+            )
         return self
 
 
@@ -156,19 +160,29 @@ class CanaryPolicy(_Strict):
         if any(not 0 < s <= 1 for s in steps):
             raise ValueError(f"every step must be a share in (0, 1], got {list(steps)}")
         if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-            raise ValueError(f"steps must increase strictly (a ramp only moves customers to the challenger), "
-                             f"got {list(steps)}")
+            raise ValueError(
+                f"steps must increase strictly (a ramp only moves customers to the challenger), "
+                f"got {list(steps)}"
+            )
         return steps
 
     @model_validator(mode="after")
     def _champion_traffic_to_compare(self) -> CanaryPolicy:
         if self.steps[0] >= 1 and not self.shadow.enabled:
-            raise ValueError("steps: the first step gives the challenger all traffic, so the champion answers "
-                             "nothing to compare with: start below 1.0 (e.g. [0.05, 1.0]) or enable the shadow phase")
+            raise ValueError(
+                "steps: the first step gives the challenger all traffic, so the champion answers "
+                "nothing to compare with: start below 1.0 (e.g. [0.05, 1.0]) or enable the shadow phase"
+            )
         return self
 
-    def with_overrides(self, *, bake_seconds: float | None = None, min_requests: int | None = None,
-                       max_bake_seconds: float | None = None, steps: list[float] | None = None) -> CanaryPolicy:
+    def with_overrides(
+        self,
+        *,
+        bake_seconds: float | None = None,
+        min_requests: int | None = None,
+        max_bake_seconds: float | None = None,
+        steps: list[float] | None = None,
+    ) -> CanaryPolicy:
         """The policy with a faster bake for tests and demos (DAG Params / CLI flags): ``bake_seconds``
         sets the minimum bake time, ``min_requests`` every minimum sample size (bake and checks)."""
         data: dict[str, Any] = self.model_dump()

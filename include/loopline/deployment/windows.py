@@ -101,7 +101,9 @@ def parse_metrics(text: str) -> Scrape:
                 into = errors if sample.name.startswith(ERRORS_METRIC) else loads
                 into[_key(sample.labels)] = into.get(_key(sample.labels), 0.0) + sample.value
             elif sample.name == ERROR_INFO_METRIC and sample.value > 0:
-                texts.setdefault((sample.labels.get("stage", ""), *_key(sample.labels)), sample.labels.get("error", ""))
+                texts.setdefault(
+                    (sample.labels.get("stage", ""), *_key(sample.labels)), sample.labels.get("error", "")
+                )
     return Scrape(errors, loads, texts)
 
 
@@ -120,7 +122,9 @@ def scrape_metrics(metrics_url: str, timeout: float = 5.0) -> Scrape:
         response = httpx.get(metrics_url, timeout=timeout, headers=client_headers())
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        raise ConnectionError(f"cannot read the prediction service's metrics at {metrics_url}: {exc}") from exc
+        raise ConnectionError(
+            f"cannot read the prediction service's metrics at {metrics_url}: {exc}"
+        ) from exc
     return parse_metrics(response.text)
 
 
@@ -183,8 +187,14 @@ class WindowCounts:
 
     def first_error(self, stage: str, version: str, variant: str | None = None) -> str:
         """The first error text a replica reported for ``version`` at ``stage`` ("" when none did)."""
-        return next((text for (s, var, v), text in sorted(self.first_errors.items())
-                     if s == stage and v == str(version) and variant in (None, var)), "")
+        return next(
+            (
+                text
+                for (s, var, v), text in sorted(self.first_errors.items())
+                if s == stage and v == str(version) and variant in (None, var)
+            ),
+            "",
+        )
 
 
 # --- Errors summed over replicas ------------------------------------------------------------------------
@@ -215,8 +225,10 @@ def check_selector(selector: str) -> str:
     """PromQL label matchers (``job="loopline-serving", namespace=~"prod-.*"``) or ``""``, else ``ValueError``."""
     selector = selector.strip().strip("{}").strip()
     if selector and not _SELECTOR.match(selector):
-        raise ValueError(f"prometheus_selector must be PromQL label matchers separated by commas, e.g. "
-                         f'job="loopline-serving", got {selector!r}')
+        raise ValueError(
+            f"prometheus_selector must be PromQL label matchers separated by commas, e.g. "
+            f'job="loopline-serving", got {selector!r}'
+        )
     if re.search(r"(^|,)\s*__name__\s*[=!]", selector):
         raise ValueError("prometheus_selector must not match __name__: the canary chooses the metrics itself")
     return selector
@@ -233,7 +245,9 @@ def counted_in_window(samples: Sequence[tuple[float, float]], since: float) -> f
     return count
 
 
-def prometheus_query(prometheus_url: str, promql: str, at: float, timeout: float = 10.0) -> list[dict[str, Any]]:
+def prometheus_query(
+    prometheus_url: str, promql: str, at: float, timeout: float = 10.0
+) -> list[dict[str, Any]]:
     """The ``result`` of an instant query at ``at`` (epoch seconds); ``ErrorsUnavailable`` saying why not."""
     import httpx
 
@@ -244,8 +258,10 @@ def prometheus_query(prometheus_url: str, promql: str, at: float, timeout: float
     except (httpx.HTTPError, ValueError) as exc:
         raise ErrorsUnavailable(f"cannot query Prometheus at {prometheus_url}: {exc}") from exc
     if response.status_code != 200 or body.get("status") != "success":
-        raise ErrorsUnavailable(f"Prometheus at {prometheus_url} refused the query {promql!r}: "
-                                f"HTTP {response.status_code}: {body.get('error') or body}")
+        raise ErrorsUnavailable(
+            f"Prometheus at {prometheus_url} refused the query {promql!r}: "
+            f"HTTP {response.status_code}: {body.get('error') or body}"
+        )
     return body["data"]["result"]
 
 
@@ -276,13 +292,20 @@ def window_counts(result: list[dict[str, Any]], since: float, until: float, wher
             into = loads if name == f"{LOAD_FAILURES_METRIC}_total" else counts
             into[_key(labels)] = into.get(_key(labels), 0.0) + counted_in_window(samples, since)
     if not replicas:
-        raise ErrorsUnavailable(f"{where} holds no {REPLICA_METRIC} series: it scrapes no serving replica "
-                                "(check its scrape config and prometheus_selector)")
+        raise ErrorsUnavailable(
+            f"{where} holds no {REPLICA_METRIC} series: it scrapes no serving replica "
+            "(check its scrape config and prometheus_selector)"
+        )
     if scrapes < 2:
-        raise ErrorsUnavailable(f"the window of {until - since:.0f} s holds {scrapes} scrape(s) of any serving "
-                                f"replica in {where}: too short to count errors (it needs two scrape intervals)")
-    return WindowCounts({key: int(round(value)) for key, value in counts.items()},
-                        {key: int(round(value)) for key, value in loads.items()}, texts)
+        raise ErrorsUnavailable(
+            f"the window of {until - since:.0f} s holds {scrapes} scrape(s) of any serving "
+            f"replica in {where}: too short to count errors (it needs two scrape intervals)"
+        )
+    return WindowCounts(
+        {key: int(round(value)) for key, value in counts.items()},
+        {key: int(round(value)) for key, value in loads.items()},
+        texts,
+    )
 
 
 @dataclass(frozen=True)
@@ -300,9 +323,13 @@ class ErrorSource:
         for url in self.metrics_urls:
             check_http_url(url, "every metrics URL")
         if len(set(self.metrics_urls)) != len(self.metrics_urls):
-            raise ValueError(f"metrics URLs repeat (each replica would be counted twice): {list(self.metrics_urls)}")
+            raise ValueError(
+                f"metrics URLs repeat (each replica would be counted twice): {list(self.metrics_urls)}"
+            )
         if self.prometheus_url:
-            object.__setattr__(self, "prometheus_url", check_http_url(self.prometheus_url, "the Prometheus URL"))
+            object.__setattr__(
+                self, "prometheus_url", check_http_url(self.prometheus_url, "the Prometheus URL")
+            )
         object.__setattr__(self, "selector", check_selector(self.selector))
 
     def describe(self) -> str:
@@ -352,19 +379,26 @@ class ErrorSource:
         return WindowCounts(errors, loads, texts)
 
     def _count_prometheus(self, prometheus_url: str, since: float, until: float) -> WindowCounts:
-        names = "|".join((f"{ERRORS_METRIC}_total", f"{LOAD_FAILURES_METRIC}_total", ERROR_INFO_METRIC, REPLICA_METRIC))
+        names = "|".join(
+            (f"{ERRORS_METRIC}_total", f"{LOAD_FAILURES_METRIC}_total", ERROR_INFO_METRIC, REPLICA_METRIC)
+        )
         matchers = f'__name__=~"{names}"' + (f", {self.selector}" if self.selector else "")
         reach_ms = math.ceil((max(until - since, 0.0) + LOOKBACK_S) * 1000)
         result = prometheus_query(prometheus_url, f"{{{matchers}}}[{reach_ms}ms]", until)
         return window_counts(result, since, until, self.describe())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics_urls": list(self.metrics_urls), "prometheus_url": self.prometheus_url,
-                "selector": self.selector}
+        return {
+            "metrics_urls": list(self.metrics_urls),
+            "prometheus_url": self.prometheus_url,
+            "selector": self.selector,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorSource:
-        return cls(tuple(data.get("metrics_urls") or ()), data.get("prometheus_url"), data.get("selector") or "")
+        return cls(
+            tuple(data.get("metrics_urls") or ()), data.get("prometheus_url"), data.get("selector") or ""
+        )
 
 
 def arrived_labels(settings: Settings, transaction_ids: Iterable[str]) -> dict[str, int]:

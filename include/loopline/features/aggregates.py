@@ -384,7 +384,9 @@ def _partitions(curated_dir: Path, start: pd.Timestamp | None, end: pd.Timestamp
     """Published parquet files of the ``date=YYYY-MM-DD`` partitions whose day overlaps ``[start, end)``."""
     from loopline.data.ingest import visible_partition_files
 
-    root = (Path(curated_dir) if isinstance(curated_dir, str) else curated_dir) / "transactions"  # or object storage
+    root = (
+        Path(curated_dir) if isinstance(curated_dir, str) else curated_dir
+    ) / "transactions"  # or object storage
     if not root.is_dir():
         return []
     days = []

@@ -104,13 +104,15 @@ def read_curated_events(settings: Settings, start: datetime | None, end: datetim
     first_seen = {}
     if start is not None:
         first_seen = device_first_seen_map(device_first_seen(settings.state.curated, pd.Timestamp(start)))
-    frame = read_curated_transactions(settings.state.curated, start and pd.Timestamp(start),
-                                      end and pd.Timestamp(end))
+    frame = read_curated_transactions(
+        settings.state.curated, start and pd.Timestamp(start), end and pd.Timestamp(end)
+    )
     return CuratedEvents(events_from_frame(frame), first_seen)
 
 
-def load_curated_window(settings: Settings, windows: EventWindows, start: datetime | None,
-                        end: datetime | None) -> int:
+def load_curated_window(
+    settings: Settings, windows: EventWindows, start: datetime | None, end: datetime | None
+) -> int:
     """Add curated transactions in [start, end) (and device first-seen times before ``start``)."""
     return read_curated_events(settings, start, end).add_to(windows)
 
@@ -118,11 +120,18 @@ def load_curated_window(settings: Settings, windows: EventWindows, start: dateti
 class FreshFeatures:
     """Recent events of one serving process and the online writes they cause. See the module doc."""
 
-    def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
-                 served_events: ServedEvents | None = None, flush_interval_s: float = 0.1,
-                 slice_entities: int = 100, coalesce_s: float = 5.0,
-                 refresh_interval_s: float = 10.0,
-                 backlog: Callable[[], Iterable[StreamEvent]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: FeatureStore | None = None,
+        served_events: ServedEvents | None = None,
+        flush_interval_s: float = 0.1,
+        slice_entities: int = 100,
+        coalesce_s: float = 5.0,
+        refresh_interval_s: float = 10.0,
+        backlog: Callable[[], Iterable[StreamEvent]] | None = None,
+    ) -> None:
         self.settings = settings
         self._store = store
         self.writer: OnlineStateWriter | None = None
@@ -143,7 +152,9 @@ class FreshFeatures:
         # Every event at or after this instant (µs) is in the windows: the history the lookup may compute from.
         self._complete_from_us: int | None = None
         self._next_refresh = 0.0
-        self._refreshed: tuple[datetime, CuratedEvents] | None = None  # read by the writer thread, not joined yet
+        self._refreshed: tuple[datetime, CuratedEvents] | None = (
+            None  # read by the writer thread, not joined yet
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_try = 0.0
@@ -168,7 +179,8 @@ class FreshFeatures:
             raise FreshFeaturesUnavailable(
                 "serving pods in Kubernetes do not share the curated store and the materialisation watermark "
                 "(each pod has its own scratch dir): fresh features are off there, features are as of the last "
-                "materialisation (`loopline features check-served` measures the skew)")
+                "materialisation (`loopline features check-served` measures the skew)"
+            )
         if self.writer is None:  # needs the feature views registered (the first materialisation does it)
             self.writer = OnlineStateWriter(self._store or feature_store(self.settings))
         self._until = materialized_until(self.settings)
@@ -176,7 +188,8 @@ class FreshFeatures:
             raise FreshFeaturesNotReady(
                 f"the curated store {self.settings.state.curated} holds transactions but no materialisation "
                 f"watermark is visible ({self.settings.state.feast_dir}): run `loopline features materialize` "
-                "or point serving at the state dir the features DAG writes")
+                "or point serving at the state dir the features DAG writes"
+            )
         if self._until is not None:
             start = self._until - timedelta(microseconds=HISTORY_US)
             self.stats.curated_loaded += load_curated_window(self.settings, self.windows, start, self._until)
@@ -229,8 +242,12 @@ class FreshFeatures:
         self._refreshed = None
         self.stats.curated_loaded += loaded
         self._complete_from_us = max(self._complete_from_us or EVERYTHING_US, horizon + 1)
-        log.info("fresh features: %d curated transactions up to %s joined (%d known before)", loaded, until,
-                 added_before)
+        log.info(
+            "fresh features: %d curated transactions up to %s joined (%d known before)",
+            loaded,
+            until,
+            added_before,
+        )
 
     # --- the scoring path -----------------------------------------------------------------------------
 
@@ -260,14 +277,24 @@ class FreshFeatures:
     def computes(self, as_of_us: int) -> bool:
         """Whether the windows hold every event a row as of ``as_of_us`` depends on (the longest window,
         which no view's TTL exceeds), so ``state`` is the row itself and the store need not be read."""
-        return self.ready and self._complete_from_us is not None and as_of_us - HISTORY_US >= self._complete_from_us
+        return (
+            self.ready
+            and self._complete_from_us is not None
+            and as_of_us - HISTORY_US >= self._complete_from_us
+        )
 
     def state(self, table: str, key: tuple[str, ...] | None, as_of_us: int) -> State | None:
         """The row of ``key`` in ``table`` as of ``as_of_us`` (None: no event, or no key: no row, as offline)."""
         return None if key is None else self.windows.state(table, key, as_of_us)
 
-    def fresher(self, table: str, key: tuple[str, ...] | None, as_of_us: int, stored_us: int | None,
-                stamp_precision_us: int = 1) -> Any:
+    def fresher(
+        self,
+        table: str,
+        key: tuple[str, ...] | None,
+        as_of_us: int,
+        stored_us: int | None,
+        stamp_precision_us: int = 1,
+    ) -> Any:
         """``KEEP`` when the stored row (its newest event at ``stored_us``, None: no row) is what the offline
         join would return at ``as_of_us``; else the state known here (None: no state).
         ``stamp_precision_us``: the store's stamps are floored to it (Feast's SQLite store keeps seconds), so
@@ -275,7 +302,9 @@ class FreshFeatures:
         if key is None or not self.ready:
             return KEEP
         newest = self.windows.newest_before(table, key, as_of_us + 1)
-        if stored_us is not None and stored_us + stamp_precision_us - 1 > as_of_us:  # maybe from after: not for it
+        if (
+            stored_us is not None and stored_us + stamp_precision_us - 1 > as_of_us
+        ):  # maybe from after: not for it
             return None if newest is None else self.windows.state(table, key, as_of_us)
         if newest is None or (stored_us is not None and newest <= stored_us):
             return KEEP
@@ -291,8 +320,11 @@ class FreshFeatures:
         with self._lock:
             ripe = time.monotonic() - min_age_s
             take = len(self._dirty) if limit is None else limit
-            picked = list(itertools.takewhile(lambda item: self._dirty[item] <= ripe,
-                                              itertools.islice(self._dirty, take)))
+            picked = list(
+                itertools.takewhile(
+                    lambda item: self._dirty[item] <= ripe, itertools.islice(self._dirty, take)
+                )
+            )
             for item in picked:
                 del self._dirty[item]
             by_table: dict[str, list[tuple[str, ...]]] = {}
@@ -306,7 +338,9 @@ class FreshFeatures:
             except Exception as exc:  # recomputed by the next flush of the entity or by materialisation
                 self.stats.write_failures += 1
                 self.stats.last_write_error = repr(exc)
-                log.exception("fresh features: writing %d %s rows to the online store failed", len(states), table)
+                log.exception(
+                    "fresh features: writing %d %s rows to the online store failed", len(states), table
+                )
         self.stats.rows_written += written
         return written
 
@@ -335,12 +369,25 @@ class FreshFeatures:
         self.flush()
 
 
-def write_latest_states(store: FeatureStore, windows: EventWindows,
-                        touched: dict[str, set[tuple[str, ...]]]) -> dict[str, int]:
+def write_latest_states(
+    store: FeatureStore, windows: EventWindows, touched: dict[str, set[tuple[str, ...]]]
+) -> dict[str, int]:
     """Write the state after each touched entity's newest event; rows offered per table."""
     writer = OnlineStateWriter(store)
     return {table: writer.write(table, windows.latest(table, keys)) for table, keys in touched.items()}
 
 
-__all__ = ["KEEP", "CuratedEvents", "FreshFeatures", "FreshFeaturesNotReady", "FreshFeaturesUnavailable", "FreshStats", "State",
-           "StreamEvent", "load_curated_window", "read_curated_events", "table_key", "write_latest_states"]
+__all__ = [
+    "KEEP",
+    "CuratedEvents",
+    "FreshFeatures",
+    "FreshFeaturesNotReady",
+    "FreshFeaturesUnavailable",
+    "FreshStats",
+    "State",
+    "StreamEvent",
+    "load_curated_window",
+    "read_curated_events",
+    "table_key",
+    "write_latest_states",
+]

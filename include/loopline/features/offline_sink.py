@@ -133,7 +133,9 @@ class PostgresSink:
             if not _stored_columns(conn, table.name):
                 return empty_table(table)
             order = ", ".join(_quote(c) for c in (*table.keys, TIMESTAMP))
-            cur.execute(f"SELECT {', '.join(map(_quote, table.columns))} FROM {_quote(table.name)} ORDER BY {order}")
+            cur.execute(
+                f"SELECT {', '.join(map(_quote, table.columns))} FROM {_quote(table.name)} ORDER BY {order}"
+            )
             frame = pd.DataFrame(cur.fetchall(), columns=table.columns)
         return conform_table(frame, table)
 
@@ -146,8 +148,10 @@ def sink_for(offline_store_config: object, offline_dir: Path) -> OfflineSink:
         return PostgresSink(postgres_conninfo(offline_store_config))
     if kind in {"duckdb", "dask", "file"}:
         return ParquetSink(Path(offline_dir))
-    raise ValueError(f"no aggregate writer for offline store {kind!r}: use duckdb, file or postgres "
-                     "(or add a sink in loopline/features/offline_sink.py)")
+    raise ValueError(
+        f"no aggregate writer for offline store {kind!r}: use duckdb, file or postgres "
+        "(or add a sink in loopline/features/offline_sink.py)"
+    )
 
 
 def postgres_conninfo(config: object) -> str:
@@ -157,11 +161,18 @@ def postgres_conninfo(config: object) -> str:
 
     schema = (getattr(config, "db_schema", None) or "public").strip()
     search_path = schema if schema == "public" else f"{schema},public"
-    params = {"host": config.host, "port": int(config.port), "dbname": config.database, "user": config.user,
-              "password": config.password, "sslmode": getattr(config, "sslmode", None),
-              "sslkey": getattr(config, "sslkey_path", None), "sslcert": getattr(config, "sslcert_path", None),
-              "sslrootcert": getattr(config, "sslrootcert_path", None),
-              "options": f"-c search_path={search_path}"}
+    params = {
+        "host": config.host,
+        "port": int(config.port),
+        "dbname": config.database,
+        "user": config.user,
+        "password": config.password,
+        "sslmode": getattr(config, "sslmode", None),
+        "sslkey": getattr(config, "sslkey_path", None),
+        "sslcert": getattr(config, "sslcert_path", None),
+        "sslrootcert": getattr(config, "sslrootcert_path", None),
+        "options": f"-c search_path={search_path}",
+    }
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
@@ -180,8 +191,11 @@ def _quote(identifier: str) -> str:
 
 def column_types(table: AggregateTable) -> dict[str, str]:
     """Column -> Postgres type, in the table's column order."""
-    return {**dict.fromkeys(table.keys, KEY_TYPE), TIMESTAMP: TIMESTAMP_TYPE,
-            **{c: PG_TYPES[d] for c, d in table.features.items()}}
+    return {
+        **dict.fromkeys(table.keys, KEY_TYPE),
+        TIMESTAMP: TIMESTAMP_TYPE,
+        **{c: PG_TYPES[d] for c, d in table.features.items()},
+    }
 
 
 def create_table_sql(table: AggregateTable) -> str:
@@ -235,5 +249,5 @@ def _csv_chunks(rows: pd.DataFrame) -> Iterator[str]:
     as ISO text with their UTC offset."""
     for start in range(0, len(rows), COPY_CHUNK_ROWS):
         buffer = io.StringIO()
-        rows.iloc[start:start + COPY_CHUNK_ROWS].to_csv(buffer, index=False, header=False, na_rep="")
+        rows.iloc[start : start + COPY_CHUNK_ROWS].to_csv(buffer, index=False, header=False, na_rep="")
         yield buffer.getvalue()

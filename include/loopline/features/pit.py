@@ -108,10 +108,20 @@ def service_plan(store: FeatureStore, service_name: str) -> ServicePlan:
         view: FeatureView = store.get_feature_view(name)
         if not view.join_keys:
             raise PointInTimeUnsupported(f"view {name!r} has no entity (no join key): use engine='feast'")
-        views.append(ViewPart(name=name, ttl=view.ttl or None, features=tuple(features),
-                              keys={k: key_maps[name].get(k, k) for k in view.join_keys}))
-    return ServicePlan(views=tuple(views), on_demand=tuple(on_demand), request_fields=tuple(request_fields),
-                       outputs=tuple(outputs))
+        views.append(
+            ViewPart(
+                name=name,
+                ttl=view.ttl or None,
+                features=tuple(features),
+                keys={k: key_maps[name].get(k, k) for k in view.join_keys},
+            )
+        )
+    return ServicePlan(
+        views=tuple(views),
+        on_demand=tuple(on_demand),
+        request_fields=tuple(request_fields),
+        outputs=tuple(outputs),
+    )
 
 
 def reads_files_only(store: FeatureStore, plan: ServicePlan) -> bool:
@@ -160,8 +170,10 @@ def point_in_time_features(store: FeatureStore, entities: pd.DataFrame, service_
     del columns
     for odfv in plan.on_demand:
         inputs = features.select([*odfv_inputs(odfv), *plan.request_fields])
-        batches = [odfv.transform_arrow(inputs.slice(i, ON_DEMAND_BATCH_ROWS), False)
-                   for i in range(0, max(inputs.num_rows, 1), ON_DEMAND_BATCH_ROWS)]
+        batches = [
+            odfv.transform_arrow(inputs.slice(i, ON_DEMAND_BATCH_ROWS), False)
+            for i in range(0, max(inputs.num_rows, 1), ON_DEMAND_BATCH_ROWS)
+        ]
         transformed = pa.concat_tables(batches) if len(batches) > 1 else batches[0]
         for f in odfv.features:
             features = features.append_column(f.name, transformed[f.name])
@@ -186,18 +198,29 @@ def _join_view(
     import pyarrow.parquet as pq
 
     if not table.path.exists():
-        raise FileNotFoundError(f"offline table of view {view.name!r} missing: {table.path} (materialise first)")
+        raise FileNotFoundError(
+            f"offline table of view {view.name!r} missing: {table.path} (materialise first)"
+        )
     stored = pq.read_table(table.path, columns=[table.timestamp_field, *table.columns])
     stored = stored.rename_columns([table.timestamp_field, *table.columns.values()])
     entity_codes, stored_codes = _key_codes(
         [pa.array(entities[column]) for column in view.keys.values()], [stored[key] for key in view.keys]
     )
     left = pd.DataFrame({"t": entity_ns, "key": entity_codes, "row": np.arange(len(entities))})
-    right = pd.DataFrame({"t": _epoch_ns(stored[table.timestamp_field]), "key": stored_codes,
-                          "pos": np.arange(stored.num_rows)})
+    right = pd.DataFrame(
+        {
+            "t": _epoch_ns(stored[table.timestamp_field]),
+            "key": stored_codes,
+            "pos": np.arange(stored.num_rows),
+        }
+    )
     joined = pd.merge_asof(
-        left.sort_values("t", kind="stable"), right.sort_values("t", kind="stable"),
-        on="t", by="key", direction="backward", allow_exact_matches=True,
+        left.sort_values("t", kind="stable"),
+        right.sort_values("t", kind="stable"),
+        on="t",
+        by="key",
+        direction="backward",
+        allow_exact_matches=True,
         tolerance=None if view.ttl is None else _ns(view.ttl),
     )
     positions = np.full(len(entities), -1, dtype=np.int64)
@@ -237,8 +260,11 @@ def _epoch_ns(timestamps: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Timestamps as int64 nanoseconds since the epoch (UTC); naive ones are taken as UTC, like Feast."""
     import pyarrow as pa
 
-    as_ns = timestamps.cast(pa.timestamp("ns", tz="UTC")) if timestamps.type.tz else timestamps.cast(
-        pa.timestamp("ns"))
+    as_ns = (
+        timestamps.cast(pa.timestamp("ns", tz="UTC"))
+        if timestamps.type.tz
+        else timestamps.cast(pa.timestamp("ns"))
+    )
     values = as_ns.cast(pa.int64())
     if values.null_count:
         raise ValueError("event timestamps must not be null for a point-in-time join")

@@ -74,7 +74,9 @@ def service(store: FeatureStore, name: str = FEATURE_SERVICE):
 
 def feature_names(store: FeatureStore, name: str = FEATURE_SERVICE) -> list[str]:
     """The feature columns the service returns, in a stable order."""
-    return [f.name for projection in service(store, name).feature_view_projections for f in projection.features]
+    return [
+        f.name for projection in service(store, name).feature_view_projections for f in projection.features
+    ]
 
 
 def historical_features(
@@ -130,7 +132,7 @@ def _feast_join(store: FeatureStore, entities: pd.DataFrame, name: str, chunk_ro
     ordered = entities.sort_values("event_timestamp", kind="stable")
     features = service(store, name)
     parts = [
-        store.get_historical_features(entity_df=ordered.iloc[i:i + chunk_rows], features=features).to_df()
+        store.get_historical_features(entity_df=ordered.iloc[i : i + chunk_rows], features=features).to_df()
         for i in range(0, max(len(ordered), 1), chunk_rows)
     ]
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
@@ -204,7 +206,10 @@ def _materialize_lock(settings: Settings) -> contextlib.AbstractContextManager[N
 
 
 def materialize(
-    settings: Settings, start: datetime, end: datetime, ledger_cursor: int | None = None,
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    ledger_cursor: int | None = None,
     served: Iterable[StreamEvent] = (),
 ) -> MaterializeResult:
     """Compute the aggregates of transactions in [start, end) and load them into the online store.
@@ -227,7 +232,9 @@ def materialize(
 
     served = list(served)
     with _materialize_lock(settings):
-        rows = refresh_aggregates(settings.state.curated, offline_sink(settings), pd.Timestamp(start), pd.Timestamp(end))
+        rows = refresh_aggregates(
+            settings.state.curated, offline_sink(settings), pd.Timestamp(start), pd.Timestamp(end)
+        )
         # Apply the definitions first (idempotent): a changed feature repo takes effect with the next run.
         store = apply_feature_repo(settings)
         until = max(end, materialized_until(settings) or end)
@@ -240,10 +247,16 @@ def materialize(
         write_latest_states(store, windows, touched)
         newest = max(until, _EPOCH + timedelta(microseconds=windows.newest_us))
         cursor = max(ledger_cursor or 0, materialized_cursor(settings))
-        write_watermark(settings, "materialized_until", {"until": until.isoformat(), "ledger_cursor": cursor},
-                        _watermark_path(settings))
+        write_watermark(
+            settings,
+            "materialized_until",
+            {"until": until.isoformat(), "ledger_cursor": cursor},
+            _watermark_path(settings),
+        )
     return MaterializeResult(
-        start=start.isoformat(), end=end.isoformat(), offline_rows=rows,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        offline_rows=rows,
         online_window=(online_start.isoformat(), newest.isoformat()),
     )
 
@@ -306,8 +319,13 @@ def read_labels(settings: Settings, as_of: datetime) -> pd.DataFrame:
 
     files = visible_partition_files(settings.state.curated / "labels")
     if not files:
-        return pd.DataFrame({"transaction_id": pd.Series(dtype="string"), "is_fraud": pd.Series(dtype="Int64"),
-                             "label_timestamp": pd.Series(dtype="datetime64[us, UTC]")})
+        return pd.DataFrame(
+            {
+                "transaction_id": pd.Series(dtype="string"),
+                "is_fraud": pd.Series(dtype="Int64"),
+                "label_timestamp": pd.Series(dtype="datetime64[us, UTC]"),
+            }
+        )
     from loopline.storage.files import read_parquet
 
     labels = pd.concat([read_parquet(f) for f in files], ignore_index=True)
@@ -353,11 +371,16 @@ def build_training_set(
     features = features.reset_index(drop=True)
     if not features["transaction_id"].equals(ids):  # Feast's engine returns rows in its own order
         features = features.set_index("transaction_id").reindex(ids).reset_index()
-    frame = pd.concat([
-        transactions[["transaction_id", "event_timestamp", *ENTITY_COLUMNS, "amount", *PASSTHROUGH_COLUMNS]],
-        labels.reindex(ids).reset_index(drop=True),
-        features[feature_cols],
-    ], axis=1)
+    frame = pd.concat(
+        [
+            transactions[
+                ["transaction_id", "event_timestamp", *ENTITY_COLUMNS, "amount", *PASSTHROUGH_COLUMNS]
+            ],
+            labels.reindex(ids).reset_index(drop=True),
+            features[feature_cols],
+        ],
+        axis=1,
+    )
     if len(frame) != len(transactions):
         raise FeatureRowsMismatch(f"{len(transactions)} transactions became {len(frame)} training rows")
     frame["is_fraud"] = frame["is_fraud"].astype("Int64")
@@ -372,11 +395,19 @@ def build_training_set(
     fraud_rows = int(frame["is_fraud"].fillna(0).sum())
     svc = service(store, name)
     manifest = TrainingSetManifest(
-        path=str(out), content_hash=digest, rows=len(frame), labelled_rows=labelled_rows, fraud_rows=fraud_rows,
+        path=str(out),
+        content_hash=digest,
+        rows=len(frame),
+        labelled_rows=labelled_rows,
+        fraud_rows=fraud_rows,
         label_rate=round(fraud_rows / labelled_rows, 6) if labelled_rows else None,
-        start=pd.Timestamp(start).isoformat(), end=pd.Timestamp(end).isoformat(),
-        labels_as_of=labels_as_of.isoformat(), feature_service=svc.name,
-        feature_service_version=svc.tags.get("version", ""), features=feature_cols, columns=list(frame.columns),
+        start=pd.Timestamp(start).isoformat(),
+        end=pd.Timestamp(end).isoformat(),
+        labels_as_of=labels_as_of.isoformat(),
+        feature_service=svc.name,
+        feature_service_version=svc.tags.get("version", ""),
+        features=feature_cols,
+        columns=list(frame.columns),
         created_at=datetime.now(UTC).isoformat(),
     )
     out.with_name(out.name + ".manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
@@ -387,8 +418,9 @@ def build_training_set(
 
 
 # Value kinds returned as they are; any other (timestamps, lists, maps, JSON) goes through Feast's conversion.
-_PLAIN_VALUE_KINDS = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val",
-                                "bytes_val"})
+_PLAIN_VALUE_KINDS = frozenset(
+    {"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"}
+)
 
 
 def _python_value(value: Any) -> Any:
@@ -445,9 +477,13 @@ class OnlineFeatures:
         for part in self.plan.views:
             view = self.store.get_feature_view(part.name)
             types = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
-            self._reads.append(_ViewRead(part=part, view=view, value_types=tuple(types[k] for k in part.keys)))
+            self._reads.append(
+                _ViewRead(part=part, view=view, value_types=tuple(types[k] for k in part.keys))
+            )
 
-    def _read(self, read: _ViewRead, transactions: list[dict[str, Any]]) -> list[tuple[int | None, dict | None]]:
+    def _read(
+        self, read: _ViewRead, transactions: list[dict[str, Any]]
+    ) -> list[tuple[int | None, dict | None]]:
         """(feature time in ns, {feature: value}) of ``read``'s view per transaction; (None, None) when the
         store has no row for its key. Each distinct key is read once."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -455,32 +491,49 @@ class OnlineFeatures:
 
         part = read.part  # part.keys: join key -> transaction column
         index: dict[tuple[Any, ...], int] = {}
-        positions = [index.setdefault(tuple(tx[c] for c in part.keys.values()), len(index)) for tx in transactions]
+        positions = [
+            index.setdefault(tuple(tx[c] for c in part.keys.values()), len(index)) for tx in transactions
+        ]
         keys = list(index)
-        values = [python_values_to_proto_values([key[j] for key in keys], value_type)
-                  for j, value_type in enumerate(read.value_types)]
-        entity_keys = [EntityKey(join_keys=list(part.keys), entity_values=[column[i] for column in values])
-                       for i in range(len(keys))]
+        values = [
+            python_values_to_proto_values([key[j] for key in keys], value_type)
+            for j, value_type in enumerate(read.value_types)
+        ]
+        entity_keys = [
+            EntityKey(join_keys=list(part.keys), entity_values=[column[i] for column in values])
+            for i in range(len(keys))
+        ]
         rows = self._provider.online_read(self.store.config, read.view, entity_keys, list(part.features))
         if len(rows) != len(keys):
-            raise FeatureRowsMismatch(f"the online store returned {len(rows)} rows for {len(keys)} keys of "
-                                      f"view {read.view.name!r}")
+            raise FeatureRowsMismatch(
+                f"the online store returned {len(rows)} rows for {len(keys)} keys of view {read.view.name!r}"
+            )
         found: list[tuple[int | None, dict | None]] = []
         for stamp, features in rows:
             if features is None:
                 found.append((None, None))
                 continue
             stamp = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
-            found.append(((stamp - _EPOCH) // ONE_MICROSECOND * 1000,
-                          {n: _python_value(features[n]) if n in features else None for n in part.features}))
+            found.append(
+                (
+                    (stamp - _EPOCH) // ONE_MICROSECOND * 1000,
+                    {n: _python_value(features[n]) if n in features else None for n in part.features},
+                )
+            )
         return [found[p] for p in positions]
 
     def stored_times(self, transactions: list[dict[str, Any]]) -> list[list[int | None]]:
         """Per transaction, the time (ns) of the stored row of each view (None: no row)."""
         per_view = [[ns for ns, _ in self._read(read, transactions)] for read in self._reads]
-        return [list(stamps) for stamps in zip(*per_view, strict=True)] if per_view else [[] for _ in transactions]
+        return (
+            [list(stamps) for stamps in zip(*per_view, strict=True)]
+            if per_view
+            else [[] for _ in transactions]
+        )
 
-    def lookup(self, transactions: list[dict[str, Any]], fresh: FreshFeatures | None = None) -> list[dict[str, Any]]:
+    def lookup(
+        self, transactions: list[dict[str, Any]], fresh: FreshFeatures | None = None
+    ) -> list[dict[str, Any]]:
         """Features for each transaction (dicts with the entity columns, amount and event_timestamp).
 
         ``fresh``: the serving process's recent events (``features.fresh``). When they hold the whole history
@@ -506,12 +559,21 @@ class OnlineFeatures:
             else:
                 rows = self._read(read, transactions)
                 if fresh is not None:
-                    rows = _overlay(fresh, read.part.name, transactions, rows, micros, self._stamp_precision_us)
-            live = [features is not None and within_ttl(ns, at, read.part.ttl)
-                    for (ns, features), at in zip(rows, as_of_ns, strict=True)]
+                    rows = _overlay(
+                        fresh, read.part.name, transactions, rows, micros, self._stamp_precision_us
+                    )
+            live = [
+                features is not None and within_ttl(ns, at, read.part.ttl)
+                for (ns, features), at in zip(rows, as_of_ns, strict=True)
+            ]
             for feature in read.part.features:
-                columns[feature] = [features[feature] if ok else None for (_, features), ok in zip(rows, live, strict=True)]
-        request = {"amount": [float(tx["amount"]) for tx in transactions], "event_epoch_s": [us / 1e6 for us in micros]}
+                columns[feature] = [
+                    features[feature] if ok else None for (_, features), ok in zip(rows, live, strict=True)
+                ]
+        request = {
+            "amount": [float(tx["amount"]) for tx in transactions],
+            "event_epoch_s": [us / 1e6 for us in micros],
+        }
         for column in self.plan.request_fields:
             columns[column] = request[column] if column in request else [tx[column] for tx in transactions]
         for odfv in self.plan.on_demand:
@@ -524,8 +586,9 @@ class OnlineFeatures:
         return [{name: columns[name][i] for name in self.names} for i in range(len(transactions))]
 
 
-def _computed(fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]],
-              micros: list[int]) -> list[tuple[int | None, dict | None]]:
+def _computed(
+    fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]], micros: list[int]
+) -> list[tuple[int | None, dict | None]]:
     """Each transaction's row of ``view`` computed from the serving process's events (``fresh.computes``)."""
     from loopline.features.fresh import table_key
 
@@ -536,16 +599,26 @@ def _computed(fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]
     return out
 
 
-def _overlay(fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]],
-             rows: list[tuple[int | None, dict | None]], micros: list[int],
-             stamp_precision_us: int) -> list[tuple[int | None, dict | None]]:
+def _overlay(
+    fresh: FreshFeatures,
+    view: str,
+    transactions: list[dict[str, Any]],
+    rows: list[tuple[int | None, dict | None]],
+    micros: list[int],
+    stamp_precision_us: int,
+) -> list[tuple[int | None, dict | None]]:
     """``rows`` with the fresh state wherever it is newer than the stored row (see ``FreshFeatures.fresher``)."""
     from loopline.features.fresh import KEEP, table_key
 
     out = []
     for tx, (stored_ns, features), us in zip(transactions, rows, micros, strict=True):
-        state = fresh.fresher(view, table_key(view, tx), us - 1, None if stored_ns is None else stored_ns // 1000,
-                              stamp_precision_us)
+        state = fresh.fresher(
+            view,
+            table_key(view, tx),
+            us - 1,
+            None if stored_ns is None else stored_ns // 1000,
+            stamp_precision_us,
+        )
         if state is KEEP:
             out.append((stored_ns, features))
         elif state is None:
@@ -625,16 +698,28 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     bad_rows = 0
     for tx, online_row in zip(probe["transaction_id"], online_rows, strict=True):
         offline_row = offline.loc[tx]
-        diffs = {n: (online_row[n], offline_row[n]) for n in online.names if not _same(online_row[n], _py(offline_row[n]))}
+        diffs = {
+            n: (online_row[n], offline_row[n])
+            for n in online.names
+            if not _same(online_row[n], _py(offline_row[n]))
+        }
         if diffs:
             bad_rows += 1
             for n in diffs:
                 mismatched[n] = mismatched.get(n, 0) + 1
             if len(examples) < 5:
-                examples.append({"transaction": tx, "diffs": {n: [str(a), str(b)] for n, (a, b) in diffs.items()}})
-    return SkewReport(compared=len(probe), mismatches=bad_rows, features=len(online.names),
-                      mismatched_features=mismatched, examples=examples, at=at.isoformat(),
-                      newer_online=newer_online)
+                examples.append(
+                    {"transaction": tx, "diffs": {n: [str(a), str(b)] for n, (a, b) in diffs.items()}}
+                )
+    return SkewReport(
+        compared=len(probe),
+        mismatches=bad_rows,
+        features=len(online.names),
+        mismatched_features=mismatched,
+        examples=examples,
+        at=at.isoformat(),
+        newer_online=newer_online,
+    )
 
 
 def _py(value: Any) -> Any:

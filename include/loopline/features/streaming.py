@@ -104,9 +104,14 @@ def _text(value: Any) -> str | None:
 def event_from_transaction(tx: dict[str, Any]) -> StreamEvent:
     """A request's (or a curated row's) transaction as an event."""
     return StreamEvent(
-        transaction_id=str(tx["transaction_id"]), t_us=epoch_us(tx["event_timestamp"]), amount=float(tx["amount"]),
-        customer_id=_text(tx.get("customer_id")), merchant_id=_text(tx.get("merchant_id")),
-        card_id=_text(tx.get("card_id")), device_id=_text(tx.get("device_id")), channel=_text(tx.get("channel")),
+        transaction_id=str(tx["transaction_id"]),
+        t_us=epoch_us(tx["event_timestamp"]),
+        amount=float(tx["amount"]),
+        customer_id=_text(tx.get("customer_id")),
+        merchant_id=_text(tx.get("merchant_id")),
+        card_id=_text(tx.get("card_id")),
+        device_id=_text(tx.get("device_id")),
+        channel=_text(tx.get("channel")),
         merchant_country=_text(tx.get("merchant_country")),
     )
 
@@ -125,13 +130,26 @@ def events_from_frame(frame: pd.DataFrame) -> list[StreamEvent]:
         if column not in frame.columns:
             return [None] * len(frame)
         values = frame[column].astype(object)
-        return [None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
-                for v in values.tolist()]
+        return [
+            None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+            for v in values.tolist()
+        ]
 
-    return [StreamEvent(*fields) for fields in zip(
-        frame["transaction_id"].astype(str).tolist(), t_us, frame["amount"].astype(float).tolist(),
-        texts("customer_id"), texts("merchant_id"), texts("card_id"), texts("device_id"), texts("channel"),
-        texts("merchant_country"), strict=True)]
+    return [
+        StreamEvent(*fields)
+        for fields in zip(
+            frame["transaction_id"].astype(str).tolist(),
+            t_us,
+            frame["amount"].astype(float).tolist(),
+            texts("customer_id"),
+            texts("merchant_id"),
+            texts("card_id"),
+            texts("device_id"),
+            texts("channel"),
+            texts("merchant_country"),
+            strict=True,
+        )
+    ]
 
 
 # --- one entity's events and the state after them ---------------------------------------------------
@@ -149,7 +167,9 @@ class _Timeline:
         self.online: list[int] = [0]  # online[i] = online events among events[:i]; foreign: abroad, alike
         self.foreign: list[int] = [0]
         self.version = 0  # bumped when events move (a late insert, a prune): memoised states are then stale
-        self.memo: tuple[int, int, dict[str, Any]] | None = None  # (end, version, row) of the last state built
+        self.memo: tuple[int, int, dict[str, Any]] | None = (
+            None  # (end, version, row) of the last state built
+        )
         # The window aggregates that prefix sums cannot give, kept up to date event by event (_Cursor): one per
         # caller (SCORING, LATEST), so the scoring thread and the online writer never move each other's.
         self.cursors: list[_Cursor | None] = [None, None]
@@ -174,7 +194,7 @@ class _Timeline:
     def resum(self, start: int = 0) -> None:
         """Rebuild the prefix sums and counts from event ``start`` on (after a late insert or a prune)."""
         for prefix in (self.sums, self.online, self.foreign):
-            del prefix[start + 1:]
+            del prefix[start + 1 :]
         total, online, foreign = self.sums[start], self.online[start], self.foreign[start]
         for event in self.events[start:]:
             total += event.amount
@@ -280,7 +300,9 @@ class _Cursor:
         newest = times[end - 1]
         for w, length in enumerate(self.windows):
             start, edge = starts[w], newest - length
-            while start and times[start - 1] > edge:  # the newest event went back: older ones are inside again
+            while (
+                start and times[start - 1] > edge
+            ):  # the newest event went back: older ones are inside again
                 start -= 1
                 self.add(w, events[start])
             while times[start] <= edge:  # it went on: the oldest ones fell out
@@ -353,11 +375,13 @@ class _CustomerCursor(_Cursor):
         if self.inexact:
             return _population_std(list(map(_AMOUNT, line.events[start:end])))
         n = end - start
-        return math.sqrt((n * self.squares_30d - self.sum_30d * self.sum_30d) / ((n * n) << (2 * _FIXED_BITS)))
+        return math.sqrt(
+            (n * self.squares_30d - self.sum_30d * self.sum_30d) / ((n * n) << (2 * _FIXED_BITS))
+        )
 
     def maximum_7d(self, line: _Timeline) -> float:
         if self.max_7d is None:
-            self.max_7d = max(map(_AMOUNT, line.events[self.starts[1]:self.end]))
+            self.max_7d = max(map(_AMOUNT, line.events[self.starts[1] : self.end]))
         return self.max_7d
 
 
@@ -430,12 +454,16 @@ _ROW_BUILDERS: dict[str, Callable[[_Timeline, int, int, int], dict[str, Any]]] =
     CUSTOMER_VELOCITY.name: _customer_velocity,
     MERCHANT_STATS.name: _merchant_stats,
     CUSTOMER_DEVICE.name: lambda line, end, newest, slot: {"dev_tx_count_30d": _count_30d(line, end, newest)},
-    CUSTOMER_CHANNEL.name: lambda line, end, newest, slot: {"chan_tx_count_30d": _count_30d(line, end, newest)},
+    CUSTOMER_CHANNEL.name: lambda line, end, newest, slot: {
+        "chan_tx_count_30d": _count_30d(line, end, newest)
+    },
 }
 TABLE_KEYS: dict[str, tuple[str, ...]] = {table.name: table.keys for table in TABLES}
 
 
-_KEY_POSITIONS = {name: tuple(StreamEvent._fields.index(column) for column in keys) for name, keys in TABLE_KEYS.items()}
+_KEY_POSITIONS = {
+    name: tuple(StreamEvent._fields.index(column) for column in keys) for name, keys in TABLE_KEYS.items()
+}
 
 
 def table_key(table: str, event: StreamEvent | dict[str, Any]) -> tuple[str, ...] | None:
@@ -474,8 +502,11 @@ class EventWindows:
     def __contains__(self, transaction_id: str) -> bool:
         return transaction_id in self._ids
 
-    def add(self, events: Iterable[StreamEvent], touched: set[tuple[str, tuple[str, ...]]] | None = None,
-            ) -> list[StreamEvent]:
+    def add(
+        self,
+        events: Iterable[StreamEvent],
+        touched: set[tuple[str, tuple[str, ...]]] | None = None,
+    ) -> list[StreamEvent]:
         """Add events not seen before (by transaction id); returns the new ones. ``touched``: gets the
         (table, key) of every entity they belong to (what ``touched()`` would say, without a second pass)."""
         added = []
@@ -498,8 +529,11 @@ class EventWindows:
 
     def events_since(self, t_us: int) -> list[StreamEvent]:
         """The events kept at or after ``t_us`` (each once)."""
-        return [event for line in self._lines[CUSTOMER_VELOCITY.name].values()
-                for event in line.events[bisect.bisect_left(line.times, t_us):]]
+        return [
+            event
+            for line in self._lines[CUSTOMER_VELOCITY.name].values()
+            for event in line.events[bisect.bisect_left(line.times, t_us) :]
+        ]
 
     def newest_before(self, table: str, key: tuple[str, ...], t_us: int) -> int | None:
         """Time of the entity's newest event strictly before ``t_us`` (None: none kept)."""
@@ -583,9 +617,15 @@ class EventWindows:
 
 def device_first_seen_map(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
     """``aggregates.device_first_seen`` output as a dict."""
-    return {(str(c), str(d)): float(s) for c, d, s in zip(
-        frame["customer_id"].astype(str), frame["device_id"].astype(str), frame["dev_first_seen_epoch_s"],
-        strict=True)}
+    return {
+        (str(c), str(d)): float(s)
+        for c, d, s in zip(
+            frame["customer_id"].astype(str),
+            frame["device_id"].astype(str),
+            frame["dev_first_seen_epoch_s"],
+            strict=True,
+        )
+    }
 
 
 # --- writing states to the online store ---------------------------------------------------------------
@@ -670,9 +710,11 @@ class OnlineStateWriter:
         self.store = store
         self.kind = store.config.online_store.type
         if self.kind not in ("sqlite", "redis"):
-            raise ValueError(f"fresh online features support the sqlite and redis online stores, not "
-                             f"{self.kind!r}: set online_store.type in feature_store.yaml, or turn "
-                             "features.streaming off in the serving config")
+            raise ValueError(
+                f"fresh online features support the sqlite and redis online stores, not "
+                f"{self.kind!r}: set online_store.type in feature_store.yaml, or turn "
+                "features.streaming off in the serving config"
+            )
         self._provider = get_provider(store.config)
         self._views = {table.name: store.get_feature_view(table.name) for table in TABLES}
         from feast import ValueType
@@ -680,8 +722,10 @@ class OnlineStateWriter:
         for name, view in self._views.items():
             kinds = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
             if any(kinds.get(column) != ValueType.STRING for column in TABLE_KEYS[name]):
-                raise ValueError(f"feature view {name!r}: fresh features expect string join keys "
-                                 f"{TABLE_KEYS[name]}, the registry has {kinds}")
+                raise ValueError(
+                    f"feature view {name!r}: fresh features expect string join keys "
+                    f"{TABLE_KEYS[name]}, the registry has {kinds}"
+                )
         self._guarded = False
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
         self._key_version = store.config.entity_key_serialization_version
@@ -693,7 +737,9 @@ class OnlineStateWriter:
         from feast.protos.feast.types.Value_pb2 import Value
 
         # Every join key of the four views is a STRING entity (feature_repo/entities.py, checked at start).
-        return EntityKey(join_keys=list(TABLE_KEYS[table]), entity_values=[Value(string_val=part) for part in key])
+        return EntityKey(
+            join_keys=list(TABLE_KEYS[table]), entity_values=[Value(string_val=part) for part in key]
+        )
 
     def _key_bytes(self, table: str, key: tuple[str, ...]) -> bytes:
         """Feast's serialised entity key (the SQLite row key; Redis adds the project), cached per entity."""
@@ -704,7 +750,8 @@ class OnlineStateWriter:
             if len(self._keys) > 1_000_000:  # a bound on memory, far above a day's active entities
                 self._keys.clear()
             cached = self._keys[(table, key)] = serialize_entity_key(
-                self._entity_key(table, key), entity_key_serialization_version=self._key_version)
+                self._entity_key(table, key), entity_key_serialization_version=self._key_version
+            )
         return cached
 
     def write(self, table: str, states: dict[tuple[str, ...], State]) -> int:
@@ -712,15 +759,23 @@ class OnlineStateWriter:
         if not states:
             return 0
         features = TABLES_BY_NAME[table].features
-        items = [(self._key_bytes(table, key), [(name, encode_value(row[name], dtype)) for name, dtype in features.items()],
-                  newest) for key, (newest, row) in states.items()]
+        items = [
+            (
+                self._key_bytes(table, key),
+                [(name, encode_value(row[name], dtype)) for name, dtype in features.items()],
+                newest,
+            )
+            for key, (newest, row) in states.items()
+        ]
         if self.kind == "sqlite":
             self._write_sqlite(table, items)
         else:
             self._write_redis(table, items)
         return len(items)
 
-    def _write_sqlite(self, table: str, items: list[tuple[bytes, list[tuple[str, tuple[bytes, str]]], int]]) -> None:
+    def _write_sqlite(
+        self, table: str, items: list[tuple[bytes, list[tuple[str, tuple[bytes, str]]], int]]
+    ) -> None:
         """Feast's SQLite rows (one per entity and feature: serialised key, feature name, value proto, its text,
         event time) upserted with one ``executemany``; Feast's own writer runs a statement per feature row,
         which made it most of fresh features' cost in serving."""
@@ -734,7 +789,9 @@ class OnlineStateWriter:
                 f'INSERT INTO "{self._sqlite_tables[table]}" (entity_key, feature_name, value, value_text, event_ts, '
                 "created_ts) VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
                 "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-                "created_ts = excluded.created_ts", rows)
+                "created_ts = excluded.created_ts",
+                rows,
+            )
 
     def _guard_sqlite(self) -> Any:
         """Feast's connection to the online store, with the never-back-in-time trigger on every table."""
@@ -745,8 +802,10 @@ class OnlineStateWriter:
         from feast.infra.online_stores.sqlite import _table_id
 
         versioning = self.store.config.registry.enable_online_feature_view_versioning
-        self._sqlite_tables = {table: _table_id(self.store.config.project, view, versioning)
-                               for table, view in self._views.items()}
+        self._sqlite_tables = {
+            table: _table_id(self.store.config.project, view, versioning)
+            for table, view in self._views.items()
+        }
         # WAL: serving's lookups (other connections) never wait for these writes; NORMAL: a commit is not
         # an fsync (a crash loses at most the last writes, which materialisation recomputes).
         conn.execute("PRAGMA journal_mode=WAL")
@@ -757,7 +816,9 @@ class OnlineStateWriter:
         self._guarded = True
         return conn
 
-    def _write_redis(self, table: str, items: list[tuple[bytes, list[tuple[str, tuple[bytes, str]]], int]]) -> None:
+    def _write_redis(
+        self, table: str, items: list[tuple[bytes, list[tuple[str, tuple[bytes, str]]], int]]
+    ) -> None:
         from feast.infra.online_stores.helpers import _mmh3
         from feast.infra.online_stores.redis import _versioned_fv_name
         from google.protobuf.timestamp_pb2 import Timestamp
@@ -781,4 +842,3 @@ class OnlineStateWriter:
                 # Feast's Redis key: the serialised entity key, then the project (helpers._redis_key).
                 self._script(keys=[key + project], args=[stamp_field, newest, *fields], client=pipe)
             pipe.execute()
-

@@ -75,4 +75,9 @@ CUSTOMER_CHANNEL: Final = AggregateTable(
     },
 )
 
-TABLES: Final[tuple[AggregateTable, ...]] = (CUSTOMER_VELOCITY, MERCHANT_STATS, CUSTOMER_DEVICE, CUSTOMER_CHANNEL)
+TABLES: Final[tuple[AggregateTable, ...]] = (
+    CUSTOMER_VELOCITY,
+    MERCHANT_STATS,
+    CUSTOMER_DEVICE,
+    CUSTOMER_CHANNEL,
+)

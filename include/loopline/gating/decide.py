@@ -80,9 +80,11 @@ class Comparison:
         return f"without the comparison: {self.champion} exists but could not be scored"
 
     def unscorable_reason(self, what: str) -> str:
-        return (f"{self.champion} exists but could not be scored: {self.error}; {what} cannot be checked, "
-                "so the candidate is rejected (fix or re-register the champion, or remove its alias if it "
-                "is truly gone)")
+        return (
+            f"{self.champion} exists but could not be scored: {self.error}; {what} cannot be checked, "
+            "so the candidate is rejected (fix or re-register the champion, or remove its alias if it "
+            "is truly gone)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "summary": self.describe()}
@@ -109,9 +111,13 @@ class GateVerdict:
         return {name: check.passed for name, check in self.checks.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "why": self.why, "reasons": self.reasons,
-                "comparison": self.comparison.to_dict(),
-                "checks": {name: check.to_dict() for name, check in self.checks.items()}}
+        return {
+            "passed": self.passed,
+            "why": self.why,
+            "reasons": self.reasons,
+            "comparison": self.comparison.to_dict(),
+            "checks": {name: check.to_dict() for name, check in self.checks.items()},
+        }
 
 
 def _fmt(value: float | None) -> str:
@@ -124,20 +130,34 @@ def _finite(value: float | None) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def check_quality(policy: GatePolicy, candidate: dict[str, float] | None,
-                  champion: dict[str, float] | None, candidate_error: str = "",
-                  comparison: Comparison | None = None) -> CheckResult:
+def check_quality(
+    policy: GatePolicy,
+    candidate: dict[str, float] | None,
+    champion: dict[str, float] | None,
+    candidate_error: str = "",
+    comparison: Comparison | None = None,
+) -> CheckResult:
     """Value thresholds always; change thresholds against the champion when there is one. A champion
     that exists but could not be scored fails every configured change threshold (fail closed)."""
     comparison = comparison or comparison_for(champion)
     thresholds = {name: t for name, t in policy.quality.thresholds().items() if t.configured()}
     if not thresholds:
-        return CheckResult("quality", passed=True, skipped=True, reasons=[],
-                           details={"note": "no quality thresholds configured"})
+        return CheckResult(
+            "quality",
+            passed=True,
+            skipped=True,
+            reasons=[],
+            details={"note": "no quality thresholds configured"},
+        )
     if candidate is None:
         why = candidate_error or "the candidate could not be scored"
-        return CheckResult("quality", passed=False, applied=len(thresholds), details={"error": why},
-                           reasons=[f"the candidate could not be scored on the holdout: {why}"])
+        return CheckResult(
+            "quality",
+            passed=False,
+            applied=len(thresholds),
+            details={"error": why},
+            reasons=[f"the candidate could not be scored on the holdout: {why}"],
+        )
     reasons: list[str] = []
     metrics: dict[str, Any] = {}
     applied = 0
@@ -147,7 +167,10 @@ def check_quality(policy: GatePolicy, candidate: dict[str, float] | None,
         value = candidate.get(name, math.nan)
         champ = champion.get(name) if champion else None
         rules: list[dict[str, Any]] = []
-        value_rules = [("min", t.min, lambda v, lim: v >= lim, ">="), ("max", t.max, lambda v, lim: v <= lim, "<=")]
+        value_rules = [
+            ("min", t.min, lambda v, lim: v >= lim, ">="),
+            ("max", t.max, lambda v, lim: v <= lim, "<="),
+        ]
         for kind, limit, ok, op in value_rules:
             if limit is None:
                 continue
@@ -159,32 +182,59 @@ def check_quality(policy: GatePolicy, candidate: dict[str, float] | None,
         if t.max_regression is not None:
             if comparison.kind == CHAMPION_UNSCORABLE:
                 applied += 1
-                rules.append({"rule": f"max_regression {t.max_regression} vs champion", "passed": False,
-                              "note": f"{comparison.champion} could not be scored: change threshold not checkable"})
+                rules.append(
+                    {
+                        "rule": f"max_regression {t.max_regression} vs champion",
+                        "passed": False,
+                        "note": f"{comparison.champion} could not be scored: change threshold not checkable",
+                    }
+                )
                 unscorable.append(name)
             elif champion is None:
-                rules.append({"rule": f"max_regression {t.max_regression} vs champion", "passed": None,
-                              "note": "no champion: change threshold not applied"})
+                rules.append(
+                    {
+                        "rule": f"max_regression {t.max_regression} vs champion",
+                        "passed": None,
+                        "note": "no champion: change threshold not applied",
+                    }
+                )
             elif not _finite(champ):
-                rules.append({"rule": f"max_regression {t.max_regression} vs champion", "passed": None,
-                              "note": "champion value not computable on this holdout: not applied"})
+                rules.append(
+                    {
+                        "rule": f"max_regression {t.max_regression} vs champion",
+                        "passed": None,
+                        "note": "champion value not computable on this holdout: not applied",
+                    }
+                )
             else:
                 applied += 1
                 limit = champ - t.max_regression if higher else champ + t.max_regression
                 op = ">=" if higher else "<="
                 passed = _finite(value) and (value >= limit if higher else value <= limit)
-                rules.append({"rule": f"{name} {op} champion {_fmt(champ)} {'-' if higher else '+'} "
-                                      f"{t.max_regression}", "passed": passed})
+                rules.append(
+                    {
+                        "rule": f"{name} {op} champion {_fmt(champ)} {'-' if higher else '+'} "
+                        f"{t.max_regression}",
+                        "passed": passed,
+                    }
+                )
                 if not passed:
-                    reasons.append(f"{name} {_fmt(value)} regresses beyond the allowed {t.max_regression} "
-                                   f"against the champion's {_fmt(champ)} (limit {_fmt(limit)})")
+                    reasons.append(
+                        f"{name} {_fmt(value)} regresses beyond the allowed {t.max_regression} "
+                        f"against the champion's {_fmt(champ)} (limit {_fmt(limit)})"
+                    )
         metrics[name] = {"candidate": value, "champion": champ, "higher_is_better": higher, "rules": rules}
     if unscorable:
-        reasons.insert(0, comparison.unscorable_reason(f"the change thresholds ({', '.join(unscorable)} "
-                                                       "max_regression)"))
-    return CheckResult("quality", passed=not reasons, applied=applied, reasons=reasons,
-                       details={"metrics": metrics, "champion": champion is not None,
-                                "comparison": comparison.kind})
+        reasons.insert(
+            0, comparison.unscorable_reason(f"the change thresholds ({', '.join(unscorable)} max_regression)")
+        )
+    return CheckResult(
+        "quality",
+        passed=not reasons,
+        applied=applied,
+        reasons=reasons,
+        details={"metrics": metrics, "champion": champion is not None, "comparison": comparison.kind},
+    )
 
 
 def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]]:
@@ -199,29 +249,53 @@ def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]
             lacks.append(f"{g.n} rows < min_group_size {f.min_group_size}")
         if g.positives < f.min_group_positives:
             lacks.append(f"{g.positives} fraud rows < min_group_positives {f.min_group_positives}")
-        out.append({"attribute": g.attribute, "group": g.group, "n": g.n, "positives": g.positives,
-                    "fpr_judged": g.judged_fpr, "lacks": "; ".join(lacks) or "no fraud rows"})
+        out.append(
+            {
+                "attribute": g.attribute,
+                "group": g.group,
+                "n": g.n,
+                "positives": g.positives,
+                "fpr_judged": g.judged_fpr,
+                "lacks": "; ".join(lacks) or "no fraud rows",
+            }
+        )
     return out
 
 
 def _rates(table: FairnessTable, attribute: str, kind: str) -> str:
-    return ", ".join(f"{g.group} {_fmt(g.tpr if kind == 'TPR' else g.fpr)}" for g in table.groups
-                     if g.attribute == attribute and (g.judged_tpr if kind == "TPR" else g.judged_fpr))
+    return ", ".join(
+        f"{g.group} {_fmt(g.tpr if kind == 'TPR' else g.fpr)}"
+        for g in table.groups
+        if g.attribute == attribute and (g.judged_tpr if kind == "TPR" else g.judged_fpr)
+    )
 
 
-def check_fairness(policy: GatePolicy, table: FairnessTable | None, champion: FairnessTable | None = None,
-                   comparison: Comparison | None = None) -> CheckResult:
+def check_fairness(
+    policy: GatePolicy,
+    table: FairnessTable | None,
+    champion: FairnessTable | None = None,
+    comparison: Comparison | None = None,
+) -> CheckResult:
     """Per attribute: the TPR and FPR gaps between judged groups within the policy's absolute bounds and
     no more than ``max_gap_increase`` above the champion's gaps on the same rows; groups too small to
     judge are listed (and, with ``unjudged_groups: reject``, reject the candidate)."""
     f = policy.fairness
     comparison = comparison or comparison_for({} if champion is not None else None)
     if not f.configured():
-        return CheckResult("fairness", passed=True, skipped=True,
-                           details={"note": "no fairness gap configured", **({"table": table.to_dict()} if table else {})})
+        return CheckResult(
+            "fairness",
+            passed=True,
+            skipped=True,
+            details={"note": "no fairness gap configured", **({"table": table.to_dict()} if table else {})},
+        )
     if table is None:
-        return CheckResult("fairness", passed=False, applied=1, details={},
-                           reasons=["no fairness table: the candidate could not be scored on the holdout"])
+        return CheckResult(
+            "fairness",
+            passed=False,
+            applied=1,
+            details={},
+            reasons=["no fairness table: the candidate could not be scored on the holdout"],
+        )
     reasons: list[str] = []
     notes: list[str] = []
     applied = 0
@@ -234,7 +308,9 @@ def check_fairness(policy: GatePolicy, table: FairnessTable | None, champion: Fa
                 continue
             applied += 1
             if gap > limit:
-                reasons.append(f"{attribute}: {kind} gap {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)})")
+                reasons.append(
+                    f"{attribute}: {kind} gap {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)})"
+                )
 
     # Against the champion: the same rows, hence the same judged groups, so the gaps are comparable and
     # a model that is fair "enough" in absolute terms still cannot make things materially worse.
@@ -247,8 +323,10 @@ def check_fairness(policy: GatePolicy, table: FairnessTable | None, champion: Fa
         elif champion is None:
             notes.append(f"max_gap_increase not applied: {comparison.describe()}")
         else:
-            for kind, limit, gaps, champ_gaps in (("TPR", increase.tpr, table.tpr_gap, champion.tpr_gap),
-                                                  ("FPR", increase.fpr, table.fpr_gap, champion.fpr_gap)):
+            for kind, limit, gaps, champ_gaps in (
+                ("TPR", increase.tpr, table.tpr_gap, champion.tpr_gap),
+                ("FPR", increase.fpr, table.fpr_gap, champion.fpr_gap),
+            ):
                 if limit is None:
                     continue
                 for attribute, gap in gaps.items():
@@ -257,25 +335,46 @@ def check_fairness(policy: GatePolicy, table: FairnessTable | None, champion: Fa
                         continue
                     applied += 1
                     passed = gap - champ <= limit + 1e-12
-                    versus.append({"attribute": attribute, "rate": kind, "candidate_gap": gap, "champion_gap": champ,
-                                   "allowed_increase": limit, "passed": passed})
+                    versus.append(
+                        {
+                            "attribute": attribute,
+                            "rate": kind,
+                            "candidate_gap": gap,
+                            "champion_gap": champ,
+                            "allowed_increase": limit,
+                            "passed": passed,
+                        }
+                    )
                     if not passed:
-                        reasons.append(f"{attribute}: {kind} gap {_fmt(gap)} is {_fmt(gap - champ)} above "
-                                       f"{comparison.champion}'s {_fmt(champ)} on the same rows (allowed "
-                                       f"increase {limit}; candidate {_rates(table, attribute, kind)}; champion "
-                                       f"{_rates(champion, attribute, kind)})")
+                        reasons.append(
+                            f"{attribute}: {kind} gap {_fmt(gap)} is {_fmt(gap - champ)} above "
+                            f"{comparison.champion}'s {_fmt(champ)} on the same rows (allowed "
+                            f"increase {limit}; candidate {_rates(table, attribute, kind)}; champion "
+                            f"{_rates(champion, attribute, kind)})"
+                        )
 
     # Listed in details["not_judged"] either way (the card and the verdict's why show them).
     not_judged = _not_judged(policy, table)
     if f.unjudged_groups == "reject":
         applied += 1
-        reasons += [f"{g['attribute']}={g['group']} not judged ({g['lacks']}); unjudged_groups: reject "
-                    "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"
-                    for g in not_judged]
-    return CheckResult("fairness", passed=not reasons, applied=applied, reasons=reasons,
-                       details={"table": table.to_dict(), "notes": notes, "not_judged": not_judged,
-                                "vs_champion": versus,
-                                **({"champion_table": champion.to_dict()} if champion is not None else {})})
+        reasons += [
+            f"{g['attribute']}={g['group']} not judged ({g['lacks']}); unjudged_groups: reject "
+            "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"
+            for g in not_judged
+        ]
+    return CheckResult(
+        "fairness",
+        passed=not reasons,
+        applied=applied,
+        reasons=reasons,
+        details={
+            "table": table.to_dict(),
+            "notes": notes,
+            "not_judged": not_judged,
+            "vs_champion": versus,
+            **({"champion_table": champion.to_dict()} if champion is not None else {}),
+        },
+    )
 
 
 def check_latency(policy: GatePolicy, stats: LatencyStats | None) -> CheckResult:
@@ -283,13 +382,22 @@ def check_latency(policy: GatePolicy, stats: LatencyStats | None) -> CheckResult
     lat = policy.latency
     if not lat.configured():
         note = "latency check disabled" if not lat.enabled else "no latency budget configured"
-        return CheckResult("latency", passed=True, skipped=True,
-                           details={"note": note, **({"measured": stats.to_dict()} if stats else {})})
+        return CheckResult(
+            "latency",
+            passed=True,
+            skipped=True,
+            details={"note": note, **({"measured": stats.to_dict()} if stats else {})},
+        )
     budgets = {"p95_ms": lat.p95_ms, "p99_ms": lat.p99_ms}
     if stats is None or stats.error or stats.requests == 0:
         why = (stats.error if stats else "") or "latency was not measured"
-        return CheckResult("latency", passed=False, applied=1, reasons=[f"latency not measurable: {why}"],
-                           details={"budget": budgets, **({"measured": stats.to_dict()} if stats else {})})
+        return CheckResult(
+            "latency",
+            passed=False,
+            applied=1,
+            reasons=[f"latency not measurable: {why}"],
+            details={"budget": budgets, **({"measured": stats.to_dict()} if stats else {})},
+        )
     reasons = []
     applied = 0
     for key, budget in budgets.items():
@@ -301,8 +409,13 @@ def check_latency(policy: GatePolicy, stats: LatencyStats | None) -> CheckResult
             reasons.append(f"{key.removesuffix('_ms')} {value:.2f} ms exceeds the budget of {budget} ms")
     if stats.errors:
         reasons.append(f"{stats.errors} of {stats.requests + stats.errors} requests failed")
-    return CheckResult("latency", passed=not reasons, applied=applied, reasons=reasons,
-                       details={"budget": budgets, "measured": stats.to_dict()})
+    return CheckResult(
+        "latency",
+        passed=not reasons,
+        applied=applied,
+        reasons=reasons,
+        details={"budget": budgets, "measured": stats.to_dict()},
+    )
 
 
 def check_infra(policy: GatePolicy, infra: InfraOutcome | None) -> CheckResult:
@@ -310,13 +423,23 @@ def check_infra(policy: GatePolicy, infra: InfraOutcome | None) -> CheckResult:
         return CheckResult("infra", passed=True, skipped=True, details={"note": "infra validation disabled"})
     if infra is None:
         return CheckResult("infra", passed=False, reasons=["infra validation was enabled but did not run"])
-    return CheckResult("infra", passed=bool(infra.passed), details=infra.to_dict(), reasons=list(infra.reasons))
+    return CheckResult(
+        "infra", passed=bool(infra.passed), details=infra.to_dict(), reasons=list(infra.reasons)
+    )
 
 
-def decide(policy: GatePolicy, candidate: dict[str, float] | None, champion: dict[str, float] | None,
-           fairness: FairnessTable | None, latency: LatencyStats | None, infra: InfraOutcome | None,
-           *, candidate_error: str = "", champion_fairness: FairnessTable | None = None,
-           comparison: Comparison | None = None) -> GateVerdict:
+def decide(
+    policy: GatePolicy,
+    candidate: dict[str, float] | None,
+    champion: dict[str, float] | None,
+    fairness: FairnessTable | None,
+    latency: LatencyStats | None,
+    infra: InfraOutcome | None,
+    *,
+    candidate_error: str = "",
+    champion_fairness: FairnessTable | None = None,
+    comparison: Comparison | None = None,
+) -> GateVerdict:
     """Judge the candidate. ``candidate``/``champion``: quality metrics on the same holdout rows (None:
     not scorable / no champion); ``fairness``/``champion_fairness``: their fairness tables on those rows;
     ``latency``/``infra``: None when not run; ``comparison``: which comparison ran (default: implied by
@@ -331,25 +454,37 @@ def decide(policy: GatePolicy, candidate: dict[str, float] | None, champion: dic
     failed = [name for name, check in checks.items() if not check.passed]
     applied = sum(checks[name].applied for name in ("quality", "fairness", "latency"))
     if not policy.has_thresholds():
-        why = ("Rejected: the gate policy configures no thresholds (quality, fairness or latency), and a "
-               "gate with nothing to judge passes nothing. Configure thresholds in include/config/gate.yaml.")
+        why = (
+            "Rejected: the gate policy configures no thresholds (quality, fairness or latency), and a "
+            "gate with nothing to judge passes nothing. Configure thresholds in include/config/gate.yaml."
+        )
         return GateVerdict(False, checks, why, comparison)
     if failed:
         details = "; ".join(f"{name}: {'; '.join(checks[name].reasons) or 'failed'}" for name in failed)
-        why = (f"Rejected: {len(failed)} of {len(CHECKS)} checks failed ({', '.join(failed)}), judged "
-               f"{comparison.describe()}. {details}.")
+        why = (
+            f"Rejected: {len(failed)} of {len(CHECKS)} checks failed ({', '.join(failed)}), judged "
+            f"{comparison.describe()}. {details}."
+        )
         return GateVerdict(False, checks, why, comparison)
     if applied == 0:
-        why = ("Rejected: no configured threshold applied (without a champion only value thresholds apply, "
-               "and none judged this candidate), so nothing passes. Add value thresholds (min/max) to the "
-               "gate policy.")
+        why = (
+            "Rejected: no configured threshold applied (without a champion only value thresholds apply, "
+            "and none judged this candidate), so nothing passes. Add value thresholds (min/max) to the "
+            "gate policy."
+        )
         return GateVerdict(False, checks, why, comparison)
     ran = [name for name, check in checks.items() if not check.skipped]
     skipped = [name for name, check in checks.items() if check.skipped]
     not_judged = checks["fairness"].details.get("not_judged") or []
-    why = (f"Passed: {applied} thresholds evaluated {comparison.describe()}; checks passed: {', '.join(ran)}"
-           + (f"; skipped (not configured or disabled): {', '.join(skipped)}" if skipped else "")
-           + (f"; fairness groups not judged (too few rows or fraud rows): "
-              f"{', '.join(g['attribute'] + '=' + g['group'] for g in not_judged)}" if not_judged else "")
-           + ".")
+    why = (
+        f"Passed: {applied} thresholds evaluated {comparison.describe()}; checks passed: {', '.join(ran)}"
+        + (f"; skipped (not configured or disabled): {', '.join(skipped)}" if skipped else "")
+        + (
+            f"; fairness groups not judged (too few rows or fraud rows): "
+            f"{', '.join(g['attribute'] + '=' + g['group'] for g in not_judged)}"
+            if not_judged
+            else ""
+        )
+        + "."
+    )
     return GateVerdict(True, checks, why, comparison)

@@ -46,8 +46,20 @@ CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 LABEL = "is_fraud"
 # Columns of a transaction as the prediction API takes it (the holdout has all but card_id).
-REQUEST_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "card_id", "merchant_id", "merchant_category",
-                   "merchant_country", "amount", "channel", "device_id", "customer_age_band", "customer_region")
+REQUEST_COLUMNS = (
+    "transaction_id",
+    "event_timestamp",
+    "customer_id",
+    "card_id",
+    "merchant_id",
+    "merchant_category",
+    "merchant_country",
+    "amount",
+    "channel",
+    "device_id",
+    "customer_age_band",
+    "customer_region",
+)
 TAG_PASSED = "loopline.gate.passed"
 TAG_CHECKS = "loopline.gate.checks"
 TAG_REPORT = "loopline.gate.report"
@@ -118,7 +130,9 @@ def _read_holdout(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     labelled = frame[frame[LABEL].notna()].reset_index(drop=True)
     labelled[LABEL] = labelled[LABEL].astype("int64")
     if labelled.empty:
-        raise GateError(f"the holdout {path} has no labelled rows: build it with build_holdout / `loopline gate`")
+        raise GateError(
+            f"the holdout {path} has no labelled rows: build it with build_holdout / `loopline gate`"
+        )
     return labelled, manifest
 
 
@@ -143,8 +157,11 @@ def _champion(client: Any, model_name: str, version: str) -> tuple[Any | None, C
         message = str(exc.message)
         if exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message:
             return None, Comparison(NO_CHAMPION)
-        return None, Comparison(CHAMPION_UNSCORABLE, None,
-                                f"the alias `{CHAMPION_ALIAS}` could not be resolved: {exc.error_code}: {message[:300]}")
+        return None, Comparison(
+            CHAMPION_UNSCORABLE,
+            None,
+            f"the alias `{CHAMPION_ALIAS}` could not be resolved: {exc.error_code}: {message[:300]}",
+        )
     if str(mv.version) == str(version):
         return None, Comparison(CANDIDATE_IS_CHAMPION, str(mv.version))
     return mv, None
@@ -158,11 +175,17 @@ def _lineage(client: Any, run_id: str) -> dict[str, Any]:
         manifest = mlflow.artifacts.load_dict(f"runs:/{run_id}/training_set/manifest.json")
     except Exception:  # noqa: BLE001 - lineage is best effort: a run without a manifest still gets a card
         manifest = None
-    validation = {k: v for k, v in {**run.data.params, **run.data.tags}.items()
-                  if k.startswith(("gx.", "gx_", "data_validation", "loopline.validation", "loopline.gx"))}
-    return {"params": dict(run.data.params), "tags": {k: v for k, v in run.data.tags.items()
-                                                       if not k.startswith("mlflow.")},
-            "training_set_manifest": manifest, "data_validation": validation}
+    validation = {
+        k: v
+        for k, v in {**run.data.params, **run.data.tags}.items()
+        if k.startswith(("gx.", "gx_", "data_validation", "loopline.validation", "loopline.gx"))
+    }
+    return {
+        "params": dict(run.data.params),
+        "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        "training_set_manifest": manifest,
+        "data_validation": validation,
+    }
 
 
 def _clean(value: Any) -> Any:
@@ -176,15 +199,26 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _fairness(policy: GatePolicy, labels: np.ndarray, scores: np.ndarray, groups: dict[str, np.ndarray],
-              expected: dict[str, list[str]] | None = None) -> FairnessTable:
+def _fairness(
+    policy: GatePolicy,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    groups: dict[str, np.ndarray],
+    expected: dict[str, list[str]] | None = None,
+) -> FairnessTable:
     f = policy.fairness
-    return fairness_table(labels, scores, groups, policy.threshold(), f.min_group_size, f.min_group_positives,
-                          expected)
+    return fairness_table(
+        labels, scores, groups, policy.threshold(), f.min_group_size, f.min_group_positives, expected
+    )
 
 
-def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, model_name: str = DEFAULT_MODEL_NAME,
-             policy: GatePolicy | None = None) -> GateVerdict:
+def run_gate(
+    settings: Settings,
+    version: str | int,
+    holdout_path: str | Path,
+    model_name: str = DEFAULT_MODEL_NAME,
+    policy: GatePolicy | None = None,
+) -> GateVerdict:
     """Gate ``models:/<model_name>/<version>`` on the holdout; record the verdict with the version."""
     from mlflow.exceptions import MlflowException
 
@@ -199,12 +233,15 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     try:
         candidate_mv = client.get_model_version(model_name, version)
     except MlflowException as exc:
-        raise GateError(f"no version {version} of registered model {model_name!r} in {settings.mlflow_uri}: "
-                        f"{exc.message}") from None
+        raise GateError(
+            f"no version {version} of registered model {model_name!r} in {settings.mlflow_uri}: {exc.message}"
+        ) from None
     rows, manifest = _read_holdout(holdout_path)
     missing = [c for c in policy.fairness.group_columns if c not in rows.columns]
     if missing:
-        raise GateError(f"the holdout lacks the fairness group columns {missing}: rebuild it with build_holdout")
+        raise GateError(
+            f"the holdout lacks the fairness group columns {missing}: rebuild it with build_holdout"
+        )
     # The groups the labelled history has (build_holdout records them): one absent from the holdout is listed.
     expected_groups = manifest.get(FAIRNESS_GROUPS_KEY)
     labels = rows[LABEL].to_numpy()
@@ -226,8 +263,11 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
             comparison = Comparison(VS_CHAMPION, str(champion_mv.version))
         else:
             comparison = Comparison(CHAMPION_UNSCORABLE, str(champion_mv.version), champion.error)
-    fairness = (_fairness(policy, labels, candidate.scores, groups, expected_groups)
-                if candidate.scores is not None else None)
+    fairness = (
+        _fairness(policy, labels, candidate.scores, groups, expected_groups)
+        if candidate.scores is not None
+        else None
+    )
 
     reports = settings.state.reports / "gate" / version  # the state dir, or object storage
     # The infra check's own files (the probe server's log and PID record) need a local folder.
@@ -235,29 +275,65 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     workdir.mkdir(parents=True, exist_ok=True)
     latency: LatencyStats | None = None
     if policy.latency.enabled:
-        latency = measure_latency(settings, candidate_uri, version, sample_requests(rows, policy.latency.requests),
-                                  n=policy.latency.requests, warmup=policy.latency.warmup)
+        latency = measure_latency(
+            settings,
+            candidate_uri,
+            version,
+            sample_requests(rows, policy.latency.requests),
+            n=policy.latency.requests,
+            warmup=policy.latency.warmup,
+        )
     infra: InfraResult | None = None
     if policy.infra.enabled:
-        infra = validate_serving(settings, candidate_uri, version, sample_requests(rows, policy.infra.sample_requests),
-                                 policy.infra.timeout_s, workdir)
+        infra = validate_serving(
+            settings,
+            candidate_uri,
+            version,
+            sample_requests(rows, policy.infra.sample_requests),
+            policy.infra.timeout_s,
+            workdir,
+        )
 
-    verdict = decide(policy, cand_metrics, champ_metrics, fairness, latency, infra, candidate_error=candidate.error,
-                     champion_fairness=champ_fairness, comparison=comparison)
+    verdict = decide(
+        policy,
+        cand_metrics,
+        champ_metrics,
+        fairness,
+        latency,
+        infra,
+        candidate_error=candidate.error,
+        champion_fairness=champ_fairness,
+        comparison=comparison,
+    )
     report = {
-        "model_name": model_name, "gated_at": datetime.now(UTC).isoformat(),
+        "model_name": model_name,
+        "gated_at": datetime.now(UTC).isoformat(),
         "candidate": {"version": version, "run_id": candidate_mv.run_id, "model_uri": candidate_uri},
         # Which comparison ran, up front: a reader must never mistake "no champion" for "champion broken".
         "comparison": comparison.to_dict(),
-        "champion": ({"version": str(champion_mv.version), "run_id": champion_mv.run_id, "error": champion_error}
-                     if champion_mv is not None else
-                     {"version": None, "run_id": None, "error": champion_error} if champion_error else None),
-        "holdout": {"path": str(holdout_path), "content_hash": manifest.get("content_hash"),
-                    "start": manifest.get("start"), "end": manifest.get("end"), "rows": manifest.get("rows"),
-                    "labelled_rows": int(len(rows)), "fraud_rows": int(labels.sum())},
+        "champion": (
+            {"version": str(champion_mv.version), "run_id": champion_mv.run_id, "error": champion_error}
+            if champion_mv is not None
+            else {"version": None, "run_id": None, "error": champion_error}
+            if champion_error
+            else None
+        ),
+        "holdout": {
+            "path": str(holdout_path),
+            "content_hash": manifest.get("content_hash"),
+            "start": manifest.get("start"),
+            "end": manifest.get("end"),
+            "rows": manifest.get("rows"),
+            "labelled_rows": int(len(rows)),
+            "fraud_rows": int(labels.sum()),
+        },
         "policy": policy.model_dump(),
-        "metrics": {"candidate": cand_metrics, "champion": champ_metrics, "higher_is_better": HIGHER_IS_BETTER,
-                    "candidate_error": candidate.error},
+        "metrics": {
+            "candidate": cand_metrics,
+            "champion": champ_metrics,
+            "higher_is_better": HIGHER_IS_BETTER,
+            "candidate_error": candidate.error,
+        },
         "fairness": fairness.to_dict() if fairness else None,
         "fairness_champion": champ_fairness.to_dict() if champ_fairness else None,
         "latency": latency.to_dict() if latency else None,
@@ -267,8 +343,17 @@ def run_gate(settings: Settings, version: str | int, holdout_path: str | Path, m
     }
     if candidate.scores is not None:
         log_holdout_scores(client, candidate_mv.run_id, rows, candidate.scores)
-    record_verdict(settings, client, model_name, version, candidate_mv.run_id, _clean(report), verdict, reports,
-                   serving.registry)
+    record_verdict(
+        settings,
+        client,
+        model_name,
+        version,
+        candidate_mv.run_id,
+        _clean(report),
+        verdict,
+        reports,
+        serving.registry,
+    )
     return verdict
 
 
@@ -278,17 +363,31 @@ def log_holdout_scores(client: Any, run_id: str, rows: pd.DataFrame, scores: np.
 
     import pandas as pd
 
-    frame = pd.DataFrame({"transaction_id": rows["transaction_id"].astype(str).to_numpy(),
-                          "customer_id": rows["customer_id"].astype(str).to_numpy(),
-                          "score": scores, LABEL: rows[LABEL].to_numpy(dtype="int64")})
+    frame = pd.DataFrame(
+        {
+            "transaction_id": rows["transaction_id"].astype(str).to_numpy(),
+            "customer_id": rows["customer_id"].astype(str).to_numpy(),
+            "score": scores,
+            LABEL: rows[LABEL].to_numpy(dtype="int64"),
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(HOLDOUT_SCORES_ARTIFACT).name
         frame.to_parquet(path, index=False)
         client.log_artifact(run_id, str(path), str(Path(HOLDOUT_SCORES_ARTIFACT).parent))
 
 
-def record_verdict(settings: Settings, client: Any, model_name: str, version: str, run_id: str,
-                   report: dict[str, Any], verdict: GateVerdict, workdir: Path, registry: RegistryConfig) -> None:
+def record_verdict(
+    settings: Settings,
+    client: Any,
+    model_name: str,
+    version: str,
+    run_id: str,
+    report: dict[str, Any],
+    verdict: GateVerdict,
+    workdir: Path,
+    registry: RegistryConfig,
+) -> None:
     """Write report + card (``workdir``: the state dir or object storage; and run artifacts), tag the
     version, move the challenger alias."""
     card = render_model_card(report)
@@ -310,8 +409,14 @@ def record_verdict(settings: Settings, client: Any, model_name: str, version: st
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value[:MAX_TAG_CHARS])
     current = client.get_model_version(model_name, version)
-    history.record(settings, "gate_passed" if verdict.passed else "gate_rejected", version=version,
-                   reason=verdict.why, checks=verdict.checks_passed(), report=str(workdir / "gate_report.json"))
+    history.record(
+        settings,
+        "gate_passed" if verdict.passed else "gate_rejected",
+        version=version,
+        reason=verdict.why,
+        checks=verdict.checks_passed(),
+        report=str(workdir / "gate_report.json"),
+    )
     if verdict.passed:
         for key in (TAG_REJECTED, TAG_REJECTED_REASONS):  # a re-gate that passes clears an old rejection
             if key in (current.tags or {}):
@@ -321,12 +426,15 @@ def record_verdict(settings: Settings, client: Any, model_name: str, version: st
         if registry.mode_tag in (client.get_registered_model(model_name).tags or {}):
             client.delete_registered_model_tag(model_name, registry.mode_tag)
         client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
-    elif CHALLENGER_ALIAS in (current.aliases or []):  # a version that fails a re-gate must not stay the challenger
+    elif CHALLENGER_ALIAS in (
+        current.aliases or []
+    ):  # a version that fails a re-gate must not stay the challenger
         client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
 
 
-def versions_summary(settings: Settings, model_name: str = DEFAULT_MODEL_NAME,
-                     tracking_uri: str | None = None) -> list[dict[str, Any]]:
+def versions_summary(
+    settings: Settings, model_name: str = DEFAULT_MODEL_NAME, tracking_uri: str | None = None
+) -> list[dict[str, Any]]:
     """Every registered version with its aliases, gate result and model card (``loopline status --json``)."""
     from mlflow.exceptions import MlflowException
 
@@ -349,10 +457,21 @@ def versions_summary(settings: Settings, model_name: str = DEFAULT_MODEL_NAME,
                 checks = json.loads(tags.get(TAG_CHECKS, "{}"))
             except json.JSONDecodeError:
                 checks = {}
-            gate = {"passed": tags[TAG_PASSED] == "true", "checks": checks, "report": tags.get(TAG_REPORT),
-                    "rejected_reasons": tags.get(TAG_REJECTED_REASONS)}
+            gate = {
+                "passed": tags[TAG_PASSED] == "true",
+                "checks": checks,
+                "report": tags.get(TAG_REPORT),
+                "rejected_reasons": tags.get(TAG_REJECTED_REASONS),
+            }
         local = settings.state.reports / "gate" / str(mv.version) / "model_card.md"
-        out.append({"version": str(mv.version), "run_id": mv.run_id, "aliases": sorted(by_version.get(str(mv.version), [])),
-                    "gate": gate, "model_card": tags.get(TAG_CARD),
-                    "model_card_path": str(local) if local.exists() else None})
+        out.append(
+            {
+                "version": str(mv.version),
+                "run_id": mv.run_id,
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "gate": gate,
+                "model_card": tags.get(TAG_CARD),
+                "model_card_path": str(local) if local.exists() else None,
+            }
+        )
     return out

@@ -80,10 +80,14 @@ def _labelled_events(settings: Settings, labels_as_of: datetime | None, columns:
     labels = read_labels(settings, labels_as_of or datetime.now(UTC))
     if labels.empty:
         raise HoldoutError("the curated store has no labels yet: ingest label batches before gating")
-    events = read_curated_transactions(settings.state.curated, columns=["transaction_id", TIMESTAMP, *columns])
+    events = read_curated_transactions(
+        settings.state.curated, columns=["transaction_id", TIMESTAMP, *columns]
+    )
     missing = [c for c in columns if c not in events.columns]
     if missing:
-        raise HoldoutError(f"fairness.group_columns {missing} are not transaction columns: fix the gate policy")
+        raise HoldoutError(
+            f"fairness.group_columns {missing} are not transaction columns: fix the gate policy"
+        )
     return events.merge(labels[["transaction_id", LABEL]], on="transaction_id", how="inner")
 
 
@@ -92,8 +96,10 @@ def _range_of(joined: pd.DataFrame) -> tuple[datetime, datetime]:
 
     genuine = joined[joined[LABEL] == 0]
     if genuine.empty:
-        raise HoldoutError(f"none of the {len(joined)} labelled transactions is a confirmed genuine one yet: "
-                           "wait for the label maturity window to pass")
+        raise HoldoutError(
+            f"none of the {len(joined)} labelled transactions is a confirmed genuine one yet: "
+            "wait for the label maturity window to pass"
+        )
     first = pd.Timestamp(joined[TIMESTAMP].min()).to_pydatetime().astimezone(UTC)
     last = pd.Timestamp(genuine[TIMESTAMP].max()).to_pydatetime().astimezone(UTC)
     return first, last + timedelta(microseconds=1)
@@ -108,8 +114,9 @@ def labelled_range(settings: Settings, labels_as_of: datetime | None = None) -> 
     return _range_of(_labelled_events(settings, labels_as_of, []))
 
 
-def _group_counts(window: pd.DataFrame, groups: dict[str, list[str]], min_rows: int,
-                  min_positives: int) -> tuple[GroupCount, ...]:
+def _group_counts(
+    window: pd.DataFrame, groups: dict[str, list[str]], min_rows: int, min_positives: int
+) -> tuple[GroupCount, ...]:
     out = []
     for attribute, values in groups.items():
         column = window[attribute].astype("string").fillna("<missing>")
@@ -134,15 +141,20 @@ def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, polic
     h, f = policy.holdout, policy.fairness
     room = (end - first).total_seconds() / 86400 - h.min_train_days  # days the holdout may take
     if h.days >= room:
-        left = ("nothing would be left to train on" if h.min_train_days == 0 else
-                f"training would keep less than holdout.min_train_days ({h.min_train_days:g} days)")
+        left = (
+            "nothing would be left to train on"
+            if h.min_train_days == 0
+            else f"training would keep less than holdout.min_train_days ({h.min_train_days:g} days)"
+        )
         raise HoldoutError(
             f"labelled data spans {first.isoformat()} .. {end.isoformat()}; with a {h.days:g}-day holdout "
             f"{left} (simulate/ingest more days, or shorten holdout.days / holdout.min_train_days in the gate "
-            "policy)")
+            "policy)"
+        )
     stamps = pd.to_datetime(labelled[TIMESTAMP], utc=True)
-    groups = {c: sorted(labelled[c].astype("string").fillna("<missing>").unique().tolist())
-              for c in f.group_columns}
+    groups = {
+        c: sorted(labelled[c].astype("string").fillna("<missing>").unique().tolist()) for c in f.group_columns
+    }
     # Whole-day steps from `days` (a fractional tail would only add a partial, hour-of-day-skewed day).
     longest = min(h.longest(), room)
     steps = [h.days + k for k in range(math.floor(longest - h.days + 1e-9) + 1)]
@@ -150,21 +162,32 @@ def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, polic
         steps.append(h.longest())
     for days in steps:
         start = end - timedelta(days=days)
-        window = labelled[(stamps >= pd.Timestamp(start)).to_numpy() & (stamps < pd.Timestamp(end)).to_numpy()]
+        window = labelled[
+            (stamps >= pd.Timestamp(start)).to_numpy() & (stamps < pd.Timestamp(end)).to_numpy()
+        ]
         counts = _group_counts(window, groups, f.min_group_size, f.min_group_positives)
         if all(g.enough for g in counts):
             break
     short = [g for g in counts if not g.enough]
     if not short:
-        why = (f"{days:g} days: every group of {', '.join(f.group_columns) or 'no attribute'} has at least "
-               f"{f.min_group_size} rows and {f.min_group_positives} fraud rows")
+        why = (
+            f"{days:g} days: every group of {', '.join(f.group_columns) or 'no attribute'} has at least "
+            f"{f.min_group_size} rows and {f.min_group_positives} fraud rows"
+        )
     else:
-        limit = ("holdout.max_days" if longest >= h.longest() else
-                 f"holdout.min_train_days ({h.min_train_days:g})")
-        why = (f"{days:g} days (the limit set by {limit}): "
-               + ", ".join(f"{g.attribute}={g.group} has {g.positives} fraud rows in {g.rows} rows" for g in short)
-               + f", short of {f.min_group_positives} fraud rows / {f.min_group_size} rows: not judged")
-    return HoldoutPlan(Windows(train_end=start, holdout_start=start, holdout_end=end), float(days), counts, why)
+        limit = (
+            "holdout.max_days" if longest >= h.longest() else f"holdout.min_train_days ({h.min_train_days:g})"
+        )
+        why = (
+            f"{days:g} days (the limit set by {limit}): "
+            + ", ".join(
+                f"{g.attribute}={g.group} has {g.positives} fraud rows in {g.rows} rows" for g in short
+            )
+            + f", short of {f.min_group_positives} fraud rows / {f.min_group_size} rows: not judged"
+        )
+    return HoldoutPlan(
+        Windows(train_end=start, holdout_start=start, holdout_end=end), float(days), counts, why
+    )
 
 
 def plan_holdout(settings: Settings, policy: GatePolicy, labels_as_of: datetime | None = None) -> HoldoutPlan:
@@ -180,8 +203,9 @@ def plan_windows(settings: Settings, policy: GatePolicy, labels_as_of: datetime 
     return plan_holdout(settings, policy, labels_as_of).windows
 
 
-def _record_fairness_groups(settings: Settings, policy: GatePolicy, out: Path, end: datetime,
-                            labels_as_of: datetime | None) -> None:
+def _record_fairness_groups(
+    settings: Settings, policy: GatePolicy, out: Path, end: datetime, labels_as_of: datetime | None
+) -> None:
     """Add each fairness attribute's values in the labelled history before ``end`` to ``out``'s manifest."""
     import json
 
@@ -192,12 +216,19 @@ def _record_fairness_groups(settings: Settings, policy: GatePolicy, out: Path, e
     history = history[history[TIMESTAMP] < pd.Timestamp(end)]
     path = out.with_name(out.name + ".manifest.json")
     manifest = json.loads(path.read_text())
-    manifest[FAIRNESS_GROUPS_KEY] = {c: sorted(history[c].dropna().astype(str).unique().tolist()) for c in columns}
+    manifest[FAIRNESS_GROUPS_KEY] = {
+        c: sorted(history[c].dropna().astype(str).unique().tolist()) for c in columns
+    }
     path.write_text(json.dumps(manifest, indent=2))
 
 
-def build_holdout(settings: Settings, policy: GatePolicy, out: Path, labels_as_of: datetime | None = None,
-                  windows: Windows | None = None) -> TrainingSetManifest:
+def build_holdout(
+    settings: Settings,
+    policy: GatePolicy,
+    out: Path,
+    labels_as_of: datetime | None = None,
+    windows: Windows | None = None,
+) -> TrainingSetManifest:
     """Build the holdout parquet (+ manifest) for ``windows`` (default: planned now) with
     ``build_training_set``, and refuse one with too few labelled or fraud rows to judge a model on.
 
@@ -205,8 +236,9 @@ def build_holdout(settings: Settings, policy: GatePolicy, out: Path, labels_as_o
     move the window, and a holdout that starts before ``train_end`` would hold trained-on rows."""
     if windows is None:
         windows = plan_windows(settings, policy, labels_as_of)
-    manifest = build_training_set(settings, Path(out), start=windows.holdout_start, end=windows.holdout_end,
-                                  labels_as_of=labels_as_of)
+    manifest = build_training_set(
+        settings, Path(out), start=windows.holdout_start, end=windows.holdout_end, labels_as_of=labels_as_of
+    )
     _record_fairness_groups(settings, policy, Path(out), windows.holdout_end, labels_as_of)
     h = policy.holdout
     if manifest.labelled_rows < h.min_labelled_rows or manifest.fraud_rows < h.min_fraud_rows:
@@ -214,5 +246,6 @@ def build_holdout(settings: Settings, policy: GatePolicy, out: Path, labels_as_o
             f"the holdout [{manifest.start}, {manifest.end}) has {manifest.labelled_rows} labelled rows and "
             f"{manifest.fraud_rows} fraud rows; the gate policy needs at least {h.min_labelled_rows} and "
             f"{h.min_fraud_rows} (raise holdout.days / holdout.max_days or lower the minimums in "
-            "include/config/gate.yaml)")
+            "include/config/gate.yaml)"
+        )
     return manifest

@@ -61,8 +61,12 @@ def as_request(row: dict[str, Any]) -> dict[str, Any]:
 def _call(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int | None, Any]:
     from loopline.serving.config import client_headers
 
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json", **client_headers()})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json", **client_headers()},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -76,8 +80,9 @@ def _call(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[i
         return status, raw.decode(errors="replace")[:500]
 
 
-def _check_predictions(name: str, status: int | None, payload: Any, sent: list[dict[str, Any]],
-                       version: str) -> ProbeResult:
+def _check_predictions(
+    name: str, status: int | None, payload: Any, sent: list[dict[str, Any]], version: str
+) -> ProbeResult:
     if status != 200:
         return ProbeResult(name, False, status, f"expected 200, got {status}: {str(payload)[:300]}")
     predictions = payload.get("predictions") if isinstance(payload, dict) else None
@@ -91,14 +96,20 @@ def _check_predictions(name: str, status: int | None, payload: Any, sent: list[d
         if not isinstance(score, int | float) or not 0.0 <= float(score) <= 1.0:
             problems.append(f"{tx['transaction_id']}: score {score!r} not in [0, 1]")
         if str(pred.get("model_version")) != str(version):
-            problems.append(f"{tx['transaction_id']}: model_version {pred.get('model_version')!r} != {version}")
+            problems.append(
+                f"{tx['transaction_id']}: model_version {pred.get('model_version')!r} != {version}"
+            )
     return ProbeResult(name, not problems, status, "; ".join(problems[:5]))
 
 
 def _edge_cases(sample: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    unknown = {**sample, "transaction_id": f"{sample['transaction_id']}_gate_unknown",
-               "customer_id": "c_gate_probe_unknown", "device_id": "d_gate_probe_unknown",
-               "merchant_id": "m_gate_probe_unknown"}
+    unknown = {
+        **sample,
+        "transaction_id": f"{sample['transaction_id']}_gate_unknown",
+        "customer_id": "c_gate_probe_unknown",
+        "device_id": "d_gate_probe_unknown",
+        "merchant_id": "m_gate_probe_unknown",
+    }
     # Fields the API does not require (descriptive ones that arrive from some channels only).
     optional = ("card_id", "customer_age_band", "customer_region")
     sparse = {k: v for k, v in sample.items() if k not in optional}
@@ -112,8 +123,14 @@ def probe_requests(requests: list[dict[str, Any]], version: str) -> list[dict[st
     return [{**r, "transaction_id": f"{PROBE_ID_PREFIX}v{version}_{r['transaction_id']}"} for r in requests]
 
 
-def validate_serving(settings: Settings, model_uri: str, version: str, requests: list[dict[str, Any]],
-                     timeout_s: float, workdir: Path) -> InfraResult:
+def validate_serving(
+    settings: Settings,
+    model_uri: str,
+    version: str,
+    requests: list[dict[str, Any]],
+    timeout_s: float,
+    workdir: Path,
+) -> InfraResult:
     """Start ``python -m loopline.serving`` for ``model_uri`` on a free loopback port, wait for
     ``/readyz`` within ``timeout_s``, probe it, stop it. Never raises for a bad model: it reports."""
     requests = probe_requests(requests, version)
@@ -122,8 +139,19 @@ def validate_serving(settings: Settings, model_uri: str, version: str, requests:
     log_path = workdir / "serving.log"
     log_path.unlink(missing_ok=True)
     # Fresh features off: the probes are not transactions and must not enter the online store.
-    argv = [sys.executable, "-m", "loopline.serving", "--host", "127.0.0.1", "--port", str(port),
-            "--model-uri", model_uri, "--fresh-features", "off"]
+    argv = [
+        sys.executable,
+        "-m",
+        "loopline.serving",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-uri",
+        model_uri,
+        "--fresh-features",
+        "off",
+    ]
     env = {**os.environ, **telemetry_off_env(), **settings.env()}
     registry = ProcessRegistry(workdir / "processes.json")
     base = f"http://127.0.0.1:{port}"
@@ -155,8 +183,14 @@ def validate_serving(settings: Settings, model_uri: str, version: str, requests:
         stop_trees([record], timeout=10.0)
         registry.clear()
     log_tail = tail(log_path, LOG_TAIL_LINES) if reasons else ""
-    return InfraResult(passed=not reasons, reasons=reasons, ready_s=ready_s, probes=probes,
-                       log=str(log_path), log_tail=log_tail)
+    return InfraResult(
+        passed=not reasons,
+        reasons=reasons,
+        ready_s=ready_s,
+        probes=probes,
+        log=str(log_path),
+        log_tail=log_tail,
+    )
 
 
 def _probe(base: str, version: str, requests: list[dict[str, Any]], deadline: float) -> list[ProbeResult]:
@@ -172,9 +206,14 @@ def _probe(base: str, version: str, requests: list[dict[str, Any]], deadline: fl
     for name, sent in _edge_cases(requests[0]):
         status, payload = _call(url, json.dumps({"transactions": sent}).encode(), timeout=remaining)
         probes.append(_check_predictions(name, status, payload, sent, version))
-    for name, body in (("malformed_json", b"{not json"), ("wrong_shape", b'{"transactions": "nope"}'),
-                       ("missing_required_field", json.dumps({"transactions": [{"amount": 1.0}]}).encode())):
+    for name, body in (
+        ("malformed_json", b"{not json"),
+        ("wrong_shape", b'{"transactions": "nope"}'),
+        ("missing_required_field", json.dumps({"transactions": [{"amount": 1.0}]}).encode()),
+    ):
         status, payload = _call(url, body, timeout=remaining)
         ok = status is not None and 400 <= status < 500
-        probes.append(ProbeResult(name, ok, status, "" if ok else f"expected a 4xx, got {status}: {str(payload)[:200]}"))
+        probes.append(
+            ProbeResult(name, ok, status, "" if ok else f"expected a 4xx, got {status}: {str(payload)[:200]}")
+        )
     return probes

@@ -13,8 +13,16 @@ from loopline.config import Settings
 from loopline.gating.metrics import LatencyStats, latency_stats
 
 
-def measure_latency(settings: Settings, model_uri: str, version: str, requests: list[dict[str, Any]],
-                    n: int, warmup: int = 20, variant: str = "challenger", features: Any = None) -> LatencyStats:
+def measure_latency(
+    settings: Settings,
+    model_uri: str,
+    version: str,
+    requests: list[dict[str, Any]],
+    n: int,
+    warmup: int = 20,
+    variant: str = "challenger",
+    features: Any = None,
+) -> LatencyStats:
     """p50/p95/p99 over ``n`` one-transaction ``predict`` calls (cycling through ``requests``) after
     ``warmup`` untimed ones. A model that cannot load or predict yields stats with ``error`` set."""
     from loopline.serving.predictor import Predictor
@@ -22,8 +30,9 @@ def measure_latency(settings: Settings, model_uri: str, version: str, requests: 
     if not requests:
         return _failed("no sample requests")
     try:
-        predictor = Predictor.load(model_uri, version=version, variant=variant, settings=settings,
-                                   features=features)
+        predictor = Predictor.load(
+            model_uri, version=version, variant=variant, settings=settings, features=features
+        )
     except Exception as exc:  # noqa: BLE001 - any load failure is a verdict, not a crash
         return _failed(f"the serving predictor could not load {model_uri}: {type(exc).__name__}: {exc}")
     errors = 0

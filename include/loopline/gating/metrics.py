@@ -78,8 +78,9 @@ def brier(labels: Any, scores: Any) -> float:
     return float(np.mean((s - y) ** 2)) if y.size else math.nan
 
 
-def expected_cost(labels: Any, scores: Any, threshold: float, missed_fraud_cost: float,
-                  false_alarm_cost: float) -> float:
+def expected_cost(
+    labels: Any, scores: Any, threshold: float, missed_fraud_cost: float, false_alarm_cost: float
+) -> float:
     """Cost per transaction of flagging ``score >= threshold``: missed frauds and false alarms priced."""
     y, s = _arrays(labels, scores)
     if not y.size:
@@ -98,8 +99,13 @@ def quality_metrics(labels: Any, scores: Any, policy: GatePolicy) -> dict[str, f
         "pr_auc": pr_auc(labels, scores),
         "recall_at_fpr": recall_at_fpr(labels, scores, q.recall_at_fpr.fpr),
         "brier": brier(labels, scores),
-        "expected_cost": expected_cost(labels, scores, policy.threshold(),
-                                       q.expected_cost.missed_fraud_cost, q.expected_cost.false_alarm_cost),
+        "expected_cost": expected_cost(
+            labels,
+            scores,
+            policy.threshold(),
+            q.expected_cost.missed_fraud_cost,
+            q.expected_cost.false_alarm_cost,
+        ),
     }
 
 
@@ -139,9 +145,15 @@ def _gap(values: list[float]) -> float | None:
     return float(max(values) - min(values)) if len(values) >= 2 else None
 
 
-def fairness_table(labels: Any, scores: Any, groups: dict[str, Any], threshold: float,
-                   min_group_size: int, min_group_positives: int,
-                   expected: dict[str, list[str]] | None = None) -> FairnessTable:
+def fairness_table(
+    labels: Any,
+    scores: Any,
+    groups: dict[str, Any],
+    threshold: float,
+    min_group_size: int,
+    min_group_positives: int,
+    expected: dict[str, list[str]] | None = None,
+) -> FairnessTable:
     """TPR and FPR of ``score >= threshold`` per value of each group attribute in ``groups``. ``expected``:
     the values each attribute has in the labelled history; one absent from these rows is listed with
     0 rows (never judged), so it cannot drop out of the table unnoticed."""
@@ -154,8 +166,9 @@ def fairness_table(labels: Any, scores: Any, groups: dict[str, Any], threshold: 
         values = np.asarray(values, dtype=object).ravel()
         if values.shape != y.shape:
             raise ValueError(f"group column {attribute!r} has {values.size} values for {y.size} rows")
-        values = np.where([v is None or (isinstance(v, float) and math.isnan(v)) for v in values],
-                          "<missing>", values).astype(str)
+        values = np.where(
+            [v is None or (isinstance(v, float) and math.isnan(v)) for v in values], "<missing>", values
+        ).astype(str)
         tprs: list[float] = []
         fprs: list[float] = []
         for group in sorted(set(values.tolist()) | set((expected or {}).get(attribute, []))):
@@ -167,7 +180,9 @@ def fairness_table(labels: Any, scores: Any, groups: dict[str, Any], threshold: 
             big = int(mask.sum()) >= min_group_size
             judged_tpr = big and pos >= min_group_positives and tpr is not None
             judged_fpr = big and fpr is not None
-            rows.append(GroupRates(attribute, group, int(mask.sum()), pos, neg, tpr, fpr, judged_tpr, judged_fpr))
+            rows.append(
+                GroupRates(attribute, group, int(mask.sum()), pos, neg, tpr, fpr, judged_tpr, judged_fpr)
+            )
             if judged_tpr:
                 tprs.append(tpr)
             if judged_fpr:

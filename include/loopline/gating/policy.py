@@ -102,8 +102,12 @@ class Fairness(_Strict):
     unjudged_groups: Literal["report", "reject"] = "report"
 
     def configured(self) -> bool:
-        return (self.max_tpr_gap is not None or self.max_fpr_gap is not None or self.max_gap_increase.configured()
-                or self.unjudged_groups == "reject")
+        return (
+            self.max_tpr_gap is not None
+            or self.max_fpr_gap is not None
+            or self.max_gap_increase.configured()
+            or self.unjudged_groups == "reject"
+        )
 
 
 class Latency(_Strict):
@@ -137,7 +141,9 @@ class Holdout(_Strict):
     @model_validator(mode="after")
     def _range(self) -> Holdout:
         if self.max_days is not None and self.max_days < self.days:
-            raise ValueError(f"max_days ({self.max_days}) must be >= days ({self.days}): the holdout only grows")
+            raise ValueError(
+                f"max_days ({self.max_days}) must be >= days ({self.days}): the holdout only grows"
+            )
         return self
 
     def longest(self) -> float:
@@ -167,8 +173,11 @@ class GatePolicy(_Strict):
     def has_thresholds(self) -> bool:
         """Whether any threshold is configured (quality, fairness gaps, latency budgets). Infra validation
         is a smoke test, not a threshold: a policy with nothing else passes nothing."""
-        return (any(t.configured() for t in self.quality.thresholds().values()) or self.fairness.configured()
-                or self.latency.configured())
+        return (
+            any(t.configured() for t in self.quality.thresholds().values())
+            or self.fairness.configured()
+            or self.latency.configured()
+        )
 
 
 def policy_from_dict(data: dict[str, Any]) -> GatePolicy:

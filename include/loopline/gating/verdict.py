@@ -47,8 +47,9 @@ def _check_state(check: Any) -> str:
     return "skipped" if check.skipped else "passed" if check.passed else "failed"
 
 
-def verdict_summary(verdict: GateVerdict, *, model_name: str, version: str | int, run_id: str | None = None
-                    ) -> dict[str, Any]:
+def verdict_summary(
+    verdict: GateVerdict, *, model_name: str, version: str | int, run_id: str | None = None
+) -> dict[str, Any]:
     """The verdict of the gate on ``models:/<model_name>/<version>`` (trained in MLflow run ``run_id``) as a
     small, strict-JSON dict (see the module docstring)."""
     reasons = [_text(r, MAX_TEXT) for r in verdict.reasons]
@@ -56,11 +57,16 @@ def verdict_summary(verdict: GateVerdict, *, model_name: str, version: str | int
         reasons = [*reasons[:MAX_REASONS], f"… and {len(reasons) - MAX_REASONS} more (see the gate report)"]
     quality = verdict.checks.get("quality")
     measured = (quality.details.get("metrics") or {}) if quality is not None else {}
-    metrics = {name: {"candidate": _number(m.get("candidate")), "champion": _number(m.get("champion"))}
-               for name, m in measured.items() if isinstance(m, dict)}
+    metrics = {
+        name: {"candidate": _number(m.get("candidate")), "champion": _number(m.get("champion"))}
+        for name, m in measured.items()
+        if isinstance(m, dict)
+    }
     latency = verdict.checks.get("latency")
     timing = (latency.details.get("measured") or {}) if latency is not None else {}
-    latency_ms = {key.removesuffix("_ms"): _number(timing.get(key)) for key in ("p95_ms", "p99_ms") if key in timing}
+    latency_ms = {
+        key.removesuffix("_ms"): _number(timing.get(key)) for key in ("p95_ms", "p99_ms") if key in timing
+    }
     artifacts = f"runs:/{run_id}/gate" if run_id else None
     return {
         "decision": "passed" if verdict.passed else "rejected",
@@ -70,7 +76,10 @@ def verdict_summary(verdict: GateVerdict, *, model_name: str, version: str | int
         "why": _text(verdict.why, MAX_WHY),
         "reasons": reasons,
         "checks": {name: _check_state(check) for name, check in verdict.checks.items()},
-        "comparison": {"kind": verdict.comparison.kind, "champion_version": verdict.comparison.champion_version},
+        "comparison": {
+            "kind": verdict.comparison.kind,
+            "champion_version": verdict.comparison.champion_version,
+        },
         "metrics": metrics,
         "latency_ms": latency_ms or None,
         "report": f"{artifacts}/gate_report.json" if artifacts else None,

@@ -38,8 +38,10 @@ SAMPLE_RUN_ID = "manual__2026-01-05T03:00:00+00:00"
 
 def _dns_label(value: str) -> str:
     if not _DNS_LABEL.match(value):
-        raise ValueError(f"{value!r} is not a valid Kubernetes name (RFC 1123 label: lowercase letters, digits "
-                         "and '-', at most 63 characters)")
+        raise ValueError(
+            f"{value!r} is not a valid Kubernetes name (RFC 1123 label: lowercase letters, digits "
+            "and '-', at most 63 characters)"
+        )
     return value
 
 
@@ -99,8 +101,10 @@ class Security(_Strict):
 def _object_store_url(value: str, what: str) -> str:
     """An ``s3://bucket[/prefix]`` URL without a trailing slash, or a ValueError that says what to write."""
     if not value.startswith(OBJECT_STORE_SCHEMES) or not value.removeprefix("s3://").split("/", 1)[0]:
-        raise ValueError(f"{value!r} is not an object-store URL: {what} must be s3://<bucket>[/prefix] (any "
-                         "S3-compatible store), never a path on a pod's disk")
+        raise ValueError(
+            f"{value!r} is not an object-store URL: {what} must be s3://<bucket>[/prefix] (any "
+            "S3-compatible store), never a path on a pod's disk"
+        )
     return value.rstrip("/")
 
 
@@ -155,8 +159,10 @@ class TrainerConfig(_Strict):
     @classmethod
     def _object_store(cls, value: str) -> str:
         if value and not value.startswith(OBJECT_STORE_SCHEMES):
-            raise ValueError(f"{value!r} must start with one of {', '.join(OBJECT_STORE_SCHEMES)} "
-                             "(an object store the pod can reach), or be empty for the local backend")
+            raise ValueError(
+                f"{value!r} must start with one of {', '.join(OBJECT_STORE_SCHEMES)} "
+                "(an object store the pod can reach), or be empty for the local backend"
+            )
         return value.rstrip("/") + "/" if value else value
 
     def container_resources(self) -> dict[str, dict[str, str]]:
@@ -195,10 +201,14 @@ class ServingConfig(_Strict):
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServingConfig:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
         if self.min_available >= self.min_replicas:
-            raise ValueError(f"min_available ({self.min_available}) must be below min_replicas "
-                             f"({self.min_replicas}), or a node drain could never evict a serving pod")
+            raise ValueError(
+                f"min_available ({self.min_available}) must be below min_replicas "
+                f"({self.min_replicas}), or a node drain could never evict a serving pod"
+            )
         return self
 
 
@@ -232,7 +242,9 @@ class MlflowConfig(_Strict):
     # What the init Job grants (docker/mlflow/loopline_mlflow.py): include/config/serving.yaml's model, the
     # experiments of loopline.training.train and the drift monitor; serving reads the training one.
     model: str = "fraud_detector"
-    experiments: list[str] = Field(default_factory=lambda: ["fraud_detector_training", "fraud_detector_monitoring"])
+    experiments: list[str] = Field(
+        default_factory=lambda: ["fraud_detector_training", "fraud_detector_monitoring"]
+    )
     serving_experiments: list[str] = Field(default_factory=lambda: ["fraud_detector_training"])
 
 
@@ -256,15 +268,16 @@ class KubernetesConfig(_Strict):
         if self.mlflow.artifacts_destination is not None:
             _object_store_url(self.mlflow.artifacts_destination, "mlflow.artifacts_destination")
         elif self.mlflow.enabled and not self.storage_url:
-            raise ValueError("the MLflow server needs an object store for its artifacts: set storage_url "
-                             "(LOOPLINE_STORAGE_URL, e.g. s3://loopline) or mlflow.artifacts_destination")
+            raise ValueError(
+                "the MLflow server needs an object store for its artifacts: set storage_url "
+                "(LOOPLINE_STORAGE_URL, e.g. s3://loopline) or mlflow.artifacts_destination"
+            )
         return self
 
     def mlflow_artifacts_destination(self) -> str:
         """The MLflow server's ``--artifacts-destination``: explicit, or under the storage URL."""
         explicit = self.mlflow.artifacts_destination
         return explicit.rstrip("/") if explicit else f"{self.storage_url}/{MLFLOW_ARTIFACTS_SUBDIR}"
-
 
 
 def _describe(exc: ValidationError, source: str) -> str:
@@ -277,16 +290,24 @@ def _describe(exc: ValidationError, source: str) -> str:
 
 def _overrides(settings: Settings) -> dict[str, Any]:
     """Settings (env) that replace YAML values: the per-cluster bits."""
-    trainer = {key: value for key, value in {
-        "image": settings.trainer_image,
-        "service_account": settings.k8s_service_account,
-        "training_set_uri_prefix": settings.training_set_uri_prefix,
-    }.items() if value is not None}
+    trainer = {
+        key: value
+        for key, value in {
+            "image": settings.trainer_image,
+            "service_account": settings.k8s_service_account,
+            "training_set_uri_prefix": settings.training_set_uri_prefix,
+        }.items()
+        if value is not None
+    }
     serving = {"image": settings.serving_image} if settings.serving_image else {}
-    top = {key: value for key, value in {
-        "namespace": settings.k8s_namespace,
-        "storage_url": settings.storage_url,
-    }.items() if value is not None}
+    top = {
+        key: value
+        for key, value in {
+            "namespace": settings.k8s_namespace,
+            "storage_url": settings.storage_url,
+        }.items()
+        if value is not None
+    }
     return {**top, "trainer": trainer, "serving": serving}
 
 
@@ -296,8 +317,9 @@ def config_path(settings: Settings) -> Path:
     return path if path.is_absolute() else settings.project_dir / path
 
 
-def parse_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
-                 source: str = "kubernetes.yaml") -> KubernetesConfig:
+def parse_config(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "kubernetes.yaml"
+) -> KubernetesConfig:
     """Validate a parsed kubernetes.yaml with per-environment overrides merged into its sections."""
     if not isinstance(raw, dict):
         raise KubernetesConfigError(f"{source} must be a mapping, got {type(raw).__name__}")
@@ -316,8 +338,12 @@ def parse_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
 def load_config(settings: Settings) -> KubernetesConfig:
     """kubernetes.yaml with the ``LOOPLINE_*`` overrides of ``settings`` applied."""
     path = config_path(settings)
-    raw = read_yaml_mapping(path, "kubernetes config", KubernetesConfigError,
-                            missing_hint="set LOOPLINE_KUBERNETES_CONFIG or restore include/config/kubernetes.yaml")
+    raw = read_yaml_mapping(
+        path,
+        "kubernetes config",
+        KubernetesConfigError,
+        missing_hint="set LOOPLINE_KUBERNETES_CONFIG or restore include/config/kubernetes.yaml",
+    )
     return parse_config(raw, _overrides(settings), source=str(path))
 
 

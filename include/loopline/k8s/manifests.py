@@ -45,27 +45,51 @@ SERVING_STATE_DIR = "/var/lib/loopline"
 OBJECT_STORE_AND_MLFLOW_PORTS = (443, 5000, 9000)
 SERVING_EGRESS_PORTS = (*OBJECT_STORE_AND_MLFLOW_PORTS, 5432, 6379)
 # Volume types the "restricted" Pod Security Standard allows.
-_RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                            "projected", "secret"}
+_RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def labels(component: str, name: str) -> dict[str, str]:
     """The recommended ``app.kubernetes.io`` labels: what this is and that Loopline made it."""
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": component,
-            "app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": PART_OF}
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": PART_OF,
+    }
 
 
 def pod_security_context(security: Security) -> dict[str, Any]:
     """Pod-level part of the "restricted" standard: non-root numeric IDs and the runtime's seccomp profile."""
-    return {"runAsNonRoot": True, "runAsUser": security.run_as_user, "runAsGroup": security.run_as_group,
-            "fsGroup": security.fs_group, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": security.run_as_user,
+        "runAsGroup": security.run_as_group,
+        "fsGroup": security.fs_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_security_context(security: Security, read_only_root: bool = False) -> dict[str, Any]:
     """Container-level part of "restricted", repeated per container so none relies on the pod default."""
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
-            "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True, "runAsUser": security.run_as_user,
-            "runAsGroup": security.run_as_group, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "runAsUser": security.run_as_user,
+        "runAsGroup": security.run_as_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def secret_env_from(*secret_names: str) -> list[dict[str, Any]]:
@@ -80,8 +104,11 @@ def trainer_labels() -> dict[str, str]:
 def namespace(config: KubernetesConfig) -> dict[str, Any]:
     """The namespace, with Pod Security admission enforcing "restricted" on everything in it."""
     pss = {f"pod-security.kubernetes.io/{mode}": POD_SECURITY_LEVEL for mode in ("enforce", "audit", "warn")}
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": config.namespace, "labels": {**pss, "app.kubernetes.io/part-of": PART_OF}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": config.namespace, "labels": {**pss, "app.kubernetes.io/part-of": PART_OF}},
+    }
 
 
 def launcher_namespaces(config: KubernetesConfig) -> list[str]:
@@ -100,12 +127,16 @@ def airflow_namespaces(config: KubernetesConfig) -> list[dict[str, Any]]:
     deploy/helm/airflow-values.yaml, but a chart upgrade adding a container without a securityContext
     should show up as a warning, not as an Airflow that cannot start.
     """
-    labels = {"pod-security.kubernetes.io/enforce": "baseline",
-              "pod-security.kubernetes.io/audit": POD_SECURITY_LEVEL,
-              "pod-security.kubernetes.io/warn": POD_SECURITY_LEVEL,
-              "app.kubernetes.io/part-of": PART_OF}
-    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
-            for name in launcher_namespaces(config)]
+    labels = {
+        "pod-security.kubernetes.io/enforce": "baseline",
+        "pod-security.kubernetes.io/audit": POD_SECURITY_LEVEL,
+        "pod-security.kubernetes.io/warn": POD_SECURITY_LEVEL,
+        "app.kubernetes.io/part-of": PART_OF,
+    }
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
+        for name in launcher_namespaces(config)
+    ]
 
 
 # What launching a training pod with KubernetesPodOperator takes, in the training namespace only: create the
@@ -113,7 +144,11 @@ def airflow_namespaces(config: KubernetesConfig) -> list[dict[str, Any]]:
 # sidecar's result with exec (create: POST and WebSocket exec alike on current API servers; get: older ones),
 # log its events when it fails, and delete it when done. Nothing on any other kind of object.
 LAUNCHER_RULES: tuple[dict[str, Any], ...] = (
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "patch", "delete"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["create", "get", "list", "watch", "patch", "delete"],
+    },
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
@@ -131,29 +166,44 @@ def trainer_rbac(config: KubernetesConfig) -> list[dict[str, Any]]:
     """
     trainer = config.trainer
     meta = {"namespace": config.namespace, "labels": trainer_labels()}
-    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": trainer.service_account, **meta},
-               "automountServiceAccountToken": False}
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": trainer.service_account, **meta},
+        "automountServiceAccountToken": False,
+    }
     launchers = trainer.launcher_service_accounts
     if not launchers:
         return [account]
     launcher_meta = {"namespace": config.namespace, "labels": labels(TRAINER_COMPONENT, LAUNCHER_ROLE)}
-    subjects = [{"kind": "ServiceAccount", "name": ref.name, "namespace": ref.namespace or config.namespace}
-                for ref in launchers]
+    subjects = [
+        {"kind": "ServiceAccount", "name": ref.name, "namespace": ref.namespace or config.namespace}
+        for ref in launchers
+    ]
     return [
         account,
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": LAUNCHER_ROLE, **launcher_meta},
-         "rules": copy.deepcopy(list(LAUNCHER_RULES))},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": LAUNCHER_ROLE, **launcher_meta},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LAUNCHER_ROLE},
-         "subjects": subjects},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": LAUNCHER_ROLE, **launcher_meta},
+            "rules": copy.deepcopy(list(LAUNCHER_RULES)),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": LAUNCHER_ROLE, **launcher_meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LAUNCHER_ROLE},
+            "subjects": subjects,
+        },
     ]
 
 
 def _serving_meta(config: KubernetesConfig) -> dict[str, Any]:
-    return {"name": SERVING_NAME, "namespace": config.namespace,
-            "labels": labels(SERVING_COMPONENT, SERVING_NAME)}
+    return {
+        "name": SERVING_NAME,
+        "namespace": config.namespace,
+        "labels": labels(SERVING_COMPONENT, SERVING_NAME),
+    }
 
 
 def _selector() -> dict[str, str]:
@@ -161,8 +211,12 @@ def _selector() -> dict[str, str]:
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2,
-            "failureThreshold": failures}
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
 
 
 def secret_key_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
@@ -188,12 +242,14 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
         # Listen on the pod IP (the settings default is loopback, right for the embedded mode only).
         "args": ["--host", "0.0.0.0", "--port", str(serving.port)],
         "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
-        "env": [{"name": "LOOPLINE_MODE", "value": "kubernetes"},
-                {"name": "LOOPLINE_STATE_DIR", "value": SERVING_STATE_DIR},
-                {"name": "FEAST_FS_YAML_FILE_PATH", "value": FEAST_PRODUCTION_YAML},
-                {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-                {"name": "DO_NOT_TRACK", "value": "true"},
-                secret_key_env(SERVING_API_KEY_ENV, serving.secrets.api_key, API_KEY_ACCEPTED)],
+        "env": [
+            {"name": "LOOPLINE_MODE", "value": "kubernetes"},
+            {"name": "LOOPLINE_STATE_DIR", "value": SERVING_STATE_DIR},
+            {"name": "FEAST_FS_YAML_FILE_PATH", "value": FEAST_PRODUCTION_YAML},
+            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+            {"name": "DO_NOT_TRACK", "value": "true"},
+            secret_key_env(SERVING_API_KEY_ENV, serving.secrets.api_key, API_KEY_ACCEPTED),
+        ],
         "envFrom": secret_env_from(serving.secrets.credentials),
         "resources": serving.resources.as_dict(),
         # Loading a model from the registry takes seconds: readiness gates traffic, liveness restarts.
@@ -201,16 +257,25 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
         "livenessProbe": _probe("/healthz", period=10, failures=3),
         "startupProbe": _probe("/healthz", period=5, failures=24),
         "securityContext": container_security_context(serving.security, read_only_root=True),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                         {"name": "state", "mountPath": SERVING_STATE_DIR}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "state", "mountPath": SERVING_STATE_DIR},
+        ],
     }
-    pod_meta = {"labels": labels(SERVING_COMPONENT, SERVING_NAME),
-                # For a Prometheus that discovers pods by annotation (the Operator uses a PodMonitor instead);
-                # /metrics needs the API key: deploy/prometheus/ has both scrape configs with it.
-                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(serving.port),
-                                "prometheus.io/path": "/metrics"}}
+    pod_meta = {
+        "labels": labels(SERVING_COMPONENT, SERVING_NAME),
+        # For a Prometheus that discovers pods by annotation (the Operator uses a PodMonitor instead);
+        # /metrics needs the API key: deploy/prometheus/ has both scrape configs with it.
+        "annotations": {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(serving.port),
+            "prometheus.io/path": "/metrics",
+        },
+    }
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _serving_meta(config),
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _serving_meta(config),
         "spec": {
             "replicas": serving.replicas,
             "selector": {"matchLabels": _selector()},
@@ -223,12 +288,19 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
                     # uvicorn drains in-flight requests for up to 10 s after SIGTERM.
                     "terminationGracePeriodSeconds": 30,
                     # Replicas on different nodes where possible: one node drain never takes all of them.
-                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                                   "whenUnsatisfiable": "ScheduleAnyway",
-                                                   "labelSelector": {"matchLabels": _selector()}}],
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": _selector()},
+                        }
+                    ],
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-                                {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}}],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                        {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
                 },
             },
         },
@@ -236,26 +308,58 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
 
 
 def serving_service(config: KubernetesConfig) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _serving_meta(config),
-            "spec": {"type": "ClusterIP", "selector": _selector(),
-                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _serving_meta(config),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
 
 
 def serving_hpa(config: KubernetesConfig) -> dict[str, Any]:
     serving = config.serving
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _serving_meta(config),
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": SERVING_NAME},
-                     "minReplicas": serving.min_replicas, "maxReplicas": serving.max_replicas,
-                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                         "type": "Utilization", "averageUtilization": serving.target_cpu_utilization}}}],
-                     # Scale up at once, down slowly: a replica loads and warms the model before it serves.
-                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300,
-                                                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _serving_meta(config),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": SERVING_NAME},
+            "minReplicas": serving.min_replicas,
+            "maxReplicas": serving.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": serving.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+            # Scale up at once, down slowly: a replica loads and warms the model before it serves.
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                }
+            },
+        },
+    }
 
 
 def serving_pdb(config: KubernetesConfig) -> dict[str, Any]:
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _serving_meta(config),
-            "spec": {"minAvailable": config.serving.min_available, "selector": {"matchLabels": _selector()}}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _serving_meta(config),
+        "spec": {"minAvailable": config.serving.min_available, "selector": {"matchLabels": _selector()}},
+    }
 
 
 def _mlflow_selector() -> dict[str, str]:
@@ -274,14 +378,25 @@ def mlflow_url(config: KubernetesConfig) -> str:
 def mlflow_allowed_hosts(config: KubernetesConfig) -> str:
     """Host headers MLflow accepts (it rejects others: DNS rebinding): its Service's names, localhost
     (kubectl port-forward) and ``mlflow.extra_allowed_hosts``."""
-    service = [MLFLOW_NAME, f"{MLFLOW_NAME}.{config.namespace}", f"{MLFLOW_NAME}.{config.namespace}.svc",
-               f"{MLFLOW_NAME}.{config.namespace}.svc.cluster.local", "localhost", "127.0.0.1"]
-    return ",".join([h for host in service for h in (host, f"{host}:*")] + list(config.mlflow.extra_allowed_hosts))
+    service = [
+        MLFLOW_NAME,
+        f"{MLFLOW_NAME}.{config.namespace}",
+        f"{MLFLOW_NAME}.{config.namespace}.svc",
+        f"{MLFLOW_NAME}.{config.namespace}.svc.cluster.local",
+        "localhost",
+        "127.0.0.1",
+    ]
+    return ",".join(
+        [h for host in service for h in (host, f"{host}:*")] + list(config.mlflow.extra_allowed_hosts)
+    )
 
 
 def _telemetry_off() -> list[dict[str, str]]:
-    return [{"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"}, {"name": "DO_NOT_TRACK", "value": "true"},
-            {"name": "HOME", "value": "/tmp"}]
+    return [
+        {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        {"name": "DO_NOT_TRACK", "value": "true"},
+        {"name": "HOME", "value": "/tmp"},
+    ]
 
 
 # The object-store Secret's key for an S3-compatible endpoint (MinIO, ...; absent for AWS S3): Loopline's own
@@ -301,19 +416,36 @@ def mlflow_deployment(config: KubernetesConfig) -> dict[str, Any]:
         "name": "mlflow",
         "image": mlflow.image,
         "imagePullPolicy": mlflow.image_pull_policy,
-        "command": ["python", MLFLOW_WRAPPER, "serve", "--host", "0.0.0.0", "--port", str(mlflow.port),
-                    "--serve-artifacts", "--artifacts-destination", config.mlflow_artifacts_destination(),
-                    "--workers", str(mlflow.workers)],
+        "command": [
+            "python",
+            MLFLOW_WRAPPER,
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(mlflow.port),
+            "--serve-artifacts",
+            "--artifacts-destination",
+            config.mlflow_artifacts_destination(),
+            "--workers",
+            str(mlflow.workers),
+        ],
         "ports": [{"name": "http", "containerPort": mlflow.port, "protocol": "TCP"}],
-        "env": [*_telemetry_off(),
-                {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/tmp/loopline-mlflow-auth.ini"},
-                {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "admin"},
-                {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": mlflow_allowed_hosts(config)},
-                {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"},
-                secret_key_env("MLFLOW_BACKEND_STORE_URI", server_secret, "MLFLOW_BACKEND_STORE_URI"),
-                secret_key_env("MLFLOW_AUTH_DATABASE_URI", server_secret, "MLFLOW_AUTH_DATABASE_URI"),
-                secret_key_env("MLFLOW_S3_ENDPOINT_URL", config.trainer.secrets.object_store, STORAGE_ENDPOINT_KEY,
-                               optional=True)],
+        "env": [
+            *_telemetry_off(),
+            {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/tmp/loopline-mlflow-auth.ini"},
+            {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "admin"},
+            {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": mlflow_allowed_hosts(config)},
+            {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"},
+            secret_key_env("MLFLOW_BACKEND_STORE_URI", server_secret, "MLFLOW_BACKEND_STORE_URI"),
+            secret_key_env("MLFLOW_AUTH_DATABASE_URI", server_secret, "MLFLOW_AUTH_DATABASE_URI"),
+            secret_key_env(
+                "MLFLOW_S3_ENDPOINT_URL",
+                config.trainer.secrets.object_store,
+                STORAGE_ENDPOINT_KEY,
+                optional=True,
+            ),
+        ],
         # The server's own Secret (stores, CSRF secret, admin password) and the object store's credentials.
         "envFrom": secret_env_from(mlflow.secrets.server, config.trainer.secrets.object_store),
         "resources": mlflow.resources.as_dict(),
@@ -324,28 +456,47 @@ def mlflow_deployment(config: KubernetesConfig) -> dict[str, Any]:
         "securityContext": container_security_context(mlflow.security, read_only_root=True),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    meta = {"name": MLFLOW_NAME, "namespace": config.namespace, "labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME)}
+    meta = {
+        "name": MLFLOW_NAME,
+        "namespace": config.namespace,
+        "labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME),
+    }
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
         "spec": {
             "replicas": mlflow.replicas,
             "selector": {"matchLabels": _mlflow_selector()},
             "template": {
                 "metadata": {"labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME)},
-                "spec": {"automountServiceAccountToken": False,
-                         "securityContext": pod_security_context(mlflow.security),
-                         "containers": [container],
-                         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(mlflow.security),
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                },
             },
         },
     }
 
 
 def mlflow_service(config: KubernetesConfig) -> dict[str, Any]:
-    meta = {"name": MLFLOW_NAME, "namespace": config.namespace, "labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME)}
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-            "spec": {"type": "ClusterIP", "selector": _mlflow_selector(),
-                     "ports": [{"name": "http", "port": config.mlflow.port, "targetPort": "http", "protocol": "TCP"}]}}
+    meta = {
+        "name": MLFLOW_NAME,
+        "namespace": config.namespace,
+        "labels": labels(MLFLOW_COMPONENT, MLFLOW_NAME),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _mlflow_selector(),
+            "ports": [{"name": "http", "port": config.mlflow.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
 
 
 def mlflow_init_job(config: KubernetesConfig) -> dict[str, Any]:
@@ -360,50 +511,81 @@ def mlflow_init_job(config: KubernetesConfig) -> dict[str, Any]:
         "image": mlflow.image,
         "imagePullPolicy": mlflow.image_pull_policy,
         "command": ["python", MLFLOW_WRAPPER, "init"],
-        "env": [*_telemetry_off(),
-                {"name": "MLFLOW_TRACKING_URI", "value": mlflow_url(config)},
-                {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "admin"},
-                secret_key_env("MLFLOW_AUTH_ADMIN_PASSWORD", mlflow.secrets.server, "MLFLOW_AUTH_ADMIN_PASSWORD"),
-                secret_key_env("MLFLOW_LOOPLINE_PASSWORD", config.trainer.secrets.mlflow, "MLFLOW_TRACKING_PASSWORD"),
-                secret_key_env("MLFLOW_SERVING_PASSWORD", config.serving.secrets.credentials, "MLFLOW_TRACKING_PASSWORD"),
-                {"name": "LOOPLINE_MLFLOW_MODEL", "value": mlflow.model},
-                {"name": "LOOPLINE_MLFLOW_EXPERIMENTS", "value": ",".join(mlflow.experiments)},
-                {"name": "LOOPLINE_MLFLOW_SERVING_EXPERIMENTS", "value": ",".join(mlflow.serving_experiments)}],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        "env": [
+            *_telemetry_off(),
+            {"name": "MLFLOW_TRACKING_URI", "value": mlflow_url(config)},
+            {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "admin"},
+            secret_key_env("MLFLOW_AUTH_ADMIN_PASSWORD", mlflow.secrets.server, "MLFLOW_AUTH_ADMIN_PASSWORD"),
+            secret_key_env(
+                "MLFLOW_LOOPLINE_PASSWORD", config.trainer.secrets.mlflow, "MLFLOW_TRACKING_PASSWORD"
+            ),
+            secret_key_env(
+                "MLFLOW_SERVING_PASSWORD", config.serving.secrets.credentials, "MLFLOW_TRACKING_PASSWORD"
+            ),
+            {"name": "LOOPLINE_MLFLOW_MODEL", "value": mlflow.model},
+            {"name": "LOOPLINE_MLFLOW_EXPERIMENTS", "value": ",".join(mlflow.experiments)},
+            {"name": "LOOPLINE_MLFLOW_SERVING_EXPERIMENTS", "value": ",".join(mlflow.serving_experiments)},
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
         "securityContext": container_security_context(mlflow.security, read_only_root=True),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    meta = {"name": MLFLOW_INIT_NAME, "namespace": config.namespace,
-            "labels": labels(MLFLOW_COMPONENT, MLFLOW_INIT_NAME)}
+    meta = {
+        "name": MLFLOW_INIT_NAME,
+        "namespace": config.namespace,
+        "labels": labels(MLFLOW_COMPONENT, MLFLOW_INIT_NAME),
+    }
     return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
         "spec": {
             # The script waits for the server (up to 5 min) itself; retries cover a server restarting.
             "backoffLimit": 6,
             "activeDeadlineSeconds": 1800,
             "template": {
                 "metadata": {"labels": labels(MLFLOW_COMPONENT, MLFLOW_INIT_NAME)},
-                "spec": {"restartPolicy": "OnFailure", "automountServiceAccountToken": False,
-                         "securityContext": pod_security_context(mlflow.security),
-                         "containers": [container],
-                         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(mlflow.security),
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                },
             },
         },
     }
 
 
-def _network_policy(config: KubernetesConfig, name: str, pod_selector: dict[str, str],
-                    ingress: list[dict[str, Any]] | None, egress: list[dict[str, Any]] | None) -> dict[str, Any]:
+def _network_policy(
+    config: KubernetesConfig,
+    name: str,
+    pod_selector: dict[str, str],
+    ingress: list[dict[str, Any]] | None,
+    egress: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
     types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
-    spec: dict[str, Any] = {"podSelector": {"matchLabels": pod_selector} if pod_selector else {},
-                            "policyTypes": types}
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": pod_selector} if pod_selector else {},
+        "policyTypes": types,
+    }
     if ingress is not None:
         spec["ingress"] = ingress
     if egress is not None:
         spec["egress"] = egress
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": config.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}},
-            "spec": spec}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": config.namespace,
+            "labels": {"app.kubernetes.io/part-of": PART_OF},
+        },
+        "spec": spec,
+    }
 
 
 def _tcp_ports(ports: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -423,35 +605,70 @@ def network_policies(config: KubernetesConfig) -> list[dict[str, Any]]:
       release's namespace (tasks log runs and move aliases); egress to Postgres and the object store;
     - the MLflow init Job: no ingress, egress to the MLflow pods only.
     """
-    trainer_selector = {key: trainer_labels()[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
-    dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                   "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    trainer_selector = {
+        key: trainer_labels()[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")
+    }
+    dns = {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
     return [
         _network_policy(config, "loopline-default-deny", {}, ingress=[], egress=[]),
         _network_policy(config, "loopline-allow-dns", {}, ingress=None, egress=[dns]),
-        _network_policy(config, SERVING_NAME, _selector(),
-                        ingress=[{"from": [{"namespaceSelector": {}}],
-                                  "ports": [{"protocol": "TCP", "port": "http"}]}],
-                        egress=[{"ports": _tcp_ports(SERVING_EGRESS_PORTS)}]),
-        _network_policy(config, "loopline-trainer", trainer_selector, ingress=[],
-                        egress=[{"ports": _tcp_ports(OBJECT_STORE_AND_MLFLOW_PORTS)}]),
+        _network_policy(
+            config,
+            SERVING_NAME,
+            _selector(),
+            ingress=[{"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": "http"}]}],
+            egress=[{"ports": _tcp_ports(SERVING_EGRESS_PORTS)}],
+        ),
+        _network_policy(
+            config,
+            "loopline-trainer",
+            trainer_selector,
+            ingress=[],
+            egress=[{"ports": _tcp_ports(OBJECT_STORE_AND_MLFLOW_PORTS)}],
+        ),
         *(_mlflow_network_policies(config, trainer_selector) if config.mlflow.enabled else []),
     ]
 
 
-def _mlflow_network_policies(config: KubernetesConfig, trainer_selector: dict[str, str]) -> list[dict[str, Any]]:
-    clients: list[dict[str, Any]] = [{"podSelector": {"matchLabels": selector}}
-                                     for selector in (_selector(), trainer_selector, _mlflow_init_selector())]
-    clients.extend({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
-                   for name in launcher_namespaces(config))
+def _mlflow_network_policies(
+    config: KubernetesConfig, trainer_selector: dict[str, str]
+) -> list[dict[str, Any]]:
+    clients: list[dict[str, Any]] = [
+        {"podSelector": {"matchLabels": selector}}
+        for selector in (_selector(), trainer_selector, _mlflow_init_selector())
+    ]
+    clients.extend(
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+        for name in launcher_namespaces(config)
+    )
     return [
-        _network_policy(config, MLFLOW_NAME, _mlflow_selector(),
-                        ingress=[{"from": clients, "ports": [{"protocol": "TCP", "port": "http"}]}],
-                        egress=[{"ports": _tcp_ports((443, 9000, 5432))}]),
-        _network_policy(config, MLFLOW_INIT_NAME, _mlflow_init_selector(), ingress=[],
-                        egress=[{"to": [{"podSelector": {"matchLabels": _mlflow_selector()}}],
-                                 "ports": [{"protocol": "TCP", "port": config.mlflow.port}]}]),
+        _network_policy(
+            config,
+            MLFLOW_NAME,
+            _mlflow_selector(),
+            ingress=[{"from": clients, "ports": [{"protocol": "TCP", "port": "http"}]}],
+            egress=[{"ports": _tcp_ports((443, 9000, 5432))}],
+        ),
+        _network_policy(
+            config,
+            MLFLOW_INIT_NAME,
+            _mlflow_init_selector(),
+            ingress=[],
+            egress=[
+                {
+                    "to": [{"podSelector": {"matchLabels": _mlflow_selector()}}],
+                    "ports": [{"protocol": "TCP", "port": config.mlflow.port}],
+                }
+            ],
+        ),
     ]
 
 
@@ -460,7 +677,12 @@ def static_manifests(config: KubernetesConfig) -> dict[str, list[dict[str, Any]]
     groups = {
         "namespace": [namespace(config), *airflow_namespaces(config)],
         "trainer-rbac": trainer_rbac(config),
-        "serving": [serving_deployment(config), serving_service(config), serving_hpa(config), serving_pdb(config)],
+        "serving": [
+            serving_deployment(config),
+            serving_service(config),
+            serving_hpa(config),
+            serving_pdb(config),
+        ],
         "network-policies": network_policies(config),
     }
     if config.mlflow.enabled:
@@ -492,8 +714,9 @@ def restricted_violations(obj: dict[str, Any]) -> list[str]:
     for volume in spec.get("volumes") or []:
         kinds = set(volume) - {"name"}
         if not kinds <= _RESTRICTED_VOLUME_TYPES:
-            problems.append(f"volume {volume.get('name')}: type {sorted(kinds - _RESTRICTED_VOLUME_TYPES)} "
-                            "is not allowed")
+            problems.append(
+                f"volume {volume.get('name')}: type {sorted(kinds - _RESTRICTED_VOLUME_TYPES)} is not allowed"
+            )
     if pod_sc.get("runAsUser") == 0:
         problems.append("pod: runAsUser must not be 0")
     containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
@@ -516,7 +739,9 @@ def restricted_violations(obj: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: runAsUser must not be 0")
         seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
         if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{name}: seccompProfile.type must be RuntimeDefault or Localhost (container or pod)")
+            problems.append(
+                f"{name}: seccompProfile.type must be RuntimeDefault or Localhost (container or pod)"
+            )
     return problems
 
 
@@ -538,8 +763,12 @@ def trainer_pod_command(config: KubernetesConfig, training_set_uri: str, params:
 
 def trainer_pod_annotations() -> dict[str, str]:
     """Lineage on the pod (Jinja, rendered per task instance): which DAG run and try made it, and why."""
-    return {"loopline.io/dag-id": "{{ dag.dag_id }}", "loopline.io/run-id": "{{ run_id }}",
-            "loopline.io/try-number": "{{ ti.try_number }}", "loopline.io/reason": "{{ params.reason }}"}
+    return {
+        "loopline.io/dag-id": "{{ dag.dag_id }}",
+        "loopline.io/run-id": "{{ run_id }}",
+        "loopline.io/try-number": "{{ ti.try_number }}",
+        "loopline.io/reason": "{{ params.reason }}",
+    }
 
 
 def trainer_pod_template(config: KubernetesConfig) -> dict[str, Any]:
@@ -550,9 +779,13 @@ def trainer_pod_template(config: KubernetesConfig) -> dict[str, Any]:
     """
     trainer = config.trainer
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"namespace": config.namespace, "labels": trainer_labels(),
-                     "annotations": trainer_pod_annotations()},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "namespace": config.namespace,
+            "labels": trainer_labels(),
+            "annotations": trainer_pod_annotations(),
+        },
         "spec": {
             "serviceAccountName": trainer.service_account,
             "automountServiceAccountToken": False,
@@ -561,14 +794,23 @@ def trainer_pod_template(config: KubernetesConfig) -> dict[str, Any]:
             "securityContext": pod_security_context(trainer.security),
             "activeDeadlineSeconds": trainer.active_deadline_seconds,
             "containers": [
-                {"name": "base", "image": trainer.image, "imagePullPolicy": trainer.image_pull_policy,
-                 "resources": trainer.container_resources(),
-                 "envFrom": secret_env_from(trainer.secrets.mlflow, trainer.secrets.object_store),
-                 "env": [{"name": "LOOPLINE_MODE", "value": "kubernetes"},
-                         {"name": "PYTHONUNBUFFERED", "value": "1"}],
-                 "securityContext": container_security_context(trainer.security)},
-                {"name": "airflow-xcom-sidecar", "resources": trainer.xcom_sidecar.resources.as_dict(),
-                 "securityContext": container_security_context(trainer.security, read_only_root=True)},
+                {
+                    "name": "base",
+                    "image": trainer.image,
+                    "imagePullPolicy": trainer.image_pull_policy,
+                    "resources": trainer.container_resources(),
+                    "envFrom": secret_env_from(trainer.secrets.mlflow, trainer.secrets.object_store),
+                    "env": [
+                        {"name": "LOOPLINE_MODE", "value": "kubernetes"},
+                        {"name": "PYTHONUNBUFFERED", "value": "1"},
+                    ],
+                    "securityContext": container_security_context(trainer.security),
+                },
+                {
+                    "name": "airflow-xcom-sidecar",
+                    "resources": trainer.xcom_sidecar.resources.as_dict(),
+                    "securityContext": container_security_context(trainer.security, read_only_root=True),
+                },
             ],
         },
     }

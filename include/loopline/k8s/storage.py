@@ -24,8 +24,10 @@ def _upload_s3(local: Path, uri: str, endpoint_url: str | None) -> None:
     try:
         import boto3  # only the kubernetes backend needs it; credentials from the AWS_* env
     except ImportError:
-        raise RuntimeError(f"publishing {local.name} to {uri} needs boto3 on the Airflow worker: "
-                           "add boto3 to the Airflow image (pip install boto3)") from None
+        raise RuntimeError(
+            f"publishing {local.name} to {uri} needs boto3 on the Airflow worker: "
+            "add boto3 to the Airflow image (pip install boto3)"
+        ) from None
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     client = boto3.client("s3", endpoint_url=endpoint_url)

@@ -24,12 +24,23 @@ from typing import Any
 from loopline.config import Settings
 
 # The kinds of event the loop records; anything else is a programming error caught at write time.
-EVENT_KINDS = frozenset({
-    "training_started", "trained", "training_failed",
-    "gate_passed", "gate_rejected",
-    "canary_started", "traffic_shifted", "promoted", "rolled_back",
-    "drift_checked", "retrain_requested", "retrain_suppressed", "served_features_skew",
-})
+EVENT_KINDS = frozenset(
+    {
+        "training_started",
+        "trained",
+        "training_failed",
+        "gate_passed",
+        "gate_rejected",
+        "canary_started",
+        "traffic_shifted",
+        "promoted",
+        "rolled_back",
+        "drift_checked",
+        "retrain_requested",
+        "retrain_suppressed",
+        "served_features_skew",
+    }
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -87,9 +98,13 @@ def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str
         from loopline.storage.state_db import postgres_conninfo
 
         try:
-            conn = psycopg.connect(postgres_conninfo(url), connect_timeout=5, application_name="loopline-history")
+            conn = psycopg.connect(
+                postgres_conninfo(url), connect_timeout=5, application_name="loopline-history"
+            )
         except psycopg.OperationalError as exc:
-            raise ConnectionError(f"cannot reach the history database (LOOPLINE_HISTORY_URL): {exc}".strip()) from exc
+            raise ConnectionError(
+                f"cannot reach the history database (LOOPLINE_HISTORY_URL): {exc}".strip()
+            ) from exc
         with conn:
             if url not in _PG_SCHEMA_READY:  # once per process and database, not at every event or read
                 with conn.transaction():  # DDL only when missing: a reader's role may not own the table
@@ -111,22 +126,41 @@ def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str
             yield conn, "?"
 
 
-def record(settings: Settings, kind: str, *, version: str | int | None = None, reason: str = "",
-           at: datetime | None = None, **details: Any) -> Event:
+def record(
+    settings: Settings,
+    kind: str,
+    *,
+    version: str | int | None = None,
+    reason: str = "",
+    at: datetime | None = None,
+    **details: Any,
+) -> Event:
     """Append one event and return it (with its id); durable when this returns."""
     if kind not in EVENT_KINDS:
-        raise UnknownEventKind(f"unknown history event kind {kind!r}; known: {', '.join(sorted(EVENT_KINDS))}")
+        raise UnknownEventKind(
+            f"unknown history event kind {kind!r}; known: {', '.join(sorted(EVENT_KINDS))}"
+        )
     stamp = (at or datetime.now(UTC)).astimezone(UTC).isoformat()
     version = None if version is None else str(version)
     payload = json.dumps(details, default=str, sort_keys=True)
     with _connect(settings) as (conn, mark):
-        row = conn.execute(f"INSERT INTO events (at, kind, version, reason, details) VALUES "
-                           f"({', '.join([mark] * 5)}) RETURNING id", (stamp, kind, version, reason, payload)).fetchone()
-    return Event(kind=kind, at=stamp, version=version, reason=reason, details=json.loads(payload), id=int(row[0]))
+        row = conn.execute(
+            f"INSERT INTO events (at, kind, version, reason, details) VALUES "
+            f"({', '.join([mark] * 5)}) RETURNING id",
+            (stamp, kind, version, reason, payload),
+        ).fetchone()
+    return Event(
+        kind=kind, at=stamp, version=version, reason=reason, details=json.loads(payload), id=int(row[0])
+    )
 
 
-def read(settings: Settings, *, kinds: set[str] | frozenset[str] | None = None, since: datetime | None = None,
-         limit: int | None = None) -> list[Event]:
+def read(
+    settings: Settings,
+    *,
+    kinds: set[str] | frozenset[str] | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[Event]:
     """Events oldest first; ``limit`` keeps the newest ``limit`` of them. No history yet: an empty list."""
     with _connect(settings, create=False) as store:
         if store is None:
@@ -146,8 +180,10 @@ def read(settings: Settings, *, kinds: set[str] | frozenset[str] | None = None, 
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = conn.execute(sql, args).fetchall()
-    return [Event(id=r[0], at=r[1], kind=r[2], version=r[3], reason=r[4], details=json.loads(r[5]))
-            for r in reversed(rows)]
+    return [
+        Event(id=r[0], at=r[1], kind=r[2], version=r[3], reason=r[4], details=json.loads(r[5]))
+        for r in reversed(rows)
+    ]
 
 
 def last(settings: Settings, kinds: set[str] | frozenset[str], since: datetime | None = None) -> Event | None:

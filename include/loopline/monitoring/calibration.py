@@ -58,13 +58,22 @@ class Calibration:
 
     def plan(self, plan: Mapping[str, ColumnPlan]) -> dict[str, ColumnPlan]:
         """``plan`` with each column's calibrated threshold."""
-        return {c: ColumnPlan(p.spec.model_copy(update={"threshold": self.columns[c].threshold}), p.categorical)
-                if c in self.columns else p for c, p in plan.items()}
+        return {
+            c: ColumnPlan(p.spec.model_copy(update={"threshold": self.columns[c].threshold}), p.categorical)
+            if c in self.columns
+            else p
+            for c, p in plan.items()
+        }
 
 
 def _fixed(plan: Mapping[str, ColumnPlan], note: str) -> Calibration:
-    return Calibration(False, 0, 0, note, {c: ColumnCalibration(c, p.spec.threshold, note="fixed threshold")
-                                           for c, p in plan.items()})
+    return Calibration(
+        False,
+        0,
+        0,
+        note,
+        {c: ColumnCalibration(c, p.spec.threshold, note="fixed threshold") for c, p in plan.items()},
+    )
 
 
 def reference_days(frame: pd.DataFrame, min_rows: int) -> pd.Series | None:
@@ -85,12 +94,21 @@ def _trend(frame: pd.DataFrame, days: pd.Series, column: str) -> float | None:
     daily = values.groupby(days).mean().dropna()
     if len(daily) < 3 or daily.nunique() < 2:
         return None
-    return float(pd.Series(np.arange(len(daily)), dtype="float64").corr(
-        pd.Series(daily.to_numpy(), dtype="float64"), method="spearman"))
+    return float(
+        pd.Series(np.arange(len(daily)), dtype="float64").corr(
+            pd.Series(daily.to_numpy(), dtype="float64"), method="spearman"
+        )
+    )
 
 
-def calibrate(reference: pd.DataFrame, plan: Mapping[str, ColumnPlan], policy: CalibrationPolicy,
-              window_rows: int, seed: int = 0, always_judged: Collection[str] = ()) -> Calibration:
+def calibrate(
+    reference: pd.DataFrame,
+    plan: Mapping[str, ColumnPlan],
+    policy: CalibrationPolicy,
+    window_rows: int,
+    seed: int = 0,
+    always_judged: Collection[str] = (),
+) -> Calibration:
     """Per column of ``plan``: the threshold for a window of ``window_rows`` rows, from the spread of
     day-vs-rest scores within ``reference``, and whether the column is judged at all (see the module;
     ``always_judged``: columns judged even when they trend, e.g. the model's score)."""
@@ -99,10 +117,16 @@ def calibrate(reference: pd.DataFrame, plan: Mapping[str, ColumnPlan], policy: C
     days = reference_days(reference, policy.min_day_rows)
     full_days = sorted(days.dropna().unique()) if days is not None else []
     if len(full_days) < policy.min_days:
-        why = ("the reference has no event timestamps (trained before they were kept)" if days is None else
-               f"the reference covers {len(full_days)} full day(s) of >= {policy.min_day_rows} rows")
-        return _fixed(plan, f"not calibrated: {why}, fewer than calibration.min_days={policy.min_days}; "
-                            "the fixed thresholds of drift.yaml apply")
+        why = (
+            "the reference has no event timestamps (trained before they were kept)"
+            if days is None
+            else f"the reference covers {len(full_days)} full day(s) of >= {policy.min_day_rows} rows"
+        )
+        return _fixed(
+            plan,
+            f"not calibrated: {why}, fewer than calibration.min_days={policy.min_days}; "
+            "the fixed thresholds of drift.yaml apply",
+        )
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {c: [] for c in plan}
     day_rows = 0
@@ -119,20 +143,39 @@ def calibrate(reference: pd.DataFrame, plan: Mapping[str, ColumnPlan], policy: C
     for column, item in plan.items():
         found = scores[column]
         spread = max(found) if found else None
-        threshold = max(policy.min_threshold, policy.margin * spread) if spread is not None else item.spec.threshold
+        threshold = (
+            max(policy.min_threshold, policy.margin * spread) if spread is not None else item.spec.threshold
+        )
         trend = None if item.categorical else _trend(reference, days, column)
-        steady = trend is not None and abs(trend) >= policy.trend_rank_correlation and column not in always_judged
-        note = (f"not judged: its daily mean moves steadily through the training window (Spearman "
-                f"{trend:+.2f} over {len(full_days)} days), so any later window lies beyond it"
-                if steady else "" if found else "no day-vs-rest score (no values): fixed threshold")
-        columns[column] = ColumnCalibration(column, round(threshold, 6), None if spread is None else round(spread, 6),
-                                            round(float(np.median(found)), 6) if found else None,
-                                            None if trend is None else round(trend, 4), not steady, note)
+        steady = (
+            trend is not None and abs(trend) >= policy.trend_rank_correlation and column not in always_judged
+        )
+        note = (
+            f"not judged: its daily mean moves steadily through the training window (Spearman "
+            f"{trend:+.2f} over {len(full_days)} days), so any later window lies beyond it"
+            if steady
+            else ""
+            if found
+            else "no day-vs-rest score (no values): fixed threshold"
+        )
+        columns[column] = ColumnCalibration(
+            column,
+            round(threshold, 6),
+            None if spread is None else round(spread, 6),
+            round(float(np.median(found)), 6) if found else None,
+            None if trend is None else round(trend, 4),
+            not steady,
+            note,
+        )
     first, last = pd.Timestamp(full_days[0]).date(), pd.Timestamp(full_days[-1]).date()
-    return Calibration(True, len(full_days), day_rows,
-                       f"calibrated on {len(full_days)} reference days {first}..{last}: threshold = "
-                       f"{policy.margin:g} x the largest day-vs-rest score (>= {policy.min_threshold:g})",
-                       columns)
+    return Calibration(
+        True,
+        len(full_days),
+        day_rows,
+        f"calibrated on {len(full_days)} reference days {first}..{last}: threshold = "
+        f"{policy.margin:g} x the largest day-vs-rest score (>= {policy.min_threshold:g})",
+        columns,
+    )
 
 
 def judged(result: Any, calibration: Calibration) -> Any:

@@ -79,33 +79,55 @@ def sample(frame: pd.DataFrame, threshold: float) -> LabelledSample:
     """The canary's labelled sample (distinct transactions, customers for the bootstrap) of labelled rows."""
     labelled = frame[frame[LABEL].notna()]
     scores = labelled["score"].to_numpy(dtype="float64")
-    window = VariantWindow(version="", scores=tuple(scores.tolist()),
-                           transaction_ids=tuple(labelled["transaction_id"].astype(str)),
-                           decisions=tuple((scores >= threshold).tolist()),
-                           customer_ids=tuple(labelled["customer_id"].fillna("").astype(str)))
-    return LabelledSample.join(window, dict(zip(labelled["transaction_id"].astype(str),
-                                                labelled[LABEL].astype(int), strict=True)))
+    window = VariantWindow(
+        version="",
+        scores=tuple(scores.tolist()),
+        transaction_ids=tuple(labelled["transaction_id"].astype(str)),
+        decisions=tuple((scores >= threshold).tolist()),
+        customer_ids=tuple(labelled["customer_id"].fillna("").astype(str)),
+    )
+    return LabelledSample.join(
+        window, dict(zip(labelled["transaction_id"].astype(str), labelled[LABEL].astype(int), strict=True))
+    )
 
 
 def _quality(s: LabelledSample) -> dict[str, Any]:
     pr_auc, recall = s.quality()
-    return {"labelled": s.size, "fraud": s.positives, "fraud_customers": s.fraud_customers,
-            "pr_auc": None if np.isnan(pr_auc) else round(pr_auc, 4),
-            "recall": None if np.isnan(recall) else round(recall, 4)}
+    return {
+        "labelled": s.size,
+        "fraud": s.positives,
+        "fraud_customers": s.fraud_customers,
+        "pr_auc": None if np.isnan(pr_auc) else round(pr_auc, 4),
+        "recall": None if np.isnan(recall) else round(recall, 4),
+    }
 
 
-def concept_check(served: pd.DataFrame, baseline: Baseline | None, frontier: datetime | None, now: datetime,
-                  config: Concept, threshold: float) -> ConceptCheck:
+def concept_check(
+    served: pd.DataFrame,
+    baseline: Baseline | None,
+    frontier: datetime | None,
+    now: datetime,
+    config: Concept,
+    threshold: float,
+) -> ConceptCheck:
     """Judge the champion's served traffic before ``frontier`` against ``baseline``.
 
     ``served``: the champion version's predictions (``transaction_id``, ``customer_id``, ``score``, ``ts``
     as UTC timestamps) with ``is_fraud`` where the label is known now (NaN otherwise)."""
     if frontier is None:
-        return ConceptCheck(NOT_JUDGED, False, "not judged: no transaction has a confirmed-genuine label yet, so no "
-                                               "served window has complete labels")
+        return ConceptCheck(
+            NOT_JUDGED,
+            False,
+            "not judged: no transaction has a confirmed-genuine label yet, so no "
+            "served window has complete labels",
+        )
     start, end = lookback(frontier, config)
-    base = {"label_frontier": frontier.isoformat(), "label_delay_hours": round((now - frontier).total_seconds() / 3600, 2),
-            "judged_from": start.isoformat(), "judged_until": end.isoformat()}
+    base = {
+        "label_frontier": frontier.isoformat(),
+        "label_delay_hours": round((now - frontier).total_seconds() / 3600, 2),
+        "judged_from": start.isoformat(),
+        "judged_until": end.isoformat(),
+    }
     span = timedelta(hours=config.window_hours)
     ts = pd.to_datetime(served["ts"], utc=True) if len(served) else pd.Series(dtype="datetime64[ns, UTC]")
     windows = []
@@ -113,13 +135,20 @@ def concept_check(served: pd.DataFrame, baseline: Baseline | None, frontier: dat
         w_start, w_end = start + span * i, start + span * (i + 1)
         part = served[((ts >= w_start) & (ts < w_end)).to_numpy()]
         labels = part[LABEL].dropna() if len(part) else pd.Series(dtype="float64")
-        windows.append(WindowCount(w_start.isoformat(), w_end.isoformat(), len(part), len(labels), int(labels.sum())))
+        windows.append(
+            WindowCount(w_start.isoformat(), w_end.isoformat(), len(part), len(labels), int(labels.sum()))
+        )
     base["windows"] = tuple(windows)
     inside = served[((ts >= start) & (ts < end)).to_numpy()] if len(served) else served
     current = sample(inside, threshold) if len(inside) else None
     if baseline is None:
-        return ConceptCheck(NOT_JUDGED, False, "not judged: the champion has no gate-holdout scores to compare with "
-                                               "(it was gated before they were kept): re-gate it", **base)
+        return ConceptCheck(
+            NOT_JUDGED,
+            False,
+            "not judged: the champion has no gate-holdout scores to compare with "
+            "(it was gated before they were kept): re-gate it",
+            **base,
+        )
     reference = sample(baseline.frame, threshold)
     base["baseline"] = {"source": baseline.source, **_quality(reference)}
     labelled = current.size if current else 0
@@ -127,21 +156,28 @@ def concept_check(served: pd.DataFrame, baseline: Baseline | None, frontier: dat
     if current is not None:
         base["current"] = _quality(current)
     if labelled < config.min_labelled_rows or fraud < config.min_fraud_rows or fraud == labelled:
-        return ConceptCheck(NOT_JUDGED, False,
-                            f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
-                            f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
-                            f"hold {labelled} labelled rows with {fraud} fraud; need {config.min_labelled_rows} "
-                            f"and {config.min_fraud_rows}", **base)
+        return ConceptCheck(
+            NOT_JUDGED,
+            False,
+            f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
+            f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
+            f"hold {labelled} labelled rows with {fraud} fraud; need {config.min_labelled_rows} "
+            f"and {config.min_fraud_rows}",
+            **base,
+        )
     dropped = surely_dropped(reference, current, config.confidence)
     limits = {"pr_auc": config.max_pr_auc_drop, "recall": config.max_recall_drop}
     worse = [k for k in ("pr_auc", "recall") if dropped[k] > limits[k]]
     q, b = base["current"], base["baseline"]
-    text = (f"PR-AUC {q['pr_auc']} vs {b['pr_auc']} at the gate, recall {q['recall']} vs {b['recall']}, on "
-            f"{labelled} labelled ({fraud} fraud on {q['fraud_customers']} customers)")
+    text = (
+        f"PR-AUC {q['pr_auc']} vs {b['pr_auc']} at the gate, recall {q['recall']} vs {b['recall']}, on "
+        f"{labelled} labelled ({fraud} fraud on {q['fraud_customers']} customers)"
+    )
     if worse:
         sure = ", ".join(f"{k} by >= {dropped[k]:.3f} (allowed {limits[k]})" for k in worse)
         note = f"concept drift: {text}; {config.confidence:.1%} sure it dropped {sure}"
     else:
         note = f"within limits: {text}"
-    return ConceptCheck(JUDGED, bool(worse), note, dropped_at_least={k: round(v, 4) for k, v in dropped.items()},
-                        **base)
+    return ConceptCheck(
+        JUDGED, bool(worse), note, dropped_at_least={k: round(v, 4) for k, v in dropped.items()}, **base
+    )

@@ -57,7 +57,9 @@ class DriftVerdict:
     concept_drift: bool = False
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
-    calibration: Calibration | None = None  # what "normal" was for each column, and the thresholds taken from it
+    calibration: Calibration | None = (
+        None  # what "normal" was for each column, and the thresholds taken from it
+    )
     # Served vs offline features on the window's traffic (``monitor.served_features_check``): the report of
     # ``monitoring.served_check`` plus ``max_mismatch_rate``, ``alarm`` and ``summary``. A data-quality
     # finding, never a retrain reason. None: not part of this check.
@@ -85,16 +87,20 @@ class DriftVerdict:
         if self.status in (INSUFFICIENT, INVALID):
             return f"{self.status}: {'; '.join(self.notes)}"
         judged_count = len(self.columns) - len(self.unjudged_columns)
-        parts = [f"{len(self.drifted_columns)}/{judged_count} features drifted "
-                 f"({self.drifted_share:.1%}{', dataset drift' if self.dataset_drift else ''})"]
+        parts = [
+            f"{len(self.drifted_columns)}/{judged_count} features drifted "
+            f"({self.drifted_share:.1%}{', dataset drift' if self.dataset_drift else ''})"
+        ]
         if self.drifted_columns:
             parts.append("top: " + ", ".join(_top(self.columns)))
         if self.unjudged_columns:
             parts.append(f"{len(self.unjudged_columns)} not judged (trend through training)")
         if self.prediction is not None and self.prediction.score is not None:
-            parts.append(f"prediction {self.prediction.method} {self.prediction.score:.3f}"
-                         f"{'>=' if self.prediction_drift else '<'}{self.prediction.threshold:g}"
-                         f"{' DRIFT' if self.prediction_drift else ''}")
+            parts.append(
+                f"prediction {self.prediction.method} {self.prediction.score:.3f}"
+                f"{'>=' if self.prediction_drift else '<'}{self.prediction.threshold:g}"
+                f"{' DRIFT' if self.prediction_drift else ''}"
+            )
         if self.concept is not None:
             parts.append(f"concept: {self.concept.note}")
         if self.quality:
@@ -110,8 +116,9 @@ def _top(columns: Sequence[ColumnDrift], n: int = 3) -> list[str]:
 # --- data quality -----------------------------------------------------------------------------------
 
 
-def quality_issues(reference: Reference, window: pd.DataFrame, columns: Sequence[str],
-                   config: DriftConfig) -> list[QualityIssue]:
+def quality_issues(
+    reference: Reference, window: pd.DataFrame, columns: Sequence[str], config: DriftConfig
+) -> list[QualityIssue]:
     """Missing-value growth, values outside the reference range, categories the model never saw."""
     q = config.quality
     issues: list[QualityIssue] = []
@@ -130,7 +137,9 @@ def quality_issues(reference: Reference, window: pd.DataFrame, columns: Sequence
         if column in categorical:
             share = float((~present.isin(set(ref.dropna().unique()))).mean())
             if share > q.max_out_of_range_share:
-                issues.append(QualityIssue(column, "unseen_categories", round(share, 6), q.max_out_of_range_share))
+                issues.append(
+                    QualityIssue(column, "unseen_categories", round(share, 6), q.max_out_of_range_share)
+                )
             continue
         values = pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         ref_values = pd.to_numeric(ref, errors="coerce").dropna()
@@ -140,7 +149,9 @@ def quality_issues(reference: Reference, window: pd.DataFrame, columns: Sequence
         margin = (high - low) * q.range_margin
         outside = float(np.mean((values < low - margin) | (values > high + margin) | ~np.isfinite(values)))
         if outside > q.max_out_of_range_share:
-            issues.append(QualityIssue(column, "out_of_range_share", round(outside, 6), q.max_out_of_range_share))
+            issues.append(
+                QualityIssue(column, "out_of_range_share", round(outside, 6), q.max_out_of_range_share)
+            )
     return issues
 
 
@@ -150,8 +161,10 @@ def quality_issues(reference: Reference, window: pd.DataFrame, columns: Sequence
 def column_plan(reference: Reference, config: DriftConfig) -> dict[str, ColumnPlan]:
     """The monitored columns and their pinned methods."""
     categorical = set(reference.categorical)
-    return {c: ColumnPlan(config.methods.for_column(c, c in categorical), c in categorical)
-            for c in config.monitored(reference.inputs)}
+    return {
+        c: ColumnPlan(config.methods.for_column(c, c in categorical), c in categorical)
+        for c in config.monitored(reference.inputs)
+    }
 
 
 def on_drift_scale(frame: pd.DataFrame, config: DriftConfig) -> pd.DataFrame:
@@ -164,10 +177,19 @@ def on_drift_scale(frame: pd.DataFrame, config: DriftConfig) -> pd.DataFrame:
     return frame.assign(**scaled)
 
 
-def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, window_start: datetime,
-           window_end: datetime, now: datetime, concept: ConceptCheck | None = None,
-           champion_scores: pd.Series | None = None, decision_threshold: float = 0.5,
-           workers: int = 1) -> DriftVerdict:
+def decide(
+    reference: Reference,
+    window: pd.DataFrame,
+    config: DriftConfig,
+    *,
+    window_start: datetime,
+    window_end: datetime,
+    now: datetime,
+    concept: ConceptCheck | None = None,
+    champion_scores: pd.Series | None = None,
+    decision_threshold: float = 0.5,
+    workers: int = 1,
+) -> DriftVerdict:
     """The verdict for ``window`` (model inputs as columns, one row per prediction).
 
     ``champion_scores``: the champion version's scores in the window (prediction drift); default the
@@ -175,28 +197,53 @@ def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, w
     ``decision_threshold``: serving's, the cutoff of ``flagged_share`` unless the policy pins one.
     Never raises for bad data: an empty window or one without the monitored columns gives status
     ``insufficient_data`` / ``invalid_input`` with a note that says why."""
-    base = {"checked_at": now.isoformat(), "window_start": window_start.isoformat(),
-            "window_end": window_end.isoformat(), "rows": len(window), "reference_version": reference.version}
+    base = {
+        "checked_at": now.isoformat(),
+        "window_start": window_start.isoformat(),
+        "window_end": window_end.isoformat(),
+        "rows": len(window),
+        "reference_version": reference.version,
+    }
     plan = column_plan(reference, config)
     concept_drift = bool(concept and concept.drifted)
-    concept_reasons = ("concept_drift",) if concept_drift and "concept_drift" in config.retrain.triggers else ()
+    concept_reasons = (
+        ("concept_drift",) if concept_drift and "concept_drift" in config.retrain.triggers else ()
+    )
     if not plan:
-        return DriftVerdict(status=INVALID, **base, notes=("no column to monitor: features.monitor and "
-                                                           "features.exclude in drift.yaml leave none",))
+        return DriftVerdict(
+            status=INVALID,
+            **base,
+            notes=("no column to monitor: features.monitor and features.exclude in drift.yaml leave none",),
+        )
     issues = quality_issues(reference, window, list(plan), config)
     absent = [i.column for i in issues if i.check == "absent"]
     if len(window) < config.window.min_rows:
         # Too little traffic to judge distributions; labelled quality of past windows still counts.
-        return DriftVerdict(status=DRIFT if concept_reasons else INSUFFICIENT, **base, concept=concept,
-                            concept_drift=concept_drift, reasons=concept_reasons,
-                            notes=(f"{len(window)} predictions in the window, fewer than window.min_rows="
-                                   f"{config.window.min_rows}: distributions not compared",))
+        return DriftVerdict(
+            status=DRIFT if concept_reasons else INSUFFICIENT,
+            **base,
+            concept=concept,
+            concept_drift=concept_drift,
+            reasons=concept_reasons,
+            notes=(
+                f"{len(window)} predictions in the window, fewer than window.min_rows="
+                f"{config.window.min_rows}: distributions not compared",
+            ),
+        )
     present = {c: p for c, p in plan.items() if c not in absent}
     if not present:
-        return DriftVerdict(status=INVALID, **base, quality=tuple(issues), concept=concept,
-                            concept_drift=concept_drift, reasons=concept_reasons,
-                            notes=(f"the window has none of the monitored columns {list(plan)}: is the prediction "
-                                   "log from this model's serving?",))
+        return DriftVerdict(
+            status=INVALID,
+            **base,
+            quality=tuple(issues),
+            concept=concept,
+            concept_drift=concept_drift,
+            reasons=concept_reasons,
+            notes=(
+                f"the window has none of the monitored columns {list(plan)}: is the prediction "
+                "log from this model's serving?",
+            ),
+        )
     scores = champion_scores if champion_scores is not None else window.get(SCORE)
     with_score = scores is not None and len(scores) > 0 and SCORE in reference.frame
     prediction_spec = config.prediction
@@ -204,28 +251,52 @@ def decide(reference: Reference, window: pd.DataFrame, config: DriftConfig, *, w
         prediction_spec = prediction_spec.model_copy(update={"cutoff": decision_threshold})
     calibrated_plan = {**present, **({SCORE: ColumnPlan(prediction_spec, False)} if with_score else {})}
     ref_frame = on_drift_scale(reference.frame, config)
-    calibration = calibrate(ref_frame, calibrated_plan, config.calibration, window_rows=len(window),
-                            always_judged=(SCORE,))
+    calibration = calibrate(
+        ref_frame, calibrated_plan, config.calibration, window_rows=len(window), always_judged=(SCORE,)
+    )
     calibrated_plan = calibration.plan(calibrated_plan)
-    columns = [judged(c, calibration) for c in compare(ref_frame, on_drift_scale(window, config),
-                                                       {c: calibrated_plan[c] for c in present}, workers=workers)]
+    columns = [
+        judged(c, calibration)
+        for c in compare(
+            ref_frame,
+            on_drift_scale(window, config),
+            {c: calibrated_plan[c] for c in present},
+            workers=workers,
+        )
+    ]
     compared = [c for c in columns if c.score is not None and c.judged]
     share = sum(c.drifted for c in compared) / len(compared) if compared else 0.0
     dataset_drift = bool(compared) and share >= config.dataset_drift_share
     prediction = None
     if with_score:
-        prediction = column_drift(SCORE, reference.frame[SCORE], scores, calibrated_plan[SCORE].spec,
-                                  categorical=False)
+        prediction = column_drift(
+            SCORE, reference.frame[SCORE], scores, calibrated_plan[SCORE].spec, categorical=False
+        )
     prediction_drift = bool(prediction and prediction.drifted)
-    found = {"dataset_drift": dataset_drift, "prediction_drift": prediction_drift, "concept_drift": concept_drift}
+    found = {
+        "dataset_drift": dataset_drift,
+        "prediction_drift": prediction_drift,
+        "concept_drift": concept_drift,
+    }
     reasons = tuple(r for r in config.retrain.triggers if found[r])
     notes = tuple(f"{c.column}: {c.note}" for c in columns if c.note and c.judged)
     if absent:
         notes += (f"absent from the window (not compared): {absent}",)
-    return DriftVerdict(status=DRIFT if any(found.values()) else OK, **base, columns=tuple(columns),
-                        drifted_share=share, dataset_drift=dataset_drift, prediction=prediction,
-                        prediction_drift=prediction_drift, quality=tuple(issues), concept=concept,
-                        concept_drift=concept_drift, reasons=reasons, notes=notes, calibration=calibration)
+    return DriftVerdict(
+        status=DRIFT if any(found.values()) else OK,
+        **base,
+        columns=tuple(columns),
+        drifted_share=share,
+        dataset_drift=dataset_drift,
+        prediction=prediction,
+        prediction_drift=prediction_drift,
+        quality=tuple(issues),
+        concept=concept,
+        concept_drift=concept_drift,
+        reasons=reasons,
+        notes=notes,
+        calibration=calibration,
+    )
 
 
 # --- the retrain policy -----------------------------------------------------------------------------
@@ -249,8 +320,9 @@ def _at(event: Any) -> datetime:
     return datetime.fromisoformat(event.at)
 
 
-def should_retrain(verdict: DriftVerdict, history: Sequence[Any], now: datetime, training_running: bool,
-                   config: DriftConfig) -> RetrainDecision:
+def should_retrain(
+    verdict: DriftVerdict, history: Sequence[Any], now: datetime, training_running: bool, config: DriftConfig
+) -> RetrainDecision:
     """Whether ``verdict`` should request a retrain, and why (or why not).
 
     ``history``: events of kinds ``retrain_requested`` and ``training_started``/``trained``/
@@ -277,19 +349,23 @@ def should_retrain(verdict: DriftVerdict, history: Sequence[Any], now: datetime,
     if training_running:
         return RetrainDecision(False, f"{why} found, but a train_model run is queued or running", True)
     if training and training[-1].kind == "training_started" and now - _at(training[-1]) < max_age:
-        return RetrainDecision(False, f"{why} found, but training started at {training[-1].at} "
-                                      "and has not finished", True)
+        return RetrainDecision(
+            False, f"{why} found, but training started at {training[-1].at} and has not finished", True
+        )
     if requests:
         last = requests[-1]
         age = now - _at(last)
         cooldown = timedelta(hours=config.retrain.cooldown_hours)
         if age < cooldown:
-            return RetrainDecision(False, f"{why} found, but a retrain was requested at {last.at} "
-                                          f"({last.reason}); cooldown until {(_at(last) + cooldown).isoformat()}",
-                                   True)
+            return RetrainDecision(
+                False,
+                f"{why} found, but a retrain was requested at {last.at} "
+                f"({last.reason}); cooldown until {(_at(last) + cooldown).isoformat()}",
+                True,
+            )
         answered = any(_at(t) >= _at(last) for t in training)
         if not answered and age < max_age:
-            return RetrainDecision(False, f"{why} found; the retrain requested at {last.at} has not started "
-                                          "yet", True)
+            return RetrainDecision(
+                False, f"{why} found; the retrain requested at {last.at} has not started yet", True
+            )
     return RetrainDecision(True, why)
-

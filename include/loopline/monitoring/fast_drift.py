@@ -112,7 +112,9 @@ def _js_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(distance.jensenshannon(p, q))
 
 
-def jensenshannon_shares(reference: np.ndarray | pd.Series, current: np.ndarray | pd.Series, numeric: bool) -> float:
+def jensenshannon_shares(
+    reference: np.ndarray | pd.Series, current: np.ndarray | pd.Series, numeric: bool
+) -> float:
     """Jensen-Shannon distance of the value shares (or Sturges-bin shares for a many-valued numeric)."""
     if len(reference) == 0 or len(current) == 0:
         raise DriftInputError("jensenshannon needs at least one value on each side")
@@ -144,7 +146,10 @@ def quantile_jensenshannon(reference: np.ndarray, current: np.ndarray, bins: int
     if reference.size == 0 or current.size == 0:
         raise DriftInputError("quantile_jensenshannon needs at least one value on each side")
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1) / reference.size
+    p = (
+        np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1)
+        / reference.size
+    )
     q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1) / current.size
     return _js_distance(p, q)
 
@@ -157,7 +162,9 @@ def flagged_share_h(reference: np.ndarray, current: np.ndarray, cutoff: float) -
     return abs(2 * np.arcsin(np.sqrt(q)) - 2 * np.arcsin(np.sqrt(p)))
 
 
-def column_drift(column: str, reference: Any, current: Any, spec: MethodSpec, categorical: bool) -> ColumnDrift:
+def column_drift(
+    column: str, reference: Any, current: Any, spec: MethodSpec, categorical: bool
+) -> ColumnDrift:
     """Compare one column with its pinned method; a side with no usable value gives score None."""
     kind = "categorical" if categorical else "numeric"
     if categorical:
@@ -166,8 +173,17 @@ def column_drift(column: str, reference: Any, current: Any, spec: MethodSpec, ca
         ref, cur = clean_numeric(reference), clean_numeric(current)
     if len(ref) == 0 or len(cur) == 0:
         side = "reference" if len(ref) == 0 else "window"
-        return ColumnDrift(column, kind, spec.method, spec.threshold, None, False, len(ref), len(cur),
-                           note=f"no non-missing values in the {side}: not compared (see data quality)")
+        return ColumnDrift(
+            column,
+            kind,
+            spec.method,
+            spec.threshold,
+            None,
+            False,
+            len(ref),
+            len(cur),
+            note=f"no non-missing values in the {side}: not compared (see data quality)",
+        )
     if spec.method == "wasserstein":
         if categorical:
             raise DriftInputError(f"{column}: wasserstein needs a numeric column; pin jensenshannon")
@@ -178,12 +194,15 @@ def column_drift(column: str, reference: Any, current: Any, spec: MethodSpec, ca
         score = flagged_share_h(ref, cur, spec.cutoff)
     elif spec.method == "quantile_jensenshannon":
         if categorical:
-            raise DriftInputError(f"{column}: quantile_jensenshannon needs a numeric column; pin jensenshannon")
+            raise DriftInputError(
+                f"{column}: quantile_jensenshannon needs a numeric column; pin jensenshannon"
+            )
         score = quantile_jensenshannon(ref, cur, spec.bins)
     else:
         score = jensenshannon_shares(ref, cur, numeric=not categorical)
-    return ColumnDrift(column, kind, spec.method, spec.threshold, score, bool(score >= spec.threshold),
-                       len(ref), len(cur))
+    return ColumnDrift(
+        column, kind, spec.method, spec.threshold, score, bool(score >= spec.threshold), len(ref), len(cur)
+    )
 
 
 @dataclass(frozen=True)
@@ -194,17 +213,21 @@ class ColumnPlan:
     categorical: bool
 
 
-def compare(reference: pd.DataFrame, current: pd.DataFrame, plan: Mapping[str, ColumnPlan],
-            workers: int = 1) -> list[ColumnDrift]:
+def compare(
+    reference: pd.DataFrame, current: pd.DataFrame, plan: Mapping[str, ColumnPlan], workers: int = 1
+) -> list[ColumnDrift]:
     """Every planned column of ``current`` against ``reference``, in the plan's order.
 
     ``workers`` > 1 compares columns in threads (numpy's sorts release the GIL)."""
-    missing = {side: [c for c in plan if c not in frame.columns]
-               for side, frame in (("reference", reference), ("window", current))}
+    missing = {
+        side: [c for c in plan if c not in frame.columns]
+        for side, frame in (("reference", reference), ("window", current))
+    }
     problems = [f"{side} lacks {cols}" for side, cols in missing.items() if cols]
     if problems:
-        raise DriftInputError("cannot compare: " + "; ".join(problems)
-                              + " (is the window from the same model's serving log?)")
+        raise DriftInputError(
+            "cannot compare: " + "; ".join(problems) + " (is the window from the same model's serving log?)"
+        )
 
     def one(column: str) -> ColumnDrift:
         item = plan[column]

@@ -83,8 +83,13 @@ def window_of(rows: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     return window_frame(rows[rows["variant"].isin(variants)])
 
 
-def served_features_check(settings: Settings, config: DriftConfig, start: datetime, end: datetime,
-                          log_rows: pd.DataFrame | None = None) -> dict[str, Any]:
+def served_features_check(
+    settings: Settings,
+    config: DriftConfig,
+    start: datetime,
+    end: datetime,
+    log_rows: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """``monitoring.served_check`` over [start, end) judged against ``config.served_features``: the report's
     fields plus ``max_mismatch_rate``, ``alarm`` and a one-line ``summary``. Never raises: a check that
     fails is recorded as not judged, with the error as its reason."""
@@ -92,15 +97,27 @@ def served_features_check(settings: Settings, config: DriftConfig, start: dateti
 
     limit = config.served_features.max_mismatch_rate
     try:
-        report = check_served(settings, since=start, until=end, sample=config.served_features.sample,
-                              log_rows=log_rows)
+        report = check_served(
+            settings, since=start, until=end, sample=config.served_features.sample, log_rows=log_rows
+        )
     except Exception as exc:  # the drift verdict stands without it
         log.exception("the served-features check failed")
         reason = f"{type(exc).__name__}: {exc}"
-        return {"judged": False, "reason": reason, "since": start.isoformat(), "until": end.isoformat(),
-                "max_mismatch_rate": limit, "alarm": False, "summary": f"served features not judged: {reason}"}
-    return {**report.to_dict(), "max_mismatch_rate": limit, "alarm": report.exceeds(limit),
-            "summary": report.summary(limit)}
+        return {
+            "judged": False,
+            "reason": reason,
+            "since": start.isoformat(),
+            "until": end.isoformat(),
+            "max_mismatch_rate": limit,
+            "alarm": False,
+            "summary": f"served features not judged: {reason}",
+        }
+    return {
+        **report.to_dict(),
+        "max_mismatch_rate": limit,
+        "alarm": report.exceeds(limit),
+        "summary": report.summary(limit),
+    }
 
 
 def label_frontier(settings: Settings, now: datetime) -> datetime | None:
@@ -125,16 +142,18 @@ def load_baseline(tracking_uri: str, model_name: str, version: str) -> Baseline 
     try:
         run_id = mlflow_client(tracking_uri).get_model_version(model_name, version).run_id
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=HOLDOUT_SCORES_ARTIFACT,
-                                                       dst_path=tmp, tracking_uri=tracking_uri)
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=HOLDOUT_SCORES_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
+            )
             frame = pd.read_parquet(path)
     except (MlflowException, OSError):
         return None
     return Baseline(f"gate holdout of v{version} (runs:/{run_id}/{HOLDOUT_SCORES_ARTIFACT})", frame)
 
 
-def served_with_labels(settings: Settings, version: str, start: datetime, end: datetime, variants: list[str],
-                       now: datetime) -> pd.DataFrame:
+def served_with_labels(
+    settings: Settings, version: str, start: datetime, end: datetime, variants: list[str], now: datetime
+) -> pd.DataFrame:
     """``version``'s predictions in [start, end) (transaction id, customer, score, time) with the labels
     known at ``now`` (``is_fraud``, NaN where none has arrived). Parses no feature JSON."""
     from loopline.features.store import read_labels
@@ -143,15 +162,23 @@ def served_with_labels(settings: Settings, version: str, start: datetime, end: d
     rows = open_prediction_log(settings, read_only=True).read(since=start, until=end, version=version)
     columns = ["transaction_id", "customer_id", SCORE, "ts"]
     if rows.empty:
-        return pd.DataFrame({**{c: pd.Series(dtype="object") for c in columns}, LABEL: pd.Series(dtype="float64")})
+        return pd.DataFrame(
+            {**{c: pd.Series(dtype="object") for c in columns}, LABEL: pd.Series(dtype="float64")}
+        )
     rows = rows[rows["variant"].isin(variants)]
     labels = read_labels(settings, now)
     labels = labels[["transaction_id"]].assign(**{LABEL: labels[LABEL].astype("float64")})
     return rows[columns].merge(labels, on="transaction_id", how="left")
 
 
-def check_concept(settings: Settings, reference: Reference, config: DriftConfig, now: datetime,
-                  model_name: str, serving_threshold: float) -> ConceptCheck:
+def check_concept(
+    settings: Settings,
+    reference: Reference,
+    config: DriftConfig,
+    now: datetime,
+    model_name: str,
+    serving_threshold: float,
+) -> ConceptCheck:
     """Concept drift of the champion at ``now`` (see ``monitoring.concept``)."""
     frontier = label_frontier(settings, now)
     if frontier is None:  # nothing is judged before the first confirmed-genuine label: read nothing
@@ -159,13 +186,26 @@ def check_concept(settings: Settings, reference: Reference, config: DriftConfig,
     start, end = lookback(frontier, config.concept)
     served = served_with_labels(settings, reference.version, start, end, config.window.variants, now)
     threshold = config.concept.decision_threshold or serving_threshold
-    return concept_check(served, load_baseline(settings.mlflow_uri, model_name, reference.version), frontier, now,
-                         config.concept, threshold)
+    return concept_check(
+        served,
+        load_baseline(settings.mlflow_uri, model_name, reference.version),
+        frontier,
+        now,
+        config.concept,
+        threshold,
+    )
 
 
-def run_check(settings: Settings, *, training_running: bool, now: datetime | None = None,
-              config: DriftConfig | None = None, config_path: Path | None = None,
-              model_name: str = MODEL_NAME, log_to_mlflow: bool = True) -> CheckResult:
+def run_check(
+    settings: Settings,
+    *,
+    training_running: bool,
+    now: datetime | None = None,
+    config: DriftConfig | None = None,
+    config_path: Path | None = None,
+    model_name: str = MODEL_NAME,
+    log_to_mlflow: bool = True,
+) -> CheckResult:
     """One check of the champion at ``now`` (the DAG passes its run's data interval end, so a re-run
     decides on the same window): verdict, reports, history, and the retrain decision."""
     from loopline.serving.config import load_serving_config
@@ -183,59 +223,149 @@ def run_check(settings: Settings, *, training_running: bool, now: datetime | Non
     champion = window[window["model_version"].astype(str) == reference.version] if len(window) else window
     # Serving's decision threshold: the alerts prediction drift counts and the recall concept drift judges.
     threshold = load_serving_config(config_dir=settings.config_dir).decision_threshold
-    verdict = decide(reference, window, config, window_start=start, window_end=now, now=now,
-                     concept=check_concept(settings, reference, config, now, model_name, threshold),
-                     champion_scores=champion[SCORE] if len(champion) else None, decision_threshold=threshold)
+    verdict = decide(
+        reference,
+        window,
+        config,
+        window_start=start,
+        window_end=now,
+        now=now,
+        concept=check_concept(settings, reference, config, now, model_name, threshold),
+        champion_scores=champion[SCORE] if len(champion) else None,
+        decision_threshold=threshold,
+    )
     verdict = replace(verdict, served_features=served)
     target = report_dir(settings.state.reports, now)  # the state dir, or object storage
     with report_folder(target) as local:
         files = write_reports(local, verdict, reference, window, config)
-        run_id = log_check(settings.mlflow_uri, verdict, files, model_name=model_name,
-                           config_path=config_path) if log_to_mlflow else ""
-    return record_decision(settings, verdict, config, now=now, training_running=training_running,
-                           report=str(target), mlflow_run_id=run_id)
+        run_id = (
+            log_check(settings.mlflow_uri, verdict, files, model_name=model_name, config_path=config_path)
+            if log_to_mlflow
+            else ""
+        )
+    return record_decision(
+        settings,
+        verdict,
+        config,
+        now=now,
+        training_running=training_running,
+        report=str(target),
+        mlflow_run_id=run_id,
+    )
 
 
-def record_decision(settings: Settings, verdict: DriftVerdict, config: DriftConfig, *, now: datetime,
-                    training_running: bool, report: str = "", mlflow_run_id: str = "") -> CheckResult:
+def record_decision(
+    settings: Settings,
+    verdict: DriftVerdict,
+    config: DriftConfig,
+    *,
+    now: datetime,
+    training_running: bool,
+    report: str = "",
+    mlflow_run_id: str = "",
+) -> CheckResult:
     """Apply the retrain policy to ``verdict`` and record the check and the decision in history; a
     served-features alarm in the verdict is recorded as its own event (it never requests a retrain)."""
-    evidence = {"summary": verdict.summary(), "status": verdict.status, "reasons": list(verdict.reasons),
-                "drifted_columns": verdict.drifted_columns, "drifted_share": round(verdict.drifted_share, 4),
-                "window": [verdict.window_start, verdict.window_end], "rows": verdict.rows,
-                "report": report, "mlflow_run_id": mlflow_run_id}
+    evidence = {
+        "summary": verdict.summary(),
+        "status": verdict.status,
+        "reasons": list(verdict.reasons),
+        "drifted_columns": verdict.drifted_columns,
+        "drifted_share": round(verdict.drifted_share, 4),
+        "window": [verdict.window_start, verdict.window_end],
+        "rows": verdict.rows,
+        "report": report,
+        "mlflow_run_id": mlflow_run_id,
+    }
     served = verdict.served_features
     if served is not None:
         evidence["served_features"] = served
-    history.record(settings, "drift_checked", version=verdict.reference_version or None,
-                   reason=verdict.summary(), at=now, **evidence)
+    history.record(
+        settings,
+        "drift_checked",
+        version=verdict.reference_version or None,
+        reason=verdict.summary(),
+        at=now,
+        **evidence,
+    )
     if served is not None and served.get("alarm"):
         _record_served_alarm(settings, verdict, served, now=now, report=report, mlflow_run_id=mlflow_run_id)
-    decision = should_retrain(verdict, history.read(settings, kinds=POLICY_KINDS), now, training_running, config)
+    decision = should_retrain(
+        verdict, history.read(settings, kinds=POLICY_KINDS), now, training_running, config
+    )
     if decision.retrain:
-        history.record(settings, "retrain_requested", version=verdict.reference_version or None,
-                       reason=decision.reason, at=now, **evidence)
+        history.record(
+            settings,
+            "retrain_requested",
+            version=verdict.reference_version or None,
+            reason=decision.reason,
+            at=now,
+            **evidence,
+        )
     elif decision.suppressed:
-        history.record(settings, "retrain_suppressed", version=verdict.reference_version or None,
-                       reason=decision.reason, at=now, **evidence)
-    return CheckResult(decision.retrain, decision.reason, verdict.summary(), verdict.status,
-                       verdict.reference_version, report, mlflow_run_id,
-                       served_features=(served or {}).get("summary", ""),
-                       served_features_alarm=bool((served or {}).get("alarm")),
-                       drifted_share=round(verdict.drifted_share, 4))
+        history.record(
+            settings,
+            "retrain_suppressed",
+            version=verdict.reference_version or None,
+            reason=decision.reason,
+            at=now,
+            **evidence,
+        )
+    return CheckResult(
+        decision.retrain,
+        decision.reason,
+        verdict.summary(),
+        verdict.status,
+        verdict.reference_version,
+        report,
+        mlflow_run_id,
+        served_features=(served or {}).get("summary", ""),
+        served_features_alarm=bool((served or {}).get("alarm")),
+        drifted_share=round(verdict.drifted_share, 4),
+    )
 
 
-def _record_served_alarm(settings: Settings, verdict: DriftVerdict, served: dict[str, Any], *, now: datetime,
-                         report: str, mlflow_run_id: str) -> None:
+def _record_served_alarm(
+    settings: Settings,
+    verdict: DriftVerdict,
+    served: dict[str, Any],
+    *,
+    now: datetime,
+    report: str,
+    mlflow_run_id: str,
+) -> None:
     """``served_features_skew`` in history: the served features differ from the offline ones above the limit.
 
     The event kind must be one ``lineage.history`` knows; until it is, the alarm stays recorded in the
     ``drift_checked`` event (its reason and ``served_features``) and a warning says so."""
     if SERVED_SKEW not in history.EVENT_KINDS:
-        log.warning("%s is not a known history event kind yet; the alarm is in the drift_checked event: %s",
-                    SERVED_SKEW, served["summary"])
+        log.warning(
+            "%s is not a known history event kind yet; the alarm is in the drift_checked event: %s",
+            SERVED_SKEW,
+            served["summary"],
+        )
         return
-    details = {k: served.get(k) for k in ("compared", "mismatches", "mismatch_rate", "max_mismatch_rate",
-                                          "worst_features", "examples", "waiting", "since", "until")}
-    history.record(settings, SERVED_SKEW, version=verdict.reference_version or None, reason=served["summary"],
-                   at=now, report=report, mlflow_run_id=mlflow_run_id, **details)
+    details = {
+        k: served.get(k)
+        for k in (
+            "compared",
+            "mismatches",
+            "mismatch_rate",
+            "max_mismatch_rate",
+            "worst_features",
+            "examples",
+            "waiting",
+            "since",
+            "until",
+        )
+    }
+    history.record(
+        settings,
+        SERVED_SKEW,
+        version=verdict.reference_version or None,
+        reason=served["summary"],
+        at=now,
+        report=report,
+        mlflow_run_id=mlflow_run_id,
+        **details,
+    )

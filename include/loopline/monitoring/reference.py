@@ -22,7 +22,6 @@ from loopline.training.reference import LABEL, REFERENCE_DIR, REFERENCE_FILE, RE
 __all__ = ["LABEL", "SCORE", "SPLIT", "Reference", "ReferenceError", "load_reference"]
 
 
-
 class ReferenceError(RuntimeError):
     """The champion has no usable reference sample; the message says how to get one."""
 
@@ -57,17 +56,24 @@ def load_reference(tracking_uri: str, model_name: str, alias: str = "champion") 
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
-        raise ReferenceError(f"no version of {model_name!r} holds alias {alias!r} in {tracking_uri}: "
-                             "nothing is serving yet, so there is nothing to monitor") from exc
+        raise ReferenceError(
+            f"no version of {model_name!r} holds alias {alias!r} in {tracking_uri}: "
+            "nothing is serving yet, so there is nothing to monitor"
+        ) from exc
     mlflow.set_tracking_uri(tracking_uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=REFERENCE_DIR,
-                                                        dst_path=tmp, tracking_uri=tracking_uri)
+            local = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=REFERENCE_DIR, dst_path=tmp, tracking_uri=tracking_uri
+            )
             frame = pd.read_parquet(Path(local) / REFERENCE_FILE)
             meta = json.loads((Path(local) / REFERENCE_META).read_text())
     except (MlflowException, OSError) as exc:
-        raise ReferenceError(f"{model_name} v{version.version} (run {version.run_id}) has no "
-                             f"{REFERENCE_DIR}/{REFERENCE_FILE}: it was trained before reference samples were "
-                             "kept; retrain it (loopline trigger train_model) to monitor it") from exc
-    return Reference(frame, list(meta["categorical"]), list(meta["numeric"]), str(version.version), version.run_id)
+        raise ReferenceError(
+            f"{model_name} v{version.version} (run {version.run_id}) has no "
+            f"{REFERENCE_DIR}/{REFERENCE_FILE}: it was trained before reference samples were "
+            "kept; retrain it (loopline trigger train_model) to monitor it"
+        ) from exc
+    return Reference(
+        frame, list(meta["categorical"]), list(meta["numeric"]), str(version.version), version.run_id
+    )

@@ -40,8 +40,14 @@ def report_dir(reports_root: Path, now: datetime) -> Path:
     return root / "drift" / now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftConfig,
-                     verdict: DriftVerdict | None = None, sample_rows: int = REPORT_SAMPLE_ROWS, seed: int = 0) -> Any:
+def evidently_report(
+    reference: Reference,
+    window: pd.DataFrame,
+    config: DriftConfig,
+    verdict: DriftVerdict | None = None,
+    sample_rows: int = REPORT_SAMPLE_ROWS,
+    seed: int = 0,
+) -> Any:
     """Evidently's snapshot of DataDriftPreset with the pinned per-column methods and the verdict's
     (calibrated) thresholds, on the scale drift is measured on (window sampled). Evidently has neither of
     Loopline's score methods (alert rate, quantile bins): the score's row uses its Jensen-Shannon over
@@ -58,22 +64,41 @@ def evidently_report(reference: Reference, window: pd.DataFrame, config: DriftCo
     if verdict is not None:
         thresholds.update({c.column: c.threshold for c in verdict.columns if c.column in thresholds})
     if SCORE in columns:
-        methods[SCORE] = config.prediction.method if config.prediction.method in EVIDENTLY_METHODS else "jensenshannon"
-        thresholds[SCORE] = verdict.prediction.threshold if verdict and verdict.prediction else config.prediction.threshold
+        methods[SCORE] = (
+            config.prediction.method if config.prediction.method in EVIDENTLY_METHODS else "jensenshannon"
+        )
+        thresholds[SCORE] = (
+            verdict.prediction.threshold if verdict and verdict.prediction else config.prediction.threshold
+        )
     current = on_drift_scale(window[columns], config)
     if len(current) > sample_rows:
         current = current.sample(sample_rows, random_state=seed)
-    definition = DataDefinition(numerical_columns=[c for c in columns if not (c in plan and plan[c].categorical)],
-                                categorical_columns=[c for c in columns if c in plan and plan[c].categorical])
-    preset = DataDriftPreset(columns=columns, per_column_method=methods, per_column_threshold=thresholds,
-                             drift_share=config.dataset_drift_share)
-    return Report([preset]).run(current_data=Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
-                                reference_data=Dataset.from_pandas(on_drift_scale(reference.frame[columns], config).reset_index(drop=True),
-                                                                   data_definition=definition))
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if not (c in plan and plan[c].categorical)],
+        categorical_columns=[c for c in columns if c in plan and plan[c].categorical],
+    )
+    preset = DataDriftPreset(
+        columns=columns,
+        per_column_method=methods,
+        per_column_threshold=thresholds,
+        drift_share=config.dataset_drift_share,
+    )
+    return Report([preset]).run(
+        current_data=Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
+        reference_data=Dataset.from_pandas(
+            on_drift_scale(reference.frame[columns], config).reset_index(drop=True),
+            data_definition=definition,
+        ),
+    )
 
 
-def write_reports(directory: Path, verdict: DriftVerdict, reference: Reference | None = None,
-                  window: pd.DataFrame | None = None, config: DriftConfig | None = None) -> ReportFiles:
+def write_reports(
+    directory: Path,
+    verdict: DriftVerdict,
+    reference: Reference | None = None,
+    window: pd.DataFrame | None = None,
+    config: DriftConfig | None = None,
+) -> ReportFiles:
     """``verdict.json`` always; ``report.html`` + ``report.json`` when there was data to compare.
 
     A failing report (Evidently refuses an odd column) is noted in the verdict file, never fatal: the
@@ -96,8 +121,14 @@ def write_reports(directory: Path, verdict: DriftVerdict, reference: Reference |
     return ReportFiles(directory, html, report_json, verdict_path)
 
 
-def log_check(tracking_uri: str, verdict: DriftVerdict, files: ReportFiles, *, model_name: str,
-              config_path: Path | None = None) -> str:
+def log_check(
+    tracking_uri: str,
+    verdict: DriftVerdict,
+    files: ReportFiles,
+    *,
+    model_name: str,
+    config_path: Path | None = None,
+) -> str:
     """One MLflow run per check in ``fraud_detector_monitoring``; the champion version gets a tag that
     points at it. Returns the run id."""
     import mlflow
@@ -106,23 +137,38 @@ def log_check(tracking_uri: str, verdict: DriftVerdict, files: ReportFiles, *, m
 
     use_experiment(MONITORING_EXPERIMENT, tracking_uri)
     with mlflow.start_run(run_name=f"drift-{verdict.checked_at}") as run:
-        mlflow.set_tags({"loopline.component": "monitoring", "status": verdict.status,
-                         "model": model_name, "model_version": verdict.reference_version,
-                         "reasons": ", ".join(verdict.reasons) or "none"})
+        mlflow.set_tags(
+            {
+                "loopline.component": "monitoring",
+                "status": verdict.status,
+                "model": model_name,
+                "model_version": verdict.reference_version,
+                "reasons": ", ".join(verdict.reasons) or "none",
+            }
+        )
         mlflow.log_params({"window_start": verdict.window_start, "window_end": verdict.window_end})
-        metrics = {"rows": float(verdict.rows), "drifted_share": verdict.drifted_share,
-                   "drifted_columns": float(len(verdict.drifted_columns)),
-                   "quality_issues": float(len(verdict.quality))}
+        metrics = {
+            "rows": float(verdict.rows),
+            "drifted_share": verdict.drifted_share,
+            "drifted_columns": float(len(verdict.drifted_columns)),
+            "quality_issues": float(len(verdict.quality)),
+        }
         if verdict.prediction is not None and verdict.prediction.score is not None:
             metrics["prediction_drift_score"] = verdict.prediction.score
         metrics.update({f"drift.{c.column}": c.score for c in verdict.columns if c.score is not None})
         served = verdict.served_features or {}
         if served.get("judged"):
-            metrics.update({"served_features.mismatch_rate": float(served["mismatch_rate"]),
-                            "served_features.compared": float(served["compared"])})
+            metrics.update(
+                {
+                    "served_features.mismatch_rate": float(served["mismatch_rate"]),
+                    "served_features.compared": float(served["compared"]),
+                }
+            )
         if served:
-            mlflow.set_tag("served_features", "alarm" if served.get("alarm") else
-                           "ok" if served.get("judged") else "not judged")
+            mlflow.set_tag(
+                "served_features",
+                "alarm" if served.get("alarm") else "ok" if served.get("judged") else "not judged",
+            )
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(files.directory), "drift")
         if config_path is not None and Path(config_path).exists():
@@ -130,5 +176,7 @@ def log_check(tracking_uri: str, verdict: DriftVerdict, files: ReportFiles, *, m
     if verdict.reference_version:
         client = mlflow_client(tracking_uri)
         client.set_model_version_tag(model_name, verdict.reference_version, DRIFT_RUN_TAG, run.info.run_id)
-        client.set_model_version_tag(model_name, verdict.reference_version, DRIFT_REPORT_TAG, str(files.directory))
+        client.set_model_version_tag(
+            model_name, verdict.reference_version, DRIFT_REPORT_TAG, str(files.directory)
+        )
     return run.info.run_id

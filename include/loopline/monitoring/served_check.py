@@ -72,8 +72,10 @@ class ServedSkewReport:
         """One line: the numbers, the worst features, and the verdict against the limit (when given)."""
         if not self.judged:
             return f"served features not judged: {self.reason}"
-        line = (f"served features: {self.mismatches}/{self.compared} compared transactions mismatch "
-                f"({self.mismatch_rate:.2%})")
+        line = (
+            f"served features: {self.mismatches}/{self.compared} compared transactions mismatch "
+            f"({self.mismatch_rate:.2%})"
+        )
         if max_mismatch_rate is not None:
             above = self.exceeds(max_mismatch_rate)
             line += f" {'>' if above else '<='} limit {max_mismatch_rate:.2%}{' SKEW' if above else ''}"
@@ -111,12 +113,17 @@ def curated_by_id(settings: Settings, ids: list[str], columns: list[str] | None 
     from loopline.data.schema import TRANSACTION_COLUMNS
     from loopline.storage.files import parquet_dataset
 
-    wanted = {c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == "transaction_id"}
+    wanted = {
+        c: d
+        for c, d in TRANSACTION_COLUMNS.items()
+        if columns is None or c in columns or c == "transaction_id"
+    }
     files = _curated_files(settings)
     if not files or not ids:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in wanted.items()})
     table = parquet_dataset(files).to_table(
-        columns=list(wanted), filter=ds.field("transaction_id").isin(pa.array(ids, type=pa.string())))
+        columns=list(wanted), filter=ds.field("transaction_id").isin(pa.array(ids, type=pa.string()))
+    )
     frame = table.to_pandas()
     return pd.DataFrame({c: frame[c].astype(d) for c, d in wanted.items()})
 
@@ -137,19 +144,37 @@ def _inputs_match(inputs: dict[str, Any], recorded: pd.Series) -> bool:
     if any(str(inputs.get(c)) != str(recorded[c]) for c in IDENTITY_COLUMNS):
         return False
     try:
-        return math.isclose(float(inputs.get("amount")), float(recorded["amount"]), rel_tol=1e-9, abs_tol=1e-9)
+        return math.isclose(
+            float(inputs.get("amount")), float(recorded["amount"]), rel_tol=1e-9, abs_tol=1e-9
+        )
     except (TypeError, ValueError):
         return False
 
 
 def _not_judged(reason: str, **counts: Any) -> ServedSkewReport:
-    base = {"served": 0, "waiting": 0, "eligible": 0, "sampled": 0, "inputs_differ": 0, "compared": 0,
-            "mismatches": 0, "mismatch_rate": None, "features": 0}
+    base = {
+        "served": 0,
+        "waiting": 0,
+        "eligible": 0,
+        "sampled": 0,
+        "inputs_differ": 0,
+        "compared": 0,
+        "mismatches": 0,
+        "mismatch_rate": None,
+        "features": 0,
+    }
     return ServedSkewReport(judged=False, reason=reason, **{**base, **counts})
 
 
-def check_served(settings: Settings, *, since: datetime | None = None, until: datetime | None = None,
-                 sample: int = 500, seed: int = 0, log_rows: pd.DataFrame | None = None) -> ServedSkewReport:
+def check_served(
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sample: int = 500,
+    seed: int = 0,
+    log_rows: pd.DataFrame | None = None,
+) -> ServedSkewReport:
     """Served features vs offline point-in-time features for up to ``sample`` answered transactions of
     [since, until) that are ingested and materialised (seeded sample). ``log_rows``: the prediction log's
     rows of that window when the caller has read them already (``PredictionLog.read``), else they are read.
@@ -177,14 +202,20 @@ def check_served(settings: Settings, *, since: datetime | None = None, until: da
     recorded = curated_by_id(settings, served.tolist(), ["transaction_id", "event_timestamp"])
     counts = {**window, "served": len(served), "materialized_until": _iso(covered)}
     if covered is None:
-        return _not_judged(f"nothing is materialised yet: all {len(served)} served transactions wait",
-                           waiting=len(served), **counts)
+        return _not_judged(
+            f"nothing is materialised yet: all {len(served)} served transactions wait",
+            waiting=len(served),
+            **counts,
+        )
     ready = recorded.loc[recorded["event_timestamp"] < pd.Timestamp(covered), "transaction_id"].astype(str)
     eligible = served[served.isin(set(ready))]
     counts.update(waiting=len(served) - len(eligible), eligible=len(eligible))
     if eligible.empty:
-        return _not_judged(f"no served transaction is ingested and materialised yet ({counts['waiting']} waiting; "
-                           f"materialised until {covered.isoformat()})", **counts)
+        return _not_judged(
+            f"no served transaction is ingested and materialised yet ({counts['waiting']} waiting; "
+            f"materialised until {covered.isoformat()})",
+            **counts,
+        )
     picked = eligible.sample(n=min(sample, len(eligible)), random_state=seed).sort_index()
     ids = picked.tolist()
     rows = curated_by_id(settings, ids).drop_duplicates(subset="transaction_id")
@@ -196,8 +227,11 @@ def check_served(settings: Settings, *, since: datetime | None = None, until: da
             comparable.append((tx_id, json.loads(features)))
     counts.update(sampled=len(picked), inputs_differ=len(picked) - len(comparable))
     if not comparable:
-        return _not_judged(f"all {len(picked)} sampled served transactions differ from the recorded ones in time, "
-                           "entities or amount (re-stamped replays?): nothing to compare", **counts)
+        return _not_judged(
+            f"all {len(picked)} sampled served transactions differ from the recorded ones in time, "
+            "entities or amount (re-stamped replays?): nothing to compare",
+            **counts,
+        )
     store = feature_store(settings)
     names = feature_names(store)
     curated = rows.loc[[tx_id for tx_id, _ in comparable]].reset_index(drop=True)
@@ -208,16 +242,27 @@ def check_served(settings: Settings, *, since: datetime | None = None, until: da
     bad_rows = 0
     for tx_id, served_row in comparable:
         expected = offline.loc[tx_id]
-        differing = [(n, served_row.get(n), _py(expected[n])) for n in names
-                     if not _same(served_row.get(n), _py(expected[n]))]
+        differing = [
+            (n, served_row.get(n), _py(expected[n]))
+            for n in names
+            if not _same(served_row.get(n), _py(expected[n]))
+        ]
         if differing:
             bad_rows += 1
             per_feature.update(n for n, _, _ in differing)
             diffs.extend((tx_id, n, s, o) for n, s, o in differing)
     worst = dict(per_feature.most_common(WORST_FEATURES))
-    return ServedSkewReport(judged=True, reason="", **counts, compared=len(comparable), mismatches=bad_rows,
-                            mismatch_rate=bad_rows / len(comparable), features=len(names), worst_features=worst,
-                            examples=_examples(diffs, list(worst)))
+    return ServedSkewReport(
+        judged=True,
+        reason="",
+        **counts,
+        compared=len(comparable),
+        mismatches=bad_rows,
+        mismatch_rate=bad_rows / len(comparable),
+        features=len(names),
+        worst_features=worst,
+        examples=_examples(diffs, list(worst)),
+    )
 
 
 def _examples(diffs: list[tuple[str, str, Any, Any]], worst: list[str]) -> list[dict[str, Any]]:
@@ -235,8 +280,14 @@ def _examples(diffs: list[tuple[str, str, Any, Any]], worst: list[str]) -> list[
             queue.remove(pick)
             tx_id, feature, served, offline = pick
             shown.add(tx_id)
-            out.append({"transaction_id": tx_id, "feature": feature, "served": _plain(served),
-                        "offline": _plain(offline)})
+            out.append(
+                {
+                    "transaction_id": tx_id,
+                    "feature": feature,
+                    "served": _plain(served),
+                    "offline": _plain(offline),
+                }
+            )
     return out
 
 

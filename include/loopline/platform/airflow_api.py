@@ -162,7 +162,9 @@ class AirflowApi:
     def run_state(self, dag_id: str, run_id: str) -> str:
         from airflow_client.client.api.dag_run_api import DagRunApi
 
-        run = self._call(f"reading run {run_id!r}", lambda: DagRunApi(self.client).get_dag_run(dag_id, run_id))
+        run = self._call(
+            f"reading run {run_id!r}", lambda: DagRunApi(self.client).get_dag_run(dag_id, run_id)
+        )
         return str(getattr(run.state, "value", run.state))
 
     def _task_instances(self, dag_id: str, run_id: str) -> list[Any]:
@@ -175,7 +177,10 @@ class AirflowApi:
         return page.task_instances
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in self._task_instances(dag_id, run_id)}
+        return {
+            ti.task_id: str(getattr(ti.state, "value", ti.state))
+            for ti in self._task_instances(dag_id, run_id)
+        }
 
     def task_timings(self, dag_id: str, run_id: str) -> dict[str, tuple[datetime | None, datetime | None]]:
         """task_id → (start, end) of each task instance in a run."""

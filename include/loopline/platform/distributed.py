@@ -52,8 +52,11 @@ BROKER_DB, FEAST_DB = 0, 1  # Redis databases
 # Postgres refuses to run as root: under root the server runs as this existing unprivileged account.
 SERVER_USER = "nobody"
 # moto accepts any credentials; these only have to be the same everywhere.
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "loopline", "AWS_SECRET_ACCESS_KEY": "loopline-local",
-                  "AWS_DEFAULT_REGION": "us-east-1"}
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "loopline",
+    "AWS_SECRET_ACCESS_KEY": "loopline-local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 APT_LINE = "apt-get install -y postgresql redis-server"
 
 
@@ -153,12 +156,22 @@ def load_or_create_profile(settings: Settings) -> Profile:
     ``LOOPLINE_S3_PORT`` choose them) and generated passwords. Passwords are kept once made (the database
     holds them); ports given in the environment replace stored ones."""
     stored = read_profile(settings)
-    values = asdict(stored) if stored else {
-        "postgres_port": _free_port(), "redis_port": _free_port(), "s3_port": _free_port(),
-        "pg_password": secrets.token_urlsafe(18), "redis_password": secrets.token_urlsafe(18),
-    }
-    for key, var in (("postgres_port", "LOOPLINE_POSTGRES_PORT"), ("redis_port", "LOOPLINE_REDIS_PORT"),
-                     ("s3_port", "LOOPLINE_S3_PORT")):
+    values = (
+        asdict(stored)
+        if stored
+        else {
+            "postgres_port": _free_port(),
+            "redis_port": _free_port(),
+            "s3_port": _free_port(),
+            "pg_password": secrets.token_urlsafe(18),
+            "redis_password": secrets.token_urlsafe(18),
+        }
+    )
+    for key, var in (
+        ("postgres_port", "LOOPLINE_POSTGRES_PORT"),
+        ("redis_port", "LOOPLINE_REDIS_PORT"),
+        ("s3_port", "LOOPLINE_S3_PORT"),
+    ):
         if os.environ.get(var, "").strip():
             values[key] = int(os.environ[var])
     profile = Profile(**values)
@@ -218,16 +231,24 @@ def base_env(settings: Settings, profile: Profile, stack_secrets: StackSecrets) 
     env = child_env(dist, stack_secrets)
     env.update(S3_CREDENTIALS)
     env.update(feast_env(profile))
-    env.update({
-        "MLFLOW_S3_ENDPOINT_URL": profile.s3_endpoint,
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": profile.postgres_url("airflow", driver="postgresql+psycopg"),
-        # Airflow derives its async URL as postgresql+asyncpg (not installed); psycopg 3 does both.
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": profile.postgres_url("airflow", driver="postgresql+psycopg_async"),
-        "AIRFLOW__CELERY__BROKER_URL": profile.redis_url(BROKER_DB),
-        "AIRFLOW__CELERY__RESULT_BACKEND": profile.postgres_url("airflow", driver="db+postgresql+psycopg"),
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
-    })
+    env.update(
+        {
+            "MLFLOW_S3_ENDPOINT_URL": profile.s3_endpoint,
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": profile.postgres_url(
+                "airflow", driver="postgresql+psycopg"
+            ),
+            # Airflow derives its async URL as postgresql+asyncpg (not installed); psycopg 3 does both.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": profile.postgres_url(
+                "airflow", driver="postgresql+psycopg_async"
+            ),
+            "AIRFLOW__CELERY__BROKER_URL": profile.redis_url(BROKER_DB),
+            "AIRFLOW__CELERY__RESULT_BACKEND": profile.postgres_url(
+                "airflow", driver="db+postgresql+psycopg"
+            ),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+        }
+    )
     return env
 
 
@@ -235,12 +256,14 @@ def process_env(base: dict[str, str], lay: Layout, name: str, state_dir: Path) -
     """``base`` for one process: its LOOPLINE_STATE_DIR, AIRFLOW_HOME, task-log folder and temp dir."""
     home = lay.airflow / name
     env = dict(base)
-    env.update({
-        "LOOPLINE_STATE_DIR": str(state_dir),
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "TMPDIR": str(state_dir / "tmp"),
-    })
+    env.update(
+        {
+            "LOOPLINE_STATE_DIR": str(state_dir),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "TMPDIR": str(state_dir / "tmp"),
+        }
+    )
     return env
 
 
@@ -257,8 +280,11 @@ def postgres_bin() -> Path | None:
 def check_binaries() -> tuple[Path, str]:
     """Postgres' bin folder and redis-server, or an error with the apt line."""
     binaries, redis = postgres_bin(), shutil.which("redis-server")
-    missing = [what for what, found in (("Postgres (/usr/lib/postgresql/*/bin)", binaries),
-                                         ("redis-server", redis)) if not found]
+    missing = [
+        what
+        for what, found in (("Postgres (/usr/lib/postgresql/*/bin)", binaries), ("redis-server", redis))
+        if not found
+    ]
     if missing:
         raise DistributedError(f"the distributed profile needs {' and '.join(missing)}: {APT_LINE}")
     return binaries, str(redis)  # type: ignore[return-value]
@@ -293,7 +319,8 @@ def init_postgres(lay: Layout, binaries: Path, profile: Profile) -> None:
         if blocked is not None:
             raise DistributedError(
                 f"Postgres runs as `{user}` (it refuses root), which cannot enter {blocked}: give it the "
-                f"execute bit (chmod o+x {blocked}) or choose another LOOPLINE_STATE_DIR")
+                f"execute bit (chmod o+x {blocked}) or choose another LOOPLINE_STATE_DIR"
+            )
         account = pwd.getpwnam(user)
         os.chown(lay.postgres, account.pw_uid, account.pw_gid)
     lay.postgres.chmod(0o700)
@@ -310,10 +337,26 @@ def init_postgres(lay: Layout, binaries: Path, profile: Profile) -> None:
         as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
     try:
         done = subprocess.run(
-            [str(binaries / "initdb"), "-D", str(lay.pgdata), "-U", PG_USER, f"--pwfile={pwfile}",
-             "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--no-sync",
-             "--no-instructions"],
-            cwd=lay.postgres, capture_output=True, text=True, timeout=120, check=False, **as_user,
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(lay.pgdata),
+                "-U",
+                PG_USER,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            cwd=lay.postgres,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **as_user,
         )
     finally:
         pwfile.unlink(missing_ok=True)
@@ -323,9 +366,19 @@ def init_postgres(lay: Layout, binaries: Path, profile: Profile) -> None:
 
 
 def postgres_argv(lay: Layout, binaries: Path, profile: Profile) -> list[str]:
-    return [str(binaries / "postgres"), "-D", str(lay.pgdata), "-p", str(profile.postgres_port),
-            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-            "-c", "max_connections=200"]
+    return [
+        str(binaries / "postgres"),
+        "-D",
+        str(lay.pgdata),
+        "-p",
+        str(profile.postgres_port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+    ]
 
 
 def write_redis_conf(lay: Layout, profile: Profile) -> Path:
@@ -335,11 +388,21 @@ def write_redis_conf(lay: Layout, profile: Profile) -> Path:
     conf = lay.redis / "redis.conf"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join([
-            "bind 127.0.0.1", f"port {profile.redis_port}", "protected-mode yes", "daemonize no",
-            f'dir "{lay.redis}"', f'requirepass "{profile.redis_password}"',
-            "appendonly yes", 'save ""', "",
-        ]))
+        handle.write(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {profile.redis_port}",
+                    "protected-mode yes",
+                    "daemonize no",
+                    f'dir "{lay.redis}"',
+                    f'requirepass "{profile.redis_password}"',
+                    "appendonly yes",
+                    'save ""',
+                    "",
+                ]
+            )
+        )
     return conf
 
 
@@ -370,8 +433,14 @@ def redis_ready(profile: Profile) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis(host="127.0.0.1", port=profile.redis_port, password=profile.redis_password,
-                                socket_connect_timeout=1).ping())
+        return bool(
+            redis.Redis(
+                host="127.0.0.1",
+                port=profile.redis_port,
+                password=profile.redis_password,
+                socket_connect_timeout=1,
+            ).ping()
+        )
     except redis.RedisError:
         return False
 
@@ -386,10 +455,13 @@ def s3_ready(profile: Profile) -> bool:
 def s3_client(profile: Profile) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=profile.s3_endpoint,
-                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"])
+    return boto3.client(
+        "s3",
+        endpoint_url=profile.s3_endpoint,
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
 
 
 def create_bucket(profile: Profile) -> None:
@@ -431,11 +503,17 @@ def _migrate_airflow(lay: Layout, env: dict[str, str], log_path: Path) -> None:
     if marker.exists() and marker.read_text() == airflow_version:
         return
     with open(log_path, "ab") as log:
-        done = subprocess.run([str(venv_bin() / "airflow"), "db", "migrate"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            [str(venv_bin() / "airflow"), "db", "migrate"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     if done.returncode != 0:
-        raise DistributedError(f"`airflow db migrate` failed (exit {done.returncode}); log {log_path}:\n"
-                               f"{tail(log_path)}")
+        raise DistributedError(
+            f"`airflow db migrate` failed (exit {done.returncode}); log {log_path}:\n{tail(log_path)}"
+        )
     marker.write_text(airflow_version)
 
 
@@ -449,8 +527,9 @@ class Started:
     seconds: float
 
 
-def start(settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry, log=print,
-          timeout: float = 300.0) -> Started:
+def start(
+    settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry, log=print, timeout: float = 300.0
+) -> Started:
     """Start every service of the profile and wait until each answers (Celery workers included). The caller
     holds the stack lock and stops what was recorded if this raises."""
     binaries, redis_server = check_binaries()
@@ -473,18 +552,30 @@ def start(settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry,
         ok = wait_until(lambda: _first_dead(records) is not None or ready(), timeout=seconds, interval=0.2)
         dead = _first_dead(records)
         if dead is not None:
-            raise DistributedError(f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}")
+            raise DistributedError(
+                f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}"
+            )
         if not ok:
             raise DistributedError(f"{what} did not answer within {seconds:.0f} s; logs are in {state.logs}")
 
     # 1. The data services, side by side.
     init_postgres(lay, binaries, profile)
     plain = {k: v for k, v in base.items() if not k.startswith(("AIRFLOW", "LOOPLINE_"))}
-    launch("postgres", postgres_argv(lay, binaries, profile), plain, lay.postgres, user=_server_user(),
-           stop_signal="SIGINT")  # Postgres' "fast" shutdown: it ends its own backends
+    launch(
+        "postgres",
+        postgres_argv(lay, binaries, profile),
+        plain,
+        lay.postgres,
+        user=_server_user(),
+        stop_signal="SIGINT",
+    )  # Postgres' "fast" shutdown: it ends its own backends
     launch("redis", [redis_server, str(write_redis_conf(lay, profile))], plain, lay.redis)
-    launch("object-store", [str(venv_bin() / "python"), "-m", "moto.server", "-H", "127.0.0.1",
-                            "-p", str(profile.s3_port)], plain, lay.control)
+    launch(
+        "object-store",
+        [str(venv_bin() / "python"), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(profile.s3_port)],
+        plain,
+        lay.control,
+    )
     waiting_for("Postgres", lambda: postgres_ready(profile), 60)
     create_databases(profile)
     waiting_for("Redis", lambda: redis_ready(profile), 30)
@@ -495,9 +586,23 @@ def start(settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry,
     # 2. MLflow boots while Airflow's metadata DB migrates.
     mlflow_env = process_env(base, lay, "mlflow", lay.control)
     mlflow_env["MLFLOW_BACKEND_STORE_URI"] = profile.postgres_url("mlflow", driver="postgresql+psycopg")
-    launch("mlflow", [str(venv_bin() / "mlflow"), "server", "--host", settings.host,
-                      "--port", str(settings.mlflow_port), "--artifacts-destination", f"s3://{BUCKET}/mlflow",
-                      "--workers", "1"], mlflow_env, settings.project_dir)
+    launch(
+        "mlflow",
+        [
+            str(venv_bin() / "mlflow"),
+            "server",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.mlflow_port),
+            "--artifacts-destination",
+            f"s3://{BUCKET}/mlflow",
+            "--workers",
+            "1",
+        ],
+        mlflow_env,
+        settings.project_dir,
+    )
     control_env = process_env(base, lay, "control", lay.control)
     (lay.airflow / "control").mkdir(parents=True, exist_ok=True)
     _migrate_airflow(lay, control_env, state.logs / "airflow-db-migrate.log")
@@ -505,8 +610,16 @@ def start(settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry,
     # 3. Airflow: the control plane and the Celery workers, each worker in a fresh private scratch dir.
     airflow = str(venv_bin() / "airflow")
     argv = {
-        "api-server": [airflow, "api-server", "--host", settings.host, "--port", str(settings.airflow_port),
-                       "--workers", "1"],
+        "api-server": [
+            airflow,
+            "api-server",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.airflow_port),
+            "--workers",
+            "1",
+        ],
         "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
         "dag-processor": [airflow, "dag-processor"],
         "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
@@ -523,23 +636,59 @@ def start(settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry,
         env["LOOPLINE_TASK_SCRATCH"] = "per-task"
         # The log server Celery workers start would bind to every interface: off (task logs stay in the
         # worker's AIRFLOW_HOME).
-        launch(name, [airflow, "celery", "worker", "--celery-hostname", f"{name}@loopline",
-                      "--concurrency", str(WORKER_CONCURRENCY), "--skip-serve-logs",
-                      "--without-mingle", "--without-gossip"], env, scratch)
+        launch(
+            name,
+            [
+                airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{name}@loopline",
+                "--concurrency",
+                str(WORKER_CONCURRENCY),
+                "--skip-serve-logs",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env,
+            scratch,
+        )
     # 4. The prediction service, supervised as in the embedded profile, in a private scratch dir of its
     # own: the registry in MLflow, the prediction log in Postgres, the online store in Redis, the curated
     # store (fresh features) in the bucket.
     from loopline.platform.stack import supervised
 
     serving_dir = fresh_scratch(lay.root / "serving")
-    launch("serving", supervised(settings, "serving", [
-        str(venv_bin() / "python"), "-m", "loopline.serving", "--host", settings.host,
-        "--port", str(settings.serving_port)]), process_env(base, lay, "serving", serving_dir), settings.project_dir)
+    launch(
+        "serving",
+        supervised(
+            settings,
+            "serving",
+            [
+                str(venv_bin() / "python"),
+                "-m",
+                "loopline.serving",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.serving_port),
+            ],
+        ),
+        process_env(base, lay, "serving", serving_dir),
+        settings.project_dir,
+    )
     wanted = {f"{name}@loopline" for name in worker_names()}
     remaining = max(30.0, timeout - (time.monotonic() - began))
-    waiting_for("Airflow, MLflow and the Celery workers",
-                lambda: _mlflow_healthy(settings) and _airflow_healthy(settings)
-                and wanted <= set(celery_workers(profile)) and _serving_alive(settings), remaining)
+    waiting_for(
+        "Airflow, MLflow and the Celery workers",
+        lambda: (
+            _mlflow_healthy(settings)
+            and _airflow_healthy(settings)
+            and wanted <= set(celery_workers(profile))
+            and _serving_alive(settings)
+        ),
+        remaining,
+    )
     return Started(records=records, profile=profile, seconds=time.monotonic() - began)
 
 
@@ -570,7 +719,9 @@ def _airflow_healthy(settings: Settings) -> bool:
     from loopline.platform.stack import airflow_health
 
     health = airflow_health(settings)
-    return all(health.get(name) == "healthy" for name in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+    return all(
+        health.get(name) == "healthy" for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    )
 
 
 # --- status ---------------------------------------------------------------------------------------------
@@ -581,12 +732,31 @@ def describe(settings: Settings, profile: Profile) -> dict[str, Any]:
     (no passwords)."""
     lay = layout(settings)
     return {
-        "postgres": {"host": "127.0.0.1", "port": profile.postgres_port, "databases": list(DATABASES),
-                     "data": str(lay.pgdata)},
-        "redis": {"host": "127.0.0.1", "port": profile.redis_port, "celery_broker_db": BROKER_DB,
-                  "feast_online_db": FEAST_DB, "data": str(lay.redis)},
-        "object_store": {"endpoint": profile.s3_endpoint, "bucket": BUCKET, "storage_url": f"s3://{BUCKET}",
-                         "mlflow_artifacts": f"s3://{BUCKET}/mlflow"},
-        "workers": {name: {"scratch_dir": str(lay.worker(name)), "celery_hostname": f"{name}@loopline",
-                           "task_logs": str(lay.airflow / name / "logs")} for name in worker_names()},
+        "postgres": {
+            "host": "127.0.0.1",
+            "port": profile.postgres_port,
+            "databases": list(DATABASES),
+            "data": str(lay.pgdata),
+        },
+        "redis": {
+            "host": "127.0.0.1",
+            "port": profile.redis_port,
+            "celery_broker_db": BROKER_DB,
+            "feast_online_db": FEAST_DB,
+            "data": str(lay.redis),
+        },
+        "object_store": {
+            "endpoint": profile.s3_endpoint,
+            "bucket": BUCKET,
+            "storage_url": f"s3://{BUCKET}",
+            "mlflow_artifacts": f"s3://{BUCKET}/mlflow",
+        },
+        "workers": {
+            name: {
+                "scratch_dir": str(lay.worker(name)),
+                "celery_hostname": f"{name}@loopline",
+                "task_logs": str(lay.airflow / name / "logs"),
+            }
+            for name in worker_names()
+        },
     }

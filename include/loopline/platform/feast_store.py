@@ -47,7 +47,9 @@ def feast_yaml_path(repo_dir: Path) -> Path:
 
 def missing_env_vars(yaml_text: str) -> list[str]:
     """The ``${VAR}`` references outside comments that the environment does not set."""
-    content = "\n".join(line.split(" #", 1)[0] for line in yaml_text.splitlines() if not line.lstrip().startswith("#"))
+    content = "\n".join(
+        line.split(" #", 1)[0] for line in yaml_text.splitlines() if not line.lstrip().startswith("#")
+    )
     return sorted({name for name in _ENV_REFERENCE.findall(content) if name not in os.environ})
 
 
@@ -105,9 +107,7 @@ def apply_feature_repo(settings: Settings) -> FeatureStore:
 
     store = feature_store(settings)
     repo = parse_feature_repo(settings.feature_repo_dir)
-    apply_total_with_repo_instance(
-        store, store.project, store.registry, repo, skip_source_validation=True
-    )
+    apply_total_with_repo_instance(store, store.project, store.registry, repo, skip_source_validation=True)
     return store
 
 

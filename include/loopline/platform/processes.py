@@ -80,8 +80,15 @@ class ProcessRegistry:
 
 
 def spawn(
-    name: str, argv: list[str], env: dict[str, str], log_path: Path, registry: ProcessRegistry, cwd: Path,
-    *, user: str | None = None, stop_signal: str | None = None,
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    registry: ProcessRegistry,
+    cwd: Path,
+    *,
+    user: str | None = None,
+    stop_signal: str | None = None,
 ) -> ProcessRecord:
     """Start ``argv`` in a new session with output to ``log_path`` and record it at once.
 
@@ -169,7 +176,11 @@ def stop_trees(records: list[ProcessRecord], timeout: float = 10.0) -> list[Proc
             procs.extend(tree)
             # The leader stops its own children (and must see them go first); the rest get SIGTERM below.
             targets = [leader] if record.stop_signal and leader is not None else tree
-            signum = signal.Signals[record.stop_signal] if record.stop_signal and leader is not None else signal.SIGTERM
+            signum = (
+                signal.Signals[record.stop_signal]
+                if record.stop_signal and leader is not None
+                else signal.SIGTERM
+            )
             for proc in targets:
                 try:
                     proc.send_signal(signum)
@@ -256,9 +267,18 @@ class Supervisor:
     ``healthy_after_s`` resets it. ``max_quick_failures`` quick failures in a row: give up with the
     command's exit code (a command that cannot start at all, e.g. a bad config, is not retried forever)."""
 
-    def __init__(self, argv: list[str], state_path: Path, *, name: str = "service", backoff_s: float = 1.0,
-                 max_backoff_s: float = 30.0, healthy_after_s: float = 60.0, max_quick_failures: int = 10,
-                 log=None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        state_path: Path,
+        *,
+        name: str = "service",
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        healthy_after_s: float = 60.0,
+        max_quick_failures: int = 10,
+        log=None,
+    ) -> None:
         self.argv = argv
         self.state_path = Path(state_path)
         self.backoff_s = backoff_s
@@ -266,7 +286,9 @@ class Supervisor:
         self.healthy_after_s = healthy_after_s
         self.max_quick_failures = max_quick_failures
         self.state = SupervisorState(name=name, supervisor_pid=os.getpid(), argv=list(argv))
-        self._log = log or (lambda text: print(f"{_now()} supervisor[{name}]: {text}", file=sys.stderr, flush=True))
+        self._log = log or (
+            lambda text: print(f"{_now()} supervisor[{name}]: {text}", file=sys.stderr, flush=True)
+        )
         self._stopping = threading.Event()
         self._child: subprocess.Popen | None = None
 
@@ -302,12 +324,16 @@ class Supervisor:
             quick_failures = 0 if lasted >= self.healthy_after_s else quick_failures + 1
             if quick_failures >= self.max_quick_failures:
                 self._save(state="gave_up")
-                self._log(f"exited with {code} after {lasted:.1f} s, {quick_failures} quick failures in a row: "
-                          "giving up")
+                self._log(
+                    f"exited with {code} after {lasted:.1f} s, {quick_failures} quick failures in a row: "
+                    "giving up"
+                )
                 return code if code > 0 else 1
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** max(0, quick_failures - 1))
             self._save(state="backoff")
-            self._log(f"exited with {code} after {lasted:.1f} s; restart #{self.state.restarts + 1} in {delay:g} s")
+            self._log(
+                f"exited with {code} after {lasted:.1f} s; restart #{self.state.restarts + 1} in {delay:g} s"
+            )
             # Stopped meanwhile (``loopline down`` signals the whole tree: the command may die first): no restart.
             if self._stopping.wait(delay):
                 break
@@ -317,8 +343,10 @@ class Supervisor:
 
 
 def supervise_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loopline.platform.processes",
-                                     description="Run a command and restart it with backoff when it dies.")
+    parser = argparse.ArgumentParser(
+        prog="python -m loopline.platform.processes",
+        description="Run a command and restart it with backoff when it dies.",
+    )
     parser.add_argument("--state", type=Path, required=True, help="JSON file: restarts, last exit code, PIDs")
     parser.add_argument("--name", default="service")
     parser.add_argument("--backoff-s", type=float, default=1.0)
@@ -330,9 +358,15 @@ def supervise_main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command to supervise (put it after --)")
-    return Supervisor(command, args.state, name=args.name, backoff_s=args.backoff_s,
-                      max_backoff_s=args.max_backoff_s, healthy_after_s=args.healthy_after_s,
-                      max_quick_failures=args.max_quick_failures).run()
+    return Supervisor(
+        command,
+        args.state,
+        name=args.name,
+        backoff_s=args.backoff_s,
+        max_backoff_s=args.max_backoff_s,
+        healthy_after_s=args.healthy_after_s,
+        max_quick_failures=args.max_quick_failures,
+    ).run()
 
 
 if __name__ == "__main__":

@@ -54,7 +54,10 @@ def processes_using(state_dir: Path) -> list[psutil.Process]:
         try:
             if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if needle in " ".join(proc.info["cmdline"] or []) or proc.environ().get("LOOPLINE_STATE_DIR") == needle:
+            if (
+                needle in " ".join(proc.info["cmdline"] or [])
+                or proc.environ().get("LOOPLINE_STATE_DIR") == needle
+            ):
                 found.append(proc)
         except psutil.Error:
             continue

@@ -98,14 +98,27 @@ _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 # Values that are public knowledge: .env.example's placeholders and the usual defaults (MLflow's
 # basic-auth app once created its admin as admin/password1234).
 _PLACEHOLDER = re.compile(r"change[-_ ]?me|changeme|replace[-_ ]?me|placeholder|example|xxxx", re.IGNORECASE)
-_KNOWN_DEFAULTS = frozenset({"admin", "password", "password1234", "airflow", "postgres", "mlflow", "secret",
-                             "loopline", "grafana", "redis", "12345678", "123456789012"})
+_KNOWN_DEFAULTS = frozenset(
+    {
+        "admin",
+        "password",
+        "password1234",
+        "airflow",
+        "postgres",
+        "mlflow",
+        "secret",
+        "loopline",
+        "grafana",
+        "redis",
+        "12345678",
+        "123456789012",
+    }
+)
 
 GENERATE_HEX_24 = "openssl rand -hex 24"
 GENERATE_HEX_32 = "openssl rand -hex 32"
 GENERATE_HEX_16 = "openssl rand -hex 16"
-GENERATE_FERNET = ('python3 -c "import base64, os; '
-                   'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"')
+GENERATE_FERNET = 'python3 -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,13 @@ class SecretSpec:
 
     @property
     def generate(self) -> str:
-        return {"url_password": GENERATE_HEX_24, "password": GENERATE_HEX_16, "token": GENERATE_HEX_32,
-                "api_keys": GENERATE_HEX_32, "fernet": GENERATE_FERNET}[self.kind]
+        return {
+            "url_password": GENERATE_HEX_24,
+            "password": GENERATE_HEX_16,
+            "token": GENERATE_HEX_32,
+            "api_keys": GENERATE_HEX_32,
+            "fernet": GENERATE_FERNET,
+        }[self.kind]
 
     def new_value(self) -> str:
         """A fresh value that passes the check (what ``generate`` prints)."""
@@ -132,28 +150,58 @@ class SecretSpec:
 # Every secret docker-compose.yaml reads (a packaging test checks the file, .env.example and this list agree).
 COMPOSE_SECRETS: tuple[SecretSpec, ...] = (
     SecretSpec("POSTGRES_PASSWORD", "url_password", "Postgres superuser (postgres): database setup only", 16),
-    SecretSpec("AIRFLOW_DB_PASSWORD", "url_password", "Postgres role airflow: Airflow's metadata database", 16),
-    SecretSpec("MLFLOW_DB_PASSWORD", "url_password", "Postgres role mlflow: MLflow's tracking, registry and "
-               "users database", 16),
-    SecretSpec("FEAST_DB_PASSWORD", "url_password", "Postgres role feast: Feast's offline store and registry", 16),
-    SecretSpec("LOOPLINE_DB_PASSWORD", "url_password", "Postgres role loopline: Loopline's tables (owner of "
-               "the prediction log and the decision history)", 16),
-    SecretSpec("SERVING_DB_PASSWORD", "url_password", "Postgres role serving: insert/read the prediction log, "
-               "read Feast's registry", 16),
+    SecretSpec(
+        "AIRFLOW_DB_PASSWORD", "url_password", "Postgres role airflow: Airflow's metadata database", 16
+    ),
+    SecretSpec(
+        "MLFLOW_DB_PASSWORD",
+        "url_password",
+        "Postgres role mlflow: MLflow's tracking, registry and users database",
+        16,
+    ),
+    SecretSpec(
+        "FEAST_DB_PASSWORD", "url_password", "Postgres role feast: Feast's offline store and registry", 16
+    ),
+    SecretSpec(
+        "LOOPLINE_DB_PASSWORD",
+        "url_password",
+        "Postgres role loopline: Loopline's tables (owner of the prediction log and the decision history)",
+        16,
+    ),
+    SecretSpec(
+        "SERVING_DB_PASSWORD",
+        "url_password",
+        "Postgres role serving: insert/read the prediction log, read Feast's registry",
+        16,
+    ),
     SecretSpec("REDIS_PASSWORD", "url_password", "Redis (Feast online store)", 16),
-    SecretSpec("AIRFLOW_FERNET_KEY", "fernet", "Airflow: encrypts connections and variables (new,old while "
-               "rotating)", 44),
+    SecretSpec(
+        "AIRFLOW_FERNET_KEY",
+        "fernet",
+        "Airflow: encrypts connections and variables (new,old while rotating)",
+        44,
+    ),
     SecretSpec("AIRFLOW_JWT_SECRET", "token", "Airflow: signs the tokens of the api-server and tasks", 32),
     SecretSpec("AIRFLOW_API_SECRET_KEY", "token", "Airflow: the api-server's session secret", 32),
     SecretSpec("AIRFLOW_ADMIN_PASSWORD", "password", "Airflow UI / REST API admin login", 12),
     SecretSpec("MLFLOW_FLASK_SECRET_KEY", "token", "MLflow: CSRF secret of the basic-auth app", 32),
     SecretSpec("MLFLOW_ADMIN_PASSWORD", "password", "MLflow admin (users and permissions)", 12),
-    SecretSpec("MLFLOW_LOOPLINE_PASSWORD", "url_password", "MLflow user loopline (Airflow and the trainer: "
-               "logs runs, registers models, moves @champion)", 16),
-    SecretSpec("MLFLOW_SERVING_PASSWORD", "url_password", "MLflow user serving (READ on the registered model)", 16),
+    SecretSpec(
+        "MLFLOW_LOOPLINE_PASSWORD",
+        "url_password",
+        "MLflow user loopline (Airflow and the trainer: logs runs, registers models, moves @champion)",
+        16,
+    ),
+    SecretSpec(
+        "MLFLOW_SERVING_PASSWORD", "url_password", "MLflow user serving (READ on the registered model)", 16
+    ),
     # Comma-separated while rotating ("new,old"): serving accepts each, Prometheus and clients send the first.
-    SecretSpec("LOOPLINE_SERVING_API_KEY", "api_keys", "the prediction service's API key(s) (/v1/predict, /metrics)",
-               32),
+    SecretSpec(
+        "LOOPLINE_SERVING_API_KEY",
+        "api_keys",
+        "the prediction service's API key(s) (/v1/predict, /metrics)",
+        32,
+    ),
     SecretSpec("GRAFANA_ADMIN_PASSWORD", "password", "Grafana admin login", 12),
 )
 
@@ -177,10 +225,14 @@ def _fernet_problem(value: str) -> str | None:
             raise ValueError(value)
         raw = base64.urlsafe_b64decode(value.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
-        return "is not url-safe base64 (a Fernet key is 32 random bytes, url-safe base64-encoded: 44 characters)"
+        return (
+            "is not url-safe base64 (a Fernet key is 32 random bytes, url-safe base64-encoded: 44 characters)"
+        )
     if len(raw) != 32:
-        return (f"decodes to {len(raw)} bytes; a Fernet key is exactly 32 bytes, url-safe base64-encoded "
-                "(44 characters ending in '=')")
+        return (
+            f"decodes to {len(raw)} bytes; a Fernet key is exactly 32 bytes, url-safe base64-encoded "
+            "(44 characters ending in '=')"
+        )
     return None
 
 
@@ -211,8 +263,10 @@ def secret_problem(spec: SecretSpec, value: str | None) -> str | None:
     if len(value) < spec.min_length:
         return f"is {len(value)} characters long; it must have at least {spec.min_length}"
     if spec.kind == "url_password" and not _URL_SAFE.match(value):
-        return ("contains characters that break connection URLs (only letters, digits and . _ ~ - are allowed: "
-                "it goes into user:password@host URLs and Redis/Feast strings unescaped)")
+        return (
+            "contains characters that break connection URLs (only letters, digits and . _ ~ - are allowed: "
+            "it goes into user:password@host URLs and Redis/Feast strings unescaped)"
+        )
     if spec.kind == "token" and not _TOKEN.match(value):
         return "contains characters other than letters, digits and . _ ~ + / = -"
     if spec.kind == "password" and any(c.isspace() or c in "\"'$`\\" for c in value):
@@ -220,7 +274,9 @@ def secret_problem(spec: SecretSpec, value: str | None) -> str | None:
     return None
 
 
-def check_secrets(env: Mapping[str, str], specs: Iterable[SecretSpec] = COMPOSE_SECRETS) -> list[SecretProblem]:
+def check_secrets(
+    env: Mapping[str, str], specs: Iterable[SecretSpec] = COMPOSE_SECRETS
+) -> list[SecretProblem]:
     """Every problem with the secrets in ``env``: missing, placeholder, malformed, or one value reused for
     two secrets (then a leak of one is a leak of both, and the roles are not separate any more)."""
     specs = list(specs)
@@ -235,8 +291,11 @@ def check_secrets(env: Mapping[str, str], specs: Iterable[SecretSpec] = COMPOSE_
         if not value or any(p.name == spec.name for p in problems):
             continue
         if value in seen:
-            problems.append(SecretProblem(spec.name, f"has the same value as {seen[value]}: give each its own",
-                                          spec.generate))
+            problems.append(
+                SecretProblem(
+                    spec.name, f"has the same value as {seen[value]}: give each its own", spec.generate
+                )
+            )
         else:
             seen[value] = spec.name
     return problems
@@ -245,9 +304,12 @@ def check_secrets(env: Mapping[str, str], specs: Iterable[SecretSpec] = COMPOSE_
 def report(problems: list[SecretProblem], source: str = "the environment (.env)") -> str:
     lines = [f"Refusing to start: {len(problems)} secret(s) in {source} are not usable.", ""]
     lines += [str(problem) for problem in problems]
-    lines += ["", "Edit .env (next to docker-compose.yaml), or write a fresh one with every secret generated:",
-              "  PYTHONPATH=include python3 -m loopline.platform.secrets generate-env .env.example > .env",
-              "Nothing was started."]
+    lines += [
+        "",
+        "Edit .env (next to docker-compose.yaml), or write a fresh one with every secret generated:",
+        "  PYTHONPATH=include python3 -m loopline.platform.secrets generate-env .env.example > .env",
+        "Nothing was started.",
+    ]
     return "\n".join(lines)
 
 
@@ -280,12 +342,16 @@ def generate_env(example: str, specs: Iterable[SecretSpec] = COMPOSE_SECRETS) ->
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m loopline.platform.secrets",
-                                     description="Check or generate the compose stack's secrets.")
+    parser = argparse.ArgumentParser(
+        prog="python -m loopline.platform.secrets",
+        description="Check or generate the compose stack's secrets.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check the secrets in the environment (or in --env-file)")
     check.add_argument("--env-file", type=Path, default=None, help="read NAME=value lines from this file")
-    gen = sub.add_parser("generate-env", help="print EXAMPLE with every secret generated (redirect into .env)")
+    gen = sub.add_parser(
+        "generate-env", help="print EXAMPLE with every secret generated (redirect into .env)"
+    )
     gen.add_argument("example", type=Path, help="the .env.example to fill in")
     args = parser.parse_args(argv)
     if args.command == "generate-env":
@@ -294,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     env = read_env_file(args.env_file) if args.env_file else dict(os.environ)
     problems = check_secrets(env)
     if problems:
-        print(report(problems, str(args.env_file) if args.env_file else "the environment (.env)"), file=sys.stderr)
+        print(
+            report(problems, str(args.env_file) if args.env_file else "the environment (.env)"),
+            file=sys.stderr,
+        )
         return 1
     print(f"secrets ok: {len(COMPOSE_SECRETS)} checked, none is a placeholder, malformed or reused")
     return 0

@@ -94,21 +94,29 @@ def check_shared_state(settings: Settings) -> dict[str, Any]:
         raise SmokeCheckFailed(f"the task's scratch dir {scratch} returned different bytes than written")
     mode = stat.S_IMODE(scratch.stat().st_mode)
     if settings.mode == "distributed" and mode != 0o700:
-        raise SmokeCheckFailed(f"the worker's scratch dir {scratch} has mode {mode:o}: other workers could read "
-                               "it (the distributed profile makes it 0700)")
+        raise SmokeCheckFailed(
+            f"the worker's scratch dir {scratch} has mode {mode:o}: other workers could read "
+            "it (the distributed profile makes it 0700)"
+        )
     shared = SharedFiles.of(settings)
     try:
         uri = shared.write_bytes(token.encode(), "smoke", f"probe-{token}")
         stored = shared.read_bytes(uri)
         shared.remove(uri)
     except Exception as exc:  # s3fs/botocore raise many types for "store not reachable"
-        raise SmokeCheckFailed(f"shared storage {settings.storage_url} is not usable ({exc}); check "
-                               "LOOPLINE_STORAGE_ENDPOINT_URL and the AWS_* credentials") from exc
+        raise SmokeCheckFailed(
+            f"shared storage {settings.storage_url} is not usable ({exc}); check "
+            "LOOPLINE_STORAGE_ENDPOINT_URL and the AWS_* credentials"
+        ) from exc
     if stored != token.encode():
         raise SmokeCheckFailed(f"shared storage returned different bytes than written at {uri}")
-    details: dict[str, Any] = {"scratch_dir": str(scratch), "scratch_mode": f"{mode:o}",
-                               "worker": os.environ.get("LOOPLINE_WORKER_NAME"), "storage_url": settings.storage_url,
-                               "task_scratch": settings.task_scratch}
+    details: dict[str, Any] = {
+        "scratch_dir": str(scratch),
+        "scratch_mode": f"{mode:o}",
+        "worker": os.environ.get("LOOPLINE_WORKER_NAME"),
+        "storage_url": settings.storage_url,
+        "task_scratch": settings.task_scratch,
+    }
     if settings.state_db_url:
         from loopline.storage.state_db import connect_postgres, is_postgres_url
 
@@ -164,8 +172,11 @@ def check_feast(settings: Settings) -> CheckResult:
         entities = sorted(e.name for e in store.list_entities())
         # A SQL registry (feature_store.production.yaml) is named by its type: its URL holds a password.
         registry_config = store.config.registry
-        registry = (str(settings.state.feast_registry) if registry_config.registry_type == "file"
-                    else f"{registry_config.registry_type} registry")
+        registry = (
+            str(settings.state.feast_registry)
+            if registry_config.registry_type == "file"
+            else f"{registry_config.registry_type} registry"
+        )
         if not entities:
             raise SmokeCheckFailed(
                 f"Feast registry {registry} has no entities after applying {settings.feature_repo_dir}"
@@ -199,7 +210,8 @@ def check_great_expectations(settings: Settings) -> CheckResult:
         outcomes = {}
         for label, frame in (("good", good), ("bad", bad)):
             outcomes[label] = all(
-                batch.get_batch(batch_parameters={"dataframe": frame}).validate(e).success for e in expectations
+                batch.get_batch(batch_parameters={"dataframe": frame}).validate(e).success
+                for e in expectations
             )
         if outcomes != {"good": True, "bad": False}:
             raise SmokeCheckFailed(f"Great Expectations judged the probe frames wrongly: {outcomes}")
@@ -216,7 +228,9 @@ def write_report(settings: Settings, results: list[dict[str, Any]], run_id: str)
     if settings.storage_url:
         from loopline.storage.files import SharedFiles
 
-        return SharedFiles.of(settings).write_bytes(text.encode(), "reports", "platform_smoke", f"{safe}.json")
+        return SharedFiles.of(settings).write_bytes(
+            text.encode(), "reports", "platform_smoke", f"{safe}.json"
+        )
     directory = settings.state.reports / "platform_smoke"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{safe}.json"

@@ -74,8 +74,17 @@ def supervisor_state_path(settings: Settings, name: str) -> Path:
 
 def supervised(settings: Settings, name: str, argv: list[str]) -> list[str]:
     """``argv`` under ``loopline.platform.processes``' Supervisor, its record at ``supervisor_state_path``."""
-    return [str(venv_bin() / "python"), "-m", "loopline.platform.processes", "--name", name,
-            "--state", str(supervisor_state_path(settings, name)), "--", *argv]
+    return [
+        str(venv_bin() / "python"),
+        "-m",
+        "loopline.platform.processes",
+        "--name",
+        name,
+        "--state",
+        str(supervisor_state_path(settings, name)),
+        "--",
+        *argv,
+    ]
 
 
 def service_specs(settings: Settings) -> list[ServiceSpec]:
@@ -90,26 +99,53 @@ def service_specs(settings: Settings) -> list[ServiceSpec]:
         ServiceSpec(
             "mlflow",
             [
-                mlflow, "server",
-                "--host", settings.host,
-                "--port", str(settings.mlflow_port),
-                "--backend-store-uri", f"sqlite:///{state.mlflow_db}",
-                "--artifacts-destination", str(state.mlflow_artifacts),
-                "--workers", "1",
+                mlflow,
+                "server",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.mlflow_port),
+                "--backend-store-uri",
+                f"sqlite:///{state.mlflow_db}",
+                "--artifacts-destination",
+                str(state.mlflow_artifacts),
+                "--workers",
+                "1",
             ],
         ),
         ServiceSpec(
             "api-server",
-            [airflow, "api-server", "--host", settings.host, "--port", str(settings.airflow_port),
-             "--workers", "1"],
+            [
+                airflow,
+                "api-server",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.airflow_port),
+                "--workers",
+                "1",
+            ],
         ),
         ServiceSpec("scheduler", [airflow, "scheduler", "--skip-serve-logs"]),
         ServiceSpec("dag-processor", [airflow, "dag-processor"]),
         ServiceSpec("triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
         # Follows the registry (aliases champion/challenger): ready once a champion exists, alive before.
-        ServiceSpec("serving", supervised(settings, "serving", [
-            str(venv_bin() / "python"), "-m", "loopline.serving",
-            "--host", settings.host, "--port", str(settings.serving_port)])),
+        ServiceSpec(
+            "serving",
+            supervised(
+                settings,
+                "serving",
+                [
+                    str(venv_bin() / "python"),
+                    "-m",
+                    "loopline.serving",
+                    "--host",
+                    settings.host,
+                    "--port",
+                    str(settings.serving_port),
+                ],
+            ),
+        ),
     ]
     return specs
 
@@ -172,10 +208,15 @@ def _migrate_airflow_db(settings: Settings, env: dict[str, str]) -> None:
     with open(log_path, "ab") as log:
         done = subprocess.run(
             [str(venv_bin() / "airflow"), "db", "migrate"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     if done.returncode != 0:
-        raise StackError(f"`airflow db migrate` failed (exit {done.returncode}); log {log_path}:\n{tail(log_path)}")
+        raise StackError(
+            f"`airflow db migrate` failed (exit {done.returncode}); log {log_path}:\n{tail(log_path)}"
+        )
     marker.write_text(airflow_version)
 
 
@@ -217,7 +258,9 @@ def api_for(settings: Settings, stack_secrets: StackSecrets | None = None) -> Ai
     stack_secrets = stack_secrets or read_secrets(settings)
     if stack_secrets is None:
         raise AirflowApiError("no Airflow login yet: start the stack with `loopline up` first")
-    return AirflowApi(settings.airflow_base_url, stack_secrets.airflow_username, stack_secrets.airflow_password)
+    return AirflowApi(
+        settings.airflow_base_url, stack_secrets.airflow_username, stack_secrets.airflow_password
+    )
 
 
 def project_dag_ids(settings: Settings) -> list[str]:
@@ -267,8 +310,10 @@ def up(settings: Settings, log=print, profile: str = "embedded") -> StackSecrets
 def _refuse_other_profile(settings: Settings, current: StackStatus, wanted: str) -> None:
     running = running_profile(settings)
     if current.any_running and running != wanted:
-        raise StackError(f"the {running} profile is running in {settings.state.root}: stop it with "
-                         f"`loopline down` before starting the {wanted} one")
+        raise StackError(
+            f"the {running} profile is running in {settings.state.root}: stop it with "
+            f"`loopline down` before starting the {wanted} one"
+        )
 
 
 def running_profile(settings: Settings) -> str | None:
@@ -291,9 +336,21 @@ def use_running_profile(settings: Settings) -> Settings:
     if active is not settings:
         profile = distributed.read_profile(settings)
         assert profile is not None
-        os.environ.update({k: v for k, v in active.env().items() if k.startswith(("LOOPLINE_STORAGE", "LOOPLINE_STATE_DB",
-                                                                                   "LOOPLINE_HISTORY", "LOOPLINE_PREDICTION",
-                                                                                   "LOOPLINE_MODE"))})
+        os.environ.update(
+            {
+                k: v
+                for k, v in active.env().items()
+                if k.startswith(
+                    (
+                        "LOOPLINE_STORAGE",
+                        "LOOPLINE_STATE_DB",
+                        "LOOPLINE_HISTORY",
+                        "LOOPLINE_PREDICTION",
+                        "LOOPLINE_MODE",
+                    )
+                )
+            }
+        )
         os.environ.update(distributed.client_env(profile))
     return active
 
@@ -316,8 +373,11 @@ def _already_up(settings: Settings, profile: str, log) -> bool:
     current = status(settings)
     _refuse_other_profile(settings, current, profile)
     if current.all_running:
-        log("Loopline stack is already running." if profile == "embedded"
-            else f"Loopline stack ({profile} profile) is already running.")
+        log(
+            "Loopline stack is already running."
+            if profile == "embedded"
+            else f"Loopline stack ({profile} profile) is already running."
+        )
         return True
     if current.any_running:
         log("A previous stack is partly running: stopping it before starting afresh.")
@@ -352,20 +412,27 @@ def _up(settings: Settings, log) -> StackSecrets:
         for spec in specs[1:]:
             start(spec)
         ok = wait_until(
-            lambda: _first_dead(records) is not None or _crashed_while_starting(settings) is not None
-            or (_mlflow_healthy(settings) and _airflow_healthy(settings) and _serving_alive(settings)),
+            lambda: (
+                _first_dead(records) is not None
+                or _crashed_while_starting(settings) is not None
+                or (_mlflow_healthy(settings) and _airflow_healthy(settings) and _serving_alive(settings))
+            ),
             timeout=settings.startup_timeout_s,
             interval=0.25,
         )
         dead = _first_dead(records)
         if dead is not None:
-            raise StackError(f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}")
+            raise StackError(
+                f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}"
+            )
         crashed = _crashed_while_starting(settings)
         if crashed is not None:
             name, state = crashed
             log_path = settings.state.logs / f"{name}.log"
-            raise StackError(f"{name} exited during start-up (exit code {state.last_exit_code}); last lines of "
-                             f"{log_path}:\n{tail(log_path)}")
+            raise StackError(
+                f"{name} exited during start-up (exit code {state.last_exit_code}); last lines of "
+                f"{log_path}:\n{tail(log_path)}"
+            )
         if not ok:
             raise StackError(
                 f"the stack was not healthy after {settings.startup_timeout_s:.0f} s "
@@ -396,15 +463,20 @@ def _up_distributed(settings: Settings, log) -> StackSecrets:
     if _already_up(settings, "distributed", log):
         return load_or_create_secrets(settings)
     settings.state.ensure()
-    for what, port, var in (("Airflow", settings.airflow_port, "LOOPLINE_AIRFLOW_PORT"),
-                            ("MLflow", settings.mlflow_port, "LOOPLINE_MLFLOW_PORT")):
+    for what, port, var in (
+        ("Airflow", settings.airflow_port, "LOOPLINE_AIRFLOW_PORT"),
+        ("MLflow", settings.mlflow_port, "LOOPLINE_MLFLOW_PORT"),
+    ):
         if not _port_free(settings.host, port):
-            raise StackError(f"port {port} on {settings.host} is taken by another program, so {what} cannot "
-                             f"start; stop that program or choose another port with {var}=...")
+            raise StackError(
+                f"port {port} on {settings.host} is taken by another program, so {what} cannot "
+                f"start; stop that program or choose another port with {var}=..."
+            )
     stack_secrets = load_or_create_secrets(settings)
     try:
-        started = distributed.start(settings, stack_secrets, reg, log=log,
-                                    timeout=max(settings.startup_timeout_s, 300.0))
+        started = distributed.start(
+            settings, stack_secrets, reg, log=log, timeout=max(settings.startup_timeout_s, 300.0)
+        )
         dags = unpause_project_dags(settings, api_for(settings, stack_secrets), timeout=60)
     except distributed.DistributedError as exc:
         _down(settings, log=lambda *_: None)
@@ -412,8 +484,10 @@ def _up_distributed(settings: Settings, log) -> StackSecrets:
     except BaseException:
         _down(settings, log=lambda *_: None)
         raise
-    log(f"Stack healthy after {started.seconds:.1f} s (distributed profile: "
-        f"{len(distributed.worker_names())} Celery workers).")
+    log(
+        f"Stack healthy after {started.seconds:.1f} s (distributed profile: "
+        f"{len(distributed.worker_names())} Celery workers)."
+    )
     log(f"Loopline DAGs active: {', '.join(dags) or 'none'}")
     return stack_secrets
 
@@ -472,10 +546,14 @@ def _service(current: StackStatus, name: str, running: bool) -> dict[str, Any]:
     service: dict[str, Any] = {"running": running, "pid": current.pids[name]}
     state = current.supervised.get(name)
     if state is not None:
-        service.update(running=running and state.state == "running" and state.child_pid is not None,
-                       state=state.state if running else "stopped", child_pid=state.child_pid,
-                       restarts=state.restarts, last_exit_code=state.last_exit_code,
-                       last_exit_at=state.last_exit_at)
+        service.update(
+            running=running and state.state == "running" and state.child_pid is not None,
+            state=state.state if running else "stopped",
+            child_pid=state.child_pid,
+            restarts=state.restarts,
+            last_exit_code=state.last_exit_code,
+            last_exit_at=state.last_exit_at,
+        )
     return service
 
 

@@ -22,14 +22,23 @@ def build_parser(prog: str = "python -m loopline.serving") -> argparse.ArgumentP
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address (default: Loopline settings, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model-uri", default=None,
-                        help="serve exactly this model (models:/fraud_detector/3, runs:/..., a path) as the "
-                             "champion; default: follow the registry's aliases")
-    parser.add_argument("--config", type=Path, default=None, help="serving YAML (default include/config/serving.yaml)")
+    parser.add_argument(
+        "--model-uri",
+        default=None,
+        help="serve exactly this model (models:/fraud_detector/3, runs:/..., a path) as the "
+        "champion; default: follow the registry's aliases",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="serving YAML (default include/config/serving.yaml)"
+    )
     parser.add_argument("--log-level", default="info")
-    parser.add_argument("--fresh-features", choices=["on", "off"], default=None,
-                        help="override the config's fresh_features.enabled (off: a probe server, e.g. the gate's, "
-                             "whose requests are not real transactions)")
+    parser.add_argument(
+        "--fresh-features",
+        choices=["on", "off"],
+        default=None,
+        help="override the config's fresh_features.enabled (off: a probe server, e.g. the gate's, "
+        "whose requests are not real transactions)",
+    )
 
 
 def _drop_inherited_feast_metrics_dir() -> None:
@@ -65,8 +74,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.fresh_features is not None:
-        config = config.model_copy(update={"fresh_features": config.fresh_features.model_copy(
-            update={"enabled": args.fresh_features == "on"})})
+        config = config.model_copy(
+            update={
+                "fresh_features": config.fresh_features.model_copy(
+                    update={"enabled": args.fresh_features == "on"}
+                )
+            }
+        )
     if config.batching.mode == "threads":
         # The loop, scoring and log threads hand the GIL to each other per batch: the default 5 ms switch
         # interval makes each hand-off wait up to 5 ms (measured: half the throughput at concurrency 8).
@@ -74,17 +88,30 @@ def serve(args: argparse.Namespace) -> int:
     # Batches are a few rows: torch's intra-op threads cannot speed them up, and their workers spin between
     # batches (measured: a second thread at 60 % of a core at concurrency 32, taken from the event loop).
     torch.set_num_threads(1)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.model_uri:
+
         def source(engine):
             return FixedModel(engine, args.model_uri, settings, config)
     else:
+
         def source(engine):
             return RegistryReconciler(engine, settings, config)
+
     app = create_app(settings, config, source_factory=source)
     # One worker: the engine batches concurrent requests itself; uvloop + httptools for cheap HTTP.
-    uvicorn.run(app, host=args.host or settings.host, port=args.port, log_level=args.log_level,
-                access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
     return 0
 
 

@@ -40,8 +40,9 @@ PREDICT_PATH = "/v1/predict"
 ROUTES = (PREDICT_PATH, "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 # With an API key set, every path but these needs it (unknown paths too: deny by default).
 OPEN_PATHS = frozenset(("/healthz", "/readyz"))
-UNAUTHORIZED = json.dumps({"detail": "missing or invalid API key: send it as 'Authorization: Bearer <key>' "
-                                     "or 'X-API-Key: <key>'"}).encode()
+UNAUTHORIZED = json.dumps(
+    {"detail": "missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"}
+).encode()
 # pandas (the feature lookup) cannot represent times outside ~1677-2262; a fraud model has no use for them.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -51,17 +52,32 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 # probes produce fits ("tx_000000123456", "dev_3fa29c0b11d2", "T0a1b2c3", "gate_probe_v3_tx_...").
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 CATEGORY_PATTERN = r"^[a-z0-9_\-]+$"  # "grocery", "digital_goods", "crypto_exchange": lower-case words
-Id = Field(min_length=1, max_length=128, pattern=ID_PATTERN,
-           description="letters, digits and _ . : - (at most 128)")
+Id = Field(
+    min_length=1, max_length=128, pattern=ID_PATTERN, description="letters, digits and _ . : - (at most 128)"
+)
 
 
 class Transaction(BaseModel):
     """One card transaction to score. Extra fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
-        "transaction_id": "tx_000000123456", "event_timestamp": "2026-01-05T14:03:00Z", "customer_id": "c_00042",
-        "merchant_id": "m_0007", "device_id": "d_00042_1", "channel": "online", "amount": 42.5,
-        "merchant_category": "electronics", "merchant_country": "DE"}]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "transaction_id": "tx_000000123456",
+                    "event_timestamp": "2026-01-05T14:03:00Z",
+                    "customer_id": "c_00042",
+                    "merchant_id": "m_0007",
+                    "device_id": "d_00042_1",
+                    "channel": "online",
+                    "amount": 42.5,
+                    "merchant_category": "electronics",
+                    "merchant_country": "DE",
+                }
+            ]
+        },
+    )
 
     transaction_id: str = Id
     event_timestamp: datetime = Field(description="when the card was used (ISO 8601; no zone means UTC)")
@@ -70,11 +86,20 @@ class Transaction(BaseModel):
     device_id: str = Id
     channel: Literal[CHANNELS] = Field(description="how the card was used")  # type: ignore[valid-type]
     amount: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="in EUR")
-    merchant_category: str = Field(min_length=1, max_length=64, pattern=CATEGORY_PATTERN,
-                                   description="lower-case letters, digits, _ and - (at most 64)")
+    merchant_category: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=CATEGORY_PATTERN,
+        description="lower-case letters, digits, _ and - (at most 64)",
+    )
     merchant_country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    card_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID_PATTERN,
-                                description="the card used; counts in the merchant's distinct cards (24 h)")
+    card_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=ID_PATTERN,
+        description="the card used; counts in the merchant's distinct cards (24 h)",
+    )
 
     @field_validator("event_timestamp")
     @classmethod
@@ -116,8 +141,12 @@ def request_model(max_transactions: int) -> type[BaseModel]:
     """``{"transactions": [...]}`` with this app's batch limit in its schema."""
     return create_model(
         "PredictRequest",
-        transactions=(list[Transaction], Field(min_length=1, max_length=max_transactions,
-                                               description=f"1 to {max_transactions} transactions")),
+        transactions=(
+            list[Transaction],
+            Field(
+                min_length=1, max_length=max_transactions, description=f"1 to {max_transactions} transactions"
+            ),
+        ),
     )
 
 
@@ -135,9 +164,14 @@ class GuardMiddleware:
     solving) cost ~10 % of the event loop at concurrency 32. An invalid body (``predict`` raises
     ``RequestValidationError``) goes on to the route, so FastAPI's handler writes its usual 422."""
 
-    def __init__(self, app: Any, metrics: ServingMetrics, max_body_bytes: int,
-                 predict: Callable[[bytes], Awaitable[Response]] | None = None,
-                 api_keys: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        app: Any,
+        metrics: ServingMetrics,
+        max_body_bytes: int,
+        predict: Callable[[bytes], Awaitable[Response]] | None = None,
+        api_keys: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
@@ -177,10 +211,16 @@ class GuardMiddleware:
             self.metrics.http(route, status_seen[0], time.perf_counter() - started)
 
     async def _check_body(self, scope: dict, receive: Any) -> tuple[tuple[int, bytes] | None, bytes, Any]:
-        headers = {k.lower(): v for k, v in scope["headers"] if k.lower() in (b"content-type", b"content-length")}
+        headers = {
+            k.lower(): v for k, v in scope["headers"] if k.lower() in (b"content-type", b"content-length")
+        }
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if media != "application/json" and not media.endswith("+json"):
-            return _json(415, f"Content-Type must be application/json, not {media or 'missing'!r}"), b"", receive
+            return (
+                _json(415, f"Content-Type must be application/json, not {media or 'missing'!r}"),
+                b"",
+                receive,
+            )
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
@@ -188,8 +228,15 @@ class GuardMiddleware:
             except ValueError:
                 return _json(400, "Content-Length is not a number"), b"", receive
             if too_big:
-                return _json(413, f"body of {int(declared)} bytes exceeds the limit of {self.max_body} bytes; "
-                                  "send fewer transactions per request"), b"", receive
+                return (
+                    _json(
+                        413,
+                        f"body of {int(declared)} bytes exceeds the limit of {self.max_body} bytes; "
+                        "send fewer transactions per request",
+                    ),
+                    b"",
+                    receive,
+                )
         chunks, size = [], 0
         while True:  # read it all (chunked bodies have no Content-Length): count as it streams in
             message = await receive()
@@ -198,8 +245,15 @@ class GuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return _json(413, f"body exceeds the limit of {self.max_body} bytes; "
-                                  "send fewer transactions per request"), b"", receive
+                return (
+                    _json(
+                        413,
+                        f"body exceeds the limit of {self.max_body} bytes; "
+                        "send fewer transactions per request",
+                    ),
+                    b"",
+                    receive,
+                )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -232,10 +286,20 @@ class GuardMiddleware:
         return matched
 
     @staticmethod
-    async def _reply(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *(headers or ())]})
+    async def _reply(
+        send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *(headers or ()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -285,11 +349,14 @@ def _document_auth(schema: dict[str, Any]) -> None:
     """The API key in the OpenAPI schema: both ways of sending it, required everywhere but the probes."""
     schema["components"]["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": f"the key of {API_KEY_ENV}"},
-        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
     schema["security"] = [{"bearer": []}, {"apiKey": []}]
     schema["components"]["schemas"].setdefault("Problem", Problem.model_json_schema())
-    unauthorized = {"description": "missing or invalid API key",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    unauthorized = {
+        "description": "missing or invalid API key",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
     for path, operations in schema["paths"].items():
         for operation in operations.values():
             if path in OPEN_PATHS:
@@ -300,8 +367,15 @@ def _document_auth(schema: dict[str, Any]) -> None:
 
 # /readyz is open (probes, load balancers) even when an API key guards the rest: it says *that* and, as a code,
 # *why* the service is (not) ready, never registry URLs, paths or exception text; the details go to the log.
-READY_REASONS = ("starting", "model_not_loaded", "no_champion", "registry_unreachable", "model_load_failed",
-                 "warming", "serving")
+READY_REASONS = (
+    "starting",
+    "model_not_loaded",
+    "no_champion",
+    "registry_unreachable",
+    "model_load_failed",
+    "warming",
+    "serving",
+)
 
 
 def _readiness(engine: Engine | None, source: Any) -> tuple[bool, str, str | None]:
@@ -333,9 +407,15 @@ def _readiness(engine: Engine | None, source: Any) -> tuple[bool, str, str | Non
 def _versions(deployment: Any) -> dict[str, Any]:
     """What serves, by version (as every prediction names it): no model URIs."""
     champion, challenger = deployment.champion, deployment.challenger
-    return {"champion": champion and {"version": champion.version},
-            "challenger": challenger and {"version": challenger.version, "share": deployment.challenger_share,
-                                          "shadow": deployment.shadow}}
+    return {
+        "champion": champion and {"version": champion.version},
+        "challenger": challenger
+        and {
+            "version": challenger.version,
+            "share": deployment.challenger_share,
+            "shadow": deployment.shadow,
+        },
+    }
 
 
 def _log_readiness(state: dict[str, Any], reason: str, problem: str | None) -> None:
@@ -345,8 +425,14 @@ def _log_readiness(state: dict[str, Any], reason: str, problem: str | None) -> N
     if state.get("readiness_logged") != detail:
         state["readiness_logged"] = detail
         level = logging.WARNING if problem else logging.INFO
-        log.log(level, "readiness: %s%s; status: %s; source error: %s", reason,
-                f" ({problem})" if problem else "", detail[2], detail[3])
+        log.log(
+            level,
+            "readiness: %s%s; status: %s; source error: %s",
+            reason,
+            f" ({problem})" if problem else "",
+            detail[2],
+            detail[3],
+        )
 
 
 def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredictionLog) -> Any:
@@ -360,10 +446,13 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
     from loopline.features.fresh import FreshFeatures, FreshFeaturesUnavailable
     from loopline.serving.prediction_log import AnsweredFeed
 
-    fresh = FreshFeatures(settings, flush_interval_s=config.fresh_features.flush_interval_s,
-                          refresh_interval_s=config.fresh_features.refresh_interval_s,
-                          slice_entities=config.fresh_features.write_slice,
-                          coalesce_s=config.fresh_features.coalesce_s)
+    fresh = FreshFeatures(
+        settings,
+        flush_interval_s=config.fresh_features.flush_interval_s,
+        refresh_interval_s=config.fresh_features.refresh_interval_s,
+        slice_entities=config.fresh_features.write_slice,
+        coalesce_s=config.fresh_features.coalesce_s,
+    )
     feed = AnsweredFeed(plog, known=fresh.knows)
     fresh.served = feed
     fresh.backlog = lambda: feed.backlog(datetime.now(UTC) - timedelta(days=31))
@@ -373,15 +462,25 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
         log.warning("fresh features are OFF: %s", exc)
         return None
     except Exception as exc:  # e.g. no feature view registered yet: the writer thread retries
-        log.warning("fresh features wait: %s (retried every %.0f s; until then features are as of the last "
-                    "materialisation)", exc, config.fresh_features.refresh_interval_s)
+        log.warning(
+            "fresh features wait: %s (retried every %.0f s; until then features are as of the last "
+            "materialisation)",
+            exc,
+            config.fresh_features.refresh_interval_s,
+        )
     else:
         log.info("fresh features on: %d recent transactions known", len(fresh.windows))
     return fresh.start()
 
 
-def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any = None,
-               prediction_log: AnyPredictionLog | None = None, keys: Sequence[str] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    config: ServingConfig,
+    *,
+    source_factory: Any = None,
+    prediction_log: AnyPredictionLog | None = None,
+    keys: Sequence[str] | None = None,
+) -> FastAPI:
     """The ASGI app. ``source_factory(engine)`` returns what feeds the engine models (a ``FixedModel`` or a
     ``RegistryReconciler``, started with the app and stopped with it). ``keys``: the accepted API keys
     (default: ``LOOPLINE_SERVING_API_KEY``, else the config's ``auth.api_key_file``; none: no key needed)."""
@@ -396,16 +495,28 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plog = prediction_log or open_prediction_log(
-            settings, synchronous=config.log.synchronous, timeout_s=config.log.db_timeout_s,
-            connect_timeout_s=config.log.connect_timeout_s, fail_fast_s=config.log.fail_fast_s)
+            settings,
+            synchronous=config.log.synchronous,
+            timeout_s=config.log.db_timeout_s,
+            connect_timeout_s=config.log.connect_timeout_s,
+            fail_fast_s=config.log.fail_fast_s,
+        )
         fresh = _fresh_features(settings, config, plog)
-        engine = Engine(plog, max_rows=config.batching.max_rows, observer=metrics,
-                        inline=config.batching.mode == "inline", fresh=fresh)
+        engine = Engine(
+            plog,
+            max_rows=config.batching.max_rows,
+            observer=metrics,
+            inline=config.batching.mode == "inline",
+            fresh=fresh,
+        )
         state["engine"] = engine
         source = source_factory(engine).start() if source_factory is not None else None
         state["source"] = source
-        retention = (Retention(plog, settings, config.log.retention, observer=metrics.retention).start()
-                     if config.log.retention.enabled else None)
+        retention = (
+            Retention(plog, settings, config.log.retention, observer=metrics.retention).start()
+            if config.log.retention.enabled
+            else None
+        )
         try:
             yield
         finally:
@@ -419,9 +530,13 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             if prediction_log is None:
                 plog.close()
 
-    app = FastAPI(title="Loopline prediction service", version="1",
-                  description="Card-fraud scores from the registry's champion (and challenger), with online "
-                              "features from Feast and a durable prediction log.", lifespan=lifespan)
+    app = FastAPI(
+        title="Loopline prediction service",
+        version="1",
+        description="Card-fraud scores from the registry's champion (and challenger), with online "
+        "features from Feast and a durable prediction log.",
+        lifespan=lifespan,
+    )
     app.state.metrics = metrics
     app.state.serving = state
     payload_model = request_model(config.limits.max_transactions_per_request)
@@ -449,8 +564,11 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             engine.route(transactions, request_id, lambda result: schedule(_settle, future, result))
         except NotReady:
             reason = _readiness(engine, state.get("source"))[1]
-            return JSONResponse({"detail": f"no model is ready to serve ({reason}); GET /readyz for the state"},
-                                status_code=503, headers={"Retry-After": "5"})
+            return JSONResponse(
+                {"detail": f"no model is ready to serve ({reason}); GET /readyz for the state"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         # Bounded: a batch stuck in the log (or scoring) answers 503 instead of holding the request.
         timer = loop.call_later(answer_timeout, _settle, future, _TIMED_OUT)
         try:
@@ -461,14 +579,24 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             cause = "answer_timeout" if result is _TIMED_OUT else "database"
             metrics.log_unavailable.labels(cause).inc()
             if result is _TIMED_OUT:
-                log.warning("request %s was not scored and logged within %g s: answered 503", request_id,
-                            answer_timeout)
-            return JSONResponse({"detail": f"the prediction log did not commit request {request_id} in time; it "
-                                           f"was not answered: retry after {retry_after} s"},
-                                status_code=503, headers={"Retry-After": retry_after})
+                log.warning(
+                    "request %s was not scored and logged within %g s: answered 503",
+                    request_id,
+                    answer_timeout,
+                )
+            return JSONResponse(
+                {
+                    "detail": f"the prediction log did not commit request {request_id} in time; it "
+                    f"was not answered: retry after {retry_after} s"
+                },
+                status_code=503,
+                headers={"Retry-After": retry_after},
+            )
         if isinstance(result, BaseException):
-            return JSONResponse({"detail": f"internal error while scoring request {request_id}; "
-                                           "see the server log"}, status_code=500)
+            return JSONResponse(
+                {"detail": f"internal error while scoring request {request_id}; see the server log"},
+                status_code=500,
+            )
         # pydantic-core writes the answer in a fraction of json.dumps' time; a non-finite score as null.
         content = to_json({"predictions": result}, inf_nan_mode="null")
         return Response(content, media_type="application/json", headers={"X-Request-ID": request_id})
@@ -477,20 +605,35 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
         return await answer(await request.body())
 
     app.add_api_route(
-        PREDICT_PATH, predict, methods=["POST"], response_model=PredictResponse, summary="Score transactions",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}},
-        responses={422: {"model": ValidationProblem, "description": "invalid input, per field"},
-                   413: {"model": Problem, "description": "body too large"},
-                   415: {"model": Problem, "description": "Content-Type is not application/json"},
-                   503: {"model": Problem, "description": "no model loaded yet, or the prediction log did not "
-                                                          "commit in time (see Retry-After)"}})
+        PREDICT_PATH,
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        summary="Score transactions",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+            }
+        },
+        responses={
+            422: {"model": ValidationProblem, "description": "invalid input, per field"},
+            413: {"model": Problem, "description": "body too large"},
+            415: {"model": Problem, "description": "Content-Type is not application/json"},
+            503: {
+                "model": Problem,
+                "description": "no model loaded yet, or the prediction log did not "
+                "commit in time (see Retry-After)",
+            },
+        },
+    )
 
     def openapi() -> dict[str, Any]:
         """FastAPI's schema plus the request model the endpoint validates itself."""
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             request_schema = payload_model.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request_schema.pop("$defs", {}))
@@ -506,14 +649,21 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz", summary="200 once a model is loaded and warmed",
-             responses={503: {"description": "not ready; `reason` says why, as a code"}})
+    @app.get(
+        "/readyz",
+        summary="200 once a model is loaded and warmed",
+        responses={503: {"description": "not ready; `reason` says why, as a code"}},
+    )
     async def readyz() -> JSONResponse:
         ready, reason, problem = _readiness(state.get("engine"), state.get("source"))
         _log_readiness(state, reason, problem)
         engine: Engine | None = state.get("engine")
-        body = {"status": "ready" if ready else "not ready", "reason": reason, "problem": problem,
-                "deployment": _versions(engine.deployment) if engine is not None else None}
+        body = {
+            "status": "ready" if ready else "not ready",
+            "reason": reason,
+            "problem": problem,
+            "deployment": _versions(engine.deployment) if engine is not None else None,
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -525,6 +675,11 @@ def create_app(settings: Settings, config: ServingConfig, *, source_factory: Any
             metrics.deployment(engine.deployment)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=config.limits.max_body_bytes,
-                       predict=answer, api_keys=keys)
+    app.add_middleware(
+        GuardMiddleware,
+        metrics=metrics,
+        max_body_bytes=config.limits.max_body_bytes,
+        predict=answer,
+        api_keys=keys,
+    )
     return app

@@ -167,8 +167,10 @@ def api_keys(config: ServingConfig, environ: Mapping[str, str] | None = None) ->
             raise ServingConfigError(f"{where} holds no API key")
     short = [i for i, key in enumerate(keys, 1) if len(key) < MIN_API_KEY_CHARS]
     if short:
-        raise ServingConfigError(f"{where}: key #{short[0]} is shorter than {MIN_API_KEY_CHARS} characters "
-                                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise ServingConfigError(
+            f"{where}: key #{short[0]} is shorter than {MIN_API_KEY_CHARS} characters "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     return keys
 
 

@@ -58,7 +58,11 @@ class Deployment:
     shadow: bool = False
 
     def route(self, customer_id: str) -> tuple[str, Predictor]:
-        if self.challenger is not None and not self.shadow and assign(customer_id, self.challenger_share) == CHALLENGER:
+        if (
+            self.challenger is not None
+            and not self.shadow
+            and assign(customer_id, self.challenger_share) == CHALLENGER
+        ):
             return CHALLENGER, self.challenger
         if self.champion is None:
             raise NotReady("no champion model is loaded")
@@ -70,14 +74,23 @@ class Deployment:
 
     def key(self) -> tuple[Any, ...]:
         """Identity for change detection: versions, share, mode."""
-        return (self.champion and self.champion.version, self.challenger and self.challenger.version,
-                self.challenger_share, self.shadow)
+        return (
+            self.champion and self.champion.version,
+            self.challenger and self.challenger.version,
+            self.challenger_share,
+            self.shadow,
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
             "champion": self.champion and {"version": self.champion.version, "uri": self.champion.model_uri},
-            "challenger": self.challenger and {"version": self.challenger.version, "uri": self.challenger.model_uri,
-                                               "share": self.challenger_share, "shadow": self.shadow},
+            "challenger": self.challenger
+            and {
+                "version": self.challenger.version,
+                "uri": self.challenger.model_uri,
+                "share": self.challenger_share,
+                "shadow": self.shadow,
+            },
         }
 
 
@@ -104,7 +117,9 @@ class Job:
 class Observer:
     """Hooks for metrics; the default does nothing."""
 
-    def prediction(self, variant: str, version: str, score: float, decision: bool, latency_s: float) -> None: ...
+    def prediction(
+        self, variant: str, version: str, score: float, decision: bool, latency_s: float
+    ) -> None: ...
 
     def batch(self, rows: int, seconds: float) -> None: ...
 
@@ -125,8 +140,15 @@ _STOP = object()
 class Engine:
     """Holds the deployment, scores and logs requests. ``submit`` is safe from any thread."""
 
-    def __init__(self, prediction_log: AnyPredictionLog, *, max_rows: int = 128, observer: Observer | None = None,
-                 inline: bool = False, fresh: FreshFeatures | None = None) -> None:
+    def __init__(
+        self,
+        prediction_log: AnyPredictionLog,
+        *,
+        max_rows: int = 128,
+        observer: Observer | None = None,
+        inline: bool = False,
+        fresh: FreshFeatures | None = None,
+    ) -> None:
         self.deployment: Deployment = EMPTY
         self.fresh = fresh  # recent events: every scored transaction counts before the next is scored
         self.inline = inline
@@ -139,8 +161,10 @@ class Engine:
         self.observer = observer or Observer()
         self._scoring: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._logging: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._score_loop, name="loopline-score", daemon=True),
-                         threading.Thread(target=self._log_loop, name="loopline-log", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._score_loop, name="loopline-score", daemon=True),
+            threading.Thread(target=self._log_loop, name="loopline-log", daemon=True),
+        ]
         if not inline:
             for thread in self._threads:
                 thread.start()
@@ -218,7 +242,9 @@ class Engine:
         return items
 
     def _score_loop(self) -> None:
-        while (batch := self._drain(self._scoring, lambda job: len(job.transactions), self.max_rows)) is not None:
+        while (
+            batch := self._drain(self._scoring, lambda job: len(job.transactions), self.max_rows)
+        ) is not None:
             self._process(batch)
             self._logging.put(batch)
 
@@ -275,18 +301,25 @@ class Engine:
 
     def _shadow(self, batch: list[Job]) -> None:
         """In shadow mode the challenger scores every transaction too; logged, never answered."""
-        jobs = [j for j in batch if j.error is None and j.deployment.shadow and j.deployment.challenger is not None]
+        jobs = [
+            j
+            for j in batch
+            if j.error is None and j.deployment.shadow and j.deployment.challenger is not None
+        ]
         by_predictor: dict[int, tuple[Predictor, list[Job]]] = {}
         for job in jobs:
-            by_predictor.setdefault(id(job.deployment.challenger), (job.deployment.challenger, []))[1].append(job)
+            by_predictor.setdefault(id(job.deployment.challenger), (job.deployment.challenger, []))[1].append(
+                job
+            )
         for predictor, members in by_predictor.values():
             try:
                 results = predictor.score([tx for job in members for tx in job.transactions], self.fresh)
             except Exception as exc:
                 log.exception("shadow scoring with version %s failed", predictor.version)
                 self.observer.failure("shadow")
-                self.observer.scoring_failed(SHADOW, predictor.version, sum(len(j.transactions) for j in members),
-                                             repr(exc))
+                self.observer.scoring_failed(
+                    SHADOW, predictor.version, sum(len(j.transactions) for j in members), repr(exc)
+                )
                 continue
             done, it = time.perf_counter(), iter(results)
             for job in members:
@@ -302,7 +335,9 @@ class Engine:
         try:
             self.log.append(self._log_rows(jobs))
         except BaseException as exc:  # not durable → not acknowledged
-            if isinstance(exc, PredictionLogUnavailable):  # a stalled database: one line per batch, not a trace
+            if isinstance(
+                exc, PredictionLogUnavailable
+            ):  # a stalled database: one line per batch, not a trace
                 log.warning("writing %d requests to the prediction log failed: %s", len(jobs), exc)
             else:
                 log.exception("writing %d requests to the prediction log failed", len(jobs))
@@ -323,11 +358,21 @@ class Engine:
             shadowed = [(s, SHADOW, p.version, lat) for s, p, lat in job.shadow]
             for results in (answered, shadowed):
                 for (scored, variant, version, latency), tx in zip(results, job.transactions, strict=False):
-                    rows.append(LoggedPrediction(
-                        request_id=job.request_id, ts=now, transaction_id=scored.transaction_id,
-                        customer_id=str(tx.get("customer_id")), inputs=tx, features=scored.features,
-                        score=scored.score, decision=scored.decision, variant=variant, model_version=version,
-                        latency_ms=latency * 1000))
+                    rows.append(
+                        LoggedPrediction(
+                            request_id=job.request_id,
+                            ts=now,
+                            transaction_id=scored.transaction_id,
+                            customer_id=str(tx.get("customer_id")),
+                            inputs=tx,
+                            features=scored.features,
+                            score=scored.score,
+                            decision=scored.decision,
+                            variant=variant,
+                            model_version=version,
+                            latency_ms=latency * 1000,
+                        )
+                    )
         return rows
 
     def _answer(self, job: Job) -> None:

@@ -19,7 +19,7 @@ def error_text(error: str) -> str:
     """``error`` as the ``error`` label of ``loopline_model_error_info``: one line, at most
     ``ERROR_TEXT_CHARS`` characters, ``user:password@`` of URLs masked."""
     text = " ".join(_USERINFO.sub("***@", str(error)).split())
-    return text if len(text) <= ERROR_TEXT_CHARS else text[:ERROR_TEXT_CHARS - 1] + "…"
+    return text if len(text) <= ERROR_TEXT_CHARS else text[: ERROR_TEXT_CHARS - 1] + "…"
 
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -30,57 +30,104 @@ class ServingMetrics(Observer):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("loopline_http_requests", "HTTP requests by route and status",
-                                ["route", "status"], registry=r)
-        self.errors = Counter("loopline_http_errors", "HTTP responses with status >= 400",
-                              ["route", "status"], registry=r)
-        self.request_latency = Histogram("loopline_http_request_seconds", "HTTP request duration by route",
-                                         ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.predictions = Counter("loopline_predictions", "answered predictions",
-                                   ["variant", "version", "decision"], registry=r)
-        self.prediction_latency = Histogram("loopline_prediction_seconds",
-                                            "request received → scored, per prediction",
-                                            ["variant", "version"], buckets=LATENCY_BUCKETS, registry=r)
-        self.scores = Histogram("loopline_score", "score distribution", ["variant", "version"],
-                                buckets=SCORE_BUCKETS, registry=r)
-        self.batch_rows = Histogram("loopline_batch_rows", "rows scored together",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
-        self.failures = Counter("loopline_internal_failures", "scoring/logging failures", ["where"], registry=r)
+        self.requests = Counter(
+            "loopline_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.errors = Counter(
+            "loopline_http_errors", "HTTP responses with status >= 400", ["route", "status"], registry=r
+        )
+        self.request_latency = Histogram(
+            "loopline_http_request_seconds",
+            "HTTP request duration by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "loopline_predictions", "answered predictions", ["variant", "version", "decision"], registry=r
+        )
+        self.prediction_latency = Histogram(
+            "loopline_prediction_seconds",
+            "request received → scored, per prediction",
+            ["variant", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scores = Histogram(
+            "loopline_score", "score distribution", ["variant", "version"], buckets=SCORE_BUCKETS, registry=r
+        )
+        self.batch_rows = Histogram(
+            "loopline_batch_rows",
+            "rows scored together",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.failures = Counter(
+            "loopline_internal_failures", "scoring/logging failures", ["where"], registry=r
+        )
         # Failed predictions by the variant and version at fault (the prediction log holds only answered
         # ones): the canary's error rate is these over these plus the logged predictions.
-        self.prediction_errors = Counter("loopline_prediction_errors",
-                                         "transactions whose model raised, by variant and version",
-                                         ["variant", "version"], registry=r)
+        self.prediction_errors = Counter(
+            "loopline_prediction_errors",
+            "transactions whose model raised, by variant and version",
+            ["variant", "version"],
+            registry=r,
+        )
         # Failed attempts to load a version the registry asks to serve (one per reconcile poll while it fails):
         # the canary rolls back a challenger that keeps failing to load at once, summed over replicas like
         # the errors above. The first error of each (variant, version, stage) is kept as a label, so the
         # rollback can say what went wrong: one series per failing version, not one per attempt.
-        self.load_failures = Counter("loopline_model_load_failures",
-                                     "failed attempts to load a version the registry asks to serve",
-                                     ["variant", "version"], registry=r)
-        self.error_info = Gauge("loopline_model_error_info",
-                                "1 per (variant, version, stage: load | score) that failed in this process; "
-                                "error: the first error's text", ["variant", "version", "stage", "error"],
-                                registry=r)
+        self.load_failures = Counter(
+            "loopline_model_load_failures",
+            "failed attempts to load a version the registry asks to serve",
+            ["variant", "version"],
+            registry=r,
+        )
+        self.error_info = Gauge(
+            "loopline_model_error_info",
+            "1 per (variant, version, stage: load | score) that failed in this process; "
+            "error: the first error's text",
+            ["variant", "version", "stage", "error"],
+            registry=r,
+        )
         self._first_errors: dict[tuple[str, str, str], str] = {}
         self._errors_lock = threading.Lock()
         # Requests answered 503 because their rows were not committed in time: "database" (locked, statement
         # timeout, unreachable, failing fast after one of those) or "answer_timeout" (waited answer_timeout_s).
-        self.log_unavailable = Counter("loopline_prediction_log_unavailable",
-                                       "requests answered 503 because the prediction log did not commit in time",
-                                       ["cause"], registry=r)
+        self.log_unavailable = Counter(
+            "loopline_prediction_log_unavailable",
+            "requests answered 503 because the prediction log did not commit in time",
+            ["cause"],
+            registry=r,
+        )
         # Prediction-log retention (serving.prediction_log.Retention): what each run deleted, and how far back.
-        self.retention_deleted = Counter("loopline_prediction_log_retention_deleted",
-                                         "prediction-log rows deleted by retention", registry=r)
-        self.retention_runs = Counter("loopline_prediction_log_retention_runs",
-                                      "retention runs by outcome (deleted, nothing_to_delete, skipped, failed)",
-                                      ["outcome"], registry=r)
-        self.retention_cutoff = Gauge("loopline_prediction_log_retention_cutoff_timestamp_seconds",
-                                      "rows made before this time were deleted by the last run", registry=r)
-        self.retention_floor = Gauge("loopline_prediction_log_retention_floor_timestamp_seconds",
-                                     "the oldest prediction time a reader still needs (last run)", registry=r)
-        self.model_info = Gauge("loopline_model_loaded", "1 for each loaded (variant, version)",
-                                ["variant", "version"], registry=r)
+        self.retention_deleted = Counter(
+            "loopline_prediction_log_retention_deleted",
+            "prediction-log rows deleted by retention",
+            registry=r,
+        )
+        self.retention_runs = Counter(
+            "loopline_prediction_log_retention_runs",
+            "retention runs by outcome (deleted, nothing_to_delete, skipped, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.retention_cutoff = Gauge(
+            "loopline_prediction_log_retention_cutoff_timestamp_seconds",
+            "rows made before this time were deleted by the last run",
+            registry=r,
+        )
+        self.retention_floor = Gauge(
+            "loopline_prediction_log_retention_floor_timestamp_seconds",
+            "the oldest prediction time a reader still needs (last run)",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "loopline_model_loaded",
+            "1 for each loaded (variant, version)",
+            ["variant", "version"],
+            registry=r,
+        )
         self.challenger_share = Gauge("loopline_challenger_share", "challenger's traffic share", registry=r)
         # The labelled children of the per-request metrics, looked up once per label set: ``labels()`` validates
         # and locks on every call, a cost per request and per prediction. These series are never removed.
@@ -93,8 +140,10 @@ class ServingMetrics(Observer):
         if children is None:
             code = str(status)
             children = self._http[(route, status)] = (
-                self.requests.labels(route, code), self.errors.labels(route, code) if status >= 400 else None,
-                self.request_latency.labels(route))
+                self.requests.labels(route, code),
+                self.errors.labels(route, code) if status >= 400 else None,
+                self.request_latency.labels(route),
+            )
         requests, errors, latency = children
         requests.inc()
         if errors is not None:
@@ -114,7 +163,9 @@ class ServingMetrics(Observer):
         if children is None:
             children = self._predicted[(variant, version, decision)] = (
                 self.predictions.labels(variant, version, "fraud" if decision else "ok"),
-                self.prediction_latency.labels(variant, version), self.scores.labels(variant, version))
+                self.prediction_latency.labels(variant, version),
+                self.scores.labels(variant, version),
+            )
         predictions, latency, scores = children
         predictions.inc()
         latency.observe(latency_s)

@@ -57,8 +57,19 @@ CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 CREATE INDEX IF NOT EXISTS predictions_variant_ts ON predictions (variant, ts);
 CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions (transaction_id);
 """
-COLUMNS = ("request_id", "ts", "transaction_id", "customer_id", "inputs", "features", "score", "decision",
-           "variant", "model_version", "latency_ms")
+COLUMNS = (
+    "request_id",
+    "ts",
+    "transaction_id",
+    "customer_id",
+    "inputs",
+    "features",
+    "score",
+    "decision",
+    "variant",
+    "model_version",
+    "latency_ms",
+)
 
 
 @dataclass(frozen=True)
@@ -128,8 +139,9 @@ class _FailFast:
 
     def check(self, where: str) -> None:
         if self._until and time.monotonic() < self._until:
-            raise PredictionLogUnavailable(f"the prediction log {where} timed out moments ago; "
-                                           f"writes fail fast for {self.seconds:g} s")
+            raise PredictionLogUnavailable(
+                f"the prediction log {where} timed out moments ago; writes fail fast for {self.seconds:g} s"
+            )
 
     def trip(self) -> None:
         if self.seconds > 0:
@@ -141,8 +153,13 @@ def _sqlite_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _where(since: datetime | float | str | None, until: datetime | float | str | None, variant: str | None,
-           version: str | None, mark: str) -> tuple[str, list[Any]]:
+def _where(
+    since: datetime | float | str | None,
+    until: datetime | float | str | None,
+    variant: str | None,
+    version: str | None,
+    mark: str,
+) -> tuple[str, list[Any]]:
     """The WHERE clause (``mark``: the driver's placeholder) of a read over [since, until)."""
     clauses, params = [], []
     for op, bound in ((">=", _epoch(since)), ("<", _epoch(until))):
@@ -166,8 +183,22 @@ def _frame(rows: list[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
 
 
 def _values(rows: Iterable[LoggedPrediction]) -> list[tuple[Any, ...]]:
-    return [(r.request_id, r.ts, r.transaction_id, r.customer_id, _json(r.inputs), _json(r.features),
-             r.score, int(r.decision), r.variant, r.model_version, r.latency_ms) for r in rows]
+    return [
+        (
+            r.request_id,
+            r.ts,
+            r.transaction_id,
+            r.customer_id,
+            _json(r.inputs),
+            _json(r.features),
+            r.score,
+            int(r.decision),
+            r.variant,
+            r.model_version,
+            r.latency_ms,
+        )
+        for r in rows
+    ]
 
 
 class _Reads:
@@ -193,12 +224,16 @@ class _Reads:
         rows = self._query(f"SELECT ts FROM predictions ORDER BY ts DESC LIMIT 1 OFFSET {int(keep_rows)}", [])
         return math.nextafter(float(rows[0][0]), math.inf) if rows else None
 
-    def counts(self, since: datetime | float | str | None = None,
-               until: datetime | float | str | None = None) -> dict[Key, int]:
+    def counts(
+        self, since: datetime | float | str | None = None, until: datetime | float | str | None = None
+    ) -> dict[Key, int]:
         """Predictions per (variant, version) in [since, until): cheap enough to poll while a canary bakes."""
         where, params = _where(since, until, None, None, self._mark)
-        rows = self._query(f"SELECT variant, model_version, COUNT(*) FROM predictions {where} "
-                              "GROUP BY variant, model_version", params)
+        rows = self._query(
+            f"SELECT variant, model_version, COUNT(*) FROM predictions {where} "
+            "GROUP BY variant, model_version",
+            params,
+        )
         return {(str(v), str(m)): int(n) for v, m, n in rows}
 
     _inputs = "inputs"  # the inputs column as JSON text
@@ -213,22 +248,34 @@ class _Reads:
 
     def answered_after(self, after_id: int, limit: int = 50_000) -> list[tuple[int, str, str]]:
         """(id, transaction_id, inputs JSON) of answered (not shadow) predictions with id > ``after_id``."""
-        return self._poll(f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE id > {self._mark} "
-                          f"AND variant <> 'shadow' ORDER BY id LIMIT {int(limit)}", [after_id])
+        return self._poll(
+            f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE id > {self._mark} "
+            f"AND variant <> 'shadow' ORDER BY id LIMIT {int(limit)}",
+            [after_id],
+        )
 
-    def answered_since(self, since: datetime | float | str, upto_id: int | None = None) -> list[tuple[int, str, str]]:
+    def answered_since(
+        self, since: datetime | float | str, upto_id: int | None = None
+    ) -> list[tuple[int, str, str]]:
         """(id, transaction_id, inputs JSON) of answered predictions made at or after ``since`` (and id <=
         ``upto_id``), oldest first."""
-        sql = (f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE ts >= {self._mark} "
-               "AND variant <> 'shadow'")
+        sql = (
+            f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE ts >= {self._mark} "
+            "AND variant <> 'shadow'"
+        )
         params: list[Any] = [_epoch(since)]
         if upto_id is not None:
             sql += f" AND id <= {self._mark}"
             params.append(upto_id)
         return self._query(sql + " ORDER BY id", params)
 
-    def read(self, since: datetime | float | str | None = None, until: datetime | float | str | None = None,
-             variant: str | None = None, version: str | None = None) -> pd.DataFrame:
+    def read(
+        self,
+        since: datetime | float | str | None = None,
+        until: datetime | float | str | None = None,
+        variant: str | None = None,
+        version: str | None = None,
+    ) -> pd.DataFrame:
         """Predictions made in [since, until) (aware datetimes, ISO strings or epoch seconds), optionally of
         one variant and version, oldest first. ``ts`` becomes a UTC timestamp; ``inputs``/``features`` stay
         JSON text (``json.loads`` them when needed: parsing every row up front is costly for large windows)."""
@@ -251,8 +298,15 @@ class PredictionLog(_Reads):
     ``timeout_s``: how long a write (and serving's polling read) waits for a lock another connection holds
     (SQLite's busy timeout) before ``PredictionLogUnavailable``; ``fail_fast_s``: see ``_FailFast``."""
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL", read_only: bool = False, *,
-                 timeout_s: float = 30.0, fail_fast_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "NORMAL",
+        read_only: bool = False,
+        *,
+        timeout_s: float = 30.0,
+        fail_fast_s: float = 0.0,
+    ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.path = Path(path)
@@ -265,14 +319,17 @@ class PredictionLog(_Reads):
         if read_only:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=timeout_s)
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=timeout_s
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn.executescript(_SCHEMA)
         self._closed = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="loopline-log-checkpoint",
-                                              daemon=True)
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="loopline-log-checkpoint", daemon=True
+        )
         self._checkpointer.start()
 
     def _checkpoint_loop(self) -> None:
@@ -300,20 +357,23 @@ class PredictionLog(_Reads):
                 self._conn.execute("BEGIN")
                 self._conn.executemany(
                     f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                    values)
+                    values,
+                )
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.OperationalError) and _sqlite_busy(exc):
                     self._fail_fast.trip()
-                    raise PredictionLogUnavailable(f"the prediction log {self.where} stayed locked for "
-                                                   f"{self.timeout_s:g} s: {exc}") from exc
+                    raise PredictionLogUnavailable(
+                        f"the prediction log {self.where} stayed locked for {self.timeout_s:g} s: {exc}"
+                    ) from exc
                 raise
         return len(values)
 
-    def delete_before(self, cutoff: float, batch_rows: int, pause_s: float = 0.0,
-                      stop: threading.Event | None = None) -> int | None:
+    def delete_before(
+        self, cutoff: float, batch_rows: int, pause_s: float = 0.0, stop: threading.Event | None = None
+    ) -> int | None:
         """Delete the rows made before ``cutoff`` (epoch seconds), ``batch_rows`` per transaction through the
         writer's own connection and lock, so inserts wait for one short batch at most and never for SQLite's
         lock; ``pause_s`` between batches. Returns how many."""
@@ -346,8 +406,13 @@ class PredictionLog(_Reads):
         if self._poller is None:
             if not self.path.exists():
                 return []
-            self._poller = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout_s,
-                                           check_same_thread=False, isolation_level=None)
+            self._poller = sqlite3.connect(
+                f"file:{self.path}?mode=ro",
+                uri=True,
+                timeout=self.timeout_s,
+                check_same_thread=False,
+                isolation_level=None,
+            )
         try:
             return self._poller.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
@@ -408,8 +473,15 @@ class PostgresPredictionLog(_Reads):
     # JSONB read back as text, like the SQLite log's columns.
     _select = ", ".join(f"{c}::text" if c in ("inputs", "features") else c for c in ("id", *COLUMNS))
 
-    def __init__(self, url: str, read_only: bool = False, connect_timeout_s: int = 5, *,
-                 timeout_s: float | None = None, fail_fast_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        read_only: bool = False,
+        connect_timeout_s: int = 5,
+        *,
+        timeout_s: float | None = None,
+        fail_fast_s: float = 0.0,
+    ) -> None:
         self.conninfo = postgres_conninfo(url)
         self.where = _redacted(url)
         self._timeout = connect_timeout_s
@@ -433,10 +505,13 @@ class PostgresPredictionLog(_Reads):
             # A peer that vanished without a word is noticed within ~idle + interval x count seconds.
             extra = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
         try:
-            conn = psycopg.connect(self.conninfo, connect_timeout=self._timeout, application_name="loopline",
-                                   **extra)
+            conn = psycopg.connect(
+                self.conninfo, connect_timeout=self._timeout, application_name="loopline", **extra
+            )
         except psycopg.OperationalError as exc:
-            raise PredictionLogUnavailable(f"cannot reach the prediction log at {self.where}: {exc}".strip()) from exc
+            raise PredictionLogUnavailable(
+                f"cannot reach the prediction log at {self.where}: {exc}".strip()
+            ) from exc
         if extra:
             conn.execute(f"SET statement_timeout = {max(1, round(self.timeout_s * 1000))}")
             conn.commit()
@@ -476,12 +551,15 @@ class PostgresPredictionLog(_Reads):
                 raise
             except psycopg.OperationalError as exc:  # statement timeout, lock timeout, connection lost
                 self._fail_fast.trip()
-                raise PredictionLogUnavailable(f"the prediction log {self.where} did not take the rows: "
-                                               f"{type(exc).__name__}: {exc}".strip()) from exc
+                raise PredictionLogUnavailable(
+                    f"the prediction log {self.where} did not take the rows: "
+                    f"{type(exc).__name__}: {exc}".strip()
+                ) from exc
         return len(values)
 
-    def delete_before(self, cutoff: float, batch_rows: int, pause_s: float = 0.0,
-                      stop: threading.Event | None = None) -> int | None:
+    def delete_before(
+        self, cutoff: float, batch_rows: int, pause_s: float = 0.0, stop: threading.Event | None = None
+    ) -> int | None:
         """Delete the rows made before ``cutoff`` in batches of ``batch_rows`` (row locks only: inserts go
         on), on a connection of its own. One replica at a time (an advisory lock): None when another one
         is at it."""
@@ -543,8 +621,9 @@ AnyPredictionLog = PredictionLog | PostgresPredictionLog
 _DELETE_BATCH = "DELETE FROM predictions WHERE id IN (SELECT id FROM predictions WHERE ts < {mark} LIMIT {n})"
 
 
-def _delete_batches(batch: Callable[[], int], batch_rows: int, pause_s: float,
-                    stop: threading.Event | None) -> int:
+def _delete_batches(
+    batch: Callable[[], int], batch_rows: int, pause_s: float, stop: threading.Event | None
+) -> int:
     deleted = 0
     while stop is None or not stop.is_set():
         done = batch()
@@ -556,9 +635,15 @@ def _delete_batches(batch: Callable[[], int], batch_rows: int, pause_s: float,
     return deleted
 
 
-def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL", read_only: bool = False,
-                        timeout_s: float | None = None, connect_timeout_s: int = 5,
-                        fail_fast_s: float = 0.0) -> AnyPredictionLog:
+def open_prediction_log(
+    settings: Settings,
+    *,
+    synchronous: str = "NORMAL",
+    read_only: bool = False,
+    timeout_s: float | None = None,
+    connect_timeout_s: int = 5,
+    fail_fast_s: float = 0.0,
+) -> AnyPredictionLog:
     """The log ``settings`` name: ``LOOPLINE_PREDICTION_LOG_URL`` (``postgresql://...`` or
     ``sqlite:///path``), else SQLite in the state dir. ``read_only`` readers create nothing.
     ``timeout_s`` (serving's writer, from ``log.db_timeout_s``): how long a write may wait on the database
@@ -566,16 +651,28 @@ def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL", read
     url = settings.prediction_log_url
     sqlite_timeouts = {"timeout_s": 30.0 if timeout_s is None else timeout_s, "fail_fast_s": fail_fast_s}
     if not url:
-        return PredictionLog(settings.state.prediction_log, synchronous=synchronous, read_only=read_only,
-                             **sqlite_timeouts)
+        return PredictionLog(
+            settings.state.prediction_log, synchronous=synchronous, read_only=read_only, **sqlite_timeouts
+        )
     if url.startswith("sqlite:///"):
-        return PredictionLog(Path(url.removeprefix("sqlite:///")), synchronous=synchronous, read_only=read_only,
-                             **sqlite_timeouts)
+        return PredictionLog(
+            Path(url.removeprefix("sqlite:///")),
+            synchronous=synchronous,
+            read_only=read_only,
+            **sqlite_timeouts,
+        )
     if is_postgres_url(url):
-        return PostgresPredictionLog(url, read_only=read_only, connect_timeout_s=connect_timeout_s,
-                                     timeout_s=timeout_s, fail_fast_s=fail_fast_s)
-    raise ValueError(f"LOOPLINE_PREDICTION_LOG_URL={_redacted(url)!r} is neither postgresql://user:password@host/db "
-                     "nor sqlite:///path")
+        return PostgresPredictionLog(
+            url,
+            read_only=read_only,
+            connect_timeout_s=connect_timeout_s,
+            timeout_s=timeout_s,
+            fail_fast_s=fail_fast_s,
+        )
+    raise ValueError(
+        f"LOOPLINE_PREDICTION_LOG_URL={_redacted(url)!r} is neither postgresql://user:password@host/db "
+        "nor sqlite:///path"
+    )
 
 
 # --- the served transactions as feature events (fresh features, see loopline.features.fresh) ---------
@@ -586,7 +683,9 @@ def open_prediction_log(settings: Settings, *, synchronous: str = "NORMAL", read
 PROBE_ID_PREFIX = "gate_probe_"
 
 
-def _events(rows: Iterable[tuple[int, str, str]], known: Callable[[str], bool] | None = None) -> list[StreamEvent]:
+def _events(
+    rows: Iterable[tuple[int, str, str]], known: Callable[[str], bool] | None = None
+) -> list[StreamEvent]:
     from loopline.features.streaming import event_from_transaction
 
     events = []
@@ -695,15 +794,24 @@ def retention_needs(settings: Settings, now: float, label_delay_days: float) -> 
     from loopline.lineage import history
 
     try:
-        events = history.read(settings, kinds={"canary_started", "promoted", "rolled_back", "drift_checked"},
-                              limit=200)
+        events = history.read(
+            settings, kinds={"canary_started", "promoted", "rolled_back", "drift_checked"}, limit=200
+        )
     except Exception as exc:
         raise RetentionBlocked(f"the history (running canaries) cannot be read: {exc}") from exc
     started = next((e for e in reversed(events) if e.kind == "canary_started"), None)
-    if started is not None and not any(e.kind in ("promoted", "rolled_back") and e.version == started.version
-                                       and (e.id or 0) > (started.id or 0) for e in events):
-        needs.append(Need(f"canary of version {started.version}",
-                          datetime.fromisoformat(started.at).timestamp() - CANARY_MARGIN_S))
+    if started is not None and not any(
+        e.kind in ("promoted", "rolled_back")
+        and e.version == started.version
+        and (e.id or 0) > (started.id or 0)
+        for e in events
+    ):
+        needs.append(
+            Need(
+                f"canary of version {started.version}",
+                datetime.fromisoformat(started.at).timestamp() - CANARY_MARGIN_S,
+            )
+        )
     checked = next((e for e in reversed(events) if e.kind == "drift_checked"), None)
     window = (checked.details.get("concept_window") or [None])[0] if checked is not None else None
     if window:
@@ -739,9 +847,14 @@ class Retention:
     writer's lock (503s); it runs wherever serving runs, Airflow up or not. With Postgres the replicas take
     turns (an advisory lock). ``observer(run)`` gets every run (metrics); each is logged."""
 
-    def __init__(self, prediction_log: AnyPredictionLog, settings: Settings, config: RetentionConfig,
-                 observer: Callable[[RetentionRun], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        prediction_log: AnyPredictionLog,
+        settings: Settings,
+        config: RetentionConfig,
+        observer: Callable[[RetentionRun], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.log = prediction_log
         self.settings = settings
         self.config = config
@@ -761,7 +874,8 @@ class Retention:
             run = RetentionRun("failed", reason=f"{type(exc).__name__}: {exc}")
         run = RetentionRun(**{**run.__dict__, "seconds": time.monotonic() - started})
         (log.warning if run.outcome in ("skipped", "failed") else log.info)(
-            "prediction-log retention %s", run.describe())
+            "prediction-log retention %s", run.describe()
+        )
         if self.observer is not None:
             self.observer(run)
         return run
@@ -781,13 +895,20 @@ class Retention:
             cutoff, kept_for = oldest_need.since, oldest_need.what
         oldest = self.log.oldest_ts()
         if oldest is None or oldest >= cutoff:
-            return RetentionRun("nothing_to_delete", cutoff=cutoff, floor=oldest_need.since, kept_for=kept_for)
+            return RetentionRun(
+                "nothing_to_delete", cutoff=cutoff, floor=oldest_need.since, kept_for=kept_for
+            )
         deleted = self.log.delete_before(cutoff, config.batch_rows, config.pause_s, self._stop)
         if deleted is None:
-            return RetentionRun("skipped", cutoff=cutoff, floor=oldest_need.since,
-                                reason="another replica is deleting old rows right now")
-        return RetentionRun("deleted" if deleted else "nothing_to_delete", deleted, cutoff, oldest_need.since,
-                            kept_for)
+            return RetentionRun(
+                "skipped",
+                cutoff=cutoff,
+                floor=oldest_need.since,
+                reason="another replica is deleting old rows right now",
+            )
+        return RetentionRun(
+            "deleted" if deleted else "nothing_to_delete", deleted, cutoff, oldest_need.since, kept_for
+        )
 
     def start(self) -> Retention:
         # What retention_needs imports, imported now: the first run would otherwise import it on its thread

@@ -42,8 +42,13 @@ class Scored:
     features: dict[str, Any]
 
     def response(self, model_version: str, variant: str) -> dict[str, Any]:
-        return {"transaction_id": self.transaction_id, "score": self.score, "decision": self.decision,
-                "model_version": model_version, "variant": variant}
+        return {
+            "transaction_id": self.transaction_id,
+            "score": self.score,
+            "decision": self.decision,
+            "model_version": model_version,
+            "variant": variant,
+        }
 
 
 def _as_float(value: Any) -> float:
@@ -69,7 +74,9 @@ def _as_str(value: Any) -> str | None:
     return str(value)
 
 
-def model_columns(rows: list[dict[str, Any]], categorical: list[str], numeric: list[str]) -> dict[str, np.ndarray]:
+def model_columns(
+    rows: list[dict[str, Any]], categorical: list[str], numeric: list[str]
+) -> dict[str, np.ndarray]:
     """The columns of ``pyfunc.as_model_input(pd.DataFrame(rows), ...)`` built from Python values: an object
     array of str/None per categorical, a float64 array per numeric (a test pins ``model_frame`` of these to
     identical output)."""
@@ -82,7 +89,10 @@ def model_columns(rows: list[dict[str, Any]], categorical: list[str], numeric: l
         data[column] = values
     # One list of floats per row and one conversion for all of them (a generator per column cost ~3x more):
     # ints and floats, nearly every cell, skip ``_as_float``'s checks.
-    table = [[float(v) if type(v) in _PLAIN_NUMBERS else _as_float(v) for v in map(row.get, numeric)] for row in rows]
+    table = [
+        [float(v) if type(v) in _PLAIN_NUMBERS else _as_float(v) for v in map(row.get, numeric)]
+        for row in rows
+    ]
     by_column = np.array(table, dtype="float64").reshape(len(rows), len(numeric)).T.copy()
     for j, column in enumerate(numeric):
         data[column] = by_column[j]
@@ -106,7 +116,9 @@ def _signature_columns(model: Any) -> tuple[list[str], list[str]]:
     """(categorical, numeric) inputs from the logged signature: strings and doubles."""
     schema = model.metadata.get_input_schema()
     if schema is None:
-        raise ModelLoadError("the model has no input signature: log it with loopline.training (signature_for)")
+        raise ModelLoadError(
+            "the model has no input signature: log it with loopline.training (signature_for)"
+        )
     categorical, numeric = [], []
     for spec in schema.inputs:
         kind = getattr(spec.type, "name", str(spec.type))
@@ -142,16 +154,35 @@ def _scorer(model: Any) -> Callable[[dict[str, np.ndarray]], Any]:
 def warmup_transactions(n: int) -> list[dict[str, Any]]:
     """Synthetic transactions of unknown entities: they exercise the whole path without touching state."""
     now = datetime.now(UTC).isoformat()
-    return [{"transaction_id": f"warmup_{i}", "event_timestamp": now, "customer_id": f"__warmup_c{i}",
-             "merchant_id": "__warmup_m", "device_id": "__warmup_d", "channel": "online", "amount": 10.0 + i,
-             "merchant_category": "grocery", "merchant_country": "DE"} for i in range(n)]
+    return [
+        {
+            "transaction_id": f"warmup_{i}",
+            "event_timestamp": now,
+            "customer_id": f"__warmup_c{i}",
+            "merchant_id": "__warmup_m",
+            "device_id": "__warmup_d",
+            "channel": "online",
+            "amount": 10.0 + i,
+            "merchant_category": "grocery",
+            "merchant_country": "DE",
+        }
+        for i in range(n)
+    ]
 
 
 class Predictor:
     """A loaded, warmed model version. Thread-safe for one caller at a time per predictor."""
 
-    def __init__(self, model: Any, *, model_uri: str, version: str, variant: str, features: OnlineFeatures,
-                 threshold: float) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        model_uri: str,
+        version: str,
+        variant: str,
+        features: OnlineFeatures,
+        threshold: float,
+    ) -> None:
         self.model = model
         self.model_uri = model_uri
         self.version = str(version)
@@ -164,9 +195,17 @@ class Predictor:
         self.load_seconds = 0.0
 
     @classmethod
-    def load(cls, model_uri: str, *, version: str, variant: str, settings: Settings,
-             features: OnlineFeatures | None = None, threshold: float | None = None,
-             warmup_rounds: int | None = None) -> Predictor:
+    def load(
+        cls,
+        model_uri: str,
+        *,
+        version: str,
+        variant: str,
+        settings: Settings,
+        features: OnlineFeatures | None = None,
+        threshold: float | None = None,
+        warmup_rounds: int | None = None,
+    ) -> Predictor:
         """Load ``model_uri`` (``models:/fraud_detector/3``, ``runs:/...``, a path) from the settings'
         MLflow, open the online store (unless ``features`` is shared), and warm it up."""
         import mlflow
@@ -186,8 +225,14 @@ class Predictor:
 
             features = OnlineFeatures(settings)
         threshold = config.decision_threshold if threshold is None else threshold
-        predictor = cls(model, model_uri=model_uri, version=version, variant=variant, features=features,
-                        threshold=threshold)
+        predictor = cls(
+            model,
+            model_uri=model_uri,
+            version=version,
+            variant=variant,
+            features=features,
+            threshold=threshold,
+        )
         predictor.warm(warmup_rounds or config.warmup.rounds, batch=config.batching.max_rows)
         predictor.load_seconds = time.monotonic() - started
         return predictor
@@ -216,14 +261,20 @@ class Predictor:
         if not transactions:
             return []
         looked_up = self.features.lookup(transactions, fresh)
-        rows = [{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **feats}
-                for tx, feats in zip(transactions, looked_up, strict=True)]
-        scores = np.asarray(self._predict(model_columns(rows, self.categorical, self.numeric)), dtype="float64")
+        rows = [
+            {**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **feats}
+            for tx, feats in zip(transactions, looked_up, strict=True)
+        ]
+        scores = np.asarray(
+            self._predict(model_columns(rows, self.categorical, self.numeric)), dtype="float64"
+        )
         if len(scores) != len(transactions):
             raise RuntimeError(f"the model returned {len(scores)} scores for {len(transactions)} rows")
         threshold = self.threshold
-        return [Scored(str(tx["transaction_id"]), float(s), bool(s >= threshold), feats)
-                for tx, s, feats in zip(transactions, scores.tolist(), looked_up, strict=True)]
+        return [
+            Scored(str(tx["transaction_id"]), float(s), bool(s >= threshold), feats)
+            for tx, s, feats in zip(transactions, scores.tolist(), looked_up, strict=True)
+        ]
 
     def predict(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``{"transaction_id", "score", "decision", "model_version", "variant"}`` per transaction."""

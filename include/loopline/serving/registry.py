@@ -72,8 +72,14 @@ class _Background:
 class FixedModel(_Background):
     """Serve exactly one model URI as the champion (no registry aliases read or written)."""
 
-    def __init__(self, engine: Engine, model_uri: str, settings: Settings, config: ServingConfig,
-                 loader: Loader | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        model_uri: str,
+        settings: Settings,
+        config: ServingConfig,
+        loader: Loader | None = None,
+    ) -> None:
         super().__init__(engine, config.registry.poll_interval_s)
         self.model_uri = model_uri
         self.settings = settings
@@ -95,16 +101,29 @@ class FixedModel(_Background):
 
 def default_loader(settings: Settings, config: ServingConfig) -> Loader:
     def load(model_uri: str, version: str, variant: str) -> Predictor:
-        return Predictor.load(model_uri, version=version, variant=variant, settings=settings,
-                              threshold=config.decision_threshold, warmup_rounds=config.warmup.rounds)
+        return Predictor.load(
+            model_uri,
+            version=version,
+            variant=variant,
+            settings=settings,
+            threshold=config.decision_threshold,
+            warmup_rounds=config.warmup.rounds,
+        )
+
     return load
 
 
 class RegistryReconciler(_Background):
     """Poll the registry; load, warm and switch to what its aliases and tags say."""
 
-    def __init__(self, engine: Engine, settings: Settings, config: ServingConfig, loader: Loader | None = None,
-                 client: Any = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        config: ServingConfig,
+        loader: Loader | None = None,
+        client: Any = None,
+    ) -> None:
         super().__init__(engine, config.registry.poll_interval_s)
         self.settings = settings
         self.config = config
@@ -158,22 +177,31 @@ class RegistryReconciler(_Background):
         problems = list(desired.problems)
         champion = current.champion
         if desired.champion is None:
-            problems.append(f"registered model {self.config.registry.model_name!r} has no "
-                            f"@{self.config.registry.champion_alias} alias")
+            problems.append(
+                f"registered model {self.config.registry.model_name!r} has no "
+                f"@{self.config.registry.champion_alias} alias"
+            )
         elif champion is None or champion.version != desired.champion:
             champion = self._predictor(desired.champion, CHAMPION, current) or champion
             if champion is None or champion.version != desired.champion:
-                problems.append(f"champion version {desired.champion} failed to load: "
-                                f"{self._failed.get(desired.champion, '')}")
+                problems.append(
+                    f"champion version {desired.champion} failed to load: "
+                    f"{self._failed.get(desired.champion, '')}"
+                )
         challenger = None
         if desired.challenger is not None and champion is not None:
             challenger = self._predictor(desired.challenger, CHALLENGER, current)
             if challenger is None:
-                problems.append(f"challenger version {desired.challenger} failed to load "
-                                f"(all traffic stays on the champion): {self._failed.get(desired.challenger, '')}")
-        deployment = Deployment(champion=champion, challenger=challenger,
-                                challenger_share=desired.challenger_share if challenger else 0.0,
-                                shadow=desired.shadow and challenger is not None)
+                problems.append(
+                    f"challenger version {desired.challenger} failed to load "
+                    f"(all traffic stays on the champion): {self._failed.get(desired.challenger, '')}"
+                )
+        deployment = Deployment(
+            champion=champion,
+            challenger=challenger,
+            challenger_share=desired.challenger_share if challenger else 0.0,
+            shadow=desired.shadow and challenger is not None,
+        )
         self.last_error = "; ".join(problems) or None
         if deployment.key() != current.key():
             self.engine.swap(deployment)

@@ -20,8 +20,16 @@ from typing import Any
 
 from loopline.config import Settings
 
-REQUEST_FIELDS = ("transaction_id", "customer_id", "merchant_id", "device_id", "channel", "amount",
-                  "merchant_category", "merchant_country")
+REQUEST_FIELDS = (
+    "transaction_id",
+    "customer_id",
+    "merchant_id",
+    "device_id",
+    "channel",
+    "amount",
+    "merchant_category",
+    "merchant_country",
+)
 
 
 class NoTransactions(RuntimeError):
@@ -51,10 +59,12 @@ class TrafficReport:
 
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
         variants = ", ".join(f"{k}: {v}" for k, v in sorted(self.variants.items())) or "none"
-        return (f"{self.sent} requests to {self.url} in {self.duration_s:.1f} s "
-                f"(target {self.target_rps:g}/s, achieved {self.achieved_rps:.1f}/s); "
-                f"ok {self.ok}; latency p50 {ms(self.p50_ms)} ms, p95 {ms(self.p95_ms)} ms, p99 {ms(self.p99_ms)} ms; "
-                f"errors {errors}; variants {variants}")
+        return (
+            f"{self.sent} requests to {self.url} in {self.duration_s:.1f} s "
+            f"(target {self.target_rps:g}/s, achieved {self.achieved_rps:.1f}/s); "
+            f"ok {self.ok}; latency p50 {ms(self.p50_ms)} ms, p95 {ms(self.p95_ms)} ms, p99 {ms(self.p99_ms)} ms; "
+            f"errors {errors}; variants {variants}"
+        )
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -66,15 +76,26 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def summarise(url: str, target_rps: float, duration_s: float, outcomes: list[tuple[str, float, list[str]]]) -> TrafficReport:
+def summarise(
+    url: str, target_rps: float, duration_s: float, outcomes: list[tuple[str, float, list[str]]]
+) -> TrafficReport:
     """From (status or error kind, latency seconds, ["variant:version", ...]) per request."""
     ok = [latency * 1000 for status, latency, _ in outcomes if status == "200"]
     errors = Counter(status for status, _, _ in outcomes if status != "200")
     variants = Counter(v for status, _, seen in outcomes if status == "200" for v in seen)
-    return TrafficReport(url=url, target_rps=target_rps, duration_s=duration_s, sent=len(outcomes), ok=len(ok),
-                         achieved_rps=len(outcomes) / duration_s if duration_s > 0 else 0.0,
-                         p50_ms=percentile(ok, 50), p95_ms=percentile(ok, 95), p99_ms=percentile(ok, 99),
-                         errors=dict(errors), variants=dict(variants))
+    return TrafficReport(
+        url=url,
+        target_rps=target_rps,
+        duration_s=duration_s,
+        sent=len(outcomes),
+        ok=len(ok),
+        achieved_rps=len(outcomes) / duration_s if duration_s > 0 else 0.0,
+        p50_ms=percentile(ok, 50),
+        p95_ms=percentile(ok, 95),
+        p99_ms=percentile(ok, 99),
+        errors=dict(errors),
+        variants=dict(variants),
+    )
 
 
 def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, Any]]:
@@ -86,8 +107,10 @@ def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, A
 
     files = visible_partition_files(settings.state.curated / "transactions")
     if not files:
-        raise NoTransactions(f"no curated transactions under {settings.state.curated / 'transactions'}: "
-                             "simulate and ingest data first (`loopline simulate`, or `loopline demo`)")
+        raise NoTransactions(
+            f"no curated transactions under {settings.state.curated / 'transactions'}: "
+            "simulate and ingest data first (`loopline simulate`, or `loopline demo`)"
+        )
     frames, rows = [], 0
     for path in reversed(files):  # newest days first; stop once there are enough
         frame = read_parquet(path, columns=[*REQUEST_FIELDS, "event_timestamp"])  # local or object storage
@@ -96,13 +119,23 @@ def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, A
         if rows >= limit:
             break
     frame = pd.concat(frames, ignore_index=True).sort_values("event_timestamp").tail(limit)
-    return [{k: (float(r[k]) if k == "amount" else str(r[k])) for k in REQUEST_FIELDS}
-            for r in frame.to_dict("records")]
+    return [
+        {k: (float(r[k]) if k == "amount" else str(r[k])) for k in REQUEST_FIELDS}
+        for r in frame.to_dict("records")
+    ]
 
 
-async def replay(url: str, transactions: list[dict[str, Any]], rps: float, duration_s: float, *,
-                 batch: int = 1, timeout_s: float = 10.0, max_in_flight: int = 1000,
-                 headers: dict[str, str] | None = None) -> TrafficReport:
+async def replay(
+    url: str,
+    transactions: list[dict[str, Any]],
+    rps: float,
+    duration_s: float,
+    *,
+    batch: int = 1,
+    timeout_s: float = 10.0,
+    max_in_flight: int = 1000,
+    headers: dict[str, str] | None = None,
+) -> TrafficReport:
     """Send ``rps`` requests per second for ``duration_s`` seconds, open loop; each carries ``batch``
     transactions (cycling through ``transactions``). ``headers`` (default: the API key of
     ``LOOPLINE_SERVING_API_KEY`` when it is set) go with every request."""
@@ -121,10 +154,15 @@ async def replay(url: str, transactions: list[dict[str, Any]], rps: float, durat
 
     headers = client_headers() if headers is None else headers
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits, headers=headers) as client:
+
         async def one(i: int) -> None:
             now = datetime.now(UTC).isoformat()
-            body = {"transactions": [{**transactions[(i * batch + j) % len(transactions)], "event_timestamp": now}
-                                     for j in range(batch)]}
+            body = {
+                "transactions": [
+                    {**transactions[(i * batch + j) % len(transactions)], "event_timestamp": now}
+                    for j in range(batch)
+                ]
+            }
             started = time.perf_counter()
             try:
                 response = await client.post(predict, json=body)
@@ -149,7 +187,10 @@ async def replay(url: str, transactions: list[dict[str, Any]], rps: float, durat
     return summarise(url, rps, elapsed, outcomes)
 
 
-def run_traffic(settings: Settings, rps: float, duration_s: float, url: str | None = None, batch: int = 1) -> TrafficReport:
+def run_traffic(
+    settings: Settings, rps: float, duration_s: float, url: str | None = None, batch: int = 1
+) -> TrafficReport:
     """Replay the newest curated transactions against ``url`` (default: the settings' serving URL)."""
-    return asyncio.run(replay(url or settings.serving_base_url, load_transactions(settings), rps, duration_s,
-                              batch=batch))
+    return asyncio.run(
+        replay(url or settings.serving_base_url, load_transactions(settings), rps, duration_s, batch=batch)
+    )

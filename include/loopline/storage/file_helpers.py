@@ -12,7 +12,9 @@ from pathlib import Path
 def sha256_file(path: Path) -> str:
     """The SHA-256 of a file's bytes, read in 1 MiB chunks (batches and training sets can be large)."""
     digest = hashlib.sha256()
-    with (Path(path) if isinstance(path, str) else path).open("rb") as handle:  # a Path or an object-store UPath
+    with (Path(path) if isinstance(path, str) else path).open(
+        "rb"
+    ) as handle:  # a Path or an object-store UPath
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

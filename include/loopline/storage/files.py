@@ -84,7 +84,9 @@ class SharedFiles:
         if self.endpoint_url:
             options["endpoint_url"] = self.endpoint_url
         # No instance cache: settings (endpoint, credentials) may differ between two SharedFiles.
-        return fsspec.filesystem("s3", client_kwargs=options, skip_instance_cache=True, use_listings_cache=False)
+        return fsspec.filesystem(
+            "s3", client_kwargs=options, skip_instance_cache=True, use_listings_cache=False
+        )
 
     def uri(self, *parts: str) -> str:
         """The URI of ``parts`` under the root (each part one or more ``/``-separated names)."""
@@ -105,7 +107,9 @@ class SharedFiles:
         if parsed.scheme in ("", "file"):
             return str(self.local_path(uri))
         if parsed.scheme != self.scheme:
-            raise StorageError(f"{uri} is not in this storage ({self.root}): set LOOPLINE_STORAGE_URL to its root")
+            raise StorageError(
+                f"{uri} is not in this storage ({self.root}): set LOOPLINE_STORAGE_URL to its root"
+            )
         return f"{parsed.netloc}{parsed.path}"
 
     # --- writing and reading ------------------------------------------------------------------------
@@ -176,9 +180,11 @@ class SharedFiles:
 
     def remove(self, uri: str) -> None:
         """Remove the file at ``uri``; a missing file is not an error (removal is idempotent)."""
+
         def rm() -> None:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self._fs_path(uri))
+
         self._guarded(uri, rm)
 
     def files_under(self, *parts: str) -> list[str]:
@@ -190,8 +196,11 @@ class SharedFiles:
                 entries = self.fs.ls(self._fs_path(folder), detail=True)
             except FileNotFoundError:
                 return []
-            names = sorted(str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "file")
+            names = sorted(
+                str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "file"
+            )
             return [f"{folder}/{name}" for name in names]
+
         return self._guarded(folder, ls)
 
     def put_dataset(self, local: Path, *parts: str) -> str:
@@ -212,13 +221,16 @@ class SharedFiles:
         except FileNotFoundError as exc:
             raise StorageError(f"{uri}: not found in object storage ({exc})") from None
         except PermissionError as exc:
-            raise StorageError(f"{uri}: access denied ({exc}); check the credentials in AWS_ACCESS_KEY_ID / "
-                               "AWS_SECRET_ACCESS_KEY and the bucket policy") from None
+            raise StorageError(
+                f"{uri}: access denied ({exc}); check the credentials in AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY and the bucket policy"
+            ) from None
         except OSError as exc:
             endpoint = self.endpoint_url or "AWS S3"
-            raise StorageError(f"{uri}: object storage at {endpoint} failed: {exc}; check "
-                               "LOOPLINE_STORAGE_ENDPOINT_URL and that the bucket exists") from None
-
+            raise StorageError(
+                f"{uri}: object storage at {endpoint} failed: {exc}; check "
+                "LOOPLINE_STORAGE_ENDPOINT_URL and that the bucket exists"
+            ) from None
 
 
 def fetch_bytes(uri: str) -> bytes:
@@ -231,7 +243,9 @@ def fetch_bytes(uri: str) -> bytes:
     if scheme in ("", "file"):
         return SharedFiles.of(settings).read_bytes(uri)
     if scheme not in SUPPORTED_SCHEMES:
-        raise StorageError(f"cannot read {uri}: scheme {scheme!r} is not supported (use s3:// or a local path)")
+        raise StorageError(
+            f"cannot read {uri}: scheme {scheme!r} is not supported (use s3:// or a local path)"
+        )
     endpoint = settings.storage_endpoint_url
     return SharedFiles(f"{scheme}://{urlparse(uri).netloc}", endpoint).read_bytes(uri)
 
@@ -363,4 +377,5 @@ def check_local_read(path: Path) -> None:
         raise StorageError(
             f"{path} is on a local disk outside this task's own folder {own}: another task wrote it, and where "
             "tasks share no disk this task cannot see it. Hand over a URI in shared storage instead "
-            "(LOOPLINE_STORAGE_URL; loopline.storage.files.SharedFiles)")
+            "(LOOPLINE_STORAGE_URL; loopline.storage.files.SharedFiles)"
+        )

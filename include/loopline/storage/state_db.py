@@ -55,7 +55,9 @@ def connect_postgres(url: str, application: str, setting: str = "LOOPLINE_STATE_
     try:
         return psycopg.connect(postgres_conninfo(url), connect_timeout=5, application_name=application)
     except psycopg.OperationalError as exc:
-        raise ConnectionError(f"cannot reach the database at {setting}={_redacted(url)}: {str(exc).strip()}") from None
+        raise ConnectionError(
+            f"cannot reach the database at {setting}={_redacted(url)}: {str(exc).strip()}"
+        ) from None
 
 
 def lock_key(name: str) -> int:
@@ -155,8 +157,10 @@ def shared_lock(settings: Settings, name: str, local_file: Path) -> Iterator[Non
         conn.close()
 
 
-_WATERMARK_SCHEMA = ["CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value_json TEXT NOT NULL, "
-                     "updated_at TEXT NOT NULL)"]
+_WATERMARK_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value_json TEXT NOT NULL, "
+    "updated_at TEXT NOT NULL)"
+]
 
 
 def read_watermark(settings: Settings, name: str, local_file: Path) -> dict[str, Any]:
@@ -181,8 +185,10 @@ def write_watermark(settings: Settings, name: str, value: dict[str, Any], local_
     db = StateDB(settings.state_db_url, "watermarks", _WATERMARK_SCHEMA, "loopline-watermark")
     with db.connection() as (conn, dialect):
         conn.execute(
-            dialect.sql("INSERT INTO watermarks (name, value_json, updated_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT (name) DO UPDATE SET value_json = excluded.value_json, "
-                        "updated_at = excluded.updated_at"),
+            dialect.sql(
+                "INSERT INTO watermarks (name, value_json, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value_json = excluded.value_json, "
+                "updated_at = excluded.updated_at"
+            ),
             [name, text, datetime.now(UTC).isoformat()],
         )

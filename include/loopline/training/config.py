@@ -57,7 +57,9 @@ class ModelConfig(_Strict):
 
 
 class FeatureConfig(_Strict):
-    categorical: list[str] = Field(default_factory=lambda: ["channel", "merchant_category", "merchant_country"])
+    categorical: list[str] = Field(
+        default_factory=lambda: ["channel", "merchant_category", "merchant_country"]
+    )
     numeric_from_manifest: bool = True
     extra_numeric: list[str] = Field(default_factory=lambda: ["amount"])
     log1p: list[str] = Field(default_factory=lambda: ["amount"])
@@ -81,7 +83,9 @@ class _Range(_Strict):
     def _bounds(self) -> _Range:
         low, high = self.low, self.high
         if low >= high:
-            raise ValueError(f"low ({low}) must be below high ({high}); for a fixed value set the field itself")
+            raise ValueError(
+                f"low ({low}) must be below high ({high}); for a fixed value set the field itself"
+            )
         if self.log and low <= 0:
             raise ValueError(f"a log range needs low > 0 (got {low})")
         if self.log and self.stepped():
@@ -124,8 +128,16 @@ class Choice(_Strict):
 SearchDimension = Annotated[FloatRange | IntRange | Choice, Field(discriminator="type")]
 
 # Fields a search must not change: they define the data, the device or the search itself, not the model.
-NOT_SEARCHABLE = ("version", "seed", "device", "mixed_precision", "features", "validation", "hpo",
-                  "early_stopping.metric")
+NOT_SEARCHABLE = (
+    "version",
+    "seed",
+    "device",
+    "mixed_precision",
+    "features",
+    "validation",
+    "hpo",
+    "early_stopping.metric",
+)
 
 
 class HpoConfig(_Strict):
@@ -170,8 +182,10 @@ class TrainingConfig(_Strict):
 def _check_search_key(config: TrainingConfig, key: str, dimension: FloatRange | IntRange | Choice) -> None:
     """Every value the search can pick must make a valid config: catches unknown keys and bad bounds early."""
     if any(key == blocked or key.startswith(blocked + ".") for blocked in NOT_SEARCHABLE):
-        raise ValueError(f"hpo.search_space.{key}: this field cannot be searched (not searchable: "
-                         f"{', '.join(NOT_SEARCHABLE)})")
+        raise ValueError(
+            f"hpo.search_space.{key}: this field cannot be searched (not searchable: "
+            f"{', '.join(NOT_SEARCHABLE)})"
+        )
     candidates = dimension.choices if isinstance(dimension, Choice) else [dimension.low, dimension.high]
     base = config.model_dump(exclude={"hpo"})
     for value in candidates:
@@ -180,9 +194,14 @@ def _check_search_key(config: TrainingConfig, key: str, dimension: FloatRange | 
             set_dotted(data, key, value)
             TrainingConfig.model_validate(data)
         except (TrainingConfigError, ValidationError) as exc:
-            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) \
-                if isinstance(exc, ValidationError) else str(exc)
-            raise ValueError(f"hpo.search_space.{key}: candidate value {value!r} is not valid: {detail}") from None
+            detail = (
+                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
+            raise ValueError(
+                f"hpo.search_space.{key}: candidate value {value!r} is not valid: {detail}"
+            ) from None
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

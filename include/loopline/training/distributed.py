@@ -49,8 +49,9 @@ def context_from_env(env: Mapping[str, str]) -> DistributedContext:
     except ValueError as exc:
         raise DistributedSetupError(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers: {exc}") from None
     if world < 1 or not 0 <= rank < world or local < 0:
-        raise DistributedSetupError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} "
-                                    f"LOCAL_RANK={local}")
+        raise DistributedSetupError(
+            f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}"
+        )
     return DistributedContext(rank=rank, world_size=world, local_rank=local)
 
 
@@ -73,8 +74,9 @@ def process_group(context: DistributedContext, device_type: str) -> Iterator[Non
         torch.cuda.set_device(context.local_rank)  # NCCL and the object collectives use the current device
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend=backend_for(device_type), rank=context.rank,
-                                world_size=context.world_size)
+        dist.init_process_group(
+            backend=backend_for(device_type), rank=context.rank, world_size=context.world_size
+        )
     try:
         yield
     finally:
@@ -84,7 +86,7 @@ def process_group(context: DistributedContext, device_type: str) -> Iterator[Non
 
 def my_share(batch: Any, context: DistributedContext) -> Any:
     """This rank's rows of a global minibatch (strided, so shares differ by at most one row)."""
-    return batch[context.rank::context.world_size] if context.enabled else batch
+    return batch[context.rank :: context.world_size] if context.enabled else batch
 
 
 def contiguous_share(n: int, context: DistributedContext) -> slice:

@@ -67,8 +67,11 @@ def better(value: float, than: float | None, direction: str) -> bool:
     return value > than if direction == "maximize" else value < than
 
 
-def run_study(config: TrainingConfig, evaluate: Callable[[TrainingConfig, int, dict[str, Any]], float],
-              context: DistributedContext = SINGLE) -> StudySummary:
+def run_study(
+    config: TrainingConfig,
+    evaluate: Callable[[TrainingConfig, int, dict[str, Any]], float],
+    context: DistributedContext = SINGLE,
+) -> StudySummary:
     """``config.hpo.trials`` trials; ``evaluate(trial_config, number, values)`` trains one and scores it.
 
     Deterministic for a seed: the TPE sampler is seeded and every trial trains with the training seed."""
@@ -97,7 +100,16 @@ def run_study(config: TrainingConfig, evaluate: Callable[[TrainingConfig, int, d
         if record.value is not None and better(record.value, best.value if best else None, hpo.direction):
             best = record
     if best is None:
-        raise ValueError(f"hyperparameter search: none of the {hpo.trials} trials produced a finite "
-                         f"{hpo.metric} (does the validation split hold both classes?)")
-    return StudySummary(metric=hpo.metric, direction=hpo.direction, sampler_seed=seed, best_trial=best.number,
-                        best_value=float(best.value), best_params=best.params, trials=records)
+        raise ValueError(
+            f"hyperparameter search: none of the {hpo.trials} trials produced a finite "
+            f"{hpo.metric} (does the validation split hold both classes?)"
+        )
+    return StudySummary(
+        metric=hpo.metric,
+        direction=hpo.direction,
+        sampler_seed=seed,
+        best_trial=best.number,
+        best_value=float(best.value),
+        best_params=best.params,
+        trials=records,
+    )

@@ -25,14 +25,27 @@ class TrainingLaunchFailed(RuntimeError):
 
 
 def trainer_argv(
-    training_set: str, config_path: str, result_json: str, params: dict[str, Any], tracking_uri: str | None = None,
+    training_set: str,
+    config_path: str,
+    result_json: str,
+    params: dict[str, Any],
+    tracking_uri: str | None = None,
     python: str = "python",
 ) -> list[str]:
     """``python -m loopline.training.train ...``: run parameters (``epochs``, ``learning_rate``,
     ``hpo_trials``) become ``--set`` overrides, ``reason`` becomes ``--reason``; unset (None/empty) ones are
     left out so the config file decides."""
-    argv = [python, "-m", TRAINER_MODULE, "--training-set", training_set, "--config", config_path,
-            "--result-json", result_json]
+    argv = [
+        python,
+        "-m",
+        TRAINER_MODULE,
+        "--training-set",
+        training_set,
+        "--config",
+        config_path,
+        "--result-json",
+        result_json,
+    ]
     for param, key in PARAM_TO_CONFIG.items():
         if params.get(param) is not None:
             argv += ["--set", f"{key}={params[param]}"]

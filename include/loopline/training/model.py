@@ -108,7 +108,8 @@ class Preprocessor:
         for j, column in enumerate(self.categorical):
             vocab = self.vocab[column]
             categorical[:, j] = [
-                UNKNOWN_INDEX if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+                UNKNOWN_INDEX
+                if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
                 else vocab.get(str(v), UNKNOWN_INDEX)
                 for v in frame[column].tolist()
             ]
@@ -118,10 +119,18 @@ class Preprocessor:
 class FraudMLP(nn.Module):
     """Embeddings for each categorical, concatenated with the numerics, through an MLP → one logit."""
 
-    def __init__(self, cardinalities: list[int], embedding_dims: list[int], numeric_width: int,
-                 hidden_sizes: list[int], dropout: float) -> None:
+    def __init__(
+        self,
+        cardinalities: list[int],
+        embedding_dims: list[int],
+        numeric_width: int,
+        hidden_sizes: list[int],
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.embeddings = nn.ModuleList(nn.Embedding(n, d) for n, d in zip(cardinalities, embedding_dims, strict=True))
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(n, d) for n, d in zip(cardinalities, embedding_dims, strict=True)
+        )
         layers: list[nn.Module] = []
         width = numeric_width + sum(embedding_dims)
         for size in hidden_sizes:
@@ -145,11 +154,15 @@ class FraudModel:
     _module: FraudMLP | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def create(cls, preprocessor: Preprocessor, embedding_dims: list[int], hidden_sizes: list[int],
-               dropout: float) -> FraudModel:
+    def create(
+        cls, preprocessor: Preprocessor, embedding_dims: list[int], hidden_sizes: list[int], dropout: float
+    ) -> FraudModel:
         architecture = {
-            "cardinalities": preprocessor.cardinalities(), "embedding_dims": list(embedding_dims),
-            "numeric_width": preprocessor.numeric_width, "hidden_sizes": list(hidden_sizes), "dropout": dropout,
+            "cardinalities": preprocessor.cardinalities(),
+            "embedding_dims": list(embedding_dims),
+            "numeric_width": preprocessor.numeric_width,
+            "hidden_sizes": list(hidden_sizes),
+            "dropout": dropout,
         }
         return cls(preprocessor=preprocessor, architecture=architecture)
 
@@ -182,7 +195,9 @@ class FraudModel:
         n = _row_count(frame)
         out = np.empty(n, dtype="float64")
         for start in range(0, n, batch_size):
-            logits = module(torch.from_numpy(numeric[start:start + batch_size]),
-                            torch.from_numpy(categorical[start:start + batch_size]))
-            out[start:start + batch_size] = torch.sigmoid(logits.float()).numpy()
+            logits = module(
+                torch.from_numpy(numeric[start : start + batch_size]),
+                torch.from_numpy(categorical[start : start + batch_size]),
+            )
+            out[start : start + batch_size] = torch.sigmoid(logits.float()).numpy()
         return out

@@ -22,8 +22,9 @@ def as_model_input(frame: pd.DataFrame, categorical: list[str], numeric: list[st
         out[column] = values.where(values.notna(), None).map(lambda v: v if v is None else str(v))
     for column in numeric:
         values = frame[column].astype("object").where(frame[column].notna(), None)
-        out[column] = pd.to_numeric(values.map(lambda v: float(v) if isinstance(v, bool) else v),
-                                    errors="coerce").astype("float64")
+        out[column] = pd.to_numeric(
+            values.map(lambda v: float(v) if isinstance(v, bool) else v), errors="coerce"
+        ).astype("float64")
     return out
 
 
@@ -59,7 +60,9 @@ class FraudDetectorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.model = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         scores = self.model.predict_proba(frame)
         return pd.DataFrame({"score": scores}, index=frame.index)

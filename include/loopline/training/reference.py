@@ -23,16 +23,24 @@ LABEL = "is_fraud"
 SPLIT = "reference_split"
 
 
-def build_reference(model: Any, train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str],
-                    numeric: list[str], rows: int = REFERENCE_ROWS, seed: int = 0) -> pd.DataFrame:
+def build_reference(
+    model: Any,
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    rows: int = REFERENCE_ROWS,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Up to ``rows`` rows of the whole training window (training and validation rows alike): a systematic
     sample in time order (every n-th transaction from a random start), so every day, hour and weekday of
     the window keeps its share. The model inputs in the signature's types plus ``score``, ``is_fraud``,
     ``reference_split`` and ``event_timestamp``. ``model`` is a ``FraudModel`` (``predict_proba`` on raw rows)."""
     from loopline.training.pyfunc import as_model_input
 
-    both = pd.concat([train_rows.assign(**{SPLIT: "train"}), val_rows.assign(**{SPLIT: "validation"})],
-                     ignore_index=True)
+    both = pd.concat(
+        [train_rows.assign(**{SPLIT: "train"}), val_rows.assign(**{SPLIT: "validation"})], ignore_index=True
+    )
     if "event_timestamp" in both:
         both = both.sort_values("event_timestamp", kind="stable", ignore_index=True)
     if len(both) > rows:
@@ -51,8 +59,14 @@ def log_reference(frame: pd.DataFrame, categorical: list[str], numeric: list[str
     """Log the sample and its column kinds to the active MLflow run."""
     import mlflow
 
-    meta = {"categorical": categorical, "numeric": numeric, "rows": len(frame), "score": SCORE, "label": LABEL,
-            "validation_rows": int((frame[SPLIT] == "validation").sum())}
+    meta = {
+        "categorical": categorical,
+        "numeric": numeric,
+        "rows": len(frame),
+        "score": SCORE,
+        "label": LABEL,
+        "validation_rows": int((frame[SPLIT] == "validation").sum()),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / REFERENCE_FILE
         frame.to_parquet(path, index=False)

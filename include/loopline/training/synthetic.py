@@ -21,8 +21,9 @@ def extra_feature_names(count: int) -> list[str]:
     return [f"noise_feature_{i:02d}" for i in range(count)]
 
 
-def synthetic_training_set(n: int = 3000, seed: int = 0, labelled: bool = True, fraud: bool = True,
-                           extra_features: int = 0) -> pd.DataFrame:
+def synthetic_training_set(
+    n: int = 3000, seed: int = 0, labelled: bool = True, fraud: bool = True, extra_features: int = 0
+) -> pd.DataFrame:
     """``n`` transactions over ten days with ids, group columns, labels and ``FEATURES``.
 
     ``extra_features`` adds that many standard-normal columns (no signal) so a benchmark can train at
@@ -38,26 +39,41 @@ def synthetic_training_set(n: int = 3000, seed: int = 0, labelled: bool = True, 
     new_device = rng.random(n) < 0.05
     count_24h = rng.poisson(2, n)
     zscore = rng.normal(0, 1, n)
-    logit = (-5.0 + 1.6 * (channel == "online") + 1.5 * new_device + 1.2 * (country != "DE")
-             + 0.6 * np.log1p(amount) - 1.0 + 0.8 * zscore + 1.0 * np.isin(category, ["electronics", "travel"]))
+    logit = (
+        -5.0
+        + 1.6 * (channel == "online")
+        + 1.5 * new_device
+        + 1.2 * (country != "DE")
+        + 0.6 * np.log1p(amount)
+        - 1.0
+        + 0.8 * zscore
+        + 1.0 * np.isin(category, ["electronics", "travel"])
+    )
     is_fraud = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
     if not fraud:
         is_fraud[:] = 0
     zscore[rng.random(n) < 0.1] = np.nan  # missing features happen (first transaction of a customer)
-    frame = pd.DataFrame({
-        "transaction_id": [f"tx{i:06d}" for i in range(n)],
-        "event_timestamp": stamps.astype("datetime64[us, UTC]"),
-        "customer_id": [f"c{v}" for v in rng.integers(0, 300, n)],
-        "merchant_id": [f"m{v}" for v in rng.integers(0, 80, n)],
-        "device_id": [f"d{v}" for v in rng.integers(0, 400, n)],
-        "channel": channel, "amount": amount, "merchant_category": category, "merchant_country": country,
-        "customer_age_band": rng.choice(["18-25", "26-40", "41-60", "60+"], n),
-        "customer_region": rng.choice(["north", "south", "east", "west"], n),
-        "is_fraud": pd.array(is_fraud, dtype="Int64"),
-        "label_timestamp": (stamps + pd.Timedelta(days=3)).astype("datetime64[us, UTC]"),
-        "customer_txn_count_24h": count_24h.astype("int64"), "amount_zscore": zscore,
-        "new_device": new_device, "seconds_since_last_txn": rng.exponential(3600, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "transaction_id": [f"tx{i:06d}" for i in range(n)],
+            "event_timestamp": stamps.astype("datetime64[us, UTC]"),
+            "customer_id": [f"c{v}" for v in rng.integers(0, 300, n)],
+            "merchant_id": [f"m{v}" for v in rng.integers(0, 80, n)],
+            "device_id": [f"d{v}" for v in rng.integers(0, 400, n)],
+            "channel": channel,
+            "amount": amount,
+            "merchant_category": category,
+            "merchant_country": country,
+            "customer_age_band": rng.choice(["18-25", "26-40", "41-60", "60+"], n),
+            "customer_region": rng.choice(["north", "south", "east", "west"], n),
+            "is_fraud": pd.array(is_fraud, dtype="Int64"),
+            "label_timestamp": (stamps + pd.Timedelta(days=3)).astype("datetime64[us, UTC]"),
+            "customer_txn_count_24h": count_24h.astype("int64"),
+            "amount_zscore": zscore,
+            "new_device": new_device,
+            "seconds_since_last_txn": rng.exponential(3600, n),
+        }
+    )
     for name in extra_feature_names(extra_features):
         frame[name] = rng.normal(0, 1, n)
     if not labelled:
@@ -79,9 +95,15 @@ def write_training_set(frame: pd.DataFrame, out: Path, features: list[str] | Non
     labelled = int(frame["is_fraud"].notna().sum())
     fraud = int(frame["is_fraud"].fillna(0).sum())
     manifest = {
-        "path": str(out), "content_hash": sha256_file(out), "rows": len(frame),
-        "labelled_rows": labelled, "fraud_rows": fraud, "label_rate": fraud / labelled if labelled else None,
-        "feature_service": "fraud_detection_v1", "feature_service_version": "1", "features": list(features),
+        "path": str(out),
+        "content_hash": sha256_file(out),
+        "rows": len(frame),
+        "labelled_rows": labelled,
+        "fraud_rows": fraud,
+        "label_rate": fraud / labelled if labelled else None,
+        "feature_service": "fraud_detection_v1",
+        "feature_service_version": "1",
+        "features": list(features),
         "columns": list(frame.columns),
     }
     out.with_name(out.name + ".manifest.json").write_text(json.dumps(manifest))

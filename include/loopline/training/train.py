@@ -105,8 +105,10 @@ def read_training_set(uri: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise TrainingError(f"training set not found: {path}")
     manifest_path = path.with_name(path.name + ".manifest.json")
     if not manifest_path.exists():
-        raise TrainingError(f"training set manifest not found: {manifest_path} (build it with "
-                            "`loopline features training-set`)")
+        raise TrainingError(
+            f"training set manifest not found: {manifest_path} (build it with "
+            "`loopline features training-set`)"
+        )
     manifest = json.loads(manifest_path.read_text())
     _check_hash(path, manifest, sha256_file(path))
     return pd.read_parquet(path), manifest
@@ -114,8 +116,10 @@ def read_training_set(uri: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 def _check_hash(where: Any, manifest: dict[str, Any], actual: str) -> None:
     if manifest.get("content_hash") and manifest["content_hash"] != actual:
-        raise TrainingError(f"{where} changed since its manifest was written: content hash {actual} "
-                            f"!= manifest {manifest['content_hash']}")
+        raise TrainingError(
+            f"{where} changed since its manifest was written: content hash {actual} "
+            f"!= manifest {manifest['content_hash']}"
+        )
     manifest["content_hash"] = actual
 
 
@@ -128,8 +132,10 @@ def _read_remote(uri: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         except StorageError as exc:
             raise TrainingError(f"training set unreadable: {exc}") from None
         except (ImportError, ValueError) as exc:  # unknown protocol, or its filesystem package missing
-            raise TrainingError(f"cannot read {url}: {exc} (install the fsspec filesystem for this scheme "
-                                "in the trainer image, e.g. s3fs for s3://)") from None
+            raise TrainingError(
+                f"cannot read {url}: {exc} (install the fsspec filesystem for this scheme "
+                "in the trainer image, e.g. s3fs for s3://)"
+            ) from None
 
     manifest = json.loads(fetch(uri + ".manifest.json"))
     # Download once, hash and parse the same bytes: the hash describes exactly what was trained on.
@@ -157,18 +163,24 @@ def labelled_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, 
         raise TrainingError(f"the training set has no {LABEL!r} column")
     labelled = frame[frame[LABEL].notna()].copy()
     if labelled.empty:
-        raise TrainingError(f"the training set has no labelled rows ({len(frame)} rows, all without a label): "
-                            "wait for labels to arrive or move labels_as_of later")
+        raise TrainingError(
+            f"the training set has no labelled rows ({len(frame)} rows, all without a label): "
+            "wait for labels to arrive or move labels_as_of later"
+        )
     labelled[LABEL] = labelled[LABEL].astype("int64")
     if int(labelled[LABEL].sum()) == 0:
-        raise TrainingError(f"the training set has no fraud rows among its {len(labelled)} labelled rows: "
-                            "a fraud model cannot learn from one class")
+        raise TrainingError(
+            f"the training set has no fraud rows among its {len(labelled)} labelled rows: "
+            "a fraud model cannot learn from one class"
+        )
     sort_cols = ["event_timestamp", "transaction_id"] if "transaction_id" in labelled else ["event_timestamp"]
     labelled = labelled.sort_values(sort_cols, kind="stable").reset_index(drop=True)
     n_val = max(1, int(round(len(labelled) * fraction)))
     if n_val >= len(labelled):
-        raise TrainingError(f"only {len(labelled)} labelled rows: too few to hold out {fraction:.0%} for validation")
-    return labelled.iloc[: len(labelled) - n_val], labelled.iloc[len(labelled) - n_val:]
+        raise TrainingError(
+            f"only {len(labelled)} labelled rows: too few to hold out {fraction:.0%} for validation"
+        )
+    return labelled.iloc[: len(labelled) - n_val], labelled.iloc[len(labelled) - n_val :]
 
 
 # --- metrics ----------------------------------------------------------------------------------------
@@ -193,8 +205,13 @@ def git_sha() -> str:
     if os.environ.get("LOOPLINE_GIT_SHA", "unknown") != "unknown":
         return os.environ["LOOPLINE_GIT_SHA"]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
@@ -210,8 +227,10 @@ def pick_device(config: TrainingConfig, context: DistributedContext = SINGLE):
         return torch.device("cpu")
     if context.enabled:
         if context.local_rank >= torch.cuda.device_count():
-            raise TrainingError(f"LOCAL_RANK {context.local_rank} but only {torch.cuda.device_count()} GPUs "
-                                "visible: start torchrun with --nproc-per-node <= the pod's GPU limit")
+            raise TrainingError(
+                f"LOCAL_RANK {context.local_rank} but only {torch.cuda.device_count()} GPUs "
+                "visible: start torchrun with --nproc-per-node <= the pod's GPU limit"
+            )
         return torch.device("cuda", context.local_rank)
     return torch.device("cuda")
 
@@ -240,8 +259,15 @@ class Fitted:
     device: str
 
 
-def fit(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str], numeric: list[str],
-        config: TrainingConfig, on_epoch=None, context: DistributedContext = SINGLE) -> Fitted:
+def fit(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    config: TrainingConfig,
+    on_epoch=None,
+    context: DistributedContext = SINGLE,
+) -> Fitted:
     """Train with class-weighted BCE and early stopping on validation PR-AUC; keep the best epoch.
 
     Under torchrun (``context.enabled``, process group joined) each rank takes its share of every
@@ -256,10 +282,15 @@ def fit(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str]
     device = pick_device(config, context)
     use_amp = device.type == "cuda" and config.mixed_precision
 
-    pre = Preprocessor(numeric=numeric, categorical=categorical,
-                       log1p=[c for c in config.features.log1p if c in numeric]).fit(train_rows)
-    bundle = FraudModel.create(pre, [config.model.embedding_dim(c) for c in categorical],
-                               config.model.hidden_sizes, config.model.dropout)
+    pre = Preprocessor(
+        numeric=numeric, categorical=categorical, log1p=[c for c in config.features.log1p if c in numeric]
+    ).fit(train_rows)
+    bundle = FraudModel.create(
+        pre,
+        [config.model.embedding_dim(c) for c in categorical],
+        config.model.hidden_sizes,
+        config.model.dropout,
+    )
     module = bundle.build_module().to(device)
     model = module
     if context.enabled:
@@ -272,7 +303,11 @@ def fit(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str]
     def tensors(rows: pd.DataFrame):
         num, cat = pre.transform(rows)
         y = rows[LABEL].to_numpy(dtype="float32")
-        return (torch.from_numpy(num).to(device), torch.from_numpy(cat).to(device), torch.from_numpy(y).to(device))
+        return (
+            torch.from_numpy(num).to(device),
+            torch.from_numpy(cat).to(device),
+            torch.from_numpy(y).to(device),
+        )
 
     x_num, x_cat, y = tensors(train_rows)
     # Each rank scores its block of the validation rows; the scores are gathered in order.
@@ -303,7 +338,7 @@ def fit(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str]
         # Accumulated on the device in float64 (the same arithmetic as Python floats): no sync per step.
         total = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, n, config.batch_size):
-            idx = order[start:start + config.batch_size]
+            idx = order[start : start + config.batch_size]
             mine = distributed.my_share(idx, context)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -361,7 +396,9 @@ REASON_TAG = "loopline.reason"
 def _log_epoch(row: dict[str, float]) -> None:
     import mlflow
 
-    mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}, step=int(row["epoch"]))
+    mlflow.log_metrics(
+        {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}, step=int(row["epoch"])
+    )
 
 
 @dataclass
@@ -371,14 +408,28 @@ class Trained:
     study: Any = None  # hpo.StudySummary when a search ran
 
 
-def fit_or_search(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical: list[str], numeric: list[str],
-                  config: TrainingConfig, context: DistributedContext = SINGLE, log: bool = False) -> Trained:
+def fit_or_search(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    config: TrainingConfig,
+    context: DistributedContext = SINGLE,
+    log: bool = False,
+) -> Trained:
     """One fit, or with ``hpo.trials > 0`` an Optuna search whose best trial's model is kept (not retrained:
     a trial is deterministic for its values, so retraining would reproduce it). With ``log`` (rank 0, inside
     an active MLflow run) epochs are logged, and each trial as a nested run with its values and score."""
     if not config.hpo.trials:
-        fitted = fit(train_rows, val_rows, categorical, numeric, config, on_epoch=_log_epoch if log else None,
-                     context=context)
+        fitted = fit(
+            train_rows,
+            val_rows,
+            categorical,
+            numeric,
+            config,
+            on_epoch=_log_epoch if log else None,
+            context=context,
+        )
         return Trained(fitted=fitted, config=config)
     import mlflow
 
@@ -388,13 +439,22 @@ def fit_or_search(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical:
     kept: dict[str, Any] = {}
 
     def evaluate(trial_config: TrainingConfig, number: int, values: dict[str, Any]) -> float:
-        nested = mlflow.start_run(nested=True, run_name=f"trial-{number}") if log else contextlib.nullcontext()
+        nested = (
+            mlflow.start_run(nested=True, run_name=f"trial-{number}") if log else contextlib.nullcontext()
+        )
         with nested:
             if log:
                 mlflow.log_params({key: _param_value(value) for key, value in values.items()})
                 mlflow.set_tags({"loopline.component": "training.hpo_trial", "hpo.trial": str(number)})
-            fitted = fit(train_rows, val_rows, categorical, numeric, trial_config,
-                         on_epoch=_log_epoch if log else None, context=context)
+            fitted = fit(
+                train_rows,
+                val_rows,
+                categorical,
+                numeric,
+                trial_config,
+                on_epoch=_log_epoch if log else None,
+                context=context,
+            )
             score = float(fitted.best[metric])
             if log and math.isfinite(score):
                 mlflow.log_metric(f"best_{metric}", score)
@@ -412,19 +472,34 @@ def fit_or_search(train_rows: pd.DataFrame, val_rows: pd.DataFrame, categorical:
 def _log_study(study: Any, history: list[dict[str, float]]) -> None:
     import mlflow
 
-    mlflow.log_params({"hpo.best_trial": str(study.best_trial),
-                       **{f"hpo.best.{k}": _param_value(v) for k, v in study.best_params.items()}})
-    mlflow.log_metrics({"hpo.best_value": study.best_value, "hpo.trials_completed":
-                        float(sum(t.value is not None for t in study.trials))})
+    mlflow.log_params(
+        {
+            "hpo.best_trial": str(study.best_trial),
+            **{f"hpo.best.{k}": _param_value(v) for k, v in study.best_params.items()},
+        }
+    )
+    mlflow.log_metrics(
+        {
+            "hpo.best_value": study.best_value,
+            "hpo.trials_completed": float(sum(t.value is not None for t in study.trials)),
+        }
+    )
     mlflow.log_dict(study.to_dict(), "hpo/study.json")
     for row in history:  # the kept (best) trial's curve, also on the parent run
         _log_epoch(row)
 
 
-def train(training_set: str | Path, config: TrainingConfig, *, tracking_uri: str | None = None,
-          register_name: str = DEFAULT_REGISTER_NAME, config_path: str | Path | None = None,
-          experiment: str = DEFAULT_EXPERIMENT, reason: str = "",
-          context: DistributedContext | None = None) -> TrainResult | None:
+def train(
+    training_set: str | Path,
+    config: TrainingConfig,
+    *,
+    tracking_uri: str | None = None,
+    register_name: str = DEFAULT_REGISTER_NAME,
+    config_path: str | Path | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    reason: str = "",
+    context: DistributedContext | None = None,
+) -> TrainResult | None:
     """Train on ``training_set``, log everything to MLflow, register a new version of ``register_name``.
 
     Under torchrun (``context`` defaults to what the environment says) every rank trains; rank 0 alone
@@ -441,9 +516,21 @@ def train(training_set: str | Path, config: TrainingConfig, *, tracking_uri: str
         if not context.is_main:
             fit_or_search(train_rows, val_rows, categorical, numeric, config, context)
             return None
-        return _train_and_register(training_set, manifest, train_rows, val_rows, categorical, numeric, config,
-                                   context=context, tracking_uri=tracking_uri, register_name=register_name,
-                                   config_path=config_path, experiment=experiment, reason=reason)
+        return _train_and_register(
+            training_set,
+            manifest,
+            train_rows,
+            val_rows,
+            categorical,
+            numeric,
+            config,
+            context=context,
+            tracking_uri=tracking_uri,
+            register_name=register_name,
+            config_path=config_path,
+            experiment=experiment,
+            reason=reason,
+        )
 
 
 def context_from_environment() -> DistributedContext:
@@ -453,10 +540,22 @@ def context_from_environment() -> DistributedContext:
         raise TrainingError(str(exc)) from None
 
 
-def _train_and_register(training_set: str | Path, manifest: dict[str, Any], train_rows: pd.DataFrame,
-                        val_rows: pd.DataFrame, categorical: list[str], numeric: list[str], config: TrainingConfig,
-                        *, context: DistributedContext, tracking_uri: str | None, register_name: str,
-                        config_path: str | Path | None, experiment: str, reason: str) -> TrainResult:
+def _train_and_register(
+    training_set: str | Path,
+    manifest: dict[str, Any],
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    config: TrainingConfig,
+    *,
+    context: DistributedContext,
+    tracking_uri: str | None,
+    register_name: str,
+    config_path: str | Path | None,
+    experiment: str,
+    reason: str,
+) -> TrainResult:
     import mlflow
     import torch
 
@@ -473,18 +572,27 @@ def _train_and_register(training_set: str | Path, manifest: dict[str, Any], trai
     use_experiment(experiment, tracking_uri or _default_tracking_uri())
     started = time.monotonic()
     with mlflow.start_run() as run:
-        mlflow.log_params({
-            "training_set.path": str(training_set), "training_set.content_hash": manifest["content_hash"],
-            "training_set.feature_service": str(manifest.get("feature_service", "")),
-            "training_set.feature_service_version": str(manifest.get("feature_service_version", "")),
-            "data.train_rows": str(len(train_rows)), "data.val_rows": str(len(val_rows)),
-            "data.train_fraud_rows": str(int(train_rows[LABEL].sum())),
-            "data.val_fraud_rows": str(int(val_rows[LABEL].sum())),
-            "model.inputs.categorical": json.dumps(categorical), "model.inputs.numeric": json.dumps(numeric),
-            "git_sha": sha, "distributed.world_size": str(context.world_size),
-        })
-        tags = {"git_sha": sha, "training_set.content_hash": manifest["content_hash"],
-                "loopline.component": "training"}
+        mlflow.log_params(
+            {
+                "training_set.path": str(training_set),
+                "training_set.content_hash": manifest["content_hash"],
+                "training_set.feature_service": str(manifest.get("feature_service", "")),
+                "training_set.feature_service_version": str(manifest.get("feature_service_version", "")),
+                "data.train_rows": str(len(train_rows)),
+                "data.val_rows": str(len(val_rows)),
+                "data.train_fraud_rows": str(int(train_rows[LABEL].sum())),
+                "data.val_fraud_rows": str(int(val_rows[LABEL].sum())),
+                "model.inputs.categorical": json.dumps(categorical),
+                "model.inputs.numeric": json.dumps(numeric),
+                "git_sha": sha,
+                "distributed.world_size": str(context.world_size),
+            }
+        )
+        tags = {
+            "git_sha": sha,
+            "training_set.content_hash": manifest["content_hash"],
+            "loopline.component": "training",
+        }
         if reason:
             tags[REASON_TAG] = reason
         mlflow.set_tags(tags)
@@ -496,45 +604,79 @@ def _train_and_register(training_set: str | Path, manifest: dict[str, Any], trai
         fitted = trained.fitted
         # Logged after a search, so the run's params are the values the registered model was trained with.
         mlflow.log_params({k: _param_value(v) for k, v in trained.config.flat().items()})
-        mlflow.log_text(yaml.safe_dump(trained.config.model_dump(), sort_keys=False), "config/training.resolved.yaml")
+        mlflow.log_text(
+            yaml.safe_dump(trained.config.model_dump(), sort_keys=False), "config/training.resolved.yaml"
+        )
         if trained.study is not None:
             _log_study(trained.study, fitted.history)
         base_rate = float(val_rows[LABEL].mean())
         metrics = {
-            "best_val_pr_auc": fitted.best["val_pr_auc"], "best_val_roc_auc": fitted.best["val_roc_auc"],
-            "best_epoch": float(fitted.best["epoch"]), "epochs_run": float(len(fitted.history)),
-            "val_base_rate": base_rate, "train_seconds": time.monotonic() - started,
+            "best_val_pr_auc": fitted.best["val_pr_auc"],
+            "best_val_roc_auc": fitted.best["val_roc_auc"],
+            "best_epoch": float(fitted.best["epoch"]),
+            "epochs_run": float(len(fitted.history)),
+            "val_base_rate": base_rate,
+            "train_seconds": time.monotonic() - started,
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-        mlflow.log_dict({"torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
-                         "device": fitted.device, "world_size": context.world_size,
-                         "python": sys.version.split()[0], "mlflow": mlflow.__version__,
-                         "numpy": np.__version__, "pandas": pd.__version__}, "environment.json")
+        mlflow.log_dict(
+            {
+                "torch": torch.__version__,
+                "cuda_available": torch.cuda.is_available(),
+                "device": fitted.device,
+                "world_size": context.world_size,
+                "python": sys.version.split()[0],
+                "mlflow": mlflow.__version__,
+                "numpy": np.__version__,
+                "pandas": pd.__version__,
+            },
+            "environment.json",
+        )
         mlflow.set_tags({"device": fitted.device, "torch_version": torch.__version__})
 
         inputs = [*categorical, *numeric]
         # The drift monitor compares serving traffic with this sample of what the model was trained on.
-        log_reference(build_reference(fitted.model, train_rows, val_rows, categorical, numeric, seed=config.seed),
-                      categorical, numeric)
+        log_reference(
+            build_reference(fitted.model, train_rows, val_rows, categorical, numeric, seed=config.seed),
+            categorical,
+            numeric,
+        )
         example = as_model_input(val_rows[inputs].head(5).reset_index(drop=True), categorical, numeric)
         signature = signature_for(categorical, numeric)
         with tempfile.TemporaryDirectory() as tmp:
             bundle_path = save_bundle(fitted.model, Path(tmp) / "fraud_model.pkl")
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=FraudDetectorModel(), artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
-                signature=signature, input_example=example, registered_model_name=register_name,
+                name="model",
+                python_model=FraudDetectorModel(),
+                artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
+                signature=signature,
+                input_example=example,
+                registered_model_name=register_name,
                 # Explicit (inference would import-trace in a subprocess). Loading also needs the loopline
                 # package importable (the bundle pickles loopline.training.model classes): every Loopline
                 # image installs it; it is not on PyPI, so it is not listed here.
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
-                                  f"pandas=={pd.__version__}", f"numpy=={np.__version__}"],
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"mlflow=={mlflow.__version__}",
+                    f"pandas=={pd.__version__}",
+                    f"numpy=={np.__version__}",
+                ],
             )
         version = str(info.registered_model_version)
         result = TrainResult(
-            run_id=run.info.run_id, model_uri=f"models:/{register_name}/{version}", registered_model=register_name,
-            version=version, metrics=metrics, training_set_hash=manifest["content_hash"],
-            training_set=str(training_set), device=fitted.device, git_sha=sha, logged_model_uri=info.model_uri,
-            feature_columns=inputs, reason=reason, world_size=context.world_size,
+            run_id=run.info.run_id,
+            model_uri=f"models:/{register_name}/{version}",
+            registered_model=register_name,
+            version=version,
+            metrics=metrics,
+            training_set_hash=manifest["content_hash"],
+            training_set=str(training_set),
+            device=fitted.device,
+            git_sha=sha,
+            logged_model_uri=info.model_uri,
+            feature_columns=inputs,
+            reason=reason,
+            world_size=context.world_size,
             hpo=trained.study.to_dict() if trained.study is not None else None,
         )
         mlflow.log_dict(result.to_dict(), "train_result.json")
@@ -550,21 +692,42 @@ def resolve_result_path(path: Path | None) -> tuple[Path, str | None]:
         return path, None
     if DEFAULT_RESULT_JSON.parent.is_dir():
         return DEFAULT_RESULT_JSON, None
-    return FALLBACK_RESULT_JSON.resolve(), (f"{DEFAULT_RESULT_JSON.parent} does not exist (not in a pod): "
-                                            f"writing the result to {FALLBACK_RESULT_JSON.resolve()} instead")
+    return FALLBACK_RESULT_JSON.resolve(), (
+        f"{DEFAULT_RESULT_JSON.parent} does not exist (not in a pod): "
+        f"writing the result to {FALLBACK_RESULT_JSON.resolve()} instead"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loopline.training.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--training-set", required=True,
-                        help="parquet path or URI (file://, s3://, ...) with <it>.manifest.json beside it")
-    parser.add_argument("--config", required=True, type=Path, help="training YAML (include/config/training.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set epochs=5 --set model.dropout=0.2")
-    parser.add_argument("--result-json", type=Path, default=None,
-                        help=f"where to write the result (default {DEFAULT_RESULT_JSON}, the KPO XCom file)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loopline.training.train", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--training-set",
+        required=True,
+        help="parquet path or URI (file://, s3://, ...) with <it>.manifest.json beside it",
+    )
+    parser.add_argument(
+        "--config", required=True, type=Path, help="training YAML (include/config/training.yaml)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set epochs=5 --set model.dropout=0.2",
+    )
+    parser.add_argument(
+        "--result-json",
+        type=Path,
+        default=None,
+        help=f"where to write the result (default {DEFAULT_RESULT_JSON}, the KPO XCom file)",
+    )
     parser.add_argument("--register-name", default=DEFAULT_REGISTER_NAME)
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: Loopline settings)")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: Loopline settings)"
+    )
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     parser.add_argument("--reason", default="", help="why this run was started (MLflow tag loopline.reason)")
     return parser
@@ -574,9 +737,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        result = train(args.training_set, config, tracking_uri=args.tracking_uri,
-                       register_name=args.register_name, config_path=args.config, experiment=args.experiment,
-                       reason=args.reason)
+        result = train(
+            args.training_set,
+            config,
+            tracking_uri=args.tracking_uri,
+            register_name=args.register_name,
+            config_path=args.config,
+            experiment=args.experiment,
+            reason=args.reason,
+        )
     except (TrainingError, TrainingConfigError) as exc:
         print(f"training failed: {exc}", file=sys.stderr)
         return 2
@@ -587,8 +756,17 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.to_dict(), indent=2))
-    print(json.dumps({"run_id": result.run_id, "model_uri": result.model_uri, "version": result.version,
-                      "best_val_pr_auc": result.metrics["best_val_pr_auc"], "result_json": str(path)}))
+    print(
+        json.dumps(
+            {
+                "run_id": result.run_id,
+                "model_uri": result.model_uri,
+                "version": result.version,
+                "best_val_pr_auc": result.metrics["best_val_pr_auc"],
+                "result_json": str(path),
+            }
+        )
+    )
     return 0
 
 

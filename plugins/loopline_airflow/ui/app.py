@@ -55,9 +55,11 @@ log = logging.getLogger("loopline.ui")
 # report cannot act as the viewer, nor send the report's data anywhere. Everything Evidently needs is
 # inline (scripts, styles, data: images and fonts): in chromium an Evidently 0.7.23 drift report draws
 # the same under this policy as without it, with no violation reported.
-REPORT_CSP = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
-              "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; form-action 'none'; "
-              "base-uri 'none'")
+REPORT_CSP = (
+    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+    "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; form-action 'none'; "
+    "base-uri 'none'"
+)
 # Quarantine holds what was delivered, unvetted: never rendered (an attachment of a neutral type), and
 # should a browser render it anyway, without scripts, plugins, forms or any request.
 QUARANTINE_CSP = "sandbox; default-src 'none'; form-action 'none'; base-uri 'none'"
@@ -161,12 +163,19 @@ def _attachment(name: str) -> str:
 def served_headers(area: str) -> dict[str, str]:
     """The security headers of every file served from ``area`` (see the module docstring)."""
     csp = QUARANTINE_CSP if area == "quarantine" else REPORT_CSP
-    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer"}
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
 
 
-def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticated: bool = True,
-               event_runs: Callable[[list[dict[str, Any]]], dict[int, tuple[str, str]]] | None = None) -> Any:
+def create_app(
+    settings_factory: Callable[[], Any] | None = None,
+    *,
+    authenticated: bool = True,
+    event_runs: Callable[[list[dict[str, Any]]], dict[int, tuple[str, str]]] | None = None,
+) -> Any:
     """The FastAPI app. ``authenticated=False`` is for unit tests of the routes only; the plugin
     always mounts the authenticated app. ``event_runs``: history events → their Airflow runs (default in
     the api-server: ``ui.runs.event_runs`` on Airflow's metadata DB; without authentication: none)."""
@@ -187,14 +196,21 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticat
         dependencies.append(Depends(requires_access_view(AccessView.WEBSITE)))
         event_runs = event_runs or airflow_event_runs
     settings_of = settings_factory or get_settings
-    app = FastAPI(title="Loopline model loop", dependencies=dependencies, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="Loopline model loop",
+        dependencies=dependencies,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def login_or_error(request: Request, exc: StarletteHTTPException) -> Any:
         if wants_login_page(request.method, request.headers.get("accept", ""), exc.status_code, exc.detail):
-            return RedirectResponse(login_url(request.scope.get("root_path", ""), request.url.path,
-                                              request.url.query), status_code=307)
+            return RedirectResponse(
+                login_url(request.scope.get("root_path", ""), request.url.path, request.url.query),
+                status_code=307,
+            )
         return await http_exception_handler(request, exc)
 
     @app.get("/api/state")
@@ -231,12 +247,21 @@ def create_app(settings_factory: Callable[[], Any] | None = None, *, authenticat
             if area == "quarantine":
                 headers = {**headers, "Content-Disposition": _attachment(path.name)}
                 return Response(path.read_bytes(), media_type="application/octet-stream", headers=headers)
-            media = "text/plain; charset=utf-8" if path.suffix == ".md" else mimetypes.guess_type(path.name)[0]
-            return Response(path.read_bytes(), media_type=media or "application/octet-stream", headers=headers)
+            media = (
+                "text/plain; charset=utf-8" if path.suffix == ".md" else mimetypes.guess_type(path.name)[0]
+            )
+            return Response(
+                path.read_bytes(), media_type=media or "application/octet-stream", headers=headers
+            )
         if area == "quarantine":
             # Starlette encodes the name (RFC 5987 when it has quotes, CR/LF or non-ASCII characters).
-            return FileResponse(path, media_type="application/octet-stream", headers=headers,
-                                filename=path.name, content_disposition_type="attachment")
+            return FileResponse(
+                path,
+                media_type="application/octet-stream",
+                headers=headers,
+                filename=path.name,
+                content_disposition_type="attachment",
+            )
         # Markdown model cards read best as plain text in a browser tab.
         media = "text/plain; charset=utf-8" if path.suffix == ".md" else mimetypes.guess_type(path.name)[0]
         return FileResponse(path, media_type=media or "application/octet-stream", headers=headers)

@@ -26,10 +26,16 @@ SERVED_KEY = "served_features"
 # The producer is loopline.monitoring.monitor.record_decision; tests/unit/ui renders events it wrote.
 DRIFT_SHARE_KEY = "drifted_share"
 # Events that name their DAG run (``dag_run_id``) without its DAG: the one DAG that records them.
-RECORDED_BY_DAG = {"training_started": "train_model", "trained": "train_model", "training_failed": "train_model"}
+RECORDED_BY_DAG = {
+    "training_started": "train_model",
+    "trained": "train_model",
+    "training_failed": "train_model",
+}
 GATE_KINDS = ("gate_passed", "gate_rejected")
 # Details shown elsewhere on the page (links, the served-features section), never in the details column.
-LINKED_DETAILS = frozenset({"report", "dag_id", "dag_run_id", "run_id", "mlflow_run_id", SERVED_KEY, "examples"})
+LINKED_DETAILS = frozenset(
+    {"report", "dag_id", "dag_run_id", "run_id", "mlflow_run_id", SERVED_KEY, "examples"}
+)
 MAX_ITEMS = 12  # list or mapping items shown in a details cell before "… (+N more)"
 MAX_TEXT = 300  # characters of one string value in a details cell
 # A nested result with one of these (a canary verdict's "why") is shown as that sentence; the full
@@ -95,7 +101,7 @@ class PageLinks:
         """``runs:/<run>/<path>`` (how the gate tags its model card) → the run's page (Artifacts tab)."""
         if not uri or not uri.startswith("runs:/"):
             return None
-        run_id = uri[len("runs:/"):].partition("/")[0]
+        run_id = uri[len("runs:/") :].partition("/")[0]
         return self.mlflow_run(run_id)
 
     def dag_runs(self, dag_id: str) -> str:
@@ -110,7 +116,9 @@ class PageLinks:
         return state_file_href(path, self.state_roots, self.files_prefix)
 
 
-def state_file_href(path: str | None, roots: tuple[tuple[str, str], ...], prefix: str = "files") -> str | None:
+def state_file_href(
+    path: str | None, roots: tuple[tuple[str, str], ...], prefix: str = "files"
+) -> str | None:
     """``<root>/a/b.html`` → ``<prefix>/<area>/a/b.html`` for the first root that holds ``path``.
 
     Lexical (no file system access): the serving route re-checks the resolved path.
@@ -154,8 +162,10 @@ def _serving(state: dict[str, Any], links: PageLinks) -> str:
             f"<div>traffic {_pct(share)}</div><div>{_link(links.mlflow_run(champion.get('run_id')), 'MLflow run')}</div></div>"
         )
     else:
-        cards.append('<div class="card" id="champion"><div class="muted">champion</div>'
-                     '<div class="big">none yet</div><div>no version holds the alias <code>champion</code></div></div>')
+        cards.append(
+            '<div class="card" id="champion"><div class="muted">champion</div>'
+            '<div class="big">none yet</div><div>no version holds the alias <code>champion</code></div></div>'
+        )
     if challenger:
         share = float(challenger.get("traffic", 0.0))
         cards.append(
@@ -165,8 +175,10 @@ def _serving(state: dict[str, Any], links: PageLinks) -> str:
             f"</span></div></div><div>{_link(links.mlflow_run(challenger.get('run_id')), 'MLflow run')}</div></div>"
         )
     else:
-        cards.append('<div class="card" id="challenger"><div class="muted">challenger (canary)</div>'
-                     '<div class="big">none</div><div>no canary running</div></div>')
+        cards.append(
+            '<div class="card" id="challenger"><div class="muted">challenger (canary)</div>'
+            '<div class="big">none</div><div>no canary running</div></div>'
+        )
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
@@ -202,8 +214,10 @@ def _versions(state: dict[str, Any], links: PageLinks) -> str:
             f"<td>{_a(card, 'model card') if card else ''} {_a(report, 'gate report') if report else ''}</td>"
             f"<td>{_link(links.mlflow_run(v.get('run_id')), 'run')}</td></tr>"
         )
-    return ("<table><tr><th>version</th><th>aliases</th><th>gate</th><th>checks</th><th>reasons</th>"
-            "<th>reports</th><th>MLflow</th></tr>" + "".join(rows) + "</table>")
+    return (
+        "<table><tr><th>version</th><th>aliases</th><th>gate</th><th>checks</th><th>reasons</th>"
+        "<th>reports</th><th>MLflow</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def airflow_run_of(event: dict[str, Any], links: PageLinks) -> tuple[str, str] | None:
@@ -252,6 +266,7 @@ def _event_links(event: dict[str, Any], links: PageLinks, run_of_version: Mappin
 
 
 # --- details as text ----------------------------------------------------------------------------------
+
 
 def _is_share(key: str) -> bool:
     return key.endswith(("share", "_rate")) or key in ("traffic", "rate")
@@ -305,7 +320,7 @@ def format_value(value: Any, key: str = "", depth: int = 0, *, in_list: bool = F
         stamp = _timestamp(value)
         if stamp:
             return stamp
-        return value if len(value) <= MAX_TEXT else value[:MAX_TEXT - 1] + "…"
+        return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
     if depth >= 3:
         return "…"
     if isinstance(value, Mapping):
@@ -345,14 +360,18 @@ def details_lines(event: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _details(event: dict[str, Any]) -> str:
-    return "".join(f"<div><span class='k'>{escape(k)}</span>: {escape(v)}</div>" for k, v in details_lines(event))
+    return "".join(
+        f"<div><span class='k'>{escape(k)}</span>: {escape(v)}</div>" for k, v in details_lines(event)
+    )
 
 
 def _events(events: list[dict[str, Any]], links: PageLinks, empty: str, state: dict[str, Any]) -> str:
     if not events:
         return f'<p class="muted">{escape(empty)}</p>'
     name = state.get("model_name", "")
-    run_of_version = {str(v.get("version")): v.get("run_id") for v in state.get("versions") or [] if v.get("run_id")}
+    run_of_version = {
+        str(v.get("version")): v.get("run_id") for v in state.get("versions") or [] if v.get("run_id")
+    }
 
     def version(e: dict[str, Any]) -> str:
         number = str(e.get("version") or "")
@@ -364,8 +383,11 @@ def _events(events: list[dict[str, Any]], links: PageLinks, empty: str, state: d
         f"<td class='muted details'>{_details(e)}</td><td class='links'>{_event_links(e, links, run_of_version)}</td></tr>"
         for e in reversed(events)  # newest first
     )
-    return ("<table><tr><th>at (UTC)</th><th>event</th><th>version</th><th>reason</th><th>details</th><th>links</th></tr>"
-            + rows + "</table>")
+    return (
+        "<table><tr><th>at (UTC)</th><th>event</th><th>version</th><th>reason</th><th>details</th><th>links</th></tr>"
+        + rows
+        + "</table>"
+    )
 
 
 def drift_series(history: list[dict[str, Any]]) -> list[tuple[str, float]]:
@@ -373,7 +395,11 @@ def drift_series(history: list[dict[str, Any]]) -> list[tuple[str, float]]:
     series = []
     for event in history:
         value = (event.get("details") or {}).get(DRIFT_SHARE_KEY)
-        if event.get("kind") == "drift_checked" and isinstance(value, int | float) and not isinstance(value, bool):
+        if (
+            event.get("kind") == "drift_checked"
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
             series.append((str(event.get("at", "")), float(value)))
     return series
 
@@ -384,8 +410,10 @@ def _sparkline(series: list[tuple[str, float]], width: int = 520, height: int = 
     if not series:
         return ""
     if len(series) == 1:
-        return (f'<p class="muted" id="drift-chart">one drift check so far ({escape(series[0][0][:10])}): '
-                f"{_pct(series[0][1])} of the features drifted</p>")
+        return (
+            f'<p class="muted" id="drift-chart">one drift check so far ({escape(series[0][0][:10])}): '
+            f"{_pct(series[0][1])} of the features drifted</p>"
+        )
     top = max(1.0, max(v for _, v in series))
     left, right = 44, width - 6  # room for the scale's labels and the last point
     step = (right - left) / (len(series) - 1)
@@ -394,16 +422,24 @@ def _sparkline(series: list[tuple[str, float]], width: int = 520, height: int = 
         return 6 + height - value / top * height
 
     points = [(left + i * step, y(v)) for i, (_, v) in enumerate(series)]
-    grid = "".join(f'<line class="grid" x1="{left}" x2="{right}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
-                   f'<text x="0" y="{y(v) + 4:.1f}">{_pct(v)}</text>' for v in (0.0, top / 2, top))
-    dots = "".join(f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3" fill="#3d6fd9"><title>{escape(at[:16].replace("T", " "))}'
-                   f" UTC: {_pct(v)}</title></circle>" for (x, yy), (at, v) in zip(points, series, strict=True))
+    grid = "".join(
+        f'<line class="grid" x1="{left}" x2="{right}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
+        f'<text x="0" y="{y(v) + 4:.1f}">{_pct(v)}</text>'
+        for v in (0.0, top / 2, top)
+    )
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3" fill="#3d6fd9"><title>{escape(at[:16].replace("T", " "))}'
+        f" UTC: {_pct(v)}</title></circle>"
+        for (x, yy), (at, v) in zip(points, series, strict=True)
+    )
     line = " ".join(f"{x:.1f},{yy:.1f}" for x, yy in points)
-    return (f'<svg id="drift-chart" class="chart" width="{width}" height="{height + 12}" role="img" '
-            f'aria-label="share of drifted features over time">{grid}'
-            f'<polyline fill="none" stroke="#3d6fd9" stroke-width="2" points="{line}"/>{dots}</svg>'
-            f'<div class="muted">share of drifted features per check, {len(series)} checks '
-            f"{escape(series[0][0][:10])} … {escape(series[-1][0][:10])}, last {_pct(series[-1][1])}</div>")
+    return (
+        f'<svg id="drift-chart" class="chart" width="{width}" height="{height + 12}" role="img" '
+        f'aria-label="share of drifted features over time">{grid}'
+        f'<polyline fill="none" stroke="#3d6fd9" stroke-width="2" points="{line}"/>{dots}</svg>'
+        f'<div class="muted">share of drifted features per check, {len(series)} checks '
+        f"{escape(series[0][0][:10])} … {escape(series[-1][0][:10])}, last {_pct(series[-1][1])}</div>"
+    )
 
 
 def last_served_check(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
@@ -424,26 +460,42 @@ def _served(history: list[dict[str, Any]]) -> str:
     at, served = last
     when = f"<div class='muted'>checked {escape(at[:19].replace('T', ' '))} UTC</div>"
     if not served.get("judged"):
-        return (f'<div class="card" id="served-features"><div class="muted">served vs offline features</div>'
-                f"<div>not judged: {escape(str(served.get('reason') or 'no reason given'))}</div>{when}</div>")
+        return (
+            f'<div class="card" id="served-features"><div class="muted">served vs offline features</div>'
+            f"<div>not judged: {escape(str(served.get('reason') or 'no reason given'))}</div>{when}</div>"
+        )
     rate, limit = served.get("mismatch_rate") or 0.0, served.get("max_mismatch_rate")
-    verdict = ('<span class="fail">ALARM: serving used features that differ from the offline ones</span>'
-               if served.get("alarm") else '<span class="pass">within the limit</span>')
-    worst = ", ".join(f"{escape(str(name))} ({count})" for name, count in (served.get("worst_features") or {}).items())
+    verdict = (
+        '<span class="fail">ALARM: serving used features that differ from the offline ones</span>'
+        if served.get("alarm")
+        else '<span class="pass">within the limit</span>'
+    )
+    worst = ", ".join(
+        f"{escape(str(name))} ({count})" for name, count in (served.get("worst_features") or {}).items()
+    )
     examples = "".join(
         f"<tr><td><code>{escape(str(e.get('transaction_id')))}</code></td><td>{escape(str(e.get('feature')))}</td>"
         f"<td>{escape(str(e.get('served')))}</td><td>{escape(str(e.get('offline')))}</td></tr>"
-        for e in served.get("examples") or [])
+        for e in served.get("examples") or []
+    )
     limit_text = f" (limit {_pct(float(limit))})" if isinstance(limit, int | float) else ""
-    return (f'<div class="card" id="served-features"><div class="muted">served vs offline features</div>'
-            f"<div class='big'>{_pct(float(rate))} mismatching</div>"
-            f"<div>{int(served.get('mismatches') or 0)} of {int(served.get('compared') or 0)} compared transactions"
-            f"{limit_text} · {verdict}</div>"
-            f"<div>worst features: {worst or 'none'}</div>"
-            f"<div class='muted'>{int(served.get('waiting') or 0)} served transactions waiting for ingest or "
-            f"materialisation</div>{when}"
-            + ("<table><tr><th>transaction</th><th>feature</th><th>served</th><th>offline</th></tr>"
-               + examples + "</table>" if examples else "") + "</div>")
+    return (
+        f'<div class="card" id="served-features"><div class="muted">served vs offline features</div>'
+        f"<div class='big'>{_pct(float(rate))} mismatching</div>"
+        f"<div>{int(served.get('mismatches') or 0)} of {int(served.get('compared') or 0)} compared transactions"
+        f"{limit_text} · {verdict}</div>"
+        f"<div>worst features: {worst or 'none'}</div>"
+        f"<div class='muted'>{int(served.get('waiting') or 0)} served transactions waiting for ingest or "
+        f"materialisation</div>{when}"
+        + (
+            "<table><tr><th>transaction</th><th>feature</th><th>served</th><th>offline</th></tr>"
+            + examples
+            + "</table>"
+            if examples
+            else ""
+        )
+        + "</div>"
+    )
 
 
 def render_page(state: dict[str, Any], links: PageLinks, *, generated_at: str = "") -> str:
@@ -461,12 +513,19 @@ def render_page(state: dict[str, Any], links: PageLinks, *, generated_at: str = 
         f"<div class='muted'>{escape(generated_at)} · refreshes every {REFRESH_SECONDS} s · "
         f"<a href='api/state'>JSON</a>{' · ' + _a(links.mlflow_ui, 'MLflow') if links.mlflow_ui else ''}</div>",
         f"<p class='error'>The model registry could not be read: {escape(error)}</p>" if error else "",
-        "<h2>Serving now</h2>", _serving(state, links),
-        "<h2>Versions and gate verdicts</h2>", _versions(state, links),
-        "<h2>Canary decisions</h2>", _events(canary, links, "No canary decision yet.", state),
-        "<h2>Drift</h2>", _sparkline(drift_series(history)), _events(drift, links, "No drift check yet.", state),
-        "<h2>Served features</h2>", _served(history),
-        "<h2>History</h2>", _events(history, links, "Nothing has happened yet.", state),
+        "<h2>Serving now</h2>",
+        _serving(state, links),
+        "<h2>Versions and gate verdicts</h2>",
+        _versions(state, links),
+        "<h2>Canary decisions</h2>",
+        _events(canary, links, "No canary decision yet.", state),
+        "<h2>Drift</h2>",
+        _sparkline(drift_series(history)),
+        _events(drift, links, "No drift check yet.", state),
+        "<h2>Served features</h2>",
+        _served(history),
+        "<h2>History</h2>",
+        _events(history, links, "Nothing has happened yet.", state),
         f"<h2>Airflow runs</h2><p>{dag_links}</p>",
         "</body></html>",
     ]

@@ -62,7 +62,9 @@ def _utc(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def match_event_runs(events: Iterable[dict[str, Any]], runs: Iterable[DagRunTimes]) -> dict[int, tuple[str, str]]:
+def match_event_runs(
+    events: Iterable[dict[str, Any]], runs: Iterable[DagRunTimes]
+) -> dict[int, tuple[str, str]]:
     """``{event id: (dag_id, run_id)}`` for the events (``loop_state``'s history) a run of ``runs``
     recorded, by the rules in the module docstring."""
     events = list(events)
@@ -74,8 +76,11 @@ def match_event_runs(events: Iterable[dict[str, Any]], runs: Iterable[DagRunTime
         for moment in {run.data_interval_end, run.run_after} - {None}:
             drift_at.setdefault(moment, []).append(run)  # type: ignore[arg-type]
     # (version, dag run id) of every trained event: the gate runs in the task that recorded it.
-    trained = {(str(e.get("version")), str((e.get("details") or {}).get("dag_run_id")))
-               for e in events if e.get("kind") == "trained" and (e.get("details") or {}).get("dag_run_id")}
+    trained = {
+        (str(e.get("version")), str((e.get("details") or {}).get("dag_run_id")))
+        for e in events
+        if e.get("kind") == "trained" and (e.get("details") or {}).get("dag_run_id")
+    }
     out: dict[int, tuple[str, str]] = {}
     for event in events:
         event_id, moment, kind = event.get("id"), _utc(event.get("at")), event.get("kind")
@@ -87,10 +92,15 @@ def match_event_runs(events: Iterable[dict[str, Any]], runs: Iterable[DagRunTime
         if kind in DRIFT_KINDS:
             candidates = drift_at.get(moment, [])
         elif kind in GATE_KINDS:
-            candidates = [r for r in by_dag.get(TRAIN_DAG, []) if r.in_progress_at(moment)
-                          and (str(event.get("version")), r.run_id) in trained]
+            candidates = [
+                r
+                for r in by_dag.get(TRAIN_DAG, [])
+                if r.in_progress_at(moment) and (str(event.get("version")), r.run_id) in trained
+            ]
         elif kind in CANARY_KINDS:
-            dag = ROLLBACK_DAG if kind == "rolled_back" and details.get("scope") == "production" else CANARY_DAG
+            dag = (
+                ROLLBACK_DAG if kind == "rolled_back" and details.get("scope") == "production" else CANARY_DAG
+            )
             candidates = [r for r in by_dag.get(dag, []) if r.in_progress_at(moment)]
         else:
             continue
@@ -110,11 +120,20 @@ def airflow_dag_runs(events: list[dict[str, Any]]) -> list[DagRunTimes]:
     from sqlalchemy import or_, select
 
     oldest = min(moments) - timedelta(minutes=1)
-    query = (select(DagRun.dag_id, DagRun.run_id, DagRun.start_date, DagRun.end_date, DagRun.data_interval_end,
-                    DagRun.run_after)
-             .where(DagRun.dag_id.in_(MATCHED_DAGS))
-             .where(or_(DagRun.end_date.is_(None), DagRun.end_date >= oldest, DagRun.run_after >= oldest))
-             .order_by(DagRun.run_after.desc()).limit(MAX_RUNS))
+    query = (
+        select(
+            DagRun.dag_id,
+            DagRun.run_id,
+            DagRun.start_date,
+            DagRun.end_date,
+            DagRun.data_interval_end,
+            DagRun.run_after,
+        )
+        .where(DagRun.dag_id.in_(MATCHED_DAGS))
+        .where(or_(DagRun.end_date.is_(None), DagRun.end_date >= oldest, DagRun.run_after >= oldest))
+        .order_by(DagRun.run_after.desc())
+        .limit(MAX_RUNS)
+    )
     with create_session() as session:
         rows = session.execute(query).all()
     return [DagRunTimes(r[0], r[1], _utc(r[2]), _utc(r[3]), _utc(r[4]), _utc(r[5])) for r in rows]
@@ -122,5 +141,9 @@ def airflow_dag_runs(events: list[dict[str, Any]]) -> list[DagRunTimes]:
 
 def event_runs(events: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
     """``match_event_runs`` against this Airflow's runs."""
-    wanted = [e for e in events if e.get("kind") in DRIFT_KINDS | GATE_KINDS | CANARY_KINDS or e.get("kind") == "trained"]
+    wanted = [
+        e
+        for e in events
+        if e.get("kind") in DRIFT_KINDS | GATE_KINDS | CANARY_KINDS or e.get("kind") == "trained"
+    ]
     return match_event_runs(wanted, airflow_dag_runs(wanted)) if wanted else {}

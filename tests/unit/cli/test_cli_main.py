@@ -144,7 +144,14 @@ def test_trigger_with_the_stack_down_is_an_error_on_stderr(
 
 def test_parser_knows_every_command() -> None:
     parser = build_parser()
-    for argv in (["up"], ["down"], ["status"], ["demo", "--exit"], ["simulate", "--list-bad"], ["ingest", "f"]):
+    for argv in (
+        ["up"],
+        ["down"],
+        ["status"],
+        ["demo", "--exit"],
+        ["simulate", "--list-bad"],
+        ["ingest", "f"],
+    ):
         assert parser.parse_args(argv).command == argv[0]
     args = parser.parse_args(["trigger", "d", "--conf", "{}", "--wait", "--timeout", "5"])
     assert (args.dag_id, args.conf, args.wait, args.timeout) == ("d", "{}", True, 5.0)

@@ -281,7 +281,8 @@ def test_telemetry_env_is_a_copy() -> None:
 
 
 def test_per_task_scratch_gives_each_airflow_task_try_a_folder_of_its_own(
-        state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOOPLINE_TASK_SCRATCH", "per-task")
     with pytest.raises(ValidationError, match="set LOOPLINE_STORAGE_URL too"):
         Settings()  # tasks with folders of their own can only hand each other files in shared storage
@@ -294,8 +295,9 @@ def test_per_task_scratch_gives_each_airflow_task_try_a_folder_of_its_own(
     monkeypatch.setenv("AIRFLOW_CTX_TRY_NUMBER", "2")
     settings = Settings()
     holdout_task = settings.state.root
-    assert holdout_task == (state_dir / "tasks" / "train_model" / "manual__2026-01-01T00_00_00_00_00"
-                            / "build_holdout.2")
+    assert holdout_task == (
+        state_dir / "tasks" / "train_model" / "manual__2026-01-01T00_00_00_00_00" / "build_holdout.2"
+    )
     monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "gate_candidate")
     assert Settings().state.root != holdout_task, "the next task never sees the last one's files"
     assert settings.env()["LOOPLINE_TASK_SCRATCH"] == "per-task"  # child processes inherit it

@@ -32,7 +32,9 @@ def settings(state_dir: Path) -> Settings:
     return Settings(state_dir=state_dir)
 
 
-def _land(settings: Settings, frame: pd.DataFrame, name: str, kind: str = "transactions", fmt: str = "parquet"):
+def _land(
+    settings: Settings, frame: pd.DataFrame, name: str, kind: str = "transactions", fmt: str = "parquet"
+):
     path = settings.state.landing / kind / f"{name}.{fmt}"
     write_frame(frame, path, fmt)
     return path
@@ -133,15 +135,21 @@ def test_every_bad_kind_is_quarantined_and_nothing_reaches_the_curated_store(set
         ("truncated_file", "file_is_a_readable_batch", None),
     ],
 )
-def test_failures_name_the_expectation_column_count_and_sample(settings, simulation, bad_kind, expectation, column):
+def test_failures_name_the_expectation_column_count_and_sample(
+    settings, simulation, bad_kind, expectation, column
+):
     path = settings.state.landing / "transactions" / f"bad-{bad_kind}.parquet"
     write_bad_batch(bad_kind, simulation.days[0].transactions, path, "parquet", np.random.default_rng(5))
     result = ingest_file(settings, path)
     matching = [f for f in result.failures if f["expectation"] == expectation and f["column"] == column]
     assert matching, f"{bad_kind}: expected a failure of {expectation} on {column}, got {result.failures}"
     failure = matching[0]
-    if expectation in ("expect_column_values_to_be_between", "expect_column_values_to_be_in_set",
-                       "expect_column_values_to_not_be_null", "expect_column_values_to_be_unique"):
+    if expectation in (
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_unique",
+    ):
         assert failure["count"] and failure["count"] > 0
     if expectation in ("expect_column_values_to_be_between", "expect_column_values_to_be_in_set"):
         assert failure["sample"], "a sample of the bad values helps a person fix the source"
@@ -185,7 +193,9 @@ def test_landed_files_ignores_in_flight_and_hidden_files(settings, simulation):
     assert sorted(p.name for p in landed_files(settings)) == ["a.parquet", "d.csv"]
 
 
-def test_deduplication_reads_only_the_day_partitions_a_transaction_batch_touches(settings, simulation, monkeypatch):
+def test_deduplication_reads_only_the_day_partitions_a_transaction_batch_touches(
+    settings, simulation, monkeypatch
+):
     import pyarrow.parquet as pq
 
     first, second = simulation.days[4].transactions, simulation.days[6].transactions
@@ -203,7 +213,11 @@ def test_deduplication_reads_only_the_day_partitions_a_transaction_batch_touches
     # A later day, re-sending a few rows of the first: the duplicates are still caught...
     resend = pd.concat([second, first.iloc[:7]], ignore_index=True)
     result = ingest_file(settings, _land(settings, resend, "day7_plus_resend"))
-    assert (result.status, result.duplicates_skipped, result.published_rows) == ("published", 7, len(second)), result.summary()
+    assert (result.status, result.duplicates_skipped, result.published_rows) == (
+        "published",
+        7,
+        len(second),
+    ), result.summary()
     assert _curated(settings)["transaction_id"].is_unique
     # ...while only the partitions of the batch's own days were read for ids.
     batch_days = {f"date={d}" for d in resend["event_timestamp"].dt.strftime("%Y-%m-%d")}

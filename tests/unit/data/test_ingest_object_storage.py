@@ -42,8 +42,9 @@ def simulation():
 @pytest.fixture
 def settings(endpoint, state_dir) -> Settings:
     # A fresh prefix per test: the bucket is shared by the module's tests.
-    return Settings(state_dir=state_dir, storage_url=f"s3://loopline/t{next(_prefixes)}",
-                    storage_endpoint_url=endpoint)
+    return Settings(
+        state_dir=state_dir, storage_url=f"s3://loopline/t{next(_prefixes)}", storage_endpoint_url=endpoint
+    )
 
 
 def _land(settings: Settings, frame: pd.DataFrame, name: str, kind: str = "transactions"):
@@ -62,7 +63,9 @@ def _local_files(settings: Settings) -> list[str]:
     return [str(p) for p in (settings.state.root / "data").rglob("*") if p.is_file() and p.suffix != ".db"]
 
 
-def test_a_batch_landed_in_object_storage_is_published_there_and_nothing_stays_on_the_worker(settings, simulation):
+def test_a_batch_landed_in_object_storage_is_published_there_and_nothing_stays_on_the_worker(
+    settings, simulation
+):
     assert is_remote(settings.state.curated) and str(settings.state.curated).startswith("s3://loopline/t")
     day = pd.concat([d.transactions for d in simulation.days[:2]], ignore_index=True)
     path = _land(settings, day, "two_days")
@@ -73,7 +76,10 @@ def test_a_batch_landed_in_object_storage_is_published_there_and_nothing_stays_o
     assert len(result.partitions) == 2
     assert landed_files(settings) == [] and not path.exists(), "the landing zone is a queue"
     assert as_path(settings, result.stored_at).read_bytes(), "the landed bytes are archived in object storage"
-    assert result.report.startswith("s3://") and json.loads(as_path(settings, result.report).read_text()) == result.to_dict()
+    assert (
+        result.report.startswith("s3://")
+        and json.loads(as_path(settings, result.report).read_text()) == result.to_dict()
+    )
     assert _local_files(settings) == [], "curated, archive and reports are not on the worker's disk"
 
     again = ingest_file(settings, _land(settings, day, "two_days"))
@@ -86,7 +92,9 @@ def test_a_bad_batch_is_quarantined_in_object_storage_with_its_report(settings, 
     path = _land(settings, bad, "no_amount")
     result = ingest_file(settings, path)
     assert result.status == "quarantined"
-    assert [f["expectation"] for f in result.failures] == ["expect_table_columns_to_match_set"], result.failures
+    assert [f["expectation"] for f in result.failures] == ["expect_table_columns_to_match_set"], (
+        result.failures
+    )
     kept = as_path(settings, result.stored_at)
     assert str(kept).startswith(str(settings.state.quarantine)) and kept.exists()
     report = as_path(settings, result.report)
@@ -96,7 +104,9 @@ def test_a_bad_batch_is_quarantined_in_object_storage_with_its_report(settings, 
 
 
 @pytest.mark.parametrize("k", range(1, STEP_COUNT + 1))
-def test_killed_after_any_publish_step_a_rerun_publishes_exactly_the_batch(settings, simulation, monkeypatch, k):
+def test_killed_after_any_publish_step_a_rerun_publishes_exactly_the_batch(
+    settings, simulation, monkeypatch, k
+):
     frame = pd.concat([d.transactions for d in simulation.days[:3]], ignore_index=True)
     seed = frame.iloc[:20]
     publish(settings, seed, "transactions", "seed_batch")
@@ -115,7 +125,9 @@ def test_killed_after_any_publish_step_a_rerun_publishes_exactly_the_batch(setti
     except BatchGone:
         assert calls[-1] == "finish_publish"
     curated = _curated(settings)
-    assert curated["transaction_id"].is_unique and set(curated["transaction_id"]) == set(frame["transaction_id"])
+    assert curated["transaction_id"].is_unique and set(curated["transaction_id"]) == set(
+        frame["transaction_id"]
+    )
     assert not list(settings.state.curated.rglob("*.staged")), "no staged object left"
     ledger = IngestLedger.of(settings)
     assert ledger.unfinished() == []
@@ -127,8 +139,12 @@ def test_killed_after_any_publish_step_a_rerun_publishes_exactly_the_batch(setti
 def test_simulated_days_and_a_bad_batch_land_in_object_storage_and_ingest_from_there(settings):
     from loopline.data.simulator import write_run
 
-    summary = write_run(SimulationConfig(days=2, n_customers=30, seed=9), settings.state.landing, fmt="csv",
-                        bad="missing_column")
+    summary = write_run(
+        SimulationConfig(days=2, n_customers=30, seed=9),
+        settings.state.landing,
+        fmt="csv",
+        bad="missing_column",
+    )
     landed = landed_files(settings)
     assert {str(p) for p in landed} >= {*summary["transaction_files"], summary["bad_file"]}
     assert len(landed) == len(summary["transaction_files"]) + 1 + summary["label_files"]
@@ -146,10 +162,15 @@ def test_with_a_folder_per_task_a_local_file_another_task_wrote_is_refused(setti
     from loopline.storage.files import StorageError, check_local_read
     from loopline.training.train import TrainingError, read_training_set
 
-    for key, value in {"LOOPLINE_STATE_DIR": str(settings.state.root), "LOOPLINE_STORAGE_URL": settings.storage_url,
-                       "LOOPLINE_STORAGE_ENDPOINT_URL": settings.storage_endpoint_url,
-                       "LOOPLINE_TASK_SCRATCH": "per-task", "AIRFLOW_CTX_DAG_ID": "train_model",
-                       "AIRFLOW_CTX_DAG_RUN_ID": "manual__1", "AIRFLOW_CTX_TRY_NUMBER": "1"}.items():
+    for key, value in {
+        "LOOPLINE_STATE_DIR": str(settings.state.root),
+        "LOOPLINE_STORAGE_URL": settings.storage_url,
+        "LOOPLINE_STORAGE_ENDPOINT_URL": settings.storage_endpoint_url,
+        "LOOPLINE_TASK_SCRATCH": "per-task",
+        "AIRFLOW_CTX_DAG_ID": "train_model",
+        "AIRFLOW_CTX_DAG_RUN_ID": "manual__1",
+        "AIRFLOW_CTX_TRY_NUMBER": "1",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "build_holdout")
     written = get_settings().state.root / "training" / "holdout.parquet"

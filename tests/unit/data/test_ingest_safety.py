@@ -48,7 +48,9 @@ def _days(frame: pd.DataFrame) -> set[str]:
 
 
 def _nothing_under(root: Path, text: str) -> bool:
-    return all(text.encode() not in f.read_bytes() for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    return all(
+        text.encode() not in f.read_bytes() for f in root.rglob("*") if f.is_file() and not f.is_symlink()
+    )
 
 
 # --- the landing zone takes files, not links -------------------------------------------------------
@@ -88,7 +90,8 @@ def test_a_link_in_the_landing_zone_is_refused_unread_reported_and_taken_out_of_
     assert SECRET in secrets_file.read_text()
     ledger = IngestLedger(settings.state.ingest_ledger).history()
     assert [(h["status"], h["failures"][0]["expectation"]) for h in ledger] == [
-        ("quarantined", "file_is_inside_the_landing_zone")]
+        ("quarantined", "file_is_inside_the_landing_zone")
+    ]
 
 
 def test_links_to_good_batches_dangling_links_and_links_inside_the_zone_are_refused_too(
@@ -151,8 +154,14 @@ def test_a_source_swapped_for_a_link_is_not_followed_when_moved(tmp_path, secret
 
 # The publish steps of ``ingest_file``, in order; the batch below touches three days, so: 3 staged
 # partitions, the intent, 3 renames, the archive move, the report, the ledger row.
-STEPS = ("stage_partition", "begin_publish", "promote_partition", "_move_or_copy", "_write_reports",
-         "finish_publish")
+STEPS = (
+    "stage_partition",
+    "begin_publish",
+    "promote_partition",
+    "_move_or_copy",
+    "_write_reports",
+    "finish_publish",
+)
 STEP_COUNT = 10
 
 
@@ -181,8 +190,12 @@ def batch(simulation) -> dict:
     """Three days of transactions, 20 of whose rows are already curated (published before)."""
     frame = pd.concat([d.transactions for d in simulation.days[:3]], ignore_index=True)
     seed = frame.iloc[:20]
-    return {"frame": frame, "seed": seed, "fresh_ids": set(frame["transaction_id"]) - set(seed["transaction_id"]),
-            "days": _days(frame)}
+    return {
+        "frame": frame,
+        "seed": seed,
+        "fresh_ids": set(frame["transaction_id"]) - set(seed["transaction_id"]),
+        "days": _days(frame),
+    }
 
 
 def _prepare(settings: Settings, batch: dict) -> tuple[Path, str]:
@@ -219,7 +232,10 @@ def test_an_uninterrupted_publish_takes_exactly_the_steps_the_crash_tests_kill(s
     _crash_after(monkeypatch, None, calls)
     result = ingest_file(settings, path)
     assert calls == ["stage_partition"] * 3 + ["begin_publish"] + ["promote_partition"] * 3 + [
-        "_move_or_copy", "_write_reports", "finish_publish"]
+        "_move_or_copy",
+        "_write_reports",
+        "finish_publish",
+    ]
     assert len(calls) == STEP_COUNT
     assert result.to_dict() == _check_published_exactly_once(settings, batch, batch_id)
 
@@ -273,7 +289,9 @@ def test_an_interrupted_publish_is_finished_by_the_next_ingest_of_any_batch(
         ingest_file(settings, path)  # the DAG's retry: the batch was taken (and published) already
     curated = _curated(settings)
     assert curated["transaction_id"].is_unique
-    assert set(curated["transaction_id"]) == set(batch["frame"]["transaction_id"]) | set(later["transaction_id"])
+    assert set(curated["transaction_id"]) == set(batch["frame"]["transaction_id"]) | set(
+        later["transaction_id"]
+    )
     interval = pending_interval(settings.state.ingest_ledger, 0)
     days = sorted(batch["days"] | _days(later))
     assert (interval["start"][:10], set(interval["batches"])) == (days[0], set(order))
@@ -336,7 +354,8 @@ def test_a_new_delivery_under_the_crashed_batchs_name_is_not_archived_as_that_ba
     assert first["stored_at"] is None, "the crashed batch's own bytes were gone: nothing to archive"
     assert Path(result.stored_at).read_bytes() == delivered, "the new delivery is archived as itself"
     assert set(_curated(settings)["transaction_id"]) == set(batch["frame"]["transaction_id"]) | set(
-        newer["transaction_id"])
+        newer["transaction_id"]
+    )
 
 
 def test_partitions_left_by_a_publish_interrupted_before_intents_existed_are_not_its_duplicates(
@@ -372,8 +391,13 @@ ingest.ingest_file(Settings(state_dir=Path(sys.argv[1])), Path(sys.argv[2]))
 
 def test_a_process_killed_between_two_renames_is_finished_by_the_next_run(settings, batch):
     path, batch_id = _prepare(settings, batch)
-    child = subprocess.run([sys.executable, "-c", CHILD, str(settings.state.root), str(path)],
-                           capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(settings.state.root), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
     assert child.returncode == 17, child.stderr[-2000:]
     ledger = IngestLedger(settings.state.ingest_ledger)
     assert ledger.published_since(0, "transactions") == [] and len(ledger.unfinished()) == 1

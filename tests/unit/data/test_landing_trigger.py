@@ -35,7 +35,9 @@ def _deliver_and_watch(landing, names: list[str]) -> list[dict]:
 def test_a_settled_file_in_the_local_landing_zone_fires_once(state_dir):
     landing = get_settings().state.landing
     events = _deliver_and_watch(landing, ["a.parquet"])
-    assert events == [{"path": str(landing / "transactions" / "a.parquet"), "kind": "transactions", "size": 23}]
+    assert events == [
+        {"path": str(landing / "transactions" / "a.parquet"), "kind": "transactions", "size": 23}
+    ]
 
 
 def test_the_landing_zone_on_object_storage_is_watched_through_the_s3_api(state_dir, monkeypatch):
@@ -45,8 +47,9 @@ def test_the_landing_zone_on_object_storage_is_watched_through_the_s3_api(state_
         landing = get_settings().state.landing
         assert str(landing) == "s3://loopline/team/data/landing"
         events = _deliver_and_watch(landing, ["a.parquet", "b.csv"])
-    assert sorted(e["path"] for e in events) == [f"s3://loopline/team/data/landing/transactions/{n}"
-                                                 for n in ("a.parquet", "b.csv")]
+    assert sorted(e["path"] for e in events) == [
+        f"s3://loopline/team/data/landing/transactions/{n}" for n in ("a.parquet", "b.csv")
+    ]
     assert {e["kind"] for e in events} == {"transactions"}
 
 

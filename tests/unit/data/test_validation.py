@@ -26,12 +26,18 @@ def test_column_set_and_not_null_cover_the_contract(kind):
     (column_set,) = _expectations(kind, "expect_table_columns_to_match_set").values()
     assert column_set["kwargs"]["column_set"] == columns and column_set["kwargs"]["exact_match"] is True
     assert set(_expectations(kind, "expect_column_values_to_not_be_null")) == set(columns)
-    assert all(e["severity"] in ("critical", "warning") for e in load_suite_spec(CONFIG_DIR, kind)["expectations"])
+    assert all(
+        e["severity"] in ("critical", "warning") for e in load_suite_spec(CONFIG_DIR, kind)["expectations"]
+    )
 
 
 def test_vocabularies_match_the_schema_and_only_open_ones_are_warnings():
     in_set = _expectations("transactions", "expect_column_values_to_be_in_set")
-    closed = {"channel": schema.CHANNELS, "customer_age_band": schema.AGE_BANDS, "customer_region": schema.REGIONS}
+    closed = {
+        "channel": schema.CHANNELS,
+        "customer_age_band": schema.AGE_BANDS,
+        "customer_region": schema.REGIONS,
+    }
     for column, values in closed.items():
         assert in_set[column]["kwargs"]["value_set"] == list(values)
         assert in_set[column]["severity"] == "critical"
@@ -43,11 +49,13 @@ def test_vocabularies_match_the_schema_and_only_open_ones_are_warnings():
 
 def test_timestamps_slightly_ahead_are_clock_skew_but_hours_ahead_are_blocked():
     now = pd.Timestamp("2026-03-01T12:00:00Z")
-    frame = pd.DataFrame({
-        "transaction_id": pd.array(["tx_1", "tx_2"], dtype="string"),
-        "is_fraud": [0, 1],
-        "label_timestamp": pd.to_datetime(["2026-03-01T12:03:00Z", "2026-03-01T11:00:00Z"], utc=True),
-    })
+    frame = pd.DataFrame(
+        {
+            "transaction_id": pd.array(["tx_1", "tx_2"], dtype="string"),
+            "is_fraud": [0, 1],
+            "label_timestamp": pd.to_datetime(["2026-03-01T12:03:00Z", "2026-03-01T11:00:00Z"], utc=True),
+        }
+    )
     assert validate_frame(frame, "labels", CONFIG_DIR, now=now.to_pydatetime()).passed
     frame.loc[0, "label_timestamp"] = pd.Timestamp("2026-03-01T15:00:00Z")
     outcome = validate_frame(frame, "labels", CONFIG_DIR, now=now.to_pydatetime())

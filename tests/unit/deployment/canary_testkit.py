@@ -67,8 +67,13 @@ class FaultyModel(mlflow.pyfunc.PythonModel):
         return out
 
 
-def register_faulty(tracking_uri: str, base_version: str, fault: str, model_name: str = "fraud_detector",
-                    reference: Sequence[float] = ()) -> str:
+def register_faulty(
+    tracking_uri: str,
+    base_version: str,
+    fault: str,
+    model_name: str = "fraud_detector",
+    reference: Sequence[float] = (),
+) -> str:
     """Log and register a ``FaultyModel`` wrapping ``base_version``; returns the new version."""
     import mlflow
     from mlflow.artifacts import download_artifacts
@@ -80,9 +85,13 @@ def register_faulty(tracking_uri: str, base_version: str, fault: str, model_name
     local = download_artifacts(base_uri)
     mlflow.set_experiment("canary-tests")
     with mlflow.start_run(run_name=f"faulty-{fault}"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=FaultyModel(fault, reference=reference),
-                                       artifacts={"base": local}, signature=signature,
-                                       pip_requirements=["mlflow"])  # no inference: seconds
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FaultyModel(fault, reference=reference),
+            artifacts={"base": local},
+            signature=signature,
+            pip_requirements=["mlflow"],
+        )  # no inference: seconds
     return str(mlflow.register_model(info.model_uri, model_name).version)
 
 
@@ -141,7 +150,9 @@ class Load:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._loop, args=(n,), daemon=True) for n in range(self.clients)]
+        self._threads = [
+            threading.Thread(target=self._loop, args=(n,), daemon=True) for n in range(self.clients)
+        ]
 
     def _loop(self, offset: int) -> None:
         n = len(self.transactions)
@@ -205,7 +216,9 @@ class LabelFeed:
             return set()
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            rows = conn.execute("SELECT DISTINCT transaction_id FROM predictions WHERE ts >= ?", (self._since,))
+            rows = conn.execute(
+                "SELECT DISTINCT transaction_id FROM predictions WHERE ts >= ?", (self._since,)
+            )
             return {str(r[0]) for r in rows}
         finally:
             conn.close()
@@ -234,14 +247,24 @@ class LabelFeed:
         from loopline.data.schema import LABEL_COLUMNS
         from loopline.data.simulator import conform
 
-        return conform(pd.DataFrame({"transaction_id": ids, "is_fraud": [self.truth.get(t, 0) for t in ids],
-                                     "label_timestamp": pd.Timestamp(datetime.now(UTC))}), LABEL_COLUMNS)
+        return conform(
+            pd.DataFrame(
+                {
+                    "transaction_id": ids,
+                    "is_fraud": [self.truth.get(t, 0) for t in ids],
+                    "label_timestamp": pd.Timestamp(datetime.now(UTC)),
+                }
+            ),
+            LABEL_COLUMNS,
+        )
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             try:
                 self.deliver()
-            except BaseException as exc:  # surfaced by __exit__: a feed that dies silently would look like "no labels"
+            except (
+                BaseException
+            ) as exc:  # surfaced by __exit__: a feed that dies silently would look like "no labels"
                 self._errors.append(exc)
                 return
 

@@ -13,14 +13,27 @@ from loopline.gating.metrics import pr_auc
 POLICY = CanaryPolicy().with_overrides(min_requests=100)
 
 
-def window(version: str, n: int = 400, *, errors: int | None = 0, latency_ms: float = 4.0, shift: float = 0.0,
-           seed: int = 0, prefix: str = "tx") -> VariantWindow:
+def window(
+    version: str,
+    n: int = 400,
+    *,
+    errors: int | None = 0,
+    latency_ms: float = 4.0,
+    shift: float = 0.0,
+    seed: int = 0,
+    prefix: str = "tx",
+) -> VariantWindow:
     rng = np.random.default_rng(seed)
     scores = np.clip(rng.beta(1, 12, n) + shift, 0, 1)
     latencies = rng.gamma(4.0, latency_ms / 4.0, n)
-    return VariantWindow(version=version, scores=tuple(scores.tolist()), latencies_ms=tuple(latencies.tolist()),
-                         transaction_ids=tuple(f"{prefix}{i}" for i in range(n)),
-                         decisions=tuple(bool(s >= 0.5) for s in scores), errors=errors)
+    return VariantWindow(
+        version=version,
+        scores=tuple(scores.tolist()),
+        latencies_ms=tuple(latencies.tolist()),
+        transaction_ids=tuple(f"{prefix}{i}" for i in range(n)),
+        decisions=tuple(bool(s >= 0.5) for s in scores),
+        errors=errors,
+    )
 
 
 def statuses(verdict) -> dict[str, str]:
@@ -30,7 +43,12 @@ def statuses(verdict) -> dict[str, str]:
 def test_an_equivalent_challenger_passes_and_labels_pending_do_not_block() -> None:
     verdict = analyse(POLICY, window("1", seed=1), window("2", seed=2))
     assert verdict.passed, verdict.why
-    assert statuses(verdict) == {"errors": "pass", "latency": "pass", "score_shift": "pass", "labelled": "skipped"}
+    assert statuses(verdict) == {
+        "errors": "pass",
+        "latency": "pass",
+        "score_shift": "pass",
+        "labelled": "skipped",
+    }
 
 
 @pytest.mark.parametrize("n", [0, 1, 99])
@@ -69,7 +87,9 @@ def test_a_slow_challenger_fails_latency() -> None:
     verdict = analyse(POLICY, window("1", latency_ms=4), window("2", latency_ms=40))
     assert statuses(verdict)["latency"] == "fail"
     # Within ratio x champion + slack: passes (noise at a few milliseconds is not a regression).
-    assert statuses(analyse(POLICY, window("1", latency_ms=4), window("2", latency_ms=5)))["latency"] == "pass"
+    assert (
+        statuses(analyse(POLICY, window("1", latency_ms=4), window("2", latency_ms=5)))["latency"] == "pass"
+    )
 
 
 def test_absolute_p95_ceiling_applies_even_when_the_champion_is_slow() -> None:
@@ -80,7 +100,10 @@ def test_absolute_p95_ceiling_applies_even_when_the_champion_is_slow() -> None:
 def test_a_shifted_score_distribution_fails() -> None:
     verdict = analyse(POLICY, window("1", seed=1), window("2", seed=2, shift=0.3))
     assert statuses(verdict)["score_shift"] == "fail"
-    assert next(c for c in verdict.checks if c.name == "score_shift").values["psi"] > POLICY.analysis.score_shift.max_psi
+    assert (
+        next(c for c in verdict.checks if c.name == "score_shift").values["psi"]
+        > POLICY.analysis.score_shift.max_psi
+    )
 
 
 def test_psi_is_zero_for_the_same_sample_and_grows_with_shift() -> None:
@@ -116,8 +139,15 @@ def test_few_labels_wait_unless_labels_are_required() -> None:
     champion, challenger = window("1", prefix="a"), window("2", prefix="b")
     few = {"a1": 1, "b1": 1}
     assert statuses(analyse(POLICY, champion, challenger, few))["labelled"] == "skipped"
-    strict = CanaryPolicy.model_validate({**POLICY.model_dump(), "analysis": {
-        **POLICY.analysis.model_dump(), "labelled": {**POLICY.analysis.labelled.model_dump(), "required": True}}})
+    strict = CanaryPolicy.model_validate(
+        {
+            **POLICY.model_dump(),
+            "analysis": {
+                **POLICY.analysis.model_dump(),
+                "labelled": {**POLICY.analysis.labelled.model_dump(), "required": True},
+            },
+        }
+    )
     verdict = analyse(strict, champion, challenger, few)
     assert statuses(verdict)["labelled"] == "insufficient" and not verdict.passed
 
@@ -126,8 +156,13 @@ def test_labelled_pr_auc_is_the_gates_average_precision_ties_included() -> None:
     rng = np.random.default_rng(3)
     scores = np.round(rng.random(300), 1)  # ten distinct values: many ties
     truth = (rng.random(300) < scores).astype(int)
-    w = VariantWindow("2", tuple(scores.tolist()), (), tuple(f"t{i}" for i in range(300)),
-                      tuple(bool(s >= 0.5) for s in scores))
+    w = VariantWindow(
+        "2",
+        tuple(scores.tolist()),
+        (),
+        tuple(f"t{i}" for i in range(300)),
+        tuple(bool(s >= 0.5) for s in scores),
+    )
     ap, recall = LabelledSample.join(w, {f"t{i}": int(y) for i, y in enumerate(truth)}).quality()
     assert ap == pytest.approx(pr_auc(truth, scores), abs=1e-12)
     assert recall == pytest.approx(((scores >= 0.5) & (truth == 1)).sum() / truth.sum())
@@ -137,23 +172,43 @@ def test_labelled_pr_auc_is_the_gates_average_precision_ties_included() -> None:
     assert LabelledSample.join(flat, labels).quality()[0] == pytest.approx(truth.mean())
 
 
-def incidents(prefix: str, caught: list[int], *, genuine_customers: int = 40, burst: int = 5,
-              score: float = 0.9) -> tuple[VariantWindow, dict[str, int]]:
+def incidents(
+    prefix: str, caught: list[int], *, genuine_customers: int = 40, burst: int = 5, score: float = 0.9
+) -> tuple[VariantWindow, dict[str, int]]:
     """A sticky sample: ``genuine_customers`` x 10 genuine transactions, and one fraud burst of ``burst``
     transactions per entry of ``caught`` on its own customer, of which that many score ``score`` (the rest 0.1)."""
     rng = np.random.default_rng(len(prefix) + sum(caught))
-    rows = [(f"{prefix}g{c}_{t}", f"{prefix}c{c}", float(rng.beta(1, 12)), 0)
-            for c in range(genuine_customers) for t in range(10)]
-    rows += [(f"{prefix}f{k}_{t}", f"{prefix}victim{k}", score if t < hits else 0.1, 1)
-             for k, hits in enumerate(caught) for t in range(burst)]
-    w = VariantWindow(prefix, tuple(r[2] for r in rows), (4.0,) * len(rows), tuple(r[0] for r in rows),
-                      tuple(r[2] >= 0.5 for r in rows), customers=genuine_customers + len(caught),
-                      customer_ids=tuple(r[1] for r in rows))
+    rows = [
+        (f"{prefix}g{c}_{t}", f"{prefix}c{c}", float(rng.beta(1, 12)), 0)
+        for c in range(genuine_customers)
+        for t in range(10)
+    ]
+    rows += [
+        (f"{prefix}f{k}_{t}", f"{prefix}victim{k}", score if t < hits else 0.1, 1)
+        for k, hits in enumerate(caught)
+        for t in range(burst)
+    ]
+    w = VariantWindow(
+        prefix,
+        tuple(r[2] for r in rows),
+        (4.0,) * len(rows),
+        tuple(r[0] for r in rows),
+        tuple(r[2] >= 0.5 for r in rows),
+        customers=genuine_customers + len(caught),
+        customer_ids=tuple(r[1] for r in rows),
+    )
     return w, {r[0]: r[3] for r in rows}
 
 
-LABELS_POLICY = CanaryPolicy.model_validate({**POLICY.model_dump(), "analysis": {
-    **POLICY.analysis.model_dump(), "labelled": {**POLICY.analysis.labelled.model_dump(), "min_positives": 10}}})
+LABELS_POLICY = CanaryPolicy.model_validate(
+    {
+        **POLICY.model_dump(),
+        "analysis": {
+            **POLICY.analysis.model_dump(),
+            "labelled": {**POLICY.analysis.labelled.model_dump(), "min_positives": 10},
+        },
+    }
+)
 
 
 def test_a_few_fraud_customers_do_not_roll_back_an_equal_challenger() -> None:
@@ -188,7 +243,9 @@ def test_equal_challengers_on_a_few_fraud_customers_are_rarely_rolled_back() -> 
         result = check_labelled(LABELS_POLICY, champion, challenger, {**champion_labels, **challenger_labels})
         failed += result.status == "fail"
         ap, recall = result.values["pr_auc"], result.values["recall"]
-        point_worse += (ap["champion"] - ap["challenger"] > 0.05) or (recall["champion"] - recall["challenger"] > 0.1)
+        point_worse += (ap["champion"] - ap["challenger"] > 0.05) or (
+            recall["champion"] - recall["challenger"] > 0.1
+        )
     assert point_worse >= 15 and failed <= 3, (point_worse, failed)
 
 
@@ -201,10 +258,19 @@ def test_a_challenger_that_misses_every_fraud_fails_even_on_a_few_customers() ->
 
 
 def test_waiting_for_labels_is_not_called_too_little_traffic() -> None:
-    strict = CanaryPolicy.model_validate({**POLICY.model_dump(), "analysis": {
-        **POLICY.analysis.model_dump(), "labelled": {**POLICY.analysis.labelled.model_dump(), "required": True}}})
+    strict = CanaryPolicy.model_validate(
+        {
+            **POLICY.model_dump(),
+            "analysis": {
+                **POLICY.analysis.model_dump(),
+                "labelled": {**POLICY.analysis.labelled.model_dump(), "required": True},
+            },
+        }
+    )
     verdict = analyse(strict, window("1", prefix="a"), window("2", prefix="b"), {})
-    assert not verdict.passed and verdict.why.startswith("not enough labels to judge: labelled: waiting for labels")
+    assert not verdict.passed and verdict.why.startswith(
+        "not enough labels to judge: labelled: waiting for labels"
+    )
     # All-fraud labels rank nothing: still waiting, never a pass on an undefined PR-AUC.
     champion, challenger = window("1", prefix="a"), window("2", prefix="b")
     all_fraud = {t: 1 for t in (*champion.transaction_ids, *challenger.transaction_ids)}
@@ -214,8 +280,15 @@ def test_waiting_for_labels_is_not_called_too_little_traffic() -> None:
 def test_windows_from_the_prediction_log_carry_each_rows_customer() -> None:
     import pandas as pd
 
-    frame = pd.DataFrame({"transaction_id": ["t1", "t2", "t3"], "customer_id": ["c1", None, "c1"],
-                          "score": [0.1, 0.2, 0.3], "decision": [0, 0, 0], "latency_ms": [1.0, 1.0, 1.0]})
+    frame = pd.DataFrame(
+        {
+            "transaction_id": ["t1", "t2", "t3"],
+            "customer_id": ["c1", None, "c1"],
+            "score": [0.1, 0.2, 0.3],
+            "decision": [0, 0, 0],
+            "latency_ms": [1.0, 1.0, 1.0],
+        }
+    )
     w = VariantWindow.from_frame(frame, "2", errors=0)
     assert (w.customer_ids, w.customers) == (("c1", "", "c1"), 1)
     # No customer: the transaction is its own unit when resampling.
@@ -226,7 +299,11 @@ def test_windows_from_the_prediction_log_carry_each_rows_customer() -> None:
 def test_verdict_serialises_with_every_check() -> None:
     data = analyse(POLICY, window("1"), window("2", n=10)).to_dict()
     assert data["passed"] is False and [c["name"] for c in data["checks"]] == [
-        "errors", "latency", "score_shift", "labelled"]
+        "errors",
+        "latency",
+        "score_shift",
+        "labelled",
+    ]
 
 
 def test_score_shift_is_not_judged_on_a_handful_of_sticky_customers() -> None:
@@ -237,8 +314,12 @@ def test_score_shift_is_not_judged_on_a_handful_of_sticky_customers() -> None:
     # Never promoted unjudged: at the last step too few customers block.
     final = analyse(POLICY, window("1", seed=1), few, final=True)
     assert statuses(final)["score_shift"] == "insufficient" and not final.passed
-    assert statuses(analyse(POLICY, window("1", seed=1), VariantWindow(**{**few.__dict__, "customers": 300})))[
-        "score_shift"] == "fail"
+    assert (
+        statuses(analyse(POLICY, window("1", seed=1), VariantWindow(**{**few.__dict__, "customers": 300})))[
+            "score_shift"
+        ]
+        == "fail"
+    )
 
 
 def test_repeated_transactions_count_once_towards_the_labelled_sample() -> None:
@@ -247,7 +328,9 @@ def test_repeated_transactions_count_once_towards_the_labelled_sample() -> None:
     labels = {**truth, **{f"b{tx[1:]}": y for tx, y in truth.items()}}
     assert statuses(analyse(POLICY, champion, challenger, labels))["labelled"] == "pass"
     # The same 50 transactions scored 8 times each: 400 rows but only 50 labelled transactions.
-    repeated = VariantWindow(**{**challenger.__dict__, "transaction_ids": challenger.transaction_ids[:50] * 8})
+    repeated = VariantWindow(
+        **{**challenger.__dict__, "transaction_ids": challenger.transaction_ids[:50] * 8}
+    )
     assert statuses(analyse(POLICY, champion, repeated, labels))["labelled"] == "skipped"
 
 
@@ -257,9 +340,15 @@ def test_the_policys_confidence_decides_how_sure_a_drop_must_be() -> None:
     challenger, challenger_labels = incidents("b", [5, 4, 0])
     labels = {**champion_labels, **challenger_labels}
     lenient = check_labelled(LABELS_POLICY, champion, challenger, labels)
-    eager_policy = CanaryPolicy.model_validate({**LABELS_POLICY.model_dump(), "analysis": {
-        **LABELS_POLICY.analysis.model_dump(),
-        "labelled": {**LABELS_POLICY.analysis.labelled.model_dump(), "confidence": 0.55}}})
+    eager_policy = CanaryPolicy.model_validate(
+        {
+            **LABELS_POLICY.model_dump(),
+            "analysis": {
+                **LABELS_POLICY.analysis.model_dump(),
+                "labelled": {**LABELS_POLICY.analysis.labelled.model_dump(), "confidence": 0.55},
+            },
+        }
+    )
     eager = check_labelled(eager_policy, champion, challenger, labels)
     assert (lenient.status, eager.status) == ("pass", "fail"), eager.reason
     assert "55.0% sure it dropped" in eager.reason
@@ -276,8 +365,12 @@ def test_score_shift_ignores_how_confidently_two_models_score_the_obvious_genuin
     confident = np.where(alerts, champion, champion / 10)
     assert psi(champion, confident) > 1
     window = lambda scores, who: VariantWindow(  # noqa: E731
-        version=who, scores=tuple(scores), transaction_ids=tuple(f"{who}{i}" for i in range(len(scores))),
-        decisions=tuple(bool(s >= 0.5) for s in scores), customers=200)
+        version=who,
+        scores=tuple(scores),
+        transaction_ids=tuple(f"{who}{i}" for i in range(len(scores))),
+        decisions=tuple(bool(s >= 0.5) for s in scores),
+        customers=200,
+    )
     same = check_score_shift(POLICY, window(champion, "1"), window(confident, "2"))
     assert same.status == "pass" and "one band" in same.reason
     # A challenger that pushes a fifth of the traffic into the reviewable range is still a shift.

@@ -43,14 +43,20 @@ def fast_policy(**analysis) -> CanaryPolicy:
 @pytest.fixture(scope="module")
 def faulty(serving_world, registry) -> dict[str, str]:
     base = serving_world.versions[0]
-    return {fault: register_faulty(serving_world.tracking_uri, base, fault) for fault in ("raise", "slow", "shift")}
+    return {
+        fault: register_faulty(serving_world.tracking_uri, base, fault)
+        for fault in ("raise", "slow", "shift")
+    }
 
 
 @pytest.fixture(scope="module")
 def server(serving_world, registry):
     config = quick_config()
-    app = create_app(serving_world.settings, config,
-                     source_factory=lambda engine: RegistryReconciler(engine, serving_world.settings, config))
+    app = create_app(
+        serving_world.settings,
+        config,
+        source_factory=lambda engine: RegistryReconciler(engine, serving_world.settings, config),
+    )
     with running_server(app) as url:
         yield url
 
@@ -71,7 +77,9 @@ def champion_served(url: str) -> str | None:
 
 
 def challenger_served(url: str) -> str | None:
-    return ((httpx.get(f"{url}/readyz", timeout=5).json().get("deployment") or {}).get("challenger") or {}).get("version")
+    return (
+        (httpx.get(f"{url}/readyz", timeout=5).json().get("deployment") or {}).get("challenger") or {}
+    ).get("version")
 
 
 def events_since(settings, first_id: int) -> list[history.Event]:
@@ -85,7 +93,9 @@ def last_event_id(settings) -> int:
 
 def canary(serving_world, server, deployed, challenger: str, policy: CanaryPolicy, clients: int = 2):
     deployed.set_registered_model_alias(MODEL, "challenger", challenger)
-    wait_until(lambda: challenger_served(server) == challenger, timeout=60, what=f"challenger {challenger} loaded")
+    wait_until(
+        lambda: challenger_served(server) == challenger, timeout=60, what=f"challenger {challenger} loaded"
+    )
     with Load(server, serving_world.transactions, clients=clients) as load:
         time.sleep(0.3)
         outcome = run_canary(serving_world.settings, policy, challenger, metrics_url=f"{server}/metrics")
@@ -106,7 +116,9 @@ def test_first_model_is_promoted_directly_with_the_reason(serving_world, registr
     reset(registry)
 
 
-def test_a_better_challenger_is_promoted_and_production_rolls_back_in_one_step(serving_world, server, deployed) -> None:
+def test_a_better_challenger_is_promoted_and_production_rolls_back_in_one_step(
+    serving_world, server, deployed
+) -> None:
     champion, challenger = serving_world.versions
     first = last_event_id(serving_world.settings)
     outcome, load = canary(serving_world, server, deployed, challenger, fast_policy())
@@ -115,7 +127,12 @@ def test_a_better_challenger_is_promoted_and_production_rolls_back_in_one_step(s
     assert not load.failed(), f"{len(load.failed())} of {len(load.outcomes)} requests failed during promotion"
     assert ("challenger", challenger) in load.versions()
     state = read_state(serving_world.settings)
-    assert (state.champion, state.challenger, state.previous_champion, state.share) == (challenger, None, champion, None)
+    assert (state.champion, state.challenger, state.previous_champion, state.share) == (
+        challenger,
+        None,
+        champion,
+        None,
+    )
     assert deployed.get_model_version(MODEL, challenger).tags[TAG_CANARY] == "promoted"
     wait_until(lambda: champion_served(server) == challenger, what="the promoted champion serving")
     kinds = [e.kind for e in events_since(serving_world.settings, first)]
@@ -168,16 +185,18 @@ def test_a_slow_challenger_is_rolled_back_on_latency(serving_world, server, depl
     assert not load.failed(), "slow is not broken: no request may fail, during the canary or the rollback"
 
 
-def test_a_worse_challenger_is_rolled_back_on_score_shift_without_failed_requests(serving_world, server, deployed,
-                                                                                   faulty) -> None:
+def test_a_worse_challenger_is_rolled_back_on_score_shift_without_failed_requests(
+    serving_world, server, deployed, faulty
+) -> None:
     outcome, load = canary(serving_world, server, deployed, faulty["shift"], fast_policy())
     assert_rolled_back(serving_world, deployed, outcome, faulty["shift"], "score_shift")
     assert not load.failed(), f"{len(load.failed())} requests failed during the rollback"
     assert ("challenger", faulty["shift"]) in load.versions()
 
 
-def test_loopline_traffic_replays_curated_transactions_open_loop(serving_world, server, deployed, monkeypatch,
-                                                                 capsys) -> None:
+def test_loopline_traffic_replays_curated_transactions_open_loop(
+    serving_world, server, deployed, monkeypatch, capsys
+) -> None:
     import argparse
     import json
 

@@ -31,7 +31,9 @@ from loopline.deployment.policy import CanaryPolicy
 from loopline.features.store import build_training_set, materialized_until, read_labels
 from loopline.lineage import history
 
-WORLD = SimulationConfig(days=10, n_customers=120, seed=7)  # the serving world's (tests/unit/serving/conftest.py)
+WORLD = SimulationConfig(
+    days=10, n_customers=120, seed=7
+)  # the serving world's (tests/unit/serving/conftest.py)
 LIVE_DAYS = 8  # after the world's: ~40 frauds on a dozen customers, half of them routed to each variant
 GENUINE = 100  # genuine transactions replayed with the fraud ones: seconds of traffic cover them all
 
@@ -61,8 +63,9 @@ def live(serving_world) -> Live:
     settings = serving_world.settings
     sim = simulate(replace(WORLD, days=WORLD.days + LIVE_DAYS))
     seen = sim.transactions["event_timestamp"].dt.date < WORLD.day(WORLD.days)
-    assert set(sim.transactions.loc[seen, "transaction_id"]) == existing_keys(settings, "transactions"), \
+    assert set(sim.transactions.loc[seen, "transaction_id"]) == existing_keys(settings, "transactions"), (
         "the serving world is no longer WORLD's simulation: make WORLD match tests/unit/serving/conftest.py"
+    )
     new = sim.transactions[~seen]
     fraud = sim.labels.set_index("transaction_id")["is_fraud"].loc[new["transaction_id"]].to_numpy() == 1
     replayed = fraud | new.index.isin(new[~fraud].sample(GENUINE, random_state=0).index)
@@ -83,14 +86,19 @@ def models(serving_world, registry, live, tmp_path_factory) -> Models:
     settings = serving_world.settings
     training_set = tmp_path_factory.mktemp("canary-labels") / "train.parquet"
     build_training_set(settings, training_set)
-    trained = train(training_set, load_config(CONFIG_PATH, ["device=cpu"]), tracking_uri=settings.mlflow_uri,
-                    config_path=CONFIG_PATH)
+    trained = train(
+        training_set,
+        load_config(CONFIG_PATH, ["device=cpu"]),
+        tracking_uri=settings.mlflow_uri,
+        config_path=CONFIG_PATH,
+    )
     mlflow.set_tracking_uri(settings.mlflow_uri)
     equal = str(mlflow.register_model(trained.logged_model_uri, MODEL).version)
     # The shuffled model's reference distribution: the champion's scores on the live traffic, through the
     # serving code path (online features included).
-    champion = Predictor.load(f"models:/{MODEL}/{trained.version}", version=trained.version, variant="champion",
-                              settings=settings)
+    champion = Predictor.load(
+        f"models:/{MODEL}/{trained.version}", version=trained.version, variant="champion", settings=settings
+    )
     reference = [s.score for s in champion.score(live.rows)]
     shuffled = register_faulty(serving_world.tracking_uri, trained.version, "shuffled", reference=reference)
     return Models(trained.version, equal, shuffled)
@@ -102,9 +110,10 @@ def labelled_policy(max_bake_seconds: float | None = None) -> CanaryPolicy:
     to the champion's p95 too: the label feed's ingest shares this process with the server, and on a busy
     2-core machine it pushed a challenger's p95 to 79.4 ms against a 79.0 ms limit (latency has its own
     tests in test_analysis and test_canary; these are about labelled quality)."""
-    return fast_policy(labelled={"required": True, "min_labelled": 20, "min_positives": 5},
-                       latency={"max_p95_ms": 1000.0, "max_p95_ratio": 10.0}).with_overrides(bake_seconds=5, min_requests=60,
-                                                                      max_bake_seconds=max_bake_seconds)
+    return fast_policy(
+        labelled={"required": True, "min_labelled": 20, "min_positives": 5},
+        latency={"max_p95_ms": 1000.0, "max_p95_ratio": 10.0},
+    ).with_overrides(bake_seconds=5, min_requests=60, max_bake_seconds=max_bake_seconds)
 
 
 def checks(verdict: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -115,14 +124,24 @@ def statuses(verdict: dict[str, Any]) -> dict[str, str]:
     return {name: c["status"] for name, c in checks(verdict).items()}
 
 
-def run_canary_on(serving_world, server, deployed, champion: str, traffic: Live, challenger: str,
-                  feed: bool, policy: CanaryPolicy | None = None) -> tuple[CanaryOutcome, LabelFeed | None]:
+def run_canary_on(
+    serving_world,
+    server,
+    deployed,
+    champion: str,
+    traffic: Live,
+    challenger: str,
+    feed: bool,
+    policy: CanaryPolicy | None = None,
+) -> tuple[CanaryOutcome, LabelFeed | None]:
     """``champion`` serving, then test_canary's canary under live load of ``traffic``; with ``feed``, the
     labels of what is answered land every second while it runs."""
     deployed.set_registered_model_alias(MODEL, "champion", champion)
     wait_until(lambda: champion_served(server) == champion, timeout=60, what=f"champion {champion} serving")
     arrived = read_labels(serving_world.settings, datetime.now(UTC))["transaction_id"]
-    assert not arrived.isin(traffic.truth).any(), "this traffic's labels must not have arrived before it is served"
+    assert not arrived.isin(traffic.truth).any(), (
+        "this traffic's labels must not have arrived before it is served"
+    )
     world = replace(serving_world, transactions=traffic.rows)
     if not feed:
         outcome, load = canary(world, server, deployed, challenger, policy or labelled_policy())
@@ -140,15 +159,22 @@ def events_since(serving_world, first: int) -> list[history.Event]:
 
 
 @pytest.mark.integration
-def test_a_challenger_that_ranks_backwards_is_rolled_back_once_labels_arrive(serving_world, server, deployed,
-                                                                              live, models) -> None:
+def test_a_challenger_that_ranks_backwards_is_rolled_back_once_labels_arrive(
+    serving_world, server, deployed, live, models
+) -> None:
     first = last_event_id(serving_world.settings)
-    outcome, labels = run_canary_on(serving_world, server, deployed, models.champion, live.stretch("shuffled"),
-                                    models.shuffled, feed=True)
+    outcome, labels = run_canary_on(
+        serving_world, server, deployed, models.champion, live.stretch("shuffled"), models.shuffled, feed=True
+    )
     assert outcome.action == "rolled_back", [v["why"] for v in outcome.verdicts]
     [verdict] = outcome.verdicts  # judged at the first step, on the labels that arrived while it baked
-    assert statuses(verdict) == {"errors": "pass", "latency": "pass", "score_shift": "pass", "labelled": "fail",
-                                 "health": "pass"}, verdict["why"]
+    assert statuses(verdict) == {
+        "errors": "pass",
+        "latency": "pass",
+        "score_shift": "pass",
+        "labelled": "fail",
+        "health": "pass",
+    }, verdict["why"]
     labelled = checks(verdict)["labelled"]
     assert "recall" in labelled["reason"] or "PR-AUC" in labelled["reason"]
     values = labelled["values"]
@@ -171,11 +197,13 @@ def test_a_challenger_that_ranks_backwards_is_rolled_back_once_labels_arrive(ser
 
 
 @pytest.mark.integration
-def test_an_equal_challenger_passes_labelled_quality_and_is_promoted(serving_world, server, deployed,
-                                                                     live, models) -> None:
+def test_an_equal_challenger_passes_labelled_quality_and_is_promoted(
+    serving_world, server, deployed, live, models
+) -> None:
     first = last_event_id(serving_world.settings)
-    outcome, _ = run_canary_on(serving_world, server, deployed, models.champion, live.stretch("equal"), models.equal,
-                               feed=True)
+    outcome, _ = run_canary_on(
+        serving_world, server, deployed, models.champion, live.stretch("equal"), models.equal, feed=True
+    )
     assert outcome.action == "promoted", [v["why"] for v in outcome.verdicts]
     assert len(outcome.verdicts) == 2  # labels required: judged, not skipped, at the 50 % and the 100 % step
     for verdict in outcome.verdicts:
@@ -184,25 +212,47 @@ def test_an_equal_challenger_passes_labelled_quality_and_is_promoted(serving_wor
         assert min(labelled["values"]["labelled"].values()) >= 20
         assert min(labelled["values"]["positives"].values()) >= 5
     state = read_state(serving_world.settings)
-    assert (state.champion, state.previous_champion, state.challenger) == (models.equal, models.champion, None)
+    assert (state.champion, state.previous_champion, state.challenger) == (
+        models.equal,
+        models.champion,
+        None,
+    )
     assert [e.kind for e in events_since(serving_world, first)] == [
-        "canary_started", "traffic_shifted", "traffic_shifted", "promoted"]
+        "canary_started",
+        "traffic_shifted",
+        "traffic_shifted",
+        "promoted",
+    ]
 
 
 @pytest.mark.integration
-def test_without_labels_a_canary_that_requires_them_rolls_back_instead_of_promoting(serving_world, server,
-                                                                                    deployed, live, models) -> None:
+def test_without_labels_a_canary_that_requires_them_rolls_back_instead_of_promoting(
+    serving_world, server, deployed, live, models
+) -> None:
     first = last_event_id(serving_world.settings)
     started = time.monotonic()
-    outcome, _ = run_canary_on(serving_world, server, deployed, models.champion, live.stretch("unlabelled"),
-                               models.equal, feed=False, policy=labelled_policy(max_bake_seconds=12))
+    outcome, _ = run_canary_on(
+        serving_world,
+        server,
+        deployed,
+        models.champion,
+        live.stretch("unlabelled"),
+        models.equal,
+        feed=False,
+        policy=labelled_policy(max_bake_seconds=12),
+    )
     # Required labels keep the step baking (labels come days late) up to bake.max_seconds; then it cannot be
     # judged and is rolled back rather than promoted or held: the challenger alias must not block the next.
     assert time.monotonic() - started >= 12
     assert outcome.action == "rolled_back", [v["why"] for v in outcome.verdicts]
     [verdict] = outcome.verdicts
-    assert statuses(verdict) == {"errors": "pass", "latency": "pass", "score_shift": "pass",
-                                 "labelled": "insufficient", "health": "pass"}, verdict["why"]
+    assert statuses(verdict) == {
+        "errors": "pass",
+        "latency": "pass",
+        "score_shift": "pass",
+        "labelled": "insufficient",
+        "health": "pass",
+    }, verdict["why"]
     assert verdict["why"].startswith("not enough labels to judge: labelled: waiting for labels")
     assert checks(verdict)["labelled"]["values"]["labelled"] == {"champion": 0, "challenger": 0}
     state = read_state(serving_world.settings)

@@ -44,23 +44,49 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.integration
-def test_the_dag_promotes_a_healthy_challenger_step_by_step(serving_world, server, deployed, tmp_path) -> None:  # noqa: F811
+def test_the_dag_promotes_a_healthy_challenger_step_by_step(
+    serving_world,
+    server,  # noqa: F811 (a fixture imported above)
+    deployed,  # noqa: F811
+    tmp_path,
+) -> None:
     champion, challenger = serving_world.versions
-    env = {**os.environ, **serving_world.env(), "LOOPLINE_SERVING_URL": server,
-           "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
-                   capture_output=True, timeout=300)
+    env = {
+        **os.environ,
+        **serving_world.env(),
+        "LOOPLINE_SERVING_URL": server,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    }
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     deployed.set_registered_model_alias("fraud_detector", "challenger", challenger)
     first = last_event_id(serving_world.settings)
     with Load(server, serving_world.transactions) as load:
-        done = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO / "plugins"), str(REPO / "dags")], env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(REPO / "plugins"), str(REPO / "dags")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["tasks"] == {"start_canary": "success", "ramp_canary": "success", "decide_promotion": "success",
-                               "promote_challenger": "success", "roll_back_challenger": "skipped"}, result
+    assert result["tasks"] == {
+        "start_canary": "success",
+        "ramp_canary": "success",
+        "decide_promotion": "success",
+        "promote_challenger": "success",
+        "roll_back_challenger": "skipped",
+    }, result
     state = read_state(serving_world.settings)
     assert (state.champion, state.previous_champion, state.challenger) == (challenger, champion, None)
     kinds = [e.kind for e in history.read(serving_world.settings) if (e.id or 0) > first]

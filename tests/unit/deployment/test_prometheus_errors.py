@@ -64,17 +64,31 @@ def prometheus_bin() -> str:
 def running_prometheus(binary: str, targets: list[str], workdir: Path) -> Iterator[str]:
     """The real Prometheus binary scraping ``targets`` (host:port) every second; yields its base URL."""
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": f"{SCRAPE_S:g}s", "scrape_timeout": f"{SCRAPE_S:g}s"},
-        "scrape_configs": [{"job_name": "loopline-serving", "static_configs": [{"targets": targets}]}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": f"{SCRAPE_S:g}s", "scrape_timeout": f"{SCRAPE_S:g}s"},
+                "scrape_configs": [
+                    {"job_name": "loopline-serving", "static_configs": [{"targets": targets}]}
+                ],
+            }
+        )
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = workdir / "prometheus.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                                    f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 60
             while not _ready(url):
@@ -104,8 +118,12 @@ def failing_and_clean(transactions: list[dict[str, Any]]) -> list[tuple[dict[str
     pairs = []
     for tx in transactions:
         whole = 3 * max(1, round(tx["amount"] / 3))
-        pairs.append(({**tx, "transaction_id": f"{tx['transaction_id']}-x", "amount": whole + 0.03},
-                      {**tx, "transaction_id": f"{tx['transaction_id']}-ok", "amount": float(whole)}))
+        pairs.append(
+            (
+                {**tx, "transaction_id": f"{tx['transaction_id']}-x", "amount": whole + 0.03},
+                {**tx, "transaction_id": f"{tx['transaction_id']}-ok", "amount": float(whole)},
+            )
+        )
     return pairs
 
 
@@ -120,8 +138,11 @@ class HalfFailingLoad:
         self.answered: Counter[str] = Counter()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._loop, args=(url, n * 17), daemon=True)
-                         for url in urls for n in range(clients)]
+        self._threads = [
+            threading.Thread(target=self._loop, args=(url, n * 17), daemon=True)
+            for url in urls
+            for n in range(clients)
+        ]
 
     def _loop(self, url: str, offset: int) -> None:
         with httpx.Client(base_url=url, timeout=30) as http:
@@ -153,9 +174,14 @@ def faulty(serving_world, registry) -> str:
 def replicas(serving_world, registry) -> Iterator[list[str]]:
     """Two serving processes' worth of app (own metrics registry, own reconciler), one prediction log."""
     config = quick_config()
-    apps = [create_app(serving_world.settings, config,
-                       source_factory=lambda engine: RegistryReconciler(engine, serving_world.settings, config))
-            for _ in range(2)]
+    apps = [
+        create_app(
+            serving_world.settings,
+            config,
+            source_factory=lambda engine: RegistryReconciler(engine, serving_world.settings, config),
+        )
+        for _ in range(2)
+    ]
     with running_server(apps[0]) as first, running_server(apps[1]) as second:
         yield [first, second]
 
@@ -165,7 +191,9 @@ def prometheus(prometheus_bin, replicas, tmp_path_factory) -> Iterator[str]:
     targets = [url.removeprefix("http://") for url in replicas]
     with running_prometheus(prometheus_bin, targets, tmp_path_factory.mktemp("prometheus")) as url:
         # Both replicas scraped at least twice: the counts below have a baseline.
-        wait_until(lambda: _scrapes(url) >= 2 * len(targets), timeout=30, what="Prometheus scraping both replicas")
+        wait_until(
+            lambda: _scrapes(url) >= 2 * len(targets), timeout=30, what="Prometheus scraping both replicas"
+        )
         yield url
 
 
@@ -202,8 +230,9 @@ def deploy(serving_world, registry, replicas: list[str], challenger: str, share:
 
 
 @pytest.mark.integration
-def test_the_count_from_prometheus_is_the_sum_of_both_replicas_counters(prometheus_bin, serving_world, registry,
-                                                                         faulty, replicas, prometheus) -> None:
+def test_the_count_from_prometheus_is_the_sum_of_both_replicas_counters(
+    prometheus_bin, serving_world, registry, faulty, replicas, prometheus
+) -> None:
     deploy(serving_world, registry, replicas, faulty, share=0.5)
     key = ("challenger", faulty)
     metrics = [f"{url}/metrics" for url in replicas]
@@ -218,7 +247,9 @@ def test_the_count_from_prometheus_is_the_sum_of_both_replicas_counters(promethe
     until = time.time()
 
     summed = by_prometheus.count({}, since, until)
-    per_replica = [source.count({m: mark[m]}, since, until).get(key, 0) for source, m in zip(each, metrics, strict=True)]
+    per_replica = [
+        source.count({m: mark[m]}, since, until).get(key, 0) for source, m in zip(each, metrics, strict=True)
+    ]
     assert all(n > 0 for n in per_replica), f"both replicas must have failed requests: {per_replica}"
     # Exact: integer counts of what was scraped, no extrapolation, and no error after the last scrape.
     assert summed[key] == both.count(mark, since, until)[key] == sum(per_replica)
@@ -229,9 +260,11 @@ def test_the_count_from_prometheus_is_the_sum_of_both_replicas_counters(promethe
 
 @pytest.mark.integration
 def test_a_challenger_failing_on_every_replica_is_rolled_back_only_when_errors_are_summed(
-        prometheus_bin, serving_world, registry, faulty, replicas, prometheus) -> None:
+    prometheus_bin, serving_world, registry, faulty, replicas, prometheus
+) -> None:
     policy = fast_policy(errors={"max_rate": MAX_ERROR_RATE, "max_increase": 0.0}).with_overrides(
-        bake_seconds=8, min_requests=200, max_bake_seconds=90, steps=[0.5])
+        bake_seconds=8, min_requests=200, max_bake_seconds=90, steps=[0.5]
+    )
 
     def canary(settings: Settings, **errors_from: Any) -> dict[str, Any]:
         deploy(serving_world, registry, replicas, faulty, share=None)
@@ -239,8 +272,11 @@ def test_a_challenger_failing_on_every_replica_is_rolled_back_only_when_errors_a
             time.sleep(0.3)
             outcome = run_canary(settings, policy, faulty, **errors_from)
         [verdict] = outcome.verdicts
-        return {"outcome": outcome.action, "why": verdict["why"],
-                "errors": next(c for c in verdict["checks"] if c["name"] == "errors")}
+        return {
+            "outcome": outcome.action,
+            "why": verdict["why"],
+            "errors": next(c for c in verdict["checks"] if c["name"] == "errors"),
+        }
 
     # Today's single /metrics URL: one replica's share of the errors looks like a tolerable rate.
     one = canary(serving_world.settings, metrics_url=f"{replicas[0]}/metrics")
@@ -272,8 +308,15 @@ def test_windows_prometheus_cannot_count_are_unavailable_with_the_reason(prometh
 def test_unreadable_errors_block_the_step_and_say_why(tmp_path: Path) -> None:
     """No Prometheus answering: the errors check cannot judge, says why, and the step does not pass."""
     unreachable = "http://127.0.0.1:9"  # the discard port: nothing listens
-    plan = CanaryPlan("2", "1", (Phase(0.5, "live"),), "", started_at=time.time() - 60,
-                      errors_at_start={}, errors_from=ErrorSource(prometheus_url=unreachable))
+    plan = CanaryPlan(
+        "2",
+        "1",
+        (Phase(0.5, "live"),),
+        "",
+        started_at=time.time() - 60,
+        errors_at_start={},
+        errors_from=ErrorSource(prometheus_url=unreachable),
+    )
     step = StepState(0, time.time() - 30, {})
     verdict = judge_step(Settings(state_dir=tmp_path), fast_policy(), plan, step)
     errors = next(c for c in verdict.checks if c.name == "errors")

@@ -14,8 +14,13 @@ def test_percentile_nearest_rank() -> None:
 
 
 def test_summary_counts_errors_by_status_and_variants() -> None:
-    outcomes = [("200", 0.002, ["champion:1"]), ("200", 0.004, ["challenger:2"]), ("500", 0.001, []),
-                ("timeout", 10.0, []), ("200", 0.003, ["champion:1"])]
+    outcomes = [
+        ("200", 0.002, ["champion:1"]),
+        ("200", 0.004, ["challenger:2"]),
+        ("500", 0.001, []),
+        ("timeout", 10.0, []),
+        ("200", 0.003, ["champion:1"]),
+    ]
     report = summarise("http://x", 10, 0.5, outcomes)
     assert (report.sent, report.ok) == (5, 3)
     assert report.errors == {"500": 1, "timeout": 1}

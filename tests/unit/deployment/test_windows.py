@@ -38,9 +38,19 @@ from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
 
 
 def row(i: int, ts: float, variant: str, version: str) -> LoggedPrediction:
-    return LoggedPrediction(request_id=f"r{i}", ts=ts, transaction_id=f"tx{i}", customer_id="c", inputs={},
-                            features={}, score=0.1, decision=False, variant=variant, model_version=version,
-                            latency_ms=2.0)
+    return LoggedPrediction(
+        request_id=f"r{i}",
+        ts=ts,
+        transaction_id=f"tx{i}",
+        customer_id="c",
+        inputs={},
+        features={},
+        score=0.1,
+        decision=False,
+        variant=variant,
+        model_version=version,
+        latency_ms=2.0,
+    )
 
 
 def test_logged_counts_per_variant_and_version_in_the_window(tmp_path: Path) -> None:
@@ -52,7 +62,11 @@ def test_logged_counts_per_variant_and_version_in_the_window(tmp_path: Path) -> 
     log.append([row(i, now + i * 0.001, "champion", "1") for i in range(1, 4)])
     log.append([row(i, now + i * 0.001, "challenger", "2") for i in range(4, 6)])
     log.append([row(6, now, "shadow", "2")])
-    assert logged_counts(settings, now - 1) == {("champion", "1"): 3, ("challenger", "2"): 2, ("shadow", "2"): 1}
+    assert logged_counts(settings, now - 1) == {
+        ("champion", "1"): 3,
+        ("challenger", "2"): 2,
+        ("shadow", "2"): 1,
+    }
     frame = read_predictions(settings, now - 1, now + 1, "challenger", "2")
     assert list(frame["transaction_id"]) == ["tx4", "tx5"]
     log.close()
@@ -76,6 +90,7 @@ def test_error_delta_handles_new_series_and_restarts() -> None:
 
 
 # --- Errors summed over replicas -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def replicas() -> Iterator[list[Replica]]:
@@ -119,15 +134,19 @@ def test_a_counter_series_is_counted_from_its_last_sample_before_the_window() ->
     assert counted_in_window([(90, 5), (95, 7), (101, 9), (102, 12)], since) == 5  # baseline 7 (t=95)
     assert counted_in_window([(100, 7), (101, 9)], since) == 2  # a sample at the start is the baseline
     assert counted_in_window([(101, 4), (102, 6)], since) == 6  # born in the window: from 0
-    assert counted_in_window([(95, 40), (101, 44), (102, 3), (103, 5)], since) == 4 + 3 + 2  # restarted at 102
+    assert (
+        counted_in_window([(95, 40), (101, 44), (102, 3), (103, 5)], since) == 4 + 3 + 2
+    )  # restarted at 102
     assert counted_in_window([(90, 5), (95, 7)], since) == 0  # gone before the window
     assert counted_in_window([], since) == 0
 
 
 def series(name: str, samples: list[tuple[float, float]], **labels: str) -> dict[str, Any]:
     """One series of a Prometheus API matrix result (values are strings there)."""
-    return {"metric": {"__name__": name, "job": "loopline-serving", **labels},
-            "values": [[at, f"{value:g}"] for at, value in samples]}
+    return {
+        "metric": {"__name__": name, "job": "loopline-serving", **labels},
+        "values": [[at, f"{value:g}"] for at, value in samples],
+    }
 
 
 ERRORS = "loopline_prediction_errors_total"
@@ -139,11 +158,16 @@ def test_window_errors_sums_replicas_and_needs_two_scrapes_of_one() -> None:
     result = [
         series(REPLICA_METRIC, scrapes, instance="a:8000"),
         series(REPLICA_METRIC, scrapes[2:], instance="b:8000"),  # b started in the window
-        series(ERRORS, [(98, 10), (101, 12), (104, 15)], instance="a:8000", variant="challenger", version="7"),
+        series(
+            ERRORS, [(98, 10), (101, 12), (104, 15)], instance="a:8000", variant="challenger", version="7"
+        ),
         series(ERRORS, [(104, 2), (107, 6)], instance="b:8000", variant="challenger", version="7"),
         series(ERRORS, [(98, 1), (110, 1)], instance="a:8000", variant="champion", version="6"),
     ]
-    assert window_errors(result, since, until, "Prometheus") == {("challenger", "7"): 5 + 6, ("champion", "6"): 0}
+    assert window_errors(result, since, until, "Prometheus") == {
+        ("challenger", "7"): 5 + 6,
+        ("champion", "6"): 0,
+    }
     with pytest.raises(ErrorsUnavailable, match="1 scrape.*too short"):
         window_errors(result, 108.0, until, "Prometheus")
     with pytest.raises(ErrorsUnavailable, match="scrapes no serving replica"):
@@ -163,19 +187,32 @@ def test_error_source_validates_its_settings_with_clear_errors() -> None:
         ErrorSource(prometheus_url="http://p:9090", selector="job=serving")
     with pytest.raises(ValueError, match="__name__"):
         ErrorSource(prometheus_url="http://p:9090", selector='__name__="up"')
-    source = ErrorSource(prometheus_url=" http://p:9090/ ", selector='{job="loopline-serving", namespace=~"prod-.*"}')
-    assert (source.prometheus_url, source.selector) == ("http://p:9090/", 'job="loopline-serving", namespace=~"prod-.*"')
+    source = ErrorSource(
+        prometheus_url=" http://p:9090/ ", selector='{job="loopline-serving", namespace=~"prod-.*"}'
+    )
+    assert (source.prometheus_url, source.selector) == (
+        "http://p:9090/",
+        'job="loopline-serving", namespace=~"prod-.*"',
+    )
     assert ErrorSource.from_dict(json.loads(json.dumps(source.to_dict()))) == source
 
 
 def test_the_plan_keeps_its_error_source_through_json() -> None:
     source = ErrorSource(prometheus_url="http://prometheus:9090", selector='job="loopline-serving"')
-    plan = CanaryPlan("2", "1", (Phase(0.25, "live"), Phase(1.0, "live")), "", started_at=1.0,
-                      errors_at_start=source.mark(), errors_from=source)
+    plan = CanaryPlan(
+        "2",
+        "1",
+        (Phase(0.25, "live"), Phase(1.0, "live")),
+        "",
+        started_at=1.0,
+        errors_at_start=source.mark(),
+        errors_from=source,
+    )
     assert CanaryPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
     old = CanaryPlan("2", "1", (Phase(1.0, "live"),), "http://serving:8000/metrics")  # one URL, as before
     assert CanaryPlan.from_dict(json.loads(json.dumps(old.to_dict()))).error_source == ErrorSource(
-        metrics_urls=("http://serving:8000/metrics",))
+        metrics_urls=("http://serving:8000/metrics",)
+    )
 
 
 def test_an_unreachable_prometheus_is_unavailable_not_zero() -> None:
@@ -198,14 +235,18 @@ LOAD_FAILURES = "loopline_model_load_failures_total"
 ERROR_INFO = "loopline_model_error_info"
 
 
-def test_load_failures_and_first_errors_are_summed_over_replicas_like_the_errors(replicas: list[Replica]) -> None:
+def test_load_failures_and_first_errors_are_summed_over_replicas_like_the_errors(
+    replicas: list[Replica],
+) -> None:
     a, b = replicas
     a.metrics.load_failed("challenger", "7", "an attempt before the window")
     source = ErrorSource(metrics_urls=(a.url, b.url))
     mark = source.mark()
     assert mark is not None and json.loads(json.dumps(mark)) == mark
     a.metrics.load_failed("challenger", "7", "cannot load models:/fraud_detector/7: MLmodel not found")
-    b.metrics.load_failed("challenger", "7", "cannot load models:/fraud_detector/7 from http://u:secret@mlflow")
+    b.metrics.load_failed(
+        "challenger", "7", "cannot load models:/fraud_detector/7 from http://u:secret@mlflow"
+    )
     b.metrics.load_failed("challenger", "7", "a later, different error")
     b.metrics.scoring_failed("challenger", "7", 4, "ValueError('cannot score')")
     counts = source.count_all(mark, 0, time.time())
@@ -248,12 +289,28 @@ def test_window_counts_reads_load_failures_and_error_texts_from_prometheus_sampl
     result = [
         series(REPLICA_METRIC, scrapes, instance="a:8000"),
         series(REPLICA_METRIC, scrapes, instance="b:8000"),
-        series(LOAD_FAILURES, [(98, 4), (101, 5), (104, 6)], instance="a:8000", variant="challenger", version="7"),
+        series(
+            LOAD_FAILURES, [(98, 4), (101, 5), (104, 6)], instance="a:8000", variant="challenger", version="7"
+        ),
         series(LOAD_FAILURES, [(107, 1), (110, 2)], instance="b:8000", variant="challenger", version="7"),
-        series(ERROR_INFO, [(98, 1), (101, 1)], instance="a:8000", variant="challenger", version="7", stage="load",
-               error="MLmodel not found"),
-        series(ERROR_INFO, [(90, 1), (95, 1)], instance="b:8000", variant="challenger", version="6", stage="load",
-               error="gone before the window"),
+        series(
+            ERROR_INFO,
+            [(98, 1), (101, 1)],
+            instance="a:8000",
+            variant="challenger",
+            version="7",
+            stage="load",
+            error="MLmodel not found",
+        ),
+        series(
+            ERROR_INFO,
+            [(90, 1), (95, 1)],
+            instance="b:8000",
+            variant="challenger",
+            version="6",
+            stage="load",
+            error="gone before the window",
+        ),
         series(ERRORS, [(98, 1), (110, 1)], instance="a:8000", variant="champion", version="6"),
     ]
     counts = window_counts(result, since, until, "Prometheus")

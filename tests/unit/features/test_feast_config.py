@@ -53,7 +53,11 @@ def test_the_production_yaml_is_a_valid_feast_config_with_the_env_values_filled_
     offline = config.offline_store
     assert offline.type == "postgres" and offline.host == "offline-db" and offline.port == 6543
     assert (offline.database, offline.user, offline.password, offline.sslmode) == (
-        "features", "loopline", "12345", "disable")
+        "features",
+        "loopline",
+        "12345",
+        "disable",
+    )
     assert config.online_store.type == "redis"
     assert config.online_store.connection_string == production_env["LOOPLINE_FEAST_REDIS"]
 

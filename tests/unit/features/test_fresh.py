@@ -65,7 +65,11 @@ def test_streamed_state_equals_the_offline_aggregates(seed):
             newest, state = windows.state(table.name, key, epoch_us(row["event_timestamp"]))
             assert newest == epoch_us(row["event_timestamp"])
             for feature in table.features:
-                assert np.isclose(state[feature], row[feature], rtol=1e-9, atol=1e-9), (table.name, key, feature)
+                assert np.isclose(state[feature], row[feature], rtol=1e-9, atol=1e-9), (
+                    table.name,
+                    key,
+                    feature,
+                )
 
 
 def test_a_transaction_never_sees_itself_and_the_next_one_of_the_customer_does(world):
@@ -87,8 +91,13 @@ def test_a_transaction_never_sees_itself_and_the_next_one_of_the_customer_does(w
     assert seen_same == seen_second  # a transaction of the same instant is not seen either (offline ties)
 
     fresh.flush()  # the store now holds the state after both (the newest event wins)
-    stored = feature_store(settings).get_online_features(
-        features=["customer_velocity:cust_last_tx_epoch_s"], entity_rows=[{"customer_id": customer}]).to_dict()
+    stored = (
+        feature_store(settings)
+        .get_online_features(
+            features=["customer_velocity:cust_last_tx_epoch_s"], entity_rows=[{"customer_id": customer}]
+        )
+        .to_dict()
+    )
     assert stored["cust_last_tx_epoch_s"] == [pd.Timestamp(second["event_timestamp"]).timestamp()]
 
 
@@ -110,7 +119,7 @@ def test_a_served_day_gets_the_offline_point_in_time_features(world, path, monke
     served = [request(r) for r in last.to_dict("records")]
     got = []
     for i in range(0, len(served), 16):
-        batch = served[i:i + 16]
+        batch = served[i : i + 16]
         fresh.observe(batch)
         got.extend(online.lookup(batch, fresh))
         if i % 64 == 0:
@@ -128,7 +137,9 @@ def test_a_transaction_older_than_the_history_held_is_looked_up_in_the_store(wor
     from them alone: the lookup reads the store, and still never serves a row from after the transaction."""
     settings, sim, _ = world
     fresh = FreshFeatures(settings).bootstrap()
-    early = sim.transactions[sim.transactions["event_timestamp"] < day(2)].sort_values("event_timestamp").tail(30)
+    early = (
+        sim.transactions[sim.transactions["event_timestamp"] < day(2)].sort_values("event_timestamp").tail(30)
+    )
     served = [request(r) for r in early.to_dict("records")]
     assert not fresh.computes(epoch_us(served[0]["event_timestamp"]) - 1)
     assert fresh.computes(epoch_us(day(DAYS)) - 1)
@@ -157,9 +168,14 @@ def test_a_batch_materialised_while_serving_joins_the_process_and_its_rows_equal
             fresh.observe([])
             time.sleep(0.02)
         assert fresh.knows(last["transaction_id"].iloc[-1])
-        after = [{**request(r), "transaction_id": f"next_{i}",
-                  "event_timestamp": (day(DAYS) + pd.Timedelta(minutes=i)).isoformat()}
-                 for i, r in enumerate(last.drop_duplicates("customer_id").head(40).to_dict("records"))]
+        after = [
+            {
+                **request(r),
+                "transaction_id": f"next_{i}",
+                "event_timestamp": (day(DAYS) + pd.Timedelta(minutes=i)).isoformat(),
+            }
+            for i, r in enumerate(last.drop_duplicates("customer_id").head(40).to_dict("records"))
+        ]
         assert fresh.computes(epoch_us(after[0]["event_timestamp"]) - 1)
         online = OnlineFeatures(settings)
         assert online.lookup(after, fresh) == online.lookup(after)
@@ -183,8 +199,23 @@ def test_replicas_see_each_others_transactions_through_the_prediction_log(world,
     fresh_a, online_a, plog_a = replicas[0]
     fresh_a.observe([first])
     (features,) = online_a.lookup([first], fresh_a)
-    plog_a.append([LoggedPrediction(uuid.uuid4().hex, 0.0, first["transaction_id"], customer, first, features, 0.1,
-                                    False, "champion", "1", 1.0)])  # committed before A answers
+    plog_a.append(
+        [
+            LoggedPrediction(
+                uuid.uuid4().hex,
+                0.0,
+                first["transaction_id"],
+                customer,
+                first,
+                features,
+                0.1,
+                False,
+                "champion",
+                "1",
+                1.0,
+            )
+        ]
+    )  # committed before A answers
     fresh_b, online_b, _ = replicas[1]
     fresh_b.observe([second])
     (seen,) = online_b.lookup([second], fresh_b)
@@ -206,20 +237,27 @@ def test_the_batch_corrects_the_store_and_never_rolls_it_back(world):
     fresh.flush()
     store = feature_store(settings)
     customers = sorted(last["customer_id"].astype(str).unique())[:40]
-    before = store.get_online_features(features=["customer_velocity:cust_last_tx_epoch_s"],
-                                       entity_rows=[{"customer_id": c} for c in customers]).to_dict()
+    before = store.get_online_features(
+        features=["customer_velocity:cust_last_tx_epoch_s"],
+        entity_rows=[{"customer_id": c} for c in customers],
+    ).to_dict()
 
     publish(settings, last, "transactions", "day")
-    materialize(settings, day(DAYS - 1), day(DAYS), served=fresh.windows.events_since(epoch_us(day(DAYS - 1))))
+    materialize(
+        settings, day(DAYS - 1), day(DAYS), served=fresh.windows.events_since(epoch_us(day(DAYS - 1)))
+    )
     materialize(settings, day(DAYS - 3), day(DAYS - 2))  # an old interval late, without served events
-    after = store.get_online_features(features=["customer_velocity:cust_last_tx_epoch_s",
-                                                "customer_velocity:cust_tx_count_24h"],
-                                      entity_rows=[{"customer_id": c} for c in customers]).to_dict()
+    after = store.get_online_features(
+        features=["customer_velocity:cust_last_tx_epoch_s", "customer_velocity:cust_tx_count_24h"],
+        entity_rows=[{"customer_id": c} for c in customers],
+    ).to_dict()
     newest = last.groupby("customer_id")["event_timestamp"].max()
     counts = compute_aggregates(sim.transactions)["customer_velocity"].sort_values("event_timestamp")
     expected_count = counts.groupby("customer_id").tail(1).set_index("customer_id")["cust_tx_count_24h"]
     for i, customer in enumerate(customers):
-        assert after["cust_last_tx_epoch_s"][i] == newest[customer].timestamp()  # the batch's newest, not older
+        assert (
+            after["cust_last_tx_epoch_s"][i] == newest[customer].timestamp()
+        )  # the batch's newest, not older
         assert after["cust_last_tx_epoch_s"][i] >= (before["cust_last_tx_epoch_s"][i] or 0)
         assert after["cust_tx_count_24h"][i] == expected_count[customer]  # unscored transactions count
 
@@ -230,12 +268,33 @@ def test_a_crash_between_scoring_and_the_online_write_is_recomputed_by_the_next_
     crashed = FreshFeatures(settings).bootstrap()  # never flushed: the process died before its write
     served = [request(r) for r in last.head(300).to_dict("records")]
     crashed.observe(served)
-    plog.append([LoggedPrediction(uuid.uuid4().hex, datetime.now(UTC).timestamp(), tx["transaction_id"],
-                                  tx["customer_id"], tx, {}, 0.1, False, "champion", "1", 1.0) for tx in served])
+    plog.append(
+        [
+            LoggedPrediction(
+                uuid.uuid4().hex,
+                datetime.now(UTC).timestamp(),
+                tx["transaction_id"],
+                tx["customer_id"],
+                tx,
+                {},
+                0.1,
+                False,
+                "champion",
+                "1",
+                1.0,
+            )
+            for tx in served
+        ]
+    )
     plog.close()
     online = OnlineFeatures(settings)
-    probe = {**served[-1], "transaction_id": "tx_probe",
-             "event_timestamp": (pd.Timestamp(served[-1]["event_timestamp"]) + pd.Timedelta(seconds=1)).isoformat()}
+    probe = {
+        **served[-1],
+        "transaction_id": "tx_probe",
+        "event_timestamp": (
+            pd.Timestamp(served[-1]["event_timestamp"]) + pd.Timedelta(seconds=1)
+        ).isoformat(),
+    }
     before = online.lookup([probe])[0]
     # No batch has arrived; the next materialisation (any interval) runs with the logged served events.
     materialize(settings, day(DAYS - 2), day(DAYS - 1), served=answered_events(settings))
@@ -255,13 +314,19 @@ def test_an_older_write_never_replaces_a_newer_row(world):
     key = table_key("customer_velocity", tx)
     newest, state = windows.state("customer_velocity", key, epoch_us(tx["event_timestamp"]))
     writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 99})})
-    writer.write("customer_velocity", {key: (newest - 10**6, {**state, "cust_tx_count_24h": 1})})  # older: ignored
-    read = store.get_online_features(features=["customer_velocity:cust_tx_count_24h"],
-                                     entity_rows=[{"customer_id": key[0]}]).to_dict()
+    writer.write(
+        "customer_velocity", {key: (newest - 10**6, {**state, "cust_tx_count_24h": 1})}
+    )  # older: ignored
+    read = store.get_online_features(
+        features=["customer_velocity:cust_tx_count_24h"], entity_rows=[{"customer_id": key[0]}]
+    ).to_dict()
     assert read["cust_tx_count_24h"] == [99]
-    writer.write("customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 7})})  # same instant: a correction
-    read = store.get_online_features(features=["customer_velocity:cust_tx_count_24h"],
-                                     entity_rows=[{"customer_id": key[0]}]).to_dict()
+    writer.write(
+        "customer_velocity", {key: (newest, {**state, "cust_tx_count_24h": 7})}
+    )  # same instant: a correction
+    read = store.get_online_features(
+        features=["customer_velocity:cust_tx_count_24h"], entity_rows=[{"customer_id": key[0]}]
+    ).to_dict()
     assert read["cust_tx_count_24h"] == [7]
 
 
@@ -296,9 +361,20 @@ def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp
         FreshFeatures(unmaterialised).bootstrap()
 
 
-@pytest.mark.parametrize(("value", "dtype"), [(0, "int64"), (1, "int64"), (300, "int64"), (2**40, "int64"),
-                                              (-5, "int64"), (0.0, "float64"), (-1.5, "float64"),
-                                              (1736935380.123456, "float64"), (1e-300, "float64")])
+@pytest.mark.parametrize(
+    ("value", "dtype"),
+    [
+        (0, "int64"),
+        (1, "int64"),
+        (300, "int64"),
+        (2**40, "int64"),
+        (-5, "int64"),
+        (0.0, "float64"),
+        (-1.5, "float64"),
+        (1736935380.123456, "float64"),
+        (1e-300, "float64"),
+    ],
+)
 def test_values_are_encoded_exactly_as_feast_serialises_them(value, dtype):
     from feast.protos.feast.types.Value_pb2 import Value
 
@@ -308,7 +384,9 @@ def test_values_are_encoded_exactly_as_feast_serialises_them(value, dtype):
     assert encode_value(value, dtype)[0] == proto.SerializeToString()
 
 
-def test_serving_started_before_the_first_materialisation_turns_fresh_features_on_when_it_lands(sim, tmp_path):
+def test_serving_started_before_the_first_materialisation_turns_fresh_features_on_when_it_lands(
+    sim, tmp_path
+):
     """`loopline up` starts serving before any batch: fresh features wait (no feature view registered yet)
     and switch on by themselves once materialisation has run."""
     import time
@@ -340,9 +418,26 @@ def test_the_gates_serving_probes_never_count_as_transactions(world, tmp_path):
     plog = PredictionLog(settings.state.prediction_log)
     real, probe = (request(r) for r in last.head(2).to_dict("records"))
     (probe,) = probe_requests([probe], "7")
-    plog.append([LoggedPrediction(uuid.uuid4().hex, datetime.now(UTC).timestamp(), tx["transaction_id"],
-                                  tx["customer_id"], tx, {}, 0.1, False, "champion", "7", 1.0) for tx in (real, probe)])
+    plog.append(
+        [
+            LoggedPrediction(
+                uuid.uuid4().hex,
+                datetime.now(UTC).timestamp(),
+                tx["transaction_id"],
+                tx["customer_id"],
+                tx,
+                {},
+                0.1,
+                False,
+                "champion",
+                "7",
+                1.0,
+            )
+            for tx in (real, probe)
+        ]
+    )
     assert [e.transaction_id for e in answered_events(settings)] == [real["transaction_id"]]
     assert [e.transaction_id for e in AnsweredFeed(plog).backlog(datetime(2000, 1, 1, tzinfo=UTC))] == [
-        real["transaction_id"]]
+        real["transaction_id"]
+    ]
     plog.close()

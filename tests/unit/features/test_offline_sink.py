@@ -29,9 +29,19 @@ from loopline.features.store import offline_sink
 from loopline.features.tables import CUSTOMER_DEVICE, CUSTOMER_VELOCITY, TABLES
 from loopline.platform.feast_store import PRODUCTION_YAML, YAML_ENV
 
-PG = SimpleNamespace(type="postgres", host="db.internal", port=6543, database="features", db_schema="feast",
-                     user="loopline", password="p w'\"x", sslmode="require", sslkey_path=None,
-                     sslcert_path=None, sslrootcert_path=None)
+PG = SimpleNamespace(
+    type="postgres",
+    host="db.internal",
+    port=6543,
+    database="features",
+    db_schema="feast",
+    user="loopline",
+    password="p w'\"x",
+    sslmode="require",
+    sslkey_path=None,
+    sslcert_path=None,
+    sslrootcert_path=None,
+)
 
 
 def test_the_sink_follows_the_offline_store_type(tmp_path):
@@ -45,7 +55,9 @@ def test_the_sink_follows_the_offline_store_type(tmp_path):
 def test_the_postgres_connection_is_feasts_server_and_schema_and_hides_the_password():
     params = conninfo_to_dict(postgres_conninfo(PG))
     assert params["host"] == "db.internal" and params["port"] == "6543" and params["dbname"] == "features"
-    assert params["user"] == "loopline" and params["password"] == PG.password and params["sslmode"] == "require"
+    assert (
+        params["user"] == "loopline" and params["password"] == PG.password and params["sslmode"] == "require"
+    )
     assert params["options"] == "-c search_path=feast,public"  # as Feast's own connections
     assert PG.password not in repr(PostgresSink(postgres_conninfo(PG)))
 
@@ -65,8 +77,13 @@ def test_the_copy_text_round_trips_values_nulls_and_timestamps_exactly():
     rows = compute_aggregates(sim.transactions)[CUSTOMER_VELOCITY.name]
     rows.loc[0, "cust_amount_std_30d"] = np.nan
     text = "".join(_csv_chunks(rows))
-    back = pd.read_csv(io.StringIO(text), header=None, names=CUSTOMER_VELOCITY.columns, keep_default_na=True,
-                       float_precision="round_trip")
+    back = pd.read_csv(
+        io.StringIO(text),
+        header=None,
+        names=CUSTOMER_VELOCITY.columns,
+        keep_default_na=True,
+        float_precision="round_trip",
+    )
     assert len(back) == len(rows) and pd.isna(back.loc[0, "cust_amount_std_30d"])
     for column in CUSTOMER_VELOCITY.features:
         np.testing.assert_array_equal(back[column].to_numpy(), rows[column].to_numpy())  # bit for bit
@@ -95,7 +112,9 @@ def test_refresh_writes_through_whatever_sink_it_is_given(tmp_path):
     assert set(counts) == {t.name for t in TABLES} and sum(counts.values()) > 0
     in_day = sim.transactions["event_timestamp"].between(start, end, inclusive="left").sum()
     assert counts[CUSTOMER_VELOCITY.name] <= in_day
-    assert recorder.tables[CUSTOMER_VELOCITY.name]["event_timestamp"].between(start, end, inclusive="left").all()
+    assert (
+        recorder.tables[CUSTOMER_VELOCITY.name]["event_timestamp"].between(start, end, inclusive="left").all()
+    )
     # A folder still means the parquet files: the embedded store's behaviour is unchanged.
     assert refresh_aggregates(settings.state.curated, tmp_path / "offline", start, end) == counts
 
@@ -106,9 +125,12 @@ def test_the_settings_pick_parquet_embedded_and_postgres_in_production(tmp_path,
     assert offline_sink(settings) == ParquetSink(settings.state.feast_offline_dir)
     for key, value in {
         "LOOPLINE_FEAST_REGISTRY_URL": "postgresql+psycopg://feast:pw@registry-db:5432/feast_registry",
-        "LOOPLINE_FEAST_PG_HOST": "offline-db", "LOOPLINE_FEAST_PG_PORT": "6543",
-        "LOOPLINE_FEAST_PG_DATABASE": "features", "LOOPLINE_FEAST_PG_USER": "loopline",
-        "LOOPLINE_FEAST_PG_PASSWORD": "12345", "LOOPLINE_FEAST_PG_SSLMODE": "disable",
+        "LOOPLINE_FEAST_PG_HOST": "offline-db",
+        "LOOPLINE_FEAST_PG_PORT": "6543",
+        "LOOPLINE_FEAST_PG_DATABASE": "features",
+        "LOOPLINE_FEAST_PG_USER": "loopline",
+        "LOOPLINE_FEAST_PG_PASSWORD": "12345",
+        "LOOPLINE_FEAST_PG_SSLMODE": "disable",
         "LOOPLINE_FEAST_REDIS": "redis:6379",
     }.items():
         monkeypatch.setenv(key, value)

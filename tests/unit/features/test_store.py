@@ -41,8 +41,12 @@ def world(tmp_path_factory):
     span = curated_time_range(settings)
     materialize(settings, *span)
     manifest = build_training_set(settings, state / "train.parquet")
-    return {"settings": settings, "sim": sim, "manifest": manifest,
-            "frame": pd.read_parquet(state / "train.parquet")}
+    return {
+        "settings": settings,
+        "sim": sim,
+        "manifest": manifest,
+        "frame": pd.read_parquet(state / "train.parquet"),
+    }
 
 
 def test_every_transaction_becomes_exactly_one_training_row(world):
@@ -63,8 +67,10 @@ def _brute_force_velocity(history: pd.DataFrame, t: pd.Timestamp) -> dict:
     if before.empty:
         return {}
     last = before["event_timestamp"].max()
+
     def window(days):
         return before[before["event_timestamp"] > last - pd.Timedelta(days=days)]
+
     w24, w7, w30 = window(1), window(7), window(30)
     return {
         "cust_tx_count_24h": len(w24),
@@ -113,8 +119,12 @@ def test_labels_not_yet_known_stay_unlabelled(world, tmp_path):
 
 def test_an_empty_window_is_an_error_not_an_empty_file(world, tmp_path):
     with pytest.raises(FeatureRowsMismatch):
-        build_training_set(world["settings"], tmp_path / "x.parquet", start=datetime(2020, 1, 1, tzinfo=UTC),
-                           end=datetime(2020, 1, 2, tzinfo=UTC))
+        build_training_set(
+            world["settings"],
+            tmp_path / "x.parquet",
+            start=datetime(2020, 1, 1, tzinfo=UTC),
+            end=datetime(2020, 1, 2, tzinfo=UTC),
+        )
 
 
 def test_online_lookup_equals_the_offline_point_in_time_features(world):
@@ -125,9 +135,18 @@ def test_online_lookup_equals_the_offline_point_in_time_features(world):
 
 def test_online_lookup_for_a_new_customer_has_no_history(world):
     online = OnlineFeatures(world["settings"])
-    (row,) = online.lookup([{"customer_id": "c_nobody", "merchant_id": "m_nobody", "device_id": "d_x",
-                             "channel": "online", "amount": 12.0,
-                             "event_timestamp": datetime(2026, 1, 13, 12, tzinfo=UTC)}])
+    (row,) = online.lookup(
+        [
+            {
+                "customer_id": "c_nobody",
+                "merchant_id": "m_nobody",
+                "device_id": "d_x",
+                "channel": "online",
+                "amount": 12.0,
+                "event_timestamp": datetime(2026, 1, 13, 12, tzinfo=UTC),
+            }
+        ]
+    )
     assert row["has_customer_history"] == 0 and row["is_new_device"] == 1 and row["hour_of_day"] == 12
     assert row["cust_tx_count_24h"] is None
 
@@ -166,14 +185,18 @@ def test_the_merge_asof_join_equals_feasts_own_point_in_time_join(world):
     store = feature_store(world["settings"])
     transactions = read_curated_transactions(world["settings"].state.curated)
     ours = historical_features(store, transactions, engine="pandas").set_index("transaction_id")
-    feast = historical_features(store, transactions, engine="feast").set_index("transaction_id").loc[ours.index]
+    feast = (
+        historical_features(store, transactions, engine="feast").set_index("transaction_id").loc[ours.index]
+    )
     ours.index = feast.index = ours.index.astype(object)
     names = feature_names(store)
     assert len(ours) == len(transactions) and len(names) > 25
     for name in names:
         assert ours[name].dtype == feast[name].dtype, name
         pd.testing.assert_series_equal(ours[name], feast[name], check_exact=True, obj=name)
-    assert ours["cust_tx_count_24h"].isna().any() and ours["merch_tx_count_7d"].isna().any(), "nulls compared too"
+    assert ours["cust_tx_count_24h"].isna().any() and ours["merch_tx_count_7d"].isna().any(), (
+        "nulls compared too"
+    )
 
 
 def _previous_merchant_event(tx: pd.DataFrame) -> pd.Series:
@@ -202,15 +225,23 @@ def test_online_lookups_apply_each_views_ttl_like_the_offline_join(world):
     settings, tx = world["settings"], world["sim"].transactions
     last = tx.sort_values("event_timestamp").iloc[-1]
     online = OnlineFeatures(settings)
-    probes = pd.DataFrame([{**last.to_dict(), "transaction_id": f"ttl_probe_{days}",
-                            "event_timestamp": last["event_timestamp"] + pd.Timedelta(days=days)}
-                           for days in (1, 6.9, 7.1, 29.9, 30.1)])
+    probes = pd.DataFrame(
+        [
+            {
+                **last.to_dict(),
+                "transaction_id": f"ttl_probe_{days}",
+                "event_timestamp": last["event_timestamp"] + pd.Timedelta(days=days),
+            }
+            for days in (1, 6.9, 7.1, 29.9, 30.1)
+        ]
+    )
     online_rows = online.lookup(probes.to_dict("records"))
     offline = historical_features(online.store, probes).set_index("transaction_id")
     for tx_id, row in zip(probes["transaction_id"], online_rows, strict=True):
         for name in online.names:
-            assert _same(row[name], offline.loc[tx_id, name] if pd.notna(offline.loc[tx_id, name]) else None), (
-                tx_id, name, row[name], offline.loc[tx_id, name])
+            assert _same(
+                row[name], offline.loc[tx_id, name] if pd.notna(offline.loc[tx_id, name]) else None
+            ), (tx_id, name, row[name], offline.loc[tx_id, name])
     merchant_known = [row["merch_tx_count_7d"] is not None for row in online_rows]
     customer_known = [row["cust_tx_count_30d"] is not None for row in online_rows]
     assert merchant_known == [True, True, False, False, False]
@@ -228,15 +259,21 @@ def test_the_online_read_returns_what_feasts_get_online_features_returns(world):
     batch = [*known, known[3], unknown, known[3]]
     for read in online._reads:
         rows = [{key: tx[column] for key, column in read.part.keys.items()} for tx in batch]
-        response = online.store.get_online_features(features=[f"{read.view.name}:{f}" for f in read.part.features],
-                                                    entity_rows=rows, full_feature_names=True)
+        response = online.store.get_online_features(
+            features=[f"{read.view.name}:{f}" for f in read.part.features],
+            entity_rows=rows,
+            full_feature_names=True,
+        )
         expected = response.to_dict()
         stamps = dict(zip(response.proto.metadata.feature_names.val, response.proto.results, strict=True))
         got = online._read(read, batch)
         first = stamps[f"{read.view.name}__{read.part.features[0]}"].event_timestamps
-        assert [ns for ns, _ in got] == [ts.seconds * 10**9 + ts.nanos if ts.seconds else None for ts in first]
+        assert [ns for ns, _ in got] == [
+            ts.seconds * 10**9 + ts.nanos if ts.seconds else None for ts in first
+        ]
         for feature in read.part.features:
-            assert [None if values is None else values[feature] for _, values in got] == \
-                expected[f"{read.view.name}__{feature}"], (read.view.name, feature)
+            assert [None if values is None else values[feature] for _, values in got] == expected[
+                f"{read.view.name}__{feature}"
+            ], (read.view.name, feature)
         assert got[-2] == (None, None), "an unknown key has no row"
         assert got[3] == got[-3] == got[-1]

@@ -48,5 +48,12 @@ def gate_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     holdout = build_holdout(settings, policy, state / "holdout.parquet")
     config = load_config(helpers.CONFIG_PATH, helpers.FAST)
     result = train(train_set.path, config, tracking_uri=settings.mlflow_uri, register_name=MODEL_NAME)
-    return {"settings": settings, "sim": sim, "windows": windows, "train_set": train_set, "holdout": holdout,
-            "base": result, "config": config}
+    return {
+        "settings": settings,
+        "sim": sim,
+        "windows": windows,
+        "train_set": train_set,
+        "holdout": holdout,
+        "base": result,
+        "config": config,
+    }

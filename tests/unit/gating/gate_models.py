@@ -21,7 +21,9 @@ class AlteredModel(mlflow.pyfunc.PythonModel):
     transaction in it is flagged (no fraud caught there); ``slow``: a delay per call (0: the base model
     as a new version); ``broken``: cannot load."""
 
-    def __init__(self, mode: str, delay_s: float = 0.0, group_column: str = "", group_value: str = "") -> None:
+    def __init__(
+        self, mode: str, delay_s: float = 0.0, group_column: str = "", group_value: str = ""
+    ) -> None:
         self.mode = mode
         self.delay_s = delay_s
         self.group_column = group_column
@@ -32,7 +34,9 @@ class AlteredModel(mlflow.pyfunc.PythonModel):
             raise RuntimeError("injected by the test: the model's weights cannot be read")
         self.model = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         scores = np.asarray(self.model.predict_proba(frame), dtype="float64")
         if self.mode == "noisy":

@@ -32,9 +32,13 @@ def register_altered(settings: Settings, base_version: str, mode: str, **kwargs:
     path = save_bundle(base.unwrap_python_model().model, bundle_dir / "fraud_model.pkl")
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=AlteredModel(mode, **kwargs), artifacts={BUNDLE_ARTIFACT: str(path)},
-            signature=signature_for(categorical, numeric), registered_model_name=MODEL_NAME,
-            code_paths=[str(HERE / "gate_models.py")], pip_requirements=["mlflow"],
+            name="model",
+            python_model=AlteredModel(mode, **kwargs),
+            artifacts={BUNDLE_ARTIFACT: str(path)},
+            signature=signature_for(categorical, numeric),
+            registered_model_name=MODEL_NAME,
+            code_paths=[str(HERE / "gate_models.py")],
+            pip_requirements=["mlflow"],
         )
     return str(info.registered_model_version)
 

@@ -25,8 +25,10 @@ def policy(**sections) -> object:
 
 
 def fair_table(tpr_gap: float | None = 0.1, fpr_gap: float | None = 0.01) -> FairnessTable:
-    groups = [GroupRates("customer_region", "north", 500, 10, 490, 0.7, 0.05, True, True),
-              GroupRates("customer_region", "south", 50, 1, 49, 1.0, 0.5, False, False)]
+    groups = [
+        GroupRates("customer_region", "north", 500, 10, 490, 0.7, 0.05, True, True),
+        GroupRates("customer_region", "south", 50, 1, 49, 1.0, 0.5, False, False),
+    ]
     return FairnessTable(0.5, groups, {"customer_region": tpr_gap}, {"customer_region": fpr_gap})
 
 
@@ -43,14 +45,17 @@ def test_the_shipped_policy_loads_and_configures_every_check() -> None:
     assert p.operating_point.threshold is None and p.with_threshold(0.7).threshold() == 0.7
 
 
-@pytest.mark.parametrize(("data", "field"), [
-    ({"quality": {"brier": {"min": 0.1}}}, "brier: lower is better"),
-    ({"quality": {"roc_auc": {"max": 0.9}}}, "roc_auc: higher is better"),
-    ({"quality": {"recall_at_fpr": {"fpr": 2}}}, r"quality\.recall_at_fpr\.fpr"),
-    ({"quality": {"f1": {"min": 0.5}}}, r"quality\.f1"),
-    ({"fairness": {"min_group_size": 0}}, r"fairness\.min_group_size"),
-    ({"latency": {"p95_ms": -1}}, r"latency\.p95_ms"),
-])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"quality": {"brier": {"min": 0.1}}}, "brier: lower is better"),
+        ({"quality": {"roc_auc": {"max": 0.9}}}, "roc_auc: higher is better"),
+        ({"quality": {"recall_at_fpr": {"fpr": 2}}}, r"quality\.recall_at_fpr\.fpr"),
+        ({"quality": {"f1": {"min": 0.5}}}, r"quality\.f1"),
+        ({"fairness": {"min_group_size": 0}}, r"fairness\.min_group_size"),
+        ({"latency": {"p95_ms": -1}}, r"latency\.p95_ms"),
+    ],
+)
 def test_invalid_policies_name_the_field(data: dict, field: str) -> None:
     with pytest.raises(GatePolicyError, match=field):
         policy_from_dict(data)
@@ -83,7 +88,8 @@ def test_change_thresholds_apply_against_a_champion() -> None:
     assert decide(p, GOOD, champion, None, None, None).passed  # 0.93 >= 0.935 - 0.01; brier equal
     worse = decide(p, {**GOOD, "roc_auc": 0.92}, champion, None, None, None)
     assert not worse.passed and worse.checks["quality"].reasons == [
-        "roc_auc 0.92 regresses beyond the allowed 0.01 against the champion's 0.935 (limit 0.925)"]
+        "roc_auc 0.92 regresses beyond the allowed 0.01 against the champion's 0.935 (limit 0.925)"
+    ]
     # Lower is better: a higher Brier than the champion's is a regression.
     assert not decide(p, {**GOOD, "brier": 0.051}, champion, None, None, None).passed
     # A negative allowance demands an improvement.
@@ -108,7 +114,9 @@ def test_only_change_thresholds_and_no_champion_passes_nothing() -> None:
 def test_unscorable_candidate_and_nan_metrics_fail_quality() -> None:
     p = policy(quality={"roc_auc": {"min": 0.5}}, fairness={"max_fpr_gap": 0.1})
     verdict = decide(p, None, GOOD, None, None, None, candidate_error="RuntimeError: cannot unpickle")
-    assert not verdict.passed and not verdict.checks["quality"].passed and not verdict.checks["fairness"].passed
+    assert (
+        not verdict.passed and not verdict.checks["quality"].passed and not verdict.checks["fairness"].passed
+    )
     assert "cannot unpickle" in verdict.checks["quality"].reasons[0]
     nan = decide(p, {**GOOD, "roc_auc": math.nan}, None, fair_table(), None, None)
     assert not nan.passed and "roc_auc n/a" in nan.checks["quality"].reasons[0]
@@ -118,7 +126,9 @@ def test_fairness_gaps_over_the_limit_fail_and_small_groups_are_not_judged() -> 
     p = policy(quality={"roc_auc": {"min": 0.5}}, fairness={"max_tpr_gap": 0.2, "max_fpr_gap": 0.05})
     assert decide(p, GOOD, None, fair_table(0.1, 0.01), None, None).passed
     unfair = decide(p, GOOD, None, fair_table(0.1, 0.3), None, None)
-    assert not unfair.passed and unfair.checks["fairness"].reasons[0].startswith("customer_region: FPR gap 0.3")
+    assert not unfair.passed and unfair.checks["fairness"].reasons[0].startswith(
+        "customer_region: FPR gap 0.3"
+    )
     assert "south" not in unfair.checks["fairness"].reasons[0], "the small group is not judged"
     undecided = decide(p, GOOD, None, fair_table(None, None), None, None)
     assert undecided.passed and undecided.checks["fairness"].applied == 0
@@ -130,7 +140,9 @@ def test_latency_budget() -> None:
     assert decide(p, GOOD, None, None, FAST_OK, None).passed
     slow = decide(p, GOOD, None, None, LatencyStats(100, 2.0, 8.0, 12.0, 20.0), None)
     assert not slow.passed and len(slow.checks["latency"].reasons) == 2
-    broken = decide(p, GOOD, None, None, LatencyStats(0, math.nan, math.nan, math.nan, math.nan, 0, "no load"), None)
+    broken = decide(
+        p, GOOD, None, None, LatencyStats(0, math.nan, math.nan, math.nan, math.nan, 0, "no load"), None
+    )
     assert not broken.passed and "no load" in broken.checks["latency"].reasons[0]
     assert not decide(p, GOOD, None, None, None, None).passed, "an enabled budget must be measured"
     off = policy(latency={"enabled": False, "p95_ms": 1.0}, quality={"roc_auc": {"min": 0.5}})
@@ -145,7 +157,11 @@ def test_infra_validation() -> None:
     assert not verdict.passed and verdict.reasons == ["infra: the serving app was not ready within 5 s"]
     assert verdict.checks["infra"].details["log_tail"] == "boom"
     assert not decide(p, GOOD, None, None, None, None).passed, "enabled but not run is a failure"
-    assert decide(policy(quality={"roc_auc": {"min": 0.5}}), GOOD, None, None, None, None).checks["infra"].skipped
+    assert (
+        decide(policy(quality={"roc_auc": {"min": 0.5}}), GOOD, None, None, None, None)
+        .checks["infra"]
+        .skipped
+    )
 
 
 def test_verdict_serialises_and_explains_itself() -> None:
@@ -169,15 +185,22 @@ def test_an_unscorable_champion_is_a_rejection_that_names_it() -> None:
     verdict = decide(policy(quality=CHANGE), GOOD, None, None, None, None, comparison=broken)
     assert not verdict.passed and verdict.checks_passed()["quality"] is False
     reason = verdict.checks["quality"].reasons[0]
-    assert reason.startswith("champion v3 exists but could not be scored: OSError: [Errno 13] Permission denied")
+    assert reason.startswith(
+        "champion v3 exists but could not be scored: OSError: [Errno 13] Permission denied"
+    )
     assert "so the candidate is rejected" in reason and "no champion" not in verdict.why
     data = json.loads(json.dumps(verdict.to_dict()))
-    assert data["comparison"]["kind"] == "champion_unscorable" and data["comparison"]["champion_version"] == "3"
+    assert (
+        data["comparison"]["kind"] == "champion_unscorable" and data["comparison"]["champion_version"] == "3"
+    )
     assert "Permission denied" in data["comparison"]["error"]
     # A fairness comparison with the champion cannot be checked either.
     fair = policy(fairness={"max_gap_increase": {"tpr": 0.1}})
     verdict = decide(fair, GOOD, None, fair_table(), None, None, comparison=broken)
-    assert not verdict.passed and "champion v3 exists but could not be scored" in verdict.checks["fairness"].reasons[0]
+    assert (
+        not verdict.passed
+        and "champion v3 exists but could not be scored" in verdict.checks["fairness"].reasons[0]
+    )
 
 
 def test_only_an_absent_champion_means_value_thresholds_only() -> None:
@@ -186,7 +209,9 @@ def test_only_an_absent_champion_means_value_thresholds_only() -> None:
     verdict = decide(policy(quality=CHANGE), GOOD, None, None, None, None, comparison=Comparison(NO_CHAMPION))
     assert verdict.passed and verdict.to_dict()["comparison"]["kind"] == "value_only_no_champion"
     assert "value thresholds only" in verdict.why and "no version holds the alias" in verdict.why
-    versus = decide(policy(quality=CHANGE), GOOD, GOOD, None, None, None, comparison=Comparison(VS_CHAMPION, "2"))
+    versus = decide(
+        policy(quality=CHANGE), GOOD, GOOD, None, None, None, comparison=Comparison(VS_CHAMPION, "2")
+    )
     assert versus.passed and versus.to_dict()["comparison"]["kind"] == "vs_champion"
     assert "against champion v2" in versus.why
     with pytest.raises(ValueError, match="needs the error"):
@@ -208,8 +233,14 @@ def blind_table(*, blind_positives: int = 12, min_group_positives: int = 10) -> 
         labels += [1] * positives + [0] * (400 - positives)
         caught = 0.0 if band == "18-25" else 0.9
         scores += [caught] * positives + [0.01] * (400 - positives)
-    return fairness_table(np.array(labels), np.array(scores), {"customer_age_band": np.array(bands)}, 0.5, 200,
-                          min_group_positives)
+    return fairness_table(
+        np.array(labels),
+        np.array(scores),
+        {"customer_age_band": np.array(bands)},
+        0.5,
+        200,
+        min_group_positives,
+    )
 
 
 def test_a_candidate_blind_in_one_age_band_is_rejected_naming_the_group() -> None:
@@ -234,7 +265,8 @@ def test_thin_groups_are_not_judged_by_default_and_rejected_with_the_switch() ->
     assert not rejected.passed
     assert rejected.checks["fairness"].reasons == [
         "customer_age_band=18-25 not judged (4 fraud rows < min_group_positives 10); unjudged_groups: reject "
-        "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"]
+        "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"
+    ]
     with pytest.raises(GatePolicyError, match="unjudged_groups"):
         policy_from_dict({"fairness": {"unjudged_groups": "ignore"}})
 
@@ -243,19 +275,23 @@ def test_a_gap_materially_worse_than_the_champions_is_rejected() -> None:
     from loopline.gating.decide import VS_CHAMPION, Comparison
 
     # Both within the absolute bound (0.35); the candidate's TPR gap is 0.25 above the champion's.
-    p = policy(fairness={"max_tpr_gap": 0.35, "max_fpr_gap": 0.1, "max_gap_increase": {"tpr": 0.15, "fpr": 0.02}})
+    p = policy(
+        fairness={"max_tpr_gap": 0.35, "max_fpr_gap": 0.1, "max_gap_increase": {"tpr": 0.15, "fpr": 0.02}}
+    )
     champion, candidate = fair_table(0.05, 0.01), fair_table(0.30, 0.01)
     versus = Comparison(VS_CHAMPION, "4")
     verdict = decide(p, GOOD, GOOD, candidate, None, None, champion_fairness=champion, comparison=versus)
     assert not verdict.passed
     assert verdict.checks["fairness"].reasons == [
         "customer_region: TPR gap 0.3 is 0.25 above champion v4's 0.05 on the same rows (allowed increase 0.15; "
-        "candidate north 0.7; champion north 0.7)"]
+        "candidate north 0.7; champion north 0.7)"
+    ]
     compared = verdict.checks["fairness"].details["vs_champion"]
     assert [(c["rate"], c["passed"]) for c in compared] == [("TPR", False), ("FPR", True)]
     # Within the allowed increase, and without a champion the increase rule is not applied.
-    assert decide(p, GOOD, GOOD, fair_table(0.15, 0.02), None, None, champion_fairness=champion,
-                  comparison=versus).passed
+    assert decide(
+        p, GOOD, GOOD, fair_table(0.15, 0.02), None, None, champion_fairness=champion, comparison=versus
+    ).passed
     assert decide(p, GOOD, None, candidate, None, None).passed
 
 
@@ -270,13 +306,17 @@ def test_a_group_absent_from_the_holdout_is_listed_not_dropped() -> None:
     history = {"customer_age_band": ["18-25", "26-40", "41-60", "60+"]}  # what build_holdout records
     table = fairness_table(labels, scores, {"customer_age_band": bands}, 0.5, 200, 10, expected=history)
     absent = [g for g in table.groups if g.n == 0]
-    assert [g.group for g in absent] == ["18-25", "60+"] and not any(g.judged_tpr or g.judged_fpr for g in absent)
+    assert [g.group for g in absent] == ["18-25", "60+"] and not any(
+        g.judged_tpr or g.judged_fpr for g in absent
+    )
     assert table.tpr_gap["customer_age_band"] == 0.0  # judged on the present groups only
     strict = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10, "unjudged_groups": "reject"})
     rejected = decide(strict, GOOD, None, table, None, None)
     assert not rejected.passed
-    assert any(r.startswith("customer_age_band=18-25 not judged (0 rows < min_group_size 200")
-               for r in rejected.checks["fairness"].reasons)
+    assert any(
+        r.startswith("customer_age_band=18-25 not judged (0 rows < min_group_size 200")
+        for r in rejected.checks["fairness"].reasons
+    )
     # Without the history the absent groups vanish, and the same strict policy passes: the gap it closes.
     unaware = fairness_table(labels, scores, {"customer_age_band": bands}, 0.5, 200, 10)
     assert decide(strict, GOOD, None, unaware, None, None).passed

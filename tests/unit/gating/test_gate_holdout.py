@@ -21,15 +21,29 @@ def history(fraud_per_day: dict[str, int], rows_per_day: int = 300) -> pd.DataFr
     for day in range(14):
         stamp = FIRST + timedelta(days=day, hours=12)
         for band, frauds in fraud_per_day.items():
-            rows += [{"event_timestamp": stamp, "customer_age_band": band, "customer_region": "north",
-                      "is_fraud": int(i < frauds)} for i in range(rows_per_day)]
+            rows += [
+                {
+                    "event_timestamp": stamp,
+                    "customer_age_band": band,
+                    "customer_region": "north",
+                    "is_fraud": int(i < frauds),
+                }
+                for i in range(rows_per_day)
+            ]
     return pd.DataFrame(rows)
 
 
 def holdout_policy(**holdout):
-    return policy_from_dict({"fairness": {"group_columns": ["customer_age_band", "customer_region"],
-                                          "min_group_size": 200, "min_group_positives": 10},
-                             "holdout": {"days": 2, **holdout}})
+    return policy_from_dict(
+        {
+            "fairness": {
+                "group_columns": ["customer_age_band", "customer_region"],
+                "min_group_size": 200,
+                "min_group_positives": 10,
+            },
+            "holdout": {"days": 2, **holdout},
+        }
+    )
 
 
 def test_the_holdout_grows_until_the_thinnest_group_can_be_judged() -> None:
@@ -38,8 +52,11 @@ def test_the_holdout_grows_until_the_thinnest_group_can_be_judged() -> None:
     assert plan.days == 5 and plan.windows.holdout_start == END - timedelta(days=5)
     assert plan.windows.train_end == plan.windows.holdout_start and plan.windows.holdout_end == END
     counts = {(g.attribute, g.group): g.positives for g in plan.groups}
-    assert counts == {("customer_age_band", "18-25"): 10, ("customer_age_band", "26-40"): 40,
-                      ("customer_region", "north"): 50}
+    assert counts == {
+        ("customer_age_band", "18-25"): 10,
+        ("customer_age_band", "26-40"): 40,
+        ("customer_region", "north"): 50,
+    }
     assert plan.short == () and "every group" in plan.why
 
 
@@ -48,10 +65,13 @@ def test_without_max_days_the_holdout_stays_at_days() -> None:
     assert plan.days == 2 and [g.group for g in plan.short] == ["18-25"]
 
 
-@pytest.mark.parametrize(("limits", "days", "limit"), [
-    ({"max_days": 4}, 4, "holdout.max_days"),
-    ({"max_days": 10, "min_train_days": 11}, 3, "holdout.min_train_days"),
-])
+@pytest.mark.parametrize(
+    ("limits", "days", "limit"),
+    [
+        ({"max_days": 4}, 4, "holdout.max_days"),
+        ({"max_days": 10, "min_train_days": 11}, 3, "holdout.min_train_days"),
+    ],
+)
 def test_at_its_limit_the_short_groups_are_listed(limits: dict, days: float, limit: str) -> None:
     plan = choose_holdout(history({"18-25": 2, "26-40": 8}), FIRST, END, holdout_policy(**limits))
     assert plan.days == days and limit in plan.why
@@ -77,4 +97,6 @@ def test_build_holdout_records_each_fairness_attributes_values_in_the_history(ga
     holdout = Path(gate_world["holdout"].path)
     recorded = json.loads(holdout.with_name(holdout.name + ".manifest.json").read_text())[FAIRNESS_GROUPS_KEY]
     transactions = gate_world["sim"].transactions
-    assert recorded == {c: sorted(transactions[c].astype(str).unique()) for c in ("customer_age_band", "customer_region")}
+    assert recorded == {
+        c: sorted(transactions[c].astype(str).unique()) for c in ("customer_age_band", "customer_region")
+    }

@@ -57,7 +57,9 @@ def test_one_class_gives_nan_not_a_crash() -> None:
 def test_expected_cost_prices_misses_and_false_alarms() -> None:
     y = np.array([1, 1, 0, 0, 0])
     s = np.array([0.9, 0.2, 0.7, 0.1, 0.5])  # at 0.5: one fraud missed, two false alarms
-    assert expected_cost(y, s, 0.5, missed_fraud_cost=100.0, false_alarm_cost=3.0) == pytest.approx((100 + 6) / 5)
+    assert expected_cost(y, s, 0.5, missed_fraud_cost=100.0, false_alarm_cost=3.0) == pytest.approx(
+        (100 + 6) / 5
+    )
     assert expected_cost(y, s, 0.1, 100.0, 3.0) == pytest.approx(9 / 5)  # flag everything: 3 false alarms
 
 

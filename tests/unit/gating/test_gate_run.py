@@ -23,12 +23,17 @@ def needs_server(test):
     test = pytest.mark.skipif(not HAS_SERVER, reason="loopline.serving has no __main__ yet")(test)
     return pytest.mark.integration(test)
 
+
 # Every check configured; the trained model passes it (asserted in the first test).
 POLICY = {
     "operating_point": {"threshold": 0.5},
-    "quality": {"roc_auc": {"min": 0.75, "max_regression": 0.02}, "pr_auc": {"min": 0.05, "max_regression": 0.05},
-                "recall_at_fpr": {"fpr": 0.01, "min": 0.05}, "brier": {"max": 0.3},
-                "expected_cost": {"missed_fraud_cost": 150, "false_alarm_cost": 5, "max": 10.0}},
+    "quality": {
+        "roc_auc": {"min": 0.75, "max_regression": 0.02},
+        "pr_auc": {"min": 0.05, "max_regression": 0.05},
+        "recall_at_fpr": {"fpr": 0.01, "min": 0.05},
+        "brier": {"max": 0.3},
+        "expected_cost": {"missed_fraud_cost": 150, "false_alarm_cost": 5, "max": 10.0},
+    },
     "fairness": {"min_group_size": 200, "min_group_positives": 3, "max_fpr_gap": 0.3},
     "latency": {"enabled": True, "requests": 40, "warmup": 5, "p95_ms": 250.0},
     "infra": {"enabled": False},
@@ -55,7 +60,9 @@ def test_holdout_is_the_newest_labelled_days_after_the_training_window(gate_worl
     assert (windows.holdout_end - windows.holdout_start).days == 3
     train = pd.read_parquet(train_set.path)
     held = pd.read_parquet(holdout.path)
-    assert train["event_timestamp"].max() < pd.Timestamp(windows.holdout_start) <= held["event_timestamp"].min()
+    assert (
+        train["event_timestamp"].max() < pd.Timestamp(windows.holdout_start) <= held["event_timestamp"].min()
+    )
     assert held["event_timestamp"].max() < pd.Timestamp(windows.holdout_end)
     assert not set(train["transaction_id"]) & set(held["transaction_id"])
     # Labels are complete up to the end: genuine confirmations exist up to the last holdout day.
@@ -76,7 +83,12 @@ def test_first_model_passes_on_value_thresholds(gate_world) -> None:
     assert verdict.checks["latency"].details["measured"]["requests"] == 40
     t = tags(settings, version)
     assert t["loopline.gate.passed"] == "true" and "loopline.rejected" not in t
-    assert json.loads(t["loopline.gate.checks"]) == {"quality": True, "fairness": True, "latency": True, "infra": True}
+    assert json.loads(t["loopline.gate.checks"]) == {
+        "quality": True,
+        "fairness": True,
+        "latency": True,
+        "infra": True,
+    }
     assert str(client(settings).get_model_version_by_alias(MODEL_NAME, "challenger").version) == version
     # Report and card: in the state dir and as artifacts of the candidate's run.
     folder = settings.state.reports / "gate" / version
@@ -97,8 +109,11 @@ def test_worse_model_is_rejected_against_the_champion(gate_world) -> None:
     set_champion(settings, base)
     challenger_before = str(client(settings).get_model_version_by_alias(MODEL_NAME, "challenger").version)
     # Change thresholds only: the rejection can only come from the comparison with the champion.
-    policy = gate_policy(quality={"roc_auc": {"max_regression": 0.02}, "pr_auc": {"max_regression": 0.05}},
-                         fairness={}, latency={"enabled": False})
+    policy = gate_policy(
+        quality={"roc_auc": {"max_regression": 0.02}, "pr_auc": {"max_regression": 0.05}},
+        fairness={},
+        latency={"enabled": False},
+    )
     verdict = run_gate(settings, worse, gate_world["holdout"].path, policy=policy)
     assert not verdict.passed and verdict.checks_passed()["quality"] is False
     assert any("against the champion" in r for r in verdict.checks["quality"].reasons)
@@ -106,7 +121,10 @@ def test_worse_model_is_rejected_against_the_champion(gate_world) -> None:
     assert metrics["candidate"] < metrics["champion"] - 0.02
     t = tags(settings, worse)
     assert t["loopline.rejected"] == "true" and "roc_auc" in t["loopline.rejected.reasons"]
-    assert str(client(settings).get_model_version_by_alias(MODEL_NAME, "challenger").version) == challenger_before
+    assert (
+        str(client(settings).get_model_version_by_alias(MODEL_NAME, "challenger").version)
+        == challenger_before
+    )
     set_champion(settings, None)
 
 
@@ -114,9 +132,15 @@ def test_unfair_model_is_rejected(gate_world) -> None:
     settings, base = gate_world["settings"], gate_world["base"].version
     unfair = register_altered(settings, base, "unfair", group_column="customer_region", group_value="north")
     set_champion(settings, None)
-    verdict = run_gate(settings, unfair, gate_world["holdout"].path, policy=gate_policy(latency={"enabled": False}))
-    assert not verdict.passed and verdict.checks_passed() == {"quality": True, "fairness": False,
-                                                             "latency": True, "infra": True}
+    verdict = run_gate(
+        settings, unfair, gate_world["holdout"].path, policy=gate_policy(latency={"enabled": False})
+    )
+    assert not verdict.passed and verdict.checks_passed() == {
+        "quality": True,
+        "fairness": False,
+        "latency": True,
+        "infra": True,
+    }
     assert verdict.checks["fairness"].reasons[0].startswith("customer_region: FPR gap")
     north = [g for g in verdict.checks["fairness"].details["table"]["groups"] if g["group"] == "north"]
     assert north[0]["fpr"] == 1.0
@@ -157,18 +181,34 @@ def test_gate_cli_prints_the_verdict_and_exits_by_it(gate_world, tmp_path, monke
     parser = argparse.ArgumentParser(prog="loopline")
     gate_cli.add_parser(parser.add_subparsers(dest="command"))
     version = gate_world["base"].version
-    for data, expected in ((gate_policy(latency={"enabled": False}).model_dump(), 0),
-                           ({"latency": {"enabled": False}, "infra": {"enabled": False}}, 1)):
+    for data, expected in (
+        (gate_policy(latency={"enabled": False}).model_dump(), 0),
+        ({"latency": {"enabled": False}, "infra": {"enabled": False}}, 1),
+    ):
         (tmp_path / "gate.yaml").write_text(yaml.safe_dump(data))
-        args = parser.parse_args(["gate", version, "--holdout", gate_world["holdout"].path,
-                                  "--policy", str(tmp_path / "gate.yaml"), "--json"])
+        args = parser.parse_args(
+            [
+                "gate",
+                version,
+                "--holdout",
+                gate_world["holdout"].path,
+                "--policy",
+                str(tmp_path / "gate.yaml"),
+                "--json",
+            ]
+        )
         assert args.func(args) == expected
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert summary["passed"] is (expected == 0) and set(summary["checks"]) == {"quality", "fairness", "latency",
-                                                                                  "infra"}
+        assert summary["passed"] is (expected == 0) and set(summary["checks"]) == {
+            "quality",
+            "fairness",
+            "latency",
+            "infra",
+        }
         assert summary["comparison"]["kind"] in {"vs_champion", "value_only_no_champion"}
-    args = parser.parse_args(["gate", "999", "--holdout", gate_world["holdout"].path, "--policy",
-                              str(tmp_path / "gate.yaml")])
+    args = parser.parse_args(
+        ["gate", "999", "--holdout", gate_world["holdout"].path, "--policy", str(tmp_path / "gate.yaml")]
+    )
     assert args.func(args) == 2 and "no version 999" in capsys.readouterr().err
 
 
@@ -185,24 +225,34 @@ def test_versions_summary_lists_gate_results_and_model_cards(gate_world) -> None
 def test_infra_validation_serves_the_candidate(gate_world) -> None:
     settings, version = gate_world["settings"], gate_world["base"].version
     set_champion(settings, None)
-    policy = gate_policy(latency={"enabled": False}, infra={"enabled": True, "timeout_s": 120, "sample_requests": 5})
+    policy = gate_policy(
+        latency={"enabled": False}, infra={"enabled": True, "timeout_s": 120, "sample_requests": 5}
+    )
     verdict = run_gate(settings, version, gate_world["holdout"].path, policy=policy)
     infra = verdict.checks["infra"]
     assert verdict.passed and infra.passed, verdict.why
-    assert {p["name"] for p in infra.details["probes"]} >= {"sample", "unknown_customer", "missing_optional_fields",
-                                                            "malformed_json", "wrong_shape"}
+    assert {p["name"] for p in infra.details["probes"]} >= {
+        "sample",
+        "unknown_customer",
+        "missing_optional_fields",
+        "malformed_json",
+        "wrong_shape",
+    }
     assert all(p["passed"] for p in infra.details["probes"])
     from loopline.platform.scratch import processes_using
 
-    assert not [p for p in processes_using(settings.state.root) if "loopline.serving" in " ".join(p.cmdline())]
+    assert not [
+        p for p in processes_using(settings.state.root) if "loopline.serving" in " ".join(p.cmdline())
+    ]
 
 
 @needs_server
 def test_unloadable_model_is_rejected_on_infra(gate_world) -> None:
     settings, base = gate_world["settings"], gate_world["base"].version
     broken = register_altered(settings, base, "broken")
-    policy = gate_policy(latency={"enabled": True, "requests": 10, "p95_ms": 250.0},
-                         infra={"enabled": True, "timeout_s": 120})
+    policy = gate_policy(
+        latency={"enabled": True, "requests": 10, "p95_ms": 250.0}, infra={"enabled": True, "timeout_s": 120}
+    )
     verdict = run_gate(settings, broken, gate_world["holdout"].path, policy=policy)
     assert not verdict.passed
     assert verdict.checks_passed() == {"quality": False, "fairness": False, "latency": False, "infra": False}

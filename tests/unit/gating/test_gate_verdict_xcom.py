@@ -24,16 +24,31 @@ def _strict_json(value: dict) -> dict:
 
 
 def test_a_rejection_carries_its_reasons_checks_and_metrics_against_the_champion() -> None:
-    p = policy(quality={"roc_auc": {"min": 0.5, "max_regression": 0.01}},
-               latency={"enabled": True, "p95_ms": 5.0})
+    p = policy(
+        quality={"roc_auc": {"min": 0.5, "max_regression": 0.01}}, latency={"enabled": True, "p95_ms": 5.0}
+    )
     champion = {**GOOD, "roc_auc": 0.96}
-    verdict = decide(p, GOOD, champion, None, LatencyStats(100, 2.0, 4.123456, 6.0, 7.0), None,
-                     comparison=Comparison("vs_champion", "3"))
+    verdict = decide(
+        p,
+        GOOD,
+        champion,
+        None,
+        LatencyStats(100, 2.0, 4.123456, 6.0, 7.0),
+        None,
+        comparison=Comparison("vs_champion", "3"),
+    )
     summary = _strict_json(verdict_summary(verdict, model_name="fraud_detector", version=7, run_id="abc"))
     assert summary["decision"] == "rejected" and summary["version"] == "7" and summary["run_id"] == "abc"
-    assert summary["reasons"] == verdict.reasons and summary["reasons"][0].startswith("quality: roc_auc 0.9312")
+    assert summary["reasons"] == verdict.reasons and summary["reasons"][0].startswith(
+        "quality: roc_auc 0.9312"
+    )
     assert summary["why"] == verdict.why
-    assert summary["checks"] == {"quality": "failed", "fairness": "skipped", "latency": "passed", "infra": "skipped"}
+    assert summary["checks"] == {
+        "quality": "failed",
+        "fairness": "skipped",
+        "latency": "passed",
+        "infra": "skipped",
+    }
     assert summary["comparison"] == {"kind": "vs_champion", "champion_version": "3"}
     assert summary["metrics"] == {"roc_auc": {"candidate": 0.9312, "champion": 0.96}}
     assert summary["latency_ms"] == {"p95": 4.123, "p99": 6.0}
@@ -57,8 +72,16 @@ def test_the_summary_stays_small_however_many_reasons() -> None:
     verdict = decide(p, None, None, None, None, None, candidate_error="x" * 10_000)
     summary = verdict_summary(verdict, model_name="fraud_detector", version="9", run_id="r")
     assert summary["decision"] == "rejected" and len(summary["reasons"][0]) <= 500
-    many = type(verdict)(False, {"quality": type(verdict.checks["quality"])(
-        "quality", False, reasons=[f"reason {i}" for i in range(100)])}, "Rejected: many", verdict.comparison)
+    many = type(verdict)(
+        False,
+        {
+            "quality": type(verdict.checks["quality"])(
+                "quality", False, reasons=[f"reason {i}" for i in range(100)]
+            )
+        },
+        "Rejected: many",
+        verdict.comparison,
+    )
     listed = verdict_summary(many, model_name="fraud_detector", version="9")["reasons"]
     assert len(listed) == MAX_REASONS + 1 and listed[-1] == "… and 80 more (see the gate report)"
     assert len(json.dumps(verdict_summary(verdict, model_name="fraud_detector", version="9"))) < 8_000

@@ -30,7 +30,9 @@ def test_shipped_config_loads_with_gpu_limit_and_taint_toleration(clean_loopline
     assert config.trainer.startup_timeout_seconds >= 600  # GPU node spin-up takes minutes
 
 
-def test_env_overrides_namespace_image_and_prefix(clean_loopline_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_overrides_namespace_image_and_prefix(
+    clean_loopline_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOOPLINE_K8S_NAMESPACE", "ml-prod")
     monkeypatch.setenv("LOOPLINE_TRAINER_IMAGE", "registry.example/trainer@sha256:" + "a" * 64)
     monkeypatch.setenv("LOOPLINE_TRAINING_SET_URI_PREFIX", "s3://bucket/sets")
@@ -59,9 +61,18 @@ def test_empty_env_override_means_unset(clean_loopline_env: None, monkeypatch: p
         ({"serving": {"min_replicas": 1, "min_available": 1}}, "serving"),
         ({"storage_url": "/var/lib/loopline"}, "storage_url"),
         ({"storage_url": "s3://"}, "storage_url"),
-        ({"trainer": {"launcher_service_accounts": [{"name": "airflow-worker", "namespace": "airflow"}] * 2}},
-         "trainer.launcher_service_accounts"),
-        ({"trainer": {"launcher_service_account": {"name": "airflow-worker"}}}, "trainer.launcher_service_account"),
+        (
+            {
+                "trainer": {
+                    "launcher_service_accounts": [{"name": "airflow-worker", "namespace": "airflow"}] * 2
+                }
+            },
+            "trainer.launcher_service_accounts",
+        ),
+        (
+            {"trainer": {"launcher_service_account": {"name": "airflow-worker"}}},
+            "trainer.launcher_service_account",
+        ),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_field(patch: dict, field: str) -> None:
@@ -80,17 +91,22 @@ def test_mlflow_artifacts_must_be_in_an_object_store() -> None:
     assert parse_config(no_storage, {"mlflow": {"enabled": False}}).storage_url == ""
 
 
-def test_the_storage_setting_moves_mlflow_artifacts_with_it(clean_loopline_env: None,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_config(get_settings()).mlflow_artifacts_destination() == SHIPPED["storage_url"] + "/mlflow-artifacts"
+def test_the_storage_setting_moves_mlflow_artifacts_with_it(
+    clean_loopline_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        load_config(get_settings()).mlflow_artifacts_destination()
+        == SHIPPED["storage_url"] + "/mlflow-artifacts"
+    )
     monkeypatch.setenv("LOOPLINE_STORAGE_URL", "s3://ml-prod/loopline/")
     config = load_config(get_settings())
     assert config.storage_url == "s3://ml-prod/loopline"
     assert config.mlflow_artifacts_destination() == "s3://ml-prod/loopline/mlflow-artifacts"
 
 
-def test_missing_file_says_what_to_set(clean_loopline_env: None, monkeypatch: pytest.MonkeyPatch,
-                                       tmp_path: Path) -> None:
+def test_missing_file_says_what_to_set(
+    clean_loopline_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("LOOPLINE_KUBERNETES_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(KubernetesConfigError, match="LOOPLINE_KUBERNETES_CONFIG"):
         load_config(get_settings())

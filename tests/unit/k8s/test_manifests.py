@@ -26,8 +26,18 @@ def test_every_static_object_validates_strictly_and_is_restricted(obj: dict) -> 
 
 def test_the_kinds_loopline_creates() -> None:
     kinds = {o["kind"] for o in ALL}
-    assert kinds == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
-                     "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Job"}
+    assert kinds == {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Job",
+    }
 
 
 def test_namespace_enforces_restricted() -> None:
@@ -40,10 +50,17 @@ def test_airflow_namespace_warns_about_restricted_without_blocking_the_chart() -
     (airflow,) = manifests.airflow_namespaces(CONFIG)  # worker and triggerer share the release's namespace
     assert airflow["metadata"]["name"] == launchers[0].namespace != CONFIG.namespace
     labels = airflow["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+    assert (
+        labels["pod-security.kubernetes.io/warn"]
+        == labels["pod-security.kubernetes.io/audit"]
+        == "restricted"
+    )
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
-    same_namespace = CONFIG.trainer.model_copy(update={"launcher_service_accounts": [
-        ref.model_copy(update={"namespace": None}) for ref in launchers]})
+    same_namespace = CONFIG.trainer.model_copy(
+        update={
+            "launcher_service_accounts": [ref.model_copy(update={"namespace": None}) for ref in launchers]
+        }
+    )
     assert manifests.airflow_namespaces(CONFIG.model_copy(update={"trainer": same_namespace})) == []
 
 
@@ -98,7 +115,8 @@ def test_serving_pod_is_configured_like_the_compose_service() -> None:
     # Serving's own identities only: never the trainer's/Airflow's MLflow writer, Feast or database Secrets.
     assert [e["secretRef"]["name"] for e in container["envFrom"]] == [CONFIG.serving.secrets.credentials]
     assert not {CONFIG.trainer.secrets.mlflow, manifests.FEAST_SECRET, manifests.DATABASE_SECRET} & {
-        e["secretRef"]["name"] for e in container["envFrom"]}
+        e["secretRef"]["name"] for e in container["envFrom"]
+    }
     # Read-only root: everything written goes to a mounted emptyDir.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -116,8 +134,12 @@ def test_hpa_scales_on_cpu_and_pdb_keeps_one_pod() -> None:
 
 
 def _rules(role: dict) -> dict[str, set[str]]:
-    return {resource: set(rule["verbs"]) for rule in role["rules"] for resource in rule["resources"]
-            if rule["apiGroups"] == [""]}
+    return {
+        resource: set(rule["verbs"])
+        for rule in role["rules"]
+        for resource in rule["resources"]
+        if rule["apiGroups"] == [""]
+    }
 
 
 def test_the_launcher_role_can_run_a_deferrable_pod_with_an_xcom_sidecar_in_its_namespace_only() -> None:
@@ -131,14 +153,19 @@ def test_the_launcher_role_can_run_a_deferrable_pod_with_an_xcom_sidecar_in_its_
     assert {"create", "get"} <= rules["pods/exec"]
     assert rules["events"] <= {"get", "list", "watch"}
     assert set(rules) == {"pods", "pods/log", "pods/exec", "events"}
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
 
 
 def test_the_worker_and_the_triggerer_launch_pods_and_the_trainer_pod_cannot() -> None:
     account, _role, binding = manifests.trainer_rbac(CONFIG)
     bound = {(s["kind"], s["name"], s["namespace"]) for s in binding["subjects"]}
-    launchers = {("ServiceAccount", ref.name, ref.namespace) for ref in CONFIG.trainer.launcher_service_accounts}
+    launchers = {
+        ("ServiceAccount", ref.name, ref.namespace) for ref in CONFIG.trainer.launcher_service_accounts
+    }
     assert bound == launchers
     # The official chart's accounts of the release `airflow`: KubernetesPodOperator in the worker's pod, and
     # (deferrable=True) its trigger in the triggerer.
@@ -148,7 +175,9 @@ def test_the_worker_and_the_triggerer_launch_pods_and_the_trainer_pod_cannot() -
     assert account["metadata"]["name"] == manifests.trainer_pod_template(CONFIG)["spec"]["serviceAccountName"]
     assert account["automountServiceAccountToken"] is False
     assert manifests.trainer_pod_template(CONFIG)["spec"]["automountServiceAccountToken"] is False
-    subjects = [s for obj in ALL if obj["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in obj["subjects"]]
+    subjects = [
+        s for obj in ALL if obj["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in obj["subjects"]
+    ]
     assert all(s["name"] != account["metadata"]["name"] for s in subjects)
 
 
@@ -159,7 +188,9 @@ def test_the_launcher_role_is_what_the_training_operator_needs() -> None:
 
     operator = trainer_pod_operator(CONFIG, task_id="train", training_set_task_id="build_training_set")
     assert operator.deferrable is True and operator.do_xcom_push is True
-    assert operator.namespace == CONFIG.namespace == manifests.trainer_rbac(CONFIG)[1]["metadata"]["namespace"]
+    assert (
+        operator.namespace == CONFIG.namespace == manifests.trainer_rbac(CONFIG)[1]["metadata"]["namespace"]
+    )
     assert operator.service_account_name == CONFIG.trainer.service_account
     (pod,) = yaml.safe_load_all((DEPLOY_DIR / "training-pod.yaml").read_text())
     assert "airflow-xcom-sidecar" in {c["name"] for c in pod["spec"]["containers"]}
@@ -219,9 +250,13 @@ def test_trainer_pod_template_is_restricted_with_secret_refs_only() -> None:
     base = pod["spec"]["containers"][0]
     assert base["resources"]["limits"]["nvidia.com/gpu"] == str(CONFIG.trainer.gpus)
     assert {e["secretRef"]["name"] for e in base["envFrom"]} == {
-        CONFIG.trainer.secrets.mlflow, CONFIG.trainer.secrets.object_store}
-    assert all("valueFrom" not in e and not e["name"].endswith(("PASSWORD", "SECRET_ACCESS_KEY"))
-               for e in base["env"])
+        CONFIG.trainer.secrets.mlflow,
+        CONFIG.trainer.secrets.object_store,
+    }
+    assert all(
+        "valueFrom" not in e and not e["name"].endswith(("PASSWORD", "SECRET_ACCESS_KEY"))
+        for e in base["env"]
+    )
 
 
 def test_trainer_pod_command_is_the_local_argv_with_the_pod_result_path() -> None:
@@ -237,8 +272,12 @@ def test_more_than_one_gpu_runs_torchrun_with_one_process_per_gpu() -> None:
     config = CONFIG.model_copy(update={"trainer": CONFIG.trainer.model_copy(update={"gpus": 4})})
     command = manifests.trainer_pod_command(config, "s3://b/set.parquet", {})
     assert command[:4] == ["torchrun", "--standalone", "--nproc-per-node", "4"]
-    assert manifests.trainer_pod_template(config)["spec"]["containers"][0]["resources"]["limits"][
-        "nvidia.com/gpu"] == "4"
+    assert (
+        manifests.trainer_pod_template(config)["spec"]["containers"][0]["resources"]["limits"][
+            "nvidia.com/gpu"
+        ]
+        == "4"
+    )
 
 
 DEPLOY_DIR = REPO_ROOT / "deploy" / "kubernetes"
@@ -272,7 +311,10 @@ def test_serving_requires_the_api_key_from_its_own_secret() -> None:
     ref = _env(container)[API_KEY_ENV]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": CONFIG.serving.secrets.api_key, "key": manifests.API_KEY_ACCEPTED}
     # The probes stay open (the app exempts them); /metrics and /v1/predict need the key.
-    assert {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")} == {"/readyz", "/healthz"}
+    assert {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")} == {
+        "/readyz",
+        "/healthz",
+    }
 
 
 def test_no_secret_value_is_written_into_any_object() -> None:
@@ -281,7 +323,9 @@ def test_no_secret_value_is_written_into_any_object() -> None:
         for container in spec.get("containers", []):
             for entry in container.get("env", []):
                 if any(word in entry["name"] for word in ("PASSWORD", "SECRET", "_KEY")):
-                    assert "valueFrom" in entry, f"{obj['metadata']['name']}: {entry['name']} is written in the object"
+                    assert "valueFrom" in entry, (
+                        f"{obj['metadata']['name']}: {entry['name']} is written in the object"
+                    )
 
 
 def _mlflow_container() -> dict:
@@ -297,16 +341,24 @@ def test_mlflow_runs_the_basic_auth_wrapper_with_its_own_secret() -> None:
     dockerfile = (REPO_ROOT / "docker" / "mlflow" / "Dockerfile").read_text()
     assert f"COPY docker/mlflow/loopline_mlflow.py {manifests.MLFLOW_WRAPPER}" in dockerfile
     assert [e["secretRef"]["name"] for e in container["envFrom"]] == [
-        CONFIG.mlflow.secrets.server, CONFIG.trainer.secrets.object_store]
+        CONFIG.mlflow.secrets.server,
+        CONFIG.trainer.secrets.object_store,
+    ]
     # /health is the one path the auth app leaves open: the probes use it.
-    assert {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")} == {"/health"}
+    assert {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")} == {
+        "/health"
+    }
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     hosts = _env(container)["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].split(",")
     assert f"{manifests.MLFLOW_NAME}.{CONFIG.namespace}.svc:*" in hosts and "localhost:*" in hosts
     service = manifests.mlflow_service(CONFIG)
-    assert service["spec"]["selector"].items() <= manifests.mlflow_deployment(CONFIG)["spec"]["template"]["metadata"][
-        "labels"].items()
-    assert manifests.mlflow_url(CONFIG) == f"http://loopline-mlflow.{CONFIG.namespace}.svc:{CONFIG.mlflow.port}"
+    assert (
+        service["spec"]["selector"].items()
+        <= manifests.mlflow_deployment(CONFIG)["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert (
+        manifests.mlflow_url(CONFIG) == f"http://loopline-mlflow.{CONFIG.namespace}.svc:{CONFIG.mlflow.port}"
+    )
 
 
 def test_mlflow_keeps_nothing_on_its_disk_artifacts_in_the_object_store_and_runs_in_postgres() -> None:
@@ -317,7 +369,10 @@ def test_mlflow_keeps_nothing_on_its_disk_artifacts_in_the_object_store_and_runs
     env = _env(container)
     # The S3-compatible endpoint comes from the object-store Secret (absent for AWS S3: optional).
     assert env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": CONFIG.trainer.secrets.object_store, "key": manifests.STORAGE_ENDPOINT_KEY, "optional": True}
+        "name": CONFIG.trainer.secrets.object_store,
+        "key": manifests.STORAGE_ENDPOINT_KEY,
+        "optional": True,
+    }
     # Runs/registry and users: required keys of the server's Secret (no fallback to a local file store).
     for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI"):
         ref = env[name]["valueFrom"]["secretKeyRef"]
@@ -329,8 +384,13 @@ def test_mlflow_keeps_nothing_on_its_disk_artifacts_in_the_object_store_and_runs
 
 
 def test_mlflow_artifacts_destination_can_be_set_apart_from_the_storage_url() -> None:
-    config = CONFIG.model_copy(update={"mlflow": CONFIG.mlflow.model_copy(
-        update={"artifacts_destination": "s3://ml-artifacts/loopline/"})})
+    config = CONFIG.model_copy(
+        update={
+            "mlflow": CONFIG.mlflow.model_copy(
+                update={"artifacts_destination": "s3://ml-artifacts/loopline/"}
+            )
+        }
+    )
     command = manifests.mlflow_deployment(config)["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--artifacts-destination") + 1] == "s3://ml-artifacts/loopline"
 
@@ -340,12 +400,23 @@ def test_mlflow_init_reads_each_password_from_the_secret_of_whoever_logs_in_with
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["python", manifests.MLFLOW_WRAPPER, "init"]
     env = _env(container)
-    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in
-            ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_LOOPLINE_PASSWORD", "MLFLOW_SERVING_PASSWORD")}
+    refs = {
+        name: env[name]["valueFrom"]["secretKeyRef"]
+        for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_LOOPLINE_PASSWORD", "MLFLOW_SERVING_PASSWORD")
+    }
     assert refs == {
-        "MLFLOW_AUTH_ADMIN_PASSWORD": {"name": CONFIG.mlflow.secrets.server, "key": "MLFLOW_AUTH_ADMIN_PASSWORD"},
-        "MLFLOW_LOOPLINE_PASSWORD": {"name": CONFIG.trainer.secrets.mlflow, "key": "MLFLOW_TRACKING_PASSWORD"},
-        "MLFLOW_SERVING_PASSWORD": {"name": CONFIG.serving.secrets.credentials, "key": "MLFLOW_TRACKING_PASSWORD"},
+        "MLFLOW_AUTH_ADMIN_PASSWORD": {
+            "name": CONFIG.mlflow.secrets.server,
+            "key": "MLFLOW_AUTH_ADMIN_PASSWORD",
+        },
+        "MLFLOW_LOOPLINE_PASSWORD": {
+            "name": CONFIG.trainer.secrets.mlflow,
+            "key": "MLFLOW_TRACKING_PASSWORD",
+        },
+        "MLFLOW_SERVING_PASSWORD": {
+            "name": CONFIG.serving.secrets.credentials,
+            "key": "MLFLOW_TRACKING_PASSWORD",
+        },
     }
     assert env["MLFLOW_TRACKING_URI"]["value"] == manifests.mlflow_url(CONFIG)
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
@@ -361,7 +432,9 @@ def test_mlflow_init_grants_what_compose_grants_and_what_the_code_uses() -> None
     assert mlflow.model == load_serving_config().registry.model_name
     assert set(mlflow.experiments) == {DEFAULT_EXPERIMENT, MONITORING_EXPERIMENT}
     assert mlflow.serving_experiments == [DEFAULT_EXPERIMENT]
-    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())["services"]["mlflow-init"]["environment"]
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())["services"]["mlflow-init"][
+        "environment"
+    ]
     assert compose["LOOPLINE_MLFLOW_MODEL"] == mlflow.model
     assert compose["LOOPLINE_MLFLOW_EXPERIMENTS"] == ",".join(mlflow.experiments)
     assert compose["LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"] == ",".join(mlflow.serving_experiments)
@@ -377,8 +450,12 @@ def test_mlflow_policies_admit_serving_trainer_init_and_airflow_only() -> None:
     init_labels = manifests.mlflow_init_job(CONFIG)["spec"]["template"]["metadata"]["labels"]
     for pod in (serving_labels, trainer_labels, init_labels):
         assert any(sel.items() <= pod.items() for sel in selected)
-    namespaces = [peer["namespaceSelector"]["matchLabels"] for peer in rule["from"] if "namespaceSelector" in peer]
-    assert namespaces == [{"kubernetes.io/metadata.name": CONFIG.trainer.launcher_service_accounts[0].namespace}]
+    namespaces = [
+        peer["namespaceSelector"]["matchLabels"] for peer in rule["from"] if "namespaceSelector" in peer
+    ]
+    assert namespaces == [
+        {"kubernetes.io/metadata.name": CONFIG.trainer.launcher_service_accounts[0].namespace}
+    ]
     assert {p["port"] for p in mlflow["egress"][0]["ports"]} == {443, 9000, 5432}
     init = policies[manifests.MLFLOW_INIT_NAME]["spec"]
     assert init["ingress"] == []
@@ -406,11 +483,15 @@ def test_the_prometheus_scrape_configs_send_the_key_to_the_serving_pods() -> Non
     assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
-    assert endpoint["authorization"]["credentials"] == {"name": CONFIG.serving.secrets.api_key,
-                                                        "key": manifests.API_KEY_CURRENT}
+    assert endpoint["authorization"]["credentials"] == {
+        "name": CONFIG.serving.secrets.api_key,
+        "key": manifests.API_KEY_CURRENT,
+    }
     plain = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "serving-scrape-config.yaml").read_text())
     (job,) = plain["scrape_configs"]
-    assert job["authorization"]["credentials_file"].endswith(f"/{CONFIG.serving.secrets.api_key}/{manifests.API_KEY_CURRENT}")
+    assert job["authorization"]["credentials_file"].endswith(
+        f"/{CONFIG.serving.secrets.api_key}/{manifests.API_KEY_CURRENT}"
+    )
     assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [CONFIG.namespace]
     keep = {r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
     assert pod_labels["app.kubernetes.io/name"] in keep and keep & port_names

@@ -35,7 +35,10 @@ def test_trainer_requirements_pin_what_the_project_pins() -> None:
         lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
         return dict(line.split("==", 1) for line in lines if "==" in line)
 
-    project, trainer = pins(REPO_ROOT / "requirements.txt"), pins(REPO_ROOT / "docker/trainer/requirements.txt")
+    project, trainer = (
+        pins(REPO_ROOT / "requirements.txt"),
+        pins(REPO_ROOT / "docker/trainer/requirements.txt"),
+    )
     shared = set(project) & set(trainer)
     assert shared, "the trainer requirements share no package with requirements.txt"
     assert {name: trainer[name] for name in shared} == {name: project[name] for name in shared}

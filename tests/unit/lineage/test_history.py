@@ -28,10 +28,14 @@ def settings(request, tmp_path) -> Settings:
 
     port = request.getfixturevalue("postgres_port")
     name = "history_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
-    with psycopg.connect(host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
-    return Settings(state_dir=tmp_path / "state", history_url=f"postgresql://{PG_USER}@127.0.0.1:{port}/{name}")
+    return Settings(
+        state_dir=tmp_path / "state", history_url=f"postgresql://{PG_USER}@127.0.0.1:{port}/{name}"
+    )
 
 
 def test_no_history_yet_reads_as_empty_and_creates_nothing(settings):
@@ -56,7 +60,10 @@ def test_filters_by_kind_time_and_limit(settings):
     history.record(settings, "retrain_suppressed", reason="cooldown")
     history.record(settings, "retrain_requested", reason="drift again")
     assert [e.reason for e in history.read(settings, kinds={"retrain_requested"})] == ["drift", "drift again"]
-    assert [e.reason for e in history.read(settings, since=old + timedelta(hours=1))] == ["cooldown", "drift again"]
+    assert [e.reason for e in history.read(settings, since=old + timedelta(hours=1))] == [
+        "cooldown",
+        "drift again",
+    ]
     assert [e.reason for e in history.read(settings, limit=2)] == ["cooldown", "drift again"]
     assert history.last(settings, {"retrain_requested", "retrain_suppressed"}).reason == "drift again"
 
@@ -75,7 +82,10 @@ def _append_many(state_dir: str, history_url: str | None, worker: int) -> None:
 
 def test_concurrent_writers_lose_nothing(settings):
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(str(settings.state.root), settings.history_url, w)) for w in range(3)]
+    procs = [
+        ctx.Process(target=_append_many, args=(str(settings.state.root), settings.history_url, w))
+        for w in range(3)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -83,7 +93,9 @@ def test_concurrent_writers_lose_nothing(settings):
         assert p.exitcode == 0
     events = history.read(settings)
     assert len(events) == 75
-    assert {(e.details["worker"], e.details["i"]) for e in events} == {(w, i) for w in range(3) for i in range(25)}
+    assert {(e.details["worker"], e.details["i"]) for e in events} == {
+        (w, i) for w in range(3) for i in range(25)
+    }
 
 
 def test_an_unreachable_history_database_is_named_without_its_password(tmp_path):

@@ -30,12 +30,19 @@ def config(**overrides) -> DriftConfig:
     return base.model_copy(update=overrides)
 
 
-def traffic(days: int = 6, drift: str | None = None, seed: int = 3, customers: int = 300,
-            from_day: int = 0) -> pd.DataFrame:
+def traffic(
+    days: int = 6, drift: str | None = None, seed: int = 3, customers: int = 300, from_day: int = 0
+) -> pd.DataFrame:
     """Model inputs of simulated transactions: the transaction fields plus derived numeric features and a
     score that leans on them (so prediction drift follows input drift). ``drift`` starts on ``from_day``."""
-    sim = simulate(SimulationConfig(days=days, seed=seed, n_customers=customers,
-                                    drift=Drift(kind=drift, from_day=from_day) if drift else None))
+    sim = simulate(
+        SimulationConfig(
+            days=days,
+            seed=seed,
+            n_customers=customers,
+            drift=Drift(kind=drift, from_day=from_day) if drift else None,
+        )
+    )
     tx = sim.transactions.reset_index(drop=True)
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({c: tx[c].astype("object") for c in CATEGORICAL})
@@ -45,7 +52,9 @@ def traffic(days: int = 6, drift: str | None = None, seed: int = 3, customers: i
     frame["is_new_device"] = (rng.random(len(tx)) < 0.04).astype("float64")
     frame["hour_of_day"] = tx["event_timestamp"].dt.hour.astype("float64")
     frame["event_epoch_s"] = tx["event_timestamp"].astype("int64") / 1e6
-    logit = -4 + 0.6 * (frame["channel"] == "online") + 0.35 * frame["amount_log"] + rng.normal(0, 0.3, len(tx))
+    logit = (
+        -4 + 0.6 * (frame["channel"] == "online") + 0.35 * frame["amount_log"] + rng.normal(0, 0.3, len(tx))
+    )
     frame["score"] = 1 / (1 + np.exp(-logit))
     frame["transaction_id"] = tx["transaction_id"].astype(str)
     frame["day"] = (tx["event_timestamp"] - tx["event_timestamp"].min()).dt.days

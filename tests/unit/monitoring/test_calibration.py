@@ -16,7 +16,9 @@ SHARES = ColumnPlan(MethodSpec(method="jensenshannon", threshold=0.1), categoric
 PLAN = {"amount": WASSERSTEIN, "weekday_heavy": WASSERSTEIN, "count_30d": WASSERSTEIN, "channel": SHARES}
 
 
-def days_of_traffic(days: int, rows_per_day: int = 800, seed: int = 0, start: str = "2026-03-02") -> pd.DataFrame:
+def days_of_traffic(
+    days: int, rows_per_day: int = 800, seed: int = 0, start: str = "2026-03-02"
+) -> pd.DataFrame:
     """A stationary amount, one feature with a strong weekly cycle, a count that grows with the history,
     and a channel mix: ``days`` days, every hour."""
     rng = np.random.default_rng(seed)
@@ -24,13 +26,17 @@ def days_of_traffic(days: int, rows_per_day: int = 800, seed: int = 0, start: st
     for d in range(days):
         day = pd.Timestamp(start, tz="UTC") + pd.Timedelta(days=d)
         weekend = day.dayofweek >= 5
-        frames.append(pd.DataFrame({
-            "event_timestamp": day + pd.to_timedelta(rng.uniform(0, 86400, rows_per_day), unit="s"),
-            "amount": rng.lognormal(3.5, 0.8, rows_per_day),
-            "weekday_heavy": rng.normal(3.0 if weekend else 0.0, 1.0, rows_per_day),
-            "count_30d": rng.poisson(2 + 3 * min(d, 30), rows_per_day).astype("float64"),
-            "channel": rng.choice(["chip", "online", "contactless"], rows_per_day, p=[0.3, 0.3, 0.4]),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "event_timestamp": day + pd.to_timedelta(rng.uniform(0, 86400, rows_per_day), unit="s"),
+                    "amount": rng.lognormal(3.5, 0.8, rows_per_day),
+                    "weekday_heavy": rng.normal(3.0 if weekend else 0.0, 1.0, rows_per_day),
+                    "count_30d": rng.poisson(2 + 3 * min(d, 30), rows_per_day).astype("float64"),
+                    "channel": rng.choice(["chip", "online", "contactless"], rows_per_day, p=[0.3, 0.3, 0.4]),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -86,5 +92,7 @@ def test_too_short_or_untimed_references_keep_the_fixed_thresholds_and_say_why()
 
 
 def test_the_score_is_judged_even_when_it_trends() -> None:
-    calibration = calibrate(days_of_traffic(21), PLAN, policy(), window_rows=800, always_judged=("count_30d",))
+    calibration = calibrate(
+        days_of_traffic(21), PLAN, policy(), window_rows=800, always_judged=("count_30d",)
+    )
     assert calibration.columns["count_30d"].judged and calibration.columns["count_30d"].trend > 0.9

@@ -16,8 +16,9 @@ NOW = datetime(2026, 4, 20, 6, tzinfo=UTC)
 FRONTIER = NOW - timedelta(days=7, hours=3)  # genuine labels mature after about a week
 
 
-def traffic(rows: int, seed: int, *, fraud_scored: str = "high", start: datetime | None = None,
-            days: float = 7.0) -> pd.DataFrame:
+def traffic(
+    rows: int, seed: int, *, fraud_scored: str = "high", start: datetime | None = None, days: float = 7.0
+) -> pd.DataFrame:
     """Served predictions of ~300 customers: ~1.5 % fraud in bursts per customer; a model that scores its
     fraud ``high`` (it knows the pattern) or like genuine traffic (``low``: a new fraud pattern)."""
     rng = np.random.default_rng(seed)
@@ -25,12 +26,20 @@ def traffic(rows: int, seed: int, *, fraud_scored: str = "high", start: datetime
     fraudster = rng.random(300) < 0.08
     fraud = fraudster[customers] & (rng.random(rows) < 0.2)
     genuine_scores = rng.beta(1, 30, rows)
-    scores = np.where(fraud, rng.beta(8, 2, rows) if fraud_scored == "high" else rng.beta(1, 30, rows), genuine_scores)
+    scores = np.where(
+        fraud, rng.beta(8, 2, rows) if fraud_scored == "high" else rng.beta(1, 30, rows), genuine_scores
+    )
     start = start or FRONTIER - timedelta(days=days)
     ts = [start + timedelta(seconds=float(s)) for s in np.sort(rng.uniform(0, days * 86400, rows))]
-    return pd.DataFrame({"transaction_id": [f"t{seed}-{i}" for i in range(rows)],
-                         "customer_id": [f"c{c}" for c in customers], "score": scores,
-                         "ts": pd.to_datetime(ts, utc=True), "is_fraud": fraud.astype("float64")})
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{seed}-{i}" for i in range(rows)],
+            "customer_id": [f"c{c}" for c in customers],
+            "score": scores,
+            "ts": pd.to_datetime(ts, utc=True),
+            "is_fraud": fraud.astype("float64"),
+        }
+    )
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ from loopline.monitoring.monitor import record_decision
 
 def check(reference, window: pd.DataFrame, now, **kwargs):
     cfg = kwargs.pop("cfg", config())
-    return decide(reference, window, cfg, window_start=now - timedelta(hours=24), window_end=now, now=now, **kwargs)
+    return decide(
+        reference, window, cfg, window_start=now - timedelta(hours=24), window_end=now, now=now, **kwargs
+    )
 
 
 def hourly(tmp_path, reference, windows, *, running_at=frozenset()) -> list:
@@ -62,7 +64,9 @@ def test_no_retrain_while_training_runs_then_one_after(tmp_path, undrifted, cova
     assert all("running" in e.reason for e in history.read(s, kinds={"retrain_suppressed"}))
 
 
-def test_training_started_in_history_suppresses_until_it_finishes_or_goes_stale(tmp_path, undrifted, covariate) -> None:
+def test_training_started_in_history_suppresses_until_it_finishes_or_goes_stale(
+    tmp_path, undrifted, covariate
+) -> None:
     from loopline.monitoring.decide import should_retrain
 
     s, cfg = settings(tmp_path), config()
@@ -78,9 +82,13 @@ def test_training_started_in_history_suppresses_until_it_finishes_or_goes_stale(
 def test_cooldown_ends(tmp_path, undrifted, covariate) -> None:
     s, cfg = settings(tmp_path), config()
     reference = reference_from(undrifted[0])
-    first = record_decision(s, check(reference, covariate.iloc[:2500], NOW), cfg, now=NOW, training_running=False)
+    first = record_decision(
+        s, check(reference, covariate.iloc[:2500], NOW), cfg, now=NOW, training_running=False
+    )
     later = NOW + timedelta(hours=cfg.retrain.cooldown_hours, minutes=1)
-    second = record_decision(s, check(reference, covariate.iloc[:2500], later), cfg, now=later, training_running=False)
+    second = record_decision(
+        s, check(reference, covariate.iloc[:2500], later), cfg, now=later, training_running=False
+    )
     assert first.retrain and second.retrain
 
 
@@ -105,8 +113,11 @@ def test_partly_missing_columns_and_quality_issues_are_reported(undrifted, new_c
     window.loc[window.index[:1000], "amount"] = np.nan
     verdict = check(reference, window, NOW)
     issues = {(q.column, q.check) for q in verdict.quality}
-    assert {("cust_tx_count_24h", "absent"), ("amount", "missing_share"),
-            ("merchant_category", "unseen_categories")} <= issues
+    assert {
+        ("cust_tx_count_24h", "absent"),
+        ("amount", "missing_share"),
+        ("merchant_category", "unseen_categories"),
+    } <= issues
     assert "cust_tx_count_24h" not in {c.column for c in verdict.columns}
     assert any("absent" in n for n in verdict.notes)
 
@@ -120,18 +131,31 @@ def test_prediction_drift_alone_is_a_trigger(undrifted, reason) -> None:
     assert verdict.prediction_drift and reason in verdict.reasons and not verdict.dataset_drift
 
 
-def test_a_new_champion_is_not_held_back_by_the_old_champions_cooldown(tmp_path, undrifted, covariate) -> None:
+def test_a_new_champion_is_not_held_back_by_the_old_champions_cooldown(
+    tmp_path, undrifted, covariate
+) -> None:
     s, cfg = settings(tmp_path), config()
     window = covariate.iloc[:2500]
-    first = record_decision(s, check(reference_from(undrifted[0], version="1"), window, NOW), cfg, now=NOW,
-                            training_running=False)
+    first = record_decision(
+        s, check(reference_from(undrifted[0], version="1"), window, NOW), cfg, now=NOW, training_running=False
+    )
     history.record(s, "training_started", at=NOW + timedelta(minutes=5))
     history.record(s, "trained", version="2", at=NOW + timedelta(minutes=20))
     # v2 was promoted within the hour; its own drift is its own, the v1 request's cooldown does not apply.
     soon = NOW + timedelta(hours=2)
-    same = record_decision(s, check(reference_from(undrifted[0], version="1"), window, soon), cfg, now=soon,
-                           training_running=False)
-    new = record_decision(s, check(reference_from(undrifted[0], version="2"), window, soon), cfg, now=soon,
-                          training_running=False)
+    same = record_decision(
+        s,
+        check(reference_from(undrifted[0], version="1"), window, soon),
+        cfg,
+        now=soon,
+        training_running=False,
+    )
+    new = record_decision(
+        s,
+        check(reference_from(undrifted[0], version="2"), window, soon),
+        cfg,
+        now=soon,
+        training_running=False,
+    )
     assert first.retrain and not same.retrain and "cooldown" in same.reason
     assert new.retrain and new.model_version == "2"

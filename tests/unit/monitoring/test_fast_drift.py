@@ -15,13 +15,18 @@ from loopline.monitoring.reports import evidently_report
 
 def evidently_scores(reference, window: pd.DataFrame, cfg) -> dict[str, float]:
     snapshot = evidently_report(reference, window, cfg, sample_rows=len(window) + 1)
-    return {m["config"]["column"]: float(m["value"]) for m in snapshot.dict()["metrics"]
-            if m["config"].get("type", "").endswith("ValueDrift")}
+    return {
+        m["config"]["column"]: float(m["value"])
+        for m in snapshot.dict()["metrics"]
+        if m["config"].get("type", "").endswith("ValueDrift")
+    }
 
 
 def assert_same_as_evidently(reference, window: pd.DataFrame) -> list:
     cfg = config()  # the report shows the log_scale columns on the scale they are judged on
-    ours = compare(on_drift_scale(reference.frame, cfg), on_drift_scale(window, cfg), column_plan(reference, cfg))
+    ours = compare(
+        on_drift_scale(reference.frame, cfg), on_drift_scale(window, cfg), column_plan(reference, cfg)
+    )
     theirs = evidently_scores(reference, window, cfg)
     assert {c.column for c in ours} <= set(theirs)
     for column in ours:
@@ -59,14 +64,20 @@ def test_wasserstein_matches_scipy_with_ties_and_a_constant_reference() -> None:
 
     rng = np.random.default_rng(0)
     ref, cur = rng.integers(0, 5, 300).astype(float), rng.integers(0, 7, 5000).astype(float)
-    assert wasserstein_normed(ref, cur) == pytest.approx(wasserstein_distance(ref, cur) / np.std(ref), rel=1e-12)
+    assert wasserstein_normed(ref, cur) == pytest.approx(
+        wasserstein_distance(ref, cur) / np.std(ref), rel=1e-12
+    )
     constant = np.full(50, 2.0)  # std 0: Evidently divides by 0.001 instead
     assert wasserstein_normed(constant, cur) == pytest.approx(wasserstein_distance(constant, cur) / 0.001)
 
 
 def test_missing_columns_are_named() -> None:
-    plan = column_plan(reference_from(pd.DataFrame({"channel": ["a"], "amount": [1.0], "score": [0.1],
-                                                    "transaction_id": ["t"]})), config())
+    plan = column_plan(
+        reference_from(
+            pd.DataFrame({"channel": ["a"], "amount": [1.0], "score": [0.1], "transaction_id": ["t"]})
+        ),
+        config(),
+    )
     with pytest.raises(DriftInputError, match="window lacks.*merchant_category"):
         compare(pd.DataFrame({c: [1.0] for c in plan}), pd.DataFrame({"amount": [1.0]}), plan)
 
@@ -77,9 +88,12 @@ def test_policy_errors_name_the_field() -> None:
     with pytest.raises(DriftConfigError, match="dataset_drift_share"):
         drift_config_from_dict({"dataset_drift_share": 0})
     with pytest.raises(DriftConfigError, match="categorical"):
-        drift_config_from_dict({"methods": {"per_feature": {"channel": {"method": "wasserstein", "threshold": 1}}}}
-                               ).methods.for_column("channel", categorical=True)
-    assert config().methods.for_column("is_new_device", False) == MethodSpec(method="jensenshannon", threshold=0.1)
+        drift_config_from_dict(
+            {"methods": {"per_feature": {"channel": {"method": "wasserstein", "threshold": 1}}}}
+        ).methods.for_column("channel", categorical=True)
+    assert config().methods.for_column("is_new_device", False) == MethodSpec(
+        method="jensenshannon", threshold=0.1
+    )
 
 
 def test_the_alert_rate_method_is_cohens_h_of_the_flagged_shares() -> None:
@@ -89,7 +103,9 @@ def test_the_alert_rate_method_is_cohens_h_of_the_flagged_shares() -> None:
     reference = np.where(rng.random(20_000) < 0.03, 0.9, 0.01)  # 3 % alerts at a 0.5 cutoff
     doubled = np.where(rng.random(20_000) < 0.06, 0.9, 0.01)
     h = flagged_share_h(reference, doubled, cutoff=0.5)
-    expected = 2 * np.arcsin(np.sqrt(np.mean(doubled >= 0.5))) - 2 * np.arcsin(np.sqrt(np.mean(reference >= 0.5)))
+    expected = 2 * np.arcsin(np.sqrt(np.mean(doubled >= 0.5))) - 2 * np.arcsin(
+        np.sqrt(np.mean(reference >= 0.5))
+    )
     assert h == pytest.approx(expected) and 0.12 < h < 0.17
     assert flagged_share_h(reference, reference, cutoff=0.5) == 0
     # Moving the crowd of low scores changes no decision: no alert-rate drift.

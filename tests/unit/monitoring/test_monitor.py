@@ -22,7 +22,6 @@ from loopline.training.train import train
 def champion(tmp_path_factory):
     from training.test_training import CONFIG_PATH, FAST
 
-
     tmp = tmp_path_factory.mktemp("monitor")
     s = settings(tmp)
     path = write_training_set(synthetic_training_set(n=4000), tmp / "train.parquet")
@@ -39,8 +38,21 @@ def log_window(s, reference, amount_factor: float) -> None:
         inputs = {c: rec[c] for c in reference.categorical}
         inputs.update(transaction_id=f"t{i}", amount=rec["amount"] * amount_factor)
         features = {c: rec[c] for c in reference.numeric if c != "amount"}
-        rows.append(LoggedPrediction(f"r{i}", (NOW - timedelta(minutes=1 + i % 600)).timestamp(), f"t{i}", "c",
-                                     inputs, features, min(1.0, rec["score"] * amount_factor), False, "champion", reference.version, 1.0))
+        rows.append(
+            LoggedPrediction(
+                f"r{i}",
+                (NOW - timedelta(minutes=1 + i % 600)).timestamp(),
+                f"t{i}",
+                "c",
+                inputs,
+                features,
+                min(1.0, rec["score"] * amount_factor),
+                False,
+                "champion",
+                reference.version,
+                1.0,
+            )
+        )
     log.append(rows)
     log.close()
 
@@ -53,9 +65,13 @@ def test_a_drifted_window_requests_one_retrain_with_reports_in_state_dir_and_mlf
     first = run_check(s, training_running=False, now=NOW)
     second = run_check(s, training_running=False, now=NOW + timedelta(hours=1))
     assert first.retrain and not second.retrain and "amount" in first.summary
-    report = json.loads((s.state.reports / "drift").joinpath(first.report_dir.split("/")[-1], "verdict.json").read_text())
+    report = json.loads(
+        (s.state.reports / "drift").joinpath(first.report_dir.split("/")[-1], "verdict.json").read_text()
+    )
     assert report["reference_version"] == reference.version and "amount" in report["drifted_columns"]
-    assert (s.state.reports / "drift" / first.report_dir.split("/")[-1] / "report.html").stat().st_size > 10_000
+    assert (
+        s.state.reports / "drift" / first.report_dir.split("/")[-1] / "report.html"
+    ).stat().st_size > 10_000
     client = mlflow_client(s.mlflow_uri)
     assert client.get_run(first.mlflow_run_id).data.tags["reasons"] == first.reason
     tags = client.get_model_version("fraud_detector", reference.version).tags

@@ -19,12 +19,25 @@ START = NOW - timedelta(hours=24)
 
 
 def _report(compared: int, mismatches: int, **overrides) -> ServedSkewReport:
-    fields = {"judged": True, "reason": "", "since": START.isoformat(), "until": NOW.isoformat(), "served": compared,
-              "waiting": 7, "eligible": compared, "sampled": compared, "inputs_differ": 0, "compared": compared,
-              "mismatches": mismatches, "mismatch_rate": mismatches / compared if compared else None, "features": 30,
-              "worst_features": {"cust_tx_count_24h": mismatches} if mismatches else {},
-              "examples": [{"transaction_id": "tx_1", "feature": "cust_tx_count_24h", "served": 2, "offline": 3}]
-              if mismatches else []}
+    fields = {
+        "judged": True,
+        "reason": "",
+        "since": START.isoformat(),
+        "until": NOW.isoformat(),
+        "served": compared,
+        "waiting": 7,
+        "eligible": compared,
+        "sampled": compared,
+        "inputs_differ": 0,
+        "compared": compared,
+        "mismatches": mismatches,
+        "mismatch_rate": mismatches / compared if compared else None,
+        "features": 30,
+        "worst_features": {"cust_tx_count_24h": mismatches} if mismatches else {},
+        "examples": [{"transaction_id": "tx_1", "feature": "cust_tx_count_24h", "served": 2, "offline": 3}]
+        if mismatches
+        else [],
+    }
     return ServedSkewReport(**{**fields, **overrides})
 
 
@@ -36,8 +49,14 @@ def known_kind(monkeypatch):
 
 def _verdict(undrifted, served: dict | None):
     before, after = undrifted
-    verdict = decide(reference_from(before), after.sample(2500, random_state=0), config(), window_start=START,
-                     window_end=NOW, now=NOW)
+    verdict = decide(
+        reference_from(before),
+        after.sample(2500, random_state=0),
+        config(),
+        window_start=START,
+        window_end=NOW,
+        now=NOW,
+    )
     assert verdict.status == "ok" and not verdict.reasons
     from dataclasses import replace
 
@@ -55,8 +74,9 @@ def test_the_shipped_policy_has_the_served_features_limit_and_it_is_validated_st
         drift_config_from_dict({"served_features": {"max_mismatches": 3}})
 
 
-def test_a_mismatch_rate_above_the_limit_is_an_alarm_of_its_own_never_a_retrain(tmp_path, monkeypatch, known_kind,
-                                                                               undrifted):
+def test_a_mismatch_rate_above_the_limit_is_an_alarm_of_its_own_never_a_retrain(
+    tmp_path, monkeypatch, known_kind, undrifted
+):
     monkeypatch.setattr("loopline.monitoring.served_check.check_served", lambda *a, **k: _report(500, 12))
     served = served_features_check(settings(tmp_path), config(), START, NOW)
     assert served["alarm"] and served["max_mismatch_rate"] == 0.01 and served["mismatch_rate"] == 0.024
@@ -74,8 +94,10 @@ def test_a_mismatch_rate_above_the_limit_is_an_alarm_of_its_own_never_a_retrain(
 
 def test_within_the_limit_or_not_judged_there_is_no_alarm(tmp_path, monkeypatch, known_kind, undrifted):
     s = settings(tmp_path)
-    for report in (_report(500, 5), _report(0, 0, judged=False, reason="no served transaction is ingested and "
-                                                                       "materialised yet")):
+    for report in (
+        _report(500, 5),
+        _report(0, 0, judged=False, reason="no served transaction is ingested and materialised yet"),
+    ):
         monkeypatch.setattr("loopline.monitoring.served_check.check_served", lambda *a, r=report, **k: r)
         served = served_features_check(s, config(), START, NOW)
         assert not served["alarm"]
@@ -86,17 +108,24 @@ def test_within_the_limit_or_not_judged_there_is_no_alarm(tmp_path, monkeypatch,
     assert "served features not judged: no served transaction is ingested" in unjudged.reason
 
 
-def test_a_failing_served_check_is_recorded_as_not_judged_and_the_drift_check_goes_on(tmp_path, monkeypatch,
-                                                                                      undrifted):
+def test_a_failing_served_check_is_recorded_as_not_judged_and_the_drift_check_goes_on(
+    tmp_path, monkeypatch, undrifted
+):
     def broken(*args, **kwargs):
         raise OSError("the curated store is unreadable")
 
     monkeypatch.setattr("loopline.monitoring.served_check.check_served", broken)
     s = settings(tmp_path)
     served = served_features_check(s, config(), START, NOW)
-    assert served == {"judged": False, "reason": "OSError: the curated store is unreadable",
-                      "since": START.isoformat(), "until": NOW.isoformat(), "max_mismatch_rate": 0.01,
-                      "alarm": False, "summary": "served features not judged: OSError: the curated store is unreadable"}
+    assert served == {
+        "judged": False,
+        "reason": "OSError: the curated store is unreadable",
+        "since": START.isoformat(),
+        "until": NOW.isoformat(),
+        "max_mismatch_rate": 0.01,
+        "alarm": False,
+        "summary": "served features not judged: OSError: the curated store is unreadable",
+    }
     result = record_decision(s, _verdict(undrifted, served), config(), now=NOW, training_running=False)
     assert result.status == "ok" and not result.served_features_alarm
     assert "not judged: OSError" in history.read(s)[0].reason

@@ -18,11 +18,19 @@ print(json.dumps({"feast_imported": "feast" in sys.modules,
 
 
 def test_the_rest_client_loads_without_importing_feast() -> None:
-    done = subprocess.run([sys.executable, "-c", FIRST_REST_CALL], capture_output=True, text=True, timeout=120,
-                          env={"MLFLOW_DISABLE_TELEMETRY": "true", "PATH": ""}, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REST_CALL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"MLFLOW_DISABLE_TELEMETRY": "true", "PATH": ""},
+        check=True,
+    )
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"feast_imported": False,
-                    "providers": ["DatabricksRequestHeaderProvider", "DefaultRequestHeaderProvider"]}
+    assert seen == {
+        "feast_imported": False,
+        "providers": ["DatabricksRequestHeaderProvider", "DefaultRequestHeaderProvider"],
+    }
 
 
 def test_a_client_reads_its_own_registry_whatever_the_process_set_before(tmp_path) -> None:

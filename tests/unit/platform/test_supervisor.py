@@ -51,12 +51,32 @@ def started():
     psutil.wait_procs(alive, timeout=5)
 
 
-def _supervise(tmp_path: Path, started: list, command: list[str], *extra: str, name: str = "dummy",
-               state: Path | None = None, registry: ProcessRegistry | None = None):
+def _supervise(
+    tmp_path: Path,
+    started: list,
+    command: list[str],
+    *extra: str,
+    name: str = "dummy",
+    state: Path | None = None,
+    registry: ProcessRegistry | None = None,
+):
     state = state or tmp_path / f"{name}.supervisor.json"
     registry = registry or ProcessRegistry(tmp_path / "stack.json")
-    argv = [sys.executable, "-m", "loopline.platform.processes", "--name", name, "--state", str(state),
-            "--backoff-s", "0.2", *extra, "--", *command, f"token-{uuid.uuid4().hex}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "loopline.platform.processes",
+        "--name",
+        name,
+        "--state",
+        str(state),
+        "--backoff-s",
+        "0.2",
+        *extra,
+        "--",
+        *command,
+        f"token-{uuid.uuid4().hex}",
+    ]
     record = spawn(name, argv, dict(os.environ), tmp_path / f"{name}.log", registry, cwd=tmp_path)
     started.append(psutil.Process(record.pid))
     return record, state
@@ -73,7 +93,9 @@ def _child_running(path: Path, started: list, not_pid: int | None = None) -> Sup
         state = SupervisorState.read(path)
         return bool(state and state.state == "running" and state.child_pid and state.child_pid != not_pid)
 
-    assert wait_until(up, timeout=20, interval=0.05), f"the child did not (re)start: {SupervisorState.read(path)}"
+    assert wait_until(up, timeout=20, interval=0.05), (
+        f"the child did not (re)start: {SupervisorState.read(path)}"
+    )
     state = _state(path)
     started.append(psutil.Process(state.child_pid))
     return state
@@ -91,7 +113,10 @@ def test_a_killed_child_comes_back_and_the_count_goes_up(tmp_path, started) -> N
     third = _child_running(path, started, not_pid=second.child_pid)
     assert (third.restarts, third.last_exit_code) == (2, -signal.SIGTERM)
     assert "restart #2" in tail(record.log)
-    assert not psutil.pid_exists(first.child_pid) or psutil.Process(first.child_pid).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(first.child_pid)
+        or psutil.Process(first.child_pid).status() == psutil.STATUS_ZOMBIE
+    )
 
     # `loopline down`: SIGTERM to the whole tree at once. Nothing comes back.
     assert stop_trees([record], timeout=10) == [record]
@@ -106,33 +131,46 @@ def test_stopping_only_the_supervisor_stops_the_child_too(tmp_path, started) -> 
     child = _child_running(path, started)
     os.kill(record.pid, signal.SIGTERM)
     assert wait_until(lambda: not record.is_running(), timeout=15)
-    assert wait_until(lambda: not psutil.pid_exists(child.child_pid)
-                      or psutil.Process(child.child_pid).status() == psutil.STATUS_ZOMBIE, timeout=15)
+    assert wait_until(
+        lambda: (
+            not psutil.pid_exists(child.child_pid)
+            or psutil.Process(child.child_pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        timeout=15,
+    )
     assert _state(path).state == "stopped" and _state(path).restarts == 0
 
 
 def test_a_command_that_keeps_failing_at_once_is_given_up(tmp_path, started) -> None:
     failing = [sys.executable, "-c", "import sys; print('bad config', flush=True); sys.exit(3)"]
-    record, path = _supervise(tmp_path, started, failing, "--max-quick-failures", "3", "--healthy-after-s", "30")
+    record, path = _supervise(
+        tmp_path, started, failing, "--max-quick-failures", "3", "--healthy-after-s", "30"
+    )
     assert wait_until(lambda: not record.is_running(), timeout=30)
     state = _state(path)
     assert (state.state, state.restarts, state.last_exit_code) == ("gave_up", 2, 3)
     assert "giving up" in tail(record.log) and tail(record.log).count("bad config") == 3
 
 
-def test_the_stack_supervises_serving_and_status_reports_restarts(tmp_path, started, state_dir, monkeypatch,
-                                                                   capsys) -> None:
+def test_the_stack_supervises_serving_and_status_reports_restarts(
+    tmp_path, started, state_dir, monkeypatch, capsys
+) -> None:
     from loopline.cli.main import main
 
     monkeypatch.setenv("LOOPLINE_AIRFLOW_PORT", "9")  # nothing listens: the health probe fails fast
     settings = Settings()
     spec = next(s for s in stack.service_specs(settings) if s.name == "serving")
     assert spec.argv[1:3] == ["-m", "loopline.platform.processes"]
-    assert spec.argv[spec.argv.index("--") + 1:][1:3] == ["-m", "loopline.serving"]
+    assert spec.argv[spec.argv.index("--") + 1 :][1:3] == ["-m", "loopline.serving"]
     # The stack's record and state file, with the dummy in place of the real (slow to start) service.
-    record, path = _supervise(tmp_path, started, SLEEPER, name="serving",
-                              state=stack.supervisor_state_path(settings, "serving"),
-                              registry=stack.registry(settings))
+    record, path = _supervise(
+        tmp_path,
+        started,
+        SLEEPER,
+        name="serving",
+        state=stack.supervisor_state_path(settings, "serving"),
+        registry=stack.registry(settings),
+    )
     first = _child_running(path, started)
     os.kill(first.child_pid, signal.SIGKILL)
     _child_running(path, started, not_pid=first.child_pid)
@@ -153,9 +191,11 @@ def test_up_treats_a_serving_exit_during_start_up_as_a_failed_start(state_dir) -
     settings = Settings()
     assert stack._crashed_while_starting(settings) is None
     SupervisorState(name="serving", supervisor_pid=1, state="running", child_pid=2).write(
-        stack.supervisor_state_path(settings, "serving"))
+        stack.supervisor_state_path(settings, "serving")
+    )
     assert stack._crashed_while_starting(settings) is None
     SupervisorState(name="serving", supervisor_pid=1, state="backoff", last_exit_code=2).write(
-        stack.supervisor_state_path(settings, "serving"))
+        stack.supervisor_state_path(settings, "serving")
+    )
     name, state = stack._crashed_while_starting(settings)
     assert (name, state.last_exit_code) == ("serving", 2)

@@ -35,12 +35,18 @@ def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
     publish(settings, sim.labels, "labels", "sim")
     materialize(settings, *curated_time_range(settings))
     build_training_set(settings, state / "train.parquet")
-    result = train(state / "train.parquet", load_config(CONFIG_PATH, FAST), tracking_uri=settings.mlflow_uri,
-                   config_path=CONFIG_PATH)
+    result = train(
+        state / "train.parquet",
+        load_config(CONFIG_PATH, FAST),
+        tracking_uri=settings.mlflow_uri,
+        config_path=CONFIG_PATH,
+    )
     mlflow.set_tracking_uri(settings.mlflow_uri)
     second = mlflow.register_model(result.logged_model_uri, MODEL)
     mlflow_client(settings.mlflow_uri).get_model_version(MODEL, second.version)
     latest = sim.transactions.sort_values("event_timestamp").drop_duplicates("customer_id", keep="last")
     # Scored right after the materialised data ends, as live traffic would be (the windows are fresh).
     start = materialized_until(settings) + timedelta(minutes=1)
-    return ServingWorld(settings, request_rows(latest, len(latest), start), (result.version, str(second.version)))
+    return ServingWorld(
+        settings, request_rows(latest, len(latest), start), (result.version, str(second.version))
+    )

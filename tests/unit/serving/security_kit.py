@@ -14,17 +14,29 @@ from loopline.config import Settings
 from loopline.serving.app import create_app
 from loopline.serving.config import ServingConfig, load_serving_config
 
-TX = {"transaction_id": "tx_000000000001", "event_timestamp": "2026-01-05T14:03:00Z", "customer_id": "c_00042",
-      "merchant_id": "m_0007", "device_id": "dev_0e2bb3e7957e", "channel": "online", "amount": 42.5,
-      "merchant_category": "electronics", "merchant_country": "DE", "card_id": "card_00042_1"}
+TX = {
+    "transaction_id": "tx_000000000001",
+    "event_timestamp": "2026-01-05T14:03:00Z",
+    "customer_id": "c_00042",
+    "merchant_id": "m_0007",
+    "device_id": "dev_0e2bb3e7957e",
+    "channel": "online",
+    "amount": 42.5,
+    "merchant_category": "electronics",
+    "merchant_country": "DE",
+    "card_id": "card_00042_1",
+}
 
 
 def bare_config(**log: Any) -> ServingConfig:
     """The shipped config without fresh features (no feature store needed); ``log``: LogConfig fields."""
     config = load_serving_config()
-    return config.model_copy(update={
-        "fresh_features": config.fresh_features.model_copy(update={"enabled": False}),
-        "log": config.log.model_copy(update=log)})
+    return config.model_copy(
+        update={
+            "fresh_features": config.fresh_features.model_copy(update={"enabled": False}),
+            "log": config.log.model_copy(update=log),
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -43,7 +55,9 @@ def postgres_database(name: str) -> Iterator[str]:
     from local_servers import PG_USER, postgres_server
 
     with postgres_server() as port:
-        with psycopg.connect(host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         yield f"postgresql://{PG_USER}@127.0.0.1:{port}/{name}"
 

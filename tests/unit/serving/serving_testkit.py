@@ -34,8 +34,16 @@ class ServingWorld:
 def request_rows(frame, n: int, start: datetime | None = None) -> list[dict[str, Any]]:
     """``n`` transactions of the frame as API payload rows, stamped from ``start`` (default: now)."""
     start = start or datetime.now(UTC)
-    keys = ("transaction_id", "customer_id", "merchant_id", "device_id", "channel", "amount",
-            "merchant_category", "merchant_country")
+    keys = (
+        "transaction_id",
+        "customer_id",
+        "merchant_id",
+        "device_id",
+        "channel",
+        "amount",
+        "merchant_category",
+        "merchant_country",
+    )
     rows = []
     for i, record in enumerate(frame.head(n).to_dict("records")):
         row = {k: (float(record[k]) if k == "amount" else str(record[k])) for k in keys}
@@ -47,10 +55,12 @@ def request_rows(frame, n: int, start: datetime | None = None) -> list[dict[str,
 def quick_config() -> ServingConfig:
     """The shipped config with a short registry poll and few warm-up rounds (tests wait on both)."""
     config = load_serving_config()
-    return config.model_copy(update={
-        "registry": config.registry.model_copy(update={"poll_interval_s": 0.2}),
-        "warmup": config.warmup.model_copy(update={"rounds": 2}),
-    })
+    return config.model_copy(
+        update={
+            "registry": config.registry.model_copy(update={"poll_interval_s": 0.2}),
+            "warmup": config.warmup.model_copy(update={"rounds": 2}),
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -60,8 +70,9 @@ def running_server(app: Any) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

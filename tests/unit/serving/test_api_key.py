@@ -21,8 +21,13 @@ from loopline.serving.config import (
 
 KEY = "k3y-for-tests-0123456789abcdef"
 OLD_KEY = "old-key-still-accepted-98765"
-GUARDED = [("POST", "/v1/predict"), ("GET", "/metrics"), ("GET", "/docs"), ("GET", "/openapi.json"),
-           ("GET", "/no-such-path")]
+GUARDED = [
+    ("POST", "/v1/predict"),
+    ("GET", "/metrics"),
+    ("GET", "/docs"),
+    ("GET", "/openapi.json"),
+    ("GET", "/no-such-path"),
+]
 
 
 def _call(client, method, path, headers=None):
@@ -40,9 +45,15 @@ def keyed(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("method", "path"), GUARDED)
 def test_guarded_routes_refuse_without_a_valid_key(keyed, method, path) -> None:
-    for headers in (None, {"Authorization": "Bearer wrong-key-0123456789abc"}, {"X-API-Key": "wrong"},
-                    {"Authorization": f"Basic {KEY}"}, {"Authorization": f"Bearer {KEY}x"},
-                    {"Authorization": KEY}, {"X-API-Key": ""}):
+    for headers in (
+        None,
+        {"Authorization": "Bearer wrong-key-0123456789abc"},
+        {"X-API-Key": "wrong"},
+        {"Authorization": f"Basic {KEY}"},
+        {"Authorization": f"Bearer {KEY}x"},
+        {"Authorization": KEY},
+        {"X-API-Key": ""},
+    ):
         response = _call(keyed, method, path, headers)
         assert response.status_code == 401, (path, headers, response.status_code)
         assert response.headers["www-authenticate"] == "Bearer"
@@ -52,8 +63,15 @@ def test_guarded_routes_refuse_without_a_valid_key(keyed, method, path) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), GUARDED[:4])
-@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {KEY}"},
-                                     {"X-API-Key": KEY}, {"X-API-Key": OLD_KEY}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": f"Bearer {KEY}"},
+        {"authorization": f"bearer {KEY}"},
+        {"X-API-Key": KEY},
+        {"X-API-Key": OLD_KEY},
+    ],
+)
 def test_guarded_routes_answer_with_a_valid_key(keyed, method, path, headers) -> None:
     response = _call(keyed, method, path, headers)
     assert response.status_code == (503 if method == "POST" else 200), (path, response.text)
@@ -72,8 +90,9 @@ def test_refusals_are_counted_in_the_metrics(keyed) -> None:
 
 
 def test_an_invalid_body_with_a_valid_key_still_gets_its_422(keyed) -> None:
-    response = keyed.post("/v1/predict", json={"transactions": [{**TX, "amount": -1}]},
-                          headers={"X-API-Key": KEY})
+    response = keyed.post(
+        "/v1/predict", json={"transactions": [{**TX, "amount": -1}]}, headers={"X-API-Key": KEY}
+    )
     assert response.status_code == 422
 
 

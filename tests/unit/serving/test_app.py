@@ -19,7 +19,9 @@ URI = "models:/fraud_detector/1"
 
 @pytest.fixture(scope="module")
 def loaded(serving_world) -> Predictor:
-    return Predictor.load(URI, version="1", variant="champion", settings=serving_world.settings, warmup_rounds=2)
+    return Predictor.load(
+        URI, version="1", variant="champion", settings=serving_world.settings, warmup_rounds=2
+    )
 
 
 def fixed_app(world, loaded: Predictor, gate: threading.Event | None = None, config=None):
@@ -31,8 +33,11 @@ def fixed_app(world, loaded: Predictor, gate: threading.Event | None = None, con
             gate.wait(30)
         return loaded
 
-    return create_app(world.settings, config,
-                      source_factory=lambda engine: FixedModel(engine, URI, world.settings, config, loader=loader))
+    return create_app(
+        world.settings,
+        config,
+        source_factory=lambda engine: FixedModel(engine, URI, world.settings, config, loader=loader),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,10 @@ def test_not_ready_until_a_model_is_warm(serving_world, loaded) -> None:
         gate.set()
         wait_until(lambda: test_client.get("/readyz").status_code == 200, what="/readyz after load")
         assert test_client.get("/readyz").json()["deployment"]["champion"]["version"] == "1"
-        assert test_client.post("/v1/predict", json={"transactions": serving_world.transactions[:1]}).status_code == 200
+        assert (
+            test_client.post("/v1/predict", json={"transactions": serving_world.transactions[:1]}).status_code
+            == 200
+        )
 
 
 def test_predict_one_is_answered_and_logged(client, serving_world) -> None:
@@ -88,16 +96,19 @@ def _tx(world, **changes):
     return {k: v for k, v in tx.items() if v is not None}
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"channel": "telepathy"}, "channel"),
-    ({"amount": -5}, "amount"),
-    ({"amount": "lots"}, "amount"),
-    ({"customer_id": None}, "customer_id"),
-    ({"customer_id": ""}, "customer_id"),
-    ({"merchant_country": "Germany"}, "merchant_country"),
-    ({"event_timestamp": "3026-01-01T00:00:00Z"}, "event_timestamp"),
-    ({"event_timestamp": "yesterday"}, "event_timestamp"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"channel": "telepathy"}, "channel"),
+        ({"amount": -5}, "amount"),
+        ({"amount": "lots"}, "amount"),
+        ({"customer_id": None}, "customer_id"),
+        ({"customer_id": ""}, "customer_id"),
+        ({"merchant_country": "Germany"}, "merchant_country"),
+        ({"event_timestamp": "3026-01-01T00:00:00Z"}, "event_timestamp"),
+        ({"event_timestamp": "yesterday"}, "event_timestamp"),
+    ],
+)
 def test_bad_fields_get_a_field_level_422(client, serving_world, changes, field) -> None:
     response = client.post("/v1/predict", json={"transactions": [_tx(serving_world, **changes)]})
     assert response.status_code == 422
@@ -110,7 +121,9 @@ def test_batch_size_and_shape_are_validated(client, serving_world) -> None:
     for body in ({"transactions": []}, {"transactions": too_many}, {"rows": []}, [1, 2]):
         response = client.post("/v1/predict", json=body)
         assert response.status_code == 422, body
-    broken = client.post("/v1/predict", content=b'{"transactions": [', headers={"content-type": "application/json"})
+    broken = client.post(
+        "/v1/predict", content=b'{"transactions": [', headers={"content-type": "application/json"}
+    )
     assert broken.status_code == 422
 
 
@@ -122,7 +135,7 @@ def test_oversized_bodies_get_413_declared_or_streamed(client, serving_world) ->
 
     def chunks():  # no Content-Length: the limit must hold while the body streams in
         for i in range(0, len(big), 8192):
-            yield big[i:i + 8192]
+            yield big[i : i + 8192]
 
     streamed = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
     assert streamed.status_code == 413
@@ -143,9 +156,13 @@ def test_metrics_count_requests_errors_latency_and_scores(client, serving_world)
         assert client.post("/v1/predict", json={"transactions": [tx]}).status_code == 200
     client.post("/v1/predict", json={"transactions": []})
     text = client.get("/metrics").text
-    counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith("loopline_predictions_total{") and 'variant="champion"' in line
-                  and 'version="1"' in line)
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("loopline_predictions_total{")
+        and 'variant="champion"' in line
+        and 'version="1"' in line
+    )
     assert counted >= 5
     assert 'loopline_http_errors_total{route="/v1/predict",status="422"}' in text
     assert 'loopline_score_bucket{le="0.5",variant="champion",version="1"}' in text
@@ -203,4 +220,9 @@ def test_the_middleware_fast_path_answers_like_the_fastapi_route(client, serving
 
     assert without_ids(fast) == without_ids(routed) == without_ids(again)
     assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
-    assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == ["body", "transactions", 0, "amount"]
+    assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == [
+        "body",
+        "transactions",
+        0,
+        "amount",
+    ]

@@ -29,7 +29,9 @@ def postgres_log_url() -> Iterator[str]:
         yield f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres"
 
 
-@pytest.mark.parametrize("mode,backend", [("inline", "sqlite"), ("threads", "sqlite"), ("inline", "postgres")])
+@pytest.mark.parametrize(
+    "mode,backend", [("inline", "sqlite"), ("threads", "sqlite"), ("inline", "postgres")]
+)
 def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode, backend, request) -> None:
     port = free_port()
     config = tmp_path / "serving.yaml"
@@ -46,15 +48,31 @@ def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode, 
     url = f"http://127.0.0.1:{port}"
     log_file = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "loopline.serving", "--host", "127.0.0.1", "--port", str(port),
-         "--model-uri", f"models:/fraud_detector/{serving_world.versions[0]}", "--log-level", "warning",
-         "--config", str(config)],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "loopline.serving",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model-uri",
+            f"models:/fraud_detector/{serving_world.versions[0]}",
+            "--log-level",
+            "warning",
+            "--config",
+            str(config),
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     acknowledged: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
     enough = threading.Event()
     try:
+
         def ready() -> bool:
             assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
             try:
@@ -70,8 +88,10 @@ def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode, 
             with httpx.Client(base_url=url, timeout=10) as http:
                 i = offset
                 while not stop.is_set():
-                    tx = {**serving_world.transactions[i % len(serving_world.transactions)],
-                          "transaction_id": f"kill9_{offset}_{i}"}
+                    tx = {
+                        **serving_world.transactions[i % len(serving_world.transactions)],
+                        "transaction_id": f"kill9_{offset}_{i}",
+                    }
                     try:
                         response = http.post("/v1/predict", json={"transactions": [tx]})
                     except httpx.HTTPError:
@@ -98,8 +118,11 @@ def test_acknowledged_predictions_survive_kill_9(serving_world, tmp_path, mode, 
             server.kill()
             server.wait(timeout=30)
         log_file.close()
-    log = PostgresPredictionLog(log_url, read_only=True) if log_url else PredictionLog(
-        serving_world.settings.state.prediction_log, read_only=True)
+    log = (
+        PostgresPredictionLog(log_url, read_only=True)
+        if log_url
+        else PredictionLog(serving_world.settings.state.prediction_log, read_only=True)
+    )
     logged = set(log.read()["transaction_id"])
     missing = set(acknowledged) - logged
     assert len(acknowledged) >= 200 and not missing, f"{len(missing)} acknowledged predictions lost"

@@ -32,9 +32,16 @@ def test_a_valid_request_passes_validation(client) -> None:
     assert response.status_code == 503, response.text  # valid; no model loaded in this app
 
 
-@pytest.mark.parametrize(("literal", "echoed"), [("NaN", "NaN"), ("Infinity", "Infinity"),
-                                                  ("-Infinity", "-Infinity"), ("1e400", "Infinity"),
-                                                  ("-1e400", "-Infinity")])
+@pytest.mark.parametrize(
+    ("literal", "echoed"),
+    [
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("-Infinity", "-Infinity"),
+        ("1e400", "Infinity"),
+        ("-1e400", "-Infinity"),
+    ],
+)
 def test_non_finite_amounts_are_a_422_naming_the_field(client, literal, echoed) -> None:
     body = _body(literal)
     assert literal.encode() in body
@@ -50,16 +57,21 @@ def test_non_finite_amounts_are_a_422_naming_the_field(client, literal, echoed) 
 
 
 def test_nan_anywhere_in_the_body_is_a_422_not_a_500(client) -> None:
-    for body in (b'{"amount": NaN}', b'{"transactions": NaN}', b'[NaN, Infinity, -Infinity, 1e400]',
-                 b'{"transactions": [{"amount": NaN, "nested": {"x": [Infinity]}}]}'):
+    for body in (
+        b'{"amount": NaN}',
+        b'{"transactions": NaN}',
+        b"[NaN, Infinity, -Infinity, 1e400]",
+        b'{"transactions": [{"amount": NaN, "nested": {"x": [Infinity]}}]}',
+    ):
         response = raw_predict(client, body)
         assert response.status_code == 422, (body, response.status_code, response.text)
         json.loads(response.text)  # strict JSON: no NaN token in the answer
 
 
-@pytest.mark.parametrize("field", ["transaction_id", "customer_id", "merchant_id", "device_id", "card_id",
-                                   "merchant_category"])
-@pytest.mark.parametrize("value", [XSS, "a b", "a\"b", "a<b", "a/b", "é", "a\nb"])
+@pytest.mark.parametrize(
+    "field", ["transaction_id", "customer_id", "merchant_id", "device_id", "card_id", "merchant_category"]
+)
+@pytest.mark.parametrize("value", [XSS, "a b", 'a"b', "a<b", "a/b", "é", "a\nb"])
 def test_markup_and_odd_characters_in_report_fields_are_refused(client, field, value) -> None:
     response = client.post("/v1/predict", json={"transactions": [{**TX, field: value}]})
     assert response.status_code == 422, response.text
@@ -80,8 +92,13 @@ def test_everything_the_simulator_and_the_gate_produce_still_passes() -> None:
         Transaction.model_validate(row)
     for category in CATEGORIES:
         Transaction.model_validate({**TX, "merchant_category": category})
-    for probe_id in ("gate_probe_v12_tx_000000000001_gate_unknown", "c_gate_probe_unknown", "__warmup_c3",
-                     "T0a1b2c3", "urn:tx:2026.01.05-1"):
+    for probe_id in (
+        "gate_probe_v12_tx_000000000001_gate_unknown",
+        "c_gate_probe_unknown",
+        "__warmup_c3",
+        "T0a1b2c3",
+        "urn:tx:2026.01.05-1",
+    ):
         Transaction.model_validate({**TX, "transaction_id": probe_id, "customer_id": probe_id})
 
 
@@ -103,6 +120,8 @@ def test_over_a_real_connection_nan_is_a_422_and_the_connection_lives_on(tmp_pat
     app = create_app(Settings(state_dir=tmp_path), bare_config())
     with running_server(app) as url, httpx.Client(base_url=url, timeout=10) as http:
         for literal in ("NaN", "1e400", "NaN"):
-            response = http.post("/v1/predict", content=_body(literal), headers={"content-type": "application/json"})
+            response = http.post(
+                "/v1/predict", content=_body(literal), headers={"content-type": "application/json"}
+            )
             assert response.status_code == 422, response.text
             assert response.headers.get("connection", "").lower() != "close"

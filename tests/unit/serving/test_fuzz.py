@@ -24,9 +24,16 @@ EXAMPLES = {"/v1/predict": 80}  # the operation worth fuzzing hard; probes get a
 @pytest.fixture(scope="module")
 def served(serving_world):
     config = quick_config()
-    loaded = Predictor.load(URI, version="1", variant="champion", settings=serving_world.settings, warmup_rounds=2)
-    app = create_app(serving_world.settings, config, source_factory=lambda engine: FixedModel(
-        engine, URI, serving_world.settings, config, loader=lambda uri, version, variant: loaded))
+    loaded = Predictor.load(
+        URI, version="1", variant="champion", settings=serving_world.settings, warmup_rounds=2
+    )
+    app = create_app(
+        serving_world.settings,
+        config,
+        source_factory=lambda engine: FixedModel(
+            engine, URI, serving_world.settings, config, loader=lambda uri, version, variant: loaded
+        ),
+    )
     with running_server(app) as url:
         wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, what="/readyz")
         yield url, schemathesis.openapi.from_dict(app.openapi())
@@ -46,11 +53,19 @@ def test_fuzzed_requests_never_get_a_server_error(served, mode: GenerationMode) 
     url, schema = served
     seen: dict[int, int] = {}
     for operation in operations(schema):
-        if mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET" and not operation.path.startswith("/v1"):
+        if (
+            mode is GenerationMode.NEGATIVE
+            and operation.method.upper() == "GET"
+            and not operation.path.startswith("/v1")
+        ):
             continue  # the probes take no input: nothing to make invalid
 
-        @settings(max_examples=EXAMPLES.get(operation.path, 5), deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES.get(operation.path, 5),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case) -> None:
             response = case.call(base_url=url)
@@ -71,6 +86,8 @@ def test_fuzzed_requests_never_get_a_server_error(served, mode: GenerationMode) 
 def test_a_body_that_is_not_utf8_is_a_422_not_a_500(served) -> None:
     """Found by the fuzzer: FastAPI could not encode the raw bytes echoed in the 422 and answered 500."""
     url, _ = served
-    response = httpx.post(f"{url}/v1/predict", content=b'{"\x9d": 1}', headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{url}/v1/predict", content=b'{"\x9d": 1}', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"][0] == "body"

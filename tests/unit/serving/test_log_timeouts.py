@@ -24,9 +24,19 @@ from loopline.serving.prediction_log import (
 
 
 def _row(i: int) -> LoggedPrediction:
-    return LoggedPrediction(request_id=f"r{i}", ts=1_800_000_000.0 + i, transaction_id=f"tx{i}", customer_id="c",
-                            inputs={"amount": 1.0}, features={}, score=0.5, decision=False, variant="champion",
-                            model_version="1", latency_ms=1.0)
+    return LoggedPrediction(
+        request_id=f"r{i}",
+        ts=1_800_000_000.0 + i,
+        transaction_id=f"tx{i}",
+        customer_id="c",
+        inputs={"amount": 1.0},
+        features={},
+        score=0.5,
+        decision=False,
+        variant="champion",
+        model_version="1",
+        latency_ms=1.0,
+    )
 
 
 @contextlib.contextmanager
@@ -161,7 +171,9 @@ def test_a_request_during_a_postgres_stall_gets_503(tmp_path, pg_url) -> None:
 
     from loopline.serving.app import create_app
 
-    app = create_app(Settings(state_dir=tmp_path, prediction_log_url=pg_url), config, source_factory=InstantSource)
+    app = create_app(
+        Settings(state_dir=tmp_path, prediction_log_url=pg_url), config, source_factory=InstantSource
+    )
     with TestClient(app) as client:
         assert _predict(client, 10).status_code == 200
         with pg_table_lock(pg_url):

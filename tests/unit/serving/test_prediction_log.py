@@ -15,14 +15,27 @@ from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
 def predictions(n: int, prefix: str) -> list[LoggedPrediction]:
     """Rows of about a kilobyte, like the service's (the transaction plus ~30 features)."""
     features = {f"feature_{j}": j * 1.5 for j in range(30)}
-    return [LoggedPrediction(request_id=f"{prefix}r{i}", ts=1_800_000_000.0 + i, transaction_id=f"{prefix}{i}",
-                             customer_id=f"c{i % 50}", inputs={"amount": 10.0 + i, "channel": "online"},
-                             features=features, score=0.25, decision=False, variant="champion", model_version="1",
-                             latency_ms=2.0) for i in range(n)]
+    return [
+        LoggedPrediction(
+            request_id=f"{prefix}r{i}",
+            ts=1_800_000_000.0 + i,
+            transaction_id=f"{prefix}{i}",
+            customer_id=f"c{i % 50}",
+            inputs={"amount": 10.0 + i, "channel": "online"},
+            features=features,
+            score=0.25,
+            decision=False,
+            variant="champion",
+            model_version="1",
+            latency_ms=2.0,
+        )
+        for i in range(n)
+    ]
 
 
-def test_commits_never_checkpoint_and_a_background_thread_does(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commits_never_checkpoint_and_a_background_thread_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(prediction_log, "CHECKPOINT_INTERVAL_S", 0.2)
     db, wal = tmp_path / "predictions.db", tmp_path / "predictions.db-wal"
     log = PredictionLog(db)

@@ -23,7 +23,14 @@ def test_model_frame_is_exactly_as_model_input() -> None:
     rows = [
         {"channel": "online", "merchant_country": "DE", "a": 1, "b": True, "c": 2.5, "d": None},
         {"channel": None, "merchant_country": float("nan"), "a": None, "b": False, "c": float("nan"), "d": 7},
-        {"channel": 3, "merchant_country": "FR", "a": np.int64(4), "b": None, "c": "1.5", "d": np.float64(0.25)},
+        {
+            "channel": 3,
+            "merchant_country": "FR",
+            "a": np.int64(4),
+            "b": None,
+            "c": "1.5",
+            "d": np.float64(0.25),
+        },
         {"merchant_country": "NL", "a": 10**6, "b": 1, "c": "oops", "d": -0.0},  # a column missing entirely
     ]
     categorical, numeric = ["channel", "merchant_country"], ["a", "b", "c", "d"]
@@ -34,8 +41,13 @@ def test_model_frame_is_exactly_as_model_input() -> None:
 @pytest.fixture(scope="module")
 def predictor(serving_world) -> Predictor:
     version = serving_world.versions[0]
-    return Predictor.load(f"models:/fraud_detector/{version}", version=version, variant="champion",
-                          settings=serving_world.settings, warmup_rounds=2)
+    return Predictor.load(
+        f"models:/fraud_detector/{version}",
+        version=version,
+        variant="champion",
+        settings=serving_world.settings,
+        warmup_rounds=2,
+    )
 
 
 def test_predict_one_and_many(predictor: Predictor, serving_world) -> None:
@@ -54,14 +66,20 @@ def test_predict_one_and_many(predictor: Predictor, serving_world) -> None:
     assert len({round(r["score"], 9) for r in many}) > 1, "different customers get different scores"
 
 
-def test_the_direct_python_model_path_scores_exactly_like_mlflows_predict(predictor: Predictor, serving_world) -> None:
+def test_the_direct_python_model_path_scores_exactly_like_mlflows_predict(
+    predictor: Predictor, serving_world
+) -> None:
     """Serving skips MLflow's per-call schema enforcement and the DataFrame (model_columns already builds the
     signature's types, predict_columns scores them); the scores must be the very ones ``PyFuncModel.predict``
     gives, missing features included."""
-    rows = [{**tx, "customer_id": f"nobody_{i}"} if i % 3 == 0 else tx
-            for i, tx in enumerate(serving_world.transactions[:25])]
+    rows = [
+        {**tx, "customer_id": f"nobody_{i}"} if i % 3 == 0 else tx
+        for i, tx in enumerate(serving_world.transactions[:25])
+    ]
     looked_up = predictor.features.lookup(rows)
-    inputs = [{**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **f} for tx, f in zip(rows, looked_up, strict=True)]
+    inputs = [
+        {**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **f} for tx, f in zip(rows, looked_up, strict=True)
+    ]
     python_model = predictor.model.unwrap_python_model()
     assert predictor._predict == python_model.predict_columns  # the fast path is taken for this signature
     direct = predictor._predict(model_columns(inputs, predictor.categorical, predictor.numeric))
@@ -71,7 +89,9 @@ def test_the_direct_python_model_path_scores_exactly_like_mlflows_predict(predic
     assert any(math.isnan(v) for v in model_columns(inputs, [], predictor.numeric)["cust_tx_count_30d"])
 
 
-def test_a_model_without_predict_columns_is_scored_through_its_predict(predictor: Predictor, serving_world) -> None:
+def test_a_model_without_predict_columns_is_scored_through_its_predict(
+    predictor: Predictor, serving_world
+) -> None:
     """Other pyfunc models (no ``predict_columns``) get the DataFrame and score the same rows alike."""
 
     class FrameOnly(mlflow.pyfunc.PythonModel):
@@ -93,8 +113,14 @@ def test_a_model_without_predict_columns_is_scored_through_its_predict(predictor
         def unwrap_python_model():
             return frame_only
 
-    other = Predictor(Loaded(), model_uri="x", version="x", variant="champion", features=predictor.features,
-                      threshold=predictor.threshold)
+    other = Predictor(
+        Loaded(),
+        model_uri="x",
+        version="x",
+        variant="champion",
+        features=predictor.features,
+        threshold=predictor.threshold,
+    )
     rows = serving_world.transactions[:10]
     assert [s.score for s in other.score(rows)] == [s.score for s in predictor.score(rows)]
     assert frame_only.calls == 1
@@ -112,13 +138,20 @@ def test_threshold_decides(predictor: Predictor, serving_world) -> None:
     rows = serving_world.transactions[:30]
     scores = sorted(r["score"] for r in predictor.predict(rows))
     middle = (scores[10] + scores[11]) / 2
-    strict = Predictor(predictor.model, model_uri=predictor.model_uri, version="x", variant="champion",
-                       features=predictor.features, threshold=middle)
+    strict = Predictor(
+        predictor.model,
+        model_uri=predictor.model_uri,
+        version="x",
+        variant="champion",
+        features=predictor.features,
+        threshold=middle,
+    )
     flagged = sum(r["decision"] for r in strict.predict(rows))
     assert flagged == sum(s >= middle for s in scores) == 19
 
 
 def test_a_missing_version_is_a_clear_load_error(serving_world) -> None:
     with pytest.raises(ModelLoadError, match="models:/fraud_detector/999"):
-        Predictor.load("models:/fraud_detector/999", version="999", variant="champion",
-                       settings=serving_world.settings)
+        Predictor.load(
+            "models:/fraud_detector/999", version="999", variant="champion", settings=serving_world.settings
+        )

@@ -45,24 +45,51 @@ def _leaks(text: str) -> list[str]:
     return [bit for bit in SECRET_BITS if bit in text]
 
 
-@pytest.mark.parametrize(("error", "desired", "reason"), [
-    (None, None, "model_not_loaded"),
-    ("registry http://ops:s3cret@mlflow.internal:5000: ConnectionError('Max retries exceeded')", None,
-     "registry_unreachable"),
-    ("registered model 'fraud_detector' has no @champion alias", type("D", (), {"champion": None})(), "no_champion"),
-    ("champion version 3 failed to load: OSError: [Errno 13] Permission denied: '/srv/mlflow.db'",
-     type("D", (), {"champion": "3"})(), "model_load_failed"),
-])
+@pytest.mark.parametrize(
+    ("error", "desired", "reason"),
+    [
+        (None, None, "model_not_loaded"),
+        (
+            "registry http://ops:s3cret@mlflow.internal:5000: ConnectionError('Max retries exceeded')",
+            None,
+            "registry_unreachable",
+        ),
+        (
+            "registered model 'fraud_detector' has no @champion alias",
+            type("D", (), {"champion": None})(),
+            "no_champion",
+        ),
+        (
+            "champion version 3 failed to load: OSError: [Errno 13] Permission denied: '/srv/mlflow.db'",
+            type("D", (), {"champion": "3"})(),
+            "model_load_failed",
+        ),
+    ],
+)
 def test_not_ready_says_why_as_a_code_and_leaks_nothing(tmp_path, caplog, error, desired, reason) -> None:
     caplog.set_level(logging.INFO, logger="loopline.serving")
     factory = lambda engine: FakeSource(engine, error, desired=desired)  # noqa: E731
     with bare_client(tmp_path, source_factory=factory) as client:
         response = client.get("/readyz")
         predict = client.post("/v1/predict", json={"transactions": []})
-        refused = client.post("/v1/predict", json={"transactions": [
-            {"transaction_id": "t", "event_timestamp": "2026-01-01T00:00:00Z", "customer_id": "c", "merchant_id": "m",
-             "device_id": "d", "channel": "online", "amount": 1.0, "merchant_category": "fuel",
-             "merchant_country": "DE"}]})
+        refused = client.post(
+            "/v1/predict",
+            json={
+                "transactions": [
+                    {
+                        "transaction_id": "t",
+                        "event_timestamp": "2026-01-01T00:00:00Z",
+                        "customer_id": "c",
+                        "merchant_id": "m",
+                        "device_id": "d",
+                        "channel": "online",
+                        "amount": 1.0,
+                        "merchant_category": "fuel",
+                        "merchant_country": "DE",
+                    }
+                ]
+            },
+        )
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "not ready" and body["reason"] == reason and reason in READY_REASONS
@@ -77,17 +104,28 @@ def test_not_ready_says_why_as_a_code_and_leaks_nothing(tmp_path, caplog, error,
 
 
 def test_ready_names_versions_but_no_uris(tmp_path) -> None:
-    deployment = Deployment(champion=FakePredictor("7", "models:/fraud_detector/7"),
-                            challenger=FakePredictor("8", "s3://bucket/path/model", variant="challenger"),
-                            challenger_share=0.25)
+    deployment = Deployment(
+        champion=FakePredictor("7", "models:/fraud_detector/7"),
+        challenger=FakePredictor("8", "s3://bucket/path/model", variant="challenger"),
+        challenger_share=0.25,
+    )
     failing = "challenger version 8 failed to load: FileNotFoundError: /srv/x"
-    factory = lambda engine: FakeSource(engine, failing, deployment, desired=type("D", (), {"champion": "7"})())  # noqa: E731
+
+    def factory(engine):
+        return FakeSource(engine, failing, deployment, desired=type("D", (), {"champion": "7"})())
+
     with bare_client(tmp_path, source_factory=factory) as client:
         response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "reason": "serving", "problem": "challenger_load_failed",
-                               "deployment": {"champion": {"version": "7"},
-                                              "challenger": {"version": "8", "share": 0.25, "shadow": False}}}
+    assert response.json() == {
+        "status": "ready",
+        "reason": "serving",
+        "problem": "challenger_load_failed",
+        "deployment": {
+            "champion": {"version": "7"},
+            "challenger": {"version": "8", "share": 0.25, "shadow": False},
+        },
+    }
     assert _leaks(response.text) == []
 
 

@@ -32,9 +32,14 @@ def registry(serving_world):
 @pytest.fixture(params=["inline", "threads"])
 def server(serving_world, registry, request):
     config = quick_config()
-    config = config.model_copy(update={"batching": config.batching.model_copy(update={"mode": request.param})})
-    app = create_app(serving_world.settings, config,
-                     source_factory=lambda engine: RegistryReconciler(engine, serving_world.settings, config))
+    config = config.model_copy(
+        update={"batching": config.batching.model_copy(update={"mode": request.param})}
+    )
+    app = create_app(
+        serving_world.settings,
+        config,
+        source_factory=lambda engine: RegistryReconciler(engine, serving_world.settings, config),
+    )
     with running_server(app) as url:
         yield url
 
@@ -55,15 +60,20 @@ def test_traffic_share_from_the_registry_routes_customers_stickily(server, regis
     registry.set_registered_model_alias(MODEL, "champion", champion)
     registry.set_registered_model_alias(MODEL, "challenger", challenger)
     registry.set_registered_model_tag(MODEL, "loopline.challenger_traffic", "0.4")
-    wait_until(lambda: (readyz(server)["deployment"].get("challenger") or {}).get("share") == 0.4,
-               what="the challenger at 40 %")
+    wait_until(
+        lambda: (readyz(server)["deployment"].get("challenger") or {}).get("share") == 0.4,
+        what="the challenger at 40 %",
+    )
     rows = serving_world.transactions
     seen: dict[str, set[tuple[str, str]]] = {}
     for _ in range(2):
         for start in range(0, len(rows), 25):
-            body = {"transactions": rows[start:start + 25]}
-            for tx, p in zip(rows[start:start + 25], httpx.post(f"{server}/v1/predict", json=body).json()["predictions"],
-                             strict=True):
+            body = {"transactions": rows[start : start + 25]}
+            for tx, p in zip(
+                rows[start : start + 25],
+                httpx.post(f"{server}/v1/predict", json=body).json()["predictions"],
+                strict=True,
+            ):
                 seen.setdefault(tx["customer_id"], set()).add((p["variant"], p["model_version"]))
     assert all(len(pairs) == 1 for pairs in seen.values()), "a customer saw two variants"
     expected = {c: assign(c, 0.4) for c in seen}
@@ -73,7 +83,9 @@ def test_traffic_share_from_the_registry_routes_customers_stickily(server, regis
     assert 0.2 < share < 0.6
     # Rollback is one tag write: no customer sees the challenger any more.
     registry.set_registered_model_tag(MODEL, "loopline.challenger_traffic", "0")
-    wait_until(lambda: readyz(server)["deployment"]["challenger"]["share"] == 0.0, what="the challenger at 0 %")
+    wait_until(
+        lambda: readyz(server)["deployment"]["challenger"]["share"] == 0.0, what="the challenger at 0 %"
+    )
     answers = httpx.post(f"{server}/v1/predict", json={"transactions": rows[:50]}).json()["predictions"]
     assert {p["variant"] for p in answers} == {"champion"}
 
@@ -93,7 +105,11 @@ def test_switching_versions_under_load_fails_no_request(server, registry, servin
                 tx = serving_world.transactions[i % len(serving_world.transactions)]
                 try:
                     response = http.post("/v1/predict", json={"transactions": [tx]})
-                    version = response.json()["predictions"][0]["model_version"] if response.status_code == 200 else None
+                    version = (
+                        response.json()["predictions"][0]["model_version"]
+                        if response.status_code == 200
+                        else None
+                    )
                     outcome = (response.status_code, version)
                 except httpx.HTTPError as exc:
                     outcome = (-1, repr(exc))
@@ -108,8 +124,11 @@ def test_switching_versions_under_load_fails_no_request(server, registry, servin
         time.sleep(0.5)
         for target in (second, first, second):  # promote, roll back, promote again: each a full reload
             registry.set_registered_model_alias(MODEL, "champion", target)
-            wait_until(lambda t=target: readyz(server)["deployment"]["champion"]["version"] == t, timeout=60,
-                       what=f"champion {target}")
+            wait_until(
+                lambda t=target: readyz(server)["deployment"]["champion"]["version"] == t,
+                timeout=60,
+                what=f"champion {target}",
+            )
             time.sleep(0.3)
     finally:
         stop.set()

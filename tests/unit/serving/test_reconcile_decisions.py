@@ -49,8 +49,9 @@ def world(tmp_path):
         return FakePredictor(version, variant, uri)
 
     engine = Engine(PredictionLog(tmp_path / "p.db"), inline=True)
-    reconciler = RegistryReconciler(engine, Settings(state_dir=tmp_path), quick_config(), loader=loader,
-                                    client=registry)
+    reconciler = RegistryReconciler(
+        engine, Settings(state_dir=tmp_path), quick_config(), loader=loader, client=registry
+    )
     return registry, reconciler, engine, loads, broken
 
 
@@ -65,7 +66,11 @@ def test_promotion_reuses_the_loaded_challenger_and_rollback_drops_it(world) -> 
     assert reconciler.reconcile_once().challenger_share == 0.5 and loads == ["1", "2"], "a ramp loads nothing"
     registry.aliases = {"champion": "2"}  # promotion: the alias moves, the challenger alias goes
     promoted = reconciler.reconcile_once()
-    assert (promoted.champion.version, promoted.champion.variant, promoted.challenger) == ("2", "champion", None)
+    assert (promoted.champion.version, promoted.champion.variant, promoted.challenger) == (
+        "2",
+        "champion",
+        None,
+    )
     assert loads == ["1", "2"], "the promoted version was already warm"
 
 
@@ -111,14 +116,16 @@ def test_every_failed_load_is_counted_in_the_metrics_with_its_first_error(tmp_pa
     metrics = ServingMetrics()
     registry = FakeRegistry({"champion": "1", "challenger": "7"}, {"loopline.challenger_traffic": "0.5"})
     engine = Engine(PredictionLog(tmp_path / "p.db"), inline=True, observer=metrics)
-    reconciler = RegistryReconciler(engine, Settings(state_dir=tmp_path), quick_config(), loader=loader,
-                                    client=registry)
+    reconciler = RegistryReconciler(
+        engine, Settings(state_dir=tmp_path), quick_config(), loader=loader, client=registry
+    )
     for _ in range(3):  # every poll retries the version, and counts the attempt
         assert reconciler.reconcile_once().challenger is None
     scraped = parse_metrics(generate_latest(metrics.registry).decode())
     assert scraped.load_failures == {("challenger", "7"): 3.0}
-    assert scraped.first_errors == {("load", "challenger", "7"): "cannot load models:/fraud_detector/7: "
-                                                                 "version 7 is corrupt"}
+    assert scraped.first_errors == {
+        ("load", "challenger", "7"): "cannot load models:/fraud_detector/7: version 7 is corrupt"
+    }
     broken.clear()  # the artifact store is back: the version loads, its load error is history
     assert reconciler.reconcile_once().challenger.version == "7"
     scraped = parse_metrics(generate_latest(metrics.registry).decode())

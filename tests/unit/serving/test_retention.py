@@ -31,10 +31,23 @@ AGES = (40, 38, 36, 34, 20, 1, 0.01)  # days
 
 
 def _rows(ages, per_age: int = 50, now: float = NOW) -> list[LoggedPrediction]:
-    return [LoggedPrediction(request_id=f"r{age}", ts=now - age * DAY_S + i * 0.001, transaction_id=f"tx_{age}_{i}",
-                             customer_id="c", inputs={"amount": 1.0}, features={"f": 1.0}, score=0.1, decision=False,
-                             variant="champion", model_version="1", latency_ms=1.0)
-            for age in ages for i in range(per_age)]
+    return [
+        LoggedPrediction(
+            request_id=f"r{age}",
+            ts=now - age * DAY_S + i * 0.001,
+            transaction_id=f"tx_{age}_{i}",
+            customer_id="c",
+            inputs={"amount": 1.0},
+            features={"f": 1.0},
+            score=0.1,
+            decision=False,
+            variant="champion",
+            model_version="1",
+            latency_ms=1.0,
+        )
+        for age in ages
+        for i in range(per_age)
+    ]
 
 
 def _ages_left(plog) -> list[float]:
@@ -105,7 +118,9 @@ def test_a_running_canary_keeps_everything_since_its_start(world) -> None:
     assert run.kept_for == "fresh_features" and _ages_left(plog) == [20, 1, 0.01]
 
 
-def test_the_materialisation_watermark_and_a_recorded_concept_window_hold_rows_back(world, monkeypatch) -> None:
+def test_the_materialisation_watermark_and_a_recorded_concept_window_hold_rows_back(
+    world, monkeypatch
+) -> None:
     settings, plog = world
     from loopline.features import store
 
@@ -113,7 +128,10 @@ def test_the_materialisation_watermark_and_a_recorded_concept_window_hold_rows_b
     run = _retention(world, max_age_days=1).run_once()
     assert run.kept_for == "materialisation" and _ages_left(plog) == [38, 36, 34, 20, 1, 0.01]
     monkeypatch.setattr(store, "materialized_until", lambda s: None)
-    window = [datetime.fromtimestamp(NOW - 37 * DAY_S, UTC).isoformat(), datetime.fromtimestamp(NOW, UTC).isoformat()]
+    window = [
+        datetime.fromtimestamp(NOW - 37 * DAY_S, UTC).isoformat(),
+        datetime.fromtimestamp(NOW, UTC).isoformat(),
+    ]
     history.record(settings, "drift_checked", version="1", concept_window=window)
     run = _retention(world, max_age_days=1).run_once()
     assert run.kept_for == "concept_drift (recorded window)" and _ages_left(plog) == [36, 34, 20, 1, 0.01]
@@ -123,7 +141,9 @@ def test_max_rows_deletes_the_oldest_beyond_it_but_not_below_the_floor(tmp_path)
     settings = Settings(state_dir=tmp_path / "state")
     plog = PredictionLog(tmp_path / "p.db")
     plog.append(_rows((34, 33, 32), per_age=500))
-    run = Retention(plog, settings, RetentionConfig(max_age_days=35, max_rows=1000), clock=lambda: NOW).run_once()
+    run = Retention(
+        plog, settings, RetentionConfig(max_age_days=35, max_rows=1000), clock=lambda: NOW
+    ).run_once()
     assert run.deleted == 500 and _ages_left(plog) == [33, 32]
     young = PredictionLog(tmp_path / "young.db")
     young.append(_rows((10, 5, 1), per_age=500))
@@ -141,9 +161,13 @@ def test_when_needs_cannot_be_told_nothing_is_deleted(tmp_path) -> None:
     (project / "include" / "config" / "drift.yaml").write_text("window: {hours: -1}\n")
     plog = PredictionLog(tmp_path / "p.db")
     plog.append(_rows((90,)))
-    for settings, why in ((Settings(project_dir=project, state_dir=tmp_path / "s1"), "drift policy"),
-                          (Settings(state_dir=tmp_path / "s2",
-                                    history_url=f"postgresql://x@127.0.0.1:{free_port()}/none"), "history")):
+    for settings, why in (
+        (Settings(project_dir=project, state_dir=tmp_path / "s1"), "drift policy"),
+        (
+            Settings(state_dir=tmp_path / "s2", history_url=f"postgresql://x@127.0.0.1:{free_port()}/none"),
+            "history",
+        ),
+    ):
         run = Retention(plog, settings, RetentionConfig(max_age_days=1), clock=lambda: NOW).run_once()
         assert run.outcome == "skipped" and why in run.reason and run.deleted == 0
     assert plog.count() == 50
@@ -156,8 +180,9 @@ def test_inserts_go_on_while_retention_deletes(tmp_path) -> None:
     plog = PredictionLog(tmp_path / "p.db")
     for _ in range(10):
         plog.append(_rows((60,), per_age=2000))
-    retention = Retention(plog, settings, RetentionConfig(max_age_days=35, batch_rows=500, pause_s=0.002),
-                          clock=lambda: NOW)
+    retention = Retention(
+        plog, settings, RetentionConfig(max_age_days=35, batch_rows=500, pause_s=0.002), clock=lambda: NOW
+    )
     done: list = []
     worker = threading.Thread(target=lambda: done.append(retention.run_once()))
     worker.start()
@@ -179,8 +204,13 @@ def test_the_app_runs_retention_and_reports_it_in_metrics(tmp_path) -> None:
     old.append(_rows((40,), per_age=100, now=time.time()) + _rows((2,), per_age=10, now=time.time()))
     old.close()
     config = bare_config()
-    config = config.model_copy(update={"log": config.log.model_copy(update={
-        "retention": RetentionConfig(start_delay_s=0.05, interval_s=3600)})})
+    config = config.model_copy(
+        update={
+            "log": config.log.model_copy(
+                update={"retention": RetentionConfig(start_delay_s=0.05, interval_s=3600)}
+            )
+        }
+    )
     with bare_client(tmp_path, config, source_factory=InstantSource) as client:
         deadline = time.monotonic() + 20
         text = ""

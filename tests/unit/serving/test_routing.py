@@ -15,9 +15,16 @@ CUSTOMERS = [f"c_{i:05d}" for i in range(20_000)]
 
 def test_bucket_is_the_same_in_another_process() -> None:
     # Python's hash() is salted per process; the router's hash must not be.
-    code = "from loopline.serving.routing import bucket; print(repr([bucket(f'c_{i:05d}') for i in range(50)]))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "12345"})
+    code = (
+        "from loopline.serving.routing import bucket; print(repr([bucket(f'c_{i:05d}') for i in range(50)]))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345"},
+    )
     assert other.stdout.strip() == repr([bucket(c) for c in CUSTOMERS[:50]])
 
 
@@ -35,10 +42,19 @@ def test_a_customer_keeps_their_variant_and_a_ramp_only_moves_customers_to_the_c
     assert all(assign(c, 0.0) == CHAMPION for c in CUSTOMERS[:1000])
 
 
-@pytest.mark.parametrize(("tag", "share", "problem"), [
-    (None, 0.0, False), ("0.05", 0.05, False), ("5%", 0.05, False), ("1", 1.0, False),
-    ("1.5", 0.0, True), ("-0.1", 0.0, True), ("lots", 0.0, True), ("nan", 0.0, True),
-])
+@pytest.mark.parametrize(
+    ("tag", "share", "problem"),
+    [
+        (None, 0.0, False),
+        ("0.05", 0.05, False),
+        ("5%", 0.05, False),
+        ("1", 1.0, False),
+        ("1.5", 0.0, True),
+        ("-0.1", 0.0, True),
+        ("lots", 0.0, True),
+        ("nan", 0.0, True),
+    ],
+)
 def test_traffic_tag_parsing(tag: str | None, share: float, problem: bool) -> None:
     value, why = parse_share(tag)
     assert value == pytest.approx(share) and (why is not None) == problem
@@ -49,7 +65,9 @@ def test_desired_state_from_aliases_and_tags() -> None:
     tag = registry.traffic_tag
     state = desired_state({"champion": "3", "challenger": "4"}, {tag: "0.1"}, registry)
     assert (state.champion, state.challenger, state.challenger_share, state.shadow) == ("3", "4", 0.1, False)
-    shadow = desired_state({"champion": "3", "challenger": "4"}, {tag: "0.1", registry.mode_tag: "shadow"}, registry)
+    shadow = desired_state(
+        {"champion": "3", "challenger": "4"}, {tag: "0.1", registry.mode_tag: "shadow"}, registry
+    )
     assert shadow.shadow and shadow.challenger_share == 0.0, "a shadow challenger answers no request"
     same = desired_state({"champion": "3", "challenger": "3"}, {tag: "0.5"}, registry)
     assert same.challenger is None and same.challenger_share == 0.0

@@ -19,13 +19,16 @@ def test_shipped_config_loads() -> None:
     assert config.limits.max_body_bytes >= 1024 and config.batching.mode in ("inline", "threads")
 
 
-@pytest.mark.parametrize(("text", "field"), [
-    ("decision_threshold: 1.5", "decision_threshold"),
-    ("batching: {mode: turbo}", "batching.mode"),
-    ("limits: {max_body_bytes: 10}", "limits.max_body_bytes"),
-    ("registry: {poll_interval_s: 0}", "registry.poll_interval_s"),
-    ("surprise: 1", "surprise"),
-])
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("decision_threshold: 1.5", "decision_threshold"),
+        ("batching: {mode: turbo}", "batching.mode"),
+        ("limits: {max_body_bytes: 10}", "limits.max_body_bytes"),
+        ("registry: {poll_interval_s: 0}", "registry.poll_interval_s"),
+        ("surprise: 1", "surprise"),
+    ],
+)
 def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:
     path = tmp_path / "serving.yaml"
     path.write_text(text)

@@ -44,8 +44,12 @@ def test_shares_cover_every_row_once() -> None:
         strided = [row for ctx in contexts for row in my_share(rows, ctx)]
         blocks = [row for ctx in contexts for row in rows[contiguous_share(len(rows), ctx)]]
         assert sorted(strided) == rows and blocks == rows  # blocks concatenate back in order
-        assert max(len(my_share(rows, c)) for c in contexts) - min(len(my_share(rows, c)) for c in contexts) <= 1
-    assert my_share([5], DistributedContext(rank=1, world_size=2)) == []  # a tail batch can leave a rank empty
+        assert (
+            max(len(my_share(rows, c)) for c in contexts) - min(len(my_share(rows, c)) for c in contexts) <= 1
+        )
+    assert (
+        my_share([5], DistributedContext(rank=1, world_size=2)) == []
+    )  # a tail batch can leave a rank empty
 
 
 @pytest.mark.integration  # ~18 s: three interpreters importing torch + MLflow on a 2-core box
@@ -65,7 +69,9 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path, capsys: pytest.Captur
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result_json = tmp_path / "xcom" / "return.json"
-    argv = trainer_argv(str(path), str(CONFIG_PATH), str(result_json), {"reason": "ddp test"}, tracking_uri=uri)
+    argv = trainer_argv(
+        str(path), str(CONFIG_PATH), str(result_json), {"reason": "ddp test"}, tracking_uri=uri
+    )
     for override in overrides:
         argv += ["--set", override]
     result = run_local(trainer_command(argv, gpus=2), result_json, timeout_s=120)
@@ -81,7 +87,11 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path, capsys: pytest.Captur
     # mlflow_client, not MlflowClient(tracking_uri=uri): the latter read the registry an earlier test of this
     # session had set process-wide, and found that test's two versions here.
     seen = [(v.version, v.run_id, v.source, v.creation_timestamp) for v in versions]
-    assert [str(v.version) for v in versions] == ["1"], (seen, [r.info.run_id for r in runs], captured.err[-3000:])
+    assert [str(v.version) for v in versions] == ["1"], (
+        seen,
+        [r.info.run_id for r in runs],
+        captured.err[-3000:],
+    )
     assert [r.info.run_id for r in runs] == [result["run_id"]]
     assert runs[0].data.params["distributed.world_size"] == "2"
     ddp_curve = [m.value for m in client.get_metric_history(result["run_id"], "val_pr_auc")]

@@ -18,7 +18,9 @@ def test_an_image_records_the_commit_it_was_built_from(monkeypatch) -> None:
 
 def test_a_checkout_records_its_head(monkeypatch) -> None:
     monkeypatch.setenv("LOOPLINE_GIT_SHA", "unknown")  # an image built without the argument
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     assert git_sha() == (head or "unknown")
 
 

@@ -14,9 +14,11 @@ from loopline.training.train import train
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"
-SPACE = ("hpo.search_space={lr: {type: float, low: 0.0005, high: 0.02, log: true}, "
-         "model.hidden_sizes: {type: categorical, choices: [[16], [32, 16]]}, "
-         "batch_size: {type: int, low: 128, high: 512, step: 128}}")
+SPACE = (
+    "hpo.search_space={lr: {type: float, low: 0.0005, high: 0.02, log: true}, "
+    "model.hidden_sizes: {type: categorical, choices: [[16], [32, 16]]}, "
+    "batch_size: {type: int, low: 128, high: 512, step: 128}}"
+)
 
 
 def _config(*overrides: str):
@@ -29,17 +31,20 @@ def test_shipped_config_has_search_off_and_a_valid_space() -> None:
     assert load_config(CONFIG_PATH, ["hpo.trials=2"]).hpo.trials == 2
 
 
-@pytest.mark.parametrize(("space", "message"), [
-    ("{lr: {type: float, low: 0.1, high: 0.01}}", "low .0.1. must be below high"),
-    ("{lr: {type: float, low: 0.0, high: 0.01, log: true}}", "log range needs low > 0"),
-    ("{epochs: {type: float, low: 1.5, high: 3}}", "epochs: candidate value 1.5 is not valid"),
-    ("{model.dropout: {type: float, low: 0.1, high: 1.0}}", "model.dropout: candidate value 1.0"),
-    ("{learning_rate: {type: float, low: 0.001, high: 0.1}}", "learning_rate: candidate value"),
-    ("{seed: {type: int, low: 1, high: 9}}", "seed: this field cannot be searched"),
-    ("{model.hidden_sizes: {type: categorical, choices: [[64], [0]]}}", r"candidate value \[0\]"),
-    ("{lr: {type: categorical, choices: []}}", "choices"),
-    ("{lr: {type: uniform, low: 0.1, high: 1}}", "does not match any of the expected tags"),
-])
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("{lr: {type: float, low: 0.1, high: 0.01}}", "low .0.1. must be below high"),
+        ("{lr: {type: float, low: 0.0, high: 0.01, log: true}}", "log range needs low > 0"),
+        ("{epochs: {type: float, low: 1.5, high: 3}}", "epochs: candidate value 1.5 is not valid"),
+        ("{model.dropout: {type: float, low: 0.1, high: 1.0}}", "model.dropout: candidate value 1.0"),
+        ("{learning_rate: {type: float, low: 0.001, high: 0.1}}", "learning_rate: candidate value"),
+        ("{seed: {type: int, low: 1, high: 9}}", "seed: this field cannot be searched"),
+        ("{model.hidden_sizes: {type: categorical, choices: [[64], [0]]}}", r"candidate value \[0\]"),
+        ("{lr: {type: categorical, choices: []}}", "choices"),
+        ("{lr: {type: uniform, low: 0.1, high: 1}}", "does not match any of the expected tags"),
+    ],
+)
 def test_bad_search_space_names_the_key(space: str, message: str) -> None:
     with pytest.raises(TrainingConfigError, match=message):
         load_config(CONFIG_PATH, [f"hpo.search_space={space}"])
@@ -62,15 +67,18 @@ def test_study_is_seeded_and_keeps_the_best_trial() -> None:
     first = run_study(config, evaluate)
     again = run_study(config, lambda c, n, v: -abs(math.log(c.lr / 0.003)))
     assert [t.params for t in first.trials] == [t.params for t in again.trials] == seen
-    assert all(v["model.hidden_sizes"] in ([16], [32, 16]) and v["batch_size"] in (128, 256, 384, 512)
-               for v in seen)
+    assert all(
+        v["model.hidden_sizes"] in ([16], [32, 16]) and v["batch_size"] in (128, 256, 384, 512) for v in seen
+    )
     best = max(first.trials, key=lambda t: t.value)
     assert (first.best_trial, first.best_params, first.best_value) == (best.number, best.params, best.value)
     other_seed = run_study(_config("hpo.trials=6", "hpo.seed=8"), lambda c, n, v: 0.0)
     assert [t.params for t in other_seed.trials] != seen
 
-    lowest = run_study(_config("hpo.trials=6", "hpo.seed=7", "hpo.direction=minimize"),
-                       lambda c, n, v: -abs(math.log(c.lr / 0.003)))
+    lowest = run_study(
+        _config("hpo.trials=6", "hpo.seed=7", "hpo.direction=minimize"),
+        lambda c, n, v: -abs(math.log(c.lr / 0.003)),
+    )
     assert lowest.best_value == min(t.value for t in lowest.trials)
 
 
@@ -92,8 +100,9 @@ def test_search_logs_nested_trials_and_registers_the_best(tmp_path: Path) -> Non
 
     client = mlflow_client(uri)
     parent = client.get_run(result.run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
     assert len(children) == 3
     scores = {int(c.data.tags["hpo.trial"]): c.data.metrics["best_val_pr_auc"] for c in children}
     best_trial = max(scores, key=lambda n: (scores[n], -n))  # ties: the earlier trial

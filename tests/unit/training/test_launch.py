@@ -11,8 +11,13 @@ def _sets(argv: list[str]) -> list[str]:
 
 
 def test_trainer_argv_maps_run_params_to_config_overrides():
-    argv = trainer_argv("ts.parquet", "training.yaml", "out.json", {"epochs": 7, "learning_rate": 0.01,
-                                                                    "reason": "drift"}, tracking_uri="http://x")
+    argv = trainer_argv(
+        "ts.parquet",
+        "training.yaml",
+        "out.json",
+        {"epochs": 7, "learning_rate": 0.01, "reason": "drift"},
+        tracking_uri="http://x",
+    )
     assert argv[:3] == ["python", "-m", "loopline.training.train"]
     assert argv[argv.index("--training-set") + 1] == "ts.parquet"
     assert _sets(argv) == ["epochs=7", "lr=0.01"]
@@ -33,8 +38,15 @@ def test_trainer_command_uses_torchrun_for_more_than_one_gpu():
     argv = trainer_argv("ts.parquet", "training.yaml", "out.json", {"epochs": 3}, python="python3")
     assert trainer_command(argv, 0) == argv and trainer_command(argv, 1) == argv
     command = trainer_command(argv, 4)
-    assert command[:7] == ["torchrun", "--standalone", "--nproc-per-node", "4", "-m", "loopline.training.train",
-                           "--training-set"]
+    assert command[:7] == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node",
+        "4",
+        "-m",
+        "loopline.training.train",
+        "--training-set",
+    ]
     assert command[6:] == argv[3:]  # the trainer's own arguments are unchanged
     with pytest.raises(ValueError, match="not a trainer argv"):
         trainer_command(["python", "-m", "something.else"], 2)
@@ -46,7 +58,11 @@ def test_run_local_returns_the_result_json_or_raises_with_the_output(tmp_path):
     result = tmp_path / "r.json"
     ok = [sys.executable, "-c", f"import json; json.dump({{'version': '3'}}, open({str(result)!r}, 'w'))"]
     assert run_local(ok, result) == {"version": "3"}
-    failing = [sys.executable, "-c", "import sys; print('training failed: no fraud rows', file=sys.stderr); sys.exit(2)"]
+    failing = [
+        sys.executable,
+        "-c",
+        "import sys; print('training failed: no fraud rows', file=sys.stderr); sys.exit(2)",
+    ]
     with pytest.raises(TrainingLaunchFailed, match="no fraud rows"):
         run_local(failing, tmp_path / "none.json")
     assert json.loads(result.read_text())["version"] == "3"

@@ -19,7 +19,13 @@ from loopline.training.train import REASON_TAG, TrainingError, main, read_traini
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"
-FAST = ["epochs=6", "batch_size=256", "model.hidden_sizes=[32, 16]", "early_stopping.patience=3", "device=cpu"]
+FAST = [
+    "epochs=6",
+    "batch_size=256",
+    "model.hidden_sizes=[32, 16]",
+    "early_stopping.patience=3",
+    "device=cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +51,17 @@ def test_config_file_loads_with_overrides() -> None:
     assert config.flat()["model.dropout"] == config.model.dropout
 
 
-@pytest.mark.parametrize(("override", "field"), [
-    ("epochs=0", "epochs"), ("lr=-1", "lr"), ("validation.fraction=1.5", "validation.fraction"),
-    ("model.hidden_sizes=[0]", "model.hidden_sizes"), ("bogus=1", "bogus"), ("class_weighting=x", "class_weighting"),
-])
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("epochs=0", "epochs"),
+        ("lr=-1", "lr"),
+        ("validation.fraction=1.5", "validation.fraction"),
+        ("model.hidden_sizes=[0]", "model.hidden_sizes"),
+        ("bogus=1", "bogus"),
+        ("class_weighting=x", "class_weighting"),
+    ],
+)
 def test_bad_config_names_the_field(override: str, field: str) -> None:
     with pytest.raises(TrainingConfigError, match=field.replace(".", r"\.")):
         load_config(CONFIG_PATH, [override])
@@ -78,7 +91,6 @@ def test_preprocessor_imputes_flags_and_buckets_unknowns() -> None:
 
 def test_registered_version_with_params_metrics_artifacts(trained) -> None:
     import mlflow
-
 
     client = mlflow_client(trained["uri"])
     first, second = trained["first"], trained["second"]
@@ -169,8 +181,18 @@ def test_pyfunc_scores_raw_rows(trained) -> None:
 
 def test_cli_writes_result_json(trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "result.json"
-    args = ["--training-set", str(trained["path"]), "--config", str(CONFIG_PATH), "--result-json", str(out),
-            "--tracking-uri", trained["uri"], "--register-name", "fraud_detector_cli"]
+    args = [
+        "--training-set",
+        str(trained["path"]),
+        "--config",
+        str(CONFIG_PATH),
+        "--result-json",
+        str(out),
+        "--tracking-uri",
+        trained["uri"],
+        "--register-name",
+        "fraud_detector_cli",
+    ]
     for override in [*FAST, "epochs=2"]:
         args += ["--set", override]
     assert main([*args, "--reason", "label backlog cleared"]) == 0
@@ -181,7 +203,9 @@ def test_cli_writes_result_json(trained, tmp_path: Path, capsys: pytest.CaptureF
     assert result["run_id"] and math.isfinite(result["metrics"]["best_val_pr_auc"])
 
 
-def test_default_result_path_falls_back_outside_a_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_result_path_falls_back_outside_a_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from loopline.training import train as train_module
 
     monkeypatch.chdir(tmp_path)
@@ -193,16 +217,33 @@ def test_default_result_path_falls_back_outside_a_pod(tmp_path: Path, monkeypatc
     assert train_module.resolve_result_path(tmp_path / "x.json") == (tmp_path / "x.json", None)
 
 
-@pytest.mark.parametrize(("labelled", "fraud", "message"), [
-    (False, True, "no labelled rows"), (True, False, "no fraud rows"),
-])
-def test_unusable_training_set_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              labelled: bool, fraud: bool, message: str) -> None:
-    path = write_training_set(synthetic_training_set(n=300, labelled=labelled, fraud=fraud), tmp_path / "t.parquet")
+@pytest.mark.parametrize(
+    ("labelled", "fraud", "message"),
+    [
+        (False, True, "no labelled rows"),
+        (True, False, "no fraud rows"),
+    ],
+)
+def test_unusable_training_set_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], labelled: bool, fraud: bool, message: str
+) -> None:
+    path = write_training_set(
+        synthetic_training_set(n=300, labelled=labelled, fraud=fraud), tmp_path / "t.parquet"
+    )
     with pytest.raises(TrainingError, match=message):
         train(path, load_config(CONFIG_PATH, FAST), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    code = main(["--training-set", str(path), "--config", str(CONFIG_PATH), "--result-json",
-                 str(tmp_path / "r.json"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    code = main(
+        [
+            "--training-set",
+            str(path),
+            "--config",
+            str(CONFIG_PATH),
+            "--result-json",
+            str(tmp_path / "r.json"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ]
+    )
     assert code != 0 and message in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
@@ -235,7 +276,9 @@ def test_training_set_is_read_from_file_and_object_storage_uris(tmp_path: Path, 
         remote, remote_manifest = read_training_set("s3://sets/t.parquet")
         pd.testing.assert_frame_equal(local, remote)
         assert remote_manifest["content_hash"] == manifest["content_hash"]
-        s3.put_object(Bucket="sets", Key="t.parquet", Body=synthetic_training_set(n=301).to_parquet(index=False))
+        s3.put_object(
+            Bucket="sets", Key="t.parquet", Body=synthetic_training_set(n=301).to_parquet(index=False)
+        )
         with pytest.raises(TrainingError, match="changed since its manifest"):
             read_training_set("s3://sets/t.parquet")
         with pytest.raises(TrainingError, match="s3://sets/nope.parquet.manifest.json: not found"):

@@ -40,8 +40,16 @@ def test_a_drift_check_links_its_html_report_and_its_airflow_run(settings):
     directory = settings.state.reports / "drift" / "20260301T120000000000Z"
     directory.mkdir(parents=True)
     (directory / "verdict.json").write_text("{}")
-    event = history.record(settings, "drift_checked", version=3, reason="ok", at=datetime(2026, 3, 1, 12, tzinfo=UTC),
-                           report=str(directory), mlflow_run_id="run-9", drifted_share=0.25)
+    event = history.record(
+        settings,
+        "drift_checked",
+        version=3,
+        reason="ok",
+        at=datetime(2026, 3, 1, 12, tzinfo=UTC),
+        report=str(directory),
+        mlflow_run_id="run-9",
+        drifted_share=0.25,
+    )
     asked = []
 
     def runs(events):
@@ -56,7 +64,10 @@ def test_a_drift_check_links_its_html_report_and_its_airflow_run(settings):
     page = client.get("/").text
     assert 'href="files/reports/drift/20260301T120000000000Z/report.html">report</a>' in page
     assert client.get("/files/reports/drift/20260301T120000000000Z/report.html").status_code == 200
-    assert 'href="../dags/monitor_drift/runs/scheduled__2026-03-01T12%3A00%3A00%2B00%3A00">Airflow run</a>' in page
+    assert (
+        'href="../dags/monitor_drift/runs/scheduled__2026-03-01T12%3A00%3A00%2B00%3A00">Airflow run</a>'
+        in page
+    )
     assert "drifted_share</span>: 25 %" in page
 
 
@@ -67,7 +78,11 @@ def test_the_page_still_renders_when_the_airflow_runs_cannot_be_read(settings):
         raise RuntimeError("no metadata DB here")
 
     page = TestClient(create_app(lambda: settings, authenticated=False, event_runs=broken)).get("/")
-    assert page.status_code == 200 and "ok: 0/20 features drifted" in page.text and ">Airflow run</a>" not in page.text
+    assert (
+        page.status_code == 200
+        and "ok: 0/20 features drifted" in page.text
+        and ">Airflow run</a>" not in page.text
+    )
 
 
 def test_report_file_links_only_files_that_exist(tmp_path):
@@ -79,7 +94,9 @@ def test_report_file_links_only_files_that_exist(tmp_path):
     assert report_file(str(folder)) == str(folder / "verdict.json")
     (folder / "report.html").write_text("<html></html>")
     assert report_file(str(folder)) == str(folder / "report.html")
-    assert report_file(str(folder / "report.json")) == str(folder / "report.html"), "people read its HTML rendering"
+    assert report_file(str(folder / "report.json")) == str(folder / "report.html"), (
+        "people read its HTML rendering"
+    )
     assert report_file(str(folder / "gone.json")) is None
     assert report_file(str(folder / "verdict.json")) == str(folder / "verdict.json")
 
@@ -112,8 +129,14 @@ def test_the_login_url_is_airflows_own_route_under_its_prefix():
     assert not wants_login_page("POST", "text/html", 401, "Not authenticated")
     assert login_url("/loopline", "/loopline/") == "/api/v2/auth/login?next=%2Floopline%2F"
     # Starlette before 0.35 gave a mounted app the path below its mount point.
-    assert login_url("/loopline", "/files/reports/a.html") == "/api/v2/auth/login?next=%2Floopline%2Ffiles%2Freports%2Fa.html"
-    assert login_url("/airflow/loopline", "/airflow/loopline/") == "/airflow/api/v2/auth/login?next=%2Fairflow%2Floopline%2F"
+    assert (
+        login_url("/loopline", "/files/reports/a.html")
+        == "/api/v2/auth/login?next=%2Floopline%2Ffiles%2Freports%2Fa.html"
+    )
+    assert (
+        login_url("/airflow/loopline", "/airflow/loopline/")
+        == "/airflow/api/v2/auth/login?next=%2Fairflow%2Floopline%2F"
+    )
 
 
 def test_reports_are_served_from_the_state_dir_only(settings, client, tmp_path):
@@ -137,7 +160,9 @@ XSS = "</script><script>alert(1)</script>"
 def _csp(response) -> dict[str, str]:
     """The Content-Security-Policy header as {directive: its values}."""
     policy = response.headers["content-security-policy"]
-    return {d.split(" ", 1)[0]: (d.split(" ", 1) + [""])[1] for d in (x.strip() for x in policy.split(";")) if d}
+    return {
+        d.split(" ", 1)[0]: (d.split(" ", 1) + [""])[1] for d in (x.strip() for x in policy.split(";")) if d
+    }
 
 
 def test_a_report_is_rendered_in_a_script_only_sandbox_with_an_opaque_origin(settings, client):
@@ -170,7 +195,9 @@ def test_a_report_is_rendered_in_a_script_only_sandbox_with_an_opaque_origin(set
 def test_quarantine_files_are_downloads_of_a_neutral_type_never_rendered(settings, client, name):
     folder = settings.state.quarantine / "transactions__evil__0123456789ab"
     folder.mkdir(parents=True)
-    (folder / name).write_text(f"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>{XSS}")
+    (folder / name).write_text(
+        f"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>{XSS}"
+    )
     got = client.get(f"/files/quarantine/{folder.name}/{quote(name)}")
     assert got.status_code == 200 and XSS in got.text
     assert got.headers["content-type"] == "application/octet-stream"
@@ -198,7 +225,9 @@ def test_symlinks_in_the_served_roots_that_resolve_outside_are_refused(settings,
             assert got.status_code == 404 and "hunter2" not in got.text, (area, path)
     # A link that stays inside its root is only another name for a file that may be served anyway.
     (settings.state.reports / "batch" / "real.json").write_text("{}")
-    (settings.state.reports / "batch" / "alias.json").symlink_to(settings.state.reports / "batch" / "real.json")
+    (settings.state.reports / "batch" / "alias.json").symlink_to(
+        settings.state.reports / "batch" / "real.json"
+    )
     assert client.get("/files/reports/batch/alias.json").status_code == 200
 
 
@@ -215,8 +244,9 @@ def test_the_lazy_app_is_built_on_the_first_request_only():
     assert built == ["built", "/a", "/b"]
 
 
-def test_reports_and_quarantine_on_object_storage_are_served_through_the_s3_api(tmp_path, clean_loopline_env,
-                                                                                monkeypatch):
+def test_reports_and_quarantine_on_object_storage_are_served_through_the_s3_api(
+    tmp_path, clean_loopline_env, monkeypatch
+):
     from local_servers import s3_server
 
     with s3_server("loopline") as endpoint:
@@ -231,7 +261,9 @@ def test_reports_and_quarantine_on_object_storage_are_served_through_the_s3_api(
         evil.write_text(XSS)
 
         got = client.get("/files/reports/drift/2026-01-01/report.html")
-        assert got.status_code == 200 and XSS in got.text and got.headers["content-type"].startswith("text/html")
+        assert (
+            got.status_code == 200 and XSS in got.text and got.headers["content-type"].startswith("text/html")
+        )
         assert _csp(got)["sandbox"] == "allow-scripts" and got.headers["x-content-type-options"] == "nosniff"
         # The drift check records its report folder: the page links its HTML rendering, in object storage.
         assert report_file(str(report.parent)) == str(report)

@@ -25,19 +25,29 @@ TRAINED = {("train_candidate", -1): {"run_id": "abc123", "version": "7", "model_
 
 
 def test_the_training_task_links_to_its_mlflow_run(settings):
-    assert link_url(MLFLOW_RUN, "train_candidate", -1, _reader(TRAINED), settings) == "http://127.0.0.1:5123/#/runs/abc123"
-    assert link_url(MLFLOW_RUN, "train_candidate", -1, _reader({}), settings) is None  # still running / failed
+    assert (
+        link_url(MLFLOW_RUN, "train_candidate", -1, _reader(TRAINED), settings)
+        == "http://127.0.0.1:5123/#/runs/abc123"
+    )
+    assert (
+        link_url(MLFLOW_RUN, "train_candidate", -1, _reader({}), settings) is None
+    )  # still running / failed
     assert link_url(MLFLOW_RUN, "build_holdout", -1, _reader(TRAINED), settings) is None
 
 
 def test_the_gate_links_to_the_model_card_of_the_trained_version(settings):
     # No card on this machine (Kubernetes): the candidate's MLflow run, where the card is an artifact.
-    assert link_url(MODEL_CARD, "gate_candidate", -1, _reader(TRAINED), settings) == "http://127.0.0.1:5123/#/runs/abc123"
+    assert (
+        link_url(MODEL_CARD, "gate_candidate", -1, _reader(TRAINED), settings)
+        == "http://127.0.0.1:5123/#/runs/abc123"
+    )
     card = settings.state.reports / "gate" / "7" / "model_card.md"
     card.parent.mkdir(parents=True)
     card.write_text("# model card")
-    assert (link_url(MODEL_CARD, "gate_candidate", -1, _reader(TRAINED), settings)
-            == "http://127.0.0.1:8123/loopline/files/reports/gate/7/model_card.md")
+    assert (
+        link_url(MODEL_CARD, "gate_candidate", -1, _reader(TRAINED), settings)
+        == "http://127.0.0.1:8123/loopline/files/reports/gate/7/model_card.md"
+    )
     assert link_url(MODEL_CARD, "train_candidate", -1, _reader(TRAINED), settings) is None
 
 
@@ -56,7 +66,9 @@ def test_a_validation_task_links_to_its_html_report(settings):
 def test_a_task_returning_a_report_path_gets_a_report_link_and_nothing_else_does(settings):
     report = settings.state.reports / "platform_smoke" / "run.json"
     xcom = _reader({("record_smoke_report", -1): str(report)})
-    assert link_url(REPORT, "record_smoke_report", -1, xcom, settings) is None, "no file here: a link would 404"
+    assert link_url(REPORT, "record_smoke_report", -1, xcom, settings) is None, (
+        "no file here: a link would 404"
+    )
     report.parent.mkdir(parents=True)
     report.write_text("{}")
     assert link_url(REPORT, "record_smoke_report", -1, xcom, settings)
@@ -71,7 +83,9 @@ def test_the_drift_check_links_the_html_report_in_its_report_directory(settings)
     (folder / "verdict.json").write_text("{}")
     xcom = _reader({("check_drift", -1): {"retrain": False, "report_dir": str(folder)}})
     base = "http://127.0.0.1:8123/loopline/files/reports/drift/20260301T120000000000Z"
-    assert link_url(REPORT, "check_drift", -1, xcom, settings) == f"{base}/verdict.json"  # Evidently wrote no HTML
+    assert (
+        link_url(REPORT, "check_drift", -1, xcom, settings) == f"{base}/verdict.json"
+    )  # Evidently wrote no HTML
     (folder / "report.html").write_text("<html></html>")
     assert link_url(REPORT, "check_drift", -1, xcom, settings) == f"{base}/report.html"
 
