@@ -63,6 +63,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from loopline.config import get_settings
+    from loopline.serving import collector
     from loopline.serving.app import create_app
     from loopline.serving.config import ServingConfigError, load_serving_config
     from loopline.serving.registry import FixedModel, RegistryReconciler
@@ -88,6 +89,7 @@ def serve(args: argparse.Namespace) -> int:
     # Batches are a few rows: torch's intra-op threads cannot speed them up, and their workers spin between
     # batches (measured: a second thread at 60 % of a core at concurrency 32, taken from the event loop).
     torch.set_num_threads(1)
+    collector.freeze_survivors_of_full_collections()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -16,7 +16,6 @@ answered, so swapping in new versions never fails a request in flight.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import queue
 import threading
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopline.features.fresh import FreshFeatures
+from loopline.serving import collector
 from loopline.serving.prediction_log import AnyPredictionLog, LoggedPrediction, PredictionLogUnavailable
 from loopline.serving.predictor import Predictor, Scored
 from loopline.serving.routing import CHALLENGER, CHAMPION, SHADOW, assign
@@ -178,9 +178,9 @@ class Engine:
         self.status = status
         if previous.key() != deployment.key():
             log.info("deployment is now %s", deployment.describe())
-            # Move everything loaded so far (torch, MLflow, Feast, the model) out of the collector's
-            # view: full collections then scan only what requests allocate (tail latency).
-            gc.freeze()
+            # Everything loaded so far (torch, MLflow, Feast, the model) out of the collector's scans, and
+            # what an earlier deployment left behind freed (loopline.serving.collector).
+            collector.collect_everything()
 
     # --- requests ---------------------------------------------------------------------------------
 
