@@ -15,9 +15,12 @@ latencies are client-side. The last line is ``RESULT ratio_c32=<loopline/mlflow 
 Every Loopline request is a new transaction (its own id, 1 ms after the previous one, customers in turn), so
 with fresh features on (the shipped serving config) each one updates its entities' aggregates.
 ``--online-store redis`` runs the same with Feast's Redis online store (a throwaway ``redis-server`` on
-127.0.0.1, no persistence) instead of SQLite: the production store.
+127.0.0.1, no persistence) instead of SQLite: the production store. ``--prediction-log postgres`` commits the
+prediction log to a throwaway Postgres on 127.0.0.1 (fsync on) instead of SQLite: with both, the
+distributed profile's and production's serving path.
 
     .venv/bin/python bench/serving.py [--duration S] [--quick] [--concurrency 1 8 32] [--online-store redis]
+                                      [--prediction-log postgres]
 """
 
 from __future__ import annotations
@@ -181,6 +184,64 @@ def start_redis(root: Path, port: int) -> tuple[subprocess.Popen, Path]:
     return proc, yaml_path
 
 
+def start_postgres(port: int) -> tuple[subprocess.Popen, Path, str]:
+    """A throwaway Postgres (Debian's server binaries) on 127.0.0.1 for the prediction log, with the
+    server's default durability (fsync on), as the distributed profile and production run it. Under root it
+    runs as ``nobody`` (Postgres refuses root). Returns the server, its folder and the log URL."""
+    import glob
+    import pwd
+
+    folders = [
+        Path(f)
+        for f in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+        if (Path(f) / "initdb").exists()
+    ]
+    if not folders:
+        raise SystemExit("Postgres server binaries not found: apt-get install -y postgresql")
+    binaries = folders[0]
+    # Its own folder, not the (private) bench root: the server user must enter it.
+    folder = Path(tempfile.mkdtemp(prefix="loopline-bench-pg-"))
+    folder.chmod(0o755)
+    as_user: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("nobody")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    data = folder / "data"
+    subprocess.run(
+        [str(binaries / "initdb"), "-D", str(data), "-U", "loopline", "--auth=trust", "-E", "UTF8"]
+        + ["--no-instructions"],
+        check=True,
+        capture_output=True,
+        cwd=folder,
+        **as_user,
+    )
+    log = (folder / "postgres.log").open("w")
+    proc = subprocess.Popen(
+        [str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1"]
+        + ["-c", "unix_socket_directories="],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=folder,
+        **as_user,
+    )
+    url = f"postgresql://loopline@127.0.0.1:{port}/postgres"
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            return proc, folder, url
+        except psycopg.OperationalError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"postgres did not start: {(folder / 'postgres.log').read_text()[-1000:]}"
+                ) from None
+            time.sleep(0.2)
+
+
 def start_server(cmd: list[str], env: dict[str, str], ready_url: str, log_path: Path) -> subprocess.Popen:
     import httpx
 
@@ -285,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         default="sqlite",
         help="Feast online store of the Loopline service (default: sqlite, the embedded one)",
     )
+    parser.add_argument(
+        "--prediction-log",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="where the Loopline service commits its prediction log (default: sqlite, the embedded one; "
+        "postgres: a throwaway local server, as in the distributed profile and production)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
@@ -295,7 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.online_store == "redis":
         redis_proc, yaml_path = start_redis(root, free_port())
         os.environ["FEAST_FS_YAML_FILE_PATH"] = str(yaml_path)  # the world and the server use it
-    print(f"building the world in {root} (online store: {args.online_store}) ...", flush=True)
+    postgres = None
+    if args.prediction_log == "postgres":
+        postgres = start_postgres(free_port())
+        os.environ["LOOPLINE_PREDICTION_LOG_URL"] = postgres[2]  # the settings the server gets read it
+    print(
+        f"building the world in {root} (online store: {args.online_store}, prediction log: "
+        f"{args.prediction_log}) ...",
+        flush=True,
+    )
     t0 = time.monotonic()
     settings, transactions, feature_rows = build_world(root)
     print(f"world ready in {time.monotonic() - t0:.1f} s: {len(transactions)} customers", flush=True)
@@ -373,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if redis_proc is not None:
             stop_server(redis_proc)
+        if postgres is not None:
+            stop_server(postgres[0])
+            shutil.rmtree(postgres[1], ignore_errors=True)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     if args.only:
