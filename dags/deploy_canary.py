@@ -99,21 +99,15 @@ def deploy_canary():
         """Rejected at approval, or a canary task failed: the challenger leaves production traffic."""
         from loopline.config import get_settings
         from loopline.deployment.actions import roll_back
-        from loopline.deployment.approval import who_decided
+        from loopline.deployment.approval import roll_back_reason
 
         start = context["ti"].xcom_pull(task_ids="start_canary")
         if not isinstance(start, dict):
             return "no canary started: nothing to roll back"
-        ramp = context["ti"].xcom_pull(task_ids="ramp_canary") or {}
-        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
-        if ramp.get("outcome") != "promote":
-            reason = "the canary did not complete (a task failed): see the deploy_canary run's logs"
-        elif decision and decision.get("timed_out"):
-            reason = (
-                "promotion not approved: no answer within approval.timeout_minutes (HITL default: roll back)"
-            )
-        else:
-            reason = f"promotion rejected by {who_decided(decision)}"
+        reason = roll_back_reason(
+            context["ti"].xcom_pull(task_ids="ramp_canary"),
+            context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"),
+        )
         roll_back(get_settings(), start["plan"]["version"], reason)
         return reason
 

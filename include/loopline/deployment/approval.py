@@ -153,3 +153,13 @@ def who_decided(decision: dict[str, Any] | None) -> str:
         return "a person (HITL)"
     who = f"{decision.get('by') or 'a person'} (HITL)"
     return f"{who}: {decision['comment']!r}" if decision.get("comment") else who
+
+
+def roll_back_reason(ramp: dict[str, Any] | None, decision: dict[str, Any] | None) -> str:
+    """Why deploy_canary's roll-back task takes the challenger out, from the ramp's XCom and the approval
+    task's ``decision``: the canary did not complete, nobody answered in time, or a person rejected it."""
+    if (ramp or {}).get("outcome") != "promote":
+        return "the canary did not complete (a task failed): see the deploy_canary run's logs"
+    if decision and decision.get("timed_out"):
+        return "promotion not approved: no answer within approval.timeout_minutes (HITL default: roll back)"
+    return f"promotion rejected by {who_decided(decision)}"
