@@ -54,13 +54,11 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
     from loopline.config import Settings
     from loopline.data.ingest import publish
     from loopline.data.simulator import SimulationConfig, simulate
-    from loopline.features.store import (
-        OnlineFeatures,
-        build_training_set,
-        curated_time_range,
-        materialize,
-        materialized_until,
-    )
+    from loopline.features.curated import curated_time_range
+    from loopline.features.materialize import materialize
+    from loopline.features.online import OnlineFeatures
+    from loopline.features.training_sets import build_training_set
+    from loopline.features.watermark import materialized_until
     from loopline.training.config import load_config
     from loopline.training.train import train
 

@@ -33,7 +33,7 @@ def materialize_features():
         from loopline.config import get_settings
         from loopline.data.ingest import IngestLedger
         from loopline.features.intervals import pending_interval
-        from loopline.features.store import materialized_cursor
+        from loopline.features.watermark import materialized_cursor
 
         settings = get_settings()
         return pending_interval(IngestLedger.of(settings), materialized_cursor(settings))
@@ -45,7 +45,7 @@ def materialize_features():
         from airflow.exceptions import AirflowSkipException
 
         from loopline.config import get_settings
-        from loopline.features.store import materialize
+        from loopline.features.materialize import materialize
         from loopline.serving.prediction_log import answered_events
 
         if interval is None:

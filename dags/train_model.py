@@ -147,7 +147,7 @@ def train_model():
         from datetime import datetime
 
         from loopline.config import get_settings
-        from loopline.features.store import build_training_set as build
+        from loopline.features.training_sets import build_training_set as build
         from loopline.k8s.storage import publish_training_set
 
         settings = get_settings()

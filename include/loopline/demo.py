@@ -112,7 +112,8 @@ def run_demo(
 
     step("waiting for materialize_features (scheduled by loopline.validated_batch) to load the online store")
     wait_for_features(settings, until=summary["end"], timeout=240 * patience)
-    from loopline.features.store import build_training_set, check_skew
+    from loopline.features.skew import check_skew
+    from loopline.features.training_sets import build_training_set
 
     skew = check_skew(settings, sample=100)
     step(
@@ -313,7 +314,7 @@ def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[
 
 def wait_for_features(settings: Settings, until: str, timeout: float) -> None:
     """Wait until the online store is materialised through the last simulated day."""
-    from loopline.features.store import materialized_until
+    from loopline.features.watermark import materialized_until
 
     needed = datetime.fromisoformat(until).replace(tzinfo=UTC) + timedelta(days=1)
     deadline = time.monotonic() + timeout

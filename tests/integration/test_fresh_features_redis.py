@@ -27,7 +27,8 @@ from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.features.aggregates import compute_aggregates
 from loopline.features.fresh import FreshFeatures
-from loopline.features.store import OnlineFeatures, materialize
+from loopline.features.materialize import materialize
+from loopline.features.online import OnlineFeatures
 from loopline.features.streaming import (
     EventWindows,
     OnlineStateWriter,

@@ -81,7 +81,9 @@ def build_world(
     gate the version (logging its holdout scores, the concept-drift baseline) and make it the champion."""
     from loopline.data.ingest import publish
     from loopline.features.aggregates import refresh_aggregates
-    from loopline.features.store import build_training_set, curated_time_range, offline_sink
+    from loopline.features.curated import curated_time_range
+    from loopline.features.materialize import offline_sink
+    from loopline.features.training_sets import build_training_set
     from loopline.gating.gate import run_gate
     from loopline.gating.holdout import build_holdout, plan_holdout
     from loopline.platform.feast_store import apply_feature_repo
@@ -136,7 +138,7 @@ def served_rows(world: World, first_day: int, last_day: int, version: str | None
     point-in-time features, as prediction-log rows would hold them."""
     import mlflow
 
-    from loopline.features.store import build_training_set
+    from loopline.features.training_sets import build_training_set
     from loopline.training.pyfunc import as_model_input
 
     version = version or world.version

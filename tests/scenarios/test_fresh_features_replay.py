@@ -111,7 +111,7 @@ def serve(settings: Settings, predictor, transactions: pd.DataFrame, *, fresh: b
 
 def ingest_day(settings: Settings, sim, index: int) -> None:
     from loopline.data.ingest import publish
-    from loopline.features.store import materialize
+    from loopline.features.materialize import materialize
     from loopline.serving.prediction_log import answered_events
 
     day = sim.transactions[
@@ -126,7 +126,7 @@ def offline_scores(settings: Settings, root: Path, version: str) -> pd.DataFrame
     """The served days scored by ``version`` on offline point-in-time features, with labels."""
     import mlflow
 
-    from loopline.features.store import build_training_set
+    from loopline.features.training_sets import build_training_set
     from loopline.training.pyfunc import as_model_input
 
     out = build_training_set(
@@ -155,7 +155,8 @@ def replayed(request, tmp_path_factory):
 
     from loopline.data.ingest import publish
     from loopline.data.simulator import SimulationConfig, simulate
-    from loopline.features.store import build_training_set, materialize
+    from loopline.features.materialize import materialize
+    from loopline.features.training_sets import build_training_set
     from loopline.platform.mlflow_util import mlflow_client
     from loopline.serving.predictor import Predictor
     from loopline.training.config import load_config

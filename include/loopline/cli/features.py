@@ -35,7 +35,8 @@ def _emit(payload: dict, human: str, as_json: bool) -> None:
 
 def cmd_materialize(args: argparse.Namespace) -> int:
     from loopline.config import get_settings
-    from loopline.features.store import curated_time_range, materialize
+    from loopline.features.curated import curated_time_range
+    from loopline.features.materialize import materialize
 
     settings = get_settings()
     span = curated_time_range(settings)
@@ -54,7 +55,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def cmd_training_set(args: argparse.Namespace) -> int:
     from loopline.config import get_settings
-    from loopline.features.store import build_training_set
+    from loopline.features.training_sets import build_training_set
 
     manifest = build_training_set(get_settings(), args.out, args.start, args.end, args.labels_as_of)
     human = (
@@ -67,7 +68,7 @@ def cmd_training_set(args: argparse.Namespace) -> int:
 
 def cmd_check_skew(args: argparse.Namespace) -> int:
     from loopline.config import get_settings
-    from loopline.features.store import check_skew
+    from loopline.features.skew import check_skew
 
     report = check_skew(get_settings(), sample=args.sample)
     human = (

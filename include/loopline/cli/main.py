@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = argparse.Namespace(func=PASS_THROUGH[argv[0]], passthrough=argv[1:])
     else:
         args = build_parser().parse_args(argv)
-    from loopline.features.store import FeatureRowsMismatch
+    from loopline.features.feature_service import FeatureRowsMismatch
     from loopline.platform.airflow_api import AirflowApiError
     from loopline.platform.stack import StackError
 

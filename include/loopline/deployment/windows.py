@@ -403,7 +403,7 @@ class ErrorSource:
 
 def arrived_labels(settings: Settings, transaction_ids: Iterable[str]) -> dict[str, int]:
     """Labels known now (curated store, label delay honoured) for these transactions: id → 0/1."""
-    from loopline.features.store import read_labels
+    from loopline.features.curated import read_labels
 
     wanted = set(transaction_ids)
     if not wanted:

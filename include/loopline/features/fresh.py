@@ -172,7 +172,8 @@ class FreshFeatures:
         watermark that the online store was built from: a state computed without that history would be
         wrong, not just stale, and written to the store it would replace a right one. Curated batches
         without a watermark yet (ingested, not materialised) are ``FreshFeaturesNotReady``: retried."""
-        from loopline.features.store import curated_time_range, materialized_until
+        from loopline.features.curated import curated_time_range
+        from loopline.features.watermark import materialized_until
         from loopline.platform.feast_store import feature_store
 
         if self.settings.mode == "kubernetes":
@@ -222,7 +223,7 @@ class FreshFeatures:
     def _read_refresh(self) -> None:
         """Newly materialised batches (late or unscored transactions), read by the writer thread; the scoring
         thread joins them at its next batch (``_join_refresh``), so reading the files never stalls scoring."""
-        from loopline.features.store import materialized_until
+        from loopline.features.watermark import materialized_until
 
         self._next_refresh = time.monotonic() + self.refresh_interval_s
         until = materialized_until(self.settings)

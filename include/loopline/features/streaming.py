@@ -22,7 +22,7 @@ Who uses it: the prediction service (``serving.engine``) adds each scored transa
 replicas' ones, read from the shared prediction log) before scoring the next batch, overlays the fresh
 state on the online store's rows when the store has not caught up yet, and writes the new state of
 every entity it touched through Feast's online store interface (:class:`OnlineStateWriter`).
-Materialisation (``features.store.materialize``) writes the state after each entity's newest known
+Materialisation (``features.materialize.materialize``) writes the state after each entity's newest known
 event, curated or served, through the same writer: it corrects the store (late or unscored
 transactions) and never rolls it back, because the writer keeps a stored row unless the new one is at
 least as new.

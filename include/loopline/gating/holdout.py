@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loopline.config import Settings
-from loopline.features.store import TrainingSetManifest, build_training_set, read_labels
+from loopline.features.curated import read_labels
+from loopline.features.training_sets import TrainingSetManifest, build_training_set
 from loopline.gating.policy import GatePolicy
 
 if TYPE_CHECKING:

@@ -156,7 +156,7 @@ def served_with_labels(
 ) -> pd.DataFrame:
     """``version``'s predictions in [start, end) (transaction id, customer, score, time) with the labels
     known at ``now`` (``is_fraud``, NaN where none has arrived). Parses no feature JSON."""
-    from loopline.features.store import read_labels
+    from loopline.features.curated import read_labels
     from loopline.serving.prediction_log import open_prediction_log
 
     rows = open_prediction_log(settings, read_only=True).read(since=start, until=end, version=version)

@@ -1,6 +1,6 @@
 """Training/serving skew on live traffic: the features serving scored with vs the offline point-in-time ones.
 
-``check_skew`` (``features.store``) compares the online and the offline store *now*, for probe
+``check_skew`` (``features.skew``) compares the online and the offline store *now*, for probe
 transactions; it cannot see what serving actually used for the traffic it answered (a stale online store,
 a late materialisation, a streaming update that lags). ``check_served`` can: every answered prediction is
 logged with the transaction as received (``inputs``) and the online features it was scored with
@@ -143,9 +143,10 @@ def _inputs_match(inputs: dict[str, Any], recorded: pd.Series) -> bool:
         return False
     if any(str(inputs.get(c)) != str(recorded[c]) for c in IDENTITY_COLUMNS):
         return False
+    amount: Any = inputs.get("amount")  # None: the TypeError below
     try:
         return math.isclose(
-            float(inputs.get("amount")), float(recorded["amount"]), rel_tol=1e-9, abs_tol=1e-9
+            float(amount), float(recorded["amount"]), rel_tol=1e-9, abs_tol=1e-9
         )
     except (TypeError, ValueError):
         return False
@@ -183,7 +184,10 @@ def check_served(
 
     import pandas as pd
 
-    from loopline.features.store import _py, _same, feature_names, historical_features, materialized_until
+    from loopline.features.feature_service import feature_names
+    from loopline.features.historical import historical_features
+    from loopline.features.skew import _py, _same
+    from loopline.features.watermark import materialized_until
     from loopline.platform.feast_store import feature_store
 
     if sample < 1:
@@ -200,7 +204,7 @@ def check_served(
         return _not_judged("no answered prediction in the window (shadow rows only)", **window)
     covered = materialized_until(settings)
     recorded = curated_by_id(settings, served.tolist(), ["transaction_id", "event_timestamp"])
-    counts = {**window, "served": len(served), "materialized_until": _iso(covered)}
+    counts: dict[str, Any] = {**window, "served": len(served), "materialized_until": _iso(covered)}
     if covered is None:
         return _not_judged(
             f"nothing is materialised yet: all {len(served)} served transactions wait",

@@ -771,9 +771,9 @@ def retention_needs(settings: Settings, now: float, label_delay_days: float) -> 
       from its start."""
     needs = [Need("fresh_features", now - FRESH_FEATURES_LOOKBACK_S)]
     try:
-        from loopline.features import store
+        from loopline.features.watermark import materialized_until
 
-        watermark = store.materialized_until(settings)
+        watermark = materialized_until(settings)
     except Exception as exc:  # no feature repo here: the 31 days above cover what is read
         log.debug("retention: no materialisation watermark readable here: %s", exc)
         watermark = None
@@ -914,7 +914,7 @@ class Retention:
         # What retention_needs imports, imported now: the first run would otherwise import it on its thread
         # while serving (~20 ms of holding the interpreter, a stall of every request in flight).
         import loopline.config.drift_policy
-        import loopline.features.store
+        import loopline.features.watermark
         import loopline.lineage.history  # noqa: F401
 
         self._thread = threading.Thread(target=self._loop, name="loopline-log-retention", daemon=True)

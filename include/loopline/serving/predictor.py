@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from loopline.features.fresh import FreshFeatures
-    from loopline.features.store import OnlineFeatures
+    from loopline.features.online import OnlineFeatures
 
 # Columns of the transaction itself the model may take as inputs (the rest come from the feature store).
 TRANSACTION_INPUTS = ("channel", "merchant_category", "merchant_country", "amount")
@@ -221,7 +221,7 @@ class Predictor:
         except Exception as exc:  # MLflow raises many types (missing version, bad artifacts, unpickling)
             raise ModelLoadError(f"cannot load {model_uri} from {settings.mlflow_uri}: {exc}") from exc
         if features is None:
-            from loopline.features.store import OnlineFeatures
+            from loopline.features.online import OnlineFeatures
 
             features = OnlineFeatures(settings)
         threshold = config.decision_threshold if threshold is None else threshold

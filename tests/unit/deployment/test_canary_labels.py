@@ -28,7 +28,9 @@ from loopline.data.simulator import SimulationConfig, simulate
 from loopline.deployment.actions import TAG_CANARY, TAG_REASON, read_state
 from loopline.deployment.canary import CanaryOutcome
 from loopline.deployment.policy import CanaryPolicy
-from loopline.features.store import build_training_set, materialized_until, read_labels
+from loopline.features.curated import read_labels
+from loopline.features.training_sets import build_training_set
+from loopline.features.watermark import materialized_until
 from loopline.lineage import history
 
 WORLD = SimulationConfig(

@@ -20,12 +20,9 @@ from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.aggregates import compute_aggregates
 from loopline.features.fresh import FreshFeatures
-from loopline.features.store import (
-    OnlineFeatures,
-    historical_features,
-    materialize,
-    materialized_until,
-)
+from loopline.features.historical import historical_features
+from loopline.features.materialize import materialize
+from loopline.features.online import OnlineFeatures
 from loopline.features.streaming import (
     EventWindows,
     OnlineStateWriter,
@@ -34,6 +31,7 @@ from loopline.features.streaming import (
     table_key,
 )
 from loopline.features.tables import TABLES
+from loopline.features.watermark import materialized_until
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import AnsweredFeed, LoggedPrediction, PredictionLog, answered_events
 
@@ -333,7 +331,7 @@ def test_an_older_write_never_replaces_a_newer_row(world):
 def test_check_skew_leaves_out_entities_serving_already_moved_past_the_batch(world):
     """check-skew compares at the newest materialised time; states serving wrote after it are not
     comparable there (check-served judges them) and are counted, not reported as skew."""
-    from loopline.features.store import check_skew
+    from loopline.features.skew import check_skew
 
     settings, _, last = world
     fresh = FreshFeatures(settings).bootstrap()

@@ -15,6 +15,7 @@ from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.aggregates import compute_aggregates, refresh_aggregates
+from loopline.features.materialize import offline_sink
 from loopline.features.offline_sink import (
     OfflineSink,
     ParquetSink,
@@ -25,7 +26,6 @@ from loopline.features.offline_sink import (
     postgres_conninfo,
     sink_for,
 )
-from loopline.features.store import offline_sink
 from loopline.features.tables import CUSTOMER_DEVICE, CUSTOMER_VELOCITY, TABLES
 from loopline.platform.feast_store import PRODUCTION_YAML, YAML_ENV
 

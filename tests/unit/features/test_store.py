@@ -15,17 +15,13 @@ from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.aggregates import read_curated_transactions
-from loopline.features.store import (
-    FeatureRowsMismatch,
-    OnlineFeatures,
-    _same,
-    build_training_set,
-    check_skew,
-    curated_time_range,
-    feature_names,
-    historical_features,
-    materialize,
-)
+from loopline.features.curated import curated_time_range
+from loopline.features.feature_service import FeatureRowsMismatch, feature_names
+from loopline.features.historical import historical_features
+from loopline.features.materialize import materialize
+from loopline.features.online import OnlineFeatures
+from loopline.features.skew import _same, check_skew
+from loopline.features.training_sets import build_training_set
 from loopline.platform.feast_store import feature_store
 
 

@@ -13,7 +13,9 @@ from gate_testkit import MODEL_NAME
 from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
-from loopline.features.store import build_training_set, curated_time_range, materialize
+from loopline.features.curated import curated_time_range
+from loopline.features.materialize import materialize
+from loopline.features.training_sets import build_training_set
 from loopline.gating.holdout import build_holdout, plan_windows
 from loopline.gating.policy import policy_from_dict
 

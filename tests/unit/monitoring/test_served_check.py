@@ -16,7 +16,10 @@ from loopline.cli.main import main
 from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
-from loopline.features.store import OnlineFeatures, curated_time_range, historical_features, materialize
+from loopline.features.curated import curated_time_range
+from loopline.features.historical import historical_features
+from loopline.features.materialize import materialize
+from loopline.features.online import OnlineFeatures
 from loopline.monitoring.served_check import check_served
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import LoggedPrediction, PredictionLog

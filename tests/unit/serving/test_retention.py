@@ -122,12 +122,14 @@ def test_the_materialisation_watermark_and_a_recorded_concept_window_hold_rows_b
     world, monkeypatch
 ) -> None:
     settings, plog = world
-    from loopline.features import store
+    from loopline.features import watermark
 
-    monkeypatch.setattr(store, "materialized_until", lambda s: datetime.fromtimestamp(NOW - 9 * DAY_S, UTC))
+    monkeypatch.setattr(
+        watermark, "materialized_until", lambda s: datetime.fromtimestamp(NOW - 9 * DAY_S, UTC)
+    )
     run = _retention(world, max_age_days=1).run_once()
     assert run.kept_for == "materialisation" and _ages_left(plog) == [38, 36, 34, 20, 1, 0.01]
-    monkeypatch.setattr(store, "materialized_until", lambda s: None)
+    monkeypatch.setattr(watermark, "materialized_until", lambda s: None)
     window = [
         datetime.fromtimestamp(NOW - 37 * DAY_S, UTC).isoformat(),
         datetime.fromtimestamp(NOW, UTC).isoformat(),
