@@ -16,8 +16,9 @@
 #   serving   loopline, feast      INSERT + SELECT on the prediction log (and its id sequence); DELETE of
 #                                  rows older than 30 days only (its retention thread; a trigger refuses
 #                                  younger ones, which the drift monitor, the canary and fresh features
-#                                  read); SELECT on Feast's tables; no DDL, no UPDATE/TRUNCATE, no other
-#                                  database
+#                                  read); SELECT on the decision history, on the materialisation watermark
+#                                  (fresh features) and on Feast's tables; no DDL, no UPDATE/TRUNCATE, not
+#                                  the ingest ledger, no other database
 #
 # No role is a superuser or may create roles or databases; PUBLIC may not connect to any database.
 # Needs psql 15+ (\getenv). Reads the passwords from the environment (never from the command line):
@@ -141,9 +142,15 @@ CREATE TABLE IF NOT EXISTS events (
     details TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_kind_at ON events (kind, at);
+-- The materialisation watermark (include/loopline/storage/state_db.py's _WATERMARK_SCHEMA; the state
+-- database LOOPLINE_STATE_DB_URL is this one), written by the Airflow tasks; serving reads it when fresh
+-- features start where pods share no disk (Kubernetes). The ingest ledger beside it stays the tasks' own.
+CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value_json TEXT NOT NULL, updated_at TEXT NOT NULL);
 RESET ROLE;
 REVOKE ALL ON events FROM serving;
 GRANT SELECT ON events TO serving;
+REVOKE ALL ON watermarks FROM serving;
+GRANT SELECT ON watermarks TO serving;
 -- Serving appends (COPY/INSERT takes ids from the sequence), reads the log (fresh features, newest id,
 -- retention's bounds) and deletes old rows (retention, guarded above).
 REVOKE ALL ON predictions FROM serving;

@@ -358,6 +358,53 @@ def test_serving_reads_feasts_registry_that_the_feast_role_wrote(
         assert conn.execute("SELECT COUNT(*) FROM feast_metadata").fetchone()[0] >= 1
 
 
+def test_serving_reads_the_materialisation_watermark_and_nothing_else_of_the_state_db(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fresh features in Kubernetes: the tasks' role writes the watermark with Loopline's own code, serving
+    reads it through the same code as a role that may only SELECT it; the ingest ledger stays the tasks'."""
+    from loopline.config import Settings
+    from loopline.data.ingest import IngestLedger
+    from loopline.storage.state_db import read_watermark, write_watermark
+
+    def settings_as(role: str) -> Settings:
+        password = PASSWORDS[f"{role.upper()}_DB_PASSWORD"]
+        monkeypatch.setenv(
+            "LOOPLINE_STATE_DB_URL", f"postgresql://{role}:{password}@127.0.0.1:{port}/loopline"
+        )
+        return Settings()
+
+    unused = Path("/nonexistent/materialized_until.json")
+    assert read_watermark(settings_as("serving"), "not-written", unused) == {}
+    write_watermark(
+        settings_as("loopline"), "materialized_until", {"until": "2026-01-05T00:00:00+00:00"}, unused
+    )
+    assert IngestLedger.of(settings_as("loopline")).published("no-such-hash") is None  # creates its tables
+    assert read_watermark(settings_as("serving"), "materialized_until", unused) == {
+        "until": "2026-01-05T00:00:00+00:00"
+    }
+    for statement in (
+        "INSERT INTO watermarks VALUES ('x', '{}', 'now')",
+        "UPDATE watermarks SET value_json = '{}'",
+        "DELETE FROM watermarks",
+        "DROP TABLE watermarks",
+        "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY)",
+    ):
+        message = _denied(port, "serving", "loopline", statement)
+        assert "permission denied" in message or "must be owner" in message, message
+    with connect(port, "loopline", "loopline") as conn:
+        ledger_tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> ALL(%s)",
+                [["predictions", "events", "watermarks"]],
+            )
+        ]
+    assert ledger_tables, "the ingest ledger's tables were not created"
+    for table in ledger_tables:
+        assert "permission denied" in _denied(port, "serving", "loopline", f"SELECT * FROM {table}")
+
+
 def test_the_prediction_log_ddl_is_serving_s_own() -> None:
     """The script creates the table serving would create: same columns, types and indexes."""
     from loopline.serving.prediction_log import _PG_SCHEMA
@@ -376,6 +423,16 @@ def test_the_prediction_log_ddl_is_serving_s_own() -> None:
     from loopline.lineage.history import _PG_SCHEMA as HISTORY_SCHEMA
 
     events = script[
-        script.index("CREATE TABLE IF NOT EXISTS events") : script.index("RESET ROLE;\nREVOKE ALL ON events")
+        script.index("CREATE TABLE IF NOT EXISTS events") : script.index(
+            "CREATE TABLE IF NOT EXISTS watermarks"
+        )
     ]
     assert statements(events) == statements(HISTORY_SCHEMA)
+    from loopline.storage.state_db import _WATERMARK_SCHEMA
+
+    watermarks = script[
+        script.index("CREATE TABLE IF NOT EXISTS watermarks") : script.index(
+            "RESET ROLE;\nREVOKE ALL ON events"
+        )
+    ]
+    assert statements(watermarks) == [statements(s)[0] for s in _WATERMARK_SCHEMA]

@@ -164,10 +164,19 @@ _WATERMARK_SCHEMA = [
 
 
 def read_watermark(settings: Settings, name: str, local_file: Path) -> dict[str, Any]:
-    """The watermark ``name`` ({} when never written): a row in the state database, else a JSON file."""
+    """The watermark ``name`` ({} when never written): a row in the state database, else a JSON file.
+
+    Reading creates nothing in Postgres: serving reads the watermark as a role that may only SELECT it
+    (``CREATE TABLE IF NOT EXISTS`` needs CREATE on the schema even when the table exists)."""
     if not settings.state_db_url:
         return json.loads(local_file.read_text()) if local_file.exists() else {}
     db = StateDB(settings.state_db_url, "watermarks", _WATERMARK_SCHEMA, "loopline-watermark")
+    if db.url:
+        with closing(connect_postgres(db.url, db.application)) as conn:
+            if conn.execute("SELECT to_regclass('watermarks')").fetchone()[0] is None:
+                return {}  # no materialisation has written one yet
+            row = conn.execute("SELECT value_json FROM watermarks WHERE name = %s", [name]).fetchone()
+        return json.loads(row[0]) if row else {}
     with db.connection() as (conn, dialect):
         row = conn.execute(dialect.sql("SELECT value_json FROM watermarks WHERE name = ?"), [name]).fetchone()
     return json.loads(row[0]) if row else {}
