@@ -11,6 +11,7 @@ with no threshold configured — or none applicable — nothing passes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -21,8 +22,11 @@ CHECKS = ("quality", "fairness", "latency", "infra")
 
 
 class InfraOutcome(Protocol):
-    passed: bool
-    reasons: list[str]
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def reasons(self) -> list[str]: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -167,7 +171,7 @@ def check_quality(
         value = candidate.get(name, math.nan)
         champ = champion.get(name) if champion else None
         rules: list[dict[str, Any]] = []
-        value_rules = [
+        value_rules: list[tuple[str, float | None, Callable[[float, float], bool], str]] = [
             ("min", t.min, lambda v, lim: v >= lim, ">="),
             ("max", t.max, lambda v, lim: v <= lim, "<="),
         ]
@@ -198,7 +202,7 @@ def check_quality(
                         "note": "no champion: change threshold not applied",
                     }
                 )
-            elif not _finite(champ):
+            elif champ is None or not _finite(champ):
                 rules.append(
                     {
                         "rule": f"max_regression {t.max_regression} vs champion",

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from loopline.config import Settings
 from loopline.gating.card import render_model_card
@@ -82,7 +82,7 @@ class Scoring:
     error: str = ""
 
 
-def _client(settings: Settings):
+def _client(settings: Settings) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
@@ -140,7 +140,7 @@ def sample_requests(rows: pd.DataFrame, n: int, seed: int = 0) -> list[dict[str,
     """``n`` holdout transactions as prediction-API requests (a fixed sample: repeatable timings)."""
     picked = rows.sample(n=min(n, len(rows)), random_state=seed) if len(rows) else rows
     columns = [c for c in REQUEST_COLUMNS if c in picked.columns]
-    return [as_request(r) for r in picked[columns].to_dict("records")]
+    return [as_request(cast(dict[str, Any], r)) for r in picked[columns].to_dict("records")]
 
 
 def _champion(client: Any, model_name: str, version: str) -> tuple[Any | None, Comparison | None]:
@@ -294,6 +294,7 @@ def run_gate(
             workdir,
         )
 
+    assert comparison is not None  # _champion returns a champion version or the comparison that ran instead
     verdict = decide(
         policy,
         cand_metrics,

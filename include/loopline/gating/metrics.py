@@ -183,9 +183,9 @@ def fairness_table(
             rows.append(
                 GroupRates(attribute, group, int(mask.sum()), pos, neg, tpr, fpr, judged_tpr, judged_fpr)
             )
-            if judged_tpr:
+            if judged_tpr and tpr is not None:
                 tprs.append(tpr)
-            if judged_fpr:
+            if judged_fpr and fpr is not None:
                 fprs.append(fpr)
         tpr_gap[attribute] = _gap(tprs)
         fpr_gap[attribute] = _gap(fprs)

@@ -127,6 +127,7 @@ def calibrate(
             f"not calibrated: {why}, fewer than calibration.min_days={policy.min_days}; "
             "the fixed thresholds of drift.yaml apply",
         )
+    assert days is not None  # min_days >= 3 (drift_policy): no days returned above
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {c: [] for c in plan}
     day_rows = 0

@@ -122,7 +122,7 @@ def concept_check(
             "served window has complete labels",
         )
     start, end = lookback(frontier, config)
-    base = {
+    base: dict[str, Any] = {
         "label_frontier": frontier.isoformat(),
         "label_delay_hours": round((now - frontier).total_seconds() / 3600, 2),
         "judged_from": start.isoformat(),
@@ -165,6 +165,7 @@ def concept_check(
             f"and {config.min_fraud_rows}",
             **base,
         )
+    assert current is not None  # labelled == fraud == 0 without it, which returned above
     dropped = surely_dropped(reference, current, config.confidence)
     limits = {"pr_auc": config.max_pr_auc_drop, "recall": config.max_recall_drop}
     worse = [k for k in ("pr_auc", "recall") if dropped[k] > limits[k]]

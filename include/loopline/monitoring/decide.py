@@ -12,7 +12,7 @@ never twice within the cooldown, never while an earlier request is still waiting
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -197,7 +197,7 @@ def decide(
     ``decision_threshold``: serving's, the cutoff of ``flagged_share`` unless the policy pins one.
     Never raises for bad data: an empty window or one without the monitored columns gives status
     ``insufficient_data`` / ``invalid_input`` with a note that says why."""
-    base = {
+    base: dict[str, Any] = {
         "checked_at": now.isoformat(),
         "window_start": window_start.isoformat(),
         "window_end": window_end.isoformat(),
@@ -312,7 +312,7 @@ class RetrainDecision:
     reason: str
     suppressed: bool = False  # drift was found but not acted on (recorded as retrain_suppressed)
 
-    def __iter__(self):  # (bool, reason) unpacking
+    def __iter__(self) -> Iterator[bool | str]:  # (bool, reason) unpacking
         return iter((self.retrain, self.reason))
 
 

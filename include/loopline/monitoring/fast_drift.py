@@ -73,7 +73,8 @@ def clean_numeric(values: Any) -> np.ndarray:
     """float64 values without NaN and +-inf (Evidently drops both before any drift test)."""
     series = values if isinstance(values, pd.Series) else pd.Series(values)
     array = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return array[np.isfinite(array)]
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
 def clean_categorical(values: Any) -> pd.Series:
@@ -159,7 +160,8 @@ def flagged_share_h(reference: np.ndarray, current: np.ndarray, cutoff: float) -
     if reference.size == 0 or current.size == 0:
         raise DriftInputError("flagged_share needs at least one value on each side")
     p, q = float(np.mean(reference >= cutoff)), float(np.mean(current >= cutoff))
-    return abs(2 * np.arcsin(np.sqrt(q)) - 2 * np.arcsin(np.sqrt(p)))
+    h: float = abs(2 * np.arcsin(np.sqrt(q)) - 2 * np.arcsin(np.sqrt(p)))
+    return h
 
 
 def column_drift(
@@ -167,6 +169,8 @@ def column_drift(
 ) -> ColumnDrift:
     """Compare one column with its pinned method; a side with no usable value gives score None."""
     kind = "categorical" if categorical else "numeric"
+    ref: Any  # a Series of categories or an array of finite floats
+    cur: Any
     if categorical:
         ref, cur = clean_categorical(reference), clean_categorical(current)
     else:

@@ -179,4 +179,5 @@ def log_check(
         client.set_model_version_tag(
             model_name, verdict.reference_version, DRIFT_REPORT_TAG, str(files.directory)
         )
-    return run.info.run_id
+    run_id: str = run.info.run_id
+    return run_id

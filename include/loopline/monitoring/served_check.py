@@ -145,9 +145,7 @@ def _inputs_match(inputs: dict[str, Any], recorded: pd.Series) -> bool:
         return False
     amount: Any = inputs.get("amount")  # None: the TypeError below
     try:
-        return math.isclose(
-            float(amount), float(recorded["amount"]), rel_tol=1e-9, abs_tol=1e-9
-        )
+        return math.isclose(float(amount), float(recorded["amount"]), rel_tol=1e-9, abs_tol=1e-9)
     except (TypeError, ValueError):
         return False
 
