@@ -53,7 +53,7 @@ def read_labels(settings: Settings, as_of: datetime) -> pd.DataFrame:
         )
     from loopline.storage.files import read_parquet
 
-    labels = pd.concat([read_parquet(f) for f in files], ignore_index=True)
+    labels: pd.DataFrame = pd.concat([read_parquet(f) for f in files], ignore_index=True)
     labels = labels[labels["label_timestamp"] <= pd.Timestamp(as_of)]
     if labels["transaction_id"].duplicated().any():
         raise FeatureRowsMismatch("a transaction has more than one label in the curated store")

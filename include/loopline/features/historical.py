@@ -8,7 +8,7 @@ parquet tables, and Feast's own ``get_historical_features`` in time-ordered chun
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from loopline.features.feature_service import (
     ENTITY_COLUMNS,
@@ -32,7 +32,9 @@ Engine = Literal["auto", "pandas", "feast"]
 
 def _epoch_seconds(timestamps: pd.Series) -> pd.Series:
     """UTC timestamps (any resolution) as float seconds since the epoch."""
-    return timestamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64") / 1e6
+    return cast(
+        "pd.Series", timestamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64") / 1e6
+    )
 
 
 def entity_rows(transactions: pd.DataFrame) -> pd.DataFrame:
@@ -116,7 +118,7 @@ def _feast_chunk_rows(store: FeatureStore, rows: int) -> int:
     from loopline.features.offline_sink import postgres_conninfo
 
     with psycopg.connect(postgres_conninfo(store.config.offline_store)) as conn:
-        (nestloop,) = conn.execute("SHOW enable_nestloop").fetchone()
+        (nestloop,) = cast("tuple[str]", conn.execute("SHOW enable_nestloop").fetchone())
     return POSTGRES_CHUNK_ROWS.get(nestloop, POSTGRES_CHUNK_ROWS["on"])
 
 
@@ -127,4 +129,6 @@ def _same_ids(got: pd.Series, expected: pd.Series) -> bool:
     got, expected = got.reset_index(drop=True), expected.reset_index(drop=True)
     if len(got) == len(expected) and got.astype(object).equals(expected.astype(object)):
         return True
-    return pd.Index(got.astype(object)).sort_values().equals(pd.Index(expected.astype(object)).sort_values())
+    return bool(
+        pd.Index(got.astype(object)).sort_values().equals(pd.Index(expected.astype(object)).sort_values())
+    )

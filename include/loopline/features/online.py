@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from loopline.features.feature_service import (
     FEATURE_SERVICE,
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from loopline.features.pit import ViewPart
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# One view's row for a transaction: (its time in ns, {feature: value}); (None, None) when there is none.
+_Row = tuple[int | None, dict[str, Any] | None]
 # Value kinds returned as they are; any other (timestamps, lists, maps, JSON) goes through Feast's conversion.
 _PLAIN_VALUE_KINDS = frozenset(
     {"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"}
@@ -90,9 +92,7 @@ class OnlineFeatures:
                 _ViewRead(part=part, view=view, value_types=tuple(types[k] for k in part.keys))
             )
 
-    def _read(
-        self, read: _ViewRead, transactions: list[dict[str, Any]]
-    ) -> list[tuple[int | None, dict | None]]:
+    def _read(self, read: _ViewRead, transactions: list[dict[str, Any]]) -> list[_Row]:
         """(feature time in ns, {feature: value}) of ``read``'s view per transaction; (None, None) when the
         store has no row for its key. Each distinct key is read once."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -117,11 +117,12 @@ class OnlineFeatures:
             raise FeatureRowsMismatch(
                 f"the online store returned {len(rows)} rows for {len(keys)} keys of view {read.view.name!r}"
             )
-        found: list[tuple[int | None, dict | None]] = []
+        found: list[_Row] = []
         for stamp, features in rows:
             if features is None:
                 found.append((None, None))
                 continue
+            stamp = cast(datetime, stamp)  # None only where features are None
             stamp = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
             found.append(
                 (
@@ -163,7 +164,8 @@ class OnlineFeatures:
         columns: dict[str, list[Any]] = {}
         computed = fresh is not None and fresh.computes(min(micros, default=0) - 1)
         for read in self._reads:
-            if computed:  # the serving process holds every event these rows depend on: no store read
+            # computed: the serving process holds every event these rows depend on, no store read
+            if computed and fresh is not None:
                 rows = _computed(fresh, read.part.name, transactions, micros)
             else:
                 rows = self._read(read, transactions)
@@ -172,12 +174,13 @@ class OnlineFeatures:
                         fresh, read.part.name, transactions, rows, micros, self._stamp_precision_us
                     )
             live = [
-                features is not None and within_ttl(ns, at, read.part.ttl)
+                features is not None and ns is not None and within_ttl(ns, at, read.part.ttl)
                 for (ns, features), at in zip(rows, as_of_ns, strict=True)
             ]
             for feature in read.part.features:
                 columns[feature] = [
-                    features[feature] if ok else None for (_, features), ok in zip(rows, live, strict=True)
+                    features[feature] if ok and features is not None else None
+                    for (_, features), ok in zip(rows, live, strict=True)
                 ]
         request = {
             "amount": [float(tx["amount"]) for tx in transactions],
@@ -197,11 +200,11 @@ class OnlineFeatures:
 
 def _computed(
     fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]], micros: list[int]
-) -> list[tuple[int | None, dict | None]]:
+) -> list[_Row]:
     """Each transaction's row of ``view`` computed from the serving process's events (``fresh.computes``)."""
     from loopline.features.fresh import table_key
 
-    out: list[tuple[int | None, dict | None]] = []
+    out: list[_Row] = []
     for tx, us in zip(transactions, micros, strict=True):
         state = fresh.state(view, table_key(view, tx), us - 1)
         out.append((None, None) if state is None else (state[0] * 1000, state[1]))
@@ -212,10 +215,10 @@ def _overlay(
     fresh: FreshFeatures,
     view: str,
     transactions: list[dict[str, Any]],
-    rows: list[tuple[int | None, dict | None]],
+    rows: list[_Row],
     micros: list[int],
     stamp_precision_us: int,
-) -> list[tuple[int | None, dict | None]]:
+) -> list[_Row]:
     """``rows`` with the fresh state wherever it is newer than the stored row (see ``FreshFeatures.fresher``)."""
     from loopline.features.fresh import KEEP, table_key
 

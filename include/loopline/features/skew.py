@@ -8,7 +8,7 @@ neither imports it. ``monitoring.served_check`` reuses its value comparison (``_
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from loopline.features.feature_service import FeatureRowsMismatch
 from loopline.features.historical import historical_features
@@ -46,7 +46,7 @@ def _same(a: Any, b: Any) -> bool:
         return _missing(a) and _missing(b)
     if isinstance(a, int | float) and isinstance(b, int | float):
         return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-6)
-    return a == b
+    return bool(a == b)
 
 
 def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewReport:
@@ -74,7 +74,7 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     probe["event_timestamp"] = at + pd.Timedelta(microseconds=1)  # joined at `until`: after everything
     probe["transaction_id"] = [f"skew_probe_{i}" for i in range(len(probe))]
     online = OnlineFeatures(settings)
-    records = probe.to_dict("records")
+    records = cast("list[dict[str, Any]]", probe.to_dict("records"))
     until_ns = epoch_us(until) * 1000
     current = [all(ns is None or ns <= until_ns for ns in stamps) for stamps in online.stored_times(records)]
     newer_online = len(current) - sum(current)
