@@ -178,7 +178,10 @@ class ServingSecrets(_Strict):
 
     # keys: LOOPLINE_MLFLOW_TRACKING_URI, MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME=serving,
     # MLFLOW_TRACKING_PASSWORD (MLflow READ on the model), LOOPLINE_PREDICTION_LOG_URL and the Feast
-    # variables with the Postgres role serving (docker/postgres/10-loopline-roles.sh)
+    # variables with the Postgres role serving (docker/postgres/10-loopline-roles.sh); for fresh features
+    # also LOOPLINE_STATE_DB_URL (role serving: SELECT on the materialisation watermark only) and read-only
+    # object-store credentials for <storage_url>/data/curated/: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    # AWS_DEFAULT_REGION and, for an S3-compatible store, LOOPLINE_STORAGE_ENDPOINT_URL
     credentials: DnsLabel = "loopline-serving"
     # keys: accepted-keys (what serving accepts, comma-separated while rotating), api-key (what clients and
     # Prometheus send); a Secret of its own so that a PodMonitor can read the key and nothing else
@@ -252,7 +255,8 @@ class KubernetesConfig(_Strict):
     version: Literal[1] = 1
     namespace: DnsLabel = "loopline"
     # The root of the files tasks share (LOOPLINE_STORAGE_URL of the Airflow pods; s3://bucket[/prefix]);
-    # MLflow's artifacts live under it unless mlflow.artifacts_destination says otherwise.
+    # MLflow's artifacts live under it unless mlflow.artifacts_destination says otherwise. Serving reads the
+    # curated store under it for fresh features (empty: they stay off).
     storage_url: str = ""
     trainer: TrainerConfig
     serving: ServingConfig

@@ -233,8 +233,16 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
     Configured like the compose service, with serving's own identities only (serving.secrets.credentials:
     MLflow user serving with READ on the model, Postgres role serving, Feast's production store) and the
     API key that /v1/predict and /metrics require; scratch state on an emptyDir (read-only root).
+
+    Fresh features need what the Airflow tasks share: the curated store under ``storage_url``
+    (``LOOPLINE_STORAGE_URL``, read with the read-only object-store credentials of serving's Secret) and the
+    materialisation watermark (that Secret's ``LOOPLINE_STATE_DB_URL``, role serving: SELECT on the watermark
+    only). Without ``storage_url`` they stay off, and serving logs which setting is missing.
     """
     serving = config.serving
+    shared_files = (
+        [{"name": "LOOPLINE_STORAGE_URL", "value": config.storage_url}] if config.storage_url else []
+    )
     container = {
         "name": "serving",
         "image": serving.image,
@@ -245,6 +253,7 @@ def serving_deployment(config: KubernetesConfig) -> dict[str, Any]:
         "env": [
             {"name": "LOOPLINE_MODE", "value": "kubernetes"},
             {"name": "LOOPLINE_STATE_DIR", "value": SERVING_STATE_DIR},
+            *shared_files,
             {"name": "FEAST_FS_YAML_FILE_PATH", "value": FEAST_PRODUCTION_YAML},
             {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
             {"name": "DO_NOT_TRACK", "value": "true"},

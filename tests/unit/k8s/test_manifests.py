@@ -125,6 +125,59 @@ def test_serving_pod_is_configured_like_the_compose_service() -> None:
     assert set(container["resources"]) == {"requests", "limits"}
 
 
+def test_serving_reads_the_shared_curated_store_and_watermark_with_its_own_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fresh features in Kubernetes: the storage URL the tasks write to is in the pod's env; the object-store
+    credentials and the state DB URL come from serving's own Secret only (never the tasks' or the trainer's)."""
+    from loopline.config import Settings
+
+    (container,) = manifests.serving_deployment(CONFIG)["spec"]["template"]["spec"]["containers"]
+    env = _env(container)
+    assert env["LOOPLINE_STORAGE_URL"] == {"name": "LOOPLINE_STORAGE_URL", "value": CONFIG.storage_url}
+    assert CONFIG.storage_url
+    secrets = {e["secretRef"]["name"] for e in container["envFrom"]}
+    assert secrets == {CONFIG.serving.secrets.credentials}
+    assert not {CONFIG.trainer.secrets.object_store, manifests.DATABASE_SECRET} & secrets
+    assert not {"LOOPLINE_STATE_DB_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)
+    # What the pod's Settings read from that env (the Secret's keys are the settings' own names).
+    for name, item in env.items():
+        if "value" in item:
+            monkeypatch.setenv(name, item["value"])
+    monkeypatch.setenv("LOOPLINE_STATE_DB_URL", "postgresql://serving:pw@postgres.example:5432/loopline")
+    monkeypatch.setenv(manifests.STORAGE_ENDPOINT_KEY, "https://minio.example")
+    settings = Settings()
+    assert (settings.mode, settings.storage_url) == ("kubernetes", CONFIG.storage_url)
+    assert settings.state_db_url and settings.storage_endpoint_url == "https://minio.example"
+
+
+def test_without_a_storage_url_serving_keeps_fresh_features_off_and_stays_valid() -> None:
+    raw = yaml.safe_load((REPO_ROOT / "include" / "config" / "kubernetes.yaml").read_text())
+    config = parse_config(raw, {"storage_url": "", "mlflow": {"artifacts_destination": "s3://ml/artifacts"}})
+    deployment = manifests.serving_deployment(config)
+    kubernetes_validate.validate(deployment, SCHEMA, strict=True)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "LOOPLINE_STORAGE_URL" not in _env(container)
+
+
+def test_the_docs_put_what_fresh_features_need_in_serving_s_own_secret() -> None:
+    """docs/deploy-kubernetes.md creates loopline-serving with the state DB URL of the role serving and the
+    read-only object-store keys, and the roles script lets that role read the watermark."""
+    doc = (REPO_ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    start = doc.index(f"create secret generic {CONFIG.serving.secrets.credentials} ")
+    block = doc[start : doc.index("```", start)]
+    for key in (
+        "LOOPLINE_STATE_DB_URL=postgresql://serving:",
+        "AWS_ACCESS_KEY_ID=",
+        "AWS_SECRET_ACCESS_KEY=",
+        "AWS_DEFAULT_REGION=",
+        f"{manifests.STORAGE_ENDPOINT_KEY}=",
+    ):
+        assert key in block, key
+    roles = (REPO_ROOT / "docker" / "postgres" / "10-loopline-roles.sh").read_text()
+    assert "GRANT SELECT ON watermarks TO serving;" in roles
+
+
 def test_hpa_scales_on_cpu_and_pdb_keeps_one_pod() -> None:
     hpa = manifests.serving_hpa(CONFIG)["spec"]
     (metric,) = hpa["metrics"]
