@@ -177,11 +177,33 @@ class FreshFeatures:
         from loopline.platform.feast_store import feature_store
 
         if self.settings.mode == "kubernetes":
-            raise FreshFeaturesUnavailable(
-                "serving pods in Kubernetes do not share the curated store and the materialisation watermark "
-                "(each pod has its own scratch dir): fresh features are off there, features are as of the last "
-                "materialisation (`loopline features check-served` measures the skew)"
-            )
+            # Pods share no disk: the curated store and the watermark must come from the shared services.
+            missing = [
+                f"{name} ({what})"
+                for name, value, what in (
+                    (
+                        "LOOPLINE_STORAGE_URL",
+                        self.settings.storage_url,
+                        "the s3://bucket[/prefix] the Airflow tasks write the curated store to: storage_url "
+                        "in include/config/kubernetes.yaml, with read-only object-store credentials in "
+                        "serving's Secret",
+                    ),
+                    (
+                        "LOOPLINE_STATE_DB_URL",
+                        self.settings.state_db_url,
+                        "postgresql://serving:...@host:5432/loopline, a role that may read the watermarks "
+                        "table: key LOOPLINE_STATE_DB_URL of serving's Secret",
+                    ),
+                )
+                if not value
+            ]
+            if missing:
+                raise FreshFeaturesUnavailable(
+                    "serving pods in Kubernetes share no disk, so fresh features read the curated store and "
+                    f"the materialisation watermark from the shared services: set {'; and '.join(missing)}. "
+                    "Until then features are as of the last materialisation (`loopline features "
+                    "check-served` measures the skew)"
+                )
         if self.writer is None:  # needs the feature views registered (the first materialisation does it)
             self.writer = OnlineStateWriter(self._store or feature_store(self.settings))
         self._until = materialized_until(self.settings)

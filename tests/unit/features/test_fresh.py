@@ -349,7 +349,7 @@ def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp
     from loopline.platform.feast_store import apply_feature_repo
 
     settings, sim, _ = world
-    with pytest.raises(FreshFeaturesUnavailable, match="Kubernetes"):
+    with pytest.raises(FreshFeaturesUnavailable, match="Kubernetes.*LOOPLINE_STORAGE_URL"):
         FreshFeatures(settings.model_copy(update={"mode": "kubernetes"})).bootstrap()
     unmaterialised = Settings(state_dir=tmp_path / "other")
     unmaterialised.state.ensure()
@@ -357,6 +357,51 @@ def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp
     apply_feature_repo(unmaterialised)  # the views exist, no batch was materialised
     with pytest.raises(FreshFeaturesNotReady, match="no materialisation watermark"):
         FreshFeatures(unmaterialised).bootstrap()
+
+
+STORAGE_URL, STATE_DB_URL = "s3://loopline", "postgresql://serving:pw@postgres.example:5432/loopline"
+
+
+@pytest.mark.parametrize(
+    ("storage_url", "state_db_url", "missing"),
+    [
+        (None, None, ["LOOPLINE_STORAGE_URL", "LOOPLINE_STATE_DB_URL"]),
+        (STORAGE_URL, None, ["LOOPLINE_STATE_DB_URL"]),
+        (None, STATE_DB_URL, ["LOOPLINE_STORAGE_URL"]),
+    ],
+)
+def test_fresh_features_in_kubernetes_refuse_without_the_shared_settings_naming_the_missing_one(
+    tmp_path, storage_url, state_db_url, missing
+):
+    """A serving pod has no disk in common with the tasks: without the shared curated store and state DB its
+    history would be wrong, so it refuses and says which setting to add (nothing else is touched)."""
+    from loopline.features.fresh import FreshFeaturesUnavailable
+
+    settings = Settings(
+        state_dir=tmp_path / "state", mode="kubernetes", storage_url=storage_url, state_db_url=state_db_url
+    )
+    with pytest.raises(FreshFeaturesUnavailable, match="Kubernetes") as refused:
+        FreshFeatures(settings).bootstrap()
+    message = str(refused.value)
+    for name in ("LOOPLINE_STORAGE_URL", "LOOPLINE_STATE_DB_URL"):
+        assert (f"{name} (" in message) == (name in missing), message
+    assert "last materialisation" in message
+
+
+def test_fresh_features_in_kubernetes_bootstrap_from_the_shared_settings(tmp_path):
+    """With both settings the Kubernetes refusal is passed and bootstrap goes on to read the watermark from
+    the state database (unreachable here: the shared services themselves are the distributed profile's tests)."""
+    from loopline.features.fresh import FreshFeaturesUnavailable
+
+    unreachable = "postgresql://serving:pw@127.0.0.1:1/loopline"
+    settings = Settings(
+        state_dir=tmp_path / "state", mode="kubernetes", storage_url=STORAGE_URL, state_db_url=unreachable
+    )
+    fresh = FreshFeatures(settings)
+    fresh.writer = object()  # no Feast store: the online writer is not what this checks
+    with pytest.raises(ConnectionError, match="LOOPLINE_STATE_DB_URL") as failed:
+        fresh.bootstrap()
+    assert not isinstance(failed.value, FreshFeaturesUnavailable)
 
 
 @pytest.mark.parametrize(
