@@ -37,8 +37,10 @@ import httpx
 
 from loopline.config import Settings
 from loopline.platform.airflow_env import child_env, venv_bin
+from loopline.platform.health import airflow_healthy, first_dead, mlflow_healthy, serving_alive
 from loopline.platform.processes import ProcessRecord, ProcessRegistry, spawn, tail, wait_until
 from loopline.platform.secrets import StackSecrets
+from loopline.platform.supervision import supervised
 
 PROFILE = "distributed"
 BUCKET = "loopline"
@@ -549,8 +551,8 @@ def start(
         records.append(spawn(name, argv, env, state.logs / f"{name}.log", reg, cwd=cwd, **kwargs))
 
     def waiting_for(what: str, ready, seconds: float) -> None:
-        ok = wait_until(lambda: _first_dead(records) is not None or ready(), timeout=seconds, interval=0.2)
-        dead = _first_dead(records)
+        ok = wait_until(lambda: first_dead(records) is not None or ready(), timeout=seconds, interval=0.2)
+        dead = first_dead(records)
         if dead is not None:
             raise DistributedError(
                 f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}"
@@ -656,8 +658,6 @@ def start(
     # 4. The prediction service, supervised as in the embedded profile, in a private scratch dir of its
     # own: the registry in MLflow, the prediction log in Postgres, the online store in Redis, the curated
     # store (fresh features) in the bucket.
-    from loopline.platform.stack import supervised
-
     serving_dir = fresh_scratch(lay.root / "serving")
     launch(
         "serving",
@@ -682,46 +682,20 @@ def start(
     waiting_for(
         "Airflow, MLflow and the Celery workers",
         lambda: (
-            _mlflow_healthy(settings)
-            and _airflow_healthy(settings)
+            mlflow_healthy(settings)
+            and airflow_healthy(settings)
             and wanted <= set(celery_workers(profile))
-            and _serving_alive(settings)
+            and serving_alive(settings)
         ),
         remaining,
     )
     return Started(records=records, profile=profile, seconds=time.monotonic() - began)
 
 
-def _serving_alive(settings: Settings) -> bool:
-    from loopline.platform.stack import _serving_alive as alive
-
-    return alive(settings)
-
-
 def client_env(profile: Profile) -> dict[str, str]:
     """What a client process (the CLI, the demo) needs besides ``profile_settings`` to use the profile's
     services in-process: the object store's credentials and Feast's production store."""
     return {**S3_CREDENTIALS, **feast_env(profile), "MLFLOW_S3_ENDPOINT_URL": profile.s3_endpoint}
-
-
-def _first_dead(records: list[ProcessRecord]) -> ProcessRecord | None:
-    return next((r for r in records if not r.is_running()), None)
-
-
-def _mlflow_healthy(settings: Settings) -> bool:
-    try:
-        return httpx.get(f"{settings.mlflow_uri}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _airflow_healthy(settings: Settings) -> bool:
-    from loopline.platform.stack import airflow_health
-
-    health = airflow_health(settings)
-    return all(
-        health.get(name) == "healthy" for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    )
 
 
 # --- status ---------------------------------------------------------------------------------------------

@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from loopline.config import Settings
 from loopline.platform.airflow_api import AirflowApi, AirflowApiError
 from loopline.platform.airflow_env import child_env, venv_bin
+from loopline.platform.health import (
+    airflow_health,
+    airflow_healthy,
+    first_dead,
+    mlflow_healthy,
+    serving_alive,
+)
 from loopline.platform.processes import (
     ProcessRecord,
     ProcessRegistry,
@@ -33,6 +38,7 @@ from loopline.platform.processes import (
     wait_until,
 )
 from loopline.platform.secrets import StackSecrets, load_or_create_secrets, read_secrets
+from loopline.platform.supervision import supervised, supervisor_state_path
 from loopline.storage.file_helpers import exclusive_lock
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
@@ -66,25 +72,6 @@ class StackStatus:
 
 def registry(settings: Settings) -> ProcessRegistry:
     return ProcessRegistry(settings.state.run_dir / "stack.json")
-
-
-def supervisor_state_path(settings: Settings, name: str) -> Path:
-    return settings.state.run_dir / f"{name}.supervisor.json"
-
-
-def supervised(settings: Settings, name: str, argv: list[str]) -> list[str]:
-    """``argv`` under ``loopline.platform.processes``' Supervisor, its record at ``supervisor_state_path``."""
-    return [
-        str(venv_bin() / "python"),
-        "-m",
-        "loopline.platform.processes",
-        "--name",
-        name,
-        "--state",
-        str(supervisor_state_path(settings, name)),
-        "--",
-        *argv,
-    ]
 
 
 def service_specs(settings: Settings) -> list[ServiceSpec]:
@@ -218,40 +205,6 @@ def _migrate_airflow_db(settings: Settings, env: dict[str, str]) -> None:
             f"`airflow db migrate` failed (exit {done.returncode}); log {log_path}:\n{tail(log_path)}"
         )
     marker.write_text(airflow_version)
-
-
-def _answers_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _mlflow_healthy(settings: Settings) -> bool:
-    return _answers_ok(f"{settings.mlflow_uri}/health")
-
-
-def _serving_alive(settings: Settings) -> bool:
-    return _answers_ok(f"{settings.serving_base_url}/healthz")
-
-
-def airflow_health(settings: Settings) -> dict[str, str]:
-    """Component → status from Airflow's health endpoint ({} while the api-server is not up)."""
-    try:
-        payload = httpx.get(f"{settings.airflow_base_url}/api/v2/monitor/health", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-    return {name: str(part.get("status")) for name, part in payload.items() if isinstance(part, dict)}
-
-
-def _airflow_healthy(settings: Settings) -> bool:
-    health = airflow_health(settings)
-    wanted = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    return all(health.get(name) == "healthy" for name in wanted)
-
-
-def _first_dead(records: list[ProcessRecord]) -> ProcessRecord | None:
-    return next((r for r in records if not r.is_running()), None)
 
 
 def api_for(settings: Settings, stack_secrets: StackSecrets | None = None) -> AirflowApi:
@@ -413,14 +366,14 @@ def _up(settings: Settings, log) -> StackSecrets:
             start(spec)
         ok = wait_until(
             lambda: (
-                _first_dead(records) is not None
+                first_dead(records) is not None
                 or _crashed_while_starting(settings) is not None
-                or (_mlflow_healthy(settings) and _airflow_healthy(settings) and _serving_alive(settings))
+                or (mlflow_healthy(settings) and airflow_healthy(settings) and serving_alive(settings))
             ),
             timeout=settings.startup_timeout_s,
             interval=0.25,
         )
-        dead = _first_dead(records)
+        dead = first_dead(records)
         if dead is not None:
             raise StackError(
                 f"{dead.name} exited during start-up; last lines of {dead.log}:\n{tail(dead.log)}"
@@ -437,7 +390,7 @@ def _up(settings: Settings, log) -> StackSecrets:
             raise StackError(
                 f"the stack was not healthy after {settings.startup_timeout_s:.0f} s "
                 f"(Airflow: {airflow_health(settings) or 'no answer'}, MLflow healthy: "
-                f"{_mlflow_healthy(settings)}, serving alive: {_serving_alive(settings)}); logs are in {state.logs}"
+                f"{mlflow_healthy(settings)}, serving alive: {serving_alive(settings)}); logs are in {state.logs}"
             )
         healthy_after = time.monotonic() - started
         dags = unpause_project_dags(settings, api_for(settings, stack_secrets), timeout=30)

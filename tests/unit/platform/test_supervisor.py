@@ -27,6 +27,7 @@ from loopline.platform.processes import (
     tail,
     wait_until,
 )
+from loopline.platform.supervision import supervisor_state_path
 
 SLEEPER = [sys.executable, "-c", "import sys, time; print('child up', flush=True); time.sleep(600)"]
 
@@ -168,7 +169,7 @@ def test_the_stack_supervises_serving_and_status_reports_restarts(
         started,
         SLEEPER,
         name="serving",
-        state=stack.supervisor_state_path(settings, "serving"),
+        state=supervisor_state_path(settings, "serving"),
         registry=stack.registry(settings),
     )
     first = _child_running(path, started)
@@ -191,11 +192,11 @@ def test_up_treats_a_serving_exit_during_start_up_as_a_failed_start(state_dir) -
     settings = Settings()
     assert stack._crashed_while_starting(settings) is None
     SupervisorState(name="serving", supervisor_pid=1, state="running", child_pid=2).write(
-        stack.supervisor_state_path(settings, "serving")
+        supervisor_state_path(settings, "serving")
     )
     assert stack._crashed_while_starting(settings) is None
     SupervisorState(name="serving", supervisor_pid=1, state="backoff", last_exit_code=2).write(
-        stack.supervisor_state_path(settings, "serving")
+        supervisor_state_path(settings, "serving")
     )
     name, state = stack._crashed_while_starting(settings)
     assert (name, state.last_exit_code) == ("serving", 2)
