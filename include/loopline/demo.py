@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from loopline.config import Settings
 
@@ -31,7 +32,7 @@ class DemoFailed(RuntimeError):
 
 def wait_for_ingest(
     settings: Settings, expected: int, timeout: float, log: Callable[[str], None]
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Wait until the landing zone is empty and ``expected`` new batches are in the ledger."""
     from loopline.data.ingest import IngestLedger, landed_files
 
@@ -207,7 +208,7 @@ DEMO_TRAFFIC_S = 10
 DRIFT_AMOUNT_FACTOR = 6.0
 
 
-def drift_transaction(tx: dict) -> dict:
+def drift_transaction(tx: dict[str, Any]) -> dict[str, Any]:
     """The same customer, far larger amounts, card-not-present, abroad: the pattern of an account takeover
     wave (the model's inputs and its scores shift)."""
     return {
@@ -218,13 +219,15 @@ def drift_transaction(tx: dict) -> dict:
     }
 
 
-def wait_for_dag_run(api, dag_id: str, since, timeout: float, log: Callable[[str], None]) -> str:
+def wait_for_dag_run(
+    api: Any, dag_id: str, since: datetime, timeout: float, log: Callable[[str], None]
+) -> str:
     """Wait for the first run of ``dag_id`` started after ``since`` (asset-triggered) to finish."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = [r for r in api.dag_runs(dag_id, limit=10) if r["start_date"] and r["start_date"] >= since]
         if runs:
-            run_id = runs[-1]["run_id"]  # newest first: the last is the first after `since`
+            run_id: str = runs[-1]["run_id"]  # newest first: the last is the first after `since`
             result = api.wait(dag_id, run_id, timeout=max(1.0, deadline - time.monotonic()))
             log(
                 f"          {dag_id} {run_id}: {result.state}  "
@@ -270,7 +273,7 @@ class background_traffic:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def __enter__(self):
+    def __enter__(self) -> background_traffic:
         import threading
 
         self.stop = threading.Event()
@@ -284,7 +287,7 @@ class background_traffic:
         while not self.stop.is_set():
             run_traffic(self.settings, DEMO_RPS, 5, batch=DEMO_BATCH)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(timeout=30)
 
@@ -309,7 +312,8 @@ def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[
     )
     if not gate.get("passed"):
         raise DemoFailed(f"v{newest['version']} was rejected by the gate: {gate.get('rejected_reasons')}")
-    return newest["version"]
+    version: str = newest["version"]
+    return version
 
 
 def wait_for_features(settings: Settings, until: str, timeout: float) -> None:

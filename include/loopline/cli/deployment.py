@@ -81,7 +81,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("rollback", help="production one step back: @previous_champion serves again")
     p.add_argument("--reason", required=True, help="why (recorded in the history and on the version)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

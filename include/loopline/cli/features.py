@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 
 def _when(text: str) -> datetime:
@@ -27,7 +28,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _emit(payload: dict, human: str, as_json: bool) -> None:
+def _emit(payload: dict[str, Any], human: str, as_json: bool) -> None:
     print(human, file=sys.stderr if as_json else sys.stdout)
     if as_json:
         print(json.dumps(payload, default=str))
@@ -42,7 +43,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     span = curated_time_range(settings)
     if span is None and (args.start is None or args.end is None):
         raise SystemExit("error: the curated store has no transactions yet: ingest some batches first")
-    start, end = args.start or span[0], args.end or span[1]
+    start, end = (args.start, args.end) if span is None else (args.start or span[0], args.end or span[1])
     if start >= end:
         raise SystemExit(f"error: --start ({start}) must be before --end ({end})")
     from loopline.serving.prediction_log import answered_events
@@ -107,7 +108,7 @@ def cmd_check_served(args: argparse.Namespace) -> int:
     return 1 if above else 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     features = subparsers.add_parser("features", help="Feast: materialise, training sets, skew check")
     sub = features.add_subparsers(dest="features_command", required=True)
 

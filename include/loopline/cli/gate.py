@@ -41,7 +41,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if verdict.passed else 1
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("gate", help="benchmark gate: quality vs champion, fairness, latency, infra")
     p.add_argument("version", help="registered model version to gate")
     p.add_argument(

@@ -90,7 +90,8 @@ def sample_training_pod(settings: Any, prefix: str | None, conf: dict[str, Any])
         reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise ManifestError(f"cannot render the training pod of train_model: {reason}")
     # The pod is the last line: importing Airflow may log to stdout before the command takes it over.
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    pod: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return pod
 
 
 def write_manifests(out: Path, groups: dict[str, list[dict[str, Any]]]) -> list[Path]:
@@ -141,7 +142,7 @@ def cmd_manifests(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k8s = subparsers.add_parser("k8s", help="Kubernetes: render the objects Loopline creates")
     sub = k8s.add_subparsers(dest="k8s_command", required=True)
 

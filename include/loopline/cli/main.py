@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from loopline.cli import deployment as deployment_cli
 from loopline.cli import features as features_cli
@@ -18,10 +19,10 @@ from loopline.cli import gate as gate_cli
 from loopline.cli import k8s as k8s_cli
 from loopline.cli import serving as serving_cli
 from loopline.cli import simulate as simulate_cli
-from loopline.config import get_settings, telemetry_off_env
+from loopline.config import Settings, get_settings, telemetry_off_env
 
 
-def _print_login(info: dict) -> None:
+def _print_login(info: dict[str, Any]) -> None:
     airflow = info["airflow"]
     print(
         f"Airflow UI   {airflow['url']}  (login {airflow.get('username', '?')} / {airflow.get('password', '?')})"
@@ -77,7 +78,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pending_approval(settings) -> dict | None:
+def _pending_approval(settings: Settings) -> dict[str, Any] | None:
     """The canary promotion waiting for a person (``loopline canary approve|reject``), if any; None when
     Airflow cannot say (status still answers, with what it knows)."""
     from loopline.deployment.approval import approval_status
@@ -90,7 +91,7 @@ def _pending_approval(settings) -> dict | None:
         return None
 
 
-def _parse_conf(text: str | None) -> dict:
+def _parse_conf(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     try:
@@ -102,7 +103,7 @@ def _parse_conf(text: str | None) -> dict:
     return conf
 
 
-def trigger_and_follow(dag_id: str, conf: dict, wait: bool, timeout: float) -> int:
+def trigger_and_follow(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float) -> int:
     """Trigger ``dag_id`` over REST; with ``wait``, print task progress and the final state last."""
     from loopline.platform.stack import api_for
 
@@ -265,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from loopline.platform.stack import StackError
 
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except (AirflowApiError, StackError, FeatureRowsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -28,9 +29,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0 if report.ok == report.sent else 1
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: type) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
-        value = kind(text)
+        value: float | int = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
@@ -38,7 +39,7 @@ def _positive(kind: type) -> object:
     return parse
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from loopline.serving.__main__ import add_arguments
 
     p = subparsers.add_parser("serve", help="run the prediction service (POST /v1/predict)")

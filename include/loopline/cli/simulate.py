@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 from datetime import date
+from typing import Any
 
 DRIFT_KIND_NAMES = ("covariate", "new_category", "concept", "prior")
 FORMATS = ("parquet", "csv")
@@ -54,7 +55,7 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (expected YYYY-MM-DD)") from None
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``simulate`` on a sub-command parser (``loopline simulate ...``)."""
     p = subparsers.add_parser(
         "simulate",
@@ -138,7 +139,7 @@ def cmd_simulate(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
     return 0
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: dict[str, Any]) -> None:
     print(
         f"Simulated {summary['days']} days ({summary['start']} .. {summary['end']}, seed {summary['seed']}): "
         f"{summary['transactions']:,} transactions, fraud rate {summary['fraud_rate']:.2%}"

@@ -13,7 +13,11 @@ from loopline.config.yaml_files import describe_validation_error, load_policy_fi
 # mass sits near zero (Jensen-Shannon over the reference's quantile bins; the share of scores at or above a
 # cutoff, i.e. the alert rate); anything else is refused at load time.
 Method = Literal["wasserstein", "jensenshannon", "quantile_jensenshannon", "flagged_share"]
-RETRAIN_REASONS = ("dataset_drift", "prediction_drift", "concept_drift")
+RETRAIN_REASONS: tuple[Literal["dataset_drift", "prediction_drift", "concept_drift"], ...] = (
+    "dataset_drift",
+    "prediction_drift",
+    "concept_drift",
+)
 
 
 class DriftConfigError(ValueError):

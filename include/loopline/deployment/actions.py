@@ -75,7 +75,10 @@ def read_state(settings: Settings, client: Any = None) -> RegistryState:
             f"`loopline up`): {exc.message}"
         ) from None
     aliases, tags = dict(model.aliases or {}), dict(model.tags or {})
-    pick = lambda alias: None if aliases.get(alias) is None else str(aliases[alias])  # noqa: E731
+
+    def pick(alias: str) -> str | None:
+        return None if aliases.get(alias) is None else str(aliases[alias])
+
     return RegistryState(
         champion=pick(reg.champion_alias),
         challenger=pick(reg.challenger_alias),

@@ -163,7 +163,7 @@ def check_health(policy: CanaryPolicy, health: ServingHealth) -> CheckResult:
     already blocks promotion on them)."""
     rule, errors_rule = policy.analysis.health, policy.analysis.errors
     version = health.version
-    values = {
+    values: dict[str, Any] = {
         "answered": health.answered,
         "failed": health.failed,
         "load_failures": health.load_failures,
@@ -291,7 +291,9 @@ def check_latency(policy: CanaryPolicy, champion: VariantWindow, challenger: Var
     )
 
 
-def psi(expected: Sequence[float], actual: Sequence[float], bins: int = 10) -> float:
+def psi(
+    expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, bins: int = 10
+) -> float:
     """Population stability index of ``actual`` against ``expected``: bins are ``expected``'s quantiles
     (equal-width on [0, 1] when those collapse, e.g. a near-constant score), counts smoothed by 0.5."""
     reference = np.asarray(expected, dtype="float64")

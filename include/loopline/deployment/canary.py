@@ -310,7 +310,7 @@ def _observe(
         in_step if champion_since == step.started_at else windows.logged_counts(settings, champion_since)
     ).get(champion_key, 0)
     health = serving_health(plan, step, in_step, champion_answered, champion_counts, challenger_counts)
-    requests = {
+    requests: dict[str, int] = {
         CHAMPION: champion_answered + (_errors_of(champion_counts, champion_key) or 0),
         CHALLENGER: health.answered + (health.failed or 0),
     }
@@ -475,7 +475,8 @@ def run_canary(
     plan, verdicts = start.plan, []
     index, previous = 0, None
     while True:
-        step = begin_step(settings, plan, index, **({"previous_verdict": previous} if previous else {}))
+        details: dict[str, Any] = {"previous_verdict": previous} if previous else {}
+        step = begin_step(settings, plan, index, **details)
         while not (progress := bake_progress(settings, policy, plan, step)).done:
             sleep(policy.bake.poll_seconds)
         verdict = judge_step(settings, policy, plan, step)

@@ -66,7 +66,8 @@ def _log(settings: Settings) -> Any:
 def logged_counts(settings: Settings, since: float, until: float | None = None) -> dict[Key, int]:
     """Answered predictions per (variant, version) in [since, until) — cheap enough to poll while baking.
     No log yet (no replica has started): nothing, not an error."""
-    return _log(settings).counts(since, until)
+    counts: dict[Key, int] = _log(settings).counts(since, until)
+    return counts
 
 
 def read_predictions(settings: Settings, since: float, until: float, variant: str, version: str) -> Any:
@@ -262,7 +263,8 @@ def prometheus_query(
             f"Prometheus at {prometheus_url} refused the query {promql!r}: "
             f"HTTP {response.status_code}: {body.get('error') or body}"
         )
-    return body["data"]["result"]
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
 
 
 def window_errors(result: list[dict[str, Any]], since: float, until: float, where: str) -> dict[Key, int]:
@@ -374,8 +376,8 @@ class ErrorSource:
                     loads[key] = loads.get(key, 0) + error_delta(loads_before, after.load_failures, key)
             else:
                 loads = None  # a replica's baseline is unknown: the sum is too
-            for key, text in after.first_errors.items():
-                texts.setdefault(key, text)
+            for error_key, text in after.first_errors.items():
+                texts.setdefault(error_key, text)
         return WindowCounts(errors, loads, texts)
 
     def _count_prometheus(self, prometheus_url: str, since: float, until: float) -> WindowCounts:

@@ -108,7 +108,9 @@ def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str
         with conn:
             if url not in _PG_SCHEMA_READY:  # once per process and database, not at every event or read
                 with conn.transaction():  # DDL only when missing: a reader's role may not own the table
-                    if conn.execute("SELECT to_regclass('events') IS NULL").fetchone()[0]:
+                    missing = conn.execute("SELECT to_regclass('events') IS NULL").fetchone()
+                    assert missing is not None  # a SELECT of one value returns one row
+                    if missing[0]:
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_SCHEMA_LOCK])
                         conn.execute(_PG_SCHEMA)
                 _PG_SCHEMA_READY.add(url)
@@ -119,11 +121,11 @@ def _connect(settings: Settings, create: bool = True) -> Iterator[tuple[Any, str
         yield None
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(path, timeout=30)) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_SCHEMA)
-        with conn:
-            yield conn, "?"
+    with closing(sqlite3.connect(path, timeout=30)) as lite:
+        lite.execute("PRAGMA journal_mode=WAL")
+        lite.executescript(_SCHEMA)
+        with lite:
+            yield lite, "?"
 
 
 def record(
@@ -143,7 +145,9 @@ def record(
     stamp = (at or datetime.now(UTC)).astimezone(UTC).isoformat()
     version = None if version is None else str(version)
     payload = json.dumps(details, default=str, sort_keys=True)
-    with _connect(settings) as (conn, mark):
+    with _connect(settings) as store:
+        assert store is not None  # create=True: the store is created when missing
+        conn, mark = store
         row = conn.execute(
             f"INSERT INTO events (at, kind, version, reason, details) VALUES "
             f"({', '.join([mark] * 5)}) RETURNING id",

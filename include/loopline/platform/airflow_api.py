@@ -6,6 +6,7 @@ the API are turned into :class:`AirflowApiError` with a message a person can act
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -88,7 +89,8 @@ class AirflowApi:
             )
         if response.status_code >= 400:
             raise AirflowApiError(f"Airflow login failed ({response.status_code}): {_detail(response.text)}")
-        return response.json()["access_token"]
+        token: str = response.json()["access_token"]
+        return token
 
     @property
     def client(self) -> Any:
@@ -113,7 +115,8 @@ class AirflowApi:
         """``/api/v2/monitor/health`` (no login needed)."""
         response = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=self.timeout)
         response.raise_for_status()
-        return response.json()
+        health: dict[str, Any] = response.json()
+        return health
 
     def list_dags(self) -> dict[str, bool]:
         """dag_id → is_paused for every DAG Airflow knows."""
@@ -123,7 +126,7 @@ class AirflowApi:
         found: dict[str, bool] = {}
         offset = 0
         while True:
-            page = self._call("listing DAGs", lambda start=offset: api.get_dags(limit=100, offset=start))
+            page = self._call("listing DAGs", functools.partial(api.get_dags, limit=100, offset=offset))
             found.update({d.dag_id: bool(d.is_paused) for d in page.dags})
             offset += len(page.dags)
             if not page.dags or offset >= page.total_entries:
@@ -157,7 +160,8 @@ class AirflowApi:
         run = self._call(
             f"triggering {dag_id!r}", lambda: DagRunApi(self.client).trigger_dag_run(dag_id, body)
         )
-        return run.dag_run_id
+        run_id: str = run.dag_run_id
+        return run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         from airflow_client.client.api.dag_run_api import DagRunApi
@@ -174,7 +178,8 @@ class AirflowApi:
             f"reading tasks of {run_id!r}",
             lambda: TaskInstanceApi(self.client).get_task_instances(dag_id, run_id, limit=1000),
         )
-        return page.task_instances
+        task_instances: list[Any] = page.task_instances
+        return task_instances
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         return {

@@ -22,6 +22,7 @@ from loopline.config import Settings
 if TYPE_CHECKING:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
+    from feast.repo_contents import RepoContents
 
 YAML_ENV = "FEAST_FS_YAML_FILE_PATH"  # feast.constants.FEAST_FS_YAML_FILE_PATH_ENV_NAME
 DEFAULT_YAML = "feature_store.yaml"
@@ -111,7 +112,7 @@ def apply_feature_repo(settings: Settings) -> FeatureStore:
     return store
 
 
-def parse_feature_repo(repo_dir: Path):
+def parse_feature_repo(repo_dir: Path) -> RepoContents:
     """The repo's Feast objects, built afresh for the current environment (paths, offline store kind)."""
     from feast.repo_operations import parse_repo
 

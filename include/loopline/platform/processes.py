@@ -19,9 +19,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -95,7 +97,7 @@ def spawn(
     ``user``: run as that (unprivileged) account instead, without this process's supplementary groups;
     the recorded PID is still the command's own (no ``su``/``runuser`` parent in between)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    as_user: dict = {}
+    as_user: dict[str, Any] = {}
     if user is not None:
         import pwd
 
@@ -206,7 +208,7 @@ def _safe_children(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.2) -> bool:
     """Poll ``predicate`` until it is truthy or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -277,7 +279,7 @@ class Supervisor:
         max_backoff_s: float = 30.0,
         healthy_after_s: float = 60.0,
         max_quick_failures: int = 10,
-        log=None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.argv = argv
         self.state_path = Path(state_path)
@@ -290,7 +292,7 @@ class Supervisor:
             lambda text: print(f"{_now()} supervisor[{name}]: {text}", file=sys.stderr, flush=True)
         )
         self._stopping = threading.Event()
-        self._child: subprocess.Popen | None = None
+        self._child: subprocess.Popen[bytes] | None = None
 
     def _stop(self, signum: int, _frame: object) -> None:
         self._stopping.set()

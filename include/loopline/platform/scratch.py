@@ -21,7 +21,8 @@ LINKED = ("plugins", "feature_repo", "include")
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def scratch_project(root: Path, source: Path | None = None) -> Path:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ class CheckResult:
         return asdict(self)
 
 
-def _timed(name: str, fn) -> CheckResult:
+def _timed(name: str, fn: Callable[[], dict[str, Any]]) -> CheckResult:
     started = time.perf_counter()
     details = fn()
     return CheckResult(name=name, seconds=round(time.perf_counter() - started, 3), details=details)

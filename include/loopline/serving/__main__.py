@@ -11,6 +11,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loopline.serving.engine import Engine
 
 
 def build_parser(prog: str = "python -m loopline.serving") -> argparse.ArgumentParser:
@@ -95,11 +99,11 @@ def serve(args: argparse.Namespace) -> int:
     )
     if args.model_uri:
 
-        def source(engine):
+        def source(engine: Engine) -> FixedModel | RegistryReconciler:
             return FixedModel(engine, args.model_uri, settings, config)
     else:
 
-        def source(engine):
+        def source(engine: Engine) -> FixedModel | RegistryReconciler:
             return RegistryReconciler(engine, settings, config)
 
     app = create_app(settings, config, source_factory=source)

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -178,7 +178,7 @@ class GuardMiddleware:
         self.predict = predict
         self.keys = tuple(key.encode() for key in api_keys)
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -187,7 +187,7 @@ class GuardMiddleware:
         route = path if path in ROUTES else "other"
         status_seen = [500]
 
-        async def send_with_status(message: dict) -> None:
+        async def send_with_status(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status_seen[0] = message["status"]
             await send(message)
@@ -210,7 +210,9 @@ class GuardMiddleware:
         finally:
             self.metrics.http(route, status_seen[0], time.perf_counter() - started)
 
-    async def _check_body(self, scope: dict, receive: Any) -> tuple[tuple[int, bytes] | None, bytes, Any]:
+    async def _check_body(
+        self, scope: dict[str, Any], receive: Any
+    ) -> tuple[tuple[int, bytes] | None, bytes, Any]:
         headers = {
             k.lower(): v for k, v in scope["headers"] if k.lower() in (b"content-type", b"content-length")
         }
@@ -259,12 +261,13 @@ class GuardMiddleware:
                 break
         body, replayed = b"".join(chunks), False
 
-        async def replay() -> dict:
+        async def replay() -> dict[str, Any]:
             nonlocal replayed
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            message: dict[str, Any] = await receive()
+            return message
 
         return None, body, replay
 
@@ -306,7 +309,7 @@ class GuardMiddleware:
 _TIMED_OUT = object()  # a request's future, settled by its answer timeout
 
 
-def _settle(future: asyncio.Future, result: Any) -> None:
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
     if not future.done():
         future.set_result(result)
 
@@ -548,7 +551,7 @@ def create_app(
         # The body is validated here straight from bytes (pydantic-core parses and validates in one pass,
         # ~2x cheaper than FastAPI's json.loads + validate); errors keep FastAPI's 422 shape.
         try:
-            payload = payload_model.model_validate_json(body)
+            payload: Any = payload_model.model_validate_json(body)  # a model made at runtime (request_model)
         except ValidationError as exc:
             raise RequestValidationError(
                 [_field_error(e) for e in exc.errors(include_url=False, include_context=False)]
@@ -557,11 +560,15 @@ def create_app(
         request_id = new_request_id()
         transactions = [t.model_dump(mode="json") for t in payload.transactions]
         loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         # Inline batching answers on the event loop itself: no need to wake it (call_soon_threadsafe) per request.
         schedule = loop.call_soon if engine.inline else loop.call_soon_threadsafe
+
+        def settle(result: list[dict[str, Any]] | BaseException) -> None:
+            schedule(_settle, future, result)
+
         try:
-            engine.route(transactions, request_id, lambda result: schedule(_settle, future, result))
+            engine.route(transactions, request_id, settle)
         except NotReady:
             reason = _readiness(engine, state.get("source"))[1]
             return JSONResponse(

@@ -209,7 +209,8 @@ class Engine:
             asyncio.get_running_loop().call_soon(self._flush)
             return
         self._seen = self._waited = 0
-        batch, rows = [], 0
+        batch: list[Job] = []
+        rows = 0
         while self._pending and (not batch or rows + len(self._pending[0].transactions) <= self.max_rows):
             job = self._pending.pop(0)
             batch.append(job)
@@ -308,9 +309,9 @@ class Engine:
         ]
         by_predictor: dict[int, tuple[Predictor, list[Job]]] = {}
         for job in jobs:
-            by_predictor.setdefault(id(job.deployment.challenger), (job.deployment.challenger, []))[1].append(
-                job
-            )
+            challenger = job.deployment.challenger
+            assert challenger is not None  # jobs holds only deployments with a challenger
+            by_predictor.setdefault(id(challenger), (challenger, []))[1].append(job)
         for predictor, members in by_predictor.values():
             try:
                 results = predictor.score([tx for job in members for tx in job.transactions], self.fresh)

@@ -161,7 +161,8 @@ def _where(
     mark: str,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (``mark``: the driver's placeholder) of a read over [since, until)."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     for op, bound in ((">=", _epoch(since)), ("<", _epoch(until))):
         if bound is not None:
             clauses.append(f"ts {op} {mark}")
@@ -383,6 +384,7 @@ class PredictionLog(_Reads):
 
     def _delete_batch(self, cutoff: float, batch_rows: int) -> int:
         with self._lock:
+            assert self._conn is not None  # delete_older checked: not opened read-only
             return self._conn.execute(_DELETE_BATCH.format(mark="?", n=int(batch_rows)), (cutoff,)).rowcount
 
     def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -512,7 +514,7 @@ class PostgresPredictionLog(_Reads):
             raise PredictionLogUnavailable(
                 f"cannot reach the prediction log at {self.where}: {exc}".strip()
             ) from exc
-        if extra:
+        if extra and self.timeout_s is not None:  # extra is only set with a timeout
             conn.execute(f"SET statement_timeout = {max(1, round(self.timeout_s * 1000))}")
             conn.commit()
         return conn
@@ -581,7 +583,8 @@ class PostgresPredictionLog(_Reads):
                 cursor = conn.execute(sql, params)
             except psycopg.errors.UndefinedTable:  # no replica has started yet
                 return []
-            return cursor.fetchall()
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
 
     def _poll(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         """One kept connection for the queries serving repeats per batch (a connection costs milliseconds)."""
@@ -592,7 +595,8 @@ class PostgresPredictionLog(_Reads):
                 self._poller = self._connect(bounded=True)
                 self._poller.autocommit = True
             try:
-                return self._poller.execute(sql, params).fetchall()
+                rows: list[tuple[Any, ...]] = self._poller.execute(sql, params).fetchall()
+                return rows
             except psycopg.errors.UndefinedTable:
                 return []
 
@@ -814,8 +818,9 @@ def retention_needs(settings: Settings, now: float, label_delay_days: float) -> 
         )
     checked = next((e for e in reversed(events) if e.kind == "drift_checked"), None)
     window = (checked.details.get("concept_window") or [None])[0] if checked is not None else None
-    if window:
-        needs.append(Need("concept_drift (recorded window)", _epoch(window)))
+    since = _epoch(window) if window else None
+    if since is not None:
+        needs.append(Need("concept_drift (recorded window)", since))
     return needs
 
 

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from loopline.config import Settings
 
@@ -90,7 +90,11 @@ def model_columns(
     # One list of floats per row and one conversion for all of them (a generator per column cost ~3x more):
     # ints and floats, nearly every cell, skip ``_as_float``'s checks.
     table = [
-        [float(v) if type(v) in _PLAIN_NUMBERS else _as_float(v) for v in map(row.get, numeric)]
+        # cast: the cells are Any (``type(v) in`` is the check; mypy does not narrow on it)
+        [
+            float(v) if type(v) in _PLAIN_NUMBERS else _as_float(v)
+            for v in map(cast("Callable[[str], Any]", row.get), numeric)
+        ]
         for row in rows
     ]
     by_column = np.array(table, dtype="float64").reshape(len(rows), len(numeric)).T.copy()
@@ -119,7 +123,8 @@ def _signature_columns(model: Any) -> tuple[list[str], list[str]]:
         raise ModelLoadError(
             "the model has no input signature: log it with loopline.training (signature_for)"
         )
-    categorical, numeric = [], []
+    categorical: list[str] = []
+    numeric: list[str] = []
     for spec in schema.inputs:
         kind = getattr(spec.type, "name", str(spec.type))
         (categorical if kind == "string" else numeric).append(spec.name)
@@ -147,7 +152,8 @@ def _scorer(model: Any) -> Callable[[dict[str, np.ndarray]], Any]:
     if not kinds <= {"string", "double"}:
         return through_mlflow
     if callable(getattr(python_model, "predict_columns", None)):
-        return python_model.predict_columns
+        predict_columns: Callable[[dict[str, np.ndarray]], Any] = python_model.predict_columns
+        return predict_columns
     return lambda columns: python_model.predict(None, _frame(columns))["score"]
 
 

@@ -18,17 +18,19 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     import fsspec
 
     from loopline.config import Settings
+
+_T = TypeVar("_T")
 
 SUPPORTED_SCHEMES = ("file", "s3")
 
@@ -212,7 +214,7 @@ class SharedFiles:
         self.put(local.with_name(local.name + ".manifest.json"), *folder, name + ".manifest.json")
         return uri
 
-    def _guarded(self, uri: str, action: Any) -> Any:
+    def _guarded(self, uri: str, action: Callable[[], _T]) -> _T:
         """Run ``action``; storage failures become a StorageError that says what to check."""
         if self.is_local:
             return action()
