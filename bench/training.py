@@ -3,7 +3,7 @@
 Builds a synthetic training set of the feature service's width (3 categoricals, ~33 numerics; noise
 columns pad the signal ones), then times, on the same split, model, optimiser and validation step:
 
-* ``fit`` from ``loopline.training.train`` — the real trainer: every tensor on the device once, each
+* ``fit`` from ``loopline.training.loop`` — the real trainer: every tensor on the device once, each
   minibatch an index slice, the loss summed on the device;
 * a baseline that is what the slicing replaces: ``DataLoader(TensorDataset(...), shuffle=True)`` over
   CPU tensors, each batch collated from single rows and copied to the device, ``loss.item()`` per step.
@@ -34,16 +34,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from loopline.training.config import TrainingConfig, load_config  # noqa: E402
+from loopline.training.data import LABEL, feature_columns, labelled_split  # noqa: E402
+from loopline.training.loop import fit, pick_device, ranking_metrics, seed_everything  # noqa: E402
 from loopline.training.synthetic import FEATURES, extra_feature_names, synthetic_training_set  # noqa: E402
-from loopline.training.train import (  # noqa: E402
-    LABEL,
-    feature_columns,
-    fit,
-    labelled_split,
-    pick_device,
-    ranking_metrics,
-    seed_everything,
-)
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "include" / "config" / "training.yaml"
 EXTRA_FEATURES = 28  # 4 signal + 28 noise + amount = 33 numerics, the width of fraud_detection_v1

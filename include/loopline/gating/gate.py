@@ -121,7 +121,7 @@ def score_holdout(model_uri: str, rows: pd.DataFrame) -> Scoring:
 
 def _read_holdout(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The holdout's labelled rows and manifest: a local path or a shared-storage URI (``s3://``)."""
-    from loopline.training.train import TrainingError, read_training_set
+    from loopline.training.data import TrainingError, read_training_set
 
     try:
         frame, manifest = read_training_set(path)

@@ -160,7 +160,7 @@ def test_with_a_folder_per_task_a_local_file_another_task_wrote_is_refused(setti
     (what another task left on its disk) is refused with what to do instead, whichever worker ran the writer."""
     from loopline.config import get_settings
     from loopline.storage.files import StorageError, check_local_read
-    from loopline.training.train import TrainingError, read_training_set
+    from loopline.training.data import TrainingError, read_training_set
 
     for key, value in {
         "LOOPLINE_STATE_DIR": str(settings.state.root),

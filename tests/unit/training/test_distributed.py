@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from loopline.training.config import load_config
+from loopline.training.data import feature_columns, labelled_split, read_training_set
 from loopline.training.distributed import (
     SINGLE,
     DistributedContext,
@@ -19,8 +20,8 @@ from loopline.training.distributed import (
     my_share,
 )
 from loopline.training.launch import run_local, trainer_argv, trainer_command
+from loopline.training.loop import fit
 from loopline.training.synthetic import synthetic_training_set, write_training_set
-from loopline.training.train import feature_columns, fit, labelled_split, read_training_set
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from loopline.training.train import git_sha
+from loopline.training.tracking import git_sha
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -12,10 +12,12 @@ import pytest
 
 from loopline.platform.mlflow_util import mlflow_client
 from loopline.training.config import TrainingConfigError, from_dict, load_config
+from loopline.training.data import TrainingError, read_training_set
 from loopline.training.model import Preprocessor
 from loopline.training.pyfunc import as_model_input
 from loopline.training.synthetic import FEATURES, synthetic_training_set, write_training_set
-from loopline.training.train import REASON_TAG, TrainingError, main, read_training_set, train
+from loopline.training.tracking import REASON_TAG
+from loopline.training.train import main, train
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"

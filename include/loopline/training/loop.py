@@ -1,0 +1,190 @@
+"""The training loop: ``fit`` trains the fraud model on one device (or one rank of a torchrun job) with
+class-weighted BCE and early stopping on validation PR-AUC; the device choice, seeding and the ranking
+metrics it validates with.
+
+No MLflow here: each epoch goes to the caller's ``on_epoch`` (``training.tracking`` logs it), so the
+benchmarks and the distributed tests run the same loop as the trainer without a tracking server.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopline.training import distributed
+from loopline.training.config import TrainingConfig
+from loopline.training.data import LABEL, TrainingError
+from loopline.training.distributed import SINGLE, DistributedContext
+
+
+def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(PR-AUC as average precision, ROC-AUC); NaN when the labels hold one class only."""
+    labels = np.asarray(labels).astype(int)
+    if labels.min() == labels.max():
+        return math.nan, math.nan
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    return float(average_precision_score(labels, scores)), float(roc_auc_score(labels, scores))
+
+
+def pick_device(config: TrainingConfig, context: DistributedContext = SINGLE):
+    """CPU, or under torchrun on a GPU machine the GPU of this process's local rank."""
+    import torch
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device=cuda requested but CUDA is not available")
+    if config.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if context.enabled:
+        if context.local_rank >= torch.cuda.device_count():
+            raise TrainingError(
+                f"LOCAL_RANK {context.local_rank} but only {torch.cuda.device_count()} GPUs "
+                "visible: start torchrun with --nproc-per-node <= the pod's GPU limit"
+            )
+        return torch.device("cuda", context.local_rank)
+    return torch.device("cuda")
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class Fitted:
+    model: Any  # FraudModel
+    history: list[dict[str, float]]
+    best: dict[str, float]
+    device: str
+
+
+def fit(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    config: TrainingConfig,
+    on_epoch=None,
+    context: DistributedContext = SINGLE,
+) -> Fitted:
+    """Train with class-weighted BCE and early stopping on validation PR-AUC; keep the best epoch.
+
+    Under torchrun (``context.enabled``, process group joined) each rank takes its share of every
+    minibatch and DDP averages the gradients; the loss is scaled so that the update equals the
+    single-process one on the whole minibatch. Validation scores are gathered, so every rank computes
+    the same metrics and stops at the same epoch."""
+    import torch
+
+    from loopline.training.model import FraudModel, Preprocessor
+
+    seed_everything(config.seed)
+    device = pick_device(config, context)
+    use_amp = device.type == "cuda" and config.mixed_precision
+
+    pre = Preprocessor(
+        numeric=numeric, categorical=categorical, log1p=[c for c in config.features.log1p if c in numeric]
+    ).fit(train_rows)
+    bundle = FraudModel.create(
+        pre,
+        [config.model.embedding_dim(c) for c in categorical],
+        config.model.hidden_sizes,
+        config.model.dropout,
+    )
+    module = bundle.build_module().to(device)
+    model = module
+    if context.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Same initial weights everywhere (DDP also broadcasts rank 0's); then distinct dropout per rank.
+        model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(config.seed + context.rank)
+
+    def tensors(rows: pd.DataFrame):
+        num, cat = pre.transform(rows)
+        y = rows[LABEL].to_numpy(dtype="float32")
+        return (
+            torch.from_numpy(num).to(device),
+            torch.from_numpy(cat).to(device),
+            torch.from_numpy(y).to(device),
+        )
+
+    x_num, x_cat, y = tensors(train_rows)
+    # Each rank scores its block of the validation rows; the scores are gathered in order.
+    val_share = distributed.contiguous_share(len(val_rows), context)
+    v_num, v_cat, _ = tensors(val_rows.iloc[val_share])
+    labels_val = val_rows[LABEL].to_numpy(dtype="float32")
+    positives = float(y.sum().item())
+    negatives = float(len(y) - positives)
+    if config.class_weighting == "balanced" and positives > 0:
+        pos_weight = torch.tensor(max(negatives, 1.0) / positives, device=device)
+    else:
+        pos_weight = torch.tensor(1.0, device=device)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    # DDP averages gradients over ranks: a rank's summed loss x world / batch makes that average the
+    # gradient of the mean loss over the whole minibatch (also when a share is empty or uneven).
+    loss_sum_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum")
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)  # same order on every rank
+
+    history: list[dict[str, float]] = []
+    best: dict[str, float] = {}
+    best_state = None
+    stale = 0
+    n = len(y)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        # Accumulated on the device in float64 (the same arithmetic as Python floats): no sync per step.
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            mine = distributed.my_share(idx, context)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x_num[mine], x_cat[mine])
+            if context.enabled:
+                summed = loss_sum_fn(logits.float(), y[mine])
+                loss = summed * (context.world_size / len(idx))
+                total += summed.detach().double()
+            else:
+                loss = loss_fn(logits.float(), y[idx])
+                total += loss.detach().double() * len(idx)
+            loss.backward()
+            optimizer.step()
+        train_loss = float(distributed.all_reduce_sum(total, context)) / n
+        module.eval()
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            val_scores = torch.sigmoid(module(v_num, v_cat).float()).cpu().numpy()
+        val_scores = distributed.all_gather_concat(val_scores, context)
+        pr_auc, roc_auc = ranking_metrics(labels_val, val_scores)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_pr_auc": pr_auc, "val_roc_auc": roc_auc}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        # One-class validation (NaN): no signal to stop on, keep the latest weights.
+        improved = math.isnan(pr_auc) or not best or pr_auc > best["val_pr_auc"]
+        if improved:
+            best = dict(row)
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            stale = 0
+        else:
+            stale += 1
+            if stale >= config.early_stopping.patience:
+                break
+    module.load_state_dict(best_state)
+    bundle.set_weights(module)
+    return Fitted(model=bundle, history=history, best=best, device=str(device))
