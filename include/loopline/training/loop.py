@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from loopline.training import distributed
 from loopline.training.config import TrainingConfig
 from loopline.training.data import LABEL, TrainingError
 from loopline.training.distributed import SINGLE, DistributedContext
+
+if TYPE_CHECKING:
+    import torch
 
 
 def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -33,7 +37,7 @@ def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> tuple[float, floa
     return float(average_precision_score(labels, scores)), float(roc_auc_score(labels, scores))
 
 
-def pick_device(config: TrainingConfig, context: DistributedContext = SINGLE):
+def pick_device(config: TrainingConfig, context: DistributedContext = SINGLE) -> torch.device:
     """CPU, or under torchrun on a GPU machine the GPU of this process's local rank."""
     import torch
 
@@ -78,7 +82,7 @@ def fit(
     categorical: list[str],
     numeric: list[str],
     config: TrainingConfig,
-    on_epoch=None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
     context: DistributedContext = SINGLE,
 ) -> Fitted:
     """Train with class-weighted BCE and early stopping on validation PR-AUC; keep the best epoch.
@@ -105,7 +109,7 @@ def fit(
         config.model.dropout,
     )
     module = bundle.build_module().to(device)
-    model = module
+    model: torch.nn.Module = module
     if context.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -113,7 +117,7 @@ def fit(
         model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(config.seed + context.rank)
 
-    def tensors(rows: pd.DataFrame):
+    def tensors(rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         num, cat = pre.transform(rows)
         y = rows[LABEL].to_numpy(dtype="float32")
         return (
@@ -142,7 +146,7 @@ def fit(
 
     history: list[dict[str, float]] = []
     best: dict[str, float] = {}
-    best_state = None
+    best_state: dict[str, Any] | None = None
     stale = 0
     n = len(y)
     for epoch in range(1, config.epochs + 1):
@@ -185,6 +189,7 @@ def fit(
             stale += 1
             if stale >= config.early_stopping.patience:
                 break
+    assert best_state is not None  # config.epochs >= 1, and the first epoch always counts as improved
     module.load_state_dict(best_state)
     bundle.set_weights(module)
     return Fitted(model=bundle, history=history, best=best, device=str(device))
