@@ -29,6 +29,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -530,7 +531,11 @@ class Started:
 
 
 def start(
-    settings: Settings, stack_secrets: StackSecrets, reg: ProcessRegistry, log=print, timeout: float = 300.0
+    settings: Settings,
+    stack_secrets: StackSecrets,
+    reg: ProcessRegistry,
+    log: Callable[[str], None] = print,
+    timeout: float = 300.0,
 ) -> Started:
     """Start every service of the profile and wait until each answers (Celery workers included). The caller
     holds the stack lock and stops what was recorded if this raises."""
@@ -550,7 +555,7 @@ def start(
     def launch(name: str, argv: list[str], env: dict[str, str], cwd: Path, **kwargs: Any) -> None:
         records.append(spawn(name, argv, env, state.logs / f"{name}.log", reg, cwd=cwd, **kwargs))
 
-    def waiting_for(what: str, ready, seconds: float) -> None:
+    def waiting_for(what: str, ready: Callable[[], bool], seconds: float) -> None:
         ok = wait_until(lambda: first_dead(records) is not None or ready(), timeout=seconds, interval=0.2)
         dead = first_dead(records)
         if dead is not None:

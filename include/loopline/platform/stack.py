@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from loopline.platform.supervision import supervised, supervisor_state_path
 from loopline.storage.file_helpers import exclusive_lock
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+Log = Callable[[str], None]  # where progress lines go (print, or the demo's indented printer)
 SUPERVISED = ("serving",)  # restarted when they die (a crash, the OOM killer, kill -9)
 
 
@@ -246,7 +248,7 @@ def _exclusive(settings: Settings) -> contextlib.AbstractContextManager[None]:
 PROFILES = ("embedded", "distributed")
 
 
-def up(settings: Settings, log=print, profile: str = "embedded") -> StackSecrets:
+def up(settings: Settings, log: Log = print, profile: str = "embedded") -> StackSecrets:
     """Start the stack (or report the running one) and wait until every service is healthy.
 
     ``profile``: ``embedded`` (the default: SQLite, LocalExecutor, one state dir) or ``distributed``
@@ -320,7 +322,7 @@ def active_settings(settings: Settings) -> Settings:
     return settings
 
 
-def _already_up(settings: Settings, profile: str, log) -> bool:
+def _already_up(settings: Settings, profile: str, log: Log) -> bool:
     """Whether the ``profile`` stack runs already (then nothing to start); a partly running one is stopped
     and the records of an earlier stack are cleared, so the caller starts afresh."""
     current = status(settings)
@@ -341,7 +343,7 @@ def _already_up(settings: Settings, profile: str, log) -> bool:
     return False
 
 
-def _up(settings: Settings, log) -> StackSecrets:
+def _up(settings: Settings, log: Log) -> StackSecrets:
     state = settings.state.ensure()
     reg = registry(settings)
     if _already_up(settings, "embedded", log):
@@ -380,10 +382,10 @@ def _up(settings: Settings, log) -> StackSecrets:
             )
         crashed = _crashed_while_starting(settings)
         if crashed is not None:
-            name, state = crashed
+            name, crashed_state = crashed
             log_path = settings.state.logs / f"{name}.log"
             raise StackError(
-                f"{name} exited during start-up (exit code {state.last_exit_code}); last lines of "
+                f"{name} exited during start-up (exit code {crashed_state.last_exit_code}); last lines of "
                 f"{log_path}:\n{tail(log_path)}"
             )
         if not ok:
@@ -403,13 +405,13 @@ def _up(settings: Settings, log) -> StackSecrets:
     return stack_secrets
 
 
-def down(settings: Settings, log=print) -> list[str]:
+def down(settings: Settings, log: Log = print) -> list[str]:
     """Stop every recorded process tree; returns the names of the services that were running."""
     with _exclusive(settings):
         return _down(settings, log)
 
 
-def _up_distributed(settings: Settings, log) -> StackSecrets:
+def _up_distributed(settings: Settings, log: Log) -> StackSecrets:
     from loopline.platform import distributed
 
     reg = registry(settings)
@@ -445,7 +447,7 @@ def _up_distributed(settings: Settings, log) -> StackSecrets:
     return stack_secrets
 
 
-def _down(settings: Settings, log) -> list[str]:
+def _down(settings: Settings, log: Log) -> list[str]:
     from loopline.platform.distributed import DATA_SERVICES
 
     reg = registry(settings)
