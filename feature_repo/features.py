@@ -20,7 +20,7 @@ from feast.types import Float64, Int64
 from loopline.features.tables import CUSTOMER_CHANNEL, CUSTOMER_DEVICE, CUSTOMER_VELOCITY, MERCHANT_STATS
 from loopline.platform.feast_store import offline_store_type
 
-# Set by loopline.features.store from Loopline's settings (the state dir's feast/offline/).
+# Set by loopline.platform.feast_store from Loopline's settings (the state dir's feast/offline/).
 OFFLINE_DIR = os.environ.get("LOOPLINE_FEAST_OFFLINE_DIR", "offline")
 OFFLINE_STORE = offline_store_type(Path(__file__).resolve().parent)
 # A view's TTL is its longest window: older state says nothing current about the entity, so a
