@@ -202,7 +202,7 @@ def landing_refusal(settings: Settings, path: Path) -> str | None:
 
 def kind_of(path: Path) -> BatchKind | None:
     parent = path.parent.name
-    return parent if parent in BATCH_KINDS else None  # type: ignore[return-value]
+    return parent if parent in BATCH_KINDS else None
 
 
 def batch_id_for(kind: str, path: Path, digest: str) -> str:
@@ -221,7 +221,8 @@ def read_batch(path: Path, kind: BatchKind) -> pd.DataFrame:
         raise UnreadableBatch(f"unsupported file type {suffix or '(none)'!r}: deliver .parquet or .csv")
     try:
         if suffix == ".parquet":
-            return read_parquet(path)
+            table: pd.DataFrame = read_parquet(path)
+            return table
         with path.open("rb") as handle:
             frame = pd.read_csv(handle, dtype=str, keep_default_na=True)
     except Exception as exc:  # pyarrow and pandas raise many types for corrupt input
@@ -246,7 +247,10 @@ def _typed_csv(frame: pd.DataFrame, kind: BatchKind) -> pd.DataFrame:
                 frame[name] = pd.to_datetime(column, utc=True, format="ISO8601")
             elif dtype in ("float64", "int64"):
                 frame[name] = (
-                    pd.to_numeric(column).astype(dtype) if column.notna().all() else pd.to_numeric(column)
+                    # ignore: pandas-stubs take only literal dtype names; columns_for's are plain str
+                    pd.to_numeric(column).astype(dtype)  # type: ignore[call-overload]
+                    if column.notna().all()
+                    else pd.to_numeric(column)
                 )
             else:
                 frame[name] = column.astype("string")
@@ -553,7 +557,8 @@ def _move_or_copy(source: Path, target: Path, inside_landing: bool) -> Path:
     refused here rather than followed (its target's bytes would land in archive or quarantine)."""
     if source.is_symlink():
         raise UnreadableBatch(f"{source} became a symbolic link while it was ingested: refused")
-    return transfer(source, target, move=inside_landing)
+    kept: Path = transfer(source, target, move=inside_landing)
+    return kept
 
 
 def _html_report(result: IngestResult) -> str:
@@ -603,7 +608,8 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
 
     settings.state.ensure()
     if isinstance(path, str):  # handed over as text (the ingest DAG's XCom): maybe from another task
-        path = as_path(settings, path)
+        as_given: Path = as_path(settings, path)  # a Path, or a UPath on object storage
+        path = as_given
         if not is_remote(path):
             check_local_read(path)
     if is_remote(path) or is_remote(settings.state.landing):
@@ -626,7 +632,12 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
         kind = kind or kind_of(path)
         digest = sha256_file(path)
         batch_id = batch_id_for(kind or "unknown", path, digest)
-        base = {"batch_id": batch_id, "kind": kind or "unknown", "source": str(path), "content_hash": digest}
+        base: dict[str, Any] = {
+            "batch_id": batch_id,
+            "kind": kind or "unknown",
+            "source": str(path),
+            "content_hash": digest,
+        }
 
         def quarantine(
             failures: list[dict[str, Any]], rows: int, warnings: list[dict[str, Any]]

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import pandas as pd
+    from great_expectations import ValidationDefinition
 
 # Clocks disagree a little; a transaction a few minutes "in the future" is skew, not bad data.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -64,7 +65,8 @@ def load_suite_spec(config_dir: Path, kind: str) -> dict[str, Any]:
     path = suite_path(config_dir, kind)
     if not path.exists():
         raise FileNotFoundError(f"no expectation suite for {kind!r} batches at {path}")
-    return json.loads(path.read_text())
+    spec: dict[str, Any] = json.loads(path.read_text())
+    return spec
 
 
 def _jsonable(value: Any) -> Any:
@@ -115,8 +117,8 @@ def _naive_utc(frame: pd.DataFrame) -> pd.DataFrame:
     """GX cannot type-check tz-aware columns: hand it UTC instants as naive UTC (same values)."""
     import pandas as pd
 
-    converted = {
-        name: column.dt.tz_convert("UTC").dt.tz_localize(None)
+    converted: dict[str, Any] = {
+        cast(str, name): column.dt.tz_convert("UTC").dt.tz_localize(None)
         for name, column in frame.items()
         if isinstance(column.dtype, pd.DatetimeTZDtype)
     }
@@ -124,7 +126,7 @@ def _naive_utc(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=4)
-def _validator(config_dir: str, kind: str):
+def _validator(config_dir: str, kind: str) -> tuple[ValidationDefinition, str]:
     """A GX validation definition for one suite, built once per process (context set-up costs ~1 s)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -170,6 +172,7 @@ def validate_frame(
         if item.success:
             continue
         config = item.expectation_config
+        assert config is not None  # a suite's results carry their expectations' configurations
         kwargs = dict(config.kwargs)
         column = kwargs.get("column")
         if column is not None and column not in present:

@@ -4,13 +4,15 @@ sort order the offline tables are stored in, and the vectorised helpers shared b
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import numpy as np
 import pandas as pd
 
 from loopline.features.tables import AggregateTable
 
 TIMESTAMP = "event_timestamp"
-TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+TIMESTAMP_DTYPE: Final = "datetime64[us, UTC]"
 KEY_DTYPE = "string"
 
 
@@ -40,7 +42,8 @@ def empty_table(table: AggregateTable) -> pd.DataFrame:
 
 def conform_table(frame: pd.DataFrame, table: AggregateTable) -> pd.DataFrame:
     """``frame`` with exactly the table's columns, in order, with its dtypes."""
-    dtypes = {**dict.fromkeys(table.keys, KEY_DTYPE), **table.features}
+    # Any: pandas-stubs type astype by literal dtype names, these are str from the table
+    dtypes: dict[str, Any] = {**dict.fromkeys(table.keys, KEY_DTYPE), **table.features}
     data = {c: frame[c].astype(dtypes[c]) for c in table.keys}
     data[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).astype(TIMESTAMP_DTYPE)
     data.update({c: frame[c].astype(dtypes[c]) for c in table.features})

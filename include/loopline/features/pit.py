@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from feast import FeatureStore, FeatureView, OnDemandFeatureView
+    from feast.feature_view_projection import FeatureViewProjection
 
 # Rows per call of an on-demand transformation: python-mode udfs turn their input into Python lists,
 # so batches bound that memory (the udfs are row-wise: Feast's online path calls them per request).
@@ -85,7 +86,7 @@ def service_plan(store: FeatureStore, service_name: str) -> ServicePlan:
     outputs: list[str] = []
     request_fields: list[str] = []
 
-    def want(projection, names) -> None:
+    def want(projection: FeatureViewProjection, names: list[str]) -> None:
         if projection.name_alias:
             raise PointInTimeUnsupported(f"view alias {projection.name_alias!r}: use engine='feast'")
         wanted.setdefault(projection.name, {}).update(dict.fromkeys(names))
@@ -251,6 +252,7 @@ def _key_codes(entity: list[pa.Array], stored: list[pa.ChunkedArray]) -> tuple[n
         width = len(encoded.dictionary) + 1
         codes = part if codes is None else codes * width + part
         nulls = part_nulls if nulls is None else nulls | part_nulls
+    assert codes is not None and nulls is not None  # entity has a column (entity[0] above)
     entity_codes, stored_codes = codes[:n].copy(), codes[n:].copy()
     entity_codes[nulls[:n]], stored_codes[nulls[n:]] = -1, -2
     return entity_codes, stored_codes
@@ -268,4 +270,5 @@ def _epoch_ns(timestamps: pa.Array | pa.ChunkedArray) -> np.ndarray:
     values = as_ns.cast(pa.int64())
     if values.null_count:
         raise ValueError("event timestamps must not be null for a point-in-time join")
-    return values.to_numpy() if isinstance(values, pa.Array) else values.combine_chunks().to_numpy()
+    ns: np.ndarray = values.to_numpy() if isinstance(values, pa.Array) else values.combine_chunks().to_numpy()
+    return ns

@@ -91,6 +91,7 @@ def run_study(
         score = evaluate(with_values(config, values), number, values)
         finite = score is not None and math.isfinite(score)
         if study is not None:
+            assert trial is not None  # asked of the study above
             if finite:
                 study.tell(trial, score)
             else:
@@ -99,7 +100,7 @@ def run_study(
         records.append(record)
         if record.value is not None and better(record.value, best.value if best else None, hpo.direction):
             best = record
-    if best is None:
+    if best is None or best.value is None:  # best only ever holds a record with a value
         raise ValueError(
             f"hyperparameter search: none of the {hpo.trials} trials produced a finite "
             f"{hpo.metric} (does the validation split hold both classes?)"

@@ -90,4 +90,5 @@ def run_local(argv: list[str], result_json: Path, timeout_s: float = 3600) -> di
         raise TrainingLaunchFailed(
             f"the trainer exited with {done.returncode}: {(done.stderr or done.stdout)[-2000:].strip()}"
         )
-    return json.loads(Path(result_json).read_text())
+    result: dict[str, Any] = json.loads(Path(result_json).read_text())
+    return result

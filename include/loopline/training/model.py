@@ -141,7 +141,8 @@ class FraudMLP(nn.Module):
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         parts = [numeric] + [emb(categorical[:, j]) for j, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        scores: torch.Tensor = self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        return scores
 
 
 @dataclass

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel  # what mlflow.pyfunc.PythonModel is (mlflow.pyfunc re-exports it)
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import TensorSpec
 
 BUNDLE_ARTIFACT = "fraud_model"
 
@@ -19,21 +23,23 @@ def as_model_input(frame: pd.DataFrame, categorical: list[str], numeric: list[st
     out = pd.DataFrame(index=frame.index)
     for column in categorical:
         values = frame[column].astype("object")
-        out[column] = values.where(values.notna(), None).map(lambda v: v if v is None else str(v))
+        # The ignores: pandas-stubs allow no None as ``other``; pandas takes it (None, not NaN, here).
+        kept = values.where(values.notna(), None)  # type: ignore[call-overload]
+        out[column] = kept.map(lambda v: v if v is None else str(v))
     for column in numeric:
-        values = frame[column].astype("object").where(frame[column].notna(), None)
+        values = frame[column].astype("object").where(frame[column].notna(), None)  # type: ignore[call-overload]
         out[column] = pd.to_numeric(
             values.map(lambda v: float(v) if isinstance(v, bool) else v), errors="coerce"
         ).astype("float64")
     return out
 
 
-def signature_for(categorical: list[str], numeric: list[str]):
+def signature_for(categorical: list[str], numeric: list[str]) -> ModelSignature:
     """Input: the raw feature columns (all optional: a missing value is scored, imputed); output: score."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    inputs = [ColSpec("string", c, required=False) for c in categorical]
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("string", c, required=False) for c in categorical]
     inputs += [ColSpec("double", c, required=False) for c in numeric]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "score")]))
 
@@ -51,7 +57,7 @@ def load_bundle(path: str | Path) -> Any:
         return pickle.load(handle)
 
 
-class FraudDetectorModel(mlflow.pyfunc.PythonModel):
+class FraudDetectorModel(PythonModel):
     """Wraps the preprocessor + torch weights; scores on CPU whatever device trained it.
 
     ``predict`` takes raw feature rows (see ``as_model_input`` for the declared types): unseen categories
