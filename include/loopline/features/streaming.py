@@ -85,7 +85,8 @@ def epoch_us(value: Any) -> int:
         value = value.to_pydatetime()
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // timedelta(microseconds=1)
+    micros: int = (value - _EPOCH) // timedelta(microseconds=1)
+    return micros
 
 
 def _text(value: Any) -> str | None:
@@ -469,7 +470,7 @@ _KEY_POSITIONS = {
 def table_key(table: str, event: StreamEvent | dict[str, Any]) -> tuple[str, ...] | None:
     """The entity key of ``event`` in ``table``; None when a key column is missing (no row, as offline)."""
     if isinstance(event, StreamEvent):
-        key = tuple(event[i] for i in _KEY_POSITIONS[table])
+        key: tuple[Any, ...] = tuple(event[i] for i in _KEY_POSITIONS[table])  # the key columns are str
         return None if None in key else key
     values = tuple(event.get(column) for column in TABLE_KEYS[table])
     return None if None in values else tuple(str(value) for value in values)
@@ -487,7 +488,7 @@ class EventWindows:
         self._lines: dict[str, dict[tuple[str, ...], _Timeline]] = {table.name: {} for table in TABLES}
         self._ids: set[str] = set()
         # (customer_id, device_id) -> first use in seconds, for uses older than the events kept.
-        self._first_seen: dict[tuple[str, ...], float] = dict(device_first_seen or {})
+        self._first_seen: dict[tuple[str, ...], float] = {k: v for k, v in (device_first_seen or {}).items()}
         self.newest_us = 0
 
     def remember_first_seen(self, first_seen: dict[tuple[str, str], float]) -> None:
@@ -570,11 +571,13 @@ class EventWindows:
         """The state after each key's newest event (with cursors of its own: the online writer calls it from
         its thread, under ``FreshFeatures``' lock, while the scoring thread computes states)."""
         lines = self._lines[table]
-        out = {}
+        out: dict[tuple[str, ...], State] = {}
         for key in keys:
             line = lines.get(key)
             if line is not None and line.times:
-                out[key] = self._state(table, key, line.times[-1], LATEST)
+                state = self._state(table, key, line.times[-1], LATEST)
+                assert state is not None  # the line has an event at that time
+                out[key] = state
         return out
 
     def touched(self, events: Iterable[StreamEvent]) -> dict[str, set[tuple[str, ...]]]:
@@ -692,8 +695,8 @@ def encode_value(value: Any, dtype: str) -> tuple[bytes, str]:
 
             return Value(int64_val=number).SerializeToString(), str(number)
         return _INT64_TAG + _varint(number), str(number)
-    number = float(value)
-    return _DOUBLE_TAG + struct.pack("<d", number), str(number)
+    real = float(value)
+    return _DOUBLE_TAG + struct.pack("<d", real), str(real)
 
 
 class OnlineStateWriter:
@@ -730,7 +733,7 @@ class OnlineStateWriter:
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
         self._key_version = store.config.entity_key_serialization_version
         self._sqlite_tables: dict[str, str] = {}
-        self._script = None
+        self._script: Any = None  # the CAS script registered with Redis (redis-py Script), on first write
 
     def _entity_key(self, table: str, key: tuple[str, ...]) -> Any:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -780,7 +783,7 @@ class OnlineStateWriter:
         event time) upserted with one ``executemany``; Feast's own writer runs a statement per feature row,
         which made it most of fresh features' cost in serving."""
         conn = self._guard_sqlite()
-        rows = []
+        rows: list[tuple[bytes, str, bytes, str, datetime]] = []
         for key, values, newest in items:
             stamp = datetime(1970, 1, 1) + timedelta(microseconds=newest)  # naive UTC, as Feast stores it
             rows.extend((key, name, blob, text, stamp) for name, (blob, text) in values)
@@ -795,7 +798,7 @@ class OnlineStateWriter:
 
     def _guard_sqlite(self) -> Any:
         """Feast's connection to the online store, with the never-back-in-time trigger on every table."""
-        online = self._provider.online_store
+        online: Any = self._provider.online_store  # Feast's SqliteOnlineStore (private API below)
         conn = online._get_conn(self.store.config)
         if self._guarded:
             return conn
@@ -823,7 +826,7 @@ class OnlineStateWriter:
         from feast.infra.online_stores.redis import _versioned_fv_name
         from google.protobuf.timestamp_pb2 import Timestamp
 
-        online = self._provider.online_store
+        online: Any = self._provider.online_store  # Feast's RedisOnlineStore (private API below)
         client = online._get_client(self.store.config.online_store)
         if self._script is None:
             self._script = client.register_script(_REDIS_CAS)
