@@ -8,7 +8,7 @@
   which commits every answered prediction before its answer goes out) and the batch itself;
 * when materialisation advances: the newly curated transactions (late or unscored ones included).
 
-The lookup (``store.OnlineFeatures.lookup``) computes each row here, at the same instant the offline join
+The lookup (``online.OnlineFeatures.lookup``) computes each row here, at the same instant the offline join
 uses (the transaction's time minus 1 µs), whenever this process holds every event that row depends on:
 the curated history of the longest window before the transaction, the batches materialised since and
 everything any replica served. That is the same state the online store holds or is about to hold (it is
@@ -23,7 +23,7 @@ per transaction). The defaults are those of ``include/config/serving.yaml``.
 
 Crash safety: what the thread had not written yet is not lost. The events are in the prediction log;
 a restarted service reads them back (``served_backlog``) and the next materialisation writes the state
-after each entity's newest event, curated or served (``store.materialize``).
+after each entity's newest event, curated or served (``materialize.materialize``).
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def read_curated_events(settings: Settings, start: datetime | None, end: datetim
     if start is not None:
         first_seen = device_first_seen_map(device_first_seen(settings.state.curated, pd.Timestamp(start)))
     frame = read_curated_transactions(
-        settings.state.curated, start and pd.Timestamp(start), end and pd.Timestamp(end)
+        settings.state.curated,
+        None if start is None else pd.Timestamp(start),
+        None if end is None else pd.Timestamp(end),
     )
     return CuratedEvents(events_from_frame(frame), first_seen)
 

@@ -115,7 +115,7 @@ def launcher_namespaces(config: KubernetesConfig) -> list[str]:
     """The namespaces of the accounts that launch training pods, other than Loopline's own (in order)."""
     found: list[str] = []
     for ref in config.trainer.launcher_service_accounts:
-        if ref.namespace not in (None, config.namespace, *found):
+        if ref.namespace is not None and ref.namespace not in (config.namespace, *found):
             found.append(ref.namespace)
     return found
 
