@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -96,7 +97,9 @@ DE = _CTRY["DE"]
 # --- category table -------------------------------------------------------------------------------
 # name: (median EUR, lognormal sigma, share of transactions, merchants, share of them online-only,
 #        channel weights (chip, contactless, online, atm), share of online spend abroad, in-store rhythm)
-_CATEGORY_TABLE: dict[str, tuple] = {
+_CATEGORY_TABLE: dict[
+    str, tuple[float, float, float, int, float, tuple[float, float, float, float], float, str]
+] = {
     "grocery": (38.0, 0.65, 0.260, 45, 0.10, (0.14, 0.78, 0.04, 0.04), 0.02, "retail"),
     "restaurant": (27.0, 0.65, 0.130, 60, 0.10, (0.14, 0.78, 0.08, 0.00), 0.05, "dining"),
     "fuel": (60.0, 0.35, 0.075, 25, 0.00, (0.30, 0.62, 0.00, 0.08), 0.00, "commute"),
@@ -250,7 +253,9 @@ def day_start_us(day: date) -> int:
 def utc_offset_hours(day: date) -> int:
     """Europe/Berlin's offset from UTC at noon of ``day`` (1 in winter, 2 in summer)."""
     noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
-    return int(noon.astimezone(LOCAL_TZ).utcoffset().total_seconds() // 3600)
+    offset = noon.astimezone(LOCAL_TZ).utcoffset()
+    assert offset is not None  # a ZoneInfo-aware datetime always has an offset
+    return int(offset.total_seconds() // 3600)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -264,7 +269,8 @@ def _row_choice(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
     """One index per row of ``weights`` (n, k), drawn with the row's (unnormalised) weights."""
     cdf = np.cumsum(weights, axis=1)
     u = rng.random((weights.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((u >= cdf).sum(axis=1), weights.shape[1] - 1)
+    choice: np.ndarray = np.minimum((u >= cdf).sum(axis=1), weights.shape[1] - 1)
+    return choice
 
 
 def _hex_ids(rng: np.random.Generator, prefix: str, n: int, digits: int) -> np.ndarray:
@@ -315,7 +321,9 @@ class World:
     fraud_devices: np.ndarray
     breaches: list[tuple[int, int, int]] = field(default_factory=list)  # (first day, last day, merchant)
     _breach_rng: np.random.Generator | None = None
-    _pools: dict = field(default_factory=dict)
+    _pools: dict[tuple[int, bool, int, bool, bool], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def build(cls, seed: int, n_customers: int) -> World:
@@ -486,21 +494,24 @@ class World:
         k = np.maximum(self.n_terminals[merchant], 1)
         slot = self.terminal_offset[merchant] + (rng.random(len(merchant)) * k).astype(np.int64)
         slot = np.minimum(slot, len(self.terminal_ids) - 1)
-        return np.where(channel == ATM, self.atm_ids[merchant], self.terminal_ids[slot])
+        terminal: np.ndarray = np.where(channel == ATM, self.atm_ids[merchant], self.terminal_ids[slot])
+        return terminal
 
     def customer_devices(self, rng: np.random.Generator, cust: np.ndarray) -> np.ndarray:
         """One of the customer's usual devices (the first one most of the time)."""
         k = self.n_devices[cust]
         other = 1 + (rng.random(len(cust)) * np.maximum(k - 1, 1)).astype(np.int64)
         idx = np.where((rng.random(len(cust)) < 0.7) | (k == 1), 0, np.minimum(other, k - 1))
-        return self.device_ids[self.device_offset[cust] + idx]
+        devices: np.ndarray = self.device_ids[self.device_offset[cust] + idx]
+        return devices
 
     def customer_cards(self, rng: np.random.Generator, cust: np.ndarray) -> np.ndarray:
         """One of the customer's cards (the main card three times in four)."""
         k = self.n_cards[cust]
         other = 1 + (rng.random(len(cust)) * np.maximum(k - 1, 1)).astype(np.int64)
         idx = np.where((rng.random(len(cust)) < 0.75) | (k == 1), 0, np.minimum(other, k - 1))
-        return self.card_offset[cust] + idx
+        cards: np.ndarray = self.card_offset[cust] + idx
+        return cards
 
     @property
     def card_customer(self) -> np.ndarray:
@@ -568,7 +579,7 @@ _NEW_CATEGORY_SHARE = 0.05
 
 
 def _category_weights(params: DayParams) -> np.ndarray:
-    weights = CAT_WEIGHT * params.category
+    weights: np.ndarray = CAT_WEIGHT * params.category
     if params.new_category:
         weights = weights.copy()
         weights[_CAT[NEW_CATEGORY]] = _NEW_CATEGORY_SHARE / (1 - _NEW_CATEGORY_SHARE) * CAT_WEIGHT.sum()
@@ -583,8 +594,8 @@ class _Rows:
     def __init__(self) -> None:
         self.parts: list[dict[str, np.ndarray]] = []
 
-    def add(self, **cols: np.ndarray) -> None:
-        n = len(cols["cust"])
+    def add(self, **cols: np.ndarray | int) -> None:
+        n = len(np.asarray(cols["cust"]))
         if n:
             self.parts.append(
                 {k: np.asarray(cols[k]) if np.ndim(cols[k]) else np.full(n, cols[k]) for k in self.NAMES}
@@ -1008,9 +1019,11 @@ def _label_frame(numbers: np.ndarray, fraud: np.ndarray, label_us: np.ndarray) -
 
 def conform(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     """``frame`` with exactly the contract's columns, in order, with its dtypes."""
-    return pd.DataFrame({name: frame[name].astype(dtype) for name, dtype in columns.items()}).reset_index(
-        drop=True
-    )
+    data = {
+        name: frame[name].astype(dtype)  # type: ignore[call-overload]
+        for name, dtype in columns.items()
+    }
+    return pd.DataFrame(data).reset_index(drop=True)
 
 
 # --- whole runs ------------------------------------------------------------------------------------
@@ -1039,7 +1052,8 @@ class Simulation:
 
     @functools.cached_property
     def patterns(self) -> pd.Series:
-        return pd.concat([d.patterns for d in self.days], ignore_index=True)
+        patterns: pd.Series = pd.concat([d.patterns for d in self.days], ignore_index=True)
+        return patterns
 
 
 def simulate(config: SimulationConfig) -> Simulation:
@@ -1057,7 +1071,7 @@ def write_run(
     fmt: str = "parquet",
     bad: str | None = None,
     progress: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Simulate ``config`` into ``out`` (the landing layout) and return a summary.
 
     One transactions batch per day; one labels batch per day on which labels land (days without any,

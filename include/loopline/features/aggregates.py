@@ -129,7 +129,8 @@ class _Windows:
 
     def group_start(self) -> np.ndarray:
         """Index of the first row of each row's entity."""
-        return np.maximum.accumulate(np.where(self.starts, self.pos, 0))
+        start: np.ndarray = np.maximum.accumulate(np.where(self.starts, self.pos, 0))
+        return start
 
     def prefix(self, x: np.ndarray) -> np.ndarray:
         """Per-entity exclusive prefix sums: ``out[i]`` = sum of ``x`` over the entity's rows before i.
@@ -139,7 +140,8 @@ class _Windows:
         """
         if np.issubdtype(x.dtype, np.integer):
             inclusive = np.cumsum(x)
-            return inclusive - x
+            exclusive: np.ndarray = inclusive - x
+            return exclusive
         inclusive = pd.Series(x).groupby(self.group, sort=False).cumsum().to_numpy()
         exclusive = np.empty_like(inclusive)
         exclusive[0:1] = 0.0
@@ -150,7 +152,8 @@ class _Windows:
     def window_sum(self, x: np.ndarray, w_us: int, prefix: np.ndarray | None = None) -> np.ndarray:
         """Sum of ``x`` over each row's window (pass ``prefix`` to reuse ``self.prefix(x)``)."""
         before = self.prefix(x) if prefix is None else prefix
-        return before + x - before[self.left(w_us)]
+        total: np.ndarray = before + x - before[self.left(w_us)]
+        return total
 
     def window_max(self, x: np.ndarray, w_us: int) -> np.ndarray:
         """Max of ``x`` over each row's window: a sparse table, one level at a time."""
@@ -308,7 +311,8 @@ def _group_mean(win: _Windows, x: np.ndarray) -> np.ndarray:
 def _value_codes_window_single(win: _Windows, x: np.ndarray, w_us: int) -> np.ndarray:
     """Rows whose window holds a single distinct value of ``x``."""
     codes, _ = pd.factorize(x)
-    return win.window_distinct(codes.astype(np.int64), w_us) == 1
+    single: np.ndarray = win.window_distinct(codes.astype(np.int64), w_us) == 1
+    return single
 
 
 # --- frames in and out ----------------------------------------------------------------------------
@@ -366,10 +370,10 @@ def _emit(
     data: dict[str, object] = {}
     for key in table.keys:
         column = tx[key].iloc[rows].reset_index(drop=True)
-        data[key] = column if column.dtype == KEY_DTYPE else column.astype(KEY_DTYPE)
+        data[key] = column if column.dtype == KEY_DTYPE else column.astype(KEY_DTYPE)  # type: ignore[call-overload]
     data[TIMESTAMP] = _timestamps(win.t[keep])
     for name, dtype in table.features.items():
-        data[name] = pd.Series(features[name][keep]).astype(dtype)
+        data[name] = pd.Series(features[name][keep]).astype(dtype)  # type: ignore[call-overload]
     return pd.DataFrame(data, columns=table.columns)
 
 

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -154,7 +154,7 @@ def sink_for(offline_store_config: object, offline_dir: Path) -> OfflineSink:
     )
 
 
-def postgres_conninfo(config: object) -> str:
+def postgres_conninfo(config: Any) -> str:
     """libpq connection string of Feast's ``PostgreSQLConfig`` (host, port, database, user, password,
     sslmode and the schema as search_path) — the same server and schema Feast's queries use."""
     from psycopg.conninfo import make_conninfo
@@ -239,7 +239,9 @@ def _upsert(conn: psycopg.Connection, table: AggregateTable, rows: pd.DataFrame)
         f"INSERT INTO {_quote(table.name)} ({columns}) SELECT {columns} FROM {staging} "
         f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
-    (count,) = conn.execute(f"SELECT count(*) FROM {_quote(table.name)}").fetchone()
+    row = conn.execute(f"SELECT count(*) FROM {_quote(table.name)}").fetchone()
+    assert row is not None  # count(*) always returns one row
+    (count,) = row
     return int(count)
 
 
