@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from loopline.config.yaml_files import describe_validation_error, load_policy_file
+from loopline.config.yaml_files import StrictModel, describe_validation_error, load_policy_file
 
 # The methods the fast path implements exactly (Evidently's names), and Loopline's own two for a score whose
 # mass sits near zero (Jensen-Shannon over the reference's quantile bins; the share of scores at or above a
@@ -24,11 +24,7 @@ class DriftConfigError(ValueError):
     """The drift policy could not be read or is invalid; the message names the bad field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MethodSpec(_Strict):
+class MethodSpec(StrictModel):
     method: Method
     threshold: float = Field(gt=0)  # the fixed threshold, used when the reference cannot be calibrated
     bins: int = Field(default=20, ge=2, le=1000)  # quantile_jensenshannon only: equal-mass reference bins
@@ -37,19 +33,19 @@ class MethodSpec(_Strict):
     )  # flagged_share only; None: serving's decision threshold
 
 
-class Window(_Strict):
+class Window(StrictModel):
     hours: float = Field(default=24, gt=0)
     min_rows: int = Field(default=1000, ge=1)
     variants: list[str] = Field(default_factory=lambda: ["champion", "challenger"])
 
 
-class Features(_Strict):
+class Features(StrictModel):
     monitor: Literal["model_inputs"] | list[str] = "model_inputs"
     exclude: list[str] = Field(default_factory=list)
     log_scale: list[str] = Field(default_factory=list)  # compared as log1p(max(x, 0)): money, durations
 
 
-class Methods(_Strict):
+class Methods(StrictModel):
     numeric: MethodSpec = MethodSpec(method="wasserstein", threshold=0.1)
     categorical: MethodSpec = MethodSpec(method="jensenshannon", threshold=0.1)
     per_feature: dict[str, MethodSpec] = Field(default_factory=dict)
@@ -65,13 +61,13 @@ class Methods(_Strict):
         return spec
 
 
-class Quality(_Strict):
+class Quality(StrictModel):
     max_missing_share: float = Field(default=0.2, ge=0, le=1)
     max_out_of_range_share: float = Field(default=0.05, ge=0, le=1)
     range_margin: float = Field(default=0.5, ge=0)
 
 
-class Calibration(_Strict):
+class Calibration(StrictModel):
     enabled: bool = True
     min_days: int = Field(default=7, ge=3)
     min_day_rows: int = Field(default=200, ge=10)
@@ -80,7 +76,7 @@ class Calibration(_Strict):
     trend_rank_correlation: float = Field(default=0.9, gt=0, le=1)
 
 
-class Concept(_Strict):
+class Concept(StrictModel):
     window_hours: float = Field(default=24, gt=0)
     judged_windows: int = Field(default=7, ge=1)
     min_labelled_rows: int = Field(default=1000, ge=1)
@@ -91,7 +87,7 @@ class Concept(_Strict):
     decision_threshold: float | None = Field(default=None, gt=0, lt=1)  # None: serving's
 
 
-class Retrain(_Strict):
+class Retrain(StrictModel):
     triggers: list[Literal["dataset_drift", "prediction_drift", "concept_drift"]] = Field(
         default_factory=lambda: list(RETRAIN_REASONS)
     )
@@ -99,7 +95,7 @@ class Retrain(_Strict):
     training_max_age_hours: float = Field(default=6, gt=0)
 
 
-class ServedFeatures(_Strict):
+class ServedFeatures(StrictModel):
     """Served vs offline point-in-time features on the window's answered traffic (``monitoring.served_check``):
     a data-quality alarm above ``max_mismatch_rate`` (a serving bug, never a retrain)."""
 
@@ -107,7 +103,7 @@ class ServedFeatures(_Strict):
     sample: int = Field(default=500, ge=1, le=100_000)
 
 
-class DriftConfig(_Strict):
+class DriftConfig(StrictModel):
     version: int = 1
     window: Window = Field(default_factory=Window)
     features: Features = Field(default_factory=Features)

@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """The base of every config and policy file's model: an unknown key is an error (a typo never passes
+    silently as a default) and a loaded policy is immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def read_yaml_mapping(

@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from loopline.config.yaml_files import describe_validation_error, load_model_file
+from loopline.config.yaml_files import StrictModel, describe_validation_error, load_model_file
 from loopline.deployment.windows import check_http_url, check_selector
 
 
@@ -31,15 +31,11 @@ class CanaryPolicyError(ValueError):
     """The canary policy could not be read or is invalid; the message names the bad field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Shadow(_Strict):
+class Shadow(StrictModel):
     enabled: bool = False
 
 
-class Bake(_Strict):
+class Bake(StrictModel):
     min_requests: int = Field(default=200, ge=1)
     min_seconds: float = Field(default=300, ge=0)
     max_seconds: float = Field(default=3600, gt=0)
@@ -54,7 +50,7 @@ class Bake(_Strict):
         return self
 
 
-class ErrorSourcePolicy(_Strict):
+class ErrorSourcePolicy(StrictModel):
     """Where failed transactions are counted. ``metrics_urls``: each of a fixed set of replicas, summed
     (wins over Prometheus); else Prometheus at ``LOOPLINE_PROMETHEUS_URL`` (every replica it scrapes,
     narrowed by ``prometheus_selector``); else the serving URL's own ``/metrics`` (one process)."""
@@ -85,21 +81,21 @@ class ErrorSourcePolicy(_Strict):
         return self
 
 
-class ErrorCheck(_Strict):
+class ErrorCheck(StrictModel):
     max_rate: float = Field(default=0.01, ge=0, le=1)
     max_increase: float = Field(default=0.005, ge=0, le=1)
     min_requests: int = Field(default=200, ge=1)
     source: ErrorSourcePolicy = ErrorSourcePolicy()
 
 
-class LatencyCheck(_Strict):
+class LatencyCheck(StrictModel):
     max_p95_ratio: float = Field(default=1.5, ge=1)
     slack_ms: float = Field(default=5.0, ge=0)
     max_p95_ms: float = Field(default=50.0, gt=0)
     min_requests: int = Field(default=200, ge=1)
 
 
-class ScoreShiftCheck(_Strict):
+class ScoreShiftCheck(StrictModel):
     max_psi: float = Field(default=0.25, gt=0)
     bins: int = Field(default=10, ge=2, le=100)
     min_requests: int = Field(default=200, ge=1)
@@ -109,7 +105,7 @@ class ScoreShiftCheck(_Strict):
     resolution: float = Field(default=0.01, ge=0, lt=1)
 
 
-class LabelledCheck(_Strict):
+class LabelledCheck(StrictModel):
     min_labelled: int = Field(default=200, ge=1)
     min_positives: int = Field(default=10, ge=1)
     max_pr_auc_drop: float = Field(default=0.05, ge=0, le=1)
@@ -120,7 +116,7 @@ class LabelledCheck(_Strict):
     required: bool = False
 
 
-class HealthCheck(_Strict):
+class HealthCheck(StrictModel):
     """When a challenger counts as broken in serving while it has answered no request in the step (summed
     over replicas): at least ``min_load_failures`` failed load attempts (each replica retries on every
     registry poll, so 2 means a retry failed too: not a passing hiccup), or at least
@@ -131,7 +127,7 @@ class HealthCheck(_Strict):
     min_failed_requests: int = Field(default=10, ge=1)
 
 
-class Analysis(_Strict):
+class Analysis(StrictModel):
     errors: ErrorCheck = ErrorCheck()
     latency: LatencyCheck = LatencyCheck()
     score_shift: ScoreShiftCheck = ScoreShiftCheck()
@@ -139,12 +135,12 @@ class Analysis(_Strict):
     health: HealthCheck = HealthCheck()
 
 
-class Approval(_Strict):
+class Approval(StrictModel):
     required: bool = False
     timeout_minutes: float = Field(default=1440, gt=0)
 
 
-class CanaryPolicy(_Strict):
+class CanaryPolicy(StrictModel):
     version: int = 1
     steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
     shadow: Shadow = Shadow()

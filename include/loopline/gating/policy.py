@@ -6,9 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from loopline.config.yaml_files import describe_validation_error, load_policy_file
+from loopline.config.yaml_files import StrictModel, describe_validation_error, load_policy_file
 from loopline.training.config import FAIRNESS_GROUP_COLUMNS
 
 # Each quality metric and whether a higher value is better; the direction decides which value threshold
@@ -26,11 +26,7 @@ class GatePolicyError(ValueError):
     """The gate policy could not be read or is invalid; the message names the bad field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MetricThreshold(_Strict):
+class MetricThreshold(StrictModel):
     """``min``/``max``: value thresholds; ``max_regression``: how much worse than the champion it may be."""
 
     min: float | None = None
@@ -50,7 +46,7 @@ class ExpectedCost(MetricThreshold):
     false_alarm_cost: float = Field(default=5.0, ge=0)
 
 
-class Quality(_Strict):
+class Quality(StrictModel):
     roc_auc: MetricThreshold = Field(default_factory=MetricThreshold)
     pr_auc: MetricThreshold = Field(default_factory=MetricThreshold)
     recall_at_fpr: RecallAtFpr = Field(default_factory=RecallAtFpr)
@@ -71,13 +67,13 @@ class Quality(_Strict):
         return {name: getattr(self, name) for name in HIGHER_IS_BETTER}
 
 
-class OperatingPoint(_Strict):
+class OperatingPoint(StrictModel):
     # None: serving's decision_threshold (include/config/serving.yaml), so the gate judges the decisions
     # serving will actually make.
     threshold: float | None = Field(default=None, gt=0, lt=1)
 
 
-class GapIncrease(_Strict):
+class GapIncrease(StrictModel):
     """How much larger than the champion's gap (same holdout rows) the candidate's may be, per rate.
 
     Separate bounds because the rates live on different scales: TPRs of groups with tens of frauds move
@@ -90,7 +86,7 @@ class GapIncrease(_Strict):
         return self.tpr is not None or self.fpr is not None
 
 
-class Fairness(_Strict):
+class Fairness(StrictModel):
     group_columns: list[str] = Field(default_factory=lambda: list(FAIRNESS_GROUP_COLUMNS))
     min_group_size: int = Field(default=200, ge=1)
     min_group_positives: int = Field(default=10, ge=1)
@@ -110,7 +106,7 @@ class Fairness(_Strict):
         )
 
 
-class Latency(_Strict):
+class Latency(StrictModel):
     enabled: bool = True
     requests: int = Field(default=200, ge=10)
     warmup: int = Field(default=20, ge=0)
@@ -121,13 +117,13 @@ class Latency(_Strict):
         return self.enabled and (self.p95_ms is not None or self.p99_ms is not None)
 
 
-class Infra(_Strict):
+class Infra(StrictModel):
     enabled: bool = True
     timeout_s: float = Field(default=120.0, gt=0)
     sample_requests: int = Field(default=20, ge=1)
 
 
-class Holdout(_Strict):
+class Holdout(StrictModel):
     """The newest labelled days held out for the gate: ``days`` at least, grown one day at a time up to
     ``max_days`` until every group of ``fairness.group_columns`` has enough rows and fraud rows to be
     judged, but never so far that training keeps fewer than ``min_train_days`` labelled days."""
@@ -150,7 +146,7 @@ class Holdout(_Strict):
         return self.days if self.max_days is None else self.max_days
 
 
-class GatePolicy(_Strict):
+class GatePolicy(StrictModel):
     version: int = 1
     operating_point: OperatingPoint = Field(default_factory=OperatingPoint)
     quality: Quality = Field(default_factory=Quality)

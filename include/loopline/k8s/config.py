@@ -13,8 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -22,7 +20,7 @@ from pydantic import (
 )
 
 from loopline.config import Settings
-from loopline.config.yaml_files import read_yaml_mapping
+from loopline.config.yaml_files import StrictModel, read_yaml_mapping
 
 # A Kubernetes resource quantity ("500m", "16Gi", "4", "1e3"): the API rejects anything else.
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[mkMGTPE]|[eE][+-]?\d+)?$")
@@ -53,10 +51,6 @@ class KubernetesConfigError(ValueError):
     """kubernetes.yaml (or an override) is invalid; the message names the field and what to set."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _check_quantities(values: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in values.items():
@@ -67,7 +61,7 @@ def _check_quantities(values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     requests: dict[str, str] = Field(default_factory=dict)
     limits: dict[str, str] = Field(default_factory=dict)
 
@@ -80,7 +74,7 @@ class Resources(_Strict):
         return {k: dict(v) for k, v in (("requests", self.requests), ("limits", self.limits)) if v}
 
 
-class Toleration(_Strict):
+class Toleration(StrictModel):
     key: str
     operator: Literal["Exists", "Equal"] = "Exists"
     value: str | None = None
@@ -90,7 +84,7 @@ class Toleration(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class Security(_Strict):
+class Security(StrictModel):
     """Numeric IDs (the "restricted" standard needs runAsNonRoot; a numeric UID lets the kubelet check it)."""
 
     run_as_user: int = Field(default=10001, ge=1)
@@ -108,21 +102,21 @@ def _object_store_url(value: str, what: str) -> str:
     return value.rstrip("/")
 
 
-class Secrets(_Strict):
+class Secrets(StrictModel):
     mlflow: DnsLabel
     object_store: DnsLabel
 
 
-class ServiceAccountRef(_Strict):
+class ServiceAccountRef(StrictModel):
     name: DnsLabel
     namespace: DnsLabel | None = None  # None: the Loopline namespace
 
 
-class XcomSidecar(_Strict):
+class XcomSidecar(StrictModel):
     resources: Resources = Field(default_factory=Resources)
 
 
-class TrainerConfig(_Strict):
+class TrainerConfig(StrictModel):
     image: str = Field(min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     # The training pod's own identity: bound to no Role (the pod needs no API access; no token mounted).
@@ -173,7 +167,7 @@ class TrainerConfig(_Strict):
         return resources
 
 
-class ServingSecrets(_Strict):
+class ServingSecrets(StrictModel):
     """The serving pods' own credentials (never the trainer's or Airflow's: docs/security.md)."""
 
     # keys: LOOPLINE_MLFLOW_TRACKING_URI, MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME=serving,
@@ -188,7 +182,7 @@ class ServingSecrets(_Strict):
     api_key: DnsLabel = "loopline-serving-api-key"
 
 
-class ServingConfig(_Strict):
+class ServingConfig(StrictModel):
     image: str = Field(min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -219,13 +213,13 @@ def _default_mlflow_resources() -> Resources:
     return Resources(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"})
 
 
-class MlflowSecrets(_Strict):
+class MlflowSecrets(StrictModel):
     # keys: MLFLOW_BACKEND_STORE_URI, MLFLOW_AUTH_DATABASE_URI (Postgres role mlflow), MLFLOW_ARTIFACTS_DESTINATION
     # (s3://...), MLFLOW_FLASK_SERVER_SECRET_KEY, MLFLOW_AUTH_ADMIN_PASSWORD
     server: DnsLabel = "loopline-mlflow-server"
 
 
-class MlflowConfig(_Strict):
+class MlflowConfig(StrictModel):
     """The MLflow server (docker/mlflow: basic-auth app always on) and its users (the init Job)."""
 
     enabled: bool = True  # False: an MLflow of your own (then create the users as docs/security.md says)
@@ -251,7 +245,7 @@ class MlflowConfig(_Strict):
     serving_experiments: list[str] = Field(default_factory=lambda: ["fraud_detector_training"])
 
 
-class KubernetesConfig(_Strict):
+class KubernetesConfig(StrictModel):
     version: Literal[1] = 1
     namespace: DnsLabel = "loopline"
     # The root of the files tasks share (LOOPLINE_STORAGE_URL of the Airflow pods; s3://bucket[/prefix]);

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from loopline.config.yaml_files import load_model_file
+from loopline.config.yaml_files import StrictModel, load_model_file
 
 DEFAULT_THRESHOLD = 0.5
 # The optional API key of /v1/predict, /metrics and the OpenAPI docs (issue 19). Several keys, separated by
@@ -22,11 +22,7 @@ class ServingConfigError(ValueError):
     """The serving config could not be read or is invalid; the message names the bad field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RegistryConfig(_Strict):
+class RegistryConfig(StrictModel):
     """Where deployment state lives: aliases and registered-model tags of one MLflow registered model."""
 
     model_name: str = "fraud_detector"
@@ -37,19 +33,19 @@ class RegistryConfig(_Strict):
     poll_interval_s: float = Field(default=3.0, gt=0)
 
 
-class Limits(_Strict):
+class Limits(StrictModel):
     max_transactions_per_request: int = Field(default=256, ge=1, le=10_000)
     max_body_bytes: int = Field(default=262_144, ge=1024)
 
 
-class Batching(_Strict):
+class Batching(StrictModel):
     max_rows: int = Field(default=128, ge=1)
     # inline: score on the event loop (no thread hand-offs; best when CPU-bound, as here);
     # threads: a scoring thread and a log thread (the loop keeps answering probes during a batch).
     mode: Literal["inline", "threads"] = "inline"
 
 
-class RetentionConfig(_Strict):
+class RetentionConfig(StrictModel):
     """How long the prediction log keeps rows (``serving.prediction_log.Retention``). Rows older than
     ``max_age_days``, and the oldest beyond ``max_rows``, are deleted in the serving process, in batches of
     ``batch_rows`` — but never a row something still reads: the drift monitor's window and concept
@@ -69,7 +65,7 @@ class RetentionConfig(_Strict):
     label_delay_days: float = Field(default=21.0, ge=0)
 
 
-class LogConfig(_Strict):
+class LogConfig(StrictModel):
     """The prediction log as the request path sees it. A request is answered only after its rows are
     committed; a database that stalls (a lock held elsewhere, an overloaded or vanished Postgres) must not
     stall requests: they get 503 with ``Retry-After`` instead, and nothing unlogged is acknowledged."""
@@ -87,11 +83,11 @@ class LogConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
 
 
-class Warmup(_Strict):
+class Warmup(StrictModel):
     rounds: int = Field(default=20, ge=1)
 
 
-class FreshFeaturesConfig(_Strict):
+class FreshFeaturesConfig(StrictModel):
     """Every scored transaction updates the aggregates of its customer, merchant and device before the next
     request is scored (``loopline.features.fresh``); off, features are as fresh as the last materialisation."""
 
@@ -105,7 +101,7 @@ class FreshFeaturesConfig(_Strict):
     refresh_interval_s: float = Field(default=10.0, gt=0)  # how often to look for newly materialised batches
 
 
-class AuthConfig(_Strict):
+class AuthConfig(StrictModel):
     """Where the API key comes from when ``LOOPLINE_SERVING_API_KEY`` is not set: a file (e.g. a mounted
     Kubernetes secret) holding the key, or several separated by commas or new lines. Unset and no
     environment variable: no key, every route is open (bind to loopback or put a proxy in front)."""
@@ -120,7 +116,7 @@ class AuthConfig(_Strict):
         return value
 
 
-class ServingConfig(_Strict):
+class ServingConfig(StrictModel):
     version: int = 1
     decision_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=1)
     registry: RegistryConfig = RegistryConfig()

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from loopline.config.yaml_files import describe_validation_error, read_yaml_mapping
+from loopline.config.yaml_files import StrictModel, describe_validation_error, read_yaml_mapping
 
 FAIRNESS_GROUP_COLUMNS = ("customer_age_band", "customer_region")
 
@@ -18,20 +18,16 @@ class TrainingConfigError(ValueError):
     """The training config could not be read or is invalid; the message names the bad field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EarlyStopping(_Strict):
+class EarlyStopping(StrictModel):
     metric: Literal["val_pr_auc"] = "val_pr_auc"
     patience: int = Field(default=5, ge=1)
 
 
-class Validation(_Strict):
+class Validation(StrictModel):
     fraction: float = Field(default=0.2, gt=0, lt=1)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     embedding_dims: dict[str, int] = Field(default_factory=dict)
@@ -56,7 +52,7 @@ class ModelConfig(_Strict):
         return self.embedding_dims.get(column, self.default_embedding_dim)
 
 
-class FeatureConfig(_Strict):
+class FeatureConfig(StrictModel):
     categorical: list[str] = Field(
         default_factory=lambda: ["channel", "merchant_category", "merchant_country"]
     )
@@ -74,7 +70,7 @@ class FeatureConfig(_Strict):
         return self
 
 
-class _Range(_Strict):
+class _Range(StrictModel):
     low: float
     high: float
     log: bool = False
@@ -118,7 +114,7 @@ class IntRange(_Range):
         return self.step != 1
 
 
-class Choice(_Strict):
+class Choice(StrictModel):
     """One of ``choices`` (any YAML values, lists included, e.g. hidden layer sizes)."""
 
     type: Literal["categorical"]
@@ -140,7 +136,7 @@ NOT_SEARCHABLE = (
 )
 
 
-class HpoConfig(_Strict):
+class HpoConfig(StrictModel):
     """Optional Optuna search; ``trials: 0`` trains once with the config as written."""
 
     trials: int = Field(default=0, ge=0)
@@ -150,7 +146,7 @@ class HpoConfig(_Strict):
     search_space: dict[str, SearchDimension] = Field(default_factory=dict)
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     version: int = 1
     seed: int = 42
     epochs: int = Field(default=30, ge=1)
