@@ -27,6 +27,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
@@ -49,11 +50,13 @@ status: install
 lint: install
 	$(BIN)/ruff check .
 
-# What must pass before a commit (pre-commit runs the first three) and first in CI: lint, format, the import contracts
+# What must pass before a commit (pre-commit runs the first four) and first in CI: lint, format, types (mypy
+# --strict over include/loopline, [tool.mypy]), the import contracts
 # of pyproject.toml ([tool.importlinter]: the package layering, no Airflow under include/), the fast tests.
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -m "not integration"
 
