@@ -1,0 +1,1 @@
+"""Card-fraud detection: the built-in use case (simulated card transactions, late fraud labels)."""
