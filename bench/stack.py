@@ -11,13 +11,18 @@ file takes to appear (Loopline's setting; Airflow's default refresh interval is 
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from loopline.config import Settings
 from loopline.platform import stack
-from loopline.platform.scratch import free_port, scratch_project
+from loopline.platform.processes import free_port
+
+# The scratch project helper is shared with the integration tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scratch_stack import scratch_project  # noqa: E402
 
 CHAIN = 6
 HOP_DAG = f'''"""Benchmark DAG: {CHAIN} no-op tasks in a row."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.platform.scratch import free_port
+from loopline.platform.processes import free_port
 
 APT_LINE = "apt-get install -y -qq postgresql redis-server"
 PG_USER = "loopline"

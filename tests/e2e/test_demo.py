@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from loopline.platform.scratch import processes_using, scratch_env, scratch_project
+from scratch_stack import processes_using, scratch_env, scratch_project
 
 pytestmark = pytest.mark.integration
 

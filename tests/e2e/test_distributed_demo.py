@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 from local_servers import APT_LINE, postgres_bin
-
-from loopline.platform.scratch import processes_using, scratch_env, scratch_project
+from scratch_stack import processes_using, scratch_env, scratch_project
 
 pytestmark = pytest.mark.integration
 

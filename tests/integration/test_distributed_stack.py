@@ -23,8 +23,7 @@ import httpx
 import psutil
 import pytest
 from local_servers import APT_LINE, postgres_bin
-
-from loopline.platform.scratch import processes_using, scratch_env, scratch_project
+from scratch_stack import processes_using, scratch_env, scratch_project
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from loopline.platform.scratch import processes_using, scratch_env, scratch_project
+from scratch_stack import processes_using, scratch_env, scratch_project
 
 pytestmark = pytest.mark.integration
 

@@ -28,11 +28,12 @@ from urllib.parse import quote
 import httpx
 import psutil
 import pytest
+from scratch_stack import scratch_project
 from test_local_stack import _env, _loopline, stack  # noqa: F401 (stack: the module-scoped fixture)
 
 from loopline.config import Settings
 from loopline.lineage import history
-from loopline.platform.scratch import free_port, scratch_project
+from loopline.platform.processes import free_port
 from loopline.status import loop_state
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from packaging_files import REPO_ROOT
 
-from loopline.platform.scratch import free_port
+from loopline.platform.processes import free_port
 
 WRAPPER = REPO_ROOT / "docker" / "mlflow" / "loopline_mlflow.py"
 FLASK_WTF = "Flask-WTF==1.3.0"

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.config import Settings, telemetry_off_env
-from loopline.platform.processes import ProcessRegistry, spawn, stop_trees, tail
-from loopline.platform.scratch import free_port
+from loopline.platform.processes import ProcessRegistry, free_port, spawn, stop_trees, tail
 from loopline.serving.prediction_log import PROBE_ID_PREFIX
 
 LOG_TAIL_LINES = 40

@@ -1,6 +1,6 @@
-"""Pure gate metrics on (labels, scores): numpy only, so the gate needs no sklearn and stays testable.
+"""What the gate measures on the holdout: the policy's quality metrics, fairness per group and latency.
 
-Ties are handled like scikit-learn: all rows sharing a score move across the threshold together.
+The metric functions themselves live in :mod:`loopline.metrics`; this module applies the gate policy to them.
 """
 
 from __future__ import annotations
@@ -12,83 +12,7 @@ from typing import Any
 import numpy as np
 
 from loopline.gating.policy import GatePolicy
-
-
-def _arrays(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels, dtype=float).ravel()
-    s = np.asarray(scores, dtype=float).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"{y.size} labels but {s.size} scores")
-    if np.isnan(s).any():
-        raise ValueError(f"{int(np.isnan(s).sum())} scores are NaN: every holdout row must be scored")
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1 (drop unlabelled rows first)")
-    return y, s
-
-
-def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cumulative (true positives, false positives) at each distinct score, highest score first."""
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tps = np.cumsum(y)[last_of_tie]
-    fps = (last_of_tie + 1) - tps
-    return tps, fps, s[last_of_tie]
-
-
-def _two_classes(y: np.ndarray) -> bool:
-    return y.size > 0 and 0 < y.sum() < y.size
-
-
-def roc_auc(labels: Any, scores: Any) -> float:
-    """Area under the ROC curve (trapezoids over distinct scores); NaN with one class only."""
-    y, s = _arrays(labels, scores)
-    if not _two_classes(y):
-        return math.nan
-    tps, fps, _ = _curve(y, s)
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-
-
-def pr_auc(labels: Any, scores: Any) -> float:
-    """Average precision (step-wise area under precision/recall, as scikit-learn); NaN without fraud."""
-    y, s = _arrays(labels, scores)
-    if not _two_classes(y):
-        return math.nan
-    tps, fps, _ = _curve(y, s)
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def recall_at_fpr(labels: Any, scores: Any, fpr: float) -> float:
-    """The highest recall a score threshold reaches while the false-positive rate stays <= ``fpr``."""
-    y, s = _arrays(labels, scores)
-    if not _two_classes(y):
-        return math.nan
-    tps, fps, _ = _curve(y, s)
-    ok = fps / fps[-1] <= fpr + 1e-12
-    return float(tps[ok].max() / tps[-1]) if ok.any() else 0.0
-
-
-def brier(labels: Any, scores: Any) -> float:
-    """Mean squared error of the score as a fraud probability (lower is better)."""
-    y, s = _arrays(labels, scores)
-    return float(np.mean((s - y) ** 2)) if y.size else math.nan
-
-
-def expected_cost(
-    labels: Any, scores: Any, threshold: float, missed_fraud_cost: float, false_alarm_cost: float
-) -> float:
-    """Cost per transaction of flagging ``score >= threshold``: missed frauds and false alarms priced."""
-    y, s = _arrays(labels, scores)
-    if not y.size:
-        return math.nan
-    flagged = s >= threshold
-    missed = np.sum((y == 1) & ~flagged)
-    false_alarms = np.sum((y == 0) & flagged)
-    return float((missed * missed_fraud_cost + false_alarms * false_alarm_cost) / y.size)
+from loopline.metrics import brier, expected_cost, labelled_scores, pr_auc, recall_at_fpr, roc_auc
 
 
 def quality_metrics(labels: Any, scores: Any, policy: GatePolicy) -> dict[str, float]:
@@ -157,7 +81,7 @@ def fairness_table(
     """TPR and FPR of ``score >= threshold`` per value of each group attribute in ``groups``. ``expected``:
     the values each attribute has in the labelled history; one absent from these rows is listed with
     0 rows (never judged), so it cannot drop out of the table unnoticed."""
-    y, s = _arrays(labels, scores)
+    y, s = labelled_scores(labels, scores)
     flagged = s >= threshold
     rows: list[GroupRates] = []
     tpr_gap: dict[str, float | None] = {}

@@ -8,18 +8,14 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from loopline import metrics
 from loopline.config.yaml_files import StrictModel, describe_validation_error, load_policy_file
 from loopline.training.config import FAIRNESS_GROUP_COLUMNS
 
 # Each quality metric and whether a higher value is better; the direction decides which value threshold
 # (min or max) makes sense and which way a regression against the champion points.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "roc_auc": True,
-    "pr_auc": True,
-    "recall_at_fpr": True,
-    "brier": False,
-    "expected_cost": False,
-}
+QUALITY_METRICS = ("roc_auc", "pr_auc", "recall_at_fpr", "brier", "expected_cost")
+HIGHER_IS_BETTER: dict[str, bool] = {name: metrics.HIGHER_IS_BETTER[name] for name in QUALITY_METRICS}
 
 
 class GatePolicyError(ValueError):

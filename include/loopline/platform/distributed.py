@@ -149,7 +149,7 @@ def read_profile(settings: Settings) -> Profile | None:
 
 
 def _free_port() -> int:
-    from loopline.platform.scratch import free_port
+    from loopline.platform.processes import free_port
 
     return free_port()
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from loopline import metrics
 from loopline.training import distributed
 from loopline.training.config import TrainingConfig
 from loopline.training.data import LABEL, TrainingError
@@ -29,12 +30,7 @@ if TYPE_CHECKING:
 
 def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """(PR-AUC as average precision, ROC-AUC); NaN when the labels hold one class only."""
-    labels = np.asarray(labels).astype(int)
-    if labels.min() == labels.max():
-        return math.nan, math.nan
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    return float(average_precision_score(labels, scores)), float(roc_auc_score(labels, scores))
+    return metrics.pr_auc(labels, scores), metrics.roc_auc(labels, scores)
 
 
 def pick_device(config: TrainingConfig, context: DistributedContext = SINGLE) -> torch.device:

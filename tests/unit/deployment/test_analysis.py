@@ -8,7 +8,7 @@ import pytest
 
 from loopline.deployment.analysis import LabelledSample, VariantWindow, analyse, check_labelled, psi
 from loopline.deployment.policy import CanaryPolicy
-from loopline.gating.metrics import pr_auc
+from loopline.metrics import pr_auc
 
 POLICY = CanaryPolicy().with_overrides(min_requests=100)
 

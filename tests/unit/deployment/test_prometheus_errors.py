@@ -32,7 +32,7 @@ from loopline.config import Settings
 from loopline.deployment import actions
 from loopline.deployment.canary import CanaryPlan, Phase, StepState, judge_step, run_canary
 from loopline.deployment.windows import ErrorSource, ErrorsUnavailable, prometheus_query
-from loopline.platform.scratch import free_port
+from loopline.platform.processes import free_port
 from loopline.serving.app import create_app
 from loopline.serving.registry import RegistryReconciler
 

@@ -1,4 +1,4 @@
-"""Gate metrics (numpy) against scikit-learn's reference implementations, and the fairness table."""
+"""The metrics (loopline.metrics, numpy) against scikit-learn's reference implementations, and the fairness table."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from loopline.gating.metrics import (
-    brier,
-    expected_cost,
-    fairness_table,
-    latency_stats,
-    pr_auc,
-    recall_at_fpr,
-    roc_auc,
-)
+from loopline.gating.metrics import fairness_table, latency_stats
+from loopline.metrics import brier, expected_cost, pr_auc, recall_at_fpr, roc_auc
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -57,7 +50,7 @@ def test_one_class_gives_nan_not_a_crash() -> None:
 def test_expected_cost_prices_misses_and_false_alarms() -> None:
     y = np.array([1, 1, 0, 0, 0])
     s = np.array([0.9, 0.2, 0.7, 0.1, 0.5])  # at 0.5: one fraud missed, two false alarms
-    assert expected_cost(y, s, 0.5, missed_fraud_cost=100.0, false_alarm_cost=3.0) == pytest.approx(
+    assert expected_cost(y, s, 0.5, missed_positive_cost=100.0, false_alarm_cost=3.0) == pytest.approx(
         (100 + 6) / 5
     )
     assert expected_cost(y, s, 0.1, 100.0, 3.0) == pytest.approx(9 / 5)  # flag everything: 3 false alarms

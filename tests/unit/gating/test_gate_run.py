@@ -239,7 +239,7 @@ def test_infra_validation_serves_the_candidate(gate_world) -> None:
         "wrong_shape",
     }
     assert all(p["passed"] for p in infra.details["probes"])
-    from loopline.platform.scratch import processes_using
+    from scratch_stack import processes_using
 
     assert not [
         p for p in processes_using(settings.state.root) if "loopline.serving" in " ".join(p.cmdline())

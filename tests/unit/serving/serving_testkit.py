@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loopline.config import Settings
-from loopline.platform.scratch import free_port
+from loopline.platform.processes import free_port
 from loopline.serving.config import ServingConfig, load_serving_config
 
 MODEL = "fraud_detector"

@@ -16,7 +16,7 @@ import pytest
 from local_servers import PG_USER, postgres_server
 from serving_testkit import wait_until
 
-from loopline.platform.scratch import free_port
+from loopline.platform.processes import free_port
 from loopline.serving.prediction_log import PostgresPredictionLog, PredictionLog
 
 pytestmark = pytest.mark.integration  # a separate process imports torch, MLflow and Feast: ~20-40 s here

@@ -184,7 +184,7 @@ def test_a_request_during_a_postgres_stall_gets_503(tmp_path, pg_url) -> None:
 
 
 def test_an_unreachable_postgres_is_a_503_too(tmp_path) -> None:
-    from loopline.platform.scratch import free_port
+    from loopline.platform.processes import free_port
 
     url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"  # nothing listens there
     plog = PostgresPredictionLog(url, read_only=True, connect_timeout_s=1, timeout_s=0.5)

@@ -156,7 +156,7 @@ def test_max_rows_deletes_the_oldest_beyond_it_but_not_below_the_floor(tmp_path)
 
 
 def test_when_needs_cannot_be_told_nothing_is_deleted(tmp_path) -> None:
-    from loopline.platform.scratch import free_port
+    from loopline.platform.processes import free_port
 
     project = tmp_path / "project"
     (project / "include" / "config").mkdir(parents=True)

@@ -1,28 +1,21 @@
-"""A throwaway copy of the project for integration tests and benchmarks.
+"""A throwaway copy of the project for integration tests and benchmarks (``bench/`` puts tests/ on sys.path).
 
 ``dags/`` is copied (so a caller can add or remove DAG files without touching the checkout); the
-other folders are linked. Paired with :func:`free_port`, a scratch stack never disturbs a running one.
+other folders are linked. With free ports (``free_port``), a scratch stack never disturbs a running one.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import psutil
 
 from loopline.config import Settings
+from loopline.platform.processes import free_port
 
 LINKED = ("plugins", "feature_repo", "include")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scratch_project(root: Path, source: Path | None = None) -> Path:
