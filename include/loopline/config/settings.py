@@ -177,6 +177,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_", frozen=True, extra="ignore")
 
     mode: Literal["embedded", "distributed", "compose", "kubernetes"] = "embedded"
+    # The prediction problem the loop runs: a package loopline.usecases.<use_case> (loopline.config.use_case).
+    use_case: str = Field(default="fraud", pattern=r"^[a-z][a-z0-9_]*$")
     project_dir: Path = Field(default_factory=_find_project_dir)
     state_dir: Path | None = None
 

@@ -1,0 +1,133 @@
+"""The use-case interface: what the platform needs to know about one prediction problem.
+
+A use case is a package ``loopline.usecases.<name>`` that defines ``USE_CASE = UseCase(...)``: the data contract
+of the batches that land (events, and labels that arrive later), which columns are the event id, the event
+time, the label and the fairness groups, and the task type that decides which metrics the gate, the canary
+and the concept-drift check compute. The platform packages never import a use case; they call
+:func:`load_use_case` with ``Settings().use_case`` (env ``LOOPLINE_USE_CASE``, default ``fraud``).
+
+``docs/bring-your-own-model.md`` walks through adding one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+USE_CASES_PACKAGE = "loopline.usecases"
+TaskType = Literal["binary_classification", "regression"]
+TASK_TYPES: tuple[TaskType, ...] = ("binary_classification", "regression")
+# The two kinds of batch every use case lands: events to score, and their ground truth arriving later.
+BatchKind = Literal["events", "labels"]
+
+
+class UseCaseError(ValueError):
+    """A use case is missing or does not satisfy the interface; the message names the piece and the fix."""
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """One prediction problem, as the platform sees it.
+
+    ``event_columns`` / ``label_columns``: column -> pandas dtype of each batch kind, as written to parquet
+    (timestamps ``datetime64[us, UTC]``). ``batch_names``: the folder name each kind lands under
+    (``landing/<name>/``), e.g. fraud's events land as ``transactions``.
+    """
+
+    name: str
+    task: TaskType
+    event_columns: Mapping[str, str]
+    label_columns: Mapping[str, str]
+    id_column: str  # unique per event, in both kinds of batch: labels refer to events by it
+    time_column: str  # when the event happened (point-in-time joins, drift windows)
+    label_column: str  # the ground truth in label batches (0/1 for a classifier, a number for a regressor)
+    label_time_column: str  # when the label became known (labels are joined as of then, never earlier)
+    group_columns: tuple[str, ...] = ()  # fairness groups: never model inputs, judged by the gate
+    batch_names: Mapping[BatchKind, str] = field(
+        default_factory=lambda: {"events": "events", "labels": "labels"}
+    )
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise UseCaseError(f"use case {self.name!r} is invalid: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        out = []
+        if self.task not in TASK_TYPES:
+            out.append(f"task {self.task!r} is not one of {', '.join(TASK_TYPES)}")
+        for what, column, columns in (
+            ("id_column", self.id_column, self.event_columns),
+            ("time_column", self.time_column, self.event_columns),
+            ("id_column", self.id_column, self.label_columns),
+            ("label_column", self.label_column, self.label_columns),
+            ("label_time_column", self.label_time_column, self.label_columns),
+        ):
+            if column not in columns:
+                kind = "event_columns" if columns is self.event_columns else "label_columns"
+                out.append(f"{what} {column!r} is not in {kind}")
+        out += [
+            f"group column {g!r} is not in event_columns"
+            for g in self.group_columns
+            if g not in self.event_columns
+        ]
+        if set(self.batch_names) != {"events", "labels"}:
+            out.append("batch_names must name exactly 'events' and 'labels'")
+        elif len(set(self.batch_names.values())) != 2:
+            out.append("batch_names must give events and labels different folder names")
+        return out
+
+    @property
+    def batch_kinds(self) -> tuple[str, str]:
+        """The landing folder names, events first (``landing/<name>/<file>``)."""
+        return self.batch_names["events"], self.batch_names["labels"]
+
+    def columns_for(self, batch_name: str) -> dict[str, str]:
+        """The column contract of the batches landing under ``batch_name``."""
+        by_name = {
+            self.batch_names["events"]: self.event_columns,
+            self.batch_names["labels"]: self.label_columns,
+        }
+        if batch_name not in by_name:
+            raise UseCaseError(
+                f"use case {self.name!r} lands no batches named {batch_name!r}: it lands {', '.join(by_name)}"
+            )
+        return dict(by_name[batch_name])
+
+
+def available_use_cases() -> list[str]:
+    """The use-case packages installed under ``loopline.usecases``."""
+    # By name, like load_use_case: config sits below every use case and never imports one.
+    package = importlib.import_module(USE_CASES_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)
+
+
+@cache
+def load_use_case(name: str) -> UseCase:
+    """The ``USE_CASE`` of package ``loopline.usecases.<name>``, checked against the interface."""
+    module_name = f"{USE_CASES_PACKAGE}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (module_name, USE_CASES_PACKAGE):
+            raise  # the package exists but one of its own imports is missing: show that error as it is
+        raise UseCaseError(
+            f"no use case {name!r}: expected a package {module_name} (include/loopline/usecases/{name}/); "
+            f"installed: {', '.join(available_use_cases()) or 'none'}. Set LOOPLINE_USE_CASE to one of them."
+        ) from exc
+    use_case = getattr(module, "USE_CASE", None)
+    if not isinstance(use_case, UseCase):
+        raise UseCaseError(
+            f"{module_name} defines no USE_CASE: add `USE_CASE = UseCase(...)` "
+            f"(loopline.config.use_case.UseCase) to include/loopline/usecases/{name}/__init__.py"
+        )
+    if use_case.name != name:
+        raise UseCaseError(
+            f"{module_name}.USE_CASE is named {use_case.name!r}: name it {name!r}, as its package"
+        )
+    return use_case

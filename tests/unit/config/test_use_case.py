@@ -1,0 +1,122 @@
+"""The use-case interface: a use case is found by name, checked against the interface, and every mistake in
+it is reported with the piece to fix."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator
+
+import pytest
+
+from loopline.config import Settings
+from loopline.config.use_case import UseCase, UseCaseError, available_use_cases, load_use_case
+
+EVENTS = {
+    "order_id": "string",
+    "ordered_at": "datetime64[us, UTC]",
+    "region": "string",
+    "distance_km": "float64",
+}
+LABELS = {"order_id": "string", "minutes": "float64", "delivered_at": "datetime64[us, UTC]"}
+
+
+def _use_case(**overrides: object) -> UseCase:
+    fields: dict[str, object] = dict(
+        name="delivery",
+        task="regression",
+        event_columns=EVENTS,
+        label_columns=LABELS,
+        id_column="order_id",
+        time_column="ordered_at",
+        label_column="minutes",
+        label_time_column="delivered_at",
+        group_columns=("region",),
+        batch_names={"events": "orders", "labels": "deliveries"},
+    )
+    return UseCase(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def installed() -> Iterator[dict[str, types.ModuleType]]:
+    """Fake use-case packages under loopline.usecases, removed afterwards."""
+    added: dict[str, types.ModuleType] = {}
+    yield added
+    for name in added:
+        sys.modules.pop(f"loopline.usecases.{name}", None)
+    load_use_case.cache_clear()
+
+
+def _install(installed: dict[str, types.ModuleType], name: str, **attributes: object) -> None:
+    module = types.ModuleType(f"loopline.usecases.{name}")
+    module.__dict__.update(attributes)
+    sys.modules[module.__name__] = module
+    installed[name] = module
+    load_use_case.cache_clear()
+
+
+def test_fraud_is_the_default_use_case_and_satisfies_the_interface() -> None:
+    use_case = load_use_case(Settings().use_case)
+    assert use_case.name == "fraud" and use_case.task == "binary_classification"
+    assert use_case.batch_kinds == ("transactions", "labels")
+    assert use_case.columns_for("labels")[use_case.label_column] == "int64"
+    assert set(use_case.group_columns) <= set(use_case.event_columns)
+    assert "fraud" in available_use_cases()
+
+
+def test_a_valid_use_case_is_loaded_by_name(installed: dict[str, types.ModuleType]) -> None:
+    _install(installed, "delivery", USE_CASE=_use_case())
+    use_case = load_use_case("delivery")
+    assert use_case.columns_for("orders") == EVENTS
+    with pytest.raises(
+        UseCaseError, match="lands no batches named 'transactions': it lands orders, deliveries"
+    ):
+        use_case.columns_for("transactions")
+
+
+def test_an_unknown_use_case_names_the_package_and_the_installed_ones() -> None:
+    with pytest.raises(UseCaseError) as error:
+        load_use_case("churn")
+    message = str(error.value)
+    assert "expected a package loopline.usecases.churn (include/loopline/usecases/churn/)" in message
+    assert "installed: " in message and "fraud" in message and "LOOPLINE_USE_CASE" in message
+
+
+def test_a_package_without_use_case_says_what_to_add(installed: dict[str, types.ModuleType]) -> None:
+    _install(installed, "delivery")
+    with pytest.raises(UseCaseError, match=r"defines no USE_CASE: add `USE_CASE = UseCase\(...\)`"):
+        load_use_case("delivery")
+    _install(installed, "other", USE_CASE={"name": "other"})  # a dict is not the interface
+    with pytest.raises(UseCaseError, match="defines no USE_CASE"):
+        load_use_case("other")
+
+
+def test_a_use_case_named_unlike_its_package_is_refused(installed: dict[str, types.ModuleType]) -> None:
+    _install(installed, "eta", USE_CASE=_use_case())
+    with pytest.raises(UseCaseError, match="is named 'delivery': name it 'eta'"):
+        load_use_case("eta")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"task": "ranking"}, "task 'ranking' is not one of binary_classification, regression"),
+        ({"id_column": "id"}, "id_column 'id' is not in event_columns"),
+        ({"time_column": "created"}, "time_column 'created' is not in event_columns"),
+        ({"label_column": "eta"}, "label_column 'eta' is not in label_columns"),
+        ({"label_time_column": "ordered_at"}, "label_time_column 'ordered_at' is not in label_columns"),
+        ({"group_columns": ("city",)}, "group column 'city' is not in event_columns"),
+        ({"batch_names": {"events": "orders"}}, "batch_names must name exactly 'events' and 'labels'"),
+        ({"batch_names": {"events": "x", "labels": "x"}}, "different folder names"),
+    ],
+)
+def test_each_broken_piece_is_named(overrides: dict[str, object], problem: str) -> None:
+    with pytest.raises(UseCaseError, match="use case 'delivery' is invalid") as error:
+        _use_case(**overrides)
+    assert problem in str(error.value)
+
+
+def test_the_setting_accepts_package_names_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPLINE_USE_CASE", "../fraud")
+    with pytest.raises(ValueError, match="use_case"):
+        Settings()
