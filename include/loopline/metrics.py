@@ -45,7 +45,8 @@ def _paired(truth: Any, predicted: Any, what: str) -> tuple[np.ndarray, np.ndarr
 
 def tie_ends(sorted_scores: np.ndarray) -> np.ndarray:
     """Index of the last row of each run of equal scores in ``sorted_scores`` (sorted highest first)."""
-    return np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+    ends: np.ndarray = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+    return ends
 
 
 def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
