@@ -38,13 +38,13 @@ class LandingZoneTrigger(BaseEventTrigger):
 
     def _scan(self) -> dict[str, Signature]:
         from loopline.config import get_settings
-        from loopline.data.ingest import is_batch_candidate
-        from loopline.data.schema import BATCH_KINDS
+        from loopline.data.ingest import is_batch_candidate, use_case_of
         from loopline.storage.files import as_path
 
         found: dict[str, Signature] = {}
-        landing = as_path(get_settings(), self.landing_dir)  # the local disk or object storage
-        for kind in BATCH_KINDS:
+        settings = get_settings()
+        landing = as_path(settings, self.landing_dir)  # the local disk or object storage
+        for kind in use_case_of(settings).batch_kinds:
             folder = landing / kind
             if not folder.is_dir():
                 continue

@@ -1,7 +1,7 @@
 """Write–audit–publish for landed batches.
 
 A batch file in the landing zone is read, validated with the Great Expectations suite of its kind
-(``transactions`` or ``labels``, from its folder), then either
+(the use case's events or labels, from its folder: ``transactions`` or ``labels`` for fraud), then either
 
 * **published** — rows go into the curated store as parquet partitioned by day, the source file is
   archived byte for byte, and the ledger remembers its content hash so a re-delivery or a rerun is
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.config import Settings
-from loopline.data.schema import BATCH_KINDS, BatchKind, columns_for
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.storage.file_helpers import sha256_file
 from loopline.storage.files import (
     as_path,
@@ -74,13 +74,23 @@ log = logging.getLogger(__name__)
 
 Status = Literal["published", "already_published", "quarantined"]
 SUPPORTED_SUFFIXES = (".parquet", ".csv")
-# The day partition of each kind: when it happened / when the label became known.
-PARTITION_COLUMN: dict[str, str] = {"transactions": "event_timestamp", "labels": "label_timestamp"}
-# Kinds partitioned by a time the id fixes (a transaction id is one event at one time): a redelivered
-# row lands in the same day partition, so deduplication only needs the partitions the batch touches.
-# Labels are partitioned by when the label became known, which a re-sent label may change: all of them.
-DEDUPE_WITHIN_PARTITION: frozenset[str] = frozenset({"transactions"})
-KEY_COLUMN = "transaction_id"
+
+
+def use_case_of(settings: Settings) -> UseCase:
+    """The data contract batches are held to: the use case the settings name (``LOOPLINE_USE_CASE``)."""
+    return load_use_case(settings.use_case)
+
+
+def partition_column(use_case: UseCase, kind: str) -> str:
+    """The day partition of a batch kind: when the event happened / when the label became known."""
+    return use_case.time_column if kind == use_case.batch_names["events"] else use_case.label_time_column
+
+
+def dedupe_within_partition(use_case: UseCase, kind: str) -> bool:
+    """Events are partitioned by a time their id fixes (one id is one event at one time): a redelivered row
+    lands in the same day partition, so deduplication only needs the partitions the batch touches. Labels
+    are partitioned by when the label became known, which a re-sent label may change: all of them."""
+    return kind == use_case.batch_names["events"]
 
 
 class BatchGone(FileNotFoundError):
@@ -132,7 +142,7 @@ class IngestResult:
 # --- the landing zone -------------------------------------------------------------------------------
 
 
-def landing_dir(settings: Settings, kind: BatchKind) -> Path:
+def landing_dir(settings: Settings, kind: str) -> Path:
     return settings.state.landing / kind
 
 
@@ -153,7 +163,7 @@ def landed_files(settings: Settings) -> list[Path]:
     """Files waiting in the landing zone, oldest first (links by their own time: never followed)."""
     found = [
         path
-        for kind in BATCH_KINDS
+        for kind in use_case_of(settings).batch_kinds
         if (folder := landing_dir(settings, kind)).is_dir()
         for path in folder.iterdir()
         if is_batch_candidate(path)
@@ -200,9 +210,10 @@ def landing_refusal(settings: Settings, path: Path) -> str | None:
     return None
 
 
-def kind_of(path: Path) -> BatchKind | None:
+def kind_of(path: Path, use_case: UseCase) -> str | None:
+    """The batch kind a landed file's folder names (``landing/<kind>/<file>``), None for another folder."""
     parent = path.parent.name
-    return parent if parent in BATCH_KINDS else None
+    return parent if parent in use_case.batch_kinds else None
 
 
 def batch_id_for(kind: str, path: Path, digest: str) -> str:
@@ -210,7 +221,7 @@ def batch_id_for(kind: str, path: Path, digest: str) -> str:
     return f"{kind}__{stem}__{digest[:12]}"
 
 
-def read_batch(path: Path, kind: BatchKind) -> pd.DataFrame:
+def read_batch(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     """Read a parquet or CSV batch; contract types are applied to CSV text where they parse."""
     import pandas as pd
 
@@ -230,15 +241,15 @@ def read_batch(path: Path, kind: BatchKind) -> pd.DataFrame:
             f"not a readable {suffix[1:]} file ({type(exc).__name__}: {exc}); it may be truncated "
             "or corrupt: re-deliver it"
         ) from exc
-    return _typed_csv(frame, kind)
+    return _typed_csv(frame, columns)
 
 
-def _typed_csv(frame: pd.DataFrame, kind: BatchKind) -> pd.DataFrame:
+def _typed_csv(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     """CSV is all text: convert the contract's columns where every value parses, else leave the text
     so the suite's type expectation names the column and shows the offending values."""
     import pandas as pd
 
-    for name, dtype in columns_for(kind).items():
+    for name, dtype in columns.items():
         if name not in frame.columns:
             continue
         column = frame[name]
@@ -247,7 +258,7 @@ def _typed_csv(frame: pd.DataFrame, kind: BatchKind) -> pd.DataFrame:
                 frame[name] = pd.to_datetime(column, utc=True, format="ISO8601")
             elif dtype in ("float64", "int64"):
                 frame[name] = (
-                    # ignore: pandas-stubs take only literal dtype names; columns_for's are plain str
+                    # ignore: pandas-stubs take only literal dtype names; the contract's are plain str
                     pd.to_numeric(column).astype(dtype)  # type: ignore[call-overload]
                     if column.notna().all()
                     else pd.to_numeric(column)
@@ -418,13 +429,14 @@ def curated_dir(settings: Settings, kind: str) -> Path:
 def existing_keys(
     settings: Settings, kind: str, days: Iterable[str] | None = None, *, ignoring: str | None = None
 ) -> set[str]:
-    """Transaction ids already in the curated store of ``kind``: in the ``date=YYYY-MM-DD`` partitions
+    """Event ids (the use case's ``id_column``) already in the curated store of ``kind``: in the ``date=YYYY-MM-DD`` partitions
     of ``days`` only, or in all of them (``None``); files named ``ignoring`` are left out. Staged
     files of a publish under way (``.*.parquet.staged``) are never read."""
     keys: set[str] = set()
+    id_column = use_case_of(settings).id_column
     for part in visible_partition_files(curated_dir(settings, kind), days):
         if part.name != ignoring:
-            keys.update(read_parquet_table(part, columns=[KEY_COLUMN]).column(0).to_pylist())
+            keys.update(read_parquet_table(part, columns=[id_column]).column(0).to_pylist())
     return keys
 
 
@@ -486,17 +498,18 @@ def stage(
     """
     import pandas as pd
 
-    batch_days = pd.to_datetime(frame[PARTITION_COLUMN[kind]], utc=True).dt.strftime("%Y-%m-%d")
+    use_case = use_case_of(settings)
+    batch_days = pd.to_datetime(frame[partition_column(use_case, kind)], utc=True).dt.strftime("%Y-%m-%d")
     # Reading every curated id on each publish grows with history; the batch's own days do not.
     known = existing_keys(
         settings,
         kind,
-        batch_days.unique() if kind in DEDUPE_WITHIN_PARTITION else None,
+        batch_days.unique() if dedupe_within_partition(use_case, kind) else None,
         ignoring=f"{batch_id}.parquet",
     )
-    already = frame[KEY_COLUMN].isin(known)
+    already = frame[use_case.id_column].isin(known)
     fresh = frame[~already]
-    skipped = frame.loc[already, KEY_COLUMN].astype(str).tolist()
+    skipped = frame.loc[already, use_case.id_column].astype(str).tolist()
     days = batch_days[~already]
     partitions = []
     for day, rows in fresh.groupby(days, sort=True):
@@ -602,11 +615,16 @@ def _write_reports(directory: Path, result: IngestResult) -> Path:
 # --- the whole step ---------------------------------------------------------------------------------
 
 
-def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = None) -> IngestResult:
+def ingest_file(settings: Settings, path: Path | str, kind: str | None = None) -> IngestResult:
     """Audit one batch file and publish or quarantine it (see the module docstring)."""
     from loopline.data.validation import Failure, validate_frame
 
     settings.state.ensure()
+    use_case = use_case_of(settings)
+    if kind is not None and kind not in use_case.batch_kinds:
+        raise ValueError(
+            f"unknown batch kind {kind!r}: use case {use_case.name!r} lands {', '.join(use_case.batch_kinds)}"
+        )
     if isinstance(path, str):  # handed over as text (the ingest DAG's XCom): maybe from another task
         as_given: Path = as_path(settings, path)  # a Path, or a UPath on object storage
         path = as_given
@@ -624,12 +642,12 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
         recovered = finish_interrupted(settings, ledger)
         refusal = landing_refusal(settings, given)
         if refusal is not None:
-            return _refuse(settings, ledger, given, kind or kind_of(given), refusal)
+            return _refuse(settings, ledger, given, kind or kind_of(given, use_case), refusal)
         if not path.exists():
             if str(path) in recovered:  # this very batch, whose publish a crash had interrupted
                 return recovered[str(path)]
             raise BatchGone(f"{path} is gone (already ingested by another run?)")
-        kind = kind or kind_of(path)
+        kind = kind or kind_of(path, use_case)
         digest = sha256_file(path)
         batch_id = batch_id_for(kind or "unknown", path, digest)
         base: dict[str, Any] = {
@@ -661,8 +679,9 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
             return quarantine(
                 [
                     _unreadable(
-                        f"cannot tell the batch kind of {path.name}: deliver it under landing/transactions/ "
-                        "or landing/labels/ (or pass --kind)"
+                        f"cannot tell the batch kind of {path.name}: deliver it under "
+                        + " or ".join(f"landing/{k}/" for k in use_case.batch_kinds)
+                        + " (or pass --kind)"
                     )
                 ],
                 0,
@@ -686,7 +705,7 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
             return result
 
         try:
-            frame = read_batch(path, kind)
+            frame = read_batch(path, use_case.columns_for(kind))
         except UnreadableBatch as exc:
             return quarantine([_unreadable(str(exc))], 0, [])
 
@@ -696,14 +715,14 @@ def ingest_file(settings: Settings, path: Path | str, kind: BatchKind | None = N
         if failures:
             return quarantine(failures, len(frame), warnings)
 
-        ordered = frame[list(columns_for(kind))]
+        ordered = frame[list(use_case.columns_for(kind))]
         published_rows, skipped_ids, partitions = stage(settings, ordered, kind, batch_id)
         skipped = len(skipped_ids)
         if skipped:
             warnings.append(
                 Failure(
                     expectation="rows_not_yet_published",
-                    column=KEY_COLUMN,
+                    column=use_case.id_column,
                     severity="warning",
                     count=skipped,
                     sample=skipped_ids[:5],

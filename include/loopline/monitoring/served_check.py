@@ -98,9 +98,9 @@ def answered(log_rows: pd.DataFrame) -> pd.Series:
 
 
 def _curated_files(settings: Settings) -> list[Any]:
-    from loopline.data.ingest import curated_dir, visible_partition_files
+    from loopline.data.ingest import curated_dir, use_case_of, visible_partition_files
 
-    return visible_partition_files(curated_dir(settings, "transactions"))
+    return visible_partition_files(curated_dir(settings, use_case_of(settings).batch_names["events"]))
 
 
 def curated_by_id(settings: Settings, ids: list[str], columns: list[str] | None = None) -> pd.DataFrame:
@@ -110,19 +110,20 @@ def curated_by_id(settings: Settings, ids: list[str], columns: list[str] | None 
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from loopline.data.schema import TRANSACTION_COLUMNS
+    from loopline.data.ingest import use_case_of
     from loopline.storage.files import parquet_dataset
 
+    use_case = use_case_of(settings)
     wanted = {
         c: d
-        for c, d in TRANSACTION_COLUMNS.items()
-        if columns is None or c in columns or c == "transaction_id"
+        for c, d in use_case.event_columns.items()
+        if columns is None or c in columns or c == use_case.id_column
     }
     files = _curated_files(settings)
     if not files or not ids:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in wanted.items()})
     table = parquet_dataset(files).to_table(
-        columns=list(wanted), filter=ds.field("transaction_id").isin(pa.array(ids, type=pa.string()))
+        columns=list(wanted), filter=ds.field(use_case.id_column).isin(pa.array(ids, type=pa.string()))
     )
     frame = table.to_pandas()
     return pd.DataFrame({c: frame[c].astype(d) for c, d in wanted.items()})

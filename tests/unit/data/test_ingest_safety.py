@@ -16,6 +16,7 @@ from test_ingest import _curated, _land
 
 import loopline.data.ingest as ingest
 from loopline.config import Settings
+from loopline.data.batch_files import write_frame
 from loopline.data.ingest import (
     BatchGone,
     IngestLedger,
@@ -26,9 +27,9 @@ from loopline.data.ingest import (
     publish,
     staged_path,
 )
-from loopline.data.simulator import SimulationConfig, simulate, write_frame
-from loopline.features.aggregates import read_curated_transactions
+from loopline.features.curated import read_curated_transactions
 from loopline.features.intervals import pending_interval
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 SECRET = "hunter2-do-not-leak"
 
@@ -366,7 +367,8 @@ def test_partitions_left_by_a_publish_interrupted_before_intents_existed_are_not
     # batch's three days in place under the batch's own name.
     fresh = batch["frame"][batch["frame"]["transaction_id"].isin(batch["fresh_ids"])]
     two_days = fresh[fresh["event_timestamp"].dt.strftime("%Y-%m-%d") < max(batch["days"])]
-    publish(settings, two_days[list(ingest.columns_for("transactions"))], "transactions", batch_id)
+    columns = ingest.use_case_of(settings).columns_for("transactions")
+    publish(settings, two_days[list(columns)], "transactions", batch_id)
     result = ingest_file(settings, path)
     assert result.published_rows == len(batch["fresh_ids"]) and len(result.partitions) == 3
     _check_published_exactly_once(settings, batch, batch_id)
