@@ -18,7 +18,7 @@ Decisions appear in `loopline status --json` under `history`. One run at a time.
 
 from airflow.sdk import Param, dag, task
 
-from loopline_airflow.assets import CHALLENGER
+from loopline_airflow.assets import CHALLENGER, challenger_from_events
 from loopline_airflow.canary_triggers import CanaryRampOperator, PromotionDecisionOperator
 from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.run_conf import reject_unknown_conf
@@ -66,11 +66,7 @@ def deploy_canary():
 
         reject_unknown_conf(context)
         settings = get_settings()
-        version = context["params"].get("version")
-        reason = "manual run"
-        for event in (context.get("triggering_asset_events") or {}).get(CHALLENGER, [])[-1:]:
-            version = version or (event.extra or {}).get("version")
-            reason = f"gate passed ({(event.extra or {}).get('reason') or 'no reason given'})"
+        version, reason = challenger_from_events(context)
         start = begin(
             settings,
             load_canary_policy(settings.canary_policy, config_dir=settings.config_dir),

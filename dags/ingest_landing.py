@@ -16,7 +16,7 @@ A re-delivered file is skipped as `already_published`. The same step runs synchr
 
 from airflow.sdk import Asset, AssetWatcher, dag, task
 
-from loopline_airflow.assets import VALIDATED_BATCH
+from loopline_airflow.assets import VALIDATED_BATCH, validated_batch_extra
 from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.settings import landing_dir
 from loopline_airflow.triggers import LandingZoneTrigger
@@ -66,15 +66,7 @@ def ingest_landing():
             raise AirflowFailException(result.summary())
         if result.published_rows == 0:
             raise AirflowSkipException(result.summary())  # nothing new: no event for consumers
-        context["outlet_events"][VALIDATED_BATCH].extra = {
-            "batch_id": result.batch_id,
-            "kind": result.kind,
-            "rows": result.published_rows,
-            "content_hash": result.content_hash,
-            "partitions": result.partitions,
-            "warnings": len(result.warnings),
-            "report": result.report,
-        }
+        context["outlet_events"][VALIDATED_BATCH].extra = validated_batch_extra(result)
         print(result.summary())
         return result.to_dict()
 

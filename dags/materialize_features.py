@@ -13,7 +13,7 @@ and emits `loopline.features` with the interval and row counts. By hand: `loopli
 
 from airflow.sdk import dag, task
 
-from loopline_airflow.assets import FEATURES, VALIDATED_BATCH
+from loopline_airflow.assets import FEATURES, VALIDATED_BATCH, features_extra
 from loopline_airflow.defaults import START_DATE, default_args
 
 
@@ -58,7 +58,7 @@ def materialize_features():
             ledger_cursor=interval["cursor"],
             served=answered_events(settings),  # scored, not ingested yet: the online state keeps them
         )
-        context["outlet_events"][FEATURES].extra = {**result.to_dict(), "batches": interval["batches"]}
+        context["outlet_events"][FEATURES].extra = features_extra(result, interval)
         return result.to_dict()
 
     materialize_interval(plan_interval())

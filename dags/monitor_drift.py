@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from loopline_airflow.assets import RETRAIN_REQUESTED
+from loopline_airflow.assets import RETRAIN_REQUESTED, retrain_extra
 from loopline_airflow.defaults import START_DATE, default_args
 
 TRAINING_DAG = "train_model"
@@ -58,13 +58,7 @@ def monitor_drift():
 
         if not result["retrain"]:
             raise AirflowSkipException(f"no retrain: {result['reason']}")
-        extra = {
-            "reason": f"drift: {result['reason']}",
-            "evidence": result["summary"],
-            "report": result["report_dir"],
-            "mlflow_run_id": result["mlflow_run_id"],
-            "model_version": result["model_version"],
-        }
+        extra = retrain_extra(result)
         context["outlet_events"][RETRAIN_REQUESTED].extra = extra
         return extra
 

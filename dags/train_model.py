@@ -22,7 +22,7 @@ One run at a time.
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from loopline_airflow.assets import CHALLENGER, RETRAIN_REQUESTED
+from loopline_airflow.assets import CHALLENGER, RETRAIN_REQUESTED, challenger_extra, trigger_reason
 from loopline_airflow.defaults import START_DATE, default_args
 from loopline_airflow.launchers import training_launcher
 from loopline_airflow.run_conf import reject_unknown_conf, run_moment
@@ -31,11 +31,7 @@ from loopline_airflow.run_conf import reject_unknown_conf, run_moment
 def _run_reason(context) -> str:
     """Why this run trains: the reason of the asset event that started it (drift, a person), else the
     ``reason`` Param (its default says "scheduled")."""
-    for events in (context.get("triggering_asset_events") or {}).values():
-        for event in events:
-            if (event.extra or {}).get("reason"):
-                return str(event.extra["reason"])
-    return context["params"]["reason"]
+    return trigger_reason(context) or context["params"]["reason"]
 
 
 def _record_failure(context) -> None:
@@ -44,14 +40,8 @@ def _record_failure(context) -> None:
     from loopline.config import get_settings
     from loopline.lineage import history
 
-    settings = get_settings()
-    run_id = context["run_id"]
-    if any(
-        e.details.get("dag_run_id") == run_id for e in history.read(settings, kinds={"trained"}, limit=20)
-    ):
-        return  # trained; the gate's verdict (gate_rejected) says why the run failed
-    history.record(
-        settings, "training_failed", reason=str(context.get("reason") or "a task failed"), dag_run_id=run_id
+    history.record_training_failed(
+        get_settings(), context["run_id"], str(context.get("reason") or "a task failed")
     )
 
 
@@ -222,11 +212,7 @@ def train_model():
             # (pushed before failing), so an API client reads the reasons without the log.
             context["ti"].xcom_push(key="return_value", value=summary)
             raise AirflowFailException(f"version {trained['version']} rejected by the gate: {verdict.why}")
-        context["outlet_events"][CHALLENGER].extra = {
-            "version": trained["version"],
-            "run_id": trained["run_id"],
-            "reason": trained.get("reason"),
-        }
+        context["outlet_events"][CHALLENGER].extra = challenger_extra(trained)
         return summary
 
     windows = plan_windows()

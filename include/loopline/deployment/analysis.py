@@ -236,6 +236,11 @@ def check_health(policy: CanaryPolicy, health: ServingHealth) -> CheckResult:
     )
 
 
+def per_variant(values: Mapping[str, Any]) -> str:
+    """``{"champion": 120, "challenger": 80}`` as people read it in a reason: ``champion 120, challenger 80``."""
+    return ", ".join(f"{name} {value}" for name, value in values.items())
+
+
 def _short(name: str, have: Mapping[str, int], need: int) -> CheckResult | None:
     lacking = {k: v for k, v in have.items() if v < need}
     if not lacking:
@@ -332,7 +337,7 @@ def check_score_shift(
         return CheckResult(
             "score_shift",
             "insufficient" if final else "skipped",
-            f"{few} distinct customers, fewer than the {rule.min_customers} needed",
+            f"distinct customers {per_variant(few)}, fewer than the {rule.min_customers} needed",
             {"customers": few},
         )
     # Quantile bins of a near-zero crowd would measure calibration nobody acts on: below the resolution,
@@ -454,7 +459,7 @@ def check_labelled(
         return CheckResult(
             "labelled",
             waiting,
-            f"waiting for labels: labelled {counts}, positives {positives} "
+            f"waiting for labels: labelled {per_variant(counts)}; positives {per_variant(positives)} "
             f"(need {rule.min_labelled} and {rule.min_positives} per variant, and genuine ones)",
             {"labelled": counts, "positives": positives},
         )
@@ -467,8 +472,9 @@ def check_labelled(
     fraud_customers = {k: s.fraud_customers for k, s in samples.items()}
     text = (
         f"PR-AUC challenger {ap['challenger']:.3f} vs champion {ap['champion']:.3f}, recall "
-        f"{recall['challenger']:.3f} vs {recall['champion']:.3f} on {counts} labelled (fraud {positives} "
-        f"on {fraud_customers} customers)"
+        f"{recall['challenger']:.3f} vs {recall['champion']:.3f} on labelled {per_variant(counts)} (fraud: "
+        + ", ".join(f"{k} {positives[k]} on {fraud_customers[k]} customer(s)" for k in samples)
+        + ")"
     )
     if worse:
         sure = ", ".join(

@@ -103,7 +103,7 @@ def answer_approval(
     option = PROMOTE if approve else ROLL_BACK
     if option not in question.options:
         raise NoApprovalWaiting(
-            f"{APPROVAL_DAG}.{APPROVAL_TASK} offers {question.options}, not {option!r}: "
+            f"{APPROVAL_DAG}.{APPROVAL_TASK} offers {' / '.join(map(str, question.options))}, not {option!r}: "
             "is the DAG Loopline's?"
         )
     params_input: dict[str, Any] = {}

@@ -198,7 +198,7 @@ def begin(
         )
     version = state.challenger
     if state.champion is None:
-        actions.promote(settings, version, FIRST_MODEL_REASON, trigger=reason or None)
+        actions.promote(settings, version, FIRST_MODEL_REASON, **({"trigger": reason} if reason else {}))
         return Start("promoted", FIRST_MODEL_REASON, version)
     source = errors_from or error_source(settings, policy, metrics_url)
     plan = CanaryPlan(

@@ -9,11 +9,17 @@ is the audit trail across versions, in order, that the registry's per-version ta
 Append-only, durable once ``record`` returns, several processes (Airflow tasks, the CLI) appending at once:
 SQLite (WAL) in the state directory, or Postgres at ``LOOPLINE_HISTORY_URL`` — needed wherever tasks do not
 share a disk (Kubernetes: every task is a pod of its own, with its own empty state dir).
+
+An event recorded by an Airflow task names that task's DAG run in its details (``dag_id``, ``dag_run_id``),
+so the UI links it to the run: ``record`` reads them from the environment Airflow sets in every task process
+(``AIRFLOW_CTX_DAG_ID``, ``AIRFLOW_CTX_DAG_RUN_ID``; see ``airflow_run``). The stages stay unaware of Airflow
+(nothing here imports it); an event recorded outside a task (the CLI, the demo) names no run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -53,6 +59,25 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_kind_at ON events (kind, at);
 """
+
+
+# What Airflow's task runner exports into the environment of every task process it runs.
+AIRFLOW_DAG_ID_ENV = "AIRFLOW_CTX_DAG_ID"
+AIRFLOW_DAG_RUN_ID_ENV = "AIRFLOW_CTX_DAG_RUN_ID"
+
+
+def airflow_run() -> dict[str, str]:
+    """``{"dag_id", "dag_run_id"}`` of the Airflow task this process runs, or ``{}`` outside one."""
+    dag_id, run_id = os.environ.get(AIRFLOW_DAG_ID_ENV), os.environ.get(AIRFLOW_DAG_RUN_ID_ENV)
+    return {"dag_id": dag_id, "dag_run_id": run_id} if dag_id and run_id else {}
+
+
+def _with_run(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` naming the Airflow run recording them, unless they already name another run."""
+    run = airflow_run()
+    if not run or details.get("dag_run_id") not in (None, run["dag_run_id"]):
+        return details
+    return {**run, **details}
 
 
 class UnknownEventKind(ValueError):
@@ -137,14 +162,15 @@ def record(
     at: datetime | None = None,
     **details: Any,
 ) -> Event:
-    """Append one event and return it (with its id); durable when this returns."""
+    """Append one event and return it (with its id); durable when this returns. Inside an Airflow task the
+    details also name its run (``dag_id``, ``dag_run_id``) unless they name one themselves."""
     if kind not in EVENT_KINDS:
         raise UnknownEventKind(
             f"unknown history event kind {kind!r}; known: {', '.join(sorted(EVENT_KINDS))}"
         )
     stamp = (at or datetime.now(UTC)).astimezone(UTC).isoformat()
     version = None if version is None else str(version)
-    payload = json.dumps(details, default=str, sort_keys=True)
+    payload = json.dumps(_with_run(details), default=str, sort_keys=True)
     with _connect(settings) as store:
         assert store is not None  # create=True: the store is created when missing
         conn, mark = store
@@ -194,3 +220,12 @@ def last(settings: Settings, kinds: set[str] | frozenset[str], since: datetime |
     """The newest event of any of ``kinds`` (at or after ``since``; cooldowns and dedupe ask this), or None."""
     events = read(settings, kinds=kinds, since=since, limit=1)
     return events[0] if events else None
+
+
+def record_training_failed(settings: Settings, dag_run_id: str, reason: str) -> Event | None:
+    """``training_failed`` for a training run that ended without recording ``trained`` (so a drift check's
+    "is training running?" never waits on a dead run); None when it had trained: the gate's verdict
+    (``gate_rejected``) already says why it failed."""
+    if any(e.details.get("dag_run_id") == dag_run_id for e in read(settings, kinds={"trained"}, limit=20)):
+        return None
+    return record(settings, "training_failed", reason=reason, dag_run_id=dag_run_id)

@@ -25,7 +25,8 @@ SERVED_KEY = "served_features"
 # The drift monitor's share of drifted features, as its drift_checked events carry it (plotted over time).
 # The producer is loopline.monitoring.monitor.record_decision; tests/unit/ui renders events it wrote.
 DRIFT_SHARE_KEY = "drifted_share"
-# Events that name their DAG run (``dag_run_id``) without its DAG: the one DAG that records them.
+# Events that name their DAG run (``dag_run_id``) without its DAG (the training failure callback's, and
+# events recorded before ``history.record`` added the task's ``dag_id``): the one DAG that records them.
 RECORDED_BY_DAG = {
     "training_started": "train_model",
     "trained": "train_model",
@@ -347,13 +348,22 @@ def format_value(value: Any, key: str = "", depth: int = 0, *, in_list: bool = F
     return str(value)
 
 
+def _repeats_reason(key: str, value: Any, reason: str) -> bool:
+    """True for a ``summary``, or a ``verdict`` (its ``why``), that the event's reason already says."""
+    sentence = value.get("why") if isinstance(value, Mapping) else value
+    return (
+        key in ("summary", "verdict") and isinstance(sentence, str) and bool(sentence) and sentence in reason
+    )
+
+
 def details_lines(event: dict[str, Any]) -> list[tuple[str, str]]:
     """``(key, text)`` of the details a person reads in the table (links and sections of their own left
-    out; a ``summary`` that repeats the reason too)."""
+    out; a summary or verdict that repeats the reason too)."""
     details = event.get("details") or {}
+    reason = str(event.get("reason") or "")
     out = []
     for key, value in details.items():
-        if key in LINKED_DETAILS or (key == "summary" and value == event.get("reason")):
+        if key in LINKED_DETAILS or _repeats_reason(str(key), value, reason):
             continue
         out.append((str(key), format_value(value, str(key))))
     return out

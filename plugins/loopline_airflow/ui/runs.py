@@ -1,9 +1,10 @@
 """Which Airflow DAG run recorded a history event that does not name its run itself.
 
-Training events carry their ``dag_run_id`` (``render.airflow_run_of`` links those directly). The others are
-recorded by library code that does not know its DAG run (``gating.gate``, ``deployment``, ``monitoring``),
-so the page finds the run in Airflow's own metadata (the api-server serving the page has it) — only where
-the match is exact or unambiguous, never a guess:
+Every event recorded inside an Airflow task names its run (``dag_id``, ``dag_run_id``: ``history.record``
+reads them from the task's environment), and ``render.airflow_run_of`` links those directly. This module is
+the fallback for events recorded before the history did so, whose library producers (``gating.gate``,
+``deployment``, ``monitoring``) did not know their DAG run: the page finds the run in Airflow's own metadata
+(the api-server serving the page has it) — only where the match is exact or unambiguous, never a guess:
 
 | events | recorded by | matched when |
 |---|---|---|
