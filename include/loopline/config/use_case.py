@@ -16,6 +16,7 @@ import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 USE_CASES_PACKAGE = "loopline.usecases"
@@ -46,6 +47,8 @@ class UseCase:
     time_column: str  # when the event happened (point-in-time joins, drift windows)
     label_column: str  # the ground truth in label batches (0/1 for a classifier, a number for a regressor)
     label_time_column: str  # when the label became known (labels are joined as of then, never earlier)
+    # Great Expectations suites, one per landing folder: <expectations_dir>/<batch name>.json
+    expectations_dir: Path
     group_columns: tuple[str, ...] = ()  # fairness groups: never model inputs, judged by the gate
     batch_names: Mapping[BatchKind, str] = field(
         default_factory=lambda: {"events": "events", "labels": "labels"}
@@ -80,6 +83,12 @@ class UseCase:
             out.append("batch_names must name exactly 'events' and 'labels'")
         elif len(set(self.batch_names.values())) != 2:
             out.append("batch_names must give events and labels different folder names")
+        else:
+            out += [
+                f"no expectation suite {self.expectations_dir / name}.json for its {name} batches"
+                for name in self.batch_names.values()
+                if not (self.expectations_dir / f"{name}.json").is_file()
+            ]
         return out
 
     @property

@@ -709,7 +709,7 @@ def ingest_file(settings: Settings, path: Path | str, kind: str | None = None) -
         except UnreadableBatch as exc:
             return quarantine([_unreadable(str(exc))], 0, [])
 
-        outcome = validate_frame(frame, kind, settings.config_dir)
+        outcome = validate_frame(frame, kind, use_case.expectations_dir)
         failures = [f.to_dict() for f in outcome.blocking]
         warnings = [f.to_dict() for f in outcome.warnings]
         if failures:

@@ -2,7 +2,7 @@
 
 One place names the columns, types and vocabularies of the two kinds of batch that land: card
 transactions, and labels (chargebacks / confirmations) that arrive days later. The simulator writes
-this contract, the Great Expectations suites in ``include/config/expectations/`` enforce it, the
+this contract, the Great Expectations suites in ``include/loopline/usecases/fraud/expectations/`` enforce it, the
 feature stage reads it.
 """
 

@@ -1,4 +1,5 @@
-"""Validate a batch with the Great Expectations suite kept in ``include/config/expectations/``.
+"""Validate a batch with the use case's Great Expectations suite for its kind (``<expectations_dir>/<kind>.json``;
+fraud's are in ``include/loopline/usecases/fraud/expectations/``).
 
 Each expectation carries GX's own ``severity``: ``critical`` ones block the batch (quarantine),
 ``warning`` ones let it publish and are recorded. The outcome is a small frozen dataclass with one
@@ -57,12 +58,12 @@ class ValidationOutcome:
         return not self.blocking
 
 
-def suite_path(config_dir: Path, kind: str) -> Path:
-    return config_dir / "expectations" / f"{kind}.json"
+def suite_path(suites_dir: Path, kind: str) -> Path:
+    return suites_dir / f"{kind}.json"
 
 
-def load_suite_spec(config_dir: Path, kind: str) -> dict[str, Any]:
-    path = suite_path(config_dir, kind)
+def load_suite_spec(suites_dir: Path, kind: str) -> dict[str, Any]:
+    path = suite_path(suites_dir, kind)
     if not path.exists():
         raise FileNotFoundError(f"no expectation suite for {kind!r} batches at {path}")
     spec: dict[str, Any] = json.loads(path.read_text())
@@ -126,13 +127,13 @@ def _naive_utc(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=4)
-def _validator(config_dir: str, kind: str) -> tuple[ValidationDefinition, str]:
+def _validator(suites_dir: str, kind: str) -> tuple[ValidationDefinition, str]:
     """A GX validation definition for one suite, built once per process (context set-up costs ~1 s)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    spec = load_suite_spec(Path(config_dir), kind)
+    spec = load_suite_spec(Path(suites_dir), kind)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch_definition = (
@@ -154,11 +155,11 @@ def _validator(config_dir: str, kind: str) -> tuple[ValidationDefinition, str]:
 
 
 def validate_frame(
-    frame: pd.DataFrame, kind: str, config_dir: Path, now: datetime | None = None
+    frame: pd.DataFrame, kind: str, suites_dir: Path, now: datetime | None = None
 ) -> ValidationOutcome:
     """Run the ``kind`` suite on ``frame``. Expectations on columns the frame lacks are not repeated:
     the column-set expectation already names every missing column."""
-    definition, suite_name = _validator(str(config_dir), kind)
+    definition, suite_name = _validator(str(suites_dir), kind)
     now = now or datetime.now(UTC)
     latest = (now + CLOCK_SKEW).astimezone(UTC).replace(tzinfo=None)
     result = definition.run(

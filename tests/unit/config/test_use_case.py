@@ -3,9 +3,12 @@ it is reported with the piece to fix."""
 
 from __future__ import annotations
 
+import json
 import sys
+import tempfile
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +22,10 @@ EVENTS = {
     "distance_km": "float64",
 }
 LABELS = {"order_id": "string", "minutes": "float64", "delivered_at": "datetime64[us, UTC]"}
+# A suite per landing folder (the content does not matter to the interface, only that each kind has one).
+SUITES = Path(tempfile.mkdtemp(prefix="use-case-suites-"))
+for _name in ("orders", "deliveries"):
+    (SUITES / f"{_name}.json").write_text(json.dumps({"name": _name, "expectations": []}))
 
 
 def _use_case(**overrides: object) -> UseCase:
@@ -31,6 +38,7 @@ def _use_case(**overrides: object) -> UseCase:
         time_column="ordered_at",
         label_column="minutes",
         label_time_column="delivered_at",
+        expectations_dir=SUITES,
         group_columns=("region",),
         batch_names={"events": "orders", "labels": "deliveries"},
     )
@@ -108,6 +116,10 @@ def test_a_use_case_named_unlike_its_package_is_refused(installed: dict[str, typ
         ({"group_columns": ("city",)}, "group column 'city' is not in event_columns"),
         ({"batch_names": {"events": "orders"}}, "batch_names must name exactly 'events' and 'labels'"),
         ({"batch_names": {"events": "x", "labels": "x"}}, "different folder names"),
+        (
+            {"batch_names": {"events": "orders", "labels": "returns"}},
+            f"no expectation suite {SUITES}/returns.json for its returns batches",
+        ),
     ],
 )
 def test_each_broken_piece_is_named(overrides: dict[str, object], problem: str) -> None:

@@ -1,21 +1,21 @@
-"""The GX suites in include/config/expectations agree with the data contract in loopline.data.schema."""
+"""The fraud use case's GX suites (include/loopline/usecases/fraud/expectations) agree with the data contract in loopline.data.schema."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from loopline.config import Settings
+from loopline.config.use_case import load_use_case
 from loopline.data import schema
 from loopline.data.validation import load_suite_spec, validate_frame
 
-CONFIG_DIR = Settings().config_dir
+SUITES_DIR = load_use_case("fraud").expectations_dir
 
 
 def _expectations(kind: str, type_: str) -> dict[str | None, dict]:
     return {
         e["kwargs"].get("column"): e
-        for e in load_suite_spec(CONFIG_DIR, kind)["expectations"]
+        for e in load_suite_spec(SUITES_DIR, kind)["expectations"]
         if e["type"] == type_
     }
 
@@ -27,7 +27,7 @@ def test_column_set_and_not_null_cover_the_contract(kind):
     assert column_set["kwargs"]["column_set"] == columns and column_set["kwargs"]["exact_match"] is True
     assert set(_expectations(kind, "expect_column_values_to_not_be_null")) == set(columns)
     assert all(
-        e["severity"] in ("critical", "warning") for e in load_suite_spec(CONFIG_DIR, kind)["expectations"]
+        e["severity"] in ("critical", "warning") for e in load_suite_spec(SUITES_DIR, kind)["expectations"]
     )
 
 
@@ -56,7 +56,7 @@ def test_timestamps_slightly_ahead_are_clock_skew_but_hours_ahead_are_blocked():
             "label_timestamp": pd.to_datetime(["2026-03-01T12:03:00Z", "2026-03-01T11:00:00Z"], utc=True),
         }
     )
-    assert validate_frame(frame, "labels", CONFIG_DIR, now=now.to_pydatetime()).passed
+    assert validate_frame(frame, "labels", SUITES_DIR, now=now.to_pydatetime()).passed
     frame.loc[0, "label_timestamp"] = pd.Timestamp("2026-03-01T15:00:00Z")
-    outcome = validate_frame(frame, "labels", CONFIG_DIR, now=now.to_pydatetime())
+    outcome = validate_frame(frame, "labels", SUITES_DIR, now=now.to_pydatetime())
     assert [f.expectation for f in outcome.blocking] == ["expect_column_max_to_be_between"]

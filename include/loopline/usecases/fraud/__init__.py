@@ -7,6 +7,8 @@ false-positive rate, and fairly across customer age bands and regions.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from loopline.config.use_case import UseCase
 from loopline.data.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 
@@ -19,6 +21,7 @@ USE_CASE = UseCase(
     time_column="event_timestamp",
     label_column="is_fraud",
     label_time_column="label_timestamp",
+    expectations_dir=Path(__file__).parent / "expectations",
     group_columns=("customer_age_band", "customer_region"),
     batch_names={"events": "transactions", "labels": "labels"},
     description="Card-fraud detection on simulated card transactions with late chargeback labels.",
