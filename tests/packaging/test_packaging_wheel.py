@@ -1,0 +1,44 @@
+"""The images install Loopline with ``pip install .`` (not the checkout): the wheel must carry every file the
+package reads at run time, above all each use case's data files (its Great Expectations suites)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from packaging_files import REPO_ROOT
+
+from loopline.config.use_case import available_use_cases, load_use_case
+
+
+def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("loopline-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    include = REPO_ROOT / "include"
+    for name in available_use_cases():
+        use_case = load_use_case(name)
+        assert f"loopline/usecases/{name}/__init__.py" in names
+        for batch in use_case.batch_kinds:
+            suite = (use_case.expectations_dir / f"{batch}.json").relative_to(include)
+            assert suite.as_posix() in names, (
+                f"{suite} is not in the wheel: add it to package-data in pyproject.toml"
+            )
