@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from loopline.data.simulator import SimulationConfig, simulate
-from loopline.features.aggregates import compute_aggregates, refresh_aggregates
+from loopline.features.aggregates import compute_aggregates
+from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import write_aggregates
 
 

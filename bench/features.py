@@ -20,8 +20,7 @@ os.environ["LOOPLINE_STATE_DIR"] = str(STATE)
 
 from loopline.config import Settings  # noqa: E402
 from loopline.data.simulator import SimulationConfig, simulate  # noqa: E402
-from loopline.features.aggregates import read_curated_transactions  # noqa: E402
-from loopline.features.curated import curated_time_range  # noqa: E402
+from loopline.features.curated import curated_time_range, read_curated_transactions  # noqa: E402
 from loopline.features.feature_service import ENTITY_COLUMNS, FEATURE_SERVICE, feature_names  # noqa: E402
 from loopline.features.historical import entity_rows, historical_features  # noqa: E402
 from loopline.features.materialize import materialize  # noqa: E402

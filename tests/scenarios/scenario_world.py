@@ -80,9 +80,9 @@ def build_world(
     starts without history, so its first month of 30-day aggregates is unlike a live issuer's), register,
     gate the version (logging its holdout scores, the concept-drift baseline) and make it the champion."""
     from loopline.data.ingest import publish
-    from loopline.features.aggregates import refresh_aggregates
     from loopline.features.curated import curated_time_range
     from loopline.features.materialize import offline_sink
+    from loopline.features.offline_refresh import refresh_aggregates
     from loopline.features.training_sets import build_training_set
     from loopline.gating.gate import run_gate
     from loopline.gating.holdout import build_holdout, plan_holdout

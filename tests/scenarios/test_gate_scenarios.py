@@ -51,9 +51,9 @@ def _fast_overrides() -> list[str]:
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from loopline.data.ingest import publish
     from loopline.data.simulator import SimulationConfig, simulate
-    from loopline.features.aggregates import refresh_aggregates
     from loopline.features.curated import curated_time_range
     from loopline.features.materialize import offline_sink
+    from loopline.features.offline_refresh import refresh_aggregates
     from loopline.features.training_sets import build_training_set
     from loopline.gating.holdout import build_holdout, plan_holdout
     from loopline.platform.feast_store import apply_feature_repo

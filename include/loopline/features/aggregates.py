@@ -19,19 +19,19 @@ Missing values: rows with a missing key or ``event_timestamp`` are left out of t
 contract never has them); a missing ``merchant_country`` counts as foreign, a missing ``channel`` as not
 online, and a missing merchant or card as one value of its own in distinct counts. A missing ``amount``
 is an error.
+
+Pure: frames in, frames out, no I/O. Reading curated transactions is ``curated``'s job, and recomputing
+an interval into the offline store (read, compute, merge) is ``offline_refresh``'s.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from loopline.data.schema import TRANSACTION_COLUMNS
 from loopline.features.frames import KEY_DTYPE, TIMESTAMP, entity_codes, epoch_us
-from loopline.features.offline_sink import OfflineSink, ParquetSink
 from loopline.features.tables import (
     CUSTOMER_CHANNEL,
     CUSTOMER_DEVICE,
@@ -79,7 +79,7 @@ def compute_aggregates(
     """
     tx = _usable(transactions)
     t_us = epoch_us(tx[TIMESTAMP])
-    since_us = None if since is None else int(epoch_us(pd.Series([_utc(since)]))[0])
+    since_us = None if since is None else int(epoch_us(pd.Series([utc_timestamp(since)]))[0])
     return {
         CUSTOMER_VELOCITY.name: _customer_velocity(tx, t_us, since_us),
         MERCHANT_STATS.name: _merchant_stats(tx, t_us, since_us),
@@ -341,7 +341,8 @@ def _usable(transactions: pd.DataFrame) -> pd.DataFrame:
     return tx
 
 
-def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
+def utc_timestamp(ts: pd.Timestamp | str) -> pd.Timestamp:
+    """``ts`` as a UTC timestamp (a naive one is taken to be UTC)."""
     ts = pd.Timestamp(ts)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
@@ -379,99 +380,3 @@ def _emit(
 
 def _timestamps(us: np.ndarray) -> pd.Series:
     return pd.Series(pd.DatetimeIndex(us.astype("datetime64[us]")).tz_localize("UTC"))
-
-
-# --- the curated store ----------------------------------------------------------------------------
-
-
-def _partitions(curated_dir: Path, start: pd.Timestamp | None, end: pd.Timestamp | None) -> list[Path]:
-    """Published parquet files of the ``date=YYYY-MM-DD`` partitions whose day overlaps ``[start, end)``."""
-    from loopline.data.ingest import visible_partition_files
-
-    root = (
-        Path(curated_dir) if isinstance(curated_dir, str) else curated_dir
-    ) / "transactions"  # or object storage
-    if not root.is_dir():
-        return []
-    days = []
-    for part in sorted(root.glob("date=*"), key=str):
-        try:
-            day = pd.Timestamp(part.name.removeprefix("date="), tz="UTC")
-        except ValueError:
-            continue
-        if start is not None and day + pd.Timedelta(days=1) <= start:
-            continue
-        if end is not None and day >= end:
-            continue
-        days.append(part.name.removeprefix("date="))
-    return visible_partition_files(root, days)
-
-
-def read_curated_transactions(
-    curated_dir: Path,
-    start: pd.Timestamp | None = None,
-    end: pd.Timestamp | None = None,
-    *,
-    columns: list[str] | None = None,
-) -> pd.DataFrame:
-    """Curated transactions with ``start <= event_timestamp < end`` (open where None).
-
-    Reads only ``<curated_dir>/transactions/date=YYYY-MM-DD/*.parquet`` partitions whose day overlaps
-    ``[start, end)`` (pruned by folder name), then keeps the rows inside it. Returns the contract's
-    columns (or ``columns`` of them, in contract order) with its dtypes.
-    """
-    start = None if start is None else _utc(start)
-    end = None if end is None else _utc(end)
-    wanted = {
-        c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == TIMESTAMP
-    }
-    from loopline.storage.files import read_parquet
-
-    frames = [read_parquet(f, columns=list(wanted)) for f in _partitions(curated_dir, start, end)]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=d) for c, d in wanted.items()})
-    frame = pd.concat(frames, ignore_index=True)
-    frame = pd.DataFrame({c: frame[c].astype(d) for c, d in wanted.items()})
-    keep = np.ones(len(frame), dtype=bool)
-    if start is not None:
-        keep &= (frame[TIMESTAMP] >= start).to_numpy()
-    if end is not None:
-        keep &= (frame[TIMESTAMP] < end).to_numpy()
-    frame = frame[keep]
-    return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
-
-
-def device_first_seen(curated_dir: Path, before: pd.Timestamp) -> pd.DataFrame:
-    """Earliest use of each (customer_id, device_id) among curated transactions before ``before``."""
-    keys = list(CUSTOMER_DEVICE.keys)
-    old = read_curated_transactions(curated_dir, None, before, columns=[*keys, TIMESTAMP])
-    old = old.dropna(subset=keys)
-    if not len(old):
-        return pd.DataFrame(
-            {
-                **{k: pd.Series(dtype=KEY_DTYPE) for k in keys},
-                "dev_first_seen_epoch_s": pd.Series(dtype="float64"),
-            }
-        )
-    first = old.assign(s=epoch_us(old[TIMESTAMP]) / US_PER_S).groupby(keys, sort=False)["s"].min()
-    return first.rename("dev_first_seen_epoch_s").reset_index()
-
-
-def refresh_aggregates(
-    curated_dir: Path, offline: Path | OfflineSink, start: pd.Timestamp, end: pd.Timestamp
-) -> dict[str, int]:
-    """Recompute the rows of transactions in ``[start, end)`` and merge them into the offline store:
-    ``offline`` is a folder of parquet tables or any ``offline_sink.OfflineSink`` (e.g. Postgres).
-
-    Reads the curated history from ``start - 30 days`` (all any window needs) and, for
-    ``dev_first_seen_epoch_s`` (all history), the device columns of the older partitions, so the rows
-    equal those of a full recomputation. Returns the rows now in each table.
-    """
-    sink = offline if isinstance(offline, OfflineSink) else ParquetSink(Path(offline))
-    start, end = _utc(start), _utc(end)
-    history_start = start - HISTORY
-    transactions = read_curated_transactions(curated_dir, history_start, end)
-    prior = device_first_seen(curated_dir, history_start)
-    tables = compute_aggregates(transactions, since=start, device_first_seen=prior)
-    return sink.write(tables)

@@ -1,33 +1,38 @@
-"""What the feature modules read from the curated store itself: its time span and the labels known at a time.
+"""Reads of the curated store itself, for the feature modules: its time span, its transactions in an
+interval (and each device's first use before a time), and the labels known at a time.
 
-Materialisation, training sets and fresh features need the span; training sets, monitoring, the canary's
-label windows and the gate's holdout need the labels. Neither reads a feature store, so they are apart
+Materialisation, training sets and fresh features need the span; the aggregates' refresh, fresh features,
+training sets, the skew check and the gate's holdout the transactions; training sets, monitoring, the
+canary's label windows and the gate's holdout the labels. None of it reads a feature store, so it is apart
 from the modules that do (fresh features read the span without importing the materialiser).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
+
+from loopline.data.ingest import visible_partition_files
+from loopline.data.schema import TRANSACTION_COLUMNS
+from loopline.features.aggregates import US_PER_S, utc_timestamp
 from loopline.features.feature_service import ONE_MICROSECOND, FeatureRowsMismatch
+from loopline.features.frames import KEY_DTYPE, TIMESTAMP, epoch_us
+from loopline.features.tables import CUSTOMER_DEVICE
+from loopline.storage.files import parquet_dataset, read_parquet
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from loopline.config import Settings
 
 
 def curated_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
     """[first event, last event + 1 µs) over the curated transactions, or None when there are none."""
-
-    from loopline.data.ingest import visible_partition_files
-
     files = visible_partition_files(settings.state.curated / "transactions")
     if not files:
         return None
-    from loopline.storage.files import parquet_dataset
-
     table = parquet_dataset(files).to_table(columns=["event_timestamp"])
     column = table.column(0)
     import pyarrow.compute as pc
@@ -38,10 +43,6 @@ def curated_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
 
 def read_labels(settings: Settings, as_of: datetime) -> pd.DataFrame:
     """Curated labels known at ``as_of`` (label delay honoured: later labels do not exist yet)."""
-    import pandas as pd
-
-    from loopline.data.ingest import visible_partition_files
-
     files = visible_partition_files(settings.state.curated / "labels")
     if not files:
         return pd.DataFrame(
@@ -51,10 +52,78 @@ def read_labels(settings: Settings, as_of: datetime) -> pd.DataFrame:
                 "label_timestamp": pd.Series(dtype="datetime64[us, UTC]"),
             }
         )
-    from loopline.storage.files import read_parquet
-
     labels: pd.DataFrame = pd.concat([read_parquet(f) for f in files], ignore_index=True)
     labels = labels[labels["label_timestamp"] <= pd.Timestamp(as_of)]
     if labels["transaction_id"].duplicated().any():
         raise FeatureRowsMismatch("a transaction has more than one label in the curated store")
     return labels
+
+
+def _partitions(curated_dir: Path, start: pd.Timestamp | None, end: pd.Timestamp | None) -> list[Path]:
+    """Published parquet files of the ``date=YYYY-MM-DD`` partitions whose day overlaps ``[start, end)``."""
+    root = (
+        Path(curated_dir) if isinstance(curated_dir, str) else curated_dir
+    ) / "transactions"  # or object storage
+    if not root.is_dir():
+        return []
+    days = []
+    for part in sorted(root.glob("date=*"), key=str):
+        try:
+            day = pd.Timestamp(part.name.removeprefix("date="), tz="UTC")
+        except ValueError:
+            continue
+        if start is not None and day + pd.Timedelta(days=1) <= start:
+            continue
+        if end is not None and day >= end:
+            continue
+        days.append(part.name.removeprefix("date="))
+    return visible_partition_files(root, days)
+
+
+def read_curated_transactions(
+    curated_dir: Path,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    *,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """Curated transactions with ``start <= event_timestamp < end`` (open where None).
+
+    Reads only ``<curated_dir>/transactions/date=YYYY-MM-DD/*.parquet`` partitions whose day overlaps
+    ``[start, end)`` (pruned by folder name), then keeps the rows inside it. Returns the contract's
+    columns (or ``columns`` of them, in contract order) with its dtypes.
+    """
+    start = None if start is None else utc_timestamp(start)
+    end = None if end is None else utc_timestamp(end)
+    wanted = {
+        c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == TIMESTAMP
+    }
+    frames = [read_parquet(f, columns=list(wanted)) for f in _partitions(curated_dir, start, end)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=d) for c, d in wanted.items()})
+    frame = pd.concat(frames, ignore_index=True)
+    frame = pd.DataFrame({c: frame[c].astype(d) for c, d in wanted.items()})
+    keep = np.ones(len(frame), dtype=bool)
+    if start is not None:
+        keep &= (frame[TIMESTAMP] >= start).to_numpy()
+    if end is not None:
+        keep &= (frame[TIMESTAMP] < end).to_numpy()
+    frame = frame[keep]
+    return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+
+
+def device_first_seen(curated_dir: Path, before: pd.Timestamp) -> pd.DataFrame:
+    """Earliest use of each (customer_id, device_id) among curated transactions before ``before``."""
+    keys = list(CUSTOMER_DEVICE.keys)
+    old = read_curated_transactions(curated_dir, None, before, columns=[*keys, TIMESTAMP])
+    old = old.dropna(subset=keys)
+    if not len(old):
+        return pd.DataFrame(
+            {
+                **{k: pd.Series(dtype=KEY_DTYPE) for k in keys},
+                "dev_first_seen_epoch_s": pd.Series(dtype="float64"),
+            }
+        )
+    first = old.assign(s=epoch_us(old[TIMESTAMP]) / US_PER_S).groupby(keys, sort=False)["s"].min()
+    return first.rename("dev_first_seen_epoch_s").reset_index()

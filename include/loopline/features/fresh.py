@@ -99,7 +99,7 @@ def read_curated_events(settings: Settings, start: datetime | None, end: datetim
     """Curated transactions in [start, end) (and device first-seen times before ``start``)."""
     import pandas as pd
 
-    from loopline.features.aggregates import device_first_seen, read_curated_transactions
+    from loopline.features.curated import device_first_seen, read_curated_transactions
 
     first_seen = {}
     if start is not None:

@@ -55,7 +55,7 @@ def materialize(
 ) -> MaterializeResult:
     """Compute the aggregates of transactions in [start, end) and load them into the online store.
 
-    Offline: the rows of every transaction in [start, end) (``aggregates.refresh_aggregates``). Online:
+    Offline: the rows of every transaction in [start, end) (``offline_refresh.refresh_aggregates``). Online:
     for every entity with a transaction in [start - ``MATERIALIZE_OVERLAP``, newest), the state after its
     newest known transaction — curated, or ``served`` (what the prediction service scored and logged but
     no batch has delivered yet: ``serving.prediction_log.answered_events``). So the batch corrects the
@@ -66,8 +66,8 @@ def materialize(
     """
     import pandas as pd
 
-    from loopline.features.aggregates import refresh_aggregates
     from loopline.features.fresh import load_curated_window, write_latest_states
+    from loopline.features.offline_refresh import refresh_aggregates
     from loopline.features.streaming import HISTORY_US, EventWindows, epoch_us
 
     served = list(served)

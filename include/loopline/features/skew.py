@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from loopline.features.curated import read_curated_transactions
 from loopline.features.feature_service import FeatureRowsMismatch
 from loopline.features.historical import historical_features
 from loopline.features.online import OnlineFeatures
@@ -59,7 +60,6 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     """
     import pandas as pd
 
-    from loopline.features.aggregates import read_curated_transactions
     from loopline.features.streaming import epoch_us
 
     until = materialized_until(settings)

@@ -619,7 +619,7 @@ class EventWindows:
 
 
 def device_first_seen_map(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """``aggregates.device_first_seen`` output as a dict."""
+    """``curated.device_first_seen`` output as a dict."""
     return {
         (str(c), str(d)): float(s)
         for c, d, s in zip(

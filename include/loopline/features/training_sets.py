@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopline.features.curated import curated_time_range, read_labels
+from loopline.features.curated import curated_time_range, read_curated_transactions, read_labels
 from loopline.features.feature_service import (
     ENTITY_COLUMNS,
     FEATURE_SERVICE,
@@ -64,8 +64,6 @@ def build_training_set(
     point-in-time features → ``out`` (parquet) + ``out.manifest.json``. Every transaction yields one
     row; unlabelled ones keep an empty label so counts reconcile."""
     import pandas as pd
-
-    from loopline.features.aggregates import read_curated_transactions
 
     span = curated_time_range(settings)
     if span is None:

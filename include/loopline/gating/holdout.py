@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loopline.config import Settings
-from loopline.features.curated import read_labels
+from loopline.features.curated import read_curated_transactions, read_labels
 from loopline.features.training_sets import TrainingSetManifest, build_training_set
 from loopline.gating.policy import GatePolicy
 
@@ -76,7 +76,6 @@ class HoldoutPlan:
 
 def _labelled_events(settings: Settings, labels_as_of: datetime | None, columns: list[str]) -> pd.DataFrame:
     """Curated transactions (``columns`` + timestamp) joined with their labels known at ``labels_as_of``."""
-    from loopline.features.aggregates import read_curated_transactions
 
     labels = read_labels(settings, labels_as_of or datetime.now(UTC))
     if labels.empty:

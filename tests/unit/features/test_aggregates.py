@@ -10,11 +10,9 @@ import pytest
 
 from loopline.data.schema import TRANSACTION_COLUMNS
 from loopline.data.simulator import SimulationConfig, simulate
-from loopline.features.aggregates import (
-    compute_aggregates,
-    read_curated_transactions,
-    refresh_aggregates,
-)
+from loopline.features.aggregates import compute_aggregates
+from loopline.features.curated import read_curated_transactions
+from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import write_aggregates
 from loopline.features.tables import (
     CUSTOMER_CHANNEL,

@@ -14,8 +14,9 @@ from psycopg.conninfo import conninfo_to_dict
 from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
-from loopline.features.aggregates import compute_aggregates, refresh_aggregates
+from loopline.features.aggregates import compute_aggregates
 from loopline.features.materialize import offline_sink
+from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import (
     OfflineSink,
     ParquetSink,

@@ -14,8 +14,7 @@ import pytest
 from loopline.config import Settings
 from loopline.data.ingest import publish
 from loopline.data.simulator import SimulationConfig, simulate
-from loopline.features.aggregates import read_curated_transactions
-from loopline.features.curated import curated_time_range
+from loopline.features.curated import curated_time_range, read_curated_transactions
 from loopline.features.feature_service import FeatureRowsMismatch, feature_names
 from loopline.features.historical import historical_features
 from loopline.features.materialize import materialize
