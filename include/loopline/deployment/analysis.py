@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from loopline.deployment.policy import CanaryPolicy
+from loopline.metrics import average_precision_of_curve, tie_ends
 
 Status = Literal["pass", "fail", "insufficient", "skipped"]
 
@@ -392,7 +393,7 @@ class LabelledSample:
         scores = np.array([r[1] for r in rows], dtype="float64")
         order = np.argsort(-scores, kind="mergesort")
         _, customers = np.unique(np.array([r[3] for r in rows], dtype=str), return_inverse=True)
-        ends = np.r_[np.flatnonzero(np.diff(scores[order])), len(rows) - 1] if rows else np.empty(0)
+        ends = tie_ends(scores[order]) if rows else np.empty(0)
         return cls(
             labels=np.array([r[0] for r in rows], dtype="float64")[order],
             decisions=np.array([r[2] for r in rows], dtype=bool)[order],
@@ -411,10 +412,7 @@ class LabelledSample:
         fps = np.cumsum(weights - hits)[self.last_of_tie]
         if tps[-1] <= 0 or fps[-1] <= 0:
             return np.nan, np.nan
-        # A step with no rows of weight (tps + fps == 0) adds no recall: its precision does not matter.
-        precision = tps / np.maximum(tps + fps, 1e-12)
-        pr_auc = float(np.sum(np.diff(np.r_[0.0, tps / tps[-1]]) * precision))
-        return pr_auc, float(hits[self.decisions].sum() / tps[-1])
+        return average_precision_of_curve(tps, fps), float(hits[self.decisions].sum() / tps[-1])
 
     def resampled(self, rng: np.random.Generator) -> tuple[float, float]:
         """``quality`` on a Poisson bootstrap of customers: each customer's rows weigh Poisson(1), together."""
