@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from loopline.config import Settings
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.gating.card import render_model_card
 from loopline.gating.decide import (
     CANDIDATE_IS_CHAMPION,
@@ -44,22 +45,6 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_NAME = "fraud_detector"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
-LABEL = "is_fraud"
-# Columns of a transaction as the prediction API takes it (the holdout has all but card_id).
-REQUEST_COLUMNS = (
-    "transaction_id",
-    "event_timestamp",
-    "customer_id",
-    "card_id",
-    "merchant_id",
-    "merchant_category",
-    "merchant_country",
-    "amount",
-    "channel",
-    "device_id",
-    "customer_age_band",
-    "customer_region",
-)
 TAG_PASSED = "loopline.gate.passed"
 TAG_CHECKS = "loopline.gate.checks"
 TAG_REPORT = "loopline.gate.report"
@@ -119,16 +104,18 @@ def score_holdout(model_uri: str, rows: pd.DataFrame) -> Scoring:
     return Scoring(scores)
 
 
-def _read_holdout(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The holdout's labelled rows and manifest: a local path or a shared-storage URI (``s3://``)."""
+def _read_holdout(path: str | Path, use_case: UseCase) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The holdout's labelled rows (the use case's label as int64) and manifest: a local path or a
+    shared-storage URI (``s3://``)."""
     from loopline.training.data import TrainingError, read_training_set
 
     try:
         frame, manifest = read_training_set(path)
     except TrainingError as exc:
         raise GateError(f"holdout unusable: {exc}") from None
-    labelled = frame[frame[LABEL].notna()].reset_index(drop=True)
-    labelled[LABEL] = labelled[LABEL].astype("int64")
+    label = use_case.label_column
+    labelled = frame[frame[label].notna()].reset_index(drop=True)
+    labelled[label] = labelled[label].astype("int64")
     if labelled.empty:
         raise GateError(
             f"the holdout {path} has no labelled rows: build it with build_holdout / `loopline gate`"
@@ -136,10 +123,11 @@ def _read_holdout(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return labelled, manifest
 
 
-def sample_requests(rows: pd.DataFrame, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` holdout transactions as prediction-API requests (a fixed sample: repeatable timings)."""
+def sample_requests(rows: pd.DataFrame, n: int, use_case: UseCase, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` holdout events as prediction-API requests (a fixed sample: repeatable timings): the use case's
+    event columns the holdout has (the API takes an event as it lands)."""
     picked = rows.sample(n=min(n, len(rows)), random_state=seed) if len(rows) else rows
-    columns = [c for c in REQUEST_COLUMNS if c in picked.columns]
+    columns = [c for c in use_case.event_columns if c in picked.columns]
     return [as_request(cast(dict[str, Any], r)) for r in picked[columns].to_dict("records")]
 
 
@@ -225,6 +213,7 @@ def run_gate(
     from loopline.serving.config import load_serving_config
 
     version = str(version)
+    use_case = load_use_case(settings.use_case)
     if policy is None:
         policy = load_policy(default_policy_path(settings.project_dir))
     serving = load_serving_config(config_dir=settings.config_dir)
@@ -236,20 +225,21 @@ def run_gate(
         raise GateError(
             f"no version {version} of registered model {model_name!r} in {settings.mlflow_uri}: {exc.message}"
         ) from None
-    rows, manifest = _read_holdout(holdout_path)
-    missing = [c for c in policy.fairness.group_columns if c not in rows.columns]
+    rows, manifest = _read_holdout(holdout_path, use_case)
+    group_columns = policy.fairness.columns(use_case)
+    missing = [c for c in group_columns if c not in rows.columns]
     if missing:
         raise GateError(
             f"the holdout lacks the fairness group columns {missing}: rebuild it with build_holdout"
         )
     # The groups the labelled history has (build_holdout records them): one absent from the holdout is listed.
     expected_groups = manifest.get(FAIRNESS_GROUPS_KEY)
-    labels = rows[LABEL].to_numpy()
+    labels = rows[use_case.label_column].to_numpy()
     candidate_uri = f"models:/{model_name}/{version}"
 
     candidate = score_holdout(candidate_uri, rows)
     cand_metrics = quality_metrics(labels, candidate.scores, policy) if candidate.scores is not None else None
-    groups = {c: rows[c].to_numpy() for c in policy.fairness.group_columns}
+    groups = {c: rows[c].to_numpy() for c in group_columns}
     champion_mv, comparison = _champion(client, model_name, version)
     champ_metrics = None
     champ_fairness: FairnessTable | None = None
@@ -279,7 +269,7 @@ def run_gate(
             settings,
             candidate_uri,
             version,
-            sample_requests(rows, policy.latency.requests),
+            sample_requests(rows, policy.latency.requests, use_case),
             n=policy.latency.requests,
             warmup=policy.latency.warmup,
         )
@@ -289,7 +279,7 @@ def run_gate(
             settings,
             candidate_uri,
             version,
-            sample_requests(rows, policy.infra.sample_requests),
+            sample_requests(rows, policy.infra.sample_requests, use_case),
             policy.infra.timeout_s,
             workdir,
         )
@@ -343,7 +333,7 @@ def run_gate(
         "verdict": verdict.to_dict(),
     }
     if candidate.scores is not None:
-        log_holdout_scores(client, candidate_mv.run_id, rows, candidate.scores)
+        log_holdout_scores(client, candidate_mv.run_id, rows, candidate.scores, use_case)
     record_verdict(
         settings,
         client,
@@ -358,18 +348,22 @@ def run_gate(
     return verdict
 
 
-def log_holdout_scores(client: Any, run_id: str, rows: pd.DataFrame, scores: np.ndarray) -> None:
-    """Log the labelled holdout rows (transaction, customer, label) with ``scores`` to the run."""
+def log_holdout_scores(
+    client: Any, run_id: str, rows: pd.DataFrame, scores: np.ndarray, use_case: UseCase
+) -> None:
+    """Log the labelled holdout rows (the use case's id, the customer, the label) with ``scores`` to the run:
+    the concept-drift check's baseline (``monitoring.concept``)."""
     import tempfile
 
     import pandas as pd
 
+    id_column, label = use_case.id_column, use_case.label_column
     frame = pd.DataFrame(
         {
-            "transaction_id": rows["transaction_id"].astype(str).to_numpy(),
+            id_column: rows[id_column].astype(str).to_numpy(),
             "customer_id": rows["customer_id"].astype(str).to_numpy(),
             "score": scores,
-            LABEL: rows[LABEL].to_numpy(dtype="int64"),
+            label: rows[label].to_numpy(dtype="int64"),
         }
     )
     with tempfile.TemporaryDirectory() as tmp:

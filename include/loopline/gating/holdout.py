@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loopline.config import Settings
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.features.curated import read_curated_transactions, read_labels
 from loopline.features.training_sets import TrainingSetManifest, build_training_set
 from loopline.gating.policy import GatePolicy
@@ -26,8 +27,6 @@ from loopline.gating.policy import GatePolicy
 if TYPE_CHECKING:
     import pandas as pd
 
-LABEL = "is_fraud"
-TIMESTAMP = "event_timestamp"
 # The holdout manifest's record of each fairness attribute's values in the labelled history: the gate lists
 # a group that has none of its rows in the holdout instead of leaving it out of the fairness table.
 FAIRNESS_GROUPS_KEY = "fairness_groups"
@@ -74,34 +73,38 @@ class HoldoutPlan:
         return data
 
 
-def _labelled_events(settings: Settings, labels_as_of: datetime | None, columns: list[str]) -> pd.DataFrame:
-    """Curated transactions (``columns`` + timestamp) joined with their labels known at ``labels_as_of``."""
+def _labelled_events(
+    settings: Settings, use_case: UseCase, labels_as_of: datetime | None, columns: list[str]
+) -> pd.DataFrame:
+    """Curated events (id, event time and ``columns``) joined with their labels known at ``labels_as_of``."""
+    id_column = use_case.id_column
 
     labels = read_labels(settings, labels_as_of or datetime.now(UTC))
     if labels.empty:
         raise HoldoutError("the curated store has no labels yet: ingest label batches before gating")
     events = read_curated_transactions(
-        settings.state.curated, columns=["transaction_id", TIMESTAMP, *columns]
+        settings.state.curated, columns=[id_column, use_case.time_column, *columns]
     )
     missing = [c for c in columns if c not in events.columns]
     if missing:
         raise HoldoutError(
             f"fairness.group_columns {missing} are not transaction columns: fix the gate policy"
         )
-    return events.merge(labels[["transaction_id", LABEL]], on="transaction_id", how="inner")
+    return events.merge(labels[[id_column, use_case.label_column]], on=id_column, how="inner")
 
 
-def _range_of(joined: pd.DataFrame) -> tuple[datetime, datetime]:
+def _range_of(joined: pd.DataFrame, use_case: UseCase) -> tuple[datetime, datetime]:
     import pandas as pd
 
-    genuine = joined[joined[LABEL] == 0]
+    time = use_case.time_column
+    genuine = joined[joined[use_case.label_column] == 0]
     if genuine.empty:
         raise HoldoutError(
             f"none of the {len(joined)} labelled transactions is a confirmed genuine one yet: "
             "wait for the label maturity window to pass"
         )
-    first = pd.Timestamp(joined[TIMESTAMP].min()).to_pydatetime().astimezone(UTC)
-    last = pd.Timestamp(genuine[TIMESTAMP].max()).to_pydatetime().astimezone(UTC)
+    first = pd.Timestamp(joined[time].min()).to_pydatetime().astimezone(UTC)
+    last = pd.Timestamp(genuine[time].max()).to_pydatetime().astimezone(UTC)
     return first, last + timedelta(microseconds=1)
 
 
@@ -111,25 +114,29 @@ def labelled_range(settings: Settings, labels_as_of: datetime | None = None) -> 
     Chargebacks (fraud) arrive within days, confirmations of genuine transactions only after a maturity
     window: beyond the newest confirmed-genuine transaction the labels present are nearly all fraud, and
     a holdout there would be biased. Ending at that frontier keeps the holdout's labels complete."""
-    return _range_of(_labelled_events(settings, labels_as_of, []))
+    use_case = load_use_case(settings.use_case)
+    return _range_of(_labelled_events(settings, use_case, labels_as_of, []), use_case)
 
 
 def _group_counts(
-    window: pd.DataFrame, groups: dict[str, list[str]], min_rows: int, min_positives: int
+    window: pd.DataFrame, groups: dict[str, list[str]], label: str, min_rows: int, min_positives: int
 ) -> tuple[GroupCount, ...]:
     out = []
     for attribute, values in groups.items():
         column = window[attribute].astype("string").fillna("<missing>")
         rows = column.value_counts()
-        positives = column[window[LABEL].to_numpy() == 1].value_counts()
+        positives = column[window[label].to_numpy() == 1].value_counts()
         for group in values:
             n, k = int(rows.get(group, 0)), int(positives.get(group, 0))
             out.append(GroupCount(attribute, group, n, k, n >= min_rows and k >= min_positives))
     return tuple(out)
 
 
-def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, policy: GatePolicy) -> HoldoutPlan:
-    """Pure: the holdout ``[end - d days, end)`` over ``labelled`` rows (timestamp, label, group columns).
+def choose_holdout(
+    labelled: pd.DataFrame, first: datetime, end: datetime, policy: GatePolicy, use_case: UseCase
+) -> HoldoutPlan:
+    """Pure: the holdout ``[end - d days, end)`` over ``labelled`` rows (the use case's event time and
+    label, and the fairness group columns: ``policy.fairness.columns(use_case)``).
 
     ``d`` starts at ``holdout.days`` and grows a day at a time while a group of a fairness attribute
     (any value seen in the labelled history) has fewer than ``min_group_size`` rows or
@@ -139,6 +146,7 @@ def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, polic
     import pandas as pd
 
     h, f = policy.holdout, policy.fairness
+    group_columns, label = f.columns(use_case), use_case.label_column
     room = (end - first).total_seconds() / 86400 - h.min_train_days  # days the holdout may take
     if h.days >= room:
         left = (
@@ -151,9 +159,9 @@ def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, polic
             f"{left} (simulate/ingest more days, or shorten holdout.days / holdout.min_train_days in the gate "
             "policy)"
         )
-    stamps = pd.to_datetime(labelled[TIMESTAMP], utc=True)
+    stamps = pd.to_datetime(labelled[use_case.time_column], utc=True)
     groups = {
-        c: sorted(labelled[c].astype("string").fillna("<missing>").unique().tolist()) for c in f.group_columns
+        c: sorted(labelled[c].astype("string").fillna("<missing>").unique().tolist()) for c in group_columns
     }
     # Whole-day steps from `days` (a fractional tail would only add a partial, hour-of-day-skewed day).
     longest = min(h.longest(), room)
@@ -165,14 +173,14 @@ def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, polic
         window = labelled[
             (stamps >= pd.Timestamp(start)).to_numpy() & (stamps < pd.Timestamp(end)).to_numpy()
         ]
-        counts = _group_counts(window, groups, f.min_group_size, f.min_group_positives)
+        counts = _group_counts(window, groups, label, f.min_group_size, f.min_group_positives)
         if all(g.enough for g in counts):
             break
     short = [g for g in counts if not g.enough]
     if not short:
         why = (
-            f"{days:g} days: every group of {', '.join(f.group_columns) or 'no attribute'} has at least "
-            f"{f.min_group_size} rows and {f.min_group_positives} fraud rows"
+            f"{days:g} days: every group of {', '.join(group_columns) or 'no attribute'} has at least "
+            f"{f.min_group_size} rows and {f.min_group_positives} positive rows ({label!r} = 1)"
         )
     else:
         limit = (
@@ -181,9 +189,10 @@ def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, polic
         why = (
             f"{days:g} days (the limit set by {limit}): "
             + ", ".join(
-                f"{g.attribute}={g.group} has {g.positives} fraud rows in {g.rows} rows" for g in short
+                f"{g.attribute}={g.group} has {g.positives} positive rows in {g.rows} rows" for g in short
             )
-            + f", short of {f.min_group_positives} fraud rows / {f.min_group_size} rows: not judged"
+            + f", short of {f.min_group_positives} positive rows ({label!r} = 1) / {f.min_group_size} rows: "
+            "not judged"
         )
     return HoldoutPlan(
         Windows(train_end=start, holdout_start=start, holdout_end=end), float(days), counts, why
@@ -191,10 +200,11 @@ def choose_holdout(labelled: pd.DataFrame, first: datetime, end: datetime, polic
 
 
 def plan_holdout(settings: Settings, policy: GatePolicy, labels_as_of: datetime | None = None) -> HoldoutPlan:
-    """Read the labelled history and choose the holdout (see ``choose_holdout``)."""
-    labelled = _labelled_events(settings, labels_as_of, list(policy.fairness.group_columns))
-    first, end = _range_of(labelled)
-    return choose_holdout(labelled, first, end, policy)
+    """Read the labelled history and choose the holdout (see ``choose_holdout``) for the configured use case."""
+    use_case = load_use_case(settings.use_case)
+    labelled = _labelled_events(settings, use_case, labels_as_of, policy.fairness.columns(use_case))
+    first, end = _range_of(labelled, use_case)
+    return choose_holdout(labelled, first, end, policy, use_case)
 
 
 def plan_windows(settings: Settings, policy: GatePolicy, labels_as_of: datetime | None = None) -> Windows:
@@ -204,16 +214,21 @@ def plan_windows(settings: Settings, policy: GatePolicy, labels_as_of: datetime 
 
 
 def _record_fairness_groups(
-    settings: Settings, policy: GatePolicy, out: Path, end: datetime, labels_as_of: datetime | None
+    settings: Settings,
+    use_case: UseCase,
+    policy: GatePolicy,
+    out: Path,
+    end: datetime,
+    labels_as_of: datetime | None,
 ) -> None:
     """Add each fairness attribute's values in the labelled history before ``end`` to ``out``'s manifest."""
     import json
 
     import pandas as pd
 
-    columns = list(policy.fairness.group_columns)
-    history = _labelled_events(settings, labels_as_of, columns)
-    history = history[history[TIMESTAMP] < pd.Timestamp(end)]
+    columns = policy.fairness.columns(use_case)
+    history = _labelled_events(settings, use_case, labels_as_of, columns)
+    history = history[history[use_case.time_column] < pd.Timestamp(end)]
     path = out.with_name(out.name + ".manifest.json")
     manifest = json.loads(path.read_text())
     manifest[FAIRNESS_GROUPS_KEY] = {
@@ -234,17 +249,19 @@ def build_holdout(
 
     Pass the windows the training set was built with: planned again later, newly landed labels could
     move the window, and a holdout that starts before ``train_end`` would hold trained-on rows."""
+    use_case = load_use_case(settings.use_case)
     if windows is None:
         windows = plan_windows(settings, policy, labels_as_of)
     manifest = build_training_set(
         settings, Path(out), start=windows.holdout_start, end=windows.holdout_end, labels_as_of=labels_as_of
     )
-    _record_fairness_groups(settings, policy, Path(out), windows.holdout_end, labels_as_of)
+    _record_fairness_groups(settings, use_case, policy, Path(out), windows.holdout_end, labels_as_of)
     h = policy.holdout
     if manifest.labelled_rows < h.min_labelled_rows or manifest.fraud_rows < h.min_fraud_rows:
         raise HoldoutError(
             f"the holdout [{manifest.start}, {manifest.end}) has {manifest.labelled_rows} labelled rows and "
-            f"{manifest.fraud_rows} fraud rows; the gate policy needs at least {h.min_labelled_rows} and "
+            f"{manifest.fraud_rows} positive rows ({use_case.label_column!r} = 1); the gate policy needs at "
+            f"least {h.min_labelled_rows} and "
             f"{h.min_fraud_rows} (raise holdout.days / holdout.max_days or lower the minimums in "
             "include/config/gate.yaml)"
         )

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from loopline import metrics
+from loopline.config.use_case import UseCase
 from loopline.config.yaml_files import StrictModel, describe_validation_error, load_policy_file
-from loopline.training.config import FAIRNESS_GROUP_COLUMNS
 
 # Each quality metric and whether a higher value is better; the direction decides which value threshold
 # (min or max) makes sense and which way a regression against the champion points.
@@ -83,7 +83,13 @@ class GapIncrease(StrictModel):
 
 
 class Fairness(StrictModel):
-    group_columns: list[str] = Field(default_factory=lambda: list(FAIRNESS_GROUP_COLUMNS))
+    """Fairness across the groups of ``group_columns``.
+
+    ``group_columns``: None (the default, when the policy file leaves it out) means the use case's fairness
+    groups (``UseCase.group_columns``); a list overrides them. Kept unresolved in the policy, which knows no
+    use case: the gate and the holdout, which load the use case, ask ``columns(use_case)``."""
+
+    group_columns: list[str] | None = None
     min_group_size: int = Field(default=200, ge=1)
     min_group_positives: int = Field(default=10, ge=1)
     max_tpr_gap: float | None = Field(default=None, ge=0, le=1)
@@ -92,6 +98,10 @@ class Fairness(StrictModel):
     # A group too small to judge is always reported; `reject` also makes it a rejection (a model nobody
     # could check for that group does not go live), `report` lets the other groups decide.
     unjudged_groups: Literal["report", "reject"] = "report"
+
+    def columns(self, use_case: UseCase) -> list[str]:
+        """The group columns judged for ``use_case``: the policy's list, or the use case's groups."""
+        return list(use_case.group_columns if self.group_columns is None else self.group_columns)
 
     def configured(self) -> bool:
         return (

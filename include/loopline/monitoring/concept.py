@@ -28,16 +28,17 @@ import numpy as np
 import pandas as pd
 
 from loopline.config.drift_policy import Concept
+from loopline.config.use_case import UseCase
 from loopline.deployment.analysis import LabelledSample, VariantWindow, surely_dropped
 
 JUDGED, NOT_JUDGED = "judged", "not_judged"
-LABEL = "is_fraud"
+CUSTOMER = "customer_id"  # the bootstrap's cluster: positives come in bursts on a few customers
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """The champion's labelled holdout rows and scores (``transaction_id``, ``customer_id``, ``score``,
-    ``is_fraud``) and where they come from."""
+    """The champion's labelled holdout rows and scores (the use case's id, ``customer_id``, ``score`` and the
+    use case's label) and where they come from."""
 
     source: str
     frame: pd.DataFrame
@@ -75,19 +76,20 @@ def lookback(frontier: datetime, config: Concept) -> tuple[datetime, datetime]:
     return frontier - timedelta(hours=config.window_hours) * config.judged_windows, frontier
 
 
-def sample(frame: pd.DataFrame, threshold: float) -> LabelledSample:
-    """The canary's labelled sample (distinct transactions, customers for the bootstrap) of labelled rows."""
-    labelled = frame[frame[LABEL].notna()]
+def sample(frame: pd.DataFrame, threshold: float, use_case: UseCase) -> LabelledSample:
+    """The canary's labelled sample (distinct events, customers for the bootstrap) of labelled rows."""
+    label, id_column = use_case.label_column, use_case.id_column
+    labelled = frame[frame[label].notna()]
     scores = labelled["score"].to_numpy(dtype="float64")
     window = VariantWindow(
         version="",
         scores=tuple(scores.tolist()),
-        transaction_ids=tuple(labelled["transaction_id"].astype(str)),
+        transaction_ids=tuple(labelled[id_column].astype(str)),
         decisions=tuple((scores >= threshold).tolist()),
-        customer_ids=tuple(labelled["customer_id"].fillna("").astype(str)),
+        customer_ids=tuple(labelled[CUSTOMER].fillna("").astype(str)),
     )
     return LabelledSample.join(
-        window, dict(zip(labelled["transaction_id"].astype(str), labelled[LABEL].astype(int), strict=True))
+        window, dict(zip(labelled[id_column].astype(str), labelled[label].astype(int), strict=True))
     )
 
 
@@ -109,11 +111,13 @@ def concept_check(
     now: datetime,
     config: Concept,
     threshold: float,
+    use_case: UseCase,
 ) -> ConceptCheck:
     """Judge the champion's served traffic before ``frontier`` against ``baseline``.
 
-    ``served``: the champion version's predictions (``transaction_id``, ``customer_id``, ``score``, ``ts``
-    as UTC timestamps) with ``is_fraud`` where the label is known now (NaN otherwise)."""
+    ``served``: the champion version's predictions (the use case's id, ``customer_id``, ``score``, ``ts``
+    as UTC timestamps) with the use case's label where it is known now (NaN otherwise)."""
+    label = use_case.label_column
     if frontier is None:
         return ConceptCheck(
             NOT_JUDGED,
@@ -134,13 +138,13 @@ def concept_check(
     for i in range(config.judged_windows):
         w_start, w_end = start + span * i, start + span * (i + 1)
         part = served[((ts >= w_start) & (ts < w_end)).to_numpy()]
-        labels = part[LABEL].dropna() if len(part) else pd.Series(dtype="float64")
+        labels = part[label].dropna() if len(part) else pd.Series(dtype="float64")
         windows.append(
             WindowCount(w_start.isoformat(), w_end.isoformat(), len(part), len(labels), int(labels.sum()))
         )
     base["windows"] = tuple(windows)
     inside = served[((ts >= start) & (ts < end)).to_numpy()] if len(served) else served
-    current = sample(inside, threshold) if len(inside) else None
+    current = sample(inside, threshold, use_case) if len(inside) else None
     if baseline is None:
         return ConceptCheck(
             NOT_JUDGED,
@@ -149,7 +153,7 @@ def concept_check(
             "(it was gated before they were kept): re-gate it",
             **base,
         )
-    reference = sample(baseline.frame, threshold)
+    reference = sample(baseline.frame, threshold, use_case)
     base["baseline"] = {"source": baseline.source, **_quality(reference)}
     labelled = current.size if current else 0
     fraud = current.positives if current else 0
@@ -161,8 +165,8 @@ def concept_check(
             False,
             f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
             f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
-            f"hold {labelled} labelled rows with {fraud} fraud; need {config.min_labelled_rows} "
-            f"and {config.min_fraud_rows}",
+            f"hold {labelled} labelled rows with {fraud} positive ({label!r} = 1); need "
+            f"{config.min_labelled_rows} and {config.min_fraud_rows}",
             **base,
         )
     assert current is not None  # labelled == fraud == 0 without it, which returned above
@@ -172,7 +176,7 @@ def concept_check(
     q, b = base["current"], base["baseline"]
     text = (
         f"PR-AUC {q['pr_auc']} vs {b['pr_auc']} at the gate, recall {q['recall']} vs {b['recall']}, on "
-        f"{labelled} labelled ({fraud} fraud on {q['fraud_customers']} customers)"
+        f"{labelled} labelled ({fraud} positive ({label!r} = 1) on {q['fraud_customers']} customers)"
     )
     if worse:
         sure = ", ".join(f"{k} by >= {dropped[k]:.3f} (allowed {limits[k]})" for k in worse)

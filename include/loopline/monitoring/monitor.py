@@ -25,13 +25,16 @@ import pandas as pd
 
 from loopline.config import Settings
 from loopline.config.drift_policy import DriftConfig, default_drift_config_path, load_drift_config
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.lineage import history
-from loopline.monitoring.concept import Baseline, ConceptCheck, concept_check, lookback
+from loopline.monitoring.concept import CUSTOMER, Baseline, ConceptCheck, concept_check, lookback
 from loopline.monitoring.decide import POLICY_KINDS, DriftVerdict, decide, should_retrain
-from loopline.monitoring.reference import LABEL, SCORE, Reference, load_reference
+from loopline.monitoring.reference import SCORE, Reference, load_reference
 from loopline.monitoring.reports import log_check, report_dir, write_reports
 
 MODEL_NAME = "fraud_detector"
+# The prediction log's column naming the scored event (serving's schema, whatever the use case's id column).
+LOG_ID = "transaction_id"
 # The history event of a served-features alarm (stale or wrong online features: a serving bug, not drift).
 SERVED_SKEW = "served_features_skew"
 log = logging.getLogger("loopline.monitoring")
@@ -60,11 +63,11 @@ def window_frame(log_rows: pd.DataFrame) -> pd.DataFrame:
     """Prediction-log rows → one column per model input (``features`` overlaid by the transaction fields
     of ``inputs``, as serving scored them) plus ``score``, ``model_version``, ``variant``, ids and ``ts``."""
     if log_rows.empty:
-        return pd.DataFrame(columns=["transaction_id", "score", "model_version", "variant", "ts"])
+        return pd.DataFrame(columns=[LOG_ID, "score", "model_version", "variant", "ts"])
     features = pd.DataFrame.from_records([json.loads(t) for t in log_rows["features"]], index=log_rows.index)
     inputs = pd.DataFrame.from_records([json.loads(t) for t in log_rows["inputs"]], index=log_rows.index)
-    frame = features.combine_first(inputs[[c for c in inputs.columns if c not in ("transaction_id",)]])
-    for column in ("transaction_id", "score", "model_version", "variant", "ts"):
+    frame = features.combine_first(inputs[[c for c in inputs.columns if c != LOG_ID]])
+    for column in (LOG_ID, "score", "model_version", "variant", "ts"):
         frame[column] = log_rows[column]
     return frame.reset_index(drop=True)
 
@@ -152,23 +155,32 @@ def load_baseline(tracking_uri: str, model_name: str, version: str) -> Baseline 
 
 
 def served_with_labels(
-    settings: Settings, version: str, start: datetime, end: datetime, variants: list[str], now: datetime
+    settings: Settings,
+    version: str,
+    start: datetime,
+    end: datetime,
+    variants: list[str],
+    now: datetime,
+    use_case: UseCase,
 ) -> pd.DataFrame:
-    """``version``'s predictions in [start, end) (transaction id, customer, score, time) with the labels
-    known at ``now`` (``is_fraud``, NaN where none has arrived). Parses no feature JSON."""
+    """``version``'s predictions in [start, end) (the use case's id, customer, score, time) with the labels
+    known at ``now`` (the use case's label, NaN where none has arrived). Parses no feature JSON."""
     from loopline.features.curated import read_labels
     from loopline.serving.prediction_log import open_prediction_log
 
+    label, id_column = use_case.label_column, use_case.id_column
     rows = open_prediction_log(settings, read_only=True).read(since=start, until=end, version=version)
-    columns = ["transaction_id", "customer_id", SCORE, "ts"]
+    # The prediction log names each prediction's event by its own id column.
+    rows = rows.rename(columns={LOG_ID: id_column})
+    columns = [id_column, CUSTOMER, SCORE, "ts"]
     if rows.empty:
         return pd.DataFrame(
-            {**{c: pd.Series(dtype="object") for c in columns}, LABEL: pd.Series(dtype="float64")}
+            {**{c: pd.Series(dtype="object") for c in columns}, label: pd.Series(dtype="float64")}
         )
     rows = rows[rows["variant"].isin(variants)]
     labels = read_labels(settings, now)
-    labels = labels[["transaction_id"]].assign(**{LABEL: labels[LABEL].astype("float64")})
-    return rows[columns].merge(labels, on="transaction_id", how="left")
+    labels = labels[[id_column]].assign(**{label: labels[label].astype("float64")})
+    return rows[columns].merge(labels, on=id_column, how="left")
 
 
 def check_concept(
@@ -178,13 +190,16 @@ def check_concept(
     now: datetime,
     model_name: str,
     serving_threshold: float,
+    use_case: UseCase,
 ) -> ConceptCheck:
     """Concept drift of the champion at ``now`` (see ``monitoring.concept``)."""
     frontier = label_frontier(settings, now)
     if frontier is None:  # nothing is judged before the first confirmed-genuine label: read nothing
-        return concept_check(pd.DataFrame(), None, None, now, config.concept, serving_threshold)
+        return concept_check(pd.DataFrame(), None, None, now, config.concept, serving_threshold, use_case)
     start, end = lookback(frontier, config.concept)
-    served = served_with_labels(settings, reference.version, start, end, config.window.variants, now)
+    served = served_with_labels(
+        settings, reference.version, start, end, config.window.variants, now, use_case
+    )
     threshold = config.concept.decision_threshold or serving_threshold
     return concept_check(
         served,
@@ -193,6 +208,7 @@ def check_concept(
         now,
         config.concept,
         threshold,
+        use_case,
     )
 
 
@@ -230,7 +246,9 @@ def run_check(
         window_start=start,
         window_end=now,
         now=now,
-        concept=check_concept(settings, reference, config, now, model_name, threshold),
+        concept=check_concept(
+            settings, reference, config, now, model_name, threshold, load_use_case(settings.use_case)
+        ),
         champion_scores=champion[SCORE] if len(champion) else None,
         decision_threshold=threshold,
     )

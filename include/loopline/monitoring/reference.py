@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from loopline.training.reference import LABEL, REFERENCE_DIR, REFERENCE_FILE, REFERENCE_META, SCORE, SPLIT
+from loopline.training.reference import REFERENCE_DIR, REFERENCE_FILE, REFERENCE_META, SCORE, SPLIT
 
-__all__ = ["LABEL", "SCORE", "SPLIT", "Reference", "ReferenceError", "load_reference"]
+__all__ = ["SCORE", "SPLIT", "Reference", "ReferenceError", "load_reference"]
 
 
 class ReferenceError(RuntimeError):

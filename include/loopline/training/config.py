@@ -11,8 +11,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from loopline.config.yaml_files import StrictModel, describe_validation_error, read_yaml_mapping
 
-FAIRNESS_GROUP_COLUMNS = ("customer_age_band", "customer_region")
-
 
 class TrainingConfigError(ValueError):
     """The training config could not be read or is invalid; the message names the bad field."""
@@ -53,21 +51,31 @@ class ModelConfig(StrictModel):
 
 
 class FeatureConfig(StrictModel):
+    """The model's inputs. ``excluded``: columns never fed to the model beyond the use case's own, which
+    ``training.data.feature_columns`` always excludes (its fairness group columns, label and label time).
+
+    The use case's group columns are not a default of ``excluded`` (a config model knows no use case):
+    they are excluded where the use case is known, and a config naming one as an input is refused there
+    (``feature_columns``, before any training), as an ``excluded`` column is refused here at load."""
+
     categorical: list[str] = Field(
         default_factory=lambda: ["channel", "merchant_category", "merchant_country"]
     )
     numeric_from_manifest: bool = True
     extra_numeric: list[str] = Field(default_factory=lambda: ["amount"])
     log1p: list[str] = Field(default_factory=lambda: ["amount"])
-    excluded: list[str] = Field(default_factory=lambda: list(FAIRNESS_GROUP_COLUMNS))
+    excluded: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _no_group_columns(self) -> FeatureConfig:
-        used = set(self.categorical) | set(self.extra_numeric)
-        leaked = sorted(used & (set(FAIRNESS_GROUP_COLUMNS) | set(self.excluded)))
+    def _no_excluded_inputs(self) -> FeatureConfig:
+        leaked = sorted(self.inputs() & set(self.excluded))
         if leaked:
             raise ValueError(f"fairness group / excluded columns must not be model inputs: {leaked}")
         return self
+
+    def inputs(self) -> set[str]:
+        """The columns configured by name as model inputs (the manifest's features come on top)."""
+        return set(self.categorical) | set(self.extra_numeric)
 
 
 class _Range(StrictModel):

@@ -17,14 +17,13 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from loopline.config.use_case import UseCase
 from loopline.storage.file_helpers import sha256_file
-from loopline.training.config import FAIRNESS_GROUP_COLUMNS, TrainingConfig
-
-LABEL = "is_fraud"
+from loopline.training.config import TrainingConfig
 
 
 class TrainingError(RuntimeError):
-    """The training set cannot be trained on (no labels, no fraud, inconsistent manifest, ...)."""
+    """The training set cannot be trained on (no labels, no positives, inconsistent manifest, ...)."""
 
 
 def local_path(uri: str | Path) -> Path | None:
@@ -95,12 +94,22 @@ def _read_remote(uri: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.read_parquet(io.BytesIO(data)), manifest
 
 
-def feature_columns(config: TrainingConfig, manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(categorical, numeric) model inputs; fairness group columns are never among them."""
+def feature_columns(
+    config: TrainingConfig, manifest: dict[str, Any], use_case: UseCase
+) -> tuple[list[str], list[str]]:
+    """(categorical, numeric) model inputs; the use case's fairness group columns, label and label time are
+    never among them (a config that names a group column as an input is refused)."""
+    groups = sorted(set(use_case.group_columns) & config.features.inputs())
+    if groups:
+        raise TrainingError(f"fairness group / excluded columns must not be model inputs: {groups}")
     categorical = list(config.features.categorical)
     numeric: list[str] = list(manifest.get("features", [])) if config.features.numeric_from_manifest else []
     numeric += [c for c in config.features.extra_numeric if c not in numeric]
-    excluded = set(config.features.excluded) | set(FAIRNESS_GROUP_COLUMNS) | {LABEL, "label_timestamp"}
+    excluded = (
+        set(config.features.excluded)
+        | set(use_case.group_columns)
+        | {use_case.label_column, use_case.label_time_column}
+    )
     numeric = [c for c in numeric if c not in excluded and c not in categorical]
     leaked = sorted(excluded & set(categorical))
     if leaked:
@@ -108,23 +117,30 @@ def feature_columns(config: TrainingConfig, manifest: dict[str, Any]) -> tuple[l
     return categorical, numeric
 
 
-def labelled_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Labelled rows, ordered by event time; the last ``fraction`` of them is the validation set."""
-    if LABEL not in frame.columns:
-        raise TrainingError(f"the training set has no {LABEL!r} column")
-    labelled = frame[frame[LABEL].notna()].copy()
+def labelled_split(
+    frame: pd.DataFrame, fraction: float, use_case: UseCase
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Labelled rows (a classifier's label as int64, a regressor's as float64), ordered by event time (then
+    id); the last ``fraction`` of them is the validation set."""
+    label, time, id_column = use_case.label_column, use_case.time_column, use_case.id_column
+    if label not in frame.columns:
+        raise TrainingError(f"the training set has no {label!r} column")
+    labelled = frame[frame[label].notna()].copy()
     if labelled.empty:
         raise TrainingError(
             f"the training set has no labelled rows ({len(frame)} rows, all without a label): "
             "wait for labels to arrive or move labels_as_of later"
         )
-    labelled[LABEL] = labelled[LABEL].astype("int64")
-    if int(labelled[LABEL].sum()) == 0:
+    if use_case.task != "binary_classification":
+        labelled[label] = labelled[label].astype("float64")
+    else:
+        labelled[label] = labelled[label].astype("int64")
+    if use_case.task == "binary_classification" and int(labelled[label].sum()) == 0:
         raise TrainingError(
-            f"the training set has no fraud rows among its {len(labelled)} labelled rows: "
-            "a fraud model cannot learn from one class"
+            f"the training set has no positive rows ({label!r} = 1) among its {len(labelled)} labelled rows: "
+            "a classifier cannot learn from one class"
         )
-    sort_cols = ["event_timestamp", "transaction_id"] if "transaction_id" in labelled else ["event_timestamp"]
+    sort_cols = [time, id_column] if id_column in labelled else [time]
     labelled = labelled.sort_values(sort_cols, kind="stable").reset_index(drop=True)
     n_val = max(1, int(round(len(labelled) * fraction)))
     if n_val >= len(labelled):

@@ -21,7 +21,7 @@ import pandas as pd
 from loopline import metrics
 from loopline.training import distributed
 from loopline.training.config import TrainingConfig
-from loopline.training.data import LABEL, TrainingError
+from loopline.training.data import TrainingError
 from loopline.training.distributed import SINGLE, DistributedContext
 
 if TYPE_CHECKING:
@@ -78,10 +78,12 @@ def fit(
     categorical: list[str],
     numeric: list[str],
     config: TrainingConfig,
+    label: str,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     context: DistributedContext = SINGLE,
 ) -> Fitted:
-    """Train with class-weighted BCE and early stopping on validation PR-AUC; keep the best epoch.
+    """Train with class-weighted BCE on the 0/1 column ``label`` (the use case's) and early stopping on
+    validation PR-AUC; keep the best epoch.
 
     Under torchrun (``context.enabled``, process group joined) each rank takes its share of every
     minibatch and DDP averages the gradients; the loss is scaled so that the update equals the
@@ -115,7 +117,7 @@ def fit(
 
     def tensors(rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         num, cat = pre.transform(rows)
-        y = rows[LABEL].to_numpy(dtype="float32")
+        y = rows[label].to_numpy(dtype="float32")
         return (
             torch.from_numpy(num).to(device),
             torch.from_numpy(cat).to(device),
@@ -126,7 +128,7 @@ def fit(
     # Each rank scores its block of the validation rows; the scores are gathered in order.
     val_share = distributed.contiguous_share(len(val_rows), context)
     v_num, v_cat, _ = tensors(val_rows.iloc[val_share])
-    labels_val = val_rows[LABEL].to_numpy(dtype="float32")
+    labels_val = val_rows[label].to_numpy(dtype="float32")
     positives = float(y.sum().item())
     negatives = float(len(y) - positives)
     if config.class_weighting == "balanced" and positives > 0:

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopline.config.use_case import UseCase
+
 REFERENCE_DIR = "reference"
 REFERENCE_FILE = "reference.parquet"
 REFERENCE_META = "reference.json"
 REFERENCE_ROWS = 40_000
 SCORE = "score"
-LABEL = "is_fraud"
 SPLIT = "reference_split"
 
 
@@ -29,34 +30,38 @@ def build_reference(
     val_rows: pd.DataFrame,
     categorical: list[str],
     numeric: list[str],
+    use_case: UseCase,
     rows: int = REFERENCE_ROWS,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Up to ``rows`` rows of the whole training window (training and validation rows alike): a systematic
-    sample in time order (every n-th transaction from a random start), so every day, hour and weekday of
-    the window keeps its share. The model inputs in the signature's types plus ``score``, ``is_fraud``,
-    ``reference_split`` and ``event_timestamp``. ``model`` is a ``FraudModel`` (``predict_proba`` on raw rows)."""
+    sample in time order (every n-th event from a random start), so every day, hour and weekday of the
+    window keeps its share. The model inputs in the signature's types plus ``score``, the use case's label,
+    ``reference_split`` and its event time column. ``model`` is the trained bundle (``predict_proba`` on raw
+    rows)."""
     from loopline.training.pyfunc import as_model_input
 
+    label, time = use_case.label_column, use_case.time_column
     both = pd.concat(
         [train_rows.assign(**{SPLIT: "train"}), val_rows.assign(**{SPLIT: "validation"})], ignore_index=True
     )
-    if "event_timestamp" in both:
-        both = both.sort_values("event_timestamp", kind="stable", ignore_index=True)
+    if time in both:
+        both = both.sort_values(time, kind="stable", ignore_index=True)
     if len(both) > rows:
         start = np.random.default_rng(seed).random()
         both = both.iloc[np.floor((start + np.arange(rows)) * len(both) / rows).astype("int64")]
     frame = as_model_input(both[[*categorical, *numeric]], categorical, numeric).reset_index(drop=True)
     frame[SCORE] = np.asarray(model.predict_proba(frame), dtype="float64") if len(frame) else np.empty(0)
-    frame[LABEL] = both[LABEL].to_numpy(dtype="int64") if LABEL in both else pd.NA
+    dtype = "int64" if use_case.task == "binary_classification" else "float64"
+    frame[label] = both[label].to_numpy(dtype=dtype) if label in both else pd.NA
     frame[SPLIT] = both[SPLIT].to_numpy()
-    if "event_timestamp" in both:
-        frame["event_timestamp"] = both["event_timestamp"].to_numpy()
+    if time in both:
+        frame[time] = both[time].to_numpy()
     return frame
 
 
-def log_reference(frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> None:
-    """Log the sample and its column kinds to the active MLflow run."""
+def log_reference(frame: pd.DataFrame, categorical: list[str], numeric: list[str], label: str) -> None:
+    """Log the sample, its column kinds and its ``label`` column's name to the active MLflow run."""
     import mlflow
 
     meta = {
@@ -64,7 +69,7 @@ def log_reference(frame: pd.DataFrame, categorical: list[str], numeric: list[str
         "numeric": numeric,
         "rows": len(frame),
         "score": SCORE,
-        "label": LABEL,
+        "label": label,
         "validation_rows": int((frame[SPLIT] == "validation").sum()),
     }
     with tempfile.TemporaryDirectory() as tmp:

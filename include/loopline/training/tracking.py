@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from loopline.config.use_case import UseCase
 from loopline.platform.mlflow_util import use_experiment
 from loopline.training.config import TrainingConfig
-from loopline.training.data import LABEL, TrainingError
+from loopline.training.data import TrainingError
 from loopline.training.distributed import SINGLE, DistributedContext
 from loopline.training.loop import Fitted, fit
 
@@ -103,10 +104,11 @@ def fit_or_search(
     categorical: list[str],
     numeric: list[str],
     config: TrainingConfig,
+    label: str,
     context: DistributedContext = SINGLE,
     log: bool = False,
 ) -> Trained:
-    """One fit, or with ``hpo.trials > 0`` an Optuna search whose best trial's model is kept (not retrained:
+    """One fit on the ``label`` column, or with ``hpo.trials > 0`` an Optuna search whose best trial's model is kept (not retrained:
     a trial is deterministic for its values, so retraining would reproduce it). With ``log`` (rank 0, inside
     an active MLflow run) epochs are logged, and each trial as a nested run with its values and score."""
     if not config.hpo.trials:
@@ -116,6 +118,7 @@ def fit_or_search(
             categorical,
             numeric,
             config,
+            label,
             on_epoch=_log_epoch if log else None,
             context=context,
         )
@@ -141,6 +144,7 @@ def fit_or_search(
                 categorical,
                 numeric,
                 trial_config,
+                label,
                 on_epoch=_log_epoch if log else None,
                 context=context,
             )
@@ -186,6 +190,7 @@ def log_and_register(
     categorical: list[str],
     numeric: list[str],
     config: TrainingConfig,
+    use_case: UseCase,
     *,
     context: DistributedContext,
     tracking_uri: str | None,
@@ -206,6 +211,7 @@ def log_and_register(
     )
     from loopline.training.reference import build_reference, log_reference
 
+    label = use_case.label_column
     sha = git_sha()
     use_experiment(experiment, tracking_uri or _default_tracking_uri())
     started = time.monotonic()
@@ -218,8 +224,8 @@ def log_and_register(
                 "training_set.feature_service_version": str(manifest.get("feature_service_version", "")),
                 "data.train_rows": str(len(train_rows)),
                 "data.val_rows": str(len(val_rows)),
-                "data.train_fraud_rows": str(int(train_rows[LABEL].sum())),
-                "data.val_fraud_rows": str(int(val_rows[LABEL].sum())),
+                "data.train_fraud_rows": str(int(train_rows[label].sum())),
+                "data.val_fraud_rows": str(int(val_rows[label].sum())),
                 "model.inputs.categorical": json.dumps(categorical),
                 "model.inputs.numeric": json.dumps(numeric),
                 "git_sha": sha,
@@ -238,7 +244,7 @@ def log_and_register(
         if config_path is not None and Path(config_path).exists():
             mlflow.log_artifact(str(config_path), "config")
 
-        trained = fit_or_search(train_rows, val_rows, categorical, numeric, config, context, log=True)
+        trained = fit_or_search(train_rows, val_rows, categorical, numeric, config, label, context, log=True)
         fitted = trained.fitted
         # Logged after a search, so the run's params are the values the registered model was trained with.
         mlflow.log_params({k: _param_value(v) for k, v in trained.config.flat().items()})
@@ -247,7 +253,7 @@ def log_and_register(
         )
         if trained.study is not None:
             _log_study(trained.study, fitted.history)
-        base_rate = float(val_rows[LABEL].mean())
+        base_rate = float(val_rows[label].mean())
         metrics = {
             "best_val_pr_auc": fitted.best["val_pr_auc"],
             "best_val_roc_auc": fitted.best["val_roc_auc"],
@@ -275,9 +281,12 @@ def log_and_register(
         inputs = [*categorical, *numeric]
         # The drift monitor compares serving traffic with this sample of what the model was trained on.
         log_reference(
-            build_reference(fitted.model, train_rows, val_rows, categorical, numeric, seed=config.seed),
+            build_reference(
+                fitted.model, train_rows, val_rows, categorical, numeric, use_case, seed=config.seed
+            ),
             categorical,
             numeric,
+            label,
         )
         example = as_model_input(val_rows[inputs].head(5).reset_index(drop=True), categorical, numeric)
         signature = signature_for(categorical, numeric)

@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.training import distributed
 from loopline.training.config import TrainingConfig, TrainingConfigError, load_config
 from loopline.training.data import TrainingError, feature_columns, labelled_split, read_training_set
@@ -46,22 +47,26 @@ def train(
     experiment: str = DEFAULT_EXPERIMENT,
     reason: str = "",
     context: DistributedContext | None = None,
+    use_case: UseCase | None = None,
 ) -> TrainResult | None:
     """Train on ``training_set``, log everything to MLflow, register a new version of ``register_name``.
 
-    Under torchrun (``context`` defaults to what the environment says) every rank trains; rank 0 alone
-    logs and registers and gets the result, the other ranks get None."""
+    ``use_case`` (default: the one ``Settings().use_case`` names) says which columns are the label, the
+    event time and the fairness groups (never model inputs). Under torchrun (``context`` defaults to what
+    the environment says) every rank trains; rank 0 alone logs and registers and gets the result, the other
+    ranks get None."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     context = context_from_environment() if context is None else context
+    use_case = use_case or configured_use_case()
     frame, manifest = read_training_set(training_set)
-    categorical, numeric = feature_columns(config, manifest)
-    missing = [c for c in [*categorical, *numeric, "event_timestamp"] if c not in frame.columns]
+    categorical, numeric = feature_columns(config, manifest, use_case)
+    missing = [c for c in [*categorical, *numeric, use_case.time_column] if c not in frame.columns]
     if missing:
         raise TrainingError(f"the training set lacks columns the config needs: {missing}")
-    train_rows, val_rows = labelled_split(frame, config.validation.fraction)
+    train_rows, val_rows = labelled_split(frame, config.validation.fraction, use_case)
     with distributed.process_group(context, pick_device(config, context).type):
         if not context.is_main:
-            fit_or_search(train_rows, val_rows, categorical, numeric, config, context)
+            fit_or_search(train_rows, val_rows, categorical, numeric, config, use_case.label_column, context)
             return None
         return log_and_register(
             training_set,
@@ -71,6 +76,7 @@ def train(
             categorical,
             numeric,
             config,
+            use_case,
             context=context,
             tracking_uri=tracking_uri,
             register_name=register_name,
@@ -78,6 +84,18 @@ def train(
             experiment=experiment,
             reason=reason,
         )
+
+
+def configured_use_case() -> UseCase:
+    """The use case ``Settings().use_case`` (env ``LOOPLINE_USE_CASE``) names, as a ``TrainingError`` if it
+    cannot be loaded (the trainer reports it and exits 2)."""
+    from loopline.config import Settings
+    from loopline.config.use_case import UseCaseError
+
+    try:
+        return load_use_case(Settings().use_case)
+    except UseCaseError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def context_from_environment() -> DistributedContext:

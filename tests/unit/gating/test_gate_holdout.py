@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from loopline.config.use_case import load_use_case
 from loopline.gating.holdout import HoldoutError, choose_holdout
 from loopline.gating.policy import policy_from_dict
 
+FRAUD = load_use_case("fraud")
 END = datetime(2026, 1, 15, tzinfo=UTC)
 FIRST = END - timedelta(days=14)
 
@@ -48,7 +50,7 @@ def holdout_policy(**holdout):
 
 def test_the_holdout_grows_until_the_thinnest_group_can_be_judged() -> None:
     labelled = history({"18-25": 2, "26-40": 8})  # 18-25 needs five days for 10 frauds
-    plan = choose_holdout(labelled, FIRST, END, holdout_policy(max_days=7, min_train_days=5))
+    plan = choose_holdout(labelled, FIRST, END, holdout_policy(max_days=7, min_train_days=5), FRAUD)
     assert plan.days == 5 and plan.windows.holdout_start == END - timedelta(days=5)
     assert plan.windows.train_end == plan.windows.holdout_start and plan.windows.holdout_end == END
     counts = {(g.attribute, g.group): g.positives for g in plan.groups}
@@ -61,7 +63,7 @@ def test_the_holdout_grows_until_the_thinnest_group_can_be_judged() -> None:
 
 
 def test_without_max_days_the_holdout_stays_at_days() -> None:
-    plan = choose_holdout(history({"18-25": 2, "26-40": 8}), FIRST, END, holdout_policy())
+    plan = choose_holdout(history({"18-25": 2, "26-40": 8}), FIRST, END, holdout_policy(), FRAUD)
     assert plan.days == 2 and [g.group for g in plan.short] == ["18-25"]
 
 
@@ -73,18 +75,27 @@ def test_without_max_days_the_holdout_stays_at_days() -> None:
     ],
 )
 def test_at_its_limit_the_short_groups_are_listed(limits: dict, days: float, limit: str) -> None:
-    plan = choose_holdout(history({"18-25": 2, "26-40": 8}), FIRST, END, holdout_policy(**limits))
+    plan = choose_holdout(history({"18-25": 2, "26-40": 8}), FIRST, END, holdout_policy(**limits), FRAUD)
     assert plan.days == days and limit in plan.why
     [short] = plan.short
     assert (short.group, short.positives, short.rows) == ("18-25", 2 * days, 300 * days)
     assert "18-25 has" in plan.why and "not judged" in plan.why
 
 
+def test_without_group_columns_the_policy_judges_the_use_cases_groups() -> None:
+    assert policy_from_dict({}).fairness.columns(FRAUD) == list(FRAUD.group_columns)
+    assert policy_from_dict({"fairness": {"group_columns": ["customer_region"]}}).fairness.columns(FRAUD) == [
+        "customer_region"
+    ]
+    plan = choose_holdout(history({"18-25": 2, "26-40": 8}), FIRST, END, policy_from_dict({}), FRAUD)
+    assert {g.attribute for g in plan.groups} == set(FRAUD.group_columns)
+
+
 def test_a_holdout_that_leaves_too_little_training_is_refused() -> None:
     with pytest.raises(HoldoutError, match="training would keep less than holdout.min_train_days"):
-        choose_holdout(history({"18-25": 2}), FIRST, END, holdout_policy(min_train_days=13))
+        choose_holdout(history({"18-25": 2}), FIRST, END, holdout_policy(min_train_days=13), FRAUD)
     with pytest.raises(HoldoutError, match="nothing would be left to train on"):
-        choose_holdout(history({"18-25": 2}), FIRST, END, holdout_policy(days=14))
+        choose_holdout(history({"18-25": 2}), FIRST, END, holdout_policy(days=14), FRAUD)
     with pytest.raises(ValueError, match="max_days"):
         holdout_policy(max_days=1)
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from monitoring_testkit import config
 
+from loopline.config.use_case import load_use_case
 from loopline.monitoring.concept import JUDGED, NOT_JUDGED, Baseline, concept_check, lookback
 
 NOW = datetime(2026, 4, 20, 6, tzinfo=UTC)
@@ -49,7 +50,9 @@ def baseline() -> Baseline:
 
 def judge(served: pd.DataFrame, baseline: Baseline | None, frontier: datetime | None = FRONTIER, **policy):
     concept = config().concept.model_copy(update=policy)
-    return concept_check(served, baseline, frontier, NOW, concept, threshold=0.5)
+    return concept_check(
+        served, baseline, frontier, NOW, concept, threshold=0.5, use_case=load_use_case("fraud")
+    )
 
 
 def test_the_same_model_on_the_same_kind_of_traffic_is_within_limits(baseline) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from loopline.config.use_case import load_use_case
 from loopline.training.config import load_config
 from loopline.training.data import feature_columns, labelled_split, read_training_set
 from loopline.training.distributed import (
@@ -62,7 +63,8 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path, capsys: pytest.Captur
     path = write_training_set(synthetic_training_set(n=1456, seed=3), tmp_path / "t.parquet")
     frame, manifest = read_training_set(path)
     base = ["device=cpu", "epochs=3", "model.hidden_sizes=[16]", "model.dropout=0.0"]
-    train_rows, val_rows = labelled_split(frame, load_config(CONFIG_PATH, base).validation.fraction)
+    fraud = load_use_case("fraud")
+    train_rows, val_rows = labelled_split(frame, load_config(CONFIG_PATH, base).validation.fraction, fraud)
     # A batch size whose last batch holds one row: rank 1's share of it is empty, and must still step.
     batch = next(b for b in range(64, 600) if len(train_rows) % b == 1)
     overrides = [*base, f"batch_size={batch}"]
@@ -99,8 +101,8 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path, capsys: pytest.Captur
     ddp_loss = [m.value for m in client.get_metric_history(result["run_id"], "train_loss")]
     assert len(ddp_curve) == int(result["metrics"]["epochs_run"])
 
-    categorical, numeric = feature_columns(config, manifest)
-    single = fit(train_rows, val_rows, categorical, numeric, config)
+    categorical, numeric = feature_columns(config, manifest, fraud)
+    single = fit(train_rows, val_rows, categorical, numeric, config, fraud.label_column)
     assert math.isfinite(result["metrics"]["best_val_pr_auc"])
     assert result["metrics"]["best_val_pr_auc"] > result["metrics"]["val_base_rate"]
     assert ddp_curve == pytest.approx([row["val_pr_auc"] for row in single.history], abs=2e-3)

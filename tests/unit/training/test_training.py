@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from loopline.config.use_case import load_use_case
 from loopline.platform.mlflow_util import mlflow_client
 from loopline.training.config import TrainingConfigError, from_dict, load_config
-from loopline.training.data import TrainingError, read_training_set
+from loopline.training.data import TrainingError, feature_columns, read_training_set
 from loopline.training.model import Preprocessor
 from loopline.training.pyfunc import as_model_input
 from loopline.training.synthetic import FEATURES, synthetic_training_set, write_training_set
@@ -70,10 +72,16 @@ def test_bad_config_names_the_field(override: str, field: str) -> None:
 
 
 def test_group_columns_cannot_become_inputs() -> None:
-    with pytest.raises(TrainingConfigError, match="customer_region"):
-        from_dict({"features": {"categorical": ["channel", "customer_region"]}})
-    with pytest.raises(TrainingConfigError, match="customer_age_band"):
-        from_dict({"features": {"extra_numeric": ["amount", "customer_age_band"]}})
+    # The use case's fairness groups are refused where the use case is known; excluded columns at load.
+    fraud = load_use_case("fraud")
+    with pytest.raises(TrainingError, match="customer_region"):
+        feature_columns(from_dict({"features": {"categorical": ["channel", "customer_region"]}}), {}, fraud)
+    with pytest.raises(TrainingError, match="customer_age_band"):
+        feature_columns(
+            from_dict({"features": {"extra_numeric": ["amount", "customer_age_band"]}}), {}, fraud
+        )
+    with pytest.raises(TrainingConfigError, match="event_epoch_s"):
+        from_dict({"features": {"extra_numeric": ["event_epoch_s"], "excluded": ["event_epoch_s"]}})
 
 
 def test_preprocessor_imputes_flags_and_buckets_unknowns() -> None:
@@ -223,7 +231,7 @@ def test_default_result_path_falls_back_outside_a_pod(
     ("labelled", "fraud", "message"),
     [
         (False, True, "no labelled rows"),
-        (True, False, "no fraud rows"),
+        (True, False, "no positive rows ('is_fraud' = 1)"),
     ],
 )
 def test_unusable_training_set_fails_clearly(
@@ -232,7 +240,7 @@ def test_unusable_training_set_fails_clearly(
     path = write_training_set(
         synthetic_training_set(n=300, labelled=labelled, fraud=fraud), tmp_path / "t.parquet"
     )
-    with pytest.raises(TrainingError, match=message):
+    with pytest.raises(TrainingError, match=re.escape(message)):
         train(path, load_config(CONFIG_PATH, FAST), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     code = main(
         [
