@@ -15,6 +15,12 @@ def _f(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _positive(report: dict[str, Any]) -> str:
+    """How the card calls a positive row: by the use case's label the gate recorded with the holdout."""
+    label = (report.get("holdout") or {}).get("label")
+    return f"positive (`{label}` = 1)" if label else "positive"
+
+
 def _lineage(report: dict[str, Any]) -> list[str]:
     lineage = report.get("lineage", {})
     params = lineage.get("params", {})
@@ -32,7 +38,7 @@ def _lineage(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"- Training window: {manifest.get('start', '?')} .. {manifest.get('end', '?')}, labels as of "
             f"{manifest.get('labels_as_of', '?')}; {manifest.get('rows', '?')} rows, "
-            f"{manifest.get('labelled_rows', '?')} labelled, {manifest.get('fraud_rows', '?')} fraud"
+            f"{manifest.get('labelled_rows', '?')} labelled, {manifest.get('fraud_rows', '?')} {_positive(report)}"
         )
         lines.append(
             f"- Features: {manifest.get('feature_service', '?')} v{manifest.get('feature_service_version', '?')} "
@@ -52,7 +58,7 @@ def _lineage(report: dict[str, Any]) -> list[str]:
     lines.append(
         f"- Holdout: `{holdout['path']}` (hash `{holdout.get('content_hash', 'n/a')}`), window "
         f"{holdout.get('start', '?')} .. {holdout.get('end', '?')}, {holdout['labelled_rows']} labelled rows, "
-        f"{holdout['fraud_rows']} fraud"
+        f"{holdout['fraud_rows']} {_positive(report)}"
     )
     return lines + [""]
 
@@ -102,10 +108,10 @@ def _fairness(report: dict[str, Any]) -> list[str]:
         "## Fairness",
         "",
         f"At the operating point (score >= {table['threshold']}), on the same holdout rows "
-        "for candidate and champion. A group's TPR is judged only with enough rows and fraud rows; the "
+        "for candidate and champion. A group's TPR is judged only with enough rows and positive rows; the "
         "others are listed as not judged.",
         "",
-        "| attribute | group | n | fraud | TPR | FPR | champion TPR | champion FPR | judged |",
+        "| attribute | group | n | positives | TPR | FPR | champion TPR | champion FPR | judged |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for g in table["groups"]:

@@ -242,7 +242,7 @@ def check_quality(
 
 
 def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]]:
-    """Groups whose TPR cannot be judged (too few rows or fraud rows), with what they lack."""
+    """Groups whose TPR cannot be judged (too few rows or positive rows), with what they lack."""
     f = policy.fairness
     out = []
     for g in table.groups:
@@ -252,7 +252,7 @@ def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]
         if g.n < f.min_group_size:
             lacks.append(f"{g.n} rows < min_group_size {f.min_group_size}")
         if g.positives < f.min_group_positives:
-            lacks.append(f"{g.positives} fraud rows < min_group_positives {f.min_group_positives}")
+            lacks.append(f"{g.positives} positive rows < min_group_positives {f.min_group_positives}")
         out.append(
             {
                 "attribute": g.attribute,
@@ -260,7 +260,7 @@ def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]
                 "n": g.n,
                 "positives": g.positives,
                 "fpr_judged": g.judged_fpr,
-                "lacks": "; ".join(lacks) or "no fraud rows",
+                "lacks": "; ".join(lacks) or "no positive rows",
             }
         )
     return out
@@ -484,7 +484,7 @@ def decide(
         f"Passed: {applied} thresholds evaluated {comparison.describe()}; checks passed: {', '.join(ran)}"
         + (f"; skipped (not configured or disabled): {', '.join(skipped)}" if skipped else "")
         + (
-            f"; fairness groups not judged (too few rows or fraud rows): "
+            f"; fairness groups not judged (too few rows or positive rows): "
             f"{', '.join(g['attribute'] + '=' + g['group'] for g in not_judged)}"
             if not_judged
             else ""

@@ -316,6 +316,7 @@ def run_gate(
             "end": manifest.get("end"),
             "rows": manifest.get("rows"),
             "labelled_rows": int(len(rows)),
+            "label": use_case.label_column,
             "fraud_rows": int(labels.sum()),
         },
         "policy": policy.model_dump(),

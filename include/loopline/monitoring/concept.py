@@ -156,27 +156,27 @@ def concept_check(
     reference = sample(baseline.frame, threshold, use_case)
     base["baseline"] = {"source": baseline.source, **_quality(reference)}
     labelled = current.size if current else 0
-    fraud = current.positives if current else 0
+    positives = current.positives if current else 0
     if current is not None:
         base["current"] = _quality(current)
-    if labelled < config.min_labelled_rows or fraud < config.min_fraud_rows or fraud == labelled:
+    if labelled < config.min_labelled_rows or positives < config.min_fraud_rows or positives == labelled:
         return ConceptCheck(
             NOT_JUDGED,
             False,
             f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
             f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
-            f"hold {labelled} labelled rows with {fraud} positive ({label!r} = 1); need "
+            f"hold {labelled} labelled rows with {positives} positive ({label!r} = 1); need "
             f"{config.min_labelled_rows} and {config.min_fraud_rows}",
             **base,
         )
-    assert current is not None  # labelled == fraud == 0 without it, which returned above
+    assert current is not None  # labelled == positives == 0 without it, which returned above
     dropped = surely_dropped(reference, current, config.confidence)
     limits = {"pr_auc": config.max_pr_auc_drop, "recall": config.max_recall_drop}
     worse = [k for k in ("pr_auc", "recall") if dropped[k] > limits[k]]
     q, b = base["current"], base["baseline"]
     text = (
         f"PR-AUC {q['pr_auc']} vs {b['pr_auc']} at the gate, recall {q['recall']} vs {b['recall']}, on "
-        f"{labelled} labelled ({fraud} positive ({label!r} = 1) on {q['fraud_customers']} customers)"
+        f"{labelled} labelled ({positives} positive ({label!r} = 1) on {q['fraud_customers']} customers)"
     )
     if worse:
         sure = ", ".join(f"{k} by >= {dropped[k]:.3f} (allowed {limits[k]})" for k in worse)

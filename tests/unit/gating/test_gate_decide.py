@@ -258,13 +258,13 @@ def test_thin_groups_are_not_judged_by_default_and_rejected_with_the_switch() ->
     assert reported.passed, "not judged is reported, not a rejection, by default"
     [entry] = reported.checks["fairness"].details["not_judged"]
     assert (entry["group"], entry["n"], entry["positives"]) == ("18-25", 400, 4)
-    assert "4 fraud rows < min_group_positives 10" in entry["lacks"]
+    assert "4 positive rows < min_group_positives 10" in entry["lacks"]
     assert "not judged" in reported.why and "customer_age_band=18-25" in reported.why
     strict = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10, "unjudged_groups": "reject"})
     rejected = decide(strict, GOOD, None, thin, None, None)
     assert not rejected.passed
     assert rejected.checks["fairness"].reasons == [
-        "customer_age_band=18-25 not judged (4 fraud rows < min_group_positives 10); unjudged_groups: reject "
+        "customer_age_band=18-25 not judged (4 positive rows < min_group_positives 10); unjudged_groups: reject "
         "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"
     ]
     with pytest.raises(GatePolicyError, match="unjudged_groups"):

@@ -97,6 +97,7 @@ def test_first_model_passes_on_value_thresholds(gate_world) -> None:
     assert report["lineage"]["params"]["training_set.content_hash"] == gate_world["base"].training_set_hash
     card = (folder / "model_card.md").read_text()
     assert "PASSED" in card and gate_world["base"].training_set_hash in card and "| customer_region |" in card
+    assert report["holdout"]["label"] == "is_fraud" and "positive (`is_fraud` = 1)" in card
     import mlflow
 
     assert mlflow.artifacts.load_text(t["loopline.model_card"]) == card
