@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.aggregates import compute_aggregates
 from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import write_aggregates
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:

@@ -53,7 +53,6 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
 
     from loopline.config import Settings
     from loopline.data.ingest import publish
-    from loopline.data.simulator import SimulationConfig, simulate
     from loopline.features.curated import curated_time_range
     from loopline.features.materialize import materialize
     from loopline.features.online import OnlineFeatures
@@ -61,6 +60,7 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
     from loopline.features.watermark import materialized_until
     from loopline.training.config import load_config
     from loopline.training.train import train
+    from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
     settings = Settings(state_dir=root / "state", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     settings.state.ensure()

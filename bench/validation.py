@@ -17,7 +17,7 @@ import pandas as pd
 
 from loopline.config import Settings
 from loopline.data import validation
-from loopline.data.simulator import SimulationConfig, simulate
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 
 def batch_of(rows: int) -> pd.DataFrame:

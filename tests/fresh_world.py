@@ -10,12 +10,12 @@ import pandas as pd
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.historical import historical_features
 from loopline.features.materialize import materialize
 from loopline.features.online import OnlineFeatures
 from loopline.features.skew import _py, _same
 from loopline.platform.feast_store import feature_store
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 START = date(2026, 4, 6)
 DAYS = 10

@@ -61,8 +61,8 @@ def run_demo(
     log: Callable[[str], None] = print,
     profile: str = "embedded",
 ) -> int:
-    from loopline.data.simulator import SimulationConfig, write_run
     from loopline.platform import stack
+    from loopline.usecases.fraud.simulator import SimulationConfig, write_run
 
     if settings.canary_policy is None:
         # Canary steps that bake in seconds on the demo's clients (the stack's processes inherit it).

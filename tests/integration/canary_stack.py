@@ -89,11 +89,11 @@ def prepare_data(settings: Settings) -> tuple[list[dict[str, Any]], Path]:
     """The data of the serving tests' ``serving_world``, in ``settings``' state dir: 10 simulated days
     published and materialised, and a training set. Returns (request rows, training set path)."""
     from loopline.data.ingest import publish
-    from loopline.data.simulator import SimulationConfig, simulate
     from loopline.features.curated import curated_time_range
     from loopline.features.materialize import materialize
     from loopline.features.training_sets import build_training_set
     from loopline.features.watermark import materialized_until
+    from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
     settings.state.ensure()
     sim = simulate(SimulationConfig(days=10, n_customers=120, seed=7))

@@ -25,7 +25,6 @@ from local_servers import APT_LINE, PG_USER, postgres_server
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.curated import curated_time_range
 from loopline.features.historical import historical_features
 from loopline.features.materialize import materialize, offline_sink
@@ -36,6 +35,7 @@ from loopline.features.tables import TABLES
 from loopline.features.training_sets import build_training_set
 from loopline.platform.feast_store import PRODUCTION_YAML, YAML_ENV, apply_feature_repo, feature_store
 from loopline.platform.scratch import free_port
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,12 @@ import pytest
 from local_servers import PG_USER, postgres_server, s3_server
 
 from loopline.config import Settings
+from loopline.data.batch_files import write_frame
 from loopline.data.ingest import IngestLedger, ingest_file
-from loopline.data.simulator import SimulationConfig, simulate, write_frame
 from loopline.features.intervals import pending_interval
 from loopline.storage.files import SharedFiles, StorageError
 from loopline.storage.state_db import read_watermark, shared_lock, write_watermark
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.config import Settings
-from loopline.data.simulator import Drift, SimulationConfig, simulate
+from loopline.usecases.fraud.simulator import Drift, SimulationConfig, simulate
 
 MODEL_NAME = "fraud_detector"
 REPO_ROOT = Path(__file__).resolve().parents[2]

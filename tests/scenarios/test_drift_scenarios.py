@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from scenario_world import World, build_world, log_served, served_rows
 
-from loopline.data.simulator import Drift
 from loopline.lineage import history
 from loopline.monitoring.monitor import run_check
+from loopline.usecases.fraud.simulator import Drift
 
 DAYS, SERVE_FROM, WARMUP = 67, 60, 30
 COVARIATE_FROM = SERVE_FROM + 3

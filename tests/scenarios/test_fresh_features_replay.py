@@ -154,13 +154,13 @@ def replayed(request, tmp_path_factory):
     import mlflow
 
     from loopline.data.ingest import publish
-    from loopline.data.simulator import SimulationConfig, simulate
     from loopline.features.materialize import materialize
     from loopline.features.training_sets import build_training_set
     from loopline.platform.mlflow_util import mlflow_client
     from loopline.serving.predictor import Predictor
     from loopline.training.config import load_config
     from loopline.training.train import train
+    from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
     seed, customers = request.param
     root = tmp_path_factory.mktemp(f"replay-{seed}")

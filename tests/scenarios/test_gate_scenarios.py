@@ -50,7 +50,6 @@ def _fast_overrides() -> list[str]:
 @pytest.fixture(scope="module", params=list(WORLDS), ids=list(WORLDS))
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from loopline.data.ingest import publish
-    from loopline.data.simulator import SimulationConfig, simulate
     from loopline.features.curated import curated_time_range
     from loopline.features.materialize import offline_sink
     from loopline.features.offline_refresh import refresh_aggregates
@@ -59,6 +58,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     from loopline.platform.feast_store import apply_feature_repo
     from loopline.training.config import load_config
     from loopline.training.train import train
+    from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
     seed, customers = WORLDS[request.param]
     state = tmp_path_factory.mktemp(f"gate-{request.param}")

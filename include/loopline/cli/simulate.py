@@ -101,7 +101,7 @@ def cmd_simulate(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
     """Run ``loopline simulate``; usage errors exit with status 2 like argparse's own."""
     parser = parser or argparse.ArgumentParser(prog="loopline simulate")
     if args.list_bad:
-        from loopline.data.bad_batches import BAD_KINDS
+        from loopline.usecases.fraud.simulator import BAD_KINDS
 
         width = max(map(len, BAD_KINDS))
         for kind, description in BAD_KINDS.items():
@@ -118,8 +118,7 @@ def cmd_simulate(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
             f"argument --drift: unknown kind {args.drift!r} (choose from {', '.join(DRIFT_KIND_NAMES)})"
         )
 
-    from loopline.data.bad_batches import BAD_KINDS
-    from loopline.data.simulator import Drift, SimulationConfig, write_run
+    from loopline.usecases.fraud.simulator import BAD_KINDS, Drift, SimulationConfig, write_run
 
     if args.bad is not None and args.bad not in BAD_KINDS:
         parser.error(f"argument --bad: unknown kind {args.bad!r} (choose from {', '.join(BAD_KINDS)})")

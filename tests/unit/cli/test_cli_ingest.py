@@ -8,8 +8,8 @@ import numpy as np
 
 from loopline.cli.main import main
 from loopline.config import Settings
-from loopline.data.bad_batches import write_bad_batch
-from loopline.data.simulator import SimulationConfig, simulate, write_frame
+from loopline.data.batch_files import write_frame
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate, write_bad_batch
 
 
 def _day():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from loopline.config import Settings
-from loopline.data.bad_batches import BAD_KINDS, write_bad_batch
+from loopline.data.batch_files import write_frame
 from loopline.data.ingest import (
     BatchGone,
     IngestLedger,
@@ -18,7 +18,7 @@ from loopline.data.ingest import (
     ingest_file,
     landed_files,
 )
-from loopline.data.simulator import SimulationConfig, simulate, write_frame
+from loopline.usecases.fraud.simulator import BAD_KINDS, SimulationConfig, simulate, write_bad_batch
 
 
 @pytest.fixture(scope="module")

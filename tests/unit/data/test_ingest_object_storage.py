@@ -22,8 +22,8 @@ from loopline.data.ingest import (
     publish,
     visible_partition_files,
 )
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.storage.files import as_path, is_remote, read_parquet
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 _prefixes = itertools.count()
 
@@ -137,7 +137,7 @@ def test_killed_after_any_publish_step_a_rerun_publishes_exactly_the_batch(
 
 
 def test_simulated_days_and_a_bad_batch_land_in_object_storage_and_ingest_from_there(settings):
-    from loopline.data.simulator import write_run
+    from loopline.usecases.fraud.simulator import write_run
 
     summary = write_run(
         SimulationConfig(days=2, n_customers=30, seed=9),

@@ -225,8 +225,8 @@ class LabelFeed:
 
     def deliver(self) -> int:
         """Land one batch now: the labels of every answered transaction not labelled yet; returns how many."""
+        from loopline.data.batch_files import write_frame
         from loopline.data.ingest import ingest_file
-        from loopline.data.simulator import write_frame
 
         ids = sorted(t for t in self._answered() if t in self.truth and t not in self.delivered)
         if not ids:
@@ -245,7 +245,7 @@ class LabelFeed:
         import pandas as pd
 
         from loopline.data.schema import LABEL_COLUMNS
-        from loopline.data.simulator import conform
+        from loopline.usecases.fraud.simulator import conform
 
         return conform(
             pd.DataFrame(

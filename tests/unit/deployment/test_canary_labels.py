@@ -24,7 +24,6 @@ from test_canary import canary, champion_served, deployed, fast_policy, last_eve
 from training.test_training import CONFIG_PATH
 
 from loopline.data.ingest import existing_keys
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.deployment.actions import TAG_CANARY, TAG_REASON, read_state
 from loopline.deployment.canary import CanaryOutcome
 from loopline.deployment.policy import CanaryPolicy
@@ -32,6 +31,7 @@ from loopline.features.curated import read_labels
 from loopline.features.training_sets import build_training_set
 from loopline.features.watermark import materialized_until
 from loopline.lineage import history
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 WORLD = SimulationConfig(
     days=10, n_customers=120, seed=7

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from loopline.data.schema import TRANSACTION_COLUMNS
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.aggregates import compute_aggregates
 from loopline.features.curated import read_curated_transactions
 from loopline.features.offline_refresh import refresh_aggregates
@@ -21,6 +20,7 @@ from loopline.features.tables import (
     MERCHANT_STATS,
     TABLES,
 )
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 H = pd.Timedelta(hours=1)
 D = pd.Timedelta(days=1)

@@ -13,7 +13,6 @@ import pytest
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.curated import curated_time_range, read_curated_transactions
 from loopline.features.feature_service import FeatureRowsMismatch, feature_names
 from loopline.features.historical import historical_features
@@ -22,6 +21,7 @@ from loopline.features.online import OnlineFeatures
 from loopline.features.skew import _same, check_skew
 from loopline.features.training_sets import build_training_set
 from loopline.platform.feast_store import feature_store
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ from gate_testkit import MODEL_NAME
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.curated import curated_time_range
 from loopline.features.materialize import materialize
 from loopline.features.training_sets import build_training_set
 from loopline.gating.holdout import build_holdout, plan_windows
 from loopline.gating.policy import policy_from_dict
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 HERE = Path(__file__).resolve().parent
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from loopline.config import Settings
 from loopline.config.drift_policy import DriftConfig, load_drift_config
-from loopline.data.simulator import Drift, SimulationConfig, simulate
 from loopline.monitoring.reference import Reference
+from loopline.usecases.fraud.simulator import Drift, SimulationConfig, simulate
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG = REPO_ROOT / "include" / "config" / "drift.yaml"

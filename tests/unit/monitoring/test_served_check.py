@@ -15,7 +15,6 @@ import pytest
 from loopline.cli.main import main
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.curated import curated_time_range
 from loopline.features.historical import historical_features
 from loopline.features.materialize import materialize
@@ -23,6 +22,7 @@ from loopline.features.online import OnlineFeatures
 from loopline.monitoring.served_check import check_served
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 DAYS = 9
 STALE_DAY, PENDING_DAY = 7, 8  # served by a stale online store, then ingested; served, never materialised

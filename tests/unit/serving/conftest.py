@@ -15,13 +15,13 @@ from training.test_training import CONFIG_PATH, FAST
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.data.simulator import SimulationConfig, simulate
 from loopline.features.curated import curated_time_range
 from loopline.features.materialize import materialize
 from loopline.features.training_sets import build_training_set
 from loopline.features.watermark import materialized_until
 from loopline.training.config import load_config
 from loopline.training.train import train
+from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import json
 import pytest
 from security_kit import TX, bare_client, raw_predict
 
-from loopline.data.simulator import CATEGORIES, SimulationConfig, simulate
 from loopline.serving.app import Transaction
+from loopline.usecases.fraud.simulator import CATEGORIES, SimulationConfig, simulate
 
 XSS = "</script><script>alert(1)</script>"
 

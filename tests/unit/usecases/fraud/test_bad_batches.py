@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from loopline.cli import simulate as simulate_cli
-from loopline.data.bad_batches import BAD_KINDS, MAKERS, make_bad_batch, write_bad_batch
+from loopline.data.batch_files import write_frame
 from loopline.data.schema import (
     AGE_BANDS,
     AMOUNT_MAX,
@@ -20,7 +20,8 @@ from loopline.data.schema import (
     REGIONS,
     TRANSACTION_COLUMNS,
 )
-from loopline.data.simulator import SimulationConfig, Simulator, write_frame
+from loopline.usecases.fraud.simulator import SimulationConfig, Simulator
+from loopline.usecases.fraud.simulator.bad_batches import BAD_KINDS, MAKERS, make_bad_batch, write_bad_batch
 
 DAY = date(2026, 1, 1)
 

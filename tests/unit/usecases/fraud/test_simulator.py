@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from loopline.cli import simulate as simulate_cli
-from loopline.data.bad_batches import BAD_KINDS
 from loopline.data.schema import (
     AGE_BANDS,
     AMOUNT_MAX,
@@ -27,7 +26,8 @@ from loopline.data.schema import (
     REGIONS,
     TRANSACTION_COLUMNS,
 )
-from loopline.data.simulator import (
+from loopline.usecases.fraud.simulator import (
+    BAD_KINDS,
     DRIFT_KINDS,
     NEW_CATEGORY,
     Drift,
@@ -103,7 +103,7 @@ def test_values_stay_in_the_vocabularies_and_ranges(base: Simulation) -> None:
 
 
 def test_written_parquet_reads_back_with_the_contract(tmp_path: Path) -> None:
-    from loopline.data.simulator import write_run
+    from loopline.usecases.fraud.simulator import write_run
 
     config = SimulationConfig(days=9, n_customers=300)
     summary = write_run(config, tmp_path)
