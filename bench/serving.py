@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
-    from loopline.platform.scratch import free_port
+    from loopline.platform.processes import free_port
 
     root = Path(tempfile.mkdtemp(prefix="loopline-bench-serving-"))
     redis_proc = None

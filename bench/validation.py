@@ -17,6 +17,7 @@ import pandas as pd
 
 from loopline.config import Settings
 from loopline.data import validation
+from loopline.data.ingest import use_case_of
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 
@@ -42,11 +43,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     rows = parser.parse_args().rows
-    config_dir = Settings().config_dir
+    suites_dir = use_case_of(Settings()).expectations_dir
     frame = batch_of(rows)
     print(f"batch: {len(frame):,} rows x {frame.shape[1]} columns")
 
-    outcome = validation.validate_frame(frame, "transactions", config_dir)  # warm the cached validator
+    outcome = validation.validate_frame(frame, "transactions", suites_dir)  # warm the cached validator
     assert outcome.passed, outcome.blocking
 
     def one_at_a_time() -> None:
@@ -63,11 +64,11 @@ def main() -> None:
             .get_batch(batch_parameters={"dataframe": validation._naive_utc(frame)})
         )
         latest = pd.Timestamp.now(tz="UTC").tz_localize(None)
-        for item in validation.load_suite_spec(config_dir, "transactions")["expectations"]:
+        for item in validation.load_suite_spec(suites_dir, "transactions")["expectations"]:
             config = ExpectationConfiguration(type=item["type"], kwargs=item["kwargs"])
             batch.validate(config.to_domain_obj(), expectation_parameters={"latest_allowed_time": latest})
 
-    loopline_s = timed(lambda: validation.validate_frame(frame, "transactions", config_dir))
+    loopline_s = timed(lambda: validation.validate_frame(frame, "transactions", suites_dir))
     baseline_s = timed(one_at_a_time, repeats=1)
     print(f"loopline (one suite run)    : {loopline_s:.2f} s  {rows / loopline_s:,.0f} rows/s")
     print(f"one expectation at a time   : {baseline_s:.2f} s  {rows / baseline_s:,.0f} rows/s")

@@ -33,11 +33,11 @@ for _path in (
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from scratch_stack import processes_using, scratch_env, scratch_project  # noqa: E402
 from serving_testkit import MODEL, request_rows, wait_until  # noqa: E402
 from training.test_training import CONFIG_PATH, FAST  # noqa: E402
 
 from loopline.config import Settings  # noqa: E402
-from loopline.platform.scratch import processes_using, scratch_env, scratch_project  # noqa: E402
 
 LOOPLINE = str(Path(sys.executable).parent / "loopline")
 KEPT_DAGS = ("deploy_canary.py",)

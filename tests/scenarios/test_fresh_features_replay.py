@@ -219,7 +219,7 @@ def test_served_features_equal_offline_point_in_time_features(replayed):
 
 
 def test_champion_quality_on_served_scores_matches_offline(replayed):
-    from loopline.gating.metrics import pr_auc
+    from loopline.metrics import pr_auc
     from loopline.serving.prediction_log import open_prediction_log
 
     settings, _, version, root = replayed

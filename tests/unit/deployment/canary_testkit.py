@@ -119,7 +119,7 @@ class Replica:
     def __init__(self) -> None:
         from prometheus_client import start_http_server
 
-        from loopline.platform.scratch import free_port
+        from loopline.platform.processes import free_port
         from loopline.serving.metrics import ServingMetrics
 
         self._new = ServingMetrics
@@ -269,10 +269,11 @@ class LabelFeed:
                 return
 
     def __enter__(self) -> LabelFeed:
+        from loopline.data.ingest import use_case_of
         from loopline.data.validation import validate_frame
 
         # GX builds the suite's validator once per process (seconds of CPU): before the traffic, not mid-bake.
-        validate_frame(self._frame(["tx_warmup"]), "labels", self.settings.config_dir)
+        validate_frame(self._frame(["tx_warmup"]), "labels", use_case_of(self.settings).expectations_dir)
         self._since = time.time()
         self._thread.start()
         return self
