@@ -3,6 +3,7 @@ package reads at run time, above all each use case's data files (its Great Expec
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
