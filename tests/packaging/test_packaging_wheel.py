@@ -15,6 +15,15 @@ from loopline.config.use_case import available_use_cases, load_use_case
 
 
 def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None:
+    # Built from a copy of what the images copy, so setuptools' build/ folder stays out of the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    for name in ("include", "plugins"):
+        shutil.copytree(
+            REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
     subprocess.run(
         [
             sys.executable,
@@ -28,7 +37,7 @@ def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None
             str(tmp_path),
             ".",
         ],
-        cwd=REPO_ROOT,
+        cwd=source,
         check=True,
         timeout=300,
     )
