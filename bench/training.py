@@ -33,10 +33,15 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from loopline.config.use_case import load_use_case  # noqa: E402
 from loopline.training.config import TrainingConfig, load_config  # noqa: E402
-from loopline.training.data import LABEL, feature_columns, labelled_split  # noqa: E402
+from loopline.training.data import feature_columns, labelled_split  # noqa: E402
 from loopline.training.loop import fit, pick_device, ranking_metrics, seed_everything  # noqa: E402
 from loopline.training.synthetic import FEATURES, extra_feature_names, synthetic_training_set  # noqa: E402
+
+# The synthetic training set is fraud-shaped.
+USE_CASE = load_use_case("fraud")
+LABEL = USE_CASE.label_column
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "include" / "config" / "training.yaml"
 EXTRA_FEATURES = 28  # 4 signal + 28 noise + amount = 33 numerics, the width of fraud_detection_v1
@@ -121,6 +126,7 @@ def trainer_epochs(
         categorical,
         numeric,
         config,
+        LABEL,
         on_epoch=lambda row: stamps.append(time.perf_counter()),
     )
     return list(np.diff(stamps)), fitted.history[-1]["val_pr_auc"]
@@ -154,9 +160,9 @@ def main() -> None:
     config = load_config(CONFIG_PATH, overrides)
     started = time.perf_counter()
     frame = synthetic_training_set(n=args.rows, seed=0, extra_features=EXTRA_FEATURES)
-    train_rows, val_rows = labelled_split(frame, config.validation.fraction)
+    train_rows, val_rows = labelled_split(frame, config.validation.fraction, USE_CASE)
     categorical, numeric = feature_columns(
-        config, {"features": [*FEATURES, *extra_feature_names(EXTRA_FEATURES)]}
+        config, {"features": [*FEATURES, *extra_feature_names(EXTRA_FEATURES)]}, USE_CASE
     )
     device = pick_device(config)
     print(
