@@ -7,7 +7,7 @@ Touches every service Loopline depends on and proves it works by writing and rea
 |---|---|
 | `check_state_dir` | every zone of the state directory is writable |
 | `check_mlflow` | the tracking server logs a run, a metric and an artifact and returns them |
-| `check_feast_registry` | `feature_repo/` applies to the Feast registry and its entities read back |
+| `check_feast_registry` | the use case's `feature_repo/<use case>/` applies to the Feast registry and its entities read back |
 | `check_great_expectations` | GX passes a good frame and fails a bad one |
 | `record_smoke_report` | the results land in `reports/platform_smoke/<run>.json` |
 

@@ -53,7 +53,7 @@ ALTER ROLE mlflow   WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
 ALTER ROLE feast    WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'feast_pw';
 ALTER ROLE loopline WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'loopline_pw';
 ALTER ROLE serving  WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'serving_pw';
--- Feast's point-in-time joins are quadratic with nested loops (feature_repo/feature_store.production.yaml).
+-- Feast's point-in-time joins are quadratic with nested loops (feature_repo/<use case>/feature_store.production.yaml).
 ALTER ROLE feast SET enable_nestloop = off;
 
 -- One database per owner (Airflow and MLflow both keep an alembic_version table: they cannot share one;

@@ -2,7 +2,7 @@
 
 Every ``LOOPLINE_*`` name the deployments set must be read by something: a ``Settings`` field (env prefix
 ``LOOPLINE_``), a variable ``Settings.env()`` hands to children, or a ``${LOOPLINE_*}`` that a Feast
-config in feature_repo/ expands. And the other way round: what each mode needs is set.
+config in feature_repo/<use case>/ expands. And the other way round: what each mode needs is set.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from packaging_files import REPO_ROOT, compose, env_example, helm_values, servic
 
 from loopline.config import Settings
 
-FEAST_PRODUCTION = REPO_ROOT / "feature_repo" / "feature_store.production.yaml"
+FEAST_PRODUCTION = REPO_ROOT / "feature_repo" / "fraud" / "feature_store.production.yaml"
 # Services that run Loopline code (the others are Postgres, Redis, MLflow, Prometheus, ...).
 LOOPLINE_SERVICES = (
     "airflow-init",
@@ -71,7 +71,7 @@ def _known_names() -> set[str]:
     children = set(Settings().env())
     feast = {
         name
-        for path in (REPO_ROOT / "feature_repo").glob("feature_store*.yaml")
+        for path in (REPO_ROOT / "feature_repo" / "fraud").glob("feature_store*.yaml")
         for name in _feast_variables(path)
     }
     return fields | children | feast | {API_KEY_ENV}
@@ -111,7 +111,7 @@ def test_compose_sets_what_every_loopline_process_needs(service: str) -> None:
 @pytest.mark.parametrize("service", LOOPLINE_SERVICES)
 def test_compose_gives_the_production_feast_config_all_its_variables(service: str) -> None:
     env = service_environment(compose()["services"][service])
-    assert (REPO_ROOT / "feature_repo" / env["FEAST_FS_YAML_FILE_PATH"]) == FEAST_PRODUCTION
+    assert (REPO_ROOT / "feature_repo" / "fraud" / env["FEAST_FS_YAML_FILE_PATH"]) == FEAST_PRODUCTION
     missing = _feast_variables(FEAST_PRODUCTION) - set(env)
     assert not missing, f"{service} selects feature_store.production.yaml but does not set {sorted(missing)}"
 
@@ -133,7 +133,7 @@ def test_helm_values_set_what_the_kubernetes_mode_needs(monkeypatch: pytest.Monk
     env = _helm_env()
     missing = REQUIRED_IN_HELM_ENV - set(env)
     assert not missing, f"deploy/helm/airflow-values.yaml lacks {sorted(missing)}"
-    assert (REPO_ROOT / "feature_repo" / env["FEAST_FS_YAML_FILE_PATH"]) == FEAST_PRODUCTION
+    assert (REPO_ROOT / "feature_repo" / "fraud" / env["FEAST_FS_YAML_FILE_PATH"]) == FEAST_PRODUCTION
     for key, value in env.items():
         if key.startswith("LOOPLINE_"):
             monkeypatch.setenv(key, value)

@@ -327,7 +327,8 @@ class Settings(BaseSettings):
 
     @property
     def feature_repo_dir(self) -> Path:
-        return self.project_dir / "feature_repo"
+        """The Feast repository of the use case in use: one per use case, under ``feature_repo/``."""
+        return self.project_dir / "feature_repo" / self.use_case
 
     @property
     def config_dir(self) -> Path:
@@ -375,7 +376,7 @@ class Settings(BaseSettings):
             ),
             **({"LOOPLINE_STATE_DB_URL": self.state_db_url} if self.state_db_url else {}),
             **({"LOOPLINE_TASK_SCRATCH": self.task_scratch} if self.task_scratch != "shared" else {}),
-            # Read by feature_repo/feature_store.yaml (Feast expands ${VAR}).
+            # Read by feature_repo/<use case>/feature_store.yaml (Feast expands ${VAR}).
             "LOOPLINE_FEAST_REGISTRY": str(self.state.feast_registry),
             "LOOPLINE_FEAST_ONLINE_STORE": str(self.state.feast_online_store),
             "LOOPLINE_FEAST_OFFLINE_DIR": str(self.state.feast_offline_dir),

@@ -2,7 +2,7 @@
 
 - ``ParquetSink``: ``<offline_dir>/<table>.parquet`` (embedded: Feast's duckdb store reads them).
 - ``PostgresSink``: tables of the same names and columns in the Postgres offline store (production:
-  the ``PostgreSQLSource`` of each view in ``feature_repo/features.py`` reads them).
+  the ``PostgreSQLSource`` of each view in ``feature_repo/fraud/features.py`` reads them).
 
 Both are idempotent in the same way: a row replaces any stored row with the same
 ``(keys, event_timestamp)`` and is never duplicated, so re-running a recomputed interval (or an

@@ -739,7 +739,7 @@ class OnlineStateWriter:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        # Every join key of the four views is a STRING entity (feature_repo/entities.py, checked at start).
+        # Every join key of the four views is a STRING entity (feature_repo/fraud/entities.py, checked at start).
         return EntityKey(
             join_keys=list(TABLE_KEYS[table]), entity_values=[Value(string_val=part) for part in key]
         )

@@ -1,5 +1,5 @@
 """The offline aggregate tables behind Loopline's Feast feature views (the contract between the
-aggregate computation, ``feature_repo/`` and the training-set builder).
+aggregate computation, ``feature_repo/fraud/`` and the training-set builder).
 
 Semantics, for every table: one row per transaction, keyed by the table's entity columns, stamped with
 the transaction's ``event_timestamp``, holding the state **after** that transaction — windows are

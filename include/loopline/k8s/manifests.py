@@ -29,13 +29,13 @@ API_KEY_ACCEPTED, API_KEY_CURRENT = "accepted-keys", "api-key"
 # Pod Security admission levels the namespace enforces (and warns/audits about) on every pod.
 POD_SECURITY_LEVEL = "restricted"
 # Airflow's Secrets (deploy/helm/airflow-values.yaml): its Feast variables (LOOPLINE_FEAST_REGISTRY_URL,
-# LOOPLINE_FEAST_PG_*, LOOPLINE_FEAST_REDIS: see the top of feature_repo/feature_store.production.yaml) with
+# LOOPLINE_FEAST_PG_*, LOOPLINE_FEAST_REDIS: see the top of feature_repo/<use case>/feature_store.production.yaml) with
 # the Postgres role feast, and Loopline's own Postgres URLs with the role loopline: LOOPLINE_PREDICTION_LOG_URL
 # (the canary and the drift monitor read the log) and LOOPLINE_HISTORY_URL (the decisions). Serving has its
 # own credentials instead (serving.secrets.credentials: role serving, MLflow user serving).
 FEAST_SECRET = "loopline-feast"
 DATABASE_SECRET = "loopline-database"
-# The Feast config the serving pods read (Postgres registry, Redis online store), relative to feature_repo/.
+# The Feast config the serving pods read (Postgres registry, Redis online store), relative to the use case's feature_repo/<use case>/.
 FEAST_PRODUCTION_YAML = "feature_store.production.yaml"
 # Where the serving pods keep scratch state: an emptyDir, as the root is read-only (predictions go to Postgres).
 SERVING_STATE_DIR = "/var/lib/loopline"

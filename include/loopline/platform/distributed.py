@@ -211,7 +211,7 @@ def profile_settings(settings: Settings, profile: Profile) -> Settings:
 
 
 def feast_env(profile: Profile) -> dict[str, str]:
-    """feature_repo/feature_store.production.yaml's variables: Postgres offline store and SQL registry, Redis
+    """feature_repo/<use case>/feature_store.production.yaml's variables: Postgres offline store and SQL registry, Redis
     online store."""
     return {
         "FEAST_FS_YAML_FILE_PATH": "feature_store.production.yaml",

@@ -3,7 +3,7 @@
 Which ``feature_store.yaml``: the repo's ``feature_store.yaml`` (embedded: duckdb over parquet, SQLite
 online, file registry) unless ``FEAST_FS_YAML_FILE_PATH`` names another — Feast's own switch, which the
 ``feast`` CLI reads too — e.g. ``feature_store.production.yaml`` (Postgres offline and registry, Redis
-online). A relative path is taken inside ``feature_repo/``. The repo's definitions read the same
+online). A relative path is taken inside the use case's ``feature_repo/<use case>/``. The repo's definitions read the same
 choice (``offline_store_type``) so their sources match the configured offline store.
 """
 
@@ -87,7 +87,7 @@ def offline_store_type(repo_dir: Path) -> str:
 
 
 def feast_config(settings: Settings) -> RepoConfig:
-    """The RepoConfig of ``feature_repo/``, its ``${LOOPLINE_FEAST_*}`` paths filled from settings
+    """The RepoConfig of the use case's Feast repo (``feature_repo/<use case>/``), its ``${LOOPLINE_FEAST_*}`` paths filled from settings
     (production values come from the environment). Connects to nothing."""
     settings.state.ensure()
     for key in ("LOOPLINE_FEAST_REGISTRY", "LOOPLINE_FEAST_ONLINE_STORE", "LOOPLINE_FEAST_OFFLINE_DIR"):
@@ -96,14 +96,14 @@ def feast_config(settings: Settings) -> RepoConfig:
 
 
 def feature_store(settings: Settings) -> FeatureStore:
-    """The FeatureStore of ``feature_repo/``, its ``${LOOPLINE_FEAST_*}`` paths filled from settings."""
+    """The FeatureStore of the use case's Feast repo, its ``${LOOPLINE_FEAST_*}`` paths filled from settings."""
     from feast import FeatureStore
 
     return FeatureStore(repo_path=str(settings.feature_repo_dir), config=feast_config(settings))
 
 
 def apply_feature_repo(settings: Settings) -> FeatureStore:
-    """``feast apply`` for ``feature_repo/``: registers every definition (idempotent)."""
+    """``feast apply`` for the use case's Feast repo: registers every definition (idempotent)."""
     from feast.repo_operations import apply_total_with_repo_instance
 
     store = feature_store(settings)

@@ -36,7 +36,7 @@ def test_defaults_use_the_checkout_and_a_dot_loopline_state_dir(monkeypatch: pyt
     assert settings.state_dir is None
     assert settings.state.root == REPO_ROOT / ".loopline"
     assert settings.dags_dir == REPO_ROOT / "dags"
-    assert settings.feature_repo_dir == REPO_ROOT / "feature_repo"
+    assert settings.feature_repo_dir == REPO_ROOT / "feature_repo" / "fraud"
     assert settings.host == "127.0.0.1"
     assert settings.airflow_base_url == "http://127.0.0.1:8080"
     assert settings.mlflow_uri == "http://127.0.0.1:5000"

@@ -111,7 +111,7 @@ def test_serving_pod_is_configured_like_the_compose_service() -> None:
     (container,) = spec["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env["FEAST_FS_YAML_FILE_PATH"] == manifests.FEAST_PRODUCTION_YAML
-    assert (REPO_ROOT / "feature_repo" / manifests.FEAST_PRODUCTION_YAML).is_file()
+    assert (REPO_ROOT / "feature_repo" / "fraud" / manifests.FEAST_PRODUCTION_YAML).is_file()
     # Serving's own identities only: never the trainer's/Airflow's MLflow writer, Feast or database Secrets.
     assert [e["secretRef"]["name"] for e in container["envFrom"]] == [CONFIG.serving.secrets.credentials]
     assert not {CONFIG.trainer.secrets.mlflow, manifests.FEAST_SECRET, manifests.DATABASE_SECRET} & {
