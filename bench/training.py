@@ -58,14 +58,14 @@ def dataloader_epochs(
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from loopline.training.model import FraudModel, Preprocessor
+    from loopline.training.model import Preprocessor, TabularModel
 
     seed_everything(config.seed)
     device = pick_device(config)
     pre = Preprocessor(
         numeric=numeric, categorical=categorical, log1p=[c for c in config.features.log1p if c in numeric]
     ).fit(train_rows)
-    bundle = FraudModel.create(
+    bundle = TabularModel.create(
         pre,
         [config.model.embedding_dim(c) for c in categorical],
         config.model.hidden_sizes,

@@ -9,7 +9,27 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from loopline.config.use_case import TaskType, UseCase
 from loopline.config.yaml_files import StrictModel, describe_validation_error, read_yaml_mapping
+from loopline.metrics import HIGHER_IS_BETTER
+
+# The validation metrics the loop computes per task (each epoch's row, ``best_<metric>`` in MLflow); the first
+# is the one early stopping watches.
+TASK_METRICS: dict[TaskType, tuple[str, ...]] = {
+    "binary_classification": ("val_pr_auc", "val_roc_auc"),
+    "regression": ("val_mae", "val_rmse"),
+}
+ValidationMetric = Literal["val_pr_auc", "val_roc_auc", "val_mae", "val_rmse"]
+
+
+def stopping_metric(task: TaskType) -> str:
+    """The validation metric early stopping watches for ``task``."""
+    return TASK_METRICS[task][0]
+
+
+def higher_is_better(metric: str) -> bool:
+    """``val_pr_auc`` → True, ``val_mae`` → False (``loopline.metrics.HIGHER_IS_BETTER``)."""
+    return HIGHER_IS_BETTER[metric.removeprefix("val_")]
 
 
 class TrainingConfigError(ValueError):
@@ -17,7 +37,10 @@ class TrainingConfigError(ValueError):
 
 
 class EarlyStopping(StrictModel):
-    metric: Literal["val_pr_auc"] = "val_pr_auc"
+    """Stop after ``patience`` epochs without improvement of ``metric``: a classifier's validation PR-AUC
+    (higher is better) or a regressor's validation MAE (lower is better); the task decides which is valid."""
+
+    metric: Literal["val_pr_auc", "val_mae"] = "val_pr_auc"
     patience: int = Field(default=5, ge=1)
 
 
@@ -148,7 +171,8 @@ class HpoConfig(StrictModel):
     """Optional Optuna search; ``trials: 0`` trains once with the config as written."""
 
     trials: int = Field(default=0, ge=0)
-    metric: Literal["val_pr_auc", "val_roc_auc"] = "val_pr_auc"
+    # A trial's score: one of the use case's task's metrics (TASK_METRICS), checked by check_task.
+    metric: ValidationMetric = "val_pr_auc"
     direction: Literal["maximize", "minimize"] = "maximize"
     seed: int | None = None  # the TPE sampler's seed; None: the training seed
     search_space: dict[str, SearchDimension] = Field(default_factory=dict)
@@ -163,6 +187,7 @@ class TrainingConfig(StrictModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     validation: Validation = Field(default_factory=Validation)
+    # A classifier's BCE: balanced = pos_weight negatives / positives. Ignored by a regressor (no classes).
     class_weighting: Literal["balanced", "none"] = "balanced"
     model: ModelConfig = Field(default_factory=ModelConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
@@ -181,6 +206,29 @@ class TrainingConfig(StrictModel):
     def flat(self) -> dict[str, Any]:
         """Dotted keys → values (MLflow params)."""
         return flatten(self.model_dump())
+
+
+def check_task(config: TrainingConfig, use_case: UseCase) -> None:
+    """Refuse a config whose metrics do not fit the use case's task (a regressor has no PR-AUC, a classifier no
+    MAE), or whose HPO direction contradicts its metric; the message names the field and the valid values."""
+    task = use_case.task
+    valid = TASK_METRICS[task]
+    where = f"use case {use_case.name!r} is a {task} task"
+    if config.early_stopping.metric != stopping_metric(task):
+        raise TrainingConfigError(
+            f"early_stopping.metric: {config.early_stopping.metric!r} does not fit: {where}, "
+            f"whose early stopping metric is {stopping_metric(task)!r}"
+        )
+    if config.hpo.metric not in valid:
+        raise TrainingConfigError(
+            f"hpo.metric: {config.hpo.metric!r} does not fit: {where}; valid metrics: {', '.join(valid)}"
+        )
+    direction = "maximize" if higher_is_better(config.hpo.metric) else "minimize"
+    if config.hpo.trials and config.hpo.direction != direction:
+        raise TrainingConfigError(
+            f"hpo.direction: {config.hpo.direction!r} contradicts hpo.metric {config.hpo.metric!r}, "
+            f"which is better {'higher' if direction == 'maximize' else 'lower'}: set {direction!r}"
+        )
 
 
 def _check_search_key(config: TrainingConfig, key: str, dimension: FloatRange | IntRange | Choice) -> None:

@@ -2,7 +2,9 @@
 
 Optuna's ask/tell loop keeps the trainer in charge: rank 0 asks for a trial's values, every rank (one
 under a plain run, N under torchrun) trains with them, rank 0 tells the score. The caller's ``evaluate``
-trains and returns the trial's score; it also keeps the best model, so nothing is retrained.
+trains and returns the trial's score (its best epoch's ``hpo.metric``: a classifier's ``val_pr_auc`` or
+``val_roc_auc``, a regressor's ``val_mae`` or ``val_rmse``, with ``hpo.direction`` to match); it also keeps the
+best model, so nothing is retrained.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loopline.training.config import Choice, FloatRange, IntRange, TrainingConfig, with_values
+from loopline.training.config import (
+    TASK_METRICS,
+    Choice,
+    FloatRange,
+    IntRange,
+    TrainingConfig,
+    with_values,
+)
 from loopline.training.distributed import SINGLE, DistributedContext, broadcast_from_main
 
 _PRIMITIVE = (str, int, float, bool, type(None))
@@ -101,9 +110,13 @@ def run_study(
         if record.value is not None and better(record.value, best.value if best else None, hpo.direction):
             best = record
     if best is None or best.value is None:  # best only ever holds a record with a value
+        hint = (
+            " (does the validation split hold both classes?)"
+            if hpo.metric in TASK_METRICS["binary_classification"]
+            else ""
+        )
         raise ValueError(
-            f"hyperparameter search: none of the {hpo.trials} trials produced a finite "
-            f"{hpo.metric} (does the validation split hold both classes?)"
+            f"hyperparameter search: none of the {hpo.trials} trials produced a finite {hpo.metric}{hint}"
         )
     return StudySummary(
         metric=hpo.metric,

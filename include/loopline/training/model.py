@@ -1,7 +1,10 @@
-"""The fraud detector: a preprocessor fitted on training rows and an MLP with categorical embeddings.
+"""The tabular model of every use case: a preprocessor fitted on training rows and an MLP with categorical
+embeddings, one output per row.
 
-``FraudModel`` bundles both (plus the weights, on CPU) into one picklable object that scores RAW feature
-rows — the columns of a training set or of an online lookup — so serving needs nothing else.
+``TabularModel`` bundles both (plus the weights, on CPU, and the task) into one picklable object that scores
+RAW feature rows — the columns of a training set or of an online lookup — so serving needs nothing else. Its
+task is the use case's: a binary classifier's output is a logit (``predict`` gives the probability), a
+regressor's is the standardised target (``predict`` gives it back in the label's units).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from loopline.config.use_case import TaskType
 
 UNKNOWN_INDEX = 0  # every categorical's index 0: missing or unseen at fit time
 # Raw rows to score: a DataFrame, or (serving's hot path, no pandas) a mapping of column → 1-d ndarray
@@ -116,8 +121,9 @@ class Preprocessor:
         return numeric, categorical
 
 
-class FraudMLP(nn.Module):
-    """Embeddings for each categorical, concatenated with the numerics, through an MLP → one logit."""
+class TabularMLP(nn.Module):
+    """Embeddings for each categorical, concatenated with the numerics, through an MLP → one output per row
+    (a classifier's logit, a regressor's standardised value)."""
 
     def __init__(
         self,
@@ -146,18 +152,29 @@ class FraudMLP(nn.Module):
 
 
 @dataclass
-class FraudModel:
-    """Everything needed to score raw rows: preprocessor, architecture, CPU weights."""
+class TabularModel:
+    """Everything needed to score raw rows: preprocessor, architecture, CPU weights, the task and (for a
+    regressor) the target's training mean and standard deviation, which turn the network's standardised
+    output back into the label's units."""
 
     preprocessor: Preprocessor
     architecture: dict[str, Any]
     state_dict: dict[str, torch.Tensor] | None = None
-    _module: FraudMLP | None = field(default=None, repr=False, compare=False)
+    # Defaults (and ``__setstate__``) make a bundle pickled before the task existed a classifier, as it was.
+    task: TaskType = "binary_classification"
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    _module: TabularMLP | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(
-        cls, preprocessor: Preprocessor, embedding_dims: list[int], hidden_sizes: list[int], dropout: float
-    ) -> FraudModel:
+        cls,
+        preprocessor: Preprocessor,
+        embedding_dims: list[int],
+        hidden_sizes: list[int],
+        dropout: float,
+        task: TaskType = "binary_classification",
+    ) -> TabularModel:
         architecture = {
             "cardinalities": preprocessor.cardinalities(),
             "embedding_dims": list(embedding_dims),
@@ -165,16 +182,48 @@ class FraudModel:
             "hidden_sizes": list(hidden_sizes),
             "dropout": dropout,
         }
-        return cls(preprocessor=preprocessor, architecture=architecture)
+        return cls(preprocessor=preprocessor, architecture=architecture, task=task)
 
-    def build_module(self) -> FraudMLP:
-        return FraudMLP(**self.architecture)
+    @property
+    def is_regressor(self) -> bool:
+        return self.task == "regression"
+
+    def fit_target(self, labels: np.ndarray) -> None:
+        """A regressor: store the training labels' mean and standard deviation (``target`` standardises with
+        them, ``predict`` undoes it). Nothing for a classifier."""
+        if not self.is_regressor:
+            return
+        values = np.asarray(labels, dtype="float64")
+        if not np.isfinite(values).all():
+            raise ValueError("regression labels must all be finite numbers")
+        self.target_mean = float(values.mean()) if values.size else 0.0
+        std = float(values.std()) if values.size else 0.0
+        self.target_std = std if std > 1e-12 else 1.0
+
+    def target(self, labels: np.ndarray) -> np.ndarray:
+        """What the network learns (float32): a classifier's 0/1 labels as they are, a regressor's labels
+        standardised with the stored training mean and standard deviation."""
+        values = np.asarray(labels, dtype="float64")
+        if self.is_regressor:
+            values = (values - self.target_mean) / self.target_std
+        return values.astype("float32")
+
+    def outputs(self, raw: torch.Tensor) -> np.ndarray:
+        """The network's raw outputs as predictions: a classifier's probabilities (float32, the sigmoid of its
+        logits) or a regressor's values in the label's units (float64)."""
+        if self.is_regressor:
+            return raw.float().cpu().numpy().astype("float64") * self.target_std + self.target_mean
+        probabilities: np.ndarray = torch.sigmoid(raw.float()).cpu().numpy()
+        return probabilities
+
+    def build_module(self) -> TabularMLP:
+        return TabularMLP(**self.architecture)
 
     def set_weights(self, module: nn.Module) -> None:
         self.state_dict = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
         self._module = None
 
-    def module(self) -> FraudMLP:
+    def module(self) -> TabularMLP:
         if self._module is None:
             if self.state_dict is None:
                 raise RuntimeError("the model has no trained weights yet")
@@ -188,17 +237,39 @@ class FraudModel:
         state["_module"] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A bundle pickled by an earlier version (a FraudModel) has no task: it is a classifier.
+        self.__dict__.update(
+            {"task": "binary_classification", "target_mean": 0.0, "target_std": 1.0, **state, "_module": None}
+        )
+
     @torch.no_grad()
-    def predict_proba(self, frame: Rows, batch_size: int = 8192) -> np.ndarray:
-        """Fraud probability per row, in [0, 1], computed on CPU."""
+    def predict(self, frame: Rows, batch_size: int = 8192) -> np.ndarray:
+        """One float64 per row, computed on CPU: a classifier's positive-class probability in [0, 1], a
+        regressor's prediction in the label's units."""
         numeric, categorical = self.preprocessor.transform(frame)
         module = self.module()
         n = _row_count(frame)
         out = np.empty(n, dtype="float64")
         for start in range(0, n, batch_size):
-            logits = module(
+            raw = module(
                 torch.from_numpy(numeric[start : start + batch_size]),
                 torch.from_numpy(categorical[start : start + batch_size]),
             )
-            out[start : start + batch_size] = torch.sigmoid(logits.float()).numpy()
+            out[start : start + batch_size] = self.outputs(raw)
         return out
+
+    def predict_proba(self, frame: Rows, batch_size: int = 8192) -> np.ndarray:
+        """A classifier's positive-class probability per row, in [0, 1] (``predict`` for a classifier)."""
+        if self.is_regressor:
+            raise TypeError(
+                "predict_proba: this model is a regressor (task 'regression'), it has no probabilities; "
+                "call predict(frame), which returns its predictions in the label's units"
+            )
+        return self.predict(frame, batch_size)
+
+
+# Models registered in MLflow by earlier versions are pickles that name loopline.training.model.FraudModel
+# (and modules built as FraudMLP): these aliases keep them loading (as classifiers, see __setstate__).
+FraudModel = TabularModel
+FraudMLP = TabularMLP

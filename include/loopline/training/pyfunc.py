@@ -1,4 +1,5 @@
-"""The MLflow pyfunc flavour of the fraud detector: raw feature rows in, a ``score`` column out."""
+"""The MLflow pyfunc flavour of the tabular model: raw feature rows in, a ``score`` column out (a classifier's
+probability, a regressor's prediction in the label's units)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import TensorSpec
 
-BUNDLE_ARTIFACT = "fraud_model"
+BUNDLE_ARTIFACT = "fraud_model"  # the artifact key of every registered version, old and new: never rename it
 
 
 def as_model_input(frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> pd.DataFrame:
@@ -35,7 +36,8 @@ def as_model_input(frame: pd.DataFrame, categorical: list[str], numeric: list[st
 
 
 def signature_for(categorical: list[str], numeric: list[str]) -> ModelSignature:
-    """Input: the raw feature columns (all optional: a missing value is scored, imputed); output: score."""
+    """Input: the raw feature columns (all optional: a missing value is scored, imputed); output: score (a
+    classifier's probability, a regressor's prediction)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
@@ -45,7 +47,7 @@ def signature_for(categorical: list[str], numeric: list[str]) -> ModelSignature:
 
 
 def save_bundle(model: Any, path: str | Path) -> Path:
-    """Pickle a ``FraudModel`` (weights already on CPU) for ``log_model(artifacts=...)``."""
+    """Pickle a ``TabularModel`` (weights already on CPU) for ``log_model(artifacts=...)``."""
     path = Path(path)
     with open(path, "wb") as handle:
         pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -57,11 +59,13 @@ def load_bundle(path: str | Path) -> Any:
         return pickle.load(handle)
 
 
-class FraudDetectorModel(PythonModel):
+class TabularPyfuncModel(PythonModel):
     """Wraps the preprocessor + torch weights; scores on CPU whatever device trained it.
 
     ``predict`` takes raw feature rows (see ``as_model_input`` for the declared types): unseen categories
-    go to the unknown bucket, missing numerics are imputed and flagged, extra columns are ignored."""
+    go to the unknown bucket, missing numerics are imputed and flagged, extra columns are ignored. Its
+    ``score`` is the bundle's ``predict``: a classifier's probability, a regressor's prediction in the
+    label's units."""
 
     def load_context(self, context: Any) -> None:
         self.model = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
@@ -70,11 +74,16 @@ class FraudDetectorModel(PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        scores = self.model.predict_proba(frame)
+        scores = self.model.predict(frame)
         return pd.DataFrame({"score": scores}, index=frame.index)
 
     def predict_columns(self, columns: dict[str, Any]) -> Any:
         """Serving's hot path: the scores ``predict`` gives for ``pd.DataFrame(columns)``, as a float64 array,
         without building the frame (columns in the signature's types: object arrays of str/None for the
         categoricals, float64 for the numerics). For a handful of rows the DataFrame costs more than the model."""
-        return self.model.predict_proba(columns)
+        return self.model.predict(columns)
+
+
+# MLflow pickles the python_model of each logged version by reference: versions registered before the rename
+# name loopline.training.pyfunc.FraudDetectorModel, and load through this alias.
+FraudDetectorModel = TabularPyfuncModel

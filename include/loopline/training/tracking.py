@@ -24,14 +24,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from loopline.config.use_case import UseCase
+from loopline.config.use_case import TaskType, UseCase
 from loopline.platform.mlflow_util import use_experiment
-from loopline.training.config import TrainingConfig
+from loopline.training.config import TASK_METRICS, TrainingConfig, check_task
 from loopline.training.data import TrainingError
 from loopline.training.distributed import SINGLE, DistributedContext
 from loopline.training.loop import Fitted, fit
 
 REASON_TAG = "loopline.reason"
+TASK_TAG = "loopline.task"  # the use case's task: binary_classification | regression
 
 
 @dataclass
@@ -107,10 +108,12 @@ def fit_or_search(
     label: str,
     context: DistributedContext = SINGLE,
     log: bool = False,
+    task: TaskType = "binary_classification",
 ) -> Trained:
-    """One fit on the ``label`` column, or with ``hpo.trials > 0`` an Optuna search whose best trial's model is kept (not retrained:
-    a trial is deterministic for its values, so retraining would reproduce it). With ``log`` (rank 0, inside
-    an active MLflow run) epochs are logged, and each trial as a nested run with its values and score."""
+    """One fit on the ``label`` column for ``task``, or with ``hpo.trials > 0`` an Optuna search whose best
+    trial's model is kept (not retrained: a trial is deterministic for its values, so retraining would
+    reproduce it). With ``log`` (rank 0, inside an active MLflow run) epochs are logged, and each trial as a
+    nested run with its values and score."""
     if not config.hpo.trials:
         fitted = fit(
             train_rows,
@@ -121,6 +124,7 @@ def fit_or_search(
             label,
             on_epoch=_log_epoch if log else None,
             context=context,
+            task=task,
         )
         return Trained(fitted=fitted, config=config)
     import mlflow
@@ -147,6 +151,7 @@ def fit_or_search(
                 label,
                 on_epoch=_log_epoch if log else None,
                 context=context,
+                task=task,
             )
             score = float(fitted.best[metric])
             if log and math.isfinite(score):
@@ -182,6 +187,17 @@ def _log_study(study: Any, history: list[dict[str, float]]) -> None:
         _log_epoch(row)
 
 
+class _Scorer:
+    """The model as ``reference.build_reference`` scores it (``predict_proba``): a classifier's probability,
+    a regressor's prediction (the ``score`` serving logs for it), through the bundle's task-aware ``predict``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict_proba(self, frame: Any) -> Any:
+        return self.model.predict(frame)
+
+
 def log_and_register(
     training_set: str | Path,
     manifest: dict[str, Any],
@@ -204,14 +220,16 @@ def log_and_register(
 
     from loopline.training.pyfunc import (
         BUNDLE_ARTIFACT,
-        FraudDetectorModel,
+        TabularPyfuncModel,
         as_model_input,
         save_bundle,
         signature_for,
     )
     from loopline.training.reference import build_reference, log_reference
 
-    label = use_case.label_column
+    check_task(config, use_case)
+    label, task = use_case.label_column, use_case.task
+    classifier = task == "binary_classification"
     sha = git_sha()
     use_experiment(experiment, tracking_uri or _default_tracking_uri())
     started = time.monotonic()
@@ -224,18 +242,24 @@ def log_and_register(
                 "training_set.feature_service_version": str(manifest.get("feature_service_version", "")),
                 "data.train_rows": str(len(train_rows)),
                 "data.val_rows": str(len(val_rows)),
-                "data.train_fraud_rows": str(int(train_rows[label].sum())),
-                "data.val_fraud_rows": str(int(val_rows[label].sum())),
                 "model.inputs.categorical": json.dumps(categorical),
                 "model.inputs.numeric": json.dumps(numeric),
                 "git_sha": sha,
                 "distributed.world_size": str(context.world_size),
             }
         )
+        if classifier:
+            mlflow.log_params(
+                {
+                    "data.train_fraud_rows": str(int(train_rows[label].sum())),
+                    "data.val_fraud_rows": str(int(val_rows[label].sum())),
+                }
+            )
         tags = {
             "git_sha": sha,
             "training_set.content_hash": manifest["content_hash"],
             "loopline.component": "training",
+            TASK_TAG: task,
         }
         if reason:
             tags[REASON_TAG] = reason
@@ -244,7 +268,9 @@ def log_and_register(
         if config_path is not None and Path(config_path).exists():
             mlflow.log_artifact(str(config_path), "config")
 
-        trained = fit_or_search(train_rows, val_rows, categorical, numeric, config, label, context, log=True)
+        trained = fit_or_search(
+            train_rows, val_rows, categorical, numeric, config, label, context, log=True, task=task
+        )
         fitted = trained.fitted
         # Logged after a search, so the run's params are the values the registered model was trained with.
         mlflow.log_params({k: _param_value(v) for k, v in trained.config.flat().items()})
@@ -253,15 +279,16 @@ def log_and_register(
         )
         if trained.study is not None:
             _log_study(trained.study, fitted.history)
-        base_rate = float(val_rows[label].mean())
-        metrics = {
-            "best_val_pr_auc": fitted.best["val_pr_auc"],
-            "best_val_roc_auc": fitted.best["val_roc_auc"],
-            "best_epoch": float(fitted.best["epoch"]),
-            "epochs_run": float(len(fitted.history)),
-            "val_base_rate": base_rate,
-            "train_seconds": time.monotonic() - started,
-        }
+        metrics = {f"best_{name}": fitted.best[name] for name in TASK_METRICS[task]}
+        metrics["best_epoch"] = float(fitted.best["epoch"])
+        metrics["epochs_run"] = float(len(fitted.history))
+        if classifier:
+            metrics["val_base_rate"] = float(val_rows[label].mean())
+        else:
+            # The baseline a regressor must beat: predicting the training rows' mean for every validation row.
+            truth = val_rows[label].to_numpy(dtype="float64")
+            metrics["val_baseline_mae"] = float(np.mean(np.abs(truth - train_rows[label].mean())))
+        metrics["train_seconds"] = time.monotonic() - started
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         mlflow.log_dict(
             {
@@ -282,7 +309,7 @@ def log_and_register(
         # The drift monitor compares serving traffic with this sample of what the model was trained on.
         log_reference(
             build_reference(
-                fitted.model, train_rows, val_rows, categorical, numeric, use_case, seed=config.seed
+                _Scorer(fitted.model), train_rows, val_rows, categorical, numeric, use_case, seed=config.seed
             ),
             categorical,
             numeric,
@@ -291,10 +318,10 @@ def log_and_register(
         example = as_model_input(val_rows[inputs].head(5).reset_index(drop=True), categorical, numeric)
         signature = signature_for(categorical, numeric)
         with tempfile.TemporaryDirectory() as tmp:
-            bundle_path = save_bundle(fitted.model, Path(tmp) / "fraud_model.pkl")
+            bundle_path = save_bundle(fitted.model, Path(tmp) / "model.pkl")
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=FraudDetectorModel(),
+                python_model=TabularPyfuncModel(),
                 artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
                 signature=signature,
                 input_example=example,

@@ -1,4 +1,4 @@
-"""Train the fraud detector on a point-in-time training set, track it in MLflow, register it.
+"""Train the use case's model on a point-in-time training set, track it in MLflow, register it.
 
     python -m loopline.training.train --training-set PATH_OR_URI --config include/config/training.yaml \
         [--set key=value ...] [--result-json PATH] [--register-name fraud_detector] [--tracking-uri URI] \
@@ -9,7 +9,9 @@ Deterministic for a seed on CPU; on CUDA it trains with autocast (bf16) and keep
 the GPU (no DataLoader: minibatches are index slices of device tensors). Under torchrun every process
 trains on its share of each minibatch (DistributedDataParallel) and rank 0 alone logs, registers and
 writes the result. With ``hpo.trials > 0`` an Optuna search runs first (nested MLflow runs) and the best
-trial's model is the one registered.
+trial's model is the one registered. The use case's task decides what is trained: a binary classifier
+(class-weighted BCE, PR-AUC) or a regressor (MSE on the standardised label, MAE); a config whose metrics
+belong to the other task is refused before anything is read.
 
 This module is the entry point (``train`` and the command line); the training set is read and split by
 ``training.data``, trained by ``training.loop`` and logged and registered by ``training.tracking``.
@@ -25,7 +27,13 @@ from pathlib import Path
 
 from loopline.config.use_case import UseCase, load_use_case
 from loopline.training import distributed
-from loopline.training.config import TrainingConfig, TrainingConfigError, load_config
+from loopline.training.config import (
+    TrainingConfig,
+    TrainingConfigError,
+    check_task,
+    load_config,
+    stopping_metric,
+)
 from loopline.training.data import TrainingError, feature_columns, labelled_split, read_training_set
 from loopline.training.distributed import DistributedContext, DistributedSetupError
 from loopline.training.loop import pick_device
@@ -52,12 +60,15 @@ def train(
     """Train on ``training_set``, log everything to MLflow, register a new version of ``register_name``.
 
     ``use_case`` (default: the one ``Settings().use_case`` names) says which columns are the label, the
-    event time and the fairness groups (never model inputs). Under torchrun (``context`` defaults to what
+    event time and the fairness groups (never model inputs), and the task (classifier or regressor); a
+    ``config`` whose ``early_stopping.metric`` or ``hpo.metric`` belongs to the other task is refused
+    (``TrainingConfigError``) before the training set is read. Under torchrun (``context`` defaults to what
     the environment says) every rank trains; rank 0 alone logs and registers and gets the result, the other
     ranks get None."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     context = context_from_environment() if context is None else context
     use_case = use_case or configured_use_case()
+    check_task(config, use_case)
     frame, manifest = read_training_set(training_set)
     categorical, numeric = feature_columns(config, manifest, use_case)
     missing = [c for c in [*categorical, *numeric, use_case.time_column] if c not in frame.columns]
@@ -66,7 +77,16 @@ def train(
     train_rows, val_rows = labelled_split(frame, config.validation.fraction, use_case)
     with distributed.process_group(context, pick_device(config, context).type):
         if not context.is_main:
-            fit_or_search(train_rows, val_rows, categorical, numeric, config, use_case.label_column, context)
+            fit_or_search(
+                train_rows,
+                val_rows,
+                categorical,
+                numeric,
+                config,
+                use_case.label_column,
+                context,
+                task=use_case.task,
+            )
             return None
         return log_and_register(
             training_set,
@@ -159,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
+        use_case = configured_use_case()
         result = train(
             args.training_set,
             config,
@@ -167,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             config_path=args.config,
             experiment=args.experiment,
             reason=args.reason,
+            use_case=use_case,
         )
     except (TrainingError, TrainingConfigError) as exc:
         print(f"training failed: {exc}", file=sys.stderr)
         return 2
     if result is None:  # a torchrun rank other than 0: rank 0 writes the one result
         return 0
+    best = f"best_{stopping_metric(use_case.task)}"  # best_val_pr_auc for a classifier, best_val_mae ...
     path, note = resolve_result_path(args.result_json)
     if note:
         print(note, file=sys.stderr)
@@ -184,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 "run_id": result.run_id,
                 "model_uri": result.model_uri,
                 "version": result.version,
-                "best_val_pr_auc": result.metrics["best_val_pr_auc"],
+                best: result.metrics[best],
                 "result_json": str(path),
             }
         )
