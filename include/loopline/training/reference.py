@@ -37,8 +37,8 @@ def build_reference(
     """Up to ``rows`` rows of the whole training window (training and validation rows alike): a systematic
     sample in time order (every n-th event from a random start), so every day, hour and weekday of the
     window keeps its share. The model inputs in the signature's types plus ``score``, the use case's label,
-    ``reference_split`` and its event time column. ``model`` is the trained bundle (``predict_proba`` on raw
-    rows)."""
+    ``reference_split`` and its event time column. ``model`` is the trained bundle (``predict`` on raw
+    rows: a classifier's probability, a regressor's prediction — the ``score`` serving logs for it)."""
     from loopline.training.pyfunc import as_model_input
 
     label, time = use_case.label_column, use_case.time_column
@@ -51,7 +51,7 @@ def build_reference(
         start = np.random.default_rng(seed).random()
         both = both.iloc[np.floor((start + np.arange(rows)) * len(both) / rows).astype("int64")]
     frame = as_model_input(both[[*categorical, *numeric]], categorical, numeric).reset_index(drop=True)
-    frame[SCORE] = np.asarray(model.predict_proba(frame), dtype="float64") if len(frame) else np.empty(0)
+    frame[SCORE] = np.asarray(model.predict(frame), dtype="float64") if len(frame) else np.empty(0)
     dtype = "int64" if use_case.task == "binary_classification" else "float64"
     frame[label] = both[label].to_numpy(dtype=dtype) if label in both else pd.NA
     frame[SPLIT] = both[SPLIT].to_numpy()

@@ -187,17 +187,6 @@ def _log_study(study: Any, history: list[dict[str, float]]) -> None:
         _log_epoch(row)
 
 
-class _Scorer:
-    """The model as ``reference.build_reference`` scores it (``predict_proba``): a classifier's probability,
-    a regressor's prediction (the ``score`` serving logs for it), through the bundle's task-aware ``predict``."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def predict_proba(self, frame: Any) -> Any:
-        return self.model.predict(frame)
-
-
 def log_and_register(
     training_set: str | Path,
     manifest: dict[str, Any],
@@ -309,7 +298,7 @@ def log_and_register(
         # The drift monitor compares serving traffic with this sample of what the model was trained on.
         log_reference(
             build_reference(
-                _Scorer(fitted.model), train_rows, val_rows, categorical, numeric, use_case, seed=config.seed
+                fitted.model, train_rows, val_rows, categorical, numeric, use_case, seed=config.seed
             ),
             categorical,
             numeric,
