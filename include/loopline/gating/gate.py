@@ -216,6 +216,7 @@ def run_gate(
     use_case = load_use_case(settings.use_case)
     if policy is None:
         policy = load_policy(default_policy_path(settings.project_dir))
+    policy = policy.check_task(use_case.task, use_case.name)
     serving = load_serving_config(config_dir=settings.config_dir)
     policy = policy.with_threshold(serving.decision_threshold)
     client = _client(settings)
@@ -238,7 +239,11 @@ def run_gate(
     candidate_uri = f"models:/{model_name}/{version}"
 
     candidate = score_holdout(candidate_uri, rows)
-    cand_metrics = quality_metrics(labels, candidate.scores, policy) if candidate.scores is not None else None
+    cand_metrics = (
+        quality_metrics(labels, candidate.scores, policy, use_case.task)
+        if candidate.scores is not None
+        else None
+    )
     groups = {c: rows[c].to_numpy() for c in group_columns}
     champion_mv, comparison = _champion(client, model_name, version)
     champ_metrics = None
@@ -248,7 +253,7 @@ def run_gate(
         champion = score_holdout(f"models:/{model_name}/{champion_mv.version}", rows)
         champion_error = champion.error
         if champion.scores is not None:
-            champ_metrics = quality_metrics(labels, champion.scores, policy)
+            champ_metrics = quality_metrics(labels, champion.scores, policy, use_case.task)
             champ_fairness = _fairness(policy, labels, champion.scores, groups, expected_groups)
             comparison = Comparison(VS_CHAMPION, str(champion_mv.version))
         else:

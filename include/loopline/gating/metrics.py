@@ -12,11 +12,16 @@ from typing import Any
 import numpy as np
 
 from loopline.gating.policy import GatePolicy
-from loopline.metrics import brier, expected_cost, labelled_scores, pr_auc, recall_at_fpr, roc_auc
+from loopline.metrics import brier, expected_cost, labelled_scores, mae, pr_auc, recall_at_fpr, rmse, roc_auc
 
 
-def quality_metrics(labels: Any, scores: Any, policy: GatePolicy) -> dict[str, float]:
-    """Every quality metric the policy knows, with the policy's FPR, operating point and costs."""
+def quality_metrics(
+    labels: Any, scores: Any, policy: GatePolicy, task: str = "binary_classification"
+) -> dict[str, float]:
+    """Every quality metric of ``task``: a classifier's with the policy's FPR, operating point and costs; a
+    regressor's errors in the label's units (``scores`` are its predictions)."""
+    if task == "regression":
+        return {"mae": mae(labels, scores), "rmse": rmse(labels, scores)}
     q = policy.quality
     return {
         "roc_auc": roc_auc(labels, scores),

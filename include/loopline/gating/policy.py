@@ -14,7 +14,12 @@ from loopline.config.yaml_files import StrictModel, describe_validation_error, l
 
 # Each quality metric and whether a higher value is better; the direction decides which value threshold
 # (min or max) makes sense and which way a regression against the champion points.
-QUALITY_METRICS = ("roc_auc", "pr_auc", "recall_at_fpr", "brier", "expected_cost")
+# The quality metrics of each task type: a use case is judged only by its task's.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("roc_auc", "pr_auc", "recall_at_fpr", "brier", "expected_cost"),
+    "regression": ("mae", "rmse"),
+}
+QUALITY_METRICS = tuple(name for names in TASK_METRICS.values() for name in names)
 HIGHER_IS_BETTER: dict[str, bool] = {name: metrics.HIGHER_IS_BETTER[name] for name in QUALITY_METRICS}
 
 
@@ -48,6 +53,8 @@ class Quality(StrictModel):
     recall_at_fpr: RecallAtFpr = Field(default_factory=RecallAtFpr)
     brier: MetricThreshold = Field(default_factory=MetricThreshold)
     expected_cost: ExpectedCost = Field(default_factory=ExpectedCost)
+    mae: MetricThreshold = Field(default_factory=MetricThreshold)  # regression, in the label's units
+    rmse: MetricThreshold = Field(default_factory=MetricThreshold)
 
     @model_validator(mode="after")
     def _directions(self) -> Quality:
@@ -61,6 +68,11 @@ class Quality(StrictModel):
 
     def thresholds(self) -> dict[str, MetricThreshold]:
         return {name: getattr(self, name) for name in HIGHER_IS_BETTER}
+
+    def wrong_task(self, task: str) -> list[str]:
+        """The configured metrics that do not belong to ``task`` (they could never be computed)."""
+        own = TASK_METRICS[task]
+        return [name for name, t in self.thresholds().items() if t.configured() and name not in own]
 
 
 class OperatingPoint(StrictModel):
@@ -171,6 +183,16 @@ class GatePolicy(StrictModel):
         if self.operating_point.threshold is None:
             raise GatePolicyError("operating_point.threshold is not resolved: call with_threshold() first")
         return self.operating_point.threshold
+
+    def check_task(self, task: str, use_case: str) -> GatePolicy:
+        """This policy, if its quality thresholds are of ``task``'s metrics; else a GatePolicyError naming them."""
+        wrong = self.quality.wrong_task(task)
+        if wrong:
+            raise GatePolicyError(
+                f"quality thresholds {', '.join(wrong)} do not apply to the {use_case!r} use case "
+                f"({task.replace('_', ' ')}): its metrics are {', '.join(TASK_METRICS[task])}"
+            )
+        return self
 
     def has_thresholds(self) -> bool:
         """Whether any threshold is configured (quality, fairness gaps, latency budgets). Infra validation

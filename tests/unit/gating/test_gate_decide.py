@@ -11,7 +11,7 @@ import pytest
 from loopline.gating.decide import decide
 from loopline.gating.infra import InfraResult
 from loopline.gating.metrics import FairnessTable, GroupRates, LatencyStats
-from loopline.gating.policy import GatePolicyError, load_policy, policy_from_dict
+from loopline.gating.policy import TASK_METRICS, GatePolicyError, load_policy, policy_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GOOD = {"roc_auc": 0.93, "pr_auc": 0.40, "recall_at_fpr": 0.50, "brier": 0.05, "expected_cost": 0.8}
@@ -38,7 +38,9 @@ def fair_table(tpr_gap: float | None = 0.1, fpr_gap: float | None = 0.01) -> Fai
 def test_the_shipped_policy_loads_and_configures_every_check() -> None:
     p = load_policy(REPO_ROOT / "include" / "config" / "gate.yaml")
     assert p.has_thresholds()
-    assert all(t.configured() for t in p.quality.thresholds().values())
+    classification = TASK_METRICS["binary_classification"]
+    assert all(t.configured() for name, t in p.quality.thresholds().items() if name in classification)
+    assert p.quality.wrong_task("binary_classification") == []  # fraud's policy: only a classifier's metrics
     assert p.quality.recall_at_fpr.fpr == 0.01 and p.quality.expected_cost.missed_fraud_cost > 0
     assert p.fairness.group_columns == ["customer_age_band", "customer_region"] and p.fairness.configured()
     assert p.latency.configured() and p.infra.enabled and p.holdout.days > 0
