@@ -27,7 +27,7 @@ ALLOWED: dict[str, int] = {
     "dags/train_model.py": 4,
     "include/loopline/cli/gate.py": 1,
     "include/loopline/cli/main.py": 1,
-    "include/loopline/cli/simulate.py": 7,
+    "include/loopline/cli/simulate.py": 2,
     "include/loopline/config/drift_policy.py": 1,
     "include/loopline/config/settings.py": 1,
     "include/loopline/data/schema.py": 15,

@@ -1,4 +1,6 @@
-"""``loopline simulate``: write simulated transaction and label batches into a landing directory.
+"""``loopline simulate``: write a use case's simulated batches (events and their late labels) into a landing
+directory, through the use case's simulator (``UseCase.load_simulator``). The default use case is card fraud,
+whose simulator also takes ``--customers`` and ``--bad``; ``--option NAME=VALUE`` reaches any simulator's own.
 
 Only argparse and the standard library at import time: the simulator (numpy, pandas) is imported when
 the command runs, so that ``loopline --help`` stays fast.
@@ -11,20 +13,19 @@ import functools
 import json
 import sys
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-DRIFT_KIND_NAMES = ("covariate", "new_category", "concept", "prior")
+if TYPE_CHECKING:
+    from loopline.config.use_case import UseCase, WorldSimulator
+
 FORMATS = ("parquet", "csv")
 
 _EPILOG = """\
-drift kinds (--drift KIND --drift-from DAY, DAY a 0-based day index or a date):
-  covariate      more online payments, higher amounts
-  new_category   a new merchant category (crypto_exchange) appears
-  concept        fraud moves to another segment and pattern; only labels show it
-  prior          the fraud rate triples
-
-layout: DIR/transactions/transactions_<YYYY-MM-DD>.<fmt>, DIR/labels/labels_<YYYY-MM-DD>.<fmt>
-bad batches (--bad KIND, see --list-bad): DIR/transactions/transactions_<first day>_bad-<KIND>.<fmt>
+drift: --drift KIND --drift-from DAY (DAY a 0-based day index or a date), KIND one of the use case's
+  simulator's drift kinds: --list-drift shows them with what each changes
+layout: the use case's landing folders, DIR/<folder>/<folder>_<YYYY-MM-DD>.<fmt>, one batch per day each
+simulator options: --option NAME=VALUE (the default use case's also as --customers and --bad; --bad KIND
+  writes DIR/<events folder>/<folder>_<first day>_bad-<KIND>.<fmt>, kinds listed by --list-bad)
 """
 
 
@@ -59,26 +60,40 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register ``simulate`` on a sub-command parser (``loopline simulate ...``)."""
     p = subparsers.add_parser(
         "simulate",
-        help="write simulated card transactions and labels (one batch per day) into a directory",
-        description="Simulate card traffic with fraud, delayed labels, optional drift and bad batches.\n"
+        help="write a use case's simulated events and labels (one batch per day) into a directory",
+        description="Simulate a use case's world (--use-case; see --list-drift), its delayed labels,\n"
+        "optional drift and bad batches (--bad, the default use case's).\n"
         "Deterministic: the same arguments give the same data.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--days", type=_positive_int, help="number of days to simulate (required unless --list-bad)"
-    )
+    p.add_argument("--days", type=_positive_int, help="number of days to simulate (required unless listing)")
     p.add_argument(
         "--start", type=_date, default=date(2026, 1, 1), help="first day, YYYY-MM-DD (default 2026-01-01)"
     )
     p.add_argument("--seed", type=_seed, default=42, help="random seed (default 42)")
-    p.add_argument("--out", help="output directory (required unless --list-bad)")
-    p.add_argument("--customers", type=_positive_int, default=2000, help="number of customers (default 2000)")
+    p.add_argument("--out", help="output directory (required unless listing)")
+    p.add_argument("--use-case", metavar="NAME", help="whose world to simulate (default: LOOPLINE_USE_CASE)")
+    p.add_argument(
+        "--customers", type=_positive_int, help="number of customers (the default use case's option)"
+    )
     p.add_argument("--format", choices=FORMATS, default="parquet", help="file format (default parquet)")
-    p.add_argument("--drift", metavar="KIND", help=f"inject drift: {', '.join(DRIFT_KIND_NAMES)}")
+    p.add_argument("--drift", metavar="KIND", help="inject drift of this kind (see --list-drift)")
     p.add_argument("--drift-from", metavar="DAY", help="first drifted day: 0-based index or YYYY-MM-DD")
-    p.add_argument("--bad", metavar="KIND", help="also write a bad batch of this kind for the first day")
+    p.add_argument(
+        "--bad", metavar="KIND", help="also write a bad batch of this kind for the first day (see --list-bad)"
+    )
+    p.add_argument(
+        "--option",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="an option of the use case's simulator (listed by --list-drift)",
+    )
     p.add_argument("--list-bad", action="store_true", help="list the bad-batch kinds and exit")
+    p.add_argument(
+        "--list-drift", action="store_true", help="list the use case's drift kinds and its options, and exit"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no human summary")
     p.set_defaults(func=functools.partial(cmd_simulate, parser=p))
@@ -108,49 +123,84 @@ def cmd_simulate(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
             print(f"{kind:<{width}}  {description}")
         return 0
 
+    if args.list_drift:
+        use_case, simulation = _simulation(parser, args.use_case)
+        width = max(map(len, [*simulation.drift_kinds, *simulation.options]), default=0)
+        print(f"drift kinds of the {use_case.name} simulator (--drift):")
+        for kind, description in simulation.drift_kinds.items():
+            print(f"  {kind:<{width}}  {description}")
+        print("its options (--option NAME=VALUE):")
+        for name, description in simulation.options.items():
+            print(f"  {name:<{width}}  {description}")
+        return 0
+
     missing = [name for name, value in (("--days", args.days), ("--out", args.out)) if value is None]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     if (args.drift is None) != (args.drift_from is None):
         parser.error("--drift and --drift-from go together")
-    if args.drift is not None and args.drift not in DRIFT_KIND_NAMES:
+
+    from pathlib import Path
+
+    from loopline.config.use_case import SimulationRequest
+
+    use_case, simulation = _simulation(parser, args.use_case)
+    if args.drift is not None and args.drift not in simulation.drift_kinds:
         parser.error(
-            f"argument --drift: unknown kind {args.drift!r} (choose from {', '.join(DRIFT_KIND_NAMES)})"
+            f"argument --drift: unknown kind {args.drift!r} (choose from {', '.join(simulation.drift_kinds)})"
         )
+    options = _options(parser, args.option)
+    options.update({k: v for k, v in (("customers", args.customers), ("bad", args.bad)) if v is not None})
+    unknown = sorted(set(options) - set(simulation.options))
+    if unknown:
+        takes = ", ".join(simulation.options) or "none"
+        parser.error(
+            f"the {use_case.name} simulator does not take {', '.join(unknown)} (its options: {takes})"
+        )
+    if "bad" in options:
+        from loopline.usecases.fraud.simulator import BAD_KINDS
 
-    from loopline.usecases.fraud.simulator import BAD_KINDS, Drift, SimulationConfig, write_run
-
-    if args.bad is not None and args.bad not in BAD_KINDS:
-        parser.error(f"argument --bad: unknown kind {args.bad!r} (choose from {', '.join(BAD_KINDS)})")
-    drift = None
-    if args.drift is not None:
-        drift = Drift(args.drift, _drift_day(parser, args.drift_from, args.start, args.days))
-    config = SimulationConfig(
-        days=args.days, start=args.start, seed=args.seed, n_customers=args.customers, drift=drift
+        if options["bad"] not in BAD_KINDS:
+            parser.error(f"argument --bad: unknown kind {args.bad!r} (choose from {', '.join(BAD_KINDS)})")
+    drift_from = _drift_day(parser, args.drift_from, args.start, args.days) if args.drift is not None else 0
+    request = SimulationRequest(
+        out=Path(args.out),
+        days=args.days,
+        start=args.start,
+        seed=args.seed,
+        drift=args.drift,
+        drift_from=drift_from,
+        fmt=args.format,
+        options=options,
     )
     progress = not args.quiet and sys.stderr.isatty()
-    summary = write_run(config, args.out, fmt=args.format, bad=args.bad, progress=progress)
+    summary = simulation.write(request, progress=progress)
 
     if not args.quiet:
-        _print_summary(summary)
+        print(simulation.describe(summary))
     if args.json:
         print(json.dumps(summary))
     return 0
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    print(
-        f"Simulated {summary['days']} days ({summary['start']} .. {summary['end']}, seed {summary['seed']}): "
-        f"{summary['transactions']:,} transactions, fraud rate {summary['fraud_rate']:.2%}"
-    )
-    print(f"  {len(summary['transaction_files'])} transaction batches in {summary['out']}/transactions")
-    print(
-        f"  {summary['label_files']} label batches ({summary['label_rows']:,} labels) in {summary['out']}/labels"
-    )
-    if summary["drift"]:
-        drift = summary["drift"]
-        print(
-            f"  drift: {drift['kind']} from day {drift['from_day']} ({drift['from_date']}): {drift['description']}"
-        )
-    if summary["bad_file"]:
-        print(f"  bad batch: {summary['bad_file']}")
+def _simulation(parser: argparse.ArgumentParser, name: str | None) -> tuple[UseCase, WorldSimulator]:
+    """The use case named (default: the settings') and its simulator; a usage error naming what is wrong."""
+    from loopline.config import Settings
+    from loopline.config.use_case import UseCaseError, load_use_case
+
+    try:
+        use_case = load_use_case(name or Settings().use_case)
+        return use_case, use_case.load_simulator()
+    except UseCaseError as exc:
+        parser.error(f"argument --use-case: {exc}")
+
+
+def _options(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Any]:
+    """``--option NAME=VALUE`` pairs; a value that is a whole number is passed as one."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            parser.error(f"argument --option: expected NAME=VALUE, got {pair!r}")
+        options[name] = int(value) if value.isdigit() else value
+    return options

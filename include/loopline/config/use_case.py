@@ -15,9 +15,10 @@ import importlib
 import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 USE_CASES_PACKAGE = "loopline.usecases"
 TaskType = Literal["binary_classification", "regression"]
@@ -28,6 +29,39 @@ BatchKind = Literal["events", "labels"]
 
 class UseCaseError(ValueError):
     """A use case is missing or does not satisfy the interface; the message names the piece and the fix."""
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """What ``loopline simulate`` (and the demo) ask a use case's simulator for: ``days`` days from ``start``
+    into the landing layout under ``out`` (``out/<batch name>/...``), the same data for the same request.
+    ``drift``: one of the simulator's ``drift_kinds``, from day index ``drift_from`` on. ``options``: the
+    simulator's own knobs, by the names in its ``options`` (e.g. fraud's ``customers``, ``bad``)."""
+
+    out: Path
+    days: int
+    start: date
+    seed: int
+    drift: str | None = None
+    drift_from: int = 0
+    fmt: str = "parquet"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class WorldSimulator(Protocol):
+    """A use case's simulated world, for demos, tests and trying Loopline without data of one's own."""
+
+    drift_kinds: Mapping[str, str]  # kind -> what it changes in the world
+    options: Mapping[str, str]  # the simulator's own options -> what each does
+
+    def write(self, request: SimulationRequest, progress: bool = False) -> dict[str, Any]:
+        """Write the batches; a JSON-able summary with at least ``out``, ``days``, ``start``, ``end``."""
+        ...
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        """``write``'s summary as lines a person reads."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +87,8 @@ class UseCase:
     batch_names: Mapping[BatchKind, str] = field(
         default_factory=lambda: {"events": "events", "labels": "labels"}
     )
+    # "module:attribute" of its WorldSimulator, imported only when asked for (numpy and pandas stay unloaded).
+    simulator: str | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -90,6 +126,27 @@ class UseCase:
                 if not (self.expectations_dir / f"{name}.json").is_file()
             ]
         return out
+
+    def load_simulator(self) -> WorldSimulator:
+        """The use case's simulator; a UseCaseError naming the piece when it has none or it is not one."""
+        if self.simulator is None:
+            raise UseCaseError(
+                f"use case {self.name!r} has no simulator: deliver its batches to the landing zone"
+            )
+        module_name, _, attribute = self.simulator.partition(":")
+        try:
+            found = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise UseCaseError(
+                f"use case {self.name!r}: its simulator {self.simulator!r} cannot be loaded ({exc}); "
+                "name it as 'package.module:attribute'"
+            ) from exc
+        if not isinstance(found, WorldSimulator):
+            raise UseCaseError(
+                f"use case {self.name!r}: {self.simulator} is not a WorldSimulator (it needs drift_kinds, "
+                "options, write(request) and describe(summary); see loopline.config.use_case.WorldSimulator)"
+            )
+        return found
 
     @property
     def batch_kinds(self) -> tuple[str, str]:

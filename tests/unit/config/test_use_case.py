@@ -132,3 +132,12 @@ def test_the_setting_accepts_package_names_only(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LOOPLINE_USE_CASE", "../fraud")
     with pytest.raises(ValueError, match="use_case"):
         Settings()
+
+
+def test_a_missing_or_broken_simulator_is_named() -> None:
+    with pytest.raises(UseCaseError, match="has no simulator: deliver its batches to the landing zone"):
+        _use_case().load_simulator()
+    with pytest.raises(UseCaseError, match="its simulator 'loopline.nowhere:SIM' cannot be loaded"):
+        _use_case(simulator="loopline.nowhere:SIM").load_simulator()
+    with pytest.raises(UseCaseError, match="loopline.config.use_case:UseCaseError is not a WorldSimulator"):
+        _use_case(simulator="loopline.config.use_case:UseCaseError").load_simulator()

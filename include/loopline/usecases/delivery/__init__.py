@@ -24,5 +24,6 @@ USE_CASE = UseCase(
     expectations_dir=Path(__file__).parent / "expectations",
     group_columns=("customer_tier",),
     batch_names={"events": "orders", "labels": "deliveries"},
+    simulator="loopline.usecases.delivery.simulator:SIMULATION",
     description="Delivery-time estimation for food orders, with the true minutes arriving at hand-over.",
 )

@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
+from loopline.config.use_case import SimulationRequest
 from loopline.data.batch_files import write_frame
 from loopline.usecases.delivery.schema import (
     DELIVERY_COLUMNS,
@@ -165,3 +166,69 @@ def write_days(config: DeliveryConfig, landing: Path, fmt: str = "parquet") -> l
             write_frame(frame, path, fmt)
             written.append(path)
     return written
+
+
+DRIFT_KINDS: dict[str, str] = {
+    "weather": "a rainy season: rain and snow far more often, couriers busier (the inputs shift)",
+    "slower_couriers": "the same orders take longer in the old town and the harbour (only the minutes show it)",
+}
+
+
+class DeliveryWorldSimulation:
+    """The delivery use case's :class:`~loopline.config.use_case.WorldSimulator` (``loopline simulate``)."""
+
+    drift_kinds = DRIFT_KINDS
+    options = {"orders_per_day": "mean number of orders a day (default 1500)"}
+
+    def write(self, request: SimulationRequest, progress: bool = False) -> dict[str, Any]:
+        drift = None
+        if request.drift is not None:
+            if request.drift not in DRIFT_KINDS:
+                raise ValueError(
+                    f"unknown drift kind {request.drift!r}; valid kinds: {', '.join(DRIFT_KINDS)}"
+                )
+            if not 0 <= request.drift_from < request.days:
+                raise ValueError(
+                    f"drift must start within the run (day 0..{request.days - 1}), got {request.drift_from}"
+                )
+            drift = DeliveryDrift(cast(DriftKind, request.drift), request.drift_from)
+        config = DeliveryConfig(
+            seed=request.seed,
+            start=request.start,
+            days=request.days,
+            orders_per_day=int(request.options.get("orders_per_day") or DeliveryConfig.orders_per_day),
+            drift=drift,
+        )
+        out = Path(request.out)
+        written = write_days(config, out, request.fmt)
+        orders = [p for p in written if p.parent.name == "orders"]
+        deliveries = [p for p in written if p.parent.name == "deliveries"]
+        return {
+            "out": str(out),
+            "days": config.days,
+            "start": config.start.isoformat(),
+            "end": config.day(config.days - 1).isoformat(),
+            "seed": config.seed,
+            "format": request.fmt,
+            "orders": sum(
+                len(pd.read_parquet(p)) if request.fmt == "parquet" else len(pd.read_csv(p)) for p in orders
+            ),
+            "order_files": [str(p) for p in orders],
+            "delivery_files": [str(p) for p in deliveries],
+            "drift": None if drift is None else {"kind": drift.kind, "from_day": drift.from_day},
+        }
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        lines = [
+            f"Simulated {summary['days']} days ({summary['start']} .. {summary['end']}, seed {summary['seed']}): "
+            f"{summary['orders']:,} orders",
+            f"  {len(summary['order_files'])} order batches in {summary['out']}/orders",
+            f"  {len(summary['delivery_files'])} delivery batches in {summary['out']}/deliveries",
+        ]
+        if summary["drift"]:
+            kind = summary["drift"]["kind"]
+            lines.append(f"  drift: {kind} from day {summary['drift']['from_day']}: {DRIFT_KINDS[kind]}")
+        return "\n".join(lines)
+
+
+SIMULATION = DeliveryWorldSimulation()

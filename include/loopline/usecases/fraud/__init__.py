@@ -24,5 +24,6 @@ USE_CASE = UseCase(
     expectations_dir=Path(__file__).parent / "expectations",
     group_columns=("customer_age_band", "customer_region"),
     batch_names={"events": "transactions", "labels": "labels"},
+    simulator="loopline.usecases.fraud.simulator.runs:SIMULATION",
     description="Card-fraud detection on simulated card transactions with late chargeback labels.",
 )

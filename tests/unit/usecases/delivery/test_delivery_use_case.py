@@ -92,3 +92,69 @@ def test_the_drift_scenarios_change_the_world_as_documented() -> None:
         hit = b.orders["dropoff_zone"].isin(["old_town", "harbour"]).to_numpy()
         gap = a.deliveries["delivery_minutes"].to_numpy() - b.deliveries["delivery_minutes"].to_numpy()
         assert np.mean(gap[hit]) > 3.0 and np.allclose(gap[~hit], 0.0, atol=0.11)
+
+
+def _simulate_cli(*argv: str) -> int:
+    import argparse
+
+    from loopline.cli import simulate as simulate_cli
+
+    parser = argparse.ArgumentParser(prog="loopline")
+    simulate_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulate", *argv])
+    return int(args.func(args))
+
+
+def test_loopline_simulate_writes_the_use_cases_world(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    argv = ("--use-case", "delivery", "--days", "3", "--seed", "5", "--option", "orders_per_day=200")
+    drift = ("--drift", "slower_couriers", "--drift-from", "1")
+    assert _simulate_cli(*argv, *drift, "--out", str(tmp_path), "--json") == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert out[0].startswith("Simulated 3 days (2026-01-01 .. 2026-01-03, seed 5):")
+    assert summary["drift"] == {"kind": "slower_couriers", "from_day": 1}
+    orders = sorted((tmp_path / "orders").glob("orders_*.parquet"))
+    assert summary["order_files"] == [str(p) for p in orders] and len(orders) == 3
+    assert summary["orders"] == sum(len(pd.read_parquet(p)) for p in orders) > 3 * 150
+    assert (tmp_path / "deliveries").is_dir() and not (tmp_path / "transactions").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--bad", "missing_column"],
+            "the delivery simulator does not take bad (its options: orders_per_day)",
+        ),
+        (
+            ["--drift", "covariate", "--drift-from", "1"],
+            "unknown kind 'covariate' (choose from weather, slower_couriers)",
+        ),
+        (["--option", "orders"], "expected NAME=VALUE"),
+    ],
+)
+def test_loopline_simulate_refuses_what_the_use_case_does_not_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        _simulate_cli("--use-case", "delivery", "--days", "3", "--out", str(tmp_path), *argv)
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unknown_use_case_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _simulate_cli("--use-case", "churn", "--days", "1", "--out", str(tmp_path))
+    assert "no use case 'churn'" in capsys.readouterr().err
+
+
+def test_every_installed_use_case_has_a_simulator_that_satisfies_the_interface() -> None:
+    from loopline.config.use_case import WorldSimulator, available_use_cases
+
+    for name in available_use_cases():
+        simulation = load_use_case(name).load_simulator()
+        assert isinstance(simulation, WorldSimulator) and simulation.drift_kinds

@@ -507,8 +507,13 @@ def test_cli_usage_errors_exit_2(
     assert not (tmp_path / "transactions").exists()
 
 
-def test_cli_knows_the_simulators_drift_kinds() -> None:
-    assert simulate_cli.DRIFT_KIND_NAMES == tuple(DRIFT_KINDS)
+def test_cli_lists_the_simulators_drift_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("--list-drift") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "drift kinds of the fraud simulator (--drift):"
+    assert [line.split()[0] for line in lines[1 : 1 + len(DRIFT_KINDS)]] == list(DRIFT_KINDS)
+    assert lines[1 + len(DRIFT_KINDS)] == "its options (--option NAME=VALUE):"
+    assert [line.split()[0] for line in lines[2 + len(DRIFT_KINDS) :]] == ["customers", "bad"]
 
 
 def test_cli_module_imports_light() -> None:

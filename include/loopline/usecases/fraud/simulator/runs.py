@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from loopline.config.use_case import SimulationRequest
 from loopline.data.batch_files import BATCH_FORMATS, write_frame
 from loopline.usecases.fraud.simulator.bad_batches import BAD_KINDS, write_bad_batch
 from loopline.usecases.fraud.simulator.config import DRIFT_KINDS, SimulationConfig
@@ -129,3 +130,49 @@ def write_run(
         "bad_file": bad_file,
         "drift": drift,
     }
+
+
+class FraudWorldSimulation:
+    """The fraud use case's :class:`~loopline.config.use_case.WorldSimulator`: card traffic through
+    :func:`write_run` (``loopline simulate``, the demo)."""
+
+    drift_kinds = DRIFT_KINDS
+    options = {
+        "customers": "number of customers (default 2000)",
+        "bad": "also write a bad batch of this kind for the first day (see --list-bad)",
+    }
+
+    def write(self, request: SimulationRequest, progress: bool = False) -> dict[str, Any]:
+        from loopline.usecases.fraud.simulator.config import DEFAULT_CUSTOMERS, Drift
+
+        drift = Drift(request.drift, request.drift_from) if request.drift is not None else None
+        config = SimulationConfig(
+            days=request.days,
+            start=request.start,
+            seed=request.seed,
+            n_customers=int(request.options.get("customers") or DEFAULT_CUSTOMERS),
+            drift=drift,
+        )
+        return write_run(
+            config, request.out, fmt=request.fmt, bad=request.options.get("bad"), progress=progress
+        )
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        lines = [
+            f"Simulated {summary['days']} days ({summary['start']} .. {summary['end']}, seed {summary['seed']}): "
+            f"{summary['transactions']:,} transactions, fraud rate {summary['fraud_rate']:.2%}",
+            f"  {len(summary['transaction_files'])} transaction batches in {summary['out']}/transactions",
+            f"  {summary['label_files']} label batches ({summary['label_rows']:,} labels) in {summary['out']}/labels",
+        ]
+        if summary["drift"]:
+            drift = summary["drift"]
+            lines.append(
+                f"  drift: {drift['kind']} from day {drift['from_day']} ({drift['from_date']}): "
+                f"{drift['description']}"
+            )
+        if summary["bad_file"]:
+            lines.append(f"  bad batch: {summary['bad_file']}")
+        return "\n".join(lines)
+
+
+SIMULATION = FraudWorldSimulation()
