@@ -151,7 +151,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """Audit and publish (or quarantine) one batch file now, exactly as the ingest DAG would."""
     from pathlib import Path
 
-    from loopline.data.ingest import BatchGone, ingest_file
+    from loopline.data.ingest import BatchGone, UnknownBatchKind, ingest_file
 
     path = Path(args.file)
     if not path.exists():
@@ -160,6 +160,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         result = ingest_file(get_settings(), path, kind=args.kind)
     except BatchGone as gone:
         raise SystemExit(f"error: {gone}") from gone
+    except UnknownBatchKind as unknown_kind:
+        raise SystemExit(f"error: {unknown_kind}") from unknown_kind
     print(result.summary(), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         payload = {k: result.to_dict()[k] for k in ("status", "rows", "batch_id", "report", "failures")}
@@ -237,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     deployment_cli.add_parser(sub)
 
     p = sub.add_parser("ingest", help="validate one batch file and publish or quarantine it")
-    p.add_argument("file", help="a .parquet or .csv batch (kind from its folder: transactions/ or labels/)")
     p.add_argument(
-        "--kind", choices=["transactions", "labels"], help="batch kind when the folder does not say"
+        "file", help="a .parquet or .csv batch (kind from its folder: one of the use case's landing folders)"
+    )
+    p.add_argument(
+        "--kind", help="batch kind when the folder does not say: a landing folder name of the use case"
     )
     p.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
     p.set_defaults(func=cmd_ingest)

@@ -97,6 +97,10 @@ class BatchGone(FileNotFoundError):
     """The landed file is no longer there (another run already took it)."""
 
 
+class UnknownBatchKind(ValueError):
+    """A batch kind the use case does not land (``--kind``); the message names the ones it does."""
+
+
 class UnreadableBatch(ValueError):
     """The file cannot be read as a batch; the message says why and what to deliver instead."""
 
@@ -622,7 +626,7 @@ def ingest_file(settings: Settings, path: Path | str, kind: str | None = None) -
     settings.state.ensure()
     use_case = use_case_of(settings)
     if kind is not None and kind not in use_case.batch_kinds:
-        raise ValueError(
+        raise UnknownBatchKind(
             f"unknown batch kind {kind!r}: use case {use_case.name!r} lands {', '.join(use_case.batch_kinds)}"
         )
     if isinstance(path, str):  # handed over as text (the ingest DAG's XCom): maybe from another task

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from loopline.cli.main import main
 from loopline.config import Settings
@@ -51,3 +52,13 @@ def test_ingest_of_a_missing_file_is_a_plain_error(state_dir, capsys):
         assert "does not exist" in str(exc)
     else:
         raise AssertionError("expected SystemExit")
+
+
+def test_ingest_with_a_kind_the_use_case_does_not_land_names_the_ones_it_does(state_dir, tmp_path, capsys):
+    batch = tmp_path / "batch.parquet"
+    batch.write_bytes(b"not read")
+    with pytest.raises(SystemExit) as error:
+        main(["ingest", str(batch), "--kind", "orders"])
+    assert (
+        str(error.value) == "error: unknown batch kind 'orders': use case 'fraud' lands transactions, labels"
+    )
