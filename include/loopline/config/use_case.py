@@ -83,12 +83,20 @@ class UseCase:
     label_time_column: str  # when the label became known (labels are joined as of then, never earlier)
     # Great Expectations suites, one per landing folder: <expectations_dir>/<batch name>.json
     expectations_dir: Path
+    # The MLflow registered model its versions go to (experiments: <model_name>_training, _monitoring).
+    model_name: str
     group_columns: tuple[str, ...] = ()  # fairness groups: never model inputs, judged by the gate
     batch_names: Mapping[BatchKind, str] = field(
         default_factory=lambda: {"events": "events", "labels": "labels"}
     )
     # "module:attribute" of its WorldSimulator, imported only when asked for (numpy and pandas stay unloaded).
     simulator: str | None = None
+    # "module:attribute" of its feature definitions (Feast service, entity and request columns, how its
+    # aggregate tables are computed); the Feast repo itself is feature_repo/<name>/.
+    features: str | None = None
+    # Its training, gate, canary and drift policies (<policies_dir>/training.yaml, gate.yaml, ...);
+    # None: the platform's defaults in include/config/. Serving and Kubernetes settings stay platform.
+    policies_dir: Path | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -98,6 +106,10 @@ class UseCase:
 
     def _problems(self) -> list[str]:
         out = []
+        if not self.model_name.replace("_", "").replace("-", "").isalnum():
+            out.append(
+                f"model_name {self.model_name!r} must be letters, digits, '_' or '-' (an MLflow model name)"
+            )
         if self.task not in TASK_TYPES:
             out.append(f"task {self.task!r} is not one of {', '.join(TASK_TYPES)}")
         for what, column, columns in (

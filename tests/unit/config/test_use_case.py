@@ -39,6 +39,7 @@ def _use_case(**overrides: object) -> UseCase:
         label_column="minutes",
         label_time_column="delivered_at",
         expectations_dir=SUITES,
+        model_name="delivery_time",
         group_columns=("region",),
         batch_names={"events": "orders", "labels": "deliveries"},
     )
@@ -109,6 +110,7 @@ def test_a_use_case_named_unlike_its_package_is_refused(installed: dict[str, typ
     ("overrides", "problem"),
     [
         ({"task": "ranking"}, "task 'ranking' is not one of binary_classification, regression"),
+        ({"model_name": "eta model"}, "model_name 'eta model' must be letters, digits, '_' or '-'"),
         ({"id_column": "id"}, "id_column 'id' is not in event_columns"),
         ({"time_column": "created"}, "time_column 'created' is not in event_columns"),
         ({"label_column": "eta"}, "label_column 'eta' is not in label_columns"),

@@ -22,6 +22,7 @@ USE_CASE = UseCase(
     label_column="delivery_minutes",
     label_time_column="delivered_at",
     expectations_dir=Path(__file__).parent / "expectations",
+    model_name="delivery_time",
     group_columns=("customer_tier",),
     batch_names={"events": "orders", "labels": "deliveries"},
     simulator="loopline.usecases.delivery.simulator:SIMULATION",

@@ -22,6 +22,7 @@ USE_CASE = UseCase(
     label_column="is_fraud",
     label_time_column="label_timestamp",
     expectations_dir=Path(__file__).parent / "expectations",
+    model_name="fraud_detector",
     group_columns=("customer_age_band", "customer_region"),
     batch_names={"events": "transactions", "labels": "labels"},
     simulator="loopline.usecases.fraud.simulator.runs:SIMULATION",
