@@ -86,6 +86,9 @@ class UseCase:
     # The MLflow registered model its versions go to (experiments: <model_name>_training, _monitoring).
     model_name: str
     group_columns: tuple[str, ...] = ()  # fairness groups: never model inputs, judged by the gate
+    # The independent unit (a customer, a restaurant): the canary routes by it (sticky), and the canary's and
+    # the concept check's bootstraps resample whole units, since errors cluster on one. None: each event.
+    unit_column: str | None = None
     batch_names: Mapping[BatchKind, str] = field(
         default_factory=lambda: {"events": "events", "labels": "labels"}
     )
@@ -122,6 +125,8 @@ class UseCase:
             if column not in columns:
                 kind = "event_columns" if columns is self.event_columns else "label_columns"
                 out.append(f"{what} {column!r} is not in {kind}")
+        if self.unit_column is not None and self.unit_column not in self.event_columns:
+            out.append(f"unit_column {self.unit_column!r} is not in event_columns")
         out += [
             f"group column {g!r} is not in event_columns"
             for g in self.group_columns

@@ -24,6 +24,7 @@ USE_CASE = UseCase(
     expectations_dir=Path(__file__).parent / "expectations",
     model_name="delivery_time",
     group_columns=("customer_tier",),
+    unit_column="restaurant_id",
     batch_names={"events": "orders", "labels": "deliveries"},
     simulator="loopline.usecases.delivery.simulator:SIMULATION",
     description="Delivery-time estimation for food orders, with the true minutes arriving at hand-over.",

@@ -24,6 +24,7 @@ USE_CASE = UseCase(
     expectations_dir=Path(__file__).parent / "expectations",
     model_name="fraud_detector",
     group_columns=("customer_age_band", "customer_region"),
+    unit_column="customer_id",
     batch_names={"events": "transactions", "labels": "labels"},
     simulator="loopline.usecases.fraud.simulator.runs:SIMULATION",
     description="Card-fraud detection on simulated card transactions with late chargeback labels.",
