@@ -43,7 +43,15 @@ from loopline.training.synthetic import FEATURES, extra_feature_names, synthetic
 USE_CASE = load_use_case("fraud")
 LABEL = USE_CASE.label_column
 
-CONFIG_PATH = Path(__file__).resolve().parents[1] / "include" / "config" / "training.yaml"
+CONFIG_PATH = (
+    Path(__file__).resolve().parents[1]
+    / "include"
+    / "loopline"
+    / "usecases"
+    / "fraud"
+    / "policies"
+    / "training.yaml"
+)
 EXTRA_FEATURES = 28  # 4 signal + 28 noise + amount = 33 numerics, the width of fraud_detection_v1
 
 

@@ -67,7 +67,7 @@ def _dataset_path(settings, run_id: str, kind: str):
             type=["null", "integer"],
             minimum=1,
             maximum=500,
-            description="Override the config's epochs (null: keep include/config/training.yaml)",
+            description="Override the config's epochs (null: keep the use case's training policy)",
         ),
         "learning_rate": Param(
             None,

@@ -11,9 +11,9 @@ import os
 from typing import Any
 
 from loopline.config import Settings
+from loopline.config.use_case import load_use_case
 from loopline.lineage import history
 
-MODEL_NAME = "fraud_detector"
 HISTORY_LIMIT = 200
 
 
@@ -35,9 +35,11 @@ def _alias(client: Any, name: str, alias: str) -> dict[str, Any] | None:
     return {"version": str(mv.version), "run_id": mv.run_id}
 
 
-def loop_state(settings: Settings, model_name: str = MODEL_NAME) -> dict[str, Any]:
-    """``{champion, challenger, versions, history}``; ``registry_error`` says why the registry part is
-    empty when it could not be read (no model yet is not an error)."""
+def loop_state(settings: Settings, model_name: str | None = None) -> dict[str, Any]:
+    """``{champion, challenger, versions, history}`` of ``model_name`` (default: the use case's registered
+    model); ``registry_error`` says why the registry part is empty when it could not be read (no model yet
+    is not an error)."""
+    model_name = model_name or load_use_case(settings.use_case).model_name
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # A down tracking server must not stall `loopline status` for minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

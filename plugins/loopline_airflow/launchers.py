@@ -31,10 +31,11 @@ def train_locally(training_set: dict, **context: Any) -> dict:
     result_json = Path(training_set["path"]).with_suffix(".result.json")
     argv = trainer_argv(
         training_set.get("uri", training_set["path"]),
-        str(settings.config_dir / "training.yaml"),
+        str(settings.policy_file("training")),
         str(result_json),
         params,
         tracking_uri=settings.mlflow_uri,
+        use_case=settings.use_case,
     )
     return training_result(run_local(argv, result_json), params)
 

@@ -52,3 +52,12 @@ def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None
             assert suite.as_posix() in names, (
                 f"{suite} is not in the wheel: add it to package-data in pyproject.toml"
             )
+        # The trainer image runs from the wheel: each use case's policies (its training.yaml) must be in it.
+        policies = sorted(use_case.policies_dir.glob("*.yaml")) if use_case.policies_dir else []
+        for policy in policies:
+            assert policy.relative_to(include).as_posix() in names, (
+                f"{policy} is not in the wheel: add it to package-data in pyproject.toml"
+            )
+        assert use_case.policy_file("training", include / "config") in policies, (
+            f"use case {name} ships no training policy: the trainer image could not train it"
+        )

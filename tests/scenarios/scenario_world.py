@@ -23,7 +23,7 @@ from loopline.usecases.fraud.simulator import Drift, SimulationConfig, simulate
 
 MODEL_NAME = "fraud_detector"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAINING_CONFIG = REPO_ROOT / "include" / "config" / "training.yaml"
+TRAINING_CONFIG = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml"
 # Small and quick, but a real model: it ranks fraud far above chance on these worlds.
 FAST_TRAINING = [
     "epochs=6",

@@ -29,6 +29,7 @@ if str(GATE_TESTS) not in sys.path:
     sys.path.insert(0, str(GATE_TESTS))
 
 from gate_testkit import MODEL_NAME, register_altered, set_champion  # noqa: E402
+from scenario_world import TRAINING_CONFIG as FRAUD_TRAINING_POLICY  # noqa: E402
 from scenario_world import shipped_gate_policy  # noqa: E402
 
 # Worlds in which the shipped policy can judge every group (asserted below): different seeds and sizes,
@@ -87,9 +88,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         settings, policy, state / "holdout.parquet", labels_as_of=now, windows=plan.windows
     )
     # Three epochs: far above the value thresholds on these worlds, and the scenarios stay quick.
-    training = load_config(
-        REPO_ROOT / "include" / "config" / "training.yaml", [*_fast_overrides(), "epochs=3"]
-    )
+    training = load_config(FRAUD_TRAINING_POLICY, [*_fast_overrides(), "epochs=3"])
     base = train(train_set.path, training, tracking_uri=settings.mlflow_uri, register_name=MODEL_NAME)
     return {
         "settings": settings,

@@ -10,18 +10,20 @@ from pathlib import Path
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from loopline.config import get_settings
+    from loopline.config.use_case import load_use_case
     from loopline.gating.gate import GateError, run_gate
     from loopline.gating.holdout import HoldoutError, build_holdout
     from loopline.gating.policy import GatePolicyError, default_policy_path, load_policy
 
     settings = get_settings()
+    model_name = args.model_name or load_use_case(settings.use_case).model_name
     try:
         policy = load_policy(args.policy or default_policy_path(settings.project_dir))
         holdout = args.holdout
         if holdout is None:
             holdout = settings.state.reports / "gate" / str(args.version) / "holdout.parquet"
             build_holdout(settings, policy, holdout)
-        verdict = run_gate(settings, args.version, holdout, model_name=args.model_name, policy=policy)
+        verdict = run_gate(settings, args.version, holdout, model_name=model_name, policy=policy)
     except (GateError, HoldoutError, GatePolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -34,7 +36,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
         "reasons": verdict.reasons,
         "report": str(settings.state.reports / "gate" / str(args.version) / "gate_report.json"),
     }
-    human = f"gate {'PASSED' if verdict.passed else 'REJECTED'} for {args.model_name} v{args.version}: {verdict.why}"
+    human = (
+        f"gate {'PASSED' if verdict.passed else 'REJECTED'} for {model_name} v{args.version}: {verdict.why}"
+    )
     print(human, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(summary))
@@ -50,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="holdout parquet (with manifest); default: build the newest labelled days per gate.yaml",
     )
-    p.add_argument("--model-name", default="fraud_detector")
+    p.add_argument("--model-name", default=None, help="registered model (default: the use case's model_name)")
     p.add_argument(
         "--policy", type=Path, default=None, help="gate policy YAML (default include/config/gate.yaml)"
     )

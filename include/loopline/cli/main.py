@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     # Listed for --help; main() hands their arguments over untouched (see PASS_THROUGH).
-    sub.add_parser("train", help="train the fraud model on a training set (`loopline train --help`)")
+    sub.add_parser("train", help="train the use case's model on a training set (`loopline train --help`)")
     sub.add_parser(
         "airflow", help="run the airflow CLI against the local stack (e.g. `loopline airflow dags list`)"
     )

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from loopline.config.use_case import load_use_case
+
 
 def _find_project_dir() -> Path:
     """The repository root (holds ``dags/`` and ``feature_repo/``).
@@ -332,7 +334,12 @@ class Settings(BaseSettings):
 
     @property
     def config_dir(self) -> Path:
+        """The platform's policies and settings: serving, kubernetes, and the defaults of the others."""
         return self.project_dir / "include" / "config"
+
+    def policy_file(self, kind: str) -> Path:
+        """The use case's ``<kind>.yaml`` policy (training, gate, canary, drift), or the platform's default."""
+        return load_use_case(self.use_case).policy_file(kind, self.config_dir)
 
     @property
     def airflow_base_url(self) -> str:

@@ -165,6 +165,40 @@ class UseCase:
             )
         return found
 
+    def load_features(self) -> object:
+        """The use case's feature definitions (a ``loopline.features.definitions.FeatureDefinitions``, which the
+        features layer checks: config sits below it); a UseCaseError naming the piece when it has none."""
+        if self.features is None:
+            raise UseCaseError(
+                f"use case {self.name!r} has no feature definitions: set features='package.module:attribute' "
+                "on its USE_CASE (see loopline.features.definitions.FeatureDefinitions)"
+            )
+        module_name, _, attribute = self.features.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise UseCaseError(
+                f"use case {self.name!r}: its features {self.features!r} cannot be loaded ({exc}); "
+                "name them as 'package.module:attribute'"
+            ) from exc
+
+    @property
+    def training_experiment(self) -> str:
+        """The MLflow experiment its training runs go to."""
+        return f"{self.model_name}_training"
+
+    @property
+    def monitoring_experiment(self) -> str:
+        """The MLflow experiment its drift checks go to."""
+        return f"{self.model_name}_monitoring"
+
+    def policy_file(self, kind: str, default_dir: Path) -> Path:
+        """Its ``<kind>.yaml`` policy (training, gate, canary, drift) when ``policies_dir`` holds one, else the
+        platform default ``<default_dir>/<kind>.yaml``: a use case overrides only the policies it needs to."""
+        if self.policies_dir is not None and (self.policies_dir / f"{kind}.yaml").is_file():
+            return self.policies_dir / f"{kind}.yaml"
+        return default_dir / f"{kind}.yaml"
+
     @property
     def batch_kinds(self) -> tuple[str, str]:
         """The landing folder names, events first (``landing/<name>/<file>``)."""

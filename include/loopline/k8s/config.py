@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from loopline.config import Settings
+from loopline.config.use_case import load_use_case
 from loopline.config.yaml_files import StrictModel, read_yaml_mapping
 
 # A Kubernetes resource quantity ("500m", "16Gi", "4", "1e3"): the API rejects anything else.
@@ -124,7 +125,8 @@ class TrainerConfig(StrictModel):
     # Who starts, watches, reads and deletes the training pods: KubernetesPodOperator runs in the Airflow
     # worker pod and, deferred, waits in the triggerer; each of these accounts is bound to the launcher Role.
     launcher_service_accounts: list[ServiceAccountRef] = Field(default_factory=list)
-    config_path: str = "/opt/loopline/include/config/training.yaml"
+    # The training YAML inside the image; unset: the use case's training policy from the installed package.
+    config_path: str | None = None
     gpus: int = Field(default=1, ge=0, le=16)
     gpu_resource: str = "nvidia.com/gpu"
     resources: Resources = Field(default_factory=Resources)
@@ -236,18 +238,25 @@ class MlflowConfig(StrictModel):
     artifacts_destination: str | None = None
     # Host headers MLflow accepts besides its Service's names and localhost (e.g. an Ingress host).
     extra_allowed_hosts: list[str] = Field(default_factory=list)
-    # What the init Job grants (docker/mlflow/loopline_mlflow.py): include/config/serving.yaml's model, the
-    # experiments of loopline.training.train and the drift monitor; serving reads the training one.
-    model: str = "fraud_detector"
-    experiments: list[str] = Field(
-        default_factory=lambda: ["fraud_detector_training", "fraud_detector_monitoring"]
-    )
-    serving_experiments: list[str] = Field(default_factory=lambda: ["fraud_detector_training"])
+    # What the init Job grants (docker/mlflow/loopline_mlflow.py): the registered model, the experiments of
+    # loopline.training.train and the drift monitor; serving reads the training one. Unset: the use case's
+    # (KubernetesConfig.mlflow_grants).
+    model: str | None = None
+    experiments: list[str] | None = None
+    serving_experiments: list[str] | None = None
+
+
+class MlflowGrants(NamedTuple):
+    model: str
+    experiments: list[str]
+    serving_experiments: list[str]
 
 
 class KubernetesConfig(StrictModel):
     version: Literal[1] = 1
     namespace: DnsLabel = "loopline"
+    # The use case the cluster runs (LOOPLINE_USE_CASE): the trainer's --use-case and MLflow's defaults.
+    use_case: str = Field(default="fraud", pattern=r"^[a-z][a-z0-9_]*$")
     # The root of the files tasks share (LOOPLINE_STORAGE_URL of the Airflow pods; s3://bucket[/prefix]);
     # MLflow's artifacts live under it unless mlflow.artifacts_destination says otherwise. Serving reads the
     # curated store under it for fresh features (empty: they stay off).
@@ -255,6 +264,16 @@ class KubernetesConfig(StrictModel):
     trainer: TrainerConfig
     serving: ServingConfig
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    def mlflow_grants(self) -> MlflowGrants:
+        """The model and experiments the MLflow init Job grants: as configured, else the use case's."""
+        use_case = load_use_case(self.use_case)
+        training = [use_case.training_experiment]
+        return MlflowGrants(
+            model=self.mlflow.model or use_case.model_name,
+            experiments=self.mlflow.experiments or [*training, use_case.monitoring_experiment],
+            serving_experiments=self.mlflow.serving_experiments or training,
+        )
 
     @field_validator("storage_url")
     @classmethod
@@ -303,6 +322,7 @@ def _overrides(settings: Settings) -> dict[str, Any]:
         for key, value in {
             "namespace": settings.k8s_namespace,
             "storage_url": settings.storage_url,
+            "use_case": settings.use_case,
         }.items()
         if value is not None
     }

@@ -515,6 +515,7 @@ def mlflow_init_job(config: KubernetesConfig) -> dict[str, Any]:
     of whoever logs in with it, so there is one copy of each. Re-run it after a change: delete the Job,
     apply again."""
     mlflow = config.mlflow
+    grants = config.mlflow_grants()
     container = {
         "name": "init",
         "image": mlflow.image,
@@ -531,9 +532,9 @@ def mlflow_init_job(config: KubernetesConfig) -> dict[str, Any]:
             secret_key_env(
                 "MLFLOW_SERVING_PASSWORD", config.serving.secrets.credentials, "MLFLOW_TRACKING_PASSWORD"
             ),
-            {"name": "LOOPLINE_MLFLOW_MODEL", "value": mlflow.model},
-            {"name": "LOOPLINE_MLFLOW_EXPERIMENTS", "value": ",".join(mlflow.experiments)},
-            {"name": "LOOPLINE_MLFLOW_SERVING_EXPERIMENTS", "value": ",".join(mlflow.serving_experiments)},
+            {"name": "LOOPLINE_MLFLOW_MODEL", "value": grants.model},
+            {"name": "LOOPLINE_MLFLOW_EXPERIMENTS", "value": ",".join(grants.experiments)},
+            {"name": "LOOPLINE_MLFLOW_SERVING_EXPERIMENTS", "value": ",".join(grants.serving_experiments)},
         ],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -766,7 +767,9 @@ def trainer_pod_command(config: KubernetesConfig, training_set_uri: str, params:
     """
     from loopline.training import launch
 
-    argv = launch.trainer_argv(training_set_uri, config.trainer.config_path, POD_RESULT_JSON, params)
+    argv = launch.trainer_argv(
+        training_set_uri, config.trainer.config_path, POD_RESULT_JSON, params, use_case=config.use_case
+    )
     return launch.trainer_command(argv, config.trainer.gpus)
 
 

@@ -26,26 +26,23 @@ class TrainingLaunchFailed(RuntimeError):
 
 def trainer_argv(
     training_set: str,
-    config_path: str,
+    config_path: str | None,
     result_json: str,
     params: dict[str, Any],
     tracking_uri: str | None = None,
     python: str = "python",
+    use_case: str | None = None,
 ) -> list[str]:
     """``python -m loopline.training.train ...``: run parameters (``epochs``, ``learning_rate``,
     ``hpo_trials``) become ``--set`` overrides, ``reason`` becomes ``--reason``; unset (None/empty) ones are
-    left out so the config file decides."""
-    argv = [
-        python,
-        "-m",
-        TRAINER_MODULE,
-        "--training-set",
-        training_set,
-        "--config",
-        config_path,
-        "--result-json",
-        result_json,
-    ]
+    left out so the config file decides. ``use_case`` is passed as ``--use-case``; without ``config_path``
+    the trainer reads that use case's training policy where it runs (a pod: from the installed package)."""
+    argv = [python, "-m", TRAINER_MODULE, "--training-set", training_set]
+    if use_case:
+        argv += ["--use-case", use_case]
+    if config_path:
+        argv += ["--config", config_path]
+    argv += ["--result-json", result_json]
     for param, key in PARAM_TO_CONFIG.items():
         if params.get(param) is not None:
             argv += ["--set", f"{key}={params[param]}"]

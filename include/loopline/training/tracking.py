@@ -240,8 +240,8 @@ def log_and_register(
         if classifier:
             mlflow.log_params(
                 {
-                    "data.train_fraud_rows": str(int(train_rows[label].sum())),
-                    "data.val_fraud_rows": str(int(val_rows[label].sum())),
+                    "data.train_positive_rows": str(int(train_rows[label].sum())),
+                    "data.val_positive_rows": str(int(val_rows[label].sum())),
                 }
             )
         tags = {

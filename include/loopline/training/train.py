@@ -1,7 +1,7 @@
 """Train the use case's model on a point-in-time training set, track it in MLflow, register it.
 
-    python -m loopline.training.train --training-set PATH_OR_URI --config include/config/training.yaml \
-        [--set key=value ...] [--result-json PATH] [--register-name fraud_detector] [--tracking-uri URI] \
+    python -m loopline.training.train --training-set PATH_OR_URI [--use-case NAME] [--config YAML] \
+        [--set key=value ...] [--result-json PATH] [--register-name NAME] [--tracking-uri URI] \
         [--reason TEXT]
     torchrun --standalone --nproc-per-node N -m loopline.training.train ...   # N GPUs, data parallel
 
@@ -11,7 +11,9 @@ trains on its share of each minibatch (DistributedDataParallel) and rank 0 alone
 writes the result. With ``hpo.trials > 0`` an Optuna search runs first (nested MLflow runs) and the best
 trial's model is the one registered. The use case's task decides what is trained: a binary classifier
 (class-weighted BCE, PR-AUC) or a regressor (MSE on the standardised label, MAE); a config whose metrics
-belong to the other task is refused before anything is read.
+belong to the other task is refused before anything is read. The use case (``--use-case``, default
+``LOOPLINE_USE_CASE``) also gives the default config (its training policy, ``usecases/<name>/policies/
+training.yaml``), the registered model (``UseCase.model_name``) and the experiment (``<model_name>_training``).
 
 This module is the entry point (``train`` and the command line); the training set is read and split by
 ``training.data``, trained by ``training.loop`` and logged and registered by ``training.tracking``.
@@ -41,8 +43,6 @@ from loopline.training.tracking import TrainResult, fit_or_search, log_and_regis
 
 DEFAULT_RESULT_JSON = Path("/airflow/xcom/return.json")
 FALLBACK_RESULT_JSON = Path("train_result.json")
-DEFAULT_REGISTER_NAME = "fraud_detector"
-DEFAULT_EXPERIMENT = "fraud_detector_training"
 
 
 def train(
@@ -50,14 +50,15 @@ def train(
     config: TrainingConfig,
     *,
     tracking_uri: str | None = None,
-    register_name: str = DEFAULT_REGISTER_NAME,
+    register_name: str | None = None,
     config_path: str | Path | None = None,
-    experiment: str = DEFAULT_EXPERIMENT,
+    experiment: str | None = None,
     reason: str = "",
     context: DistributedContext | None = None,
     use_case: UseCase | None = None,
 ) -> TrainResult | None:
-    """Train on ``training_set``, log everything to MLflow, register a new version of ``register_name``.
+    """Train on ``training_set``, log everything to MLflow, register a new version of ``register_name``
+    (default: the use case's ``model_name``) in ``experiment`` (default: its ``training_experiment``).
 
     ``use_case`` (default: the one ``Settings().use_case`` names) says which columns are the label, the
     event time and the fairness groups (never model inputs), and the task (classifier or regressor); a
@@ -99,23 +100,31 @@ def train(
             use_case,
             context=context,
             tracking_uri=tracking_uri,
-            register_name=register_name,
+            register_name=register_name or use_case.model_name,
             config_path=config_path,
-            experiment=experiment,
+            experiment=experiment or use_case.training_experiment,
             reason=reason,
         )
 
 
-def configured_use_case() -> UseCase:
-    """The use case ``Settings().use_case`` (env ``LOOPLINE_USE_CASE``) names, as a ``TrainingError`` if it
-    cannot be loaded (the trainer reports it and exits 2)."""
+def configured_use_case(name: str | None = None) -> UseCase:
+    """The use case ``name`` (default: the one ``Settings().use_case``, env ``LOOPLINE_USE_CASE``, names), as
+    a ``TrainingError`` if it cannot be loaded (the trainer reports it and exits 2)."""
     from loopline.config import Settings
     from loopline.config.use_case import UseCaseError
 
     try:
-        return load_use_case(Settings().use_case)
+        return load_use_case(name or Settings().use_case)
     except UseCaseError as exc:
         raise TrainingError(str(exc)) from None
+
+
+def training_policy(use_case: UseCase) -> Path:
+    """The use case's training policy, or the platform default (``include/config/training.yaml``) when it
+    ships none: what ``--config`` defaults to."""
+    from loopline.config import Settings
+
+    return use_case.policy_file("training", Settings().config_dir)
 
 
 def context_from_environment() -> DistributedContext:
@@ -150,7 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="parquet path or URI (file://, s3://, ...) with <it>.manifest.json beside it",
     )
     parser.add_argument(
-        "--config", required=True, type=Path, help="training YAML (include/config/training.yaml)"
+        "--use-case",
+        default=None,
+        help="the use case whose model is trained (default: LOOPLINE_USE_CASE, else fraud)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="training YAML (default: the use case's policy, usecases/<name>/policies/training.yaml)",
     )
     parser.add_argument(
         "--set",
@@ -166,11 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"where to write the result (default {DEFAULT_RESULT_JSON}, the KPO XCom file)",
     )
-    parser.add_argument("--register-name", default=DEFAULT_REGISTER_NAME)
+    parser.add_argument(
+        "--register-name", default=None, help="registered model (default: the use case's model_name)"
+    )
     parser.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (default: Loopline settings)"
     )
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    parser.add_argument(
+        "--experiment", default=None, help="MLflow experiment (default: <the use case's model_name>_training)"
+    )
     parser.add_argument("--reason", default="", help="why this run was started (MLflow tag loopline.reason)")
     return parser
 
@@ -178,15 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
-        use_case = configured_use_case()
+        use_case = configured_use_case(args.use_case)
+        config_path = args.config or training_policy(use_case)
+        config = load_config(config_path, args.overrides)
         result = train(
             args.training_set,
             config,
             tracking_uri=args.tracking_uri,
             register_name=args.register_name,
-            config_path=args.config,
-            experiment=args.experiment,
+            config_path=config_path,
+            experiment=args.experiment or use_case.training_experiment,
             reason=args.reason,
             use_case=use_case,
         )

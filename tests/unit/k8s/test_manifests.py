@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from loopline.config.use_case import load_use_case
 from loopline.k8s import manifests
 from loopline.k8s.config import parse_config
 
@@ -316,7 +317,9 @@ def test_trainer_pod_command_is_the_local_argv_with_the_pod_result_path() -> Non
     command = manifests.trainer_pod_command(CONFIG, "s3://b/set.parquet", {"epochs": 7, "reason": "x"})
     assert command[command.index("--training-set") + 1] == "s3://b/set.parquet"
     assert command[command.index("--result-json") + 1] == manifests.POD_RESULT_JSON
-    assert command[command.index("--config") + 1] == CONFIG.trainer.config_path
+    # No --config: the trainer reads the named use case's training policy from the installed package.
+    assert "--config" not in command and CONFIG.trainer.config_path is None
+    assert command[command.index("--use-case") + 1] == CONFIG.use_case == "fraud"
     assert "epochs=7" in command
     assert "--tracking-uri" not in command  # from the MLflow Secret, not the argv
 
@@ -476,21 +479,31 @@ def test_mlflow_init_reads_each_password_from_the_secret_of_whoever_logs_in_with
 
 
 def test_mlflow_init_grants_what_compose_grants_and_what_the_code_uses() -> None:
-    """One model and set of experiments for both stacks, and they are the ones Loopline's code uses."""
-    from loopline.monitoring.reports import MONITORING_EXPERIMENT
-    from loopline.serving.config import load_serving_config
-    from loopline.training.train import DEFAULT_EXPERIMENT
-
-    mlflow = CONFIG.mlflow
-    assert mlflow.model == load_serving_config().registry.model_name
-    assert set(mlflow.experiments) == {DEFAULT_EXPERIMENT, MONITORING_EXPERIMENT}
-    assert mlflow.serving_experiments == [DEFAULT_EXPERIMENT]
+    """One model and set of experiments for both stacks, and they are the use case's: its registered model,
+    the trainer's experiment and the drift monitor's."""
+    fraud = load_use_case("fraud")
+    grants = CONFIG.mlflow_grants()
+    assert grants.model == fraud.model_name
+    assert grants.experiments == [fraud.training_experiment, fraud.monitoring_experiment]
+    assert grants.serving_experiments == [fraud.training_experiment]
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())["services"]["mlflow-init"][
         "environment"
     ]
-    assert compose["LOOPLINE_MLFLOW_MODEL"] == mlflow.model
-    assert compose["LOOPLINE_MLFLOW_EXPERIMENTS"] == ",".join(mlflow.experiments)
-    assert compose["LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"] == ",".join(mlflow.serving_experiments)
+    assert compose["LOOPLINE_MLFLOW_MODEL"] == grants.model
+    assert compose["LOOPLINE_MLFLOW_EXPERIMENTS"] == ",".join(grants.experiments)
+    assert compose["LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"] == ",".join(grants.serving_experiments)
+
+
+def test_mlflow_grants_follow_the_use_case_unless_configured() -> None:
+    delivery = load_use_case("delivery")
+    grants = CONFIG.model_copy(update={"use_case": "delivery"}).mlflow_grants()
+    assert grants == (
+        "delivery_time",
+        [delivery.training_experiment, delivery.monitoring_experiment],
+        [delivery.training_experiment],
+    )
+    own = CONFIG.model_copy(update={"mlflow": CONFIG.mlflow.model_copy(update={"model": "eta"})})
+    assert own.mlflow_grants().model == "eta"
 
 
 def test_mlflow_policies_admit_serving_trainer_init_and_airflow_only() -> None:

@@ -24,10 +24,12 @@ def test_image_user_is_the_non_root_uid_of_the_pod_security_context() -> None:
     assert _instruction("USER")[-1].strip() == "${UID}:${GID}"
 
 
-def test_entry_point_is_the_trainer_and_config_path_is_in_the_image() -> None:
+def test_entry_point_is_the_trainer_and_the_policy_comes_from_the_installed_package() -> None:
     assert json.loads(_instruction("ENTRYPOINT")[-1]) == ["python", "-m", "loopline.training.train"]
-    workdir = _instruction("WORKDIR")[-1].strip()
-    assert TRAINER["config_path"] == f"{workdir}/include/config/training.yaml"
+    # No config path: the pod's argv names the use case and the trainer reads its training policy from the
+    # installed wheel (tests/packaging/test_packaging_wheel.py checks the policies are in it).
+    assert TRAINER.get("config_path") is None
+    assert "RUN pip install --no-deps ." in DOCKERFILE
 
 
 def test_trainer_requirements_pin_what_the_project_pins() -> None:

@@ -25,7 +25,7 @@ from loopline.training.loop import fit
 from loopline.training.synthetic import synthetic_training_set, write_training_set
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"
+CONFIG_PATH = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml"
 
 
 def test_context_from_torchrun_environment() -> None:

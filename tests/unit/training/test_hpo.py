@@ -13,7 +13,7 @@ from loopline.training.synthetic import synthetic_training_set, write_training_s
 from loopline.training.train import train
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"
+CONFIG_PATH = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml"
 SPACE = (
     "hpo.search_space={lr: {type: float, low: 0.0005, high: 0.02, log: true}, "
     "model.hidden_sizes: {type: categorical, choices: [[16], [32, 16]]}, "

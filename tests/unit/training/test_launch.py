@@ -34,6 +34,13 @@ def test_trainer_argv_maps_hpo_trials_and_leaves_out_unset_params():
     assert _sets(trainer_argv("a", "b", "c", {"hpo_trials": 0})) == ["hpo.trials=0"]  # 0 is a value: off
 
 
+def test_trainer_argv_names_the_use_case_and_leaves_the_policy_to_the_trainer_without_a_config():
+    argv = trainer_argv("ts.parquet", None, "out.json", {}, use_case="delivery")
+    assert argv[argv.index("--use-case") + 1] == "delivery"
+    assert "--config" not in argv  # the trainer reads the use case's policy where it runs
+    assert "--use-case" not in trainer_argv("ts.parquet", "c.yaml", "out.json", {})
+
+
 def test_trainer_command_uses_torchrun_for_more_than_one_gpu():
     argv = trainer_argv("ts.parquet", "training.yaml", "out.json", {"epochs": 3}, python="python3")
     assert trainer_command(argv, 0) == argv and trainer_command(argv, 1) == argv

@@ -283,3 +283,27 @@ def test_two_gloo_processes_train_the_regressor_like_one(
     single = fit(train_rows, val_rows, categorical, numeric, config, LABEL, task="regression")
     assert ddp_mae == pytest.approx([row["val_mae"] for row in single.history], rel=1e-3)
     assert ddp_loss == pytest.approx([row["train_loss"] for row in single.history], rel=1e-4)
+
+
+def test_the_command_line_trains_the_named_use_case_with_its_own_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--use-case delivery`` without ``--config``: the delivery policy (usecases/delivery/policies/
+    training.yaml), its registered model and its experiment, whatever LOOPLINE_USE_CASE says."""
+    from loopline.training.train import main
+
+    monkeypatch.setenv("LOOPLINE_USE_CASE", "fraud")
+    path = delivery_training_set(tmp_path / "d.parquet", 5, days=3, orders_per_day=400)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result_json = tmp_path / "result.json"
+    argv = ["--training-set", str(path), "--use-case", "delivery", "--result-json", str(result_json)]
+    assert main([*argv, "--set", "epochs=2", "--set", "device=cpu", "--tracking-uri", uri]) == 0
+
+    result = json.loads(result_json.read_text())
+    client = mlflow_client(uri)
+    run = client.get_run(result["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == DELIVERY.training_experiment
+    assert result["model_uri"].startswith(f"models:/{DELIVERY.model_name}/")
+    assert run.data.params["early_stopping.metric"] == "val_mae"  # the delivery policy, not fraud's
+    assert "restaurant_id" in json.loads(run.data.params["model.inputs.categorical"])
+    assert DELIVERY.policy_file("training", tmp_path) == DELIVERY.policies_dir / "training.yaml"  # type: ignore[operator]

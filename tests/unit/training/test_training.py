@@ -22,7 +22,7 @@ from loopline.training.tracking import REASON_TAG, TASK_TAG
 from loopline.training.train import main, train
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_PATH = REPO_ROOT / "include" / "config" / "training.yaml"
+CONFIG_PATH = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml"
 FAST = [
     "epochs=6",
     "batch_size=256",
@@ -113,7 +113,7 @@ def test_registered_version_with_params_metrics_artifacts(trained) -> None:
     assert run.data.tags[REASON_TAG] == "weekly retrain" and first.reason == "weekly retrain"
     assert REASON_TAG not in client.get_run(second.run_id).data.tags  # no reason given, no tag
     assert run.data.tags[TASK_TAG] == "binary_classification"
-    assert int(run.data.params["data.train_fraud_rows"]) > 0  # a classifier's positives, still logged
+    assert int(run.data.params["data.train_positive_rows"]) > 0  # a classifier's positives, still logged
     assert {"train_loss", "val_pr_auc", "val_roc_auc", "best_val_pr_auc"} <= set(run.data.metrics)
     assert len(client.get_metric_history(first.run_id, "val_pr_auc")) == int(first.metrics["epochs_run"])
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}

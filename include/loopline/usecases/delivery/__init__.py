@@ -22,10 +22,12 @@ USE_CASE = UseCase(
     label_column="delivery_minutes",
     label_time_column="delivered_at",
     expectations_dir=Path(__file__).parent / "expectations",
+    policies_dir=Path(__file__).parent / "policies",
     model_name="delivery_time",
     group_columns=("customer_tier",),
     unit_column="restaurant_id",
     batch_names={"events": "orders", "labels": "deliveries"},
     simulator="loopline.usecases.delivery.simulator:SIMULATION",
+    features="loopline.usecases.delivery.features:FEATURES",
     description="Delivery-time estimation for food orders, with the true minutes arriving at hand-over.",
 )

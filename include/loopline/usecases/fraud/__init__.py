@@ -22,6 +22,7 @@ USE_CASE = UseCase(
     label_column="is_fraud",
     label_time_column="label_timestamp",
     expectations_dir=Path(__file__).parent / "expectations",
+    policies_dir=Path(__file__).parent / "policies",
     model_name="fraud_detector",
     group_columns=("customer_age_band", "customer_region"),
     unit_column="customer_id",
