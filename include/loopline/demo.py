@@ -1,12 +1,13 @@
 """``loopline demo``: the loop on embedded defaults, unattended, narrated as a timeline.
 
-Today the loop reaches from the platform to the benchmark gate: the stack starts, the smoke DAG proves
-every service, three weeks of simulated card traffic (plus one deliberately broken batch) land, the
-ingest DAG — started by the landing-zone watcher, not by this script — publishes the good batches and
-quarantines the bad one, the features DAG (scheduled by the ingest's asset events) materialises them,
-the demo checks online against offline features, and ``train_model`` (triggered over REST) builds a
-point-in-time training set and holdout, trains the first model and gates it, which makes it the
-``challenger``. Later stages extend this script, not replace it.
+The stack starts, the smoke DAG proves every service, the use case's simulated world (``UseCase.simulator``
+and its ``DemoPlan``: fraud's three weeks of card traffic plus one deliberately broken batch, delivery's two
+weeks of orders) lands, the ingest DAG — started by the landing-zone watcher, not by this script —
+publishes the good batches and quarantines the bad ones, the features DAG (scheduled by the ingest's asset
+events) materialises them, the demo checks online against offline features, and ``train_model``
+(triggered over REST) builds a point-in-time training set and holdout, trains the first model and gates it.
+Then the loop closes: the first model becomes champion, live traffic drifts (the plan's ``live_drift``), the
+drift monitor requests a retrain, the retrained model passes the gate and earns traffic through the canary.
 """
 
 from __future__ import annotations
@@ -17,13 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from loopline.config import Settings
+from loopline.config.use_case import DemoPlan, SimulationRequest, load_use_case
 
-# Labels of genuine transactions mature after 7 days: three weeks leave two weeks of labelled history,
-# the newest days of which are the gate's holdout.
-DEMO_DAYS = 21
-DEMO_CUSTOMERS = 1000
-DEMO_BAD_KIND = "duplicate_ids"
-DEMO_EPOCHS = 8  # enough for a model that clears the gate on this data, in well under a minute
+DEMO_SEED = 42
 
 
 class DemoFailed(RuntimeError):
@@ -62,8 +59,11 @@ def run_demo(
     profile: str = "embedded",
 ) -> int:
     from loopline.platform import stack
-    from loopline.usecases.fraud.simulator import SimulationConfig, write_run
 
+    use_case = load_use_case(settings.use_case)
+    simulator = use_case.load_simulator()
+    plan = simulator.demo
+    claim_state_dir(settings)
     if settings.canary_policy is None:
         # Canary steps that bake in seconds on the demo's clients (the stack's processes inherit it).
         settings = settings.model_copy(update={"canary_policy": settings.config_dir / "canary.demo.yaml"})
@@ -84,29 +84,28 @@ def run_demo(
     if trigger_and_follow("platform_smoke", {}, wait=True, timeout=600) != 0:
         raise DemoFailed("platform_smoke failed: a service is broken (see its task logs in the Airflow UI)")
 
-    step(f"simulating {DEMO_DAYS} days of card traffic into the landing zone (+ one '{DEMO_BAD_KIND}' batch)")
-    summary = write_run(
-        # History up to yesterday: the traffic that follows is "now", continuous with it (the online
-        # features' TTLs would otherwise null every aggregate of a customer last seen months ago).
-        SimulationConfig(
-            days=DEMO_DAYS, start=date.today() - timedelta(days=DEMO_DAYS), n_customers=DEMO_CUSTOMERS
-        ),
-        settings.state.landing,
-        bad=DEMO_BAD_KIND,
-    )
-    files = len(summary["transaction_files"]) + summary["label_files"] + 1
     step(
-        f"{summary['transactions']:,} transactions (fraud rate {summary['fraud_rate']:.2%}) in {files} files; "
-        "the landing-zone watcher starts ingest_landing"
+        f"simulating {plan.days} days of the {use_case.name} world into the landing zone"
+        + "".join(f", {name}={value}" for name, value in plan.options.items())
     )
+    summary = simulator.write(
+        # History up to yesterday: the traffic that follows is "now", continuous with it (the online
+        # features' TTLs would otherwise null every aggregate of an entity last seen months ago).
+        SimulationRequest(
+            out=settings.state.landing,
+            days=plan.days,
+            start=date.today() - timedelta(days=plan.days),
+            seed=DEMO_SEED,
+            options=plan.options,
+        )
+    )
+    files = int(summary["files"])
+    for line in simulator.describe(summary).splitlines():
+        log(f"          {line}")
+    step(f"{files} files landed; the landing-zone watcher starts ingest_landing")
     entries = wait_for_ingest(settings, expected=files, timeout=300 * patience, log=log)
     quarantined = [e for e in entries if e["status"] == "quarantined"]
-    bad = {e["batch_id"] for e in entries if "_bad-" in e["batch_id"]}
-    if {e["batch_id"] for e in quarantined} != bad or len(bad) != 1:
-        raise DemoFailed(
-            f"expected exactly the '{DEMO_BAD_KIND}' batch to be quarantined, got "
-            f"{sorted(e['batch_id'] for e in quarantined)}"
-        )
+    check_quarantined(quarantined, summary["bad_files"])
     for entry in quarantined:
         log(f"          quarantined as it should be: report {entry['report'].replace('.json', '.html')}")
     step(f"ingest done: {len(entries) - len(quarantined)} batches published into {settings.state.curated}")
@@ -132,15 +131,45 @@ def run_demo(
         UTC
     )  # deploy_canary (asset-triggered) may start before train_model's --wait returns
     step("training the first model over REST: train_model (training set, holdout, trainer, benchmark gate)")
-    conf = {"reason": "demo: first model", "epochs": DEMO_EPOCHS}
+    conf = {"reason": "demo: first model", "epochs": plan.epochs}
     if trigger_and_follow("train_model", conf, wait=True, timeout=900 * patience) != 0:
         raise DemoFailed(
             "train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
             "a model was rejected)"
         )
     first = report_gate(settings, step, log)
-    close_the_loop(settings, trigger_and_follow, step, log, first, trained_since, patience)
+    close_the_loop(settings, trigger_and_follow, step, log, first, trained_since, plan, patience)
     return 0
+
+
+USE_CASE_MARKER = "use_case"  # in the state dir: the use case whose data it holds
+
+
+def claim_state_dir(settings: Settings) -> None:
+    """Mark the state dir as the configured use case's, or refuse one holding another use case's data
+    (its ledger, features and registry would mix two worlds)."""
+    marker = settings.state.root / USE_CASE_MARKER
+    holder = marker.read_text().strip() if marker.is_file() else None
+    if holder is not None and holder != settings.use_case:
+        raise DemoFailed(
+            f"the state dir {settings.state.root} holds the {holder!r} use case's data, not "
+            f"{settings.use_case!r}'s: stop its stack and set LOOPLINE_STATE_DIR to another folder "
+            f"(e.g. .loopline-{settings.use_case}), or remove {settings.state.root} for a full reset"
+        )
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(settings.use_case + "\n")
+
+
+def check_quarantined(quarantined: list[dict[str, Any]], bad_files: list[str]) -> None:
+    """Exactly the batches the simulator wrote broken on purpose were quarantined (by file name)."""
+    from pathlib import Path
+
+    expected = sorted(Path(f).stem for f in bad_files)
+    got = sorted(e["batch_id"] for e in quarantined)
+    # A batch id is <kind>__<file stem>__<content hash> (loopline.data.ingest.batch_id_for).
+    matched = len(got) == len(expected) and all(any(f"__{stem}__" in b for b in got) for stem in expected)
+    if not matched:
+        raise DemoFailed(f"expected exactly the broken batches {expected} to be quarantined, got {got}")
 
 
 def close_the_loop(
@@ -150,6 +179,7 @@ def close_the_loop(
     log: Callable[[str], None],
     first: str,
     since: datetime,
+    plan: DemoPlan,
     patience: float = 1,
 ) -> None:
     """Champion v1 serves → drift injected → detected → retrain → gate → canary → champion v2."""
@@ -163,16 +193,11 @@ def close_the_loop(
     step("deploy_canary (scheduled by loopline.challenger): the first model has no champion to beat")
     wait_for_dag_run(api, "deploy_canary", since, timeout=300 * patience, log=log)
     champion = wait_for_champion(settings, first, timeout=180 * patience)
-    step(
-        f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated card traffic"
-    )
+    step(f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated traffic")
     log("          " + run_traffic(settings, DEMO_RPS, DEMO_TRAFFIC_S, batch=DEMO_BATCH).describe())
 
-    step(
-        f"drift injected: {DEMO_TRAFFIC_S * 2} s of traffic with amounts x{DRIFT_AMOUNT_FACTOR:g}, online, "
-        "abroad"
-    )
-    drifted = [drift_transaction(tx) for tx in load_transactions(settings)]
+    step(f"drift injected: {DEMO_TRAFFIC_S * 2} s of traffic with {plan.live_drift_description}")
+    drifted = [plan.live_drift(tx) for tx in load_transactions(settings)]
     report = asyncio.run(
         replay(settings.serving_base_url, drifted, DEMO_RPS, DEMO_TRAFFIC_S * 2, batch=DEMO_BATCH)
     )
@@ -203,20 +228,8 @@ def close_the_loop(
 
 PATIENCE = {"distributed": 4}  # how much longer each wait may take than on the embedded profile
 DEMO_RPS = 20
-DEMO_BATCH = 5  # transactions per request: the drift check needs >= 1000 predictions in its window
+DEMO_BATCH = 5  # events per request: the drift check needs >= 1000 predictions in its window
 DEMO_TRAFFIC_S = 10
-DRIFT_AMOUNT_FACTOR = 6.0
-
-
-def drift_transaction(tx: dict[str, Any]) -> dict[str, Any]:
-    """The same customer, far larger amounts, card-not-present, abroad: the pattern of an account takeover
-    wave (the model's inputs and its scores shift)."""
-    return {
-        **tx,
-        "amount": round(float(tx["amount"]) * DRIFT_AMOUNT_FACTOR, 2),
-        "channel": "online",
-        "merchant_country": "US",
-    }
 
 
 def wait_for_dag_run(

@@ -20,6 +20,7 @@ from loopline.cli import k8s as k8s_cli
 from loopline.cli import serving as serving_cli
 from loopline.cli import simulate as simulate_cli
 from loopline.config import Settings, get_settings, telemetry_off_env
+from loopline.config.use_case import available_use_cases
 
 
 def _print_login(info: dict[str, Any]) -> None:
@@ -133,6 +134,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from loopline.demo import DemoFailed, run_demo
     from loopline.platform import stack
 
+    if args.use_case:
+        # Every process of the stack inherits it: the whole loop runs this use case.
+        os.environ["LOOPLINE_USE_CASE"] = args.use_case
     settings = get_settings()
     try:
         code = run_demo(settings, trigger_and_follow, profile=args.profile)
@@ -222,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start the stack and run the loop end to end")
     p.add_argument("--exit", action="store_true", help="stop the stack when the demo is done")
+    p.add_argument(
+        "--use-case",
+        choices=available_use_cases(),
+        default=None,
+        help="the use case whose world the loop runs (default: LOOPLINE_USE_CASE)",
+    )
     p.add_argument(
         "--profile",
         choices=["embedded", "distributed"],

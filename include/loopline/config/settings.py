@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loopline.config.use_case import load_use_case
 
+DEFAULT_USE_CASE = "fraud"  # the built-in example: the one place the platform names a use case
+USE_CASE_NAME = r"^[a-z][a-z0-9_]*$"  # a package name under loopline.usecases
+
 
 def _find_project_dir() -> Path:
     """The repository root (holds ``dags/`` and ``feature_repo/``).
@@ -180,7 +183,7 @@ class Settings(BaseSettings):
 
     mode: Literal["embedded", "distributed", "compose", "kubernetes"] = "embedded"
     # The prediction problem the loop runs: a package loopline.usecases.<use_case> (loopline.config.use_case).
-    use_case: str = Field(default="fraud", pattern=r"^[a-z][a-z0-9_]*$")
+    use_case: str = Field(default=DEFAULT_USE_CASE, pattern=USE_CASE_NAME)
     project_dir: Path = Field(default_factory=_find_project_dir)
     state_dir: Path | None = None
 
@@ -372,6 +375,7 @@ class Settings(BaseSettings):
             "LOOPLINE_AIRFLOW_DAG_REFRESH_INTERVAL": str(self.airflow_dag_refresh_interval),
             "LOOPLINE_STARTUP_TIMEOUT_S": str(self.startup_timeout_s),
             "LOOPLINE_TRAINING_BACKEND": self.training_backend,
+            "LOOPLINE_USE_CASE": self.use_case,
             **({"LOOPLINE_CANARY_POLICY": str(self.canary_policy)} if self.canary_policy else {}),
             **({"LOOPLINE_PREDICTION_LOG_URL": self.prediction_log_url} if self.prediction_log_url else {}),
             **({"LOOPLINE_HISTORY_URL": self.history_url} if self.history_url else {}),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
@@ -48,15 +48,32 @@ class SimulationRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DemoPlan:
+    """How ``loopline demo`` runs a use case's world: ``days`` of history up to yesterday written with the
+    simulator's ``options`` (enough for labelled training days and a matured holdout; a bad-batch option
+    makes the demo show a quarantine), the first model trained for ``epochs``, then ``live_drift`` applied
+    to every replayed event to stand for a shift in live traffic that the drift monitor must catch."""
+
+    days: int
+    epochs: int
+    live_drift: Callable[[dict[str, Any]], dict[str, Any]]
+    live_drift_description: str  # what it does, e.g. "amounts x6, online, abroad"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class WorldSimulator(Protocol):
     """A use case's simulated world, for demos, tests and trying Loopline without data of one's own."""
 
     drift_kinds: Mapping[str, str]  # kind -> what it changes in the world
     options: Mapping[str, str]  # the simulator's own options -> what each does
+    demo: DemoPlan  # what `loopline demo` simulates and which live drift it injects
 
     def write(self, request: SimulationRequest, progress: bool = False) -> dict[str, Any]:
-        """Write the batches; a JSON-able summary with at least ``out``, ``days``, ``start``, ``end``."""
+        """Write the batches; a JSON-able summary with at least ``out``, ``days``, ``start``, ``end``,
+        ``files`` (how many batch files were written) and ``bad_files`` (the paths of those written broken on
+        purpose, which ingest must quarantine)."""
         ...
 
     def describe(self, summary: dict[str, Any]) -> str:
@@ -161,7 +178,7 @@ class UseCase:
         if not isinstance(found, WorldSimulator):
             raise UseCaseError(
                 f"use case {self.name!r}: {self.simulator} is not a WorldSimulator (it needs drift_kinds, "
-                "options, write(request) and describe(summary); see loopline.config.use_case.WorldSimulator)"
+                "options, demo, write(request) and describe(summary); see loopline.config.use_case.WorldSimulator)"
             )
         return found
 

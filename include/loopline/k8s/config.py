@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from loopline.config import Settings
+from loopline.config.settings import DEFAULT_USE_CASE, USE_CASE_NAME
 from loopline.config.use_case import load_use_case
 from loopline.config.yaml_files import StrictModel, read_yaml_mapping
 
@@ -256,7 +257,7 @@ class KubernetesConfig(StrictModel):
     version: Literal[1] = 1
     namespace: DnsLabel = "loopline"
     # The use case the cluster runs (LOOPLINE_USE_CASE): the trainer's --use-case and MLflow's defaults.
-    use_case: str = Field(default="fraud", pattern=r"^[a-z][a-z0-9_]*$")
+    use_case: str = Field(default=DEFAULT_USE_CASE, pattern=USE_CASE_NAME)
     # The root of the files tasks share (LOOPLINE_STORAGE_URL of the Airflow pods; s3://bucket[/prefix]);
     # MLflow's artifacts live under it unless mlflow.artifacts_destination says otherwise. Serving reads the
     # curated store under it for fresh features (empty: they stay off).

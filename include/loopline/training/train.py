@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--use-case",
         default=None,
-        help="the use case whose model is trained (default: LOOPLINE_USE_CASE, else fraud)",
+        help="the use case whose model is trained (default: LOOPLINE_USE_CASE)",
     )
     parser.add_argument(
         "--config",

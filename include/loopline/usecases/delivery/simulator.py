@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
-from loopline.config.use_case import SimulationRequest
+from loopline.config.use_case import DemoPlan, SimulationRequest
 from loopline.data.batch_files import write_frame
 from loopline.usecases.delivery.schema import (
     DELIVERY_COLUMNS,
@@ -179,11 +179,30 @@ DRIFT_KINDS: dict[str, str] = {
 }
 
 
+def storm(order: dict[str, Any]) -> dict[str, Any]:
+    """A sudden storm: every order placed in rain or snow while couriers are far busier (the model's inputs
+    shift): the demo's live drift."""
+    busy = float(order["couriers_busy_share"])
+    return {
+        **order,
+        "weather_condition": "snow" if busy > 0.5 else "rain",
+        "couriers_busy_share": round(min(1.0, 0.35 + 0.65 * busy), 3),
+    }
+
+
 class DeliveryWorldSimulation:
     """The delivery use case's :class:`~loopline.config.use_case.WorldSimulator` (``loopline simulate``)."""
 
     drift_kinds = DRIFT_KINDS
     options = {"orders_per_day": "mean number of orders a day (default 1500)"}
+    # Minutes are known within hours of the order: two weeks give twelve labelled training days and a
+    # matured holdout.
+    demo = DemoPlan(
+        days=14,
+        epochs=12,
+        live_drift=storm,
+        live_drift_description="every order in rain or snow, couriers far busier",
+    )
 
     def write(self, request: SimulationRequest, progress: bool = False) -> dict[str, Any]:
         drift = None
@@ -219,6 +238,8 @@ class DeliveryWorldSimulation:
             "order_files": [str(p) for p in orders],
             "delivery_files": [str(p) for p in deliveries],
             "drift": None if drift is None else {"kind": drift.kind, "from_day": drift.from_day},
+            "files": len(written),
+            "bad_files": [],
         }
 
     def describe(self, summary: dict[str, Any]) -> str:
