@@ -28,12 +28,12 @@ def test_demo_runs_unattended_and_leaves_nothing_running(tmp_path):
     text = out.stdout
     assert ": success" in text and "platform_smoke" in text
     assert "quarantined as it should be" in text and "bad-duplicate_ids" in text
-    landed = int(re.search(r"in (\d+) files; the landing-zone watcher", text).group(1))
+    landed = int(re.search(r"(\d+) files landed; the landing-zone watcher", text).group(1))
     published = int(re.search(r"ingest done: (\d+) batches published", text).group(1))
     assert published == landed - 1 >= 8, "every good batch (a week of transactions, some labels) publishes"
     assert "training/serving skew: 0 mismatches" in text
     rows = int(re.search(r"point-in-time training set: ([\d,]+) rows", text).group(1).replace(",", ""))
-    simulated = int(re.search(r"([\d,]+) transactions \(fraud rate", text).group(1).replace(",", ""))
+    simulated = int(re.search(r"([\d,]+) transactions, fraud rate", text).group(1).replace(",", ""))
     # The broken batch is a corrupted copy of day one, which also lands intact: nothing is missing.
     assert rows == simulated, "every simulated transaction is in the training set exactly once"
     assert re.search(
