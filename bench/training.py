@@ -37,7 +37,7 @@ from loopline.config.use_case import load_use_case  # noqa: E402
 from loopline.training.config import TrainingConfig, load_config  # noqa: E402
 from loopline.training.data import feature_columns, labelled_split  # noqa: E402
 from loopline.training.loop import fit, pick_device, ranking_metrics, seed_everything  # noqa: E402
-from loopline.training.synthetic import FEATURES, extra_feature_names, synthetic_training_set  # noqa: E402
+from loopline.usecases.fraud.synthetic import FEATURES, extra_feature_names, synthetic_training_set  # noqa: E402
 
 # The synthetic training set is fraud-shaped.
 USE_CASE = load_use_case("fraud")

@@ -14,8 +14,8 @@ from loopline.monitoring.reference import load_reference
 from loopline.platform.mlflow_util import mlflow_client
 from loopline.serving.prediction_log import LoggedPrediction, PredictionLog
 from loopline.training.config import load_config
-from loopline.training.synthetic import synthetic_training_set, write_training_set
 from loopline.training.train import train
+from loopline.usecases.fraud.synthetic import synthetic_training_set, write_training_set
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from loopline.training.distributed import (
 )
 from loopline.training.launch import run_local, trainer_argv, trainer_command
 from loopline.training.loop import fit
-from loopline.training.synthetic import synthetic_training_set, write_training_set
+from loopline.usecases.fraud.synthetic import synthetic_training_set, write_training_set
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml"

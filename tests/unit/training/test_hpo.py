@@ -9,8 +9,8 @@ import pytest
 
 from loopline.training.config import TrainingConfigError, load_config, with_values
 from loopline.training.hpo import run_study
-from loopline.training.synthetic import synthetic_training_set, write_training_set
 from loopline.training.train import train
+from loopline.usecases.fraud.synthetic import synthetic_training_set, write_training_set
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml"

@@ -17,9 +17,9 @@ from loopline.training.config import TrainingConfigError, from_dict, load_config
 from loopline.training.data import TrainingError, feature_columns, read_training_set
 from loopline.training.model import Preprocessor
 from loopline.training.pyfunc import as_model_input
-from loopline.training.synthetic import FEATURES, synthetic_training_set, write_training_set
 from loopline.training.tracking import REASON_TAG, TASK_TAG
 from loopline.training.train import main, train
+from loopline.usecases.fraud.synthetic import FEATURES, synthetic_training_set, write_training_set
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_PATH = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml"
