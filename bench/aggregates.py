@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from loopline.features.aggregates import compute_aggregates
 from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import write_aggregates
+from loopline.usecases.fraud.features.aggregates import compute_aggregates
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 

@@ -147,7 +147,7 @@ def train_model():
             end=datetime.fromisoformat(windows["train_end"]),
             labels_as_of=datetime.fromisoformat(windows["labels_as_of"]),
         )
-        print(f"{manifest.rows} rows, {manifest.labelled_rows} labelled, {manifest.fraud_rows} fraud")
+        print(f"{manifest.rows} rows, {manifest.labelled_rows} labelled, {manifest.positive_rows} positive")
         # The reason rides along to the launcher, which records it with the MLflow run.
         return {
             **publish_training_set(settings, manifest.to_dict(), context["run_id"]),
@@ -175,7 +175,7 @@ def train_model():
             labels_as_of=datetime.fromisoformat(windows["labels_as_of"]),
             windows=planned,
         )
-        print(f"holdout: {manifest.labelled_rows} labelled rows, {manifest.fraud_rows} fraud")
+        print(f"holdout: {manifest.labelled_rows} labelled rows, {manifest.positive_rows} positive")
         # The gate may run on another worker: hand it a shared-storage URI (on one machine, the file itself).
         return {
             **manifest.to_dict(),

@@ -25,7 +25,6 @@ from test_production_feature_store import (  # noqa: F401 (servers: the module-s
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.features.aggregates import compute_aggregates
 from loopline.features.fresh import FreshFeatures
 from loopline.features.materialize import materialize
 from loopline.features.online import OnlineFeatures
@@ -39,6 +38,7 @@ from loopline.features.streaming import (
 from loopline.features.tables import CUSTOMER_VELOCITY
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import AnsweredFeed, LoggedPrediction, PredictionLog
+from loopline.usecases.fraud.features.aggregates import compute_aggregates
 
 pytestmark = pytest.mark.integration
 

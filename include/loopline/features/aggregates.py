@@ -1,48 +1,31 @@
-"""The leak-free aggregate tables of ``tables.py``, computed from curated transactions.
+"""Time windows over events, vectorised: the machinery behind every use case's aggregate tables.
 
-Every table holds one row per transaction, keyed by its entity, stamped with the transaction's
-``event_timestamp`` and holding the state **after** it: a window ``w`` covers that key's transactions
-in ``(t - w, t]``. Nothing after ``t`` is ever read, so a row never changes when later data arrives.
+A table (``tables.AggregateTable``) holds one row per event, keyed by its entity, stamped with the event's time
+(``event_timestamp``) and holding the state **after** it: a window ``w`` covers that key's events in
+``(t - w, t]``. Nothing after ``t`` is ever read, so a row never changes when later data arrives.
 
-Same-timestamp ties: two transactions of the same key at exactly the same ``event_timestamp`` give
-**one** row for that ``(keys, event_timestamp)`` holding the state after both (both are in
-``(t - w, t]``). A training row joins at ``T - 1 µs`` and so sees neither, which is still leak-free.
+Same-timestamp ties: two events of the same key at exactly the same time give **one** row for that
+``(keys, event_timestamp)`` holding the state after both (both are in ``(t - w, t]``). A training row joins at
+``T - 1 µs`` and so sees neither, which is still leak-free.
 
-How (vectorised, no Python loop per group or row): a table's rows are sorted by (entity, time);
-for a window ``w`` each row's window is then the contiguous slice ``[left, i]`` of its entity's rows,
-found for all rows at once with one ``searchsorted`` on a monotone (entity, time rank) key. Counts are
-slice lengths, sums and means come from per-entity prefix sums, the population std from prefix sums of
-amounts centred on the entity's mean, the max from a sparse table, and distinct counts from each row's
-link to the previous row of the same value, turned into range additions and one cumulative sum.
+How (vectorised, no Python loop per group or row): a table's rows are sorted by (entity, time); for a window
+``w`` each row's window is then the contiguous slice ``[left, i]`` of its entity's rows, found for all rows at
+once with one ``searchsorted`` on a monotone (entity, time rank) key. Counts are slice lengths, sums and means
+come from per-entity prefix sums, the max from a sparse table, and distinct counts from each row's link to the
+previous row of the same value, turned into range additions and one cumulative sum.
 
-Missing values: rows with a missing key or ``event_timestamp`` are left out of that table (the curated
-contract never has them); a missing ``merchant_country`` counts as foreign, a missing ``channel`` as not
-online, and a missing merchant or card as one value of its own in distinct counts. A missing ``amount``
-is an error.
-
-Pure: frames in, frames out, no I/O. Reading curated transactions is ``curated``'s job, and recomputing
-an interval into the offline store (read, compute, merge) is ``offline_refresh``'s.
+Pure: frames in, frames out, no I/O. What a use case computes with it is the use case's (fraud's:
+``loopline.usecases.fraud.features.aggregates``); reading curated events is ``curated``'s job, and merging an
+interval into the offline store ``offline_refresh``'s.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import pandas as pd
 
-from loopline.features.frames import KEY_DTYPE, TIMESTAMP, entity_codes, epoch_us
-from loopline.features.tables import (
-    CUSTOMER_CHANNEL,
-    CUSTOMER_DEVICE,
-    CUSTOMER_VELOCITY,
-    MERCHANT_STATS,
-    TABLES,
-    AggregateTable,
-)
-
-HOME_COUNTRY = "DE"
-ONLINE = "online"
+from loopline.features.frames import KEY_DTYPE, TIMESTAMP, entity_codes
+from loopline.features.tables import AggregateTable
 
 US_PER_S = 1_000_000
 HOUR_US = 3_600 * US_PER_S
@@ -52,43 +35,16 @@ WINDOW_US: dict[str, int] = {
     "7d": 7 * 24 * HOUR_US,
     "30d": 30 * 24 * HOUR_US,
 }
-HISTORY = timedelta(days=30)
-"""The longest window: a row at ``t`` needs the transactions in ``(t - 30 d, t]``."""
-
-TABLES_BY_NAME: dict[str, AggregateTable] = {table.name: table for table in TABLES}
 
 
-# --- the computation -------------------------------------------------------------------------------
+def since_us(since: pd.Timestamp | None) -> int | None:
+    """``since`` in µs since the epoch (None stays None)."""
+    from loopline.features.frames import epoch_us
+
+    return None if since is None else int(epoch_us(pd.Series([utc_timestamp(since)]))[0])
 
 
-def compute_aggregates(
-    transactions: pd.DataFrame,
-    since: pd.Timestamp | None = None,
-    *,
-    device_first_seen: pd.DataFrame | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Table name -> rows for every transaction with ``event_timestamp >= since`` (all if None).
-
-    The rows are computed with the full history in ``transactions`` (windows look back up to 30 days),
-    so for ``t >= since`` they equal those of a computation without ``since``. Each frame has exactly
-    the table's columns, in order, with its dtypes, sorted by keys then ``event_timestamp``.
-
-    ``device_first_seen`` optionally extends ``dev_first_seen_epoch_s`` past the history given: a frame
-    of ``customer_id``, ``device_id``, ``dev_first_seen_epoch_s`` (the earliest earlier use, e.g. from
-    partitions older than the history read); a value is used only where it is at or before the row.
-    """
-    tx = _usable(transactions)
-    t_us = epoch_us(tx[TIMESTAMP])
-    since_us = None if since is None else int(epoch_us(pd.Series([utc_timestamp(since)]))[0])
-    return {
-        CUSTOMER_VELOCITY.name: _customer_velocity(tx, t_us, since_us),
-        MERCHANT_STATS.name: _merchant_stats(tx, t_us, since_us),
-        CUSTOMER_DEVICE.name: _customer_device(tx, t_us, since_us, device_first_seen),
-        CUSTOMER_CHANNEL.name: _customer_channel(tx, t_us, since_us),
-    }
-
-
-class _Windows:
+class Windows:
     """One table's rows sorted by (entity, time) and the time windows over them.
 
     ``codes`` are entity codes whose order is the keys' order; arrays given to the methods, and all
@@ -198,108 +154,7 @@ class _Windows:
         return self.count(w_us) - repeats_in_window
 
 
-def _customer_velocity(tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None) -> pd.DataFrame:
-    table = CUSTOMER_VELOCITY
-    tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(entity_codes(tx, table.keys), t_us)
-    o = win.order
-    amount = tx["amount"].to_numpy(dtype=np.float64)[o]
-    merchant = _value_codes(tx["merchant_id"])[o]
-    online = tx["channel"].eq(ONLINE).fillna(False).to_numpy(dtype=np.int64)[o]
-    foreign = (~tx["merchant_country"].eq(HOME_COUNTRY).fillna(False)).to_numpy(dtype=np.int64)[o]
-    h1, d1, d7, d30 = (WINDOW_US[w] for w in ("1h", "24h", "7d", "30d"))
-
-    amount_prefix = win.prefix(amount)
-    count_30d = win.count(d30)
-    # Population std over 30 d from sums of amounts centred on the customer's mean (small magnitudes,
-    # little cancellation); exactly 0.0 when the window holds one distinct amount (e.g. one transaction).
-    centred = amount - _group_mean(win, amount)
-    s1 = win.window_sum(centred, d30)
-    s2 = win.window_sum(centred * centred, d30)
-    variance = np.maximum(s2 / count_30d - (s1 / count_30d) ** 2, 0.0)
-    std = np.sqrt(variance)
-    std[_value_codes_window_single(win, amount, d30)] = 0.0
-
-    features = {
-        "cust_tx_count_1h": win.count(h1),
-        "cust_tx_count_24h": win.count(d1),
-        "cust_tx_count_7d": win.count(d7),
-        "cust_tx_count_30d": count_30d,
-        "cust_amount_sum_24h": win.window_sum(amount, d1, amount_prefix),
-        "cust_amount_mean_24h": win.window_sum(amount, d1, amount_prefix) / win.count(d1),
-        "cust_amount_mean_7d": win.window_sum(amount, d7, amount_prefix) / win.count(d7),
-        "cust_amount_mean_30d": win.window_sum(amount, d30, amount_prefix) / count_30d,
-        "cust_amount_std_30d": std,
-        "cust_amount_max_7d": win.window_max(amount, d7),
-        "cust_distinct_merchants_24h": win.window_distinct(merchant, d1),
-        "cust_distinct_merchants_7d": win.window_distinct(merchant, d7),
-        "cust_online_share_30d": win.window_sum(online, d30) / count_30d,
-        "cust_foreign_share_30d": win.window_sum(foreign, d30) / count_30d,
-        "cust_last_tx_epoch_s": win.t / US_PER_S,
-    }
-    return _emit(table, tx, win, features, since_us)
-
-
-def _merchant_stats(tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None) -> pd.DataFrame:
-    table = MERCHANT_STATS
-    tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(entity_codes(tx, table.keys), t_us)
-    amount = tx["amount"].to_numpy(dtype=np.float64)[win.order]
-    card = _value_codes(tx["card_id"])[win.order]
-    d1, d7 = WINDOW_US["24h"], WINDOW_US["7d"]
-    features = {
-        "merch_tx_count_24h": win.count(d1),
-        "merch_tx_count_7d": win.count(d7),
-        "merch_amount_mean_7d": win.window_sum(amount, d7) / win.count(d7),
-        "merch_distinct_cards_24h": win.window_distinct(card, d1),
-    }
-    return _emit(table, tx, win, features, since_us)
-
-
-def _customer_device(
-    tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None, prior: pd.DataFrame | None
-) -> pd.DataFrame:
-    table = CUSTOMER_DEVICE
-    tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(entity_codes(tx, table.keys), t_us)
-    features = {
-        "dev_tx_count_30d": win.count(WINDOW_US["30d"]),
-        "dev_first_seen_epoch_s": win.t[win.group_start()] / US_PER_S,
-    }
-    frame = _emit(table, tx, win, features, since_us)
-    if prior is not None and len(prior) and len(frame):
-        frame = _apply_prior_first_seen(frame, prior)
-    return frame
-
-
-def _customer_channel(tx: pd.DataFrame, t_us: np.ndarray, since_us: int | None) -> pd.DataFrame:
-    table = CUSTOMER_CHANNEL
-    tx, t_us = _with_keys(tx, t_us, table)
-    win = _Windows(entity_codes(tx, table.keys), t_us)
-    features = {"chan_tx_count_30d": win.count(WINDOW_US["30d"])}
-    return _emit(table, tx, win, features, since_us)
-
-
-def _apply_prior_first_seen(frame: pd.DataFrame, prior: pd.DataFrame) -> pd.DataFrame:
-    """``dev_first_seen_epoch_s`` = min(own history, earlier uses in ``prior`` at or before the row)."""
-    keys = list(CUSTOMER_DEVICE.keys)
-    earliest = (
-        prior.dropna(subset=[*keys, "dev_first_seen_epoch_s"])
-        .astype({key: KEY_DTYPE for key in keys})
-        .groupby(keys, sort=False)["dev_first_seen_epoch_s"]
-        .min()
-    )
-    index = pd.MultiIndex.from_frame(frame[keys])
-    known = earliest.reindex(index).to_numpy(dtype=np.float64)
-    own = frame["dev_first_seen_epoch_s"].to_numpy()
-    row_s = epoch_us(frame[TIMESTAMP]) / US_PER_S
-    usable = ~np.isnan(known) & (known <= row_s)
-    frame = frame.copy()
-    frame["dev_first_seen_epoch_s"] = np.where(usable, np.fmin(own, known), own)
-    return frame
-
-
-def _group_mean(win: _Windows, x: np.ndarray) -> np.ndarray:
+def group_mean(win: Windows, x: np.ndarray) -> np.ndarray:
     if not win.n:
         return np.zeros(0)
     start_idx = np.flatnonzero(win.starts)
@@ -308,7 +163,7 @@ def _group_mean(win: _Windows, x: np.ndarray) -> np.ndarray:
     return np.repeat(means, sizes)
 
 
-def _value_codes_window_single(win: _Windows, x: np.ndarray, w_us: int) -> np.ndarray:
+def single_value_windows(win: Windows, x: np.ndarray, w_us: int) -> np.ndarray:
     """Rows whose window holds a single distinct value of ``x``."""
     codes, _ = pd.factorize(x)
     single: np.ndarray = win.window_distinct(codes.astype(np.int64), w_us) == 1
@@ -318,51 +173,28 @@ def _value_codes_window_single(win: _Windows, x: np.ndarray, w_us: int) -> np.nd
 # --- frames in and out ----------------------------------------------------------------------------
 
 
-def _usable(transactions: pd.DataFrame) -> pd.DataFrame:
-    missing = [
-        c
-        for c in (
-            "event_timestamp",
-            "amount",
-            "customer_id",
-            "merchant_id",
-            "card_id",
-            "channel",
-            "merchant_country",
-            "device_id",
-        )
-        if c not in transactions.columns
-    ]
-    if missing:
-        raise ValueError(f"transactions lack column(s) {missing}")
-    tx = transactions[transactions[TIMESTAMP].notna()].reset_index(drop=True)
-    if tx["amount"].isna().any():
-        raise ValueError("transactions with a missing amount: the curated contract forbids them")
-    return tx
-
-
 def utc_timestamp(ts: pd.Timestamp | str) -> pd.Timestamp:
     """``ts`` as a UTC timestamp (a naive one is taken to be UTC)."""
     ts = pd.Timestamp(ts)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _with_keys(tx: pd.DataFrame, t_us: np.ndarray, table: AggregateTable) -> tuple[pd.DataFrame, np.ndarray]:
+def with_keys(tx: pd.DataFrame, t_us: np.ndarray, table: AggregateTable) -> tuple[pd.DataFrame, np.ndarray]:
     present = tx[list(table.keys)].notna().all(axis=1).to_numpy()
     if present.all():
         return tx, t_us
     return tx[present].reset_index(drop=True), t_us[present]
 
 
-def _value_codes(values: pd.Series) -> np.ndarray:
+def value_codes(values: pd.Series) -> np.ndarray:
     codes, _ = pd.factorize(values, use_na_sentinel=False)
     return codes.astype(np.int64)
 
 
-def _emit(
+def emit(
     table: AggregateTable,
     tx: pd.DataFrame,
-    win: _Windows,
+    win: Windows,
     features: dict[str, np.ndarray],
     since_us: int | None,
 ) -> pd.DataFrame:
@@ -380,3 +212,12 @@ def _emit(
 
 def _timestamps(us: np.ndarray) -> pd.Series:
     return pd.Series(pd.DatetimeIndex(us.astype("datetime64[us]")).tz_localize("UTC"))
+
+
+def count_table(
+    events: pd.DataFrame, t_us: np.ndarray, table: AggregateTable, windows: dict[str, int], since: int | None
+) -> pd.DataFrame:
+    """``table``'s rows when each feature is a count of the key's events in a window: feature -> window in µs."""
+    events, t_us = with_keys(events, t_us, table)
+    win = Windows(entity_codes(events, table.keys), t_us)
+    return emit(table, events, win, {name: win.count(w) for name, w in windows.items()}, since)

@@ -1,10 +1,11 @@
-"""Reads of the curated store itself, for the feature modules: its time span, its transactions in an
-interval (and each device's first use before a time), and the labels known at a time.
+"""Reads of the curated store itself, for the feature modules: its time span, its events in an interval
+(and each device's first use before a time, for the streaming tables), and the labels known at a time.
 
 Materialisation, training sets and fresh features need the span; the aggregates' refresh, fresh features,
-training sets, the skew check and the gate's holdout the transactions; training sets, monitoring, the
-canary's label windows and the gate's holdout the labels. None of it reads a feature store, so it is apart
-from the modules that do (fresh features read the span without importing the materialiser).
+training sets, the skew check and the gate's holdout the events; training sets, monitoring, the canary's
+label windows and the gate's holdout the labels. Which columns and folders: the use case's
+(``loopline.config.use_case``). None of it reads a feature store, so it is apart from the modules that do
+(fresh features read the span without importing the materialiser).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.data.ingest import visible_partition_files
-from loopline.data.schema import TRANSACTION_COLUMNS
 from loopline.features.aggregates import US_PER_S, utc_timestamp
 from loopline.features.feature_service import ONE_MICROSECOND, FeatureRowsMismatch
 from loopline.features.frames import KEY_DTYPE, TIMESTAMP, epoch_us
@@ -28,12 +29,22 @@ if TYPE_CHECKING:
     from loopline.config import Settings
 
 
+def _use_case(use_case: UseCase | None) -> UseCase:
+    """``use_case``, or the configured one (``LOOPLINE_USE_CASE``)."""
+    if use_case is not None:
+        return use_case
+    from loopline.config import Settings
+
+    return load_use_case(Settings().use_case)
+
+
 def curated_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
-    """[first event, last event + 1 µs) over the curated transactions, or None when there are none."""
-    files = visible_partition_files(settings.state.curated / "transactions")
+    """[first event, last event + 1 µs) over the use case's curated events, or None when there are none."""
+    use_case = load_use_case(settings.use_case)
+    files = visible_partition_files(settings.state.curated / use_case.batch_names["events"])
     if not files:
         return None
-    table = parquet_dataset(files).to_table(columns=["event_timestamp"])
+    table = parquet_dataset(files).to_table(columns=[use_case.time_column])
     column = table.column(0)
     import pyarrow.compute as pc
 
@@ -42,28 +53,27 @@ def curated_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
 
 
 def read_labels(settings: Settings, as_of: datetime) -> pd.DataFrame:
-    """Curated labels known at ``as_of`` (label delay honoured: later labels do not exist yet)."""
-    files = visible_partition_files(settings.state.curated / "labels")
+    """Curated labels known at ``as_of`` (label delay honoured: later labels do not exist yet): the use
+    case's id, label and label-time columns (a classifier's label as nullable ``Int64``)."""
+    use_case = load_use_case(settings.use_case)
+    files = visible_partition_files(settings.state.curated / use_case.batch_names["labels"])
     if not files:
-        return pd.DataFrame(
-            {
-                "transaction_id": pd.Series(dtype="string"),
-                "is_fraud": pd.Series(dtype="Int64"),
-                "label_timestamp": pd.Series(dtype="datetime64[us, UTC]"),
-            }
-        )
+        dtypes = dict(use_case.label_columns)
+        if use_case.task == "binary_classification":
+            dtypes[use_case.label_column] = "Int64"
+        return pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})
     labels: pd.DataFrame = pd.concat([read_parquet(f) for f in files], ignore_index=True)
-    labels = labels[labels["label_timestamp"] <= pd.Timestamp(as_of)]
-    if labels["transaction_id"].duplicated().any():
-        raise FeatureRowsMismatch("a transaction has more than one label in the curated store")
+    labels = labels[labels[use_case.label_time_column] <= pd.Timestamp(as_of)]
+    if labels[use_case.id_column].duplicated().any():
+        raise FeatureRowsMismatch(f"an event has more than one label in the curated store ({use_case.name})")
     return labels
 
 
-def _partitions(curated_dir: Path, start: pd.Timestamp | None, end: pd.Timestamp | None) -> list[Path]:
+def _partitions(
+    curated_dir: Path, folder: str, start: pd.Timestamp | None, end: pd.Timestamp | None
+) -> list[Path]:
     """Published parquet files of the ``date=YYYY-MM-DD`` partitions whose day overlaps ``[start, end)``."""
-    root = (
-        Path(curated_dir) if isinstance(curated_dir, str) else curated_dir
-    ) / "transactions"  # or object storage
+    root = (Path(curated_dir) if isinstance(curated_dir, str) else curated_dir) / folder  # or object storage
     if not root.is_dir():
         return []
     days = []
@@ -86,19 +96,24 @@ def read_curated_transactions(
     end: pd.Timestamp | None = None,
     *,
     columns: list[str] | None = None,
+    use_case: UseCase | None = None,
 ) -> pd.DataFrame:
-    """Curated transactions with ``start <= event_timestamp < end`` (open where None).
+    """Curated events of ``use_case`` (default: the configured one) with ``start <= time < end`` (open where
+    None), its time column being its ``time_column``.
 
-    Reads only ``<curated_dir>/transactions/date=YYYY-MM-DD/*.parquet`` partitions whose day overlaps
+    Reads only ``<curated_dir>/<events folder>/date=YYYY-MM-DD/*.parquet`` partitions whose day overlaps
     ``[start, end)`` (pruned by folder name), then keeps the rows inside it. Returns the contract's
-    columns (or ``columns`` of them, in contract order) with its dtypes.
+    columns (or ``columns`` of them, in contract order) with its dtypes, sorted by time.
     """
+    case = _use_case(use_case)
+    time_column = case.time_column
     start = None if start is None else utc_timestamp(start)
     end = None if end is None else utc_timestamp(end)
     wanted = {
-        c: d for c, d in TRANSACTION_COLUMNS.items() if columns is None or c in columns or c == TIMESTAMP
+        c: d for c, d in case.event_columns.items() if columns is None or c in columns or c == time_column
     }
-    frames = [read_parquet(f, columns=list(wanted)) for f in _partitions(curated_dir, start, end)]
+    files = _partitions(curated_dir, case.batch_names["events"], start, end)
+    frames = [read_parquet(f, columns=list(wanted)) for f in files]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in wanted.items()})
@@ -106,17 +121,20 @@ def read_curated_transactions(
     frame = pd.DataFrame({c: frame[c].astype(d) for c, d in wanted.items()})
     keep = np.ones(len(frame), dtype=bool)
     if start is not None:
-        keep &= (frame[TIMESTAMP] >= start).to_numpy()
+        keep &= (frame[time_column] >= start).to_numpy()
     if end is not None:
-        keep &= (frame[TIMESTAMP] < end).to_numpy()
+        keep &= (frame[time_column] < end).to_numpy()
     frame = frame[keep]
-    return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+    return frame.sort_values(time_column, kind="stable").reset_index(drop=True)
 
 
-def device_first_seen(curated_dir: Path, before: pd.Timestamp) -> pd.DataFrame:
-    """Earliest use of each (customer_id, device_id) among curated transactions before ``before``."""
+def device_first_seen(
+    curated_dir: Path, before: pd.Timestamp, use_case: UseCase | None = None
+) -> pd.DataFrame:
+    """Earliest use of each key of ``CUSTOMER_DEVICE`` (a customer's device) among the curated events
+    before ``before``: what the streaming tables' ``dev_first_seen_epoch_s`` needs beyond their window."""
     keys = list(CUSTOMER_DEVICE.keys)
-    old = read_curated_transactions(curated_dir, None, before, columns=[*keys, TIMESTAMP])
+    old = read_curated_transactions(curated_dir, None, before, columns=[*keys, TIMESTAMP], use_case=use_case)
     old = old.dropna(subset=keys)
     if not len(old):
         return pd.DataFrame(

@@ -1,10 +1,10 @@
 """The feature service every consumer asks for, and what its readers share.
 
-Training sets, the online lookup and the skew check all go through one versioned Feast FeatureService
-(``fraud_detection_v1``), so training and serving ask for the same features computed by the same
-definitions. This module holds what they all need of it (its name, the columns of a lookup, the 1 µs
-join offset, the error for rows lost or duplicated) and reads no store, so each of them imports it
-without importing the others.
+Training sets, the online lookup and the skew check all go through one versioned Feast FeatureService (the
+use case's, ``FeatureDefinitions.service``: fraud's ``fraud_detection_v1``), so training and serving ask for the
+same features computed by the same definitions. This module holds what they all need of it (its name, its
+feature columns, the 1 µs join offset, the error for rows lost or duplicated) and reads no store, so each of
+them imports it without importing the others.
 """
 
 from __future__ import annotations
@@ -15,12 +15,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
-FEATURE_SERVICE = "fraud_detection_v1"
-# Entity and request columns every lookup needs (join keys of the views + the request source).
-ENTITY_COLUMNS = ("customer_id", "merchant_id", "device_id", "channel")
-REQUEST_COLUMNS = ("amount", "event_epoch_s")
-# Transaction columns the model uses directly (categoricals) or the gate needs (fairness groups).
-PASSTHROUGH_COLUMNS = ("merchant_category", "merchant_country", "customer_age_band", "customer_region")
 ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -28,11 +22,20 @@ class FeatureRowsMismatch(RuntimeError):
     """Rows went missing or were duplicated between the entity rows and the features: never silent."""
 
 
-def service(store: FeatureStore, name: str = FEATURE_SERVICE) -> FeatureService:
-    return store.get_feature_service(name)
+def service_name(store: FeatureStore, name: str | None = None) -> str:
+    """``name``, or the FeatureService of the use case whose Feast repo ``store`` opened."""
+    if name is not None:
+        return name
+    from loopline.features.definitions import feature_definitions, use_case_of
+
+    return feature_definitions(use_case_of(store)).service
 
 
-def feature_names(store: FeatureStore, name: str = FEATURE_SERVICE) -> list[str]:
+def service(store: FeatureStore, name: str | None = None) -> FeatureService:
+    return store.get_feature_service(service_name(store, name))
+
+
+def feature_names(store: FeatureStore, name: str | None = None) -> list[str]:
     """The feature columns the service returns, in a stable order."""
     return [
         f.name for projection in service(store, name).feature_view_projections for f in projection.features

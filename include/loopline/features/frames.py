@@ -9,9 +9,9 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from loopline.features.tables import TIMESTAMP as TIMESTAMP
 from loopline.features.tables import AggregateTable
 
-TIMESTAMP = "event_timestamp"
 TIMESTAMP_DTYPE: Final = "datetime64[us, UTC]"
 KEY_DTYPE = "string"
 

@@ -99,15 +99,20 @@ def read_curated_events(settings: Settings, start: datetime | None, end: datetim
     """Curated transactions in [start, end) (and device first-seen times before ``start``)."""
     import pandas as pd
 
+    from loopline.config.use_case import load_use_case
     from loopline.features.curated import device_first_seen, read_curated_transactions
 
+    use_case = load_use_case(settings.use_case)
     first_seen = {}
     if start is not None:
-        first_seen = device_first_seen_map(device_first_seen(settings.state.curated, pd.Timestamp(start)))
+        first_seen = device_first_seen_map(
+            device_first_seen(settings.state.curated, pd.Timestamp(start), use_case)
+        )
     frame = read_curated_transactions(
         settings.state.curated,
         None if start is None else pd.Timestamp(start),
         None if end is None else pd.Timestamp(end),
+        use_case=use_case,
     )
     return CuratedEvents(events_from_frame(frame), first_seen)
 
@@ -175,9 +180,17 @@ class FreshFeatures:
         wrong, not just stale, and written to the store it would replace a right one. Curated batches
         without a watermark yet (ingested, not materialised) are ``FreshFeaturesNotReady``: retried."""
         from loopline.features.curated import curated_time_range
+        from loopline.features.definitions import definitions_for
         from loopline.features.watermark import materialized_until
         from loopline.platform.feast_store import feature_store
 
+        use_case, definitions = definitions_for(self.settings)
+        if not definitions.streaming:
+            raise FreshFeaturesUnavailable(
+                f"use case {use_case.name!r} defines no streaming features (its FeatureDefinitions.streaming "
+                "is off): features are as of the last materialisation; set fresh_features.enabled: false in the "
+                "serving config"
+            )
         if self.settings.mode == "kubernetes":
             # Pods share no disk: the curated store and the watermark must come from the shared services.
             missing = [

@@ -1,26 +1,25 @@
-"""Point-in-time (historical) features: each transaction's features as of 1 µs before it, one row per row.
+"""Point-in-time (historical) features: each event's features as of 1 µs before it, one row per row.
 
 The offline half of the feature service, apart from the online lookup (``features.online``) because
 serving never joins offline: training sets (``features.training_sets``) and the skew check call
 ``historical_features``. Two engines give the same values: the pandas join of ``features.pit`` over the
-parquet tables, and Feast's own ``get_historical_features`` in time-ordered chunks.
+parquet tables, and Feast's own ``get_historical_features`` in time-ordered chunks. Which columns: the use
+case's (``loopline.config.use_case``) and its feature definitions' (``features.definitions``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, cast
 
-from loopline.features.feature_service import (
-    ENTITY_COLUMNS,
-    FEATURE_SERVICE,
-    ONE_MICROSECOND,
-    FeatureRowsMismatch,
-    service,
-)
+from loopline.features.definitions import EVENT_EPOCH_S, feature_definitions, use_case_of
+from loopline.features.feature_service import ONE_MICROSECOND, FeatureRowsMismatch, service, service_name
+from loopline.features.tables import TIMESTAMP
 
 if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore
+
+    from loopline.config.use_case import UseCase
 
 # Entity rows per get_historical_features call of the Feast engine on Postgres (see _feast_join):
 # with the planner's nested loops (the default) cost grows with rows² per query, so small chunks;
@@ -37,26 +36,38 @@ def _epoch_seconds(timestamps: pd.Series) -> pd.Series:
     )
 
 
-def entity_rows(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Entity rows for point-in-time joins: each transaction joined 1 µs before it happened, so it sees
-    the state after the previous transactions only — the same state serving sees when scoring it."""
+def entity_rows(transactions: pd.DataFrame, use_case: UseCase | None = None) -> pd.DataFrame:
+    """Entity rows for point-in-time joins: each event (of ``use_case``, default the configured one) joined
+    1 µs before it happened, so it sees the state after the previous events only — the same state serving
+    sees when scoring it. Columns: the id, the entity and request columns, ``event_epoch_s`` and
+    ``event_timestamp`` (the join time)."""
     import pandas as pd
 
-    timestamps = pd.to_datetime(transactions["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
-    rows = transactions[["transaction_id", *ENTITY_COLUMNS, "amount"]].copy()
-    rows["event_epoch_s"] = _epoch_seconds(timestamps)
-    rows["event_timestamp"] = timestamps - ONE_MICROSECOND
+    if use_case is None:
+        from loopline.config import Settings
+        from loopline.config.use_case import load_use_case
+
+        use_case = load_use_case(Settings().use_case)
+    definitions = feature_definitions(use_case)
+    timestamps = pd.to_datetime(transactions[use_case.time_column], utc=True).astype("datetime64[us, UTC]")
+    columns = dict.fromkeys([use_case.id_column, *definitions.entity_columns, *definitions.request_columns])
+    rows = transactions[list(columns)].copy()
+    rows[EVENT_EPOCH_S] = _epoch_seconds(timestamps)
+    rows[TIMESTAMP] = timestamps - ONE_MICROSECOND
     return rows.reset_index(drop=True)
 
 
 def historical_features(
     store: FeatureStore,
     transactions: pd.DataFrame,
-    name: str = FEATURE_SERVICE,
+    name: str | None = None,
     engine: Engine = "auto",
     chunk_rows: int | None = None,
 ) -> pd.DataFrame:
-    """Point-in-time features for each transaction; one output row per input row, or an error.
+    """Point-in-time features for each event; one output row per input row, or an error.
+
+    ``name``: the FeatureService (default: that of the use case whose Feast repo ``store`` opened). The
+    rows carry the use case's id column, the entity and request columns, and the features.
 
     ``engine="pandas"`` joins each view with ``merge_asof`` over the offline parquet tables
     (``features.pit``): linear in the rows. ``engine="feast"`` is Feast's own ``get_historical_features``
@@ -69,9 +80,12 @@ def historical_features(
     """
     from loopline.features.pit import point_in_time_features, reads_files_only, service_plan
 
-    entities = entity_rows(transactions)
-    if entities["transaction_id"].duplicated().any():
-        raise FeatureRowsMismatch("transaction ids repeat in the entity rows: deduplicate the input first")
+    use_case = use_case_of(store)
+    name = service_name(store, name)
+    entities = entity_rows(transactions, use_case)
+    ids = use_case.id_column
+    if entities[ids].duplicated().any():
+        raise FeatureRowsMismatch(f"{ids} values repeat in the entity rows: deduplicate the input first")
     if engine == "auto":
         engine = "pandas" if reads_files_only(store, service_plan(store, name)) else "feast"
     if engine == "pandas":
@@ -80,9 +94,9 @@ def historical_features(
         frame = _feast_join(store, entities, name, chunk_rows or _feast_chunk_rows(store, len(entities)))
     else:
         raise ValueError(f"unknown engine {engine!r}: use 'pandas' or 'feast'")
-    if len(frame) != len(entities) or not _same_ids(frame["transaction_id"], entities["transaction_id"]):
+    if len(frame) != len(entities) or not _same_ids(frame[ids], entities[ids]):
         raise FeatureRowsMismatch(
-            f"the point-in-time join returned {len(frame)} rows for {len(entities)} transactions; "
+            f"the point-in-time join returned {len(frame)} rows for {len(entities)} events; "
             "rows must never be dropped or duplicated (check the offline store and the entity timestamps)"
         )
     return frame
@@ -99,7 +113,7 @@ def _feast_join(store: FeatureStore, entities: pd.DataFrame, name: str, chunk_ro
     """
     import pandas as pd
 
-    ordered = entities.sort_values("event_timestamp", kind="stable")
+    ordered = entities.sort_values(TIMESTAMP, kind="stable")
     features = service(store, name)
     parts = [
         store.get_historical_features(entity_df=ordered.iloc[i : i + chunk_rows], features=features).to_df()

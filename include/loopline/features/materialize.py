@@ -18,6 +18,8 @@ from loopline.platform.feast_store import apply_feature_repo, feast_config
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from feast import FeatureStore
+
     from loopline.config import Settings
     from loopline.features.offline_sink import OfflineSink
     from loopline.features.streaming import StreamEvent
@@ -53,9 +55,11 @@ def materialize(
     ledger_cursor: int | None = None,
     served: Iterable[StreamEvent] = (),
 ) -> MaterializeResult:
-    """Compute the aggregates of transactions in [start, end) and load them into the online store.
+    """Compute the aggregates of the use case's events in [start, end) and load them into the online store.
 
-    Offline: the rows of every transaction in [start, end) (``offline_refresh.refresh_aggregates``). Online:
+    Offline: the rows of every event in [start, end) (``offline_refresh.refresh_aggregates`` with the use
+    case's ``FeatureDefinitions``). Online, for a use case without streaming features: Feast's own
+    ``materialize`` of [start - ``MATERIALIZE_OVERLAP``, newest). With them (fraud's):
     for every entity with a transaction in [start - ``MATERIALIZE_OVERLAP``, newest), the state after its
     newest known transaction — curated, or ``served`` (what the prediction service scored and logged but
     no batch has delivered yet: ``serving.prediction_log.answered_events``). So the batch corrects the
@@ -66,26 +70,28 @@ def materialize(
     """
     import pandas as pd
 
-    from loopline.features.fresh import load_curated_window, write_latest_states
+    from loopline.features.definitions import definitions_for
     from loopline.features.offline_refresh import refresh_aggregates
-    from loopline.features.streaming import HISTORY_US, EventWindows, epoch_us
 
+    _, definitions = definitions_for(settings)
     served = list(served)
     with _materialize_lock(settings):
         rows = refresh_aggregates(
-            settings.state.curated, offline_sink(settings), pd.Timestamp(start), pd.Timestamp(end)
+            settings.state.curated,
+            offline_sink(settings),
+            pd.Timestamp(start),
+            pd.Timestamp(end),
+            definitions,
         )
         # Apply the definitions first (idempotent): a changed feature repo takes effect with the next run.
         store = apply_feature_repo(settings)
         until = max(end, materialized_until(settings) or end)
         online_start = start - MATERIALIZE_OVERLAP
-        windows = EventWindows()
-        history_start = online_start - timedelta(microseconds=HISTORY_US)
-        load_curated_window(settings, windows, history_start, until)
-        windows.add(served)
-        touched = windows.touched(windows.events_since(epoch_us(online_start)))  # curated or served
-        write_latest_states(store, windows, touched)
-        newest = max(until, _EPOCH + timedelta(microseconds=windows.newest_us))
+        if definitions.streaming:
+            newest = _write_online_states(settings, store, online_start, until, served)
+        else:  # no fresh features: Feast loads the newest offline row of each entity of the interval
+            store.materialize(online_start, until, [table.name for table in definitions.tables])
+            newest = until
         cursor = max(ledger_cursor or 0, materialized_cursor(settings))
         record_materialized(settings, until, cursor)
     return MaterializeResult(
@@ -94,6 +100,27 @@ def materialize(
         offline_rows=rows,
         online_window=(online_start.isoformat(), newest.isoformat()),
     )
+
+
+def _write_online_states(
+    settings: Settings,
+    store: FeatureStore,
+    online_start: datetime,
+    until: datetime,
+    served: list[StreamEvent],
+) -> datetime:
+    """The state after the newest known event (curated or served) of every entity with one since
+    ``online_start``, through the streaming writer that never rolls a row back; the newest event's time."""
+    from loopline.features.fresh import load_curated_window, write_latest_states
+    from loopline.features.streaming import HISTORY_US, EventWindows, epoch_us
+
+    windows = EventWindows()
+    history_start = online_start - timedelta(microseconds=HISTORY_US)
+    load_curated_window(settings, windows, history_start, until)
+    windows.add(served)
+    touched = windows.touched(windows.events_since(epoch_us(online_start)))  # curated or served
+    write_latest_states(store, windows, touched)
+    return max(until, _EPOCH + timedelta(microseconds=windows.newest_us))
 
 
 def offline_sink(settings: Settings) -> OfflineSink:

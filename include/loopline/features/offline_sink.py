@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import pandas as pd
 
 from loopline.features.frames import TIMESTAMP, conform_table, empty_table, sort_table
-from loopline.features.tables import TABLES, AggregateTable
+from loopline.features.tables import KNOWN as _TABLES
+from loopline.features.tables import AggregateTable
 
 if TYPE_CHECKING:
     import psycopg
@@ -33,7 +34,6 @@ KEY_TYPE = "text"
 TIMESTAMP_TYPE = "timestamp with time zone"  # Feast's point-in-time SQL compares against timestamptz
 # Rows per CSV chunk handed to COPY: bounds the text buffer, not the transaction (one per table).
 COPY_CHUNK_ROWS = 100_000
-_TABLES = {table.name: table for table in TABLES}
 
 
 class OfflineSchemaMismatch(RuntimeError):

@@ -11,13 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from loopline.features.feature_service import (
-    FEATURE_SERVICE,
-    ONE_MICROSECOND,
-    FeatureRowsMismatch,
-    feature_names,
-    service,
-)
+from loopline.features.definitions import EVENT_EPOCH_S
+from loopline.features.feature_service import ONE_MICROSECOND, FeatureRowsMismatch, feature_names, service
 from loopline.platform.feast_store import feature_store
 
 if TYPE_CHECKING:
@@ -72,11 +67,17 @@ class OnlineFeatures:
     ``get_online_features``.
     """
 
-    def __init__(self, settings: Settings, name: str = FEATURE_SERVICE) -> None:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
         from feast.infra.provider import get_provider
 
+        from loopline.features.definitions import definitions_for
         from loopline.features.pit import service_plan
 
+        use_case, definitions = definitions_for(settings)
+        name = name or definitions.service
+        self._time_column = use_case.time_column
+        # Request fields as the offline rows hold them: the contract's float columns as floats (a JSON 12 is 12.0).
+        self._floats = {c for c, dtype in use_case.event_columns.items() if dtype.startswith("float")}
         self.store = feature_store(settings)
         self.service = service(self.store, name)
         self.names = feature_names(self.store, name)
@@ -157,7 +158,7 @@ class OnlineFeatures:
 
         micros = []
         for tx in transactions:
-            stamp = pd.Timestamp(tx["event_timestamp"])
+            stamp = pd.Timestamp(tx[self._time_column])
             stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
             micros.append(stamp.value // 1000)  # microseconds, as entity_rows floors them
         as_of_ns = [(us - 1) * 1000 for us in micros]  # joined 1 µs before the event, as offline
@@ -182,12 +183,12 @@ class OnlineFeatures:
                     features[feature] if ok and features is not None else None
                     for (_, features), ok in zip(rows, live, strict=True)
                 ]
-        request = {
-            "amount": [float(tx["amount"]) for tx in transactions],
-            "event_epoch_s": [us / 1e6 for us in micros],
-        }
         for column in self.plan.request_fields:
-            columns[column] = request[column] if column in request else [tx[column] for tx in transactions]
+            columns[column] = (
+                [us / 1e6 for us in micros]
+                if column == EVENT_EPOCH_S
+                else [float(tx[column]) if column in self._floats else tx[column] for tx in transactions]
+            )
         for odfv in self.plan.on_demand:
             inputs = {n: columns[n] for n in (*odfv_inputs(odfv), *self.plan.request_fields)}
             if odfv.mode == "python":

@@ -23,6 +23,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loopline.features.tables import TIMESTAMP
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -161,7 +163,7 @@ def point_in_time_features(store: FeatureStore, entities: pd.DataFrame, service_
     missing = sorted(needed - set(entities.columns))
     if missing:
         raise ValueError(f"the entity rows lack column(s) {missing} that the feature service needs")
-    entity_ns = _epoch_ns(pa.array(entities["event_timestamp"]))
+    entity_ns = _epoch_ns(pa.array(entities[TIMESTAMP]))
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for view in plan.views:  # one view at a time: only its positions and gathered columns live on
         columns.update(_join_view(view, file_table(store, view), entities, entity_ns))

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from loopline.features.curated import read_curated_transactions
+from loopline.features.definitions import definitions_for
 from loopline.features.feature_service import FeatureRowsMismatch
 from loopline.features.historical import historical_features
 from loopline.features.online import OnlineFeatures
@@ -65,14 +66,20 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     until = materialized_until(settings)
     if until is None:
         raise FeatureRowsMismatch("nothing is materialised yet: run `loopline features materialize` first")
-    transactions = read_curated_transactions(
-        settings.state.curated, pd.Timestamp(until) - pd.Timedelta(days=30), pd.Timestamp(until)
+    use_case, definitions = definitions_for(settings)
+    ids, time = use_case.id_column, use_case.time_column
+    unit = use_case.unit_column or definitions.entity_columns[0]
+    events = read_curated_transactions(
+        settings.state.curated,
+        pd.Timestamp(until) - pd.Timedelta(days=30),
+        pd.Timestamp(until),
+        use_case=use_case,
     )
-    latest = transactions.sort_values("event_timestamp").groupby("customer_id", observed=True).tail(1)
+    latest = events.sort_values(time).groupby(unit, observed=True).tail(1)
     probe = latest.sample(n=min(sample, len(latest)), random_state=seed).copy()
     at = pd.Timestamp(until)
-    probe["event_timestamp"] = at + pd.Timedelta(microseconds=1)  # joined at `until`: after everything
-    probe["transaction_id"] = [f"skew_probe_{i}" for i in range(len(probe))]
+    probe[time] = at + pd.Timedelta(microseconds=1)  # joined at `until`: after everything
+    probe[ids] = [f"skew_probe_{i}" for i in range(len(probe))]
     online = OnlineFeatures(settings)
     records = cast("list[dict[str, Any]]", probe.to_dict("records"))
     until_ns = epoch_us(until) * 1000
@@ -80,11 +87,11 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     newer_online = len(current) - sum(current)
     probe = probe[current]
     online_rows = online.lookup([r for r, ok in zip(records, current, strict=True) if ok])
-    offline = historical_features(online.store, probe).set_index("transaction_id")
+    offline = historical_features(online.store, probe).set_index(ids)
     mismatched: dict[str, int] = {}
     examples: list[dict[str, Any]] = []
     bad_rows = 0
-    for tx, online_row in zip(probe["transaction_id"], online_rows, strict=True):
+    for tx, online_row in zip(probe[ids], online_rows, strict=True):
         offline_row = offline.loc[tx]
         diffs = {
             n: (online_row[n], offline_row[n])

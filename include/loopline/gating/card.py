@@ -38,7 +38,7 @@ def _lineage(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"- Training window: {manifest.get('start', '?')} .. {manifest.get('end', '?')}, labels as of "
             f"{manifest.get('labels_as_of', '?')}; {manifest.get('rows', '?')} rows, "
-            f"{manifest.get('labelled_rows', '?')} labelled, {manifest.get('fraud_rows', '?')} {_positive(report)}"
+            f"{manifest.get('labelled_rows', '?')} labelled, {manifest.get('positive_rows', manifest.get('fraud_rows', '?'))} {_positive(report)}"
         )
         lines.append(
             f"- Features: {manifest.get('feature_service', '?')} v{manifest.get('feature_service_version', '?')} "

@@ -257,10 +257,10 @@ def build_holdout(
     )
     _record_fairness_groups(settings, use_case, policy, Path(out), windows.holdout_end, labels_as_of)
     h = policy.holdout
-    if manifest.labelled_rows < h.min_labelled_rows or manifest.fraud_rows < h.min_fraud_rows:
+    if manifest.labelled_rows < h.min_labelled_rows or manifest.positive_rows < h.min_fraud_rows:
         raise HoldoutError(
             f"the holdout [{manifest.start}, {manifest.end}) has {manifest.labelled_rows} labelled rows and "
-            f"{manifest.fraud_rows} positive rows ({use_case.label_column!r} = 1); the gate policy needs at "
+            f"{manifest.positive_rows} positive rows ({use_case.label_column!r} = 1); the gate policy needs at "
             f"least {h.min_labelled_rows} and "
             f"{h.min_fraud_rows} (raise holdout.days / holdout.max_days or lower the minimums in "
             "include/config/gate.yaml)"

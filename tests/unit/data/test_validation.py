@@ -1,4 +1,4 @@
-"""The fraud use case's GX suites (include/loopline/usecases/fraud/expectations) agree with the data contract in loopline.data.schema."""
+"""The fraud use case's GX suites (include/loopline/usecases/fraud/expectations) agree with the data contract in loopline.usecases.fraud.schema."""
 
 from __future__ import annotations
 

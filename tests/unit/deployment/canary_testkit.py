@@ -244,7 +244,7 @@ class LabelFeed:
         """A labels batch as the contract has it, known now."""
         import pandas as pd
 
-        from loopline.data.schema import LABEL_COLUMNS
+        from loopline.usecases.fraud.schema import LABEL_COLUMNS
         from loopline.usecases.fraud.simulator import conform
 
         return conform(

@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.data.schema import TRANSACTION_COLUMNS
-from loopline.features.aggregates import compute_aggregates
 from loopline.features.curated import read_curated_transactions
 from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import write_aggregates
@@ -20,6 +18,8 @@ from loopline.features.tables import (
     MERCHANT_STATS,
     TABLES,
 )
+from loopline.usecases.fraud.features.aggregates import compute_aggregates
+from loopline.usecases.fraud.schema import TRANSACTION_COLUMNS
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 H = pd.Timedelta(hours=1)

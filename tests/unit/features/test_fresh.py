@@ -17,7 +17,6 @@ from fresh_world import DAYS, day, ingest_history, mismatches, offline_truth, re
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.features.aggregates import compute_aggregates
 from loopline.features.fresh import FreshFeatures
 from loopline.features.historical import historical_features
 from loopline.features.materialize import materialize
@@ -33,6 +32,7 @@ from loopline.features.tables import TABLES
 from loopline.features.watermark import materialized_until
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import AnsweredFeed, LoggedPrediction, PredictionLog, answered_events
+from loopline.usecases.fraud.features.aggregates import compute_aggregates
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 

@@ -13,7 +13,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from loopline.config import Settings
 from loopline.data.ingest import publish
-from loopline.features.aggregates import compute_aggregates
 from loopline.features.materialize import offline_sink
 from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import (
@@ -28,6 +27,7 @@ from loopline.features.offline_sink import (
 )
 from loopline.features.tables import CUSTOMER_DEVICE, CUSTOMER_VELOCITY, TABLES
 from loopline.platform.feast_store import PRODUCTION_YAML, YAML_ENV
+from loopline.usecases.fraud.features.aggregates import compute_aggregates
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 PG = SimpleNamespace(

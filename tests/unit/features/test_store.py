@@ -49,7 +49,7 @@ def test_every_transaction_becomes_exactly_one_training_row(world):
     assert manifest.rows == len(frame) == len(sim.transactions)
     assert sorted(frame["transaction_id"]) == sorted(sim.transactions["transaction_id"])
     assert manifest.labelled_rows == int(frame["is_fraud"].notna().sum())
-    assert manifest.fraud_rows == int(sim.labels["is_fraud"].sum())  # all labels are in the past by now
+    assert manifest.positive_rows == int(sim.labels["is_fraud"].sum())  # all labels are in the past by now
     assert manifest.feature_service == "fraud_detection_v1" and manifest.feature_service_version == "1"
     on_disk = json.loads(Path(manifest.path + ".manifest.json").read_text())
     assert on_disk["content_hash"] == manifest.content_hash and on_disk["rows"] == manifest.rows

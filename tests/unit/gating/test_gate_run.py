@@ -66,7 +66,7 @@ def test_holdout_is_the_newest_labelled_days_after_the_training_window(gate_worl
     assert held["event_timestamp"].max() < pd.Timestamp(windows.holdout_end)
     assert not set(train["transaction_id"]) & set(held["transaction_id"])
     # Labels are complete up to the end: genuine confirmations exist up to the last holdout day.
-    assert held["is_fraud"].notna().all() and holdout.fraud_rows >= 10
+    assert held["is_fraud"].notna().all() and holdout.positive_rows >= 10
     assert {"customer_age_band", "customer_region", *train_set.features} <= set(held.columns)
     with pytest.raises(HoldoutError, match="nothing would be left to train on"):
         plan_windows(gate_world["settings"], policy_from_dict({"holdout": {"days": 30}}))

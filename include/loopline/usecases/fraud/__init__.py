@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loopline.config.use_case import UseCase
-from loopline.data.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
+from loopline.usecases.fraud.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 
 USE_CASE = UseCase(
     name="fraud",
@@ -28,5 +28,6 @@ USE_CASE = UseCase(
     unit_column="customer_id",
     batch_names={"events": "transactions", "labels": "labels"},
     simulator="loopline.usecases.fraud.simulator.runs:SIMULATION",
+    features="loopline.usecases.fraud.features:FEATURES",
     description="Card-fraud detection on simulated card transactions with late chargeback labels.",
 )

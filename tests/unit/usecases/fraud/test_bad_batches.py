@@ -12,7 +12,7 @@ import pytest
 
 from loopline.cli import simulate as simulate_cli
 from loopline.data.batch_files import write_frame
-from loopline.data.schema import (
+from loopline.usecases.fraud.schema import (
     AGE_BANDS,
     AMOUNT_MAX,
     AMOUNT_MIN,

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from loopline.cli import simulate as simulate_cli
-from loopline.data.schema import (
+from loopline.usecases.fraud.schema import (
     AGE_BANDS,
     AMOUNT_MAX,
     AMOUNT_MIN,

@@ -4,7 +4,7 @@ A :class:`World` holds what stays fixed for a run: customers (age band, region, 
 devices, activity and spending level), merchants (category, country, online or physical, popularity,
 risk level, terminals) and the schedule of merchant breaches. A :class:`Simulator` walks the days of a
 run and yields one :class:`DayBatch` per day: that day's transactions in the exact column contract of
-:mod:`loopline.data.schema`, the label rows that land that day, and the ground truth of which fraud
+:mod:`loopline.usecases.fraud.schema`, the label rows that land that day, and the ground truth of which fraud
 pattern produced each transaction (for tests and reports; it is not part of the contract).
 
 Everything is drawn from numpy generators keyed by ``(seed, stream, day)``: the same configuration

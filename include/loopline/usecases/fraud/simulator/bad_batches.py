@@ -1,6 +1,6 @@
 """Bad batches: broken copies of a good transactions batch, each broken by exactly one rule.
 
-Every maker takes the good batch (a DataFrame in the contract of :mod:`loopline.data.schema`), a numpy
+Every maker takes the good batch (a DataFrame in the contract of :mod:`loopline.usecases.fraud.schema`), a numpy
 generator and the file format, and returns either a DataFrame (written like a normal batch) or raw
 bytes (written as they are). Each result violates the rule its name says and keeps everything else
 valid, so that ingest can be tested rule by rule: an out-of-range amount batch still has the right
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.data.batch_files import write_frame
-from loopline.data.schema import AMOUNT_MAX, REQUIRED_TRANSACTION_COLUMNS
+from loopline.usecases.fraud.schema import AMOUNT_MAX, REQUIRED_TRANSACTION_COLUMNS
 
 BadBatch = pd.DataFrame | bytes
 Maker = Callable[[pd.DataFrame, np.random.Generator, str], BadBatch]

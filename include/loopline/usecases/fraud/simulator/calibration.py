@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from loopline.data.schema import CHANNELS, MERCHANT_CATEGORIES, MERCHANT_COUNTRIES
+from loopline.usecases.fraud.schema import CHANNELS, MERCHANT_CATEGORIES, MERCHANT_COUNTRIES
 
 #: The category that appears with ``new_category`` drift (not in the contract's vocabulary).
 NEW_CATEGORY = "crypto_exchange"

@@ -1,7 +1,7 @@
 """One simulated day: the drift's parameters for it, its transactions, labels and ground truth.
 
 A :class:`Simulator` walks the days of a run and yields one :class:`DayBatch` per day: that day's
-transactions in the exact column contract of :mod:`loopline.data.schema`, the label rows that land that day,
+transactions in the exact column contract of :mod:`loopline.usecases.fraud.schema`, the label rows that land that day,
 and the ground truth of which fraud pattern produced each transaction (for tests and reports; it is not part
 of the contract). Genuine traffic, the four fraud patterns (and scams under concept drift), merchant breaches
 and the late labels are drawn here; :func:`conform` puts a frame into the contract's columns and dtypes.
@@ -16,7 +16,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from loopline.data.schema import (
+from loopline.usecases.fraud.schema import (
     AGE_BANDS,
     AMOUNT_MAX,
     AMOUNT_MIN,

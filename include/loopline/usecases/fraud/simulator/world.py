@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from loopline.data.schema import AGE_BANDS, MERCHANT_CATEGORIES, MERCHANT_COUNTRIES, REGIONS
+from loopline.usecases.fraud.schema import AGE_BANDS, MERCHANT_CATEGORIES, MERCHANT_COUNTRIES, REGIONS
 from loopline.usecases.fraud.simulator.calibration import (
     _CAT,
     _CATEGORY_RISK,
