@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-uri",
         default=None,
-        help="serve exactly this model (models:/fraud_detector/3, runs:/..., a path) as the "
+        help="serve exactly this model (models:/<name>/3, runs:/..., a path) as the "
         "champion; default: follow the registry's aliases",
     )
     parser.add_argument(

@@ -14,17 +14,17 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic_core import to_json
 
 from loopline.config import Settings
-from loopline.data.schema import CHANNELS
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.serving.config import API_KEY_ENV, ServingConfig, api_keys
 from loopline.serving.engine import Engine, NotReady
 from loopline.serving.metrics import ServingMetrics
@@ -34,6 +34,7 @@ from loopline.serving.prediction_log import (
     Retention,
     open_prediction_log,
 )
+from loopline.serving.request import contract, prediction_model, request_model
 
 log = logging.getLogger("loopline.serving")
 PREDICT_PATH = "/v1/predict"
@@ -43,84 +44,6 @@ OPEN_PATHS = frozenset(("/healthz", "/readyz"))
 UNAUTHORIZED = json.dumps(
     {"detail": "missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"}
 ).encode()
-# pandas (the feature lookup) cannot represent times outside ~1677-2262; a fraud model has no use for them.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-# Request fields that reach the prediction log, and from there drift reports (HTML), dashboards and joins, are
-# restricted to characters that mean nothing in HTML, JSON, SQL or a URL: markup in them is refused at the
-# edge with a 422 instead of being stored (issue 19). Every id the simulator, the curated data and the gate's
-# probes produce fits ("tx_000000123456", "dev_3fa29c0b11d2", "T0a1b2c3", "gate_probe_v3_tx_...").
-ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
-CATEGORY_PATTERN = r"^[a-z0-9_\-]+$"  # "grocery", "digital_goods", "crypto_exchange": lower-case words
-Id = Field(
-    min_length=1, max_length=128, pattern=ID_PATTERN, description="letters, digits and _ . : - (at most 128)"
-)
-
-
-class Transaction(BaseModel):
-    """One card transaction to score. Extra fields are ignored."""
-
-    model_config = ConfigDict(
-        extra="ignore",
-        json_schema_extra={
-            "examples": [
-                {
-                    "transaction_id": "tx_000000123456",
-                    "event_timestamp": "2026-01-05T14:03:00Z",
-                    "customer_id": "c_00042",
-                    "merchant_id": "m_0007",
-                    "device_id": "d_00042_1",
-                    "channel": "online",
-                    "amount": 42.5,
-                    "merchant_category": "electronics",
-                    "merchant_country": "DE",
-                }
-            ]
-        },
-    )
-
-    transaction_id: str = Id
-    event_timestamp: datetime = Field(description="when the card was used (ISO 8601; no zone means UTC)")
-    customer_id: str = Id
-    merchant_id: str = Id
-    device_id: str = Id
-    channel: Literal[CHANNELS] = Field(description="how the card was used")  # type: ignore[valid-type]
-    amount: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="in EUR")
-    merchant_category: str = Field(
-        min_length=1,
-        max_length=64,
-        pattern=CATEGORY_PATTERN,
-        description="lower-case letters, digits, _ and - (at most 64)",
-    )
-    merchant_country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    card_id: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        pattern=ID_PATTERN,
-        description="the card used; counts in the merchant's distinct cards (24 h)",
-    )
-
-    @field_validator("event_timestamp")
-    @classmethod
-    def _plausible_time(cls, value: datetime) -> datetime:
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if not EARLIEST <= value < LATEST:
-            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
-        return value
-
-
-class Prediction(BaseModel):
-    transaction_id: str
-    score: float = Field(ge=0, le=1, description="fraud probability")
-    decision: bool = Field(description="score >= the configured threshold: flag as fraud")
-    model_version: str
-    variant: Literal["champion", "challenger"]
-    request_id: str
-
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
 
 
 class Problem(BaseModel):
@@ -128,26 +51,13 @@ class Problem(BaseModel):
 
 
 class FieldError(BaseModel):
-    loc: list[str | int] = Field(description='where, e.g. ["body", "transactions", 0, "amount"]')
+    loc: list[str | int] = Field(description='where, e.g. ["body", "<events>", 0, "<field>"]')
     msg: str
     type: str
 
 
 class ValidationProblem(BaseModel):
     detail: list[FieldError]
-
-
-def request_model(max_transactions: int) -> type[BaseModel]:
-    """``{"transactions": [...]}`` with this app's batch limit in its schema."""
-    return create_model(
-        "PredictRequest",
-        transactions=(
-            list[Transaction],
-            Field(
-                min_length=1, max_length=max_transactions, description=f"1 to {max_transactions} transactions"
-            ),
-        ),
-    )
 
 
 def _json(status: int, detail: str) -> tuple[int, bytes]:
@@ -171,8 +81,10 @@ class GuardMiddleware:
         max_body_bytes: int,
         predict: Callable[[bytes], Awaitable[Response]] | None = None,
         api_keys: Sequence[str] = (),
+        events: str = "events",
     ) -> None:
         self.app = app
+        self.events = events  # what a request lists (its 413 says to send fewer of them)
         self.metrics = metrics
         self.max_body = max_body_bytes
         self.predict = predict
@@ -234,7 +146,7 @@ class GuardMiddleware:
                     _json(
                         413,
                         f"body of {int(declared)} bytes exceeds the limit of {self.max_body} bytes; "
-                        "send fewer transactions per request",
+                        f"send fewer {self.events} per request",
                     ),
                     b"",
                     receive,
@@ -251,7 +163,7 @@ class GuardMiddleware:
                     _json(
                         413,
                         f"body exceeds the limit of {self.max_body} bytes; "
-                        "send fewer transactions per request",
+                        f"send fewer {self.events} per request",
                     ),
                     b"",
                     receive,
@@ -483,10 +395,14 @@ def create_app(
     source_factory: Any = None,
     prediction_log: AnyPredictionLog | None = None,
     keys: Sequence[str] | None = None,
+    use_case: UseCase | None = None,
 ) -> FastAPI:
     """The ASGI app. ``source_factory(engine)`` returns what feeds the engine models (a ``FixedModel`` or a
     ``RegistryReconciler``, started with the app and stopped with it). ``keys``: the accepted API keys
-    (default: ``LOOPLINE_SERVING_API_KEY``, else the config's ``auth.api_key_file``; none: no key needed)."""
+    (default: ``LOOPLINE_SERVING_API_KEY``, else the config's ``auth.api_key_file``; none: no key needed).
+    ``use_case``: what it scores (default: the settings' use case): the request and answer shapes, the id
+    the log keys rows by, the unit routing is sticky by (``loopline.serving.request``)."""
+    use_case = use_case or load_use_case(settings.use_case)
     keys = tuple(api_keys(config) if keys is None else keys)
     if keys:
         log.info("API key required on every route but /healthz and /readyz (%d key(s) accepted)", len(keys))
@@ -511,6 +427,7 @@ def create_app(
             observer=metrics,
             inline=config.batching.mode == "inline",
             fresh=fresh,
+            use_case=use_case,
         )
         state["engine"] = engine
         source = source_factory(engine).start() if source_factory is not None else None
@@ -536,13 +453,15 @@ def create_app(
     app = FastAPI(
         title="Loopline prediction service",
         version="1",
-        description="Card-fraud scores from the registry's champion (and challenger), with online "
-        "features from Feast and a durable prediction log.",
+        description=f"{use_case.description or use_case.name} Scores from the registry's champion (and "
+        "challenger), with online features from Feast and a durable prediction log.",
         lifespan=lifespan,
     )
     app.state.metrics = metrics
     app.state.serving = state
-    payload_model = request_model(config.limits.max_transactions_per_request)
+    payload_model = request_model(use_case, config.limits.max_transactions_per_request)
+    events_key = contract(use_case).list_key
+    response_model = create_model("PredictResponse", predictions=(list[prediction_model(use_case)], ...))  # type: ignore[misc,arg-type]
     answer_timeout, retry_after = config.log.answer_timeout_s, str(config.log.retry_after_s)
 
     async def answer(body: bytes) -> Response:
@@ -558,7 +477,7 @@ def create_app(
             ) from None
         engine: Engine = state["engine"]
         request_id = new_request_id()
-        transactions = [t.model_dump(mode="json") for t in payload.transactions]
+        events = [event.model_dump(mode="json") for event in getattr(payload, events_key)]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         # Inline batching answers on the event loop itself: no need to wake it (call_soon_threadsafe) per request.
@@ -568,7 +487,7 @@ def create_app(
             schedule(_settle, future, result)
 
         try:
-            engine.route(transactions, request_id, settle)
+            engine.route(events, request_id, settle)
         except NotReady:
             reason = _readiness(engine, state.get("source"))[1]
             return JSONResponse(
@@ -615,8 +534,8 @@ def create_app(
         PREDICT_PATH,
         predict,
         methods=["POST"],
-        response_model=PredictResponse,
-        summary="Score transactions",
+        response_model=response_model,
+        summary=f"Score {events_key}",
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -688,5 +607,6 @@ def create_app(
         max_body_bytes=config.limits.max_body_bytes,
         predict=answer,
         api_keys=keys,
+        events=events_key,
     )
     return app

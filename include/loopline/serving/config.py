@@ -22,10 +22,19 @@ class ServingConfigError(ValueError):
     """The serving config could not be read or is invalid; the message names the bad field."""
 
 
-class RegistryConfig(StrictModel):
-    """Where deployment state lives: aliases and registered-model tags of one MLflow registered model."""
+def _use_case_model_name() -> str:
+    """The registered model of the configured use case (``LOOPLINE_USE_CASE``)."""
+    from loopline.config import Settings
+    from loopline.config.use_case import load_use_case
 
-    model_name: str = "fraud_detector"
+    return load_use_case(Settings().use_case).model_name
+
+
+class RegistryConfig(StrictModel):
+    """Where deployment state lives: aliases and registered-model tags of one MLflow registered model.
+    ``model_name``: unset, the use case's (``UseCase.model_name``, e.g. ``fraud_detector``)."""
+
+    model_name: str = Field(default_factory=_use_case_model_name)
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     traffic_tag: str = "loopline.challenger_traffic"
@@ -119,7 +128,7 @@ class AuthConfig(StrictModel):
 class ServingConfig(StrictModel):
     version: int = 1
     decision_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=1)
-    registry: RegistryConfig = RegistryConfig()
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)  # built when read: the use case's model
     limits: Limits = Limits()
     batching: Batching = Batching()
     log: LogConfig = LogConfig()

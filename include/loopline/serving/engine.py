@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopline.config.use_case import UseCase
 from loopline.features.fresh import FreshFeatures
 from loopline.serving import collector
 from loopline.serving.prediction_log import AnyPredictionLog, LoggedPrediction, PredictionLogUnavailable
@@ -57,11 +58,12 @@ class Deployment:
     challenger_share: float = 0.0
     shadow: bool = False
 
-    def route(self, customer_id: str) -> tuple[str, Predictor]:
+    def route(self, unit: str) -> tuple[str, Predictor]:
+        """The variant an event of ``unit`` (its unit column's value, sticky) is scored by."""
         if (
             self.challenger is not None
             and not self.shadow
-            and assign(customer_id, self.challenger_share) == CHALLENGER
+            and assign(unit, self.challenger_share) == CHALLENGER
         ):
             return CHALLENGER, self.challenger
         if self.champion is None:
@@ -118,7 +120,7 @@ class Observer:
     """Hooks for metrics; the default does nothing."""
 
     def prediction(
-        self, variant: str, version: str, score: float, decision: bool, latency_s: float
+        self, variant: str, version: str, score: float, decision: bool | None, latency_s: float
     ) -> None: ...
 
     def batch(self, rows: int, seconds: float) -> None: ...
@@ -148,7 +150,18 @@ class Engine:
         observer: Observer | None = None,
         inline: bool = False,
         fresh: FreshFeatures | None = None,
+        use_case: UseCase | None = None,
     ) -> None:
+        if use_case is None:
+            from loopline.config import Settings
+            from loopline.config.use_case import load_use_case
+
+            use_case = load_use_case(Settings().use_case)
+        # Answers are keyed by the id column; routing is sticky by the unit column (else each event), which
+        # the log keeps as the unit of each row.
+        self.id_column = use_case.id_column
+        self.unit_column = use_case.unit_column
+        self.route_by = use_case.unit_column or use_case.id_column
         self.deployment: Deployment = EMPTY
         self.fresh = fresh  # recent events: every scored transaction counts before the next is scored
         self.inline = inline
@@ -189,7 +202,8 @@ class Engine:
         deployment = self.deployment
         if not deployment.ready:
             raise NotReady(self.status)
-        routes = [deployment.route(str(tx["customer_id"])) for tx in transactions]
+        by = self.route_by
+        routes = [deployment.route(str(event[by])) for event in transactions]
         job = Job(request_id, transactions, deployment, routes, resolve)
         if self.inline:
             self._pending.append(job)
@@ -348,9 +362,9 @@ class Engine:
         for job in jobs:
             self._answer(job)
 
-    @staticmethod
-    def _log_rows(jobs: list[Job]) -> list[LoggedPrediction]:
+    def _log_rows(self, jobs: list[Job]) -> list[LoggedPrediction]:
         now = time.time()
+        unit = self.unit_column
         rows = []
         for job in jobs:
             if job.error is not None:
@@ -363,8 +377,8 @@ class Engine:
                         LoggedPrediction(
                             request_id=job.request_id,
                             ts=now,
-                            transaction_id=scored.transaction_id,
-                            customer_id=str(tx.get("customer_id")),
+                            event_id=scored.event_id,
+                            unit_id=None if unit is None else str(tx.get(unit)),
                             inputs=tx,
                             features=scored.features,
                             score=scored.score,
@@ -383,7 +397,7 @@ class Engine:
         out = []
         for scored, variant, predictor, latency in job.scored:
             self.observer.prediction(variant, predictor.version, scored.score, scored.decision, latency)
-            row = scored.response(predictor.version, variant)
+            row = scored.response(predictor.version, variant, self.id_column)
             row["request_id"] = job.request_id
             out.append(row)
         try:

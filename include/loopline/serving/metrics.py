@@ -132,7 +132,7 @@ class ServingMetrics(Observer):
         # The labelled children of the per-request metrics, looked up once per label set: ``labels()`` validates
         # and locks on every call, a cost per request and per prediction. These series are never removed.
         self._http: dict[tuple[str, int], tuple[Counter, Counter | None, Histogram]] = {}
-        self._predicted: dict[tuple[str, str, bool], tuple[Counter, Histogram, Histogram]] = {}
+        self._predicted: dict[tuple[str, str, bool | None], tuple[Counter, Histogram, Histogram]] = {}
 
     def http(self, route: str, status: int, seconds: float) -> None:
         """One HTTP response: counted by route and status (and as an error from 400 on), its time observed."""
@@ -158,11 +158,15 @@ class ServingMetrics(Observer):
         if run.floor is not None:
             self.retention_floor.set(run.floor)
 
-    def prediction(self, variant: str, version: str, score: float, decision: bool, latency_s: float) -> None:
+    def prediction(
+        self, variant: str, version: str, score: float, decision: bool | None, latency_s: float
+    ) -> None:
         children = self._predicted.get((variant, version, decision))
         if children is None:
+            # A regressor decides nothing: its predictions count under decision "none".
+            label = "none" if decision is None else ("fraud" if decision else "ok")
             children = self._predicted[(variant, version, decision)] = (
-                self.predictions.labels(variant, version, "fraud" if decision else "ok"),
+                self.predictions.labels(variant, version, label),
                 self.prediction_latency.labels(variant, version),
                 self.scores.labels(variant, version),
             )

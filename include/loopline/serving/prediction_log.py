@@ -7,6 +7,12 @@ prediction survives kill -9 of the server (SQLite: WAL + ``synchronous=NORMAL``;
 power cut. Postgres: the commit is durable when it returns). Readers use ``read`` and ``counts``;
 ``open_prediction_log(settings)`` picks the backend from ``LOOPLINE_PREDICTION_LOG_URL`` (unset: SQLite in
 the state dir).
+
+Rows are keyed by the use case's id column value (``LoggedPrediction.event_id``) and carry its unit column
+value (``unit_id``). The stored columns keep the names they had when card fraud was the only use case,
+``EVENT_ID_COLUMN`` and ``UNIT_ID_COLUMN``, whatever the use case (an order's id, a restaurant's): renaming a
+column would break every existing log, and readers select them by these constants. A regressor's rows store
+``decision`` false: it makes no threshold decision (its answers say null).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import sqlite3
 import threading
 import time
@@ -38,13 +45,17 @@ log = logging.getLogger("loopline.serving")
 # How often the SQLite log's WAL is copied into the database file, off the request path (see PredictionLog).
 CHECKPOINT_INTERVAL_S = 1.0
 
-_SCHEMA = """
+# The stored names of the event id and unit columns (see the module docstring).
+EVENT_ID_COLUMN = "transaction_id"
+UNIT_ID_COLUMN = "customer_id"
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
     ts REAL NOT NULL,               -- when the prediction was made, seconds since the epoch (UTC)
-    transaction_id TEXT NOT NULL,
-    customer_id TEXT,
+    {EVENT_ID_COLUMN} TEXT NOT NULL,  -- the use case's event id
+    {UNIT_ID_COLUMN} TEXT,             -- its unit (null: the use case has none)
     inputs TEXT NOT NULL,           -- the transaction as received (JSON)
     features TEXT NOT NULL,         -- the online features it was scored with (JSON)
     score REAL NOT NULL,
@@ -55,13 +66,13 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 CREATE INDEX IF NOT EXISTS predictions_variant_ts ON predictions (variant, ts);
-CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions (transaction_id);
+CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions ({EVENT_ID_COLUMN});
 """
 COLUMNS = (
     "request_id",
     "ts",
-    "transaction_id",
-    "customer_id",
+    EVENT_ID_COLUMN,
+    UNIT_ID_COLUMN,
     "inputs",
     "features",
     "score",
@@ -74,17 +85,42 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class LoggedPrediction:
+    """One row. ``event_id``/``unit_id``: the use case's id and unit column values, stored as
+    ``EVENT_ID_COLUMN``/``UNIT_ID_COLUMN``; those stored names are accepted as keywords (and read as
+    attributes) too, for callers written before. ``decision``: None for a regressor (stored false)."""
+
     request_id: str
     ts: float
-    transaction_id: str
-    customer_id: str | None
+    event_id: str
+    unit_id: str | None
     inputs: dict[str, Any]
     features: dict[str, Any]
     score: float
-    decision: bool
+    decision: bool | None
     variant: str
     model_version: str
     latency_ms: float
+
+
+def _accept_stored_names() -> None:
+    """``LoggedPrediction(..., <EVENT_ID_COLUMN>=..., <UNIT_ID_COLUMN>=...)`` and ``row.<EVENT_ID_COLUMN>``
+    as before the columns had task-neutral names in Python."""
+    names = {EVENT_ID_COLUMN: "event_id", UNIT_ID_COLUMN: "unit_id"}
+    generated = LoggedPrediction.__init__
+
+    def init(self: LoggedPrediction, *args: Any, **kwargs: Any) -> None:
+        for stored, name in names.items():
+            if stored in kwargs:
+                kwargs[name] = kwargs.pop(stored)
+        generated(self, *args, **kwargs)
+
+    init.__doc__ = generated.__doc__
+    LoggedPrediction.__init__ = init  # type: ignore[method-assign]
+    for stored, name in names.items():
+        setattr(LoggedPrediction, stored, property(operator.attrgetter(name)))
+
+
+_accept_stored_names()
 
 
 def _clean(value: Any) -> Any:
@@ -188,12 +224,12 @@ def _values(rows: Iterable[LoggedPrediction]) -> list[tuple[Any, ...]]:
         (
             r.request_id,
             r.ts,
-            r.transaction_id,
-            r.customer_id,
+            r.event_id,
+            r.unit_id,
             _json(r.inputs),
             _json(r.features),
             r.score,
-            int(r.decision),
+            int(bool(r.decision)),
             r.variant,
             r.model_version,
             r.latency_ms,
@@ -248,9 +284,9 @@ class _Reads:
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     def answered_after(self, after_id: int, limit: int = 50_000) -> list[tuple[int, str, str]]:
-        """(id, transaction_id, inputs JSON) of answered (not shadow) predictions with id > ``after_id``."""
+        """(id, event id, inputs JSON) of answered (not shadow) predictions with id > ``after_id``."""
         return self._poll(
-            f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE id > {self._mark} "
+            f"SELECT id, {EVENT_ID_COLUMN}, {self._inputs} FROM predictions WHERE id > {self._mark} "
             f"AND variant <> 'shadow' ORDER BY id LIMIT {int(limit)}",
             [after_id],
         )
@@ -258,10 +294,10 @@ class _Reads:
     def answered_since(
         self, since: datetime | float | str, upto_id: int | None = None
     ) -> list[tuple[int, str, str]]:
-        """(id, transaction_id, inputs JSON) of answered predictions made at or after ``since`` (and id <=
+        """(id, event id, inputs JSON) of answered predictions made at or after ``since`` (and id <=
         ``upto_id``), oldest first."""
         sql = (
-            f"SELECT id, transaction_id, {self._inputs} FROM predictions WHERE ts >= {self._mark} "
+            f"SELECT id, {EVENT_ID_COLUMN}, {self._inputs} FROM predictions WHERE ts >= {self._mark} "
             "AND variant <> 'shadow'"
         )
         params: list[Any] = [_epoch(since)]
@@ -434,13 +470,13 @@ class PredictionLog(_Reads):
             self._conn.close()  # the last connection to close checkpoints what is left
 
 
-_PG_SCHEMA = """
+_PG_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS predictions (
     id BIGSERIAL PRIMARY KEY,
     request_id TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL,   -- seconds since the epoch (UTC), as in the SQLite log
-    transaction_id TEXT NOT NULL,
-    customer_id TEXT,
+    {EVENT_ID_COLUMN} TEXT NOT NULL,
+    {UNIT_ID_COLUMN} TEXT,
     inputs JSONB NOT NULL,
     features JSONB NOT NULL,
     score DOUBLE PRECISION NOT NULL,
@@ -451,7 +487,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 CREATE INDEX IF NOT EXISTS predictions_variant_ts ON predictions (variant, ts);
-CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions (transaction_id);
+CREATE INDEX IF NOT EXISTS predictions_transaction ON predictions ({EVENT_ID_COLUMN});
 """
 # Every replica creates the schema at start; an advisory lock keeps concurrent CREATE ... IF NOT EXISTS
 # (which can still collide in the catalog) one at a time.
@@ -693,13 +729,13 @@ def _events(
     from loopline.features.streaming import event_from_transaction
 
     events = []
-    for _, transaction_id, inputs in rows:
-        if (known is not None and known(transaction_id)) or transaction_id.startswith(PROBE_ID_PREFIX):
+    for _, event_id, inputs in rows:
+        if (known is not None and known(event_id)) or event_id.startswith(PROBE_ID_PREFIX):
             continue  # parsing JSON costs more than the check
         try:
             events.append(event_from_transaction(json.loads(inputs)))
         except (KeyError, TypeError, ValueError) as exc:  # a row logged by an older version, say
-            log.warning("prediction of %s has unusable inputs for fresh features: %s", transaction_id, exc)
+            log.warning("prediction of %s has unusable inputs for fresh features: %s", event_id, exc)
     return events
 
 

@@ -1,8 +1,9 @@
 """One loaded model version behind the online feature lookup: THE serving code path.
 
 ``Predictor.predict`` is what the HTTP service runs per batch and what the benchmark gate times
-in-process: online features of ``fraud_detection_v1`` (Feast) → model input in the signature's types →
-the MLflow pyfunc → score and decision.
+in-process: online features of the use case's feature service (Feast) → model input in the signature's
+types → the MLflow pyfunc → score (a classifier's probability, a regressor's prediction in the label's
+units) and, for a classifier, the threshold decision.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from loopline.config import Settings
+from loopline.config.use_case import UseCase, load_use_case
+from loopline.serving.request import contract
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,9 +27,6 @@ if TYPE_CHECKING:
     from loopline.features.fresh import FreshFeatures
     from loopline.features.online import OnlineFeatures
 
-# Columns of the transaction itself the model may take as inputs (the rest come from the feature store).
-TRANSACTION_INPUTS = ("channel", "merchant_category", "merchant_country", "amount")
-
 
 class ModelLoadError(RuntimeError):
     """A model version could not be loaded or did not pass its warm-up."""
@@ -34,16 +34,18 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Scored:
-    """One transaction's result plus what the prediction log keeps about it."""
+    """One event's result plus what the prediction log keeps about it. ``decision``: whether a classifier's
+    score reached the threshold; None for a regressor (no threshold decision)."""
 
-    transaction_id: str
+    event_id: str
     score: float
-    decision: bool
+    decision: bool | None
     features: dict[str, Any]
 
-    def response(self, model_version: str, variant: str) -> dict[str, Any]:
+    def response(self, model_version: str, variant: str, id_column: str) -> dict[str, Any]:
+        """The answer, the event's id under ``id_column`` (the use case's)."""
         return {
-            "transaction_id": self.transaction_id,
+            id_column: self.event_id,
             "score": self.score,
             "decision": self.decision,
             "model_version": model_version,
@@ -157,21 +159,14 @@ def _scorer(model: Any) -> Callable[[dict[str, np.ndarray]], Any]:
     return lambda columns: python_model.predict(None, _frame(columns))["score"]
 
 
-def warmup_transactions(n: int) -> list[dict[str, Any]]:
-    """Synthetic transactions of unknown entities: they exercise the whole path without touching state."""
+def warmup_events(n: int, use_case: UseCase) -> list[dict[str, Any]]:
+    """Synthetic events of unknown entities (the use case's required event columns, valid values, known
+    vocabularies): they exercise the whole path without touching state."""
+    request = contract(use_case)
     now = datetime.now(UTC).isoformat()
+    time_column = use_case.time_column
     return [
-        {
-            "transaction_id": f"warmup_{i}",
-            "event_timestamp": now,
-            "customer_id": f"__warmup_c{i}",
-            "merchant_id": "__warmup_m",
-            "device_id": "__warmup_d",
-            "channel": "online",
-            "amount": 10.0 + i,
-            "merchant_category": "grocery",
-            "merchant_country": "DE",
-        }
+        {c: now if c == time_column else request.example_value(c, i) for c in request.required}
         for i in range(n)
     ]
 
@@ -188,7 +183,9 @@ class Predictor:
         variant: str,
         features: OnlineFeatures,
         threshold: float,
+        use_case: UseCase | None = None,
     ) -> None:
+        self.use_case = use_case or load_use_case(Settings().use_case)
         self.model = model
         self.model_uri = model_uri
         self.version = str(version)
@@ -196,6 +193,11 @@ class Predictor:
         self.features = features
         self.threshold = float(threshold)
         self.categorical, self.numeric = _signature_columns(model)
+        # The event's own columns the model takes (the rest come from the feature store), its id, and whether
+        # it makes a threshold decision (a classifier) or predicts a quantity (a regressor: no decision).
+        self.event_inputs = contract(self.use_case).model_inputs([*self.categorical, *self.numeric])
+        self.id_column = self.use_case.id_column
+        self.classifier = self.use_case.task == "binary_classification"
         self._predict = _scorer(model)
         self.warmed = False
         self.load_seconds = 0.0
@@ -238,6 +240,7 @@ class Predictor:
             variant=variant,
             features=features,
             threshold=threshold,
+            use_case=load_use_case(settings.use_case),
         )
         predictor.warm(warmup_rounds or config.warmup.rounds, batch=config.batching.max_rows)
         predictor.load_seconds = time.monotonic() - started
@@ -247,7 +250,7 @@ class Predictor:
         """Run the full path a few times (single rows and a batch) so the first request is not slow."""
         try:
             for i in range(rounds):
-                self.score(warmup_transactions(batch if i % 4 == 3 else 1))
+                self.score(warmup_events(batch if i % 4 == 3 else 1, self.use_case))
         except Exception as exc:
             raise ModelLoadError(f"{self.model_uri} failed its warm-up prediction: {exc}") from exc
         self.warmed = True
@@ -259,29 +262,36 @@ class Predictor:
         clone.variant = variant
         return clone
 
-    def score(self, transactions: list[dict[str, Any]], fresh: FreshFeatures | None = None) -> list[Scored]:
-        """Features → model input → pyfunc for each transaction, in order. ``fresh``: the service's recent
+    def score(self, events: list[dict[str, Any]], fresh: FreshFeatures | None = None) -> list[Scored]:
+        """Features → model input → pyfunc for each event, in order. ``fresh``: the service's recent
         events (the engine passes them; the gate's in-process timing and the warm-up do not)."""
         import numpy as np
 
-        if not transactions:
+        if not events:
             return []
-        looked_up = self.features.lookup(transactions, fresh)
+        looked_up = self.features.lookup(events, fresh)
+        inputs = self.event_inputs
         rows = [
-            {**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **feats}
-            for tx, feats in zip(transactions, looked_up, strict=True)
+            {**{k: event.get(k) for k in inputs}, **feats}
+            for event, feats in zip(events, looked_up, strict=True)
         ]
         scores = np.asarray(
             self._predict(model_columns(rows, self.categorical, self.numeric)), dtype="float64"
         )
-        if len(scores) != len(transactions):
-            raise RuntimeError(f"the model returned {len(scores)} scores for {len(transactions)} rows")
+        if len(scores) != len(events):
+            raise RuntimeError(f"the model returned {len(scores)} scores for {len(events)} rows")
+        key = self.id_column
+        if not self.classifier:
+            return [
+                Scored(str(event[key]), float(s), None, feats)
+                for event, s, feats in zip(events, scores.tolist(), looked_up, strict=True)
+            ]
         threshold = self.threshold
         return [
-            Scored(str(tx["transaction_id"]), float(s), bool(s >= threshold), feats)
-            for tx, s, feats in zip(transactions, scores.tolist(), looked_up, strict=True)
+            Scored(str(event[key]), float(s), bool(s >= threshold), feats)
+            for event, s, feats in zip(events, scores.tolist(), looked_up, strict=True)
         ]
 
-    def predict(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``{"transaction_id", "score", "decision", "model_version", "variant"}`` per transaction."""
-        return [s.response(self.version, self.variant) for s in self.score(transactions)]
+    def predict(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``{<id column>, "score", "decision", "model_version", "variant"}`` per event."""
+        return [s.response(self.version, self.variant, self.id_column) for s in self.score(events)]

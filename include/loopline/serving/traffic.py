@@ -1,11 +1,13 @@
-"""``loopline traffic``: replay transactions against the prediction service as production clients would.
+"""``loopline traffic``: replay the use case's events against the prediction service as production clients
+would.
 
 Open loop: request *i* is sent at ``start + i / rps`` whether or not earlier ones were answered (a closed
-loop slows down with the server and hides its latency). Transactions are the newest curated ones, so
-their customers, merchants and devices exist in the online store, re-stamped to the moment they are
-sent. They keep their ``transaction_id``: labels published for them (the curated ``labels``) join the
-prediction log by that id, which is how the canary's labelled-quality check finds ground truth for
-replayed traffic without any extra label writing.
+loop slows down with the server and hides its latency). Events are the newest curated ones (fraud's
+transactions, delivery's orders), so their entities exist in the online store, re-stamped (their time
+column) to the moment they are sent. They keep their id (the use case's id column): labels published for
+them (the curated labels) join the prediction log by that id, which is how the canary's labelled-quality
+check finds ground truth for replayed traffic without any extra label writing. A request carries the
+columns the request contract requires (``loopline.serving.request``).
 """
 
 from __future__ import annotations
@@ -19,21 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loopline.config import Settings
-
-REQUEST_FIELDS = (
-    "transaction_id",
-    "customer_id",
-    "merchant_id",
-    "device_id",
-    "channel",
-    "amount",
-    "merchant_category",
-    "merchant_country",
-)
+from loopline.config.use_case import UseCase, load_use_case
+from loopline.serving.request import contract
 
 
 class NoTransactions(RuntimeError):
-    """Nothing to replay: the curated store holds no transactions yet."""
+    """Nothing to replay: the curated store holds no events yet."""
 
 
 @dataclass(frozen=True)
@@ -98,31 +91,53 @@ def summarise(
     )
 
 
-def load_transactions(settings: Settings, limit: int = 5000) -> list[dict[str, Any]]:
-    """The newest ``limit`` curated transactions as request rows (without a timestamp: stamped when sent)."""
+def request_fields(use_case: UseCase) -> dict[str, Any]:
+    """The columns a replayed request carries (the contract's required ones but the time, stamped when
+    sent), each with how a curated value becomes its JSON value."""
+    fields: dict[str, Any] = {}
+    for column in contract(use_case).required:
+        if column == use_case.time_column:
+            continue
+        dtype = str(use_case.event_columns[column]).lower()
+        if dtype.startswith("float"):
+            fields[column] = float
+        elif dtype.startswith(("int", "uint")):
+            fields[column] = int
+        elif dtype.startswith("bool"):
+            fields[column] = bool
+        else:
+            fields[column] = str
+    return fields
+
+
+def load_transactions(
+    settings: Settings, limit: int = 5000, use_case: UseCase | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` curated events of the use case (default: the settings') as request rows (without
+    their time: stamped when sent)."""
     import pandas as pd
 
     from loopline.data.ingest import visible_partition_files
     from loopline.storage.files import read_parquet
 
-    files = visible_partition_files(settings.state.curated / "transactions")
+    use_case = use_case or load_use_case(settings.use_case)
+    batch = use_case.batch_names["events"]
+    fields = request_fields(use_case)
+    files = visible_partition_files(settings.state.curated / batch)
     if not files:
         raise NoTransactions(
-            f"no curated transactions under {settings.state.curated / 'transactions'}: "
+            f"no curated {batch} under {settings.state.curated / batch}: "
             "simulate and ingest data first (`loopline simulate`, or `loopline demo`)"
         )
     frames, rows = [], 0
     for path in reversed(files):  # newest days first; stop once there are enough
-        frame = read_parquet(path, columns=[*REQUEST_FIELDS, "event_timestamp"])  # local or object storage
+        frame = read_parquet(path, columns=[*fields, use_case.time_column])  # local or object storage
         frames.append(frame)
         rows += len(frame)
         if rows >= limit:
             break
-    frame = pd.concat(frames, ignore_index=True).sort_values("event_timestamp").tail(limit)
-    return [
-        {k: (float(r[k]) if k == "amount" else str(r[k])) for k in REQUEST_FIELDS}
-        for r in frame.to_dict("records")
-    ]
+    frame = pd.concat(frames, ignore_index=True).sort_values(use_case.time_column).tail(limit)
+    return [{k: convert(r[k]) for k, convert in fields.items()} for r in frame.to_dict("records")]
 
 
 async def replay(
@@ -135,10 +150,12 @@ async def replay(
     timeout_s: float = 10.0,
     max_in_flight: int = 1000,
     headers: dict[str, str] | None = None,
+    use_case: UseCase | None = None,
 ) -> TrafficReport:
     """Send ``rps`` requests per second for ``duration_s`` seconds, open loop; each carries ``batch``
-    transactions (cycling through ``transactions``). ``headers`` (default: the API key of
-    ``LOOPLINE_SERVING_API_KEY`` when it is set) go with every request."""
+    events (cycling through ``transactions``), stamped now, under the use case's list key (default: the
+    configured use case's). ``headers`` (default: the API key of ``LOOPLINE_SERVING_API_KEY`` when it is
+    set) go with every request."""
     import httpx
 
     from loopline.serving.config import client_headers
@@ -146,7 +163,9 @@ async def replay(
     if rps <= 0 or duration_s <= 0:
         raise ValueError("rps and duration must be positive")
     if not transactions:
-        raise NoTransactions("no transactions to replay")
+        raise NoTransactions("no events to replay")
+    use_case = use_case or load_use_case(Settings().use_case)
+    events_key, time_column = contract(use_case).list_key, use_case.time_column
     total = max(1, int(rps * duration_s))
     outcomes: list[tuple[str, float, list[str]]] = []
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
@@ -158,8 +177,8 @@ async def replay(
         async def one(i: int) -> None:
             now = datetime.now(UTC).isoformat()
             body = {
-                "transactions": [
-                    {**transactions[(i * batch + j) % len(transactions)], "event_timestamp": now}
+                events_key: [
+                    {**transactions[(i * batch + j) % len(transactions)], time_column: now}
                     for j in range(batch)
                 ]
             }
@@ -190,7 +209,15 @@ async def replay(
 def run_traffic(
     settings: Settings, rps: float, duration_s: float, url: str | None = None, batch: int = 1
 ) -> TrafficReport:
-    """Replay the newest curated transactions against ``url`` (default: the settings' serving URL)."""
+    """Replay the newest curated events against ``url`` (default: the settings' serving URL)."""
+    use_case = load_use_case(settings.use_case)
     return asyncio.run(
-        replay(url or settings.serving_base_url, load_transactions(settings), rps, duration_s, batch=batch)
+        replay(
+            url or settings.serving_base_url,
+            load_transactions(settings, use_case=use_case),
+            rps,
+            duration_s,
+            batch=batch,
+            use_case=use_case,
+        )
     )

@@ -9,8 +9,11 @@ import json
 import pytest
 from security_kit import TX, bare_client, raw_predict
 
-from loopline.serving.app import Transaction
+from loopline.config.use_case import load_use_case
+from loopline.serving.request import event_model
 from loopline.usecases.fraud.simulator import CATEGORIES, SimulationConfig, simulate
+
+Transaction = event_model(load_use_case("fraud"))  # what /v1/predict validates each transaction with
 
 XSS = "</script><script>alert(1)</script>"
 

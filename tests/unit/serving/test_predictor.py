@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from loopline.serving.predictor import (
-    TRANSACTION_INPUTS,
     ModelLoadError,
     Predictor,
     model_columns,
@@ -78,7 +77,7 @@ def test_the_direct_python_model_path_scores_exactly_like_mlflows_predict(
     ]
     looked_up = predictor.features.lookup(rows)
     inputs = [
-        {**{k: tx.get(k) for k in TRANSACTION_INPUTS}, **f} for tx, f in zip(rows, looked_up, strict=True)
+        {**{k: tx.get(k) for k in predictor.event_inputs}, **f} for tx, f in zip(rows, looked_up, strict=True)
     ]
     python_model = predictor.model.unwrap_python_model()
     assert predictor._predict == python_model.predict_columns  # the fast path is taken for this signature
