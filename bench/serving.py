@@ -71,7 +71,10 @@ def build_world(root: Path) -> tuple[Any, list[dict[str, Any]], list[dict[str, A
     build_training_set(settings, root / "train.parquet")
     train(
         root / "train.parquet",
-        load_config(REPO / "include" / "config" / "training.yaml", QUICK_TRAINING),
+        load_config(
+            REPO / "include" / "loopline" / "usecases" / "fraud" / "policies" / "training.yaml",
+            QUICK_TRAINING,
+        ),
         tracking_uri=settings.mlflow_uri,
     )
     start = materialized_until(settings) + timedelta(minutes=1)
