@@ -116,10 +116,11 @@ def cmd_simulate(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
     """Run ``loopline simulate``; usage errors exit with status 2 like argparse's own."""
     parser = parser or argparse.ArgumentParser(prog="loopline simulate")
     if args.list_bad:
-        from loopline.usecases.fraud.simulator import BAD_KINDS
-
-        width = max(map(len, BAD_KINDS))
-        for kind, description in BAD_KINDS.items():
+        use_case, simulation = _simulation(parser, args.use_case)
+        if not simulation.bad_kinds:
+            print(f"the {use_case.name} simulator writes no bad batches")
+        width = max(map(len, simulation.bad_kinds), default=0)
+        for kind, description in simulation.bad_kinds.items():
             print(f"{kind:<{width}}  {description}")
         return 0
 
@@ -157,11 +158,9 @@ def cmd_simulate(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
         parser.error(
             f"the {use_case.name} simulator does not take {', '.join(unknown)} (its options: {takes})"
         )
-    if "bad" in options:
-        from loopline.usecases.fraud.simulator import BAD_KINDS
-
-        if options["bad"] not in BAD_KINDS:
-            parser.error(f"argument --bad: unknown kind {args.bad!r} (choose from {', '.join(BAD_KINDS)})")
+    if "bad" in options and options["bad"] not in simulation.bad_kinds:
+        kinds = ", ".join(simulation.bad_kinds)
+        parser.error(f"argument --bad: unknown kind {options['bad']!r} (choose from {kinds})")
     drift_from = _drift_day(parser, args.drift_from, args.start, args.days) if args.drift is not None else 0
     request = SimulationRequest(
         out=Path(args.out),

@@ -68,6 +68,8 @@ class WorldSimulator(Protocol):
 
     drift_kinds: Mapping[str, str]  # kind -> what it changes in the world
     options: Mapping[str, str]  # the simulator's own options -> what each does
+    # Kinds of deliberately broken batch it can write (option "bad") -> what is wrong; {} when none.
+    bad_kinds: Mapping[str, str]
     demo: DemoPlan  # what `loopline demo` simulates and which live drift it injects
 
     def write(self, request: SimulationRequest, progress: bool = False) -> dict[str, Any]:
@@ -178,7 +180,7 @@ class UseCase:
         if not isinstance(found, WorldSimulator):
             raise UseCaseError(
                 f"use case {self.name!r}: {self.simulator} is not a WorldSimulator (it needs drift_kinds, "
-                "options, demo, write(request) and describe(summary); see loopline.config.use_case.WorldSimulator)"
+                "options, bad_kinds, demo, write(request) and describe(summary); see loopline.config.use_case.WorldSimulator)"
             )
         return found
 

@@ -203,11 +203,13 @@ def check_great_expectations(settings: Settings) -> CheckResult:
             .add_batch_definition_whole_dataframe("whole")
         )
         expectations = [
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="transaction_id"),
-            gx.expectations.ExpectColumnValuesToBeBetween(column="amount", min_value=0, max_value=50_000),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="probe_id"),
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="probe_value", min_value=0, max_value=50_000
+            ),
         ]
-        good = pd.DataFrame({"transaction_id": ["t1", "t2"], "amount": [12.5, 80.0]})
-        bad = pd.DataFrame({"transaction_id": ["t1", None], "amount": [12.5, -3.0]})
+        good = pd.DataFrame({"probe_id": ["p1", "p2"], "probe_value": [12.5, 80.0]})
+        bad = pd.DataFrame({"probe_id": ["p1", None], "probe_value": [12.5, -3.0]})
         outcomes = {}
         for label, frame in (("good", good), ("bad", bad)):
             outcomes[label] = all(

@@ -81,12 +81,11 @@ class FeatureConfig(StrictModel):
     they are excluded where the use case is known, and a config naming one as an input is refused there
     (``feature_columns``, before any training), as an ``excluded`` column is refused here at load."""
 
-    categorical: list[str] = Field(
-        default_factory=lambda: ["channel", "merchant_category", "merchant_country"]
-    )
+    # Event columns by name (a use case's training policy lists its own); the manifest's features come on top.
+    categorical: list[str] = Field(default_factory=list)
     numeric_from_manifest: bool = True
-    extra_numeric: list[str] = Field(default_factory=lambda: ["amount"])
-    log1p: list[str] = Field(default_factory=lambda: ["amount"])
+    extra_numeric: list[str] = Field(default_factory=list)
+    log1p: list[str] = Field(default_factory=list)
     excluded: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -195,6 +195,7 @@ class DeliveryWorldSimulation:
 
     drift_kinds = DRIFT_KINDS
     options = {"orders_per_day": "mean number of orders a day (default 1500)"}
+    bad_kinds: dict[str, str] = {}
     # Minutes are known within hours of the order: two weeks give twelve labelled training days and a
     # matured holdout.
     demo = DemoPlan(

@@ -99,7 +99,7 @@ def write_training_set(frame: pd.DataFrame, out: Path, features: list[str] | Non
         "content_hash": sha256_file(out),
         "rows": len(frame),
         "labelled_rows": labelled,
-        "fraud_rows": fraud,
+        "positive_rows": fraud,
         "label_rate": fraud / labelled if labelled else None,
         "feature_service": "fraud_detection_v1",
         "feature_service_version": "1",

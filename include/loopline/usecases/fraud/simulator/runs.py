@@ -155,6 +155,7 @@ class FraudWorldSimulation:
         "customers": "number of customers (default 2000)",
         "bad": "also write a bad batch of this kind for the first day (see --list-bad)",
     }
+    bad_kinds = BAD_KINDS
     # Labels of genuine transactions mature after 7 days: three weeks leave two weeks of labelled history,
     # the newest days of which are the gate's holdout. 8 epochs: a model that clears the gate in well under
     # a minute.
