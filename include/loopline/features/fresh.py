@@ -167,8 +167,8 @@ class FreshFeatures:
         self._next_try = 0.0
         self._gave_up = False
 
-    def knows(self, transaction_id: str) -> bool:
-        return transaction_id in self.windows
+    def knows(self, event_id: str) -> bool:
+        return event_id in self.windows
 
     # --- loading ------------------------------------------------------------------------------------
 
