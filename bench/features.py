@@ -20,13 +20,14 @@ os.environ["LOOPLINE_STATE_DIR"] = str(STATE)
 
 from loopline.config import Settings  # noqa: E402
 from loopline.features.curated import curated_time_range, read_curated_transactions  # noqa: E402
-from loopline.features.feature_service import ENTITY_COLUMNS, FEATURE_SERVICE, feature_names  # noqa: E402
+from loopline.features.feature_service import feature_names  # noqa: E402
 from loopline.features.historical import entity_rows, historical_features  # noqa: E402
 from loopline.features.materialize import materialize  # noqa: E402
 from loopline.features.online import OnlineFeatures  # noqa: E402
 from loopline.features.pit import file_table, service_plan  # noqa: E402
 from loopline.features.training_sets import build_training_set  # noqa: E402
 from loopline.platform.feast_store import feature_store  # noqa: E402
+from loopline.usecases.fraud.features import ENTITY_COLUMNS, FEATURE_SERVICE  # noqa: E402
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate  # noqa: E402
 
 CUSTOMERS = 2_250  # ~6.7k transactions a day
