@@ -105,6 +105,9 @@ class UseCase:
     # The MLflow registered model its versions go to (experiments: <model_name>_training, _monitoring).
     model_name: str
     group_columns: tuple[str, ...] = ()  # fairness groups: never model inputs, judged by the gate
+    # Event columns a prediction request may leave out although every landed batch carries them (fraud: the
+    # card id, which not every client knows); the group columns are always optional in a request.
+    optional_request_columns: tuple[str, ...] = ()
     # The independent unit (a customer, a restaurant): the canary routes by it (sticky), and the canary's and
     # the concept check's bootstraps resample whole units, since errors cluster on one. None: each event.
     unit_column: str | None = None
@@ -144,6 +147,11 @@ class UseCase:
             if column not in columns:
                 kind = "event_columns" if columns is self.event_columns else "label_columns"
                 out.append(f"{what} {column!r} is not in {kind}")
+        out += [
+            f"optional request column {c!r} is not in event_columns"
+            for c in self.optional_request_columns
+            if c not in self.event_columns
+        ]
         if self.unit_column is not None and self.unit_column not in self.event_columns:
             out.append(f"unit_column {self.unit_column!r} is not in event_columns")
         out += [

@@ -16,7 +16,7 @@ constraints that hold for one event as well:
   log, reports and dashboards carries no markup.
 
 The id, time and unit columns and every other event column are required, except the use case's group
-columns (accepted, never model inputs) and ``OPTIONAL_AT_THE_EDGE``. Extra fields are ignored. A request is
+columns (accepted, never model inputs) and its ``optional_request_columns``. Extra fields are ignored. A request is
 ``{"<events batch name>": [event, ...]}`` (fraud: ``transactions``, delivery: ``orders``); each answer is keyed
 by the id column's name.
 """
@@ -43,9 +43,6 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 CATEGORY_PATTERN = r"^[a-z0-9_\-]+$"  # an open vocabulary: "grocery", "digital_goods", "crypto_exchange"
 NUMBER_LIMIT = 1e9
-# Event columns a request may leave out although every landed batch carries them, per use case (the card of a
-# card transaction: clients that do not know it still get a score). A use case field once UseCase has one.
-OPTIONAL_AT_THE_EDGE: Mapping[str, tuple[str, ...]] = {"fraud": ("card_id",)}
 
 
 def _plausible(value: datetime | None) -> datetime | None:
@@ -92,8 +89,8 @@ class EventContract:
 
     @property
     def optional(self) -> tuple[str, ...]:
-        """Event columns a request may leave out: the groups and ``OPTIONAL_AT_THE_EDGE``."""
-        return (*self.use_case.group_columns, *OPTIONAL_AT_THE_EDGE.get(self.use_case.name, ()))
+        """Event columns a request may leave out: the groups and the use case's optional request columns."""
+        return (*self.use_case.group_columns, *self.use_case.optional_request_columns)
 
     @property
     def required(self) -> tuple[str, ...]:

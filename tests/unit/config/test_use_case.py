@@ -117,6 +117,7 @@ def test_a_use_case_named_unlike_its_package_is_refused(installed: dict[str, typ
         ({"label_time_column": "ordered_at"}, "label_time_column 'ordered_at' is not in label_columns"),
         ({"group_columns": ("city",)}, "group column 'city' is not in event_columns"),
         ({"unit_column": "courier"}, "unit_column 'courier' is not in event_columns"),
+        ({"optional_request_columns": ("tip",)}, "optional request column 'tip' is not in event_columns"),
         ({"batch_names": {"events": "orders"}}, "batch_names must name exactly 'events' and 'labels'"),
         ({"batch_names": {"events": "x", "labels": "x"}}, "different folder names"),
         (

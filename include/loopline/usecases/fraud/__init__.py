@@ -26,6 +26,7 @@ USE_CASE = UseCase(
     model_name="fraud_detector",
     group_columns=("customer_age_band", "customer_region"),
     unit_column="customer_id",
+    optional_request_columns=("card_id",),
     batch_names={"events": "transactions", "labels": "labels"},
     simulator="loopline.usecases.fraud.simulator.runs:SIMULATION",
     features="loopline.usecases.fraud.features:FEATURES",
