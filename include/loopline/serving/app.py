@@ -408,7 +408,7 @@ def create_app(
         log.info("API key required on every route but /healthz and /readyz (%d key(s) accepted)", len(keys))
     else:
         log.info("no API key set (%s): every route is open", API_KEY_ENV)
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(use_case.task)
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager

@@ -23,11 +23,16 @@ def error_text(error: str) -> str:
 
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-SCORE_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))
+SCORE_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))  # a classifier's probability, 0.05 apart
+# A regressor's prediction in its label's units (minutes, euros, ...): a 1-2-5 series over 0.01 .. 1e6, so any
+# label's scale gets about three buckets per decade.
+REGRESSION_SCORE_BUCKETS = tuple(
+    round(m * 10.0**e, 2) for e in range(-2, 7) for m in (1, 2, 5) if m * 10.0**e <= 1e6
+)
 
 
 class ServingMetrics(Observer):
-    def __init__(self) -> None:
+    def __init__(self, task: str = "binary_classification") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -54,7 +59,11 @@ class ServingMetrics(Observer):
             registry=r,
         )
         self.scores = Histogram(
-            "loopline_score", "score distribution", ["variant", "version"], buckets=SCORE_BUCKETS, registry=r
+            "loopline_score",
+            "score distribution",
+            ["variant", "version"],
+            buckets=REGRESSION_SCORE_BUCKETS if task == "regression" else SCORE_BUCKETS,
+            registry=r,
         )
         self.batch_rows = Histogram(
             "loopline_batch_rows",

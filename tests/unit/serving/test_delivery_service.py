@@ -122,6 +122,22 @@ def test_an_order_is_answered_in_minutes_without_a_decision_and_logged(
     assert row["score"] == pytest.approx(prediction["score"]) and not row["decision"]
     assert json.loads(row["inputs"])["distance_km"] == ORDER["distance_km"]
 
+    # The score histogram is in minutes too: the answered scores fall in finite buckets, not all in +Inf.
+    metrics = client.get("/metrics").text
+    inf = [
+        line for line in metrics.splitlines() if line.startswith("loopline_score_bucket") and "+Inf" in line
+    ]
+    below = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("loopline_score_bucket") and 'le="500.0"' in line
+    ]
+    assert (
+        inf
+        and below
+        and [line.rsplit(" ", 1)[1] for line in inf] == [line.rsplit(" ", 1)[1] for line in below]
+    )
+
 
 @pytest.mark.parametrize(
     ("changes", "field"),
