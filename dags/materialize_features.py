@@ -31,12 +31,14 @@ def materialize_features():
     @task(multiple_outputs=False)
     def plan_interval() -> dict | None:
         from loopline.config import get_settings
+        from loopline.config.use_case import load_use_case
         from loopline.data.ingest import IngestLedger
         from loopline.features.intervals import pending_interval
         from loopline.features.watermark import materialized_cursor
 
         settings = get_settings()
-        return pending_interval(IngestLedger.of(settings), materialized_cursor(settings))
+        events_kind = load_use_case(settings.use_case).batch_names["events"]
+        return pending_interval(IngestLedger.of(settings), materialized_cursor(settings), events_kind)
 
     @task(outlets=[FEATURES], multiple_outputs=False)
     def materialize_interval(interval: dict | None, **context) -> dict:
@@ -49,7 +51,7 @@ def materialize_features():
         from loopline.serving.prediction_log import answered_events
 
         if interval is None:
-            raise AirflowSkipException("no transactions published since the last materialisation")
+            raise AirflowSkipException("no events batch published since the last materialisation")
         settings = get_settings()
         result = materialize(
             settings,

@@ -145,7 +145,7 @@ def test_ingest_records_its_ledger_in_postgres_and_stays_idempotent(pg_url, tmp_
     positions = [position for position, _ in ledger.published_since(0, "transactions")]
     assert len(positions) == 2 and positions == sorted(positions)
     # Materialisation plans from the ledger: after the first position only the second batch is pending.
-    pending = pending_interval(ledger, positions[0])
+    pending = pending_interval(ledger, positions[0], "transactions")
     assert (
         pending is not None and pending["batches"] == [second.batch_id] and pending["cursor"] == positions[1]
     )

@@ -221,7 +221,7 @@ def _check_published_exactly_once(settings: Settings, batch: dict, batch_id: str
     assert {p.split("date=")[1][:10] for p in entry["partitions"]} == batch["days"]
     assert all((settings.state.curated / p).is_file() for p in entry["partitions"])
     assert Path(entry["stored_at"]).is_file() and json.loads(Path(entry["report"]).read_text()) == entry
-    interval = pending_interval(settings.state.ingest_ledger, 0)
+    interval = pending_interval(settings.state.ingest_ledger, 0, "transactions")
     assert interval["start"][:10] == min(batch["days"]) and batch_id in interval["batches"]
     assert pd.Timestamp(interval["end"]) == pd.Timestamp(max(batch["days"]), tz="UTC") + pd.Timedelta(days=1)
     return entry
@@ -293,7 +293,7 @@ def test_an_interrupted_publish_is_finished_by_the_next_ingest_of_any_batch(
     assert set(curated["transaction_id"]) == set(batch["frame"]["transaction_id"]) | set(
         later["transaction_id"]
     )
-    interval = pending_interval(settings.state.ingest_ledger, 0)
+    interval = pending_interval(settings.state.ingest_ledger, 0, "transactions")
     days = sorted(batch["days"] | _days(later))
     assert (interval["start"][:10], set(interval["batches"])) == (days[0], set(order))
     assert pd.Timestamp(interval["end"]) == pd.Timestamp(days[-1], tz="UTC") + pd.Timedelta(days=1)
