@@ -26,14 +26,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from loopline.config import Settings
+from loopline.serving.prediction_log import EVENT_ID_COLUMN
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # Variants whose predictions were answered; shadow scoring is logged too but duplicates a transaction.
 ANSWERED_VARIANTS = ("champion", "challenger")
-# The transaction fields that decide its features: where served and recorded disagree, it is not comparable.
-IDENTITY_COLUMNS = ("customer_id", "merchant_id", "device_id", "channel")
 WORST_FEATURES = 5
 EXAMPLES = 5
 
@@ -42,7 +41,7 @@ EXAMPLES = 5
 class ServedSkewReport:
     """One check. ``mismatches``: compared transactions with at least one feature differing from the offline
     point-in-time value; ``worst_features``: feature -> mismatching transactions (top ``WORST_FEATURES``,
-    most first); ``examples``: ``{transaction_id, feature, served, offline}``."""
+    most first); ``examples``: ``{event_id, feature, served, offline}``."""
 
     judged: bool
     reason: str
@@ -93,7 +92,7 @@ def _iso(value: datetime | None) -> str | None:
 def answered(log_rows: pd.DataFrame) -> pd.Series:
     """Transaction id (as text) by log row of the first answered prediction of each transaction (rows oldest
     first, as ``PredictionLog.read`` orders them). Touches no JSON column."""
-    light = log_rows.loc[log_rows["variant"].isin(ANSWERED_VARIANTS), "transaction_id"].astype(str)
+    light = log_rows.loc[log_rows["variant"].isin(ANSWERED_VARIANTS), EVENT_ID_COLUMN].astype(str)
     return light[~light.duplicated(keep="first")]
 
 
@@ -129,26 +128,39 @@ def curated_by_id(settings: Settings, ids: list[str], columns: list[str] | None 
     return pd.DataFrame({c: frame[c].astype(d) for c, d in wanted.items()})
 
 
-def _inputs_match(inputs: dict[str, Any], recorded: pd.Series) -> bool:
-    """Whether serving received the recorded transaction: same time (to the µs), entities and amount."""
-    import math
+@dataclass(frozen=True)
+class _Identity:
+    """The event fields that decide its features (the use case's time column, the feature views' entity
+    columns and the on-demand views' request columns): where served and recorded disagree, the served event
+    was not the recorded one (a replay re-stamped when it was sent) and is not comparable."""
 
-    import pandas as pd
+    time_column: str
+    entity_columns: tuple[str, ...]
+    request_columns: tuple[str, ...]
 
-    try:
-        served_at = pd.Timestamp(inputs["event_timestamp"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    served_at = served_at.tz_localize("UTC") if served_at.tzinfo is None else served_at.tz_convert("UTC")
-    if served_at.value // 1000 != pd.Timestamp(recorded["event_timestamp"]).value // 1000:
-        return False
-    if any(str(inputs.get(c)) != str(recorded[c]) for c in IDENTITY_COLUMNS):
-        return False
-    amount: Any = inputs.get("amount")  # None: the TypeError below
-    try:
-        return math.isclose(float(amount), float(recorded["amount"]), rel_tol=1e-9, abs_tol=1e-9)
-    except (TypeError, ValueError):
-        return False
+    def matches(self, inputs: dict[str, Any], recorded: pd.Series) -> bool:
+        """Same time (to the µs), entities (as text) and request values (as numbers)."""
+        import math
+
+        import pandas as pd
+
+        try:
+            served_at = pd.Timestamp(inputs[self.time_column])
+        except (KeyError, TypeError, ValueError):
+            return False
+        served_at = served_at.tz_localize("UTC") if served_at.tzinfo is None else served_at.tz_convert("UTC")
+        if served_at.value // 1000 != pd.Timestamp(recorded[self.time_column]).value // 1000:
+            return False
+        if any(str(inputs.get(c)) != str(recorded[c]) for c in self.entity_columns):
+            return False
+        for column in self.request_columns:
+            value: Any = inputs.get(column)  # None: the TypeError below
+            try:
+                if not math.isclose(float(value), float(recorded[column]), rel_tol=1e-9, abs_tol=1e-9):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        return True
 
 
 def _not_judged(reason: str, **counts: Any) -> ServedSkewReport:
@@ -183,6 +195,7 @@ def check_served(
 
     import pandas as pd
 
+    from loopline.features.definitions import definitions_for
     from loopline.features.feature_service import feature_names
     from loopline.features.historical import historical_features
     from loopline.features.skew import _py, _same
@@ -201,8 +214,11 @@ def check_served(
     served = answered(log_rows)
     if served.empty:
         return _not_judged("no answered prediction in the window (shadow rows only)", **window)
+    use_case, definitions = definitions_for(settings)
+    id_column, time_column = use_case.id_column, use_case.time_column
+    identity = _Identity(time_column, definitions.entity_columns, definitions.request_columns)
     covered = materialized_until(settings)
-    recorded = curated_by_id(settings, served.tolist(), ["transaction_id", "event_timestamp"])
+    recorded = curated_by_id(settings, served.tolist(), [id_column, time_column])
     counts: dict[str, Any] = {**window, "served": len(served), "materialized_until": _iso(covered)}
     if covered is None:
         return _not_judged(
@@ -210,7 +226,7 @@ def check_served(
             waiting=len(served),
             **counts,
         )
-    ready = recorded.loc[recorded["event_timestamp"] < pd.Timestamp(covered), "transaction_id"].astype(str)
+    ready = recorded.loc[recorded[time_column] < pd.Timestamp(covered), id_column].astype(str)
     eligible = served[served.isin(set(ready))]
     counts.update(waiting=len(served) - len(eligible), eligible=len(eligible))
     if eligible.empty:
@@ -221,24 +237,25 @@ def check_served(
         )
     picked = eligible.sample(n=min(sample, len(eligible)), random_state=seed).sort_index()
     ids = picked.tolist()
-    rows = curated_by_id(settings, ids).drop_duplicates(subset="transaction_id")
-    rows = rows.set_index(rows["transaction_id"].astype(str))
+    rows = curated_by_id(settings, ids).drop_duplicates(subset=id_column)
+    rows = rows.set_index(rows[id_column].astype(str))
     logged = log_rows.loc[picked.index, ["inputs", "features"]]  # the only rows whose JSON is read
     comparable: list[tuple[str, dict[str, Any]]] = []
     for tx_id, inputs, features in zip(ids, logged["inputs"], logged["features"], strict=True):
-        if _inputs_match(json.loads(inputs), rows.loc[tx_id]):
+        if identity.matches(json.loads(inputs), rows.loc[tx_id]):
             comparable.append((tx_id, json.loads(features)))
     counts.update(sampled=len(picked), inputs_differ=len(picked) - len(comparable))
     if not comparable:
         return _not_judged(
             f"all {len(picked)} sampled served transactions differ from the recorded ones in time, "
-            "entities or amount (re-stamped replays?): nothing to compare",
+            f"entities or {', '.join(identity.request_columns) or 'request values'} (re-stamped replays?): "
+            "nothing to compare",
             **counts,
         )
     store = feature_store(settings)
     names = feature_names(store)
     curated = rows.loc[[tx_id for tx_id, _ in comparable]].reset_index(drop=True)
-    offline = historical_features(store, curated).set_index("transaction_id")
+    offline = historical_features(store, curated).set_index(id_column)
     offline.index = offline.index.astype(str)
     per_feature: Counter[str] = Counter()
     diffs: list[tuple[str, str, Any, Any]] = []  # (transaction, feature, served, offline)
@@ -285,7 +302,7 @@ def _examples(diffs: list[tuple[str, str, Any, Any]], worst: list[str]) -> list[
             shown.add(tx_id)
             out.append(
                 {
-                    "transaction_id": tx_id,
+                    "event_id": tx_id,
                     "feature": feature,
                     "served": _plain(served),
                     "offline": _plain(offline),

@@ -452,6 +452,11 @@ def _sparkline(series: list[tuple[str, float]], width: int = 520, height: int = 
     )
 
 
+def _example_id(example: dict[str, Any]) -> Any:
+    """The event an example is of; checks recorded before the use-case interface keyed it by fraud's id."""
+    return example.get("event_id", example.get("transaction_id"))
+
+
 def last_served_check(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
     """``(at, result)`` of the newest drift check that carries a served-features result, or None."""
     for event in reversed(history):
@@ -484,7 +489,7 @@ def _served(history: list[dict[str, Any]]) -> str:
         f"{escape(str(name))} ({count})" for name, count in (served.get("worst_features") or {}).items()
     )
     examples = "".join(
-        f"<tr><td><code>{escape(str(e.get('transaction_id')))}</code></td><td>{escape(str(e.get('feature')))}</td>"
+        f"<tr><td><code>{escape(str(_example_id(e)))}</code></td><td>{escape(str(e.get('feature')))}</td>"
         f"<td>{escape(str(e.get('served')))}</td><td>{escape(str(e.get('offline')))}</td></tr>"
         for e in served.get("examples") or []
     )
@@ -498,7 +503,7 @@ def _served(history: list[dict[str, Any]]) -> str:
         f"<div class='muted'>{int(served.get('waiting') or 0)} served transactions waiting for ingest or "
         f"materialisation</div>{when}"
         + (
-            "<table><tr><th>transaction</th><th>feature</th><th>served</th><th>offline</th></tr>"
+            "<table><tr><th>event</th><th>feature</th><th>served</th><th>offline</th></tr>"
             + examples
             + "</table>"
             if examples

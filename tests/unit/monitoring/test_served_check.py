@@ -187,7 +187,7 @@ def test_a_perturbed_feature_is_counted_named_and_shown(world):
     assert report.mismatches == len(world["perturbed"]) == 10
     assert report.worst_features == {"merch_tx_count_7d": 10}
     example = report.examples[0]
-    assert example["feature"] == "merch_tx_count_7d" and example["transaction_id"] in world["perturbed"]
+    assert example["feature"] == "merch_tx_count_7d" and example["event_id"] in world["perturbed"]
     assert example["served"] == (example["offline"] or 0) + 1
     assert report.exceeds(0.01) and not report.exceeds(0.5)
 
@@ -223,7 +223,7 @@ def test_features_served_before_the_days_own_transactions_were_materialised_are_
     # The customer's own history moved that day: every customer feature of a repeat customer is stale.
     assert max(report.worst_features.values()) == repeat_customers > 0
     assert all(name.startswith("cust_") for name in report.worst_features)
-    assert len({e["transaction_id"] for e in report.examples}) == len(report.examples) == 5
+    assert len({e["event_id"] for e in report.examples}) == len(report.examples) == 5
     assert report.exceeds(0.01)
 
 
