@@ -189,7 +189,7 @@ def test_the_page_shows_the_last_served_features_check(live, token, champion):
     served = re.search(r'id="served-features".*?</div>\s*(?:<h2>|$)', response.text, re.S)
     assert served is not None, "the page has a served-features section"
     text = served.group(0)
-    assert "2.5 % mismatching" in text and "10 of 400 compared transactions (limit 1 %)" in text
+    assert "2.5 % mismatching" in text and "10 of 400 compared events (limit 1 %)" in text
     assert "ALARM" in text and "merch_tx_count_24h (10)" in text
 
 

@@ -42,7 +42,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     settings = get_settings()
     span = curated_time_range(settings)
     if span is None and (args.start is None or args.end is None):
-        raise SystemExit("error: the curated store has no transactions yet: ingest some batches first")
+        raise SystemExit("error: the curated store has no events yet: ingest some batches first")
     start, end = (args.start, args.end) if span is None else (args.start or span[0], args.end or span[1])
     if start >= end:
         raise SystemExit(f"error: --start ({start}) must be before --end ({end})")
@@ -118,7 +118,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_materialize)
 
-    p = sub.add_parser("training-set", help="labelled transactions + point-in-time features -> parquet")
+    p = sub.add_parser("training-set", help="labelled events + point-in-time features -> parquet")
     p.add_argument("--start", type=_when)
     p.add_argument("--end", type=_when)
     p.add_argument("--labels-as-of", type=_when, help="only labels known by then (default: now)")
@@ -139,7 +139,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--sample",
         type=_positive,
-        help="transactions compared at most (default: drift.yaml's served_features.sample)",
+        help="events compared at most (default: drift.yaml's served_features.sample)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="last line: the report as JSON")

@@ -1,5 +1,5 @@
 """``loopline serve``: the prediction service (see ``python -m loopline.serving``); ``loopline traffic``:
-replay transactions against it as production clients."""
+replay events against it as production clients."""
 
 from __future__ import annotations
 
@@ -46,12 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_arguments(p)
     p.set_defaults(func=cmd_serve)
 
-    p = subparsers.add_parser(
-        "traffic", help="replay transactions against the prediction service (open loop)"
-    )
+    p = subparsers.add_parser("traffic", help="replay events against the prediction service (open loop)")
     p.add_argument("--rps", type=_positive(float), default=20.0, help="requests per second (default 20)")
     p.add_argument("--duration", type=_positive(float), default=30.0, help="seconds (default 30)")
     p.add_argument("--url", default=None, help="the service's base URL (default: the settings' serving URL)")
-    p.add_argument("--batch", type=_positive(int), default=1, help="transactions per request (default 1)")
+    p.add_argument("--batch", type=_positive(int), default=1, help="events per request (default 1)")
     p.add_argument("--json", action="store_true", help="also print the report as JSON (last line)")
     p.set_defaults(func=cmd_traffic)

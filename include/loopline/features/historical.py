@@ -36,7 +36,7 @@ def _epoch_seconds(timestamps: pd.Series) -> pd.Series:
     )
 
 
-def entity_rows(transactions: pd.DataFrame, use_case: UseCase | None = None) -> pd.DataFrame:
+def entity_rows(events: pd.DataFrame, use_case: UseCase | None = None) -> pd.DataFrame:
     """Entity rows for point-in-time joins: each event (of ``use_case``, default the configured one) joined
     1 µs before it happened, so it sees the state after the previous events only — the same state serving
     sees when scoring it. Columns: the id, the entity and request columns, ``event_epoch_s`` and
@@ -49,9 +49,9 @@ def entity_rows(transactions: pd.DataFrame, use_case: UseCase | None = None) -> 
 
         use_case = load_use_case(Settings().use_case)
     definitions = feature_definitions(use_case)
-    timestamps = pd.to_datetime(transactions[use_case.time_column], utc=True).astype("datetime64[us, UTC]")
+    timestamps = pd.to_datetime(events[use_case.time_column], utc=True).astype("datetime64[us, UTC]")
     columns = dict.fromkeys([use_case.id_column, *definitions.entity_columns, *definitions.request_columns])
-    rows = transactions[list(columns)].copy()
+    rows = events[list(columns)].copy()
     rows[EVENT_EPOCH_S] = _epoch_seconds(timestamps)
     rows[TIMESTAMP] = timestamps - ONE_MICROSECOND
     return rows.reset_index(drop=True)
@@ -59,7 +59,7 @@ def entity_rows(transactions: pd.DataFrame, use_case: UseCase | None = None) -> 
 
 def historical_features(
     store: FeatureStore,
-    transactions: pd.DataFrame,
+    events: pd.DataFrame,
     name: str | None = None,
     engine: Engine = "auto",
     chunk_rows: int | None = None,
@@ -72,7 +72,7 @@ def historical_features(
     ``engine="pandas"`` joins each view with ``merge_asof`` over the offline parquet tables
     (``features.pit``): linear in the rows. ``engine="feast"`` is Feast's own ``get_historical_features``
     (its duckdb join grows with entity rows x same-key rows within the TTL: ~1.8B rows at 1M
-    transactions) — the reference the pandas engine is tested against, and the path for non-file
+    events) — the reference the pandas engine is tested against, and the path for non-file
     offline stores (Postgres). Both return the same values, nulls and dtypes. ``"auto"`` (default)
     takes pandas when every view reads parquet, else Feast. The Feast engine runs over time-ordered
     chunks of ``chunk_rows`` entity rows (default: by offline store, see ``POSTGRES_CHUNK_ROWS``);
@@ -82,7 +82,7 @@ def historical_features(
 
     use_case = use_case_of(store)
     name = service_name(store, name)
-    entities = entity_rows(transactions, use_case)
+    entities = entity_rows(events, use_case)
     ids = use_case.id_column
     if entities[ids].duplicated().any():
         raise FeatureRowsMismatch(f"{ids} values repeat in the entity rows: deduplicate the input first")

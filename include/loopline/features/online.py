@@ -93,7 +93,7 @@ class OnlineFeatures:
                 _ViewRead(part=part, view=view, value_types=tuple(types[k] for k in part.keys))
             )
 
-    def _read(self, read: _ViewRead, transactions: list[dict[str, Any]]) -> list[_Row]:
+    def _read(self, read: _ViewRead, events: list[dict[str, Any]]) -> list[_Row]:
         """(feature time in ns, {feature: value}) of ``read``'s view per transaction; (None, None) when the
         store has no row for its key. Each distinct key is read once."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -101,9 +101,7 @@ class OnlineFeatures:
 
         part = read.part  # part.keys: join key -> transaction column
         index: dict[tuple[Any, ...], int] = {}
-        positions = [
-            index.setdefault(tuple(tx[c] for c in part.keys.values()), len(index)) for tx in transactions
-        ]
+        positions = [index.setdefault(tuple(tx[c] for c in part.keys.values()), len(index)) for tx in events]
         keys = list(index)
         values = [
             python_values_to_proto_values([key[j] for key in keys], value_type)
@@ -133,17 +131,13 @@ class OnlineFeatures:
             )
         return [found[p] for p in positions]
 
-    def stored_times(self, transactions: list[dict[str, Any]]) -> list[list[int | None]]:
+    def stored_times(self, events: list[dict[str, Any]]) -> list[list[int | None]]:
         """Per transaction, the time (ns) of the stored row of each view (None: no row)."""
-        per_view = [[ns for ns, _ in self._read(read, transactions)] for read in self._reads]
-        return (
-            [list(stamps) for stamps in zip(*per_view, strict=True)]
-            if per_view
-            else [[] for _ in transactions]
-        )
+        per_view = [[ns for ns, _ in self._read(read, events)] for read in self._reads]
+        return [list(stamps) for stamps in zip(*per_view, strict=True)] if per_view else [[] for _ in events]
 
     def lookup(
-        self, transactions: list[dict[str, Any]], fresh: FreshFeatures | None = None
+        self, events: list[dict[str, Any]], fresh: FreshFeatures | None = None
     ) -> list[dict[str, Any]]:
         """Features for each transaction (dicts with the entity columns, amount and event_timestamp).
 
@@ -157,7 +151,7 @@ class OnlineFeatures:
         from loopline.features.pit import odfv_inputs, within_ttl
 
         micros = []
-        for tx in transactions:
+        for tx in events:
             stamp = pd.Timestamp(tx[self._time_column])
             stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
             micros.append(stamp.value // 1000)  # microseconds, as entity_rows floors them
@@ -167,13 +161,11 @@ class OnlineFeatures:
         for read in self._reads:
             # computed: the serving process holds every event these rows depend on, no store read
             if computed and fresh is not None:
-                rows = _computed(fresh, read.part.name, transactions, micros)
+                rows = _computed(fresh, read.part.name, events, micros)
             else:
-                rows = self._read(read, transactions)
+                rows = self._read(read, events)
                 if fresh is not None:
-                    rows = _overlay(
-                        fresh, read.part.name, transactions, rows, micros, self._stamp_precision_us
-                    )
+                    rows = _overlay(fresh, read.part.name, events, rows, micros, self._stamp_precision_us)
             live = [
                 features is not None and ns is not None and within_ttl(ns, at, read.part.ttl)
                 for (ns, features), at in zip(rows, as_of_ns, strict=True)
@@ -187,7 +179,7 @@ class OnlineFeatures:
             columns[column] = (
                 [us / 1e6 for us in micros]
                 if column == EVENT_EPOCH_S
-                else [float(tx[column]) if column in self._floats else tx[column] for tx in transactions]
+                else [float(tx[column]) if column in self._floats else tx[column] for tx in events]
             )
         for odfv in self.plan.on_demand:
             inputs = {n: columns[n] for n in (*odfv_inputs(odfv), *self.plan.request_fields)}
@@ -196,17 +188,15 @@ class OnlineFeatures:
             else:
                 out = odfv.transform_arrow(pa.table(inputs), False).to_pydict()
             columns.update({f.name: out[f.name] for f in odfv.features})
-        return [{name: columns[name][i] for name in self.names} for i in range(len(transactions))]
+        return [{name: columns[name][i] for name in self.names} for i in range(len(events))]
 
 
-def _computed(
-    fresh: FreshFeatures, view: str, transactions: list[dict[str, Any]], micros: list[int]
-) -> list[_Row]:
+def _computed(fresh: FreshFeatures, view: str, events: list[dict[str, Any]], micros: list[int]) -> list[_Row]:
     """Each transaction's row of ``view`` computed from the serving process's events (``fresh.computes``)."""
     from loopline.features.fresh import table_key
 
     out: list[_Row] = []
-    for tx, us in zip(transactions, micros, strict=True):
+    for tx, us in zip(events, micros, strict=True):
         state = fresh.state(view, table_key(view, tx), us - 1)
         out.append((None, None) if state is None else (state[0] * 1000, state[1]))
     return out
@@ -215,7 +205,7 @@ def _computed(
 def _overlay(
     fresh: FreshFeatures,
     view: str,
-    transactions: list[dict[str, Any]],
+    events: list[dict[str, Any]],
     rows: list[_Row],
     micros: list[int],
     stamp_precision_us: int,
@@ -224,7 +214,7 @@ def _overlay(
     from loopline.features.fresh import KEEP, table_key
 
     out = []
-    for tx, (stored_ns, features), us in zip(transactions, rows, micros, strict=True):
+    for tx, (stored_ns, features), us in zip(events, rows, micros, strict=True):
         state = fresh.fresher(
             view,
             table_key(view, tx),

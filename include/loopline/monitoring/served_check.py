@@ -64,7 +64,7 @@ class ServedSkewReport:
         return asdict(self)
 
     def exceeds(self, max_mismatch_rate: float) -> bool:
-        """Judged, and more than ``max_mismatch_rate`` of the compared transactions mismatch."""
+        """Judged, and more than ``max_mismatch_rate`` of the compared events mismatch."""
         return self.judged and self.mismatch_rate is not None and self.mismatch_rate > max_mismatch_rate
 
     def summary(self, max_mismatch_rate: float | None = None) -> str:
@@ -72,7 +72,7 @@ class ServedSkewReport:
         if not self.judged:
             return f"served features not judged: {self.reason}"
         line = (
-            f"served features: {self.mismatches}/{self.compared} compared transactions mismatch "
+            f"served features: {self.mismatches}/{self.compared} compared events mismatch "
             f"({self.mismatch_rate:.2%})"
         )
         if max_mismatch_rate is not None:
@@ -222,7 +222,7 @@ def check_served(
     counts: dict[str, Any] = {**window, "served": len(served), "materialized_until": _iso(covered)}
     if covered is None:
         return _not_judged(
-            f"nothing is materialised yet: all {len(served)} served transactions wait",
+            f"nothing is materialised yet: all {len(served)} served events wait",
             waiting=len(served),
             **counts,
         )
@@ -247,7 +247,7 @@ def check_served(
     counts.update(sampled=len(picked), inputs_differ=len(picked) - len(comparable))
     if not comparable:
         return _not_judged(
-            f"all {len(picked)} sampled served transactions differ from the recorded ones in time, "
+            f"all {len(picked)} sampled served events differ from the recorded ones in time, "
             f"entities or {', '.join(identity.request_columns) or 'request values'} (re-stamped replays?): "
             "nothing to compare",
             **counts,

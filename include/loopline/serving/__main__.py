@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["on", "off"],
         default=None,
         help="override the config's fresh_features.enabled (off: a probe server, e.g. the gate's, "
-        "whose requests are not real transactions)",
+        "whose requests are not real events)",
     )
 
 

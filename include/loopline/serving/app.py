@@ -384,7 +384,7 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
             config.fresh_features.refresh_interval_s,
         )
     else:
-        log.info("fresh features on: %d recent transactions known", len(fresh.windows))
+        log.info("fresh features on: %d recent events known", len(fresh.windows))
     return fresh.start()
 
 

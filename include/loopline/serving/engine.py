@@ -102,10 +102,10 @@ Resolve = Callable[[list[dict[str, Any]] | BaseException], None]
 
 @dataclass
 class Job:
-    """One request's transactions, routed, waiting to be scored and logged."""
+    """One request's events, routed, waiting to be scored and logged."""
 
     request_id: str
-    transactions: list[dict[str, Any]]
+    events: list[dict[str, Any]]
     deployment: Deployment
     routes: list[tuple[str, Predictor]]
     resolve: Resolve  # called from the log thread with the response rows, or the exception
@@ -197,14 +197,14 @@ class Engine:
 
     # --- requests ---------------------------------------------------------------------------------
 
-    def route(self, transactions: list[dict[str, Any]], request_id: str, resolve: Resolve) -> Job:
+    def route(self, events: list[dict[str, Any]], request_id: str, resolve: Resolve) -> Job:
         """Route every transaction with one deployment snapshot and queue the request for scoring."""
         deployment = self.deployment
         if not deployment.ready:
             raise NotReady(self.status)
         by = self.route_by
-        routes = [deployment.route(str(event[by])) for event in transactions]
-        job = Job(request_id, transactions, deployment, routes, resolve)
+        routes = [deployment.route(str(event[by])) for event in events]
+        job = Job(request_id, events, deployment, routes, resolve)
         if self.inline:
             self._pending.append(job)
             if not self._flush_scheduled:
@@ -225,10 +225,10 @@ class Engine:
         self._seen = self._waited = 0
         batch: list[Job] = []
         rows = 0
-        while self._pending and (not batch or rows + len(self._pending[0].transactions) <= self.max_rows):
+        while self._pending and (not batch or rows + len(self._pending[0].events) <= self.max_rows):
             job = self._pending.pop(0)
             batch.append(job)
-            rows += len(job.transactions)
+            rows += len(job.events)
         if self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         else:
@@ -257,9 +257,7 @@ class Engine:
         return items
 
     def _score_loop(self) -> None:
-        while (
-            batch := self._drain(self._scoring, lambda job: len(job.transactions), self.max_rows)
-        ) is not None:
+        while (batch := self._drain(self._scoring, lambda job: len(job.events), self.max_rows)) is not None:
             self._process(batch)
             self._logging.put(batch)
 
@@ -268,7 +266,7 @@ class Engine:
         started = time.perf_counter()
         if self.fresh is not None:
             try:
-                self.fresh.observe([tx for job in batch for tx in job.transactions])
+                self.fresh.observe([tx for job in batch for tx in job.events])
             except Exception:  # scoring goes on with the online store's rows
                 log.exception("fresh features: observing a batch failed")
                 self.observer.failure("fresh_features")
@@ -286,7 +284,7 @@ class Engine:
                         job.scored.clear()
                         self._failed(job, single)
         self._shadow(batch)
-        self.observer.batch(sum(len(j.transactions) for j in batch), time.perf_counter() - started)
+        self.observer.batch(sum(len(j.events) for j in batch), time.perf_counter() - started)
 
     def _failed(self, job: Job, exc: BaseException) -> None:
         job.error = exc
@@ -305,14 +303,14 @@ class Engine:
         # The champion first: a slow challenger must not add its time to the champion's answers.
         for predictor, variant, members in sorted(groups.values(), key=lambda g: g[1] != CHAMPION):
             try:
-                results = predictor.score([job.transactions[i] for job, i in members], self.fresh)
+                results = predictor.score([job.events[i] for job, i in members], self.fresh)
             except Exception as exc:  # blame the version at fault (per-variant error rates)
                 raise ScoringFailed(variant, predictor.version, len(members), exc) from exc
             done = time.perf_counter()
             for (job, i), scored in zip(members, results, strict=True):
                 slots[(id(job), i)] = (scored, variant, predictor, done - job.received)
         for job in batch:
-            job.scored = [slots[(id(job), i)] for i in range(len(job.transactions))]
+            job.scored = [slots[(id(job), i)] for i in range(len(job.events))]
 
     def _shadow(self, batch: list[Job]) -> None:
         """In shadow mode the challenger scores every transaction too; logged, never answered."""
@@ -328,17 +326,17 @@ class Engine:
             by_predictor.setdefault(id(challenger), (challenger, []))[1].append(job)
         for predictor, members in by_predictor.values():
             try:
-                results = predictor.score([tx for job in members for tx in job.transactions], self.fresh)
+                results = predictor.score([tx for job in members for tx in job.events], self.fresh)
             except Exception as exc:
                 log.exception("shadow scoring with version %s failed", predictor.version)
                 self.observer.failure("shadow")
                 self.observer.scoring_failed(
-                    SHADOW, predictor.version, sum(len(j.transactions) for j in members), repr(exc)
+                    SHADOW, predictor.version, sum(len(j.events) for j in members), repr(exc)
                 )
                 continue
             done, it = time.perf_counter(), iter(results)
             for job in members:
-                job.shadow = [(next(it), predictor, done - job.received) for _ in job.transactions]
+                job.shadow = [(next(it), predictor, done - job.received) for _ in job.events]
 
     def _log_loop(self) -> None:
         # Group commit: every batch scored meanwhile goes into the same transaction.
@@ -372,7 +370,7 @@ class Engine:
             answered = [(s, variant, p.version, lat) for s, variant, p, lat in job.scored]
             shadowed = [(s, SHADOW, p.version, lat) for s, p, lat in job.shadow]
             for results in (answered, shadowed):
-                for (scored, variant, version, latency), tx in zip(results, job.transactions, strict=False):
+                for (scored, variant, version, latency), tx in zip(results, job.events, strict=False):
                     rows.append(
                         LoggedPrediction(
                             request_id=job.request_id,

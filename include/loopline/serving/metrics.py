@@ -78,7 +78,7 @@ class ServingMetrics(Observer):
         # ones): the canary's error rate is these over these plus the logged predictions.
         self.prediction_errors = Counter(
             "loopline_prediction_errors",
-            "transactions whose model raised, by variant and version",
+            "events whose model raised, by variant and version",
             ["variant", "version"],
             registry=r,
         )

@@ -3,7 +3,7 @@ would.
 
 Open loop: request *i* is sent at ``start + i / rps`` whether or not earlier ones were answered (a closed
 loop slows down with the server and hides its latency). Events are the newest curated ones (fraud's
-transactions, delivery's orders), so their entities exist in the online store, re-stamped (their time
+events, delivery's orders), so their entities exist in the online store, re-stamped (their time
 column) to the moment they are sent. They keep their id (the use case's id column): labels published for
 them (the curated labels) join the prediction log by that id, which is how the canary's labelled-quality
 check finds ground truth for replayed traffic without any extra label writing. A request carries the
@@ -142,7 +142,7 @@ def load_transactions(
 
 async def replay(
     url: str,
-    transactions: list[dict[str, Any]],
+    events: list[dict[str, Any]],
     rps: float,
     duration_s: float,
     *,
@@ -153,7 +153,7 @@ async def replay(
     use_case: UseCase | None = None,
 ) -> TrafficReport:
     """Send ``rps`` requests per second for ``duration_s`` seconds, open loop; each carries ``batch``
-    events (cycling through ``transactions``), stamped now, under the use case's list key (default: the
+    events (cycling through ``events``), stamped now, under the use case's list key (default: the
     configured use case's). ``headers`` (default: the API key of ``LOOPLINE_SERVING_API_KEY`` when it is
     set) go with every request."""
     import httpx
@@ -162,7 +162,7 @@ async def replay(
 
     if rps <= 0 or duration_s <= 0:
         raise ValueError("rps and duration must be positive")
-    if not transactions:
+    if not events:
         raise NoTransactions("no events to replay")
     use_case = use_case or load_use_case(Settings().use_case)
     events_key, time_column = contract(use_case).list_key, use_case.time_column
@@ -178,8 +178,7 @@ async def replay(
             now = datetime.now(UTC).isoformat()
             body = {
                 events_key: [
-                    {**transactions[(i * batch + j) % len(transactions)], time_column: now}
-                    for j in range(batch)
+                    {**events[(i * batch + j) % len(events)], time_column: now} for j in range(batch)
                 ]
             }
             started = time.perf_counter()

@@ -497,10 +497,10 @@ def _served(history: list[dict[str, Any]]) -> str:
     return (
         f'<div class="card" id="served-features"><div class="muted">served vs offline features</div>'
         f"<div class='big'>{_pct(float(rate))} mismatching</div>"
-        f"<div>{int(served.get('mismatches') or 0)} of {int(served.get('compared') or 0)} compared transactions"
+        f"<div>{int(served.get('mismatches') or 0)} of {int(served.get('compared') or 0)} compared events"
         f"{limit_text} · {verdict}</div>"
         f"<div>worst features: {worst or 'none'}</div>"
-        f"<div class='muted'>{int(served.get('waiting') or 0)} served transactions waiting for ingest or "
+        f"<div class='muted'>{int(served.get('waiting') or 0)} served events waiting for ingest or "
         f"materialisation</div>{when}"
         + (
             "<table><tr><th>event</th><th>feature</th><th>served</th><th>offline</th></tr>"

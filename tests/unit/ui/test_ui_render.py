@@ -440,9 +440,9 @@ def test_the_last_served_features_check_is_shown_with_its_alarm(links, settings,
     )
     html = render_page(_state(events), links)
     served = _Page(html).text_by_id["served-features"]
-    assert "2.4 % mismatching" in served and "12 of 500 compared transactions (limit 1 %)" in served
+    assert "2.4 % mismatching" in served and "12 of 500 compared events (limit 1 %)" in served
     assert "ALARM" in served and "cust_tx_count_24h (12), merch_tx_count_7d (3)" in served
-    assert "tx_7" in served and "40 served transactions waiting" in served and "2026-01-09 03:00:00" in served
+    assert "tx_7" in served and "40 served events waiting" in served and "2026-01-09 03:00:00" in served
     drift = html[html.index("<h2>Drift</h2>") : html.index("<h2>Served features</h2>")]
     assert "served_features_skew" in drift, "the alarm is listed with the drift decisions"
     assert "tx_7" not in drift, "the drift table does not repeat the served-features examples"
