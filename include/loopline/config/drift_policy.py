@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from loopline.config.yaml_files import StrictModel, describe_validation_error, load_policy_file
+from loopline.config.yaml_files import (
+    StrictModel,
+    describe_validation_error,
+    load_policy_file,
+    refuse_renamed,
+)
 
 # The methods the fast path implements exactly (Evidently's names), and Loopline's own two for a score whose
 # mass sits near zero (Jensen-Shannon over the reference's quantile bins; the share of scores at or above a
@@ -77,14 +82,27 @@ class Calibration(StrictModel):
 
 
 class Concept(StrictModel):
+    """The concept-drift check (``loopline.monitoring.concept``). A classifier: ``min_positive_rows``,
+    ``max_pr_auc_drop`` and ``max_recall_drop``; a regressor: ``min_units`` (distinct units, the bootstrap's
+    clusters) and ``max_mae_increase`` / ``max_rmse_increase`` (ratios of the gate holdout's error; None:
+    not judged)."""
+
     window_hours: float = Field(default=24, gt=0)
     judged_windows: int = Field(default=7, ge=1)
     min_labelled_rows: int = Field(default=1000, ge=1)
-    min_fraud_rows: int = Field(default=30, ge=1)
+    min_positive_rows: int = Field(default=30, ge=1)
     max_pr_auc_drop: float = Field(default=0.15, gt=0)
     max_recall_drop: float = Field(default=0.2, gt=0)
+    min_units: int = Field(default=20, ge=2)
+    max_mae_increase: float | None = Field(default=0.15, ge=0)
+    max_rmse_increase: float | None = Field(default=None, ge=0)
     confidence: float = Field(default=0.975, gt=0.5, lt=1)
     decision_threshold: float | None = Field(default=None, gt=0, lt=1)  # None: serving's
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, {"min_fraud_rows": "min_positive_rows"})
 
 
 class Retrain(StrictModel):

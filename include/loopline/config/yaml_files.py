@@ -24,6 +24,21 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def refuse_renamed(data: Any, renamed: dict[str, str]) -> Any:
+    """A ``mode="before"`` validator's body: ``data`` unchanged, or a ValueError naming each key of ``renamed``
+    (old -> new) that ``data`` still uses and the key to write instead (a renamed key is never silently
+    ignored, nor silently taken as the new one: the file says one thing, the verdict would say another)."""
+    if isinstance(data, dict):
+        old = [key for key in renamed if key in data]
+        if old:
+            raise ValueError(
+                "; ".join(
+                    f"`{key}` was renamed `{renamed[key]}`: rename it in the policy file" for key in old
+                )
+            )
+    return data
+
+
 def read_yaml_mapping(
     path: str | Path, what: str, error: type[Exception], missing_hint: str = ""
 ) -> dict[str, Any]:

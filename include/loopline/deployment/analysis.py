@@ -11,10 +11,12 @@ little traffic never promotes) or ``skipped`` (labelled quality before labels ar
 routed, has nothing the other checks could measure, and is rolled back at once with that reason (the bake
 asks it on every poll, so this waits neither for ``bake.min_requests`` nor for ``bake.max_seconds``).
 
-Labelled quality compares two different sets of customers (routing is sticky), and fraud comes in bursts on
-a few cards: a few hundred labels hold a handful of fraud incidents, and the same model's recall differs by
-tens of points between two such samples. So a labelled metric fails only when the challenger is worse than
-the allowed drop with the policy's ``labelled.confidence``, judged by a bootstrap that resamples whole customers.
+Labelled quality compares two different sets of units (routing is sticky per the use case's unit, e.g. a
+customer), and errors cluster on a few of them (fraud comes in bursts on a few cards; one slow restaurant
+makes many late deliveries): a few hundred labels hold a handful of incidents, and the same model's recall
+differs by tens of points between two such samples. So a labelled metric fails only when the challenger is
+worse than the allowed loss with the policy's ``labelled.confidence``, judged by a bootstrap that resamples
+whole units. A classifier is judged by PR-AUC and recall, a regressor by MAE and RMSE (``task``).
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ import numpy as np
 from loopline.deployment.policy import CanaryPolicy
 from loopline.metrics import average_precision_of_curve, tie_ends
 
+# The prediction log's columns naming each prediction's event and its unit (serving's stored names, whatever
+# the use case's id and unit columns are called).
+from loopline.serving.prediction_log import EVENT_ID_COLUMN as LOG_EVENT_ID
+from loopline.serving.prediction_log import UNIT_ID_COLUMN as LOG_UNIT
+
 Status = Literal["pass", "fail", "insufficient", "skipped"]
 
 # A labelled metric fails only when its drop beyond the allowance is this sure; two metrics at 97.5 % each
 # roll back an equal challenger about one time in twenty (Bonferroni) and a backwards-ranking one ~always.
-BOOTSTRAP_ROUNDS = 400  # resamples of customers (O(labelled rows) each)
+BOOTSTRAP_ROUNDS = 400  # resamples of units (O(labelled rows) each)
 
 
 @dataclass(frozen=True)
@@ -64,12 +71,12 @@ class VariantWindow:
     @classmethod
     def from_frame(cls, frame: Any, version: str, errors: int | None) -> VariantWindow:
         """From ``PredictionLog.read`` rows of one variant and version."""
-        customers = frame["customer_id"] if "customer_id" in frame else None
+        customers = frame[LOG_UNIT] if LOG_UNIT in frame else None
         return cls(
             version=str(version),
             scores=tuple(float(s) for s in frame["score"]),
             latencies_ms=tuple(float(v) for v in frame["latency_ms"]),
-            transaction_ids=tuple(str(t) for t in frame["transaction_id"]),
+            transaction_ids=tuple(str(t) for t in frame[LOG_EVENT_ID]),
             decisions=tuple(bool(d) for d in frame["decision"]),
             errors=errors,
             customers=None if customers is None else int(customers.nunique()),
@@ -356,14 +363,16 @@ def check_score_shift(
 
 @dataclass(frozen=True)
 class LabelledSample:
-    """A variant's distinct labelled transactions, highest score first (the order of the PR curve)."""
+    """A variant's distinct labelled events, highest score first (the order of the PR curve).
 
-    labels: np.ndarray  # 0/1
-    decisions: np.ndarray  # flagged at the service's threshold
-    customers: (
-        np.ndarray
-    )  # index of each row's customer: the unit that routing assigns and the bootstrap resamples
+    For a classifier ``labels`` are 0/1 and ``scores`` probabilities; for a regressor ``labels`` are the true
+    values and ``scores`` the predictions (in the label's units)."""
+
+    labels: np.ndarray  # 0/1 (a classifier) or the true value (a regressor)
+    decisions: np.ndarray  # flagged at the service's threshold (a classifier)
+    units: np.ndarray  # index of each row's unit: what routing assigns and the bootstrap resamples
     last_of_tie: np.ndarray  # where each run of equal scores ends: tied rows cross a threshold together
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def size(self) -> int:
@@ -374,31 +383,38 @@ class LabelledSample:
         return int(self.labels.sum())
 
     @property
-    def fraud_customers(self) -> int:
-        return int(np.unique(self.customers[self.labels == 1]).size)
+    def positive_units(self) -> int:
+        """Distinct units with a positive row (a classifier's positives come in bursts on a few)."""
+        return int(np.unique(self.units[self.labels == 1]).size)
+
+    @property
+    def distinct_units(self) -> int:
+        return int(np.unique(self.units).size)
 
     @classmethod
-    def join(cls, window: VariantWindow, labels: Mapping[str, int]) -> LabelledSample:
-        """The window's transactions whose labels arrived. A transaction scored again (a retry, a replay)
-        counts once, with its latest score, so repeats cannot pass for a large labelled sample."""
-        latest: dict[str, tuple[int, float, bool, str]] = {}
-        for i, (tx, score, decision) in enumerate(
+    def join(cls, window: VariantWindow, labels: Mapping[str, float]) -> LabelledSample:
+        """The window's events whose labels arrived. An event scored again (a retry, a replay) counts once,
+        with its latest score, so repeats cannot pass for a large labelled sample. Rows of an unknown unit
+        are each their own unit."""
+        latest: dict[str, tuple[float, float, bool, str]] = {}
+        for i, (event, score, decision) in enumerate(
             zip(window.transaction_ids, window.scores, window.decisions, strict=False)
         ):
-            label = labels.get(tx)
+            label = labels.get(event)
             if label is not None:
-                customer = window.customer_ids[i] if i < len(window.customer_ids) else ""
-                latest[tx] = (int(label), float(score), bool(decision), customer or f"tx:{tx}")
+                unit = window.customer_ids[i] if i < len(window.customer_ids) else ""
+                latest[event] = (float(label), float(score), bool(decision), unit or f"event:{event}")
         rows = list(latest.values())
         scores = np.array([r[1] for r in rows], dtype="float64")
         order = np.argsort(-scores, kind="mergesort")
-        _, customers = np.unique(np.array([r[3] for r in rows], dtype=str), return_inverse=True)
+        _, units = np.unique(np.array([r[3] for r in rows], dtype=str), return_inverse=True)
         ends = tie_ends(scores[order]) if rows else np.empty(0)
         return cls(
             labels=np.array([r[0] for r in rows], dtype="float64")[order],
             decisions=np.array([r[2] for r in rows], dtype=bool)[order],
-            customers=customers.reshape(-1)[order],
+            units=units.reshape(-1)[order],
             last_of_tie=ends.astype("int64"),
+            scores=scores[order],
         )
 
     def quality(self, weights: np.ndarray | None = None) -> tuple[float, float]:
@@ -414,19 +430,44 @@ class LabelledSample:
             return np.nan, np.nan
         return average_precision_of_curve(tps, fps), float(hits[self.decisions].sum() / tps[-1])
 
+    def errors(self, weights: np.ndarray | None = None) -> tuple[float, float]:
+        """A regressor's (MAE, RMSE) in the label's units, each row counted ``weights`` times; NaN when empty."""
+        weights = np.ones(self.size) if weights is None else weights
+        total = float(weights.sum())
+        if not self.size or total <= 0:
+            return np.nan, np.nan
+        diff = self.scores - self.labels
+        return float(np.sum(weights * np.abs(diff)) / total), float(
+            np.sqrt(np.sum(weights * diff**2) / total)
+        )
+
+    def _unit_weights(self, rng: np.random.Generator) -> np.ndarray:
+        """A Poisson bootstrap of units: each unit's rows weigh Poisson(1), together."""
+        weights: np.ndarray = rng.poisson(1.0, int(self.units.max()) + 1)[self.units].astype("float64")
+        return weights
+
     def resampled(self, rng: np.random.Generator) -> tuple[float, float]:
-        """``quality`` on a Poisson bootstrap of customers: each customer's rows weigh Poisson(1), together."""
-        return self.quality(rng.poisson(1.0, int(self.customers.max()) + 1)[self.customers].astype("float64"))
+        """``quality`` on a Poisson bootstrap of units."""
+        return self.quality(self._unit_weights(rng))
+
+    def resampled_errors(self, rng: np.random.Generator) -> tuple[float, float]:
+        """``errors`` on a Poisson bootstrap of units."""
+        return self.errors(self._unit_weights(rng))
+
+
+def beyond(measured: Mapping[str, float], limits: Mapping[str, float | None]) -> list[str]:
+    """The metrics (keys of ``limits``) whose sure loss ``measured`` exceeds the allowance (None: not judged)."""
+    return [key for key, limit in limits.items() if limit is not None and measured[key] > limit]
 
 
 def surely_dropped(
     champion: LabelledSample, challenger: LabelledSample, confidence: float, rounds: int = BOOTSTRAP_ROUNDS
 ) -> dict[str, float]:
     """Per metric, how far below the champion's the challenger's value is at least, with ``confidence``: the
-    lower quantile of (champion - challenger) over bootstrap resamples of customers, each variant on its own."""
+    lower quantile of (champion - challenger) over bootstrap resamples of units, each variant on its own."""
     rng = np.random.default_rng(0)  # a pure decision: the same windows give the same verdict
     drops = np.array([np.subtract(champion.resampled(rng), challenger.resampled(rng)) for _ in range(rounds)])
-    usable = ~np.isnan(drops).any(axis=1)  # a resample left without fraud (or without genuine) ranks nothing
+    usable = ~np.isnan(drops).any(axis=1)  # a resample left without positives (or negatives) ranks nothing
     # No usable resample (never seen with both classes present): no spread to measure, the observed drop stands.
     low = (
         np.quantile(drops[usable], 1 - confidence, axis=0)
@@ -436,18 +477,48 @@ def surely_dropped(
     return {"pr_auc": float(low[0]), "recall": float(low[1])}
 
 
+def surely_worse_errors(
+    reference: LabelledSample, current: LabelledSample, confidence: float, rounds: int = BOOTSTRAP_ROUNDS
+) -> dict[str, float]:
+    """A regressor's errors: per metric (MAE, RMSE), how much larger than ``reference``'s the ``current``
+    one is at least, as a ratio (0.10: 10 % larger), with ``confidence``: the lower quantile of
+    current / reference - 1 over bootstrap resamples of units, each sample on its own."""
+    rng = np.random.default_rng(0)  # a pure decision: the same windows give the same verdict
+    ratios = []
+    for _ in range(rounds):
+        ref, cur = reference.resampled_errors(rng), current.resampled_errors(rng)
+        ratios.append([c / r - 1 if r > 0 else np.nan for r, c in zip(ref, cur, strict=True)])
+    table = np.array(ratios, dtype="float64")
+    usable = ~np.isnan(table).any(axis=1)
+    if usable.any():
+        low = np.quantile(table[usable], 1 - confidence, axis=0)
+    else:  # a reference without error (a perfect model) or empty resamples: the observed ratio stands
+        ref, cur = reference.errors(), current.errors()
+        low = np.array(
+            [c / r - 1 if r > 0 else (np.inf if c > 0 else 0.0) for r, c in zip(ref, cur, strict=True)]
+        )
+    return {"mae": float(low[0]), "rmse": float(low[1])}
+
+
 def check_labelled(
-    policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow, labels: Mapping[str, int] | None
+    policy: CanaryPolicy,
+    champion: VariantWindow,
+    challenger: VariantWindow,
+    labels: Mapping[str, float] | None,
+    task: str = "binary_classification",
 ) -> CheckResult:
-    """PR-AUC and recall of the challenger not worse than the champion's by more than the policy allows,
-    on the transactions of this window whose labels have arrived: failed only when the drop beyond the
-    allowance is sure (``labelled.confidence``) given how few customers carry the fraud."""
-    rule = policy.analysis.labelled
-    waiting: Status = "insufficient" if rule.required else "skipped"
+    """The challenger's labelled quality not worse than the champion's by more than the policy allows, on
+    the events of this window whose labels have arrived: failed only when the loss beyond the allowance is
+    sure (``labelled.confidence``) given how few units carry the errors. A classifier: PR-AUC and recall
+    (absolute drops); a regressor: MAE and RMSE (increases as a ratio of the champion's)."""
     samples = {
         k: LabelledSample.join(w, labels or {})
         for k, w in (("champion", champion), ("challenger", challenger))
     }
+    if task == "regression":
+        return _check_labelled_errors(policy, samples)
+    rule = policy.analysis.labelled
+    waiting: Status = "insufficient" if rule.required else "skipped"
     counts = {k: s.size for k, s in samples.items()}
     positives = {k: s.positives for k, s in samples.items()}
     if any(
@@ -458,7 +529,7 @@ def check_labelled(
             "labelled",
             waiting,
             f"waiting for labels: labelled {per_variant(counts)}; positives {per_variant(positives)} "
-            f"(need {rule.min_labelled} and {rule.min_positives} per variant, and genuine ones)",
+            f"(need {rule.min_labelled} and {rule.min_positives} per variant, and negative ones)",
             {"labelled": counts, "positives": positives},
         )
     quality = {k: s.quality() for k, s in samples.items()}
@@ -466,12 +537,13 @@ def check_labelled(
     recall = {k: q[1] for k, q in quality.items()}
     dropped = surely_dropped(samples["champion"], samples["challenger"], rule.confidence)
     limits = {"pr_auc": rule.max_pr_auc_drop, "recall": rule.max_recall_drop}
-    worse = [name for name, key in (("PR-AUC", "pr_auc"), ("recall", "recall")) if dropped[key] > limits[key]]
-    fraud_customers = {k: s.fraud_customers for k, s in samples.items()}
+    names = {"pr_auc": "PR-AUC", "recall": "recall"}
+    worse = [names[key] for key in beyond(dropped, limits)]
+    positive_units = {k: s.positive_units for k, s in samples.items()}
     text = (
         f"PR-AUC challenger {ap['challenger']:.3f} vs champion {ap['champion']:.3f}, recall "
-        f"{recall['challenger']:.3f} vs {recall['champion']:.3f} on labelled {per_variant(counts)} (fraud: "
-        + ", ".join(f"{k} {positives[k]} on {fraud_customers[k]} customer(s)" for k in samples)
+        f"{recall['challenger']:.3f} vs {recall['champion']:.3f} on labelled {per_variant(counts)} (positives: "
+        + ", ".join(f"{k} {positives[k]} on {positive_units[k]} unit(s)" for k in samples)
         + ")"
     )
     if worse:
@@ -493,7 +565,56 @@ def check_labelled(
             "dropped_at_least": dropped,
             "labelled": counts,
             "positives": positives,
-            "fraud_customers": fraud_customers,
+            "positive_units": positive_units,
+        },
+    )
+
+
+def _check_labelled_errors(policy: CanaryPolicy, samples: dict[str, LabelledSample]) -> CheckResult:
+    """A regressor's labelled quality: MAE and RMSE of the challenger at most ``max_mae_increase`` /
+    ``max_rmse_increase`` (ratios) above the champion's, failed only when a bootstrap over units is
+    ``confidence`` sure the increase exceeds them. Too few labelled rows or distinct units: not judged."""
+    rule = policy.analysis.labelled
+    waiting: Status = "insufficient" if rule.required else "skipped"
+    counts = {k: s.size for k, s in samples.items()}
+    units = {k: s.distinct_units for k, s in samples.items()}
+    if any(s.size < rule.min_labelled or s.distinct_units < rule.min_units for s in samples.values()):
+        return CheckResult(
+            "labelled",
+            waiting,
+            f"waiting for labels: labelled {per_variant(counts)} on distinct units {per_variant(units)} "
+            f"(need {rule.min_labelled} labelled rows and {rule.min_units} units per variant)",
+            {"labelled": counts, "units": units},
+        )
+    errors = {k: s.errors() for k, s in samples.items()}
+    mae = {k: e[0] for k, e in errors.items()}
+    rmse = {k: e[1] for k, e in errors.items()}
+    increased = surely_worse_errors(samples["champion"], samples["challenger"], rule.confidence)
+    limits = {"mae": rule.max_mae_increase, "rmse": rule.max_rmse_increase}
+    worse = beyond(increased, limits)
+    text = (
+        f"MAE challenger {mae['challenger']:.3f} vs champion {mae['champion']:.3f}, RMSE "
+        f"{rmse['challenger']:.3f} vs {rmse['champion']:.3f} on labelled {per_variant(counts)} "
+        f"(units {per_variant(units)})"
+    )
+    if worse:
+        sure = ", ".join(
+            f"{key.upper()} by >= {increased[key]:.1%} (allowed {limits[key]:.0%})" for key in worse
+        )
+        text = (
+            f"{' and '.join(k.upper() for k in worse)} worse than allowed: {text}; "
+            f"{rule.confidence:.1%} sure it increased {sure}"
+        )
+    return CheckResult(
+        "labelled",
+        "fail" if worse else "pass",
+        text,
+        {
+            "mae": mae,
+            "rmse": rmse,
+            "increased_at_least": increased,
+            "labelled": counts,
+            "units": units,
         },
     )
 
@@ -502,13 +623,15 @@ def analyse(
     policy: CanaryPolicy,
     champion: VariantWindow,
     challenger: VariantWindow,
-    labels: Mapping[str, int] | None = None,
+    labels: Mapping[str, float] | None = None,
     *,
     final: bool = True,
     labelled: tuple[VariantWindow, VariantWindow] | None = None,
     health: ServingHealth | None = None,
+    task: str = "binary_classification",
 ) -> CanaryVerdict:
-    """Compare the challenger with the champion on one live window (``labels``: transaction id → 0/1);
+    """Compare the challenger with the champion on one live window (``labels``: event id → label, 0/1 for a
+    classifier (``task``), the true value for a regressor);
     ``final``: the last step before promotion (nothing may stay unjudged there but labelled quality);
     ``labelled``: the (champion, challenger) windows labelled quality is judged on, when wider than the
     step's (labels arrive late: the canary judges everything it has served so far); ``health``: what
@@ -526,6 +649,6 @@ def analyse(
         check_errors(policy, champion, challenger),
         check_latency(policy, champion, challenger),
         check_score_shift(policy, champion, challenger, final),
-        check_labelled(policy, labelled_champion, labelled_challenger, labels),
+        check_labelled(policy, labelled_champion, labelled_challenger, labels, task),
     )
     return CanaryVerdict(challenger.version, champion.version, checks + ((checked,) if checked else ()))

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from loopline.config import Settings
+from loopline.config.use_case import load_use_case
 from loopline.deployment import actions, windows
 from loopline.deployment.analysis import (
     CanaryVerdict,
@@ -183,7 +184,10 @@ def begin(
 ) -> Start:
     """Decide whether a canary runs for ``version`` (default: the current challenger). The first model is
     promoted directly (nothing to compare against); a version no longer the challenger is left alone.
-    ``errors_from`` (else ``error_source(settings, policy, metrics_url)``): where errors are counted."""
+    ``errors_from`` (else ``error_source(settings, policy, metrics_url)``): where errors are counted.
+    A policy whose labelled keys judge the other task than the use case's is refused (CanaryPolicyError)."""
+    use_case = load_use_case(settings.use_case)
+    policy.check_task(use_case.task, use_case.name)
     state = actions.read_state(settings)
     if state.challenger is None:
         return Start(
@@ -350,7 +354,7 @@ def bake_progress(
         if not policy.analysis.labelled.required:
             return BakeProgress(True, False, elapsed, requests)
         # Required labels arrive days late: bake on (up to max_seconds) rather than roll back for lack of them.
-        check = check_labelled(policy, *_labelled_windows(settings, plan, step, now))
+        check = check_labelled(policy, *_labelled_windows(settings, plan, step, now), _task(settings))
         if check.status != "insufficient":
             return BakeProgress(True, False, elapsed, requests)
         waiting = f"labels: {check.reason}"
@@ -359,9 +363,14 @@ def bake_progress(
     return BakeProgress(False, False, elapsed, requests, waiting)
 
 
+def _task(settings: Settings) -> str:
+    """The use case's task: which metrics labelled quality judges (PR-AUC/recall, or MAE/RMSE)."""
+    return load_use_case(settings.use_case).task
+
+
 def _labelled_windows(
     settings: Settings, plan: CanaryPlan, step: StepState, until: float
-) -> tuple[VariantWindow, VariantWindow, dict[str, int]]:
+) -> tuple[VariantWindow, VariantWindow, dict[str, float]]:
     """Labelled quality is judged on everything the canary has served so far — labels come late, so a step's
     own transactions rarely have theirs yet: the champion's rows and the challenger's (live and shadow)
     since the canary began, and the labels that have arrived for them."""
@@ -417,6 +426,7 @@ def judge_step(
         final=step.index + 1 == len(plan.phases),
         labelled=(labelled_champion, labelled_challenger),
         health=health,
+        task=_task(settings),
     )
     why = challenger_why or champion_why
     return _errors_unavailable_because(verdict, f"{why} ({plan.error_source.describe()})") if why else verdict

@@ -105,15 +105,32 @@ class ScoreShiftCheck(StrictModel):
     resolution: float = Field(default=0.01, ge=0, lt=1)
 
 
+# The labelled check's keys that judge one task only: set for the other task's use case, they are refused.
+CLASSIFIER_LABELLED_KEYS = ("min_positives", "max_pr_auc_drop", "max_recall_drop")
+REGRESSOR_LABELLED_KEYS = ("min_units", "max_mae_increase", "max_rmse_increase")
+
+
 class LabelledCheck(StrictModel):
     min_labelled: int = Field(default=200, ge=1)
+    # A classifier: PR-AUC and recall, absolute drops.
     min_positives: int = Field(default=10, ge=1)
     max_pr_auc_drop: float = Field(default=0.05, ge=0, le=1)
     max_recall_drop: float = Field(default=0.10, ge=0, le=1)
-    # A drop fails only when a bootstrap over customers is this sure it exceeds the allowance (sticky routing
-    # gives each variant different customers, and fraud comes in bursts on few cards: raw differences are noise).
+    # A regressor: MAE and RMSE, increases as a ratio of the champion's (0.10: at most 10 % larger);
+    # min_units: distinct units (routing's, e.g. restaurants) per variant, fewer: not judged. None: not judged.
+    min_units: int = Field(default=20, ge=2)
+    max_mae_increase: float | None = Field(default=0.10, ge=0)
+    max_rmse_increase: float | None = Field(default=None, ge=0)
+    # A loss fails only when a bootstrap over units is this sure it exceeds the allowance (sticky routing gives
+    # each variant different units, and errors cluster on a few: raw differences are noise).
     confidence: float = Field(default=0.975, gt=0.5, lt=1)
     required: bool = False
+
+    def wrong_task(self, task: str) -> list[str]:
+        """The keys set, away from their defaults, that judge the other task (they would be silently ignored)."""
+        other = REGRESSOR_LABELLED_KEYS if task == "binary_classification" else CLASSIFIER_LABELLED_KEYS
+        fields = type(self).model_fields
+        return [key for key in other if getattr(self, key) != fields[key].default]
 
 
 class HealthCheck(StrictModel):
@@ -168,6 +185,17 @@ class CanaryPolicy(StrictModel):
             raise ValueError(
                 "steps: the first step gives the challenger all traffic, so the champion answers "
                 "nothing to compare with: start below 1.0 (e.g. [0.05, 1.0]) or enable the shadow phase"
+            )
+        return self
+
+    def check_task(self, task: str, use_case: str) -> CanaryPolicy:
+        """This policy, if its labelled keys judge ``task``; else a CanaryPolicyError naming them."""
+        wrong = self.analysis.labelled.wrong_task(task)
+        if wrong:
+            own = CLASSIFIER_LABELLED_KEYS if task == "binary_classification" else REGRESSOR_LABELLED_KEYS
+            raise CanaryPolicyError(
+                f"analysis.labelled keys {', '.join(wrong)} do not apply to the {use_case!r} use case "
+                f"({task.replace('_', ' ')}): its keys are min_labelled, {', '.join(own)}, confidence, required"
             )
         return self
 

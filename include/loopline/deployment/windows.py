@@ -403,13 +403,17 @@ class ErrorSource:
         )
 
 
-def arrived_labels(settings: Settings, transaction_ids: Iterable[str]) -> dict[str, int]:
-    """Labels known now (curated store, label delay honoured) for these transactions: id → 0/1."""
+def arrived_labels(settings: Settings, event_ids: Iterable[str]) -> dict[str, float]:
+    """Labels known now (curated store, label delay honoured) for these events: id → the use case's label
+    (0/1 for a classifier, the true value for a regressor)."""
+    from loopline.config.use_case import load_use_case
     from loopline.features.curated import read_labels
 
-    wanted = set(transaction_ids)
+    wanted = set(event_ids)
     if not wanted:
         return {}
+    use_case = load_use_case(settings.use_case)
+    id_column, label = use_case.id_column, use_case.label_column
     labels = read_labels(settings, datetime.now(UTC))
-    labels = labels[labels["transaction_id"].isin(wanted)]
-    return {str(t): int(y) for t, y in zip(labels["transaction_id"], labels["is_fraud"], strict=True)}
+    labels = labels[labels[id_column].astype(str).isin(wanted) & labels[label].notna()]
+    return {str(t): float(y) for t, y in zip(labels[id_column], labels[label], strict=True)}

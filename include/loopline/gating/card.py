@@ -55,10 +55,11 @@ def _lineage(report: dict[str, Any]) -> list[str]:
     else:
         lines.append("- Data validation (GX): no results recorded with this run")
     holdout = report["holdout"]
+    positives = holdout.get("positive_rows")
     lines.append(
         f"- Holdout: `{holdout['path']}` (hash `{holdout.get('content_hash', 'n/a')}`), window "
-        f"{holdout.get('start', '?')} .. {holdout.get('end', '?')}, {holdout['labelled_rows']} labelled rows, "
-        f"{holdout['fraud_rows']} {_positive(report)}"
+        f"{holdout.get('start', '?')} .. {holdout.get('end', '?')}, {holdout['labelled_rows']} labelled rows"
+        + (f", {positives} {_positive(report)}" if positives is not None else "")
     )
     return lines + [""]
 
@@ -98,11 +99,52 @@ def _comparison(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _not_judged(report: dict[str, Any]) -> list[str]:
+    check = (report.get("verdict", {}).get("checks", {}).get("fairness") or {}).get("details", {})
+    not_judged = check.get("not_judged") or []
+    if not not_judged:
+        return []
+    policy = (report.get("policy") or {}).get("fairness") or {}
+    lines = [
+        "",
+        f"Not judged ({'a rejection' if policy.get('unjudged_groups') == 'reject' else 'reported only'}"
+        " under `fairness.unjudged_groups`):",
+    ]
+    return lines + [f"- {g['attribute']}={g['group']}: {g['lacks']}" for g in not_judged]
+
+
+def _error_fairness(table: dict[str, Any], champion: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """A regressor's fairness: MAE per group and the worst judged group's MAE over the best's."""
+    champ_mae = {(g["attribute"], g["group"]): g.get("mae") for g in champion.get("groups", [])}
+    lines = [
+        "## Fairness",
+        "",
+        "MAE per group (in the label's units), on the same holdout rows for candidate and champion. A group is "
+        "judged only with enough rows; the ratio is the worst judged group's MAE over the best's.",
+        "",
+        "| attribute | group | n | MAE | champion MAE | judged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in table["groups"]:
+        lines.append(
+            f"| {g['attribute']} | {g['group']} | {g['n']} | {_f(g.get('mae'), 3)} | "
+            f"{_f(champ_mae.get((g['attribute'], g['group'])), 3)} | "
+            f"{'yes' if g.get('judged_mae') else '**not judged**'} |"
+        )
+    lines.append("")
+    for attribute, ratio in table.get("mae_ratio", {}).items():
+        vs = f" (champion: {_f(champion['mae_ratio'].get(attribute), 3)})" if champion else ""
+        lines.append(f"- {attribute}: MAE ratio worst/best {_f(ratio, 3)}{vs}")
+    return lines + _not_judged(report) + [""]
+
+
 def _fairness(report: dict[str, Any]) -> list[str]:
     table = report.get("fairness")
     if not table:
         return ["## Fairness", "", "Not measured (the candidate could not be scored).", ""]
     champion = report.get("fairness_champion") or {}
+    if table.get("task") == "regression":
+        return _error_fairness(table, champion, report)
     champ_rates = {(g["attribute"], g["group"]): g for g in champion.get("groups", [])}
     lines = [
         "## Fairness",
@@ -133,17 +175,7 @@ def _fairness(report: dict[str, Any]) -> list[str]:
             f"- {attribute}: TPR gap {_f(table['tpr_gap'][attribute], 3)}, "
             f"FPR gap {_f(table['fpr_gap'][attribute], 3)}{vs}"
         )
-    check = (report.get("verdict", {}).get("checks", {}).get("fairness") or {}).get("details", {})
-    not_judged = check.get("not_judged") or []
-    if not_judged:
-        policy = (report.get("policy") or {}).get("fairness") or {}
-        lines += [
-            "",
-            f"Not judged ({'a rejection' if policy.get('unjudged_groups') == 'reject' else 'reported only'}"
-            " under `fairness.unjudged_groups`):",
-        ]
-        lines += [f"- {g['attribute']}={g['group']}: {g['lacks']}" for g in not_judged]
-    return lines + [""]
+    return lines + _not_judged(report) + [""]
 
 
 def _latency_infra(report: dict[str, Any]) -> list[str]:

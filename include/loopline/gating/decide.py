@@ -242,9 +242,21 @@ def check_quality(
 
 
 def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]]:
-    """Groups whose TPR cannot be judged (too few rows or positive rows), with what they lack."""
+    """Groups whose TPR (a regressor: MAE) cannot be judged (too few rows or positive rows), with what they
+    lack."""
     f = policy.fairness
     out = []
+    if table.task == "regression":
+        return [
+            {
+                "attribute": g.attribute,
+                "group": g.group,
+                "n": g.n,
+                "lacks": f"{g.n} rows < min_group_size {f.min_group_size}",
+            }
+            for g in table.groups
+            if not g.judged_mae
+        ]
     for g in table.groups:
         if g.judged_tpr:
             continue
@@ -267,10 +279,13 @@ def _not_judged(policy: GatePolicy, table: FairnessTable) -> list[dict[str, Any]
 
 
 def _rates(table: FairnessTable, attribute: str, kind: str) -> str:
+    """The judged groups' values of ``kind`` (TPR, FPR or MAE) for ``attribute``."""
+    field_of = {"TPR": ("tpr", "judged_tpr"), "FPR": ("fpr", "judged_fpr"), "MAE": ("mae", "judged_mae")}
+    value, judged = field_of[kind]
     return ", ".join(
-        f"{g.group} {_fmt(g.tpr if kind == 'TPR' else g.fpr)}"
+        f"{g.group} {_fmt(getattr(g, value))}"
         for g in table.groups
-        if g.attribute == attribute and (g.judged_tpr if kind == "TPR" else g.judged_fpr)
+        if g.attribute == attribute and getattr(g, judged)
     )
 
 
@@ -303,17 +318,26 @@ def check_fairness(
     reasons: list[str] = []
     notes: list[str] = []
     applied = 0
-    for kind, limit, gaps in (("TPR", f.max_tpr_gap, table.tpr_gap), ("FPR", f.max_fpr_gap, table.fpr_gap)):
+    regression = table.task == "regression"
+    # A classifier's gaps (max - min of a rate) and a regressor's ratio (worst MAE / best MAE): both bounded
+    # above, both compared with the champion's on the same rows.
+    bounds = (
+        (("MAE", f.max_mae_ratio, table.mae_ratio),)
+        if regression
+        else (("TPR", f.max_tpr_gap, table.tpr_gap), ("FPR", f.max_fpr_gap, table.fpr_gap))
+    )
+    for kind, limit, gaps in bounds:
         if limit is None:
             continue
+        what = "MAE ratio (worst group over best)" if kind == "MAE" else f"{kind} gap"
         for attribute, gap in gaps.items():
             if gap is None:
-                notes.append(f"{attribute}: fewer than two groups large enough to judge the {kind} gap")
+                notes.append(f"{attribute}: fewer than two groups large enough to judge the {what}")
                 continue
             applied += 1
             if gap > limit:
                 reasons.append(
-                    f"{attribute}: {kind} gap {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)})"
+                    f"{attribute}: {what} {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)})"
                 )
 
     # Against the champion: the same rows, hence the same judged groups, so the gaps are comparable and
@@ -327,10 +351,15 @@ def check_fairness(
         elif champion is None:
             notes.append(f"max_gap_increase not applied: {comparison.describe()}")
         else:
-            for kind, limit, gaps, champ_gaps in (
-                ("TPR", increase.tpr, table.tpr_gap, champion.tpr_gap),
-                ("FPR", increase.fpr, table.fpr_gap, champion.fpr_gap),
-            ):
+            versus_bounds = (
+                (("MAE", increase.mae_ratio, table.mae_ratio, champion.mae_ratio),)
+                if regression
+                else (
+                    ("TPR", increase.tpr, table.tpr_gap, champion.tpr_gap),
+                    ("FPR", increase.fpr, table.fpr_gap, champion.fpr_gap),
+                )
+            )
+            for kind, limit, gaps, champ_gaps in versus_bounds:
                 if limit is None:
                     continue
                 for attribute, gap in gaps.items():
@@ -350,8 +379,9 @@ def check_fairness(
                         }
                     )
                     if not passed:
+                        what = "MAE ratio" if kind == "MAE" else f"{kind} gap"
                         reasons.append(
-                            f"{attribute}: {kind} gap {_fmt(gap)} is {_fmt(gap - champ)} above "
+                            f"{attribute}: {what} {_fmt(gap)} is {_fmt(gap - champ)} above "
                             f"{comparison.champion}'s {_fmt(champ)} on the same rows (allowed "
                             f"increase {limit}; candidate {_rates(table, attribute, kind)}; champion "
                             f"{_rates(champion, attribute, kind)})"
@@ -480,11 +510,13 @@ def decide(
     ran = [name for name, check in checks.items() if not check.skipped]
     skipped = [name for name, check in checks.items() if check.skipped]
     not_judged = checks["fairness"].details.get("not_judged") or []
+    regression = (checks["fairness"].details.get("table") or {}).get("task") == "regression"
+    lacking = "too few rows" if regression else "too few rows or positive rows"
     why = (
         f"Passed: {applied} thresholds evaluated {comparison.describe()}; checks passed: {', '.join(ran)}"
         + (f"; skipped (not configured or disabled): {', '.join(skipped)}" if skipped else "")
         + (
-            f"; fairness groups not judged (too few rows or positive rows): "
+            f"; fairness groups not judged ({lacking}): "
             f"{', '.join(g['attribute'] + '=' + g['group'] for g in not_judged)}"
             if not_judged
             else ""

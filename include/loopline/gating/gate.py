@@ -30,7 +30,7 @@ from loopline.gating.decide import (
 from loopline.gating.holdout import FAIRNESS_GROUPS_KEY
 from loopline.gating.infra import InfraResult, as_request, validate_serving
 from loopline.gating.latency import measure_latency
-from loopline.gating.metrics import FairnessTable, LatencyStats, fairness_table, quality_metrics
+from loopline.gating.metrics import FairnessTable, LatencyStats, error_table, fairness_table, quality_metrics
 from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy, default_policy_path, load_policy
 from loopline.lineage import history
 from loopline.platform.mlflow_util import mlflow_client
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
     from loopline.serving.config import RegistryConfig
 
-DEFAULT_MODEL_NAME = "fraud_detector"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 TAG_PASSED = "loopline.gate.passed"
@@ -55,6 +54,17 @@ MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value
 # The candidate's holdout rows and scores, kept with its run: the baseline the drift monitor's concept
 # check compares the served quality with, once this version is the champion.
 HOLDOUT_SCORES_ARTIFACT = "gate/holdout_scores.parquet"
+HOLDOUT_UNIT = (
+    "unit"  # its column of each row's unit (the use case's unit_column): the concept check's clusters
+)
+
+
+def __getattr__(name: str) -> str:
+    """``DEFAULT_MODEL_NAME``: the configured use case's registered model (read when asked for, so importing
+    this module reads no settings)."""
+    if name == "DEFAULT_MODEL_NAME":
+        return load_use_case(Settings().use_case).model_name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class GateError(RuntimeError):
@@ -76,9 +86,10 @@ def _client(settings: Settings) -> Any:
     return mlflow_client(settings.mlflow_uri)
 
 
-def score_holdout(model_uri: str, rows: pd.DataFrame) -> Scoring:
+def score_holdout(model_uri: str, rows: pd.DataFrame, task: str = "binary_classification") -> Scoring:
     """Load ``model_uri`` and score ``rows`` with the inputs its signature declares (point-in-time
-    features from the holdout, in the signature's types). Failures become a ``Scoring`` with ``error``."""
+    features from the holdout, in the signature's types). Failures become a ``Scoring`` with ``error``:
+    a classifier's scores must be probabilities, a regressor's predictions finite numbers."""
     import mlflow
     import numpy as np
 
@@ -99,14 +110,17 @@ def score_holdout(model_uri: str, rows: pd.DataFrame) -> Scoring:
         return Scoring(None, f"{type(exc).__name__}: {str(exc)[:500]}")
     if scores.shape[0] != len(rows):
         return Scoring(None, f"{scores.shape[0]} scores for {len(rows)} holdout rows")
-    if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
+    if task == "regression":
+        if not np.isfinite(scores).all():
+            return Scoring(None, "predictions NaN or infinite")
+    elif np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
         return Scoring(None, "scores outside [0, 1] or NaN")
     return Scoring(scores)
 
 
 def _read_holdout(path: str | Path, use_case: UseCase) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The holdout's labelled rows (the use case's label as int64) and manifest: a local path or a
-    shared-storage URI (``s3://``)."""
+    """The holdout's labelled rows (the use case's label: int64 for a classifier, float64 for a regressor)
+    and manifest: a local path or a shared-storage URI (``s3://``)."""
     from loopline.training.data import TrainingError, read_training_set
 
     try:
@@ -115,7 +129,9 @@ def _read_holdout(path: str | Path, use_case: UseCase) -> tuple[pd.DataFrame, di
         raise GateError(f"holdout unusable: {exc}") from None
     label = use_case.label_column
     labelled = frame[frame[label].notna()].reset_index(drop=True)
-    labelled[label] = labelled[label].astype("int64")
+    labelled[label] = labelled[label].astype(
+        "int64" if use_case.task == "binary_classification" else "float64"
+    )
     if labelled.empty:
         raise GateError(
             f"the holdout {path} has no labelled rows: build it with build_holdout / `loopline gate`"
@@ -193,8 +209,12 @@ def _fairness(
     scores: np.ndarray,
     groups: dict[str, np.ndarray],
     expected: dict[str, list[str]] | None = None,
+    task: str = "binary_classification",
 ) -> FairnessTable:
+    """A classifier's TPR/FPR per group at the operating point; a regressor's MAE per group."""
     f = policy.fairness
+    if task == "regression":
+        return error_table(labels, scores, groups, f.min_group_size, expected)
     return fairness_table(
         labels, scores, groups, policy.threshold(), f.min_group_size, f.min_group_positives, expected
     )
@@ -204,16 +224,18 @@ def run_gate(
     settings: Settings,
     version: str | int,
     holdout_path: str | Path,
-    model_name: str = DEFAULT_MODEL_NAME,
+    model_name: str | None = None,
     policy: GatePolicy | None = None,
 ) -> GateVerdict:
-    """Gate ``models:/<model_name>/<version>`` on the holdout; record the verdict with the version."""
+    """Gate ``models:/<model_name>/<version>`` (default: the use case's registered model) on the holdout;
+    record the verdict with the version."""
     from mlflow.exceptions import MlflowException
 
     from loopline.serving.config import load_serving_config
 
     version = str(version)
     use_case = load_use_case(settings.use_case)
+    model_name = model_name or use_case.model_name
     if policy is None:
         policy = load_policy(default_policy_path(settings.project_dir))
     policy = policy.check_task(use_case.task, use_case.name)
@@ -238,7 +260,8 @@ def run_gate(
     labels = rows[use_case.label_column].to_numpy()
     candidate_uri = f"models:/{model_name}/{version}"
 
-    candidate = score_holdout(candidate_uri, rows)
+    task = use_case.task
+    candidate = score_holdout(candidate_uri, rows, task)
     cand_metrics = (
         quality_metrics(labels, candidate.scores, policy, use_case.task)
         if candidate.scores is not None
@@ -250,16 +273,16 @@ def run_gate(
     champ_fairness: FairnessTable | None = None
     champion_error = comparison.error if comparison else ""
     if champion_mv is not None:
-        champion = score_holdout(f"models:/{model_name}/{champion_mv.version}", rows)
+        champion = score_holdout(f"models:/{model_name}/{champion_mv.version}", rows, task)
         champion_error = champion.error
         if champion.scores is not None:
             champ_metrics = quality_metrics(labels, champion.scores, policy, use_case.task)
-            champ_fairness = _fairness(policy, labels, champion.scores, groups, expected_groups)
+            champ_fairness = _fairness(policy, labels, champion.scores, groups, expected_groups, task)
             comparison = Comparison(VS_CHAMPION, str(champion_mv.version))
         else:
             comparison = Comparison(CHAMPION_UNSCORABLE, str(champion_mv.version), champion.error)
     fairness = (
-        _fairness(policy, labels, candidate.scores, groups, expected_groups)
+        _fairness(policy, labels, candidate.scores, groups, expected_groups, task)
         if candidate.scores is not None
         else None
     )
@@ -322,7 +345,9 @@ def run_gate(
             "rows": manifest.get("rows"),
             "labelled_rows": int(len(rows)),
             "label": use_case.label_column,
-            "fraud_rows": int(labels.sum()),
+            "task": task,
+            # A classifier's positive rows (None for a regressor, whose label is a quantity).
+            "positive_rows": int(labels.sum()) if task == "binary_classification" else None,
         },
         "policy": policy.model_dump(),
         "metrics": {
@@ -357,19 +382,22 @@ def run_gate(
 def log_holdout_scores(
     client: Any, run_id: str, rows: pd.DataFrame, scores: np.ndarray, use_case: UseCase
 ) -> None:
-    """Log the labelled holdout rows (the use case's id, the customer, the label) with ``scores`` to the run:
-    the concept-drift check's baseline (``monitoring.concept``)."""
+    """Log the labelled holdout rows (the use case's id, its unit as ``unit``, the label) with ``scores`` to the
+    run: the concept-drift check's baseline (``monitoring.concept``, which resamples the units)."""
     import tempfile
 
     import pandas as pd
 
     id_column, label = use_case.id_column, use_case.label_column
+    # Each event its own unit when the use case names none (or the holdout lacks it).
+    unit = use_case.unit_column if use_case.unit_column in rows.columns else id_column
+    dtype = "int64" if use_case.task == "binary_classification" else "float64"
     frame = pd.DataFrame(
         {
             id_column: rows[id_column].astype(str).to_numpy(),
-            "customer_id": rows["customer_id"].astype(str).to_numpy(),
+            HOLDOUT_UNIT: rows[unit].astype(str).to_numpy(),
             "score": scores,
-            label: rows[label].to_numpy(dtype="int64"),
+            label: rows[label].to_numpy(dtype=dtype),
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -434,11 +462,13 @@ def record_verdict(
 
 
 def versions_summary(
-    settings: Settings, model_name: str = DEFAULT_MODEL_NAME, tracking_uri: str | None = None
+    settings: Settings, model_name: str | None = None, tracking_uri: str | None = None
 ) -> list[dict[str, Any]]:
-    """Every registered version with its aliases, gate result and model card (``loopline status --json``)."""
+    """Every registered version (of ``model_name``, default the use case's registered model) with its
+    aliases, gate result and model card (``loopline status --json``)."""
     from mlflow.exceptions import MlflowException
 
+    model_name = model_name or load_use_case(settings.use_case).model_name
     client = mlflow_client(tracking_uri) if tracking_uri else _client(settings)
     try:
         versions = client.search_model_versions(f"name='{model_name}'")

@@ -5,7 +5,8 @@ no holdout transaction (nor anything later) can have been trained on.
 
 How long: at least ``holdout.days``; grown one day at a time (up to ``holdout.max_days``, never leaving
 training fewer than ``holdout.min_train_days``) until every group of every ``fairness.group_columns``
-attribute has ``fairness.min_group_size`` labelled rows and ``fairness.min_group_positives`` fraud rows.
+attribute has ``fairness.min_group_size`` labelled rows and (a classifier) ``fairness.min_group_positives``
+positive rows.
 Fraud is rare and bursty: on a fixed two-day holdout most groups hold a handful of frauds, so their
 true-positive rate cannot be judged and a model blind to a whole group would pass unnoticed.
 """
@@ -44,7 +45,7 @@ class Windows(NamedTuple):
 
 @dataclass(frozen=True)
 class GroupCount:
-    """Labelled rows and fraud rows of one group in the planned holdout, and whether that is enough."""
+    """Labelled rows and positive rows of one group in the planned holdout, and whether that is enough."""
 
     attribute: str
     group: str
@@ -97,6 +98,13 @@ def _range_of(joined: pd.DataFrame, use_case: UseCase) -> tuple[datetime, dateti
     import pandas as pd
 
     time = use_case.time_column
+    if use_case.task == "regression":  # every label is complete when it lands: the newest labelled event
+        labelled = joined[joined[use_case.label_column].notna()]
+        if labelled.empty:
+            raise HoldoutError("no event has a label yet: ingest label batches before gating")
+        first = pd.Timestamp(labelled[time].min()).to_pydatetime().astimezone(UTC)
+        last = pd.Timestamp(labelled[time].max()).to_pydatetime().astimezone(UTC)
+        return first, last + timedelta(microseconds=1)
     genuine = joined[joined[use_case.label_column] == 0]
     if genuine.empty:
         raise HoldoutError(
@@ -109,7 +117,8 @@ def _range_of(joined: pd.DataFrame, use_case: UseCase) -> tuple[datetime, dateti
 
 
 def labelled_range(settings: Settings, labels_as_of: datetime | None = None) -> tuple[datetime, datetime]:
-    """[first labelled transaction, last *confirmed-genuine* labelled transaction + 1 µs).
+    """[first labelled event, last *confirmed-genuine* labelled event + 1 µs); a regressor, whose labels
+    are complete when they land: [first, last labelled event + 1 µs).
 
     Chargebacks (fraud) arrive within days, confirmations of genuine transactions only after a maturity
     window: beyond the newest confirmed-genuine transaction the labels present are nearly all fraud, and
@@ -119,16 +128,23 @@ def labelled_range(settings: Settings, labels_as_of: datetime | None = None) -> 
 
 
 def _group_counts(
-    window: pd.DataFrame, groups: dict[str, list[str]], label: str, min_rows: int, min_positives: int
+    window: pd.DataFrame,
+    groups: dict[str, list[str]],
+    label: str,
+    min_rows: int,
+    min_positives: int,
+    classifier: bool = True,
 ) -> tuple[GroupCount, ...]:
+    """Rows and positive rows per group; enough with ``min_rows`` rows and (a classifier) ``min_positives``."""
     out = []
     for attribute, values in groups.items():
         column = window[attribute].astype("string").fillna("<missing>")
         rows = column.value_counts()
-        positives = column[window[label].to_numpy() == 1].value_counts()
+        positives = column[window[label].to_numpy() == 1].value_counts() if classifier else rows.iloc[:0]
         for group in values:
             n, k = int(rows.get(group, 0)), int(positives.get(group, 0))
-            out.append(GroupCount(attribute, group, n, k, n >= min_rows and k >= min_positives))
+            enough = n >= min_rows and (k >= min_positives or not classifier)
+            out.append(GroupCount(attribute, group, n, k, enough))
     return tuple(out)
 
 
@@ -147,6 +163,7 @@ def choose_holdout(
 
     h, f = policy.holdout, policy.fairness
     group_columns, label = f.columns(use_case), use_case.label_column
+    classifier = use_case.task == "binary_classification"
     room = (end - first).total_seconds() / 86400 - h.min_train_days  # days the holdout may take
     if h.days >= room:
         left = (
@@ -173,14 +190,24 @@ def choose_holdout(
         window = labelled[
             (stamps >= pd.Timestamp(start)).to_numpy() & (stamps < pd.Timestamp(end)).to_numpy()
         ]
-        counts = _group_counts(window, groups, label, f.min_group_size, f.min_group_positives)
+        counts = _group_counts(window, groups, label, f.min_group_size, f.min_group_positives, classifier)
         if all(g.enough for g in counts):
             break
     short = [g for g in counts if not g.enough]
     if not short:
-        why = (
-            f"{days:g} days: every group of {', '.join(group_columns) or 'no attribute'} has at least "
+        why = f"{days:g} days: every group of {', '.join(group_columns) or 'no attribute'} has at least " + (
             f"{f.min_group_size} rows and {f.min_group_positives} positive rows ({label!r} = 1)"
+            if classifier
+            else f"{f.min_group_size} rows"
+        )
+    elif not classifier:
+        limit = (
+            "holdout.max_days" if longest >= h.longest() else f"holdout.min_train_days ({h.min_train_days:g})"
+        )
+        why = (
+            f"{days:g} days (the limit set by {limit}): "
+            + ", ".join(f"{g.attribute}={g.group} has {g.rows} rows" for g in short)
+            + f", short of {f.min_group_size} rows: not judged"
         )
     else:
         limit = (
@@ -257,12 +284,20 @@ def build_holdout(
     )
     _record_fairness_groups(settings, use_case, policy, Path(out), windows.holdout_end, labels_as_of)
     h = policy.holdout
-    if manifest.labelled_rows < h.min_labelled_rows or manifest.positive_rows < h.min_fraud_rows:
+    if use_case.task == "regression":
+        if manifest.labelled_rows < h.min_labelled_rows:
+            raise HoldoutError(
+                f"the holdout [{manifest.start}, {manifest.end}) has {manifest.labelled_rows} labelled rows; "
+                f"the gate policy needs at least {h.min_labelled_rows} (raise holdout.days / "
+                "holdout.max_days or lower holdout.min_labelled_rows in the gate policy)"
+            )
+        return manifest
+    if manifest.labelled_rows < h.min_labelled_rows or manifest.positive_rows < h.min_positive_rows:
         raise HoldoutError(
             f"the holdout [{manifest.start}, {manifest.end}) has {manifest.labelled_rows} labelled rows and "
             f"{manifest.positive_rows} positive rows ({use_case.label_column!r} = 1); the gate policy needs at "
             f"least {h.min_labelled_rows} and "
-            f"{h.min_fraud_rows} (raise holdout.days / holdout.max_days or lower the minimums in "
-            "include/config/gate.yaml)"
+            f"{h.min_positive_rows} (raise holdout.days / holdout.max_days or lower the minimums in "
+            "the gate policy)"
         )
     return manifest

@@ -32,7 +32,7 @@ def quality_metrics(
             labels,
             scores,
             policy.threshold(),
-            q.expected_cost.missed_fraud_cost,
+            q.expected_cost.missed_positive_cost,
             q.expected_cost.false_alarm_cost,
         ),
     }
@@ -48,23 +48,29 @@ class GroupRates:
     n: int
     positives: int
     negatives: int
-    tpr: float | None  # None: no fraud rows in the group
+    tpr: float | None  # None: no positive rows in the group (or a regressor)
     fpr: float | None
-    judged_tpr: bool  # large enough (rows and fraud rows) for its TPR to count in the gap
+    judged_tpr: bool  # large enough (rows and positive rows) for its TPR to count in the gap
     judged_fpr: bool  # large enough (rows) for its FPR to count in the gap
+    mae: float | None = None  # a regressor: the group's MAE in the label's units
+    judged_mae: bool = False  # large enough (rows) for its MAE to count in the ratio
 
 
 @dataclass(frozen=True)
 class FairnessTable:
-    """Per-group TPR/FPR at the operating point and, per attribute, the gap max - min over judged groups.
+    """A classifier: per-group TPR/FPR at the operating point and, per attribute, the gap max - min over
+    judged groups. A regressor (``task``): per-group MAE and, per attribute, the worst judged group's MAE
+    over the best's (``mae_ratio``).
 
     Max - min (rather than each group against the overall rate) bounds the difference any two judged
     groups experience, and does not move when the group mix of the holdout changes."""
 
-    threshold: float
+    threshold: float | None  # the operating point (None: a regressor has none)
     groups: list[GroupRates] = field(default_factory=list)
     tpr_gap: dict[str, float | None] = field(default_factory=dict)  # None: fewer than two judged groups
     fpr_gap: dict[str, float | None] = field(default_factory=dict)
+    mae_ratio: dict[str, float | None] = field(default_factory=dict)
+    task: str = "binary_classification"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,12 +98,7 @@ def fairness_table(
     tpr_gap: dict[str, float | None] = {}
     fpr_gap: dict[str, float | None] = {}
     for attribute, values in groups.items():
-        values = np.asarray(values, dtype=object).ravel()
-        if values.shape != y.shape:
-            raise ValueError(f"group column {attribute!r} has {values.size} values for {y.size} rows")
-        values = np.where(
-            [v is None or (isinstance(v, float) and math.isnan(v)) for v in values], "<missing>", values
-        ).astype(str)
+        values = _group_values(values, y.size, attribute)
         tprs: list[float] = []
         fprs: list[float] = []
         for group in sorted(set(values.tolist()) | set((expected or {}).get(attribute, []))):
@@ -119,6 +120,51 @@ def fairness_table(
         tpr_gap[attribute] = _gap(tprs)
         fpr_gap[attribute] = _gap(fprs)
     return FairnessTable(threshold=threshold, groups=rows, tpr_gap=tpr_gap, fpr_gap=fpr_gap)
+
+
+def _group_values(values: Any, size: int, attribute: str) -> np.ndarray:
+    values = np.asarray(values, dtype=object).ravel()
+    if values.size != size:
+        raise ValueError(f"group column {attribute!r} has {values.size} values for {size} rows")
+    missing = [v is None or (isinstance(v, float) and math.isnan(v)) for v in values]
+    return np.where(missing, "<missing>", values).astype(str)
+
+
+def error_table(
+    labels: Any,
+    predictions: Any,
+    groups: dict[str, Any],
+    min_group_size: int,
+    expected: dict[str, list[str]] | None = None,
+) -> FairnessTable:
+    """A regressor's fairness: the MAE of ``predictions`` per value of each group attribute, judged with at
+    least ``min_group_size`` rows, and per attribute the worst judged group's MAE over the best's (None:
+    fewer than two judged groups; inf: the best group's MAE is 0 and another's is not). ``expected``: as
+    in ``fairness_table``."""
+    y = np.asarray(labels, dtype="float64").ravel()
+    p = np.asarray(predictions, dtype="float64").ravel()
+    keep = ~(np.isnan(y) | np.isnan(p))
+    errors = np.abs(p - y)
+    rows: list[GroupRates] = []
+    ratios: dict[str, float | None] = {}
+    for attribute, raw in groups.items():
+        values = _group_values(raw, y.size, attribute)
+        maes: list[float] = []
+        for group in sorted(set(values[keep].tolist()) | set((expected or {}).get(attribute, []))):
+            mask = (values == group) & keep
+            n = int(mask.sum())
+            group_mae = float(errors[mask].mean()) if n else None
+            judged = n >= min_group_size and group_mae is not None
+            rows.append(GroupRates(attribute, group, n, 0, 0, None, None, False, False, group_mae, judged))
+            if judged and group_mae is not None:
+                maes.append(group_mae)
+        if len(maes) < 2:
+            ratios[attribute] = None
+        elif min(maes) > 0:
+            ratios[attribute] = max(maes) / min(maes)
+        else:
+            ratios[attribute] = math.inf if max(maes) > 0 else 1.0
+    return FairnessTable(threshold=None, groups=rows, mae_ratio=ratios, task="regression")
 
 
 # --- latency ----------------------------------------------------------------------------------------

@@ -10,7 +10,12 @@ from pydantic import Field, ValidationError, model_validator
 
 from loopline import metrics
 from loopline.config.use_case import UseCase
-from loopline.config.yaml_files import StrictModel, describe_validation_error, load_policy_file
+from loopline.config.yaml_files import (
+    StrictModel,
+    describe_validation_error,
+    load_policy_file,
+    refuse_renamed,
+)
 
 # Each quality metric and whether a higher value is better; the direction decides which value threshold
 # (min or max) makes sense and which way a regression against the champion points.
@@ -43,8 +48,13 @@ class RecallAtFpr(MetricThreshold):
 
 
 class ExpectedCost(MetricThreshold):
-    missed_fraud_cost: float = Field(default=150.0, ge=0)
+    missed_positive_cost: float = Field(default=150.0, ge=0)  # a positive let through (was missed_fraud_cost)
     false_alarm_cost: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, {"missed_fraud_cost": "missed_positive_cost"})
 
 
 class Quality(StrictModel):
@@ -84,14 +94,16 @@ class OperatingPoint(StrictModel):
 class GapIncrease(StrictModel):
     """How much larger than the champion's gap (same holdout rows) the candidate's may be, per rate.
 
-    Separate bounds because the rates live on different scales: TPRs of groups with tens of frauds move
-    by tenths, FPRs of groups with hundreds of genuine rows by hundredths."""
+    Separate bounds because the rates live on different scales: TPRs of groups with tens of positives move
+    by tenths, FPRs of groups with hundreds of negative rows by hundredths. A regressor: ``mae_ratio``, how
+    much the worst-over-best group MAE ratio may grow (0.1: from 1.20 to 1.30)."""
 
     tpr: float | None = Field(default=None, ge=0, le=1)
     fpr: float | None = Field(default=None, ge=0, le=1)
+    mae_ratio: float | None = Field(default=None, ge=0)
 
     def configured(self) -> bool:
-        return self.tpr is not None or self.fpr is not None
+        return self.tpr is not None or self.fpr is not None or self.mae_ratio is not None
 
 
 class Fairness(StrictModel):
@@ -103,9 +115,13 @@ class Fairness(StrictModel):
 
     group_columns: list[str] | None = None
     min_group_size: int = Field(default=200, ge=1)
+    # A classifier: TPR/FPR gaps at the operating point; a group's TPR needs min_group_positives positives.
     min_group_positives: int = Field(default=10, ge=1)
     max_tpr_gap: float | None = Field(default=None, ge=0, le=1)
     max_fpr_gap: float | None = Field(default=None, ge=0, le=1)
+    # A regressor: the worst judged group's MAE over the best's (1.25: no group's estimates are more than
+    # 25 % further off than another's). A ratio, so one policy fits any label unit and scale.
+    max_mae_ratio: float | None = Field(default=None, ge=1)
     max_gap_increase: GapIncrease = Field(default_factory=GapIncrease)
     # A group too small to judge is always reported; `reject` also makes it a rejection (a model nobody
     # could check for that group does not go live), `report` lets the other groups decide.
@@ -119,9 +135,25 @@ class Fairness(StrictModel):
         return (
             self.max_tpr_gap is not None
             or self.max_fpr_gap is not None
+            or self.max_mae_ratio is not None
             or self.max_gap_increase.configured()
             or self.unjudged_groups == "reject"
         )
+
+    def wrong_task(self, task: str) -> list[str]:
+        """The configured fairness bounds that do not belong to ``task`` (they could never be judged)."""
+        classifier = {
+            "max_tpr_gap": self.max_tpr_gap,
+            "max_fpr_gap": self.max_fpr_gap,
+            "max_gap_increase.tpr": self.max_gap_increase.tpr,
+            "max_gap_increase.fpr": self.max_gap_increase.fpr,
+        }
+        regressor = {
+            "max_mae_ratio": self.max_mae_ratio,
+            "max_gap_increase.mae_ratio": self.max_gap_increase.mae_ratio,
+        }
+        other = regressor if task == "binary_classification" else classifier
+        return [f"fairness.{key}" for key, value in other.items() if value is not None]
 
 
 class Latency(StrictModel):
@@ -143,14 +175,20 @@ class Infra(StrictModel):
 
 class Holdout(StrictModel):
     """The newest labelled days held out for the gate: ``days`` at least, grown one day at a time up to
-    ``max_days`` until every group of ``fairness.group_columns`` has enough rows and fraud rows to be
-    judged, but never so far that training keeps fewer than ``min_train_days`` labelled days."""
+    ``max_days`` until every group of ``fairness.group_columns`` has enough rows (and, for a classifier,
+    positive rows) to be judged, but never so far that training keeps fewer than ``min_train_days``
+    labelled days. ``min_positive_rows`` (was ``min_fraud_rows``): a classifier's holdout minimum."""
 
     days: float = Field(default=2.0, gt=0)
     max_days: float | None = Field(default=None, gt=0)  # None: exactly `days` (no growth)
     min_train_days: float = Field(default=0.0, ge=0)
     min_labelled_rows: int = Field(default=200, ge=1)
-    min_fraud_rows: int = Field(default=5, ge=1)
+    min_positive_rows: int = Field(default=5, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, {"min_fraud_rows": "min_positive_rows"})
 
     @model_validator(mode="after")
     def _range(self) -> Holdout:
@@ -185,12 +223,24 @@ class GatePolicy(StrictModel):
         return self.operating_point.threshold
 
     def check_task(self, task: str, use_case: str) -> GatePolicy:
-        """This policy, if its quality thresholds are of ``task``'s metrics; else a GatePolicyError naming them."""
+        """This policy, if its quality thresholds are of ``task``'s metrics and its fairness bounds of
+        ``task``'s kind; else a GatePolicyError naming them."""
         wrong = self.quality.wrong_task(task)
         if wrong:
             raise GatePolicyError(
                 f"quality thresholds {', '.join(wrong)} do not apply to the {use_case!r} use case "
                 f"({task.replace('_', ' ')}): its metrics are {', '.join(TASK_METRICS[task])}"
+            )
+        unfair = self.fairness.wrong_task(task)
+        if unfair:
+            own = (
+                "max_tpr_gap, max_fpr_gap, max_gap_increase.tpr/fpr (rates at the operating point)"
+                if task == "binary_classification"
+                else "max_mae_ratio and max_gap_increase.mae_ratio (the worst group's MAE over the best's)"
+            )
+            raise GatePolicyError(
+                f"{', '.join(unfair)} do not apply to the {use_case!r} use case ({task.replace('_', ' ')}): "
+                f"its fairness bounds are {own}"
             )
         return self
 

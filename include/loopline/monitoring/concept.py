@@ -1,5 +1,9 @@
 """Concept drift: has the champion's labelled quality on served traffic fallen below what the gate measured?
 
+A classifier is judged by PR-AUC and recall (below), a regressor by MAE and RMSE: drift when a bootstrap over
+the use case's units is ``confidence`` sure the served error exceeds the gate holdout's by more than
+``max_mae_increase`` (a ratio: 0.15 = 15 % larger); its frontier is simply the newest labelled event.
+
 Labels come late, and not evenly: chargebacks (fraud) arrive within days, the confirmation of a genuine
 transaction only after a maturity window. Traffic younger than that has its frauds labelled but few of
 its genuine transactions, so its precision looks perfect and its PR-AUC means nothing. So:
@@ -29,16 +33,25 @@ import pandas as pd
 
 from loopline.config.drift_policy import Concept
 from loopline.config.use_case import UseCase
-from loopline.deployment.analysis import LabelledSample, VariantWindow, surely_dropped
+from loopline.deployment.analysis import (
+    LabelledSample,
+    VariantWindow,
+    beyond,
+    surely_dropped,
+    surely_worse_errors,
+)
 
 JUDGED, NOT_JUDGED = "judged", "not_judged"
-CUSTOMER = "customer_id"  # the bootstrap's cluster: positives come in bursts on a few customers
+# The bootstrap's cluster, in the served rows and the gate's holdout scores: the use case's unit (a customer,
+# a restaurant), since errors come in bursts on a few. A frame without it that has the use case's own unit
+# column (holdout scores kept before) uses that; with neither, each event is its own unit.
+UNIT = "unit"
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """The champion's labelled holdout rows and scores (the use case's id, ``customer_id``, ``score`` and the
-    use case's label) and where they come from."""
+    """The champion's labelled holdout rows and scores (the use case's id, ``unit``, ``score`` and the use
+    case's label) and where they come from."""
 
     source: str
     frame: pd.DataFrame
@@ -50,7 +63,7 @@ class WindowCount:
     end: str
     served: int
     labelled: int
-    fraud: int
+    positives: int  # a classifier's positive labels (0 for a regressor)
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,10 @@ class ConceptCheck:
     judged_until: str | None = None
     baseline: dict[str, Any] | None = None
     current: dict[str, Any] | None = None
+    # A classifier: how far PR-AUC / recall dropped at least; a regressor: how much MAE / RMSE grew at least
+    # (a ratio of the baseline's), each with the policy's confidence.
     dropped_at_least: dict[str, float] | None = None
+    increased_at_least: dict[str, float] | None = None
     windows: tuple[WindowCount, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,8 +92,15 @@ def lookback(frontier: datetime, config: Concept) -> tuple[datetime, datetime]:
     return frontier - timedelta(hours=config.window_hours) * config.judged_windows, frontier
 
 
+def _units(frame: pd.DataFrame, use_case: UseCase) -> tuple[str, ...]:
+    column = UNIT if UNIT in frame else use_case.unit_column
+    if column is None or column not in frame:
+        return ("",) * len(frame)  # each event its own unit
+    return tuple(frame[column].fillna("").astype(str))
+
+
 def sample(frame: pd.DataFrame, threshold: float, use_case: UseCase) -> LabelledSample:
-    """The canary's labelled sample (distinct events, customers for the bootstrap) of labelled rows."""
+    """The canary's labelled sample (distinct events, units for the bootstrap) of labelled rows."""
     label, id_column = use_case.label_column, use_case.id_column
     labelled = frame[frame[label].notna()]
     scores = labelled["score"].to_numpy(dtype="float64")
@@ -86,21 +109,27 @@ def sample(frame: pd.DataFrame, threshold: float, use_case: UseCase) -> Labelled
         scores=tuple(scores.tolist()),
         transaction_ids=tuple(labelled[id_column].astype(str)),
         decisions=tuple((scores >= threshold).tolist()),
-        customer_ids=tuple(labelled[CUSTOMER].fillna("").astype(str)),
+        customer_ids=_units(labelled, use_case),
     )
-    return LabelledSample.join(
-        window, dict(zip(labelled[id_column].astype(str), labelled[label].astype(int), strict=True))
-    )
+    values = labelled[label].astype(int if use_case.task == "binary_classification" else float)
+    return LabelledSample.join(window, dict(zip(labelled[id_column].astype(str), values, strict=True)))
 
 
-def _quality(s: LabelledSample) -> dict[str, Any]:
+def _round(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
+
+
+def _quality(s: LabelledSample, task: str) -> dict[str, Any]:
+    if task == "regression":
+        mae, rmse = s.errors()
+        return {"labelled": s.size, "units": s.distinct_units, "mae": _round(mae), "rmse": _round(rmse)}
     pr_auc, recall = s.quality()
     return {
         "labelled": s.size,
-        "fraud": s.positives,
-        "fraud_customers": s.fraud_customers,
-        "pr_auc": None if np.isnan(pr_auc) else round(pr_auc, 4),
-        "recall": None if np.isnan(recall) else round(recall, 4),
+        "positives": s.positives,
+        "positive_units": s.positive_units,
+        "pr_auc": _round(pr_auc),
+        "recall": _round(recall),
     }
 
 
@@ -115,15 +144,19 @@ def concept_check(
 ) -> ConceptCheck:
     """Judge the champion's served traffic before ``frontier`` against ``baseline``.
 
-    ``served``: the champion version's predictions (the use case's id, ``customer_id``, ``score``, ``ts``
-    as UTC timestamps) with the use case's label where it is known now (NaN otherwise)."""
-    label = use_case.label_column
+    ``served``: the champion version's predictions (the use case's id, ``unit``, ``score``, ``ts`` as UTC
+    timestamps) with the use case's label where it is known now (NaN otherwise). A classifier is judged by
+    PR-AUC and recall, a regressor (``score``: its prediction) by MAE and RMSE."""
+    label, task = use_case.label_column, use_case.task
+    regression = task == "regression"
     if frontier is None:
         return ConceptCheck(
             NOT_JUDGED,
             False,
-            "not judged: no transaction has a confirmed-genuine label yet, so no "
-            "served window has complete labels",
+            "not judged: no event has a label yet, so no served window has complete labels"
+            if regression
+            else "not judged: no event has a confirmed-genuine (negative) label yet, so no served window "
+            "has complete labels",
         )
     start, end = lookback(frontier, config)
     base: dict[str, Any] = {
@@ -139,9 +172,8 @@ def concept_check(
         w_start, w_end = start + span * i, start + span * (i + 1)
         part = served[((ts >= w_start) & (ts < w_end)).to_numpy()]
         labels = part[label].dropna() if len(part) else pd.Series(dtype="float64")
-        windows.append(
-            WindowCount(w_start.isoformat(), w_end.isoformat(), len(part), len(labels), int(labels.sum()))
-        )
+        positives = 0 if regression else int(labels.sum())
+        windows.append(WindowCount(w_start.isoformat(), w_end.isoformat(), len(part), len(labels), positives))
     base["windows"] = tuple(windows)
     inside = served[((ts >= start) & (ts < end)).to_numpy()] if len(served) else served
     current = sample(inside, threshold, use_case) if len(inside) else None
@@ -154,29 +186,31 @@ def concept_check(
             **base,
         )
     reference = sample(baseline.frame, threshold, use_case)
-    base["baseline"] = {"source": baseline.source, **_quality(reference)}
+    base["baseline"] = {"source": baseline.source, **_quality(reference, task)}
+    if current is not None:
+        base["current"] = _quality(current, task)
+    if regression:
+        return _judge_errors(reference, current, config, start, end, base)
     labelled = current.size if current else 0
     positives = current.positives if current else 0
-    if current is not None:
-        base["current"] = _quality(current)
-    if labelled < config.min_labelled_rows or positives < config.min_fraud_rows or positives == labelled:
+    if labelled < config.min_labelled_rows or positives < config.min_positive_rows or positives == labelled:
         return ConceptCheck(
             NOT_JUDGED,
             False,
             f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
             f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
             f"hold {labelled} labelled rows with {positives} positive ({label!r} = 1); need "
-            f"{config.min_labelled_rows} and {config.min_fraud_rows}",
+            f"{config.min_labelled_rows} and {config.min_positive_rows}",
             **base,
         )
     assert current is not None  # labelled == positives == 0 without it, which returned above
     dropped = surely_dropped(reference, current, config.confidence)
     limits = {"pr_auc": config.max_pr_auc_drop, "recall": config.max_recall_drop}
-    worse = [k for k in ("pr_auc", "recall") if dropped[k] > limits[k]]
+    worse = beyond(dropped, limits)
     q, b = base["current"], base["baseline"]
     text = (
         f"PR-AUC {q['pr_auc']} vs {b['pr_auc']} at the gate, recall {q['recall']} vs {b['recall']}, on "
-        f"{labelled} labelled ({positives} positive ({label!r} = 1) on {q['fraud_customers']} customers)"
+        f"{labelled} labelled ({positives} positive ({label!r} = 1) on {q['positive_units']} units)"
     )
     if worse:
         sure = ", ".join(f"{k} by >= {dropped[k]:.3f} (allowed {limits[k]})" for k in worse)
@@ -185,4 +219,56 @@ def concept_check(
         note = f"within limits: {text}"
     return ConceptCheck(
         JUDGED, bool(worse), note, dropped_at_least={k: round(v, 4) for k, v in dropped.items()}, **base
+    )
+
+
+def _judge_errors(
+    reference: LabelledSample,
+    current: LabelledSample | None,
+    config: Concept,
+    start: datetime,
+    end: datetime,
+    base: dict[str, Any],
+) -> ConceptCheck:
+    """A regressor: drift when a bootstrap over units is ``confidence`` sure the served MAE (or RMSE) is more
+    than ``max_mae_increase`` (``max_rmse_increase``) above the gate holdout's, as a ratio of it."""
+    labelled = current.size if current else 0
+    units = current.distinct_units if current else 0
+    if current is None or labelled < config.min_labelled_rows or units < config.min_units:
+        return ConceptCheck(
+            NOT_JUDGED,
+            False,
+            f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
+            f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
+            f"hold {labelled} labelled rows on {units} distinct units; need {config.min_labelled_rows} "
+            f"labelled rows on {config.min_units} units",
+            **base,
+        )
+    if reference.size < 2 or reference.distinct_units < 2:
+        return ConceptCheck(
+            NOT_JUDGED,
+            False,
+            f"not judged: the gate holdout baseline has {reference.size} labelled rows on "
+            f"{reference.distinct_units} units: too few to compare with (re-gate the champion)",
+            **base,
+        )
+    increased = surely_worse_errors(reference, current, config.confidence)
+    limits = {"mae": config.max_mae_increase, "rmse": config.max_rmse_increase}
+    worse = beyond(increased, limits)
+    q, b = base["current"], base["baseline"]
+    text = (
+        f"MAE {q['mae']} vs {b['mae']} at the gate, RMSE {q['rmse']} vs {b['rmse']}, on {labelled} labelled "
+        f"rows of {units} units"
+    )
+    if worse:
+        sure = ", ".join(f"{k.upper()} by >= {increased[k]:.1%} (allowed {limits[k]:.0%})" for k in worse)
+        note = f"concept drift: {text}; {config.confidence:.1%} sure it increased {sure}"
+    else:
+        note = f"within limits: {text}"
+    return ConceptCheck(
+        JUDGED,
+        bool(worse),
+        note,
+        increased_at_least={k: round(v, 4) for k, v in increased.items()},
+        **base,
     )

@@ -189,12 +189,16 @@ def decide(
     champion_scores: pd.Series | None = None,
     decision_threshold: float = 0.5,
     workers: int = 1,
+    task: str = "binary_classification",
 ) -> DriftVerdict:
     """The verdict for ``window`` (model inputs as columns, one row per prediction).
 
     ``champion_scores``: the champion version's scores in the window (prediction drift); default the
     window's ``score`` column. ``concept``: the concept check of the same moment (``concept.concept_check``).
     ``decision_threshold``: serving's, the cutoff of ``flagged_share`` unless the policy pins one.
+    ``task``: a regressor's predictions are quantities with no alert rate, so ``flagged_share`` (the
+    share of scores above a probability cutoff) cannot judge them: its prediction drift is measured by the
+    numeric columns' method instead, and the verdict's notes say so.
     Never raises for bad data: an empty window or one without the monitored columns gives status
     ``insufficient_data`` / ``invalid_input`` with a note that says why."""
     base: dict[str, Any] = {
@@ -247,7 +251,14 @@ def decide(
     scores = champion_scores if champion_scores is not None else window.get(SCORE)
     with_score = scores is not None and len(scores) > 0 and SCORE in reference.frame
     prediction_spec = config.prediction
-    if prediction_spec.method == "flagged_share" and prediction_spec.cutoff is None:
+    substituted: tuple[str, ...] = ()
+    if task == "regression" and prediction_spec.method == "flagged_share":
+        substituted = (
+            "prediction: flagged_share (an alert rate) judges a classifier's scores; a regressor's "
+            f"predictions are compared by {config.methods.numeric.method}, the numeric columns' method",
+        )
+        prediction_spec = config.methods.numeric
+    elif prediction_spec.method == "flagged_share" and prediction_spec.cutoff is None:
         prediction_spec = prediction_spec.model_copy(update={"cutoff": decision_threshold})
     calibrated_plan = {**present, **({SCORE: ColumnPlan(prediction_spec, False)} if with_score else {})}
     ref_frame = on_drift_scale(reference.frame, config)
@@ -279,7 +290,7 @@ def decide(
         "concept_drift": concept_drift,
     }
     reasons = tuple(r for r in config.retrain.triggers if found[r])
-    notes = tuple(f"{c.column}: {c.note}" for c in columns if c.note and c.judged)
+    notes = substituted + tuple(f"{c.column}: {c.note}" for c in columns if c.note and c.judged)
     if absent:
         notes += (f"absent from the window (not compared): {absent}",)
     return DriftVerdict(

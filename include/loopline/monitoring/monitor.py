@@ -27,14 +27,16 @@ from loopline.config import Settings
 from loopline.config.drift_policy import DriftConfig, default_drift_config_path, load_drift_config
 from loopline.config.use_case import UseCase, load_use_case
 from loopline.lineage import history
-from loopline.monitoring.concept import CUSTOMER, Baseline, ConceptCheck, concept_check, lookback
+from loopline.monitoring.concept import UNIT, Baseline, ConceptCheck, concept_check, lookback
 from loopline.monitoring.decide import POLICY_KINDS, DriftVerdict, decide, should_retrain
 from loopline.monitoring.reference import SCORE, Reference, load_reference
 from loopline.monitoring.reports import log_check, report_dir, write_reports
 
-MODEL_NAME = "fraud_detector"
-# The prediction log's column naming the scored event (serving's schema, whatever the use case's id column).
-LOG_ID = "transaction_id"
+# The prediction log's columns naming the scored event and its unit (serving's stored names, whatever the
+# use case's id and unit columns are called).
+from loopline.serving.prediction_log import EVENT_ID_COLUMN as LOG_ID
+from loopline.serving.prediction_log import UNIT_ID_COLUMN as LOG_UNIT
+
 # The history event of a served-features alarm (stale or wrong online features: a serving bug, not drift).
 SERVED_SKEW = "served_features_skew"
 log = logging.getLogger("loopline.monitoring")
@@ -171,8 +173,8 @@ def served_with_labels(
     label, id_column = use_case.label_column, use_case.id_column
     rows = open_prediction_log(settings, read_only=True).read(since=start, until=end, version=version)
     # The prediction log names each prediction's event by its own id column.
-    rows = rows.rename(columns={LOG_ID: id_column})
-    columns = [id_column, CUSTOMER, SCORE, "ts"]
+    rows = rows.rename(columns={LOG_ID: id_column, LOG_UNIT: UNIT})
+    columns = [id_column, UNIT, SCORE, "ts"]
     if rows.empty:
         return pd.DataFrame(
             {**{c: pd.Series(dtype="object") for c in columns}, label: pd.Series(dtype="float64")}
@@ -219,7 +221,7 @@ def run_check(
     now: datetime | None = None,
     config: DriftConfig | None = None,
     config_path: Path | None = None,
-    model_name: str = MODEL_NAME,
+    model_name: str | None = None,
     log_to_mlflow: bool = True,
 ) -> CheckResult:
     """One check of the champion at ``now`` (the DAG passes its run's data interval end, so a re-run
@@ -230,6 +232,8 @@ def run_check(
     now = now or datetime.now(UTC)
     config_path = config_path or default_drift_config_path(settings.project_dir)
     config = config or load_drift_config(config_path)
+    use_case = load_use_case(settings.use_case)
+    model_name = model_name or use_case.model_name  # default: the use case's registered model
     reference = load_reference(settings.mlflow_uri, model_name)
     start = now - timedelta(hours=config.window.hours)
     rows = read_log(settings, start, now)  # read once: the drift window and the served-features check
@@ -246,11 +250,10 @@ def run_check(
         window_start=start,
         window_end=now,
         now=now,
-        concept=check_concept(
-            settings, reference, config, now, model_name, threshold, load_use_case(settings.use_case)
-        ),
+        concept=check_concept(settings, reference, config, now, model_name, threshold, use_case),
         champion_scores=champion[SCORE] if len(champion) else None,
         decision_threshold=threshold,
+        task=use_case.task,
     )
     verdict = replace(verdict, served_features=served)
     target = report_dir(settings.state.reports, now)  # the state dir, or object storage

@@ -19,11 +19,27 @@ from loopline.config.drift_policy import DriftConfig
 from loopline.monitoring.decide import DriftVerdict, column_plan, on_drift_scale
 from loopline.monitoring.reference import SCORE, Reference
 
-MONITORING_EXPERIMENT = "fraud_detector_monitoring"
+MONITORING_SUFFIX = "_monitoring"  # a model's drift checks go to the experiment <model_name>_monitoring
 REPORT_SAMPLE_ROWS = 20_000
 DRIFT_RUN_TAG = "loopline.drift.last_run_id"
 DRIFT_REPORT_TAG = "loopline.drift.last_report"
 EVIDENTLY_METHODS = ("wasserstein", "jensenshannon")
+
+
+def monitoring_experiment(model_name: str) -> str:
+    """The MLflow experiment ``model_name``'s drift checks are logged to."""
+    return f"{model_name}{MONITORING_SUFFIX}"
+
+
+def __getattr__(name: str) -> str:
+    """``MONITORING_EXPERIMENT``: the configured use case's monitoring experiment (read when asked for, so
+    importing this module reads no settings)."""
+    if name == "MONITORING_EXPERIMENT":
+        from loopline.config import Settings
+        from loopline.config.use_case import load_use_case
+
+        return monitoring_experiment(load_use_case(Settings().use_case).model_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -129,13 +145,13 @@ def log_check(
     model_name: str,
     config_path: Path | None = None,
 ) -> str:
-    """One MLflow run per check in ``fraud_detector_monitoring``; the champion version gets a tag that
-    points at it. Returns the run id."""
+    """One MLflow run per check in ``<model_name>_monitoring`` (``monitoring_experiment``); the champion
+    version gets a tag that points at it. Returns the run id."""
     import mlflow
 
     from loopline.platform.mlflow_util import mlflow_client, use_experiment
 
-    use_experiment(MONITORING_EXPERIMENT, tracking_uri)
+    use_experiment(monitoring_experiment(model_name), tracking_uri)
     with mlflow.start_run(run_name=f"drift-{verdict.checked_at}") as run:
         mlflow.set_tags(
             {

@@ -220,7 +220,7 @@ def test_a_few_fraud_customers_do_not_roll_back_an_equal_challenger() -> None:
     result = check_labelled(LABELS_POLICY, champion, challenger, {**champion_labels, **challenger_labels})
     assert result.values["recall"]["champion"] - result.values["recall"]["challenger"] > 0.1
     assert result.status == "pass", result.reason
-    assert result.values["fraud_customers"] == {"champion": 3, "challenger": 3}
+    assert result.values["positive_units"] == {"champion": 3, "challenger": 3}
     # A hundred and twenty incidents each with the same recalls: that drop is real, and it fails.
     champion, champion_labels = incidents("a", [5, 5, 2] * 40)
     challenger, challenger_labels = incidents("b", [5, 4, 0] * 40)
@@ -293,7 +293,7 @@ def test_windows_from_the_prediction_log_carry_each_rows_customer() -> None:
     assert (w.customer_ids, w.customers) == (("c1", "", "c1"), 1)
     # No customer: the transaction is its own unit when resampling.
     sample = LabelledSample.join(w, {"t1": 0, "t2": 1, "t3": 0})
-    assert sorted(sample.customers.tolist()) == [0, 0, 1]
+    assert sorted(sample.units.tolist()) == [0, 0, 1]
 
 
 def test_verdict_serialises_with_every_check() -> None:

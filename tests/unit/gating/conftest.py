@@ -44,7 +44,7 @@ def gate_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     publish(settings, sim.transactions, "transactions", "sim")
     publish(settings, sim.labels, "labels", "sim")  # every label, with its real (delayed) timestamp
     materialize(settings, *curated_time_range(settings))
-    policy = policy_from_dict({"holdout": {"days": 3, "min_labelled_rows": 500, "min_fraud_rows": 10}})
+    policy = policy_from_dict({"holdout": {"days": 3, "min_labelled_rows": 500, "min_positive_rows": 10}})
     windows = plan_windows(settings, policy)
     train_set = build_training_set(settings, state / "train.parquet", end=windows.train_end)
     holdout = build_holdout(settings, policy, state / "holdout.parquet")

@@ -41,7 +41,7 @@ def test_the_shipped_policy_loads_and_configures_every_check() -> None:
     classification = TASK_METRICS["binary_classification"]
     assert all(t.configured() for name, t in p.quality.thresholds().items() if name in classification)
     assert p.quality.wrong_task("binary_classification") == []  # fraud's policy: only a classifier's metrics
-    assert p.quality.recall_at_fpr.fpr == 0.01 and p.quality.expected_cost.missed_fraud_cost > 0
+    assert p.quality.recall_at_fpr.fpr == 0.01 and p.quality.expected_cost.missed_positive_cost > 0
     assert p.fairness.group_columns == ["customer_age_band", "customer_region"] and p.fairness.configured()
     assert p.latency.configured() and p.infra.enabled and p.holdout.days > 0
     assert p.operating_point.threshold is None and p.with_threshold(0.7).threshold() == 0.7

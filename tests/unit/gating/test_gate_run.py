@@ -32,7 +32,7 @@ POLICY = {
         "pr_auc": {"min": 0.05, "max_regression": 0.05},
         "recall_at_fpr": {"fpr": 0.01, "min": 0.05},
         "brier": {"max": 0.3},
-        "expected_cost": {"missed_fraud_cost": 150, "false_alarm_cost": 5, "max": 10.0},
+        "expected_cost": {"missed_positive_cost": 150, "false_alarm_cost": 5, "max": 10.0},
     },
     "fairness": {"min_group_size": 200, "min_group_positives": 3, "max_fpr_gap": 0.3},
     "latency": {"enabled": True, "requests": 40, "warmup": 5, "p95_ms": 250.0},
@@ -234,7 +234,7 @@ def test_infra_validation_serves_the_candidate(gate_world) -> None:
     assert verdict.passed and infra.passed, verdict.why
     assert {p["name"] for p in infra.details["probes"]} >= {
         "sample",
-        "unknown_customer",
+        "unknown_unit",
         "missing_optional_fields",
         "malformed_json",
         "wrong_shape",

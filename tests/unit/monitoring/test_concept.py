@@ -59,7 +59,7 @@ def test_the_same_model_on_the_same_kind_of_traffic_is_within_limits(baseline) -
     for seed in (2, 3, 4):
         result = judge(traffic(9000, seed=seed), baseline)
         assert result.status == JUDGED and not result.drifted, result.note
-        assert "within limits" in result.note and result.current["fraud"] >= 30
+        assert "within limits" in result.note and result.current["positives"] >= 30
 
 
 def test_fraud_the_model_cannot_see_is_concept_drift_once_labelled(baseline) -> None:
