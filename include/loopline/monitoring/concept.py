@@ -194,14 +194,12 @@ def concept_check(
     labelled = current.size if current else 0
     positives = current.positives if current else 0
     if labelled < config.min_labelled_rows or positives < config.min_positive_rows or positives == labelled:
-        return ConceptCheck(
-            NOT_JUDGED,
-            False,
-            f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
-            f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
-            f"hold {labelled} labelled rows with {positives} positive ({label!r} = 1); need "
+        return _waiting(
+            start,
+            end,
+            base,
+            f"{labelled} labelled rows with {positives} positive ({label!r} = 1)",
             f"{config.min_labelled_rows} and {config.min_positive_rows}",
-            **base,
         )
     assert current is not None  # labelled == positives == 0 without it, which returned above
     dropped = surely_dropped(reference, current, config.confidence)
@@ -212,14 +210,28 @@ def concept_check(
         f"PR-AUC {q['pr_auc']} vs {b['pr_auc']} at the gate, recall {q['recall']} vs {b['recall']}, on "
         f"{labelled} labelled ({positives} positive ({label!r} = 1) on {q['positive_units']} units)"
     )
-    if worse:
-        sure = ", ".join(f"{k} by >= {dropped[k]:.3f} (allowed {limits[k]})" for k in worse)
-        note = f"concept drift: {text}; {config.confidence:.1%} sure it dropped {sure}"
-    else:
-        note = f"within limits: {text}"
+    sure = ", ".join(f"{k} by >= {dropped[k]:.3f} (allowed {limits[k]})" for k in worse)
+    note = _note(text, sure, f"{config.confidence:.1%} sure it dropped")
     return ConceptCheck(
         JUDGED, bool(worse), note, dropped_at_least={k: round(v, 4) for k, v in dropped.items()}, **base
     )
+
+
+def _waiting(start: datetime, end: datetime, base: dict[str, Any], held: str, need: str) -> ConceptCheck:
+    """Not judged: the served windows behind the frontier hold too few labels (``held``, short of ``need``)."""
+    return ConceptCheck(
+        NOT_JUDGED,
+        False,
+        f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
+        f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
+        f"hold {held}; need {need}",
+        **base,
+    )
+
+
+def _note(text: str, sure: str, how_sure: str) -> str:
+    """The judged verdict's note: drift with how sure and by how much (``sure``: empty when within limits)."""
+    return f"concept drift: {text}; {how_sure} {sure}" if sure else f"within limits: {text}"
 
 
 def _judge_errors(
@@ -235,14 +247,12 @@ def _judge_errors(
     labelled = current.size if current else 0
     units = current.distinct_units if current else 0
     if current is None or labelled < config.min_labelled_rows or units < config.min_units:
-        return ConceptCheck(
-            NOT_JUDGED,
-            False,
-            f"not judged: waiting for labels: the served windows {start:%Y-%m-%d %H:%M}.."
-            f"{end:%Y-%m-%d %H:%M} (before the label frontier, {base['label_delay_hours']:.0f} h ago) "
-            f"hold {labelled} labelled rows on {units} distinct units; need {config.min_labelled_rows} "
-            f"labelled rows on {config.min_units} units",
-            **base,
+        return _waiting(
+            start,
+            end,
+            base,
+            f"{labelled} labelled rows on {units} distinct units",
+            f"{config.min_labelled_rows} labelled rows on {config.min_units} units",
         )
     if reference.size < 2 or reference.distinct_units < 2:
         return ConceptCheck(
@@ -260,11 +270,8 @@ def _judge_errors(
         f"MAE {q['mae']} vs {b['mae']} at the gate, RMSE {q['rmse']} vs {b['rmse']}, on {labelled} labelled "
         f"rows of {units} units"
     )
-    if worse:
-        sure = ", ".join(f"{k.upper()} by >= {increased[k]:.1%} (allowed {limits[k]:.0%})" for k in worse)
-        note = f"concept drift: {text}; {config.confidence:.1%} sure it increased {sure}"
-    else:
-        note = f"within limits: {text}"
+    sure = ", ".join(f"{k.upper()} by >= {increased[k]:.1%} (allowed {limits[k]:.0%})" for k in worse)
+    note = _note(text, sure, f"{config.confidence:.1%} sure it increased")
     return ConceptCheck(
         JUDGED,
         bool(worse),
