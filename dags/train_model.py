@@ -100,7 +100,7 @@ def train_model():
 
         from loopline.config import get_settings
         from loopline.gating.holdout import HoldoutError, plan_holdout
-        from loopline.gating.policy import default_policy_path, load_policy
+        from loopline.gating.policy import load_policy
         from loopline.lineage import history
 
         reject_unknown_conf(context)
@@ -108,9 +108,7 @@ def train_model():
         reason = _run_reason(context)
         labels_as_of = run_moment(context)  # the run's instant, not the wall clock: a re-run plans the same
         try:
-            plan = plan_holdout(
-                settings, load_policy(default_policy_path(settings.project_dir)), labels_as_of
-            )
+            plan = plan_holdout(settings, load_policy(settings.policy_file("gate")), labels_as_of)
         except HoldoutError as exc:
             # Not an error of the platform: e.g. the weekly schedule's first run on a fresh install (Airflow
             # starts the latest missed cron run on un-pause) before any labelled data. Nothing to retry.
@@ -161,7 +159,7 @@ def train_model():
         from loopline.config import get_settings
         from loopline.gating.holdout import Windows
         from loopline.gating.holdout import build_holdout as build
-        from loopline.gating.policy import default_policy_path, load_policy
+        from loopline.gating.policy import load_policy
         from loopline.storage.files import SharedFiles
 
         settings = get_settings()
@@ -170,7 +168,7 @@ def train_model():
         path = _dataset_path(settings, context["run_id"], "holdout")
         manifest = build(
             settings,
-            load_policy(default_policy_path(settings.project_dir)),
+            load_policy(settings.policy_file("gate")),
             path,
             labels_as_of=datetime.fromisoformat(windows["labels_as_of"]),
             windows=planned,

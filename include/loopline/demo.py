@@ -66,7 +66,7 @@ def run_demo(
     claim_state_dir(settings)
     if settings.canary_policy is None:
         # Canary steps that bake in seconds on the demo's clients (the stack's processes inherit it).
-        settings = settings.model_copy(update={"canary_policy": settings.config_dir / "canary.demo.yaml"})
+        settings = settings.model_copy(update={"canary_policy": settings.policy_file("canary.demo")})
     started = time.monotonic()
 
     def step(text: str) -> None:

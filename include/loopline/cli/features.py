@@ -83,11 +83,11 @@ def cmd_check_served(args: argparse.Namespace) -> int:
     """Exit 0: judged and within the drift policy's ``served_features.max_mismatch_rate``, or not judged (the
     reason is printed); 1: the mismatch rate is above that limit."""
     from loopline.config import get_settings
-    from loopline.config.drift_policy import default_drift_config_path, load_drift_config
+    from loopline.config.drift_policy import load_drift_config
     from loopline.monitoring.served_check import check_served
 
     settings = get_settings()
-    policy = load_drift_config(default_drift_config_path(settings.project_dir)).served_features
+    policy = load_drift_config(settings.policy_file("drift")).served_features
     if args.since and args.until and args.since >= args.until:
         raise SystemExit(f"error: --since ({args.since}) must be before --until ({args.until})")
     report = check_served(

@@ -13,12 +13,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from loopline.config.use_case import load_use_case
     from loopline.gating.gate import GateError, run_gate
     from loopline.gating.holdout import HoldoutError, build_holdout
-    from loopline.gating.policy import GatePolicyError, default_policy_path, load_policy
+    from loopline.gating.policy import GatePolicyError, load_policy
 
     settings = get_settings()
     model_name = args.model_name or load_use_case(settings.use_case).model_name
     try:
-        policy = load_policy(args.policy or default_policy_path(settings.project_dir))
+        policy = load_policy(args.policy or settings.policy_file("gate"))
         holdout = args.holdout
         if holdout is None:
             holdout = settings.state.reports / "gate" / str(args.version) / "holdout.parquet"
@@ -56,7 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--model-name", default=None, help="registered model (default: the use case's model_name)")
     p.add_argument(
-        "--policy", type=Path, default=None, help="gate policy YAML (default include/config/gate.yaml)"
+        "--policy",
+        type=Path,
+        default=None,
+        help="gate policy YAML (default: the use case's, else include/config/gate.yaml)",
     )
     p.add_argument("--json", action="store_true", help="last line: the verdict summary as JSON")
     p.set_defaults(func=cmd_gate)
