@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from loopline.config.use_case import UseCase, load_use_case
 from loopline.config.yaml_files import StrictModel, describe_validation_error, load_model_file
 from loopline.deployment.windows import check_http_url, check_selector
 
@@ -227,13 +228,19 @@ class CanaryPolicy(StrictModel):
             raise CanaryPolicyError(describe_validation_error(exc, "invalid canary overrides")) from None
 
 
-def policy_path(config_dir: Path) -> Path:
-    return Path(config_dir) / "canary.yaml"
+def policy_path(config_dir: Path, use_case: UseCase | None = None) -> Path:
+    """The use case's ``canary.yaml`` when its ``policies_dir`` holds one, else ``config_dir/canary.yaml``.
+    ``use_case``: default the configured one (``LOOPLINE_USE_CASE``)."""
+    if use_case is None:
+        from loopline.config import get_settings
+
+        use_case = load_use_case(get_settings().use_case)
+    return use_case.policy_file("canary", Path(config_dir))
 
 
 def load_canary_policy(path: Path | None = None, config_dir: Path | None = None) -> CanaryPolicy:
-    """``path``, else ``config_dir/canary.yaml`` (default: the settings' config dir); an explicit path must
-    exist, a missing default file means the defaults."""
+    """``path``, else the use case's ``canary.yaml`` or ``config_dir/canary.yaml`` (``policy_path``; default
+    the settings' config dir); an explicit path must exist, a missing default file means the defaults."""
     if config_dir is None:
         from loopline.config import get_settings
 

@@ -111,3 +111,14 @@ def test_the_unit_frame_of_a_prediction_log_window() -> None:
     )
     window = VariantWindow.from_frame(frame, "2", errors=0)
     assert window.customers == 2 and window.scores == (31.5, 12.0)
+
+
+def test_the_use_cases_own_canary_policy_wins_over_the_platform_default(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from loopline.deployment.policy import policy_path
+
+    config_dir = tmp_path / "config"
+    assert policy_path(config_dir, replace(DELIVERY, policies_dir=tmp_path)) == config_dir / "canary.yaml"
+    (tmp_path / "canary.yaml").write_text("analysis: {labelled: {max_mae_increase: 0.2}}\n")
+    assert policy_path(config_dir, replace(DELIVERY, policies_dir=tmp_path)) == tmp_path / "canary.yaml"

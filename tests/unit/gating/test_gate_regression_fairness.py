@@ -227,3 +227,18 @@ def test_a_worse_estimator_is_rejected_and_an_equal_one_passes_the_whole_gate(se
         comparison=vs,
     )
     assert not worse.passed and any(r.startswith("quality: mae") for r in worse.reasons), worse.why
+
+
+def test_the_use_cases_own_gate_policy_wins_over_the_platform_default(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from loopline.gating.policy import default_policy_path, load_policy
+
+    root = Path(__file__).resolve().parents[3]
+    platform = root / "include" / "config" / "gate.yaml"
+    assert default_policy_path(root, replace(DELIVERY, policies_dir=tmp_path)) == platform  # none of its own
+    (tmp_path / "gate.yaml").write_text("quality: {mae: {max: 6.0}}\nfairness: {max_mae_ratio: 1.25}\n")
+    own = default_policy_path(root, replace(DELIVERY, policies_dir=tmp_path))
+    assert own == tmp_path / "gate.yaml"
+    assert load_policy(own).check_task("regression", "delivery").fairness.max_mae_ratio == 1.25
+    assert default_policy_path(root, load_use_case("fraud")) == platform
