@@ -15,7 +15,12 @@ from pathlib import Path
 from entities import channel, customer, device, merchant
 
 from loopline.features.feast_views import aggregate_view
-from loopline.features.tables import CUSTOMER_CHANNEL, CUSTOMER_DEVICE, CUSTOMER_VELOCITY, MERCHANT_STATS
+from loopline.usecases.fraud.features.tables import (
+    CUSTOMER_CHANNEL,
+    CUSTOMER_DEVICE,
+    CUSTOMER_VELOCITY,
+    MERCHANT_STATS,
+)
 
 REPO = Path(__file__).resolve().parent
 # A view's TTL is its longest window: older state says nothing current about the entity, so a

@@ -28,17 +28,12 @@ from loopline.data.ingest import publish
 from loopline.features.fresh import FreshFeatures
 from loopline.features.materialize import materialize
 from loopline.features.online import OnlineFeatures
-from loopline.features.streaming import (
-    EventWindows,
-    OnlineStateWriter,
-    epoch_us,
-    events_from_frame,
-    table_key,
-)
-from loopline.features.tables import CUSTOMER_VELOCITY
+from loopline.features.streaming import OnlineStateWriter, epoch_us
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import AnsweredFeed, LoggedPrediction, PredictionLog
 from loopline.usecases.fraud.features.aggregates import compute_aggregates
+from loopline.usecases.fraud.features.streaming import EventWindows, events_from_frame, table_key
+from loopline.usecases.fraud.features.tables import CUSTOMER_VELOCITY
 
 pytestmark = pytest.mark.integration
 
@@ -320,7 +315,8 @@ def test_a_row_feast_itself_wrote_newer_is_not_rolled_back_on_redis(world):
     Feast's materialize, a push, write_to_online_store."""
     from datetime import timedelta as _td
 
-    from loopline.features.streaming import _EPOCH, TABLES_BY_NAME
+    from loopline.features.streaming import _EPOCH
+    from loopline.usecases.fraud.features.streaming import TABLES_BY_NAME
 
     settings, _, last = world
     store = feature_store(settings)

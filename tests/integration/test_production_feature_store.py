@@ -31,10 +31,10 @@ from loopline.features.materialize import materialize, offline_sink
 from loopline.features.offline_sink import PostgresSink
 from loopline.features.online import OnlineFeatures
 from loopline.features.skew import check_skew
-from loopline.features.tables import TABLES
 from loopline.features.training_sets import build_training_set
 from loopline.platform.feast_store import PRODUCTION_YAML, YAML_ENV, apply_feature_repo, feature_store
 from loopline.platform.processes import free_port
+from loopline.usecases.fraud.features.tables import TABLES
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration

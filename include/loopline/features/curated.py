@@ -1,5 +1,5 @@
 """Reads of the curated store itself, for the feature modules: its time span, its events in an interval
-(and each device's first use before a time, for the streaming tables), and the labels known at a time.
+(and each entity's first event before a time, for the streaming tables), and the labels known at a time.
 
 Materialisation, training sets and fresh features need the span; the aggregates' refresh, fresh features,
 training sets, the skew check and the gate's holdout the events; training sets, monitoring, the canary's
@@ -22,7 +22,6 @@ from loopline.data.ingest import visible_partition_files
 from loopline.features.aggregates import US_PER_S, utc_timestamp
 from loopline.features.feature_service import ONE_MICROSECOND, FeatureRowsMismatch
 from loopline.features.frames import KEY_DTYPE, TIMESTAMP, epoch_us
-from loopline.features.tables import CUSTOMER_DEVICE
 from loopline.storage.files import parquet_dataset, read_parquet
 
 if TYPE_CHECKING:
@@ -128,20 +127,25 @@ def read_curated_transactions(
     return frame.sort_values(time_column, kind="stable").reset_index(drop=True)
 
 
-def device_first_seen(
-    curated_dir: Path, before: pd.Timestamp, use_case: UseCase | None = None
+def first_seen(
+    curated_dir: Path,
+    before: pd.Timestamp,
+    keys: tuple[str, ...],
+    column: str,
+    use_case: UseCase | None = None,
 ) -> pd.DataFrame:
-    """Earliest use of each key of ``CUSTOMER_DEVICE`` (a customer's device) among the curated events
-    before ``before``: what the streaming tables' ``dev_first_seen_epoch_s`` needs beyond their window."""
-    keys = list(CUSTOMER_DEVICE.keys)
-    old = read_curated_transactions(curated_dir, None, before, columns=[*keys, TIMESTAMP], use_case=use_case)
-    old = old.dropna(subset=keys)
+    """Earliest event of each key (``keys``: event columns, e.g. a customer's device) among the curated events
+    before ``before``, in seconds since the epoch in ``column``: what a streaming table's all-history
+    first-seen feature (``streaming.StreamTable.first_seen``) needs beyond the events it keeps."""
+    names = list(keys)
+    old = read_curated_transactions(curated_dir, None, before, columns=[*names, TIMESTAMP], use_case=use_case)
+    old = old.dropna(subset=names)
     if not len(old):
         return pd.DataFrame(
             {
-                **{k: pd.Series(dtype=KEY_DTYPE) for k in keys},
-                "dev_first_seen_epoch_s": pd.Series(dtype="float64"),
+                **{k: pd.Series(dtype=KEY_DTYPE) for k in names},
+                column: pd.Series(dtype="float64"),
             }
         )
-    first = old.assign(s=epoch_us(old[TIMESTAMP]) / US_PER_S).groupby(keys, sort=False)["s"].min()
-    return first.rename("dev_first_seen_epoch_s").reset_index()
+    first = old.assign(s=epoch_us(old[TIMESTAMP]) / US_PER_S).groupby(names, sort=False)["s"].min()
+    return first.rename(column).reset_index()

@@ -4,7 +4,8 @@ The platform keeps the Feast machinery (the point-in-time join 1 µs before each
 watermark, the online lookup, the skew check, the offline stores); a use case says which Feast FeatureService
 its model reads (defined in ``feature_repo/<use case>/``), which of its event columns the views join on and
 the on-demand views read, which it keeps in training rows, which its model may take as they are, and how its
-offline aggregate tables are computed from its curated events. ``UseCase.features`` names the object
+offline aggregate tables are computed from its curated events, and (optionally) how serving keeps them fresh
+at scoring time (``streaming.StreamingFeatures``). ``UseCase.features`` names the object
 (``"package.module:attribute"``); :func:`feature_definitions` loads and checks it.
 """
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from loopline.config import Settings
+    from loopline.features.streaming import StreamingFeatures
 
 # The request field the platform adds to every point-in-time and online row: the event's time in seconds.
 EVENT_EPOCH_S = "event_epoch_s"
@@ -43,8 +45,9 @@ class FeatureDefinitions:
     event columns kept in training rows as they are (model categoricals, fairness groups). ``model_inputs``:
     the event's own columns the model may take (next to the service's features). ``tables``: the aggregate
     tables behind its feature views, ``compute`` how their rows are computed from curated events.
-    ``streaming``: whether serving keeps them fresh at scoring time (``features.streaming``, today fraud's
-    event windows); without, features are as of the last materialisation.
+    ``streaming``: how serving keeps its tables fresh at scoring time (``features.streaming``: how an event
+    becomes a stream event, and per table its keys, running totals and row); None: features are as of the
+    last materialisation.
     """
 
     service: str
@@ -54,7 +57,7 @@ class FeatureDefinitions:
     model_inputs: tuple[str, ...]
     tables: tuple[AggregateTable, ...]
     compute: OfflineComputation
-    streaming: bool = False
+    streaming: StreamingFeatures | None = None
 
     def event_columns(self, use_case: UseCase) -> list[str]:
         """The event columns a training row keeps: id, time, entity, request and passthrough columns (once each)."""
@@ -76,6 +79,19 @@ def feature_definitions(use_case: UseCase) -> FeatureDefinitions:
             f"use case {use_case.name!r}: {use_case.features} is not a "
             "loopline.features.definitions.FeatureDefinitions"
         )
+    if found.streaming is not None:
+        from loopline.features.streaming import StreamingFeatures
+
+        if not isinstance(found.streaming, StreamingFeatures):
+            raise UseCaseError(
+                f"use case {use_case.name!r}: its features' streaming is not a "
+                "loopline.features.streaming.StreamingFeatures"
+            )
+        outside = [t.name for t in found.streaming.tables if t.table not in found.tables]
+        if outside:
+            raise UseCaseError(
+                f"use case {use_case.name!r}: streaming table(s) {outside} are not among its features' tables"
+            )
     unknown = [
         c
         for c in (

@@ -1,8 +1,9 @@
-"""The prediction service's fresh features: every scored transaction counts before the next is scored.
+"""The prediction service's fresh features: every scored event counts before the next is scored.
 
-:class:`FreshFeatures` holds the recent events (``streaming.EventWindows``) of one serving process:
+:class:`FreshFeatures` holds the recent events (``streaming.EventWindows``, over the use case's
+``FeatureDefinitions.streaming``) of one serving process:
 
-* at start, the curated transactions of the 30 days before the materialisation watermark, plus what
+* at start, the curated events of the longest window before the materialisation watermark, plus what
   the prediction log recorded as served since (its backlog: served before the batch was ingested);
 * before each batch: what other replicas served meanwhile (read from the shared prediction log,
   which commits every answered prediction before its answer goes out) and the batch itself;
@@ -32,21 +33,20 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loopline.features.streaming import (
-    HISTORY_US,
     EventWindows,
+    Key,
     OnlineStateWriter,
     State,
     StreamEvent,
-    device_first_seen_map,
+    StreamingFeatures,
     epoch_us,
-    event_from_transaction,
-    events_from_frame,
+    first_seen_map,
     table_key,
 )
 
@@ -54,15 +54,28 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from loopline.config import Settings
+    from loopline.config.use_case import UseCase
 
 log = logging.getLogger("loopline.features.fresh")
 KEEP = object()  # the stored online row is as fresh as anything known: use it
 # Late data: a refresh re-reads this much of the curated store before the previous watermark.
 REFRESH_OVERLAP = timedelta(days=1)
-SLACK_US = 24 * 3_600 * 1_000_000  # events kept beyond the 30-day window (out-of-order arrivals)
+SLACK_US = 24 * 3_600 * 1_000_000  # events kept beyond the longest window (out-of-order arrivals)
 EVERYTHING_US = -(1 << 62)  # "complete since forever": no curated history exists, all events were served
 
 ServedEvents = Callable[[], list[StreamEvent]]
+
+
+def _no_event(row: Any) -> StreamEvent:
+    raise FreshFeaturesUnavailable("this use case defines no streaming features")
+
+
+def _no_events(frame: Any) -> Sequence[StreamEvent]:
+    raise FreshFeaturesUnavailable("this use case defines no streaming features")
+
+
+# The windows of a use case without streaming features: no table, so they never hold anything.
+_NO_STREAMING = StreamingFeatures(tables=(), history_us=0, event=_no_event, events=_no_events)
 
 
 class FreshFeaturesUnavailable(RuntimeError):
@@ -85,43 +98,64 @@ class FreshStats:
 
 @dataclass(frozen=True)
 class CuratedEvents:
-    """Curated transactions of a time range as events, with the device first-seen times before it."""
+    """Curated events of a time range, with the first-seen times before it (table -> key -> seconds)."""
 
-    events: list[StreamEvent]
-    first_seen: dict[tuple[str, str], float]
+    events: Sequence[StreamEvent]
+    first_seen: dict[str, dict[Key, float]]
 
     def add_to(self, windows: EventWindows) -> int:
-        windows.remember_first_seen(self.first_seen)
+        for table, seen in self.first_seen.items():
+            windows.remember_first_seen(table, seen)
         return len(windows.add(self.events))
 
 
-def read_curated_events(settings: Settings, start: datetime | None, end: datetime | None) -> CuratedEvents:
-    """Curated transactions in [start, end) (and device first-seen times before ``start``)."""
+def streaming_features(settings: Settings) -> tuple[UseCase, StreamingFeatures | None]:
+    """The settings' use case and its streaming features (None: it defines none)."""
+    from loopline.features.definitions import definitions_for
+
+    use_case, definitions = definitions_for(settings)
+    return use_case, definitions.streaming
+
+
+def read_curated_events(
+    settings: Settings,
+    start: datetime | None,
+    end: datetime | None,
+    streaming: StreamingFeatures | None = None,
+) -> CuratedEvents:
+    """Curated events in [start, end) (and the first-seen times before ``start`` of the tables that keep
+    them), as ``streaming`` (default: the settings' use case's) reads them."""
     import pandas as pd
 
-    from loopline.config.use_case import load_use_case
-    from loopline.features.curated import device_first_seen, read_curated_transactions
+    from loopline.features.curated import first_seen, read_curated_transactions
 
-    use_case = load_use_case(settings.use_case)
-    first_seen = {}
+    use_case, configured = streaming_features(settings)
+    streaming = streaming or configured
+    if streaming is None:
+        raise FreshFeaturesUnavailable(f"use case {use_case.name!r} defines no streaming features")
+    seen: dict[str, dict[Key, float]] = {}
     if start is not None:
-        first_seen = device_first_seen_map(
-            device_first_seen(settings.state.curated, pd.Timestamp(start), use_case)
-        )
+        for table in streaming.tables:
+            if table.first_seen is not None:
+                keys = table.table.keys
+                before = first_seen(
+                    settings.state.curated, pd.Timestamp(start), keys, "first_seen_s", use_case
+                )
+                seen[table.name] = first_seen_map(before, keys, "first_seen_s")
     frame = read_curated_transactions(
         settings.state.curated,
         None if start is None else pd.Timestamp(start),
         None if end is None else pd.Timestamp(end),
         use_case=use_case,
     )
-    return CuratedEvents(events_from_frame(frame), first_seen)
+    return CuratedEvents(streaming.events(frame), seen)
 
 
 def load_curated_window(
     settings: Settings, windows: EventWindows, start: datetime | None, end: datetime | None
 ) -> int:
-    """Add curated transactions in [start, end) (and device first-seen times before ``start``)."""
-    return read_curated_events(settings, start, end).add_to(windows)
+    """Add curated events in [start, end) (and first-seen times before ``start``)."""
+    return read_curated_events(settings, start, end, windows.streaming).add_to(windows)
 
 
 class FreshFeatures:
@@ -144,7 +178,9 @@ class FreshFeatures:
         self.writer: OnlineStateWriter | None = None
         self.ready = False  # bootstrapped: until then every call is a no-op and lookups use the store as is
         self.backlog = backlog  # what was served before this process started (the prediction log's)
-        self.windows = EventWindows()
+        self.use_case, streaming = streaming_features(settings)
+        self.streaming = streaming or _NO_STREAMING  # none: ``bootstrap`` refuses, nothing is ever added
+        self.windows = EventWindows(self.streaming)
         self.stats = FreshStats()
         self.flush_interval_s = flush_interval_s
         self.slice_entities = slice_entities
@@ -180,16 +216,14 @@ class FreshFeatures:
         wrong, not just stale, and written to the store it would replace a right one. Curated batches
         without a watermark yet (ingested, not materialised) are ``FreshFeaturesNotReady``: retried."""
         from loopline.features.curated import curated_time_range
-        from loopline.features.definitions import definitions_for
         from loopline.features.watermark import materialized_until
         from loopline.platform.feast_store import feature_store
 
-        use_case, definitions = definitions_for(self.settings)
-        if not definitions.streaming:
+        if self.streaming is _NO_STREAMING:
             raise FreshFeaturesUnavailable(
-                f"use case {use_case.name!r} defines no streaming features (its FeatureDefinitions.streaming "
-                "is off): features are as of the last materialisation; set fresh_features.enabled: false in the "
-                "serving config"
+                f"use case {self.use_case.name!r} defines no streaming features (its "
+                "FeatureDefinitions.streaming is None): features are as of the last materialisation; set "
+                "fresh_features.enabled: false in the serving config"
             )
         if self.settings.mode == "kubernetes":
             # Pods share no disk: the curated store and the watermark must come from the shared services.
@@ -220,7 +254,9 @@ class FreshFeatures:
                     "check-served` measures the skew)"
                 )
         if self.writer is None:  # needs the feature views registered (the first materialisation does it)
-            self.writer = OnlineStateWriter(self._store or feature_store(self.settings))
+            self.writer = OnlineStateWriter(
+                self._store or feature_store(self.settings), [table.table for table in self.streaming.tables]
+            )
         self._until = materialized_until(self.settings)
         if self._until is None and curated_time_range(self.settings) is not None:
             raise FreshFeaturesNotReady(
@@ -229,7 +265,7 @@ class FreshFeatures:
                 "or point serving at the state dir the features DAG writes"
             )
         if self._until is not None:
-            start = self._until - timedelta(microseconds=HISTORY_US)
+            start = self._until - timedelta(microseconds=self.streaming.history_us)
             self.stats.curated_loaded += load_curated_window(self.settings, self.windows, start, self._until)
             self._complete_from_us = epoch_us(start)
         else:  # nothing curated yet: every event there is was served, and the backlog holds them all
@@ -267,14 +303,14 @@ class FreshFeatures:
         if self._refreshed is not None or until is None or (self._until is not None and until <= self._until):
             return
         start = None if self._until is None else self._until - REFRESH_OVERLAP
-        self._refreshed = (until, read_curated_events(self.settings, start, until))
+        self._refreshed = (until, read_curated_events(self.settings, start, until, self.streaming))
 
     def _join_refresh(self) -> None:
         until, curated = self._refreshed  # type: ignore[misc]
         with self._lock:
             added_before = len(self.windows)
             loaded = curated.add_to(self.windows)
-            horizon = self.windows.newest_us - HISTORY_US - SLACK_US
+            horizon = self.windows.newest_us - self.streaming.history_us - SLACK_US
             self.windows.prune(horizon)
         self._until = until
         self._refreshed = None
@@ -301,7 +337,7 @@ class FreshFeatures:
                 synced = self.served()
             except Exception:
                 log.exception("fresh features: reading other replicas' predictions failed")
-        own = [event_from_transaction(tx) for tx in transactions]
+        own = [self.streaming.event(tx) for tx in transactions]
         touched: set[tuple[str, tuple[str, ...]]] = set()
         with self._lock:
             new_synced = self.windows.add(synced, touched)
@@ -318,7 +354,7 @@ class FreshFeatures:
         return (
             self.ready
             and self._complete_from_us is not None
-            and as_of_us - HISTORY_US >= self._complete_from_us
+            and as_of_us - self.streaming.history_us >= self._complete_from_us
         )
 
     def state(self, table: str, key: tuple[str, ...] | None, as_of_us: int) -> State | None:
@@ -411,7 +447,7 @@ def write_latest_states(
     store: FeatureStore, windows: EventWindows, touched: dict[str, set[tuple[str, ...]]]
 ) -> dict[str, int]:
     """Write the state after each touched entity's newest event; rows offered per table."""
-    writer = OnlineStateWriter(store)
+    writer = OnlineStateWriter(store, [table.table for table in windows.streaming.tables])
     return {table: writer.write(table, windows.latest(table, keys)) for table, keys in touched.items()}
 
 
@@ -426,6 +462,7 @@ __all__ = [
     "StreamEvent",
     "load_curated_window",
     "read_curated_events",
+    "streaming_features",
     "table_key",
     "write_latest_states",
 ]

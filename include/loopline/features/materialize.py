@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from loopline.config import Settings
     from loopline.features.offline_sink import OfflineSink
-    from loopline.features.streaming import StreamEvent
+    from loopline.features.streaming import StreamEvent, StreamingFeatures
 
 # Late data: each materialisation re-reads this much before the batch's interval.
 MATERIALIZE_OVERLAP = timedelta(days=1)
@@ -87,8 +87,8 @@ def materialize(
         store = apply_feature_repo(settings)
         until = max(end, materialized_until(settings) or end)
         online_start = start - MATERIALIZE_OVERLAP
-        if definitions.streaming:
-            newest = _write_online_states(settings, store, online_start, until, served)
+        if definitions.streaming is not None:
+            newest = _write_online_states(settings, store, definitions.streaming, online_start, until, served)
         else:  # no fresh features: Feast loads the newest offline row of each entity of the interval
             store.materialize(online_start, until, [table.name for table in definitions.tables])
             newest = until
@@ -105,6 +105,7 @@ def materialize(
 def _write_online_states(
     settings: Settings,
     store: FeatureStore,
+    streaming: StreamingFeatures,
     online_start: datetime,
     until: datetime,
     served: list[StreamEvent],
@@ -112,10 +113,10 @@ def _write_online_states(
     """The state after the newest known event (curated or served) of every entity with one since
     ``online_start``, through the streaming writer that never rolls a row back; the newest event's time."""
     from loopline.features.fresh import load_curated_window, write_latest_states
-    from loopline.features.streaming import HISTORY_US, EventWindows, epoch_us
+    from loopline.features.streaming import EventWindows, epoch_us
 
-    windows = EventWindows()
-    history_start = online_start - timedelta(microseconds=HISTORY_US)
+    windows = EventWindows(streaming)
+    history_start = online_start - timedelta(microseconds=streaming.history_us)
     load_curated_window(settings, windows, history_start, until)
     windows.add(served)
     touched = windows.touched(windows.events_since(epoch_us(online_start)))  # curated or served

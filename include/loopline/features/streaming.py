@@ -1,31 +1,33 @@
-"""Fresh features at scoring time: the aggregate state after every transaction, kept per entity.
+"""Fresh features at scoring time: the aggregate state after every event, kept per entity.
 
-The offline tables (``features.aggregates``) hold, for every transaction, the state *after* it; a
-training row joins at its transaction's time minus 1 µs. Batch materialisation alone would leave the
-online store up to a day behind that: the transactions scored today are only ingested tonight. So the
-request is also an event. :class:`EventWindows` keeps the last 30 days of events of every entity of
-the four aggregate tables (customer, merchant, customer+device, customer+channel) and computes the
-state after any of them with exactly the offline rules:
+The offline tables (``features.tables``) hold, for every event, the state *after* it; a training row joins
+at its event's time minus 1 µs. Batch materialisation alone would leave the online store up to a day behind
+that: the events scored today are only ingested tonight. So the request is also an event.
+:class:`EventWindows` keeps the recent events (the longest window's worth) of every entity of a use case's
+streaming tables and computes the state after any of them with exactly the offline rules:
 
 * windows ``(t - w, t]`` end at the entity's newest event at or before the time asked for;
-* ties: the state at ``t`` is after *all* events at ``t`` (a transaction at ``T`` reads the state at
-  ``T - 1 µs``, so it never sees itself nor another transaction of the same instant);
-* a missing merchant or card counts as one value of its own in distinct counts, a missing country as
-  foreign, a missing channel as not online; ``dev_first_seen_epoch_s`` covers all history (events
-  older than the window are remembered as first-seen times when pruned).
+* ties: the state at ``t`` is after *all* events at ``t`` (an event at ``T`` reads the state at
+  ``T - 1 µs``, so it never sees itself nor another event of the same instant);
+* a table may keep one feature over all history: the time its entity was first seen (events older than
+  the window are remembered as first-seen times when pruned).
 
-``features.aggregates`` computes the same numbers vectorised for millions of rows; this module computes
-them for a handful of entities per request in microseconds. A test pins both to the same values on
-simulated worlds, and ``loopline features check-served`` checks them on live traffic.
+What the tables' features are and how each is updated is the use case's (:class:`StreamingFeatures`, named
+by its ``FeatureDefinitions.streaming``; fraud's is ``loopline.usecases.fraud.features.streaming``). The
+platform keeps the machinery: each entity's timeline of events with running totals (a window's sum in O(1)),
+window cursors that add and remove only the events entering or leaving a window (:class:`WindowCursor`),
+memoised states, pruning, and the online writer. A use case's offline computation gives the same numbers
+vectorised for millions of rows; this module computes them for a handful of entities per request in
+microseconds. Tests pin both to the same values, and ``loopline features check-served`` checks them on live
+traffic.
 
-Who uses it: the prediction service (``serving.engine``) adds each scored transaction (and the other
-replicas' ones, read from the shared prediction log) before scoring the next batch, overlays the fresh
-state on the online store's rows when the store has not caught up yet, and writes the new state of
-every entity it touched through Feast's online store interface (:class:`OnlineStateWriter`).
-Materialisation (``features.materialize.materialize``) writes the state after each entity's newest known
-event, curated or served, through the same writer: it corrects the store (late or unscored
-transactions) and never rolls it back, because the writer keeps a stored row unless the new one is at
-least as new.
+Who uses it: the prediction service (``features.fresh``) adds each scored event (and the other replicas'
+ones, read from the shared prediction log) before scoring the next batch, overlays the fresh state on the
+online store's rows when the store has not caught up yet, and writes the new state of every entity it
+touched through Feast's online store interface (:class:`OnlineStateWriter`). Materialisation
+(``features.materialize.materialize``) writes the state after each entity's newest known event, curated or
+served, through the same writer: it corrects the store (late or unscored events) and never rolls it back,
+because the writer keeps a stored row unless the new one is at least as new.
 """
 
 from __future__ import annotations
@@ -34,17 +36,12 @@ import bisect
 import math
 import operator
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from loopline.features.tables import (
-    CUSTOMER_CHANNEL,
-    CUSTOMER_DEVICE,
-    CUSTOMER_VELOCITY,
-    MERCHANT_STATS,
-    TABLES,
-)
+from loopline.features.tables import KNOWN, AggregateTable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,27 +51,22 @@ US_PER_S = 1_000_000
 HOUR_US = 3_600 * US_PER_S
 DAY_US = 24 * HOUR_US
 H1, D1, D7, D30 = HOUR_US, DAY_US, 7 * DAY_US, 30 * DAY_US
-HISTORY_US = D30  # the longest window
-HOME_COUNTRY = "DE"
-ONLINE = "online"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-TABLES_BY_NAME = {table.name: table for table in TABLES}
 
 State = tuple[int, dict[str, Any]]  # (time of the entity's newest event in µs, feature -> value)
+Key = tuple[str, ...]
 
 
-class StreamEvent(NamedTuple):
-    """The fields of one transaction that the aggregates read."""
+class StreamEvent(Protocol):
+    """One event as the windows keep it: its id, its time (µs since the epoch) and, as attributes named
+    like them, the key columns of every streaming table (text, None when missing); the use case's own
+    fields (what its features read) next to them. Fraud's is a NamedTuple."""
 
-    transaction_id: str
-    t_us: int  # event time, µs since the epoch
-    amount: float
-    customer_id: str | None
-    merchant_id: str | None
-    card_id: str | None
-    device_id: str | None
-    channel: str | None
-    merchant_country: str | None
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def t_us(self) -> int: ...
 
 
 def epoch_us(value: Any) -> int:
@@ -89,7 +81,8 @@ def epoch_us(value: Any) -> int:
     return micros
 
 
-def _text(value: Any) -> str | None:
+def text(value: Any) -> str | None:
+    """A request's (or a logged event's) value as an event's text field: None when missing (None, NaN, NA)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     try:
@@ -102,86 +95,60 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def event_from_transaction(tx: dict[str, Any]) -> StreamEvent:
-    """A request's (or a curated row's) transaction as an event."""
-    return StreamEvent(
-        transaction_id=str(tx["transaction_id"]),
-        t_us=epoch_us(tx["event_timestamp"]),
-        amount=float(tx["amount"]),
-        customer_id=_text(tx.get("customer_id")),
-        merchant_id=_text(tx.get("merchant_id")),
-        card_id=_text(tx.get("card_id")),
-        device_id=_text(tx.get("device_id")),
-        channel=_text(tx.get("channel")),
-        merchant_country=_text(tx.get("merchant_country")),
-    )
-
-
-def events_from_frame(frame: pd.DataFrame) -> list[StreamEvent]:
-    """Curated transactions (the contract's columns) as events, vectorised."""
+def frame_times_us(frame: pd.DataFrame, column: str) -> list[int]:
+    """A frame's time column in µs since the epoch, vectorised."""
     import numpy as np
     import pandas as pd
 
-    if not len(frame):
-        return []
-    stamps = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_localize(None)
-    t_us = stamps.to_numpy().astype("datetime64[us]").astype(np.int64).tolist()
+    stamps = pd.to_datetime(frame[column], utc=True).dt.tz_localize(None)
+    times: list[int] = stamps.to_numpy().astype("datetime64[us]").astype(np.int64).tolist()
+    return times
 
-    def texts(column: str) -> list[str | None]:
-        if column not in frame.columns:
-            return [None] * len(frame)
-        values = frame[column].astype(object)
-        return [
-            None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
-            for v in values.tolist()
-        ]
 
+def frame_texts(frame: pd.DataFrame, column: str) -> list[str | None]:
+    """A frame's column as events' text fields (None when missing, or when the frame has no such column)."""
+    import pandas as pd
+
+    if column not in frame.columns:
+        return [None] * len(frame)
+    values = frame[column].astype(object)
     return [
-        StreamEvent(*fields)
-        for fields in zip(
-            frame["transaction_id"].astype(str).tolist(),
-            t_us,
-            frame["amount"].astype(float).tolist(),
-            texts("customer_id"),
-            texts("merchant_id"),
-            texts("card_id"),
-            texts("device_id"),
-            texts("channel"),
-            texts("merchant_country"),
-            strict=True,
-        )
+        None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+        for v in values.tolist()
     ]
 
 
 # --- one entity's events and the state after them ---------------------------------------------------
 
+# A running total kept per entity: the event's value (its amount; 1 for an event that counts, else 0).
+Total = Callable[[Any], float]
 
-class _Timeline:
-    """One entity's events, oldest first (appends are O(1); a late event is inserted in place)."""
 
-    __slots__ = ("cursors", "events", "foreign", "memo", "online", "sums", "times", "version")
+class Timeline:
+    """One entity's events, oldest first (appends are O(1); a late event is inserted in place), with the
+    running totals of its table (``prefixes[i][j]``: total ``i`` over ``events[:j]``, a window's in O(1))."""
 
-    def __init__(self) -> None:
+    __slots__ = ("cursors", "events", "memo", "prefixes", "times", "totals", "version")
+
+    def __init__(self, totals: tuple[Total, ...] = ()) -> None:
         self.times: list[int] = []
-        self.events: list[StreamEvent] = []
-        self.sums: list[float] = [0.0]  # sums[i] = total amount of events[:i]: a window's sum in O(1)
-        self.online: list[int] = [0]  # online[i] = online events among events[:i]; foreign: abroad, alike
-        self.foreign: list[int] = [0]
+        self.events: list[Any] = []
+        self.totals = totals
+        self.prefixes: list[list[Any]] = [[0] for _ in totals]
         self.version = 0  # bumped when events move (a late insert, a prune): memoised states are then stale
         self.memo: tuple[int, int, dict[str, Any]] | None = (
             None  # (end, version, row) of the last state built
         )
-        # The window aggregates that prefix sums cannot give, kept up to date event by event (_Cursor): one per
-        # caller (SCORING, LATEST), so the scoring thread and the online writer never move each other's.
-        self.cursors: list[_Cursor | None] = [None, None]
+        # The window aggregates that prefix sums cannot give, kept up to date event by event (WindowCursor): one
+        # per caller (SCORING, LATEST), so the scoring thread and the online writer never move each other's.
+        self.cursors: list[WindowCursor | None] = [None, None]
 
-    def add(self, event: StreamEvent) -> None:
+    def add(self, event: Any) -> None:
         if not self.times or event.t_us >= self.times[-1]:
             self.times.append(event.t_us)
             self.events.append(event)
-            self.sums.append(self.sums[-1] + event.amount)
-            self.online.append(self.online[-1] + (event.channel == ONLINE))
-            self.foreign.append(self.foreign[-1] + (event.merchant_country != HOME_COUNTRY))
+            for prefix, total in zip(self.prefixes, self.totals, strict=True):
+                prefix.append(prefix[-1] + total(event))
         else:
             at = bisect.bisect_right(self.times, event.t_us)
             self.times.insert(at, event.t_us)
@@ -193,20 +160,18 @@ class _Timeline:
                     cursor.inserted(self, at, event)
 
     def resum(self, start: int = 0) -> None:
-        """Rebuild the prefix sums and counts from event ``start`` on (after a late insert or a prune)."""
-        for prefix in (self.sums, self.online, self.foreign):
+        """Rebuild the running totals from event ``start`` on (after a late insert or a prune)."""
+        for prefix, total in zip(self.prefixes, self.totals, strict=True):
             del prefix[start + 1 :]
-        total, online, foreign = self.sums[start], self.online[start], self.foreign[start]
-        for event in self.events[start:]:
-            total += event.amount
-            online += event.channel == ONLINE
-            foreign += event.merchant_country != HOME_COUNTRY
-            self.sums.append(total)
-            self.online.append(online)
-            self.foreign.append(foreign)
+            running = prefix[start]
+            for event in self.events[start:]:
+                running += total(event)
+                prefix.append(running)
 
-    def window_sum(self, start: int, end: int) -> float:
-        return self.sums[end] - self.sums[start]
+    def window_total(self, total: int, start: int, end: int) -> Any:
+        """Total ``total`` over ``events[start:end]``."""
+        prefix = self.prefixes[total]
+        return prefix[end] - prefix[start]
 
     def end(self, t_us: int) -> int:
         """Index after the last event at or before ``t_us``."""
@@ -217,40 +182,40 @@ class _Timeline:
         return bisect.bisect_right(self.times, newest_us - window_us)
 
 
-# Field getters for the window scans (map with these runs in C; a comprehension runs bytecode per event).
-_AMOUNT, _MERCHANT, _CARD = (operator.attrgetter(name) for name in ("amount", "merchant_id", "card_id"))
 SCORING, LATEST = 0, 1  # cursor slots: the scoring path's lookups, the online writer's newest states
 
-# Amounts as integers in units of 2^-64: sums of them and of their squares are exact (Python integers), so a
-# window's variance is computed exactly however many events came and went. Every amount of at least 2^-11
-# (0.0005) is such an integer; a smaller one with more digits makes its window fall back to the scan.
-_FIXED_BITS = 64
-_FIXED_ONE = 1 << _FIXED_BITS
+# Exact sums: values as integers in units of 2^-64, so sums of them and of their squares are exact (Python
+# integers) and a window's variance is exact however many events came and went. Every value of at least
+# 2^-11 (0.0005) is such an integer; a smaller one with more digits has ``fixed`` None (fall back to a scan).
+FIXED_BITS = 64
+_FIXED_ONE = 1 << FIXED_BITS
 
 
-def _fixed(amount: float) -> int | None:
-    """``amount`` in units of 2^-64 when that is exact, else None."""
-    if not math.isfinite(amount):
+def fixed(value: float) -> int | None:
+    """``value`` in units of 2^-64 when that is exact, else None."""
+    if not math.isfinite(value):
         return None
-    numerator, denominator = amount.as_integer_ratio()
+    numerator, denominator = value.as_integer_ratio()
     if denominator > _FIXED_ONE:
         return None
     return numerator * (_FIXED_ONE // denominator)
 
 
-def _population_std(amounts: list[float]) -> float:
-    """As offline: population std, exactly 0.0 when the window holds one distinct amount."""
-    if len(set(amounts)) <= 1:
+def population_std(values: list[float]) -> float:
+    """As offline: population std, exactly 0.0 when the window holds one distinct value."""
+    if len(set(values)) <= 1:
         return 0.0
-    mean = sum(amounts) / len(amounts)
-    return math.sqrt(max(sum((a - mean) ** 2 for a in amounts) / len(amounts), 0.0))
+    mean = sum(values) / len(values)
+    return math.sqrt(max(sum((a - mean) ** 2 for a in values) / len(values), 0.0))
 
 
-def _count_in(counts: dict[Any, int], value: Any) -> None:
+def count_in(counts: dict[Any, int], value: Any) -> None:
+    """A value entered a window (distinct counts: ``len(counts)``)."""
     counts[value] = counts.get(value, 0) + 1
 
 
-def _count_out(counts: dict[Any, int], value: Any) -> None:
+def count_out(counts: dict[Any, int], value: Any) -> None:
+    """A value left a window."""
     left = counts[value] - 1
     if left:
         counts[value] = left
@@ -258,9 +223,10 @@ def _count_out(counts: dict[Any, int], value: Any) -> None:
         del counts[value]
 
 
-class _Cursor:
-    """One entity's window aggregates that prefix sums cannot give (distinct values, a maximum, exact sums of
-    squares), for the windows ``(newest - w, newest]`` that end at event ``end``.
+class WindowCursor:
+    """One entity's window aggregates that running totals cannot give (distinct values, a maximum, exact sums
+    of squares), for the windows ``(newest - w, newest]`` (``windows``: their lengths in µs) that end at event
+    ``end``. A use case subclasses it: ``add`` and ``remove`` an event to and from window ``w``.
 
     Moving it to another ``end`` adds and removes only the events that enter or leave a window, so a state
     costs O(events since the last state asked for) instead of O(events in its windows): a busy entity's
@@ -275,13 +241,13 @@ class _Cursor:
         self.end = 0
         self.starts = [0] * len(self.windows)
 
-    def add(self, window: int, event: StreamEvent) -> None:
+    def add(self, window: int, event: Any) -> None:
         raise NotImplementedError
 
-    def remove(self, window: int, event: StreamEvent) -> None:
+    def remove(self, window: int, event: Any) -> None:
         raise NotImplementedError
 
-    def move(self, line: _Timeline, end: int) -> None:
+    def move(self, line: Timeline, end: int) -> None:
         """To the windows that end at event ``end`` (exclusive) of ``line``."""
         events, times, starts = line.events, line.times, self.starts
         if end < self.end:  # back: the events after ``end`` leave every window that holds them
@@ -311,7 +277,7 @@ class _Cursor:
                 start += 1
             starts[w] = start
 
-    def inserted(self, line: _Timeline, at: int, event: StreamEvent) -> None:
+    def inserted(self, line: Timeline, at: int, event: Any) -> None:
         """``event`` was inserted at index ``at`` of ``line`` (a late event)."""
         if at >= self.end:  # after the windows' end: it enters them when the cursor moves past it
             return
@@ -326,217 +292,168 @@ class _Cursor:
                 self.starts[w] += 1
 
 
-class _CustomerCursor(_Cursor):
-    """Distinct merchants in 24 h and 7 d, the 7 d maximum amount, exact sums of the 30 d amounts."""
-
-    __slots__ = ("inexact", "max_7d", "merchants_24h", "merchants_7d", "sum_30d", "squares_30d")
-    windows = (D1, D7, D30)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.merchants_24h: dict[str | None, int] = {}
-        self.merchants_7d: dict[str | None, int] = {}
-        self.max_7d: float | None = None  # None: to be found again (the maximum left the window)
-        self.sum_30d = self.squares_30d = 0  # of the amounts as _fixed integers
-        self.inexact = 0  # amounts in the 30 d window that _fixed cannot hold exactly
-
-    def add(self, window: int, event: StreamEvent) -> None:
-        if window == 0:
-            _count_in(self.merchants_24h, event.merchant_id)
-        elif window == 1:
-            _count_in(self.merchants_7d, event.merchant_id)
-            if self.max_7d is not None and not event.amount <= self.max_7d:
-                self.max_7d = event.amount
-        else:
-            fixed = _fixed(event.amount)
-            if fixed is None:
-                self.inexact += 1
-            else:
-                self.sum_30d += fixed
-                self.squares_30d += fixed * fixed
-
-    def remove(self, window: int, event: StreamEvent) -> None:
-        if window == 0:
-            _count_out(self.merchants_24h, event.merchant_id)
-        elif window == 1:
-            _count_out(self.merchants_7d, event.merchant_id)
-            if self.max_7d is not None and not event.amount < self.max_7d:
-                self.max_7d = None
-        else:
-            fixed = _fixed(event.amount)
-            if fixed is None:
-                self.inexact -= 1
-            else:
-                self.sum_30d -= fixed
-                self.squares_30d -= fixed * fixed
-
-    def std_30d(self, line: _Timeline) -> float:
-        """Population std of the 30 d amounts: exact (then rounded once), so 0.0 for one distinct amount."""
-        start, end = self.starts[2], self.end
-        if self.inexact:
-            return _population_std(list(map(_AMOUNT, line.events[start:end])))
-        n = end - start
-        return math.sqrt(
-            (n * self.squares_30d - self.sum_30d * self.sum_30d) / ((n * n) << (2 * _FIXED_BITS))
-        )
-
-    def maximum_7d(self, line: _Timeline) -> float:
-        if self.max_7d is None:
-            self.max_7d = max(map(_AMOUNT, line.events[self.starts[1] : self.end]))
-        return self.max_7d
+_C = TypeVar("_C", bound=WindowCursor)
 
 
-class _MerchantCursor(_Cursor):
-    """Distinct cards in 24 h."""
-
-    __slots__ = ("cards_24h",)
-    windows = (D1,)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cards_24h: dict[str | None, int] = {}
-
-    def add(self, window: int, event: StreamEvent) -> None:
-        _count_in(self.cards_24h, event.card_id)
-
-    def remove(self, window: int, event: StreamEvent) -> None:
-        _count_out(self.cards_24h, event.card_id)
+def cursor(line: Timeline, slot: int, kind: type[_C], end: int) -> _C:
+    """``line``'s cursor of ``kind`` for ``slot`` (made on first use), moved to ``end``."""
+    found = line.cursors[slot]
+    if found is None:
+        found = line.cursors[slot] = kind()
+    found.move(line, end)
+    return found  # type: ignore[return-value]
 
 
-def _cursor(line: _Timeline, slot: int, kind: type[_Cursor], end: int) -> Any:
-    cursor = line.cursors[slot]
-    if cursor is None:
-        cursor = line.cursors[slot] = kind()
-    cursor.move(line, end)
-    return cursor
+# --- what a use case provides ---------------------------------------------------------------------
+
+# (the entity's timeline, end: index after its newest event in the windows, newest: that event's time in µs,
+# slot: SCORING or LATEST, for ``cursor``) -> the table's features except ``first_seen``.
+RowBuilder = Callable[[Timeline, int, int, int], dict[str, Any]]
 
 
-def _customer_velocity(line: _Timeline, end: int, newest: int, slot: int = SCORING) -> dict[str, Any]:
-    cursor: _CustomerCursor = _cursor(line, slot, _CustomerCursor, end)
-    s24, s7, s30 = cursor.starts
-    s1 = line.start(newest, H1)
-    n30, n7, n24 = end - s30, end - s7, end - s24
-    sum24 = line.window_sum(s24, end)
-    return {
-        "cust_tx_count_1h": end - s1,
-        "cust_tx_count_24h": n24,
-        "cust_tx_count_7d": n7,
-        "cust_tx_count_30d": n30,
-        "cust_amount_sum_24h": sum24,
-        "cust_amount_mean_24h": sum24 / n24,
-        "cust_amount_mean_7d": line.window_sum(s7, end) / n7,
-        "cust_amount_mean_30d": line.window_sum(s30, end) / n30,
-        "cust_amount_std_30d": cursor.std_30d(line),
-        "cust_amount_max_7d": cursor.maximum_7d(line),
-        "cust_distinct_merchants_24h": len(cursor.merchants_24h),
-        "cust_distinct_merchants_7d": len(cursor.merchants_7d),
-        "cust_online_share_30d": (line.online[end] - line.online[s30]) / n30,
-        "cust_foreign_share_30d": (line.foreign[end] - line.foreign[s30]) / n30,
-        "cust_last_tx_epoch_s": newest / US_PER_S,
-    }
+def _key_getter(keys: tuple[str, ...]) -> Callable[[Any], Key | None]:
+    """An event's key in a table with ``keys`` (None when a key column is missing: no row, as offline)."""
+    get = operator.attrgetter(*keys)
+    if len(keys) == 1:
+
+        def one(event: Any) -> Key | None:
+            value: Any = get(event)
+            return None if value is None else (value,)
+
+        return one
+
+    def many(event: Any) -> Key | None:
+        values: Key = get(event)
+        return None if None in values else values
+
+    return many
 
 
-def _merchant_stats(line: _Timeline, end: int, newest: int, slot: int = SCORING) -> dict[str, Any]:
-    cursor: _MerchantCursor = _cursor(line, slot, _MerchantCursor, end)
-    s24, s7 = cursor.starts[0], line.start(newest, D7)
-    return {
-        "merch_tx_count_24h": end - s24,
-        "merch_tx_count_7d": end - s7,
-        "merch_amount_mean_7d": line.window_sum(s7, end) / (end - s7),
-        "merch_distinct_cards_24h": len(cursor.cards_24h),
-    }
+@dataclass(frozen=True)
+class StreamTable:
+    """One aggregate table kept fresh: ``table`` (its name, keys and features), ``row`` (its features after
+    an entity's newest event in the windows), ``totals`` (the running totals ``row`` reads through
+    ``Timeline.window_total``, by position) and ``first_seen`` (a feature holding the entity's first event
+    time in seconds over all history, or None)."""
+
+    table: AggregateTable
+    row: RowBuilder
+    totals: tuple[Total, ...] = ()
+    first_seen: str | None = None
+    key: Callable[[Any], Key | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", _key_getter(self.table.keys))
+
+    @property
+    def name(self) -> str:
+        return self.table.name
 
 
-def _count_30d(line: _Timeline, end: int, newest: int) -> int:
-    return end - line.start(newest, D30)
+@dataclass(frozen=True)
+class StreamingFeatures:
+    """What a use case tells the platform to keep its features fresh at scoring time
+    (``FeatureDefinitions.streaming``).
+
+    ``tables``: its streaming tables; the first holds every event (its key is the unit every event has).
+    ``history_us``: the longest window (events older than the newest minus this no state needs).
+    ``event``: a request's event (its JSON fields, as scored and logged) as a :class:`StreamEvent`.
+    ``events``: its curated events (a frame of its event columns) as :class:`StreamEvent` s, vectorised.
+    """
+
+    tables: tuple[StreamTable, ...]
+    history_us: int
+    event: Callable[[Mapping[str, Any]], StreamEvent]
+    events: Callable[[pd.DataFrame], Sequence[StreamEvent]]
+
+    def table(self, name: str) -> StreamTable:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(f"no streaming table {name!r}; known: {[t.name for t in self.tables]}")
 
 
-_ROW_BUILDERS: dict[str, Callable[[_Timeline, int, int, int], dict[str, Any]]] = {
-    CUSTOMER_VELOCITY.name: _customer_velocity,
-    MERCHANT_STATS.name: _merchant_stats,
-    CUSTOMER_DEVICE.name: lambda line, end, newest, slot: {"dev_tx_count_30d": _count_30d(line, end, newest)},
-    CUSTOMER_CHANNEL.name: lambda line, end, newest, slot: {
-        "chan_tx_count_30d": _count_30d(line, end, newest)
-    },
-}
-TABLE_KEYS: dict[str, tuple[str, ...]] = {table.name: table.keys for table in TABLES}
-
-
-_KEY_POSITIONS = {
-    name: tuple(StreamEvent._fields.index(column) for column in keys) for name, keys in TABLE_KEYS.items()
-}
-
-
-def table_key(table: str, event: StreamEvent | dict[str, Any]) -> tuple[str, ...] | None:
-    """The entity key of ``event`` in ``table``; None when a key column is missing (no row, as offline)."""
-    if isinstance(event, StreamEvent):
-        key: tuple[Any, ...] = tuple(event[i] for i in _KEY_POSITIONS[table])  # the key columns are str
-        return None if None in key else key
-    values = tuple(event.get(column) for column in TABLE_KEYS[table])
-    return None if None in values else tuple(str(value) for value in values)
+def table_key(table: str, event: Any) -> Key | None:
+    """The entity key of ``event`` (a :class:`StreamEvent`, or a request's fields) in ``table``; None when a
+    key column is missing (no row, as offline)."""
+    keys = KNOWN[table].keys
+    if isinstance(event, Mapping):
+        values = tuple(event.get(column) for column in keys)
+        return None if None in values else tuple(str(value) for value in values)
+    key = tuple(getattr(event, column) for column in keys)
+    return None if None in key else key
 
 
 class EventWindows:
-    """The last 30 days of events per entity of every aggregate table, and the state after them.
+    """The recent events per entity of every streaming table of a use case, and the state after them.
 
     Not thread-safe: one thread at a time adds events and computes states. In serving that is the scoring
     thread; the online writer's ``latest`` runs under ``FreshFeatures``' lock (which ``add`` and ``prune`` also
     hold) and moves window cursors of its own, so it may run while the scoring thread calls ``state``.
     """
 
-    def __init__(self, device_first_seen: dict[tuple[str, str], float] | None = None) -> None:
-        self._lines: dict[str, dict[tuple[str, ...], _Timeline]] = {table.name: {} for table in TABLES}
+    def __init__(
+        self, streaming: StreamingFeatures, first_seen: Mapping[str, Mapping[Key, float]] | None = None
+    ) -> None:
+        self.streaming = streaming
+        self.history_us = streaming.history_us
+        self._tables = {table.name: table for table in streaming.tables}
+        self._lines: dict[str, dict[Key, Timeline]] = {table.name: {} for table in streaming.tables}
+        self._unit = streaming.tables[0].name if streaming.tables else ""
         self._ids: set[str] = set()
-        # (customer_id, device_id) -> first use in seconds, for uses older than the events kept.
-        self._first_seen: dict[tuple[str, ...], float] = {k: v for k, v in (device_first_seen or {}).items()}
+        # table -> key -> first event in seconds, for events older than the ones kept (tables with first_seen).
+        self._first_seen: dict[str, dict[Key, float]] = {
+            table.name: {} for table in streaming.tables if table.first_seen is not None
+        }
+        for table, seen in (first_seen or {}).items():
+            self.remember_first_seen(table, seen)
         self.newest_us = 0
 
-    def remember_first_seen(self, first_seen: dict[tuple[str, str], float]) -> None:
-        """Earlier first uses of (customer, device) pairs than the events kept (e.g. older partitions)."""
+    def remember_first_seen(self, table: str, first_seen: Mapping[Key, float]) -> None:
+        """Earlier first events of ``table``'s entities than the events kept (e.g. older partitions)."""
+        known_by_key = self._first_seen[table]
         for key, seconds in first_seen.items():
-            known = self._first_seen.get(key)
-            self._first_seen[key] = seconds if known is None else min(known, seconds)
+            known = known_by_key.get(key)
+            known_by_key[key] = seconds if known is None else min(known, seconds)
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __contains__(self, transaction_id: str) -> bool:
-        return transaction_id in self._ids
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
 
-    def add(
-        self,
-        events: Iterable[StreamEvent],
-        touched: set[tuple[str, tuple[str, ...]]] | None = None,
-    ) -> list[StreamEvent]:
-        """Add events not seen before (by transaction id); returns the new ones. ``touched``: gets the
-        (table, key) of every entity they belong to (what ``touched()`` would say, without a second pass)."""
+    def add(self, events: Iterable[Any], touched: set[tuple[str, Key]] | None = None) -> list[Any]:
+        """Add events not seen before (by event id); returns the new ones. ``touched``: gets the (table, key)
+        of every entity they belong to (what ``touched()`` would say, without a second pass)."""
         added = []
+        tables = [(name, lines, self._tables[name]) for name, lines in self._lines.items()]
         for event in events:
-            if event.transaction_id in self._ids:
+            event_id = event.event_id
+            if event_id in self._ids:
                 continue
-            self._ids.add(event.transaction_id)
+            self._ids.add(event_id)
             added.append(event)
             self.newest_us = max(self.newest_us, event.t_us)
-            for table, lines in self._lines.items():
-                key = table_key(table, event)
+            for name, lines, table in tables:
+                key = table.key(event)
                 if key is not None:
                     line = lines.get(key)
                     if line is None:
-                        line = lines[key] = _Timeline()
+                        line = lines[key] = Timeline(table.totals)
                     line.add(event)
                     if touched is not None:
-                        touched.add((table, key))
+                        touched.add((name, key))
         return added
 
-    def events_since(self, t_us: int) -> list[StreamEvent]:
+    def events_since(self, t_us: int) -> list[Any]:
         """The events kept at or after ``t_us`` (each once)."""
         return [
             event
-            for line in self._lines[CUSTOMER_VELOCITY.name].values()
+            for line in self._lines[self._unit].values()
             for event in line.events[bisect.bisect_left(line.times, t_us) :]
         ]
 
-    def newest_before(self, table: str, key: tuple[str, ...], t_us: int) -> int | None:
+    def newest_before(self, table: str, key: Key, t_us: int) -> int | None:
         """Time of the entity's newest event strictly before ``t_us`` (None: none kept)."""
         line = self._lines[table].get(key)
         if line is None:
@@ -544,12 +461,12 @@ class EventWindows:
         end = bisect.bisect_left(line.times, t_us)
         return line.times[end - 1] if end else None
 
-    def state(self, table: str, key: tuple[str, ...], at_us: int) -> State | None:
+    def state(self, table: str, key: Key, at_us: int) -> State | None:
         """The table's row for ``key`` as of ``at_us``: the state after the entity's newest event at or
         before it (windows end at that event), or None when no event of it is kept."""
         return self._state(table, key, at_us, SCORING)
 
-    def _state(self, table: str, key: tuple[str, ...], at_us: int, slot: int) -> State | None:
+    def _state(self, table: str, key: Key, at_us: int, slot: int) -> State | None:
         line = self._lines[table].get(key)
         if line is None:
             return None
@@ -559,19 +476,20 @@ class EventWindows:
         newest = line.times[end - 1]
         if line.memo is not None and line.memo[0] == end and line.memo[1] == line.version:
             return newest, line.memo[2]  # appends after ``newest`` do not change it; shared: do not mutate
-        row = _ROW_BUILDERS[table](line, end, newest, slot)
-        if table == CUSTOMER_DEVICE.name:
+        spec = self._tables[table]
+        row = spec.row(line, end, newest, slot)
+        if spec.first_seen is not None:
             first = line.times[0] / US_PER_S
-            known = self._first_seen.get(key)
-            row["dev_first_seen_epoch_s"] = first if known is None or known > first else known
+            known = self._first_seen[table].get(key)
+            row[spec.first_seen] = first if known is None or known > first else known
         line.memo = (end, line.version, row)
         return newest, row
 
-    def latest(self, table: str, keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], State]:
+    def latest(self, table: str, keys: Iterable[Key]) -> dict[Key, State]:
         """The state after each key's newest event (with cursors of its own: the online writer calls it from
         its thread, under ``FreshFeatures``' lock, while the scoring thread computes states)."""
         lines = self._lines[table]
-        out: dict[tuple[str, ...], State] = {}
+        out: dict[Key, State] = {}
         for key in keys:
             line = lines.get(key)
             if line is not None and line.times:
@@ -580,37 +498,39 @@ class EventWindows:
                 out[key] = state
         return out
 
-    def touched(self, events: Iterable[StreamEvent]) -> dict[str, set[tuple[str, ...]]]:
+    def touched(self, events: Iterable[Any]) -> dict[str, set[Key]]:
         """Per table, the keys these events belong to."""
-        out: dict[str, set[tuple[str, ...]]] = {table: set() for table in self._lines}
+        out: dict[str, set[Key]] = {table: set() for table in self._lines}
+        tables = [(out[name], self._tables[name].key) for name in out]
         for event in events:
-            for table, keys in out.items():
-                key = table_key(table, event)
+            for keys, key_of in tables:
+                key = key_of(event)
                 if key is not None:
                     keys.add(key)
         return out
 
     def prune(self, before_us: int) -> int:
-        """Forget events at or before ``before_us`` (remembering device first-seen times); returns how many.
-        Keep at least 30 days behind the newest state anyone will ask for."""
+        """Forget events at or before ``before_us`` (remembering first-seen times); returns how many.
+        Keep at least the longest window behind the newest state anyone will ask for."""
         dropped = 0
         for table, lines in self._lines.items():
+            first_seen = self._first_seen.get(table)
             for key in list(lines):
                 line = lines[key]
                 cut = bisect.bisect_right(line.times, before_us)
                 if not cut:
                     continue
-                if table == CUSTOMER_DEVICE.name:
+                if first_seen is not None:
                     first = line.times[0] / US_PER_S
-                    known = self._first_seen.get(key)
-                    self._first_seen[key] = first if known is None else min(known, first)
-                if table == CUSTOMER_VELOCITY.name:
+                    known = first_seen.get(key)
+                    first_seen[key] = first if known is None else min(known, first)
+                if table == self._unit:
                     for event in line.events[:cut]:
-                        self._ids.discard(event.transaction_id)
+                        self._ids.discard(event.event_id)
                         dropped += 1
                 del line.times[:cut]
                 del line.events[:cut]
-                line.resum()  # every prefix (sums, online and foreign counts) from the first event kept
+                line.resum()  # every running total from the first event kept
                 line.version += 1
                 line.cursors = [None, None]  # their indices point into the events before the cut
                 if not line.times:
@@ -618,16 +538,11 @@ class EventWindows:
         return dropped
 
 
-def device_first_seen_map(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """``curated.device_first_seen`` output as a dict."""
+def first_seen_map(frame: pd.DataFrame, keys: tuple[str, ...], column: str) -> dict[Key, float]:
+    """``curated.first_seen`` output (``keys`` and the seconds in ``column``) as a dict."""
     return {
-        (str(c), str(d)): float(s)
-        for c, d, s in zip(
-            frame["customer_id"].astype(str),
-            frame["device_id"].astype(str),
-            frame["dev_first_seen_epoch_s"],
-            strict=True,
-        )
+        tuple(str(part) for part in parts[:-1]): float(parts[-1])
+        for parts in zip(*(frame[k].astype(str) for k in keys), frame[column], strict=True)
     }
 
 
@@ -702,12 +617,15 @@ def encode_value(value: Any, dtype: str) -> tuple[bytes, str]:
 class OnlineStateWriter:
     """Writes entity states to the Feast online store of ``store``, never replacing a newer row.
 
+    ``tables``: the aggregate tables written (default: every aggregate table defined that ``store`` has a
+    feature view of; ``features.fresh`` passes the use case's streaming tables).
+
     Rows go in Feast's own format (``online_write_batch`` of the provider for SQLite, whose tables get
     a trigger that ignores older updates; Feast's Redis key and field layout, written by a
     compare-and-set script, for Redis), so ``get_online_features`` and serving's lookup read them.
     """
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, tables: Iterable[AggregateTable] | None = None) -> None:
         from feast.infra.provider import get_provider
 
         self.store = store
@@ -719,15 +637,18 @@ class OnlineStateWriter:
                 "features.streaming off in the serving config"
             )
         self._provider = get_provider(store.config)
-        self._views = {table.name: store.get_feature_view(table.name) for table in TABLES}
+        if tables is None:
+            tables = _stored_tables(store)
+        self._tables = {table.name: table for table in tables}
+        self._views = {name: store.get_feature_view(name) for name in self._tables}
         from feast import ValueType
 
         for name, view in self._views.items():
             kinds = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
-            if any(kinds.get(column) != ValueType.STRING for column in TABLE_KEYS[name]):
+            if any(kinds.get(column) != ValueType.STRING for column in self._tables[name].keys):
                 raise ValueError(
                     f"feature view {name!r}: fresh features expect string join keys "
-                    f"{TABLE_KEYS[name]}, the registry has {kinds}"
+                    f"{self._tables[name].keys}, the registry has {kinds}"
                 )
         self._guarded = False
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
@@ -739,9 +660,9 @@ class OnlineStateWriter:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        # Every join key of the four views is a STRING entity (feature_repo/fraud/entities.py, checked at start).
+        # Every join key of the views is a STRING entity (checked at start).
         return EntityKey(
-            join_keys=list(TABLE_KEYS[table]), entity_values=[Value(string_val=part) for part in key]
+            join_keys=list(self._tables[table].keys), entity_values=[Value(string_val=part) for part in key]
         )
 
     def _key_bytes(self, table: str, key: tuple[str, ...]) -> bytes:
@@ -761,7 +682,7 @@ class OnlineStateWriter:
         """Write each key's state (stamped with its newest event's time); returns the rows offered."""
         if not states:
             return 0
-        features = TABLES_BY_NAME[table].features
+        features = self._tables[table].features
         items = [
             (
                 self._key_bytes(table, key),
@@ -834,7 +755,7 @@ class OnlineStateWriter:
         name = _versioned_fv_name(self._views[table], config)
         project = config.project.encode("utf-8")
         stamp_field = f"_ts:{name}"
-        hashed = {feature: _mmh3(f"{name}:{feature}") for feature in TABLES_BY_NAME[table].features}
+        hashed = {feature: _mmh3(f"{name}:{feature}") for feature in self._tables[table].features}
         with client.pipeline(transaction=False) as pipe:
             for key, values, newest in items:
                 ts = Timestamp()
@@ -845,3 +766,8 @@ class OnlineStateWriter:
                 # Feast's Redis key: the serialised entity key, then the project (helpers._redis_key).
                 self._script(keys=[key + project], args=[stamp_field, newest, *fields], client=pipe)
             pipe.execute()
+
+
+def _stored_tables(store: FeatureStore) -> list[AggregateTable]:
+    """The aggregate tables (every one defined so far, ``tables.KNOWN``) that ``store`` has a feature view of."""
+    return [KNOWN[view.name] for view in store.list_feature_views() if view.name in KNOWN]

@@ -24,7 +24,7 @@ import operator
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -723,17 +723,30 @@ def open_prediction_log(
 PROBE_ID_PREFIX = "gate_probe_"
 
 
-def _events(
-    rows: Iterable[tuple[int, str, str]], known: Callable[[str], bool] | None = None
-) -> list[StreamEvent]:
-    from loopline.features.streaming import event_from_transaction
+ToEvent = Callable[[Mapping[str, Any]], "StreamEvent"]
 
+
+def _configured_event(settings: Settings | None = None) -> ToEvent | None:
+    """How the use case of ``settings`` (default: the configured one) reads a logged event as a feature event
+    (``FeatureDefinitions.streaming.event``); None: it defines no streaming features."""
+    from loopline.config import Settings
+    from loopline.features.definitions import definitions_for
+
+    streaming = definitions_for(settings or Settings())[1].streaming
+    return None if streaming is None else streaming.event
+
+
+def _events(
+    rows: Iterable[tuple[int, str, str]],
+    to_event: ToEvent,
+    known: Callable[[str], bool] | None = None,
+) -> list[StreamEvent]:
     events = []
     for _, event_id, inputs in rows:
         if (known is not None and known(event_id)) or event_id.startswith(PROBE_ID_PREFIX):
             continue  # parsing JSON costs more than the check
         try:
-            events.append(event_from_transaction(json.loads(inputs)))
+            events.append(to_event(json.loads(inputs)))
         except (KeyError, TypeError, ValueError) as exc:  # a row logged by an older version, say
             log.warning("prediction of %s has unusable inputs for fresh features: %s", event_id, exc)
     return events
@@ -741,33 +754,52 @@ def _events(
 
 class AnsweredFeed:
     """What every replica answered since the last call, as feature events: the serving engine's
-    ``served_events`` (``features.fresh``). ``known(transaction_id)`` skips rows already counted."""
+    ``served_events`` (``features.fresh``). ``known(event_id)`` skips rows already counted; ``to_event``
+    reads a logged event (default: as the configured use case's streaming features do)."""
 
-    def __init__(self, prediction_log: AnyPredictionLog, known: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        prediction_log: AnyPredictionLog,
+        known: Callable[[str], bool] | None = None,
+        to_event: ToEvent | None = None,
+    ) -> None:
         self.log = prediction_log
         self.known = known
         self.after = prediction_log.newest_id()
+        self._to_event = to_event
+
+    @property
+    def to_event(self) -> ToEvent:
+        if self._to_event is None:
+            self._to_event = _configured_event()
+            if self._to_event is None:
+                raise ValueError("the configured use case defines no streaming features: no feature events")
+        return self._to_event
 
     def backlog(self, since: datetime) -> list[StreamEvent]:
         """Answered before this feed started, made at or after ``since``."""
-        return _events(self.log.answered_since(since, upto_id=self.after), self.known)
+        return _events(self.log.answered_since(since, upto_id=self.after), self.to_event, self.known)
 
     def __call__(self) -> list[StreamEvent]:
         rows = self.log.answered_after(self.after)
         if rows:
             self.after = int(rows[-1][0])
-        return _events(rows, self.known)
+        return _events(rows, self.to_event, self.known)
 
 
 def answered_events(settings: Settings, since: datetime | None = None) -> list[StreamEvent]:
-    """Answered transactions of predictions made at or after ``since`` (default: the last 31 days, all
-    a 30-day window can need) as feature events: what materialisation adds to the curated ones."""
+    """Answered events of predictions made at or after ``since`` (default: the last 31 days, all a 30-day
+    window can need) as feature events: what materialisation adds to the curated ones. Empty for a use case
+    without streaming features (its online store is Feast's materialisation alone)."""
     from datetime import UTC, timedelta
 
+    to_event = _configured_event(settings)
+    if to_event is None:
+        return []
     since = since or datetime.now(UTC) - timedelta(days=31)
     plog = open_prediction_log(settings, read_only=True)
     try:
-        return _events(plog.answered_since(since))
+        return _events(plog.answered_since(since), to_event)
     finally:
         plog.close()
 

@@ -11,14 +11,14 @@ import pytest
 from loopline.features.curated import read_curated_transactions
 from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import write_aggregates
-from loopline.features.tables import (
+from loopline.usecases.fraud.features.aggregates import compute_aggregates
+from loopline.usecases.fraud.features.tables import (
     CUSTOMER_CHANNEL,
     CUSTOMER_DEVICE,
     CUSTOMER_VELOCITY,
     MERCHANT_STATS,
     TABLES,
 )
-from loopline.usecases.fraud.features.aggregates import compute_aggregates
 from loopline.usecases.fraud.schema import TRANSACTION_COLUMNS
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 

@@ -21,18 +21,13 @@ from loopline.features.fresh import FreshFeatures
 from loopline.features.historical import historical_features
 from loopline.features.materialize import materialize
 from loopline.features.online import OnlineFeatures
-from loopline.features.streaming import (
-    EventWindows,
-    OnlineStateWriter,
-    epoch_us,
-    events_from_frame,
-    table_key,
-)
-from loopline.features.tables import TABLES
+from loopline.features.streaming import OnlineStateWriter, epoch_us
 from loopline.features.watermark import materialized_until
 from loopline.platform.feast_store import feature_store
 from loopline.serving.prediction_log import AnsweredFeed, LoggedPrediction, PredictionLog, answered_events
 from loopline.usecases.fraud.features.aggregates import compute_aggregates
+from loopline.usecases.fraud.features.streaming import EventWindows, events_from_frame, table_key
+from loopline.usecases.fraud.features.tables import TABLES
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 

@@ -25,9 +25,9 @@ from loopline.features.offline_sink import (
     postgres_conninfo,
     sink_for,
 )
-from loopline.features.tables import CUSTOMER_DEVICE, CUSTOMER_VELOCITY, TABLES
 from loopline.platform.feast_store import PRODUCTION_YAML, YAML_ENV
 from loopline.usecases.fraud.features.aggregates import compute_aggregates
+from loopline.usecases.fraud.features.tables import CUSTOMER_DEVICE, CUSTOMER_VELOCITY, TABLES
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
 PG = SimpleNamespace(

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from loopline.features.streaming import D1, D7, D30, H1, EventWindows, StreamEvent, table_key
-from loopline.features.tables import CUSTOMER_VELOCITY, MERCHANT_STATS
+from loopline.usecases.fraud.features.streaming import D1, D7, D30, H1, EventWindows, StreamEvent, table_key
+from loopline.usecases.fraud.features.tables import CUSTOMER_VELOCITY, MERCHANT_STATS
 
 BASE_US = 1_700_000_000_000_000
 SPAN_US = 40 * D1

@@ -2,15 +2,16 @@
 
 Its Feast repo is ``feature_repo/fraud/`` (FeatureService ``fraud_detection_v1``: per-customer velocity, per-
 merchant volume, device and channel familiarity, and the transaction against the customer's habits). The
-offline tables are computed by ``aggregates.compute_offline``; serving keeps them fresh with the streaming
-event windows (``loopline.features.streaming``).
+offline tables (``tables``) are computed by ``aggregates.compute_offline``; serving keeps them fresh with the
+platform's event windows and ``streaming.STREAMING``.
 """
 
 from __future__ import annotations
 
 from loopline.features.definitions import FeatureDefinitions
-from loopline.features.tables import TABLES
 from loopline.usecases.fraud.features.aggregates import compute_offline
+from loopline.usecases.fraud.features.streaming import STREAMING
+from loopline.usecases.fraud.features.tables import TABLES
 
 FEATURE_SERVICE = "fraud_detection_v1"
 # Entity and request columns every lookup needs (join keys of the views + the request source; the platform
@@ -30,5 +31,5 @@ FEATURES = FeatureDefinitions(
     model_inputs=MODEL_INPUTS,
     tables=TABLES,
     compute=compute_offline,
-    streaming=True,
+    streaming=STREAMING,
 )

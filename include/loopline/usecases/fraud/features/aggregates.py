@@ -33,17 +33,17 @@ from loopline.features.aggregates import (
     value_codes,
     with_keys,
 )
-from loopline.features.curated import device_first_seen, read_curated_transactions
+from loopline.features.curated import first_seen, read_curated_transactions
 from loopline.features.frames import KEY_DTYPE, TIMESTAMP, entity_codes, epoch_us
-from loopline.features.tables import (
+from loopline.features.tables import AggregateTable
+from loopline.usecases.fraud import USE_CASE
+from loopline.usecases.fraud.features.tables import (
     CUSTOMER_CHANNEL,
     CUSTOMER_DEVICE,
     CUSTOMER_VELOCITY,
     MERCHANT_STATS,
     TABLES,
-    AggregateTable,
 )
-from loopline.usecases.fraud import USE_CASE
 
 HOME_COUNTRY = "DE"
 ONLINE = "online"
@@ -62,8 +62,14 @@ def compute_offline(curated_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -
     start, end = utc_timestamp(start), utc_timestamp(end)
     history_start = start - HISTORY
     transactions = read_curated_transactions(curated_dir, history_start, end, use_case=USE_CASE)
-    prior = device_first_seen(curated_dir, history_start, use_case=USE_CASE)
+    prior = device_first_seen(curated_dir, history_start)
     return compute_aggregates(transactions, since=start, device_first_seen=prior)
+
+
+def device_first_seen(curated_dir: Path, before: pd.Timestamp) -> pd.DataFrame:
+    """Each customer's device's first use among the curated transactions before ``before``: a frame of
+    ``customer_id``, ``device_id``, ``dev_first_seen_epoch_s``."""
+    return first_seen(curated_dir, before, CUSTOMER_DEVICE.keys, "dev_first_seen_epoch_s", use_case=USE_CASE)
 
 
 def compute_aggregates(
