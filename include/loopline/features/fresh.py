@@ -260,7 +260,7 @@ class FreshFeatures:
         self._until = materialized_until(self.settings)
         if self._until is None and curated_time_range(self.settings) is not None:
             raise FreshFeaturesNotReady(
-                f"the curated store {self.settings.state.curated} holds transactions but no materialisation "
+                f"the curated store {self.settings.state.curated} holds events but no materialisation "
                 f"watermark is visible ({self.settings.state.feast_dir}): run `loopline features materialize` "
                 "or point serving at the state dir the features DAG writes"
             )
@@ -291,7 +291,7 @@ class FreshFeatures:
         except Exception as exc:
             log.info("fresh features wait: %s (retried every %.0f s)", exc, self.refresh_interval_s)
         else:
-            log.info("fresh features on: %d recent transactions known", len(self.windows))
+            log.info("fresh features on: %d recent events known", len(self.windows))
 
     def _read_refresh(self) -> None:
         """Newly materialised batches (late or unscored transactions), read by the writer thread; the scoring
@@ -317,7 +317,7 @@ class FreshFeatures:
         self.stats.curated_loaded += loaded
         self._complete_from_us = max(self._complete_from_us or EVERYTHING_US, horizon + 1)
         log.info(
-            "fresh features: %d curated transactions up to %s joined (%d known before)",
+            "fresh features: %d curated events up to %s joined (%d known before)",
             loaded,
             until,
             added_before,
@@ -325,7 +325,7 @@ class FreshFeatures:
 
     # --- the scoring path -----------------------------------------------------------------------------
 
-    def observe(self, transactions: list[dict[str, Any]]) -> None:
+    def observe(self, events: list[dict[str, Any]]) -> None:
         """Before scoring a batch: other replicas' new events, then the batch's own."""
         if not self.ready:
             return
@@ -337,7 +337,7 @@ class FreshFeatures:
                 synced = self.served()
             except Exception:
                 log.exception("fresh features: reading other replicas' predictions failed")
-        own = [self.streaming.event(tx) for tx in transactions]
+        own = [self.streaming.event(tx) for tx in events]
         touched: set[tuple[str, tuple[str, ...]]] = set()
         with self._lock:
             new_synced = self.windows.add(synced, touched)
@@ -432,7 +432,7 @@ class FreshFeatures:
                 try:
                     self._read_refresh()
                 except Exception:  # serving goes on with what it knows; the next interval retries
-                    log.exception("fresh features: reading newly curated transactions failed")
+                    log.exception("fresh features: reading newly curated events failed")
             self.flush(self.slice_entities, self.coalesce_s)
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ from loopline.gating.holdout import FAIRNESS_GROUPS_KEY
 from loopline.gating.infra import InfraResult, as_request, validate_serving
 from loopline.gating.latency import measure_latency
 from loopline.gating.metrics import FairnessTable, LatencyStats, error_table, fairness_table, quality_metrics
-from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy, default_policy_path, load_policy
+from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy, load_policy
 from loopline.lineage import history
 from loopline.platform.mlflow_util import mlflow_client
 from loopline.storage.files import is_remote
@@ -237,7 +237,7 @@ def run_gate(
     use_case = load_use_case(settings.use_case)
     model_name = model_name or use_case.model_name
     if policy is None:
-        policy = load_policy(default_policy_path(settings.project_dir))
+        policy = load_policy(settings.policy_file("gate"))
     policy = policy.check_task(use_case.task, use_case.name)
     serving = load_serving_config(config_dir=settings.config_dir)
     policy = policy.with_threshold(serving.decision_threshold)

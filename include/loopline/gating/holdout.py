@@ -108,7 +108,7 @@ def _range_of(joined: pd.DataFrame, use_case: UseCase) -> tuple[datetime, dateti
     genuine = joined[joined[use_case.label_column] == 0]
     if genuine.empty:
         raise HoldoutError(
-            f"none of the {len(joined)} labelled transactions is a confirmed genuine one yet: "
+            f"none of the {len(joined)} labelled events is a confirmed negative one yet: "
             "wait for the label maturity window to pass"
         )
     first = pd.Timestamp(joined[time].min()).to_pydatetime().astimezone(UTC)

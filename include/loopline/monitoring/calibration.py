@@ -29,8 +29,6 @@ import pandas as pd
 from loopline.config.drift_policy import Calibration as CalibrationPolicy
 from loopline.monitoring.fast_drift import ColumnPlan, compare
 
-TIMESTAMP = "event_timestamp"
-
 
 @dataclass(frozen=True)
 class ColumnCalibration:
@@ -76,12 +74,21 @@ def _fixed(plan: Mapping[str, ColumnPlan], note: str) -> Calibration:
     )
 
 
+def event_time_column(frame: pd.DataFrame) -> str | None:
+    """The reference's event time: its one timestamp column (the trainer logs the sample with the use case's
+    time column, and every other column is a model input, the score, the label or the split); None when it
+    has none (a reference logged before times were kept) or several (ambiguous)."""
+    stamps = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+    return stamps[0] if len(stamps) == 1 else None
+
+
 def reference_days(frame: pd.DataFrame, min_rows: int) -> pd.Series | None:
     """Each row's UTC calendar day, or None without usable timestamps; days with fewer than ``min_rows``
     rows (the cut edges of the training window) are marked NaT and left out of the comparison."""
-    if TIMESTAMP not in frame.columns:
+    time_column = event_time_column(frame)
+    if time_column is None:
         return None
-    stamps = pd.to_datetime(frame[TIMESTAMP], utc=True, errors="coerce")
+    stamps = pd.to_datetime(frame[time_column], utc=True, errors="coerce")
     if stamps.isna().all():
         return None
     days = stamps.dt.floor("D")
@@ -118,7 +125,7 @@ def calibrate(
     full_days = sorted(days.dropna().unique()) if days is not None else []
     if len(full_days) < policy.min_days:
         why = (
-            "the reference has no event timestamps (trained before they were kept)"
+            "the reference has no event timestamps (trained before they were kept) or several"
             if days is None
             else f"the reference covers {len(full_days)} full day(s) of >= {policy.min_day_rows} rows"
         )

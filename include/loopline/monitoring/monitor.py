@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from loopline.config import Settings
-from loopline.config.drift_policy import DriftConfig, default_drift_config_path, load_drift_config
+from loopline.config.drift_policy import DriftConfig, load_drift_config
 from loopline.config.use_case import UseCase, load_use_case
 from loopline.lineage import history
 from loopline.monitoring.concept import UNIT, Baseline, ConceptCheck, concept_check, lookback
@@ -230,7 +230,7 @@ def run_check(
     from loopline.storage.files import report_folder
 
     now = now or datetime.now(UTC)
-    config_path = config_path or default_drift_config_path(settings.project_dir)
+    config_path = config_path or settings.policy_file("drift")
     config = config or load_drift_config(config_path)
     use_case = load_use_case(settings.use_case)
     model_name = model_name or use_case.model_name  # default: the use case's registered model

@@ -173,7 +173,7 @@ class ServingMetrics(Observer):
         children = self._predicted.get((variant, version, decision))
         if children is None:
             # A regressor decides nothing: its predictions count under decision "none".
-            label = "none" if decision is None else ("fraud" if decision else "ok")
+            label = "none" if decision is None else ("positive" if decision else "ok")
             children = self._predicted[(variant, version, decision)] = (
                 self.predictions.labels(variant, version, label),
                 self.prediction_latency.labels(variant, version),

@@ -96,3 +96,17 @@ def test_the_score_is_judged_even_when_it_trends() -> None:
         days_of_traffic(21), PLAN, policy(), window_rows=800, always_judged=("count_30d",)
     )
     assert calibration.columns["count_30d"].judged and calibration.columns["count_30d"].trend > 0.9
+
+
+def test_the_reference_is_calibrated_by_its_own_time_column_whatever_the_use_case_calls_it() -> None:
+    """Delivery's reference carries ``ordered_at``, not fraud's ``event_timestamp``: the same days calibrate
+    the same thresholds (before, a reference without ``event_timestamp`` silently fell back to fixed ones)."""
+    reference = days_of_traffic(21)
+    renamed = reference.rename(columns={"event_timestamp": "ordered_at"})
+    fraud_like = calibrate(reference, PLAN, policy(), window_rows=800)
+    delivery_like = calibrate(renamed, PLAN, policy(), window_rows=800)
+    assert delivery_like.calibrated and delivery_like.to_dict() == fraud_like.to_dict()
+    two_clocks = renamed.assign(delivered_at=renamed["ordered_at"])
+    assert not calibrate(
+        two_clocks, PLAN, policy(), window_rows=800
+    ).calibrated  # ambiguous: said, not guessed
