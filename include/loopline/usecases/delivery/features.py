@@ -6,7 +6,8 @@ orders before it, never itself nor later ones): ``restaurant_load`` (the restaur
 and day) and ``zone_load`` (the pickup zone's orders in the last hour). The Feast repo is
 ``feature_repo/delivery/`` (FeatureService ``delivery_time_v1``, with the order's hour and weekday computed on
 demand); the order's own columns (distance, items, value, couriers busy, weather, zones) reach the model as
-they are. No streaming features: serving reads the features as of the last materialisation.
+they are. Serving keeps both tables fresh at scoring time (``streaming``: every order counts before the next
+is scored, with these same windows), so a served order reads the counts a training row of its instant holds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from loopline.features.definitions import FeatureDefinitions
 from loopline.features.frames import epoch_us
 from loopline.features.tables import AggregateTable
 from loopline.usecases.delivery import USE_CASE
+from loopline.usecases.delivery.streaming import streaming_features
 
 RESTAURANT_LOAD: Final = AggregateTable(
     name="restaurant_load",
@@ -40,6 +42,9 @@ ZONE_LOAD: Final = AggregateTable(
 TABLES: Final[tuple[AggregateTable, ...]] = (RESTAURANT_LOAD, ZONE_LOAD)
 HISTORY = timedelta(hours=24)
 """The longest window: a row at ``t`` needs the orders in ``(t - 24 h, t]``."""
+SERVING_HISTORY = HISTORY + timedelta(hours=24)
+"""What fresh features keep: serving reads a restaurant's row up to its view's TTL (24 h,
+``feature_repo/delivery/``) after the restaurant's newest order, and that row counts the 24 h before it."""
 
 WINDOWS: Final[dict[str, dict[str, int]]] = {
     RESTAURANT_LOAD.name: {"rest_orders_1h": WINDOW_US["1h"], "rest_orders_24h": WINDOW_US["24h"]},
@@ -84,4 +89,5 @@ FEATURES = FeatureDefinitions(
     model_inputs=MODEL_INPUTS,
     tables=TABLES,
     compute=compute_offline,
+    streaming=streaming_features(TABLES, WINDOWS, SERVING_HISTORY // timedelta(microseconds=1)),
 )
