@@ -396,9 +396,10 @@ def test_only_airflow_holds_the_mlflow_identity_that_can_move_champion() -> None
 
 
 def test_mlflow_runs_its_basic_auth_app_and_mlflow_init_grants_what_loopline_uses() -> None:
-    from loopline.monitoring.reports import MONITORING_EXPERIMENT
+    from loopline.config.use_case import load_use_case
     from loopline.serving.config import load_serving_config
-    from loopline.training.train import DEFAULT_EXPERIMENT
+
+    fraud = load_use_case("fraud")  # the stack's default use case: its model and experiments
 
     services = compose()["services"]
     mlflow = services["mlflow"]
@@ -415,10 +416,10 @@ def test_mlflow_runs_its_basic_auth_app_and_mlflow_init_grants_what_loopline_use
     init_env = service_environment(init)
     registry = load_serving_config().registry
     assert init_env["LOOPLINE_MLFLOW_MODEL"] == registry.model_name
-    assert {DEFAULT_EXPERIMENT, MONITORING_EXPERIMENT} <= set(
+    assert {fraud.training_experiment, fraud.monitoring_experiment} <= set(
         init_env["LOOPLINE_MLFLOW_EXPERIMENTS"].split(",")
     )
-    assert init_env["LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"].split(",") == [DEFAULT_EXPERIMENT]
+    assert init_env["LOOPLINE_MLFLOW_SERVING_EXPERIMENTS"].split(",") == [fraud.training_experiment]
     for name in (*SERVING_REPLICAS, *AIRFLOW_SERVICES - {"airflow-init"}):
         assert services[name]["depends_on"]["mlflow-init"] == {
             "condition": "service_completed_successfully"

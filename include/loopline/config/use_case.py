@@ -27,6 +27,16 @@ TASK_TYPES: tuple[TaskType, ...] = ("binary_classification", "regression")
 BatchKind = Literal["events", "labels"]
 
 
+def training_experiment(model_name: str) -> str:
+    """The MLflow experiment the training runs of registered model ``model_name`` go to."""
+    return f"{model_name}_training"
+
+
+def monitoring_experiment(model_name: str) -> str:
+    """The MLflow experiment the drift checks of registered model ``model_name`` go to."""
+    return f"{model_name}_monitoring"
+
+
 class UseCaseError(ValueError):
     """A use case is missing or does not satisfy the interface; the message names the piece and the fix."""
 
@@ -212,12 +222,12 @@ class UseCase:
     @property
     def training_experiment(self) -> str:
         """The MLflow experiment its training runs go to."""
-        return f"{self.model_name}_training"
+        return training_experiment(self.model_name)
 
     @property
     def monitoring_experiment(self) -> str:
         """The MLflow experiment its drift checks go to."""
-        return f"{self.model_name}_monitoring"
+        return monitoring_experiment(self.model_name)
 
     def policy_file(self, kind: str, default_dir: Path) -> Path:
         """Its ``<kind>.yaml`` policy (training, gate, canary, drift) when ``policies_dir`` holds one, else the

@@ -16,30 +16,14 @@ from typing import Any
 import pandas as pd
 
 from loopline.config.drift_policy import DriftConfig
+from loopline.config.use_case import monitoring_experiment
 from loopline.monitoring.decide import DriftVerdict, column_plan, on_drift_scale
 from loopline.monitoring.reference import SCORE, Reference
 
-MONITORING_SUFFIX = "_monitoring"  # a model's drift checks go to the experiment <model_name>_monitoring
 REPORT_SAMPLE_ROWS = 20_000
 DRIFT_RUN_TAG = "loopline.drift.last_run_id"
 DRIFT_REPORT_TAG = "loopline.drift.last_report"
 EVIDENTLY_METHODS = ("wasserstein", "jensenshannon")
-
-
-def monitoring_experiment(model_name: str) -> str:
-    """The MLflow experiment ``model_name``'s drift checks are logged to."""
-    return f"{model_name}{MONITORING_SUFFIX}"
-
-
-def __getattr__(name: str) -> str:
-    """``MONITORING_EXPERIMENT``: the configured use case's monitoring experiment (read when asked for, so
-    importing this module reads no settings)."""
-    if name == "MONITORING_EXPERIMENT":
-        from loopline.config import Settings
-        from loopline.config.use_case import load_use_case
-
-        return monitoring_experiment(load_use_case(Settings().use_case).model_name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from loopline.config.use_case import load_use_case
-from loopline.usecases.fraud import schema
 from loopline.data.validation import load_suite_spec, validate_frame
+from loopline.usecases.fraud import schema
 
 SUITES_DIR = load_use_case("fraud").expectations_dir
 

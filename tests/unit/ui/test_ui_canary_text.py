@@ -60,7 +60,7 @@ def test_canary_check_reasons_say_per_variant_counts_in_words():
     assert judged.status in (
         "pass",
         "fail",
-    ) and "on labelled champion 400, challenger 400 (fraud: champion 27 on" in (judged.reason)
+    ) and "on labelled champion 400, challenger 400 (positives: champion 27 on" in (judged.reason)
     for reason in (few.reason, waiting.reason, judged.reason):
         assert not any(r in reason for r in REPRS), reason
 
