@@ -84,12 +84,13 @@ def _labelled_events(
     if labels.empty:
         raise HoldoutError("the curated store has no labels yet: ingest label batches before gating")
     events = read_curated_transactions(
-        settings.state.curated, columns=[id_column, use_case.time_column, *columns]
+        settings.state.curated, columns=[id_column, use_case.time_column, *columns], use_case=use_case
     )
     missing = [c for c in columns if c not in events.columns]
     if missing:
         raise HoldoutError(
-            f"fairness.group_columns {missing} are not transaction columns: fix the gate policy"
+            f"fairness.group_columns {missing} are not columns of the {use_case.name} use case's events: "
+            "fix the gate policy"
         )
     return events.merge(labels[[id_column, use_case.label_column]], on=id_column, how="inner")
 
