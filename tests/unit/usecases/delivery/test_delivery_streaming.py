@@ -8,6 +8,7 @@ offline point-in-time features of its orders (the definition of right).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from loopline.features.online import OnlineFeatures
 from loopline.features.skew import _py, _same
 from loopline.features.streaming import EventWindows, epoch_us
 from loopline.platform.feast_store import feature_store
-from loopline.usecases.delivery.features import FEATURES, TABLES, compute_aggregates
+from loopline.usecases.delivery import features as delivery_features
+from loopline.usecases.delivery.features import FEATURES, STREAMING, TABLES, compute_aggregates
 from loopline.usecases.delivery.simulator import DeliveryConfig, simulate, write_days
 from loopline.usecases.delivery.streaming import events_from_frame
 
@@ -47,8 +49,7 @@ def _request(row: dict[str, Any]) -> dict[str, Any]:
 
 def test_streamed_state_equals_the_offline_tables_row_for_row() -> None:
     orders = pd.concat([day.orders for day in simulate(SMALL)], ignore_index=True)
-    assert FEATURES.streaming is not None
-    windows = EventWindows(FEATURES.streaming)
+    windows = EventWindows(STREAMING)
     windows.add(events_from_frame(orders.sample(frac=1.0, random_state=3)))  # any arrival order
     offline = compute_aggregates(orders)
     for table in TABLES:
@@ -78,6 +79,8 @@ def test_a_served_day_gets_the_offline_point_in_time_features(
 ) -> None:
     """``computed``: the process holds every order the rows depend on, so it never reads the store (a read
     fails the test); ``store_and_overlay``: the store's rows, replaced where the process knows newer orders."""
+    # Delivery's fresh counts are implemented but off by default (see its features module): switched on here.
+    monkeypatch.setattr(delivery_features, "FEATURES", replace(FEATURES, streaming=STREAMING))
     state = tmp_path / "state"
     monkeypatch.setenv("LOOPLINE_STATE_DIR", str(state))
     settings = Settings(state_dir=state, use_case="delivery")
