@@ -101,7 +101,7 @@ def champion(live) -> str:
     # Recorded by the drift monitor's own producer (record_decision), as its DAG task does.
     from dataclasses import replace
 
-    from loopline.config.drift_policy import default_drift_config_path, load_drift_config
+    from loopline.config.drift_policy import load_drift_config
     from loopline.monitoring.monitor import record_decision
 
     now = datetime.now(UTC)
@@ -120,7 +120,7 @@ def champion(live) -> str:
     record_decision(
         settings,
         replace(_drift_verdict(now, "1", 0, columns=20), served_features=served),
-        load_drift_config(default_drift_config_path(settings.project_dir)),
+        load_drift_config(settings.policy_file("drift")),
         now=now,
         training_running=False,
     )
@@ -478,7 +478,7 @@ def _drift_verdict(at: datetime, version: str, drifted: int, columns: int = 10):
 
 
 def test_a_drift_check_links_the_monitor_drift_run_that_recorded_it_and_its_report(live, token, champion):
-    from loopline.config.drift_policy import default_drift_config_path, load_drift_config
+    from loopline.config.drift_policy import load_drift_config
     from loopline.monitoring.monitor import record_decision
     from loopline.monitoring.reports import report_dir, write_reports
 
@@ -492,7 +492,7 @@ def test_a_drift_check_links_the_monitor_drift_run_that_recorded_it_and_its_repo
     # check_drift records at its run's data interval end (a manual run: its run_after), as here.
     moment = datetime.fromisoformat(run["data_interval_end"] or run["run_after"]).astimezone(UTC)
     settings = live["settings"]
-    config = load_drift_config(default_drift_config_path(settings.project_dir))
+    config = load_drift_config(settings.policy_file("drift"))
     for at, drifted in ((moment - timedelta(hours=1), 1), (moment, 4)):  # the earlier check is no run's
         verdict = _drift_verdict(at, champion, drifted)
         files = write_reports(

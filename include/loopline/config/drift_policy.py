@@ -7,8 +7,6 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from loopline.config.settings import get_settings
-from loopline.config.use_case import UseCase, load_use_case
 from loopline.config.yaml_files import (
     StrictModel,
     describe_validation_error,
@@ -140,14 +138,6 @@ class DriftConfig(StrictModel):
         """The columns to compare, in ``available``'s order (the reference's model inputs)."""
         wanted = available if self.features.monitor == "model_inputs" else list(self.features.monitor)
         return [c for c in wanted if c not in set(self.features.exclude)]
-
-
-def default_drift_config_path(project_dir: Path, use_case: UseCase | None = None) -> Path:
-    """The use case's ``drift.yaml`` when its ``policies_dir`` holds one, else the platform default
-    ``include/config/drift.yaml``. ``use_case``: default the configured one (``LOOPLINE_USE_CASE``)."""
-    if use_case is None:
-        use_case = load_use_case(get_settings().use_case)
-    return use_case.policy_file("drift", Path(project_dir) / "include" / "config")
 
 
 def drift_config_from_dict(data: dict[str, Any]) -> DriftConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loopline.config import Settings
-from loopline.config.drift_policy import default_drift_config_path, load_drift_config
+from loopline.config.drift_policy import load_drift_config
 from loopline.config.use_case import available_use_cases, load_use_case
 from loopline.deployment.policy import load_canary_policy
 from loopline.gating.policy import load_policy
@@ -29,7 +29,6 @@ def test_every_policy_a_use_case_runs_with_fits_its_task(name: str) -> None:
     load_canary_policy(files["canary"]).check_task(use_case.task, name)
     load_canary_policy(files["canary.demo"]).check_task(use_case.task, name)
     load_drift_config(files["drift"])
-    assert default_drift_config_path(settings.project_dir, use_case) == files["drift"]
 
 
 def test_a_use_case_overrides_only_the_policies_it_ships(tmp_path: Path) -> None:
