@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ class World:
     version: str
     sim: object
     holdout: Path | None = None
+    model_name: str = MODEL_NAME
 
     def day_start(self, index: int) -> datetime:
         return datetime.combine(self.start + timedelta(days=index), datetime.min.time(), tzinfo=UTC)
@@ -83,9 +85,7 @@ def build_world(
     from loopline.features.curated import curated_time_range
     from loopline.features.materialize import offline_sink
     from loopline.features.offline_refresh import refresh_aggregates
-    from loopline.features.training_sets import build_training_set
     from loopline.gating.gate import run_gate
-    from loopline.gating.holdout import build_holdout, plan_holdout
     from loopline.platform.feast_store import apply_feature_repo
     from loopline.platform.mlflow_util import mlflow_client
     from loopline.training.config import load_config
@@ -107,30 +107,40 @@ def build_world(
     )
     apply_feature_repo(settings)
     world = World(settings, START, days, serve_from, "", sim)
-    now = world.day_start(serve_from)
     policy = shipped_gate_policy()
-    plan = plan_holdout(settings, policy, now)
-    manifest = build_training_set(
-        settings,
-        root / "train.parquet",
-        start=world.day_start(warmup_days),
-        end=plan.windows.train_end,
-        labels_as_of=now,
-    )
-    holdout = build_holdout(
-        settings, policy, root / "holdout.parquet", labels_as_of=now, windows=plan.windows
-    )
-    world.holdout = Path(holdout.path)
+    manifest = training_and_holdout(world, policy, root, first_day=warmup_days)
     result = train(
-        manifest.path,
+        manifest,
         load_config(TRAINING_CONFIG, FAST_TRAINING),
         tracking_uri=settings.mlflow_uri,
         register_name=MODEL_NAME,
     )
-    run_gate(settings, result.version, holdout.path, model_name=MODEL_NAME, policy=policy)
+    run_gate(settings, result.version, world.holdout, model_name=MODEL_NAME, policy=policy)
     mlflow_client(settings.mlflow_uri).set_registered_model_alias(MODEL_NAME, "champion", result.version)
     world.version = result.version
     return world
+
+
+def training_and_holdout(world: World, policy: Any, root: Path, first_day: int) -> str:
+    """Build the gate's holdout (kept as ``world.holdout``) and the training set before it, from
+    ``first_day`` to the holdout, labels as of the first served day; returns the training set's path."""
+    from loopline.features.training_sets import build_training_set
+    from loopline.gating.holdout import build_holdout, plan_holdout
+
+    now = world.day_start(world.serve_from)
+    plan = plan_holdout(world.settings, policy, now)
+    manifest = build_training_set(
+        world.settings,
+        root / "train.parquet",
+        start=world.day_start(first_day),
+        end=plan.windows.train_end,
+        labels_as_of=now,
+    )
+    holdout = build_holdout(
+        world.settings, policy, root / "holdout.parquet", labels_as_of=now, windows=plan.windows
+    )
+    world.holdout = Path(holdout.path)
+    return manifest.path
 
 
 def served_rows(world: World, first_day: int, last_day: int, version: str | None = None) -> pd.DataFrame:
@@ -149,7 +159,7 @@ def served_rows(world: World, first_day: int, last_day: int, version: str | None
         ).path
     )
     mlflow.set_tracking_uri(world.settings.mlflow_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
+    model = mlflow.pyfunc.load_model(f"models:/{world.model_name}/{version}")
     specs = model.metadata.get_input_schema().inputs
     categorical = [s.name for s in specs if s.type.name == "string"]
     numeric = [s.name for s in specs if s.type.name != "string"]
@@ -160,46 +170,37 @@ def served_rows(world: World, first_day: int, last_day: int, version: str | None
 
 
 def log_served(world: World, served: pd.DataFrame, variant: str = "champion", threshold: float = 0.5) -> int:
-    """Append ``served`` rows to the world's prediction log, each at its transaction's time."""
+    """Append ``served`` rows to the world's prediction log, each at its event's time: the event's columns as
+    the request, the rest (but its label) as the features it was scored with; a classifier's decision at
+    ``threshold``, a regressor's none."""
+    from loopline.config.use_case import load_use_case
     from loopline.serving.prediction_log import LoggedPrediction, open_prediction_log
 
-    request_fields = [
-        "transaction_id",
-        "customer_id",
-        "card_id",
-        "merchant_id",
-        "merchant_category",
-        "merchant_country",
-        "amount",
-        "channel",
-        "device_id",
-        "customer_age_band",
-        "customer_region",
-    ]
-    feature_columns = [
-        c
-        for c in served.columns
-        if c
-        not in (*request_fields, "event_timestamp", "is_fraud", "label_timestamp", "score", "model_version")
-    ]
+    use_case = load_use_case(world.settings.use_case)
+    time = use_case.time_column
+    request_fields = [c for c in use_case.event_columns if c != time]
+    not_features = {*request_fields, time, *use_case.label_columns, "score", "model_version"}
+    feature_columns = [c for c in served.columns if c not in not_features]
+    classifier = use_case.task == "binary_classification"
     rows = []
     for record in served.to_dict("records"):
-        ts = pd.Timestamp(record["event_timestamp"]).timestamp()
+        ts = pd.Timestamp(record[time]).timestamp()
         inputs = {k: record[k] for k in request_fields if k in record}
         features = {
             k: (None if isinstance(record[k], float) and np.isnan(record[k]) else record[k])
             for k in feature_columns
         }
+        unit = record.get(use_case.unit_column) if use_case.unit_column else None
         rows.append(
             LoggedPrediction(
                 uuid.uuid4().hex,
                 ts,
-                str(record["transaction_id"]),
-                str(record["customer_id"]),
+                str(record[use_case.id_column]),
+                None if unit is None else str(unit),
                 inputs,
                 features,
                 float(record["score"]),
-                bool(record["score"] >= threshold),
+                bool(record["score"] >= threshold) if classifier else None,
                 variant,
                 str(record["model_version"]),
                 3.0,

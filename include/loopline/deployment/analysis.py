@@ -478,17 +478,29 @@ def surely_dropped(
 
 
 def surely_worse_errors(
-    reference: LabelledSample, current: LabelledSample, confidence: float, rounds: int = BOOTSTRAP_ROUNDS
+    reference: LabelledSample,
+    current: LabelledSample,
+    confidence: float,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    day_shocks: np.ndarray | None = None,
 ) -> dict[str, float]:
     """A regressor's errors: per metric (MAE, RMSE), how much larger than ``reference``'s the ``current``
     one is at least, as a ratio (0.10: 10 % larger), with ``confidence``: the lower quantile of
-    current / reference - 1 over bootstrap resamples of units, each sample on its own."""
+    current / reference - 1 over bootstrap resamples of units, each sample on its own.
+
+    ``day_shocks`` (``rounds`` x 2, per metric): how far shocks shared by a whole day (weather, an event)
+    moved log(current / reference) in each round, drawn by the caller when the two samples come from
+    different days (the concept check); a unit bootstrap cannot see them. None when both samples share
+    their days (the canary's variants)."""
     rng = np.random.default_rng(0)  # a pure decision: the same windows give the same verdict
     ratios = []
     for _ in range(rounds):
         ref, cur = reference.resampled_errors(rng), current.resampled_errors(rng)
-        ratios.append([c / r - 1 if r > 0 else np.nan for r, c in zip(ref, cur, strict=True)])
+        ratios.append([c / r if r > 0 else np.nan for r, c in zip(ref, cur, strict=True)])
     table = np.array(ratios, dtype="float64")
+    if day_shocks is not None:
+        table = table * np.exp(-day_shocks)
+    table -= 1
     usable = ~np.isnan(table).any(axis=1)
     if usable.any():
         low = np.quantile(table[usable], 1 - confidence, axis=0)

@@ -382,8 +382,8 @@ def run_gate(
 def log_holdout_scores(
     client: Any, run_id: str, rows: pd.DataFrame, scores: np.ndarray, use_case: UseCase
 ) -> None:
-    """Log the labelled holdout rows (the use case's id, its unit as ``unit``, the label) with ``scores`` to the
-    run: the concept-drift check's baseline (``monitoring.concept``, which resamples the units)."""
+    """Log the labelled holdout rows (the use case's id, its unit as ``unit``, the label, the event time) with
+    ``scores`` to the run: the concept-drift check's baseline (``monitoring.concept``, which resamples the units)."""
     import tempfile
 
     import pandas as pd
@@ -400,6 +400,10 @@ def log_holdout_scores(
             label: rows[label].to_numpy(dtype=dtype),
         }
     )
+    if (
+        use_case.time_column in rows
+    ):  # the days it spans: a regressor's concept check weighs day shocks by them
+        frame[use_case.time_column] = pd.to_datetime(rows[use_case.time_column], utc=True).array
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(HOLDOUT_SCORES_ARTIFACT).name
         frame.to_parquet(path, index=False)

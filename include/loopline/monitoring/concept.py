@@ -4,6 +4,16 @@ A classifier is judged by PR-AUC and recall (below), a regressor by MAE and RMSE
 the use case's units is ``confidence`` sure the served error exceeds the gate holdout's by more than
 ``max_mae_increase`` (a ratio: 0.15 = 15 % larger); its frontier is simply the newest labelled event.
 
+A regressor's error also moves with shocks shared by a whole day (the weather, an event in town): a rainy
+day's deliveries are all harder to predict. A bootstrap over units cannot see that, and the served days and
+the holdout's few days are different days. So the regressor's check measures the champion's **day-to-day
+spread** on its reference (every full day of the training window: the standard deviation of the daily
+log-MAE, each split's level removed, since training days are scored in-sample) and adds it to the
+bootstrap: the fewer days the judged windows and the holdout hold, the more a single unusual day may move
+their ratio. With fewer than ``calibration.min_days`` full days in the reference it is not measured, and the
+verdict says so. (A classifier's daily PR-AUC on a few dozen positives is mostly sampling noise, which the
+bootstrap over units already carries, so it gets no day term.)
+
 Labels come late, and not evenly: chargebacks (fraud) arrive within days, the confirmation of a genuine
 transaction only after a maturity window. Traffic younger than that has its frauds labelled but few of
 its genuine transactions, so its precision looks perfect and its PR-AUC means nothing. So:
@@ -31,15 +41,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopline.config.drift_policy import Calibration as CalibrationPolicy
 from loopline.config.drift_policy import Concept
 from loopline.config.use_case import UseCase
 from loopline.deployment.analysis import (
+    BOOTSTRAP_ROUNDS,
     LabelledSample,
     VariantWindow,
     beyond,
     surely_dropped,
     surely_worse_errors,
 )
+from loopline.monitoring.calibration import reference_days
+from loopline.training.reference import SCORE, SPLIT
 
 JUDGED, NOT_JUDGED = "judged", "not_judged"
 # The bootstrap's cluster, in the served rows and the gate's holdout scores: the use case's unit (a customer,
@@ -55,6 +69,86 @@ class Baseline:
 
     source: str
     frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class DaySpread:
+    """How far the champion's daily error moved from day to day on its reference (a regressor): per full
+    day, log(daily MAE) and log(daily RMSE) less their split's mean (``deviations``, days x 2); empty when
+    not measured (``note`` says why)."""
+
+    deviations: np.ndarray
+    note: str
+
+    @property
+    def days(self) -> int:
+        return len(self.deviations)
+
+    @property
+    def measured(self) -> bool:
+        return self.days > 0
+
+
+def day_spread(reference: pd.DataFrame, use_case: UseCase, policy: CalibrationPolicy) -> DaySpread:
+    """The champion's day-to-day error spread on ``reference`` (the trainer's sample: score, label, split
+    and event time per row), over its days of at least ``policy.min_day_rows`` labelled rows; not measured
+    with fewer than ``policy.min_days`` of them or without event times."""
+    label = use_case.label_column
+    labelled = reference[reference[label].notna()] if label in reference else reference.iloc[:0]
+    days = reference_days(labelled, policy.min_day_rows) if len(labelled) else None
+    if days is None:
+        return DaySpread(
+            np.empty((0, 2)),
+            "not measured: the reference has no event times (trained before they were kept) or no labels",
+        )
+    error = labelled[SCORE].astype("float64") - labelled[label].astype("float64")
+    split = labelled[SPLIT] if SPLIT in labelled else pd.Series("all", index=labelled.index)
+    # A day the split boundary cuts is two groups: each must be big enough on its own.
+    groups = pd.DataFrame({"day": days, "split": split, "abs": error.abs(), "sq": error**2}).dropna()
+    daily = groups.groupby(["day", "split"]).agg(
+        rows=("abs", "size"), mae=("abs", "mean"), mse=("sq", "mean")
+    )
+    daily = daily[(daily["rows"] >= policy.min_day_rows) & (daily["mae"] > 0)]
+    splits = daily.index.get_level_values("split").nunique()
+    if len(daily) < max(policy.min_days, splits + 1):
+        return DaySpread(
+            np.empty((0, 2)),
+            f"not measured: the reference holds {len(daily)} full day(s) of >= {policy.min_day_rows} labelled "
+            f"rows, fewer than calibration.min_days={policy.min_days}",
+        )
+    logs = pd.DataFrame({"mae": np.log(daily["mae"]), "rmse": 0.5 * np.log(daily["mse"])})
+    # Training days are scored in-sample, validation days not: each split's own level is removed (and the
+    # deviations widened for the levels estimated from the same days).
+    deviations = (logs - logs.groupby(level="split").transform("mean")).to_numpy()
+    deviations *= np.sqrt(len(daily) / (len(daily) - splits))
+    first, last = (pd.Timestamp(d).date() for d in (daily.index[0][0], daily.index[-1][0]))
+    return DaySpread(
+        deviations,
+        f"{len(daily)} reference days {first}..{last}: daily MAE within "
+        f"{np.exp(deviations[:, 0].min()) - 1:+.0%}..{np.exp(deviations[:, 0].max()) - 1:+.0%} of its level",
+    )
+
+
+def day_shocks(spread: DaySpread, served_days: float, holdout_days: float, rounds: int) -> np.ndarray:
+    """Per bootstrap round, how far day shocks moved log(served / holdout error) (rounds x 2): the mean of
+    ``served_days`` reference days' deviations less that of ``holdout_days`` (each drawn with replacement,
+    rounded to whole days, at least one), so a served day may be as unusual as any day the champion saw."""
+    rng = np.random.default_rng(1)
+    served, holdout = (max(1, round(d)) for d in (served_days, holdout_days))
+    draw = spread.deviations[rng.integers(0, spread.days, (rounds, served + holdout))]
+    shocks: np.ndarray = draw[:, :served].mean(axis=1) - draw[:, served:].mean(axis=1)
+    return shocks
+
+
+def effective_days(times: pd.Series) -> float | None:
+    """How many days' worth of independent day shocks rows at ``times`` average over: (sum n)^2 / sum n^2
+    of the rows per UTC day (three equal days: 3; one big day and a few stray rows: about 1); None without
+    times."""
+    stamps = pd.to_datetime(times, utc=True, errors="coerce").dropna()
+    if stamps.empty:
+        return None
+    counts = stamps.dt.floor("D").value_counts().to_numpy(dtype="float64")
+    return float(counts.sum() ** 2 / (counts**2).sum())
 
 
 @dataclass(frozen=True)
@@ -81,6 +175,8 @@ class ConceptCheck:
     # (a ratio of the baseline's), each with the policy's confidence.
     dropped_at_least: dict[str, float] | None = None
     increased_at_least: dict[str, float] | None = None
+    # A regressor: the day-to-day spread added to the bootstrap (the reference's, the days on each side).
+    day_spread: dict[str, Any] | None = None
     windows: tuple[WindowCount, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,12 +237,14 @@ def concept_check(
     config: Concept,
     threshold: float,
     use_case: UseCase,
+    spread: DaySpread | None = None,
 ) -> ConceptCheck:
     """Judge the champion's served traffic before ``frontier`` against ``baseline``.
 
     ``served``: the champion version's predictions (the use case's id, ``unit``, ``score``, ``ts`` as UTC
     timestamps) with the use case's label where it is known now (NaN otherwise). A classifier is judged by
-    PR-AUC and recall, a regressor (``score``: its prediction) by MAE and RMSE."""
+    PR-AUC and recall, a regressor (``score``: its prediction) by MAE and RMSE, with ``spread`` (the
+    champion's day-to-day spread, ``day_spread``) added to its bootstrap; None: not measured."""
     label, task = use_case.label_column, use_case.task
     regression = task == "regression"
     if frontier is None:
@@ -190,7 +288,8 @@ def concept_check(
     if current is not None:
         base["current"] = _quality(current, task)
     if regression:
-        return _judge_errors(reference, current, config, start, end, base)
+        days = _day_counts(spread, inside, baseline.frame, use_case)
+        return _judge_errors(reference, current, config, start, end, {**base, "day_spread": days}, spread)
     labelled = current.size if current else 0
     positives = current.positives if current else 0
     if labelled < config.min_labelled_rows or positives < config.min_positive_rows or positives == labelled:
@@ -234,6 +333,26 @@ def _note(text: str, sure: str, how_sure: str) -> str:
     return f"concept drift: {text}; {how_sure} {sure}" if sure else f"within limits: {text}"
 
 
+def _day_counts(
+    spread: DaySpread | None, served: pd.DataFrame, holdout: pd.DataFrame, use_case: UseCase
+) -> dict[str, Any]:
+    """The day-to-day spread the regressor's bootstrap adds, as the verdict shows it: the reference's days
+    and the effective days (``effective_days``) of the judged labelled rows and of the holdout. A holdout
+    logged without event times counts as one day (the widest)."""
+    spread = spread or DaySpread(np.empty((0, 2)), "not measured: no reference given")
+    labelled = served[served[use_case.label_column].notna()] if len(served) else served
+    served_days = effective_days(labelled["ts"]) if len(labelled) else None
+    time = use_case.time_column
+    holdout_days = effective_days(holdout[time]) if time in holdout else None
+    return {
+        "reference": spread.note,
+        "reference_days": spread.days,
+        "served_days": None if served_days is None else round(served_days, 2),
+        "holdout_days": None if holdout_days is None else round(holdout_days, 2),
+        "added": spread.measured and served_days is not None,
+    }
+
+
 def _judge_errors(
     reference: LabelledSample,
     current: LabelledSample | None,
@@ -241,6 +360,7 @@ def _judge_errors(
     start: datetime,
     end: datetime,
     base: dict[str, Any],
+    spread: DaySpread | None,
 ) -> ConceptCheck:
     """A regressor: drift when a bootstrap over units is ``confidence`` sure the served MAE (or RMSE) is more
     than ``max_mae_increase`` (``max_rmse_increase``) above the gate holdout's, as a ratio of it."""
@@ -262,13 +382,25 @@ def _judge_errors(
             f"{reference.distinct_units} units: too few to compare with (re-gate the champion)",
             **base,
         )
-    increased = surely_worse_errors(reference, current, config.confidence)
+    days = base["day_spread"]
+    shocks = (
+        day_shocks(spread, days["served_days"], days["holdout_days"] or 1.0, BOOTSTRAP_ROUNDS)
+        if spread is not None and days["added"]
+        else None
+    )
+    increased = surely_worse_errors(reference, current, config.confidence, day_shocks=shocks)
     limits = {"mae": config.max_mae_increase, "rmse": config.max_rmse_increase}
     worse = beyond(increased, limits)
     q, b = base["current"], base["baseline"]
+    spread_text = (
+        f"day-to-day spread added ({days['served_days']:g} served and {days['holdout_days'] or 1:g} holdout "
+        f"day(s); {days['reference']})"
+        if shocks is not None
+        else f"day-to-day spread not added ({days['reference']})"
+    )
     text = (
         f"MAE {q['mae']} vs {b['mae']} at the gate, RMSE {q['rmse']} vs {b['rmse']}, on {labelled} labelled "
-        f"rows of {units} units"
+        f"rows of {units} units; {spread_text}"
     )
     sure = ", ".join(f"{k.upper()} by >= {increased[k]:.1%} (allowed {limits[k]:.0%})" for k in worse)
     note = _note(text, sure, f"{config.confidence:.1%} sure it increased")

@@ -27,7 +27,7 @@ from loopline.config import Settings
 from loopline.config.drift_policy import DriftConfig, load_drift_config
 from loopline.config.use_case import UseCase, load_use_case
 from loopline.lineage import history
-from loopline.monitoring.concept import UNIT, Baseline, ConceptCheck, concept_check, lookback
+from loopline.monitoring.concept import UNIT, Baseline, ConceptCheck, concept_check, day_spread, lookback
 from loopline.monitoring.decide import POLICY_KINDS, DriftVerdict, decide, should_retrain
 from loopline.monitoring.reference import SCORE, Reference, load_reference
 from loopline.monitoring.reports import log_check, report_dir, write_reports
@@ -203,6 +203,7 @@ def check_concept(
         settings, reference.version, start, end, config.window.variants, now, use_case
     )
     threshold = config.concept.decision_threshold or serving_threshold
+    regression = use_case.task == "regression"
     return concept_check(
         served,
         load_baseline(settings.mlflow_uri, model_name, reference.version),
@@ -211,6 +212,7 @@ def check_concept(
         config.concept,
         threshold,
         use_case,
+        day_spread(reference.frame, use_case, config.calibration) if regression else None,
     )
 
 
