@@ -45,6 +45,7 @@ class World:
     version: str
     sim: object
     holdout: Path | None = None
+    training_set: Path | None = None  # what the champion was trained on
     model_name: str = MODEL_NAME
 
     def day_start(self, index: int) -> datetime:
@@ -139,7 +140,7 @@ def training_and_holdout(world: World, policy: Any, root: Path, first_day: int) 
     holdout = build_holdout(
         world.settings, policy, root / "holdout.parquet", labels_as_of=now, windows=plan.windows
     )
-    world.holdout = Path(holdout.path)
+    world.holdout, world.training_set = Path(holdout.path), Path(manifest.path)
     return manifest.path
 
 

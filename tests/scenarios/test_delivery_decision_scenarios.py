@@ -1,4 +1,4 @@
-"""The delivery use case's drift decisions on simulated cities, end to end through the real monitor
+"""The delivery use case's decisions on simulated cities: drift end to end through the real monitor
 (``run_check``) with the shipped delivery drift policy, a trained and gated champion, served days in a real
 prediction log and the minutes arriving at hand-over — the regressor's counterpart of
 ``test_drift_scenarios``.
@@ -18,6 +18,11 @@ not a false alarm. Seed 12 is such a city.
 
 ``LOOPLINE_DELIVERY_SCENARIO_SEEDS="3,8"`` runs other cities (the decisions must hold on cities they were
 not written against).
+
+The gate, on the same city: a really trained candidate that learned too little (one epoch at a tiny learning
+rate) is rejected on quality against the champion, naming its MAE. With ``test_drift_scenarios`` and
+``test_gate_scenarios`` (fraud) these are both use cases' decisions: no false retrain, drift caught, a
+worse candidate rejected.
 """
 
 from __future__ import annotations
@@ -80,3 +85,28 @@ def test_normal_days_request_nothing_and_slower_couriers_request_a_retrain_for_c
     ]
     (event,) = history.read(city.settings, kinds={"retrain_requested"})
     assert "concept_drift" in event.reason and "dataset_drift" not in event.reason, event.reason
+
+
+@pytest.mark.integration
+def test_a_candidate_that_learned_too_little_is_rejected_naming_its_mae(city) -> None:
+    from delivery_world import FAST_TRAINING, delivery_gate_policy
+
+    from loopline.gating.gate import run_gate
+    from loopline.training.config import load_config
+    from loopline.training.train import train
+
+    settings = city.settings
+    assert city.training_set is not None and city.holdout is not None
+    config = load_config(settings.policy_file("training"), [*FAST_TRAINING, "epochs=1", "lr=0.00001"])
+    worse = train(str(city.training_set), config, tracking_uri=settings.mlflow_uri, use_case=DELIVERY)
+    assert worse is not None
+    verdict = run_gate(
+        settings,
+        worse.version,
+        city.holdout,
+        model_name=DELIVERY.model_name,
+        policy=delivery_gate_policy(settings),
+    )
+    assert not verdict.passed and verdict.checks_passed()["quality"] is False, verdict.why
+    assert verdict.comparison.kind == "vs_champion", verdict.comparison
+    assert any(r.startswith("quality: mae") for r in verdict.reasons), verdict.reasons
