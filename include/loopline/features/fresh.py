@@ -3,15 +3,16 @@
 :class:`FreshFeatures` holds the recent events (``streaming.EventWindows``, over the use case's
 ``FeatureDefinitions.streaming``) of one serving process:
 
-* at start, the curated events of the longest window before the materialisation watermark, plus what
-  the prediction log recorded as served since (its backlog: served before the batch was ingested);
+* at start, the curated events of ``history_us`` before the materialisation watermark (the longest window
+  plus the views' TTL: ``check_history``), plus what the prediction log recorded as served since (its
+  backlog: served before the batch was ingested);
 * before each batch: what other replicas served meanwhile (read from the shared prediction log,
   which commits every answered prediction before its answer goes out) and the batch itself;
 * when materialisation advances: the newly curated transactions (late or unscored ones included).
 
 The lookup (``online.OnlineFeatures.lookup``) computes each row here, at the same instant the offline join
 uses (the transaction's time minus 1 µs), whenever this process holds every event that row depends on:
-the curated history of the longest window before the transaction, the batches materialised since and
+the curated history of ``history_us`` before the transaction, the batches materialised since and
 everything any replica served. That is the same state the online store holds or is about to hold (it is
 the code that writes it), without a store read on the scoring path. Otherwise (not bootstrapped yet, a
 transaction older than the history held) it reads the Feast online store and, where this process knows
@@ -64,6 +65,37 @@ SLACK_US = 24 * 3_600 * 1_000_000  # events kept beyond the longest window (out-
 EVERYTHING_US = -(1 << 62)  # "complete since forever": no curated history exists, all events were served
 
 ServedEvents = Callable[[], list[StreamEvent]]
+
+
+def check_history(use_case: str, streaming: StreamingFeatures, store: FeatureStore) -> None:
+    """Refuse (``FreshFeaturesUnavailable``) a ``history_us`` too short for a table: a row is served up to
+    its view's TTL after the entity's newest event and counts the table's longest window before that event,
+    so computed from less history it would be undercounted for an entity idle a while, not just stale."""
+    from feast.errors import FeatureViewNotFoundException
+
+    for table in streaming.tables:
+        try:
+            ttl = store.get_feature_view(table.name).ttl
+        except FeatureViewNotFoundException:
+            continue  # not registered yet: the writer's own check names it
+        ttl_us = int(ttl.total_seconds() * 1_000_000) if ttl else 0
+        if not ttl_us:
+            raise FreshFeaturesUnavailable(
+                f"feature view {table.name!r} has no TTL, so a served row may depend on events of any age: "
+                "give the view a TTL (its longest window is the usual one) to serve fresh features"
+            )
+        needed = table.window_us + ttl_us
+        if streaming.history_us < needed:
+            raise FreshFeaturesUnavailable(
+                f"use case {use_case!r}: StreamingFeatures.history_us is {_days(streaming.history_us)}, shorter "
+                f"than the longest window of {table.name!r} ({_days(table.window_us)}) plus its view's TTL "
+                f"({_days(ttl_us)}): a row served up to its TTL after an entity's newest event counts the "
+                f"window before that event; set history_us to at least {_days(needed)}"
+            )
+
+
+def _days(us: int) -> str:
+    return f"{us / 86_400e6:g} d" if us >= 86_400_000_000 else f"{us / 3_600e6:g} h"
 
 
 def _no_event(row: Any) -> StreamEvent:
@@ -209,7 +241,7 @@ class FreshFeatures:
     # --- loading ------------------------------------------------------------------------------------
 
     def bootstrap(self, served_backlog: Iterable[StreamEvent] | None = None) -> FreshFeatures:
-        """The curated 30 days before the watermark, then what was served since.
+        """The curated ``history_us`` before the watermark, then what was served since.
 
         Refuses (``FreshFeaturesUnavailable``) where this process cannot see the curated store and the
         watermark that the online store was built from: a state computed without that history would be
@@ -254,9 +286,9 @@ class FreshFeatures:
                     "check-served` measures the skew)"
                 )
         if self.writer is None:  # needs the feature views registered (the first materialisation does it)
-            self.writer = OnlineStateWriter(
-                self._store or feature_store(self.settings), [table.table for table in self.streaming.tables]
-            )
+            store = self._store or feature_store(self.settings)
+            check_history(self.use_case.name, self.streaming, store)
+            self.writer = OnlineStateWriter(store, [table.table for table in self.streaming.tables])
         self._until = materialized_until(self.settings)
         if self._until is None and curated_time_range(self.settings) is not None:
             raise FreshFeaturesNotReady(
@@ -349,8 +381,9 @@ class FreshFeatures:
         self.stats.events_streamed += len(new_own)
 
     def computes(self, as_of_us: int) -> bool:
-        """Whether the windows hold every event a row as of ``as_of_us`` depends on (the longest window,
-        which no view's TTL exceeds), so ``state`` is the row itself and the store need not be read."""
+        """Whether the windows hold every event a row as of ``as_of_us`` depends on (``history_us``: the
+        longest window before an entity's newest event, itself up to the view's TTL old; ``check_history``),
+        so ``state`` is the row itself and the store need not be read."""
         return (
             self.ready
             and self._complete_from_us is not None

@@ -116,7 +116,8 @@ def _write_online_states(
     from loopline.features.streaming import EventWindows, epoch_us
 
     windows = EventWindows(streaming)
-    history_start = online_start - timedelta(microseconds=streaming.history_us)
+    # The state after each event since online_start needs the longest window before it (not the TTL).
+    history_start = online_start - timedelta(microseconds=streaming.longest_window_us)
     load_curated_window(settings, windows, history_start, until)
     windows.add(served)
     touched = windows.touched(windows.events_since(epoch_us(online_start)))  # curated or served

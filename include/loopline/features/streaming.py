@@ -332,12 +332,13 @@ def _key_getter(keys: tuple[str, ...]) -> Callable[[Any], Key | None]:
 @dataclass(frozen=True)
 class StreamTable:
     """One aggregate table kept fresh: ``table`` (its name, keys and features), ``row`` (its features after
-    an entity's newest event in the windows), ``totals`` (the running totals ``row`` reads through
-    ``Timeline.window_total``, by position) and ``first_seen`` (a feature holding the entity's first event
-    time in seconds over all history, or None)."""
+    an entity's newest event in the windows), ``window_us`` (the longest window ``row`` reads), ``totals``
+    (the running totals ``row`` reads through ``Timeline.window_total``, by position) and ``first_seen`` (a
+    feature holding the entity's first event time in seconds over all history, or None)."""
 
     table: AggregateTable
     row: RowBuilder
+    window_us: int
     totals: tuple[Total, ...] = ()
     first_seen: str | None = None
     key: Callable[[Any], Key | None] = field(init=False, repr=False, compare=False)
@@ -356,7 +357,9 @@ class StreamingFeatures:
     (``FeatureDefinitions.streaming``).
 
     ``tables``: its streaming tables; the first holds every event (its key is the unit every event has).
-    ``history_us``: the longest window (events older than the newest minus this no state needs).
+    ``history_us``: how far back the events a served row depends on reach: a row is read up to its view's
+    TTL after the entity's newest event and counts the window before that event, so at least the longest
+    ``window_us + TTL`` of its tables (serving refuses a shorter one, naming the table).
     ``event``: a request's event (its JSON fields, as scored and logged) as a :class:`StreamEvent`.
     ``events``: its curated events (a frame of its event columns) as :class:`StreamEvent` s, vectorised.
     """
@@ -365,6 +368,11 @@ class StreamingFeatures:
     history_us: int
     event: Callable[[Mapping[str, Any]], StreamEvent]
     events: Callable[[pd.DataFrame], Sequence[StreamEvent]]
+
+    @property
+    def longest_window_us(self) -> int:
+        """The longest window of any table: what the state after an event needs before it."""
+        return max((table.window_us for table in self.tables), default=0)
 
     def table(self, name: str) -> StreamTable:
         for table in self.tables:

@@ -354,6 +354,27 @@ def test_fresh_features_refuse_where_the_batch_history_is_not_visible(world, tmp
         FreshFeatures(unmaterialised).bootstrap()
 
 
+def test_a_history_shorter_than_window_plus_ttl_is_refused_naming_the_table(world):
+    """A customer's row is served up to its 30-day TTL after their newest transaction and counts the 30 days
+    before it: computed from 30 days of history only, an idle customer's counts would be short, so serving
+    refuses such a use case instead (the shipped 60 days pass)."""
+    from dataclasses import replace
+
+    from loopline.features.fresh import FreshFeaturesUnavailable, check_history
+    from loopline.features.streaming import D30
+    from loopline.usecases.fraud.features.streaming import STREAMING
+
+    settings, _, _ = world
+    store = feature_store(settings)
+    check_history("fraud", STREAMING, store)
+    fresh = FreshFeatures(settings)
+    fresh.streaming = replace(STREAMING, history_us=D30)
+    with pytest.raises(FreshFeaturesUnavailable, match="history_us is 30 d") as refused:
+        fresh.bootstrap()
+    assert "the longest window of 'customer_velocity' (30 d) plus its view's TTL (30 d)" in str(refused.value)
+    assert "at least 60 d" in str(refused.value) and not fresh.ready
+
+
 STORAGE_URL, STATE_DB_URL = "s3://loopline", "postgresql://serving:pw@postgres.example:5432/loopline"
 
 

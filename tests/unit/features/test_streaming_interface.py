@@ -89,7 +89,7 @@ def order(row: Any) -> Order:
 
 
 STREAMING = StreamingFeatures(
-    tables=(StreamTable(SHOP_LOAD, shop_row, totals=(lambda e: e.value,), first_seen="first_order_s"),),
+    tables=(StreamTable(SHOP_LOAD, shop_row, H1, totals=(lambda e: e.value,), first_seen="first_order_s"),),
     history_us=H1,
     event=order,
     events=lambda frame: [order(r) for r in frame.to_dict("records")],

@@ -72,7 +72,7 @@ def count_stream_table(table: AggregateTable, windows: Mapping[str, int]) -> Str
     """``table`` kept fresh, when each of its features is a count over the window ``windows`` gives it."""
     if set(windows) != set(table.features):
         raise ValueError(f"{table.name}: windows for {sorted(windows)}, features {sorted(table.features)}")
-    return StreamTable(table, counts(windows))
+    return StreamTable(table, counts(windows), window_us=max(windows.values()))
 
 
 def streaming_features(

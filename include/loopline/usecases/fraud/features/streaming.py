@@ -53,7 +53,9 @@ from loopline.usecases.fraud.features.tables import (
 if TYPE_CHECKING:
     import pandas as pd
 
-HISTORY_US = D30  # the longest window
+# A customer's row is read up to its view's TTL (30 d, feature_repo/fraud/features.py) after their newest
+# transaction and counts the 30 days before it: a served row may depend on events 60 days old.
+HISTORY_US = D30 + D30
 TABLES_BY_NAME = {table.name: table for table in TABLES}
 
 
@@ -240,16 +242,20 @@ def _count_30d(line: Timeline, end: int, newest: int) -> int:
 
 STREAMING = StreamingFeatures(
     tables=(
-        StreamTable(CUSTOMER_VELOCITY, _customer_velocity, totals=_CUSTOMER_TOTALS),  # every transaction's
-        StreamTable(MERCHANT_STATS, _merchant_stats, totals=(_AMOUNT,)),
+        StreamTable(
+            CUSTOMER_VELOCITY, _customer_velocity, D30, totals=_CUSTOMER_TOTALS
+        ),  # every transaction's
+        StreamTable(MERCHANT_STATS, _merchant_stats, D7, totals=(_AMOUNT,)),
         StreamTable(
             CUSTOMER_DEVICE,
             lambda line, end, newest, slot: {"dev_tx_count_30d": _count_30d(line, end, newest)},
+            D30,
             first_seen="dev_first_seen_epoch_s",
         ),
         StreamTable(
             CUSTOMER_CHANNEL,
             lambda line, end, newest, slot: {"chan_tx_count_30d": _count_30d(line, end, newest)},
+            D30,
         ),
     ),
     history_us=HISTORY_US,
