@@ -69,9 +69,7 @@ def deploy_canary():
         version, reason = challenger_from_events(context)
         start = begin(
             settings,
-            load_canary_policy(
-                settings.canary_policy or settings.policy_file("canary"), config_dir=settings.config_dir
-            ),
+            load_canary_policy(settings.canary_policy or settings.policy_file("canary")),
             version,
             reason=reason,
         )

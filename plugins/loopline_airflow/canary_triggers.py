@@ -38,9 +38,7 @@ def policy_for_run(params: dict[str, Any]) -> dict[str, Any]:
 
     settings = get_settings()
     # LOOPLINE_CANARY_POLICY (e.g. the demo's seconds-long bake) else the use case's canary policy.
-    policy = load_canary_policy(
-        settings.canary_policy or settings.policy_file("canary"), config_dir=settings.config_dir
-    ).with_overrides(
+    policy = load_canary_policy(settings.canary_policy or settings.policy_file("canary")).with_overrides(
         bake_seconds=params.get("bake_seconds"),
         min_requests=params.get("min_requests"),
         max_bake_seconds=params.get("max_bake_seconds"),

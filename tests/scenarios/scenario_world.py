@@ -55,9 +55,10 @@ class World:
 def shipped_gate_policy():
     """The shipped gate policy with the serving-path checks (latency, infra) off: the worlds have no online
     store, and the scenarios are about what is decided from data."""
-    from loopline.gating.policy import default_policy_path, load_policy
+    from loopline.gating.policy import load_policy
 
-    policy = load_policy(default_policy_path(REPO_ROOT))
+    # The worlds are fraud's (its simulator): its gate policy, whatever the environment's use case is.
+    policy = load_policy(Settings(use_case="fraud", project_dir=REPO_ROOT).policy_file("gate"))
     return policy.model_copy(
         update={
             "latency": policy.latency.model_copy(update={"enabled": False}),

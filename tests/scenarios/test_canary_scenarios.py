@@ -47,7 +47,7 @@ BROKEN_MIN_SECONDS = 30.0
 
 def canary_policy(first_share: float, min_seconds: float) -> CanaryPolicy:
     """The shipped policy (its health rule included) with two steps and a test-sized bake."""
-    data = load_canary_policy(config_dir=CONFIG_DIR).model_dump()
+    data = load_canary_policy(CONFIG_DIR / "canary.yaml").model_dump()
     data["steps"] = [first_share, 1.0]
     data["bake"] = {
         "min_requests": 30,
@@ -58,7 +58,7 @@ def canary_policy(first_share: float, min_seconds: float) -> CanaryPolicy:
     # Same-model noise on a shared 2-core machine (as tests/unit/deployment/test_canary.py): loose relative
     # limits, a few dozen sticky customers.
     data["analysis"]["latency"].update(slack_ms=20.0, max_p95_ms=100.0)
-    data["analysis"]["score_shift"].update(max_psi=2.0, min_customers=10)
+    data["analysis"]["score_shift"].update(max_psi=2.0, min_units=10)
     for check in ("errors", "latency", "score_shift"):
         data["analysis"][check]["min_requests"] = 30
     return CanaryPolicy.model_validate(data)

@@ -38,8 +38,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
     settings = get_settings()
     try:
         policy = load_canary_policy(
-            args.policy or settings.canary_policy or settings.policy_file("canary"),
-            config_dir=settings.config_dir,
+            args.policy or settings.canary_policy or settings.policy_file("canary")
         ).with_overrides(
             bake_seconds=args.bake_seconds,
             min_requests=args.min_requests,

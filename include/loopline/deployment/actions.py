@@ -6,7 +6,7 @@ Write order matters, because replicas may read between two writes:
 - promote moves ``champion`` to the challenger *first* (a challenger equal to the champion means no
   split), then clears the challenger alias and the traffic tag; the old champion keeps the alias
   ``previous_champion`` as the fallback;
-- roll back sets the traffic to 0 *first* (no customer routed to it any more), then removes the alias.
+- roll back sets the traffic to 0 *first* (no unit routed to it any more), then removes the alias.
 """
 
 from __future__ import annotations

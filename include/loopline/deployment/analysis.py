@@ -46,19 +46,20 @@ BOOTSTRAP_ROUNDS = 400  # resamples of units (O(labelled rows) each)
 class VariantWindow:
     """One variant's live predictions in the analysis window.
 
-    ``errors`` counts its transactions that failed to score (from the service's metrics; the prediction
+    ``errors`` counts its events that failed to score (from the service's metrics; the prediction
     log holds answered ones only); None when they could not be read, which blocks promotion.
-    ``customer_ids`` (per row, "" when unknown) lets labelled quality resample whole customers.
+    ``unit_ids`` (per row, "" when unknown) lets labelled quality resample whole units (routing is sticky
+    per unit, so rows of one unit are not independent).
     """
 
     version: str
     scores: tuple[float, ...] = ()
     latencies_ms: tuple[float, ...] = ()
-    transaction_ids: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
     decisions: tuple[bool, ...] = ()
     errors: int | None = 0
-    customers: int | None = None  # distinct customers in the window (None: unknown)
-    customer_ids: tuple[str, ...] = ()
+    units: int | None = None  # distinct units in the window (None: unknown)
+    unit_ids: tuple[str, ...] = ()
 
     @property
     def answered(self) -> int:
@@ -71,18 +72,16 @@ class VariantWindow:
     @classmethod
     def from_frame(cls, frame: Any, version: str, errors: int | None) -> VariantWindow:
         """From ``PredictionLog.read`` rows of one variant and version."""
-        customers = frame[LOG_UNIT] if LOG_UNIT in frame else None
+        units = frame[LOG_UNIT] if LOG_UNIT in frame else None
         return cls(
             version=str(version),
             scores=tuple(float(s) for s in frame["score"]),
             latencies_ms=tuple(float(v) for v in frame["latency_ms"]),
-            transaction_ids=tuple(str(t) for t in frame[LOG_EVENT_ID]),
+            event_ids=tuple(str(t) for t in frame[LOG_EVENT_ID]),
             decisions=tuple(bool(d) for d in frame["decision"]),
             errors=errors,
-            customers=None if customers is None else int(customers.nunique()),
-            customer_ids=()
-            if customers is None
-            else tuple(c if isinstance(c, str) else "" for c in customers),
+            units=None if units is None else int(units.nunique()),
+            unit_ids=() if units is None else tuple(u if isinstance(u, str) else "" for u in units),
         )
 
 
@@ -148,7 +147,7 @@ class CanaryVerdict:
 class ServingHealth:
     """What serving saw of the challenger in the step so far, summed over every replica.
 
-    ``answered``: its rows in the prediction log; ``failed``: its failed transactions; ``load_failures``:
+    ``answered``: its rows in the prediction log; ``failed``: its failed predictions; ``load_failures``:
     failed attempts to load it (None: could not be counted). ``champion_*``: the champion's window, to tell
     a challenger's own failure from a shared outage. The error texts are the first each replica reported.
     """
@@ -326,7 +325,7 @@ def check_score_shift(
     policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow, final: bool = True
 ) -> CheckResult:
     """PSI of the challenger's scores against the champion's, scores below ``resolution`` counted as one band.
-    Too few distinct customers: not judged at an
+    Too few distinct units: not judged at an
     intermediate step, insufficient (blocking) at the final one — a model is never promoted unjudged."""
     rule = policy.analysis.score_shift
     short = _short(
@@ -335,18 +334,18 @@ def check_score_shift(
     if short:
         return short
     few = {
-        k: w.customers
+        k: w.units
         for k, w in (("champion", champion), ("challenger", challenger))
-        if w.customers is not None and w.customers < rule.min_customers
+        if w.units is not None and w.units < rule.min_units
     }
     if few:
-        # Routing is sticky per customer: a handful of customers make a lumpy distribution whatever the
-        # model. Not judged at an early step (larger steps have the customers); at the last, blocking.
+        # Routing is sticky per unit: a handful of units make a lumpy distribution whatever the
+        # model. Not judged at an early step (larger steps have the units); at the last, blocking.
         return CheckResult(
             "score_shift",
             "insufficient" if final else "skipped",
-            f"distinct customers {per_variant(few)}, fewer than the {rule.min_customers} needed",
-            {"customers": few},
+            f"distinct units {per_variant(few)}, fewer than the {rule.min_units} needed",
+            {"units": few},
         )
     # Quantile bins of a near-zero crowd would measure calibration nobody acts on: below the resolution,
     # every score is one band.
@@ -398,11 +397,11 @@ class LabelledSample:
         are each their own unit."""
         latest: dict[str, tuple[float, float, bool, str]] = {}
         for i, (event, score, decision) in enumerate(
-            zip(window.transaction_ids, window.scores, window.decisions, strict=False)
+            zip(window.event_ids, window.scores, window.decisions, strict=False)
         ):
             label = labels.get(event)
             if label is not None:
-                unit = window.customer_ids[i] if i < len(window.customer_ids) else ""
+                unit = window.unit_ids[i] if i < len(window.unit_ids) else ""
                 latest[event] = (float(label), float(score), bool(decision), unit or f"event:{event}")
         rows = list(latest.values())
         scores = np.array([r[1] for r in rows], dtype="float64")

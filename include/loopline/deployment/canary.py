@@ -4,7 +4,7 @@ them in one process (CLI, tests):
     begin → for each phase (optional shadow, then the traffic steps): begin_step → bake → judge_step
           → promote, or roll back at the first failed (or unjudgeable) step.
 
-Everything handed between steps is a small JSON-safe dict (XCom, trigger kwargs). Failed transactions
+Everything handed between steps is a small JSON-safe dict (XCom, trigger kwargs). Failed predictions
 are counted over every serving replica by the plan's ``ErrorSource`` (``error_source`` picks it; how it
 counts: include/loopline/deployment/windows.py); counts it cannot give block promotion, with its reason.
 
@@ -63,7 +63,7 @@ class CanaryPlan:
     metrics_url: str  # one process's /metrics: where errors are counted when ``errors_from`` is None
     started_at: float = 0.0  # epoch seconds: the champion's reference window may reach back to here
     errors_at_start: dict[str, Any] | None = None  # ErrorSource.mark() then
-    errors_from: ErrorSource | None = None  # where failed transactions are counted (every replica)
+    errors_from: ErrorSource | None = None  # where failed predictions are counted (every replica)
 
     @property
     def error_source(self) -> ErrorSource:
@@ -149,7 +149,7 @@ def default_metrics_url(settings: Settings) -> str:
 def error_source(
     settings: Settings, policy: CanaryPolicy, metrics_url: str | Sequence[str] | None = None
 ) -> ErrorSource:
-    """Where this canary counts failed transactions: the ``/metrics`` URL(s) given (CLI, tests); else the
+    """Where this canary counts failed predictions: the ``/metrics`` URL(s) given (CLI, tests); else the
     policy's ``analysis.errors.source.metrics_urls``; else Prometheus at ``LOOPLINE_PROMETHEUS_URL`` (every
     replica it scrapes); else the serving URL's own ``/metrics`` (one process)."""
     rule = policy.analysis.errors.source
@@ -229,7 +229,7 @@ def begin(
 def _failed(
     plan: CanaryPlan, mark: dict[str, Any] | None, since: float, until: float
 ) -> tuple[WindowCounts | None, str | None]:
-    """Failed transactions (and load attempts) per (variant, version) in the window, or None and why they
+    """Failed predictions (and load attempts) per (variant, version) in the window, or None and why they
     cannot be counted."""
     try:
         return plan.error_source.count_all(mark, since, until), None
@@ -372,7 +372,7 @@ def _labelled_windows(
     settings: Settings, plan: CanaryPlan, step: StepState, until: float
 ) -> tuple[VariantWindow, VariantWindow, dict[str, float]]:
     """Labelled quality is judged on everything the canary has served so far — labels come late, so a step's
-    own transactions rarely have theirs yet: the champion's rows and the challenger's (live and shadow)
+    own events rarely have theirs yet: the champion's rows and the challenger's (live and shadow)
     since the canary began, and the labels that have arrived for them."""
     import pandas as pd
 
@@ -387,7 +387,7 @@ def _labelled_windows(
     )
     champion = VariantWindow.from_frame(champion_rows, plan.champion, 0)
     challenger = VariantWindow.from_frame(challenger_rows, plan.version, 0)
-    ids = set(champion.transaction_ids) | set(challenger.transaction_ids)
+    ids = set(champion.event_ids) | set(challenger.event_ids)
     return champion, challenger, (windows.arrived_labels(settings, ids) if ids else {})
 
 

@@ -9,7 +9,7 @@ Decisions made here, and why:
   the canary can be re-triggered once traffic is back);
 - labelled quality waits for labels (they arrive days later): short of ``min_labelled`` it is skipped,
   unless ``required`` makes it blocking;
-- failed transactions are counted over every serving replica (``analysis.errors.source``; how, and why
+- failed predictions are counted over every serving replica (``analysis.errors.source``; how, and why
   that way: include/loopline/deployment/windows.py), and counts that cannot be read block promotion;
 - a challenger broken in serving (it cannot load, or fails every request it is routed) is rolled back at
   the next bake poll (``analysis.health``), not after ``max_seconds`` as "not enough traffic": waiting
@@ -19,13 +19,15 @@ Decisions made here, and why:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from loopline.config.use_case import UseCase, load_use_case
-from loopline.config.yaml_files import StrictModel, describe_validation_error, load_model_file
+from loopline.config.yaml_files import StrictModel, describe_validation_error, load_model_file, refuse_renamed
 from loopline.deployment.windows import check_http_url, check_selector
+
+if TYPE_CHECKING:
+    from loopline.config import Settings
 
 
 class CanaryPolicyError(ValueError):
@@ -52,7 +54,7 @@ class Bake(StrictModel):
 
 
 class ErrorSourcePolicy(StrictModel):
-    """Where failed transactions are counted. ``metrics_urls``: each of a fixed set of replicas, summed
+    """Where failed predictions are counted. ``metrics_urls``: each of a fixed set of replicas, summed
     (wins over Prometheus); else Prometheus at ``LOOPLINE_PROMETHEUS_URL`` (every replica it scrapes,
     narrowed by ``prometheus_selector``); else the serving URL's own ``/metrics`` (one process)."""
 
@@ -100,10 +102,18 @@ class ScoreShiftCheck(StrictModel):
     max_psi: float = Field(default=0.25, gt=0)
     bins: int = Field(default=10, ge=2, le=100)
     min_requests: int = Field(default=200, ge=1)
-    min_customers: int = Field(default=30, ge=1)  # fewer per variant: skipped; at the last step, blocking
+    # Distinct units (routing's, e.g. customers) per variant; fewer: skipped, at the last step blocking.
+    min_units: int = Field(default=30, ge=1)
     # Scores below this are one band: a fraud score sits ~99 % near zero, and two models that differ only in
     # how confidently they score the obvious genuine traffic make the same decisions (0: no band).
     resolution: float = Field(default=0.01, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # The key said "customers" while it counts any use case's unit; an old file must not silently
+        # fall back to the default minimum.
+        return refuse_renamed(data, {"min_customers": "min_units"})
 
 
 # The labelled check's keys that judge one task only: set for the other task's use case, they are refused.
@@ -175,8 +185,7 @@ class CanaryPolicy(StrictModel):
             raise ValueError(f"every step must be a share in (0, 1], got {list(steps)}")
         if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
             raise ValueError(
-                f"steps must increase strictly (a ramp only moves customers to the challenger), "
-                f"got {list(steps)}"
+                f"steps must increase strictly (a ramp only moves units to the challenger), got {list(steps)}"
             )
         return steps
 
@@ -228,21 +237,14 @@ class CanaryPolicy(StrictModel):
             raise CanaryPolicyError(describe_validation_error(exc, "invalid canary overrides")) from None
 
 
-def policy_path(config_dir: Path, use_case: UseCase | None = None) -> Path:
-    """The use case's ``canary.yaml`` when its ``policies_dir`` holds one, else ``config_dir/canary.yaml``.
-    ``use_case``: default the configured one (``LOOPLINE_USE_CASE``)."""
-    if use_case is None:
+def load_canary_policy(path: Path | None = None, settings: Settings | None = None) -> CanaryPolicy:
+    """``path``, else the canary policy of ``settings``' use case (``Settings.policy_file("canary")``: its own
+    ``canary.yaml`` or the platform's; ``settings`` default: the configured ones); an explicit path must exist,
+    a missing default file means the defaults."""
+    if settings is None:
         from loopline.config import get_settings
 
-        use_case = load_use_case(get_settings().use_case)
-    return use_case.policy_file("canary", Path(config_dir))
-
-
-def load_canary_policy(path: Path | None = None, config_dir: Path | None = None) -> CanaryPolicy:
-    """``path``, else the use case's ``canary.yaml`` or ``config_dir/canary.yaml`` (``policy_path``; default
-    the settings' config dir); an explicit path must exist, a missing default file means the defaults."""
-    if config_dir is None:
-        from loopline.config import get_settings
-
-        config_dir = get_settings().config_dir
-    return load_model_file(CanaryPolicy, path, policy_path(config_dir), "canary policy", CanaryPolicyError)
+        settings = get_settings()
+    return load_model_file(
+        CanaryPolicy, path, settings.policy_file("canary"), "canary policy", CanaryPolicyError
+    )

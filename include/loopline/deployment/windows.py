@@ -1,8 +1,8 @@
-"""What the canary reads: per-variant windows of the prediction log, failed transactions summed over every
+"""What the canary reads: per-variant windows of the prediction log, failed predictions summed over every
 serving replica, and the labels that have arrived.
 
 Errors, and why not from the prediction log: it holds only answered predictions, so a failure leaves no
-row there. Each serving process counts failed transactions per variant and version
+row there. Each serving process counts failed predictions per variant and version
 (``loopline_prediction_errors_total``, include/loopline/serving/metrics.py). Behind several replicas
 (compose's serving-a/serving-b, Kubernetes' Deployment + HPA) every replica counts its own, so the canary
 needs the sum over all of them. ``ErrorSource`` is where it gets them, chosen once per canary
@@ -77,7 +77,7 @@ def read_predictions(settings: Settings, since: float, until: float, variant: st
 
 @dataclass(frozen=True)
 class Scrape:
-    """One process's counters now: failed transactions and failed load attempts per (variant, version),
+    """One process's counters now: failed predictions and failed load attempts per (variant, version),
     and the first error text it saw per (stage, variant, version)."""
 
     errors: dict[Key, float] = field(default_factory=dict)
@@ -172,7 +172,7 @@ def decode_mark(data: dict[str, Any]) -> tuple[dict[Key, float], dict[Key, float
 
 @dataclass(frozen=True)
 class WindowCounts:
-    """What serving counted in a window, summed over replicas: failed transactions (``errors``) and failed
+    """What serving counted in a window, summed over replicas: failed predictions (``errors``) and failed
     load attempts per (variant, version), and a first error text per (stage, variant, version).
     ``load_failures`` None: they could not be counted (a mark from before they were)."""
 
@@ -211,7 +211,7 @@ _SELECTOR = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*$")
 
 
 class ErrorsUnavailable(RuntimeError):
-    """The window's failed transactions cannot be counted; the message says why (it blocks promotion)."""
+    """The window's failed predictions cannot be counted; the message says why (it blocks promotion)."""
 
 
 def check_http_url(url: str, what: str) -> str:
@@ -268,7 +268,7 @@ def prometheus_query(
 
 
 def window_errors(result: list[dict[str, Any]], since: float, until: float, where: str) -> dict[Key, int]:
-    """Failed transactions per (variant, version) in ``(since, until]`` from the raw samples of the error
+    """Failed predictions per (variant, version) in ``(since, until]`` from the raw samples of the error
     counters and of ``REPLICA_METRIC`` (a Prometheus matrix ``result``), summed over replicas."""
     return window_counts(result, since, until, where).errors
 
@@ -312,7 +312,7 @@ def window_counts(result: list[dict[str, Any]], since: float, until: float, wher
 
 @dataclass(frozen=True)
 class ErrorSource:
-    """Where a canary counts failed transactions: Prometheus (every replica it scrapes, ``selector`` narrowing
+    """Where a canary counts failed predictions: Prometheus (every replica it scrapes, ``selector`` narrowing
     them) or the ``/metrics`` of each of ``metrics_urls`` (a fixed set of processes)."""
 
     metrics_urls: tuple[str, ...] = ()
@@ -350,7 +350,7 @@ class ErrorSource:
             return None
 
     def count(self, mark: dict[str, Any] | None, since: float, until: float) -> dict[Key, int]:
-        """Failed transactions per (variant, version) between ``since`` (when ``mark`` was taken) and ``until``
+        """Failed predictions per (variant, version) between ``since`` (when ``mark`` was taken) and ``until``
         (now), summed over the replicas; ``ErrorsUnavailable`` when they cannot be counted."""
         return self.count_all(mark, since, until).errors
 

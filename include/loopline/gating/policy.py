@@ -262,17 +262,6 @@ def policy_from_dict(data: dict[str, Any]) -> GatePolicy:
         raise GatePolicyError(describe_validation_error(exc, "invalid gate policy")) from None
 
 
-def default_policy_path(project_dir: Path, use_case: UseCase | None = None) -> Path:
-    """The use case's ``gate.yaml`` when its ``policies_dir`` holds one, else the platform default
-    ``include/config/gate.yaml``. ``use_case``: default the configured one (``LOOPLINE_USE_CASE``)."""
-    if use_case is None:
-        from loopline.config import get_settings
-        from loopline.config.use_case import load_use_case
-
-        use_case = load_use_case(get_settings().use_case)
-    return use_case.policy_file("gate", project_dir / "include" / "config")
-
-
 def load_policy(path: str | Path) -> GatePolicy:
     """Read and validate the gate policy at ``path``."""
     return load_policy_file(path, GatePolicy, "gate policy", GatePolicyError)

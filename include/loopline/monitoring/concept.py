@@ -203,9 +203,9 @@ def sample(frame: pd.DataFrame, threshold: float, use_case: UseCase) -> Labelled
     window = VariantWindow(
         version="",
         scores=tuple(scores.tolist()),
-        transaction_ids=tuple(labelled[id_column].astype(str)),
+        event_ids=tuple(labelled[id_column].astype(str)),
         decisions=tuple((scores >= threshold).tolist()),
-        customer_ids=_units(labelled, use_case),
+        unit_ids=_units(labelled, use_case),
     )
     values = labelled[label].astype(int if use_case.task == "binary_classification" else float)
     return LabelledSample.join(window, dict(zip(labelled[id_column].astype(str), values, strict=True)))

@@ -368,7 +368,8 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
         slice_entities=config.fresh_features.write_slice,
         coalesce_s=config.fresh_features.coalesce_s,
     )
-    feed = AnsweredFeed(plog, known=fresh.knows)
+    # The app's own settings' use case reads the served rows, not the process environment's default.
+    feed = AnsweredFeed(plog, known=fresh.knows, settings=settings)
     fresh.served = feed
     fresh.backlog = lambda: feed.backlog(datetime.now(UTC) - timedelta(days=31))
     try:

@@ -755,23 +755,27 @@ def _events(
 class AnsweredFeed:
     """What every replica answered since the last call, as feature events: the serving engine's
     ``served_events`` (``features.fresh``). ``known(event_id)`` skips rows already counted; ``to_event``
-    reads a logged event (default: as the configured use case's streaming features do)."""
+    reads a logged event (default: as the streaming features of ``settings``' use case do; no ``settings``:
+    the configured one). A server passes the settings it was given: its replicas' events are read as its own
+    use case's, whatever ``LOOPLINE_USE_CASE`` says in the process."""
 
     def __init__(
         self,
         prediction_log: AnyPredictionLog,
         known: Callable[[str], bool] | None = None,
         to_event: ToEvent | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.log = prediction_log
         self.known = known
         self.after = prediction_log.newest_id()
         self._to_event = to_event
+        self._settings = settings
 
     @property
     def to_event(self) -> ToEvent:
         if self._to_event is None:
-            self._to_event = _configured_event()
+            self._to_event = _configured_event(self._settings)
             if self._to_event is None:
                 raise ValueError("the configured use case defines no streaming features: no feature events")
         return self._to_event

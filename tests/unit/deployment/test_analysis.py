@@ -30,7 +30,7 @@ def window(
         version=version,
         scores=tuple(scores.tolist()),
         latencies_ms=tuple(latencies.tolist()),
-        transaction_ids=tuple(f"{prefix}{i}" for i in range(n)),
+        event_ids=tuple(f"{prefix}{i}" for i in range(n)),
         decisions=tuple(bool(s >= 0.5) for s in scores),
         errors=errors,
     )
@@ -118,7 +118,7 @@ def test_psi_is_zero_for_the_same_sample_and_grows_with_shift() -> None:
 def labels_for(w: VariantWindow, rng: np.random.Generator, informative: bool) -> dict[str, int]:
     """Ground truth: fraud mostly where the score is high (informative) or at random."""
     out = {}
-    for tx, s in zip(w.transaction_ids, w.scores, strict=True):
+    for tx, s in zip(w.event_ids, w.scores, strict=True):
         p = min(1.0, s * 3) if informative else 0.15
         out[tx] = int(rng.random() < p)
     return out
@@ -167,7 +167,7 @@ def test_labelled_pr_auc_is_the_gates_average_precision_ties_included() -> None:
     assert ap == pytest.approx(pr_auc(truth, scores), abs=1e-12)
     assert recall == pytest.approx(((scores >= 0.5) & (truth == 1)).sum() / truth.sum())
     # A constant score ranks nothing: its PR-AUC is the fraud rate, whatever order the log holds the rows in.
-    flat = VariantWindow("2", (0.3,) * 300, (), w.transaction_ids, (False,) * 300)
+    flat = VariantWindow("2", (0.3,) * 300, (), w.event_ids, (False,) * 300)
     labels = {f"t{i}": int(y) for i, y in enumerate(sorted(truth, reverse=True))}  # fraud logged first
     assert LabelledSample.join(flat, labels).quality()[0] == pytest.approx(truth.mean())
 
@@ -194,8 +194,8 @@ def incidents(
         (4.0,) * len(rows),
         tuple(r[0] for r in rows),
         tuple(r[2] >= 0.5 for r in rows),
-        customers=genuine_customers + len(caught),
-        customer_ids=tuple(r[1] for r in rows),
+        units=genuine_customers + len(caught),
+        unit_ids=tuple(r[1] for r in rows),
     )
     return w, {r[0]: r[3] for r in rows}
 
@@ -273,7 +273,7 @@ def test_waiting_for_labels_is_not_called_too_little_traffic() -> None:
     )
     # All-fraud labels rank nothing: still waiting, never a pass on an undefined PR-AUC.
     champion, challenger = window("1", prefix="a"), window("2", prefix="b")
-    all_fraud = {t: 1 for t in (*champion.transaction_ids, *challenger.transaction_ids)}
+    all_fraud = {t: 1 for t in (*champion.event_ids, *challenger.event_ids)}
     assert statuses(analyse(strict, champion, challenger, all_fraud))["labelled"] == "insufficient"
 
 
@@ -290,7 +290,7 @@ def test_windows_from_the_prediction_log_carry_each_rows_customer() -> None:
         }
     )
     w = VariantWindow.from_frame(frame, "2", errors=0)
-    assert (w.customer_ids, w.customers) == (("c1", "", "c1"), 1)
+    assert (w.unit_ids, w.units) == (("c1", "", "c1"), 1)
     # No customer: the transaction is its own unit when resampling.
     sample = LabelledSample.join(w, {"t1": 0, "t2": 1, "t3": 0})
     assert sorted(sample.units.tolist()) == [0, 0, 1]
@@ -308,14 +308,14 @@ def test_verdict_serialises_with_every_check() -> None:
 
 def test_score_shift_is_not_judged_on_a_handful_of_sticky_customers() -> None:
     few = window("2", seed=2, shift=0.3)
-    few = VariantWindow(**{**few.__dict__, "customers": 5})
+    few = VariantWindow(**{**few.__dict__, "units": 5})
     verdict = analyse(POLICY, window("1", seed=1), few, final=False)
-    assert statuses(verdict)["score_shift"] == "skipped" and "customers" in verdict.why and verdict.passed
+    assert statuses(verdict)["score_shift"] == "skipped" and "units" in verdict.why and verdict.passed
     # Never promoted unjudged: at the last step too few customers block.
     final = analyse(POLICY, window("1", seed=1), few, final=True)
     assert statuses(final)["score_shift"] == "insufficient" and not final.passed
     assert (
-        statuses(analyse(POLICY, window("1", seed=1), VariantWindow(**{**few.__dict__, "customers": 300})))[
+        statuses(analyse(POLICY, window("1", seed=1), VariantWindow(**{**few.__dict__, "units": 300})))[
             "score_shift"
         ]
         == "fail"
@@ -328,9 +328,7 @@ def test_repeated_transactions_count_once_towards_the_labelled_sample() -> None:
     labels = {**truth, **{f"b{tx[1:]}": y for tx, y in truth.items()}}
     assert statuses(analyse(POLICY, champion, challenger, labels))["labelled"] == "pass"
     # The same 50 transactions scored 8 times each: 400 rows but only 50 labelled transactions.
-    repeated = VariantWindow(
-        **{**challenger.__dict__, "transaction_ids": challenger.transaction_ids[:50] * 8}
-    )
+    repeated = VariantWindow(**{**challenger.__dict__, "event_ids": challenger.event_ids[:50] * 8})
     assert statuses(analyse(POLICY, champion, repeated, labels))["labelled"] == "skipped"
 
 
@@ -367,9 +365,9 @@ def test_score_shift_ignores_how_confidently_two_models_score_the_obvious_genuin
     window = lambda scores, who: VariantWindow(  # noqa: E731
         version=who,
         scores=tuple(scores),
-        transaction_ids=tuple(f"{who}{i}" for i in range(len(scores))),
+        event_ids=tuple(f"{who}{i}" for i in range(len(scores))),
         decisions=tuple(bool(s >= 0.5) for s in scores),
-        customers=200,
+        units=200,
     )
     same = check_score_shift(POLICY, window(champion, "1"), window(confident, "2"))
     assert same.status == "pass" and "one band" in same.reason

@@ -32,7 +32,7 @@ def fast_policy(**analysis) -> CanaryPolicy:
     # Same-model noise on a shared 2-core machine: loose relative limits; the faults below are far outside.
     base["analysis"]["latency"].update(slack_ms=20.0, max_p95_ms=100.0)
     # ~120 sticky customers: PSI of the same model over 10-60 of them is noise up to ~1; the shifted one ~4.
-    base["analysis"]["score_shift"].update(max_psi=2.0, min_customers=10)
+    base["analysis"]["score_shift"].update(max_psi=2.0, min_units=10)
     for check in ("errors", "latency", "score_shift"):
         base["analysis"][check]["min_requests"] = 30
     for check, values in analysis.items():

@@ -141,7 +141,7 @@ def test_a_broken_verdict_says_what_was_seen_and_judges_nothing_else() -> None:
 
 
 def test_the_shipped_policy_sets_the_health_rule_and_bad_values_name_the_field(tmp_path: Path) -> None:
-    shipped = load_canary_policy(config_dir=CONFIG_DIR)
+    shipped = load_canary_policy(CONFIG_DIR / "canary.yaml")
     assert shipped.analysis.health.min_load_failures >= 2  # one failed attempt may be a passing hiccup
     assert shipped.analysis.health.min_failed_requests <= shipped.bake.min_requests
     bad = tmp_path / "canary.yaml"
@@ -197,7 +197,7 @@ def baking(tmp_path: Path, replica: Replica):
     )
     replica.metrics.load_failed("challenger", "2", "failed before the step: not this step's")
     step = StepState(0, time.time(), source.mark())
-    yield settings, log, plan, step, load_canary_policy(config_dir=CONFIG_DIR)
+    yield settings, log, plan, step, load_canary_policy(CONFIG_DIR / "canary.yaml")
     log.close()
 
 
@@ -265,7 +265,7 @@ def test_unreadable_counters_never_end_the_bake_early_nor_promote(tmp_path: Path
         started_at=time.time() - 1,
         errors_from=source,
     )
-    shipped = load_canary_policy(config_dir=CONFIG_DIR)
+    shipped = load_canary_policy(CONFIG_DIR / "canary.yaml")
     step = StepState(0, time.time(), source.mark())
     log.append(rows(300, step.started_at + 0.1, "champion", "1"))
     assert not bake_progress(settings, shipped, plan, step, now=step.started_at + 1).done

@@ -1,5 +1,5 @@
 """The canary policy: the shipped YAML loads, bad fields are named, overrides speed up a bake, and where
-failed transactions are counted (policy, settings, explicit URLs)."""
+failed predictions are counted (policy, settings, explicit URLs)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ REPO_CONFIG = Path(__file__).resolve().parents[3] / "include" / "config"
 
 
 def test_shipped_policy_loads_with_a_ramp_ending_at_full_traffic() -> None:
-    policy = load_canary_policy(config_dir=REPO_CONFIG)
+    policy = load_canary_policy(REPO_CONFIG / "canary.yaml")
     assert policy.steps[0] <= 0.1 and policy.steps[-1] == 1.0
     assert policy.approval.required is False
     assert policy.bake.max_seconds >= policy.bake.min_seconds
@@ -41,14 +41,27 @@ def test_invalid_policy_names_the_field(tmp_path: Path, text: str, field: str) -
         load_canary_policy(path)
 
 
+def test_a_renamed_key_is_refused_naming_the_new_one(tmp_path: Path) -> None:
+    """``score_shift.min_customers`` became ``min_units`` (any use case's unit): an old file fails loudly
+    rather than silently judging with the default minimum."""
+    path = tmp_path / "canary.yaml"
+    path.write_text("analysis: {score_shift: {min_customers: 10}}")
+    with pytest.raises(CanaryPolicyError, match="`min_customers` was renamed `min_units`"):
+        load_canary_policy(path)
+    path.write_text("analysis: {score_shift: {min_units: 10}}")
+    assert load_canary_policy(path).analysis.score_shift.min_units == 10
+
+
 def test_missing_explicit_file_is_an_error_but_missing_default_means_defaults(tmp_path: Path) -> None:
     with pytest.raises(CanaryPolicyError, match="not found"):
         load_canary_policy(tmp_path / "nope.yaml")
-    assert load_canary_policy(config_dir=tmp_path).steps == (0.05, 0.25, 0.5, 1.0)
+    # No canary.yaml where the settings look (a use case without its own, a project without include/config).
+    bare = Settings(use_case="fraud", project_dir=tmp_path)
+    assert load_canary_policy(settings=bare).steps == (0.05, 0.25, 0.5, 1.0)
 
 
 def test_overrides_shorten_the_bake_and_every_minimum_sample() -> None:
-    policy = load_canary_policy(config_dir=REPO_CONFIG).with_overrides(bake_seconds=2, min_requests=7)
+    policy = load_canary_policy(REPO_CONFIG / "canary.yaml").with_overrides(bake_seconds=2, min_requests=7)
     assert policy.bake.min_seconds == 2 and policy.bake.min_requests == 7
     assert {
         policy.analysis.errors.min_requests,
@@ -86,7 +99,7 @@ def test_invalid_error_source_says_what_to_fix(tmp_path: Path, text: str, messag
 def test_where_errors_are_counted(tmp_path: Path) -> None:
     """The URL(s) given win, then the policy's metrics_urls, then LOOPLINE_PROMETHEUS_URL, then the
     serving URL's own /metrics; a bad Prometheus URL is named as such."""
-    policy = load_canary_policy(config_dir=REPO_CONFIG)
+    policy = load_canary_policy(REPO_CONFIG / "canary.yaml")
     plain = Settings(state_dir=tmp_path, serving_url="http://serving:8000")
     with_prometheus = Settings(
         state_dir=tmp_path, serving_url="http://serving:8000", prometheus_url="http://prometheus:9090"

@@ -41,10 +41,10 @@ def windows(
             version=version,
             scores=tuple(scores[mask].tolist()),
             latencies_ms=(1.0,) * int(mask.sum()),
-            transaction_ids=tuple(part[DELIVERY.id_column].astype(str)),
+            event_ids=tuple(part[DELIVERY.id_column].astype(str)),
             decisions=(False,) * int(mask.sum()),
-            customers=int(units[mask].nunique()),
-            customer_ids=tuple(units[mask]),
+            units=int(units[mask].nunique()),
+            unit_ids=tuple(units[mask]),
         )
 
     labels = dict(zip(served[DELIVERY.id_column].astype(str), served[DELIVERY.label_column], strict=True))
@@ -110,15 +110,21 @@ def test_the_unit_frame_of_a_prediction_log_window() -> None:
         }
     )
     window = VariantWindow.from_frame(frame, "2", errors=0)
-    assert window.customers == 2 and window.scores == (31.5, 12.0)
+    assert window.units == 2 and window.scores == (31.5, 12.0)
 
 
 def test_the_use_cases_own_canary_policy_wins_over_the_platform_default(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from loopline.deployment.policy import policy_path
+    from loopline.config import Settings
+    from loopline.deployment.policy import load_canary_policy
 
     config_dir = tmp_path / "config"
-    assert policy_path(config_dir, replace(DELIVERY, policies_dir=tmp_path)) == config_dir / "canary.yaml"
+    own = replace(DELIVERY, policies_dir=tmp_path)
+    assert own.policy_file("canary", config_dir) == config_dir / "canary.yaml"
     (tmp_path / "canary.yaml").write_text("analysis: {labelled: {max_mae_increase: 0.2}}\n")
-    assert policy_path(config_dir, replace(DELIVERY, policies_dir=tmp_path)) == tmp_path / "canary.yaml"
+    assert own.policy_file("canary", config_dir) == tmp_path / "canary.yaml"
+    # The settings' use case picks it, whatever the environment's is: delivery ships its own canary.yaml.
+    settings = Settings(use_case="delivery", state_dir=tmp_path / "state")
+    assert settings.policy_file("canary") == DELIVERY.policies_dir / "canary.yaml"
+    assert load_canary_policy(settings=settings).analysis.score_shift.resolution == 0.5

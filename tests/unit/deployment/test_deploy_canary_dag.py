@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
     loose = glue.policy_for_run
     def policy_for_run(params):  # few same-model customers per step: loosen only the noise-prone limits
         policy = loose(params)
-        policy["analysis"]["score_shift"].update(max_psi=2.0, min_customers=10)  # ~120 sticky customers in all
+        policy["analysis"]["score_shift"].update(max_psi=2.0, min_units=10)  # ~120 sticky customers in all
         policy["analysis"]["latency"].update(slack_ms=20.0, max_p95_ms=100.0)
         policy["bake"]["poll_seconds"] = 0.2
         return policy

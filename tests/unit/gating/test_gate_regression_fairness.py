@@ -232,13 +232,17 @@ def test_a_worse_estimator_is_rejected_and_an_equal_one_passes_the_whole_gate(se
 def test_the_use_cases_own_gate_policy_wins_over_the_platform_default(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from loopline.gating.policy import default_policy_path, load_policy
+    from loopline.config import Settings
+    from loopline.gating.policy import load_policy
 
     root = Path(__file__).resolve().parents[3]
-    platform = root / "include" / "config" / "gate.yaml"
-    assert default_policy_path(root, replace(DELIVERY, policies_dir=tmp_path)) == platform  # none of its own
+    config_dir = root / "include" / "config"
+    platform = config_dir / "gate.yaml"
+    assert (
+        replace(DELIVERY, policies_dir=tmp_path).policy_file("gate", config_dir) == platform
+    )  # none of its own
     (tmp_path / "gate.yaml").write_text("quality: {mae: {max: 6.0}}\nfairness: {max_mae_ratio: 1.25}\n")
-    own = default_policy_path(root, replace(DELIVERY, policies_dir=tmp_path))
+    own = replace(DELIVERY, policies_dir=tmp_path).policy_file("gate", config_dir)
     assert own == tmp_path / "gate.yaml"
     assert load_policy(own).check_task("regression", "delivery").fairness.max_mae_ratio == 1.25
-    assert default_policy_path(root, load_use_case("fraud")) == platform
+    assert Settings(use_case="fraud", project_dir=root).policy_file("gate") == platform

@@ -22,32 +22,32 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 REPRS = ("{'", "['", "{&#x27;", "[&#x27;", '{"', '["')
 
 
-def _window(version: str, n: int, *, customers: int, errors: int = 0, shift: float = 0.0) -> VariantWindow:
+def _window(version: str, n: int, *, units: int, errors: int = 0, shift: float = 0.0) -> VariantWindow:
     rng = np.random.default_rng(int(version))
     scores = np.clip(rng.beta(1, 20, n) + shift, 0, 1)
     return VariantWindow(
         version=version,
         scores=tuple(float(s) for s in scores),
         latencies_ms=tuple(float(v) for v in rng.uniform(2, 4, n)),
-        transaction_ids=tuple(f"{version}-{i}" for i in range(n)),
+        event_ids=tuple(f"{version}-{i}" for i in range(n)),
         decisions=tuple(bool(s > 0.5) for s in scores),
         errors=errors,
-        customers=customers,
-        customer_ids=tuple(f"c{i % customers}" for i in range(n)),
+        units=units,
+        unit_ids=tuple(f"c{i % units}" for i in range(n)),
     )
 
 
 def _labels(window: VariantWindow, every: int, fraud_every: int) -> dict[str, int]:
-    ids = window.transaction_ids
+    ids = window.event_ids
     return {tx: int(i % fraud_every == 0) for i, tx in enumerate(ids) if i % every == 0}
 
 
 def test_canary_check_reasons_say_per_variant_counts_in_words():
     policy = CanaryPolicy()
-    champion, challenger = _window("4", 400, customers=12), _window("7", 400, customers=8)
+    champion, challenger = _window("4", 400, units=12), _window("7", 400, units=8)
     few = check_score_shift(policy, champion, challenger, final=True)
     assert few.status == "insufficient"
-    assert few.reason == "distinct customers champion 12, challenger 8, fewer than the 30 needed"
+    assert few.reason == "distinct units champion 12, challenger 8, fewer than the 30 needed"
     waiting = check_labelled(
         policy, champion, challenger, {**_labels(champion, 4, 10), **_labels(challenger, 8, 10)}
     )
@@ -78,8 +78,8 @@ def canary_history(tmp_path, clean_loopline_env, monkeypatch) -> list[dict]:
     start = canary.begin(settings, policy, "7", errors_from=errors, reason="gate passed (drift: 6 of 10)")
     assert start.plan is not None
     plan = start.plan
-    champion = _window("4", 400, customers=40)
-    good = analyse(policy, champion, _window("7", 400, customers=40), _labels(champion, 1, 15), final=False)
+    champion = _window("4", 400, units=40)
+    good = analyse(policy, champion, _window("7", 400, units=40), _labels(champion, 1, 15), final=False)
     step = canary.begin_step(settings, plan, 0)
     assert canary.conclude(settings, plan, good, step) == "next"
     canary.begin_step(settings, plan, 1, previous_verdict=good.why)
@@ -88,11 +88,11 @@ def canary_history(tmp_path, clean_loopline_env, monkeypatch) -> list[dict]:
     fake.aliases.update(challenger="8", champion="7")
     start = canary.begin(settings, policy, "8", errors_from=errors, reason="manual run")
     assert start.plan is not None
-    bad_champion = _window("7", 400, customers=12)
+    bad_champion = _window("7", 400, units=12)
     bad = analyse(
         policy,
         bad_champion,
-        _window("8", 400, customers=8, errors=40, shift=0.3),
+        _window("8", 400, units=8, errors=40, shift=0.3),
         _labels(bad_champion, 8, 10),
         final=True,
     )
@@ -121,7 +121,7 @@ def test_no_rendered_canary_event_shows_a_python_repr(canary_history):
     rolled_back = next(e for e in canary_history if e["kind"] == "rolled_back" and e["version"] == "8")
     assert (
         "errors: challenger" in rolled_back["reason"]
-        and "distinct customers champion 12" in rolled_back["reason"]
+        and "distinct units champion 12" in rolled_back["reason"]
     )
     assert "verdict" not in dict(details_lines(rolled_back)), "the verdict's sentence is the reason already"
     promoted = next(e for e in canary_history if e["kind"] == "promoted" and e["version"] == "7")
