@@ -28,15 +28,6 @@ if TYPE_CHECKING:
     from loopline.config import Settings
 
 
-def _use_case(use_case: UseCase | None) -> UseCase:
-    """``use_case``, or the configured one (``LOOPLINE_USE_CASE``)."""
-    if use_case is not None:
-        return use_case
-    from loopline.config import Settings
-
-    return load_use_case(Settings().use_case)
-
-
 def curated_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
     """[first event, last event + 1 µs) over the use case's curated events, or None when there are none."""
     use_case = load_use_case(settings.use_case)
@@ -95,16 +86,16 @@ def read_curated_transactions(
     end: pd.Timestamp | None = None,
     *,
     columns: list[str] | None = None,
-    use_case: UseCase | None = None,
+    use_case: UseCase,
 ) -> pd.DataFrame:
-    """Curated events of ``use_case`` (default: the configured one) with ``start <= time < end`` (open where
+    """Curated events of ``use_case`` (the caller's settings' use case: never a process-wide default) with ``start <= time < end`` (open where
     None), its time column being its ``time_column``.
 
     Reads only ``<curated_dir>/<events folder>/date=YYYY-MM-DD/*.parquet`` partitions whose day overlaps
     ``[start, end)`` (pruned by folder name), then keeps the rows inside it. Returns the contract's
     columns (or ``columns`` of them, in contract order) with its dtypes, sorted by time.
     """
-    case = _use_case(use_case)
+    case = use_case
     time_column = case.time_column
     start = None if start is None else utc_timestamp(start)
     end = None if end is None else utc_timestamp(end)
@@ -132,7 +123,7 @@ def first_seen(
     before: pd.Timestamp,
     keys: tuple[str, ...],
     column: str,
-    use_case: UseCase | None = None,
+    use_case: UseCase,
 ) -> pd.DataFrame:
     """Earliest event of each key (``keys``: event columns, e.g. a customer's device) among the curated events
     before ``before``, in seconds since the epoch in ``column``: what a streaming table's all-history

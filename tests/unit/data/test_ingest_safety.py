@@ -16,6 +16,7 @@ from test_ingest import _curated, _land
 
 import loopline.data.ingest as ingest
 from loopline.config import Settings
+from loopline.config.use_case import load_use_case
 from loopline.data.batch_files import write_frame
 from loopline.data.ingest import (
     BatchGone,
@@ -406,7 +407,9 @@ def test_a_process_killed_between_two_renames_is_finished_by_the_next_run(settin
     # Two of the three partitions are in place, yet no reader sees any of the batch.
     assert len([p for p in settings.state.curated.rglob(f"{batch_id}.parquet")]) == 2
     assert existing_keys(settings, "transactions") == set(batch["seed"]["transaction_id"])
-    curated = read_curated_transactions(settings.state.curated, None, None)
+    curated = read_curated_transactions(
+        settings.state.curated, None, None, use_case=load_use_case(settings.use_case)
+    )
     assert set(curated["transaction_id"]) == set(batch["seed"]["transaction_id"])
     assert ingest_file(settings, path).status == "published"
     _check_published_exactly_once(settings, batch, batch_id)
