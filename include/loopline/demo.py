@@ -194,10 +194,14 @@ def close_the_loop(
     wait_for_dag_run(api, "deploy_canary", since, timeout=300 * patience, log=log)
     champion = wait_for_champion(settings, first, timeout=180 * patience)
     step(f"champion v{champion} serves {settings.serving_base_url}: {DEMO_TRAFFIC_S} s of simulated traffic")
-    log("          " + run_traffic(settings, DEMO_RPS, DEMO_TRAFFIC_S, batch=DEMO_BATCH).describe())
+    # Recorded replays: the newest day at its own times, so only the injected drift differs from it.
+    log(
+        "          "
+        + run_traffic(settings, DEMO_RPS, DEMO_TRAFFIC_S, batch=DEMO_BATCH, recorded=True).describe()
+    )
 
     step(f"drift injected: {DEMO_TRAFFIC_S * 2} s of traffic with {plan.live_drift_description}")
-    drifted = [plan.live_drift(tx) for tx in load_transactions(settings)]
+    drifted = [plan.live_drift(tx) for tx in load_transactions(settings, recorded=True)]
     report = asyncio.run(
         replay(settings.serving_base_url, drifted, DEMO_RPS, DEMO_TRAFFIC_S * 2, batch=DEMO_BATCH)
     )
@@ -298,7 +302,7 @@ class background_traffic:
         from loopline.serving.traffic import run_traffic
 
         while not self.stop.is_set():
-            run_traffic(self.settings, DEMO_RPS, 5, batch=DEMO_BATCH)
+            run_traffic(self.settings, DEMO_RPS, 5, batch=DEMO_BATCH, recorded=True)
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()

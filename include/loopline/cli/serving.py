@@ -19,7 +19,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     from loopline.serving.traffic import NoTransactions, run_traffic
 
     try:
-        report = run_traffic(get_settings(), args.rps, args.duration, url=args.url, batch=args.batch)
+        report = run_traffic(
+            get_settings(), args.rps, args.duration, url=args.url, batch=args.batch, recorded=args.recorded
+        )
     except NoTransactions as exc:
         print(f"error: {exc}")
         return 2
@@ -51,5 +53,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--duration", type=_positive(float), default=30.0, help="seconds (default 30)")
     p.add_argument("--url", default=None, help="the service's base URL (default: the settings' serving URL)")
     p.add_argument("--batch", type=_positive(int), default=1, help="events per request (default 1)")
+    p.add_argument(
+        "--recorded",
+        action="store_true",
+        help="replay the newest day as it happened: each event at its recorded time, so the hour of day and "
+        "fresh window counts are the day's (default: every event re-stamped to when it is sent, a load test)",
+    )
     p.add_argument("--json", action="store_true", help="also print the report as JSON (last line)")
     p.set_defaults(func=cmd_traffic)

@@ -3,11 +3,20 @@ would.
 
 Open loop: request *i* is sent at ``start + i / rps`` whether or not earlier ones were answered (a closed
 loop slows down with the server and hides its latency). Events are the newest curated ones (fraud's
-events, delivery's orders), so their entities exist in the online store, re-stamped (their time
-column) to the moment they are sent. They keep their id (the use case's id column): labels published for
-them (the curated labels) join the prediction log by that id, which is how the canary's labelled-quality
-check finds ground truth for replayed traffic without any extra label writing. A request carries the
-columns the request contract requires (``loopline.serving.request``).
+events, delivery's orders), so their entities exist in the online store. They keep their id (the use case's
+id column): labels published for them (the curated labels) join the prediction log by that id, which is how
+the canary's labelled-quality check finds ground truth for replayed traffic without any extra label
+writing. A request carries the columns the request contract requires (``loopline.serving.request``).
+
+Their time, two ways:
+
+* re-stamped (the default, a load test): each event at the moment it is sent. A day of traffic sent in
+  seconds then *is* a burst: the hour of day is the current one for all, and fresh window counts (orders in
+  the last hour) count the replay's pace, not the world's;
+* ``recorded``: the newest day of events, each at its recorded time, in a fixed shuffled order (any stretch
+  of the replay spans the day's hours). Serving computes their features as of those times, and the events
+  it already holds (curated) count once, so time-of-day and window counts are the day's as it happened:
+  what the drift monitor and the canary should judge (``loopline demo`` replays this way).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loopline.config import Settings
@@ -110,11 +119,15 @@ def request_fields(use_case: UseCase) -> dict[str, Any]:
     return fields
 
 
+RECORDED_SPAN = timedelta(hours=24)  # a recorded replay's day: every hour of it
+
+
 def load_transactions(
-    settings: Settings, limit: int = 5000, use_case: UseCase | None = None
+    settings: Settings, limit: int = 5000, use_case: UseCase | None = None, recorded: bool = False
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` curated events of the use case (default: the settings') as request rows (without
-    their time: stamped when sent)."""
+    their time: stamped when sent); ``recorded``: the events of the newest 24 hours instead, with their
+    recorded time (ISO 8601), shuffled with a fixed seed (see the module)."""
     import pandas as pd
 
     from loopline.data.ingest import visible_partition_files
@@ -129,15 +142,27 @@ def load_transactions(
             f"no curated {batch} under {settings.state.curated / batch}: "
             "simulate and ingest data first (`loopline simulate`, or `loopline demo`)"
         )
+    time = use_case.time_column
     frames, rows = [], 0
     for path in reversed(files):  # newest days first; stop once there are enough
-        frame = read_parquet(path, columns=[*fields, use_case.time_column])  # local or object storage
+        frame = read_parquet(path, columns=[*fields, time])  # local or object storage
         frames.append(frame)
         rows += len(frame)
-        if rows >= limit:
+        stamps = pd.to_datetime(pd.concat([f[time] for f in frames]), utc=True)
+        if (stamps.max() - stamps.min() >= RECORDED_SPAN) if recorded else rows >= limit:
             break
-    frame = pd.concat(frames, ignore_index=True).sort_values(use_case.time_column).tail(limit)
-    return [{k: convert(r[k]) for k, convert in fields.items()} for r in frame.to_dict("records")]
+    frame = pd.concat(frames, ignore_index=True).sort_values(time)
+    if not recorded:
+        return [
+            {k: convert(r[k]) for k, convert in fields.items()} for r in frame.tail(limit).to_dict("records")
+        ]
+    stamps = pd.to_datetime(frame[time], utc=True)
+    day = frame[(stamps > stamps.max() - RECORDED_SPAN).to_numpy()]
+    day = day.sample(frac=1.0, random_state=0)  # any stretch of the replay spans the day's hours
+    return [
+        {**{k: convert(r[k]) for k, convert in fields.items()}, time: pd.Timestamp(r[time]).isoformat()}
+        for r in day.to_dict("records")
+    ]
 
 
 async def replay(
@@ -153,8 +178,8 @@ async def replay(
     use_case: UseCase | None = None,
 ) -> TrafficReport:
     """Send ``rps`` requests per second for ``duration_s`` seconds, open loop; each carries ``batch``
-    events (cycling through ``events``), stamped now, under the use case's list key (default: the
-    configured use case's). ``headers`` (default: the API key of ``LOOPLINE_SERVING_API_KEY`` when it is
+    events (cycling through ``events``), stamped now unless they carry their time (``recorded``), under the
+    use case's list key (default: the configured use case's). ``headers`` (default: the API key of ``LOOPLINE_SERVING_API_KEY`` when it is
     set) go with every request."""
     import httpx
 
@@ -178,7 +203,7 @@ async def replay(
             now = datetime.now(UTC).isoformat()
             body = {
                 events_key: [
-                    {**events[(i * batch + j) % len(events)], time_column: now} for j in range(batch)
+                    {time_column: now, **events[(i * batch + j) % len(events)]} for j in range(batch)
                 ]
             }
             started = time.perf_counter()
@@ -206,14 +231,20 @@ async def replay(
 
 
 def run_traffic(
-    settings: Settings, rps: float, duration_s: float, url: str | None = None, batch: int = 1
+    settings: Settings,
+    rps: float,
+    duration_s: float,
+    url: str | None = None,
+    batch: int = 1,
+    recorded: bool = False,
 ) -> TrafficReport:
-    """Replay the newest curated events against ``url`` (default: the settings' serving URL)."""
+    """Replay the newest curated events against ``url`` (default: the settings' serving URL), re-stamped
+    now or, ``recorded``, the newest day at its recorded times (see the module)."""
     use_case = load_use_case(settings.use_case)
     return asyncio.run(
         replay(
             url or settings.serving_base_url,
-            load_transactions(settings, use_case=use_case),
+            load_transactions(settings, use_case=use_case, recorded=recorded),
             rps,
             duration_s,
             batch=batch,

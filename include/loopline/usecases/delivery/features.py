@@ -10,11 +10,10 @@ they are.
 
 ``STREAMING`` keeps both tables fresh at scoring time (every order counts before the next is scored, with these
 same windows), so a served order reads the counts a training row of its instant holds; a served simulated day
-equals the offline point-in-time features (``tests/unit/usecases/delivery/test_delivery_streaming.py``). It is
-not switched on yet (``FEATURES.streaming`` is None: served counts are as of the last materialisation): the
-demo replays a day of orders in seconds (about 100 a second against one a minute in the simulated city), so
-fresh one-hour counts measure the replay, not the city, and its canary rolled the retrained model back on the
-score shift (PSI 0.69). Switch it on with a replay that keeps the city's pace.
+equals the offline point-in-time features (``tests/unit/usecases/delivery/test_delivery_streaming.py``).
+Replays must keep the city's pace for that to mean anything: ``loopline demo`` replays the newest day at its
+recorded times (``loopline traffic --recorded``); a load test that re-stamps a day of orders to the seconds
+it is sent in makes the one-hour counts measure the replay, not the city.
 """
 
 from __future__ import annotations
@@ -98,5 +97,5 @@ FEATURES = FeatureDefinitions(
     model_inputs=MODEL_INPUTS,
     tables=TABLES,
     compute=compute_offline,
-    streaming=None,  # STREAMING once the demo's replay keeps the city's pace (see the module doc)
+    streaming=STREAMING,
 )

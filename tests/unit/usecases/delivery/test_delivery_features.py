@@ -58,8 +58,8 @@ def test_delivery_defines_its_features_for_the_platform() -> None:
     assert FEATURES.service == "delivery_time_v1"
     assert FEATURES.tables == (RESTAURANT_LOAD, ZONE_LOAD)
     assert "customer_tier" not in FEATURES.model_inputs  # a fairness group, never a model input
-    # Fresh load counts exist for both tables (test_delivery_streaming) but are off (the module doc says why).
-    assert FEATURES.streaming is None
+    # Fresh load counts for both tables (test_delivery_streaming checks them against offline).
+    assert FEATURES.streaming is STREAMING
     assert [t.table for t in STREAMING.tables] == [RESTAURANT_LOAD, ZONE_LOAD]
 
 
@@ -217,6 +217,21 @@ def test_materialisation_loads_the_online_store_and_fresh_features_say_they_are_
     row = online.lookup([order])[0]
     assert row["rest_orders_1h"] == 3 and row["rest_orders_24h"] == 5  # the state after the 12:00 order
     assert row["hour_of_day"] == 12
-    # Fresh load counts are off for delivery (its features module says why): serving is told, not misled.
+    # Fresh: at 12:35 the last hour holds the 12:00 order and the 12:30 one just scored (the 11:15 ones have
+    # left it), where the store still holds the state after 12:00.
+    fresh = FreshFeatures(settings).bootstrap()
+    fresh.observe([order])
+    later = {
+        **order,
+        "order_id": "o_999999999998",
+        "ordered_at": order["ordered_at"] + pd.Timedelta(minutes=5),
+    }
+    assert online.lookup([later], fresh)[0]["rest_orders_1h"] == 2
+    assert online.lookup([later])[0]["rest_orders_1h"] == 3
+    # A use case without streaming features is told so, not misled.
+    from loopline.features import fresh as fresh_module
+
+    without = FreshFeatures(settings)
+    without.streaming = fresh_module._NO_STREAMING
     with pytest.raises(FreshFeaturesUnavailable, match="use case 'delivery' defines no streaming features"):
-        FreshFeatures(settings).bootstrap()
+        without.bootstrap()
