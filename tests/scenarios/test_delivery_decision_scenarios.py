@@ -31,7 +31,7 @@ import os
 
 import pandas as pd
 import pytest
-from delivery_world import DELIVERY, build_delivery_world
+from delivery_city import DELIVERY, build_delivery_world
 from scenario_world import World, log_served, served_rows
 
 from loopline.lineage import history
@@ -89,7 +89,7 @@ def test_normal_days_request_nothing_and_slower_couriers_request_a_retrain_for_c
 
 @pytest.mark.integration
 def test_a_candidate_that_learned_too_little_is_rejected_naming_its_mae(city) -> None:
-    from delivery_world import FAST_TRAINING, delivery_gate_policy
+    from delivery_city import FAST_TRAINING, delivery_gate_policy
 
     from loopline.gating.gate import run_gate
     from loopline.training.config import load_config
