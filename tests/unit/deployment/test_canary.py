@@ -204,7 +204,9 @@ def test_loopline_traffic_replays_curated_transactions_open_loop(
 
     for key, value in serving_world.env().items():
         monkeypatch.setenv(key, value)
-    code = cmd_traffic(argparse.Namespace(rps=40.0, duration=1.5, url=server, batch=2, json=True))
+    code = cmd_traffic(
+        argparse.Namespace(rps=40.0, duration=1.5, url=server, batch=2, recorded=False, json=True)
+    )
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and report["sent"] == 60 and report["ok"] == 60 and report["errors"] == {}
     assert report["variants"] == {f"champion:{serving_world.versions[0]}": 120}  # 2 transactions a request
