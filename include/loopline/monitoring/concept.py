@@ -7,10 +7,10 @@ the use case's units is ``confidence`` sure the served error exceeds the gate ho
 A regressor's error also moves with shocks shared by a whole day (the weather, an event in town): a rainy
 day's deliveries are all harder to predict. A bootstrap over units cannot see that, and the served days and
 the holdout's few days are different days. So the regressor's check measures the champion's **day-to-day
-spread** on its reference (every full day of the training window: the standard deviation of the daily
-log-MAE, each split's level removed, since training days are scored in-sample) and adds it to the
-bootstrap: the fewer days the judged windows and the holdout hold, the more a single unusual day may move
-their ratio. With fewer than ``calibration.min_days`` full days in the reference it is not measured, and the
+spread** on its reference (every full day of the training window: its log daily MAE and RMSE, each split's
+level removed, since training days are scored in-sample) and, in every bootstrap round, adds the shocks of
+as many of those days, drawn at random, as the judged windows and the holdout hold: the fewer days they
+hold, the more a single unusual day may move their ratio. With fewer than ``calibration.min_days`` full days in the reference it is not measured, and the
 verdict says so. (A classifier's daily PR-AUC on a few dozen positives is mostly sampling noise, which the
 bootstrap over units already carries, so it gets no day term.)
 

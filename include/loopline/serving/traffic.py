@@ -144,12 +144,19 @@ def load_transactions(
         )
     time = use_case.time_column
     frames, rows = [], 0
+    newest = oldest = None
     for path in reversed(files):  # newest days first; stop once there are enough
         frame = read_parquet(path, columns=[*fields, time])  # local or object storage
         frames.append(frame)
         rows += len(frame)
-        stamps = pd.to_datetime(pd.concat([f[time] for f in frames]), utc=True)
-        if (stamps.max() - stamps.min() >= RECORDED_SPAN) if recorded else rows >= limit:
+        if not recorded:
+            if rows >= limit:
+                break
+            continue
+        stamps = pd.to_datetime(frame[time], utc=True)
+        newest = stamps.max() if newest is None else max(newest, stamps.max())
+        oldest = stamps.min() if oldest is None else min(oldest, stamps.min())
+        if newest - oldest >= RECORDED_SPAN:  # the whole newest day is read
             break
     frame = pd.concat(frames, ignore_index=True).sort_values(time)
     if not recorded:
