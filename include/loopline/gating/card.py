@@ -102,7 +102,8 @@ def _comparison(report: dict[str, Any]) -> list[str]:
 def _not_judged(report: dict[str, Any]) -> list[str]:
     check = (report.get("verdict", {}).get("checks", {}).get("fairness") or {}).get("details", {})
     not_judged = check.get("not_judged") or []
-    if not not_judged:
+    undecided = check.get("undecided") or []
+    if not not_judged and not undecided:
         return []
     policy = (report.get("policy") or {}).get("fairness") or {}
     lines = [
@@ -110,7 +111,11 @@ def _not_judged(report: dict[str, Any]) -> list[str]:
         f"Not judged ({'a rejection' if policy.get('unjudged_groups') == 'reject' else 'reported only'}"
         " under `fairness.unjudged_groups`):",
     ]
-    return lines + [f"- {g['attribute']}={g['group']}: {g['lacks']}" for g in not_judged]
+    return (
+        lines
+        + [f"- {g['attribute']}={g['group']}: {g['lacks']}" for g in not_judged]
+        + [f"- {u['note']}" for u in undecided]
+    )
 
 
 def _error_fairness(table: dict[str, Any], champion: dict[str, Any], report: dict[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from loopline.gating.metrics import FairnessTable, LatencyStats
+from loopline.gating.metrics import FairnessTable, LatencyStats, gap_interval
 from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy
 
 CHECKS = ("quality", "fairness", "latency", "infra")
@@ -326,6 +326,7 @@ def check_fairness(
         if regression
         else (("TPR", f.max_tpr_gap, table.tpr_gap), ("FPR", f.max_fpr_gap, table.fpr_gap))
     )
+    undecided: list[dict[str, Any]] = []
     for kind, limit, gaps in bounds:
         if limit is None:
             continue
@@ -335,9 +336,29 @@ def check_fairness(
                 notes.append(f"{attribute}: fewer than two groups large enough to judge the {what}")
                 continue
             applied += 1
-            if gap > limit:
+            # A rate gap is judged against the groups' sampling noise; a regressor's MAE ratio on
+            # min_group_size rows per group is judged as measured.
+            interval = None if regression else gap_interval(table, attribute, kind, f.confidence)
+            low, high = interval or (gap, gap)
+            if low > limit:
+                noise = "" if interval is None else f", {f.confidence:.0%} interval {_fmt(low)}-{_fmt(high)}"
                 reasons.append(
-                    f"{attribute}: {what} {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)})"
+                    f"{attribute}: {what} {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)}{noise})"
+                )
+            elif high > limit:
+                undecided.append(
+                    {
+                        "attribute": attribute,
+                        "rate": kind,
+                        "gap": gap,
+                        "interval": [low, high],
+                        "limit": limit,
+                        "note": (
+                            f"{attribute}: {what} {_fmt(gap)} cannot be placed above or below {limit} "
+                            f"with these group sizes ({f.confidence:.0%} interval {_fmt(low)}-{_fmt(high)}; "
+                            f"{_rates(table, attribute, kind)})"
+                        ),
+                    }
                 )
 
     # Against the champion: the same rows, hence the same judged groups, so the gaps are comparable and
@@ -396,6 +417,11 @@ def check_fairness(
             "(grow the holdout with holdout.max_days, or set fairness.unjudged_groups: report)"
             for g in not_judged
         ]
+        reasons += [
+            f"{u['note']}; unjudged_groups: reject (grow the holdout with holdout.max_days, raise "
+            "min_group_positives, or set fairness.unjudged_groups: report)"
+            for u in undecided
+        ]
     return CheckResult(
         "fairness",
         passed=not reasons,
@@ -405,6 +431,7 @@ def check_fairness(
             "table": table.to_dict(),
             "notes": notes,
             "not_judged": not_judged,
+            "undecided": undecided,
             "vs_champion": versus,
             **({"champion_table": champion.to_dict()} if champion is not None else {}),
         },
@@ -510,6 +537,7 @@ def decide(
     ran = [name for name, check in checks.items() if not check.skipped]
     skipped = [name for name, check in checks.items() if check.skipped]
     not_judged = checks["fairness"].details.get("not_judged") or []
+    undecided = checks["fairness"].details.get("undecided") or []
     regression = (checks["fairness"].details.get("table") or {}).get("task") == "regression"
     lacking = "too few rows" if regression else "too few rows or positive rows"
     why = (
@@ -519,6 +547,12 @@ def decide(
             f"; fairness groups not judged ({lacking}): "
             f"{', '.join(g['attribute'] + '=' + g['group'] for g in not_judged)}"
             if not_judged
+            else ""
+        )
+        + (
+            "; fairness gaps the holdout is too small to decide: "
+            + ", ".join(f"{u['attribute']} {u['rate']}" for u in undecided)
+            if undecided
             else ""
         )
         + "."

@@ -122,6 +122,53 @@ def fairness_table(
     return FairnessTable(threshold=threshold, groups=rows, tpr_gap=tpr_gap, fpr_gap=fpr_gap)
 
 
+def wilson_interval(successes: int, trials: int, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``successes / trials`` at two-sided ``confidence``: unlike the
+    normal approximation it stays inside [0, 1] and does not collapse at 0 or 1 (10 of 10 caught is not a
+    certain 100 %)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    p, n = successes / trials, trials
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def gap_interval(
+    table: FairnessTable, attribute: str, rate: str, confidence: float
+) -> tuple[float, float] | None:
+    """The range of ``attribute``'s TPR or FPR gap (``rate``) that the judged groups' sizes cannot rule out.
+
+    Each pair of judged groups gets Newcombe's interval for the difference of two rates (the hybrid score
+    interval built from both groups' Wilson intervals at ``confidence``). Low: the largest lower bound of
+    any pair (0 when every pair may be equal); high: the largest upper bound. None with fewer than two
+    judged groups (no gap)."""
+    field_of = {"TPR": ("tpr", "positives", "judged_tpr"), "FPR": ("fpr", "negatives", "judged_fpr")}
+    value, count, judged = field_of[rate]
+    rates = [
+        (
+            getattr(g, value),
+            *wilson_interval(round(getattr(g, value) * getattr(g, count)), getattr(g, count), confidence),
+        )
+        for g in table.groups
+        if g.attribute == attribute
+        and getattr(g, judged)
+        and getattr(g, value) is not None
+        and getattr(g, count)
+    ]
+    if len(rates) < 2:
+        return None
+    lows, highs = [], []
+    for i, (p1, low1, high1) in enumerate(rates):
+        for j, (p2, low2, high2) in enumerate(rates):
+            if i != j:
+                difference = p1 - p2
+                lows.append(difference - math.hypot(p1 - low1, high2 - p2))
+                highs.append(difference + math.hypot(high1 - p1, p2 - low2))
+    return max(0.0, max(lows)), max(highs)
+
+
 def _group_values(values: Any, size: int, attribute: str) -> np.ndarray:
     values = np.asarray(values, dtype=object).ravel()
     if values.size != size:

@@ -126,6 +126,11 @@ class Fairness(StrictModel):
     # A group too small to judge is always reported; `reject` also makes it a rejection (a model nobody
     # could check for that group does not go live), `report` lets the other groups decide.
     unjudged_groups: Literal["report", "reject"] = "report"
+    # A classifier's gap is judged against its sampling noise: each group's TPR/FPR lies somewhere in its
+    # Wilson interval at this confidence. A gap surely above the bound rejects, one surely within passes,
+    # and one the group sizes cannot place on either side is undecided (reported, or a rejection under
+    # unjudged_groups: reject). 10 of 10 frauds caught is not a certain 100 %.
+    confidence: float = Field(default=0.95, gt=0, lt=1)
 
     def columns(self, use_case: UseCase) -> list[str]:
         """The group columns judged for ``use_case``: the policy's list, or the use case's groups."""

@@ -253,6 +253,73 @@ def test_a_candidate_blind_in_one_age_band_is_rejected_naming_the_group() -> Non
     assert reason.startswith("customer_age_band: TPR gap 1 exceeds 0.35") and "18-25 0" in reason
 
 
+def banded_table(caught: dict[str, tuple[int, int]], rows: int = 400) -> FairnessTable:
+    """Real rates from ``fairness_table``: per age band, (frauds caught, frauds) among ``rows`` rows."""
+    import numpy as np
+
+    from loopline.gating.metrics import fairness_table
+
+    bands, labels, scores = [], [], []
+    for band, (hit, positives) in caught.items():
+        bands += [band] * rows
+        labels += [1] * positives + [0] * (rows - positives)
+        scores += [0.9] * hit + [0.1] * (positives - hit) + [0.01] * (rows - positives)
+    return fairness_table(
+        np.array(labels), np.array(scores), {"customer_age_band": np.array(bands)}, 0.5, 200, 10
+    )
+
+
+def test_wilson_intervals_do_not_collapse_at_a_perfect_rate() -> None:
+    from loopline.gating.metrics import wilson_interval
+
+    low, high = wilson_interval(10, 10, 0.95)
+    assert high == 1.0 and low == pytest.approx(0.722, abs=1e-3)  # 10 of 10 is not a certain 100 %
+    assert wilson_interval(0, 10, 0.95) == (pytest.approx(0.0, abs=1e-12), pytest.approx(0.278, abs=1e-3))
+    narrow = wilson_interval(7000, 10000, 0.95)
+    assert narrow[1] - narrow[0] < 0.02
+
+
+def test_a_gap_within_sampling_noise_of_the_bound_is_undecided_not_rejected() -> None:
+    # The demo world's retrained candidate: 12 of 12 frauds caught in the small 18-25 band, 24 of 37 in
+    # 26-40. The gap (0.351) is over 0.35 as measured, but 12 frauds cannot place it there.
+    table = banded_table({"18-25": (12, 12), "26-40": (24, 37), "41-60": (41, 47), "60+": (13, 16)})
+    assert table.tpr_gap["customer_age_band"] == pytest.approx(1 - 24 / 37)
+    p = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10})
+    verdict = decide(p, GOOD, None, table, None, None)
+    assert verdict.passed, verdict.why
+    [undecided] = verdict.checks["fairness"].details["undecided"]
+    assert undecided["rate"] == "TPR" and undecided["interval"][0] < 0.35 < undecided["interval"][1]
+    assert "cannot be placed above or below 0.35" in undecided["note"] and "18-25 1" in undecided["note"]
+    assert "too small to decide: customer_age_band TPR" in verdict.why
+    strict = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10, "unjudged_groups": "reject"})
+    rejected = decide(strict, GOOD, None, table, None, None)
+    assert not rejected.passed
+    assert (
+        rejected.checks["fairness"]
+        .reasons[0]
+        .startswith("customer_age_band: TPR gap 0.3514 cannot be placed above or below 0.35")
+    )
+    from loopline.gating.card import _not_judged
+
+    listed = _not_judged({"verdict": verdict.to_dict(), "policy": p.model_dump()})
+    assert listed[1].startswith("Not judged (reported only") and listed[2] == f"- {undecided['note']}"
+
+
+def test_a_gap_surely_over_the_bound_rejects_and_one_surely_under_passes_quietly() -> None:
+    p = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10})
+    # The same 0.7 - 0.2 rates, once on 10 frauds per band and once on 200.
+    few = banded_table({"18-25": (2, 10), "26-40": (7, 10)})
+    many = banded_table({"18-25": (40, 200), "26-40": (140, 200)}, rows=1000)
+    assert few.tpr_gap["customer_age_band"] == many.tpr_gap["customer_age_band"] == pytest.approx(0.5)
+    assert decide(p, GOOD, None, few, None, None).checks["fairness"].details["undecided"]
+    rejected = decide(p, GOOD, None, many, None, None)
+    assert not rejected.passed
+    assert "95% interval 0.4" in rejected.checks["fairness"].reasons[0]
+    even = banded_table({"18-25": (140, 200), "26-40": (150, 200)}, rows=1000)
+    quiet = decide(p, GOOD, None, even, None, None)
+    assert quiet.passed and quiet.checks["fairness"].details["undecided"] == []
+
+
 def test_thin_groups_are_not_judged_by_default_and_rejected_with_the_switch() -> None:
     thin = blind_table(blind_positives=4)  # 4 frauds: too few to judge the band's TPR
     p = policy(fairness={"max_tpr_gap": 0.35, "min_group_positives": 10})
