@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from loopline.deployment.policy import CanaryPolicy
+from loopline.deployment.policy import CanaryPolicy, ScoreShiftCheck
 from loopline.metrics import average_precision_of_curve, tie_ends
 
 # The prediction log's columns naming each prediction's event and its unit (serving's stored names, whatever
@@ -321,12 +321,40 @@ def psi(
     return float(np.sum((q - p) * np.log(q / p)))
 
 
+def score_psi(rule: ScoreShiftCheck, champion: Any, challenger: Any) -> float:
+    """PSI of the challenger's scores against the champion's as the score-shift check measures it: scores below
+    ``resolution`` are one band (quantile bins of a near-zero crowd would measure calibration nobody acts on)."""
+    floor = rule.resolution
+    return psi(np.maximum(champion, floor), np.maximum(challenger, floor), rule.bins)
+
+
+def holdout_score_shift(rule: ScoreShiftCheck, holdout: Any, champion_version: str) -> float | None:
+    """The score shift between the challenger and ``champion_version`` on the gate's holdout rows (the
+    challenger's gate holdout frame: ``score`` and, when the gate compared it with a champion,
+    ``champion_score`` and ``champion_version``), or None when the gate compared it with another version or none.
+
+    Two versions trained differently (more epochs, another class weighting) score the same events
+    differently; the gate saw that and judged the challenger's quality anyway. What the canary must catch is
+    a shift beyond that one: a challenger that behaves differently live than it did offline."""
+    if holdout is None or "champion_score" not in holdout or "champion_version" not in holdout:
+        return None
+    compared = {str(v) for v in holdout["champion_version"].unique()}
+    if compared != {str(champion_version)}:
+        return None
+    return score_psi(rule, holdout["champion_score"].to_numpy(), holdout["score"].to_numpy())
+
+
 def check_score_shift(
-    policy: CanaryPolicy, champion: VariantWindow, challenger: VariantWindow, final: bool = True
+    policy: CanaryPolicy,
+    champion: VariantWindow,
+    challenger: VariantWindow,
+    final: bool = True,
+    holdout_psi: float | None = None,
 ) -> CheckResult:
-    """PSI of the challenger's scores against the champion's, scores below ``resolution`` counted as one band.
-    Too few distinct units: not judged at an
-    intermediate step, insufficient (blocking) at the final one — a model is never promoted unjudged."""
+    """PSI of the challenger's scores against the champion's, scores below ``resolution`` counted as one band,
+    within ``max_psi`` above ``holdout_psi`` (the shift between the same two versions on the gate's holdout,
+    ``holdout_score_shift``; None: not known, the limit is ``max_psi``). Too few distinct units: not judged at
+    an intermediate step, insufficient (blocking) at the final one — a model is never promoted unjudged."""
     rule = policy.analysis.score_shift
     short = _short(
         "score_shift", {"champion": champion.answered, "challenger": challenger.answered}, rule.min_requests
@@ -347,16 +375,18 @@ def check_score_shift(
             f"distinct units {per_variant(few)}, fewer than the {rule.min_units} needed",
             {"units": few},
         )
-    # Quantile bins of a near-zero crowd would measure calibration nobody acts on: below the resolution,
-    # every score is one band.
-    floor = rule.resolution
-    value = psi(np.maximum(champion.scores, floor), np.maximum(challenger.scores, floor), rule.bins)
-    status: Status = "pass" if value <= rule.max_psi else "fail"
+    value = score_psi(rule, champion.scores, challenger.scores)
+    limit = rule.max_psi + (holdout_psi or 0.0)
+    offline = (
+        f"{rule.max_psi} above the {holdout_psi:.3f} between the two versions on the gate's holdout"
+        if holdout_psi is not None
+        else f"{rule.max_psi}; the gate's holdout shift between the two versions is not known"
+    )
     return CheckResult(
         "score_shift",
-        status,
-        f"PSI {value:.3f} (limit {rule.max_psi}; scores below {floor:g} as one band)",
-        {"psi": value, "limit": rule.max_psi, "resolution": floor},
+        "pass" if value <= limit else "fail",
+        f"PSI {value:.3f} (limit {limit:.3f}: {offline}; scores below {rule.resolution:g} as one band)",
+        {"psi": value, "limit": limit, "holdout_psi": holdout_psi, "resolution": rule.resolution},
     )
 
 
@@ -640,6 +670,7 @@ def analyse(
     labelled: tuple[VariantWindow, VariantWindow] | None = None,
     health: ServingHealth | None = None,
     task: str = "binary_classification",
+    holdout_psi: float | None = None,
 ) -> CanaryVerdict:
     """Compare the challenger with the champion on one live window (``labels``: event id → label, 0/1 for a
     classifier (``task``), the true value for a regressor);
@@ -647,7 +678,8 @@ def analyse(
     ``labelled``: the (champion, challenger) windows labelled quality is judged on, when wider than the
     step's (labels arrive late: the canary judges everything it has served so far); ``health``: what
     serving saw of the challenger (``check_health``): when it is broken, that is the verdict and the other
-    checks, with nothing of it to measure, are not judged."""
+    checks, with nothing of it to measure, are not judged; ``holdout_psi``: the two versions' score shift on
+    the gate's holdout (``holdout_score_shift``), which the live shift may exceed by ``max_psi``."""
     checked = check_health(policy, health) if health is not None else None
     if checked is not None and checked.status == "fail":
         skipped = tuple(
@@ -659,7 +691,7 @@ def analyse(
     checks = (
         check_errors(policy, champion, challenger),
         check_latency(policy, champion, challenger),
-        check_score_shift(policy, champion, challenger, final),
+        check_score_shift(policy, champion, challenger, final, holdout_psi),
         check_labelled(policy, labelled_champion, labelled_challenger, labels, task),
     )
     return CanaryVerdict(challenger.version, champion.version, checks + ((checked,) if checked else ()))

@@ -30,6 +30,7 @@ from loopline.deployment.analysis import (
     analyse,
     check_health,
     check_labelled,
+    holdout_score_shift,
 )
 from loopline.deployment.policy import CanaryPolicy, CanaryPolicyError
 from loopline.deployment.windows import ErrorSource, ErrorsUnavailable, WindowCounts
@@ -64,6 +65,9 @@ class CanaryPlan:
     started_at: float = 0.0  # epoch seconds: the champion's reference window may reach back to here
     errors_at_start: dict[str, Any] | None = None  # ErrorSource.mark() then
     errors_from: ErrorSource | None = None  # where failed predictions are counted (every replica)
+    # The two versions' score shift on the gate's holdout (None: not known); the live shift may exceed it by
+    # score_shift.max_psi (``analysis.holdout_score_shift``).
+    holdout_psi: float | None = None
 
     @property
     def error_source(self) -> ErrorSource:
@@ -83,6 +87,7 @@ class CanaryPlan:
             started_at=float(data.get("started_at", 0.0)),
             errors_at_start=data.get("errors_at_start"),
             errors_from=ErrorSource.from_dict(errors_from) if errors_from else None,
+            holdout_psi=data.get("holdout_psi"),
         )
 
 
@@ -213,6 +218,7 @@ def begin(
         time.time(),
         source.mark(),
         source,
+        _holdout_psi(settings, policy, version, state.champion),
     )
     history.record(
         settings,
@@ -224,6 +230,15 @@ def begin(
         errors_from=source.describe(),
     )
     return Start("canary", f"canary of version {version} against champion {state.champion}", version, plan)
+
+
+def _holdout_psi(settings: Settings, policy: CanaryPolicy, version: str, champion: str) -> float | None:
+    """The score shift between ``version`` and ``champion`` on ``version``'s gate holdout, None when its gate
+    did not score that champion (the live check then allows ``max_psi`` alone)."""
+    from loopline.gating.gate import read_holdout_scores
+
+    read = read_holdout_scores(settings.mlflow_uri, load_use_case(settings.use_case).model_name, version)
+    return holdout_score_shift(policy.analysis.score_shift, read[1] if read else None, champion)
 
 
 def _failed(
@@ -427,6 +442,7 @@ def judge_step(
         labelled=(labelled_champion, labelled_challenger),
         health=health,
         task=_task(settings),
+        holdout_psi=plan.holdout_psi,
     )
     why = challenger_why or champion_why
     return _errors_unavailable_because(verdict, f"{why} ({plan.error_source.describe()})") if why else verdict

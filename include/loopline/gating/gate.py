@@ -54,6 +54,10 @@ MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value
 # The candidate's holdout rows and scores, kept with its run: the baseline the drift monitor's concept
 # check compares the served quality with, once this version is the champion.
 HOLDOUT_SCORES_ARTIFACT = "gate/holdout_scores.parquet"
+CHAMPION_SCORE, CHAMPION_VERSION = (
+    "champion_score",
+    "champion_version",
+)  # its columns for the compared champion
 HOLDOUT_UNIT = (
     "unit"  # its column of each row's unit (the use case's unit_column): the concept check's clusters
 )
@@ -272,6 +276,7 @@ def run_gate(
     champ_metrics = None
     champ_fairness: FairnessTable | None = None
     champion_error = comparison.error if comparison else ""
+    champion_scores: tuple[str, np.ndarray] | None = None  # (version, its holdout scores)
     if champion_mv is not None:
         champion = score_holdout(f"models:/{model_name}/{champion_mv.version}", rows, task)
         champion_error = champion.error
@@ -279,6 +284,7 @@ def run_gate(
             champ_metrics = quality_metrics(labels, champion.scores, policy, use_case.task)
             champ_fairness = _fairness(policy, labels, champion.scores, groups, expected_groups, task)
             comparison = Comparison(VS_CHAMPION, str(champion_mv.version))
+            champion_scores = (str(champion_mv.version), champion.scores)
         else:
             comparison = Comparison(CHAMPION_UNSCORABLE, str(champion_mv.version), champion.error)
     fairness = (
@@ -364,7 +370,7 @@ def run_gate(
         "verdict": verdict.to_dict(),
     }
     if candidate.scores is not None:
-        log_holdout_scores(client, candidate_mv.run_id, rows, candidate.scores, use_case)
+        log_holdout_scores(client, candidate_mv.run_id, rows, candidate.scores, use_case, champion_scores)
     record_verdict(
         settings,
         client,
@@ -380,10 +386,18 @@ def run_gate(
 
 
 def log_holdout_scores(
-    client: Any, run_id: str, rows: pd.DataFrame, scores: np.ndarray, use_case: UseCase
+    client: Any,
+    run_id: str,
+    rows: pd.DataFrame,
+    scores: np.ndarray,
+    use_case: UseCase,
+    champion: tuple[str, np.ndarray] | None = None,
 ) -> None:
     """Log the labelled holdout rows (the use case's id, its unit as ``unit``, the label, the event time) with
-    ``scores`` to the run: the concept-drift check's baseline (``monitoring.concept``, which resamples the units)."""
+    ``scores`` to the run: the concept-drift check's baseline (``monitoring.concept``, which resamples the units).
+    ``champion``: the (version, scores) of the champion the gate compared on the same rows, logged as
+    ``champion_score`` and ``champion_version``: how far apart the two versions' scores already were, which
+    the canary's score-shift check allows for (``deployment.analysis.holdout_score_shift``)."""
     import tempfile
 
     import pandas as pd
@@ -404,10 +418,34 @@ def log_holdout_scores(
         use_case.time_column in rows
     ):  # the days it spans: a regressor's concept check weighs day shocks by them
         frame[use_case.time_column] = pd.to_datetime(rows[use_case.time_column], utc=True).array
+    if champion is not None:
+        frame[CHAMPION_SCORE] = champion[1]
+        frame[CHAMPION_VERSION] = champion[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(HOLDOUT_SCORES_ARTIFACT).name
         frame.to_parquet(path, index=False)
         client.log_artifact(run_id, str(path), str(Path(HOLDOUT_SCORES_ARTIFACT).parent))
+
+
+def read_holdout_scores(tracking_uri: str, model_name: str, version: str) -> tuple[str, pd.DataFrame] | None:
+    """The version's gate holdout rows and scores (``log_holdout_scores``) and where they were read from, or
+    None when it has none (gated before they were logged, or the registry cannot be read)."""
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = mlflow_client(tracking_uri).get_model_version(model_name, version).run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=HOLDOUT_SCORES_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            frame = pd.read_parquet(path)
+    except (MlflowException, OSError):
+        return None
+    return f"gate holdout of v{version} (runs:/{run_id}/{HOLDOUT_SCORES_ARTIFACT})", frame
 
 
 def record_verdict(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,22 +137,10 @@ def label_frontier(settings: Settings, now: datetime) -> datetime | None:
 
 def load_baseline(tracking_uri: str, model_name: str, version: str) -> Baseline | None:
     """The version's gate holdout rows and scores (logged by the gate), or None when it has none."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from loopline.gating.gate import read_holdout_scores
 
-    from loopline.gating.gate import HOLDOUT_SCORES_ARTIFACT
-    from loopline.platform.mlflow_util import mlflow_client
-
-    try:
-        run_id = mlflow_client(tracking_uri).get_model_version(model_name, version).run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=HOLDOUT_SCORES_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
-            )
-            frame = pd.read_parquet(path)
-    except (MlflowException, OSError):
-        return None
-    return Baseline(f"gate holdout of v{version} (runs:/{run_id}/{HOLDOUT_SCORES_ARTIFACT})", frame)
+    read = read_holdout_scores(tracking_uri, model_name, version)
+    return None if read is None else Baseline(*read)
 
 
 def served_with_labels(

@@ -374,3 +374,35 @@ def test_score_shift_ignores_how_confidently_two_models_score_the_obvious_genuin
     # A challenger that pushes a fifth of the traffic into the reviewable range is still a shift.
     lifted = np.where(rng.random(1000) < 0.2, rng.uniform(0.05, 0.4, 1000), champion)
     assert check_score_shift(POLICY, window(champion, "1"), window(lifted, "2")).status == "fail"
+
+
+def test_score_shift_allows_the_shift_the_gate_already_saw_between_the_two_versions() -> None:
+    import pandas as pd
+
+    from loopline.deployment.analysis import check_score_shift, holdout_score_shift
+
+    rule = POLICY.analysis.score_shift
+    # v2 trained longer than v1: on every event its scores sit higher (the demo world's 30 against 8 epochs).
+    champion, challenger = window("1", seed=1), window("2", seed=2, shift=0.08)
+    plain = check_score_shift(POLICY, champion, challenger)
+    assert plain.status == "fail" and "holdout shift between the two versions is not known" in plain.reason
+    # The gate scored both on its holdout: the same shift there, on other events.
+    offline_champion, offline_challenger = window("1", seed=3), window("2", seed=4, shift=0.08)
+    holdout = pd.DataFrame(
+        {
+            "score": offline_challenger.scores,
+            "champion_score": offline_champion.scores,
+            "champion_version": "1",
+        }
+    )
+    shift = holdout_score_shift(rule, holdout, "1")
+    assert shift is not None and shift > rule.max_psi
+    allowed = check_score_shift(POLICY, champion, challenger, holdout_psi=shift)
+    assert allowed.status == "pass", allowed.reason
+    assert f"above the {shift:.3f} between the two versions on the gate's holdout" in allowed.reason
+    # Live, it moves much further than it did offline: that is the shift the canary exists to catch.
+    broken = window("2", seed=2, shift=0.4)
+    assert check_score_shift(POLICY, champion, broken, holdout_psi=shift).status == "fail"
+    # The gate compared it with another champion, or with none: not known.
+    assert holdout_score_shift(rule, holdout, "7") is None
+    assert holdout_score_shift(rule, holdout[["score"]], "1") is None

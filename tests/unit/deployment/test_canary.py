@@ -211,3 +211,31 @@ def test_loopline_traffic_replays_curated_transactions_open_loop(
     assert code == 0 and report["sent"] == 60 and report["ok"] == 60 and report["errors"] == {}
     assert report["variants"] == {f"champion:{serving_world.versions[0]}": 120}  # 2 transactions a request
     assert 20 < report["achieved_rps"] <= 41 and report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
+
+
+def test_the_plan_carries_the_score_shift_the_gate_saw_between_the_two_versions(
+    serving_world, registry, monkeypatch
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from loopline.deployment.canary import CanaryPlan, Phase, _holdout_psi
+    from loopline.gating import gate
+
+    champion, challenger = serving_world.versions
+    policy = fast_policy()
+    assert _holdout_psi(serving_world.settings, policy, challenger, champion) is None, "not gated: not known"
+    # What the gate logged for the challenger (the round trip through MLflow: test_gate_run).
+    scores = np.random.default_rng(0).beta(1, 12, 500)
+    holdout = pd.DataFrame({"score": scores + 0.1, "champion_score": scores, "champion_version": champion})
+    asked = []
+    monkeypatch.setattr(
+        gate,
+        "read_holdout_scores",
+        lambda uri, model, version: asked.append((model, version)) or ("v", holdout),
+    )
+    shift = _holdout_psi(serving_world.settings, policy, challenger, champion)
+    assert asked == [(MODEL, challenger)] and shift is not None and shift > 0.25
+    assert _holdout_psi(serving_world.settings, policy, challenger, "99") is None, "gated against another"
+    plan = CanaryPlan(challenger, champion, (Phase(0.25, "live"),), "http://x/metrics", holdout_psi=shift)
+    assert CanaryPlan.from_dict(plan.to_dict()).holdout_psi == shift

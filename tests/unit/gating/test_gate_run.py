@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from gate_testkit import MODEL_NAME, register_altered, set_champion
@@ -122,6 +123,13 @@ def test_worse_model_is_rejected_against_the_champion(gate_world) -> None:
     assert metrics["candidate"] < metrics["champion"] - 0.02
     t = tags(settings, worse)
     assert t["loopline.rejected"] == "true" and "roc_auc" in t["loopline.rejected.reasons"]
+    # Both versions' scores on the same rows are kept: the canary allows the shift the gate already saw.
+    from loopline.gating.gate import read_holdout_scores
+
+    where, scored = read_holdout_scores(settings.mlflow_uri, MODEL_NAME, worse)
+    assert f"gate holdout of v{worse}" in where
+    assert set(scored["champion_version"]) == {str(base)} and scored["champion_score"].notna().all()
+    assert not np.allclose(scored["score"], scored["champion_score"]), "the noisy version scores differently"
     assert (
         str(client(settings).get_model_version_by_alias(MODEL_NAME, "challenger").version)
         == challenger_before
