@@ -216,7 +216,7 @@ def test_replicas_on_redis_see_each_others_transactions_through_the_prediction_l
     replicas = []
     for plog in (log_a, log_b):
         fresh = FreshFeatures(settings)
-        fresh.served = AnsweredFeed(plog, known=fresh.windows.__contains__)
+        fresh.served = AnsweredFeed(plog, known=fresh.windows.__contains__, settings=settings)
         replicas.append((fresh.bootstrap(), OnlineFeatures(settings), plog))
     lonely = FreshFeatures(settings).bootstrap()  # a replica that does not read the log
     customer = last["customer_id"].value_counts().index[0]

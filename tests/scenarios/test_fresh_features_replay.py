@@ -72,14 +72,15 @@ def serve(settings: Settings, predictor, transactions: pd.DataFrame, *, fresh: b
     """Send ``transactions`` in time order, ``WAVE`` concurrent requests at a time, through a real engine."""
     from loopline.features.fresh import FreshFeatures
     from loopline.serving.engine import Deployment, Engine
-    from loopline.serving.prediction_log import AnsweredFeed, open_prediction_log
+    from loopline.serving.prediction_log import AnsweredFeed, open_prediction_log, served_events_lookback
 
     plog = open_prediction_log(settings)
     features = None
     if fresh:
         features = FreshFeatures(settings, refresh_interval_s=0.2)
-        features.served = AnsweredFeed(plog, known=features.windows.__contains__)
-        features.bootstrap(features.served.backlog(datetime.now(UTC) - timedelta(days=31))).start()
+        features.served = AnsweredFeed(plog, known=features.windows.__contains__, settings=settings)
+        since = datetime.now(UTC) - served_events_lookback(settings)
+        features.bootstrap(features.served.backlog(since)).start()
     engine = Engine(plog, max_rows=128, fresh=features)
     engine.swap(Deployment(champion=predictor))
     rows = [_request(r) for r in transactions.sort_values("event_timestamp").to_dict("records")]

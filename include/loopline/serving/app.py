@@ -356,10 +356,9 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
     materialisation, and ``loopline features check-served`` will show it)."""
     if not config.fresh_features.enabled:
         return None
-    from datetime import timedelta
 
     from loopline.features.fresh import FreshFeatures, FreshFeaturesUnavailable
-    from loopline.serving.prediction_log import AnsweredFeed
+    from loopline.serving.prediction_log import AnsweredFeed, served_events_lookback
 
     fresh = FreshFeatures(
         settings,
@@ -371,7 +370,8 @@ def _fresh_features(settings: Settings, config: ServingConfig, plog: AnyPredicti
     # The app's own settings' use case reads the served rows, not the process environment's default.
     feed = AnsweredFeed(plog, known=fresh.knows, settings=settings)
     fresh.served = feed
-    fresh.backlog = lambda: feed.backlog(datetime.now(UTC) - timedelta(days=31))
+    lookback = served_events_lookback(settings)
+    fresh.backlog = lambda: feed.backlog(datetime.now(UTC) - lookback)
     try:
         fresh.bootstrap()
     except FreshFeaturesUnavailable as exc:

@@ -59,7 +59,8 @@ class RetentionConfig(StrictModel):
     ``max_age_days``, and the oldest beyond ``max_rows``, are deleted in the serving process, in batches of
     ``batch_rows`` — but never a row something still reads: the drift monitor's window and concept
     lookback, a running canary (since its start), check-served (the drift window) and fresh features
-    (31 days back, and 30 days before the materialisation watermark) set a floor that wins over both limits."""
+    (the use case's streaming ``history_us`` plus a day back, and its longest window before the materialisation
+    watermark) set a floor that wins over both limits."""
 
     enabled: bool = True
     max_age_days: float = Field(default=35.0, gt=0)

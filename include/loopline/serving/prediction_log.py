@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -726,13 +726,12 @@ PROBE_ID_PREFIX = "gate_probe_"
 ToEvent = Callable[[Mapping[str, Any]], "StreamEvent"]
 
 
-def _configured_event(settings: Settings | None = None) -> ToEvent | None:
-    """How the use case of ``settings`` (default: the configured one) reads a logged event as a feature event
+def _configured_event(settings: Settings) -> ToEvent | None:
+    """How the use case of ``settings`` reads a logged event as a feature event
     (``FeatureDefinitions.streaming.event``); None: it defines no streaming features."""
-    from loopline.config import Settings
     from loopline.features.definitions import definitions_for
 
-    streaming = definitions_for(settings or Settings())[1].streaming
+    streaming = definitions_for(settings)[1].streaming
     return None if streaming is None else streaming.event
 
 
@@ -755,9 +754,9 @@ def _events(
 class AnsweredFeed:
     """What every replica answered since the last call, as feature events: the serving engine's
     ``served_events`` (``features.fresh``). ``known(event_id)`` skips rows already counted; ``to_event``
-    reads a logged event (default: as the streaming features of ``settings``' use case do; no ``settings``:
-    the configured one). A server passes the settings it was given: its replicas' events are read as its own
-    use case's, whatever ``LOOPLINE_USE_CASE`` says in the process."""
+    reads a logged event (default: as the streaming features of ``settings``' use case do). One of the two is
+    required: a server passes the settings it was given, so its replicas' events are read as its own use
+    case's, whatever ``LOOPLINE_USE_CASE`` says in the process."""
 
     def __init__(
         self,
@@ -766,6 +765,10 @@ class AnsweredFeed:
         to_event: ToEvent | None = None,
         settings: Settings | None = None,
     ) -> None:
+        if to_event is None and settings is None:
+            raise TypeError(
+                "AnsweredFeed needs the settings whose use case reads the served rows (or a to_event)"
+            )
         self.log = prediction_log
         self.known = known
         self.after = prediction_log.newest_id()
@@ -775,9 +778,12 @@ class AnsweredFeed:
     @property
     def to_event(self) -> ToEvent:
         if self._to_event is None:
+            assert self._settings is not None  # __init__ requires one of the two
             self._to_event = _configured_event(self._settings)
             if self._to_event is None:
-                raise ValueError("the configured use case defines no streaming features: no feature events")
+                raise ValueError(
+                    f"use case {self._settings.use_case!r} defines no streaming features: no feature events"
+                )
         return self._to_event
 
     def backlog(self, since: datetime) -> list[StreamEvent]:
@@ -791,16 +797,28 @@ class AnsweredFeed:
         return _events(rows, self.to_event, self.known)
 
 
+def served_events_lookback(settings: Settings) -> timedelta:
+    """How far back served rows are read as feature events: the streaming features' ``history_us`` of the
+    settings' use case (a row served up to its view's TTL after an entity's newest event counts the window
+    before that event) plus a day for clocks and ingest lag. Zero for a use case without streaming features."""
+    from loopline.features.definitions import definitions_for
+
+    streaming = definitions_for(settings)[1].streaming
+    if streaming is None:
+        return timedelta(0)
+    return timedelta(microseconds=streaming.history_us) + timedelta(days=1)
+
+
 def answered_events(settings: Settings, since: datetime | None = None) -> list[StreamEvent]:
-    """Answered events of predictions made at or after ``since`` (default: the last 31 days, all a 30-day
-    window can need) as feature events: what materialisation adds to the curated ones. Empty for a use case
-    without streaming features (its online store is Feast's materialisation alone)."""
-    from datetime import UTC, timedelta
+    """Answered events of predictions made at or after ``since`` (default: ``served_events_lookback``, all
+    the use case's windows can need) as feature events: what materialisation adds to the curated ones. Empty
+    for a use case without streaming features (its online store is Feast's materialisation alone)."""
+    from datetime import UTC
 
     to_event = _configured_event(settings)
     if to_event is None:
         return []
-    since = since or datetime.now(UTC) - timedelta(days=31)
+    since = since or datetime.now(UTC) - served_events_lookback(settings)
     plog = open_prediction_log(settings, read_only=True)
     try:
         return _events(plog.answered_since(since), to_event)
@@ -811,11 +829,6 @@ def answered_events(settings: Settings, since: datetime | None = None) -> list[S
 # --- retention: old rows go, rows something still reads stay ---------------------------------------------
 
 DAY_S = 86_400.0
-# How far back the served rows are read as feature events: ``answered_events`` and the serving app's
-# ``AnsweredFeed.backlog`` (31 days, all a 30-day window can need), and the fresh-features bootstrap and
-# materialisation (the 30 days before the materialisation watermark).
-FRESH_FEATURES_LOOKBACK_S = 31 * DAY_S
-WATERMARK_LOOKBACK_S = 30 * DAY_S
 CANARY_MARGIN_S = 3600.0  # a canary's first window starts when it began; a margin for clocks and the step
 
 
@@ -835,9 +848,10 @@ class Need:
 def retention_needs(settings: Settings, now: float, label_delay_days: float) -> list[Need]:
     """Every reader's reach into the past at ``now`` (``RetentionBlocked`` when one cannot be told):
 
-    - ``fresh_features``: served rows are read back as feature events for 31 days (``answered_events``,
-      ``AnsweredFeed.backlog``); ``materialisation``: 30 days before the watermark, where it is readable here
-      (embedded; serving pods in Kubernetes have no watermark and the 31 days apply);
+    - ``fresh_features``: served rows are read back as feature events for ``served_events_lookback`` (the
+      use case's streaming ``history_us`` plus a day: ``answered_events``, ``AnsweredFeed.backlog``);
+      ``materialisation``: the longest streaming window before the watermark, where it is readable here
+      (embedded; serving pods in Kubernetes have no watermark and the lookback above applies);
     - ``drift_window``: the drift monitor's window (``window.hours`` of drift.yaml), also what its
       served-features check (check-served) reads;
     - ``concept_drift``: ``judged_windows`` x ``window_hours`` before the label frontier, which trails now by
@@ -845,16 +859,22 @@ def retention_needs(settings: Settings, now: float, label_delay_days: float) -> 
       exact start;
     - ``canary``: a canary that started and has not ended (``promoted``/``rolled_back``) in history reads
       from its start."""
-    needs = [Need("fresh_features", now - FRESH_FEATURES_LOOKBACK_S)]
+    from loopline.features.definitions import definitions_for
+
+    try:
+        streaming = definitions_for(settings)[1].streaming
+    except Exception as exc:
+        raise RetentionBlocked(f"the use case {settings.use_case!r} does not load: {exc}") from exc
+    needs = [Need("fresh_features", now - served_events_lookback(settings).total_seconds())]
     try:
         from loopline.features.watermark import materialized_until
 
         watermark = materialized_until(settings)
-    except Exception as exc:  # no feature repo here: the 31 days above cover what is read
+    except Exception as exc:  # no feature repo here: the lookback above covers what is read
         log.debug("retention: no materialisation watermark readable here: %s", exc)
         watermark = None
-    if watermark is not None:
-        needs.append(Need("materialisation", watermark.timestamp() - WATERMARK_LOOKBACK_S))
+    if watermark is not None and streaming is not None:
+        needs.append(Need("materialisation", watermark.timestamp() - streaming.longest_window_us / 1e6))
 
     from loopline.config.drift_policy import DriftConfig, load_drift_config
 

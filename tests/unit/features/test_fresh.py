@@ -184,7 +184,7 @@ def test_replicas_see_each_others_transactions_through_the_prediction_log(world,
     replicas = []
     for plog in (log_a, log_b):
         fresh = FreshFeatures(settings)
-        fresh.served = AnsweredFeed(plog, known=fresh.windows.__contains__)
+        fresh.served = AnsweredFeed(plog, known=fresh.windows.__contains__, settings=settings)
         replicas.append((fresh.bootstrap(), OnlineFeatures(settings), plog))
     customer = last["customer_id"].value_counts().index[0]
     first, second = (request(r) for r in last[last["customer_id"] == customer].head(2).to_dict("records"))
@@ -496,7 +496,10 @@ def test_the_gates_serving_probes_never_count_as_transactions(world, tmp_path):
         ]
     )
     assert [e.transaction_id for e in answered_events(settings)] == [real["transaction_id"]]
-    assert [e.transaction_id for e in AnsweredFeed(plog).backlog(datetime(2000, 1, 1, tzinfo=UTC))] == [
-        real["transaction_id"]
-    ]
+    assert [
+        e.transaction_id
+        for e in AnsweredFeed(plog, settings=settings).backlog(datetime(2000, 1, 1, tzinfo=UTC))
+    ] == [real["transaction_id"]]
+    with pytest.raises(TypeError, match="needs the settings"):
+        AnsweredFeed(plog)  # never the process environment's use case
     plog.close()

@@ -1,6 +1,7 @@
 """Issue 19, item 5: prediction-log retention. Old rows go, in short batches, counted in metrics and logs —
-but never a row a reader still needs: fresh features (31 days; 30 days before the materialisation
-watermark), the drift window and concept lookback, a running canary since its start."""
+but never a row a reader still needs: fresh features (the fraud use case's 60-day streaming history plus a
+day; its 30-day window before the materialisation watermark), the drift window and concept lookback, a running
+canary since its start."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from loopline.serving.prediction_log import (
 )
 
 NOW = time.time()
-AGES = (40, 38, 36, 34, 20, 1, 0.01)  # days
+AGES = (70, 68, 66, 64, 20, 1, 0.01)  # days; fresh features keep 61
 
 
 def _rows(ages, per_age: int = 50, now: float = NOW) -> list[LoggedPrediction]:
@@ -74,14 +75,14 @@ def test_rows_older_than_max_age_go_in_small_batches(world) -> None:
     settings, plog = world
     statements: list[str] = []
     plog._conn.set_trace_callback(statements.append)
-    run = _retention(world, max_age_days=35, batch_rows=20, pause_s=0).run_once()
+    run = _retention(world, max_age_days=65, batch_rows=20, pause_s=0).run_once()
     plog._conn.set_trace_callback(None)
     assert (run.outcome, run.deleted, run.kept_for) == ("deleted", 150, "")
-    assert _ages_left(plog) == [34, 20, 1, 0.01]
+    assert _ages_left(plog) == [64, 20, 1, 0.01]
     deletes = [s for s in statements if s.startswith("DELETE")]
     assert len(deletes) == 8 and all("LIMIT 20" in s for s in deletes), "150 rows in batches of at most 20"
     assert "150 row(s)" in run.describe()
-    again = _retention(world, max_age_days=35).run_once()
+    again = _retention(world, max_age_days=65).run_once()
     assert (again.outcome, again.deleted) == ("nothing_to_delete", 0)
 
 
@@ -89,8 +90,8 @@ def test_the_floor_wins_over_a_short_max_age(world) -> None:
     settings, plog = world
     run = _retention(world, max_age_days=1).run_once()
     assert run.kept_for == "fresh_features", run
-    assert run.cutoff == pytest.approx(NOW - 31 * DAY_S)
-    assert _ages_left(plog) == [20, 1, 0.01], "the 31 days fresh features read back stay"
+    assert run.cutoff == pytest.approx(NOW - 61 * DAY_S)
+    assert _ages_left(plog) == [20, 1, 0.01], "the 61 days fresh features read back stay"
 
 
 def test_needs_follow_the_drift_policy_and_the_label_delay(world) -> None:
@@ -98,21 +99,28 @@ def test_needs_follow_the_drift_policy_and_the_label_delay(world) -> None:
     needs = {n.what: (NOW - n.since) / DAY_S for n in retention_needs(settings, NOW, label_delay_days=21)}
     assert needs["drift_window"] == pytest.approx(1.0)  # drift.yaml: window.hours 24
     assert needs["concept_drift"] == pytest.approx(21 + 7)  # label delay + 7 judged windows of 24 h
-    assert needs["fresh_features"] == pytest.approx(31)
+    assert needs["fresh_features"] == pytest.approx(61)  # fraud's history_us (60 d) plus a day
     longer = {n.what: (NOW - n.since) / DAY_S for n in retention_needs(settings, NOW, label_delay_days=40)}
     assert longer["concept_drift"] == pytest.approx(47)
 
 
+def test_the_fresh_features_floor_follows_the_use_cases_streaming_history(tmp_path) -> None:
+    # Delivery's served rows depend on 48 h of orders (a 24 h window, read up to a 24 h TTL later).
+    delivery = Settings(state_dir=tmp_path / "state", use_case="delivery")
+    needs = {n.what: (NOW - n.since) / DAY_S for n in retention_needs(delivery, NOW, label_delay_days=2)}
+    assert needs["fresh_features"] == pytest.approx(3)
+
+
 def test_a_running_canary_keeps_everything_since_its_start(world) -> None:
     settings, plog = world
-    history.record(settings, "canary_started", version="7", at=datetime.fromtimestamp(NOW - 50 * DAY_S, UTC))
+    history.record(settings, "canary_started", version="7", at=datetime.fromtimestamp(NOW - 80 * DAY_S, UTC))
     run = _retention(world, max_age_days=1).run_once()
     assert (run.outcome, run.deleted, run.kept_for) == ("nothing_to_delete", 0, "canary of version 7")
     assert len(_ages_left(plog)) == len(AGES)
-    history.record(settings, "rolled_back", version="7", at=datetime.fromtimestamp(NOW - 49 * DAY_S, UTC))
-    history.record(settings, "canary_started", version="8", at=datetime.fromtimestamp(NOW - 37 * DAY_S, UTC))
+    history.record(settings, "rolled_back", version="7", at=datetime.fromtimestamp(NOW - 79 * DAY_S, UTC))
+    history.record(settings, "canary_started", version="8", at=datetime.fromtimestamp(NOW - 67 * DAY_S, UTC))
     run = _retention(world, max_age_days=1).run_once()
-    assert run.kept_for == "canary of version 8" and _ages_left(plog) == [36, 34, 20, 1, 0.01]
+    assert run.kept_for == "canary of version 8" and _ages_left(plog) == [66, 64, 20, 1, 0.01]
     history.record(settings, "promoted", version="8")
     run = _retention(world, max_age_days=1).run_once()
     assert run.kept_for == "fresh_features" and _ages_left(plog) == [20, 1, 0.01]
@@ -125,28 +133,28 @@ def test_the_materialisation_watermark_and_a_recorded_concept_window_hold_rows_b
     from loopline.features import watermark
 
     monkeypatch.setattr(
-        watermark, "materialized_until", lambda s: datetime.fromtimestamp(NOW - 9 * DAY_S, UTC)
+        watermark, "materialized_until", lambda s: datetime.fromtimestamp(NOW - 39 * DAY_S, UTC)
     )
     run = _retention(world, max_age_days=1).run_once()
-    assert run.kept_for == "materialisation" and _ages_left(plog) == [38, 36, 34, 20, 1, 0.01]
+    assert run.kept_for == "materialisation" and _ages_left(plog) == [68, 66, 64, 20, 1, 0.01]
     monkeypatch.setattr(watermark, "materialized_until", lambda s: None)
     window = [
-        datetime.fromtimestamp(NOW - 37 * DAY_S, UTC).isoformat(),
+        datetime.fromtimestamp(NOW - 67 * DAY_S, UTC).isoformat(),
         datetime.fromtimestamp(NOW, UTC).isoformat(),
     ]
     history.record(settings, "drift_checked", version="1", concept_window=window)
     run = _retention(world, max_age_days=1).run_once()
-    assert run.kept_for == "concept_drift (recorded window)" and _ages_left(plog) == [36, 34, 20, 1, 0.01]
+    assert run.kept_for == "concept_drift (recorded window)" and _ages_left(plog) == [66, 64, 20, 1, 0.01]
 
 
 def test_max_rows_deletes_the_oldest_beyond_it_but_not_below_the_floor(tmp_path) -> None:
     settings = Settings(state_dir=tmp_path / "state")
     plog = PredictionLog(tmp_path / "p.db")
-    plog.append(_rows((34, 33, 32), per_age=500))
+    plog.append(_rows((64, 63, 62), per_age=500))
     run = Retention(
-        plog, settings, RetentionConfig(max_age_days=35, max_rows=1000), clock=lambda: NOW
+        plog, settings, RetentionConfig(max_age_days=65, max_rows=1000), clock=lambda: NOW
     ).run_once()
-    assert run.deleted == 500 and _ages_left(plog) == [33, 32]
+    assert run.deleted == 500 and _ages_left(plog) == [63, 62]
     young = PredictionLog(tmp_path / "young.db")
     young.append(_rows((10, 5, 1), per_age=500))
     run = Retention(young, settings, RetentionConfig(max_rows=1000), clock=lambda: NOW).run_once()
@@ -181,9 +189,9 @@ def test_inserts_go_on_while_retention_deletes(tmp_path) -> None:
     settings = Settings(state_dir=tmp_path / "state")
     plog = PredictionLog(tmp_path / "p.db")
     for _ in range(10):
-        plog.append(_rows((60,), per_age=2000))
+        plog.append(_rows((90,), per_age=2000))
     retention = Retention(
-        plog, settings, RetentionConfig(max_age_days=35, batch_rows=500, pause_s=0.002), clock=lambda: NOW
+        plog, settings, RetentionConfig(max_age_days=65, batch_rows=500, pause_s=0.002), clock=lambda: NOW
     )
     done: list = []
     worker = threading.Thread(target=lambda: done.append(retention.run_once()))
@@ -203,7 +211,7 @@ def test_inserts_go_on_while_retention_deletes(tmp_path) -> None:
 def test_the_app_runs_retention_and_reports_it_in_metrics(tmp_path) -> None:
     settings = Settings(state_dir=tmp_path)
     old = PredictionLog(settings.state.prediction_log)
-    old.append(_rows((40,), per_age=100, now=time.time()) + _rows((2,), per_age=10, now=time.time()))
+    old.append(_rows((90,), per_age=100, now=time.time()) + _rows((2,), per_age=10, now=time.time()))
     old.close()
     config = bare_config()
     config = config.model_copy(
@@ -241,7 +249,7 @@ def test_postgres_retention_deletes_in_batches_one_replica_at_a_time(tmp_path, p
     settings = Settings(state_dir=tmp_path / "state")
     plog = PostgresPredictionLog(pg_url, timeout_s=2.0)
     plog.append(_rows(AGES))
-    retention = Retention(plog, settings, RetentionConfig(max_age_days=35, batch_rows=40), clock=lambda: NOW)
+    retention = Retention(plog, settings, RetentionConfig(max_age_days=65, batch_rows=40), clock=lambda: NOW)
     with psycopg.connect(pg_url, autocommit=True) as other_replica:
         other_replica.execute("SELECT pg_advisory_lock(7246003)")
         busy = retention.run_once()
@@ -251,5 +259,5 @@ def test_postgres_retention_deletes_in_batches_one_replica_at_a_time(tmp_path, p
             other_replica.execute("SELECT pg_advisory_unlock(7246003)")
     run = retention.run_once()
     assert (run.outcome, run.deleted) == ("deleted", 150)
-    assert _ages_left(plog) == [34, 20, 1, 0.01]
+    assert _ages_left(plog) == [64, 20, 1, 0.01]
     plog.close()
