@@ -133,10 +133,7 @@ def run_demo(
     step("training the first model over REST: train_model (training set, holdout, trainer, benchmark gate)")
     conf = {"reason": "demo: first model", "epochs": plan.epochs}
     if trigger_and_follow("train_model", conf, wait=True, timeout=900 * patience) != 0:
-        raise DemoFailed(
-            "train_model failed: see its task logs in the Airflow UI (gate_candidate says why "
-            "a model was rejected)"
-        )
+        raise DemoFailed(f"train_model failed: {why_training_failed(settings)}")
     first = report_gate(settings, step, log)
     close_the_loop(settings, trigger_and_follow, step, log, first, trained_since, plan, patience)
     return 0
@@ -220,7 +217,10 @@ def close_the_loop(
             f"in {settings.state.reports / 'drift'}"
         )
     step(f"retrain requested ({requested.reason}); train_model starts on loopline.retrain_requested")
-    wait_for_dag_run(api, "train_model", since, timeout=900 * patience, log=log)
+    try:
+        wait_for_dag_run(api, "train_model", since, timeout=900 * patience, log=log)
+    except DemoFailed as failed:
+        raise DemoFailed(f"{failed}; {why_training_failed(settings)}") from None
     second = report_gate(settings, step, log)
 
     step("deploy_canary: the challenger earns live traffic step by step while clients keep sending")
@@ -331,6 +331,25 @@ def report_gate(settings: Settings, step: Callable[[str], None], log: Callable[[
         raise DemoFailed(f"v{newest['version']} was rejected by the gate: {gate.get('rejected_reasons')}")
     version: str = newest["version"]
     return version
+
+
+def why_training_failed(settings: Settings) -> str:
+    """The newest version's gate reasons when the gate rejected it, else where to look: a failed
+    train_model run says why without a trip to the Airflow UI."""
+    from loopline.status import loop_state
+
+    try:
+        versions = loop_state(settings)["versions"]
+    except Exception as error:  # the registry itself may be what failed
+        return f"the registry could not be read ({error}); see the task logs in the Airflow UI"
+    gate = (versions[-1]["gate"] or {}) if versions else {}
+    if gate and not gate.get("passed"):
+        checks = ", ".join(name for name, ok in gate.get("checks", {}).items() if not ok)
+        return (
+            f"the gate rejected v{versions[-1]['version']} ({checks or 'no check passed'}): "
+            f"{gate.get('rejected_reasons')}; report {gate.get('report')}"
+        )
+    return "see its task logs in the Airflow UI (no gate verdict was recorded for a new version)"
 
 
 def wait_for_features(settings: Settings, until: str, timeout: float) -> None:
