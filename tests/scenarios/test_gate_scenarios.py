@@ -202,3 +202,28 @@ def test_a_candidate_that_cannot_load_is_rejected_naming_why(world) -> None:
     assert not verdict.passed and verdict.checks_passed()["quality"] is False
     assert report["metrics"]["candidate_error"], report["metrics"]
     assert report["metrics"]["candidate_error"].split(":")[0] in verdict.why, verdict.why
+
+
+def test_a_longer_retrain_of_the_same_data_passes_against_the_champion(world) -> None:
+    """The demo's drift retrain: the same training set, trained for more epochs than the champion. Nothing
+    about it is worse, so the gate must not reject it on noise (a TPR gap measured on a dozen frauds), and
+    the canary must know how far apart the two versions' scores already were on the gate's holdout."""
+    from loopline.deployment.analysis import holdout_score_shift
+    from loopline.deployment.policy import CanaryPolicy
+    from loopline.gating.gate import read_holdout_scores
+    from loopline.training.config import load_config
+    from loopline.training.train import train
+
+    settings, base = world["settings"], world["base"]
+    set_champion(settings, base)
+    training = load_config(FRAUD_TRAINING_POLICY, [*_fast_overrides(), "epochs=12"])
+    longer = train(
+        world["train_set"].path, training, tracking_uri=settings.mlflow_uri, register_name=MODEL_NAME
+    )
+    verdict, report, _ = gate(world, longer.version)
+    assert verdict.passed, verdict.why
+    assert report["comparison"]["kind"] == "vs_champion"
+    _, holdout = read_holdout_scores(settings.mlflow_uri, MODEL_NAME, longer.version)
+    shift = holdout_score_shift(CanaryPolicy().analysis.score_shift, holdout, str(base))
+    assert shift is not None and shift >= 0
+    set_champion(settings, None)

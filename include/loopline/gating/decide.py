@@ -289,15 +289,32 @@ def _rates(table: FairnessTable, attribute: str, kind: str) -> str:
     )
 
 
+def _undecided(
+    attribute: str, rate: str, gap: float, interval: tuple[float, float], limit: float, note: str
+) -> dict[str, Any]:
+    """A fairness bound the holdout's group sizes cannot place on either side: reported (a rejection with
+    ``unjudged_groups: reject``)."""
+    return {
+        "attribute": attribute,
+        "rate": rate,
+        "gap": gap,
+        "interval": list(interval),
+        "limit": limit,
+        "note": note,
+    }
+
+
 def check_fairness(
     policy: GatePolicy,
     table: FairnessTable | None,
     champion: FairnessTable | None = None,
     comparison: Comparison | None = None,
+    gap_increase: dict[str, tuple[float, float]] | None = None,
 ) -> CheckResult:
     """Per attribute: the TPR and FPR gaps between judged groups within the policy's absolute bounds and
-    no more than ``max_gap_increase`` above the champion's gaps on the same rows; groups too small to
-    judge are listed (and, with ``unjudged_groups: reject``, reject the candidate)."""
+    no more than ``max_gap_increase`` above the champion's gaps on the same rows (judged on
+    ``gap_increase``'s interval where given: ``"TPR:<attribute>"`` -> (low, high)); groups too small to
+    judge, and gaps the holdout cannot place, are listed (and, with ``unjudged_groups: reject``, reject)."""
     f = policy.fairness
     comparison = comparison or comparison_for({} if champion is not None else None)
     if not f.configured():
@@ -346,20 +363,12 @@ def check_fairness(
                     f"{attribute}: {what} {_fmt(gap)} exceeds {limit} ({_rates(table, attribute, kind)}{noise})"
                 )
             elif high > limit:
-                undecided.append(
-                    {
-                        "attribute": attribute,
-                        "rate": kind,
-                        "gap": gap,
-                        "interval": [low, high],
-                        "limit": limit,
-                        "note": (
-                            f"{attribute}: {what} {_fmt(gap)} cannot be placed above or below {limit} "
-                            f"with these group sizes ({f.confidence:.0%} interval {_fmt(low)}-{_fmt(high)}; "
-                            f"{_rates(table, attribute, kind)})"
-                        ),
-                    }
+                note = (
+                    f"{attribute}: {what} {_fmt(gap)} cannot be placed above or below {limit} "
+                    f"with these group sizes ({f.confidence:.0%} interval {_fmt(low)}-{_fmt(high)}; "
+                    f"{_rates(table, attribute, kind)})"
                 )
+                undecided.append(_undecided(attribute, kind, gap, (low, high), limit, note))
 
     # Against the champion: the same rows, hence the same judged groups, so the gaps are comparable and
     # a model that is fair "enough" in absolute terms still cannot make things materially worse.
@@ -388,7 +397,17 @@ def check_fairness(
                     if gap is None or champ is None:
                         continue
                     applied += 1
-                    passed = gap - champ <= limit + 1e-12
+                    low, high = (gap_increase or {}).get(f"{kind}:{attribute}", (gap - champ, gap - champ))
+                    passed = low <= limit + 1e-12
+                    if passed and high > limit + 1e-12:
+                        note = (
+                            f"{attribute}: {kind} gap {_fmt(gap)} is {_fmt(gap - champ)} above "
+                            f"{comparison.champion}'s {_fmt(champ)}; with these group sizes the increase "
+                            f"cannot be placed above or below the allowed {limit} "
+                            f"({f.confidence:.0%} interval {_fmt(low)} to {_fmt(high)}; candidate "
+                            f"{_rates(table, attribute, kind)}; champion {_rates(champion, attribute, kind)})"
+                        )
+                        undecided.append(_undecided(attribute, kind, gap, (low, high), limit, note))
                     versus.append(
                         {
                             "attribute": attribute,
@@ -404,7 +423,13 @@ def check_fairness(
                         reasons.append(
                             f"{attribute}: {what} {_fmt(gap)} is {_fmt(gap - champ)} above "
                             f"{comparison.champion}'s {_fmt(champ)} on the same rows (allowed "
-                            f"increase {limit}; candidate {_rates(table, attribute, kind)}; champion "
+                            f"increase {limit}"
+                            + (
+                                f", {f.confidence:.0%} interval of the increase {_fmt(low)} to {_fmt(high)}"
+                                if f"{kind}:{attribute}" in (gap_increase or {})
+                                else ""
+                            )
+                            + f"; candidate {_rates(table, attribute, kind)}; champion "
                             f"{_rates(champion, attribute, kind)})"
                         )
 
@@ -500,15 +525,18 @@ def decide(
     candidate_error: str = "",
     champion_fairness: FairnessTable | None = None,
     comparison: Comparison | None = None,
+    gap_increase: dict[str, tuple[float, float]] | None = None,
 ) -> GateVerdict:
     """Judge the candidate. ``candidate``/``champion``: quality metrics on the same holdout rows (None:
     not scorable / no champion); ``fairness``/``champion_fairness``: their fairness tables on those rows;
     ``latency``/``infra``: None when not run; ``comparison``: which comparison ran (default: implied by
-    ``champion``). Passes only if every check passes and at least one threshold was actually evaluated."""
+    ``champion``); ``gap_increase``: the intervals of the fairness gaps' increase over the champion's
+    (``metrics.gap_increase_intervals``; None: judged as measured). Passes only if every check passes and at
+    least one threshold was actually evaluated."""
     comparison = comparison or comparison_for(champion)
     checks = {
         "quality": check_quality(policy, candidate, champion, candidate_error, comparison),
-        "fairness": check_fairness(policy, fairness, champion_fairness, comparison),
+        "fairness": check_fairness(policy, fairness, champion_fairness, comparison, gap_increase),
         "latency": check_latency(policy, latency),
         "infra": check_infra(policy, infra),
     }

@@ -30,7 +30,14 @@ from loopline.gating.decide import (
 from loopline.gating.holdout import FAIRNESS_GROUPS_KEY
 from loopline.gating.infra import InfraResult, as_request, validate_serving
 from loopline.gating.latency import measure_latency
-from loopline.gating.metrics import FairnessTable, LatencyStats, error_table, fairness_table, quality_metrics
+from loopline.gating.metrics import (
+    FairnessTable,
+    LatencyStats,
+    error_table,
+    fairness_table,
+    gap_increase_intervals,
+    quality_metrics,
+)
 from loopline.gating.policy import HIGHER_IS_BETTER, GatePolicy, load_policy
 from loopline.lineage import history
 from loopline.platform.mlflow_util import mlflow_client
@@ -319,6 +326,11 @@ def run_gate(
         )
 
     assert comparison is not None  # _champion returns a champion version or the comparison that ran instead
+    gap_increase = None
+    if task == "binary_classification" and fairness is not None and champion_scores is not None:
+        gap_increase = gap_increase_intervals(
+            labels, candidate.scores, champion_scores[1], groups, fairness, policy.fairness.confidence
+        )
     verdict = decide(
         policy,
         cand_metrics,
@@ -329,6 +341,7 @@ def run_gate(
         candidate_error=candidate.error,
         champion_fairness=champ_fairness,
         comparison=comparison,
+        gap_increase=gap_increase,
     )
     report = {
         "model_name": model_name,

@@ -389,3 +389,56 @@ def test_a_group_absent_from_the_holdout_is_listed_not_dropped() -> None:
     # Without the history the absent groups vanish, and the same strict policy passes: the gap it closes.
     unaware = fairness_table(labels, scores, {"customer_age_band": bands}, 0.5, 200, 10)
     assert decide(strict, GOOD, None, unaware, None, None).passed
+
+
+def test_a_gap_increase_of_two_frauds_in_a_small_band_is_undecided_and_a_blind_band_is_not() -> None:
+    import numpy as np
+
+    from loopline.gating.decide import VS_CHAMPION, Comparison
+    from loopline.gating.metrics import fairness_table, gap_increase_intervals
+
+    # Two bands of 400 rows; the champion catches 8 of 12 frauds in "small" and 45 of 50 in "large".
+    bands = np.array(["small"] * 400 + ["large"] * 400)
+    labels = np.zeros(800)
+    labels[:12] = 1
+    labels[400:450] = 1
+    champion = np.full(800, 0.01)
+    champion[:8] = 0.9
+    champion[400:445] = 0.9
+    groups = {"customer_age_band": bands}
+    p = policy(fairness={"max_gap_increase": {"tpr": 0.15}, "min_group_positives": 10})
+    versus = Comparison(VS_CHAMPION, "1")
+
+    def judge(candidate):
+        table = fairness_table(labels, candidate, groups, 0.5, 200, 10)
+        champ = fairness_table(labels, champion, groups, 0.5, 200, 10)
+        intervals = gap_increase_intervals(labels, candidate, champion, groups, table, 0.95)
+        verdict = decide(
+            p,
+            GOOD,
+            GOOD,
+            table,
+            None,
+            None,
+            champion_fairness=champ,
+            comparison=versus,
+            gap_increase=intervals,
+        )
+        return verdict, intervals["TPR:customer_age_band"]
+
+    # Two frauds fewer caught in the small band: the gap grows by 0.17, over the allowed 0.15 as measured.
+    two_fewer = champion.copy()
+    two_fewer[6:8] = 0.01
+    verdict, (low, high) = judge(two_fewer)
+    assert low < 0.15 < high and verdict.passed, verdict.why
+    [undecided] = verdict.checks["fairness"].details["undecided"]
+    assert "cannot be placed above or below the allowed 0.15" in undecided["note"]
+    # Blind in the small band: surely more than 0.15 worse than the champion.
+    blind = champion.copy()
+    blind[:12] = 0.01
+    verdict, (low, _) = judge(blind)
+    assert low > 0.15 and not verdict.passed
+    assert "95% interval of the increase" in verdict.checks["fairness"].reasons[0]
+    # The champion itself: nothing changes.
+    verdict, (low, high) = judge(champion.copy())
+    assert verdict.passed and low == high == 0.0
