@@ -401,8 +401,8 @@ def check_fairness(
                     passed = low <= limit + 1e-12
                     if passed and high > limit + 1e-12:
                         note = (
-                            f"{attribute}: {kind} gap {_fmt(gap)} is {_fmt(gap - champ)} above "
-                            f"{comparison.champion}'s {_fmt(champ)}; with these group sizes the increase "
+                            f"{attribute}: {kind} gap {_fmt(gap)} against {comparison.champion}'s "
+                            f"{_fmt(champ)} (change {_fmt(gap - champ)}); with these group sizes the increase "
                             f"cannot be placed above or below the allowed {limit} "
                             f"({f.confidence:.0%} interval {_fmt(low)} to {_fmt(high)}; candidate "
                             f"{_rates(table, attribute, kind)}; champion {_rates(champion, attribute, kind)})"
