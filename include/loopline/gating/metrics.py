@@ -183,10 +183,11 @@ def gap_increase_intervals(
     ``confidence`` (key ``"TPR:<attribute>"`` / ``"FPR:<attribute>"``): a paired bootstrap that redraws each
     judged group's rows and both models' decisions on them together. One fraud more or less caught in a band
     of a dozen moves its TPR by 0.08: an increase of two such frauds is not the candidate being less fair."""
+    if table.threshold is None:  # a regressor: no operating point, no rates
+        return {}
     y, cand = labelled_scores(labels, candidate)
     _, champ = labelled_scores(labels, champion)
-    threshold = table.threshold if table.threshold is not None else 0.5
-    cand_flag, champ_flag = cand >= threshold, champ >= threshold
+    cand_flag, champ_flag = cand >= table.threshold, champ >= table.threshold
     rng = np.random.default_rng(seed)
     out: dict[str, tuple[float, float]] = {}
     for attribute, values in groups.items():

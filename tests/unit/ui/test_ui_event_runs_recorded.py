@@ -88,6 +88,8 @@ def settings(tmp_path, clean_loopline_env) -> Settings:
 def _registry(monkeypatch, aliases: dict[str, str]) -> FakeRegistry:
     fake = FakeRegistry(aliases)
     monkeypatch.setattr(actions, "client_for", lambda settings: fake)
+    # No tracking server behind the fake: the versions have no gate holdout to read (canary.begin asks).
+    monkeypatch.setattr(gate, "read_holdout_scores", lambda uri, model, version: None)
     return fake
 
 
