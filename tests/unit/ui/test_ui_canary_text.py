@@ -15,6 +15,7 @@ from loopline.deployment import actions, canary
 from loopline.deployment.analysis import VariantWindow, analyse, check_labelled, check_score_shift
 from loopline.deployment.policy import CanaryPolicy
 from loopline.deployment.windows import ErrorSource
+from loopline.gating import gate
 from loopline.lineage import history
 from loopline_airflow.ui.render import PageLinks, details_lines, render_page
 
@@ -75,6 +76,8 @@ def canary_history(tmp_path, clean_loopline_env, monkeypatch) -> list[dict]:
     errors = ErrorSource(prometheus_url="http://prometheus.example:9090")
     fake = FakeRegistry({"champion": "4", "challenger": "7"})
     monkeypatch.setattr(actions, "client_for", lambda s: fake)
+    # No tracking server behind the fake: the versions have no gate holdout to read (canary.begin asks).
+    monkeypatch.setattr(gate, "read_holdout_scores", lambda uri, model, version: None)
     start = canary.begin(settings, policy, "7", errors_from=errors, reason="gate passed (drift: 6 of 10)")
     assert start.plan is not None
     plan = start.plan
