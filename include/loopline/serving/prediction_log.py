@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from loopline.config import Settings
-    from loopline.features.streaming import StreamEvent
+    from loopline.features.streaming import StreamEvent, StreamingFeatures
     from loopline.serving.config import RetentionConfig
 
 log = logging.getLogger("loopline.serving")
@@ -803,7 +803,10 @@ def served_events_lookback(settings: Settings) -> timedelta:
     before that event) plus a day for clocks and ingest lag. Zero for a use case without streaming features."""
     from loopline.features.definitions import definitions_for
 
-    streaming = definitions_for(settings)[1].streaming
+    return _lookback(definitions_for(settings)[1].streaming)
+
+
+def _lookback(streaming: StreamingFeatures | None) -> timedelta:
     if streaming is None:
         return timedelta(0)
     return timedelta(microseconds=streaming.history_us) + timedelta(days=1)
@@ -813,8 +816,6 @@ def answered_events(settings: Settings, since: datetime | None = None) -> list[S
     """Answered events of predictions made at or after ``since`` (default: ``served_events_lookback``, all
     the use case's windows can need) as feature events: what materialisation adds to the curated ones. Empty
     for a use case without streaming features (its online store is Feast's materialisation alone)."""
-    from datetime import UTC
-
     to_event = _configured_event(settings)
     if to_event is None:
         return []
@@ -865,7 +866,7 @@ def retention_needs(settings: Settings, now: float, label_delay_days: float) -> 
         streaming = definitions_for(settings)[1].streaming
     except Exception as exc:
         raise RetentionBlocked(f"the use case {settings.use_case!r} does not load: {exc}") from exc
-    needs = [Need("fresh_features", now - served_events_lookback(settings).total_seconds())]
+    needs = [Need("fresh_features", now - _lookback(streaming).total_seconds())]
     try:
         from loopline.features.watermark import materialized_until
 
