@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from loopline.config.use_case import load_use_case
 
 DEFAULT_USE_CASE = "fraud"  # the built-in example: the one place the platform names a use case
-USE_CASE_NAME = r"^[a-z][a-z0-9_]*$"  # a package name under loopline.usecases
+USE_CASE_NAME = r"^[a-z][a-z0-9_]*$"  # a package name under loopline.usecases, or a registered name
 
 
 def _find_project_dir() -> Path:
@@ -182,7 +182,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_", frozen=True, extra="ignore")
 
     mode: Literal["embedded", "distributed", "compose", "kubernetes"] = "embedded"
-    # The prediction problem the loop runs: a package loopline.usecases.<use_case> (loopline.config.use_case).
+    # The prediction problem the loop runs: loopline.usecases.<use_case> or a registered one (loopline.config.use_case).
     use_case: str = Field(default=DEFAULT_USE_CASE, pattern=USE_CASE_NAME)
     project_dir: Path = Field(default_factory=_find_project_dir)
     state_dir: Path | None = None
@@ -332,8 +332,9 @@ class Settings(BaseSettings):
 
     @property
     def feature_repo_dir(self) -> Path:
-        """The Feast repository of the use case in use: one per use case, under ``feature_repo/``."""
-        return self.project_dir / "feature_repo" / self.use_case
+        """The Feast repository of the use case in use: its own (``UseCase.feature_repo``, shipped in its package),
+        else the platform's ``feature_repo/<use case>/`` (the built-in use cases')."""
+        return load_use_case(self.use_case).feature_repo or self.project_dir / "feature_repo" / self.use_case
 
     @property
     def config_dir(self) -> Path:

@@ -1,10 +1,14 @@
 """The use-case interface: what the platform needs to know about one prediction problem.
 
-A use case is a package ``loopline.usecases.<name>`` that defines ``USE_CASE = UseCase(...)``: the data contract
+A use case is a package that defines ``USE_CASE = UseCase(...)``: the data contract
 of the batches that land (events, and labels that arrive later), which columns are the event id, the event
 time, the label and the fairness groups, and the task type that decides which metrics the gate, the canary
 and the concept-drift check compute. The platform packages never import a use case; they call
 :func:`load_use_case` with ``Settings().use_case`` (env ``LOOPLINE_USE_CASE``, default ``fraud``).
+
+Two kinds are found by name: the built-in ones, ``loopline.usecases.<name>``, and any installed package that
+registers itself under the entry-point group ``loopline.use_cases`` (``<name> = "its_package"`` in its
+``pyproject.toml``): a team adds its use case without editing Loopline.
 
 ``docs/bring-your-own-model.md`` walks through adding one.
 """
@@ -17,10 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 USE_CASES_PACKAGE = "loopline.usecases"
+# The entry-point group other packages register their use cases under: name -> "module" (or "module:attribute").
+ENTRY_POINT_GROUP = "loopline.use_cases"
 TaskType = Literal["binary_classification", "regression"]
 TASK_TYPES: tuple[TaskType, ...] = ("binary_classification", "regression")
 # The two kinds of batch every use case lands: events to score, and their ground truth arriving later.
@@ -127,8 +134,11 @@ class UseCase:
     # "module:attribute" of its WorldSimulator, imported only when asked for (numpy and pandas stay unloaded).
     simulator: str | None = None
     # "module:attribute" of its feature definitions (Feast service, entity and request columns, how its
-    # aggregate tables are computed); the Feast repo itself is feature_repo/<name>/.
+    # aggregate tables are computed).
     features: str | None = None
+    # Its Feast repository (entities, views, services, feature_store*.yaml); None: the platform's
+    # feature_repo/<name>/ (the built-in use cases'). A use case in its own package ships it as package data.
+    feature_repo: Path | None = None
     # Its training, gate, canary and drift policies (<policies_dir>/training.yaml, gate.yaml, ...);
     # None: the platform's defaults in include/config/. Serving and Kubernetes settings stay platform.
     policies_dir: Path | None = None
@@ -169,6 +179,8 @@ class UseCase:
             for g in self.group_columns
             if g not in self.event_columns
         ]
+        if self.feature_repo is not None and not (self.feature_repo / "feature_store.yaml").is_file():
+            out.append(f"its feature_repo {self.feature_repo} has no feature_store.yaml (a Feast repository)")
         if set(self.batch_names) != {"events", "labels"}:
             out.append("batch_names must name exactly 'events' and 'labels'")
         elif len(set(self.batch_names.values())) != 2:
@@ -254,34 +266,68 @@ class UseCase:
         return dict(by_name[batch_name])
 
 
-def available_use_cases() -> list[str]:
-    """The use-case packages installed under ``loopline.usecases``."""
+def built_in_use_cases() -> list[str]:
+    """The use cases that ship with Loopline: the packages under ``loopline.usecases``."""
     # By name, like load_use_case: config sits below every use case and never imports one.
     package = importlib.import_module(USE_CASES_PACKAGE)
     return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)
 
 
+def registered_use_cases() -> dict[str, str]:
+    """The use cases installed packages register (entry-point group ``loopline.use_cases``): name -> module."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_use_cases() -> list[str]:
+    """Every use case that can run: the built-in ones and those installed packages register."""
+    return sorted({*built_in_use_cases(), *registered_use_cases()})
+
+
 @cache
 def load_use_case(name: str) -> UseCase:
-    """The ``USE_CASE`` of package ``loopline.usecases.<name>``, checked against the interface."""
-    module_name = f"{USE_CASES_PACKAGE}.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (module_name, USE_CASES_PACKAGE):
-            raise  # the package exists but one of its own imports is missing: show that error as it is
-        raise UseCaseError(
-            f"no use case {name!r}: expected a package {module_name} (include/loopline/usecases/{name}/); "
-            f"installed: {', '.join(available_use_cases()) or 'none'}. Set LOOPLINE_USE_CASE to one of them."
-        ) from exc
-    use_case = getattr(module, "USE_CASE", None)
+    """The ``USE_CASE`` of use case ``name`` (built in, or registered by an installed package), checked
+    against the interface."""
+    registered = registered_use_cases()
+    if name in registered:
+        module_name, _, attribute = registered[name].partition(":")
+        where = f"the entry point {name} = {registered[name]!r} (group {ENTRY_POINT_GROUP})"
+        if name in built_in_use_cases():
+            raise UseCaseError(
+                f"use case {name!r} is built in and also registered by {where}: give the registered one "
+                "another name"
+            )
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UseCaseError(
+                f"use case {name!r} is registered by {where}, but {module_name} cannot be imported ({exc}): "
+                "install its package with its dependencies into every environment Loopline runs in"
+            ) from exc
+        where_to_fix = f"{module_name} ({module.__file__})"
+    else:
+        module_name, attribute = f"{USE_CASES_PACKAGE}.{name}", "USE_CASE"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (module_name, USE_CASES_PACKAGE):
+                raise  # the package exists but one of its own imports is missing: show that error as it is
+            raise UseCaseError(
+                f"no use case {name!r}: expected a package {module_name} (include/loopline/usecases/{name}/) "
+                f"or an installed package registering it (entry-point group {ENTRY_POINT_GROUP}); installed: "
+                f"{', '.join(available_use_cases()) or 'none'}. Set LOOPLINE_USE_CASE to one of them."
+            ) from exc
+        where_to_fix = f"include/loopline/usecases/{name}/__init__.py"
+    attribute = attribute or "USE_CASE"
+    use_case = getattr(module, attribute, None)
     if not isinstance(use_case, UseCase):
         raise UseCaseError(
-            f"{module_name} defines no USE_CASE: add `USE_CASE = UseCase(...)` "
-            f"(loopline.config.use_case.UseCase) to include/loopline/usecases/{name}/__init__.py"
+            f"{module_name} defines no {attribute}: add `{attribute} = UseCase(...)` "
+            f"(loopline.config.use_case.UseCase) to {where_to_fix}"
         )
     if use_case.name != name:
         raise UseCaseError(
-            f"{module_name}.USE_CASE is named {use_case.name!r}: name it {name!r}, as its package"
+            f"{module_name}.{attribute} is named {use_case.name!r}: name it {name!r}, as it is registered"
+            if name in registered
+            else f"{module_name}.USE_CASE is named {use_case.name!r}: name it {name!r}, as its package"
         )
     return use_case

@@ -117,11 +117,25 @@ def definitions_for(settings: Settings) -> tuple[UseCase, FeatureDefinitions]:
 
 
 def use_case_of(store: FeatureStore) -> UseCase:
-    """The use case whose Feast repo ``store`` opened (``feature_repo/<use case>/``), else the configured one."""
+    """The use case whose Feast repo ``store`` opened (its ``UseCase.feature_repo``, or ``feature_repo/<use case>/``),
+    else the configured one."""
     from pathlib import Path
 
     from loopline.config import Settings
     from loopline.config.use_case import available_use_cases
 
-    name = Path(str(store.repo_path)).name
-    return load_use_case(name if name in available_use_cases() else Settings().use_case)
+    def opened(use_case: UseCase) -> bool:
+        own = use_case.feature_repo
+        return own.resolve() == repo if own is not None else repo.name == use_case.name
+
+    repo = Path(str(store.repo_path)).resolve()
+    configured = load_use_case(Settings().use_case)
+    if opened(configured):
+        return configured
+    for name in available_use_cases():
+        try:
+            if opened(other := load_use_case(name)):
+                return other
+        except UseCaseError:
+            continue  # a broken use case installed beside this one is not this store's
+    return configured

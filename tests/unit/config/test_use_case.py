@@ -88,6 +88,7 @@ def test_an_unknown_use_case_names_the_package_and_the_installed_ones() -> None:
         load_use_case("churn")
     message = str(error.value)
     assert "expected a package loopline.usecases.churn (include/loopline/usecases/churn/)" in message
+    assert "or an installed package registering it (entry-point group loopline.use_cases)" in message
     assert "installed: " in message and "fraud" in message and "LOOPLINE_USE_CASE" in message
 
 
@@ -145,3 +146,86 @@ def test_a_missing_or_broken_simulator_is_named() -> None:
         _use_case(simulator="loopline.nowhere:SIM").load_simulator()
     with pytest.raises(UseCaseError, match="loopline.config.use_case:UseCaseError is not a WorldSimulator"):
         _use_case(simulator="loopline.config.use_case:UseCaseError").load_simulator()
+
+
+def _register(root: Path, name: str, target: str, module_source: str | None) -> None:
+    """An installed distribution (as pip leaves it: a package and its .dist-info on sys.path) that registers
+    use case ``name`` as ``target`` under the ``loopline.use_cases`` entry points."""
+    dist = root / f"acme_{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: acme-{name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[loopline.use_cases]\n{name} = {target}\n")
+    if module_source is not None:
+        package = root / target.partition(":")[0]
+        package.mkdir()
+        (package / "__init__.py").write_text(module_source)
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A site-packages folder on sys.path; what was imported from it is forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_use_case.cache_clear()
+    yield tmp_path
+    for module in [m for m in sys.modules if m.startswith("acme_")]:
+        del sys.modules[module]
+    load_use_case.cache_clear()
+
+
+_CHURN_SOURCE = f"""
+from pathlib import Path
+from loopline.config.use_case import UseCase
+
+USE_CASE = UseCase(
+    name="churn",
+    task="binary_classification",
+    event_columns={EVENTS!r},
+    label_columns={LABELS!r},
+    id_column="order_id",
+    time_column="ordered_at",
+    label_column="minutes",
+    label_time_column="delivered_at",
+    expectations_dir=Path({str(SUITES)!r}),
+    model_name="churn",
+    feature_repo=Path(__file__).parent / "feature_repo",
+    batch_names={{"events": "orders", "labels": "deliveries"}},
+)
+"""
+
+
+def test_an_installed_package_registers_a_use_case_without_editing_loopline(site: Path) -> None:
+    repo = site / "acme_churn" / "feature_repo"
+    _register(site, "churn", "acme_churn", _CHURN_SOURCE)
+    repo.mkdir()
+    (repo / "feature_store.yaml").write_text("project: acme_churn\n")
+
+    assert "churn" in available_use_cases() and "fraud" in available_use_cases()
+    use_case = load_use_case("churn")
+    assert use_case.task == "binary_classification" and use_case.feature_repo == repo
+    # Its Feast repo travels with its package; the built-in ones stay under feature_repo/.
+    assert Settings(use_case="churn").feature_repo_dir == repo
+    assert Settings(use_case="fraud").feature_repo_dir.parts[-2:] == ("feature_repo", "fraud")
+
+
+def test_a_registered_use_case_points_at_what_to_fix(site: Path) -> None:
+    _register(site, "churn", "acme_churn", "")  # the package defines nothing
+    with pytest.raises(UseCaseError) as error:
+        load_use_case("churn")
+    assert "acme_churn defines no USE_CASE: add `USE_CASE = UseCase(...)`" in str(error.value)
+    assert str(site / "acme_churn" / "__init__.py") in str(error.value)
+
+    _register(site, "eta", "acme_missing", None)  # registered, but its package is not installed
+    with pytest.raises(UseCaseError) as error:
+        load_use_case("eta")
+    assert "use case 'eta' is registered by the entry point eta = 'acme_missing'" in str(error.value)
+    assert "install its package" in str(error.value)
+
+    # A registered name must not shadow a built-in use case.
+    _register(site, "fraud", "acme_fraud", "")
+    with pytest.raises(UseCaseError, match="'fraud' is built in and also registered"):
+        load_use_case("fraud")
+
+
+def test_a_feature_repo_without_feast_config_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UseCaseError, match=f"its feature_repo {tmp_path} has no feature_store.yaml"):
+        _use_case(feature_repo=tmp_path)
