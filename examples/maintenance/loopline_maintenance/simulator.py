@@ -4,13 +4,13 @@ A :class:`Fleet` holds what stays fixed for a seed: each machine's plant, series
 offset, its reading schedule (every four hours at its own phase), and its failures. Failures are a renewal
 process per machine (Weibull lifetimes from the last service, wear-out: older series fail sooner), each
 drawn from the machine's own random stream, so a longer run extends a shorter one and every day is the same
-whatever the run's length. Most failures announce themselves: in the 30 to 110 hours before one, vibration
-and bearing temperature rise (a fifth come without warning). After a failure the machine is repaired (6 to 30
+whatever the run's length. Most failures announce themselves: in the 50 to 120 hours before one, vibration
+and bearing temperature rise (a tenth come without warning). After a failure the machine is repaired (6 to 30
 hours without readings) and its hours since service start again from zero.
 
 A reading is labelled ``failed_within_48h = 1`` when the machine's next failure is at most 48 hours after it,
-and the label is known 48 hours after the reading. About 3 % of readings are positive; 400 machines send
-about 2,390 readings a day.
+and the label is known 48 hours after the reading. About 2.7 % of readings are positive; 400 machines send
+about 2,380 readings a day.
 
 Drift kinds (``loopline simulate --drift KIND --drift-from DAY``):
 
