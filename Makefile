@@ -14,12 +14,14 @@ export DO_NOT_TRACK := true
 install: $(STAMP)
 
 # Rebuilt only when the pinned environment or the package metadata changes.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml examples/maintenance/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	# The example use case, installed the way a team installs its own (docs/bring-your-own-model.md).
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e examples/maintenance
 	touch $(STAMP)
 
 # The whole suite, after the static checks of `make check` (so CI, which runs this, runs everything `check`

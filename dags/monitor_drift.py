@@ -3,7 +3,7 @@
 
 Hourly, and on demand (`loopline trigger monitor_drift`). Compares the newest window of the prediction log
 with the champion's reference sample (kept with its MLflow run) using the methods pinned in
-`include/config/drift.yaml`.
+the use case's `drift.yaml` (fraud's: `include/loopline/usecases/fraud/policies/drift.yaml`; `include/config/drift.yaml` is the default).
 
 | task | does |
 |---|---|

@@ -10,7 +10,7 @@ loopline trigger train_model --conf '{"epochs": 20, "learning_rate": 0.0005, "re
 
 | task | does |
 |---|---|
-| `plan_windows` | the newest labelled days are held out for the gate: at least `holdout.days`, grown up to `holdout.max_days` until every fairness group can be judged (include/config/gate.yaml); training gets everything before |
+| `plan_windows` | the newest labelled days are held out for the gate: at least `holdout.days`, grown up to `holdout.max_days` until every fairness group can be judged (the use case's gate.yaml); training gets everything before |
 | `build_training_set` | labelled transactions + point-in-time features of `fraud_detection_v1` → parquet + manifest (uploaded to the object store for a training pod) |
 | `train_candidate` | `python -m loopline.training.train` on it → MLflow run + a new version of `fraud_detector`. `LOOPLINE_TRAINING_BACKEND=local` (default): a local process; `kubernetes`: the same argv in a GPU pod (KubernetesPodOperator, settings in `include/config/kubernetes.yaml`) |
 

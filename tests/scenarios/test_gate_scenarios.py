@@ -1,4 +1,4 @@
-"""Gate scenarios on real simulated worlds: the shipped gate policy (include/config/gate.yaml), the real
+"""Gate scenarios on real simulated worlds: the shipped fraud gate policy (usecases/fraud/policies/gate.yaml), the real
 holdout planning, a trained torch model as the champion, real MLflow, and candidates that are worse,
 blind to one age band, or gated against a champion that cannot be scored.
 

@@ -1,4 +1,4 @@
-"""The drift policy (``include/config/drift.yaml``): typed, validated, with errors that name the field."""
+"""The drift policy (the use case's ``drift.yaml``, else ``include/config/drift.yaml``): typed, validated, with errors that name the field."""
 
 from __future__ import annotations
 
@@ -148,5 +148,5 @@ def drift_config_from_dict(data: dict[str, Any]) -> DriftConfig:
 
 
 def load_drift_config(path: str | Path) -> DriftConfig:
-    """Read and validate the drift policy at ``path`` (include/config/drift.yaml)."""
+    """Read and validate the drift policy at ``path`` (``Settings.policy_file("drift")``)."""
     return load_policy_file(path, DriftConfig, "drift policy", DriftConfigError)

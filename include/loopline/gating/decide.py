@@ -1,6 +1,6 @@
 """The gate decision: a pure function from the policy and the measurements to a ``GateVerdict``.
 
-Semantics (also in ``include/config/gate.yaml``): value thresholds (``min``/``max``) always apply;
+Semantics (also in ``include/config/gate.yaml``, the default policy): value thresholds (``min``/``max``) always apply;
 change thresholds (``max_regression``, ``fairness.max_gap_increase``) apply against a champion scored on
 the same holdout rows. Only a genuinely absent champion (no version holds the alias) lets a candidate
 through on value thresholds alone: a champion that exists but cannot be scored fails closed, because
@@ -146,11 +146,15 @@ def check_quality(
     comparison = comparison or comparison_for(champion)
     thresholds = {name: t for name, t in policy.quality.thresholds().items() if t.configured()}
     if not thresholds:
+        # Fail closed: latency or fairness alone must never let a model through that nobody judged on its
+        # predictions (the platform's default policy sets no quality bar: only the use case knows one).
         return CheckResult(
             "quality",
-            passed=True,
-            skipped=True,
-            reasons=[],
+            passed=False,
+            reasons=[
+                "the gate policy sets no quality threshold, so the candidate's predictions were not judged: "
+                "set quality thresholds (min/max) in the use case's gate.yaml"
+            ],
             details={"note": "no quality thresholds configured"},
         )
     if candidate is None:
@@ -545,7 +549,7 @@ def decide(
     if not policy.has_thresholds():
         why = (
             "Rejected: the gate policy configures no thresholds (quality, fairness or latency), and a "
-            "gate with nothing to judge passes nothing. Configure thresholds in include/config/gate.yaml."
+            "gate with nothing to judge passes nothing. Configure thresholds in the use case's gate.yaml."
         )
         return GateVerdict(False, checks, why, comparison)
     if failed:

@@ -1,4 +1,4 @@
-"""The gate policy (``include/config/gate.yaml``): typed, validated, with errors that name the field."""
+"""The gate policy (the use case's ``gate.yaml``, else ``include/config/gate.yaml``): typed, validated, with errors that name the field."""
 
 from __future__ import annotations
 

@@ -879,7 +879,7 @@ def retention_needs(settings: Settings, now: float, label_delay_days: float) -> 
 
     from loopline.config.drift_policy import DriftConfig, load_drift_config
 
-    path = settings.config_dir / "drift.yaml"
+    path = settings.policy_file("drift")  # the use case's own, else the platform default
     try:
         drift = load_drift_config(path) if path.exists() else DriftConfig()
     except ValueError as exc:

@@ -37,16 +37,44 @@ def test_a_use_case_overrides_only_the_policies_it_ships(tmp_path: Path) -> None
     assert delivery.policies_dir is not None
     for kind in KINDS:  # delivery ships all of its own
         assert delivery.policy_file(kind, platform) == delivery.policies_dir / f"{kind}.yaml"
-    # fraud ships its training policy; its gate, canary and drift policies are the platform's defaults
+    # fraud ships its training, gate and drift policies; its canary policies are the platform's defaults
     assert fraud.policy_file("training", platform).parent == fraud.policies_dir
-    assert fraud.policy_file("gate", platform) == platform / "gate.yaml"
-    assert fraud.policy_file("drift", platform) == platform / "drift.yaml"
+    assert fraud.policy_file("gate", platform) == fraud.policies_dir / "gate.yaml"
+    assert fraud.policy_file("drift", platform) == fraud.policies_dir / "drift.yaml"
+    assert fraud.policy_file("canary", platform) == platform / "canary.yaml"
 
 
-def test_the_platform_gate_policy_is_refused_for_a_regressor() -> None:
+def test_fraud_gate_policy_is_refused_for_a_regressor() -> None:
     """Fraud's thresholds (PR-AUC, TPR gaps) cannot judge minutes: the gate says so instead of passing."""
     from loopline.gating.policy import GatePolicyError
 
-    policy = load_policy(Settings().config_dir / "gate.yaml")
+    policy = load_policy(Settings(use_case="fraud").policy_file("gate"))
     with pytest.raises(GatePolicyError, match="do not apply to the 'delivery' use case"):
         policy.check_task("regression", "delivery")
+
+
+def test_the_platform_defaults_name_no_use_case_and_pass_nothing_on_their_own() -> None:
+    """include/config's gate and drift policies fit any use case (no columns, no quality bar of one problem);
+    a candidate judged by the default gate alone is rejected, naming what to set."""
+    from loopline.config.drift_policy import load_drift_config
+    from loopline.gating.decide import decide
+
+    platform = Settings().config_dir
+    words = {w.lower() for name in available_use_cases() for w in _use_case_words(load_use_case(name))}
+    for kind in ("gate", "drift", "canary"):
+        text = (platform / f"{kind}.yaml").read_text()
+        code = "\n".join(line.split("#")[0] for line in text.splitlines()).lower()
+        assert not {w for w in words if w in code}, f"include/config/{kind}.yaml names a use case's columns"
+    gate = load_policy(platform / "gate.yaml")
+    for task in ("binary_classification", "regression"):
+        gate.check_task(task, "any")
+    assert gate.fairness.group_columns is None  # the use case's groups
+    load_drift_config(platform / "drift.yaml")
+    metrics = {"pr_auc": 0.9, "roc_auc": 0.95, "mae": 1.0}
+    verdict = decide(gate, metrics, None, None, None, None)
+    assert not verdict.passed
+    assert "sets no quality threshold" in verdict.why and "gate.yaml" in verdict.why
+
+
+def _use_case_words(use_case) -> set[str]:
+    return {*use_case.event_columns, *use_case.label_columns, use_case.name}

@@ -20,7 +20,14 @@ INFRA_OK = InfraResult(passed=True, ready_s=3.0)
 
 
 def policy(**sections) -> object:
-    base = {"operating_point": {"threshold": 0.5}, "infra": {"enabled": False}, "latency": {"enabled": False}}
+    """A policy of ``sections``; with a low quality floor unless they set quality (a gate without a quality
+    threshold passes nothing, which the fairness and latency tests are not about)."""
+    base = {
+        "operating_point": {"threshold": 0.5},
+        "infra": {"enabled": False},
+        "latency": {"enabled": False},
+        "quality": {"roc_auc": {"min": 0.5}},
+    }
     return policy_from_dict({**base, **sections})
 
 
@@ -36,7 +43,7 @@ def fair_table(tpr_gap: float | None = 0.1, fpr_gap: float | None = 0.01) -> Fai
 
 
 def test_the_shipped_policy_loads_and_configures_every_check() -> None:
-    p = load_policy(REPO_ROOT / "include" / "config" / "gate.yaml")
+    p = load_policy(REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "gate.yaml")
     assert p.has_thresholds()
     classification = TASK_METRICS["binary_classification"]
     assert all(t.configured() for name, t in p.quality.thresholds().items() if name in classification)
@@ -101,11 +108,16 @@ def test_change_thresholds_apply_against_a_champion() -> None:
 
 
 def test_an_empty_policy_passes_nothing() -> None:
-    verdict = decide(policy(), GOOD, GOOD, fair_table(), FAST_OK, INFRA_OK)
+    verdict = decide(policy(quality={}), GOOD, GOOD, fair_table(), FAST_OK, INFRA_OK)
     assert not verdict.passed and "no thresholds" in verdict.why
-    assert all(check.passed for check in verdict.checks.values()), "nothing failed; nothing was judged"
+    # Without a quality bar the predictions were never judged: that alone is a failure (fail closed).
+    assert [name for name, check in verdict.checks.items() if not check.passed] == ["quality"]
+    assert "sets no quality threshold" in verdict.checks["quality"].reasons[0]
+    # Latency (or fairness) thresholds alone do not let a candidate through either.
+    latency_only = decide(policy(quality={}, latency={"p95_ms": 50.0}), GOOD, None, None, FAST_OK, None)
+    assert not latency_only.passed and "quality" in latency_only.why
     # Infra validation alone is a smoke test, not a threshold.
-    assert not decide(policy(infra={"enabled": True}), GOOD, None, None, None, INFRA_OK).passed
+    assert not decide(policy(quality={}, infra={"enabled": True}), GOOD, None, None, None, INFRA_OK).passed
 
 
 def test_only_change_thresholds_and_no_champion_passes_nothing() -> None:

@@ -41,7 +41,7 @@ def test_lower_is_better_for_errors() -> None:
 
 
 def test_a_policy_of_the_other_task_is_refused_naming_the_metrics_to_use() -> None:
-    fraud = load_policy(REPO_ROOT / "include" / "config" / "gate.yaml")
+    fraud = load_policy(REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "gate.yaml")
     with pytest.raises(GatePolicyError) as error:
         fraud.check_task("regression", "delivery")
     message = str(error.value)

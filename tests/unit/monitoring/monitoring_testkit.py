@@ -18,7 +18,7 @@ from loopline.monitoring.reference import Reference
 from loopline.usecases.fraud.simulator import Drift, SimulationConfig, simulate
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG = REPO_ROOT / "include" / "config" / "drift.yaml"
+CONFIG = REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "drift.yaml"
 CATEGORICAL = ["channel", "merchant_category", "merchant_country"]
 NUMERIC = ["amount", "amount_log", "cust_tx_count_24h", "is_new_device", "hour_of_day", "event_epoch_s"]
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -163,16 +163,21 @@ def test_max_rows_deletes_the_oldest_beyond_it_but_not_below_the_floor(tmp_path)
     young.close()
 
 
-def test_when_needs_cannot_be_told_nothing_is_deleted(tmp_path) -> None:
+def test_when_needs_cannot_be_told_nothing_is_deleted(tmp_path, monkeypatch) -> None:
     from loopline.platform.processes import free_port
 
-    project = tmp_path / "project"
-    (project / "include" / "config").mkdir(parents=True)
-    (project / "include" / "config" / "drift.yaml").write_text("window: {hours: -1}\n")
+    broken = tmp_path / "drift.yaml"  # the use case's drift policy, broken
+    broken.write_text("window: {hours: -1}\n")
+    real_policy_file = Settings.policy_file
+    monkeypatch.setattr(
+        Settings,
+        "policy_file",
+        lambda self, kind: broken if self.state_dir == tmp_path / "s1" else real_policy_file(self, kind),
+    )
     plog = PredictionLog(tmp_path / "p.db")
     plog.append(_rows((90,)))
     for settings, why in (
-        (Settings(project_dir=project, state_dir=tmp_path / "s1"), "drift policy"),
+        (Settings(state_dir=tmp_path / "s1"), "drift policy"),
         (
             Settings(state_dir=tmp_path / "s2", history_url=f"postgresql://x@127.0.0.1:{free_port()}/none"),
             "history",

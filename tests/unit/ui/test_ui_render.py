@@ -63,7 +63,9 @@ class _Page(HTMLParser):
 
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DRIFT_CONFIG = load_drift_config(REPO_ROOT / "include" / "config" / "drift.yaml")
+DRIFT_CONFIG = load_drift_config(
+    REPO_ROOT / "include" / "loopline" / "usecases" / "fraud" / "policies" / "drift.yaml"
+)
 
 
 def _verdict(at: datetime, drifted: int, columns: int = 10, served: dict | None = None) -> DriftVerdict:

@@ -8,9 +8,9 @@ the feature_store.yaml in use (loopline.features.feast_views).
 from pathlib import Path
 
 from entities import machine
-from loopline_maintenance.features import MACHINE_CONDITION, VIEW_TTL
 
 from loopline.features.feast_views import aggregate_view
+from loopline_maintenance.features import MACHINE_CONDITION, VIEW_TTL
 
 REPO = Path(__file__).resolve().parent
 SEMANTICS = "state after each reading"
