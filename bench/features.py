@@ -20,7 +20,7 @@ os.environ["LOOPLINE_STATE_DIR"] = str(STATE)
 
 from loopline.config import Settings  # noqa: E402
 from loopline.config.use_case import load_use_case  # noqa: E402
-from loopline.features.curated import curated_time_range, read_curated_transactions  # noqa: E402
+from loopline.features.curated import curated_time_range, read_curated_event_frame  # noqa: E402
 from loopline.features.feature_service import feature_names  # noqa: E402
 from loopline.features.historical import entity_rows, historical_features  # noqa: E402
 from loopline.features.materialize import materialize  # noqa: E402
@@ -203,7 +203,7 @@ def main() -> None:
 
         # Feast's join cost (time and memory) grows with its candidate rows, not with the entity rows.
         store = feature_store(settings)
-        curated = read_curated_transactions(settings.state.curated, use_case=load_use_case(settings.use_case))
+        curated = read_curated_event_frame(settings.state.curated, use_case=load_use_case(settings.use_case))
         fanout = candidate_rows(store, entity_rows(curated))
         per_row = sum(fanout.values())
         total = int(per_row.sum())
@@ -246,7 +246,7 @@ def main() -> None:
 
         bench_online(
             settings,
-            read_curated_transactions(settings.state.curated, use_case=load_use_case(settings.use_case)),
+            read_curated_event_frame(settings.state.curated, use_case=load_use_case(settings.use_case)),
             args.lookups,
         )
         print(

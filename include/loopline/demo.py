@@ -184,7 +184,7 @@ def close_the_loop(
 
     from loopline.lineage import history
     from loopline.platform.stack import api_for
-    from loopline.serving.traffic import load_transactions, replay, run_traffic
+    from loopline.serving.traffic import load_events, replay, run_traffic
 
     api = api_for(settings)
     step("deploy_canary (scheduled by loopline.challenger): the first model has no champion to beat")
@@ -198,7 +198,7 @@ def close_the_loop(
     )
 
     step(f"drift injected: {DEMO_TRAFFIC_S * 2} s of traffic with {plan.live_drift_description}")
-    drifted = [plan.live_drift(tx) for tx in load_transactions(settings, recorded=True)]
+    drifted = [plan.live_drift(tx) for tx in load_events(settings, recorded=True)]
     report = asyncio.run(
         replay(settings.serving_base_url, drifted, DEMO_RPS, DEMO_TRAFFIC_S * 2, batch=DEMO_BATCH)
     )

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.features.aggregates import WINDOW_US, Windows, emit, since_us, utc_timestamp, with_keys
-from loopline.features.curated import read_curated_transactions
+from loopline.features.curated import read_curated_event_frame
 from loopline.features.definitions import FeatureDefinitions
 from loopline.features.frames import entity_codes
 from loopline.features.frames import epoch_us as frame_epoch_us
@@ -89,9 +89,7 @@ def compute_offline(curated_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -
     """The rows of the readings in ``[start, end)``, reading the curated readings from a week before ``start``."""
     start, end = utc_timestamp(start), utc_timestamp(end)
     columns = ["machine_id", "vibration_mm_s", "bearing_temp_c"]
-    readings = read_curated_transactions(
-        curated_dir, start - HISTORY, end, columns=columns, use_case=USE_CASE
-    )
+    readings = read_curated_event_frame(curated_dir, start - HISTORY, end, columns=columns, use_case=USE_CASE)
     return compute_aggregates(readings, since=start)
 
 

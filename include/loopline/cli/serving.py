@@ -16,13 +16,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_traffic(args: argparse.Namespace) -> int:
     from loopline.config import get_settings
-    from loopline.serving.traffic import NoTransactions, run_traffic
+    from loopline.serving.traffic import NoEvents, run_traffic
 
     try:
         report = run_traffic(
             get_settings(), args.rps, args.duration, url=args.url, batch=args.batch, recorded=args.recorded
         )
-    except NoTransactions as exc:
+    except NoEvents as exc:
         print(f"error: {exc}")
         return 2
     print(report.describe())

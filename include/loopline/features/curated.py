@@ -80,7 +80,7 @@ def _partitions(
     return visible_partition_files(root, days)
 
 
-def read_curated_transactions(
+def read_curated_event_frame(
     curated_dir: Path,
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
@@ -129,7 +129,7 @@ def first_seen(
     before ``before``, in seconds since the epoch in ``column``: what a streaming table's all-history
     first-seen feature (``streaming.StreamTable.first_seen``) needs beyond the events it keeps."""
     names = list(keys)
-    old = read_curated_transactions(curated_dir, None, before, columns=[*names, TIMESTAMP], use_case=use_case)
+    old = read_curated_event_frame(curated_dir, None, before, columns=[*names, TIMESTAMP], use_case=use_case)
     old = old.dropna(subset=names)
     if not len(old):
         return pd.DataFrame(

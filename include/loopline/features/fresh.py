@@ -159,7 +159,7 @@ def read_curated_events(
     them), as ``streaming`` (default: the settings' use case's) reads them."""
     import pandas as pd
 
-    from loopline.features.curated import first_seen, read_curated_transactions
+    from loopline.features.curated import first_seen, read_curated_event_frame
 
     use_case, configured = streaming_features(settings)
     streaming = streaming or configured
@@ -174,7 +174,7 @@ def read_curated_events(
                     settings.state.curated, pd.Timestamp(start), keys, "first_seen_s", use_case
                 )
                 seen[table.name] = first_seen_map(before, keys, "first_seen_s")
-    frame = read_curated_transactions(
+    frame = read_curated_event_frame(
         settings.state.curated,
         None if start is None else pd.Timestamp(start),
         None if end is None else pd.Timestamp(end),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from loopline.features.curated import read_curated_transactions
+from loopline.features.curated import read_curated_event_frame
 from loopline.features.definitions import definitions_for
 from loopline.features.feature_service import FeatureRowsMismatch
 from loopline.features.historical import historical_features
@@ -74,7 +74,7 @@ def check_skew(settings: Settings, sample: int = 200, seed: int = 0) -> SkewRepo
     # have expired in both stores, so comparing them proves nothing. Views without a TTL never expire.
     ttls = [view.ttl for view in online.store.list_feature_views()]
     lookback = max(ttl for ttl in ttls if ttl) if ttls and all(ttls) else None
-    events = read_curated_transactions(
+    events = read_curated_event_frame(
         settings.state.curated,
         None if lookback is None else pd.Timestamp(until) - lookback,
         pd.Timestamp(until),

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopline.features.curated import curated_time_range, read_curated_transactions, read_labels
+from loopline.features.curated import curated_time_range, read_curated_event_frame, read_labels
 from loopline.features.definitions import definitions_for
 from loopline.features.feature_service import FeatureRowsMismatch, feature_names, service
 from loopline.features.historical import historical_features
@@ -71,7 +71,7 @@ def build_training_set(
         )
     start, end = start or span[0], end or span[1]
     labels_as_of = labels_as_of or datetime.now(UTC)
-    events = read_curated_transactions(
+    events = read_curated_event_frame(
         settings.state.curated, pd.Timestamp(start), pd.Timestamp(end), use_case=use_case
     )
     stamps = events[time]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loopline.config import Settings
 from loopline.config.use_case import UseCase, load_use_case
-from loopline.features.curated import read_curated_transactions, read_labels
+from loopline.features.curated import read_curated_event_frame, read_labels
 from loopline.features.training_sets import TrainingSetManifest, build_training_set
 from loopline.gating.policy import GatePolicy
 
@@ -83,7 +83,7 @@ def _labelled_events(
     labels = read_labels(settings, labels_as_of or datetime.now(UTC))
     if labels.empty:
         raise HoldoutError("the curated store has no labels yet: ingest label batches before gating")
-    events = read_curated_transactions(
+    events = read_curated_event_frame(
         settings.state.curated, columns=[id_column, use_case.time_column, *columns], use_case=use_case
     )
     missing = [c for c in columns if c not in events.columns]

@@ -34,7 +34,7 @@ from loopline.config.use_case import UseCase, load_use_case
 from loopline.serving.request import contract
 
 
-class NoTransactions(RuntimeError):
+class NoEvents(RuntimeError):
     """Nothing to replay: the curated store holds no events yet."""
 
 
@@ -122,7 +122,7 @@ def request_fields(use_case: UseCase) -> dict[str, Any]:
 RECORDED_SPAN = timedelta(hours=24)  # a recorded replay's day: every hour of it
 
 
-def load_transactions(
+def load_events(
     settings: Settings, limit: int = 5000, use_case: UseCase | None = None, recorded: bool = False
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` curated events of the use case (default: the settings') as request rows (without
@@ -138,7 +138,7 @@ def load_transactions(
     fields = request_fields(use_case)
     files = visible_partition_files(settings.state.curated / batch)
     if not files:
-        raise NoTransactions(
+        raise NoEvents(
             f"no curated {batch} under {settings.state.curated / batch}: "
             "simulate and ingest data first (`loopline simulate`, or `loopline demo`)"
         )
@@ -195,7 +195,7 @@ async def replay(
     if rps <= 0 or duration_s <= 0:
         raise ValueError("rps and duration must be positive")
     if not events:
-        raise NoTransactions("no events to replay")
+        raise NoEvents("no events to replay")
     use_case = use_case or load_use_case(Settings().use_case)
     events_key, time_column = contract(use_case).list_key, use_case.time_column
     total = max(1, int(rps * duration_s))
@@ -251,7 +251,7 @@ def run_traffic(
     return asyncio.run(
         replay(
             url or settings.serving_base_url,
-            load_transactions(settings, use_case=use_case, recorded=recorded),
+            load_events(settings, use_case=use_case, recorded=recorded),
             rps,
             duration_s,
             batch=batch,

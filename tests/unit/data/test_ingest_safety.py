@@ -28,7 +28,7 @@ from loopline.data.ingest import (
     publish,
     staged_path,
 )
-from loopline.features.curated import read_curated_transactions
+from loopline.features.curated import read_curated_event_frame
 from loopline.features.intervals import pending_interval
 from loopline.usecases.fraud.simulator import SimulationConfig, simulate
 
@@ -407,7 +407,7 @@ def test_a_process_killed_between_two_renames_is_finished_by_the_next_run(settin
     # Two of the three partitions are in place, yet no reader sees any of the batch.
     assert len([p for p in settings.state.curated.rglob(f"{batch_id}.parquet")]) == 2
     assert existing_keys(settings, "transactions") == set(batch["seed"]["transaction_id"])
-    curated = read_curated_transactions(
+    curated = read_curated_event_frame(
         settings.state.curated, None, None, use_case=load_use_case(settings.use_case)
     )
     assert set(curated["transaction_id"]) == set(batch["seed"]["transaction_id"])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from loopline.config.use_case import load_use_case
-from loopline.features.curated import read_curated_transactions
+from loopline.features.curated import read_curated_event_frame
 from loopline.features.offline_refresh import refresh_aggregates
 from loopline.features.offline_sink import write_aggregates
 from loopline.usecases.fraud.features.aggregates import compute_aggregates
@@ -379,7 +379,7 @@ def test_read_curated_prunes_partitions(tmp_path: Path, sim_tx: pd.DataFrame) ->
     (curated / "transactions" / "date=2026-01-01" / "broken.parquet").write_bytes(b"not parquet")
     (curated / "transactions" / "date=2026-01-04" / ".batch_c.parquet.tmp").write_bytes(b"in flight")
     start, end = T0 + 2 * D + 6 * H, T0 + 5 * D
-    got = read_curated_transactions(curated, start, end, use_case=FRAUD)
+    got = read_curated_event_frame(curated, start, end, use_case=FRAUD)
     ts = sim_tx["event_timestamp"]
     expected = sim_tx[(ts >= start) & (ts < end)]
     assert list(got.columns) == list(TRANSACTION_COLUMNS)
@@ -387,10 +387,10 @@ def test_read_curated_prunes_partitions(tmp_path: Path, sim_tx: pd.DataFrame) ->
     assert sorted(got["transaction_id"]) == sorted(expected["transaction_id"])
     assert got["event_timestamp"].is_monotonic_increasing
     with pytest.raises(Exception):  # noqa: B017 - whatever the parquet reader raises
-        read_curated_transactions(curated, use_case=FRAUD)
-    assert len(read_curated_transactions(curated, T0 + D, use_case=FRAUD)) == int((ts >= T0 + D).sum())
-    assert len(read_curated_transactions(curated, T0 + 30 * D, T0 + 31 * D, use_case=FRAUD)) == 0
-    assert len(read_curated_transactions(tmp_path / "nowhere", use_case=FRAUD)) == 0
+        read_curated_event_frame(curated, use_case=FRAUD)
+    assert len(read_curated_event_frame(curated, T0 + D, use_case=FRAUD)) == int((ts >= T0 + D).sum())
+    assert len(read_curated_event_frame(curated, T0 + 30 * D, T0 + 31 * D, use_case=FRAUD)) == 0
+    assert len(read_curated_event_frame(tmp_path / "nowhere", use_case=FRAUD)) == 0
 
 
 def test_refresh_matches_full_computation(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from loopline.config import Settings
 from loopline.config.use_case import load_use_case
 from loopline.data.ingest import publish
-from loopline.features.curated import curated_time_range, read_curated_transactions
+from loopline.features.curated import curated_time_range, read_curated_event_frame
 from loopline.features.feature_service import FeatureRowsMismatch, feature_names
 from loopline.features.historical import historical_features
 from loopline.features.materialize import materialize
@@ -181,7 +181,7 @@ def test_the_merge_asof_join_equals_feasts_own_point_in_time_join(world):
     """build_training_set's join (merge_asof + the on-demand view's own transformation) against Feast's
     get_historical_features: every feature of every row, same values, same nulls, same dtypes."""
     store = feature_store(world["settings"])
-    transactions = read_curated_transactions(world["settings"].state.curated, use_case=FRAUD)
+    transactions = read_curated_event_frame(world["settings"].state.curated, use_case=FRAUD)
     ours = historical_features(store, transactions, engine="pandas").set_index("transaction_id")
     feast = (
         historical_features(store, transactions, engine="feast").set_index("transaction_id").loc[ours.index]

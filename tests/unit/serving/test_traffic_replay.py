@@ -17,7 +17,7 @@ from loopline.config import Settings
 from loopline.config.use_case import load_use_case
 from loopline.data.ingest import publish
 from loopline.serving.request import contract
-from loopline.serving.traffic import load_transactions, replay
+from loopline.serving.traffic import load_events, replay
 from loopline.usecases.delivery.simulator import DeliveryConfig, simulate
 
 DELIVERY = load_use_case("delivery")
@@ -34,12 +34,12 @@ def city(tmp_path_factory) -> Settings:
 
 
 def test_a_load_test_replay_sends_the_newest_events_without_their_times(city) -> None:
-    rows = load_transactions(city, limit=500)
+    rows = load_events(city, limit=500)
     assert len(rows) == 500 and all(TIME not in row for row in rows)
 
 
 def test_a_recorded_replay_is_the_newest_day_at_its_own_times_in_an_order_that_spans_it(city) -> None:
-    rows = load_transactions(city, recorded=True)
+    rows = load_events(city, recorded=True)
     stamps = pd.to_datetime([row[TIME] for row in rows], utc=True)
     assert stamps.max() - stamps.min() < timedelta(hours=24)
     assert stamps.max().date() == date(2026, 3, 4)  # the city's last day
@@ -72,7 +72,7 @@ def test_replay_stamps_events_now_unless_they_carry_their_recorded_time(city, re
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Keeper.bodies = []
     try:
-        rows = load_transactions(city, limit=50, recorded=recorded)
+        rows = load_events(city, limit=50, recorded=recorded)
         sent_at = datetime.now(UTC)
         url = f"http://127.0.0.1:{server.server_address[1]}"
         report = asyncio.run(

@@ -25,7 +25,7 @@ from typing import Final
 import pandas as pd
 
 from loopline.features.aggregates import WINDOW_US, count_table, since_us, utc_timestamp
-from loopline.features.curated import read_curated_transactions
+from loopline.features.curated import read_curated_event_frame
 from loopline.features.definitions import FeatureDefinitions
 from loopline.features.frames import epoch_us
 from loopline.features.tables import AggregateTable
@@ -71,7 +71,7 @@ def compute_offline(curated_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -
     """The rows of the orders in ``[start, end)``, reading the curated orders from 24 h before ``start``."""
     start, end = utc_timestamp(start), utc_timestamp(end)
     keys = sorted({key for table in TABLES for key in table.keys})
-    orders = read_curated_transactions(curated_dir, start - HISTORY, end, columns=keys, use_case=USE_CASE)
+    orders = read_curated_event_frame(curated_dir, start - HISTORY, end, columns=keys, use_case=USE_CASE)
     return compute_aggregates(orders, since=start)
 
 

@@ -33,7 +33,7 @@ from loopline.features.aggregates import (
     value_codes,
     with_keys,
 )
-from loopline.features.curated import first_seen, read_curated_transactions
+from loopline.features.curated import first_seen, read_curated_event_frame
 from loopline.features.frames import KEY_DTYPE, TIMESTAMP, entity_codes, epoch_us
 from loopline.features.tables import AggregateTable
 from loopline.usecases.fraud import USE_CASE
@@ -61,7 +61,7 @@ def compute_offline(curated_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -
     """
     start, end = utc_timestamp(start), utc_timestamp(end)
     history_start = start - HISTORY
-    transactions = read_curated_transactions(curated_dir, history_start, end, use_case=USE_CASE)
+    transactions = read_curated_event_frame(curated_dir, history_start, end, use_case=USE_CASE)
     prior = device_first_seen(curated_dir, history_start)
     return compute_aggregates(transactions, since=start, device_first_seen=prior)
 
