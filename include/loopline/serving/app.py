@@ -460,7 +460,7 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.serving = state
-    payload_model = request_model(use_case, config.limits.max_transactions_per_request)
+    payload_model = request_model(use_case, config.limits.max_events_per_request)
     events_key = contract(use_case).list_key
     response_model = create_model("PredictResponse", predictions=(list[prediction_model(use_case)], ...))  # type: ignore[misc,arg-type]
     answer_timeout, retry_after = config.log.answer_timeout_s, str(config.log.retry_after_s)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from loopline.config.yaml_files import StrictModel, load_model_file
+from loopline.config.yaml_files import StrictModel, load_model_file, refuse_renamed
 
 DEFAULT_THRESHOLD = 0.5
 # The optional API key of /v1/predict, /metrics and the OpenAPI docs (issue 19). Several keys, separated by
@@ -43,8 +43,13 @@ class RegistryConfig(StrictModel):
 
 
 class Limits(StrictModel):
-    max_transactions_per_request: int = Field(default=256, ge=1, le=10_000)
+    max_events_per_request: int = Field(default=256, ge=1, le=10_000)
     max_body_bytes: int = Field(default=262_144, ge=1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, {"max_transactions_per_request": "max_events_per_request"})
 
 
 class Batching(StrictModel):

@@ -116,7 +116,7 @@ def test_bad_fields_get_a_field_level_422(client, serving_world, changes, field)
 
 
 def test_batch_size_and_shape_are_validated(client, serving_world) -> None:
-    limit = quick_config().limits.max_transactions_per_request
+    limit = quick_config().limits.max_events_per_request
     too_many = [serving_world.transactions[0]] * (limit + 1)
     for body in ({"transactions": []}, {"transactions": too_many}, {"rows": []}, [1, 2]):
         response = client.post("/v1/predict", json=body)
@@ -176,7 +176,7 @@ def test_openapi_documents_the_contract(client) -> None:
     assert {"200", "413", "415", "422", "503"} <= set(post["responses"])
     schemas = spec["components"]["schemas"]
     assert schemas["Transaction"]["properties"]["amount"]["exclusiveMinimum"] == 0
-    limit = quick_config().limits.max_transactions_per_request
+    limit = quick_config().limits.max_events_per_request
     assert schemas["PredictRequest"]["properties"]["transactions"]["maxItems"] == limit
 
 

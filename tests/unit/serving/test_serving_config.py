@@ -27,6 +27,8 @@ def test_shipped_config_loads() -> None:
         ("limits: {max_body_bytes: 10}", "limits.max_body_bytes"),
         ("registry: {poll_interval_s: 0}", "registry.poll_interval_s"),
         ("surprise: 1", "surprise"),
+        # renamed when the request's events stopped being card transactions only
+        ("limits: {max_transactions_per_request: 10}", "was renamed `max_events_per_request`"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:
