@@ -61,3 +61,55 @@ def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None
         assert use_case.policy_file("training", include / "config") in policies, (
             f"use case {name} ships no training policy: the trainer image could not train it"
         )
+
+
+def test_a_use_case_of_its_own_ships_everything_in_its_wheel(tmp_path: Path) -> None:
+    """The example use case's wheel, what an image installs on top of Loopline: its suites, policies and Feast
+    repository, and the entry point that registers it."""
+    import configparser
+
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO_ROOT / "examples" / "maintenance",
+        source,
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=source,
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("loopline_maintenance-*.whl")
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    package = REPO_ROOT / "examples" / "maintenance" / "loopline_maintenance"
+    use_case = load_use_case("maintenance")
+    assert use_case.feature_repo is not None and use_case.policies_dir is not None
+    needed = [
+        *(use_case.expectations_dir / f"{batch}.json" for batch in use_case.batch_kinds),
+        *use_case.policies_dir.glob("*.yaml"),
+        *use_case.feature_repo.glob("*.py"),
+        *use_case.feature_repo.glob("*.yaml"),
+    ]
+    missing = [
+        str(p.relative_to(package.parent))
+        for p in needed
+        if p.relative_to(package.parent).as_posix() not in names
+    ]
+    assert not missing, f"not in the wheel: {missing} (add them to its package-data)"
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    parser = configparser.ConfigParser()
+    parser.read_string(archive.read(entry_points).decode())
+    assert dict(parser["loopline.use_cases"]) == {"maintenance": "loopline_maintenance"}
