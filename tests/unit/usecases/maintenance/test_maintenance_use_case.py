@@ -4,7 +4,8 @@ contract and tell failures in advance, its batches pass its own Great Expectatio
 ingest publishes them and quarantines its broken ones naming the column, its drift kinds change what they
 say, and its features are point-in-time correct, offline (Feast, from the repo the package ships) and fresh.
 
-Nothing here imports Loopline's built-in use cases: only the platform and ``loopline_maintenance``."""
+Nothing here imports Loopline's built-in use cases: only the platform and ``loopline_maintenance``. The example is
+part of the suite, never skipped: ``make install`` installs it (``pip install -e examples/maintenance``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import loopline_maintenance
 from loopline.config import Settings
 from loopline.config.use_case import (
     ENTRY_POINT_GROUP,
@@ -35,19 +37,15 @@ from loopline.features.definitions import feature_definitions
 from loopline.features.materialize import materialize
 from loopline.features.streaming import EventWindows, epoch_us
 from loopline.features.training_sets import build_training_set
-
-loopline_maintenance = pytest.importorskip(
-    "loopline_maintenance", reason="pip install -e examples/maintenance (make install does it)"
-)
-from loopline_maintenance import USE_CASE  # noqa: E402
-from loopline_maintenance.features import (  # noqa: E402
+from loopline_maintenance import USE_CASE
+from loopline_maintenance.features import (
     FEATURES,
     MACHINE_CONDITION,
     STREAMING,
     compute_aggregates,
     events_from_frame,
 )
-from loopline_maintenance.simulator import (  # noqa: E402
+from loopline_maintenance.simulator import (
     HEAT_WAVE_C,
     PEAK_TO_PEAK,
     SIMULATION,
