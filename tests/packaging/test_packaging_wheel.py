@@ -14,16 +14,8 @@ from packaging_files import REPO_ROOT
 from loopline.config.use_case import built_in_use_cases, load_use_case
 
 
-def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None:
-    # Built from a copy of what the images copy, so setuptools' build/ folder stays out of the checkout.
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO_ROOT / name, source / name)
-    for name in ("include", "plugins"):
-        shutil.copytree(
-            REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
+def build_wheel(source: Path, out: Path, pattern: str) -> Path:
+    """``pip wheel`` of the project at ``source`` (a copy, so setuptools' build/ stays out of the checkout)."""
     subprocess.run(
         [
             sys.executable,
@@ -34,14 +26,28 @@ def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
+            str(out),
             ".",
         ],
         cwd=source,
         check=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("loopline-*.whl")
+    (wheel,) = out.glob(pattern)
+    return wheel
+
+
+def test_the_wheel_carries_every_use_case_and_its_suites(tmp_path: Path) -> None:
+    # Built from a copy of what the images copy, so setuptools' build/ folder stays out of the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    for name in ("include", "plugins"):
+        shutil.copytree(
+            REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    wheel = build_wheel(source, tmp_path, "loopline-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     include = REPO_ROOT / "include"
     for name in built_in_use_cases():  # a registered use case ships in its own package's wheel
@@ -74,24 +80,7 @@ def test_a_use_case_of_its_own_ships_everything_in_its_wheel(tmp_path: Path) -> 
         source,
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"),
     )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            ".",
-        ],
-        cwd=source,
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = tmp_path.glob("loopline_maintenance-*.whl")
+    wheel = build_wheel(source, tmp_path, "loopline_maintenance-*.whl")
     archive = zipfile.ZipFile(wheel)
     names = set(archive.namelist())
     package = REPO_ROOT / "examples" / "maintenance" / "loopline_maintenance"
