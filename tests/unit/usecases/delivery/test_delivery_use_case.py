@@ -95,14 +95,10 @@ def test_the_drift_scenarios_change_the_world_as_documented() -> None:
 
 
 def _simulate_cli(*argv: str) -> int:
-    import argparse
+    """``loopline simulate ARGV``, through the CLI's own entry point."""
+    from loopline.cli.main import main
 
-    from loopline.cli import simulate as simulate_cli
-
-    parser = argparse.ArgumentParser(prog="loopline")
-    simulate_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["simulate", *argv])
-    return int(args.func(args))
+    return main(["simulate", *argv])
 
 
 def test_loopline_simulate_writes_the_use_cases_world(

@@ -9,7 +9,6 @@ part of the suite, never skipped: ``make install`` installs it (``pip install -e
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from datetime import date, timedelta
@@ -232,12 +231,10 @@ def test_the_demos_live_drift_rescales_vibration_only() -> None:
 
 
 def _simulate_cli(*argv: str) -> int:
-    from loopline.cli import simulate as simulate_cli
+    """``loopline simulate ARGV``, through the CLI's own entry point."""
+    from loopline.cli.main import main
 
-    parser = argparse.ArgumentParser(prog="loopline")
-    simulate_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["simulate", *argv])
-    return int(args.func(args))
+    return main(["simulate", *argv])
 
 
 def test_loopline_simulate_writes_the_use_cases_world(
