@@ -81,9 +81,10 @@ def world(request, tmp_path_factory) -> dict[str, Any]:
         mlflow_tracking_uri=f"sqlite:///{root / 'state' / 'mlflow.db'}",
     )
     settings.state.ensure()
-    plan = use_case.load_simulator().demo
+    simulator = use_case.load_simulator()
+    plan = simulator.demo
     options = {k: v for k, v in plan.options.items() if k != "bad"}  # the broken batch is ingest's business
-    use_case.load_simulator().write(
+    simulator.write(
         SimulationRequest(
             out=settings.state.landing, days=plan.days, start=START, seed=request.param, options=options
         )
