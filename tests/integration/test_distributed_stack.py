@@ -157,7 +157,7 @@ def test_status_reports_the_distributed_mode_and_every_service(stack):
         "scheduler": "healthy",
         "triggerer": "healthy",
         "dag_processor": "healthy",
-    }
+    }, info["airflow"]
     for name in ("postgres", "redis", "object-store", "mlflow", "api-server", "worker-1"):
         proc = psutil.Process(info["services"][name]["pid"])
         listening = [

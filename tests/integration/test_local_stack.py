@@ -117,7 +117,12 @@ def test_up_prints_urls_and_a_generated_login(stack):
     password = info["airflow"]["password"]
     assert info["airflow"]["username"] and password and password != "admin" and len(password) >= 16
     assert password in stack["up"].stdout and info["airflow"]["url"] in stack["up"].stdout
-    assert all(state == "healthy" for state in info["airflow"]["health"].values()), info["airflow"]["health"]
+    assert info["airflow"]["health"] == {
+        "metadatabase": "healthy",
+        "scheduler": "healthy",
+        "triggerer": "healthy",
+        "dag_processor": "healthy",
+    }, info["airflow"]
 
 
 def test_servers_listen_on_loopback_only(stack):

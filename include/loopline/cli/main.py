@@ -28,6 +28,8 @@ def _print_login(info: dict[str, Any]) -> None:
     print(
         f"Airflow UI   {airflow['url']}  (login {airflow.get('username', '?')} / {airflow.get('password', '?')})"
     )
+    if airflow.get("health_unknown"):
+        print(f"             Airflow's health is unknown: {airflow['health_unknown']}")
     print(f"MLflow UI    {info['mlflow']['url']}")
     if "serving" in info:
         print(f"Predictions  {info['serving']['url']}/v1/predict  (OpenAPI {info['serving']['url']}/docs)")

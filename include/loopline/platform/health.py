@@ -8,6 +8,7 @@ distributed profile need not import the stack module that imports it (no import 
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -32,13 +33,37 @@ def serving_alive(settings: Settings) -> bool:
     return answers_ok(f"{settings.serving_base_url}/healthz")
 
 
-def airflow_health(settings: Settings) -> dict[str, str]:
-    """Component → status from Airflow's health endpoint ({} while the api-server is not up)."""
+def airflow_health_url(settings: Settings) -> str:
+    return f"{settings.airflow_base_url}/api/v2/monitor/health"
+
+
+def airflow_health(settings: Settings, timeout: float = 2) -> dict[str, str]:
+    """Component → status from Airflow's health endpoint ({} while the api-server is not up, or does not
+    answer within ``timeout`` seconds)."""
     try:
-        payload = httpx.get(f"{settings.airflow_base_url}/api/v2/monitor/health", timeout=2).json()
+        payload = httpx.get(airflow_health_url(settings), timeout=timeout).json()
     except (httpx.HTTPError, ValueError):
         return {}
     return {name: str(part.get("status")) for name, part in payload.items() if isinstance(part, dict)}
+
+
+def airflow_health_report(settings: Settings, patience_s: float = 15) -> tuple[dict[str, str], str | None]:
+    """Airflow's health for ``loopline status``, and why it is missing when it is.
+
+    A waiting loop's 2-second probe is too short to report from: on a loaded machine (2 cores running the
+    scheduler, the DAG processor and two Celery workers) the api-server can take longer to answer, and an
+    empty health then read as "nothing known" with no reason. So this asks again until ``patience_s``
+    is spent, each try allowed the time left.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        left = deadline - time.monotonic()
+        health = airflow_health(settings, timeout=max(left, 1))
+        if health:
+            return health, None
+        if deadline - time.monotonic() <= 0:
+            return {}, f"no answer from {airflow_health_url(settings)} within {patience_s:.0f} s"
+        time.sleep(min(1, max(deadline - time.monotonic(), 0)))
 
 
 def airflow_healthy(settings: Settings) -> bool:

@@ -24,6 +24,7 @@ from loopline.platform.airflow_api import AirflowApi, AirflowApiError
 from loopline.platform.airflow_env import child_env, venv_bin
 from loopline.platform.health import (
     airflow_health,
+    airflow_health_report,
     airflow_healthy,
     first_dead,
     mlflow_healthy,
@@ -475,7 +476,9 @@ def describe(settings: Settings) -> dict[str, Any]:
     if mode in ("embedded", "distributed") and stack_secrets is not None:
         airflow.update(username=stack_secrets.airflow_username, password=stack_secrets.airflow_password)
     if current.any_running:
-        airflow["health"] = airflow_health(settings)
+        airflow["health"], why_unknown = airflow_health_report(settings)
+        if why_unknown:
+            airflow["health_unknown"] = why_unknown
     info = {
         "mode": mode,
         "state_dir": str(settings.state.root),
