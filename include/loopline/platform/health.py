@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from loopline.config import Settings
     from loopline.platform.processes import ProcessRecord
 
+# The Airflow components `loopline up` waits for, by the names Airflow's health endpoint reports them under.
+AIRFLOW_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
 
 def answers_ok(url: str) -> bool:
     try:
@@ -68,8 +71,7 @@ def airflow_health_report(settings: Settings, patience_s: float = 15) -> tuple[d
 
 def airflow_healthy(settings: Settings) -> bool:
     health = airflow_health(settings)
-    wanted = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    return all(health.get(name) == "healthy" for name in wanted)
+    return all(health.get(name) == "healthy" for name in AIRFLOW_COMPONENTS)
 
 
 def first_dead(records: list[ProcessRecord]) -> ProcessRecord | None:

@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from loopline.config import Settings
-from loopline.platform.health import airflow_health, airflow_health_report
+from loopline.platform.health import AIRFLOW_COMPONENTS, airflow_health, airflow_health_report
 
-HEALTHY = {
-    name: {"status": "healthy"} for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-}
+HEALTHY = {name: {"status": "healthy"} for name in AIRFLOW_COMPONENTS}
 
 
 @pytest.fixture(autouse=True)
