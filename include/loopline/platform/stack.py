@@ -476,7 +476,10 @@ def describe(settings: Settings) -> dict[str, Any]:
     if mode in ("embedded", "distributed") and stack_secrets is not None:
         airflow.update(username=stack_secrets.airflow_username, password=stack_secrets.airflow_password)
     if current.any_running:
-        airflow["health"], why_unknown = airflow_health_report(settings)
+        if current.running.get("api-server"):
+            airflow["health"], why_unknown = airflow_health_report(settings)
+        else:  # nothing would answer: say so now rather than after the report's patience
+            airflow["health"], why_unknown = {}, "the api-server is not running (`loopline up` starts it)"
         if why_unknown:
             airflow["health_unknown"] = why_unknown
     info = {

@@ -89,3 +89,19 @@ def test_an_api_server_that_never_answers_is_reported_with_the_reason(tmp_path: 
     assert health == {}
     assert why_unknown == f"no answer from {url}/api/v2/monitor/health within 2 s"
     assert 2 <= time.monotonic() - began < 6  # it kept asking for its patience, and no longer
+
+
+def test_status_says_at_once_why_airflow_health_is_unknown_when_its_api_server_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loopline.platform import stack
+
+    down = stack.StackStatus(
+        running={"mlflow": True, "api-server": False}, pids={"mlflow": 1, "api-server": 2}
+    )
+    monkeypatch.setattr(stack, "status", lambda settings: down)
+    began = time.monotonic()
+    info = stack.describe(_settings(tmp_path, "http://127.0.0.1:9"))
+    assert time.monotonic() - began < 2  # not the report's 15 s of patience: nothing would answer
+    assert info["airflow"]["health"] == {}
+    assert info["airflow"]["health_unknown"] == "the api-server is not running (`loopline up` starts it)"
