@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from loopline.platform.processes import wait_until
+
 if TYPE_CHECKING:
     from loopline.config import Settings
     from loopline.platform.processes import ProcessRecord
@@ -59,14 +61,16 @@ def airflow_health_report(settings: Settings, patience_s: float = 15) -> tuple[d
     is spent, each try allowed the time left.
     """
     deadline = time.monotonic() + patience_s
-    while True:
-        left = deadline - time.monotonic()
-        health = airflow_health(settings, timeout=max(left, 1))
-        if health:
-            return health, None
-        if deadline - time.monotonic() <= 0:
-            return {}, f"no answer from {airflow_health_url(settings)} within {patience_s:.0f} s"
-        time.sleep(min(1, max(deadline - time.monotonic(), 0)))
+    health: dict[str, str] = {}
+
+    def answered() -> bool:
+        nonlocal health
+        health = airflow_health(settings, timeout=max(deadline - time.monotonic(), 1))
+        return bool(health)
+
+    if wait_until(answered, patience_s, interval=1):
+        return health, None
+    return {}, f"no answer from {airflow_health_url(settings)} within {patience_s:.0f} s"
 
 
 def airflow_healthy(settings: Settings) -> bool:
